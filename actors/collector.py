@@ -1,0 +1,79 @@
+"""Result collector: turns a device's raw runs into ledger entries and decisions.
+
+For each run it verifies the checksum, counts the shots once in the ledger (keyed by
+job and attempt, so a retried delivery is never counted twice), and decides whether
+the job is complete, needs its missing shots re-queued, or must rerun. Pure decisions;
+the scheduler persists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from qrt_ray.errors import IntegrityError
+from qrt_ray.models import CompileInfo, JobResult
+from qrt_ray.results import RawRun, build_result, missing_shots, shots_executed, verify_run
+
+
+class Outcome(str, Enum):
+    """What a run means for its job."""
+
+    COMPLETE = "complete"  # every shot is in: build the result
+    PARTIAL = "partial"  # some shots missing: re-queue only those
+    RERUN = "rerun"  # the run is unusable (corrupt payload, wrong calibration)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The collector's decision on one run."""
+
+    outcome: Outcome
+    reason: str
+    accepted: bool  # whether the run's shots count toward the job
+    missing: int = 0
+
+
+def judge_run(run: RawRun, requested: int, earlier: Sequence[RawRun]) -> Verdict:
+    """Decide what one run means, given the runs of the job accepted before it.
+
+    Args:
+        run: the run just delivered.
+        requested: shots per circuit the job asked for.
+        earlier: runs already accepted for this job (all on one calibration).
+    """
+    if run.error:
+        return Verdict(Outcome.RERUN, run.error, accepted=False)
+    try:
+        verify_run(run)
+    except IntegrityError as exc:
+        return Verdict(Outcome.RERUN, f"{exc}; rerunning its shots", accepted=False)
+    if earlier and earlier[0].calibration_id != run.calibration_id:
+        return Verdict(
+            Outcome.RERUN,
+            f"calibration changed from {earlier[0].calibration_id} to {run.calibration_id} "
+            "between partial runs; shots of two calibrations are never merged",
+            accepted=False,
+        )
+    missing = missing_shots(requested, [*earlier, run])
+    if missing:
+        got = requested - missing
+        return Verdict(
+            Outcome.PARTIAL,
+            f"partial run: {got}/{requested} shots; re-queued the {missing} missing shots",
+            accepted=True,
+            missing=missing,
+        )
+    return Verdict(Outcome.COMPLETE, f"{shots_executed(run)} shots in", accepted=True)
+
+
+def finish(
+    job_id: str,
+    runs: Sequence[RawRun],
+    compile_infos: Sequence[Mapping[str, object]],
+    versions: Mapping[str, str],
+) -> JobResult:
+    """Build the final, reproducible result of a job from its accepted runs."""
+    infos = [CompileInfo.model_validate(c) for c in compile_infos]
+    return build_result(job_id, runs, infos, versions)

@@ -1,0 +1,253 @@
+"""A quantum device: its calibration, its queue, and a noisy simulator that runs batches.
+
+:class:`Device` is plain Python (tests use it without Ray); :class:`DeviceActor` in
+``actors/device_actor.py`` wraps it with a worker thread that drains the queue.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from qiskit import QuantumCircuit
+from qrt_ray.config import DeviceConfig
+from qrt_ray.noise import NoiseModelCache, target_from_snapshot
+
+from qrt_ray.calibration import load_backend, snapshot_from_backend
+from qrt_ray.errors import DeviceUnavailableError
+from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
+from qrt_ray.results import RawRun, counts_checksum, trim_counts
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """One attempt of one job, compiled for one calibration of this device."""
+
+    job_id: str
+    attempt: int
+    calibration_id: str
+    circuits: tuple[QuantumCircuit, ...]
+    shots: int
+    priority: int
+    seed: int | None = None
+
+
+@dataclass(slots=True)
+class FaultPlan:
+    """Faults to inject into the next runs (tests and chaos drills only)."""
+
+    partial_fractions: list[float] = field(default_factory=list)
+    corrupt: int = 0
+
+
+class Device:
+    """One device: calibration, priority queue, and batched noisy execution."""
+
+    def __init__(
+        self,
+        config: DeviceConfig,
+        *,
+        max_parallel_threads: int = 0,
+        clock: Callable[[], float] = time.time,
+        noise_cache: NoiseModelCache | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.status = DeviceStatus.ONLINE
+        self._clock = clock
+        self._threads = max_parallel_threads or os.cpu_count() or 1
+        self._backend = load_backend(config.backend)
+        self.calibration: CalibrationSnapshot = snapshot_from_backend(
+            config.name, self._backend, taken_at=clock()
+        )
+        self._noise = noise_cache or NoiseModelCache()
+        self._heap: list[tuple[int, int, WorkItem]] = []
+        self._seq = itertools.count()
+        self._queued_shots = 0
+        self._lock = threading.Lock()
+        self.faults = FaultPlan()
+        self.batches_run = 0
+        self.circuits_run = 0
+
+    # -- facts for placement and compile ----------------------------------------------
+
+    def snapshot(self) -> DeviceSnapshot:
+        """What placement needs to know about this device now."""
+        with self._lock:
+            depth, queued_shots = len(self._heap), self._queued_shots
+        method, gpu = self.simulator_info()
+        return DeviceSnapshot(
+            name=self.name,
+            status=self.status,
+            num_qubits=self.calibration.num_qubits,
+            calibration=self.calibration,
+            queue_depth=depth,
+            queued_shots=queued_shots,
+            queue_limit=self.config.queue_limit,
+            price_per_shot_usd=self.config.price_per_shot_usd,
+            price_per_job_usd=self.config.price_per_job_usd,
+            simulator_method=method,
+            gpu=gpu,
+        )
+
+    def simulator_info(self) -> tuple[str, bool]:
+        """(method description, uses GPU) of the simulator, without building it."""
+        from qrt_ray.noise import gpu_available
+
+        gpu = self.config.gpu == "require" or (self.config.gpu == "auto" and gpu_available())
+        return ("density_matrix/statevector (auto)", gpu)
+
+    def compile_target(self):
+        """The transpiler target of the current calibration, with its id."""
+        return self.calibration.calibration_id, target_from_snapshot(
+            self.calibration, self._backend.target
+        )
+
+    # -- queue ------------------------------------------------------------------------
+
+    def enqueue(self, items: Iterable[WorkItem]) -> int:
+        """Add work; returns the queue depth.
+
+        Raises:
+            DeviceUnavailableError: the device is not ONLINE or its queue is full.
+        """
+        items = list(items)
+        with self._lock:
+            if self.status is not DeviceStatus.ONLINE:
+                raise DeviceUnavailableError(f"device {self.name} is {self.status.value}")
+            if len(self._heap) + len(items) > self.config.queue_limit:
+                raise DeviceUnavailableError(
+                    f"device {self.name}: queue full ({self.config.queue_limit} jobs)"
+                )
+            for item in items:
+                heapq.heappush(self._heap, (-item.priority, next(self._seq), item))
+                self._queued_shots += item.shots * len(item.circuits)
+            return len(self._heap)
+
+    def drop(self, job_ids: Iterable[str]) -> list[str]:
+        """Remove queued work of these jobs (cancelled or moved); returns what was removed."""
+        doomed = set(job_ids)
+        with self._lock:
+            kept = [e for e in self._heap if e[2].job_id not in doomed]
+            removed = [e[2].job_id for e in self._heap if e[2].job_id in doomed]
+            if removed:
+                self._heap = kept
+                heapq.heapify(self._heap)
+                self._queued_shots = sum(e[2].shots * len(e[2].circuits) for e in kept)
+            return removed
+
+    def take_batch(self) -> list[WorkItem]:
+        """Pop the highest-priority work, up to ``max_batch_circuits`` circuits."""
+        batch: list[WorkItem] = []
+        n = 0
+        with self._lock:
+            while self._heap:
+                item = self._heap[0][2]
+                if batch and n + len(item.circuits) > self.config.max_batch_circuits:
+                    break
+                heapq.heappop(self._heap)
+                self._queued_shots -= item.shots * len(item.circuits)
+                batch.append(item)
+                n += len(item.circuits)
+        return batch
+
+    @property
+    def queue_depth(self) -> int:
+        """Jobs waiting in this device's queue."""
+        with self._lock:
+            return len(self._heap)
+
+    # -- execution --------------------------------------------------------------------
+
+    def execute(self, batch: Sequence[WorkItem]) -> list[RawRun]:
+        """Run a batch: one simulator call per (shots, seed) group, never one per circuit."""
+        cal = self.calibration
+        sim, method, gpu = self._noise.get(
+            cal, self._backend.target, gpu=self.config.gpu, max_parallel_threads=self._threads
+        )
+        runs: list[RawRun] = []
+        groups: dict[tuple[int, int | None], list[WorkItem]] = {}
+        for item in batch:
+            if item.calibration_id != cal.calibration_id:
+                runs.append(self._refused(item, cal, method, gpu))
+                continue
+            groups.setdefault((item.shots, item.seed), []).append(item)
+        for (shots, seed), items in groups.items():
+            runs.extend(self._run_group(sim, items, shots, seed, method, gpu))
+        self.batches_run += 1
+        return runs
+
+    def _run_group(
+        self, sim, items: list[WorkItem], shots: int, seed: int | None, method: str, gpu: bool
+    ) -> list[RawRun]:
+        circuits = [c for item in items for c in item.circuits]
+        base_seed = seed if seed is not None else secrets.randbits(30)
+        start = time.perf_counter()
+        result = sim.run(circuits, shots=shots, seed_simulator=base_seed).result()
+        elapsed = time.perf_counter() - start
+        self.circuits_run += len(circuits)
+        seeds = [int(r.seed_simulator) for r in result.results]
+        method = str(result.results[0].metadata.get("method", method)) if result.results else method
+        runs = []
+        offset = 0
+        for item in items:
+            n = len(item.circuits)
+            counts = [dict(result.get_counts(offset + i)) for i in range(n)]
+            counts = self._apply_partial_fault(counts, shots)
+            checksum = counts_checksum(counts)
+            if self.faults.corrupt > 0:
+                self.faults.corrupt -= 1
+                first = next(iter(counts[0]))
+                counts[0][first] += 1  # payload no longer matches what was checksummed
+            runs.append(
+                RawRun(
+                    job_id=item.job_id,
+                    attempt=item.attempt,
+                    device=self.name,
+                    calibration_id=self.calibration.calibration_id,
+                    calibration_taken_at=self.calibration.taken_at,
+                    shots_requested=shots,
+                    counts=tuple(counts),
+                    seeds=tuple(seeds[offset : offset + n]),
+                    run_s=elapsed * n / len(circuits),
+                    simulator_method=method,
+                    gpu=gpu,
+                    checksum=checksum,
+                )
+            )
+            offset += n
+        return runs
+
+    def _apply_partial_fault(self, counts: list[dict[str, int]], shots: int) -> list[dict[str, int]]:
+        if not self.faults.partial_fractions:
+            return counts
+        keep = max(0, int(shots * self.faults.partial_fractions.pop(0)))
+        return [trim_counts(c, keep) for c in counts]
+
+    def _refused(self, item: WorkItem, cal: CalibrationSnapshot, method: str, gpu: bool) -> RawRun:
+        # A circuit compiled for another calibration would run with the wrong layout
+        # assumptions; the scheduler recompiles rather than run it.
+        return RawRun(
+            job_id=item.job_id,
+            attempt=item.attempt,
+            device=self.name,
+            calibration_id=cal.calibration_id,
+            calibration_taken_at=cal.taken_at,
+            shots_requested=item.shots,
+            counts=(),
+            seeds=(),
+            run_s=0.0,
+            simulator_method=method,
+            gpu=gpu,
+            checksum=counts_checksum([]),
+            error=(
+                f"compiled for calibration {item.calibration_id} but {self.name} is at "
+                f"{cal.calibration_id}; recompile"
+            ),
+        )

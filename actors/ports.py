@@ -1,0 +1,69 @@
+"""What the scheduler needs from the rest of the farm, as one small interface.
+
+The Ray actor supplies ports that call device actors and compile tasks; unit tests
+supply in-process ports over plain :class:`~actors.device.Device` objects, so the
+scheduler's whole logic runs without Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Protocol
+
+from actors.device import Device, WorkItem
+from qrt_ray.compiler import CompiledCircuit, compile_circuits
+from qrt_ray.models import DeviceSnapshot
+
+
+class SchedulerPorts(Protocol):
+    """Effects the scheduler performs on devices and compilers."""
+
+    async def snapshots(self) -> list[DeviceSnapshot]:
+        """Current snapshot of every device."""
+        ...
+
+    async def compile(
+        self, device: str, texts: Sequence[str], *, optimization_level: int, seed: int
+    ) -> tuple[str, list[CompiledCircuit]]:
+        """Compile for a device's current calibration; returns (calibration id, compiled)."""
+        ...
+
+    async def enqueue(self, device: str, items: Sequence[WorkItem]) -> None:
+        """Hand work to a device's queue."""
+        ...
+
+    async def drop(self, device: str, job_ids: Sequence[str]) -> None:
+        """Remove queued work from a device (best effort)."""
+        ...
+
+
+class LocalPorts:
+    """In-process ports over plain devices; the caller drives execution (tests, sims)."""
+
+    def __init__(self, devices: Sequence[Device]) -> None:
+        self.devices = {d.name: d for d in devices}
+
+    async def snapshots(self) -> list[DeviceSnapshot]:
+        return [d.snapshot() for d in self.devices.values()]
+
+    async def compile(
+        self, device: str, texts: Sequence[str], *, optimization_level: int, seed: int
+    ) -> tuple[str, list[CompiledCircuit]]:
+        cal_id, target = self.devices[device].compile_target()
+        compiled = await asyncio.to_thread(
+            compile_circuits,
+            texts,
+            target,
+            device=device,
+            calibration_id=cal_id,
+            optimization_level=optimization_level,
+            seed_transpiler=seed,
+        )
+        return cal_id, compiled
+
+    async def enqueue(self, device: str, items: Sequence[WorkItem]) -> None:
+        self.devices[device].enqueue(items)
+
+    async def drop(self, device: str, job_ids: Sequence[str]) -> None:
+        self.devices[device].drop(job_ids)

@@ -1,0 +1,612 @@
+"""The scheduler: admits jobs, persists every transition, places, compiles, dispatches.
+
+:class:`Scheduler` is a plain asyncio object holding all the logic; the Ray actor in
+``actors/scheduler_actor.py`` is a thin shell around it, and unit tests drive it with
+:class:`~actors.ports.LocalPorts`. One control loop reconciles the desired state
+(every live job moving forward) with the actual one; each step is wrapped so that one
+failure is logged, counted and the loop goes on. Rule: a state change is written to
+the store before anything acts on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from actors import collector
+from actors.device import WorkItem
+from actors.ports import SchedulerPorts
+from policies.placement import fewest_expected_errors
+from qrt_ray.circuits import circuit_hash, circuit_stats, parse_qasm
+from qrt_ray.compiler import DEFAULT_OPTIMIZATION_LEVEL, CompileCache, CompiledCircuit
+from qrt_ray.errors import (
+    DeviceUnavailableError,
+    IntegrityError,
+    JobNotFoundError,
+    PlacementError,
+    QrtError,
+    ValidationError,
+)
+from qrt_ray.lifecycle import JobState, check_transition
+from qrt_ray.metrics import RuntimeMetrics
+from qrt_ray.models import CircuitStats, DeviceSnapshot, JobSpec
+from qrt_ray.results import (
+    RawRun,
+    decode_run,
+    encode_result,
+    encode_run,
+    missing_shots,
+    shots_executed,
+)
+from qrt_ray.store import JobRecord, JobStore, ShotRecord, StateUpdate
+from qrt_ray.versions import software_versions
+
+logger = logging.getLogger("qrt.scheduler")
+S = JobState
+
+
+class Scheduler:
+    """Job admission, placement, compile, dispatch and completion over a job store."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        ports: SchedulerPorts,
+        *,
+        optimization_level: int = DEFAULT_OPTIMIZATION_LEVEL,
+        seed_transpiler: int = 11,
+        compile_chunk: int = 64,
+        snapshot_interval_s: float = 0.2,
+        clock: Callable[[], float] = time.time,
+        metrics: RuntimeMetrics | None = None,
+    ) -> None:
+        self.store = store
+        self.ports = ports
+        self.metrics = metrics or RuntimeMetrics()
+        self._opt = optimization_level
+        self._seed = seed_transpiler
+        self._chunk = compile_chunk
+        self._snap_interval = snapshot_interval_s
+        self._clock = clock
+        self._versions = software_versions()
+        self._cache = CompileCache()
+        self._live: dict[str, JobRecord] = {}
+        self._stats: dict[str, list[CircuitStats]] = {}
+        self._runs: dict[str, list[RawRun]] = {}
+        self._pending: list[tuple[int, float, str]] = []
+        self._deadlines: list[tuple[float, str]] = []
+        self._done: dict[str, asyncio.Event] = {}
+        self._snapshots: list[DeviceSnapshot] = []
+        self._snap_at = float("-inf")
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[Any]] = set()
+
+    # == lifecycle of the scheduler itself ============================================
+
+    async def start(self) -> int:
+        """Recover unfinished jobs from the store and start the control loop.
+
+        Returns:
+            How many unfinished jobs were recovered.
+        """
+        recovered = await self._recover()
+        self._loop_task = asyncio.create_task(self._run_forever(), name="qrt-scheduler-loop")
+        return recovered
+
+    async def stop(self) -> None:
+        """Stop the loop; durable state stays in the store for the next start."""
+        if self._loop_task:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for task in list(self._inflight):
+            task.cancel()
+        await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def _run_forever(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=0.05)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            for name, step in (("snapshots", self._refresh_snapshots), ("deadlines",
+                               self._expire), ("place", self._place_pending)):
+                try:
+                    await step()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("scheduler step %s failed", name)
+                    self.metrics.loop_errors.labels(step=name).inc()
+
+    # == persistence: every change goes through here ===================================
+
+    async def _persist(self, updates: Sequence[StateUpdate]) -> list[StateUpdate]:
+        """Write transitions durably; returns those applied and mirrors them in memory."""
+        for u in updates:
+            check_transition(u.job_id, u.from_state, u.to_state)
+        if not updates:
+            return []
+        applied = await asyncio.to_thread(self.store.apply, updates)
+        done: list[StateUpdate] = []
+        for u, ok in zip(updates, applied, strict=True):
+            if not ok:
+                logger.warning("job %s was not in %s; skipped %s", u.job_id, u.from_state,
+                               u.to_state)
+                continue
+            done.append(u)
+            self.metrics.transitions.labels(to_state=u.to_state.value).inc()
+            rec = self._live.get(u.job_id)
+            if rec is None:
+                continue
+            rec = replace(rec, state=u.to_state, updated_at=u.at, **u.fields)
+            if u.to_state.is_final:
+                self._retire(rec)
+            else:
+                self._live[u.job_id] = rec
+        return done
+
+    def _retire(self, rec: JobRecord) -> None:
+        self._live.pop(rec.job_id, None)
+        self._stats.pop(rec.job_id, None)
+        self._runs.pop(rec.job_id, None)
+        self.metrics.job_latency.labels(final_state=rec.state.value).observe(
+            max(0.0, rec.updated_at - rec.created_at)
+        )
+        event = self._done.pop(rec.job_id, None)
+        if event:
+            event.set()
+
+    def _enqueue_pending(self, rec: JobRecord) -> None:
+        heapq.heappush(self._pending, (-rec.spec.priority, rec.created_at, rec.job_id))
+        self.metrics.pending.set(len(self._pending))
+        self._wake.set()
+
+    # == admission ====================================================================
+
+    async def submit(self, specs: Sequence[JobSpec]) -> list[tuple[JobRecord, bool]]:
+        """Validate, persist as QUEUED and schedule jobs; idempotency keys dedupe.
+
+        All specs are validated before any is stored, so a bad one stores nothing.
+
+        Returns:
+            For each spec, its job record and whether it was created now.
+
+        Raises:
+            ValidationError: a circuit does not parse, or an idempotency key was reused
+                for a different request.
+            PlacementError: no device in the farm could ever run one of the jobs.
+        """
+        await self._refresh_snapshots(force=not self._snapshots)
+        now = self._clock()
+        records: list[JobRecord] = []
+        stats: list[list[CircuitStats]] = []
+        for i, spec in enumerate(specs):
+            where = f"jobs[{i}]" if len(specs) > 1 else "job"
+            job_stats = [
+                circuit_stats(parse_qasm(t, arg=f"{where}.circuits[{k}]"))
+                for k, t in enumerate(spec.circuits)
+            ]
+            self._check_feasible(spec, job_stats)
+            if spec.idempotency_key:
+                prior = await asyncio.to_thread(
+                    self.store.find_by_key, spec.tenant, spec.idempotency_key
+                )
+                if prior is not None and prior.spec != spec:
+                    raise ValidationError(
+                        f"{where}.idempotency_key={spec.idempotency_key!r} was already used "
+                        f"for job {prior.job_id} with a different request; use a new key"
+                    )
+            records.append(JobRecord(f"job-{uuid.uuid4().hex[:16]}", S.QUEUED, spec, now, now))
+            stats.append(job_stats)
+        admitted = await asyncio.to_thread(self.store.admit, records)
+        for (rec, created), job_stats in zip(admitted, stats, strict=True):
+            if not created:
+                continue
+            self.metrics.jobs_submitted.labels(tenant=rec.tenant).inc()
+            self.metrics.transitions.labels(to_state=S.QUEUED.value).inc()
+            self._track(rec, job_stats)
+        return admitted
+
+    def _track(self, rec: JobRecord, stats: list[CircuitStats] | None = None) -> None:
+        self._live[rec.job_id] = rec
+        if stats is not None:
+            self._stats[rec.job_id] = stats
+        self._done.setdefault(rec.job_id, asyncio.Event())
+        if rec.spec.max_execution_time_s:
+            heapq.heappush(
+                self._deadlines, (rec.created_at + rec.spec.max_execution_time_s, rec.job_id)
+            )
+        if rec.state is S.QUEUED:
+            self._enqueue_pending(rec)
+
+    def _check_feasible(self, spec: JobSpec, stats: list[CircuitStats]) -> None:
+        # Fail at submit, not later, when no device could ever run the job.
+        try:
+            fewest_expected_errors(stats, self._snapshots, pinned=spec.device)
+        except DeviceUnavailableError:
+            pass  # fits, just busy or paused: it waits in QUEUED
+
+    def _job_stats(self, rec: JobRecord) -> list[CircuitStats]:
+        if rec.job_id not in self._stats:
+            self._stats[rec.job_id] = [circuit_stats(parse_qasm(t)) for t in rec.spec.circuits]
+        return self._stats[rec.job_id]
+
+    # == the control loop's steps =====================================================
+
+    async def _refresh_snapshots(self, force: bool = False) -> None:
+        now = time.monotonic()
+        # An idle farm is not polled: snapshots matter only to place pending work.
+        if not force and (not self._pending or now - self._snap_at < self._snap_interval):
+            return
+        self._snapshots = await self.ports.snapshots()
+        self._snap_at = now
+        for snap in self._snapshots:
+            self.metrics.queue_depth.labels(device=snap.name).set(snap.queue_depth)
+
+    async def _expire(self) -> None:
+        now = self._clock()
+        updates = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, job_id = heapq.heappop(self._deadlines)
+            rec = self._live.get(job_id)
+            if rec is None:
+                continue
+            limit = rec.spec.max_execution_time_s
+            updates.append(
+                StateUpdate(
+                    job_id, rec.state, S.FAILED, now,
+                    reason="max_execution_time_s exceeded",
+                    fields={"error": f"max_execution_time_s={limit:g} exceeded while the job "
+                            f"was {rec.state.value}; raise the limit or use fewer shots"},
+                )
+            )
+        for u in await self._persist(updates):
+            rec = self._live.get(u.job_id) or await asyncio.to_thread(self.store.get, u.job_id)
+            if rec.device:
+                await self._safe_drop(rec.device, [u.job_id])
+
+    async def _place_pending(self) -> None:
+        if not self._pending:
+            return
+        now = self._clock()
+        picked: list[tuple[JobRecord, Any]] = []
+        waiting: list[tuple[int, float, str]] = []
+        failures: list[StateUpdate] = []
+        while self._pending:
+            entry = heapq.heappop(self._pending)
+            rec = self._live.get(entry[2])
+            if rec is None or rec.state is not S.QUEUED:
+                continue
+            try:
+                placement = self._place(rec)
+            except DeviceUnavailableError:
+                waiting.append(entry)
+                continue
+            except PlacementError as exc:
+                failures.append(StateUpdate(rec.job_id, S.QUEUED, S.FAILED, now,
+                                            reason="placement", fields={"error": str(exc)}))
+                continue
+            picked.append((rec, placement))
+        for entry in waiting:
+            heapq.heappush(self._pending, entry)
+        self.metrics.pending.set(len(self._pending))
+        updates = [
+            StateUpdate(rec.job_id, S.QUEUED, S.COMPILING, now,
+                        reason=f"placed on {pl.device}",
+                        fields={"device": pl.device, "placement": {
+                            "device": pl.device, "ranking": pl.ranking, **pl.explanation}})
+            for rec, pl in picked
+        ]
+        applied = {u.job_id for u in await self._persist([*failures, *updates])}
+        # Chunks of about `compile_chunk` circuits each compile and dispatch on their
+        # own, so a device starts on the first chunk while later ones still compile.
+        chunks: dict[str, list[list[str]]] = {}
+        sizes: dict[str, int] = {}
+        for rec, pl in picked:
+            if rec.job_id not in applied:
+                continue
+            per_device = chunks.setdefault(pl.device, [[]])
+            if sizes.get(pl.device, 0) >= self._chunk:
+                per_device.append([])
+                sizes[pl.device] = 0
+            per_device[-1].append(rec.job_id)
+            sizes[pl.device] = sizes.get(pl.device, 0) + len(rec.spec.circuits)
+        for device, groups in chunks.items():
+            for job_ids in groups:
+                task = asyncio.create_task(self._compile_and_dispatch(device, job_ids))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+
+    def _place(self, rec: JobRecord) -> Any:
+        runs = self._runs.get(rec.job_id)
+        # Missing shots of a partial run go back to the device and calibration that ran
+        # the rest, so the job's shots all come from one calibration.
+        pinned = runs[0].device if runs else rec.spec.device
+        placement = fewest_expected_errors(self._job_stats(rec), self._snapshots, pinned=pinned)
+        if runs:
+            snap = next(s for s in self._snapshots if s.name == pinned)
+            if snap.calibration.calibration_id != runs[0].calibration_id:
+                logger.info("job %s: calibration moved on; rerunning it whole", rec.job_id)
+                self._runs.pop(rec.job_id, None)
+        return placement
+
+    # == compile and dispatch =========================================================
+
+    async def _compile_and_dispatch(self, device: str, job_ids: list[str]) -> None:
+        try:
+            compiled, cal_id = await self._compile_jobs(device, job_ids)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("compile for %s failed", device)
+            now = self._clock()
+            await self._persist([
+                StateUpdate(j, S.COMPILING, S.FAILED, now, reason="compile",
+                            fields={"error": f"compile for {device} failed: {exc}"})
+                for j in job_ids if j in self._live
+            ])
+            return
+        now = self._clock()
+        updates, items = [], []
+        for job_id in job_ids:
+            rec = self._live.get(job_id)
+            if rec is None or rec.state is not S.COMPILING:
+                continue  # cancelled or expired meanwhile
+            circuits = compiled[job_id]
+            attempt = rec.attempts + 1
+            placement = dict(rec.placement or {})
+            placement["compile"] = [c.info.model_dump() for c in circuits]
+            updates.append(StateUpdate(job_id, S.COMPILING, S.PLACED, now,
+                                       reason=f"compiled for {cal_id}",
+                                       fields={"calibration_id": cal_id, "attempts": attempt,
+                                               "placement": placement}))
+            runs = self._runs.get(job_id, [])
+            shots = missing_shots(rec.spec.shots, runs) if runs else rec.spec.shots
+            items.append(WorkItem(job_id, attempt, cal_id, tuple(c.circuit for c in circuits),
+                                  shots, rec.spec.priority, rec.spec.seed))
+        applied = {u.job_id for u in await self._persist(updates)}
+        items = [i for i in items if i.job_id in applied]
+        if not items:
+            return
+        try:
+            await self.ports.enqueue(device, items)
+        except QrtError as exc:
+            logger.info("device %s refused %d jobs: %s", device, len(items), exc)
+            await self._requeue([i.job_id for i in items], S.PLACED, f"{device}: {exc}")
+
+    async def _compile_jobs(
+        self, device: str, job_ids: list[str]
+    ) -> tuple[dict[str, list[CompiledCircuit]], str]:
+        snap = next(s for s in self._snapshots if s.name == device)
+        cal_id = snap.calibration.calibration_id
+        found: dict[str, CompiledCircuit] = {}
+        todo: dict[str, str] = {}
+        for job_id in job_ids:
+            for text in self._live[job_id].spec.circuits:
+                h = circuit_hash(text)
+                if h in found or h in todo:
+                    continue
+                hit = self._cache.get((h, device, cal_id))
+                if hit is not None:
+                    found[h] = hit
+                else:
+                    todo[h] = text
+        self.metrics.compile_cache.labels(outcome="hit").inc(len(found))
+        self.metrics.compile_cache.labels(outcome="miss").inc(len(todo))
+        if todo:
+            texts = list(todo.values())
+            chunks = [texts[i : i + self._chunk] for i in range(0, len(texts), self._chunk)]
+            start = time.perf_counter()
+            outs = await asyncio.gather(*(
+                self.ports.compile(device, chunk, optimization_level=self._opt, seed=self._seed)
+                for chunk in chunks
+            ))
+            self.metrics.compile_seconds.labels(device=device).observe(time.perf_counter() - start)
+            for got_cal, compiled in outs:
+                if got_cal != cal_id:  # recalibrated under us: compile again next pass
+                    raise DeviceUnavailableError(f"{device} recalibrated during compile")
+                for c in compiled:
+                    self._cache.put(c)
+                    found[c.circuit_hash] = c
+        by_job = {
+            j: [found[circuit_hash(t)] for t in self._live[j].spec.circuits] for j in job_ids
+        }
+        return by_job, cal_id
+
+    async def _requeue(self, job_ids: Sequence[str], from_state: JobState, reason: str) -> None:
+        now = self._clock()
+        updates = [StateUpdate(j, from_state, S.QUEUED, now, reason=reason) for j in job_ids]
+        for u in await self._persist(updates):
+            self._enqueue_pending(self._live[u.job_id])
+
+    async def _safe_drop(self, device: str, job_ids: list[str]) -> None:
+        try:
+            await self.ports.drop(device, job_ids)
+        except Exception:
+            logger.warning("could not drop %s from %s", job_ids, device, exc_info=True)
+
+    # == callbacks from devices =======================================================
+
+    async def batch_started(self, device: str, attempts: Sequence[tuple[str, int]]) -> list[str]:
+        """A device is about to run these (job, attempt)s; returns the job ids to run.
+
+        RUNNING is persisted first; work cancelled meanwhile is not returned.
+        """
+        now = self._clock()
+        updates = []
+        for job_id, attempt in attempts:
+            rec = self._live.get(job_id)
+            if rec and rec.state is S.PLACED and rec.attempts == attempt and rec.device == device:
+                updates.append(StateUpdate(job_id, S.PLACED, S.RUNNING, now,
+                                           reason=f"running on {device}"))
+        return [u.job_id for u in await self._persist(updates)]
+
+    async def batch_finished(self, device: str, runs: Sequence[RawRun]) -> None:
+        """A device finished runs: count shots once, then complete, re-queue or rerun."""
+        now = self._clock()
+        accepted: list[tuple[RawRun, collector.Verdict]] = []
+        retry: list[tuple[str, str]] = []
+        for run in runs:
+            rec = self._live.get(run.job_id)
+            if rec is None or rec.state is not S.RUNNING or rec.attempts != run.attempt:
+                continue  # cancelled, expired, or a stale delivery: never counted
+            verdict = collector.judge_run(run, rec.spec.shots, self._runs.get(run.job_id, []))
+            if verdict.accepted:
+                accepted.append((run, verdict))
+            else:
+                if "checksum" in verdict.reason:
+                    self.metrics.integrity_failures.labels(device=device).inc()
+                retry.append((run.job_id, verdict.reason))
+        counted = await self._count_shots(accepted, now)
+        complete, partial = [], []
+        for run, verdict in counted:
+            self._runs.setdefault(run.job_id, []).append(run)
+            self.metrics.shots.labels(device=device).inc(shots_executed(run) * len(run.counts))
+            if verdict.outcome is collector.Outcome.PARTIAL:
+                self.metrics.partial_runs.labels(device=device).inc()
+                partial.append((run.job_id, verdict.reason))
+            else:
+                complete.append(run.job_id)
+        for job_id, reason in [*retry, *partial]:
+            await self._requeue([job_id], S.RUNNING, reason)
+        await self._complete(complete)
+
+    async def _count_shots(
+        self, accepted: list[tuple[RawRun, collector.Verdict]], now: float
+    ) -> list[tuple[RawRun, collector.Verdict]]:
+        if not accepted:
+            return []
+        blobs = [encode_run(run) for run, _ in accepted]
+        digests = await asyncio.to_thread(self.store.put_blobs, blobs)
+        ledger = [
+            ShotRecord(run.job_id, run.attempt, run.calibration_id, shots_executed(run), now, d)
+            for (run, _), d in zip(accepted, digests, strict=True)
+        ]
+        fresh = await asyncio.to_thread(self.store.record_shots, ledger)
+        return [pair for pair, new in zip(accepted, fresh, strict=True) if new]
+
+    async def _complete(self, job_ids: Sequence[str]) -> None:
+        now = self._clock()
+        moved = await self._persist([
+            StateUpdate(j, S.RUNNING, S.POSTPROCESSING, now, reason="all shots in")
+            for j in job_ids
+        ])
+        await self._finish([u.job_id for u in moved])
+
+    async def _finish(self, job_ids: Sequence[str]) -> None:
+        results, failed, ok_ids = [], [], []
+        now = self._clock()
+        for job_id in job_ids:
+            rec = self._live[job_id]
+            try:
+                compile_infos = (rec.placement or {}).get("compile", [])
+                result = collector.finish(job_id, self._runs[job_id], compile_infos,
+                                          self._versions)
+                results.append(encode_result(result))
+                ok_ids.append(job_id)
+            except QrtError as exc:
+                failed.append(StateUpdate(job_id, S.POSTPROCESSING, S.FAILED, now,
+                                          reason="postprocessing", fields={"error": str(exc)}))
+        digests = await asyncio.to_thread(self.store.put_blobs, results)
+        await self._persist([
+            *failed,
+            *(StateUpdate(j, S.POSTPROCESSING, S.DONE, now, reason="result stored",
+                          fields={"result_sha256": d})
+              for j, d in zip(ok_ids, digests, strict=True)),
+        ])
+
+    # == recovery =====================================================================
+
+    async def _recover(self) -> int:
+        records = await asyncio.to_thread(self.store.unfinished)
+        now = self._clock()
+        back: list[StateUpdate] = []
+        finishing: list[str] = []
+        for rec in records:
+            self._track(rec)
+            ledger = await asyncio.to_thread(self.store.shot_ledger, rec.job_id)
+            runs = [decode_run(self.store.get_blob(r.run_sha256)) for r in ledger if r.run_sha256]
+            if runs:
+                self._runs[rec.job_id] = runs
+            if rec.state is S.POSTPROCESSING:
+                finishing.append(rec.job_id)
+            elif rec.state in (S.COMPILING, S.PLACED, S.RUNNING):
+                back.append(StateUpdate(rec.job_id, rec.state, S.QUEUED, now,
+                                        reason=f"recovered after restart (was {rec.state.value})"))
+        for u in await self._persist(back):
+            self._enqueue_pending(self._live[u.job_id])
+        if finishing:
+            await self._finish(finishing)
+        if records:
+            logger.info("recovered %d unfinished jobs", len(records))
+        return len(records)
+
+    # == queries and control ==========================================================
+
+    async def get(self, job_id: str) -> JobRecord:
+        """The job's current record (live jobs from memory, others from the store)."""
+        rec = self._live.get(job_id)
+        return rec if rec is not None else await asyncio.to_thread(self.store.get, job_id)
+
+    async def wait(self, job_ids: Sequence[str], timeout_s: float | None) -> dict[str, JobState]:
+        """Wait until every job is final or the timeout passes; returns their states."""
+        events = [self._done[j] for j in job_ids if j in self._live and j in self._done]
+        if events:
+            waiter = asyncio.gather(*(e.wait() for e in events))
+            try:
+                await asyncio.wait_for(waiter, timeout=timeout_s)
+            except TimeoutError:
+                pass
+        return {j: (await self.get(j)).state for j in job_ids}
+
+    async def result_blob(self, job_id: str) -> tuple[str, bytes]:
+        """(sha256, bytes) of a DONE job's result, verified against its checksum.
+
+        Raises:
+            IntegrityError: the stored result is corrupt.
+            ValidationError: the job is not DONE.
+        """
+        rec = await self.get(job_id)
+        if rec.state is not S.DONE or rec.result_sha256 is None:
+            raise ValidationError(f"job {job_id} is {rec.state.value}, not DONE; no result yet")
+        data = await asyncio.to_thread(self.store.get_blob, rec.result_sha256)
+        return rec.result_sha256, data
+
+    async def cancel(self, job_id: str) -> tuple[JobState, bool]:
+        """Cancel a job that has not finished; returns (state now, whether it changed)."""
+        rec = await self.get(job_id)
+        if rec.state.is_final:
+            return rec.state, False
+        moved = await self._persist([StateUpdate(job_id, rec.state, S.CANCELLED, self._clock(),
+                                                 reason="cancelled by user")])
+        if moved and rec.device:
+            await self._safe_drop(rec.device, [job_id])
+        return (await self.get(job_id)).state, bool(moved)
+
+    async def devices(self) -> list[DeviceSnapshot]:
+        """Fresh snapshots of every device."""
+        await self._refresh_snapshots(force=True)
+        return list(self._snapshots)
+
+    def live_count(self) -> int:
+        """Jobs not yet final."""
+        return len(self._live)
+
+
+def integrity_guard(data: bytes, sha256: str) -> None:
+    """Raise IntegrityError unless ``data`` hashes to ``sha256`` (client-side check)."""
+    from qrt_ray.store.base import sha256_hex
+
+    if sha256_hex(data) != sha256:
+        raise IntegrityError(f"result {sha256[:12]} failed its checksum in transit")
+
+
+__all__ = ["JobNotFoundError", "Scheduler", "integrity_guard"]

@@ -1,0 +1,182 @@
+"""Ray shell around :class:`~actors.scheduler.Scheduler`, and its Ray-backed ports."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import ray
+
+from actors.device import WorkItem
+from actors.scheduler import Scheduler
+from qrt_ray.compiler import CompiledCircuit, compile_circuits
+from qrt_ray.metrics import RuntimeMetrics
+from qrt_ray.models import DeviceSnapshot, JobSpec
+from qrt_ray.results import RawRun
+from qrt_ray.store import JobRecord, open_store
+
+logger = logging.getLogger("qrt.scheduler")
+
+# Compile runs as Ray tasks, one CPU each, so a farm compiles on every core it has.
+compile_task = ray.remote(num_cpus=1, max_retries=2)(compile_circuits)
+
+
+class RayPorts:
+    """Scheduler ports over device actors and compile tasks."""
+
+    def __init__(self, devices: dict[str, Any]) -> None:
+        self._devices = devices
+        self._targets: dict[tuple[str, str], Any] = {}
+
+    async def snapshots(self) -> list[DeviceSnapshot]:
+        names = list(self._devices)
+        got = await asyncio.gather(
+            *(self._devices[n].snapshot.remote() for n in names), return_exceptions=True
+        )
+        out = []
+        for name, snap in zip(names, got, strict=True):
+            if isinstance(snap, BaseException):
+                logger.warning("device %s did not answer: %s", name, snap)
+                continue
+            out.append(snap)
+        return out
+
+    async def _target(self, device: str) -> tuple[str, Any]:
+        cal_id, target = await self._devices[device].compile_target.remote()
+        key = (device, cal_id)
+        if key not in self._targets:
+            self._targets = {k: v for k, v in self._targets.items() if k[0] != device}
+            self._targets[key] = ray.put(target)
+        return cal_id, self._targets[key]
+
+    async def compile(
+        self, device: str, texts: Sequence[str], *, optimization_level: int, seed: int
+    ) -> tuple[str, list[CompiledCircuit]]:
+        cal_id, target_ref = await self._target(device)
+        compiled = await compile_task.remote(
+            list(texts), target_ref, device=device, calibration_id=cal_id,
+            optimization_level=optimization_level, seed_transpiler=seed,
+        )
+        return cal_id, compiled
+
+    async def enqueue(self, device: str, items: Sequence[WorkItem]) -> None:
+        await self._devices[device].enqueue.remote(list(items))
+
+    async def drop(self, device: str, job_ids: Sequence[str]) -> None:
+        await self._devices[device].drop.remote(list(job_ids))
+
+
+def record_view(rec: JobRecord) -> dict[str, Any]:
+    """A job record as plain data for clients."""
+    return {
+        "job_id": rec.job_id,
+        "state": rec.state.value,
+        "tenant": rec.tenant,
+        "priority": rec.spec.priority,
+        "shots": rec.spec.shots,
+        "num_circuits": len(rec.spec.circuits),
+        "tags": list(rec.spec.tags),
+        "device": rec.device,
+        "calibration_id": rec.calibration_id,
+        "error": rec.error,
+        "created_at": rec.created_at,
+        "updated_at": rec.updated_at,
+        "attempts": rec.attempts,
+        "placement": rec.placement,
+        "result_sha256": rec.result_sha256,
+    }
+
+
+class SchedulerActor:
+    """The farm's scheduler as an async Ray actor."""
+
+    def __init__(
+        self,
+        store_url: str | None,
+        device_names: Sequence[str],
+        namespace: str,
+        optimization_level: int = 1,
+        metrics_port: int | None = None,
+    ) -> None:
+        devices = {n: ray.get_actor(f"device:{n}", namespace=namespace) for n in device_names}
+        self.metrics = RuntimeMetrics()
+        if metrics_port:
+            self.metrics.serve(metrics_port)
+        self.store = open_store(store_url)
+        self.scheduler = Scheduler(
+            self.store, RayPorts(devices), optimization_level=optimization_level,
+            metrics=self.metrics,
+        )
+
+    async def start(self) -> int:
+        """Recover unfinished jobs and start the control loop; returns how many."""
+        return await self.scheduler.start()
+
+    async def submit(self, spec_jsons: list[str]) -> list[dict[str, Any]]:
+        """Admit jobs given as JobSpec JSON (data only; never pickled circuits)."""
+        specs = [JobSpec.model_validate_json(s) for s in spec_jsons]
+        admitted = await self.scheduler.submit(specs)
+        return [{**record_view(rec), "created": created} for rec, created in admitted]
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        """One job's record."""
+        return record_view(await self.scheduler.get(job_id))
+
+    async def jobs(
+        self, states: list[str] | None = None, tenant: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Jobs, newest first."""
+        from qrt_ray.lifecycle import JobState
+
+        recs = await asyncio.to_thread(
+            self.store.list_jobs, states=[JobState(s) for s in states or []] or None,
+            tenant=tenant, limit=limit,
+        )
+        return [record_view(self.scheduler._live.get(r.job_id, r)) for r in recs]
+
+    async def events(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's lifecycle transitions."""
+        await self.scheduler.get(job_id)  # raises JobNotFoundError for unknown ids
+        evs = await asyncio.to_thread(self.store.events, job_id)
+        return [
+            {"seq": e.seq, "from": e.from_state.value if e.from_state else None,
+             "to": e.to_state.value, "at": e.at, "reason": e.reason}
+            for e in evs
+        ]
+
+    async def wait(self, job_ids: list[str], timeout_s: float | None) -> dict[str, str]:
+        """Block until the jobs are final or the timeout passes; returns their states."""
+        got = await self.scheduler.wait(job_ids, timeout_s)
+        return {k: v.value for k, v in got.items()}
+
+    async def result(self, job_id: str) -> tuple[str, bytes]:
+        """(sha256, JSON bytes) of a DONE job's result."""
+        return await self.scheduler.result_blob(job_id)
+
+    async def cancel(self, job_id: str) -> tuple[str, bool]:
+        """Cancel a job; returns (state, changed)."""
+        state, changed = await self.scheduler.cancel(job_id)
+        return state.value, changed
+
+    async def devices(self) -> list[DeviceSnapshot]:
+        """Snapshots of all devices."""
+        return await self.scheduler.devices()
+
+    async def batch_started(self, device: str, attempts: list[tuple[str, int]]) -> list[str]:
+        """Device callback: persist RUNNING; returns the jobs to run."""
+        return await self.scheduler.batch_started(device, attempts)
+
+    async def batch_finished(self, device: str, runs: list[RawRun]) -> None:
+        """Device callback: count and complete runs."""
+        await self.scheduler.batch_finished(device, runs)
+
+    async def metrics_text(self) -> bytes:
+        """Prometheus exposition of the scheduler's metrics."""
+        return self.metrics.exposition()
+
+    async def shutdown(self) -> None:
+        """Stop the loop and close the store."""
+        await self.scheduler.stop()
+        await asyncio.to_thread(self.store.close)

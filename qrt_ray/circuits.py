@@ -1,0 +1,144 @@
+"""Circuit intake: turn what a user gives into QASM text, parse it back, describe it.
+
+Circuits cross every process boundary as OpenQASM text, never as pickled objects or
+QPY, so nothing a user sends is ever unpickled by the runtime. The text is also the
+circuit's identity: its sha256 keys the compile cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from qiskit import QuantumCircuit, qasm2, qasm3
+
+from qrt_ray.errors import ValidationError
+from qrt_ray.models import CircuitStats
+
+_NON_GATES = frozenset({"measure", "barrier", "reset", "delay", "snapshot", "save_state"})
+
+
+def circuit_hash(text: str) -> str:
+    """The circuit's identity: sha256 of its QASM text."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def to_qasm(circuit: QuantumCircuit | str, *, arg: str = "circuits[0]") -> str:
+    """Serialize a circuit to OpenQASM text (2 where it can, else 3); validate text input.
+
+    Args:
+        circuit: a ``QuantumCircuit``, or OpenQASM 2/3 source text.
+        arg: how to name this circuit in error messages.
+
+    Raises:
+        ValidationError: not a circuit, malformed QASM, unbound parameters, or no
+            measurement.
+    """
+    if isinstance(circuit, str):
+        text = circuit
+        parse_qasm(text, arg=arg)  # fail early, on the caller's side, with the line
+        return text
+    if isinstance(circuit, Path):
+        raise ValidationError(f"{arg}: got a path; pass its text: Path(...).read_text()")
+    if not isinstance(circuit, QuantumCircuit):
+        raise ValidationError(
+            f"{arg}: expected a qiskit QuantumCircuit or OpenQASM 2/3 text, got "
+            f"{type(circuit).__name__}"
+        )
+    _check_circuit(circuit, arg)
+    try:
+        return qasm2.dumps(circuit)
+    except Exception:
+        try:
+            return qasm3.dumps(circuit)
+        except Exception as exc:
+            raise ValidationError(f"{arg}: cannot be written as OpenQASM: {exc}") from exc
+
+
+def parse_qasm(text: str, *, arg: str = "circuit") -> QuantumCircuit:
+    """Parse OpenQASM 2 or 3 text into a circuit, with errors that name the argument.
+
+    Raises:
+        ValidationError: the text does not parse, or the circuit cannot run as given.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValidationError(f"{arg}: empty OpenQASM text; pass a circuit or QASM source")
+    head = text.lstrip()[:64]
+    try:
+        if head.startswith("OPENQASM 3"):
+            circuit = qasm3.loads(text)
+        else:
+            circuit = qasm2.loads(text, custom_instructions=qasm2.LEGACY_CUSTOM_INSTRUCTIONS)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValidationError(
+            f"{arg}: malformed OpenQASM: {first}. Start the text with 'OPENQASM 2.0;' or "
+            "'OPENQASM 3.0;' and check the line named."
+        ) from exc
+    _check_circuit(circuit, arg)
+    return circuit
+
+
+def _check_circuit(circuit: QuantumCircuit, arg: str) -> None:
+    if circuit.num_qubits == 0:
+        raise ValidationError(f"{arg}: the circuit has no qubits")
+    if circuit.parameters:
+        names = ", ".join(sorted(p.name for p in circuit.parameters)[:5])
+        raise ValidationError(
+            f"{arg}: unbound parameters ({names}); bind them with circuit.assign_parameters()"
+        )
+    if not any(inst.operation.name == "measure" for inst in circuit.data):
+        raise ValidationError(
+            f"{arg}: the circuit measures nothing, so it would return no counts; "
+            "add circuit.measure_all() or explicit measurements"
+        )
+
+
+def circuit_stats(circuit: QuantumCircuit) -> CircuitStats:
+    """Gate counts and depth of a logical circuit, for placement."""
+    one = two = multi = meas = 0
+    for inst in circuit.data:
+        name = inst.operation.name
+        if name == "measure":
+            meas += 1
+            continue
+        if name in _NON_GATES:
+            continue
+        n = len(inst.qubits)
+        if n == 1:
+            one += 1
+        elif n == 2:
+            two += 1
+        else:
+            multi += 1
+    return CircuitStats(
+        num_qubits=circuit.num_qubits,
+        num_clbits=circuit.num_clbits,
+        depth=circuit.depth(),
+        one_qubit_gates=one,
+        two_qubit_gates=two,
+        multi_qubit_gates=multi,
+        measurements=meas,
+    )
+
+
+def coerce_circuits(circuits: Any) -> list[str]:
+    """Accept one circuit or a sequence of them; return their QASM texts.
+
+    Raises:
+        ValidationError: nothing given, or any element is not a circuit.
+    """
+    if isinstance(circuits, (QuantumCircuit, str)):
+        items: Sequence[Any] = [circuits]
+    elif isinstance(circuits, Iterable):
+        items = list(circuits)
+    else:
+        raise ValidationError(
+            f"circuits: expected a QuantumCircuit, QASM text, or a list of them; got "
+            f"{type(circuits).__name__}"
+        )
+    if not items:
+        raise ValidationError("circuits: empty list; pass at least one circuit")
+    return [to_qasm(c, arg=f"circuits[{i}]") for i, c in enumerate(items)]

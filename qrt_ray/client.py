@@ -1,0 +1,315 @@
+"""The Python API: :class:`QuantumRuntime`, :func:`connect`, and :class:`JobHandle`.
+
+Everything a client sends is data: job specs as JSON with circuits as OpenQASM text.
+Errors raised inside the farm reach the caller as the same ``QrtError`` subclass.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import ray
+from pydantic import ValidationError as PydanticValidationError
+
+from qrt_ray import farm as farm_mod
+from qrt_ray.circuits import coerce_circuits
+from qrt_ray.config import FarmConfig, load_farm_config
+from qrt_ray.errors import (
+    IntegrityError,
+    JobCancelledError,
+    JobFailedError,
+    JobTimeoutError,
+    QrtError,
+    ValidationError,
+)
+from qrt_ray.lifecycle import JobState
+from qrt_ray.models import DeviceSnapshot, JobResult, JobSpec
+from qrt_ray.results import decode_result
+from qrt_ray.store.base import sha256_hex
+
+
+def _unwrap(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call an actor method and re-raise a QrtError from the farm as itself."""
+    try:
+        return ray.get(fn.remote(*args, **kwargs))
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause if hasattr(exc, "cause") else None
+        if isinstance(cause, QrtError):
+            raise cause from None
+        raise
+
+
+def make_spec(circuits: Any, *, shots: int, **fields: Any) -> JobSpec:
+    """Build and validate a JobSpec, with errors that name the argument.
+
+    Raises:
+        ValidationError: a field is out of range; the message names it and the range.
+    """
+    texts = coerce_circuits(circuits)
+    clean = {k: v for k, v in fields.items() if v is not None}
+    if "tags" in clean:
+        clean["tags"] = tuple(clean["tags"])
+    try:
+        return JobSpec(circuits=tuple(texts), shots=shots, **clean)
+    except PydanticValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}={e.get('input')!r}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise ValidationError(f"invalid job: {problems}") from None
+
+
+class JobHandle:
+    """A submitted job: poll it, wait for its result, cancel it, read its history."""
+
+    def __init__(self, runtime: QuantumRuntime, job_id: str) -> None:
+        self._rt = runtime
+        self.job_id = job_id
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self.job_id!r})"
+
+    def info(self) -> dict[str, Any]:
+        """The job's record: state, device, calibration, placement, error."""
+        return _unwrap(self._rt._scheduler.job, self.job_id)
+
+    def status(self) -> JobState:
+        """The job's current lifecycle state."""
+        return JobState(self.info()["state"])
+
+    def placement(self) -> dict[str, Any] | None:
+        """Why the job went where it went: ranking and per-device breakdown."""
+        return self.info()["placement"]
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every lifecycle transition, with its time and reason."""
+        return _unwrap(self._rt._scheduler.events, self.job_id)
+
+    def cancel(self) -> bool:
+        """Cancel the job if it is not final; returns whether it was cancelled now."""
+        _, changed = _unwrap(self._rt._scheduler.cancel, self.job_id)
+        return changed
+
+    def result(self, timeout_s: float | None = None) -> JobResult:
+        """Wait for the job and return its verified result.
+
+        Raises:
+            JobFailedError: the job failed; ``reason`` says why.
+            JobCancelledError: the job was cancelled.
+            JobTimeoutError: not final within ``timeout_s``.
+            IntegrityError: the result failed its checksum.
+        """
+        return self._rt.results([self], timeout_s=timeout_s)[0]
+
+
+class QuantumRuntime:
+    """A client of a qrt farm: embedded (``local()``) or attached (``connect()``)."""
+
+    def __init__(self, scheduler: Any, namespace: str, *, owns_ray: bool, owns_farm: bool,
+                 devices: list[str]) -> None:
+        self._scheduler = scheduler
+        self.namespace = namespace
+        self._owns_ray = owns_ray
+        self._owns_farm = owns_farm
+        self._device_names = devices
+        self._closed = False
+        self._actor_handles: list[Any] = []
+
+    # -- construction -----------------------------------------------------------------
+
+    @classmethod
+    def local(
+        cls,
+        farm: FarmConfig | str | Path | None = None,
+        *,
+        store: str | Path | None = None,
+        num_cpus: int | None = None,
+        optimization_level: int = 1,
+        metrics_port: int | None = None,
+    ) -> QuantumRuntime:
+        """Start an embedded farm on a loopback-only local Ray.
+
+        Args:
+            farm: a FarmConfig, a path to a farm YAML, or None for the default farm.
+            store: job store path or URL (default: ``$QRT_STORE`` or the user data dir).
+            num_cpus: CPUs Ray may use (default: all).
+            optimization_level: Qiskit preset level for compiles (0-3).
+            metrics_port: serve Prometheus metrics on 127.0.0.1 at this port.
+        """
+        config = farm if isinstance(farm, FarmConfig) else load_farm_config(farm)
+        if not 0 <= optimization_level <= 3:
+            raise ValidationError(f"optimization_level={optimization_level}: use 0, 1, 2 or 3")
+        owns_ray = farm_mod.init_ray_loopback(num_cpus=num_cpus)
+        try:
+            ns, scheduler, handles = farm_mod.start_farm(
+                config, store_url=str(store) if store else None,
+                optimization_level=optimization_level, metrics_port=metrics_port,
+            )
+        except BaseException:
+            if owns_ray:
+                ray.shutdown()
+            raise
+        rt = cls(scheduler, ns, owns_ray=owns_ray, owns_farm=True,
+                 devices=[d.name for d in config.devices])
+        rt._actor_handles = handles  # keeps the farm's actors alive as long as the runtime
+        return rt
+
+    # -- submission -------------------------------------------------------------------
+
+    def submit(
+        self,
+        circuits: Any,
+        *,
+        shots: int = 1024,
+        priority: int = 5,
+        device: str | None = None,
+        idempotency_key: str | None = None,
+        max_execution_time_s: float | None = None,
+        tags: Sequence[str] | None = None,
+        tenant: str = "default",
+        seed: int | None = None,
+    ) -> JobHandle:
+        """Submit one job of one or more circuits; returns once it is durably QUEUED.
+
+        Args:
+            circuits: a QuantumCircuit, OpenQASM 2/3 text, or a list of them.
+            shots: shots per circuit (1 to 1,000,000).
+            priority: 0 (lowest) to 10; higher runs first.
+            device: run on this device instead of letting the scheduler choose.
+            idempotency_key: the same key returns the same job, never a second one.
+            max_execution_time_s: fail the job if not done this long after submission.
+            tags: free-form labels kept with the job.
+            tenant: who the job belongs to.
+            seed: simulator seed, for exactly reproducible counts.
+
+        Raises:
+            ValidationError: an argument is invalid; the message names it.
+            PlacementError: no device in the farm could ever run it.
+        """
+        spec = make_spec(circuits, shots=shots, priority=priority, device=device,
+                         idempotency_key=idempotency_key,
+                         max_execution_time_s=max_execution_time_s, tags=tags,
+                         tenant=tenant, seed=seed)
+        return self._submit_specs([spec])[0]
+
+    def submit_many(self, jobs: Iterable[Any], **options: Any) -> list[JobHandle]:
+        """Submit many jobs in one round trip: each element becomes its own durable job.
+
+        Args:
+            jobs: each element is what ``submit`` takes as ``circuits``.
+            **options: ``submit``'s keyword arguments, applied to every job
+                (``idempotency_key`` is not allowed here; give keys per job via submit).
+        """
+        if "idempotency_key" in options:
+            raise ValidationError("submit_many: idempotency_key is per job; use submit()")
+        shots = options.pop("shots", 1024)
+        options.setdefault("tenant", "default")
+        specs = []
+        for i, circuits in enumerate(jobs):
+            try:
+                specs.append(make_spec(circuits, shots=shots, **options))
+            except ValidationError as exc:
+                raise ValidationError(f"jobs[{i}]: {exc}") from None
+        if not specs:
+            raise ValidationError("jobs: empty; pass at least one job")
+        return self._submit_specs(specs)
+
+    def _submit_specs(self, specs: list[JobSpec]) -> list[JobHandle]:
+        views = _unwrap(self._scheduler.submit, [s.model_dump_json() for s in specs])
+        return [JobHandle(self, v["job_id"]) for v in views]
+
+    # -- waiting and results ----------------------------------------------------------
+
+    def wait(self, handles: Sequence[JobHandle], timeout_s: float | None = None) -> dict[str, JobState]:
+        """Wait until every job is final (or the timeout passes); returns their states."""
+        got = _unwrap(self._scheduler.wait, [h.job_id for h in handles], timeout_s)
+        return {k: JobState(v) for k, v in got.items()}
+
+    def results(self, handles: Sequence[JobHandle], timeout_s: float | None = None) -> list[JobResult]:
+        """Wait for many jobs and return their verified results, in order.
+
+        Raises:
+            JobFailedError, JobCancelledError, JobTimeoutError, IntegrityError: as for
+            :meth:`JobHandle.result`, for the first job that has no result.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        states = self.wait(handles, timeout_s)
+        out = []
+        for h in handles:
+            state = states[h.job_id]
+            if state is JobState.DONE:
+                sha, data = _unwrap(self._scheduler.result, h.job_id)
+                if sha256_hex(data) != sha:
+                    raise IntegrityError(f"job {h.job_id}: result failed its checksum in transit")
+                out.append(decode_result(data))
+            elif state is JobState.FAILED:
+                raise JobFailedError(h.job_id, h.info().get("error") or "unknown")
+            elif state is JobState.CANCELLED:
+                raise JobCancelledError(h.job_id)
+            else:
+                left = "" if deadline is None else f" within {timeout_s:g}s"
+                raise JobTimeoutError(f"job {h.job_id} is still {state.value}; not done{left}")
+        return out
+
+    # -- queries ----------------------------------------------------------------------
+
+    def job(self, job_id: str) -> JobHandle:
+        """A handle to an existing job. Raises JobNotFoundError for unknown ids."""
+        _unwrap(self._scheduler.job, job_id)
+        return JobHandle(self, job_id)
+
+    def jobs(self, *, state: str | JobState | None = None, tenant: str | None = None,
+             limit: int = 50) -> list[dict[str, Any]]:
+        """Jobs, newest first, optionally filtered by state and tenant."""
+        states = None
+        if state is not None:
+            try:
+                states = [JobState(str(getattr(state, "value", state)).upper()).value]
+            except ValueError:
+                names = ", ".join(s.value for s in JobState)
+                raise ValidationError(f"state={state!r}: use one of {names}") from None
+        return _unwrap(self._scheduler.jobs, states, tenant, limit)
+
+    def devices(self) -> list[DeviceSnapshot]:
+        """Every device: status, size, queue, calibration, price, simulator."""
+        return _unwrap(self._scheduler.devices)
+
+    def metrics_text(self) -> str:
+        """The scheduler's Prometheus metrics in text format."""
+        return _unwrap(self._scheduler.metrics_text).decode()
+
+    # -- shutdown ---------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop the farm if this runtime started it, and Ray if it started that too."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_farm:
+            farm_mod.stop_farm(self.namespace, self._device_names)
+        if self._owns_ray:
+            ray.shutdown()
+
+    def __enter__(self) -> QuantumRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def connect(address: str | None = "auto", *, namespace: str = farm_mod.DEFAULT_NAMESPACE) -> QuantumRuntime:
+    """Attach to a farm started by ``qrt up`` (named actors in ``namespace``).
+
+    Args:
+        address: Ray address (``auto`` finds the local cluster; ``ray://host:10001``).
+        namespace: the farm's Ray namespace.
+
+    Raises:
+        RuntimeNotRunningError: no farm runs there.
+    """
+    farm_mod.init_ray_loopback(address=address)
+    scheduler = farm_mod.find_scheduler(namespace)
+    return QuantumRuntime(scheduler, namespace, owns_ray=False, owns_farm=False, devices=[])

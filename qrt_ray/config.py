@@ -1,0 +1,249 @@
+"""The farm config: which devices exist, which fake backend each plays, what it costs.
+
+A farm is data (``configs/farm.yaml``), validated by pydantic at load. Every error
+names the file, the field path (``devices[2].price_per_shot_usd``), the bad value and
+the YAML line, because the loader keeps the YAML node tree next to the parsed data.
+The default farm ships inside the package (``qrt_ray/configs/farm.yaml``) so it loads
+after a plain ``pip install``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import PydanticCustomError
+
+from qrt_ray.calibration import fake_backend_names
+from qrt_ray.errors import ConfigError, ValidationError
+
+DEVICE_NAME_PATTERN = r"^[a-z0-9_-]{1,32}$"
+_MAX_VALUE_REPR = 80
+
+
+class DeviceConfig(BaseModel):
+    """One device of the farm: a fake IBM backend simulated by Aer, with its prices."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=DEVICE_NAME_PATTERN)
+    backend: str
+    price_per_shot_usd: float = Field(ge=0, allow_inf_nan=False)
+    price_per_job_usd: float = Field(ge=0, allow_inf_nan=False)
+    queue_limit: int = Field(default=1000, ge=1)
+    gpu: Literal["auto", "never", "require"] = "auto"
+    max_batch_circuits: int = Field(default=1000, ge=1)
+    description: str | None = None
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, backend: str) -> str:
+        names = fake_backend_names()
+        if backend in names:
+            return backend
+        close = difflib.get_close_matches(backend, names, n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ValueError(
+            f"{backend!r} is not a fake backend of qiskit_ibm_runtime.fake_provider; "
+            f"{hint}valid names include {', '.join(names[:6])}, ... ({len(names)} in all)"
+        )
+
+
+class FarmConfig(BaseModel):
+    """A named farm of devices; device names are unique."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    devices: tuple[DeviceConfig, ...] = Field(min_length=1)
+
+    @field_validator("devices")
+    @classmethod
+    def _unique_names(cls, devices: tuple[DeviceConfig, ...]) -> tuple[DeviceConfig, ...]:
+        first_index: dict[str, int] = {}
+        for index, device in enumerate(devices):
+            if device.name in first_index:
+                # `at` lets the loader point at the duplicate's own line, not at `devices:`.
+                raise PydanticCustomError(
+                    "duplicate_device",
+                    "duplicate device name '{name}': devices[{first}] already uses it; "
+                    "device names must be unique",
+                    {"name": device.name, "first": first_index[device.name], "at": (index, "name")},
+                )
+            first_index[device.name] = index
+        return devices
+
+    @property
+    def device_names(self) -> tuple[str, ...]:
+        """Names of the devices, in config order."""
+        return tuple(d.name for d in self.devices)
+
+    def device(self, name: str) -> DeviceConfig:
+        """The device called ``name``.
+
+        Raises:
+            ValidationError: no device has that name; the message lists the known ones.
+        """
+        for device in self.devices:
+            if device.name == name:
+                return device
+        raise ValidationError(
+            f"device={name!r} is not in farm {self.name!r}; known devices: "
+            f"{', '.join(self.device_names)}"
+        )
+
+
+def load_farm_config(path: str | Path | None = None) -> FarmConfig:
+    """Load and validate a farm config file.
+
+    Args:
+        path: YAML file to read; None loads the farm packaged with qrt-ray.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not YAML, or invalid; the
+            message names the file, the field path, the bad value and the line.
+    """
+    if path is None:
+        resource = importlib.resources.files("qrt_ray") / "configs" / "farm.yaml"
+        return load_farm_config_text(resource.read_text(encoding="utf-8"), source=str(resource))
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"farm config {path}: no such file; pass the path of a farm YAML file "
+            f"(configs/farm.yaml is an example) or None for the packaged default"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"farm config {path}: cannot read it as UTF-8 text ({exc})") from None
+    return load_farm_config_text(text, source=str(path))
+
+
+def load_farm_config_text(text: str, source: str = "<string>") -> FarmConfig:
+    """Validate farm config YAML given as text; ``source`` names it in errors.
+
+    Raises:
+        ConfigError: as :func:`load_farm_config`.
+    """
+    root, data = _parse_yaml(text, source)
+    if data is None:
+        raise ConfigError(
+            f"farm config {source}: the file is empty; expected `name:` and `devices:`"
+        )
+    _reject_duplicate_keys(root, source)
+    try:
+        return FarmConfig.model_validate(data)
+    except PydanticValidationError as exc:
+        lines = [_describe_error(err, root) for err in _root_causes(exc.errors())]
+        raise ConfigError(
+            f"invalid farm config {source} ({len(lines)} error{'s' if len(lines) > 1 else ''}):\n"
+            + "\n".join(f"  {line}" for line in lines)
+        ) from None
+
+
+def _parse_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """Parse once into both the node tree (for line numbers) and plain data."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"farm config {source}{where}: not valid YAML: {problem}") from None
+    finally:
+        loader.dispose()
+    return root, data
+
+
+def _reject_duplicate_keys(node: yaml.Node | None, source: str, path: str = "") -> None:
+    """Fail on a key given twice in one mapping: PyYAML would silently keep the last."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            line = key.start_mark.line + 1
+            if key.value in seen:
+                raise ConfigError(
+                    f"farm config {source}: {_join(path, key.value)} (line {line}): key "
+                    f"{key.value!r} given twice in one mapping (first on line {seen[key.value]})"
+                )
+            seen[key.value] = line
+            _reject_duplicate_keys(value, source, _join(path, key.value))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _reject_duplicate_keys(item, source, f"{path}[{index}]")
+
+
+def _root_causes(errors: list[Any]) -> list[Any]:
+    """Drop "too short" errors caused by invalid items below them.
+
+    pydantic counts only valid items against ``min_length``, so one bad device in a
+    one-device farm would also report "devices: at least 1 item": noise, not news.
+    """
+
+    def explained(err: Any) -> bool:
+        loc = tuple(err["loc"])
+        return any(
+            len(other["loc"]) > len(loc) and tuple(other["loc"][: len(loc)]) == loc
+            for other in errors
+        )
+
+    return [e for e in errors if not (e["type"] == "too_short" and explained(e))]
+
+
+def _describe_error(err: Any, root: yaml.Node | None) -> str:
+    """One pydantic error as ``path (line N): message; got value``."""
+    loc = tuple(err["loc"]) + tuple(err.get("ctx", {}).get("at", ()))
+    path = _format_loc(loc) or "(top level)"
+    line = _line_of(root, loc)
+    where = f"{path} (line {line})" if line is not None else path
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "missing":
+        return f"{where}: required field is missing"
+    if "at" in err.get("ctx", {}):
+        return f"{where}: {message}"  # the input is the whole list; the message names the item
+    value = repr(err.get("input"))
+    if value in message:
+        return f"{where}: {message}"
+    if len(value) > _MAX_VALUE_REPR:
+        value = value[: _MAX_VALUE_REPR - 3] + "..."
+    return f"{where}: {message}; got {value}"
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path = f"{path}[{part}]" if isinstance(part, int) else _join(path, str(part))
+    return path
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """1-based line of the deepest node of ``loc`` present in the YAML (keys win)."""
+    if root is None:
+        return None
+    node, line = root, root.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((kv for kv in node.value if kv[0].value == str(part)), None)
+            if match is None:
+                break
+            # The key's line, not the value's: a nested mapping value starts a line later.
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if not 0 <= part < len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

@@ -1,0 +1,68 @@
+"""One error hierarchy for everything a user of qrt-ray can meet.
+
+Every message names the argument (or the thing) that is wrong, the bad value, and
+what to do about it. Callers catch ``QrtError`` to handle any of them.
+"""
+
+from __future__ import annotations
+
+
+class QrtError(Exception):
+    """Base class of every error raised by qrt-ray."""
+
+
+class ValidationError(QrtError, ValueError):
+    """An argument or a config value is invalid; the message names it and the fix."""
+
+
+class ConfigError(ValidationError):
+    """A config file (farm, policies, tenants) is invalid; the message names the field."""
+
+
+class PlacementError(QrtError):
+    """No device can ever run the job as asked; the message says what would fit."""
+
+
+class DeviceUnavailableError(QrtError):
+    """The named device exists but cannot take work now (offline, maintenance, full)."""
+
+
+class JobNotFoundError(QrtError, KeyError):
+    """No job with that id (or idempotency key) is known to the runtime."""
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class JobFailedError(QrtError):
+    """The job ended FAILED; ``reason`` says why."""
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        super().__init__(f"job {job_id} failed: {reason}")
+        self.job_id = job_id
+        self.reason = reason
+
+
+class JobCancelledError(QrtError):
+    """The job was cancelled before it produced a result."""
+
+    def __init__(self, job_id: str, reason: str = "cancelled") -> None:
+        super().__init__(f"job {job_id} was cancelled: {reason}")
+        self.job_id = job_id
+        self.reason = reason
+
+
+class JobTimeoutError(QrtError, TimeoutError):
+    """Waiting for a job's result took longer than the caller's ``timeout_s``."""
+
+
+class IllegalTransitionError(QrtError):
+    """A job was asked to move between two states the lifecycle does not allow."""
+
+
+class IntegrityError(QrtError):
+    """Stored data failed its checksum: it is never returned as if it were good."""
+
+
+class RuntimeNotRunningError(QrtError):
+    """No qrt farm is reachable at the given address or namespace."""

@@ -1,0 +1,145 @@
+"""The farm's topology: the one module that starts Ray and wires the actors together.
+
+Named actors live in a Ray namespace: ``device:<name>`` per device and ``scheduler``.
+``qrt up`` creates them detached in the ``qrt`` namespace so clients can attach by
+name; the embedded runtime creates them in a private namespace tied to its driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from typing import Any
+
+import ray
+
+from qrt_ray.config import FarmConfig
+from qrt_ray.errors import RuntimeNotRunningError
+
+logger = logging.getLogger("qrt.farm")
+
+DEFAULT_NAMESPACE = "qrt"
+SCHEDULER_NAME = "scheduler"
+# Devices are mostly idle between batches and run Aer with their own threads; they
+# reserve no CPU so compile tasks can use every core.
+_DEVICE_CPUS = 0
+_DEVICE_CONCURRENCY = 8
+# Aer's OpenMP threads otherwise spin while waiting, taking the cores that compile
+# tasks and other devices need on a small machine.
+_DEVICE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def init_ray_loopback(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Connect to (or start) Ray, bound to 127.0.0.1 when started here.
+
+    Returns:
+        True if this call started a new local Ray (the caller should shut it down).
+    """
+    if ray.is_initialized():
+        return False
+    # Without this, Ray on Linux listens on every interface even when told the node
+    # address is 127.0.0.1; a laptop farm must not expose its ports.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        return False
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    return True
+
+
+def start_farm(
+    farm: FarmConfig,
+    *,
+    namespace: str | None = None,
+    store_url: str | None = None,
+    detached: bool = False,
+    optimization_level: int = 1,
+    metrics_port: int | None = None,
+) -> tuple[str, Any, list[Any]]:
+    """Create the device actors and the scheduler, recover jobs, start the loop.
+
+    Returns:
+        (namespace, scheduler handle, device handles). Non-detached actors live only
+        while their creator holds these handles, so the caller must keep them.
+    """
+    from actors.device_actor import DeviceActor
+    from actors.scheduler_actor import SchedulerActor
+
+    ns = namespace or f"qrt-local-{uuid.uuid4().hex[:8]}"
+    lifetime = "detached" if detached else None
+    devices = []
+    for dev in farm.devices:
+        handle = (
+            ray.remote(DeviceActor)
+            .options(name=f"device:{dev.name}", namespace=ns, lifetime=lifetime,
+                     num_cpus=_DEVICE_CPUS, max_concurrency=_DEVICE_CONCURRENCY,
+                     max_restarts=3, max_task_retries=0, get_if_exists=True,
+                     runtime_env={"env_vars": _DEVICE_ENV})
+            .remote(dev.model_dump_json(), SCHEDULER_NAME, ns)
+        )
+        devices.append(handle)
+    ray.get([d.ready.remote() for d in devices])
+    scheduler = (
+        ray.remote(SchedulerActor)
+        .options(name=SCHEDULER_NAME, namespace=ns, lifetime=lifetime, num_cpus=0,
+                 max_concurrency=1000, get_if_exists=True)
+        .remote(store_url, [d.name for d in farm.devices], ns, optimization_level, metrics_port)
+    )
+    recovered = ray.get(scheduler.start.remote())
+    if recovered:
+        logger.info("recovered %d unfinished jobs", recovered)
+    return ns, scheduler, devices
+
+
+def find_scheduler(namespace: str = DEFAULT_NAMESPACE) -> Any:
+    """The running farm's scheduler handle.
+
+    Raises:
+        RuntimeNotRunningError: no farm runs in that namespace.
+    """
+    try:
+        return ray.get_actor(SCHEDULER_NAME, namespace=namespace)
+    except ValueError as exc:
+        raise RuntimeNotRunningError(
+            f"no qrt farm in Ray namespace {namespace!r}; start one with `qrt up`"
+        ) from exc
+
+
+def device_handle(name: str, namespace: str) -> Any:
+    """A device actor's handle (for drills and tests)."""
+    return ray.get_actor(f"device:{name}", namespace=namespace)
+
+
+def stop_farm(namespace: str, device_names: list[str] | None = None) -> None:
+    """Stop the scheduler (closing its store) and kill the farm's actors."""
+    try:
+        scheduler = ray.get_actor(SCHEDULER_NAME, namespace=namespace)
+    except ValueError:
+        scheduler = None
+    if scheduler is not None:
+        try:
+            ray.get(scheduler.shutdown.remote(), timeout=30)
+        except Exception:  # noqa: BLE001 - it is being killed anyway
+            logger.warning("scheduler did not shut down cleanly", exc_info=True)
+        ray.kill(scheduler, no_restart=True)
+    names = device_names
+    if names is None:
+        names = [
+            a["name"].removeprefix("device:")
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == namespace and a["name"].startswith("device:")
+        ]
+    for name in names:
+        try:
+            ray.kill(ray.get_actor(f"device:{name}", namespace=namespace), no_restart=True)
+        except ValueError:
+            continue

@@ -1,0 +1,66 @@
+"""The job lifecycle as data: states, the allowed transitions, and one check.
+
+Every state change in the runtime goes through :func:`check_transition`, and the
+scheduler persists the new state before it acts on it.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from qrt_ray.errors import IllegalTransitionError
+
+
+class JobState(str, Enum):
+    """Where a job is in its life. The last three are final."""
+
+    QUEUED = "QUEUED"
+    COMPILING = "COMPILING"
+    PLACED = "PLACED"
+    RUNNING = "RUNNING"
+    POSTPROCESSING = "POSTPROCESSING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_final(self) -> bool:
+        """True for DONE, FAILED and CANCELLED: nothing moves a job out of them."""
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+
+_S = JobState
+# Forward path, plus the ways back: a device lost or a recovery after restart sends
+# work back to QUEUED (only its missing shots run again); PLACED -> COMPILING covers a
+# recompile when the device's calibration changed under a placed job.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    _S.QUEUED: frozenset({_S.COMPILING, _S.FAILED, _S.CANCELLED}),
+    _S.COMPILING: frozenset({_S.PLACED, _S.QUEUED, _S.FAILED, _S.CANCELLED}),
+    _S.PLACED: frozenset({_S.RUNNING, _S.QUEUED, _S.COMPILING, _S.FAILED, _S.CANCELLED}),
+    _S.RUNNING: frozenset({_S.POSTPROCESSING, _S.QUEUED, _S.FAILED, _S.CANCELLED}),
+    _S.POSTPROCESSING: frozenset({_S.DONE, _S.FAILED, _S.CANCELLED}),
+    _S.DONE: frozenset(),
+    _S.FAILED: frozenset(),
+    _S.CANCELLED: frozenset(),
+}
+
+
+def can_transition(current: JobState, new: JobState) -> bool:
+    """Whether the lifecycle allows ``current -> new``."""
+    return new in TRANSITIONS[current]
+
+
+def check_transition(job_id: str, current: JobState, new: JobState) -> None:
+    """Raise :class:`IllegalTransitionError` unless ``current -> new`` is allowed.
+
+    Raises:
+        IllegalTransitionError: naming the job, both states and the allowed targets.
+    """
+    if not can_transition(current, new):
+        allowed = ", ".join(sorted(s.value for s in TRANSITIONS[current])) or "none (final)"
+        raise IllegalTransitionError(
+            f"job {job_id}: illegal transition {current.value} -> {new.value}; "
+            f"from {current.value} the allowed next states are: {allowed}"
+        )

@@ -1,0 +1,66 @@
+"""Prometheus metrics of the runtime (``qrt_<component>_<quantity>_<unit>``).
+
+Each scheduler owns a registry, so two runtimes in one process (tests) never share
+counters; ``qrt up --metrics-port`` serves it on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import start_http_server as _start_http_server
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
+
+
+class RuntimeMetrics:
+    """The counters, gauges and histograms one scheduler reports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.jobs_submitted = Counter(
+            "qrt_jobs_submitted_total", "Jobs admitted", ["tenant"], registry=r
+        )
+        self.transitions = Counter(
+            "qrt_job_transitions_total", "Job state changes persisted", ["to_state"], registry=r
+        )
+        self.job_latency = Histogram(
+            "qrt_job_latency_seconds",
+            "Submission to final state",
+            ["final_state"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "qrt_device_queue_depth_jobs", "Jobs waiting on a device", ["device"], registry=r
+        )
+        self.pending = Gauge(
+            "qrt_scheduler_pending_jobs", "Jobs waiting for placement", registry=r
+        )
+        self.shots = Counter(
+            "qrt_device_shots_total", "Shots executed and counted", ["device"], registry=r
+        )
+        self.compile_seconds = Histogram(
+            "qrt_compile_duration_seconds", "Compile time per chunk", ["device"], registry=r
+        )
+        self.compile_cache = Counter(
+            "qrt_compile_cache_total", "Compile cache lookups", ["outcome"], registry=r
+        )
+        self.partial_runs = Counter(
+            "qrt_result_partial_runs_total", "Runs with missing shots", ["device"], registry=r
+        )
+        self.integrity_failures = Counter(
+            "qrt_result_checksum_failures_total", "Payloads failing checksum", ["device"], registry=r
+        )
+        self.loop_errors = Counter(
+            "qrt_scheduler_loop_errors_total", "Errors caught by the control loop", ["step"],
+            registry=r,
+        )
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus text format."""
+        return generate_latest(self.registry)
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        """Serve ``/metrics`` on ``addr:port`` (loopback unless told otherwise)."""
+        _start_http_server(port, addr=addr, registry=self.registry)

@@ -1,0 +1,196 @@
+"""Data that crosses boundaries: pydantic models at the user edge, frozen dataclasses inside.
+
+``JobSpec`` is what a user asks for (validated once, at the edge). Device and
+calibration snapshots are the plain, immutable facts that actors pass to the
+policies. Results are pydantic so they round-trip through JSON (never pickle) in
+the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_SHOTS = 1_000_000
+MAX_CIRCUITS_PER_JOB = 10_000
+MAX_PRIORITY = 10
+
+
+class DeviceStatus(str, Enum):
+    """Whether a device takes work."""
+
+    ONLINE = "ONLINE"
+    CALIBRATING = "CALIBRATING"
+    MAINTENANCE = "MAINTENANCE"
+    OFFLINE = "OFFLINE"
+
+
+class JobSpec(BaseModel):
+    """What a user asked for. Circuits are OpenQASM text: data, never pickled objects."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    circuits: tuple[str, ...] = Field(min_length=1, max_length=MAX_CIRCUITS_PER_JOB)
+    shots: int = Field(ge=1, le=MAX_SHOTS)
+    priority: int = Field(default=5, ge=0, le=MAX_PRIORITY)
+    tenant: str = Field(default="default", min_length=1, max_length=64)
+    device: str | None = None
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=128)
+    max_execution_time_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    tags: tuple[str, ...] = Field(default=(), max_length=32)
+    seed: int | None = Field(default=None, ge=0, lt=2**31)
+
+    @field_validator("tags")
+    @classmethod
+    def _short_tags(cls, tags: tuple[str, ...]) -> tuple[str, ...]:
+        for tag in tags:
+            if not tag or len(tag) > 64:
+                raise ValueError(f"each tag must be 1-64 characters, got {tag!r}")
+        return tags
+
+
+@dataclass(frozen=True, slots=True)
+class GateCalibration:
+    """Error and duration of one native gate on one tuple of physical qubits."""
+
+    gate: str
+    qubits: tuple[int, ...]
+    error: float
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationSnapshot:
+    """One calibration of one device: everything the noise model and the policies use."""
+
+    calibration_id: str
+    device: str
+    taken_at: float  # unix seconds
+    num_qubits: int
+    t1_s: tuple[float, ...]
+    t2_s: tuple[float, ...]
+    readout_error: tuple[float, ...]
+    gates: tuple[GateCalibration, ...]
+    coupling_map: tuple[tuple[int, int], ...]
+    native_gates: tuple[str, ...]
+
+    def gate_errors(self, gate: str) -> list[float]:
+        """Errors of every calibrated instance of ``gate``."""
+        return [g.error for g in self.gates if g.gate == gate]
+
+    @property
+    def two_qubit_gate(self) -> str | None:
+        """The native entangling gate (cx, ecr, cz), or None on a 1-qubit device."""
+        names = {g.gate for g in self.gates if len(g.qubits) == 2}
+        return sorted(names)[0] if names else None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSnapshot:
+    """What placement sees of a device at one moment."""
+
+    name: str
+    status: DeviceStatus
+    num_qubits: int
+    calibration: CalibrationSnapshot
+    queue_depth: int
+    queued_shots: int
+    queue_limit: int
+    price_per_shot_usd: float
+    price_per_job_usd: float
+    simulator_method: str
+    gpu: bool
+
+    @property
+    def accepting(self) -> bool:
+        """ONLINE and with room in its queue."""
+        return self.status is DeviceStatus.ONLINE and self.queue_depth < self.queue_limit
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitStats:
+    """Shape of a logical circuit, as the policies need it (no Qiskit objects)."""
+
+    num_qubits: int
+    num_clbits: int
+    depth: int
+    one_qubit_gates: int
+    two_qubit_gates: int
+    multi_qubit_gates: int
+    measurements: int
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """A policy's decision: the ranked devices and why."""
+
+    device: str
+    ranking: tuple[tuple[str, float], ...]
+    explanation: dict[str, Any] = field(default_factory=dict)
+
+
+class CompileInfo(BaseModel):
+    """What compiling one circuit for one device produced."""
+
+    model_config = ConfigDict(frozen=True)
+
+    device: str
+    calibration_id: str
+    depth: int
+    two_qubit_gates: int
+    swaps_added: int
+    layout: tuple[int, ...]
+    optimization_level: int
+    seed_transpiler: int
+    compile_s: float
+    cache_hit: bool = False
+
+
+class CircuitResult(BaseModel):
+    """Counts of one circuit of a job."""
+
+    model_config = ConfigDict(frozen=True)
+
+    counts: dict[str, int]
+    shots: int
+    probabilities: dict[str, float]
+
+
+class ResultMetadata(BaseModel):
+    """Everything needed to reproduce a result."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    device: str
+    calibration_id: str
+    calibration_taken_at: float
+    shots_requested: int
+    shots_executed: int
+    seeds: tuple[int, ...]
+    attempts: int
+    simulator_method: str
+    gpu: bool
+    run_s: float
+    compile: tuple[CompileInfo, ...]
+    versions: dict[str, str]
+
+
+class JobResult(BaseModel):
+    """A finished job's result: one entry per circuit, plus how it was produced."""
+
+    model_config = ConfigDict(frozen=True)
+
+    circuits: tuple[CircuitResult, ...]
+    metadata: ResultMetadata
+
+    def counts(self, index: int = 0) -> dict[str, int]:
+        """Counts of circuit ``index``."""
+        return self.circuits[index].counts
+
+    def probabilities(self, index: int = 0) -> dict[str, float]:
+        """Measured probabilities of circuit ``index``."""
+        return self.circuits[index].probabilities

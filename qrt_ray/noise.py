@@ -1,0 +1,262 @@
+"""Turn a calibration snapshot into the Aer simulator that plays the device.
+
+A device is a fake IBM backend's ``Target`` (its gates, coupling map and timing)
+with the numbers of one :class:`~qrt_ray.models.CalibrationSnapshot` written in, so
+a drifted snapshot gives a drifted device. The noise model is made by Aer's own
+``NoiseModel.from_backend`` from that target: depolarizing + thermal relaxation gate
+errors, readout errors and relaxation on delays, exactly as Aer models the real
+backend. Building it for a 133-qubit device takes seconds, so
+:class:`NoiseModelCache` keeps the simulators of recent calibrations.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import os
+import threading
+from collections import OrderedDict
+from typing import Any, Literal
+
+from qiskit.providers import BackendV2, Options
+from qiskit.transpiler import InstructionProperties, QubitProperties, Target
+from qiskit_aer import AerSimulator
+from qiskit_aer.noise import NoiseModel
+
+from qrt_ray.errors import DeviceUnavailableError, ValidationError
+from qrt_ray.models import CalibrationSnapshot
+
+logger = logging.getLogger(__name__)
+
+GpuMode = Literal["auto", "never", "require"]
+DEFAULT_CACHE_ENTRIES = 16
+
+
+def target_from_snapshot(snapshot: CalibrationSnapshot, base_target: Target) -> Target:
+    """A copy of ``base_target`` carrying the snapshot's T1/T2, gate and readout numbers.
+
+    Everything the snapshot does not describe (control flow, delay, reset, measure
+    durations, dt, qubit frequencies) is kept from ``base_target``, which is not
+    changed.
+
+    Raises:
+        ValidationError: the snapshot does not describe this target (qubit count, or a
+            gate on qubits the target does not have).
+    """
+    if snapshot.num_qubits != base_target.num_qubits:
+        raise ValidationError(
+            f"snapshot {snapshot.calibration_id} has {snapshot.num_qubits} qubits but "
+            f"base_target has {base_target.num_qubits}; pass the target of the backend "
+            f"the snapshot was read from"
+        )
+    target = copy.deepcopy(base_target)
+    old_qubits = base_target.qubit_properties or [None] * snapshot.num_qubits
+    target.qubit_properties = [
+        QubitProperties(t1=t1, t2=t2, frequency=getattr(old, "frequency", None))
+        for t1, t2, old in zip(snapshot.t1_s, snapshot.t2_s, old_qubits, strict=True)
+    ]
+    for gate in snapshot.gates:
+        if gate.gate not in target or gate.qubits not in target[gate.gate]:
+            raise ValidationError(
+                f"snapshot {snapshot.calibration_id} calibrates {gate.gate} on "
+                f"{gate.qubits}, which base_target does not have; pass the target of the "
+                f"backend the snapshot was read from"
+            )
+        target.update_instruction_properties(
+            gate.gate,
+            gate.qubits,
+            InstructionProperties(duration=gate.duration_s, error=gate.error),
+        )
+    if "measure" in target:
+        for qubit, error in enumerate(snapshot.readout_error):
+            old = target["measure"].get((qubit,))
+            if old is None:
+                continue
+            # A fresh InstructionProperties drops any asymmetric prob_meas* fields of the
+            # base, so the readout error is the snapshot's single number on both outcomes.
+            target.update_instruction_properties(
+                "measure", (qubit,), InstructionProperties(duration=old.duration, error=error)
+            )
+    return target
+
+
+def noise_model_from_snapshot(snapshot: CalibrationSnapshot, base_target: Target) -> NoiseModel:
+    """Aer's noise model of the device as the snapshot describes it.
+
+    For an unmodified snapshot this equals ``NoiseModel.from_backend(backend)``: the
+    same Aer code builds it, from :func:`target_from_snapshot`'s target.
+    """
+    return _noise_model(target_from_snapshot(snapshot, base_target), snapshot.device)
+
+
+@functools.cache
+def gpu_available() -> bool:
+    """Whether this process's qiskit-aer can simulate on a GPU (checked once)."""
+    try:
+        return "GPU" in AerSimulator().available_devices()
+    except Exception:  # a broken CUDA install must read as "no GPU", not crash a worker
+        logger.exception("qiskit-aer could not list its devices; assuming no GPU")
+        return False
+
+
+def make_simulator(
+    snapshot: CalibrationSnapshot,
+    base_target: Target,
+    *,
+    gpu: GpuMode = "auto",
+    max_parallel_threads: int = 0,
+) -> tuple[AerSimulator, str, bool]:
+    """The Aer simulator that plays the device of ``snapshot``.
+
+    Circuits must arrive compiled for the device (native gates, physical qubits); the
+    simulator does no routing of its own.
+
+    Args:
+        snapshot: the calibration to simulate.
+        base_target: target of the backend the snapshot was read from.
+        gpu: ``"auto"`` uses a GPU when qiskit-aer has one, ``"never"`` does not,
+            ``"require"`` fails without one.
+        max_parallel_threads: CPU threads for Aer; 0 means ``os.cpu_count()``.
+
+    Returns:
+        ``(simulator, method_description, uses_gpu)``, e.g.
+        ``(sim, "automatic (CPU, 16 threads)", False)``.
+
+    Raises:
+        DeviceUnavailableError: ``gpu="require"`` and qiskit-aer has no GPU.
+        ValidationError: ``gpu`` or ``max_parallel_threads`` is invalid.
+    """
+    uses_gpu = _resolve_gpu(snapshot.device, gpu)
+    if max_parallel_threads < 0:
+        raise ValidationError(
+            f"max_parallel_threads={max_parallel_threads} must be >= 0 (0 = all CPU cores)"
+        )
+    # Aer's own default of 0 follows OMP_NUM_THREADS, which Ray sets to 1 in workers:
+    # name the core count explicitly or a device actor simulates on one thread.
+    threads = max_parallel_threads or os.cpu_count() or 1
+    target = target_from_snapshot(snapshot, base_target)
+    noise_model = _noise_model(target, snapshot.device)
+    options: dict[str, Any] = {
+        "noise_model": noise_model,
+        "basis_gates": noise_model.basis_gates,
+        "max_parallel_threads": threads,
+    }
+    if uses_gpu:
+        # Stabilizer and MPS have no GPU version; a noisy statevector on GPU batches
+        # shots (one trajectory per shot) instead of replaying the circuit per shot.
+        method = "statevector"
+        options.update(device="GPU", batched_shots_gpu=True)
+    else:
+        # "automatic" picks stabilizer for Clifford circuits, density matrix for small
+        # noisy ones and statevector otherwise, per circuit.
+        method = "automatic"
+    simulator = AerSimulator(method=method, target=target, **options)
+    description = f"{method} ({'GPU' if uses_gpu else 'CPU'}, {threads} threads)"
+    return simulator, description, uses_gpu
+
+
+class NoiseModelCache:
+    """LRU of built simulators, keyed by device, calibration id and simulator settings.
+
+    Thread-safe. ``hits`` and ``misses`` count lookups, for metrics and tests.
+    """
+
+    def __init__(self, max_entries: int = DEFAULT_CACHE_ENTRIES) -> None:
+        """Create an empty cache holding at most ``max_entries`` simulators."""
+        if max_entries < 1:
+            raise ValidationError(f"max_entries={max_entries} must be >= 1")
+        self.max_entries = max_entries
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[tuple[str, str, str, int], tuple[AerSimulator, str, bool]]
+        self._entries = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(
+        self,
+        snapshot: CalibrationSnapshot,
+        base_target: Target,
+        *,
+        gpu: GpuMode = "auto",
+        max_parallel_threads: int = 0,
+    ) -> tuple[AerSimulator, str, bool]:
+        """The simulator of ``snapshot``, built by :func:`make_simulator` on a miss.
+
+        Arguments are those of :func:`make_simulator`. The build runs outside the lock,
+        so two threads missing the same key may both build; the later one is kept.
+        """
+        # gpu and threads are in the key so a cached CPU simulator never answers a
+        # request that asked for a GPU (or a different thread count).
+        key = (snapshot.device, snapshot.calibration_id, gpu, max_parallel_threads)
+        with self._lock:
+            if key in self._entries:
+                self.hits += 1
+                self._entries.move_to_end(key)
+                return self._entries[key]
+            self.misses += 1
+        built = make_simulator(
+            snapshot, base_target, gpu=gpu, max_parallel_threads=max_parallel_threads
+        )
+        with self._lock:
+            self._entries[key] = built
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return built
+
+    def invalidate(self, device: str, calibration_id: str | None = None) -> int:
+        """Drop a device's simulators (all, or one calibration's); returns how many."""
+        with self._lock:
+            doomed = [k for k in self._entries if k[0] == device and calibration_id in (None, k[1])]
+            for key in doomed:
+                del self._entries[key]
+        return len(doomed)
+
+
+def _noise_model(target: Target, device: str) -> NoiseModel:
+    """Aer's own noise model of a backend with this target (see module docstring)."""
+    return NoiseModel.from_backend(_TargetBackend(target, name=device))
+
+
+def _resolve_gpu(device: str, gpu: str) -> bool:
+    """Whether to simulate on a GPU, given the device's ``gpu`` setting."""
+    if gpu == "never":
+        return False
+    if gpu == "auto":
+        return gpu_available()
+    if gpu == "require":
+        if not gpu_available():
+            raise DeviceUnavailableError(
+                f"device {device!r} has gpu='require' but qiskit-aer reports no GPU "
+                f"(available: CPU only); install qiskit-aer-gpu on a CUDA machine, or set "
+                f"gpu: auto in the farm config"
+            )
+        return True
+    raise ValidationError(f"gpu={gpu!r} must be one of 'auto', 'never', 'require'")
+
+
+class _TargetBackend(BackendV2):
+    """Just enough of a BackendV2 around a Target for ``NoiseModel.from_backend``."""
+
+    def __init__(self, target: Target, name: str) -> None:
+        super().__init__(name=name)
+        self._target = target
+
+    @property
+    def target(self) -> Target:
+        return self._target
+
+    @property
+    def max_circuits(self) -> None:
+        return None
+
+    @classmethod
+    def _default_options(cls) -> Options:
+        return Options()
+
+    def run(self, run_input: Any, **options: Any) -> Any:
+        raise NotImplementedError("a calibration view only; run circuits on make_simulator()")

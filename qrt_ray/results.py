@@ -1,0 +1,166 @@
+"""Raw results from devices: checksums, partial-run accounting, and the final result.
+
+All pure functions. A device returns a :class:`RawRun` per (job, attempt) with a
+checksum over its counts; the collector verifies it, works out missing shots, and
+only merges runs made on one calibration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from qrt_ray.errors import IntegrityError
+from qrt_ray.models import CircuitResult, CompileInfo, JobResult, ResultMetadata
+
+
+@dataclass(frozen=True, slots=True)
+class RawRun:
+    """What a device returns for one attempt of one job."""
+
+    job_id: str
+    attempt: int
+    device: str
+    calibration_id: str
+    calibration_taken_at: float
+    shots_requested: int
+    counts: tuple[dict[str, int], ...]
+    seeds: tuple[int, ...]
+    run_s: float
+    simulator_method: str
+    gpu: bool
+    checksum: str
+    error: str | None = None
+
+
+def counts_checksum(counts: Sequence[Mapping[str, int]]) -> str:
+    """sha256 over a canonical encoding of per-circuit counts."""
+    payload = json.dumps([dict(sorted(c.items())) for c in counts], separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def verify_run(run: RawRun) -> None:
+    """Raise IntegrityError if the run's counts do not match their checksum."""
+    actual = counts_checksum(run.counts)
+    if actual != run.checksum:
+        raise IntegrityError(
+            f"job {run.job_id} attempt {run.attempt} on {run.device}: result payload "
+            f"checksum mismatch (got {actual[:12]}, device sent {run.checksum[:12]})"
+        )
+
+
+def shots_executed(run: RawRun) -> int:
+    """Shots every circuit of the run completed (a partial circuit caps the whole run)."""
+    return min(sum(c.values()) for c in run.counts) if run.counts else 0
+
+
+def missing_shots(requested: int, runs: Sequence[RawRun]) -> int:
+    """Shots still to run after these runs (never negative)."""
+    return max(0, requested - sum(shots_executed(r) for r in runs))
+
+
+def merge_runs(runs: Sequence[RawRun]) -> tuple[dict[str, int], ...]:
+    """Add up counts of runs of the same job on the same calibration.
+
+    Raises:
+        IntegrityError: runs come from different calibration ids or circuit counts;
+            shots from different calibrations are never aggregated.
+    """
+    if not runs:
+        raise IntegrityError("no runs to merge")
+    cal_ids = {r.calibration_id for r in runs}
+    if len(cal_ids) != 1:
+        raise IntegrityError(
+            f"job {runs[0].job_id}: refusing to merge shots from calibrations {sorted(cal_ids)}"
+        )
+    width = len(runs[0].counts)
+    if any(len(r.counts) != width for r in runs):
+        raise IntegrityError(f"job {runs[0].job_id}: runs disagree on the number of circuits")
+    merged: list[dict[str, int]] = [{} for _ in range(width)]
+    for run in runs:
+        for target, part in zip(merged, run.counts, strict=True):
+            for key, n in part.items():
+                target[key] = target.get(key, 0) + n
+    return tuple(merged)
+
+
+def trim_counts(counts: Mapping[str, int], shots: int) -> dict[str, int]:
+    """Drop surplus shots deterministically so a circuit has exactly ``shots``."""
+    total = sum(counts.values())
+    if total <= shots:
+        return dict(counts)
+    out = dict(counts)
+    surplus = total - shots
+    for key in sorted(out, key=lambda k: (-out[k], k)):
+        take = min(surplus, out[key])
+        out[key] -= take
+        surplus -= take
+        if surplus == 0:
+            break
+    return {k: v for k, v in out.items() if v}
+
+
+def build_result(
+    job_id: str,
+    runs: Sequence[RawRun],
+    compile_infos: Sequence[CompileInfo],
+    versions: Mapping[str, str],
+) -> JobResult:
+    """The job's final result from its runs on one calibration."""
+    first = runs[0]
+    merged = merge_runs(runs)
+    shots = first.shots_requested
+    circuits = []
+    for counts in merged:
+        exact = trim_counts(counts, shots)
+        total = sum(exact.values())
+        circuits.append(
+            CircuitResult(
+                counts=dict(sorted(exact.items())),
+                shots=total,
+                probabilities={k: v / total for k, v in sorted(exact.items())},
+            )
+        )
+    meta = ResultMetadata(
+        job_id=job_id,
+        device=first.device,
+        calibration_id=first.calibration_id,
+        calibration_taken_at=first.calibration_taken_at,
+        shots_requested=shots,
+        shots_executed=min(c.shots for c in circuits),
+        seeds=tuple(s for r in runs for s in r.seeds),
+        attempts=len(runs),
+        simulator_method=first.simulator_method,
+        gpu=first.gpu,
+        run_s=sum(r.run_s for r in runs),
+        compile=tuple(compile_infos),
+        versions=dict(versions),
+    )
+    return JobResult(circuits=tuple(circuits), metadata=meta)
+
+
+def encode_result(result: JobResult) -> bytes:
+    """Canonical JSON bytes of a result: what the store hashes and keeps."""
+    return result.model_dump_json().encode()
+
+
+def decode_result(data: bytes) -> JobResult:
+    """Parse stored result bytes (JSON, validated; never unpickled)."""
+    return JobResult.model_validate_json(data)
+
+
+def encode_run(run: RawRun) -> bytes:
+    """Canonical JSON bytes of a raw run, kept in the shot ledger's blob."""
+    from dataclasses import asdict
+
+    return json.dumps(asdict(run), sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_run(data: bytes) -> RawRun:
+    """Parse a raw run stored by :func:`encode_run` (JSON; never unpickled)."""
+    raw = json.loads(data)
+    raw["counts"] = tuple({str(k): int(v) for k, v in c.items()} for c in raw["counts"])
+    raw["seeds"] = tuple(int(s) for s in raw["seeds"])
+    return RawRun(**raw)

@@ -1,0 +1,158 @@
+"""The job store's interface: what the scheduler needs, whatever the database.
+
+SQLite implements it today; a PostgreSQL store implements the same methods. Every
+write is durable when the call returns, and a state change is a compare-and-set on
+the job's current state, so two writers can never both move the same job.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from qrt_ray.lifecycle import JobState
+from qrt_ray.models import JobSpec
+
+
+def sha256_hex(data: bytes) -> str:
+    """Content address of a blob."""
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A job as stored: the request, where it is, and what it produced."""
+
+    job_id: str
+    state: JobState
+    spec: JobSpec
+    created_at: float
+    updated_at: float
+    device: str | None = None
+    calibration_id: str | None = None
+    error: str | None = None
+    result_sha256: str | None = None
+    placement: dict[str, Any] | None = None
+    attempts: int = 0
+
+    @property
+    def tenant(self) -> str:
+        """The tenant that owns the job."""
+        return self.spec.tenant
+
+
+@dataclass(frozen=True, slots=True)
+class StateUpdate:
+    """Move one job from ``from_state`` to ``to_state``, optionally setting fields.
+
+    ``fields`` may set: device, calibration_id, error, result_sha256, placement,
+    attempts. The update applies only if the job is still in ``from_state``.
+    """
+
+    job_id: str
+    from_state: JobState
+    to_state: JobState
+    at: float
+    reason: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionEvent:
+    """One recorded lifecycle transition of a job."""
+
+    job_id: str
+    seq: int
+    from_state: JobState | None
+    to_state: JobState
+    at: float
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ShotRecord:
+    """Shots of one attempt of a job, counted once in the ledger."""
+
+    job_id: str
+    attempt: int
+    calibration_id: str
+    shots: int
+    at: float
+    run_sha256: str | None = None  # blob holding the attempt's raw counts
+
+
+class StaleStateError(RuntimeError):
+    """A compare-and-set found the job in another state than the writer expected."""
+
+
+class JobStore(abc.ABC):
+    """Durable store of jobs, their transitions, result blobs and the shot ledger."""
+
+    @abc.abstractmethod
+    def admit(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
+        """Insert new QUEUED jobs, or find the existing job with the same idempotency key.
+
+        Returns:
+            For each input record, the stored record and whether it was created now.
+        """
+
+    @abc.abstractmethod
+    def apply(self, updates: Sequence[StateUpdate]) -> list[bool]:
+        """Apply state changes durably, each only if the job is still in ``from_state``.
+
+        Returns:
+            For each update, whether it was applied (False: the job had moved on).
+        """
+
+    @abc.abstractmethod
+    def get(self, job_id: str) -> JobRecord:
+        """The job with that id. Raises JobNotFoundError."""
+
+    @abc.abstractmethod
+    def find_by_key(self, tenant: str, idempotency_key: str) -> JobRecord | None:
+        """The job a tenant submitted with that idempotency key, if any."""
+
+    @abc.abstractmethod
+    def list_jobs(
+        self,
+        *,
+        states: Sequence[JobState] | None = None,
+        tenant: str | None = None,
+        limit: int = 100,
+    ) -> list[JobRecord]:
+        """Jobs, newest first, filtered by state and tenant."""
+
+    @abc.abstractmethod
+    def unfinished(self) -> list[JobRecord]:
+        """Every job not yet DONE, FAILED or CANCELLED, oldest first (for recovery)."""
+
+    @abc.abstractmethod
+    def events(self, job_id: str) -> list[TransitionEvent]:
+        """The job's transitions in order."""
+
+    @abc.abstractmethod
+    def put_blob(self, data: bytes) -> str:
+        """Store bytes under their sha256 and return it (idempotent)."""
+
+    @abc.abstractmethod
+    def get_blob(self, sha256: str) -> bytes:
+        """The bytes stored under ``sha256``, verified. Raises IntegrityError on mismatch."""
+
+    @abc.abstractmethod
+    def record_shots(self, records: Sequence[ShotRecord]) -> list[bool]:
+        """Count shots in the ledger; an (job, attempt) already counted returns False."""
+
+    @abc.abstractmethod
+    def shot_ledger(self, job_id: str) -> list[ShotRecord]:
+        """Every counted attempt of a job."""
+
+    @abc.abstractmethod
+    def counts_by_state(self) -> dict[JobState, int]:
+        """How many jobs are in each state."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Flush pending writes and release the database."""

@@ -1,0 +1,81 @@
+"""Versioned schema of the SQLite job store. Append new steps; never edit old ones."""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: jobs, their transitions, content-addressed blobs and the shot ledger.
+    """
+    CREATE TABLE jobs (
+        job_id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        idempotency_key TEXT,
+        state TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        spec_json TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        device TEXT,
+        calibration_id TEXT,
+        error TEXT,
+        result_sha256 TEXT,
+        placement_json TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX jobs_idempotency ON jobs (tenant, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX jobs_state ON jobs (state);
+    CREATE INDEX jobs_created ON jobs (created_at);
+    CREATE TABLE transitions (
+        job_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        from_state TEXT,
+        to_state TEXT NOT NULL,
+        at REAL NOT NULL,
+        reason TEXT,
+        PRIMARY KEY (job_id, seq)
+    );
+    CREATE TABLE blobs (
+        sha256 TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        data BLOB NOT NULL
+    );
+    CREATE TABLE shot_ledger (
+        job_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        calibration_id TEXT NOT NULL,
+        shots INTEGER NOT NULL,
+        at REAL NOT NULL,
+        run_sha256 TEXT,
+        PRIMARY KEY (job_id, attempt)
+    );
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the database up to :data:`SCHEMA_VERSION`; returns the version it found.
+
+    Raises:
+        RuntimeError: the database is newer than this qrt-ray understands.
+    """
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT version FROM schema_version").fetchone()
+    found = row[0] if row else 0
+    if found > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"job store schema version {found} is newer than this qrt-ray supports "
+            f"({SCHEMA_VERSION}); upgrade qrt-ray or point it at another store"
+        )
+    for version in range(found, SCHEMA_VERSION):
+        # executescript commits first, so each step is applied with its version bump
+        conn.executescript(
+            "BEGIN;"
+            + MIGRATIONS[version]
+            + ("DELETE FROM schema_version;" f"INSERT INTO schema_version VALUES ({version + 1});")
+            + "COMMIT;"
+        )
+    return found

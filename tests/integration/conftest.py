@@ -1,0 +1,101 @@
+"""One loopback Ray head for the whole integration session, and small farms on it.
+
+The head is started with ``ray start`` (as ``qrt up`` does) on free ports, bound to
+127.0.0.1, with its own temp dir so teardown stops exactly this cluster and nothing
+else running on the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qrt_ray.config import FarmConfig, load_farm_config_text
+
+SMALL_FARM = """
+name: test
+devices:
+  - {name: manila, backend: FakeManilaV2, price_per_shot_usd: 0.00001, price_per_job_usd: 0.01, gpu: never}
+  - {name: nairobi, backend: FakeNairobiV2, price_per_shot_usd: 0.00002, price_per_job_usd: 0.02, gpu: never}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RayHead:
+    """Addresses of the session's Ray head."""
+
+    def __init__(self, gcs: str, dashboard: str, temp_dir: str) -> None:
+        self.gcs = gcs
+        self.dashboard = dashboard
+        self.temp_dir = temp_dir
+
+
+def _pids_of(marker: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
+        except OSError:
+            continue
+        if marker in cmd and int(proc.name) != os.getpid():
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
+    """A loopback-only Ray head shared by every integration test."""
+    temp_dir = f"/tmp/qrt-test-{uuid.uuid4().hex[:8]}"
+    port, dash = _free_port(), _free_port()
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    subprocess.run(
+        ["ray", "start", "--head", f"--port={port}", f"--dashboard-port={dash}",
+         "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", "--num-cpus=2",
+         f"--temp-dir={temp_dir}", "--disable-usage-stats",
+         f"--ray-client-server-port={_free_port()}"],
+        env=env, check=True, capture_output=True, text=True,
+    )
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    import ray
+
+    ray.init(address=f"127.0.0.1:{port}", log_to_driver=False)
+    try:
+        yield RayHead(f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", temp_dir)
+    finally:
+        ray.shutdown()
+        for pid in _pids_of(temp_dir):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 10
+        while _pids_of(temp_dir) and time.time() < deadline:
+            time.sleep(0.2)
+        for pid in _pids_of(temp_dir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        os.environ.pop("RAY_ADDRESS", None)
+
+
+@pytest.fixture(scope="session")
+def small_farm() -> FarmConfig:
+    """Two small devices: fast to start, enough to test placement and faults."""
+    return load_farm_config_text(SMALL_FARM)

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+from qiskit import QuantumCircuit
+from qiskit.circuit import Parameter
+
+from qrt_ray.circuits import circuit_hash, circuit_stats, coerce_circuits, parse_qasm, to_qasm
+from qrt_ray.errors import ValidationError
+
+
+def ghz(n: int) -> QuantumCircuit:
+    qc = QuantumCircuit(n)
+    qc.h(0)
+    for i in range(n - 1):
+        qc.cx(i, i + 1)
+    qc.measure_all()
+    return qc
+
+
+def test_circuit_round_trips_through_qasm_text() -> None:
+    text = to_qasm(ghz(4))
+    back = parse_qasm(text)
+    assert back.num_qubits == 4
+    assert back.count_ops()["cx"] == 3
+    assert circuit_hash(text) == circuit_hash(to_qasm(ghz(4)))
+    assert circuit_hash(text) != circuit_hash(to_qasm(ghz(5)))
+
+
+def test_qasm3_text_is_accepted() -> None:
+    text = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[2] q;\nbit[2] c;\nh q[0];\ncx q[0], q[1];\nc = measure q;\n'
+    assert parse_qasm(text).num_qubits == 2
+
+
+def test_malformed_qasm_names_the_argument() -> None:
+    with pytest.raises(ValidationError, match=r"circuits\[1\]: malformed OpenQASM"):
+        coerce_circuits([to_qasm(ghz(2)), "OPENQASM 2.0;\nqreg q[2];\nfoo q[0];\n"])
+
+
+def test_no_measurement_and_unbound_parameters_are_refused() -> None:
+    qc = QuantumCircuit(2)
+    qc.h(0)
+    with pytest.raises(ValidationError, match="measures nothing"):
+        to_qasm(qc)
+    theta = Parameter("theta")
+    pc = QuantumCircuit(1)
+    pc.rx(theta, 0)
+    pc.measure_all()
+    with pytest.raises(ValidationError, match="unbound parameters.*theta"):
+        to_qasm(pc)
+
+
+def test_wrong_types_and_empty_input() -> None:
+    with pytest.raises(ValidationError, match="expected a qiskit QuantumCircuit"):
+        coerce_circuits([42])
+    with pytest.raises(ValidationError, match="empty list"):
+        coerce_circuits([])
+    with pytest.raises(ValidationError, match="empty OpenQASM"):
+        parse_qasm("   ")
+
+
+def test_stats_count_gate_kinds() -> None:
+    qc = ghz(3)
+    qc.ccx(0, 1, 2)
+    st = circuit_stats(qc)
+    assert (st.num_qubits, st.one_qubit_gates, st.two_qubit_gates, st.multi_qubit_gates) == (3, 1, 2, 1)
+    assert st.measurements == 3

@@ -1,0 +1,236 @@
+"""Noise models and simulators built from calibration snapshots."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+from qiskit import QuantumCircuit, transpile
+from qiskit.quantum_info import hellinger_fidelity
+from qiskit.transpiler import Target
+from qiskit_aer import AerSimulator
+from qiskit_aer.noise import NoiseModel
+
+import qrt_ray.noise as noise
+from qrt_ray.calibration import load_backend, snapshot_from_backend, with_recomputed_id
+from qrt_ray.errors import DeviceUnavailableError, ValidationError
+from qrt_ray.models import CalibrationSnapshot
+from qrt_ray.noise import (
+    NoiseModelCache,
+    gpu_available,
+    make_simulator,
+    noise_model_from_snapshot,
+    target_from_snapshot,
+)
+
+SHOTS = 20_000
+
+
+@pytest.fixture(scope="module")
+def backend():  # type: ignore[no-untyped-def]
+    return load_backend("FakeManilaV2")
+
+
+@pytest.fixture(scope="module")
+def snapshot(backend) -> CalibrationSnapshot:  # type: ignore[no-untyped-def]
+    return snapshot_from_backend("manila", backend)
+
+
+def _scaled(snapshot: CalibrationSnapshot, factor: float) -> CalibrationSnapshot:
+    """All errors ``factor`` times worse: gate and readout errors up, T1/T2 down."""
+    return with_recomputed_id(
+        dataclasses.replace(
+            snapshot,
+            t1_s=tuple(t / factor for t in snapshot.t1_s),
+            t2_s=tuple(t / factor for t in snapshot.t2_s),
+            readout_error=tuple(min(e * factor, 0.5) for e in snapshot.readout_error),
+            gates=tuple(dataclasses.replace(g, error=g.error * factor) for g in snapshot.gates),
+        )
+    )
+
+
+def _ghz(n: int) -> QuantumCircuit:
+    qc = QuantumCircuit(n, n, name=f"ghz{n}")
+    qc.h(0)
+    for q in range(n - 1):
+        qc.cx(q, q + 1)
+    qc.measure(range(n), range(n))
+    return qc
+
+
+def _idle_qubit() -> QuantumCircuit:
+    qc = QuantumCircuit(3, 3, name="idle_qubit")
+    qc.rx(0.7, 0)
+    qc.x(1)
+    qc.ry(1.9, 2)
+    qc.cx(0, 2)
+    # ~18 us idle in |1>: the delay relaxation of from_backend must be reproduced too
+    # (leaving it out drops the fidelity to ~0.94).
+    qc.delay(80_000, 1)
+    qc.rz(0.3, 2)
+    qc.h(2)
+    qc.measure(range(3), range(3))
+    return qc
+
+
+def _all_ones() -> QuantumCircuit:
+    qc = QuantumCircuit(5, 5, name="all_ones")
+    qc.x(range(5))
+    qc.measure(range(5), range(5))
+    return qc
+
+
+def _props(target: Target, name: str, qubits: tuple[int, ...]) -> tuple[float, float]:
+    props = target[name][qubits]
+    return props.duration, props.error
+
+
+def _counts(sim: AerSimulator, circuit: QuantumCircuit, seed: int) -> dict[str, int]:
+    return sim.run(circuit, shots=SHOTS, seed_simulator=seed).result().get_counts()
+
+
+def test_unmodified_snapshot_gives_aers_own_noise_model(backend, snapshot) -> None:  # type: ignore[no-untyped-def]
+    assert noise_model_from_snapshot(snapshot, backend.target) == NoiseModel.from_backend(backend)
+
+
+@pytest.mark.parametrize("circuit", [_ghz(5), _idle_qubit(), _all_ones()], ids=lambda c: c.name)
+def test_simulator_matches_aer_from_backend(backend, snapshot, circuit: QuantumCircuit) -> None:  # type: ignore[no-untyped-def]
+    # Scheduled, so idle time becomes delays and the delay-relaxation noise is compared too.
+    compiled = transpile(circuit, backend=backend, seed_transpiler=3, scheduling_method="alap")
+    ours, _, _ = make_simulator(snapshot, backend.target, gpu="never")
+    reference = AerSimulator.from_backend(backend)
+
+    # Different seeds: the distributions must agree, not just replay one sample.
+    fidelity = hellinger_fidelity(_counts(ours, compiled, 11), _counts(reference, compiled, 12))
+
+    assert fidelity > 0.99
+
+
+def test_five_times_worse_calibration_lowers_ghz_fidelity(backend, snapshot) -> None:  # type: ignore[no-untyped-def]
+    compiled = transpile(_ghz(5), backend=backend, seed_transpiler=3)
+    ideal = {"00000": SHOTS // 2, "11111": SHOTS // 2}
+    good, _, _ = make_simulator(snapshot, backend.target, gpu="never")
+    bad, _, _ = make_simulator(_scaled(snapshot, 5.0), backend.target, gpu="never")
+
+    good_fidelity = hellinger_fidelity(ideal, _counts(good, compiled, 5))
+    bad_fidelity = hellinger_fidelity(ideal, _counts(bad, compiled, 5))
+
+    assert good_fidelity > 0.7
+    assert bad_fidelity < good_fidelity - 0.15
+
+
+def test_target_carries_snapshot_values_and_leaves_base_alone(backend, snapshot) -> None:  # type: ignore[no-untyped-def]
+    base = backend.target
+    base_cx = base["cx"][(0, 1)].error
+    worse = _scaled(snapshot, 2.0)
+
+    same = target_from_snapshot(snapshot, base)
+    drifted = target_from_snapshot(worse, base)
+
+    assert _props(same, "cx", (0, 1)) == _props(base, "cx", (0, 1))
+    assert same.qubit_properties[3].t1 == base.qubit_properties[3].t1
+    assert drifted["cx"][(0, 1)].error == pytest.approx(2 * base_cx)
+    assert drifted["measure"][(1,)].error == pytest.approx(2 * base["measure"][(1,)].error)
+    assert drifted.qubit_properties[3].t1 == pytest.approx(base.qubit_properties[3].t1 / 2)
+    assert _props(drifted, "reset", (0,)) == _props(base, "reset", (0,))  # not in snapshot
+    assert base["cx"][(0, 1)].error == base_cx
+
+
+def test_target_rejects_a_snapshot_of_another_device(backend) -> None:  # type: ignore[no-untyped-def]
+    other = snapshot_from_backend("nairobi", load_backend("FakeNairobiV2"))
+
+    with pytest.raises(ValidationError, match="7 qubits but base_target has 5"):
+        target_from_snapshot(other, backend.target)
+
+
+def test_threads_default_to_all_cores_even_under_ray(
+    backend,  # type: ignore[no-untyped-def]
+    snapshot,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what Ray sets in its workers
+
+    sim, description, uses_gpu = make_simulator(snapshot, backend.target, gpu="never")
+    pinned, _, _ = make_simulator(snapshot, backend.target, gpu="never", max_parallel_threads=3)
+
+    assert sim.options.max_parallel_threads == os.cpu_count()
+    assert pinned.options.max_parallel_threads == 3
+    assert uses_gpu is False
+    assert description == f"automatic (CPU, {os.cpu_count()} threads)"
+
+
+def test_gpu_require_without_gpu_is_a_clear_error(
+    backend,  # type: ignore[no-untyped-def]
+    snapshot,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(noise, "gpu_available", lambda: False)
+
+    with pytest.raises(DeviceUnavailableError, match="'manila' has gpu='require'"):
+        make_simulator(snapshot, backend.target, gpu="require")
+    _, _, uses_gpu = make_simulator(snapshot, backend.target, gpu="auto")
+    assert uses_gpu is False
+
+
+def test_bad_arguments_are_rejected(backend, snapshot) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValidationError, match="gpu='sometimes'"):
+        make_simulator(snapshot, backend.target, gpu="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="max_parallel_threads=-1"):
+        make_simulator(snapshot, backend.target, max_parallel_threads=-1)
+    with pytest.raises(ValidationError, match="max_entries=0"):
+        NoiseModelCache(max_entries=0)
+
+
+def test_gpu_available_survives_a_broken_aer(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: AerSimulator) -> tuple[str, ...]:
+        raise RuntimeError("CUDA driver version is insufficient")
+
+    monkeypatch.setattr(AerSimulator, "available_devices", broken)
+    gpu_available.cache_clear()
+    try:
+        assert gpu_available() is False
+    finally:
+        gpu_available.cache_clear()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_available(), reason="qiskit-aer reports no GPU")
+def test_gpu_simulator_runs(backend, snapshot) -> None:  # type: ignore[no-untyped-def]
+    sim, description, uses_gpu = make_simulator(snapshot, backend.target, gpu="require")
+    compiled = transpile(_ghz(5), backend=backend, seed_transpiler=3)
+
+    result = sim.run(compiled, shots=1000, seed_simulator=1).result()
+
+    assert uses_gpu and "GPU" in description
+    assert sum(result.get_counts().values()) == 1000
+
+
+def test_cache_hits_misses_and_evicts(backend, snapshot) -> None:  # type: ignore[no-untyped-def]
+    cache = NoiseModelCache(max_entries=1)
+    drifted = _scaled(snapshot, 1.5)
+
+    first = cache.get(snapshot, backend.target, gpu="never")
+    second = cache.get(snapshot, backend.target, gpu="never")
+    assert second is first
+    assert (cache.hits, cache.misses) == (1, 1)
+
+    cache.get(drifted, backend.target, gpu="never")  # evicts the original calibration
+    again = cache.get(snapshot, backend.target, gpu="never")
+    assert again is not first
+    assert (cache.hits, cache.misses, len(cache)) == (1, 3, 1)
+
+
+def test_cache_keeps_recent_entries_and_invalidates_by_device(backend, snapshot) -> None:  # type: ignore[no-untyped-def]
+    cache = NoiseModelCache(max_entries=2)
+    drifted = _scaled(snapshot, 1.5)
+    cache.get(snapshot, backend.target, gpu="never")
+    cache.get(drifted, backend.target, gpu="never")
+
+    cache.get(snapshot, backend.target, gpu="never")
+    assert cache.hits == 1
+
+    assert cache.invalidate("manila", drifted.calibration_id) == 1
+    assert cache.invalidate("other-device") == 0
+    assert cache.invalidate("manila") == 1
+    assert len(cache) == 0

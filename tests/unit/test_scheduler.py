@@ -1,0 +1,249 @@
+"""The scheduler's whole logic without Ray: in-process devices driven by the test."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from qiskit import QuantumCircuit
+
+from actors.device import Device
+from actors.ports import LocalPorts
+from actors.scheduler import Scheduler
+from qrt_ray.circuits import to_qasm
+from qrt_ray.config import load_farm_config_text
+from qrt_ray.errors import PlacementError, ValidationError
+from qrt_ray.lifecycle import JobState
+from qrt_ray.models import JobSpec
+from qrt_ray.results import decode_result
+from qrt_ray.store import JobRecord, SQLiteJobStore, StateUpdate
+
+S = JobState
+FARM = load_farm_config_text("""
+name: unit
+devices:
+  - {name: manila, backend: FakeManilaV2, price_per_shot_usd: 0.0, price_per_job_usd: 0.0, gpu: never}
+  - {name: nairobi, backend: FakeNairobiV2, price_per_shot_usd: 0.0, price_per_job_usd: 0.0, gpu: never}
+""")
+
+
+def ghz(n: int) -> str:
+    qc = QuantumCircuit(n)
+    qc.h(0)
+    for i in range(n - 1):
+        qc.cx(i, i + 1)
+    qc.measure_all()
+    return to_qasm(qc)
+
+
+def spec(n: int = 3, shots: int = 500, **kw: object) -> JobSpec:
+    return JobSpec(circuits=(ghz(n),), shots=shots, **kw)
+
+
+async def drive(sched: Scheduler, devices: list[Device], until_s: float = 60) -> None:
+    """Run devices the way device actors do, until no job is live."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + until_s
+    while sched.live_count() and loop.time() < deadline:
+        progressed = False
+        for dev in devices:
+            batch = dev.take_batch()
+            if not batch:
+                continue
+            keep = set(await sched.batch_started(dev.name, [(i.job_id, i.attempt) for i in batch]))
+            runs = dev.execute([i for i in batch if i.job_id in keep])
+            await sched.batch_finished(dev.name, runs)
+            progressed = True
+        if not progressed:
+            await asyncio.sleep(0.02)
+
+
+def make(tmp_path: Path) -> tuple[SQLiteJobStore, list[Device], Scheduler]:
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    devices = [Device(d, max_parallel_threads=1) for d in FARM.devices]
+    return store, devices, Scheduler(store, LocalPorts(devices))
+
+
+def test_job_walks_the_whole_lifecycle(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, devices, sched = make(tmp_path)
+        await sched.start()
+        (rec, created), = await sched.submit([spec(shots=700, seed=5)])
+        assert created and rec.state is S.QUEUED
+        await drive(sched, devices)
+        await sched.stop()
+        done = store.get(rec.job_id)
+        assert done.state is S.DONE
+        result = decode_result(store.get_blob(done.result_sha256))
+        assert sum(result.counts().values()) == 700
+        assert result.metadata.calibration_id == done.calibration_id
+        assert result.metadata.compile[0].device == done.device
+        assert [e.to_state for e in store.events(rec.job_id)] == [
+            S.QUEUED, S.COMPILING, S.PLACED, S.RUNNING, S.POSTPROCESSING, S.DONE
+        ]
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_placement_prefers_fewer_expected_errors_and_explains(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, devices, sched = make(tmp_path)
+        await sched.start()
+        (rec, _), = await sched.submit([spec(3)])
+        await drive(sched, devices)
+        done = store.get(rec.job_id)
+        ranking = done.placement["ranking"]
+        assert done.device == ranking[0][0]
+        assert ranking[0][1] <= ranking[1][1]
+        assert done.placement["breakdown"]["total"] > 0
+        await sched.stop()
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_bad_jobs_are_refused_before_anything_is_stored(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, _, sched = make(tmp_path)
+        await sched.start()
+        with pytest.raises(PlacementError, match="widest device, 'nairobi', has 7"):
+            await sched.submit([spec(3), spec(9)])
+        with pytest.raises(PlacementError, match="device='lagos': no such device.*manila"):
+            await sched.submit([spec(3, device="lagos")])
+        with pytest.raises(ValidationError, match="malformed OpenQASM"):
+            await sched.submit([JobSpec(circuits=("OPENQASM 2.0; qreg q[1]; zz q[0];",), shots=1)])
+        assert store.list_jobs() == []
+        await sched.stop()
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_idempotency_key_reuse(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, _, sched = make(tmp_path)
+        await sched.start()
+        (a, c1), = await sched.submit([spec(idempotency_key="k1")])
+        (b, c2), = await sched.submit([spec(idempotency_key="k1")])
+        assert c1 and not c2 and a.job_id == b.job_id
+        with pytest.raises(ValidationError, match="idempotency_key='k1' was already used"):
+            await sched.submit([spec(shots=9, idempotency_key="k1")])
+        assert len(store.list_jobs()) == 1
+        await sched.stop()
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_partial_run_reruns_only_missing_shots(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, devices, sched = make(tmp_path)
+        for d in devices:
+            d.faults.partial_fractions = [0.3]
+        await sched.start()
+        (rec, _), = await sched.submit([spec(shots=1000)])
+        await drive(sched, devices)
+        done = store.get(rec.job_id)
+        assert done.state is S.DONE and done.attempts == 2
+        ledger = store.shot_ledger(rec.job_id)
+        assert [r.shots for r in ledger] == [300, 700]
+        assert len({r.calibration_id for r in ledger}) == 1
+        result = decode_result(store.get_blob(done.result_sha256))
+        assert sum(result.counts().values()) == 1000
+        assert any("partial run" in (e.reason or "") for e in store.events(rec.job_id))
+        await sched.stop()
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_recovery_from_every_state_loses_nothing_and_counts_once(tmp_path: Path) -> None:
+    """A store left with jobs in every state by a dead runtime is finished by a new one."""
+
+    async def first_life() -> dict[str, str]:
+        store, devices, sched = make(tmp_path)
+        await sched.start()
+        ids = {}
+        for state in ("queued", "compiling", "placed", "running", "post", "done", "cancelled"):
+            (rec, _), = await sched.submit([spec(shots=400)])
+            ids[state] = rec.job_id
+        await sched.stop()  # the loop never ran: all QUEUED
+        t = 10.0
+        moves = {
+            "compiling": [S.COMPILING],
+            "placed": [S.COMPILING, S.PLACED],
+            "running": [S.COMPILING, S.PLACED, S.RUNNING],
+            "cancelled": [S.CANCELLED],
+        }
+        for name, path in moves.items():
+            prev = S.QUEUED
+            for nxt in path:
+                store.apply([StateUpdate(ids[name], prev, nxt, t, fields={"attempts": 1})])
+                prev = nxt
+        store.close()
+        return ids
+
+    ids = asyncio.run(first_life())
+
+    async def second_life() -> None:
+        store, devices, sched = make(tmp_path)
+        recovered = await sched.start()
+        assert recovered == 6  # everything but the cancelled job
+        await drive(sched, devices)
+        await sched.stop()
+        for name, job_id in ids.items():
+            rec = store.get(job_id)
+            if name == "cancelled":
+                assert rec.state is S.CANCELLED
+                assert store.shot_ledger(job_id) == []
+                continue
+            assert rec.state is S.DONE, (name, rec.state, rec.error)
+            ledger = store.shot_ledger(job_id)
+            assert sum(r.shots for r in ledger) == 400, (name, ledger)
+            assert len({(r.job_id, r.attempt) for r in ledger}) == len(ledger)
+        store.close()
+
+    asyncio.run(second_life())
+
+
+def test_recovery_finishes_postprocessing_from_the_ledger(tmp_path: Path) -> None:
+    """A job whose shots were all counted before the crash is finished, not rerun."""
+
+    async def main() -> None:
+        store, devices, sched = make(tmp_path)
+        await sched.start()
+        (rec, _), = await sched.submit([spec(shots=300)])
+        # run it, but stop right after its shots are counted and POSTPROCESSING is stored
+        original = sched._finish
+
+        async def crash(job_ids: list[str]) -> None:
+            raise asyncio.CancelledError
+
+        sched._finish = crash  # type: ignore[method-assign]
+        with pytest.raises(asyncio.CancelledError):
+            await drive(sched, devices, until_s=20)
+        sched._finish = original  # type: ignore[method-assign]
+        await sched.stop()
+        assert store.get(rec.job_id).state is S.POSTPROCESSING
+        runs_before = devices[0].circuits_run + devices[1].circuits_run
+        store.close()
+
+        store2 = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+        devices2 = [Device(d, max_parallel_threads=1) for d in FARM.devices]
+        sched2 = Scheduler(store2, LocalPorts(devices2))
+        await sched2.start()
+        await sched2.stop()
+        assert store2.get(rec.job_id).state is S.DONE
+        assert devices2[0].circuits_run + devices2[1].circuits_run == 0  # nothing ran again
+        assert runs_before == 1
+        assert sum(r.shots for r in store2.shot_ledger(rec.job_id)) == 300
+        store2.close()
+
+    asyncio.run(main())
+
+
+def test_records_are_plain_data() -> None:
+    r = JobRecord("j", S.QUEUED, spec(), 1.0, 1.0)
+    assert r.tenant == "default"
