@@ -30,6 +30,15 @@ _DEVICE_CONCURRENCY = 8
 _DEVICE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
+def _force_loopback() -> None:
+    """Keep Ray on 127.0.0.1 even if ray was imported before qrt_ray set the variable."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def init_ray_loopback(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to (or start) Ray, bound to 127.0.0.1 when started here.
 
@@ -38,9 +47,7 @@ def init_ray_loopback(address: str | None = None, num_cpus: int | None = None) -
     """
     if ray.is_initialized():
         return False
-    # Without this, Ray on Linux listens on every interface even when told the node
-    # address is 127.0.0.1; a laptop farm must not expose its ports.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    _force_loopback()
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         return False

@@ -6,7 +6,8 @@ a drifted snapshot gives a drifted device. The noise model is made by Aer's own
 ``NoiseModel.from_backend`` from that target: depolarizing + thermal relaxation gate
 errors, readout errors and relaxation on delays, exactly as Aer models the real
 backend. Building it for a 133-qubit device takes seconds, so
-:class:`NoiseModelCache` keeps the simulators of recent calibrations.
+:class:`NoiseModelCache` keeps the simulators of recent calibrations, and each noise
+model keeps its serialized form, which Aer would otherwise rebuild on every run.
 """
 
 from __future__ import annotations
@@ -137,6 +138,8 @@ def make_simulator(
     threads = max_parallel_threads or os.cpu_count() or 1
     target = target_from_snapshot(snapshot, base_target)
     noise_model = _noise_model(target, snapshot.device)
+    # Serialize now, while building (and caching), so the first run does not pay it.
+    noise_model.to_dict(serializable=True)
     options: dict[str, Any] = {
         "noise_model": noise_model,
         "basis_gates": noise_model.basis_gates,
@@ -148,8 +151,8 @@ def make_simulator(
         method = "statevector"
         options.update(device="GPU", batched_shots_gpu=True)
     else:
-        # "automatic" picks stabilizer for Clifford circuits, density matrix for small
-        # noisy ones and statevector otherwise, per circuit.
+        # Aer picks per circuit: density matrix for small noisy circuits (exact, one
+        # pass for all shots), statevector with sampled noise for larger ones.
         method = "automatic"
     simulator = AerSimulator(method=method, target=target, **options)
     description = f"{method} ({'GPU' if uses_gpu else 'CPU'}, {threads} threads)"
@@ -219,7 +222,66 @@ class NoiseModelCache:
 
 def _noise_model(target: Target, device: str) -> NoiseModel:
     """Aer's own noise model of a backend with this target (see module docstring)."""
-    return NoiseModel.from_backend(_TargetBackend(target, name=device))
+    model = NoiseModel.from_backend(_TargetBackend(target, name=device))
+    return _SerializedOnceNoiseModel.adopt(model)
+
+
+class _SerializedOnceNoiseModel(NoiseModel):
+    """A NoiseModel that serializes itself for Aer's C++ core once, not on every run.
+
+    ``AerSimulator.run`` calls ``to_dict(serializable=True)`` on every call: for a
+    133-qubit device that is ~1.2 s of Python (error dicts and a JSON round trip) per
+    run, even for a 5-qubit circuit. The mutators drop the memo, so a change made
+    after the first run is never hidden.
+    """
+
+    _serialized: dict[str, Any] | None = None
+
+    @classmethod
+    def adopt(cls, model: NoiseModel) -> _SerializedOnceNoiseModel:
+        """The same noise model (same error objects, not copies), with the memo."""
+        adopted = cls.__new__(cls)
+        adopted.__dict__.update(model.__dict__)
+        return adopted
+
+    def to_dict(self, serializable: bool = False) -> dict[str, Any]:
+        if not serializable:
+            return super().to_dict(serializable=False)
+        if self._serialized is None:
+            self._serialized = super().to_dict(serializable=True)
+        return self._serialized
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_serialized", None)  # cheap to rebuild, large to ship between processes
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def reset(self) -> None:
+        self._serialized = None
+        super().reset()
+
+    def add_basis_gates(self, *args: Any, **kwargs: Any) -> None:
+        self._serialized = None
+        super().add_basis_gates(*args, **kwargs)
+
+    def add_all_qubit_quantum_error(self, *args: Any, **kwargs: Any) -> None:
+        self._serialized = None
+        super().add_all_qubit_quantum_error(*args, **kwargs)
+
+    def add_quantum_error(self, *args: Any, **kwargs: Any) -> None:
+        self._serialized = None
+        super().add_quantum_error(*args, **kwargs)
+
+    def add_all_qubit_readout_error(self, *args: Any, **kwargs: Any) -> None:
+        self._serialized = None
+        super().add_all_qubit_readout_error(*args, **kwargs)
+
+    def add_readout_error(self, *args: Any, **kwargs: Any) -> None:
+        self._serialized = None
+        super().add_readout_error(*args, **kwargs)
 
 
 def _resolve_gpu(device: str, gpu: str) -> bool:

@@ -67,14 +67,22 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
         ["ray", "start", "--head", f"--port={port}", f"--dashboard-port={dash}",
          "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", "--num-cpus=2",
          f"--temp-dir={temp_dir}", "--disable-usage-stats",
-         f"--ray-client-server-port={_free_port()}"],
+         # every port explicit, so this head never collides with another Ray here
+         f"--ray-client-server-port={_free_port()}",
+         f"--dashboard-agent-listen-port={_free_port()}",
+         f"--dashboard-agent-grpc-port={_free_port()}",
+         f"--runtime-env-agent-port={_free_port()}",
+         f"--metrics-export-port={_free_port()}",
+         f"--node-manager-port={_free_port()}",
+         f"--object-manager-port={_free_port()}"],
         env=env, check=True, capture_output=True, text=True,
     )
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
     import ray
 
-    ray.init(address=f"127.0.0.1:{port}", log_to_driver=False)
+    from qrt_ray.farm import init_ray_loopback
+
+    init_ray_loopback(address=f"127.0.0.1:{port}")
     try:
         yield RayHead(f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", temp_dir)
     finally:

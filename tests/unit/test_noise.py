@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 
 import pytest
 from qiskit import QuantumCircuit, transpile
 from qiskit.quantum_info import hellinger_fidelity
 from qiskit.transpiler import Target
 from qiskit_aer import AerSimulator
-from qiskit_aer.noise import NoiseModel
+from qiskit_aer.noise import NoiseModel, ReadoutError
 
 import qrt_ray.noise as noise
 from qrt_ray.calibration import load_backend, snapshot_from_backend, with_recomputed_id
@@ -118,6 +119,19 @@ def test_five_times_worse_calibration_lowers_ghz_fidelity(backend, snapshot) -> 
 
     assert good_fidelity > 0.7
     assert bad_fidelity < good_fidelity - 0.15
+
+
+def test_noise_model_serializes_once_and_forgets_on_change(backend, snapshot) -> None:  # type: ignore[no-untyped-def]
+    model = noise_model_from_snapshot(snapshot, backend.target)
+
+    first = model.to_dict(serializable=True)
+
+    assert model.to_dict(serializable=True) is first  # AerSimulator.run asks on every run
+    assert first == NoiseModel.to_dict(model, serializable=True)
+    restored = pickle.loads(pickle.dumps(model))
+    assert restored == model and restored.to_dict(serializable=True) == first
+    model.add_readout_error(ReadoutError([[0.5, 0.5], [0.5, 0.5]]), [0])
+    assert model.to_dict(serializable=True) != first
 
 
 def test_target_carries_snapshot_values_and_leaves_base_alone(backend, snapshot) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,6 @@
+"""Shared test setup: Ray binds loopback only and uses token auth, set before any import."""
+
+import os
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "token")

@@ -1,0 +1,104 @@
+"""The `qrt` CLI and `ray job submit` against a farm started by `qrt up`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+GHZ = ROOT / "examples" / "ghz.qasm"
+
+
+def qrt(*args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "qrt_ray.cli", *args], capture_output=True,
+                         text=True, timeout=timeout, env={**os.environ})
+    if check and out.returncode != 0:
+        raise AssertionError(f"qrt {' '.join(args)} failed ({out.returncode}):\n{out.stderr}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def farm(ray_head, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    ns = f"qrt-cli-{uuid.uuid4().hex[:6]}"
+    farm_yaml = tmp_path_factory.mktemp("farm") / "farm.yaml"
+    from tests.integration.conftest import SMALL_FARM
+
+    farm_yaml.write_text(SMALL_FARM)
+    store = tmp_path_factory.mktemp("clistore") / "jobs.sqlite3"
+    qrt("up", "--address", ray_head.gcs, "--namespace", ns, "--farm", str(farm_yaml),
+        "--store", str(store))
+    yield {"ns": ns, "address": ray_head.gcs, "dashboard": ray_head.dashboard}
+    qrt("down", "--address", ray_head.gcs, "--namespace", ns)
+
+
+def common(farm: dict) -> list[str]:
+    return ["--address", farm["address"], "--namespace", farm["ns"]]
+
+
+def test_submit_wait_status_result_jobs_devices(farm: dict) -> None:
+    out = qrt("submit", str(GHZ), "--shots", "500", "--wait", "--json", *common(farm))
+    data = json.loads(out.stdout)
+    job_id = data["job_id"]
+    assert sum(data["circuits"][0]["counts"].values()) == 500
+    status = json.loads(qrt("status", job_id, "--json", *common(farm)).stdout)
+    assert status["state"] == "DONE" and status["events"][-1]["to"] == "DONE"
+    text = qrt("result", job_id, *common(farm)).stdout
+    assert "DONE on" in text and "bitstring" in text
+    assert job_id in qrt("jobs", *common(farm)).stdout
+    devices = json.loads(qrt("devices", "--json", *common(farm)).stdout)
+    assert {d["name"] for d in devices} == {"manila", "nairobi"}
+    assert all(d["status"] == "ONLINE" and d["calibration_id"] for d in devices)
+
+
+def test_cancel_and_errors(farm: dict, tmp_path: Path) -> None:
+    job_id = qrt("submit", str(GHZ), "--shots", "100", *common(farm)).stdout.strip()
+    out = qrt("cancel", job_id, *common(farm))
+    assert job_id in out.stdout
+    bad = tmp_path / "bad.qasm"
+    bad.write_text("OPENQASM 2.0;\nqreg q[2];\nnot_a_gate q[0];\n")
+    err = qrt("submit", str(bad), *common(farm), check=False)
+    assert err.returncode == 2 and "malformed OpenQASM" in err.stderr
+    missing = qrt("submit", str(tmp_path / "nope.qasm"), *common(farm), check=False)
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    shots = qrt("submit", str(GHZ), "--shots", "0", *common(farm), check=False)
+    assert shots.returncode == 2 and "shots" in shots.stderr
+    unknown = qrt("status", "job-doesnotexist", *common(farm), check=False)
+    assert unknown.returncode == 1 and "no such job" in unknown.stderr
+
+
+def test_ray_job_submit(farm: dict, tmp_path: Path) -> None:
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = ["ray", "job", "submit", "--address", farm["dashboard"], "--working-dir", str(ROOT)]
+    out = subprocess.run(
+        [*cmd, "--", "qrt", "submit", "examples/ghz.qasm", "--shots", "300", "--wait",
+         "--namespace", farm["ns"]],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert "DONE on" in out.stdout
+    script = tmp_path / "client.py"
+    script.write_text(textwrap.dedent(f"""
+        import qrt_ray
+        rt = qrt_ray.connect(namespace={farm["ns"]!r})
+        h = rt.submit(open("examples/ghz.qasm").read(), shots=250)
+        r = h.result(timeout_s=120)
+        print("SHOTS", sum(r.counts().values()))
+    """))
+    (ROOT / ".qrt_test_client.py").write_text(script.read_text())
+    try:
+        out = subprocess.run([*cmd, "--", "python", ".qrt_test_client.py"],
+                             capture_output=True, text=True, timeout=300, env=env)
+    finally:
+        (ROOT / ".qrt_test_client.py").unlink()
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert "SHOTS 250" in out.stdout

@@ -1,0 +1,197 @@
+"""Submit, result, cancel, faults and restart on a real local farm (one shared Ray)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+from qiskit import QuantumCircuit
+
+from qrt_ray import (
+    JobCancelledError,
+    JobFailedError,
+    JobState,
+    PlacementError,
+    QuantumRuntime,
+    ValidationError,
+)
+from qrt_ray import farm as farm_mod
+from qrt_ray.config import FarmConfig
+from qrt_ray.store import SQLiteJobStore
+
+pytestmark = pytest.mark.integration
+
+
+def ghz(n: int) -> QuantumCircuit:
+    qc = QuantumCircuit(n)
+    qc.h(0)
+    for i in range(n - 1):
+        qc.cx(i, i + 1)
+    qc.measure_all()
+    return qc
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("store") / "jobs.sqlite3"
+
+
+@pytest.fixture(scope="module")
+def rt(ray_head: object, small_farm: FarmConfig, store_path: Path) -> Iterator[QuantumRuntime]:
+    runtime = QuantumRuntime.local(small_farm, store=store_path)
+    yield runtime
+    runtime.shutdown()
+
+
+def ledger(store_path: Path, job_id: str) -> list[int]:
+    s = SQLiteJobStore(store_path)
+    try:
+        return [r.shots for r in s.shot_ledger(job_id)]
+    finally:
+        s.close()
+
+
+def test_runtime_does_not_own_the_shared_ray(rt: QuantumRuntime) -> None:
+    assert ray.is_initialized() and not rt._owns_ray
+
+
+def test_submit_and_result(rt: QuantumRuntime) -> None:
+    handle = rt.submit(ghz(3), shots=1000, tags=["t"])
+    result = handle.result(timeout_s=120)
+    assert sum(result.counts().values()) == 1000
+    assert result.counts().get("000", 0) + result.counts().get("111", 0) > 800
+    meta = result.metadata
+    assert meta.device in {"manila", "nairobi"} and meta.calibration_id.startswith(meta.device)
+    assert meta.shots_executed == 1000 and len(meta.seeds) == 1
+    assert {"qiskit", "qiskit-aer", "ray"} <= set(meta.versions)
+    assert meta.compile[0].layout and meta.compile[0].depth > 0
+    assert handle.status() is JobState.DONE
+    assert [e["to"] for e in handle.events()] == [
+        "QUEUED", "COMPILING", "PLACED", "RUNNING", "POSTPROCESSING", "DONE"
+    ]
+    assert handle.placement()["policy"] == "fewest_expected_errors"
+
+
+def test_seed_reproduces_counts_exactly(rt: QuantumRuntime) -> None:
+    a = rt.submit(ghz(4), shots=500, seed=1234, device="nairobi").result(timeout_s=120)
+    b = rt.submit(ghz(4), shots=500, seed=1234, device="nairobi").result(timeout_s=120)
+    assert a.counts() == b.counts()
+    assert a.metadata.seeds == b.metadata.seeds == (1234,)
+
+
+def test_many_jobs_each_durable(rt: QuantumRuntime) -> None:
+    handles = rt.submit_many([ghz(2 + i % 4) for i in range(40)], shots=200)
+    assert len({h.job_id for h in handles}) == 40
+    results = rt.results(handles, timeout_s=180)
+    assert all(sum(r.counts().values()) == 200 for r in results)
+
+
+def test_idempotency_key_returns_same_job(rt: QuantumRuntime) -> None:
+    a = rt.submit(ghz(2), shots=100, idempotency_key="same-key")
+    b = rt.submit(ghz(2), shots=100, idempotency_key="same-key")
+    assert a.job_id == b.job_id
+    with pytest.raises(ValidationError, match="already used"):
+        rt.submit(ghz(2), shots=101, idempotency_key="same-key")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"circuits": "OPENQASM 2.0;\nqreg q[1];\nbogus q[0];\n"}, ValidationError, "malformed"),
+        ({"circuits": ghz(9)}, PlacementError, "widest device, 'nairobi', has 7"),
+        ({"shots": 0}, ValidationError, "shots"),
+        ({"shots": 10**9}, ValidationError, "shots"),
+        ({"device": "nowhere"}, PlacementError, "no such device"),
+        ({"priority": 99}, ValidationError, "priority"),
+    ],
+)
+def test_bad_input_gets_a_clear_error_and_stores_nothing(
+    rt: QuantumRuntime, store_path: Path, kwargs: dict, error: type, match: str
+) -> None:
+    before = len(rt.jobs(limit=10_000))
+    args = {"circuits": ghz(2), "shots": 100, **kwargs}
+    with pytest.raises(error, match=match):
+        rt.submit(args.pop("circuits"), **args)
+    assert len(rt.jobs(limit=10_000)) == before
+
+
+def heavy_job() -> list[QuantumCircuit]:
+    """Non-Clifford circuits enough to keep a device busy for about a second."""
+    from qiskit.circuit.random import random_circuit
+
+    return [random_circuit(5, 6, measure=True, seed=i) for i in range(150)]
+
+
+def wait_for(handle: object, state: JobState, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while handle.status() is not state:
+        assert time.monotonic() < deadline, f"{handle} never reached {state}"
+        time.sleep(0.01)
+
+
+def test_cancel_queued_job(rt: QuantumRuntime, store_path: Path) -> None:
+    blocker = rt.submit(heavy_job(), shots=2000, device="manila", priority=10)
+    wait_for(blocker, JobState.RUNNING)  # the device is busy with a batch
+    target = rt.submit(ghz(2), shots=100, device="manila", priority=0)
+    assert target.cancel() is True
+    assert target.status() is JobState.CANCELLED
+    with pytest.raises(JobCancelledError):
+        target.result(timeout_s=5)
+    assert target.cancel() is False  # final already
+    blocker.result(timeout_s=300)
+    assert ledger(store_path, target.job_id) == []
+
+
+def test_max_execution_time_fails_with_reason(rt: QuantumRuntime) -> None:
+    handle = rt.submit(heavy_job(), shots=2000, device="manila", max_execution_time_s=0.2)
+    with pytest.raises(JobFailedError, match="max_execution_time_s=0.2 exceeded"):
+        handle.result(timeout_s=120)
+
+
+def test_partial_run_retries_only_missing_shots(rt: QuantumRuntime, store_path: Path) -> None:
+    dev = farm_mod.device_handle("manila", rt.namespace)
+    ray.get(dev.inject_faults.remote(partial_fractions=[0.25]))
+    handle = rt.submit(ghz(3), shots=2000, device="manila")
+    result = handle.result(timeout_s=120)
+    assert sum(result.counts().values()) == 2000
+    assert result.metadata.attempts == 2
+    assert ledger(store_path, handle.job_id) == [500, 1500]
+    assert any("partial run" in (e["reason"] or "") for e in handle.events())
+
+
+def test_corrupt_payload_is_rerun_not_counted(rt: QuantumRuntime, store_path: Path) -> None:
+    dev = farm_mod.device_handle("manila", rt.namespace)
+    ray.get(dev.inject_faults.remote(corrupt=1))
+    handle = rt.submit(ghz(3), shots=800, device="manila")
+    result = handle.result(timeout_s=120)
+    assert sum(result.counts().values()) == 800
+    assert ledger(store_path, handle.job_id) == [800]  # only the good attempt counted
+    assert any("checksum" in (e["reason"] or "") for e in handle.events())
+    assert "qrt_result_checksum_failures_total" in rt.metrics_text()
+
+
+def test_restart_mid_flight_loses_nothing(
+    ray_head: object, small_farm: FarmConfig, tmp_path: Path
+) -> None:
+    store = tmp_path / "restart.sqlite3"
+    first = QuantumRuntime.local(small_farm, store=store)
+    handles = first.submit_many([ghz(2 + i % 5) for i in range(30)], shots=3000)
+    time.sleep(1.0)  # some done, some running, some queued
+    first.shutdown()  # the farm dies with work in every state
+    second = QuantumRuntime.local(small_farm, store=store)
+    try:
+        results = second.results([second.job(h.job_id) for h in handles], timeout_s=300)
+    finally:
+        second.shutdown()
+    assert all(sum(r.counts().values()) == 3000 for r in results)
+    s = SQLiteJobStore(store)
+    try:
+        for h in handles:
+            shots = [r.shots for r in s.shot_ledger(h.job_id)]
+            assert sum(shots) == 3000, (h.job_id, shots)
+            assert s.get(h.job_id).state is JobState.DONE
+    finally:
+        s.close()
