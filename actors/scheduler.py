@@ -49,6 +49,9 @@ from qrt_ray.versions import software_versions
 
 logger = logging.getLogger("qrt.scheduler")
 S = JobState
+# Attempts a job gets (partial runs, corrupt payloads, simulator errors) before it fails
+# with the last reason: retries must end, or a broken circuit would loop forever.
+MAX_ATTEMPTS = 5
 
 
 class Scheduler:
@@ -361,16 +364,24 @@ class Scheduler:
             if rec is None or rec.state is not S.COMPILING:
                 continue  # cancelled or expired meanwhile
             circuits = compiled[job_id]
+            broken = next((i for i, c in enumerate(circuits) if c.error), None)
+            if broken is not None:
+                updates.append(StateUpdate(job_id, S.COMPILING, S.FAILED, now, reason="compile",
+                                           fields={"error": f"circuits[{broken}] does not "
+                                                   f"compile for {device}: "
+                                                   f"{circuits[broken].error}"}))
+                continue
             attempt = rec.attempts + 1
             placement = dict(rec.placement or {})
-            placement["compile"] = [c.info.model_dump() for c in circuits]
+            placement["compile"] = [c.info.model_dump() for c in circuits if c.info]
             updates.append(StateUpdate(job_id, S.COMPILING, S.PLACED, now,
                                        reason=f"compiled for {cal_id}",
                                        fields={"calibration_id": cal_id, "attempts": attempt,
                                                "placement": placement}))
             runs = self._runs.get(job_id, [])
             shots = missing_shots(rec.spec.shots, runs) if runs else rec.spec.shots
-            items.append(WorkItem(job_id, attempt, cal_id, tuple(c.circuit for c in circuits),
+            items.append(WorkItem(job_id, attempt, cal_id,
+                                  tuple(c.circuit for c in circuits if c.circuit is not None),
                                   shots, rec.spec.priority, rec.spec.seed))
         applied = {u.job_id for u in await self._persist(updates)}
         items = [i for i in items if i.job_id in applied]
@@ -475,8 +486,15 @@ class Scheduler:
                 partial.append((run.job_id, verdict.reason))
             else:
                 complete.append(run.job_id)
+        exhausted = []
         for job_id, reason in [*retry, *partial]:
-            await self._requeue([job_id], S.RUNNING, reason)
+            if self._live[job_id].attempts >= MAX_ATTEMPTS:
+                exhausted.append(StateUpdate(
+                    job_id, S.RUNNING, S.FAILED, now, reason="attempts exhausted",
+                    fields={"error": f"gave up after {MAX_ATTEMPTS} attempts; last: {reason}"}))
+            else:
+                await self._requeue([job_id], S.RUNNING, reason)
+        await self._persist(exhausted)
         await self._complete(complete)
 
     async def _count_shots(

@@ -13,11 +13,36 @@ from pathlib import Path
 from typing import Any
 
 from qiskit import QuantumCircuit, qasm2, qasm3
+from qiskit.circuit import Gate
+from qiskit.circuit.library import get_standard_gate_name_mapping
 
 from qrt_ray.errors import ValidationError
 from qrt_ray.models import CircuitStats
 
 _NON_GATES = frozenset({"measure", "barrier", "reset", "delay", "snapshot", "save_state"})
+
+
+def _standard_instructions() -> tuple[qasm2.CustomInstruction, ...]:
+    """qelib1's gates plus every other Qiskit standard gate, as their real classes.
+
+    QASM 2 writes gates outside qelib1 (ecr, rzx, ...) as ``gate`` definitions. Parsed
+    back naively they become look-alike custom gates that the transpiler cannot flip
+    or match to the device's native gate, so a circuit that round-trips would fail to
+    compile. Mapping the names back to the standard classes keeps them standard.
+    """
+    legacy = list(qasm2.LEGACY_CUSTOM_INSTRUCTIONS)
+    known = {ci.name for ci in legacy}
+    extra = []
+    for name, gate in get_standard_gate_name_mapping().items():
+        if name in known or not isinstance(gate, Gate) or gate.num_qubits == 0:
+            continue
+        extra.append(
+            qasm2.CustomInstruction(name, len(gate.params), gate.num_qubits, type(gate))
+        )
+    return (*legacy, *extra)
+
+
+_QASM2_INSTRUCTIONS = _standard_instructions()
 
 
 def circuit_hash(text: str) -> str:
@@ -70,7 +95,7 @@ def parse_qasm(text: str, *, arg: str = "circuit") -> QuantumCircuit:
         if head.startswith("OPENQASM 3"):
             circuit = qasm3.loads(text)
         else:
-            circuit = qasm2.loads(text, custom_instructions=qasm2.LEGACY_CUSTOM_INSTRUCTIONS)
+            circuit = qasm2.loads(text, custom_instructions=_QASM2_INSTRUCTIONS)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValidationError(

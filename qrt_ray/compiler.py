@@ -29,8 +29,9 @@ class CompiledCircuit:
     """A circuit ready for one device calibration, with what compiling it produced."""
 
     circuit_hash: str
-    circuit: QuantumCircuit
-    info: CompileInfo
+    circuit: QuantumCircuit | None
+    info: CompileInfo | None
+    error: str | None = None
 
 
 def _two_qubit_count(circuit: QuantumCircuit) -> int:
@@ -57,46 +58,60 @@ def compile_circuits(
         seed_transpiler: seed for layout and routing, so compiles are reproducible.
 
     Returns:
-        One :class:`CompiledCircuit` per input, in order.
+        One :class:`CompiledCircuit` per input, in order. A circuit that fails to
+        compile carries ``error`` (and no circuit), so it fails only its own job.
     """
     pm = generate_preset_pass_manager(
         optimization_level=optimization_level, target=target, seed_transpiler=seed_transpiler
     )
     out: list[CompiledCircuit] = []
     for text in qasm_texts:
-        start = time.perf_counter()
-        logical = parse_qasm(text)
-        swaps = [0]
-        last_dag: list[object] = [None]
-
-        def count_swaps(pass_: object, dag: object, **_: object) -> None:
-            last_dag[0] = dag
-            # Layout/routing passes insert 'swap' gates that translation later rewrites
-            # into native gates; the peak count after those passes is what routing
-            # added. Counting after every pass would cost ~20% of the compile.
-            if not _ROUTING_PASS.search(type(pass_).__name__):
-                return
-            n = dag.count_ops().get("swap", 0)  # type: ignore[attr-defined]
-            if n > swaps[0]:
-                swaps[0] = n
-
-        compiled = pm.run(logical, callback=count_swaps)
-        layout = compiled.layout.final_index_layout() if compiled.layout else []
-        info = CompileInfo(
-            device=device,
-            calibration_id=calibration_id,
-            # The DAG's depth is computed natively; QuantumCircuit.depth() in Python
-            # costs more than a quarter of a small circuit's whole compile.
-            depth=last_dag[0].depth() if last_dag[0] is not None else compiled.depth(),  # type: ignore[attr-defined]
-            two_qubit_gates=_two_qubit_count(compiled),
-            swaps_added=max(0, swaps[0] - logical.count_ops().get("swap", 0)),
-            layout=tuple(layout[: logical.num_qubits]),
-            optimization_level=optimization_level,
-            seed_transpiler=seed_transpiler,
-            compile_s=time.perf_counter() - start,
-        )
-        out.append(CompiledCircuit(circuit_hash(text), compiled, info))
+        try:
+            out.append(_compile_one(pm, text, device, calibration_id, optimization_level,
+                                    seed_transpiler))
+        except Exception as exc:  # noqa: BLE001 - reported per circuit, with its reason
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            out.append(CompiledCircuit(circuit_hash(text), None, None,
+                                       error=f"{type(exc).__name__}: {reason}"[:500]))
     return out
+
+
+def _compile_one(
+    pm: object, text: str, device: str, calibration_id: str, optimization_level: int,
+    seed_transpiler: int,
+) -> CompiledCircuit:
+    start = time.perf_counter()
+    logical = parse_qasm(text)
+    swaps = [0]
+    last_dag: list[object] = [None]
+
+    def count_swaps(pass_: object, dag: object, **_: object) -> None:
+        last_dag[0] = dag
+        # Layout/routing passes insert 'swap' gates that translation later rewrites
+        # into native gates; the peak count after those passes is what routing
+        # added. Counting after every pass would cost ~20% of the compile.
+        if not _ROUTING_PASS.search(type(pass_).__name__):
+            return
+        n = dag.count_ops().get("swap", 0)  # type: ignore[attr-defined]
+        if n > swaps[0]:
+            swaps[0] = n
+
+    compiled = pm.run(logical, callback=count_swaps)  # type: ignore[attr-defined]
+    layout = compiled.layout.final_index_layout() if compiled.layout else []
+    info = CompileInfo(
+        device=device,
+        calibration_id=calibration_id,
+        # The DAG's depth is computed natively; QuantumCircuit.depth() in Python
+        # costs more than a quarter of a small circuit's whole compile.
+        depth=last_dag[0].depth() if last_dag[0] is not None else compiled.depth(),  # type: ignore[attr-defined]
+        two_qubit_gates=_two_qubit_count(compiled),
+        swaps_added=max(0, swaps[0] - logical.count_ops().get("swap", 0)),
+        layout=tuple(layout[: logical.num_qubits]),
+        optimization_level=optimization_level,
+        seed_transpiler=seed_transpiler,
+        compile_s=time.perf_counter() - start,
+    )
+    return CompiledCircuit(circuit_hash(text), compiled, info)
 
 
 class CompileCache:
@@ -121,7 +136,9 @@ class CompileCache:
         )
 
     def put(self, compiled: CompiledCircuit) -> None:
-        """Remember a compile under its own (hash, device, calibration id)."""
+        """Remember a successful compile under its own (hash, device, calibration id)."""
+        if compiled.info is None:
+            return
         key = (compiled.circuit_hash, compiled.info.device, compiled.info.calibration_id)
         self._entries[key] = compiled
         self._entries.move_to_end(key)

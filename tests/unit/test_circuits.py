@@ -64,3 +64,16 @@ def test_stats_count_gate_kinds() -> None:
     st = circuit_stats(qc)
     assert (st.num_qubits, st.one_qubit_gates, st.two_qubit_gates, st.multi_qubit_gates) == (3, 1, 2, 1)
     assert st.measurements == 3
+
+
+def test_standard_gates_outside_qelib1_survive_the_round_trip() -> None:
+    from qiskit.circuit.library import ECRGate, RZXGate
+
+    qc = QuantumCircuit(2)
+    qc.ecr(0, 1)
+    qc.rzx(0.3, 0, 1)
+    qc.measure_all()
+    back = parse_qasm(to_qasm(qc))
+    ops = [i.operation for i in back.data if i.operation.name in ("ecr", "rzx")]
+    # real classes (not look-alike custom gates), so the transpiler can flip them
+    assert isinstance(ops[0], ECRGate) and isinstance(ops[1], RZXGate)

@@ -247,3 +247,44 @@ def test_recovery_finishes_postprocessing_from_the_ledger(tmp_path: Path) -> Non
 def test_records_are_plain_data() -> None:
     r = JobRecord("j", S.QUEUED, spec(), 1.0, 1.0)
     assert r.tenant == "default"
+
+
+def test_one_uncompilable_circuit_fails_only_its_job(tmp_path: Path) -> None:
+    from qrt_ray.compiler import compile_circuits
+
+    fine = ghz(2)
+    cal_id, target = Device(FARM.devices[0], max_parallel_threads=1).compile_target()
+    out = compile_circuits([fine, "OPENQASM 2.0; qreg q[1]; creg c[1]; zz q[0];"], target,
+                           device="manila", calibration_id=cal_id)
+    assert out[0].error is None and out[0].circuit is not None
+    assert out[1].circuit is None and out[1].error.startswith("ValidationError")
+
+
+def test_retries_end_after_max_attempts(tmp_path: Path) -> None:
+    from actors.scheduler import MAX_ATTEMPTS
+
+    async def main() -> None:
+        store, devices, sched = make(tmp_path)
+        for d in devices:
+            d.faults.corrupt = 100  # every payload fails its checksum
+        await sched.start()
+        (rec, _), = await sched.submit([spec(shots=100)])
+        await drive(sched, devices)
+        done = store.get(rec.job_id)
+        assert done.state is S.FAILED and done.attempts == MAX_ATTEMPTS
+        assert "checksum" in done.error and store.shot_ledger(rec.job_id) == []
+        await sched.stop()
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_wide_circuits_run_as_matrix_product_states() -> None:
+    from actors.device import MPS_MIN_ACTIVE_QUBITS, sim_method_for
+
+    small, wide = QuantumCircuit(133), QuantumCircuit(133)
+    small.cx(0, 1)
+    for i in range(MPS_MIN_ACTIVE_QUBITS - 1):
+        wide.cx(i, i + 1)
+    assert sim_method_for([small]) is None
+    assert sim_method_for([small, wide]) == "matrix_product_state"
