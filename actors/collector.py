@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from qrt_ray.errors import IntegrityError
 from qrt_ray.models import CompileInfo, JobResult
 from qrt_ray.results import RawRun, build_result, missing_shots, shots_executed, verify_run
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     """What a run means for its job."""
 
     COMPLETE = "complete"  # every shot is in: build the result

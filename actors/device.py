@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qiskit import QuantumCircuit
-from qrt_ray.config import DeviceConfig
-from qrt_ray.noise import NoiseModelCache, target_from_snapshot
 
 from qrt_ray.calibration import load_backend, snapshot_from_backend
+from qrt_ray.config import DeviceConfig
 from qrt_ray.errors import DeviceUnavailableError
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
+from qrt_ray.noise import NoiseModelCache, target_from_snapshot
 from qrt_ray.results import RawRun, counts_checksum, trim_counts
-
 
 # Above this many active qubits a noisy statevector run costs 2^n per shot (one
 # trajectory each): a 19-qubit GHZ took 67 s for 500 shots, against 1.3 s as a matrix
@@ -205,8 +204,14 @@ class Device:
         return runs
 
     def _run_group(
-        self, sim: Any, items: list[WorkItem], shots: int, seed: int | None, method: str,
-        gpu: bool, forced: str | None = None,
+        self,
+        sim: Any,
+        items: list[WorkItem],
+        shots: int,
+        seed: int | None,
+        method: str,
+        gpu: bool,
+        forced: str | None = None,
     ) -> list[RawRun]:
         circuits = [c for item in items for c in item.circuits]
         base_seed = seed if seed is not None else secrets.randbits(30)
@@ -216,7 +221,6 @@ class Device:
         elapsed = time.perf_counter() - start
         self.circuits_run += len(circuits)
         seeds = [int(r.seed_simulator) for r in result.results]
-        method = str(result.results[0].metadata.get("method", method)) if result.results else method
         runs = []
         offset = 0
         for item in items:
@@ -239,7 +243,10 @@ class Device:
                     counts=tuple(counts),
                     seeds=tuple(seeds[offset : offset + n]),
                     run_s=elapsed * n / len(circuits),
-                    simulator_method=method,
+                    # Aer picks a method per circuit; record the one this job ran with
+                    simulator_method=str(
+                        result.results[offset].metadata.get("method", forced or method)
+                    ),
                     gpu=gpu,
                     checksum=checksum,
                 )
@@ -247,7 +254,9 @@ class Device:
             offset += n
         return runs
 
-    def _apply_partial_fault(self, counts: list[dict[str, int]], shots: int) -> list[dict[str, int]]:
+    def _apply_partial_fault(
+        self, counts: list[dict[str, int]], shots: int
+    ) -> list[dict[str, int]]:
         if not self.faults.partial_fractions:
             return counts
         keep = max(0, int(shots * self.faults.partial_fractions.pop(0)))

@@ -104,24 +104,37 @@ class DeviceActor:
                 continue
             try:
                 self._run_batch(batch)
-            except Exception:  # noqa: BLE001 - the worker must outlive any one batch
+            except Exception:
                 logger.exception("device %s: batch failed", self.device.name)
 
     def _run_batch(self, batch: list[WorkItem]) -> None:
-        keep = set(self._call("batch_started", self.device.name,
-                              [(i.job_id, i.attempt) for i in batch]))
+        keep = set(
+            self._call("batch_started", self.device.name, [(i.job_id, i.attempt) for i in batch])
+        )
         batch = [i for i in batch if i.job_id in keep]
         if not batch:
             return
         try:
             runs = self.device.execute(batch)
-        except Exception as exc:  # noqa: BLE001 - reported per job, so each can retry
+        except Exception as exc:
             logger.exception("device %s: simulator failed", self.device.name)
             runs = [self._failed_run(i, exc) for i in batch]
         self._call("batch_finished", self.device.name, runs)
 
     def _failed_run(self, item: WorkItem, exc: Exception) -> RawRun:
         cal = self.device.calibration
-        return RawRun(item.job_id, item.attempt, self.device.name, cal.calibration_id,
-                      cal.taken_at, item.shots, (), (), 0.0, "none", False,
-                      counts_checksum([]), error=f"simulator error: {exc}")
+        return RawRun(
+            item.job_id,
+            item.attempt,
+            self.device.name,
+            cal.calibration_id,
+            cal.taken_at,
+            item.shots,
+            (),
+            (),
+            0.0,
+            "none",
+            False,
+            counts_checksum([]),
+            error=f"simulator error: {exc}",
+        )

@@ -11,6 +11,7 @@ the store before anything acts on it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import time
@@ -114,13 +115,14 @@ class Scheduler:
 
     async def _run_forever(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=0.05)
-            except TimeoutError:
-                pass
             self._wake.clear()
-            for name, step in (("snapshots", self._refresh_snapshots), ("deadlines",
-                               self._expire), ("place", self._place_pending)):
+            for name, step in (
+                ("snapshots", self._refresh_snapshots),
+                ("deadlines", self._expire),
+                ("place", self._place_pending),
+            ):
                 try:
                     await step()
                 except asyncio.CancelledError:
@@ -141,8 +143,9 @@ class Scheduler:
         done: list[StateUpdate] = []
         for u, ok in zip(updates, applied, strict=True):
             if not ok:
-                logger.warning("job %s was not in %s; skipped %s", u.job_id, u.from_state,
-                               u.to_state)
+                logger.warning(
+                    "job %s was not in %s; skipped %s", u.job_id, u.from_state, u.to_state
+                )
                 continue
             done.append(u)
             self.metrics.transitions.labels(to_state=u.to_state.value).inc()
@@ -232,10 +235,9 @@ class Scheduler:
 
     def _check_feasible(self, spec: JobSpec, stats: list[CircuitStats]) -> None:
         # Fail at submit, not later, when no device could ever run the job.
-        try:
+        # DeviceUnavailableError means it fits but devices are busy or paused: it waits.
+        with contextlib.suppress(DeviceUnavailableError):
             fewest_expected_errors(stats, self._snapshots, pinned=spec.device)
-        except DeviceUnavailableError:
-            pass  # fits, just busy or paused: it waits in QUEUED
 
     def _job_stats(self, rec: JobRecord) -> list[CircuitStats]:
         if rec.job_id not in self._stats:
@@ -265,10 +267,15 @@ class Scheduler:
             limit = rec.spec.max_execution_time_s
             updates.append(
                 StateUpdate(
-                    job_id, rec.state, S.FAILED, now,
+                    job_id,
+                    rec.state,
+                    S.FAILED,
+                    now,
                     reason="max_execution_time_s exceeded",
-                    fields={"error": f"max_execution_time_s={limit:g} exceeded while the job "
-                            f"was {rec.state.value}; raise the limit or use fewer shots"},
+                    fields={
+                        "error": f"max_execution_time_s={limit:g} exceeded while the job "
+                        f"was {rec.state.value}; raise the limit or use fewer shots"
+                    },
                 )
             )
         for u in await self._persist(updates):
@@ -294,18 +301,33 @@ class Scheduler:
                 waiting.append(entry)
                 continue
             except PlacementError as exc:
-                failures.append(StateUpdate(rec.job_id, S.QUEUED, S.FAILED, now,
-                                            reason="placement", fields={"error": str(exc)}))
+                failures.append(
+                    StateUpdate(
+                        rec.job_id,
+                        S.QUEUED,
+                        S.FAILED,
+                        now,
+                        reason="placement",
+                        fields={"error": str(exc)},
+                    )
+                )
                 continue
             picked.append((rec, placement))
         for entry in waiting:
             heapq.heappush(self._pending, entry)
         self.metrics.pending.set(len(self._pending))
         updates = [
-            StateUpdate(rec.job_id, S.QUEUED, S.COMPILING, now,
-                        reason=f"placed on {pl.device}",
-                        fields={"device": pl.device, "placement": {
-                            "device": pl.device, "ranking": pl.ranking, **pl.explanation}})
+            StateUpdate(
+                rec.job_id,
+                S.QUEUED,
+                S.COMPILING,
+                now,
+                reason=f"placed on {pl.device}",
+                fields={
+                    "device": pl.device,
+                    "placement": {"device": pl.device, "ranking": pl.ranking, **pl.explanation},
+                },
+            )
             for rec, pl in picked
         ]
         applied = {u.job_id for u in await self._persist([*failures, *updates])}
@@ -351,11 +373,20 @@ class Scheduler:
         except Exception as exc:
             logger.exception("compile for %s failed", device)
             now = self._clock()
-            await self._persist([
-                StateUpdate(j, S.COMPILING, S.FAILED, now, reason="compile",
-                            fields={"error": f"compile for {device} failed: {exc}"})
-                for j in job_ids if j in self._live
-            ])
+            await self._persist(
+                [
+                    StateUpdate(
+                        j,
+                        S.COMPILING,
+                        S.FAILED,
+                        now,
+                        reason="compile",
+                        fields={"error": f"compile for {device} failed: {exc}"},
+                    )
+                    for j in job_ids
+                    if j in self._live
+                ]
+            )
             return
         now = self._clock()
         updates, items = [], []
@@ -366,23 +397,47 @@ class Scheduler:
             circuits = compiled[job_id]
             broken = next((i for i, c in enumerate(circuits) if c.error), None)
             if broken is not None:
-                updates.append(StateUpdate(job_id, S.COMPILING, S.FAILED, now, reason="compile",
-                                           fields={"error": f"circuits[{broken}] does not "
-                                                   f"compile for {device}: "
-                                                   f"{circuits[broken].error}"}))
+                updates.append(
+                    StateUpdate(
+                        job_id,
+                        S.COMPILING,
+                        S.FAILED,
+                        now,
+                        reason="compile",
+                        fields={
+                            "error": f"circuits[{broken}] does not "
+                            f"compile for {device}: "
+                            f"{circuits[broken].error}"
+                        },
+                    )
+                )
                 continue
             attempt = rec.attempts + 1
             placement = dict(rec.placement or {})
             placement["compile"] = [c.info.model_dump() for c in circuits if c.info]
-            updates.append(StateUpdate(job_id, S.COMPILING, S.PLACED, now,
-                                       reason=f"compiled for {cal_id}",
-                                       fields={"calibration_id": cal_id, "attempts": attempt,
-                                               "placement": placement}))
+            updates.append(
+                StateUpdate(
+                    job_id,
+                    S.COMPILING,
+                    S.PLACED,
+                    now,
+                    reason=f"compiled for {cal_id}",
+                    fields={"calibration_id": cal_id, "attempts": attempt, "placement": placement},
+                )
+            )
             runs = self._runs.get(job_id, [])
             shots = missing_shots(rec.spec.shots, runs) if runs else rec.spec.shots
-            items.append(WorkItem(job_id, attempt, cal_id,
-                                  tuple(c.circuit for c in circuits if c.circuit is not None),
-                                  shots, rec.spec.priority, rec.spec.seed))
+            items.append(
+                WorkItem(
+                    job_id,
+                    attempt,
+                    cal_id,
+                    tuple(c.circuit for c in circuits if c.circuit is not None),
+                    shots,
+                    rec.spec.priority,
+                    rec.spec.seed,
+                )
+            )
         applied = {u.job_id for u in await self._persist(updates)}
         items = [i for i in items if i.job_id in applied]
         if not items:
@@ -416,10 +471,12 @@ class Scheduler:
             texts = list(todo.values())
             chunks = [texts[i : i + self._chunk] for i in range(0, len(texts), self._chunk)]
             start = time.perf_counter()
-            outs = await asyncio.gather(*(
-                self.ports.compile(device, chunk, optimization_level=self._opt, seed=self._seed)
-                for chunk in chunks
-            ))
+            outs = await asyncio.gather(
+                *(
+                    self.ports.compile(device, chunk, optimization_level=self._opt, seed=self._seed)
+                    for chunk in chunks
+                )
+            )
             self.metrics.compile_seconds.labels(device=device).observe(time.perf_counter() - start)
             for got_cal, compiled in outs:
                 if got_cal != cal_id:  # recalibrated under us: compile again next pass
@@ -427,9 +484,7 @@ class Scheduler:
                 for c in compiled:
                     self._cache.put(c)
                     found[c.circuit_hash] = c
-        by_job = {
-            j: [found[circuit_hash(t)] for t in self._live[j].spec.circuits] for j in job_ids
-        }
+        by_job = {j: [found[circuit_hash(t)] for t in self._live[j].spec.circuits] for j in job_ids}
         return by_job, cal_id
 
     async def _requeue(self, job_ids: Sequence[str], from_state: JobState, reason: str) -> None:
@@ -456,8 +511,9 @@ class Scheduler:
         for job_id, attempt in attempts:
             rec = self._live.get(job_id)
             if rec and rec.state is S.PLACED and rec.attempts == attempt and rec.device == device:
-                updates.append(StateUpdate(job_id, S.PLACED, S.RUNNING, now,
-                                           reason=f"running on {device}"))
+                updates.append(
+                    StateUpdate(job_id, S.PLACED, S.RUNNING, now, reason=f"running on {device}")
+                )
         return [u.job_id for u in await self._persist(updates)]
 
     async def batch_finished(self, device: str, runs: Sequence[RawRun]) -> None:
@@ -489,9 +545,16 @@ class Scheduler:
         exhausted = []
         for job_id, reason in [*retry, *partial]:
             if self._live[job_id].attempts >= MAX_ATTEMPTS:
-                exhausted.append(StateUpdate(
-                    job_id, S.RUNNING, S.FAILED, now, reason="attempts exhausted",
-                    fields={"error": f"gave up after {MAX_ATTEMPTS} attempts; last: {reason}"}))
+                exhausted.append(
+                    StateUpdate(
+                        job_id,
+                        S.RUNNING,
+                        S.FAILED,
+                        now,
+                        reason="attempts exhausted",
+                        fields={"error": f"gave up after {MAX_ATTEMPTS} attempts; last: {reason}"},
+                    )
+                )
             else:
                 await self._requeue([job_id], S.RUNNING, reason)
         await self._persist(exhausted)
@@ -513,10 +576,12 @@ class Scheduler:
 
     async def _complete(self, job_ids: Sequence[str]) -> None:
         now = self._clock()
-        moved = await self._persist([
-            StateUpdate(j, S.RUNNING, S.POSTPROCESSING, now, reason="all shots in")
-            for j in job_ids
-        ])
+        moved = await self._persist(
+            [
+                StateUpdate(j, S.RUNNING, S.POSTPROCESSING, now, reason="all shots in")
+                for j in job_ids
+            ]
+        )
         await self._finish([u.job_id for u in moved])
 
     async def _finish(self, job_ids: Sequence[str]) -> None:
@@ -526,20 +591,37 @@ class Scheduler:
             rec = self._live[job_id]
             try:
                 compile_infos = (rec.placement or {}).get("compile", [])
-                result = collector.finish(job_id, self._runs[job_id], compile_infos,
-                                          self._versions)
+                result = collector.finish(job_id, self._runs[job_id], compile_infos, self._versions)
                 results.append(encode_result(result))
                 ok_ids.append(job_id)
             except QrtError as exc:
-                failed.append(StateUpdate(job_id, S.POSTPROCESSING, S.FAILED, now,
-                                          reason="postprocessing", fields={"error": str(exc)}))
+                failed.append(
+                    StateUpdate(
+                        job_id,
+                        S.POSTPROCESSING,
+                        S.FAILED,
+                        now,
+                        reason="postprocessing",
+                        fields={"error": str(exc)},
+                    )
+                )
         digests = await asyncio.to_thread(self.store.put_blobs, results)
-        await self._persist([
-            *failed,
-            *(StateUpdate(j, S.POSTPROCESSING, S.DONE, now, reason="result stored",
-                          fields={"result_sha256": d})
-              for j, d in zip(ok_ids, digests, strict=True)),
-        ])
+        await self._persist(
+            [
+                *failed,
+                *(
+                    StateUpdate(
+                        j,
+                        S.POSTPROCESSING,
+                        S.DONE,
+                        now,
+                        reason="result stored",
+                        fields={"result_sha256": d},
+                    )
+                    for j, d in zip(ok_ids, digests, strict=True)
+                ),
+            ]
+        )
 
     # == recovery =====================================================================
 
@@ -557,8 +639,15 @@ class Scheduler:
             if rec.state is S.POSTPROCESSING:
                 finishing.append(rec.job_id)
             elif rec.state in (S.COMPILING, S.PLACED, S.RUNNING):
-                back.append(StateUpdate(rec.job_id, rec.state, S.QUEUED, now,
-                                        reason=f"recovered after restart (was {rec.state.value})"))
+                back.append(
+                    StateUpdate(
+                        rec.job_id,
+                        rec.state,
+                        S.QUEUED,
+                        now,
+                        reason=f"recovered after restart (was {rec.state.value})",
+                    )
+                )
         for u in await self._persist(back):
             self._enqueue_pending(self._live[u.job_id])
         if finishing:
@@ -579,10 +668,8 @@ class Scheduler:
         events = [self._done[j] for j in job_ids if j in self._live and j in self._done]
         if events:
             waiter = asyncio.gather(*(e.wait() for e in events))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter, timeout=timeout_s)
-            except TimeoutError:
-                pass
         return {j: (await self.get(j)).state for j in job_ids}
 
     async def result_blob(self, job_id: str) -> tuple[str, bytes]:
@@ -603,8 +690,9 @@ class Scheduler:
         rec = await self.get(job_id)
         if rec.state.is_final:
             return rec.state, False
-        moved = await self._persist([StateUpdate(job_id, rec.state, S.CANCELLED, self._clock(),
-                                                 reason="cancelled by user")])
+        moved = await self._persist(
+            [StateUpdate(job_id, rec.state, S.CANCELLED, self._clock(), reason="cancelled by user")]
+        )
         if moved and rec.device:
             await self._safe_drop(rec.device, [job_id])
         return (await self.get(job_id)).state, bool(moved)

@@ -56,8 +56,12 @@ class RayPorts:
     ) -> tuple[str, list[CompiledCircuit]]:
         cal_id, target_ref = await self._target(device)
         compiled = await compile_task.remote(
-            list(texts), target_ref, device=device, calibration_id=cal_id,
-            optimization_level=optimization_level, seed_transpiler=seed,
+            list(texts),
+            target_ref,
+            device=device,
+            calibration_id=cal_id,
+            optimization_level=optimization_level,
+            seed_transpiler=seed,
         )
         return cal_id, compiled
 
@@ -106,7 +110,9 @@ class SchedulerActor:
             self.metrics.serve(metrics_port)
         self.store = open_store(store_url)
         self.scheduler = Scheduler(
-            self.store, RayPorts(devices), optimization_level=optimization_level,
+            self.store,
+            RayPorts(devices),
+            optimization_level=optimization_level,
             metrics=self.metrics,
         )
 
@@ -131,8 +137,10 @@ class SchedulerActor:
         from qrt_ray.lifecycle import JobState
 
         recs = await asyncio.to_thread(
-            self.store.list_jobs, states=[JobState(s) for s in states or []] or None,
-            tenant=tenant, limit=limit,
+            self.store.list_jobs,
+            states=[JobState(s) for s in states or []] or None,
+            tenant=tenant,
+            limit=limit,
         )
         return [record_view(self.scheduler._live.get(r.job_id, r)) for r in recs]
 
@@ -141,8 +149,13 @@ class SchedulerActor:
         await self.scheduler.get(job_id)  # raises JobNotFoundError for unknown ids
         evs = await asyncio.to_thread(self.store.events, job_id)
         return [
-            {"seq": e.seq, "from": e.from_state.value if e.from_state else None,
-             "to": e.to_state.value, "at": e.at, "reason": e.reason}
+            {
+                "seq": e.seq,
+                "from": e.from_state.value if e.from_state else None,
+                "to": e.to_state.value,
+                "at": e.at,
+                "reason": e.reason,
+            }
             for e in evs
         ]
 

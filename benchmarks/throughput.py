@@ -31,25 +31,27 @@ from pathlib import Path
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-import ray  # noqa: E402
-from qiskit import QuantumCircuit, transpile  # noqa: E402
-from qiskit.circuit.library import quantum_volume  # noqa: E402
-from qiskit.circuit.random import random_circuit  # noqa: E402
-from qiskit_aer import AerSimulator  # noqa: E402
+import ray
+from qiskit import QuantumCircuit, transpile
+from qiskit.circuit.library import quantum_volume
+from qiskit.circuit.random import random_circuit
+from qiskit_aer import AerSimulator
 
-from qrt_ray import QuantumRuntime  # noqa: E402
-from qrt_ray.calibration import load_backend  # noqa: E402
-from qrt_ray.config import load_farm_config_text  # noqa: E402
-from qrt_ray.farm import init_ray_loopback  # noqa: E402
-from qrt_ray.render import table  # noqa: E402
+from qrt_ray import QuantumRuntime
+from qrt_ray.calibration import load_backend
+from qrt_ray.config import load_farm_config_text
+from qrt_ray.farm import init_ray_loopback
+from qrt_ray.render import table
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 FARM = """
 name: bench
 devices:
-  - {name: manila, backend: FakeManilaV2, price_per_shot_usd: 0.00001, price_per_job_usd: 0.01, gpu: never}
-  - {name: guadalupe, backend: FakeGuadalupeV2, price_per_shot_usd: 0.00003, price_per_job_usd: 0.04, gpu: never}
+  - {name: manila, backend: FakeManilaV2,
+     price_per_shot_usd: 0.00001, price_per_job_usd: 0.01, gpu: never}
+  - {name: guadalupe, backend: FakeGuadalupeV2,
+     price_per_shot_usd: 0.00003, price_per_job_usd: 0.04, gpu: never}
 """
 SHOTS = 1000
 OPT_LEVEL = 1
@@ -82,8 +84,9 @@ def direct(circuits: list[QuantumCircuit], backend_name: str) -> tuple[float, fl
     backend = load_backend(backend_name)
     sim = AerSimulator.from_backend(backend, max_parallel_threads=os.cpu_count() or 1)
     t0 = time.perf_counter()
-    compiled = transpile(circuits, backend, optimization_level=OPT_LEVEL,
-                         seed_transpiler=SEED_TRANSPILER)
+    compiled = transpile(
+        circuits, backend, optimization_level=OPT_LEVEL, seed_transpiler=SEED_TRANSPILER
+    )
     t1 = time.perf_counter()
     result = sim.run(compiled, shots=SHOTS).result()
     t2 = time.perf_counter()
@@ -99,8 +102,9 @@ def _naive_one(circuit: QuantumCircuit, backend_name: str) -> dict[str, int]:
     backend = load_backend(backend_name)
     if backend_name not in _SIMS:  # a careful script at least reuses the noise model
         _SIMS[backend_name] = AerSimulator.from_backend(backend, max_parallel_threads=1)
-    compiled = transpile(circuit, backend, optimization_level=OPT_LEVEL,
-                         seed_transpiler=SEED_TRANSPILER)
+    compiled = transpile(
+        circuit, backend, optimization_level=OPT_LEVEL, seed_transpiler=SEED_TRANSPILER
+    )
     return _SIMS[backend_name].run(compiled, shots=SHOTS).result().get_counts()
 
 
@@ -169,25 +173,43 @@ def main() -> None:
             c = qrt(rt, circuits, device)
             n = len(circuits)
             rows.append([label, a_total, a_run, b, c, n / c, a_total / c, a_run / c, b / c])
-            print(f"{label}: direct {a_total:.2f}s (run only {a_run:.2f}s), naive Ray {b:.2f}s, "
-                  f"qrt-ray {c:.2f}s", flush=True)
+            print(
+                f"{label}: direct {a_total:.2f}s (run only {a_run:.2f}s), naive Ray {b:.2f}s, "
+                f"qrt-ray {c:.2f}s",
+                flush=True,
+            )
         lat = sorted(submit_latency(rt, args.latency)) if args.latency else []
     finally:
         rt.shutdown()
         ray.shutdown()
     print()
-    print(table(
-        ["workload", "(a) direct s", "(a) run-only s", "(b) naive Ray s", "(c) qrt-ray s",
-         "(c) circuits/s", "(c)/(a) tput", "(c)/(a run-only)", "(c)/(b) tput"],
-        rows,
-    ))
-    print("\n(c)/(a) tput = throughput of qrt-ray relative to direct batched Aer "
-          "(transpile + run); 1.0 means no overhead.")
+    print(
+        table(
+            [
+                "workload",
+                "(a) direct s",
+                "(a) run-only s",
+                "(b) naive Ray s",
+                "(c) qrt-ray s",
+                "(c) circuits/s",
+                "(c)/(a) tput",
+                "(c)/(a run-only)",
+                "(c)/(b) tput",
+            ],
+            rows,
+        )
+    )
+    print(
+        "\n(c)/(a) tput = throughput of qrt-ray relative to direct batched Aer "
+        "(transpile + run); 1.0 means no overhead."
+    )
     if lat:
         p50 = statistics.median(lat) * 1000
         p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000
-        print(f"submit() latency on an idle farm over {len(lat)} calls: "
-              f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {lat[-1] * 1000:.1f} ms")
+        print(
+            f"submit() latency on an idle farm over {len(lat)} calls: "
+            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {lat[-1] * 1000:.1f} ms"
+        )
 
 
 if __name__ == "__main__":

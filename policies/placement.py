@@ -57,10 +57,13 @@ def _sorted_errors(cal: CalibrationSnapshot) -> _SortedErrors:
         if len(_SORTED) > 256:
             _SORTED.clear()
         found = _SortedErrors(
-            single=tuple(sorted(
-                g.error for g in cal.gates
-                if len(g.qubits) == 1 and g.gate not in ("rz", "id", "delay")
-            )),
+            single=tuple(
+                sorted(
+                    g.error
+                    for g in cal.gates
+                    if len(g.qubits) == 1 and g.gate not in ("rz", "id", "delay")
+                )
+            ),
             double=tuple(sorted(g.error for g in cal.gates if len(g.qubits) == 2)),
             readout=tuple(sorted(cal.readout_error)),
         )
@@ -150,7 +153,9 @@ def fewest_expected_errors(
             continue
         parts = [expected_errors(s, dev.calibration) for s in stats]
         total = statistics.fmean(p["total"] for p in parts)
-        scored.append((total, dev.name, {k: statistics.fmean(p[k] for p in parts) for k in parts[0]}))
+        scored.append(
+            (total, dev.name, {k: statistics.fmean(p[k] for p in parts) for k in parts[0]})
+        )
     if not scored:
         states = ", ".join(f"{d.name}={d.status.value}/{d.queue_depth}q" for d in candidates)
         raise DeviceUnavailableError(f"no fitting device is accepting work now ({states})")

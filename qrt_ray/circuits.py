@@ -36,9 +36,7 @@ def _standard_instructions() -> tuple[qasm2.CustomInstruction, ...]:
     for name, gate in get_standard_gate_name_mapping().items():
         if name in known or not isinstance(gate, Gate) or gate.num_qubits == 0:
             continue
-        extra.append(
-            qasm2.CustomInstruction(name, len(gate.params), gate.num_qubits, type(gate))
-        )
+        extra.append(qasm2.CustomInstruction(name, len(gate.params), gate.num_qubits, type(gate)))
     return (*legacy, *extra)
 
 

@@ -22,7 +22,11 @@ from qrt_ray.errors import JobTimeoutError, QrtError, ValidationError
 from qrt_ray.render import table
 
 _RAY_HEAD = [
-    "ray", "start", "--head", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+    "ray",
+    "start",
+    "--head",
+    "--node-ip-address=127.0.0.1",
+    "--dashboard-host=127.0.0.1",
     "--disable-usage-stats",
 ]
 
@@ -61,22 +65,33 @@ def cmd_up(args: argparse.Namespace) -> int:
         if shutil.which("ray") is None:
             raise QrtError("the `ray` command is not on PATH; install qrt-ray into this env")
         env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-        started = subprocess.run([*_RAY_HEAD, *(["--num-cpus", str(args.num_cpus)]
-                                 if args.num_cpus else [])], env=env, capture_output=True,
-                                 text=True, check=False)
+        started = subprocess.run(
+            [*_RAY_HEAD, *(["--num-cpus", str(args.num_cpus)] if args.num_cpus else [])],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if started.returncode != 0 and "already" not in started.stderr + started.stdout:
             raise QrtError(f"`ray start --head` failed:\n{started.stderr.strip()[-2000:]}")
         address = "auto"
     farm_mod.init_ray_loopback(address=address)
     ns, _, _ = farm_mod.start_farm(
-        config, namespace=args.namespace, store_url=args.store, detached=True,
-        optimization_level=args.optimization_level, metrics_port=args.metrics_port,
+        config,
+        namespace=args.namespace,
+        store_url=args.store,
+        detached=True,
+        optimization_level=args.optimization_level,
+        metrics_port=args.metrics_port,
     )
     names = ", ".join(d.name for d in config.devices)
-    _print(args, {"namespace": ns, "devices": [d.name for d in config.devices]},
-           f"farm {config.name!r} is up in Ray namespace {ns!r}: {names}\n"
-           "submit with `qrt submit FILE.qasm --wait`, or from Ray: "
-           "`ray job submit --address http://127.0.0.1:8265 -- qrt submit FILE.qasm --wait`")
+    _print(
+        args,
+        {"namespace": ns, "devices": [d.name for d in config.devices]},
+        f"farm {config.name!r} is up in Ray namespace {ns!r}: {names}\n"
+        "submit with `qrt submit FILE.qasm --wait`, or from Ray: "
+        "`ray job submit --address http://127.0.0.1:8265 -- qrt submit FILE.qasm --wait`",
+    )
     return 0
 
 
@@ -105,13 +120,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from qrt_ray.client import QuantumRuntime
     from qrt_ray.demo import format_report, run_demo
 
-    print(f"starting the local farm ({args.farm or 'default farm'}) on 127.0.0.1 ...",
-          file=sys.stderr)
+    print(
+        f"starting the local farm ({args.farm or 'default farm'}) on 127.0.0.1 ...", file=sys.stderr
+    )
     start = time.monotonic()
     with QuantumRuntime.local(args.farm, store=args.store) as rt:
         devices = rt.devices()
-        print(f"farm ready in {time.monotonic() - start:.1f}s: "
-              + ", ".join(f"{d.name}({d.num_qubits}q)" for d in devices), file=sys.stderr)
+        print(
+            f"farm ready in {time.monotonic() - start:.1f}s: "
+            + ", ".join(f"{d.name}({d.num_qubits}q)" for d in devices),
+            file=sys.stderr,
+        )
         print(f"submitting {args.jobs} jobs x {args.shots} shots ...", file=sys.stderr)
         report = run_demo(rt, num_jobs=args.jobs, shots=args.shots, seed=args.seed)
     if args.json:
@@ -129,9 +148,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
     """Submit one job made of the given QASM files."""
     texts = _read_circuits(args.files)
     rt = _connect(args)
-    handle = rt.submit(texts, shots=args.shots, priority=args.priority, device=args.device,
-                       idempotency_key=args.idempotency_key, tenant=args.tenant,
-                       max_execution_time_s=args.max_execution_time_s, tags=args.tag or None)
+    handle = rt.submit(
+        texts,
+        shots=args.shots,
+        priority=args.priority,
+        device=args.device,
+        idempotency_key=args.idempotency_key,
+        tenant=args.tenant,
+        max_execution_time_s=args.max_execution_time_s,
+        tags=args.tag or None,
+    )
     if not args.wait:
         _print(args, {"job_id": handle.job_id}, handle.job_id)
         return 0
@@ -148,13 +174,19 @@ def _show_result(args: argparse.Namespace, job_id: str, result: Any) -> int:
         print(json.dumps({"job_id": job_id, **json.loads(result.model_dump_json())}, indent=2))
         return 0
     meta = result.metadata
-    print(f"job {job_id}: DONE on {meta.device} (calibration {meta.calibration_id}), "
-          f"{meta.shots_executed} shots, seeds {list(meta.seeds)[:4]}")
+    print(
+        f"job {job_id}: DONE on {meta.device} (calibration {meta.calibration_id}), "
+        f"{meta.shots_executed} shots, seeds {list(meta.seeds)[:4]}"
+    )
     for i, circ in enumerate(result.circuits):
         top = sorted(circ.counts.items(), key=lambda kv: -kv[1])[:8]
         print(f"circuit {i}:")
-        print(table(["bitstring", "count", "probability"],
-                    [[k, v, circ.probabilities[k]] for k, v in top]))
+        print(
+            table(
+                ["bitstring", "count", "probability"],
+                [[k, v, circ.probabilities[k]] for k, v in top],
+            )
+        )
     return 0
 
 
@@ -164,13 +196,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     handle = rt.job(args.job_id)
     info = handle.info()
     events = handle.events()
-    text = [f"job {info['job_id']}: {info['state']}  device={info['device'] or '-'}  "
-            f"calibration={info['calibration_id'] or '-'}  attempts={info['attempts']}"]
+    text = [
+        f"job {info['job_id']}: {info['state']}  device={info['device'] or '-'}  "
+        f"calibration={info['calibration_id'] or '-'}  attempts={info['attempts']}"
+    ]
     if info["error"]:
         text.append(f"error: {info['error']}")
     t0 = events[0]["at"] if events else 0.0
-    text.append(table(["+s", "from", "to", "reason"],
-                      [[e["at"] - t0, e["from"], e["to"], e["reason"]] for e in events]))
+    text.append(
+        table(
+            ["+s", "from", "to", "reason"],
+            [[e["at"] - t0, e["from"], e["to"], e["reason"]] for e in events],
+        )
+    )
     _print(args, {**info, "events": events}, "\n".join(text))
     return 0
 
@@ -188,8 +226,11 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     handle = rt.job(args.job_id)
     changed = handle.cancel()
     state = handle.status().value
-    _print(args, {"job_id": args.job_id, "cancelled": changed, "state": state},
-           f"job {args.job_id}: {'cancelled' if changed else f'already {state}'}")
+    _print(
+        args,
+        {"job_id": args.job_id, "cancelled": changed, "state": state},
+        f"job {args.job_id}: {'cancelled' if changed else f'already {state}'}",
+    )
     return 0
 
 
@@ -197,11 +238,24 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     """List jobs, newest first."""
     rt = _connect(args)
     jobs = rt.jobs(state=args.state, tenant=args.tenant, limit=args.limit)
-    rows = [[j["job_id"], j["state"], j["tenant"], j["priority"], j["num_circuits"],
-             j["shots"], j["device"], time.strftime("%H:%M:%S", time.localtime(j["created_at"]))]
-            for j in jobs]
-    _print(args, jobs, table(["job", "state", "tenant", "prio", "circuits", "shots",
-                              "device", "created"], rows))
+    rows = [
+        [
+            j["job_id"],
+            j["state"],
+            j["tenant"],
+            j["priority"],
+            j["num_circuits"],
+            j["shots"],
+            j["device"],
+            time.strftime("%H:%M:%S", time.localtime(j["created_at"])),
+        ]
+        for j in jobs
+    ]
+    _print(
+        args,
+        jobs,
+        table(["job", "state", "tenant", "prio", "circuits", "shots", "device", "created"], rows),
+    )
     return 0
 
 
@@ -209,15 +263,52 @@ def cmd_devices(args: argparse.Namespace) -> int:
     """List devices: status, size, queue, calibration, price, simulator."""
     rt = _connect(args)
     devices = rt.devices()
-    rows = [[d.name, d.status.value, d.num_qubits, d.queue_depth, d.calibration.calibration_id,
-             d.price_per_shot_usd, d.price_per_job_usd,
-             "GPU" if d.gpu else "CPU", d.simulator_method] for d in devices]
-    data = [{"name": d.name, "status": d.status.value, "num_qubits": d.num_qubits,
-             "queue_depth": d.queue_depth, "calibration_id": d.calibration.calibration_id,
-             "price_per_shot_usd": d.price_per_shot_usd, "price_per_job_usd": d.price_per_job_usd,
-             "gpu": d.gpu, "simulator": d.simulator_method} for d in devices]
-    _print(args, data, table(["device", "status", "qubits", "queue", "calibration",
-                              "$/shot", "$/job", "sim", "method"], rows))
+    rows = [
+        [
+            d.name,
+            d.status.value,
+            d.num_qubits,
+            d.queue_depth,
+            d.calibration.calibration_id,
+            d.price_per_shot_usd,
+            d.price_per_job_usd,
+            "GPU" if d.gpu else "CPU",
+            d.simulator_method,
+        ]
+        for d in devices
+    ]
+    data = [
+        {
+            "name": d.name,
+            "status": d.status.value,
+            "num_qubits": d.num_qubits,
+            "queue_depth": d.queue_depth,
+            "calibration_id": d.calibration.calibration_id,
+            "price_per_shot_usd": d.price_per_shot_usd,
+            "price_per_job_usd": d.price_per_job_usd,
+            "gpu": d.gpu,
+            "simulator": d.simulator_method,
+        }
+        for d in devices
+    ]
+    _print(
+        args,
+        data,
+        table(
+            [
+                "device",
+                "status",
+                "qubits",
+                "queue",
+                "calibration",
+                "$/shot",
+                "$/job",
+                "sim",
+                "method",
+            ],
+            rows,
+        ),
+    )
     return 0
 
 
@@ -234,13 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         sp.add_argument("--json", action="store_true", help="print JSON")
         if remote:
-            sp.add_argument("--address", default="auto",
-                            help="Ray address of the farm (default: auto, the local cluster)")
+            sp.add_argument(
+                "--address",
+                default="auto",
+                help="Ray address of the farm (default: auto, the local cluster)",
+            )
             sp.add_argument("--namespace", default="qrt", help="the farm's Ray namespace")
         return sp
 
-    up = add("up", cmd_up, "start a farm (a new local Ray head unless --address is given)",
-             remote=False)
+    up = add(
+        "up", cmd_up, "start a farm (a new local Ray head unless --address is given)", remote=False
+    )
     up.add_argument("--address", default=None, help="Ray address to start the farm on")
     up.add_argument("--namespace", default="qrt")
     up.add_argument("--farm", help="farm YAML (default: the packaged default farm)")
@@ -271,14 +366,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wait", action="store_true", help="wait and print the result")
     s.add_argument("--timeout", type=float, default=600, help="seconds to wait (with --wait)")
 
-    for name, fn, help_ in (("status", cmd_status, "show a job and its transitions"),
-                            ("result", cmd_result, "print a job's result"),
-                            ("cancel", cmd_cancel, "cancel a job")):
+    for name, fn, help_ in (
+        ("status", cmd_status, "show a job and its transitions"),
+        ("result", cmd_result, "print a job's result"),
+        ("cancel", cmd_cancel, "cancel a job"),
+    ):
         sp = add(name, fn, help_)
         sp.add_argument("job_id", metavar="JOB")
         if name == "result":
-            sp.add_argument("--timeout", type=float, default=0,
-                            help="seconds to wait for it to finish (default: don't wait)")
+            sp.add_argument(
+                "--timeout",
+                type=float,
+                default=0,
+                help="seconds to wait for it to finish (default: don't wait)",
+            )
 
     j = add("jobs", cmd_jobs, "list jobs, newest first")
     j.add_argument("--state")
@@ -301,8 +402,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"qrt {args.command}: {exc}", file=sys.stderr)
         return 1
     except ConnectionError as exc:
-        print(f"qrt {args.command}: cannot reach Ray ({exc}); is a farm up? try `qrt up`",
-              file=sys.stderr)
+        print(
+            f"qrt {args.command}: cannot reach Ray ({exc}); is a farm up? try `qrt up`",
+            file=sys.stderr,
+        )
         return 1
 
 

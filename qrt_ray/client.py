@@ -108,8 +108,9 @@ class JobHandle:
 class QuantumRuntime:
     """A client of a qrt farm: embedded (``local()``) or attached (``connect()``)."""
 
-    def __init__(self, scheduler: Any, namespace: str, *, owns_ray: bool, owns_farm: bool,
-                 devices: list[str]) -> None:
+    def __init__(
+        self, scheduler: Any, namespace: str, *, owns_ray: bool, owns_farm: bool, devices: list[str]
+    ) -> None:
         self._scheduler = scheduler
         self.namespace = namespace
         self._owns_ray = owns_ray
@@ -145,15 +146,22 @@ class QuantumRuntime:
         owns_ray = farm_mod.init_ray_loopback(num_cpus=num_cpus)
         try:
             ns, scheduler, handles = farm_mod.start_farm(
-                config, store_url=str(store) if store else None,
-                optimization_level=optimization_level, metrics_port=metrics_port,
+                config,
+                store_url=str(store) if store else None,
+                optimization_level=optimization_level,
+                metrics_port=metrics_port,
             )
         except BaseException:
             if owns_ray:
                 ray.shutdown()
             raise
-        rt = cls(scheduler, ns, owns_ray=owns_ray, owns_farm=True,
-                 devices=[d.name for d in config.devices])
+        rt = cls(
+            scheduler,
+            ns,
+            owns_ray=owns_ray,
+            owns_farm=True,
+            devices=[d.name for d in config.devices],
+        )
         rt._actor_handles = handles  # keeps the farm's actors alive as long as the runtime
         return rt
 
@@ -189,10 +197,17 @@ class QuantumRuntime:
             ValidationError: an argument is invalid; the message names it.
             PlacementError: no device in the farm could ever run it.
         """
-        spec = make_spec(circuits, shots=shots, priority=priority, device=device,
-                         idempotency_key=idempotency_key,
-                         max_execution_time_s=max_execution_time_s, tags=tags,
-                         tenant=tenant, seed=seed)
+        spec = make_spec(
+            circuits,
+            shots=shots,
+            priority=priority,
+            device=device,
+            idempotency_key=idempotency_key,
+            max_execution_time_s=max_execution_time_s,
+            tags=tags,
+            tenant=tenant,
+            seed=seed,
+        )
         return self._submit_specs([spec])[0]
 
     def submit_many(self, jobs: Iterable[Any], **options: Any) -> list[JobHandle]:
@@ -223,12 +238,16 @@ class QuantumRuntime:
 
     # -- waiting and results ----------------------------------------------------------
 
-    def wait(self, handles: Sequence[JobHandle], timeout_s: float | None = None) -> dict[str, JobState]:
+    def wait(
+        self, handles: Sequence[JobHandle], timeout_s: float | None = None
+    ) -> dict[str, JobState]:
         """Wait until every job is final (or the timeout passes); returns their states."""
         got = _unwrap(self._scheduler.wait, [h.job_id for h in handles], timeout_s)
         return {k: JobState(v) for k, v in got.items()}
 
-    def results(self, handles: Sequence[JobHandle], timeout_s: float | None = None) -> list[JobResult]:
+    def results(
+        self, handles: Sequence[JobHandle], timeout_s: float | None = None
+    ) -> list[JobResult]:
         """Wait for many jobs and return their verified results, in order.
 
         Raises:
@@ -261,8 +280,9 @@ class QuantumRuntime:
         _unwrap(self._scheduler.job, job_id)
         return JobHandle(self, job_id)
 
-    def jobs(self, *, state: str | JobState | None = None, tenant: str | None = None,
-             limit: int = 50) -> list[dict[str, Any]]:
+    def jobs(
+        self, *, state: str | JobState | None = None, tenant: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
         """Jobs, newest first, optionally filtered by state and tenant."""
         states = None
         if state is not None:
@@ -300,7 +320,9 @@ class QuantumRuntime:
         self.shutdown()
 
 
-def connect(address: str | None = "auto", *, namespace: str = farm_mod.DEFAULT_NAMESPACE) -> QuantumRuntime:
+def connect(
+    address: str | None = "auto", *, namespace: str = farm_mod.DEFAULT_NAMESPACE
+) -> QuantumRuntime:
     """Attach to a farm started by ``qrt up`` (named actors in ``namespace``).
 
     Args:

@@ -67,17 +67,25 @@ def compile_circuits(
     out: list[CompiledCircuit] = []
     for text in qasm_texts:
         try:
-            out.append(_compile_one(pm, text, device, calibration_id, optimization_level,
-                                    seed_transpiler))
-        except Exception as exc:  # noqa: BLE001 - reported per circuit, with its reason
+            out.append(
+                _compile_one(pm, text, device, calibration_id, optimization_level, seed_transpiler)
+            )
+        except Exception as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            out.append(CompiledCircuit(circuit_hash(text), None, None,
-                                       error=f"{type(exc).__name__}: {reason}"[:500]))
+            out.append(
+                CompiledCircuit(
+                    circuit_hash(text), None, None, error=f"{type(exc).__name__}: {reason}"[:500]
+                )
+            )
     return out
 
 
 def _compile_one(
-    pm: object, text: str, device: str, calibration_id: str, optimization_level: int,
+    pm: object,
+    text: str,
+    device: str,
+    calibration_id: str,
+    optimization_level: int,
     seed_transpiler: int,
 ) -> CompiledCircuit:
     start = time.perf_counter()
@@ -147,9 +155,7 @@ class CompileCache:
 
     def invalidate(self, device: str, calibration_id: str | None = None) -> int:
         """Drop a device's entries (all, or one calibration's); returns how many."""
-        doomed = [
-            k for k in self._entries if k[1] == device and calibration_id in (None, k[2])
-        ]
+        doomed = [k for k in self._entries if k[1] == device and calibration_id in (None, k[2])]
         for k in doomed:
             del self._entries[k]
         return len(doomed)

@@ -36,7 +36,11 @@ class DemoRow:
 
 
 def run_demo(
-    rt: QuantumRuntime, *, num_jobs: int = 120, shots: int = 2000, seed: int = 7,
+    rt: QuantumRuntime,
+    *,
+    num_jobs: int = 120,
+    shots: int = 2000,
+    seed: int = 7,
     timeout_s: float = 1800,
 ) -> dict[str, Any]:
     """Run the demo workload on a runtime and return the report as data."""
@@ -66,8 +70,17 @@ def run_demo(
                 fid = hellinger_fidelity(h.result(timeout_s=0).counts(), w.ideal)
             except QrtError:
                 fid = None
-        rows.append(DemoRow(w.name, w.family, w.num_qubits, info["state"], info["device"],
-                            finished_at.get(h.job_id, elapsed), fid))
+        rows.append(
+            DemoRow(
+                w.name,
+                w.family,
+                w.num_qubits,
+                info["state"],
+                info["device"],
+                finished_at.get(h.job_id, elapsed),
+                fid,
+            )
+        )
     done = [r for r in rows if r.state == JobState.DONE.value]
     return {
         "jobs": len(rows),
@@ -93,21 +106,33 @@ def format_report(report: dict[str, Any]) -> str:
         devices = Counter(r.device for r in group if r.device)
         top = ", ".join(f"{d}x{n}" for d, n in devices.most_common(3))
         lat = sorted(r.latency_s for r in group)
-        body.append([
-            family,
-            len(group),
-            f"{min(r.num_qubits for r in group)}-{max(r.num_qubits for r in group)}",
-            top or "-",
-            statistics.median(lat),
-            lat[min(len(lat) - 1, int(0.95 * len(lat)))],
-            statistics.fmean(r.fidelity for r in done) if done else None,
-            min((r.fidelity for r in done), default=None),
-        ])
-    lines.append(table(
-        ["family", "jobs", "qubits", "devices chosen", "p50 latency s", "p95 latency s",
-         "mean fidelity", "min fidelity"],
-        body,
-    ))
+        body.append(
+            [
+                family,
+                len(group),
+                f"{min(r.num_qubits for r in group)}-{max(r.num_qubits for r in group)}",
+                top or "-",
+                statistics.median(lat),
+                lat[min(len(lat) - 1, int(0.95 * len(lat)))],
+                statistics.fmean(r.fidelity for r in done) if done else None,
+                min((r.fidelity for r in done), default=None),
+            ]
+        )
+    lines.append(
+        table(
+            [
+                "family",
+                "jobs",
+                "qubits",
+                "devices chosen",
+                "p50 latency s",
+                "p95 latency s",
+                "mean fidelity",
+                "min fidelity",
+            ],
+            body,
+        )
+    )
     lines.append("")
     lines.append(
         f"{report['done']}/{report['jobs']} jobs done, {report['failed']} failed, "

@@ -87,18 +87,31 @@ def start_farm(
     for dev in farm.devices:
         handle = (
             ray.remote(DeviceActor)
-            .options(name=f"device:{dev.name}", namespace=ns, lifetime=lifetime,
-                     num_cpus=_DEVICE_CPUS, max_concurrency=_DEVICE_CONCURRENCY,
-                     max_restarts=3, max_task_retries=0, get_if_exists=True,
-                     runtime_env={"env_vars": _DEVICE_ENV})
+            .options(
+                name=f"device:{dev.name}",
+                namespace=ns,
+                lifetime=lifetime,
+                num_cpus=_DEVICE_CPUS,
+                max_concurrency=_DEVICE_CONCURRENCY,
+                max_restarts=3,
+                max_task_retries=0,
+                get_if_exists=True,
+                runtime_env={"env_vars": _DEVICE_ENV},
+            )
             .remote(dev.model_dump_json(), SCHEDULER_NAME, ns)
         )
         devices.append(handle)
     ray.get([d.ready.remote() for d in devices])
     scheduler = (
         ray.remote(SchedulerActor)
-        .options(name=SCHEDULER_NAME, namespace=ns, lifetime=lifetime, num_cpus=0,
-                 max_concurrency=1000, get_if_exists=True)
+        .options(
+            name=SCHEDULER_NAME,
+            namespace=ns,
+            lifetime=lifetime,
+            num_cpus=0,
+            max_concurrency=1000,
+            get_if_exists=True,
+        )
         .remote(store_url, [d.name for d in farm.devices], ns, optimization_level, metrics_port)
     )
     recovered = ray.get(scheduler.start.remote())
@@ -135,7 +148,7 @@ def stop_farm(namespace: str, device_names: list[str] | None = None) -> None:
     if scheduler is not None:
         try:
             ray.get(scheduler.shutdown.remote(), timeout=30)
-        except Exception:  # noqa: BLE001 - it is being killed anyway
+        except Exception:
             logger.warning("scheduler did not shut down cleanly", exc_info=True)
         ray.kill(scheduler, no_restart=True)
     names = device_names

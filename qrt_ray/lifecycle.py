@@ -6,12 +6,12 @@ scheduler persists the new state before it acts on it.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from qrt_ray.errors import IllegalTransitionError
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     """Where a job is in its life. The last three are final."""
 
     QUEUED = "QUEUED"

@@ -34,9 +34,7 @@ class RuntimeMetrics:
         self.queue_depth = Gauge(
             "qrt_device_queue_depth_jobs", "Jobs waiting on a device", ["device"], registry=r
         )
-        self.pending = Gauge(
-            "qrt_scheduler_pending_jobs", "Jobs waiting for placement", registry=r
-        )
+        self.pending = Gauge("qrt_scheduler_pending_jobs", "Jobs waiting for placement", registry=r)
         self.shots = Counter(
             "qrt_device_shots_total", "Shots executed and counted", ["device"], registry=r
         )
@@ -50,10 +48,15 @@ class RuntimeMetrics:
             "qrt_result_partial_runs_total", "Runs with missing shots", ["device"], registry=r
         )
         self.integrity_failures = Counter(
-            "qrt_result_checksum_failures_total", "Payloads failing checksum", ["device"], registry=r
+            "qrt_result_checksum_failures_total",
+            "Payloads failing checksum",
+            ["device"],
+            registry=r,
         )
         self.loop_errors = Counter(
-            "qrt_scheduler_loop_errors_total", "Errors caught by the control loop", ["step"],
+            "qrt_scheduler_loop_errors_total",
+            "Errors caught by the control loop",
+            ["step"],
             registry=r,
         )
 

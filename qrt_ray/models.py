@@ -9,7 +9,7 @@ the store.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -19,7 +19,7 @@ MAX_CIRCUITS_PER_JOB = 10_000
 MAX_PRIORITY = 10
 
 
-class DeviceStatus(str, Enum):
+class DeviceStatus(StrEnum):
     """Whether a device takes work."""
 
     ONLINE = "ONLINE"

@@ -75,7 +75,7 @@ def migrate(conn: sqlite3.Connection) -> int:
         conn.executescript(
             "BEGIN;"
             + MIGRATIONS[version]
-            + ("DELETE FROM schema_version;" f"INSERT INTO schema_version VALUES ({version + 1});")
+            + (f"DELETE FROM schema_version;INSERT INTO schema_version VALUES ({version + 1});")
             + "COMMIT;"
         )
     return found

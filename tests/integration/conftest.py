@@ -7,6 +7,7 @@ else running on the machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -23,8 +24,10 @@ from qrt_ray.config import FarmConfig, load_farm_config_text
 SMALL_FARM = """
 name: test
 devices:
-  - {name: manila, backend: FakeManilaV2, price_per_shot_usd: 0.00001, price_per_job_usd: 0.01, gpu: never}
-  - {name: nairobi, backend: FakeNairobiV2, price_per_shot_usd: 0.00002, price_per_job_usd: 0.02, gpu: never}
+  - {name: manila, backend: FakeManilaV2,
+     price_per_shot_usd: 0.00001, price_per_job_usd: 0.01, gpu: never}
+  - {name: nairobi, backend: FakeNairobiV2,
+     price_per_shot_usd: 0.00002, price_per_job_usd: 0.02, gpu: never}
 """
 
 
@@ -64,18 +67,30 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
     port, dash = _free_port(), _free_port()
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     subprocess.run(
-        ["ray", "start", "--head", f"--port={port}", f"--dashboard-port={dash}",
-         "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", "--num-cpus=2",
-         f"--temp-dir={temp_dir}", "--disable-usage-stats",
-         # every port explicit, so this head never collides with another Ray here
-         f"--ray-client-server-port={_free_port()}",
-         f"--dashboard-agent-listen-port={_free_port()}",
-         f"--dashboard-agent-grpc-port={_free_port()}",
-         f"--runtime-env-agent-port={_free_port()}",
-         f"--metrics-export-port={_free_port()}",
-         f"--node-manager-port={_free_port()}",
-         f"--object-manager-port={_free_port()}"],
-        env=env, check=True, capture_output=True, text=True,
+        [
+            "ray",
+            "start",
+            "--head",
+            f"--port={port}",
+            f"--dashboard-port={dash}",
+            "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1",
+            "--num-cpus=2",
+            f"--temp-dir={temp_dir}",
+            "--disable-usage-stats",
+            # every port explicit, so this head never collides with another Ray here
+            f"--ray-client-server-port={_free_port()}",
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}",
+            f"--node-manager-port={_free_port()}",
+            f"--object-manager-port={_free_port()}",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
     import ray
@@ -88,18 +103,14 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
     finally:
         ray.shutdown()
         for pid in _pids_of(temp_dir):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         deadline = time.time() + 10
         while _pids_of(temp_dir) and time.time() < deadline:
             time.sleep(0.2)
         for pid in _pids_of(temp_dir):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         os.environ.pop("RAY_ADDRESS", None)
 
 

@@ -19,8 +19,13 @@ GHZ = ROOT / "examples" / "ghz.qasm"
 
 
 def qrt(*args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, "-m", "qrt_ray.cli", *args], capture_output=True,
-                         text=True, timeout=timeout, env={**os.environ})
+    out = subprocess.run(
+        [sys.executable, "-m", "qrt_ray.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ},
+    )
     if check and out.returncode != 0:
         raise AssertionError(f"qrt {' '.join(args)} failed ({out.returncode}):\n{out.stderr}")
     return out
@@ -34,8 +39,17 @@ def farm(ray_head, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
     farm_yaml.write_text(SMALL_FARM)
     store = tmp_path_factory.mktemp("clistore") / "jobs.sqlite3"
-    qrt("up", "--address", ray_head.gcs, "--namespace", ns, "--farm", str(farm_yaml),
-        "--store", str(store))
+    qrt(
+        "up",
+        "--address",
+        ray_head.gcs,
+        "--namespace",
+        ns,
+        "--farm",
+        str(farm_yaml),
+        "--store",
+        str(store),
+    )
     yield {"ns": ns, "address": ray_head.gcs, "dashboard": ray_head.dashboard}
     qrt("down", "--address", ray_head.gcs, "--namespace", ns)
 
@@ -80,24 +94,44 @@ def test_ray_job_submit(farm: dict, tmp_path: Path) -> None:
     env.pop("RAY_ADDRESS", None)
     cmd = ["ray", "job", "submit", "--address", farm["dashboard"], "--working-dir", str(ROOT)]
     out = subprocess.run(
-        [*cmd, "--", "qrt", "submit", "examples/ghz.qasm", "--shots", "300", "--wait",
-         "--namespace", farm["ns"]],
-        capture_output=True, text=True, timeout=300, env=env,
+        [
+            *cmd,
+            "--",
+            "qrt",
+            "submit",
+            "examples/ghz.qasm",
+            "--shots",
+            "300",
+            "--wait",
+            "--namespace",
+            farm["ns"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert out.returncode == 0, out.stderr + out.stdout
     assert "DONE on" in out.stdout
     script = tmp_path / "client.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import qrt_ray
         rt = qrt_ray.connect(namespace={farm["ns"]!r})
         h = rt.submit(open("examples/ghz.qasm").read(), shots=250)
         r = h.result(timeout_s=120)
         print("SHOTS", sum(r.counts().values()))
-    """))
+    """)
+    )
     (ROOT / ".qrt_test_client.py").write_text(script.read_text())
     try:
-        out = subprocess.run([*cmd, "--", "python", ".qrt_test_client.py"],
-                             capture_output=True, text=True, timeout=300, env=env)
+        out = subprocess.run(
+            [*cmd, "--", "python", ".qrt_test_client.py"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
     finally:
         (ROOT / ".qrt_test_client.py").unlink()
     assert out.returncode == 0, out.stderr + out.stdout

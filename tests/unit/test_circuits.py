@@ -27,7 +27,10 @@ def test_circuit_round_trips_through_qasm_text() -> None:
 
 
 def test_qasm3_text_is_accepted() -> None:
-    text = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[2] q;\nbit[2] c;\nh q[0];\ncx q[0], q[1];\nc = measure q;\n'
+    text = (
+        'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[2] q;\nbit[2] c;\n'
+        "h q[0];\ncx q[0], q[1];\nc = measure q;\n"
+    )
     assert parse_qasm(text).num_qubits == 2
 
 
@@ -45,7 +48,7 @@ def test_no_measurement_and_unbound_parameters_are_refused() -> None:
     pc = QuantumCircuit(1)
     pc.rx(theta, 0)
     pc.measure_all()
-    with pytest.raises(ValidationError, match="unbound parameters.*theta"):
+    with pytest.raises(ValidationError, match=r"unbound parameters.*theta"):
         to_qasm(pc)
 
 
@@ -62,7 +65,12 @@ def test_stats_count_gate_kinds() -> None:
     qc = ghz(3)
     qc.ccx(0, 1, 2)
     st = circuit_stats(qc)
-    assert (st.num_qubits, st.one_qubit_gates, st.two_qubit_gates, st.multi_qubit_gates) == (3, 1, 2, 1)
+    assert (st.num_qubits, st.one_qubit_gates, st.two_qubit_gates, st.multi_qubit_gates) == (
+        3,
+        1,
+        2,
+        1,
+    )
     assert st.measurements == 3
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,7 +14,7 @@ S = JobState
 
 def test_forward_path_is_allowed() -> None:
     path = [S.QUEUED, S.COMPILING, S.PLACED, S.RUNNING, S.POSTPROCESSING, S.DONE]
-    for a, b in zip(path, path[1:], strict=False):
+    for a, b in itertools.pairwise(path):
         check_transition("j", a, b)
 
 
@@ -35,7 +37,9 @@ def test_every_live_state_can_fail_or_cancel() -> None:
     [(S.QUEUED, S.RUNNING), (S.QUEUED, S.DONE), (S.DONE, S.QUEUED), (S.POSTPROCESSING, S.QUEUED)],
 )
 def test_illegal_transition_names_job_and_states(a: JobState, b: JobState) -> None:
-    with pytest.raises(IllegalTransitionError, match=rf"job j7: illegal transition {a.value} -> {b.value}"):
+    with pytest.raises(
+        IllegalTransitionError, match=rf"job j7: illegal transition {a.value} -> {b.value}"
+    ):
         check_transition("j7", a, b)
 
 

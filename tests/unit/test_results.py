@@ -21,8 +21,20 @@ from qrt_ray.results import (
 
 
 def run(counts: dict[str, int], attempt: int = 1, cal: str = "cal-1", shots: int = 1000) -> RawRun:
-    return RawRun("j", attempt, "dev", cal, 0.0, shots, (counts,), (7,), 0.1, "auto", False,
-                  counts_checksum([counts]))
+    return RawRun(
+        "j",
+        attempt,
+        "dev",
+        cal,
+        0.0,
+        shots,
+        (counts,),
+        (7,),
+        0.1,
+        "auto",
+        False,
+        counts_checksum([counts]),
+    )
 
 
 def test_checksum_detects_tampering() -> None:
@@ -47,7 +59,7 @@ def test_partial_run_needs_only_missing_shots() -> None:
 def test_never_merges_two_calibrations() -> None:
     a = run({"0": 10}, cal="cal-1")
     b = run({"0": 10}, attempt=2, cal="cal-2")
-    with pytest.raises(IntegrityError, match="never|refusing"):
+    with pytest.raises(IntegrityError, match=r"never|refusing"):
         merge_runs([a, b])
     verdict = judge_run(b, 20, [a])
     assert verdict.outcome is Outcome.RERUN and not verdict.accepted
@@ -61,8 +73,10 @@ def test_corrupt_and_failed_runs_are_not_accepted() -> None:
     assert v.outcome is Outcome.RERUN and "boom" in v.reason
 
 
-@given(st.dictionaries(st.sampled_from(["00", "01", "10", "11"]), st.integers(1, 500), min_size=1),
-       st.integers(1, 2000))
+@given(
+    st.dictionaries(st.sampled_from(["00", "01", "10", "11"]), st.integers(1, 500), min_size=1),
+    st.integers(1, 2000),
+)
 def test_trim_counts_gives_exactly_the_shots(counts: dict[str, int], shots: int) -> None:
     out = trim_counts(counts, shots)
     assert sum(out.values()) == min(shots, sum(counts.values()))

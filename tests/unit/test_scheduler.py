@@ -23,8 +23,10 @@ S = JobState
 FARM = load_farm_config_text("""
 name: unit
 devices:
-  - {name: manila, backend: FakeManilaV2, price_per_shot_usd: 0.0, price_per_job_usd: 0.0, gpu: never}
-  - {name: nairobi, backend: FakeNairobiV2, price_per_shot_usd: 0.0, price_per_job_usd: 0.0, gpu: never}
+  - {name: manila, backend: FakeManilaV2,
+     price_per_shot_usd: 0.0, price_per_job_usd: 0.0, gpu: never}
+  - {name: nairobi, backend: FakeNairobiV2,
+     price_per_shot_usd: 0.0, price_per_job_usd: 0.0, gpu: never}
 """)
 
 
@@ -69,7 +71,7 @@ def test_job_walks_the_whole_lifecycle(tmp_path: Path) -> None:
     async def main() -> None:
         store, devices, sched = make(tmp_path)
         await sched.start()
-        (rec, created), = await sched.submit([spec(shots=700, seed=5)])
+        ((rec, created),) = await sched.submit([spec(shots=700, seed=5)])
         assert created and rec.state is S.QUEUED
         await drive(sched, devices)
         await sched.stop()
@@ -80,7 +82,12 @@ def test_job_walks_the_whole_lifecycle(tmp_path: Path) -> None:
         assert result.metadata.calibration_id == done.calibration_id
         assert result.metadata.compile[0].device == done.device
         assert [e.to_state for e in store.events(rec.job_id)] == [
-            S.QUEUED, S.COMPILING, S.PLACED, S.RUNNING, S.POSTPROCESSING, S.DONE
+            S.QUEUED,
+            S.COMPILING,
+            S.PLACED,
+            S.RUNNING,
+            S.POSTPROCESSING,
+            S.DONE,
         ]
         store.close()
 
@@ -91,7 +98,7 @@ def test_placement_prefers_fewer_expected_errors_and_explains(tmp_path: Path) ->
     async def main() -> None:
         store, devices, sched = make(tmp_path)
         await sched.start()
-        (rec, _), = await sched.submit([spec(3)])
+        ((rec, _),) = await sched.submit([spec(3)])
         await drive(sched, devices)
         done = store.get(rec.job_id)
         ranking = done.placement["ranking"]
@@ -108,9 +115,9 @@ def test_bad_jobs_are_refused_before_anything_is_stored(tmp_path: Path) -> None:
     async def main() -> None:
         store, _, sched = make(tmp_path)
         await sched.start()
-        with pytest.raises(PlacementError, match="widest device, 'nairobi', has 7"):
+        with pytest.raises(PlacementError, match=r"widest device, 'nairobi', has 7"):
             await sched.submit([spec(3), spec(9)])
-        with pytest.raises(PlacementError, match="device='lagos': no such device.*manila"):
+        with pytest.raises(PlacementError, match=r"device='lagos': no such device.*manila"):
             await sched.submit([spec(3, device="lagos")])
         with pytest.raises(ValidationError, match="malformed OpenQASM"):
             await sched.submit([JobSpec(circuits=("OPENQASM 2.0; qreg q[1]; zz q[0];",), shots=1)])
@@ -125,8 +132,8 @@ def test_idempotency_key_reuse(tmp_path: Path) -> None:
     async def main() -> None:
         store, _, sched = make(tmp_path)
         await sched.start()
-        (a, c1), = await sched.submit([spec(idempotency_key="k1")])
-        (b, c2), = await sched.submit([spec(idempotency_key="k1")])
+        ((a, c1),) = await sched.submit([spec(idempotency_key="k1")])
+        ((b, c2),) = await sched.submit([spec(idempotency_key="k1")])
         assert c1 and not c2 and a.job_id == b.job_id
         with pytest.raises(ValidationError, match="idempotency_key='k1' was already used"):
             await sched.submit([spec(shots=9, idempotency_key="k1")])
@@ -143,7 +150,7 @@ def test_partial_run_reruns_only_missing_shots(tmp_path: Path) -> None:
         for d in devices:
             d.faults.partial_fractions = [0.3]
         await sched.start()
-        (rec, _), = await sched.submit([spec(shots=1000)])
+        ((rec, _),) = await sched.submit([spec(shots=1000)])
         await drive(sched, devices)
         done = store.get(rec.job_id)
         assert done.state is S.DONE and done.attempts == 2
@@ -163,11 +170,11 @@ def test_recovery_from_every_state_loses_nothing_and_counts_once(tmp_path: Path)
     """A store left with jobs in every state by a dead runtime is finished by a new one."""
 
     async def first_life() -> dict[str, str]:
-        store, devices, sched = make(tmp_path)
+        store, _devices, sched = make(tmp_path)
         await sched.start()
         ids = {}
         for state in ("queued", "compiling", "placed", "running", "post", "done", "cancelled"):
-            (rec, _), = await sched.submit([spec(shots=400)])
+            ((rec, _),) = await sched.submit([spec(shots=400)])
             ids[state] = rec.job_id
         await sched.stop()  # the loop never ran: all QUEUED
         t = 10.0
@@ -214,7 +221,7 @@ def test_recovery_finishes_postprocessing_from_the_ledger(tmp_path: Path) -> Non
     async def main() -> None:
         store, devices, sched = make(tmp_path)
         await sched.start()
-        (rec, _), = await sched.submit([spec(shots=300)])
+        ((rec, _),) = await sched.submit([spec(shots=300)])
         # run it, but stop right after its shots are counted and POSTPROCESSING is stored
         original = sched._finish
 
@@ -254,8 +261,12 @@ def test_one_uncompilable_circuit_fails_only_its_job(tmp_path: Path) -> None:
 
     fine = ghz(2)
     cal_id, target = Device(FARM.devices[0], max_parallel_threads=1).compile_target()
-    out = compile_circuits([fine, "OPENQASM 2.0; qreg q[1]; creg c[1]; zz q[0];"], target,
-                           device="manila", calibration_id=cal_id)
+    out = compile_circuits(
+        [fine, "OPENQASM 2.0; qreg q[1]; creg c[1]; zz q[0];"],
+        target,
+        device="manila",
+        calibration_id=cal_id,
+    )
     assert out[0].error is None and out[0].circuit is not None
     assert out[1].circuit is None and out[1].error.startswith("ValidationError")
 
@@ -268,7 +279,7 @@ def test_retries_end_after_max_attempts(tmp_path: Path) -> None:
         for d in devices:
             d.faults.corrupt = 100  # every payload fails its checksum
         await sched.start()
-        (rec, _), = await sched.submit([spec(shots=100)])
+        ((rec, _),) = await sched.submit([spec(shots=100)])
         await drive(sched, devices)
         done = store.get(rec.job_id)
         assert done.state is S.FAILED and done.attempts == MAX_ATTEMPTS

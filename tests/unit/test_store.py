@@ -55,14 +55,14 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 
 def test_idempotency_key_returns_the_same_job(store: SQLiteJobStore) -> None:
-    (first, created1), = store.admit([rec("a", key="k")])
-    (second, created2), = store.admit([rec("b", key="k")])
+    ((_first, created1),) = store.admit([rec("a", key="k")])
+    ((second, created2),) = store.admit([rec("b", key="k")])
     assert created1 and not created2
     assert second.job_id == "a"
     with pytest.raises(JobNotFoundError):
         store.get("b")
     # the same key under another tenant is another job
-    (other, created3), = store.admit([rec("c", key="k", tenant="t2")])
+    ((other, created3),) = store.admit([rec("c", key="k", tenant="t2")])
     assert created3 and other.job_id == "c"
 
 
@@ -74,7 +74,8 @@ def test_transition_is_compare_and_set(store: SQLiteJobStore) -> None:
     got = store.get("a")
     assert got.state is S.COMPILING and got.device == "d1"
     assert [(e.from_state, e.to_state) for e in store.events("a")] == [
-        (None, S.QUEUED), (S.QUEUED, S.COMPILING)
+        (None, S.QUEUED),
+        (S.QUEUED, S.COMPILING),
     ]
 
 
