@@ -161,7 +161,8 @@ def main() -> None:
     rt = QuantumRuntime.local(load_farm_config_text(FARM), store=store)
     rows = []
     try:
-        direct(small[:5], "FakeManilaV2")  # warm imports and noise model
+        if small:
+            direct(small[:5], "FakeManilaV2")  # warm imports and noise model
         for label, circuits, backend, device in (
             (f"small x{len(small)}", small, "FakeManilaV2", "manila"),
             (f"large x{len(large)}", large, "FakeGuadalupeV2", "guadalupe"),

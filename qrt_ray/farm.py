@@ -25,9 +25,6 @@ SCHEDULER_NAME = "scheduler"
 # reserve no CPU so compile tasks can use every core.
 _DEVICE_CPUS = 0
 _DEVICE_CONCURRENCY = 8
-# Aer's OpenMP threads otherwise spin while waiting, taking the cores that compile
-# tasks and other devices need on a small machine.
-_DEVICE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def _force_loopback() -> None:
@@ -95,8 +92,7 @@ def start_farm(
                 max_concurrency=_DEVICE_CONCURRENCY,
                 max_restarts=3,
                 max_task_retries=0,
-                get_if_exists=True,
-                runtime_env={"env_vars": _DEVICE_ENV},
+                get_if_exists=True
             )
             .remote(dev.model_dump_json(), SCHEDULER_NAME, ns)
         )
