@@ -92,7 +92,7 @@ def start_farm(
                 max_concurrency=_DEVICE_CONCURRENCY,
                 max_restarts=3,
                 max_task_retries=0,
-                get_if_exists=True
+                get_if_exists=True,
             )
             .remote(dev.model_dump_json(), SCHEDULER_NAME, ns)
         )
