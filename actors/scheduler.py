@@ -28,8 +28,6 @@ from qrt_ray.circuits import circuit_hash, circuit_stats, parse_qasm
 from qrt_ray.compiler import DEFAULT_OPTIMIZATION_LEVEL, CompileCache, CompiledCircuit
 from qrt_ray.errors import (
     DeviceUnavailableError,
-    IntegrityError,
-    JobNotFoundError,
     PlacementError,
     QrtError,
     ValidationError,
@@ -705,14 +703,3 @@ class Scheduler:
     def live_count(self) -> int:
         """Jobs not yet final."""
         return len(self._live)
-
-
-def integrity_guard(data: bytes, sha256: str) -> None:
-    """Raise IntegrityError unless ``data`` hashes to ``sha256`` (client-side check)."""
-    from qrt_ray.store.base import sha256_hex
-
-    if sha256_hex(data) != sha256:
-        raise IntegrityError(f"result {sha256[:12]} failed its checksum in transit")
-
-
-__all__ = ["JobNotFoundError", "Scheduler", "integrity_guard"]

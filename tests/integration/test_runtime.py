@@ -21,17 +21,9 @@ from qrt_ray import (
 from qrt_ray import farm as farm_mod
 from qrt_ray.config import FarmConfig
 from qrt_ray.store import SQLiteJobStore
+from tests.circuits import ghz
 
 pytestmark = pytest.mark.integration
-
-
-def ghz(n: int) -> QuantumCircuit:
-    qc = QuantumCircuit(n)
-    qc.h(0)
-    for i in range(n - 1):
-        qc.cx(i, i + 1)
-    qc.measure_all()
-    return qc
 
 
 @pytest.fixture(scope="module")

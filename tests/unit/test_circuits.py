@@ -6,15 +6,7 @@ from qiskit.circuit import Parameter
 
 from qrt_ray.circuits import circuit_hash, circuit_stats, coerce_circuits, parse_qasm, to_qasm
 from qrt_ray.errors import ValidationError
-
-
-def ghz(n: int) -> QuantumCircuit:
-    qc = QuantumCircuit(n)
-    qc.h(0)
-    for i in range(n - 1):
-        qc.cx(i, i + 1)
-    qc.measure_all()
-    return qc
+from tests.circuits import ghz
 
 
 def test_circuit_round_trips_through_qasm_text() -> None:

@@ -18,6 +18,7 @@ from qrt_ray.lifecycle import JobState
 from qrt_ray.models import JobSpec
 from qrt_ray.results import decode_result
 from qrt_ray.store import JobRecord, SQLiteJobStore, StateUpdate
+from tests.circuits import ghz as ghz_circuit
 
 S = JobState
 FARM = load_farm_config_text("""
@@ -31,12 +32,7 @@ devices:
 
 
 def ghz(n: int) -> str:
-    qc = QuantumCircuit(n)
-    qc.h(0)
-    for i in range(n - 1):
-        qc.cx(i, i + 1)
-    qc.measure_all()
-    return to_qasm(qc)
+    return to_qasm(ghz_circuit(n))
 
 
 def spec(n: int = 3, shots: int = 500, **kw: object) -> JobSpec:
