@@ -16,9 +16,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qiskit import QuantumCircuit
-
 from qrt_ray.calibration import load_backend, snapshot_from_backend
+from qrt_ray.compiler import decode_compiled
 from qrt_ray.config import DeviceConfig
 from qrt_ray.errors import DeviceUnavailableError
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
@@ -31,28 +30,29 @@ from qrt_ray.results import RawRun, counts_checksum, trim_counts
 MPS_MIN_ACTIVE_QUBITS = 14
 
 
-def active_qubits(circuit: QuantumCircuit) -> int:
-    """Qubits a compiled circuit touches (a 5-qubit job on a 133-qubit device uses 5)."""
-    return len({q for inst in circuit.data for q in inst.qubits})
-
-
-def sim_method_for(circuits: Sequence[QuantumCircuit]) -> str | None:
-    """The simulation method to force for a job's circuits, or None for Aer's choice."""
-    widest = max((active_qubits(c) for c in circuits), default=0)
-    return "matrix_product_state" if widest >= MPS_MIN_ACTIVE_QUBITS else None
+def sim_method_for(active_qubits: int) -> str | None:
+    """The simulation method to force for a job whose widest circuit touches
+    ``active_qubits`` qubits (a 5-qubit job on a 133-qubit device touches 5), or None
+    for Aer's own choice."""
+    return "matrix_product_state" if active_qubits >= MPS_MIN_ACTIVE_QUBITS else None
 
 
 @dataclass(frozen=True, slots=True)
 class WorkItem:
-    """One attempt of one job, compiled for one calibration of this device."""
+    """One attempt of one job, compiled for one calibration of this device.
+
+    ``circuits`` are the compiler's QPY payloads (:func:`~qrt_ray.compiler.decode_compiled`);
+    ``active_qubits`` is the widest circuit's count of touched qubits.
+    """
 
     job_id: str
     attempt: int
     calibration_id: str
-    circuits: tuple[QuantumCircuit, ...]
+    circuits: tuple[bytes, ...]
     shots: int
     priority: int
     seed: int | None = None
+    active_qubits: int = 0
 
 
 @dataclass(slots=True)
@@ -120,7 +120,16 @@ class Device:
         gpu = self.config.gpu != "never" and gpu_available()
         if gpu:
             return "statevector (GPU)", True
-        return f"automatic; MPS from {MPS_MIN_ACTIVE_QUBITS} active qubits (CPU)", False
+        return (
+            f"automatic; MPS from {MPS_MIN_ACTIVE_QUBITS} active qubits "
+            f"(CPU, {self.cpu_threads()} threads)",
+            False,
+        )
+
+    def cpu_threads(self) -> int:
+        """CPU threads one circuit can use: Aer's own cap and OpenMP's, whichever is lower."""
+        omp = os.environ.get("OMP_NUM_THREADS", "")
+        return min(self._threads, int(omp)) if omp.isdigit() and int(omp) > 0 else self._threads
 
     def compile_target(self):
         """The transpiler target of the current calibration, with its id."""
@@ -196,7 +205,7 @@ class Device:
             if item.calibration_id != cal.calibration_id:
                 runs.append(self._refused(item, cal, method, gpu))
                 continue
-            key = (item.shots, item.seed, None if gpu else sim_method_for(item.circuits))
+            key = (item.shots, item.seed, None if gpu else sim_method_for(item.active_qubits))
             groups.setdefault(key, []).append(item)
         for (shots, seed, forced), items in groups.items():
             runs.extend(self._run_group(sim, items, shots, seed, method, gpu, forced))
@@ -213,7 +222,7 @@ class Device:
         gpu: bool,
         forced: str | None = None,
     ) -> list[RawRun]:
-        circuits = [c for item in items for c in item.circuits]
+        circuits = decode_compiled([c for item in items for c in item.circuits])
         base_seed = seed if seed is not None else secrets.randbits(30)
         options = {"method": forced} if forced else {}
         start = time.perf_counter()

@@ -21,6 +21,11 @@ logger = logging.getLogger("qrt.scheduler")
 
 # Compile runs as Ray tasks, one CPU each, so a farm compiles on every core it has.
 compile_task = ray.remote(num_cpus=1, max_retries=2)(compile_circuits)
+_WARM_QASM = (
+    'OPENQASM 2.0; include "qelib1.inc"; qreg q[1]; creg c[1]; h q[0]; measure q[0] -> c[0];'
+)
+# At most this many compile workers are warmed at start (one per CPU below it).
+_MAX_WARM_WORKERS = 8
 
 
 class RayPorts:
@@ -50,6 +55,22 @@ class RayPorts:
             self._targets = {k: v for k, v in self._targets.items() if k[0] != device}
             self._targets[key] = ray.put(target)
         return cal_id, self._targets[key]
+
+    async def warm_compilers(self, device: str, workers: int) -> None:
+        """Run one tiny compile on each of ``workers`` workers at once.
+
+        A fresh worker spends about a second importing the transpiler; paying that at
+        farm start keeps it off the first jobs' latency.
+        """
+        try:
+            await asyncio.gather(
+                *(
+                    self.compile(device, [_WARM_QASM], optimization_level=0, seed=0)
+                    for _ in range(workers)
+                )
+            )
+        except Exception:
+            logger.warning("warming compile workers failed", exc_info=True)
 
     async def compile(
         self, device: str, texts: Sequence[str], *, optimization_level: int, seed: int
@@ -109,16 +130,25 @@ class SchedulerActor:
         if metrics_port:
             self.metrics.serve(metrics_port)
         self.store = open_store(store_url)
+        self.ports = RayPorts(devices)
+        self._first_device = device_names[0]
+        self._warming: asyncio.Task[None] | None = None
         self.scheduler = Scheduler(
             self.store,
-            RayPorts(devices),
+            self.ports,
             optimization_level=optimization_level,
             metrics=self.metrics,
         )
 
     async def start(self) -> int:
-        """Recover unfinished jobs and start the control loop; returns how many."""
-        return await self.scheduler.start()
+        """Recover unfinished jobs and start the control loop; returns how many.
+
+        Compile workers are warmed in the background, one per CPU of the cluster.
+        """
+        recovered = await self.scheduler.start()
+        workers = max(1, min(_MAX_WARM_WORKERS, int(ray.cluster_resources().get("CPU", 1))))
+        self._warming = asyncio.create_task(self.ports.warm_compilers(self._first_device, workers))
+        return recovered
 
     async def submit(self, spec_jsons: list[str]) -> list[dict[str, Any]]:
         """Admit jobs given as JobSpec JSON (data only; never pickled circuits)."""
@@ -164,9 +194,9 @@ class SchedulerActor:
         got = await self.scheduler.wait(job_ids, timeout_s)
         return {k: v.value for k, v in got.items()}
 
-    async def result(self, job_id: str) -> tuple[str, bytes]:
-        """(sha256, JSON bytes) of a DONE job's result."""
-        return await self.scheduler.result_blob(job_id)
+    async def results(self, job_ids: list[str]) -> list[tuple[str, bytes]]:
+        """(sha256, JSON bytes) of DONE jobs' results, in order."""
+        return await self.scheduler.result_blobs(job_ids)
 
     async def cancel(self, job_id: str) -> tuple[str, bool]:
         """Cancel a job; returns (state, changed)."""

@@ -6,7 +6,6 @@ Errors raised inside the farm reach the caller as the same ``QrtError`` subclass
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,9 @@ from qrt_ray.lifecycle import JobState
 from qrt_ray.models import DeviceSnapshot, JobResult, JobSpec
 from qrt_ray.results import decode_result
 from qrt_ray.store.base import sha256_hex
+
+# Results fetched per scheduler call: few calls, yet each message stays a few MB.
+_RESULTS_PER_CALL = 256
 
 
 def _unwrap(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -254,23 +256,26 @@ class QuantumRuntime:
             JobFailedError, JobCancelledError, JobTimeoutError, IntegrityError: as for
             :meth:`JobHandle.result`, for the first job that has no result.
         """
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         states = self.wait(handles, timeout_s)
-        out = []
         for h in handles:
             state = states[h.job_id]
-            if state is JobState.DONE:
-                sha, data = _unwrap(self._scheduler.result, h.job_id)
-                if sha256_hex(data) != sha:
-                    raise IntegrityError(f"job {h.job_id}: result failed its checksum in transit")
-                out.append(decode_result(data))
-            elif state is JobState.FAILED:
+            if state is JobState.FAILED:
                 raise JobFailedError(h.job_id, h.info().get("error") or "unknown")
-            elif state is JobState.CANCELLED:
+            if state is JobState.CANCELLED:
                 raise JobCancelledError(h.job_id)
-            else:
-                left = "" if deadline is None else f" within {timeout_s:g}s"
-                raise JobTimeoutError(f"job {h.job_id} is still {state.value}; not done{left}")
+            if state is not JobState.DONE:
+                within = "" if timeout_s is None else f" within {timeout_s:g}s"
+                raise JobTimeoutError(f"job {h.job_id} is still {state.value}; not done{within}")
+        out = []
+        ids = [h.job_id for h in handles]
+        for start in range(0, len(ids), _RESULTS_PER_CALL):
+            chunk = ids[start : start + _RESULTS_PER_CALL]
+            for job_id, (sha, data) in zip(
+                chunk, _unwrap(self._scheduler.results, chunk), strict=True
+            ):
+                if sha256_hex(data) != sha:
+                    raise IntegrityError(f"job {job_id}: result failed its checksum in transit")
+                out.append(decode_result(data))
         return out
 
     # -- queries ----------------------------------------------------------------------

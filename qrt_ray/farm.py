@@ -27,6 +27,16 @@ _DEVICE_CPUS = 0
 _DEVICE_CONCURRENCY = 8
 
 
+def _device_env() -> dict[str, str]:
+    """Environment of device actor processes.
+
+    Ray sets ``OMP_NUM_THREADS=1`` in workers that reserve no CPU, and Aer caps its
+    per-circuit (state update) threads there whatever ``max_parallel_threads`` says:
+    measured on 2 cores, six 9-qubit noisy circuits took 9.8 s instead of 5.5 s.
+    """
+    return {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}
+
+
 def _force_loopback() -> None:
     """Keep Ray on 127.0.0.1 even if ray was imported before qrt_ray set the variable."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -93,6 +103,7 @@ def start_farm(
                 max_restarts=3,
                 max_task_retries=0,
                 get_if_exists=True,
+                runtime_env={"env_vars": _device_env()},
             )
             .remote(dev.model_dump_json(), SCHEDULER_NAME, ns)
         )

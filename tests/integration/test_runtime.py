@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,6 +85,14 @@ def test_many_jobs_each_durable(rt: QuantumRuntime) -> None:
     assert len({h.job_id for h in handles}) == 40
     results = rt.results(handles, timeout_s=180)
     assert all(sum(r.counts().values()) == 200 for r in results)
+    # results come back in the order asked, though fetched many per call
+    assert [len(next(iter(r.counts()))) for r in results] == [2 + i % 4 for i in range(40)]
+
+
+def test_devices_simulate_on_every_core(rt: QuantumRuntime) -> None:
+    # Ray caps OpenMP at one thread in CPU-less actors unless the farm says otherwise
+    for dev in rt.devices():
+        assert f"{os.cpu_count()} threads" in dev.simulator_method, dev.simulator_method
 
 
 def test_idempotency_key_returns_same_job(rt: QuantumRuntime) -> None:
@@ -148,8 +157,19 @@ def test_max_execution_time_fails_with_reason(rt: QuantumRuntime) -> None:
         handle.result(timeout_s=120)
 
 
+def idle_device(rt: QuantumRuntime, name: str, timeout_s: float = 120) -> object:
+    """The device's handle once nothing is queued, running or unreported on it, so a
+    fault injected next hits the next job rather than what earlier tests left."""
+    dev = farm_mod.device_handle(name, rt.namespace)
+    deadline = time.monotonic() + timeout_s
+    while (stats := ray.get(dev.stats.remote()))["queued"] or stats["in_flight"]:
+        assert time.monotonic() < deadline, f"{name} never went idle: {stats}"
+        time.sleep(0.02)
+    return dev
+
+
 def test_partial_run_retries_only_missing_shots(rt: QuantumRuntime, store_path: Path) -> None:
-    dev = farm_mod.device_handle("manila", rt.namespace)
+    dev = idle_device(rt, "manila")
     ray.get(dev.inject_faults.remote(partial_fractions=[0.25]))
     handle = rt.submit(ghz(3), shots=2000, device="manila")
     result = handle.result(timeout_s=120)
@@ -160,7 +180,7 @@ def test_partial_run_retries_only_missing_shots(rt: QuantumRuntime, store_path: 
 
 
 def test_corrupt_payload_is_rerun_not_counted(rt: QuantumRuntime, store_path: Path) -> None:
-    dev = farm_mod.device_handle("manila", rt.namespace)
+    dev = idle_device(rt, "manila")
     ray.get(dev.inject_faults.remote(corrupt=1))
     handle = rt.submit(ghz(3), shots=800, device="manila")
     result = handle.result(timeout_s=120)

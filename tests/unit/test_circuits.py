@@ -77,3 +77,65 @@ def test_standard_gates_outside_qelib1_survive_the_round_trip() -> None:
     ops = [i.operation for i in back.data if i.operation.name in ("ecr", "rzx")]
     # real classes (not look-alike custom gates), so the transpiler can flip them
     assert isinstance(ops[0], ECRGate) and isinstance(ops[1], RZXGate)
+
+
+def _qelib1_random(seed: int) -> QuantumCircuit:
+    """A random circuit of qelib1 gates with arbitrary angles, on two named registers."""
+    import numpy as np
+    from qiskit import ClassicalRegister, QuantumRegister
+
+    rng = np.random.default_rng(seed)
+    qc = QuantumCircuit(QuantumRegister(2, "a"), QuantumRegister(3, "b"), ClassicalRegister(5, "m"))
+    one = ["h", "x", "sx", "t", "sdg", "id"]
+    for _ in range(40):
+        kind = rng.integers(5)
+        q = [int(i) for i in rng.choice(5, size=3, replace=False)]
+        angle = float(rng.normal() * 10)
+        if kind == 0:
+            getattr(qc, one[rng.integers(len(one))])(q[0])
+        elif kind == 1:
+            qc.u(angle, -angle / 3, 1e-17 + angle, q[0])
+        elif kind == 2:
+            qc.cx(q[0], q[1])
+            qc.crz(angle, q[1], q[2])
+        elif kind == 3:
+            qc.ccx(*q)
+            qc.rzz(angle, q[0], q[2])
+        else:
+            qc.barrier(q[0], q[1])
+            qc.reset(q[2])
+    qc.measure(range(5), range(5))
+    return qc
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_qelib1_circuits_read_back_exactly(seed: int) -> None:
+    from qiskit import qasm2
+
+    from qrt_ray.circuits import _fast_qasm2
+
+    qc = _qelib1_random(seed)
+    text = to_qasm(qc)
+    assert text == _fast_qasm2(qc)  # the fast writer took it
+    back = parse_qasm(text)
+    assert back == qc  # same registers, gates, and angles to the last bit
+    assert parse_qasm(qasm2.dumps(qc)).count_ops() == back.count_ops()
+
+
+def test_circuits_beyond_qelib1_fall_back_to_the_full_writer() -> None:
+    from qiskit import QuantumRegister
+
+    from qrt_ray.circuits import _fast_qasm2
+
+    ecr = QuantumCircuit(2)
+    ecr.ecr(0, 1)
+    ecr.measure_all()
+    keyword = QuantumCircuit(QuantumRegister(1, "gate"))  # a QASM keyword as a name
+    keyword.measure_all()
+    loose = QuantumCircuit(2, 2)  # bits in no register are fine for the full writer
+    loose.add_bits([type(loose.qubits[0])()])
+    loose.measure([0, 1], [0, 1])
+    for qc in (ecr, keyword):
+        assert _fast_qasm2(qc) is None
+        assert parse_qasm(to_qasm(qc)).num_qubits == qc.num_qubits
+    assert _fast_qasm2(loose) is None

@@ -263,8 +263,8 @@ def test_one_uncompilable_circuit_fails_only_its_job(tmp_path: Path) -> None:
         device="manila",
         calibration_id=cal_id,
     )
-    assert out[0].error is None and out[0].circuit is not None
-    assert out[1].circuit is None and out[1].error.startswith("ValidationError")
+    assert out[0].error is None and out[0].payload is not None
+    assert out[1].payload is None and out[1].error.startswith("ValidationError")
 
 
 def test_retries_end_after_max_attempts(tmp_path: Path) -> None:
@@ -288,10 +288,12 @@ def test_retries_end_after_max_attempts(tmp_path: Path) -> None:
 
 def test_wide_circuits_run_as_matrix_product_states() -> None:
     from actors.device import MPS_MIN_ACTIVE_QUBITS, sim_method_for
+    from qrt_ray.compiler import active_qubits
 
     small, wide = QuantumCircuit(133), QuantumCircuit(133)
     small.cx(0, 1)
     for i in range(MPS_MIN_ACTIVE_QUBITS - 1):
         wide.cx(i, i + 1)
-    assert sim_method_for([small]) is None
-    assert sim_method_for([small, wide]) == "matrix_product_state"
+    assert active_qubits(small) == 2 and active_qubits(wide) == MPS_MIN_ACTIVE_QUBITS
+    assert sim_method_for(active_qubits(small)) is None
+    assert sim_method_for(active_qubits(wide)) == "matrix_product_state"

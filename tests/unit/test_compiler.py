@@ -1,0 +1,47 @@
+"""The compiler: native gates, routing, the QPY hand-off to devices, and the cache."""
+
+from __future__ import annotations
+
+from qiskit import QuantumCircuit
+from qiskit_aer import AerSimulator
+
+from qrt_ray.calibration import load_backend
+from qrt_ray.circuits import to_qasm
+from qrt_ray.compiler import CompileCache, compile_circuits, decode_compiled
+from tests.circuits import ghz
+
+TARGET = load_backend("FakeManilaV2").target  # 5 qubits on a line
+
+
+def test_payload_decodes_to_a_native_circuit_with_the_same_answer() -> None:
+    (out,) = compile_circuits([to_qasm(ghz(3))], TARGET, device="manila", calibration_id="c1")
+    (circuit,) = decode_compiled([out.payload])
+    native = set(TARGET.operation_names) | {"barrier"}
+    assert set(circuit.count_ops()) <= native
+    assert out.active_qubits == 3 and circuit.num_qubits == 5
+    counts = AerSimulator().run(circuit, shots=400, seed_simulator=1).result().get_counts()
+    assert set(counts) == {"000", "111"} and sum(counts.values()) == 400
+
+
+def test_routing_on_a_line_adds_swaps_and_records_them() -> None:
+    qc = QuantumCircuit(5)
+    for a in range(5):
+        for b in range(a + 1, 5):
+            qc.cx(a, b)  # all-to-all: a line cannot do this without SWAPs
+    qc.measure_all()
+    (out,) = compile_circuits([to_qasm(qc)], TARGET, device="manila", calibration_id="c1")
+    assert out.error is None and out.info is not None
+    assert out.info.swaps_added > 0
+    (circuit,) = decode_compiled([out.payload])
+    assert out.info.two_qubit_gates == circuit.count_ops()["cx"]
+    assert sorted(out.info.layout) == [0, 1, 2, 3, 4]
+
+
+def test_cache_hits_are_marked_and_keyed_by_calibration() -> None:
+    cache = CompileCache()
+    (out,) = compile_circuits([to_qasm(ghz(2))], TARGET, device="manila", calibration_id="c1")
+    cache.put(out)
+    hit = cache.get((out.circuit_hash, "manila", "c1"))
+    assert hit is not None and hit.info.cache_hit and hit.payload == out.payload
+    assert cache.get((out.circuit_hash, "manila", "c2")) is None
+    assert cache.invalidate("manila") == 1 and len(cache) == 0
