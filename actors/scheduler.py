@@ -671,6 +671,16 @@ class Scheduler:
                 await asyncio.wait_for(waiter, timeout=timeout_s)
         return {j: (await self.get(j)).state for j in job_ids}
 
+    async def list_jobs(
+        self, states: Sequence[JobState] | None = None, tenant: str | None = None, limit: int = 100
+    ) -> list[JobRecord]:
+        """Jobs newest first, from the store, with live jobs as they are in memory now."""
+        wanted = list(states) if states else None
+        recs = await asyncio.to_thread(
+            self.store.list_jobs, states=wanted, tenant=tenant, limit=limit
+        )
+        return [self._live.get(r.job_id, r) for r in recs]
+
     async def result_blobs(self, job_ids: Sequence[str]) -> list[tuple[str, bytes]]:
         """(sha256, bytes) of DONE jobs' results, in order, verified against their checksums.
 

@@ -166,13 +166,10 @@ class SchedulerActor:
         """Jobs, newest first."""
         from qrt_ray.lifecycle import JobState
 
-        recs = await asyncio.to_thread(
-            self.store.list_jobs,
-            states=[JobState(s) for s in states or []] or None,
-            tenant=tenant,
-            limit=limit,
+        recs = await self.scheduler.list_jobs(
+            [JobState(s) for s in states or []], tenant=tenant, limit=limit
         )
-        return [record_view(self.scheduler._live.get(r.job_id, r)) for r in recs]
+        return [record_view(r) for r in recs]
 
     async def events(self, job_id: str) -> list[dict[str, Any]]:
         """The job's lifecycle transitions."""

@@ -290,7 +290,7 @@ def test_retries_end_after_max_attempts(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_wide_circuits_run_as_matrix_product_states() -> None:
+def test_simulation_method_follows_width_and_shots() -> None:
     from actors.device import MPS_MIN_ACTIVE_QUBITS, sim_method_for
     from qrt_ray.compiler import active_qubits
 
@@ -299,5 +299,62 @@ def test_wide_circuits_run_as_matrix_product_states() -> None:
     for i in range(MPS_MIN_ACTIVE_QUBITS - 1):
         wide.cx(i, i + 1)
     assert active_qubits(small) == 2 and active_qubits(wide) == MPS_MIN_ACTIVE_QUBITS
-    assert sim_method_for(active_qubits(small)) is None
-    assert sim_method_for(active_qubits(wide)) == "matrix_product_state"
+    assert sim_method_for(active_qubits(small), 1000) == "density_matrix"
+    assert sim_method_for(active_qubits(wide), 1000) == "matrix_product_state"
+    assert sim_method_for(10, 1000) == "density_matrix"  # 1024 < 2000
+    assert sim_method_for(11, 1000) == "statevector"
+    assert sim_method_for(13, 10**6) == "statevector"  # a 13-qubit density matrix is 1 GB
+
+
+def test_a_batch_mixing_methods_gives_every_job_its_right_answer() -> None:
+    """One Aer call holding a statevector circuit before a density-matrix one returned
+    wrong counts for the latter (qiskit-aer 0.18.2); the device must never mix them."""
+    import numpy as np
+
+    from actors.device import WorkItem
+    from qrt_ray.compiler import compile_circuits
+    from qrt_ray.workloads import _qft_peak
+
+    device = Device(FARM.devices[1], max_parallel_threads=1)  # nairobi, 7 qubits
+    wide = QuantumCircuit(7)
+    wide.h(0)
+    for i in range(6):
+        wide.cx(i, i + 1)
+    wide.t(range(7))  # non-Clifford, so Aer cannot use a stabilizer simulator
+    wide.measure_all()
+    small = _qft_peak(3, np.random.default_rng(5))  # the Fourier state of 5, read back
+    small.measure_all()  # ideally always 101
+    cal_id, target = device.compile_target()
+    out = compile_circuits(
+        [to_qasm(wide), to_qasm(small)], target, device="nairobi", calibration_id=cal_id
+    )
+    shots = 60  # 2^7 > 2 x 60: the wide one runs as a statevector, the small one as a DM
+    items = [
+        WorkItem(f"j{i}", 1, cal_id, (c.payload,), shots, 0, 7, c.active_qubits)
+        for i, c in enumerate(out)
+    ]
+    runs = {r.job_id: r for r in device.execute(items)}
+    assert runs["j0"].simulator_method == "statevector"
+    assert runs["j1"].simulator_method == "density_matrix"
+    assert runs["j1"].counts[0].get("101", 0) >= 0.7 * shots, runs["j1"].counts[0]
+
+
+def test_job_listing_and_batched_results(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, devices, sched = make(tmp_path)
+        await sched.start()
+        admitted = await sched.submit([spec(2, shots=100), spec(3, shots=100)])
+        ids = [rec.job_id for rec, _ in admitted]
+        queued = await sched.list_jobs([S.QUEUED, S.COMPILING])
+        assert {r.job_id for r in queued} == set(ids)
+        with pytest.raises(ValidationError, match="not DONE"):
+            await sched.result_blobs(ids)
+        await drive(sched, devices)
+        assert {r.job_id for r in await sched.list_jobs([S.DONE])} == set(ids)
+        blobs = await sched.result_blobs(ids)
+        widths = [len(next(iter(decode_result(b).counts()))) for _, b in blobs]
+        assert widths == [2, 3]  # in the order asked
+        await sched.stop()
+        store.close()
+
+    asyncio.run(main())
