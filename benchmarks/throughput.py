@@ -46,7 +46,9 @@ from qrt_ray import QuantumRuntime
 from qrt_ray.calibration import load_backend
 from qrt_ray.config import load_farm_config_text
 from qrt_ray.farm import init_ray_loopback
+from qrt_ray.fidelity import hellinger_fidelity
 from qrt_ray.render import table
+from qrt_ray.workloads import ideal_distribution
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -86,8 +88,10 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def direct(circuits: list[QuantumCircuit], backend_name: str) -> tuple[float, float]:
-    """(a): returns (transpile + run seconds, run-only seconds)."""
+def direct(
+    circuits: list[QuantumCircuit], backend_name: str
+) -> tuple[float, float, list[dict[str, int]]]:
+    """(a): returns (transpile + run seconds, run-only seconds, counts)."""
     backend = load_backend(backend_name)
     sim = AerSimulator.from_backend(backend, max_parallel_threads=os.cpu_count() or 1)
     t0 = time.perf_counter()
@@ -97,8 +101,9 @@ def direct(circuits: list[QuantumCircuit], backend_name: str) -> tuple[float, fl
     t1 = time.perf_counter()
     result = sim.run(compiled, shots=SHOTS).result()
     t2 = time.perf_counter()
-    assert all(sum(result.get_counts(i).values()) == SHOTS for i in range(len(circuits)))
-    return t2 - t0, t2 - t1
+    counts = [result.get_counts(i) for i in range(len(circuits))]
+    assert all(sum(c.values()) == SHOTS for c in counts)
+    return t2 - t0, t2 - t1, counts
 
 
 _SIMS: dict[str, AerSimulator] = {}
@@ -127,16 +132,30 @@ def naive_ray(circuits: list[QuantumCircuit], backend_name: str) -> float:
     return timed(go)
 
 
-def qrt(rt: QuantumRuntime, circuits: list[QuantumCircuit], device: str) -> float:
-    """(c): each circuit its own durable job."""
+def qrt(
+    rt: QuantumRuntime, circuits: list[QuantumCircuit], device: str
+) -> tuple[float, list[dict[str, int]]]:
+    """(c): each circuit its own durable job; returns (seconds, counts)."""
     rt.submit(circuits[0], shots=SHOTS, device=device).result(timeout_s=300)  # warm caches
+    counts: list[dict[str, int]] = []
 
     def go() -> None:
         handles = rt.submit_many(circuits, shots=SHOTS, device=device)
         results = rt.results(handles, timeout_s=3600)
         assert all(r.metadata.shots_executed == SHOTS for r in results)
+        counts.extend(r.counts() for r in results)
 
-    return timed(go)
+    return timed(go), counts
+
+
+def quality(circuits: list[QuantumCircuit], counts: list[dict[str, int]]) -> float:
+    """Mean Hellinger fidelity of counts against each circuit's noiseless distribution.
+
+    (a) and (c) sample the same noise model, so theirs should match to shot noise; a
+    fast runtime that returned wrong answers would show here, not in the times.
+    """
+    pairs = zip(circuits, counts, strict=True)
+    return statistics.fmean(hellinger_fidelity(c, ideal_distribution(qc)) for qc, c in pairs)
 
 
 def submit_latency(rt: QuantumRuntime, n: int) -> list[float]:
@@ -176,11 +195,12 @@ def main() -> None:
         ):
             if not circuits:
                 continue
-            a_total, a_run = direct(circuits, backend)
+            a_total, a_run, a_counts = direct(circuits, backend)
             b = naive_ray(circuits, backend)
-            c = qrt(rt, circuits, device)
+            c, c_counts = qrt(rt, circuits, device)
             n = len(circuits)
-            rows.append([label, a_total, a_run, b, c, n / c, a_total / c, a_run / c, b / c])
+            qa, qc = quality(circuits, a_counts), quality(circuits, c_counts)
+            rows.append([label, a_total, a_run, b, c, n / c, a_total / c, a_run / c, b / c, qa, qc])
             print(
                 f"{label}: direct {a_total:.2f}s (run only {a_run:.2f}s), naive Ray {b:.2f}s, "
                 f"qrt-ray {c:.2f}s",
@@ -203,13 +223,17 @@ def main() -> None:
                 "(c)/(a) tput",
                 "(c)/(a run-only)",
                 "(c)/(b) tput",
+                "(a) fidelity",
+                "(c) fidelity",
             ],
             rows,
         )
     )
     print(
         "\n(c)/(a) tput = throughput of qrt-ray relative to direct batched Aer "
-        "(transpile + run); 1.0 means no overhead."
+        "(transpile + run); 1.0 means no overhead. (a)/(c) fidelity = mean Hellinger "
+        "fidelity of the counts against the noiseless answer: the same noise model, so "
+        "they should agree."
     )
     if lat:
         p50 = statistics.median(lat) * 1000
