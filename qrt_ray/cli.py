@@ -132,7 +132,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         print(f"submitting {args.jobs} jobs x {args.shots} shots ...", file=sys.stderr)
-        report = run_demo(rt, num_jobs=args.jobs, shots=args.shots, seed=args.seed)
+        report = run_demo(
+            rt, num_jobs=args.jobs, shots=args.shots, seed=args.seed, max_qubits=args.max_qubits
+        )
     if args.json:
         rows = [dataclasses.asdict(r) for r in report["rows"]]
         print(json.dumps({**report, "rows": rows}, indent=2, default=str))
@@ -351,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--jobs", type=int, default=120, help="number of jobs (default 120)")
     demo.add_argument("--shots", type=int, default=2000, help="shots per job (default 2000)")
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument(
+        "--max-qubits", type=int, default=20, help="widest circuit (default 20; 3 or more)"
+    )
     demo.add_argument("--farm", help="farm YAML (default: the packaged default farm)")
     demo.add_argument("--store", help="job store path (default: $QRT_STORE or data dir)")
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from qrt_ray.client import QuantumRuntime
-from qrt_ray.errors import QrtError
 from qrt_ray.fidelity import hellinger_fidelity
 from qrt_ray.lifecycle import JobState
 from qrt_ray.render import Progress, table
@@ -41,10 +40,11 @@ def run_demo(
     num_jobs: int = 120,
     shots: int = 2000,
     seed: int = 7,
+    max_qubits: int = 20,
     timeout_s: float = 1800,
 ) -> dict[str, Any]:
     """Run the demo workload on a runtime and return the report as data."""
-    workload = generate_workload(num_jobs, seed=seed)
+    workload = generate_workload(num_jobs, max_qubits=max_qubits, seed=seed)
     t0 = time.monotonic()
     handles = rt.submit_many([w.circuit for w in workload], shots=shots, tags=["demo"])
     submitted_s = time.monotonic() - t0
@@ -61,22 +61,23 @@ def run_demo(
         progress.update(len(handles) - len(pending))
     elapsed = time.monotonic() - t0
     progress.close()
+    states = rt.wait(handles, timeout_s=0)
+    done_handles = [h for h in handles if states[h.job_id] is JobState.DONE]
+    results = dict(
+        zip((h.job_id for h in done_handles), rt.results(done_handles, timeout_s=0), strict=True)
+    )
     rows = []
     for w, h in zip(workload, handles, strict=True):
-        info = h.info()
-        fid = None
-        if info["state"] == JobState.DONE.value:
-            try:
-                fid = hellinger_fidelity(h.result(timeout_s=0).counts(), w.ideal)
-            except QrtError:
-                fid = None
+        result = results.get(h.job_id)
+        device = result.metadata.device if result else h.info()["device"]
+        fid = hellinger_fidelity(result.counts(), w.ideal) if result else None
         rows.append(
             DemoRow(
                 w.name,
                 w.family,
                 w.num_qubits,
-                info["state"],
-                info["device"],
+                states[h.job_id].value,
+                device,
                 finished_at.get(h.job_id, elapsed),
                 fid,
             )

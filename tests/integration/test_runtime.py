@@ -212,3 +212,19 @@ def test_restart_mid_flight_loses_nothing(
             assert s.get(h.job_id).state is JobState.DONE
     finally:
         s.close()
+
+
+def test_demo_runs_a_mixed_workload_and_reports_it(rt: QuantumRuntime) -> None:
+    from qrt_ray.demo import format_report, run_demo
+    from qrt_ray.workloads import FAMILIES
+
+    report = run_demo(rt, num_jobs=10, shots=500, max_qubits=5)
+    rows = report["rows"]
+    assert report["done"] == 10 and report["failed"] == 0
+    assert {r.family for r in rows} == set(FAMILIES)
+    assert all(r.device in {"manila", "nairobi"} for r in rows)
+    # noisy 3-5 qubit circuits land well above 0.3; wrong answers land near 0
+    assert all(r.fidelity is not None and r.fidelity > 0.3 for r in rows), rows
+    text = format_report(report)
+    assert "10/10 jobs done, 0 failed" in text
+    assert all(family in text for family in FAMILIES)
