@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from qrt_ray.config import FarmConfig, load_farm_config_text
@@ -58,6 +57,17 @@ def _pids_of(marker: str) -> list[int]:
         if marker in cmd and int(proc.name) != os.getpid():
             pids.append(int(proc.name))
     return pids
+
+
+def _tree(pids: list[int]) -> list[psutil.Process]:
+    """The processes and all their descendants."""
+    found: dict[int, psutil.Process] = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc = psutil.Process(pid)
+            for p in [proc, *proc.children(recursive=True)]:
+                found[p.pid] = p
+    return list(found.values())
 
 
 @pytest.fixture(scope="session")
@@ -102,15 +112,17 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
         yield RayHead(f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", temp_dir)
     finally:
         ray.shutdown()
-        for pid in _pids_of(temp_dir):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.time() + 10
-        while _pids_of(temp_dir) and time.time() < deadline:
-            time.sleep(0.2)
-        for pid in _pids_of(temp_dir):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        # Ray's agents rename themselves (ray::DashboardAgent), so the temp dir marks
+        # only the head's own processes: take their whole trees before stopping any,
+        # or orphaned agents outlive the session and keep spinning a core.
+        doomed = _tree(_pids_of(temp_dir))
+        for proc in doomed:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.terminate()
+        _, alive = psutil.wait_procs(doomed, timeout=10)
+        for proc in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
         os.environ.pop("RAY_ADDRESS", None)
 
 
