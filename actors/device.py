@@ -291,6 +291,19 @@ class Device:
     def _refused(self, item: WorkItem, cal: CalibrationSnapshot, method: str, gpu: bool) -> RawRun:
         # A circuit compiled for another calibration would run with the wrong layout
         # assumptions; the scheduler recompiles rather than run it.
+        return self.no_run(
+            item,
+            f"compiled for calibration {item.calibration_id} but {self.name} is at "
+            f"{cal.calibration_id}; recompile",
+            method=method,
+            gpu=gpu,
+        )
+
+    def no_run(
+        self, item: WorkItem, error: str, *, method: str = "none", gpu: bool = False
+    ) -> RawRun:
+        """A run of ``item`` that produced no shots, and why; the scheduler reruns it."""
+        cal = self.calibration
         return RawRun(
             job_id=item.job_id,
             attempt=item.attempt,
@@ -304,8 +317,5 @@ class Device:
             simulator_method=method,
             gpu=gpu,
             checksum=counts_checksum([]),
-            error=(
-                f"compiled for calibration {item.calibration_id} but {self.name} is at "
-                f"{cal.calibration_id}; recompile"
-            ),
+            error=error,
         )

@@ -22,7 +22,7 @@ import ray
 from actors.device import Device, FaultPlan, WorkItem
 from qrt_ray.config import DeviceConfig
 from qrt_ray.models import DeviceSnapshot
-from qrt_ray.results import RawRun, counts_checksum
+from qrt_ray.results import RawRun
 
 logger = logging.getLogger("qrt.device")
 _RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)
@@ -141,7 +141,7 @@ class DeviceActor:
             runs = self.device.execute(batch)
         except Exception as exc:
             logger.exception("device %s: simulator failed", self.device.name)
-            runs = [self._failed_run(i, exc) for i in batch]
+            runs = [self.device.no_run(i, f"simulator error: {exc}") for i in batch]
         self._reports.put(runs)
         return True
 
@@ -156,21 +156,3 @@ class DeviceActor:
                 logger.exception("device %s: could not report %d runs", self.device.name, len(runs))
             finally:
                 self._batch_reported()
-
-    def _failed_run(self, item: WorkItem, exc: Exception) -> RawRun:
-        cal = self.device.calibration
-        return RawRun(
-            item.job_id,
-            item.attempt,
-            self.device.name,
-            cal.calibration_id,
-            cal.taken_at,
-            item.shots,
-            (),
-            (),
-            0.0,
-            "none",
-            False,
-            counts_checksum([]),
-            error=f"simulator error: {exc}",
-        )

@@ -218,5 +218,7 @@ class SchedulerActor:
 
     async def shutdown(self) -> None:
         """Stop the loop and close the store."""
+        if self._warming is not None:
+            self._warming.cancel()
         await self.scheduler.stop()
         await asyncio.to_thread(self.store.close)

@@ -61,6 +61,7 @@ _QASM2_WORDS = frozenset(
     {"OPENQASM", "include", "qreg", "creg", "gate", "opaque", "measure", "reset", "barrier"}
     | {"if", "pi", "U", "CX", "sin", "cos", "tan", "exp", "ln", "sqrt"}
 )
+_RESERVED = _QASM2_WORDS | _QELIB1  # names a register cannot take in the fast writer
 _IDENTIFIER = re.compile(r"[a-z][A-Za-z0-9_]*\Z")
 
 
@@ -68,7 +69,7 @@ def _bit_names(registers: Sequence[Any], bits: Sequence[Any]) -> dict[Any, str] 
     """``bit -> "reg[i]"`` when every bit is in exactly one plainly named register."""
     names: dict[Any, str] = {}
     for reg in registers:
-        if not _IDENTIFIER.match(reg.name) or reg.name in _QASM2_WORDS | _QELIB1:
+        if not _IDENTIFIER.match(reg.name) or reg.name in _RESERVED:
             return None
         for i, bit in enumerate(reg):
             if bit in names:

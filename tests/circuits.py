@@ -1,4 +1,4 @@
-"""Circuits shared by the tests."""
+"""Circuits and the small farm shared by the tests."""
 
 from __future__ import annotations
 
@@ -13,3 +13,14 @@ def ghz(n: int) -> QuantumCircuit:
         qc.cx(i, i + 1)
     qc.measure_all()
     return qc
+
+
+# Two small devices: quick to build, different enough for placement to choose.
+SMALL_FARM = """
+name: test
+devices:
+  - {name: manila, backend: FakeManilaV2,
+     price_per_shot_usd: 0.00001, price_per_job_usd: 0.01, gpu: never}
+  - {name: nairobi, backend: FakeNairobiV2,
+     price_per_shot_usd: 0.00002, price_per_job_usd: 0.02, gpu: never}
+"""

@@ -19,15 +19,7 @@ import psutil
 import pytest
 
 from qrt_ray.config import FarmConfig, load_farm_config_text
-
-SMALL_FARM = """
-name: test
-devices:
-  - {name: manila, backend: FakeManilaV2,
-     price_per_shot_usd: 0.00001, price_per_job_usd: 0.01, gpu: never}
-  - {name: nairobi, backend: FakeNairobiV2,
-     price_per_shot_usd: 0.00002, price_per_job_usd: 0.02, gpu: never}
-"""
+from tests.circuits import SMALL_FARM
 
 
 def _free_port() -> int:

@@ -35,7 +35,7 @@ def qrt(*args: str, check: bool = True, timeout: float = 240) -> subprocess.Comp
 def farm(ray_head, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     ns = f"qrt-cli-{uuid.uuid4().hex[:6]}"
     farm_yaml = tmp_path_factory.mktemp("farm") / "farm.yaml"
-    from tests.integration.conftest import SMALL_FARM
+    from tests.circuits import SMALL_FARM
 
     farm_yaml.write_text(SMALL_FARM)
     store = tmp_path_factory.mktemp("clistore") / "jobs.sqlite3"

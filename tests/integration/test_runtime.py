@@ -223,8 +223,10 @@ def test_demo_runs_a_mixed_workload_and_reports_it(rt: QuantumRuntime) -> None:
     assert report["done"] == 10 and report["failed"] == 0
     assert {r.family for r in rows} == set(FAMILIES)
     assert all(r.device in {"manila", "nairobi"} for r in rows)
-    # noisy 3-5 qubit circuits land well above 0.3; wrong answers land near 0
-    assert all(r.fidelity is not None and r.fidelity > 0.3 for r in rows), rows
+    # The noisiest job here, a 4-qubit Grover on manila, measured 0.32-0.33 over six
+    # runs (500 shots); answers with the gates lost (the Aer method-mixing bug) measured
+    # 0.00-0.08 for every family whose ideal is not half 0...0.
+    assert all(r.fidelity is not None and r.fidelity > 0.2 for r in rows), rows
     text = format_report(report)
     assert "10/10 jobs done, 0 failed" in text
     assert all(family in text for family in FAMILIES)

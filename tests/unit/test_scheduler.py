@@ -18,17 +18,11 @@ from qrt_ray.lifecycle import JobState
 from qrt_ray.models import JobSpec
 from qrt_ray.results import decode_result
 from qrt_ray.store import JobRecord, SQLiteJobStore, StateUpdate
+from tests.circuits import SMALL_FARM
 from tests.circuits import ghz as ghz_circuit
 
 S = JobState
-FARM = load_farm_config_text("""
-name: unit
-devices:
-  - {name: manila, backend: FakeManilaV2,
-     price_per_shot_usd: 0.0, price_per_job_usd: 0.0, gpu: never}
-  - {name: nairobi, backend: FakeNairobiV2,
-     price_per_shot_usd: 0.0, price_per_job_usd: 0.0, gpu: never}
-""")
+FARM = load_farm_config_text(SMALL_FARM)
 
 
 def ghz(n: int) -> str:
