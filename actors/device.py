@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import os
 import secrets
@@ -16,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from policies.queueing import Waiting, sort_key
 from qrt_ray.calibration import load_backend, snapshot_from_backend
 from qrt_ray.compiler import decode_compiled
 from qrt_ray.config import DeviceConfig
@@ -68,6 +68,7 @@ class WorkItem:
     priority: int
     seed: int | None = None
     active_qubits: int = 0
+    tenant: str = "default"
 
 
 @dataclass(slots=True)
@@ -88,6 +89,7 @@ class Device:
         max_parallel_threads: int = 0,
         clock: Callable[[], float] = time.time,
         noise_cache: NoiseModelCache | None = None,
+        aging_s_per_level: float = 60.0,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -99,8 +101,11 @@ class Device:
             config.name, self._backend, taken_at=clock()
         )
         self._noise = noise_cache or NoiseModelCache()
-        self._heap: list[tuple[int, int, WorkItem]] = []
+        # Waiting work in arrival order; take_batch orders it by policies.queueing.
+        self._heap: list[tuple[Waiting, WorkItem]] = []
         self._seq = itertools.count()
+        self.aging_s_per_level = aging_s_per_level
+        self._served: dict[str, float] = {}  # shots run per tenant: fair-share usage
         self._queued_shots = 0
         self._lock = threading.Lock()
         self.faults = FaultPlan()
@@ -169,8 +174,10 @@ class Device:
                 raise DeviceUnavailableError(
                     f"device {self.name}: queue full ({self.config.queue_limit} jobs)"
                 )
+            now = self._clock()
             for item in items:
-                heapq.heappush(self._heap, (-item.priority, next(self._seq), item))
+                waiting = Waiting(item.job_id, item.tenant, item.priority, now, next(self._seq))
+                self._heap.append((waiting, item))
                 self._queued_shots += item.shots * len(item.circuits)
             return len(self._heap)
 
@@ -178,27 +185,49 @@ class Device:
         """Remove queued work of these jobs (cancelled or moved); returns what was removed."""
         doomed = set(job_ids)
         with self._lock:
-            kept = [e for e in self._heap if e[2].job_id not in doomed]
-            removed = [e[2].job_id for e in self._heap if e[2].job_id in doomed]
+            kept = [e for e in self._heap if e[1].job_id not in doomed]
+            removed = [e[1].job_id for e in self._heap if e[1].job_id in doomed]
             if removed:
                 self._heap = kept
-                heapq.heapify(self._heap)
-                self._queued_shots = sum(e[2].shots * len(e[2].circuits) for e in kept)
+                self._queued_shots = sum(e[1].shots * len(e[1].circuits) for e in kept)
             return removed
 
     def take_batch(self) -> list[WorkItem]:
-        """Pop the highest-priority work, up to ``max_batch_circuits`` circuits."""
+        """Pop the work to run next, up to ``max_batch_circuits`` circuits.
+
+        The order is :func:`policies.queueing.sort_key`'s: priority class plus one level
+        per ``aging_s_per_level`` seconds waited (nothing starves), then the tenant
+        that has had the fewest shots here, then arrival. Work is taken at batch
+        boundaries only: a running batch is never cut.
+        """
         batch: list[WorkItem] = []
         n = 0
         with self._lock:
-            while self._heap:
-                item = self._heap[0][2]
+            if not self._heap:
+                return batch
+            now = self._clock()
+            usage = dict(self._served)
+            order = sorted(
+                range(len(self._heap)),
+                key=lambda i: sort_key(
+                    self._heap[i][0],
+                    now,
+                    aging_s_per_level=self.aging_s_per_level,
+                    usage=usage,
+                    shares={},
+                ),
+            )
+            taken: set[int] = set()
+            for i in order:
+                item = self._heap[i][1]
                 if batch and n + len(item.circuits) > self.config.max_batch_circuits:
                     break
-                heapq.heappop(self._heap)
-                self._queued_shots -= item.shots * len(item.circuits)
+                taken.add(i)
                 batch.append(item)
                 n += len(item.circuits)
+                self._queued_shots -= item.shots * len(item.circuits)
+                self._served[item.tenant] = self._served.get(item.tenant, 0.0) + item.shots
+            self._heap = [e for i, e in enumerate(self._heap) if i not in taken]
         return batch
 
     @property

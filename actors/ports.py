@@ -24,9 +24,18 @@ class SchedulerPorts(Protocol):
         ...
 
     async def compile(
-        self, device: str, texts: Sequence[str], *, optimization_level: int, seed: int
+        self,
+        device: str,
+        texts: Sequence[str],
+        *,
+        optimization_level: int,
+        seed: int,
+        layouts: Sequence[Sequence[int] | None] | None = None,
     ) -> tuple[str, list[CompiledCircuit]]:
-        """Compile for a device's current calibration; returns (calibration id, compiled)."""
+        """Compile for a device's current calibration; returns (calibration id, compiled).
+
+        ``layouts`` gives each circuit's initial layout (None: the compiler chooses).
+        """
         ...
 
     async def enqueue(self, device: str, items: Sequence[WorkItem]) -> None:
@@ -48,7 +57,13 @@ class LocalPorts:
         return [d.snapshot() for d in self.devices.values()]
 
     async def compile(
-        self, device: str, texts: Sequence[str], *, optimization_level: int, seed: int
+        self,
+        device: str,
+        texts: Sequence[str],
+        *,
+        optimization_level: int,
+        seed: int,
+        layouts: Sequence[Sequence[int] | None] | None = None,
     ) -> tuple[str, list[CompiledCircuit]]:
         cal_id, target = self.devices[device].compile_target()
         compiled = await asyncio.to_thread(
@@ -59,6 +74,7 @@ class LocalPorts:
             calibration_id=cal_id,
             optimization_level=optimization_level,
             seed_transpiler=seed,
+            initial_layouts=layouts,
         )
         return cal_id, compiled
 

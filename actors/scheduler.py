@@ -23,9 +23,12 @@ from typing import Any
 from actors import collector
 from actors.device import WorkItem
 from actors.ports import SchedulerPorts
-from policies.placement import fewest_expected_errors
-from qrt_ray.circuits import circuit_hash, circuit_stats, parse_qasm
+from policies.fidelity import profile_circuit
+from policies.placement import PlacementOptions, Weights, check_fits, describe
+from policies.placer import DeviceLoad, JobShape, Placer
+from qrt_ray.circuits import circuit_hash, parse_qasm
 from qrt_ray.compiler import DEFAULT_OPTIMIZATION_LEVEL, CompileCache, CompiledCircuit
+from qrt_ray.config import PolicyConfig, load_policy_config
 from qrt_ray.errors import (
     DeviceUnavailableError,
     PlacementError,
@@ -34,7 +37,7 @@ from qrt_ray.errors import (
 )
 from qrt_ray.lifecycle import JobState, check_transition
 from qrt_ray.metrics import RuntimeMetrics
-from qrt_ray.models import CircuitStats, DeviceSnapshot, JobSpec
+from qrt_ray.models import DeviceSnapshot, JobSpec, Placement
 from qrt_ray.results import (
     RawRun,
     decode_run,
@@ -67,6 +70,7 @@ class Scheduler:
         snapshot_interval_s: float = 0.2,
         clock: Callable[[], float] = time.time,
         metrics: RuntimeMetrics | None = None,
+        policy_config: PolicyConfig | None = None,
     ) -> None:
         self.store = store
         self.ports = ports
@@ -78,8 +82,11 @@ class Scheduler:
         self._clock = clock
         self._versions = software_versions()
         self._cache = CompileCache()
+        self.placer = Placer(policy_config or load_policy_config())
         self._live: dict[str, JobRecord] = {}
-        self._stats: dict[str, list[CircuitStats]] = {}
+        self._shapes: dict[str, JobShape] = {}
+        # job -> (device, expected run seconds, estimated shot duration) while placed
+        self._expected: dict[str, tuple[str, float, float]] = {}
         self._runs: dict[str, list[RawRun]] = {}
         self._pending: list[tuple[int, float, str]] = []
         self._deadlines: list[tuple[float, str]] = []
@@ -159,7 +166,8 @@ class Scheduler:
 
     def _retire(self, rec: JobRecord) -> None:
         self._live.pop(rec.job_id, None)
-        self._stats.pop(rec.job_id, None)
+        self._shapes.pop(rec.job_id, None)
+        self._expected.pop(rec.job_id, None)
         self._runs.pop(rec.job_id, None)
         self.metrics.job_latency.labels(final_state=rec.state.value).observe(
             max(0.0, rec.updated_at - rec.created_at)
@@ -191,14 +199,12 @@ class Scheduler:
         await self._refresh_snapshots(force=not self._snapshots)
         now = self._clock()
         records: list[JobRecord] = []
-        stats: list[list[CircuitStats]] = []
+        shapes: list[JobShape] = []
         for i, spec in enumerate(specs):
             where = f"jobs[{i}]" if len(specs) > 1 else "job"
-            job_stats = [
-                circuit_stats(parse_qasm(t, arg=f"{where}.circuits[{k}]"))
-                for k, t in enumerate(spec.circuits)
-            ]
-            self._check_feasible(spec, job_stats)
+            job_id = f"job-{uuid.uuid4().hex[:16]}"
+            shape = _shape(job_id, spec, where)
+            self._check_feasible(spec, shape, where)
             if spec.idempotency_key:
                 prior = await asyncio.to_thread(
                     self.store.find_by_key, spec.tenant, spec.idempotency_key
@@ -208,21 +214,21 @@ class Scheduler:
                         f"{where}.idempotency_key={spec.idempotency_key!r} was already used "
                         f"for job {prior.job_id} with a different request; use a new key"
                     )
-            records.append(JobRecord(f"job-{uuid.uuid4().hex[:16]}", S.QUEUED, spec, now, now))
-            stats.append(job_stats)
+            records.append(JobRecord(job_id, S.QUEUED, spec, now, now))
+            shapes.append(shape)
         admitted = await asyncio.to_thread(self.store.admit, records)
-        for (rec, created), job_stats in zip(admitted, stats, strict=True):
+        for (rec, created), shape in zip(admitted, shapes, strict=True):
             if not created:
                 continue
             self.metrics.jobs_submitted.labels(tenant=rec.tenant).inc()
             self.metrics.transitions.labels(to_state=S.QUEUED.value).inc()
-            self._track(rec, job_stats)
+            self._track(rec, shape)
         return admitted
 
-    def _track(self, rec: JobRecord, stats: list[CircuitStats] | None = None) -> None:
+    def _track(self, rec: JobRecord, shape: JobShape | None = None) -> None:
         self._live[rec.job_id] = rec
-        if stats is not None:
-            self._stats[rec.job_id] = stats
+        if shape is not None:
+            self._shapes[rec.job_id] = shape
         self._done.setdefault(rec.job_id, asyncio.Event())
         if rec.spec.max_execution_time_s:
             heapq.heappush(
@@ -231,16 +237,31 @@ class Scheduler:
         if rec.state is S.QUEUED:
             self._enqueue_pending(rec)
 
-    def _check_feasible(self, spec: JobSpec, stats: list[CircuitStats]) -> None:
-        # Fail at submit, not later, when no device could ever run the job.
+    def _check_feasible(self, spec: JobSpec, shape: JobShape, where: str) -> None:
+        # Fail at submit, not later, when no device could ever run the job: too wide, or
+        # limits (min_fidelity, max_cost_usd) that no device meets even when idle.
         # DeviceUnavailableError means it fits but devices are busy or paused: it waits.
-        with contextlib.suppress(DeviceUnavailableError):
-            fewest_expected_errors(stats, self._snapshots, pinned=spec.device)
+        try:
+            check_fits(shape.width, self._snapshots, spec.device)
+            if spec.min_fidelity is not None or spec.max_cost_usd is not None:
+                idle = [DeviceLoad(s) for s in self._snapshots]
+                self.placer.place(shape, idle, placement_options(spec))
+        except DeviceUnavailableError:
+            pass
+        except ValueError as exc:
+            raise ValidationError(f"{where}: {exc}") from None
 
-    def _job_stats(self, rec: JobRecord) -> list[CircuitStats]:
-        if rec.job_id not in self._stats:
-            self._stats[rec.job_id] = [circuit_stats(parse_qasm(t)) for t in rec.spec.circuits]
-        return self._stats[rec.job_id]
+    def _job_shape(self, rec: JobRecord) -> JobShape:
+        if rec.job_id not in self._shapes:
+            self._shapes[rec.job_id] = _shape(rec.job_id, rec.spec, "job")
+        return self._shapes[rec.job_id]
+
+    def _loads(self) -> dict[str, float]:
+        """Expected seconds of work placed on each device and not yet finished."""
+        backlog = {s.name: 0.0 for s in self._snapshots}
+        for device, run_s, _ in self._expected.values():
+            backlog[device] = backlog.get(device, 0.0) + run_s
+        return backlog
 
     # == the control loop's steps =====================================================
 
@@ -285,16 +306,17 @@ class Scheduler:
         if not self._pending:
             return
         now = self._clock()
-        picked: list[tuple[JobRecord, Any]] = []
+        picked: list[tuple[JobRecord, Placement]] = []
         waiting: list[tuple[int, float, str]] = []
         failures: list[StateUpdate] = []
+        backlog = self._loads()
         while self._pending:
             entry = heapq.heappop(self._pending)
             rec = self._live.get(entry[2])
             if rec is None or rec.state is not S.QUEUED:
                 continue
             try:
-                placement = self._place(rec)
+                placement = self._place(rec, backlog)
             except DeviceUnavailableError:
                 waiting.append(entry)
                 continue
@@ -311,6 +333,14 @@ class Scheduler:
                 )
                 continue
             picked.append((rec, placement))
+            chosen = placement.explanation.get("chosen", {})
+            run_s = float(chosen.get("run_s", 0.0))
+            backlog[placement.device] = backlog.get(placement.device, 0.0) + run_s
+            self._expected[rec.job_id] = (
+                placement.device,
+                run_s,
+                float(chosen.get("shot_duration_s", 0.0)),
+            )
         for entry in waiting:
             heapq.heappush(self._pending, entry)
         self.metrics.pending.set(len(self._pending))
@@ -348,12 +378,17 @@ class Scheduler:
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
 
-    def _place(self, rec: JobRecord) -> Any:
+    def _place(self, rec: JobRecord, backlog: dict[str, float]) -> Placement:
         runs = self._runs.get(rec.job_id)
         # Missing shots of a partial run go back to the device and calibration that ran
         # the rest, so the job's shots all come from one calibration.
         pinned = runs[0].device if runs else rec.spec.device
-        placement = fewest_expected_errors(self._job_stats(rec), self._snapshots, pinned=pinned)
+        options = placement_options(rec.spec, device=pinned)
+        loads = [DeviceLoad(s, backlog.get(s.name, 0.0)) for s in self._snapshots]
+        try:
+            placement = self.placer.place(self._job_shape(rec), loads, options)
+        except ValueError as exc:  # an unknown policy name in a stored spec
+            raise PlacementError(str(exc)) from None
         if runs:
             snap = next(s for s in self._snapshots if s.name == pinned)
             if snap.calibration.calibration_id != runs[0].calibration_id:
@@ -435,6 +470,7 @@ class Scheduler:
                     rec.spec.priority,
                     rec.spec.seed,
                     max(c.active_qubits for c in circuits),
+                    rec.spec.tenant,
                 )
             )
         applied = {u.job_id for u in await self._persist(updates)}
@@ -454,9 +490,12 @@ class Scheduler:
         cal_id = snap.calibration.calibration_id
         found: dict[str, CompiledCircuit] = {}
         todo: dict[str, str] = {}
+        layouts: dict[str, tuple[int, ...]] = {}
         for job_id in job_ids:
-            for text in self._live[job_id].spec.circuits:
-                h = circuit_hash(text)
+            shape = self._job_shape(self._live[job_id])
+            for text, h, profile in zip(
+                self._live[job_id].spec.circuits, shape.hashes, shape.profiles, strict=True
+            ):
                 if h in found or h in todo:
                     continue
                 hit = self._cache.get((h, device, cal_id))
@@ -464,16 +503,24 @@ class Scheduler:
                     found[h] = hit
                 else:
                     todo[h] = text
+                    # The layout placement chose (cached by circuit and calibration).
+                    layouts[h] = self.placer.full(h, profile, snap).layout
         self.metrics.compile_cache.labels(outcome="hit").inc(len(found))
         self.metrics.compile_cache.labels(outcome="miss").inc(len(todo))
         if todo:
-            texts = list(todo.values())
-            chunks = [texts[i : i + self._chunk] for i in range(0, len(texts), self._chunk)]
+            hashes = list(todo)
+            groups = [hashes[i : i + self._chunk] for i in range(0, len(hashes), self._chunk)]
             start = time.perf_counter()
             outs = await asyncio.gather(
                 *(
-                    self.ports.compile(device, chunk, optimization_level=self._opt, seed=self._seed)
-                    for chunk in chunks
+                    self.ports.compile(
+                        device,
+                        [todo[h] for h in group],
+                        optimization_level=self._opt,
+                        seed=self._seed,
+                        layouts=[layouts[h] for h in group],
+                    )
+                    for group in groups
                 )
             )
             self.metrics.compile_seconds.labels(device=device).observe(time.perf_counter() - start)
@@ -487,6 +534,8 @@ class Scheduler:
         return by_job, cal_id
 
     async def _requeue(self, job_ids: Sequence[str], from_state: JobState, reason: str) -> None:
+        for j in job_ids:
+            self._expected.pop(j, None)
         now = self._clock()
         updates = [StateUpdate(j, from_state, S.QUEUED, now, reason=reason) for j in job_ids]
         for u in await self._persist(updates):
@@ -534,6 +583,11 @@ class Scheduler:
         counted = await self._count_shots(accepted, now)
         complete, partial = [], []
         for run, verdict in counted:
+            expected = self._expected.get(run.job_id)
+            if expected is not None and run.run_s > 0:
+                self.placer.run_time.observe(
+                    device, expected[2], shots_executed(run), len(run.counts), run.run_s
+                )
             self._runs.setdefault(run.job_id, []).append(run)
             self.metrics.shots.labels(device=device).inc(shots_executed(run) * len(run.counts))
             if verdict.outcome is collector.Outcome.PARTIAL:
@@ -719,6 +773,26 @@ class Scheduler:
             await self._safe_drop(rec.device, [job_id])
         return (await self.get(job_id)).state, bool(moved)
 
+    async def estimate(self, spec: JobSpec) -> list[dict[str, Any]]:
+        """Per fitting device: estimated fidelity, cost, wait and run time; runs nothing.
+
+        Ordered as the job's composite weights would rank them. Devices that are busy
+        or paused are listed too (``accepting`` says which take work now).
+
+        Raises:
+            ValidationError: a circuit does not parse, or the options are invalid.
+            PlacementError: no device could ever run the job.
+        """
+        await self._refresh_snapshots(force=True)
+        shape = _shape("estimate", spec, "job")
+        backlog = self._loads()
+        loads = [DeviceLoad(s, backlog.get(s.name, 0.0)) for s in self._snapshots]
+        try:
+            cands = self.placer.estimate(shape, loads, placement_options(spec))
+        except ValueError as exc:
+            raise ValidationError(f"job: {exc}") from None
+        return [{**describe(c), "accepting": c.accepting, "status": c.status} for c in cands]
+
     async def devices(self) -> list[DeviceSnapshot]:
         """Fresh snapshots of every device."""
         await self._refresh_snapshots(force=True)
@@ -727,3 +801,31 @@ class Scheduler:
     def live_count(self) -> int:
         """Jobs not yet final."""
         return len(self._live)
+
+
+def placement_options(spec: JobSpec, *, device: str | None = None) -> PlacementOptions:
+    """A job spec's placement options (``device`` overrides the spec's pinned device)."""
+    weights = None
+    if spec.weights is not None:
+        weights = Weights(**spec.weights.model_dump())
+    return PlacementOptions(
+        policy=spec.policy,
+        optimize=spec.optimize,
+        weights=weights,
+        min_fidelity=spec.min_fidelity,
+        max_cost_usd=spec.max_cost_usd,
+        device=device if device is not None else spec.device,
+    )
+
+
+def _shape(job_id: str, spec: JobSpec, where: str) -> JobShape:
+    """Parse and profile a job's circuits once (errors name ``where``.circuits[k])."""
+    hashes, profiles = [], []
+    seen: dict[str, object] = {}
+    for k, text in enumerate(spec.circuits):
+        h = circuit_hash(text)
+        if h not in seen:
+            seen[h] = profile_circuit(parse_qasm(text, arg=f"{where}.circuits[{k}]"))
+        hashes.append(h)
+        profiles.append(seen[h])
+    return JobShape(job_id, tuple(hashes), tuple(profiles), spec.shots)  # type: ignore[arg-type]

@@ -73,7 +73,13 @@ class RayPorts:
             logger.warning("warming compile workers failed", exc_info=True)
 
     async def compile(
-        self, device: str, texts: Sequence[str], *, optimization_level: int, seed: int
+        self,
+        device: str,
+        texts: Sequence[str],
+        *,
+        optimization_level: int,
+        seed: int,
+        layouts: Sequence[Sequence[int] | None] | None = None,
     ) -> tuple[str, list[CompiledCircuit]]:
         cal_id, target_ref = await self._target(device)
         compiled = await compile_task.remote(
@@ -83,6 +89,9 @@ class RayPorts:
             calibration_id=cal_id,
             optimization_level=optimization_level,
             seed_transpiler=seed,
+            initial_layouts=[list(x) if x is not None else None for x in layouts]
+            if layouts is not None
+            else None,
         )
         return cal_id, compiled
 
@@ -155,6 +164,10 @@ class SchedulerActor:
         specs = [JobSpec.model_validate_json(s) for s in spec_jsons]
         admitted = await self.scheduler.submit(specs)
         return [{**record_view(rec), "created": created} for rec, created in admitted]
+
+    async def estimate(self, spec_json: str) -> list[dict[str, Any]]:
+        """Per-device estimates for a JobSpec given as JSON; runs nothing."""
+        return await self.scheduler.estimate(JobSpec.model_validate_json(spec_json))
 
     async def job(self, job_id: str) -> dict[str, Any]:
         """One job's record."""

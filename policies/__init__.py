@@ -1,5 +1,7 @@
-"""Placement and scheduling policies: pure functions of (job, device snapshots, context)."""
+"""Placement and scheduling: pure functions of (job, device snapshots, context).
 
-from policies.placement import expected_errors, fewest_expected_errors, fitting_devices
-
-__all__ = ["expected_errors", "fewest_expected_errors", "fitting_devices"]
+``fidelity`` estimates a circuit's success probability on a calibration with the
+layout that earns it; ``costs`` prices a job and predicts its run and wait time;
+``placement`` holds the policies; ``placer`` is the engine the scheduler and the farm
+simulator share; ``queueing`` orders waiting jobs (priority with aging, fair share).
+"""

@@ -1,133 +1,212 @@
-"""The foundation placement policy: the device with the fewest expected errors.
+"""Placement policies: rank the devices a job could run on, and say why.
 
-Pure: no Ray, no clock, no I/O. For a logical circuit and each device's calibration
-it estimates how many errors one shot suffers, choosing the device's best qubits and
-couplers as a noise-aware layout would, plus a routing allowance on sparse coupling
-maps. It is deliberately simple and honest; the cost- and wait-aware composite policy
-builds on the same inputs.
+Pure: no Ray, no clock, no I/O. A policy sees one :class:`Candidate` per device (its
+estimated fidelity for the job, price, expected wait and run time, whether it takes
+work now) and returns a :class:`~qrt_ray.models.Placement`: the chosen device, the
+ranked list, and a per-device breakdown that ``qrt explain`` shows.
+
+Policies:
+
+* ``random``: a fitting device at random (seeded by the job, so reproducible).
+* ``round_robin``: fitting devices in turn.
+* ``least_busy``: the shortest expected wait.
+* ``best_fidelity``: the highest estimated success probability.
+* ``composite`` (the default): the highest
+  ``w_f * ln(fidelity) - w_t * ln(completion_s) - w_c * ln(cost_usd)``. Logarithms make
+  the weights read as exchange rates between relative changes: with ``w_f = 1`` and
+  ``w_t = 0.02`` (the default), halving the completion time is worth about 1.4% of
+  fidelity.
+
+Per job, ``optimize="fidelity"|"time"|"cost"`` picks a preset of weights, explicit
+weights replace them, and ``min_fidelity`` / ``max_cost_usd`` remove devices before
+ranking; when they remove every device the error says what the best device offers.
 """
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Sequence
-from dataclasses import dataclass
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from qrt_ray.errors import DeviceUnavailableError, PlacementError
-from qrt_ray.models import (
-    CalibrationSnapshot,
-    CircuitStats,
-    DeviceSnapshot,
-    DeviceStatus,
-    Placement,
-)
+from qrt_ray.models import DeviceSnapshot, DeviceStatus, Placement
 
-# A SWAP is three native 2-qubit gates; on heavy-hex and linear maps a 2-qubit gate
-# between logical neighbours needs on average about one SWAP per few gates once the
-# circuit is wider than a connected patch. The allowance is per extra qubit of width,
-# so small circuits pay nothing.
-_SWAP_2Q_GATES = 3
-_ROUTING_PER_2Q_GATE_PER_QUBIT = 0.04
-
-
-def _best(ordered: Sequence[float], k: int) -> float:
-    """Mean of the ``k`` smallest of already-sorted values: what a noise-aware layout picks."""
-    if not ordered:
-        return 0.0
-    chosen = ordered[: max(1, k)]
-    return sum(chosen) / len(chosen)
+PolicyName = Literal["random", "round_robin", "least_busy", "best_fidelity", "composite"]
+POLICIES: tuple[str, ...] = ("random", "round_robin", "least_busy", "best_fidelity", "composite")
+OPTIMIZE_GOALS: tuple[str, ...] = ("fidelity", "time", "cost")
+# Floors keep the logarithms finite: a free device or an instant run is not infinitely
+# better than a cheap or quick one.
+_MIN_COST_USD = 1e-4
+_MIN_SECONDS = 1e-3
+_MIN_FIDELITY = 1e-12
 
 
 @dataclass(frozen=True, slots=True)
-class _SortedErrors:
-    single: tuple[float, ...]
-    double: tuple[float, ...]
-    readout: tuple[float, ...]
+class Weights:
+    """Exchange rates of the composite score; each >= 0, not all 0."""
+
+    fidelity: float = 1.0
+    time: float = 0.02
+    cost: float = 0.01
+
+    def __post_init__(self) -> None:
+        for name in ("fidelity", "time", "cost"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"weights.{name}={value!r} must be a finite number >= 0")
+        if self.fidelity == self.time == self.cost == 0:
+            raise ValueError("weights are all 0; give at least one a positive value")
+
+    def as_dict(self) -> dict[str, float]:
+        """``{"fidelity": ..., "time": ..., "cost": ...}``."""
+        return {"fidelity": self.fidelity, "time": self.time, "cost": self.cost}
 
 
-# Sorting a 133-qubit calibration's errors costs more than the rest of a decision, and
-# a calibration id names fixed values, so the sorted lists are kept per id. This is a
-# cache of a pure function, not state: the same inputs always give the same output.
-_SORTED: dict[str, _SortedErrors] = {}
+# Each goal still breaks ties by the others, a little.
+PRESETS: dict[str, Weights] = {
+    "fidelity": Weights(fidelity=1.0, time=0.001, cost=0.0001),
+    "time": Weights(fidelity=0.01, time=1.0, cost=0.001),
+    "cost": Weights(fidelity=0.01, time=0.001, cost=1.0),
+}
 
 
-def _sorted_errors(cal: CalibrationSnapshot) -> _SortedErrors:
-    found = _SORTED.get(cal.calibration_id)
-    if found is None:
-        if len(_SORTED) > 256:
-            _SORTED.clear()
-        found = _SortedErrors(
-            single=tuple(
-                sorted(
-                    g.error
-                    for g in cal.gates
-                    if len(g.qubits) == 1 and g.gate not in ("rz", "id", "delay")
-                )
-            ),
-            double=tuple(sorted(g.error for g in cal.gates if len(g.qubits) == 2)),
-            readout=tuple(sorted(cal.readout_error)),
-        )
-        _SORTED[cal.calibration_id] = found
-    return found
+@dataclass(frozen=True, slots=True)
+class PlacementOptions:
+    """What one job asks of placement (all optional).
 
-
-def expected_errors(stats: CircuitStats, cal: CalibrationSnapshot) -> dict[str, float]:
-    """Expected errors per shot of a circuit on a calibration, broken down by source.
-
-    Returns:
-        ``{"one_qubit": ..., "two_qubit": ..., "routing": ..., "readout": ..., "total": ...}``
+    Attributes:
+        policy: one of :data:`POLICIES`; ``None`` uses the farm's default.
+        optimize: a goal from :data:`OPTIMIZE_GOALS`; picks preset weights.
+        weights: explicit composite weights (win over ``optimize``).
+        min_fidelity: devices estimated below this are not used.
+        max_cost_usd: devices that would charge more are not used.
+        device: run on this device only (it is checked, not ranked).
     """
-    width = stats.num_qubits
-    errs = _sorted_errors(cal)
-    # A logical 1-qubit gate becomes ~2 physical sx/x pulses (rz is virtual).
-    one_q = 2 * stats.one_qubit_gates * _best(errs.single, width)
-    # A logical multi-qubit gate (ccx, mcx) decomposes into ~6 native 2-qubit gates.
-    logical_2q = stats.two_qubit_gates + 6 * stats.multi_qubit_gates
-    two_q_err = _best(errs.double, max(1, width - 1)) if errs.double else 0.0
-    two_q = logical_2q * two_q_err
-    routing_gates = logical_2q * _ROUTING_PER_2Q_GATE_PER_QUBIT * max(0, width - 2)
-    routing = routing_gates * _SWAP_2Q_GATES * two_q_err
-    readout = stats.measurements * _best(errs.readout, width)
-    total = one_q + two_q + routing + readout
-    return {
-        "one_qubit": one_q,
-        "two_qubit": two_q,
-        "routing": routing,
-        "readout": readout,
-        "total": total,
-    }
+
+    policy: str | None = None
+    optimize: str | None = None
+    weights: Weights | None = None
+    min_fidelity: float | None = None
+    max_cost_usd: float | None = None
+    device: str | None = None
 
 
-def fitting_devices(width: int, devices: Sequence[DeviceSnapshot]) -> list[DeviceSnapshot]:
-    """Devices large enough for the circuit and not OFFLINE (they may be busy)."""
-    return [d for d in devices if d.num_qubits >= width and d.status is not DeviceStatus.OFFLINE]
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One device as a policy sees it for one job.
+
+    Attributes:
+        device: device name.
+        num_qubits: its size.
+        accepting: ONLINE with room in its queue.
+        fidelity: estimated success probability of the job (mean over its circuits);
+            an upper bound when ``estimated`` is False.
+        cost_usd: what the job would be charged.
+        wait_s: expected seconds before it starts.
+        run_s: expected seconds it runs.
+        estimated: whether ``fidelity`` is a full estimate (False: the cheap bound,
+            because the device could not win).
+        status: the device's status, for the explanation.
+        detail: per-device extras for the explanation (layout, swaps, error sources).
+    """
+
+    device: str
+    num_qubits: int
+    accepting: bool
+    fidelity: float
+    cost_usd: float
+    wait_s: float
+    run_s: float
+    estimated: bool = True
+    status: str = DeviceStatus.ONLINE.value
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def completion_s(self) -> float:
+        """Expected seconds from now until the job's result."""
+        return self.wait_s + self.run_s
 
 
-def fewest_expected_errors(
-    stats: Sequence[CircuitStats],
-    devices: Sequence[DeviceSnapshot],
-    *,
-    pinned: str | None = None,
-) -> Placement:
-    """Rank accepting devices by total expected errors over a job's circuits.
-
-    Args:
-        stats: the job's circuits.
-        devices: snapshots of every device in the farm.
-        pinned: a device the user named; it is checked, not ranked.
-
-    Returns:
-        The best device, the ranking (device, expected errors) and a breakdown.
+def resolve_weights(options: PlacementOptions, default: Weights) -> Weights:
+    """The composite weights a job uses: explicit, else its goal's preset, else the default.
 
     Raises:
-        PlacementError: no device in the farm could ever run the job (too wide, or the
-            pinned device is unknown or too small); the message says what would fit.
-        DeviceUnavailableError: devices fit, but none is accepting work right now.
+        ValueError: ``optimize`` is not a known goal.
+    """
+    if options.weights is not None:
+        return options.weights
+    if options.optimize is not None:
+        if options.optimize not in PRESETS:
+            raise ValueError(
+                f"optimize={options.optimize!r} is not a goal; "
+                f"use one of {', '.join(OPTIMIZE_GOALS)}"
+            )
+        return PRESETS[options.optimize]
+    return default
+
+
+def composite_score(c: Candidate, w: Weights) -> float:
+    """``w_f ln(fidelity) - w_t ln(completion_s) - w_c ln(cost_usd)``; higher is better."""
+    return (
+        w.fidelity * math.log(max(c.fidelity, _MIN_FIDELITY))
+        - w.time * math.log(max(c.completion_s, _MIN_SECONDS))
+        - w.cost * math.log(max(c.cost_usd, _MIN_COST_USD))
+    )
+
+
+# == the policies: each orders accepting candidates, best first =======================
+
+
+def rank_random(cands: Sequence[Candidate], seed: int) -> list[tuple[str, float]]:
+    """A random order of the candidates, reproducible from ``seed``."""
+    names = sorted(c.device for c in cands)
+    random.Random(seed).shuffle(names)
+    return [(n, float(len(names) - i)) for i, n in enumerate(names)]
+
+
+def rank_round_robin(cands: Sequence[Candidate], turn: int) -> list[tuple[str, float]]:
+    """Candidates by name, rotated so that turn ``turn`` starts at a new device."""
+    names = sorted(c.device for c in cands)
+    if not names:
+        return []
+    k = turn % len(names)
+    order = names[k:] + names[:k]
+    return [(n, float(len(order) - i)) for i, n in enumerate(order)]
+
+
+def rank_least_busy(cands: Sequence[Candidate]) -> list[tuple[str, float]]:
+    """Shortest expected wait first (then shortest run); the score is ``-wait_s``."""
+    ordered = sorted(cands, key=lambda c: (c.wait_s, c.run_s, c.device))
+    return [(c.device, -c.wait_s) for c in ordered]
+
+
+def rank_best_fidelity(cands: Sequence[Candidate]) -> list[tuple[str, float]]:
+    """Highest estimated fidelity first; the score is the fidelity."""
+    ordered = sorted(cands, key=lambda c: (-c.fidelity, c.completion_s, c.device))
+    return [(c.device, c.fidelity) for c in ordered]
+
+
+def rank_composite(cands: Sequence[Candidate], weights: Weights) -> list[tuple[str, float]]:
+    """Highest :func:`composite_score` first."""
+    scored = [(composite_score(c, weights), c.device) for c in cands]
+    scored.sort(key=lambda t: (-t[0], t[1]))
+    return [(name, score) for score, name in scored]
+
+
+# == choosing =========================================================================
+
+
+def check_fits(width: int, devices: Sequence[DeviceSnapshot], pinned: str | None) -> None:
+    """Raise :class:`PlacementError` when no device could ever run a ``width``-qubit job.
+
+    Raises:
+        PlacementError: no devices, the pinned device is unknown or too small, or every
+            device is too small; the message says what would fit.
     """
     if not devices:
         raise PlacementError("the farm has no devices; start one with `qrt up`")
-    width = max(s.num_qubits for s in stats)
-    widest = max(devices, key=lambda d: d.num_qubits)
     if pinned is not None:
         named = [d for d in devices if d.name == pinned]
         if not named:
@@ -139,36 +218,134 @@ def fewest_expected_errors(
                 f"device={pinned!r} has {named[0].num_qubits} qubits but the job needs "
                 f"{width}; devices that fit: {big}"
             )
-        candidates = named
-    else:
-        candidates = fitting_devices(width, devices)
-        if not candidates:
-            raise PlacementError(
-                f"the job needs {width} qubits but the widest device, {widest.name!r}, "
-                f"has {widest.num_qubits}; split the circuit or add a larger device"
-            )
-    scored: list[tuple[float, str, dict[str, float]]] = []
-    for dev in candidates:
-        if not dev.accepting:
-            continue
-        parts = [expected_errors(s, dev.calibration) for s in stats]
-        total = statistics.fmean(p["total"] for p in parts)
-        scored.append(
-            (total, dev.name, {k: statistics.fmean(p[k] for p in parts) for k in parts[0]})
+        return
+    if not fitting_devices(width, devices):
+        widest = max(devices, key=lambda d: d.num_qubits)
+        raise PlacementError(
+            f"the job needs {width} qubits but the widest device, {widest.name!r}, "
+            f"has {widest.num_qubits}; split the circuit or add a larger device"
         )
-    if not scored:
-        states = ", ".join(f"{d.name}={d.status.value}/{d.queue_depth}q" for d in candidates)
+
+
+def fitting_devices(width: int, devices: Sequence[DeviceSnapshot]) -> list[DeviceSnapshot]:
+    """Devices large enough for the circuit and not OFFLINE (they may be busy)."""
+    return [d for d in devices if d.num_qubits >= width and d.status is not DeviceStatus.OFFLINE]
+
+
+def _limits_error(cands: Sequence[Candidate], options: PlacementOptions) -> PlacementError:
+    best_f = max(cands, key=lambda c: c.fidelity)
+    cheapest = min(cands, key=lambda c: c.cost_usd)
+    parts = []
+    if options.min_fidelity is not None:
+        parts.append(
+            f"min_fidelity={options.min_fidelity:g} but the best estimate is "
+            f"{best_f.fidelity:.3f} on {best_f.device!r}"
+        )
+    if options.max_cost_usd is not None:
+        parts.append(
+            f"max_cost_usd={options.max_cost_usd:g} but the cheapest device, "
+            f"{cheapest.device!r}, would charge {cheapest.cost_usd:.4f}"
+        )
+    both = " and ".join(parts)
+    return PlacementError(
+        f"no device meets the job's limits: {both}; relax the limit, use fewer shots or "
+        f"circuits, or simplify the circuit"
+    )
+
+
+def within_limits(c: Candidate, options: PlacementOptions) -> bool:
+    """Whether a candidate meets the job's ``min_fidelity`` and ``max_cost_usd``."""
+    if options.max_cost_usd is not None and c.cost_usd > options.max_cost_usd + 1e-12:
+        return False
+    # A bound below the floor rules a device out as surely as an estimate.
+    return not (options.min_fidelity is not None and c.fidelity < options.min_fidelity)
+
+
+def choose(
+    policy: str,
+    cands: Sequence[Candidate],
+    options: PlacementOptions,
+    *,
+    weights: Weights,
+    turn: int = 0,
+    seed: int = 0,
+) -> Placement:
+    """Apply the job's limits, rank with ``policy`` and explain the decision.
+
+    Args:
+        policy: one of :data:`POLICIES`.
+        cands: every device that fits the job (accepting or not).
+        options: the job's placement options.
+        weights: composite weights after :func:`resolve_weights`.
+        turn: round-robin counter.
+        seed: random policy's seed (e.g. derived from the job id).
+
+    Raises:
+        PlacementError: the limits rule out every device (the message says what the
+            best device offers), or nothing fits.
+        DeviceUnavailableError: devices qualify but none accepts work now; wait.
+        ValueError: ``policy`` is unknown.
+    """
+    if not cands:
+        raise PlacementError("no device fits the job")
+    allowed = [c for c in cands if within_limits(c, options)]
+    if not allowed:
+        # Limits that a full estimate might still meet are not final: only devices with
+        # full estimates rule themselves out.
+        raise _limits_error(cands, options)
+    ready = [c for c in allowed if c.accepting]
+    if not ready:
+        states = ", ".join(f"{c.device}={c.status}" for c in allowed)
         raise DeviceUnavailableError(f"no fitting device is accepting work now ({states})")
-    scored.sort(key=lambda t: (t[0], t[1]))
-    best_total, best_name, best_parts = scored[0]
+    rankers: dict[str, Callable[[], list[tuple[str, float]]]] = {
+        "random": lambda: rank_random(ready, seed),
+        "round_robin": lambda: rank_round_robin(ready, turn),
+        "least_busy": lambda: rank_least_busy(ready),
+        "best_fidelity": lambda: rank_best_fidelity(ready),
+        "composite": lambda: rank_composite(ready, weights),
+    }
+    if policy not in rankers:
+        raise ValueError(f"policy={policy!r} is unknown; use one of {', '.join(POLICIES)}")
+    ranking = rankers[policy]()
+    by_name = {c.device: c for c in cands}
+    chosen = by_name[ranking[0][0]]
     return Placement(
-        device=best_name,
-        ranking=tuple((name, round(total, 6)) for total, name, _ in scored),
+        device=chosen.device,
+        ranking=tuple((name, round(score, 6)) for name, score in ranking),
         explanation={
-            "policy": "fewest_expected_errors",
-            "width": width,
-            "expected_errors_per_shot": round(best_total, 6),
-            "breakdown": {k: round(v, 6) for k, v in best_parts.items()},
-            "pinned": pinned,
+            "policy": policy,
+            "weights": weights.as_dict() if policy == "composite" else None,
+            "limits": {"min_fidelity": options.min_fidelity, "max_cost_usd": options.max_cost_usd},
+            "pinned": options.device,
+            "chosen": describe(chosen),
+            "devices": [
+                {
+                    **describe(c),
+                    "excluded": _exclusion(c, options),
+                }
+                for c in sorted(cands, key=lambda c: c.device)
+            ],
         },
     )
+
+
+def _exclusion(c: Candidate, options: PlacementOptions) -> str | None:
+    if not within_limits(c, options):
+        return "outside the job's limits"
+    if not c.accepting:
+        return f"not accepting work ({c.status})"
+    return None
+
+
+def describe(c: Candidate) -> dict[str, Any]:
+    """A candidate as plain JSON for the job's stored explanation."""
+    return {
+        "device": c.device,
+        "fidelity": round(c.fidelity, 6),
+        "fidelity_is_bound": not c.estimated,
+        "cost_usd": round(c.cost_usd, 6),
+        "wait_s": round(c.wait_s, 3),
+        "run_s": round(c.run_s, 3),
+        "completion_s": round(c.completion_s, 3),
+        **c.detail,
+    }

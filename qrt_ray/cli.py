@@ -159,6 +159,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         tenant=args.tenant,
         max_execution_time_s=args.max_execution_time_s,
         tags=args.tag or None,
+        optimize=args.optimize,
+        min_fidelity=args.min_fidelity,
+        max_cost_usd=args.max_cost_usd,
     )
     if not args.wait:
         _print(args, {"job_id": handle.job_id}, handle.job_id)
@@ -314,6 +317,117 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- placement ------------------------------------------------------------------------
+
+
+def _placement_rows(devices: list[dict[str, Any]]) -> list[list[Any]]:
+    return [
+        [
+            d["device"],
+            f"{d['fidelity']:.3f}{' (bound)' if d.get('fidelity_is_bound') else ''}",
+            d["cost_usd"],
+            d["wait_s"],
+            d["run_s"],
+            d.get("swaps", "-"),
+            d.get("excluded") or ("" if d.get("accepting", True) else "busy"),
+        ]
+        for d in devices
+    ]
+
+
+_PLACEMENT_HEAD = ["device", "fidelity", "cost $", "wait s", "run s", "swaps", "note"]
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Show why a job went where it went: policy, weights, ranking, per-device figures."""
+    rt = _connect(args)
+    info = rt.job(args.job_id).info()
+    placement = info.get("placement")
+    if not placement:
+        _print(
+            args,
+            {"job_id": args.job_id, "placement": None},
+            f"job {args.job_id} ({info['state']}) has not been placed yet",
+        )
+        return 0
+    chosen = placement.get("chosen", {})
+    lines = [
+        f"job {args.job_id}: {info['state']} on {placement['device']} "
+        f"(policy {placement.get('policy')}, weights {placement.get('weights')}, "
+        f"limits {placement.get('limits')})",
+        f"chosen: fidelity {chosen.get('fidelity', 0):.3f}, cost ${chosen.get('cost_usd', 0):.4f}, "
+        f"expected wait {chosen.get('wait_s', 0):.1f} s + run {chosen.get('run_s', 0):.1f} s, "
+        f"layout {chosen.get('layout')}, {chosen.get('swaps', '?')} swaps",
+        f"expected errors per shot by source: {chosen.get('errors')}",
+        "ranking: " + ", ".join(f"{n} ({s:g})" for n, s in placement.get("ranking", [])),
+        table(_PLACEMENT_HEAD, _placement_rows(placement.get("devices", []))),
+    ]
+    _print(args, {"job_id": args.job_id, "placement": placement}, "\n".join(lines))
+    return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    """Estimate fidelity, cost, wait and run time on every device, without running."""
+    texts = _read_circuits(args.files)
+    rt = _connect(args)
+    rows = rt.estimate(texts, shots=args.shots, device=args.device, optimize=args.optimize)
+    _print(args, rows, table(_PLACEMENT_HEAD, _placement_rows(rows)))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Run the farm simulator: placement policies on a simulated farm and trace."""
+    from qrt_ray.simulator import FarmSimulator, SimConfig
+
+    cfg = SimConfig(
+        devices=args.devices,
+        jobs=args.jobs,
+        load=args.load,
+        arrivals=args.arrivals,
+        tenants=args.tenants,
+        seed=args.seed,
+    )
+    cfg.check()
+    sim = FarmSimulator(
+        cfg,
+        progress=lambda done, total: print(
+            f"  {done}/{total} jobs placed", file=sys.stderr, flush=True
+        ),
+    )
+    reports = [sim.run(p) for p in args.policy]
+    rows = [
+        [
+            r.policy,
+            f"{r.done}/{r.jobs}",
+            r.mean_jct_s,
+            r.p95_jct_s,
+            r.mean_fidelity,
+            r.mean_cost_usd,
+            r.utilisation,
+            r.fairness,
+        ]
+        for r in reports
+    ]
+    _print(
+        args,
+        [r.row() for r in reports],
+        table(
+            [
+                "policy",
+                "done",
+                "mean JCT s",
+                "p95 JCT s",
+                "fidelity",
+                "cost $",
+                "utilisation",
+                "fairness",
+            ],
+            rows,
+        ),
+    )
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------
 
 
@@ -368,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--idempotency-key")
     s.add_argument("--max-execution-time-s", type=float)
     s.add_argument("--tag", action="append")
+    s.add_argument("--optimize", choices=["fidelity", "time", "cost"])
+    s.add_argument("--min-fidelity", type=float)
+    s.add_argument("--max-cost-usd", type=float)
     s.add_argument("--wait", action="store_true", help="wait and print the result")
     s.add_argument("--timeout", type=float, default=600, help="seconds to wait (with --wait)")
 
@@ -386,6 +503,31 @@ def build_parser() -> argparse.ArgumentParser:
                 help="seconds to wait for it to finish (default: don't wait)",
             )
 
+    ex = add("explain", cmd_explain, "why a job went to its device")
+    ex.add_argument("job_id", metavar="JOB")
+
+    es = add("estimate", cmd_estimate, "estimate a job on every device without running it")
+    es.add_argument("files", nargs="+", metavar="FILE.qasm")
+    es.add_argument("--shots", type=int, default=1024)
+    es.add_argument("--device")
+    es.add_argument("--optimize", choices=["fidelity", "time", "cost"])
+
+    sim = add(
+        "simulate", cmd_simulate, "study placement policies on a simulated farm", remote=False
+    )
+    sim.add_argument("--devices", type=int, default=20, help="devices (default 20)")
+    sim.add_argument("--jobs", type=int, default=5000, help="jobs in the trace (default 5000)")
+    sim.add_argument("--load", type=float, default=0.85, help="offered share of capacity")
+    sim.add_argument("--arrivals", choices=["poisson", "bursty"], default="poisson")
+    sim.add_argument("--tenants", type=int, default=4)
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument(
+        "--policy",
+        action="append",
+        choices=["random", "round_robin", "least_busy", "best_fidelity", "composite"],
+        help="policy to run (repeat; default: all)",
+    )
+
     j = add("jobs", cmd_jobs, "list jobs, newest first")
     j.add_argument("--state")
     j.add_argument("--tenant")
@@ -398,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``qrt``."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if getattr(args, "command", None) == "simulate" and not args.policy:
+        args.policy = ["random", "round_robin", "least_busy", "best_fidelity", "composite"]
     try:
         return args.fn(args)
     except ValidationError as exc:

@@ -6,7 +6,7 @@ Errors raised inside the farm reach the caller as the same ``QrtError`` subclass
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +181,11 @@ class QuantumRuntime:
         tags: Sequence[str] | None = None,
         tenant: str = "default",
         seed: int | None = None,
+        policy: str | None = None,
+        optimize: str | None = None,
+        weights: Mapping[str, float] | None = None,
+        min_fidelity: float | None = None,
+        max_cost_usd: float | None = None,
     ) -> JobHandle:
         """Submit one job of one or more circuits; returns once it is durably QUEUED.
 
@@ -194,10 +199,18 @@ class QuantumRuntime:
             tags: free-form labels kept with the job.
             tenant: who the job belongs to.
             seed: simulator seed, for exactly reproducible counts.
+            policy: placement policy for this job (``random``, ``round_robin``,
+                ``least_busy``, ``best_fidelity`` or ``composite``; default: the farm's).
+            optimize: ``"fidelity"``, ``"time"`` or ``"cost"``: preset composite weights.
+            weights: explicit composite weights, e.g. ``{"fidelity": 1, "time": 0.05}``
+                (keys not given are 0).
+            min_fidelity: only devices whose estimated fidelity is at least this.
+            max_cost_usd: only devices that would charge at most this.
 
         Raises:
             ValidationError: an argument is invalid; the message names it.
-            PlacementError: no device in the farm could ever run it.
+            PlacementError: no device in the farm could ever run it, or none meets
+                ``min_fidelity`` / ``max_cost_usd`` (the message says what would).
         """
         spec = make_spec(
             circuits,
@@ -209,8 +222,49 @@ class QuantumRuntime:
             tags=tags,
             tenant=tenant,
             seed=seed,
+            policy=policy,
+            optimize=optimize,
+            weights=dict(weights) if weights is not None else None,
+            min_fidelity=min_fidelity,
+            max_cost_usd=max_cost_usd,
         )
         return self._submit_specs([spec])[0]
+
+    def estimate(
+        self,
+        circuits: Any,
+        *,
+        shots: int = 1024,
+        device: str | None = None,
+        optimize: str | None = None,
+        weights: Mapping[str, float] | None = None,
+    ) -> list[dict[str, Any]]:
+        """What a job would get on each device, without running anything.
+
+        Args:
+            circuits: as for :meth:`submit`.
+            shots: shots per circuit.
+            device: estimate this device only.
+            optimize, weights: as for :meth:`submit`; they order the list.
+
+        Returns:
+            One dict per fitting device, best first: ``device``, ``fidelity`` (estimated
+            success probability), ``cost_usd``, ``wait_s``, ``run_s``,
+            ``completion_s``, ``swaps``, ``layout``, ``errors`` (expected errors by
+            source), ``accepting``.
+
+        Raises:
+            ValidationError: an argument is invalid.
+            PlacementError: no device could ever run the circuits.
+        """
+        spec = make_spec(
+            circuits,
+            shots=shots,
+            device=device,
+            optimize=optimize,
+            weights=dict(weights) if weights is not None else None,
+        )
+        return _unwrap(self._scheduler.estimate, spec.model_dump_json())
 
     def submit_many(self, jobs: Iterable[Any], **options: Any) -> list[JobHandle]:
         """Submit many jobs in one round trip: each element becomes its own durable job.

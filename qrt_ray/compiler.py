@@ -80,6 +80,7 @@ def compile_circuits(
     calibration_id: str,
     optimization_level: int = DEFAULT_OPTIMIZATION_LEVEL,
     seed_transpiler: int = 0,
+    initial_layouts: Sequence[Sequence[int] | None] | None = None,
 ) -> list[CompiledCircuit]:
     """Transpile circuits to a device's native gates and coupling map, with SWAP routing.
 
@@ -90,17 +91,35 @@ def compile_circuits(
         calibration_id: calibration the target describes.
         optimization_level: Qiskit preset level 0-3.
         seed_transpiler: seed for layout and routing, so compiles are reproducible.
+        initial_layouts: for each circuit, the physical qubit of each logical qubit
+            (the placement's noise-aware layout), or None to let the preset pass
+            manager choose. Routing starts from it; after routing, Qiskit's
+            ``VF2PostLayout`` may still move the result to a better isomorphic layout.
 
     Returns:
         One :class:`CompiledCircuit` per input, in order. A circuit that fails to
         compile carries ``error`` (and no circuit), so it fails only its own job.
     """
-    pm = generate_preset_pass_manager(
-        optimization_level=optimization_level, target=target, seed_transpiler=seed_transpiler
-    )
+    layouts = list(initial_layouts) if initial_layouts is not None else [None] * len(qasm_texts)
+    if len(layouts) != len(qasm_texts):
+        raise ValueError(
+            f"initial_layouts has {len(layouts)} entries for {len(qasm_texts)} circuits; "
+            f"give one layout (or None) per circuit"
+        )
+    # A pass manager is built per distinct layout (5-15 ms each), not per circuit.
+    managers: dict[tuple[int, ...] | None, object] = {}
     out: list[CompiledCircuit] = []
-    for text in qasm_texts:
+    for text, layout in zip(qasm_texts, layouts, strict=True):
+        key = tuple(layout) if layout is not None else None
         try:
+            pm = managers.get(key)
+            if pm is None:
+                pm = managers[key] = generate_preset_pass_manager(
+                    optimization_level=optimization_level,
+                    target=target,
+                    seed_transpiler=seed_transpiler,
+                    initial_layout=list(key) if key is not None else None,
+                )
             out.append(
                 _compile_one(pm, text, device, calibration_id, optimization_level, seed_transpiler)
             )

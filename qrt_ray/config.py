@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import importlib.resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -130,20 +130,103 @@ def load_farm_config_text(text: str, source: str = "<string>") -> FarmConfig:
     Raises:
         ConfigError: as :func:`load_farm_config`.
     """
+    return _validated(text, source, FarmConfig, "farm config", "`name:` and `devices:`")
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _validated(text: str, source: str, model: type[_M], kind: str, expected: str) -> _M:
     root, data = _parse_yaml(text, source)
     if data is None:
-        raise ConfigError(
-            f"farm config {source}: the file is empty; expected `name:` and `devices:`"
-        )
+        raise ConfigError(f"{kind} {source}: the file is empty; expected {expected}")
     _reject_duplicate_keys(root, source)
     try:
-        return FarmConfig.model_validate(data)
+        return model.model_validate(data)
     except PydanticValidationError as exc:
         lines = [_describe_error(err, root) for err in _root_causes(exc.errors())]
         raise ConfigError(
-            f"invalid farm config {source} ({len(lines)} error{'s' if len(lines) > 1 else ''}):\n"
+            f"invalid {kind} {source} ({len(lines)} error{'s' if len(lines) > 1 else ''}):\n"
             + "\n".join(f"  {line}" for line in lines)
         ) from None
+
+
+# == placement and scheduling policy ==================================================
+
+
+class WeightsConfig(BaseModel):
+    """Composite weights (see ``policies.placement``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fidelity: float = Field(ge=0, allow_inf_nan=False)
+    time: float = Field(ge=0, allow_inf_nan=False)
+    cost: float = Field(ge=0, allow_inf_nan=False)
+
+
+class SchedulingConfig(BaseModel):
+    """How pending jobs are ordered and shared."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    aging_s_per_level: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    fair_share: bool = True
+    tenant_shares: dict[str, float] = Field(default_factory=dict)
+    max_device_share: float = Field(default=0.5, gt=0, le=1, allow_inf_nan=False)
+
+    @field_validator("tenant_shares")
+    @classmethod
+    def _positive_shares(cls, shares: dict[str, float]) -> dict[str, float]:
+        for tenant, share in shares.items():
+            if not share > 0:
+                raise ValueError(f"tenant_shares.{tenant}={share!r} must be > 0")
+        return shares
+
+
+class RunTimeConfig(BaseModel):
+    """Priors of the run-time model, before a device's history corrects them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rep_delay_s: float = Field(default=250e-6, ge=0, allow_inf_nan=False)
+    job_overhead_s: float = Field(default=0.5, ge=0, allow_inf_nan=False)
+    learning_rate: float = Field(default=0.2, gt=0, le=1, allow_inf_nan=False)
+
+
+class PolicyConfig(BaseModel):
+    """``configs/policies.yaml``: default policy, weights, scheduling and time priors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    policy: Literal["random", "round_robin", "least_busy", "best_fidelity", "composite"] = (
+        "composite"
+    )
+    weights: WeightsConfig = WeightsConfig(fidelity=1.0, time=0.02, cost=0.01)
+    scheduling: SchedulingConfig = SchedulingConfig()
+    run_time: RunTimeConfig = RunTimeConfig()
+
+
+def load_policy_config(path: str | Path | None = None) -> PolicyConfig:
+    """Load and validate a policy config file (None: the one packaged with qrt-ray).
+
+    Raises:
+        ConfigError: as :func:`load_farm_config`.
+    """
+    if path is None:
+        resource = importlib.resources.files("qrt_ray") / "configs" / "policies.yaml"
+        text, source = resource.read_text(encoding="utf-8"), str(resource)
+    else:
+        path = Path(path)
+        try:
+            text, source = path.read_text(encoding="utf-8"), str(path)
+        except FileNotFoundError:
+            raise ConfigError(
+                f"policy config {path}: no such file; pass the path of a policies YAML "
+                f"file (configs/policies.yaml is an example) or None for the default"
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"policy config {path}: cannot read it as UTF-8 ({exc})") from None
+    return _validated(text, source, PolicyConfig, "policy config", "`policy:` or `weights:`")
 
 
 def _parse_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:

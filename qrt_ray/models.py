@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_SHOTS = 1_000_000
 MAX_CIRCUITS_PER_JOB = 10_000
@@ -26,6 +26,25 @@ class DeviceStatus(StrEnum):
     CALIBRATING = "CALIBRATING"
     MAINTENANCE = "MAINTENANCE"
     OFFLINE = "OFFLINE"
+
+
+class PlacementWeights(BaseModel):
+    """A job's own composite weights: exchange rates of fidelity, time and cost.
+
+    Weights not given are 0: ``{"time": 1}`` optimizes for time alone.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fidelity: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    time: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    cost: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _not_all_zero(self) -> PlacementWeights:
+        if self.fidelity == self.time == self.cost == 0:
+            raise ValueError("weights are all 0; give fidelity, time or cost a value > 0")
+        return self
 
 
 class JobSpec(BaseModel):
@@ -42,6 +61,13 @@ class JobSpec(BaseModel):
     max_execution_time_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     tags: tuple[str, ...] = Field(default=(), max_length=32)
     seed: int | None = Field(default=None, ge=0, lt=2**31)
+    policy: Literal["random", "round_robin", "least_busy", "best_fidelity", "composite"] | None = (
+        None
+    )
+    optimize: Literal["fidelity", "time", "cost"] | None = None
+    weights: PlacementWeights | None = None
+    min_fidelity: float | None = Field(default=None, gt=0, le=1)
+    max_cost_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
     @field_validator("tags")
     @classmethod

@@ -70,7 +70,8 @@ def test_submit_and_result(rt: QuantumRuntime) -> None:
         "POSTPROCESSING",
         "DONE",
     ]
-    assert handle.placement()["policy"] == "fewest_expected_errors"
+    assert handle.placement()["policy"] == "composite"
+    assert handle.placement()["chosen"]["device"] == handle.info()["device"]
 
 
 def test_seed_reproduces_counts_exactly(rt: QuantumRuntime) -> None:
@@ -230,3 +231,17 @@ def test_demo_runs_a_mixed_workload_and_reports_it(rt: QuantumRuntime) -> None:
     text = format_report(report)
     assert "10/10 jobs done, 0 failed" in text
     assert all(family in text for family in FAMILIES)
+
+
+def test_estimate_runs_nothing_and_placement_follows_the_jobs_goal(rt: QuantumRuntime) -> None:
+    before = len(rt.jobs(limit=1000))
+    rows = rt.estimate(ghz(4), shots=1000)
+    assert {r["device"] for r in rows} == {"manila", "nairobi"}
+    assert all(0 < r["fidelity"] <= 1 and r["cost_usd"] > 0 and r["run_s"] > 0 for r in rows)
+    assert len(rt.jobs(limit=1000)) == before  # nothing was submitted
+    cheapest = min(rows, key=lambda r: r["cost_usd"])["device"]
+    handle = rt.submit(ghz(4), shots=1000, optimize="cost")
+    assert handle.result(timeout_s=120).metadata.device == cheapest
+    assert handle.placement()["chosen"]["device"] == cheapest
+    with pytest.raises(PlacementError, match=r"min_fidelity=0\.9999"):
+        rt.submit(ghz(4), shots=1000, min_fidelity=0.9999)

@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qrt_ray.calibration import load_backend
-from qrt_ray.config import DeviceConfig, FarmConfig, load_farm_config, load_farm_config_text
+from qrt_ray.config import (
+    DeviceConfig,
+    FarmConfig,
+    load_farm_config,
+    load_farm_config_text,
+    load_policy_config,
+)
 from qrt_ray.errors import ConfigError, ValidationError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -56,11 +62,24 @@ def test_default_farm_charges_more_for_bigger_devices() -> None:
     assert shot_prices[-1] > shot_prices[0]
 
 
-def test_packaged_farm_and_user_example_are_byte_identical() -> None:
-    packaged = (importlib.resources.files("qrt_ray") / "configs" / "farm.yaml").read_bytes()
-    example = (REPO_ROOT / "configs" / "farm.yaml").read_bytes()
+@pytest.mark.parametrize("name", ["farm.yaml", "policies.yaml"])
+def test_packaged_configs_and_user_examples_are_byte_identical(name: str) -> None:
+    packaged = (importlib.resources.files("qrt_ray") / "configs" / name).read_bytes()
+    example = (REPO_ROOT / "configs" / name).read_bytes()
 
-    assert packaged == example, "edit qrt_ray/configs/farm.yaml and configs/farm.yaml together"
+    assert packaged == example, f"edit qrt_ray/configs/{name} and configs/{name} together"
+
+
+def test_policy_config_loads_and_bad_values_name_field_and_line(tmp_path: Path) -> None:
+    cfg = load_policy_config()
+    assert cfg.policy == "composite" and cfg.weights.fidelity == 1.0
+    path = tmp_path / "policies.yaml"
+    path.write_text("policy: fastest\nweights:\n  fidelity: 1\n  time: -2\n  cost: 0\n")
+    with pytest.raises(ConfigError) as err:
+        load_policy_config(path)
+    text = str(err.value)
+    assert "policy" in text and "fastest" in text
+    assert "weights.time" in text and "line 4" in text
 
 
 def test_loading_a_file_equals_loading_its_text(tmp_path: Path) -> None:

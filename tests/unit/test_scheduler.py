@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from qiskit import QuantumCircuit
 
-from actors.device import Device
+from actors.device import Device, WorkItem
 from actors.ports import LocalPorts
 from actors.scheduler import Scheduler
 from qrt_ray.circuits import to_qasm
@@ -88,17 +88,41 @@ def test_job_walks_the_whole_lifecycle(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_placement_prefers_fewer_expected_errors_and_explains(tmp_path: Path) -> None:
+def test_placement_is_ranked_explained_and_stored_with_the_job(tmp_path: Path) -> None:
     async def main() -> None:
         store, devices, sched = make(tmp_path)
         await sched.start()
         ((rec, _),) = await sched.submit([spec(3)])
+        ((cheap, _),) = await sched.submit([spec(3, optimize="cost")])
         await drive(sched, devices)
         done = store.get(rec.job_id)
-        ranking = done.placement["ranking"]
-        assert done.device == ranking[0][0]
-        assert ranking[0][1] <= ranking[1][1]
-        assert done.placement["breakdown"]["total"] > 0
+        placement = done.placement
+        ranking = placement["ranking"]
+        assert done.device == ranking[0][0] == placement["chosen"]["device"]
+        assert ranking[0][1] >= ranking[1][1]
+        assert placement["policy"] == "composite"
+        assert {d["device"] for d in placement["devices"]} == {"manila", "nairobi"}
+        assert 0 < placement["chosen"]["fidelity"] <= 1
+        assert placement["chosen"]["layout"] and placement["chosen"]["cost_usd"] > 0
+        # The compiler used the chosen layout (or a post-routing improvement of it).
+        assert len(placement["compile"][0]["layout"]) == 3
+        # optimize="cost" takes the cheaper device (manila costs less per job and shot).
+        assert store.get(cheap.job_id).device == "manila"
+        await sched.stop()
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_limits_no_device_meets_fail_at_submit_and_say_what_would(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, _, sched = make(tmp_path)
+        await sched.start()
+        with pytest.raises(PlacementError, match=r"min_fidelity=0.999 but the best estimate"):
+            await sched.submit([spec(3, min_fidelity=0.999)])
+        with pytest.raises(PlacementError, match=r"max_cost_usd=0.001 but the cheapest"):
+            await sched.submit([spec(3, max_cost_usd=0.001)])
+        assert store.list_jobs() == []
         await sched.stop()
         store.close()
 
@@ -352,3 +376,30 @@ def test_job_listing_and_batched_results(tmp_path: Path) -> None:
         store.close()
 
     asyncio.run(main())
+
+
+def test_device_queue_serves_priority_then_ages_low_work_and_shares_between_tenants() -> None:
+    now = [1000.0]
+    device = Device(FARM.devices[0], max_parallel_threads=1, clock=lambda: now[0])
+    device.config = device.config.model_copy(update={"max_batch_circuits": 1})
+    cal_id = device.calibration.calibration_id
+
+    def item(job: str, priority: int, tenant: str = "t") -> WorkItem:
+        return WorkItem(job, 1, cal_id, (b"",), 10, priority, None, 1, tenant)
+
+    device.enqueue([item("low", 1)])
+    now[0] += 10
+    device.enqueue([item("high", 9), item("mid", 5)])
+    assert [device.take_batch()[0].job_id for _ in range(3)] == ["high", "mid", "low"]
+    # Aging: after 9 levels' worth of waiting, the old low-priority job outranks new work.
+    device.enqueue([item("old-low", 0)])
+    now[0] += 9 * device.aging_s_per_level + 1
+    device.enqueue([item("new-high", 9)])
+    assert device.take_batch()[0].job_id == "old-low"
+    device.take_batch()
+    # Fair share: equal priority, the tenant served less goes first, not the flood's head.
+    device.enqueue([item(f"flood{i}", 5, "big") for i in range(5)])
+    device.take_batch()  # big has now had shots here
+    now[0] += 1
+    device.enqueue([item("rare", 5, "small")])
+    assert device.take_batch()[0].job_id == "rare"

@@ -1,0 +1,269 @@
+"""The placement engine the scheduler and the farm simulator share.
+
+:class:`Placer` is plain Python: it holds what placement learns or caches (fidelity
+estimates, each device's run-time correction, the round-robin turn) and turns a job
+and the devices' current state into :class:`~policies.placement.Candidate`s for the
+pure policies in :mod:`policies.placement`. Only the devices that could win get a full
+layout search: the cheap :func:`~policies.fidelity.esp_upper_bound` of every other
+device already scores below the best full estimate (branch and bound, so the choice
+is the one a full search of every device would make).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from policies.costs import RunTimeModel, price_usd
+from policies.fidelity import (
+    CircuitProfile,
+    FidelityEstimate,
+    FidelityEstimator,
+    esp_upper_bound,
+    nominal_duration_s,
+)
+from policies.placement import (
+    PRESETS,
+    Candidate,
+    PlacementOptions,
+    Weights,
+    check_fits,
+    choose,
+    composite_score,
+    resolve_weights,
+)
+from qrt_ray.config import PolicyConfig
+from qrt_ray.models import DeviceSnapshot, DeviceStatus, Placement
+
+# A job's fidelity is the mean over its distinct circuits; beyond this many, the first
+# ones stand for the rest (the explanation says so).
+MAX_ESTIMATED_CIRCUITS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class JobShape:
+    """What placement needs of a job.
+
+    Attributes:
+        key: a stable id (the job id): seeds the random policy.
+        hashes: each circuit's hash, in order.
+        profiles: each circuit's profile, in order.
+        shots: shots per circuit.
+    """
+
+    key: str
+    hashes: tuple[str, ...]
+    profiles: tuple[CircuitProfile, ...]
+    shots: int
+
+    @property
+    def width(self) -> int:
+        """Qubits of the widest circuit."""
+        return max(p.num_qubits for p in self.profiles)
+
+    def distinct(self) -> list[tuple[str, CircuitProfile]]:
+        """Distinct circuits, at most :data:`MAX_ESTIMATED_CIRCUITS` of them."""
+        seen: dict[str, CircuitProfile] = {}
+        for h, p in zip(self.hashes, self.profiles, strict=True):
+            if h not in seen:
+                seen[h] = p
+                if len(seen) == MAX_ESTIMATED_CIRCUITS:
+                    break
+        return list(seen.items())
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceLoad:
+    """A device snapshot plus the seconds of work already placed on it."""
+
+    snapshot: DeviceSnapshot
+    backlog_s: float = 0.0
+
+
+class Placer:
+    """Candidates, decisions and estimates for jobs on a farm.
+
+    Args:
+        config: the policy config (default policy, weights, run-time priors).
+        estimator: fidelity cache to share (a new one by default).
+    """
+
+    def __init__(self, config: PolicyConfig, estimator: FidelityEstimator | None = None) -> None:
+        self.config = config
+        self.estimator = estimator if estimator is not None else FidelityEstimator()
+        self.run_time = RunTimeModel(
+            alpha=config.run_time.learning_rate,
+            rep_delay_s=config.run_time.rep_delay_s,
+            overhead_s=config.run_time.job_overhead_s,
+        )
+        self.default_weights = Weights(**config.weights.model_dump())
+        self._turn = 0
+        self._lock = threading.Lock()
+        # (circuit hash, calibration id) -> (ESP upper bound, nominal shot duration)
+        self._cheap: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
+
+    # -- per (circuit, device) facts ---------------------------------------------------
+
+    def full(self, h: str, profile: CircuitProfile, snap: DeviceSnapshot) -> FidelityEstimate:
+        """The full (cached) estimate of one circuit on one device."""
+        return self.estimator.estimate(h, profile, snap.calibration)
+
+    def _bound(self, h: str, profile: CircuitProfile, snap: DeviceSnapshot) -> tuple[float, float]:
+        key = (h, snap.calibration.calibration_id)
+        found = self._cheap.get(key)
+        if found is None:
+            cal = snap.calibration
+            found = (esp_upper_bound(profile, cal), nominal_duration_s(profile, cal))
+            self._cheap[key] = found
+            if len(self._cheap) > 200_000:
+                self._cheap.popitem(last=False)
+        return found
+
+    def layouts(self, job: JobShape, snap: DeviceSnapshot) -> list[tuple[int, ...]]:
+        """The layout the compiler should use for each of the job's circuits on ``snap``."""
+        return [self.full(h, p, snap).layout for h, p in zip(job.hashes, job.profiles, strict=True)]
+
+    # -- candidates ----------------------------------------------------------------------
+
+    def _candidate(
+        self,
+        job: JobShape,
+        load: DeviceLoad,
+        exact: bool,
+        circuits: list[tuple[str, CircuitProfile]] | None = None,
+    ) -> Candidate:
+        snap = load.snapshot
+        circuits = circuits if circuits is not None else job.distinct()
+        if exact:
+            ests = [self.full(h, p, snap) for h, p in circuits]
+            fidelity = sum(e.esp for e in ests) / len(ests)
+            duration = sum(e.duration_s for e in ests) / len(ests)
+            first = ests[0]
+            detail = {
+                "swaps": first.swaps,
+                "layout": list(first.layout),
+                "errors": first.breakdown,
+            }
+        elif len(circuits) == 1:
+            fidelity, duration = self._bound(circuits[0][0], circuits[0][1], snap)
+            detail = {}
+        else:
+            cheap = [self._bound(h, p, snap) for h, p in circuits]
+            fidelity = sum(b for b, _ in cheap) / len(cheap)
+            duration = sum(d for _, d in cheap) / len(cheap)
+            detail = {}
+        detail["shot_duration_s"] = duration
+        if len(set(job.hashes)) > len(circuits):
+            detail["estimated_circuits"] = len(circuits)
+        n = len(job.hashes)
+        return Candidate(
+            device=snap.name,
+            num_qubits=snap.num_qubits,
+            accepting=snap.accepting,
+            fidelity=fidelity,
+            cost_usd=price_usd(snap.price_per_job_usd, snap.price_per_shot_usd, job.shots, n),
+            wait_s=max(0.0, load.backlog_s),
+            run_s=self.run_time.predict(snap.name, duration, job.shots, n),
+            estimated=exact,
+            status=snap.status.value,
+            detail=detail,
+        )
+
+    def candidates(
+        self,
+        job: JobShape,
+        loads: Sequence[DeviceLoad],
+        *,
+        policy: str,
+        weights: Weights,
+        options: PlacementOptions,
+        exhaustive: bool = False,
+    ) -> list[Candidate]:
+        """One candidate per device that fits (size, not OFFLINE, the pinned one if any).
+
+        Devices that cannot win under ``policy`` keep their cheap fidelity bound unless
+        ``exhaustive``; the chosen device always has a full estimate.
+        """
+        fits = [
+            ld
+            for ld in loads
+            if ld.snapshot.num_qubits >= job.width
+            and ld.snapshot.status is not DeviceStatus.OFFLINE
+            and (options.device is None or ld.snapshot.name == options.device)
+        ]
+        if exhaustive or options.min_fidelity is not None or len(fits) == 1:
+            return [self._candidate(job, ld, exact=True) for ld in fits]
+        circuits = job.distinct()
+        bounds = [self._candidate(job, ld, exact=False, circuits=circuits) for ld in fits]
+        if policy in ("composite", "best_fidelity"):
+            w = weights if policy == "composite" else PRESETS["fidelity"]
+            scores = [composite_score(b, w) for b in bounds]
+            order = sorted(range(len(bounds)), key=lambda i: -scores[i])
+            out = list(bounds)
+            best = float("-inf")
+            for i in order:
+                if not bounds[i].accepting:
+                    continue
+                if scores[i] < best:
+                    break  # sorted: no later device can win either
+                out[i] = self._candidate(job, fits[i], exact=True, circuits=circuits)
+                best = max(best, composite_score(out[i], w))
+            return out
+        return bounds
+
+    # -- decisions -----------------------------------------------------------------------
+
+    def place(
+        self, job: JobShape, loads: Sequence[DeviceLoad], options: PlacementOptions
+    ) -> Placement:
+        """Choose a device for ``job`` now.
+
+        Raises:
+            PlacementError: no device could ever run the job (too wide, unknown or
+                too small pinned device, limits no device meets).
+            DeviceUnavailableError: devices qualify, but none accepts work now.
+            ValueError: an unknown policy or goal in ``options``.
+        """
+        check_fits(job.width, [ld.snapshot for ld in loads], options.device)
+        policy = options.policy or self.config.policy
+        weights = resolve_weights(options, self.default_weights)
+        cands = self.candidates(job, loads, policy=policy, weights=weights, options=options)
+        with self._lock:
+            turn = self._turn
+        seed = int.from_bytes(hashlib.sha256(job.key.encode()).digest()[:4], "big")
+        placement = choose(policy, cands, options, weights=weights, turn=turn, seed=seed)
+        if policy == "round_robin":
+            with self._lock:
+                self._turn += 1
+        chosen = next(c for c in cands if c.device == placement.device)
+        if not chosen.estimated:  # random / round robin / least busy chose on a bound
+            exact = self._candidate(
+                job, next(ld for ld in loads if ld.snapshot.name == chosen.device), exact=True
+            )
+            explanation = dict(placement.explanation)
+            explanation["chosen"] = {
+                **explanation["chosen"],
+                "fidelity": round(exact.fidelity, 6),
+                "fidelity_is_bound": False,
+                **exact.detail,
+            }
+            placement = Placement(placement.device, placement.ranking, explanation)
+        return placement
+
+    def estimate(
+        self, job: JobShape, loads: Sequence[DeviceLoad], options: PlacementOptions
+    ) -> list[Candidate]:
+        """Every fitting device with a full estimate, best composite score first.
+
+        Raises:
+            PlacementError: no device could ever run the job.
+        """
+        check_fits(job.width, [ld.snapshot for ld in loads], options.device)
+        weights = resolve_weights(options, self.default_weights)
+        cands = self.candidates(
+            job, loads, policy="composite", weights=weights, options=options, exhaustive=True
+        )
+        return sorted(cands, key=lambda c: (-composite_score(c, weights), c.device))
