@@ -173,6 +173,7 @@ class CompileInfo(BaseModel):
     seed_transpiler: int
     compile_s: float
     cache_hit: bool = False
+    esp: float | None = None  # estimated success probability of the compiled circuit
 
 
 class CircuitResult(BaseModel):

@@ -45,3 +45,30 @@ def test_cache_hits_are_marked_and_keyed_by_calibration() -> None:
     assert hit is not None and hit.info.cache_hit and hit.payload == out.payload
     assert cache.get((out.circuit_hash, "manila", "c2")) is None
     assert cache.invalidate("manila") == 1 and len(cache) == 0
+
+
+def test_a_given_layout_is_used_and_a_routed_one_must_beat_the_compilers_own() -> None:
+    target = load_backend("FakeGuadalupeV2").target
+    chain = to_qasm(ghz(3))
+    # Physical 1-2-3 is a path on guadalupe: the chain embeds there without SWAPs.
+    (kept,) = compile_circuits(
+        [chain], target, device="g", calibration_id="c", initial_layouts=[(1, 2, 3)]
+    )
+    assert kept.info is not None and kept.info.swaps_added == 0
+    assert sorted(kept.info.layout) == [1, 2, 3]
+    assert 0 < kept.info.esp < 1
+    # Qubits 0, 6 and 15 are far apart: routing needs SWAPs, so the compiler's own
+    # layout competes and the higher ESP wins.
+    far = [(0, 6, 15)]
+    (alone,) = compile_circuits(
+        [chain],
+        target,
+        device="g",
+        calibration_id="c",
+        initial_layouts=far,
+        compare_when_routed=False,
+    )
+    (best,) = compile_circuits([chain], target, device="g", calibration_id="c", initial_layouts=far)
+    assert alone.info.swaps_added > 0
+    assert best.info.esp >= alone.info.esp
+    assert best.info.swaps_added == 0
