@@ -71,6 +71,30 @@ def test_submit_wait_status_result_jobs_devices(farm: dict) -> None:
     devices = json.loads(qrt("devices", "--json", *common(farm)).stdout)
     assert {d["name"] for d in devices} == {"manila", "nairobi"}
     assert all(d["status"] == "ONLINE" and d["calibration_id"] for d in devices)
+    explained = qrt("explain", job_id, *common(farm)).stdout
+    assert f"job {job_id}: DONE on" in explained and "policy composite" in explained
+    assert "manila" in explained and "nairobi" in explained
+    rows = json.loads(qrt("estimate", str(GHZ), "--json", *common(farm)).stdout)
+    assert {r["device"] for r in rows} == {"manila", "nairobi"}
+
+
+def test_simulate_compares_policies_without_a_farm() -> None:
+    out = qrt(
+        "simulate",
+        "--devices",
+        "4",
+        "--jobs",
+        "60",
+        "--policy",
+        "least_busy",
+        "--policy",
+        "best_fidelity",
+        "--json",
+    )
+    reports = {r["policy"]: r for r in json.loads(out.stdout)}
+    assert set(reports) == {"least_busy", "best_fidelity"}
+    assert all(r["done"] == 60 for r in reports.values())
+    assert reports["least_busy"]["mean_jct_s"] <= reports["best_fidelity"]["mean_jct_s"]
 
 
 def test_cancel_and_errors(farm: dict, tmp_path: Path) -> None:
