@@ -18,7 +18,7 @@ from typing import Any
 from policies.queueing import Waiting, sort_key
 from qrt_ray.calibration import load_backend, snapshot_from_backend
 from qrt_ray.compiler import decode_compiled
-from qrt_ray.config import DeviceConfig
+from qrt_ray.config import DeviceConfig, SchedulingConfig
 from qrt_ray.errors import DeviceUnavailableError
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.noise import NoiseModelCache, target_from_snapshot
@@ -89,7 +89,7 @@ class Device:
         max_parallel_threads: int = 0,
         clock: Callable[[], float] = time.time,
         noise_cache: NoiseModelCache | None = None,
-        aging_s_per_level: float = 60.0,
+        scheduling: SchedulingConfig | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -102,9 +102,9 @@ class Device:
         )
         self._noise = noise_cache or NoiseModelCache()
         # Waiting work in arrival order; take_batch orders it by policies.queueing.
-        self._heap: list[tuple[Waiting, WorkItem]] = []
+        self._queue: list[tuple[Waiting, WorkItem]] = []
         self._seq = itertools.count()
-        self.aging_s_per_level = aging_s_per_level
+        self.scheduling = scheduling or SchedulingConfig()
         self._served: dict[str, float] = {}  # shots run per tenant: fair-share usage
         self._queued_shots = 0
         self._lock = threading.Lock()
@@ -117,7 +117,7 @@ class Device:
     def snapshot(self) -> DeviceSnapshot:
         """What placement needs to know about this device now."""
         with self._lock:
-            depth, queued_shots = len(self._heap), self._queued_shots
+            depth, queued_shots = len(self._queue), self._queued_shots
         method, gpu = self.simulator_info()
         return DeviceSnapshot(
             name=self.name,
@@ -170,56 +170,58 @@ class Device:
         with self._lock:
             if self.status is not DeviceStatus.ONLINE:
                 raise DeviceUnavailableError(f"device {self.name} is {self.status.value}")
-            if len(self._heap) + len(items) > self.config.queue_limit:
+            if len(self._queue) + len(items) > self.config.queue_limit:
                 raise DeviceUnavailableError(
                     f"device {self.name}: queue full ({self.config.queue_limit} jobs)"
                 )
             now = self._clock()
             for item in items:
                 waiting = Waiting(item.job_id, item.tenant, item.priority, now, next(self._seq))
-                self._heap.append((waiting, item))
+                self._queue.append((waiting, item))
                 self._queued_shots += item.shots * len(item.circuits)
-            return len(self._heap)
+            return len(self._queue)
 
     def drop(self, job_ids: Iterable[str]) -> list[str]:
         """Remove queued work of these jobs (cancelled or moved); returns what was removed."""
         doomed = set(job_ids)
         with self._lock:
-            kept = [e for e in self._heap if e[1].job_id not in doomed]
-            removed = [e[1].job_id for e in self._heap if e[1].job_id in doomed]
+            kept = [e for e in self._queue if e[1].job_id not in doomed]
+            removed = [e[1].job_id for e in self._queue if e[1].job_id in doomed]
             if removed:
-                self._heap = kept
+                self._queue = kept
                 self._queued_shots = sum(e[1].shots * len(e[1].circuits) for e in kept)
             return removed
 
     def take_batch(self) -> list[WorkItem]:
         """Pop the work to run next, up to ``max_batch_circuits`` circuits.
 
-        The order is :func:`policies.queueing.sort_key`'s: priority class plus one level
-        per ``aging_s_per_level`` seconds waited (nothing starves), then the tenant
-        that has had the fewest shots here, then arrival. Work is taken at batch
+        The order is :func:`policies.queueing.sort_key`'s under ``self.scheduling``:
+        priority class plus one level per ``aging_s_per_level`` seconds waited (nothing
+        starves), then (with ``fair_share``) the tenant that has had the fewest shots
+        here per share, then arrival. Work is taken at batch
         boundaries only: a running batch is never cut.
         """
         batch: list[WorkItem] = []
         n = 0
         with self._lock:
-            if not self._heap:
+            if not self._queue:
                 return batch
             now = self._clock()
             usage = dict(self._served)
             order = sorted(
-                range(len(self._heap)),
+                range(len(self._queue)),
                 key=lambda i: sort_key(
-                    self._heap[i][0],
+                    self._queue[i][0],
                     now,
-                    aging_s_per_level=self.aging_s_per_level,
+                    aging_s_per_level=self.scheduling.aging_s_per_level,
                     usage=usage,
-                    shares={},
+                    shares=self.scheduling.tenant_shares,
+                    fair_share=self.scheduling.fair_share,
                 ),
             )
             taken: set[int] = set()
             for i in order:
-                item = self._heap[i][1]
+                item = self._queue[i][1]
                 if batch and n + len(item.circuits) > self.config.max_batch_circuits:
                     break
                 taken.add(i)
@@ -227,14 +229,14 @@ class Device:
                 n += len(item.circuits)
                 self._queued_shots -= item.shots * len(item.circuits)
                 self._served[item.tenant] = self._served.get(item.tenant, 0.0) + item.shots
-            self._heap = [e for i, e in enumerate(self._heap) if i not in taken]
+            self._queue = [e for i, e in enumerate(self._queue) if i not in taken]
         return batch
 
     @property
     def queue_depth(self) -> int:
         """Jobs waiting in this device's queue."""
         with self._lock:
-            return len(self._heap)
+            return len(self._queue)
 
     # -- execution --------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from typing import Any
 import ray
 
 from actors.device import Device, FaultPlan, WorkItem
-from qrt_ray.config import DeviceConfig
+from qrt_ray.config import DeviceConfig, load_policy_config
 from qrt_ray.models import DeviceSnapshot
 from qrt_ray.results import RawRun
 
@@ -34,7 +34,10 @@ class DeviceActor:
     """One device as a Ray actor (threaded: snapshots answer while a batch runs)."""
 
     def __init__(self, config_json: str, scheduler_name: str, namespace: str) -> None:
-        self.device = Device(DeviceConfig.model_validate_json(config_json))
+        self.device = Device(
+            DeviceConfig.model_validate_json(config_json),
+            scheduling=load_policy_config().scheduling,
+        )
         self._scheduler_name = scheduler_name
         self._namespace = namespace
         self._scheduler: Any = None

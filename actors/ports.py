@@ -34,8 +34,8 @@ class SchedulerPorts(Protocol):
     ) -> tuple[str, list[CompiledCircuit]]:
         """Compile for a device's current calibration; returns (calibration id, compiled).
 
-        ``layouts`` gives each circuit's initial layout (None: the compiler chooses)
-        (where it needs SWAPs, the compiler's own layout competes with it).
+        ``layouts`` gives each circuit's initial layout, or None to let the compiler
+        choose (see :func:`~qrt_ray.compiler.compile_circuits`).
         """
         ...
 

@@ -23,8 +23,8 @@ from typing import Any
 from actors import collector
 from actors.device import WorkItem
 from actors.ports import SchedulerPorts
-from policies.fidelity import profile_circuit
-from policies.placement import PlacementOptions, Weights, check_fits, describe
+from policies.fidelity import CircuitProfile, profile_circuit
+from policies.placement import PlacementOptions, Weights, describe
 from policies.placer import DeviceLoad, JobShape, Placer
 from qrt_ray.circuits import circuit_hash, parse_qasm
 from qrt_ray.compiler import DEFAULT_OPTIMIZATION_LEVEL, CompileCache, CompiledCircuit
@@ -242,12 +242,8 @@ class Scheduler:
         # limits (min_fidelity, max_cost_usd) that no device meets even when idle.
         # DeviceUnavailableError means it fits but devices are busy or paused: it waits.
         try:
-            check_fits(shape.width, self._snapshots, spec.device)
-            if spec.min_fidelity is not None or spec.max_cost_usd is not None:
-                idle = [DeviceLoad(s) for s in self._snapshots]
-                self.placer.place(shape, idle, placement_options(spec))
-        except DeviceUnavailableError:
-            pass
+            idle = [DeviceLoad(s) for s in self._snapshots]
+            self.placer.check(shape, idle, placement_options(spec))
         except ValueError as exc:
             raise ValidationError(f"{where}: {exc}") from None
 
@@ -824,12 +820,13 @@ def placement_options(spec: JobSpec, *, device: str | None = None) -> PlacementO
 
 def _shape(job_id: str, spec: JobSpec, where: str) -> JobShape:
     """Parse and profile a job's circuits once (errors name ``where``.circuits[k])."""
-    hashes, profiles = [], []
-    seen: dict[str, object] = {}
+    hashes: list[str] = []
+    profiles: list[CircuitProfile] = []
+    seen: dict[str, CircuitProfile] = {}
     for k, text in enumerate(spec.circuits):
         h = circuit_hash(text)
         if h not in seen:
             seen[h] = profile_circuit(parse_qasm(text, arg=f"{where}.circuits[{k}]"))
         hashes.append(h)
         profiles.append(seen[h])
-    return JobShape(job_id, tuple(hashes), tuple(profiles), spec.shots)  # type: ignore[arg-type]
+    return JobShape(job_id, tuple(hashes), tuple(profiles), spec.shots)

@@ -89,9 +89,7 @@ class RayPorts:
             calibration_id=cal_id,
             optimization_level=optimization_level,
             seed_transpiler=seed,
-            initial_layouts=[list(x) if x is not None else None for x in layouts]
-            if layouts is not None
-            else None,
+            initial_layouts=layouts,
         )
         return cal_id, compiled
 

@@ -21,9 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from qrt_ray.models import POLICY_NAMES
 from qrt_ray.simulator import FarmSimulator, SimConfig, SimReport
-
-POLICIES = ("random", "round_robin", "least_busy", "best_fidelity", "composite")
 
 
 def _table(reports: list[SimReport]) -> str:
@@ -91,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     reports = []
-    for policy in POLICIES:
+    for policy in POLICY_NAMES:
         reports.append(sim.run(policy))
         print(f"  {policy}: {reports[-1].wall_s:.1f} s", file=sys.stderr, flush=True)
     print()

@@ -10,7 +10,9 @@ Pure functions and one small learner, no Ray and no clock:
   history (an exponentially weighted mean of observed / predicted). A simulator and a
   QPU differ wildly in absolute speed; the correction makes the model honest for
   either without a separate model per kind.
-* :func:`expected_wait_s`: the run time of the work queued ahead of the job.
+
+The expected wait is the predicted run time of the work already placed on a device
+(the scheduler and the simulator keep that backlog).
 """
 
 from __future__ import annotations
@@ -77,21 +79,22 @@ class RunTimeModel:
         self.alpha = alpha
         self.rep_delay_s = rep_delay_s
         self.overhead_s = overhead_s
-        self._log_factor: dict[str, tuple[float, int]] = {}
-        self._factor: dict[str, float] = {}
+        # device -> (mean log ratio, samples, its exp: the factor predict multiplies by)
+        self._learned: dict[str, tuple[float, int, float]] = {}
         self._lock = threading.Lock()
 
     def correction(self, device: str) -> RunTimeCorrection:
         """The device's learned correction (the prior when it has no history)."""
-        with self._lock:
-            log_f, n = self._log_factor.get(device, (0.0, 0))
-        return RunTimeCorrection(math.exp(log_f), n)
+        _, n, factor = self._learned.get(device, (0.0, 0, 1.0))
+        return RunTimeCorrection(factor, n)
 
     def predict(self, device: str, duration_s: float, shots: int, circuits: int) -> float:
         """Expected seconds for ``circuits`` circuits of ``duration_s`` at ``shots`` each."""
-        base = self.overhead_s + circuits * shots * (duration_s + self.rep_delay_s)
+        base = physical_run_s(
+            duration_s, shots, circuits, rep_delay_s=self.rep_delay_s, overhead_s=self.overhead_s
+        )
         # A plain dict read (atomic under the GIL): this runs once per device per decision.
-        return base * self._factor.get(device, 1.0)
+        return base * self._learned.get(device, (0.0, 0, 1.0))[2]
 
     def observe(
         self, device: str, duration_s: float, shots: int, circuits: int, seconds: float
@@ -104,23 +107,11 @@ class RunTimeModel:
             return
         ratio = min(_MAX_FACTOR, max(_MIN_FACTOR, seconds / base))
         with self._lock:
-            log_f, n = self._log_factor.get(device, (0.0, 0))
+            log_f, n, _ = self._learned.get(device, (0.0, 0, 1.0))
             # The first observation replaces the prior outright.
             new = (
                 math.log(ratio)
                 if n == 0
                 else (1 - self.alpha) * log_f + self.alpha * math.log(ratio)
             )
-            self._log_factor[device] = (new, n + 1)
-            self._factor[device] = math.exp(new)
-
-    def export(self) -> dict[str, RunTimeCorrection]:
-        """Every device's correction, e.g. for ``qrt devices``."""
-        with self._lock:
-            items = list(self._log_factor.items())
-        return {d: RunTimeCorrection(math.exp(f), n) for d, (f, n) in items}
-
-
-def expected_wait_s(backlog_s: float, running_left_s: float = 0.0) -> float:
-    """Seconds until a new job could start: the work queued ahead plus what is running."""
-    return max(0.0, backlog_s) + max(0.0, running_left_s)
+            self._learned[device] = (new, n + 1, math.exp(new))

@@ -23,7 +23,6 @@ caches estimates by (circuit hash, calibration id), which name fixed inputs.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import math
 import threading
@@ -693,8 +692,3 @@ class FidelityEstimator:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-def best_of(estimates: Iterable[tuple[str, float]], k: int) -> list[tuple[str, float]]:
-    """The ``k`` highest (name, esp) pairs, best first (ties by name)."""
-    return heapq.nsmallest(k, estimates, key=lambda t: (-t[1], t[0]))

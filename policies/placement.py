@@ -28,14 +28,18 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from qrt_ray.errors import DeviceUnavailableError, PlacementError
-from qrt_ray.models import DeviceSnapshot, DeviceStatus, Placement
+from qrt_ray.models import (
+    OPTIMIZE_GOALS,
+    POLICY_NAMES,
+    DeviceSnapshot,
+    DeviceStatus,
+    Placement,
+)
 
-PolicyName = Literal["random", "round_robin", "least_busy", "best_fidelity", "composite"]
-POLICIES: tuple[str, ...] = ("random", "round_robin", "least_busy", "best_fidelity", "composite")
-OPTIMIZE_GOALS: tuple[str, ...] = ("fidelity", "time", "cost")
+POLICIES = POLICY_NAMES
 # Floors keep the logarithms finite: a free device or an instant run is not infinitely
 # better than a cheap or quick one.
 _MIN_COST_USD = 1e-4
@@ -253,6 +257,21 @@ def _limits_error(cands: Sequence[Candidate], options: PlacementOptions) -> Plac
     )
 
 
+def check_limits(cands: Sequence[Candidate], options: PlacementOptions) -> list[Candidate]:
+    """The candidates within the job's limits.
+
+    Raises:
+        PlacementError: none fits, or the limits rule out every device (the message
+            says what the best device offers).
+    """
+    if not cands:
+        raise PlacementError("no device fits the job")
+    allowed = [c for c in cands if within_limits(c, options)]
+    if not allowed:
+        raise _limits_error(cands, options)
+    return allowed
+
+
 def within_limits(c: Candidate, options: PlacementOptions) -> bool:
     """Whether a candidate meets the job's ``min_fidelity`` and ``max_cost_usd``."""
     if options.max_cost_usd is not None and c.cost_usd > options.max_cost_usd + 1e-12:
@@ -286,13 +305,7 @@ def choose(
         DeviceUnavailableError: devices qualify but none accepts work now; wait.
         ValueError: ``policy`` is unknown.
     """
-    if not cands:
-        raise PlacementError("no device fits the job")
-    allowed = [c for c in cands if within_limits(c, options)]
-    if not allowed:
-        # Limits that a full estimate might still meet are not final: only devices with
-        # full estimates rule themselves out.
-        raise _limits_error(cands, options)
+    allowed = check_limits(cands, options)
     ready = [c for c in allowed if c.accepting]
     if not ready:
         states = ", ".join(f"{c.device}={c.status}" for c in allowed)

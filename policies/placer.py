@@ -31,6 +31,7 @@ from policies.placement import (
     PlacementOptions,
     Weights,
     check_fits,
+    check_limits,
     choose,
     composite_score,
     resolve_weights,
@@ -122,10 +123,6 @@ class Placer:
                 self._cheap.popitem(last=False)
         return found
 
-    def layouts(self, job: JobShape, snap: DeviceSnapshot) -> list[tuple[int, ...]]:
-        """The layout the compiler should use for each of the job's circuits on ``snap``."""
-        return [self.full(h, p, snap).layout for h, p in zip(job.hashes, job.profiles, strict=True)]
-
     # -- candidates ----------------------------------------------------------------------
 
     def _candidate(
@@ -147,9 +144,6 @@ class Placer:
                 "layout": list(first.layout),
                 "errors": first.breakdown,
             }
-        elif len(circuits) == 1:
-            fidelity, duration = self._bound(circuits[0][0], circuits[0][1], snap)
-            detail = {}
         else:
             cheap = [self._bound(h, p, snap) for h, p in circuits]
             fidelity = sum(b for b, _ in cheap) / len(cheap)
@@ -252,6 +246,25 @@ class Placer:
             }
             placement = Placement(placement.device, placement.ranking, explanation)
         return placement
+
+    def check(self, job: JobShape, loads: Sequence[DeviceLoad], options: PlacementOptions) -> None:
+        """Raise now if no device could ever run ``job`` (busy devices do not count).
+
+        Nothing is decided or learned: the round-robin turn does not move.
+
+        Raises:
+            PlacementError: too wide, an unknown or too small pinned device, or limits
+                (``min_fidelity``, ``max_cost_usd``) that no device meets.
+            ValueError: an unknown policy or goal in ``options``.
+        """
+        check_fits(job.width, [ld.snapshot for ld in loads], options.device)
+        if options.min_fidelity is None and options.max_cost_usd is None:
+            return
+        policy = options.policy or self.config.policy
+        weights = resolve_weights(options, self.default_weights)
+        check_limits(
+            self.candidates(job, loads, policy=policy, weights=weights, options=options), options
+        )
 
     def estimate(
         self, job: JobShape, loads: Sequence[DeviceLoad], options: PlacementOptions

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from qrt_ray.errors import JobTimeoutError, QrtError, ValidationError
+from qrt_ray.models import OPTIMIZE_GOALS, POLICY_NAMES
 from qrt_ray.render import table
 
 _RAY_HEAD = [
@@ -394,7 +395,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"  {done}/{total} jobs placed", file=sys.stderr, flush=True
         ),
     )
-    reports = [sim.run(p) for p in args.policy]
+    reports = [sim.run(p) for p in args.policy or POLICY_NAMES]
     rows = [
         [
             r.policy,
@@ -482,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--idempotency-key")
     s.add_argument("--max-execution-time-s", type=float)
     s.add_argument("--tag", action="append")
-    s.add_argument("--optimize", choices=["fidelity", "time", "cost"])
+    s.add_argument("--optimize", choices=OPTIMIZE_GOALS)
     s.add_argument("--min-fidelity", type=float)
     s.add_argument("--max-cost-usd", type=float)
     s.add_argument("--wait", action="store_true", help="wait and print the result")
@@ -510,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("files", nargs="+", metavar="FILE.qasm")
     es.add_argument("--shots", type=int, default=1024)
     es.add_argument("--device")
-    es.add_argument("--optimize", choices=["fidelity", "time", "cost"])
+    es.add_argument("--optimize", choices=OPTIMIZE_GOALS)
 
     sim = add(
         "simulate", cmd_simulate, "study placement policies on a simulated farm", remote=False
@@ -524,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--policy",
         action="append",
-        choices=["random", "round_robin", "least_busy", "best_fidelity", "composite"],
+        choices=POLICY_NAMES,
         help="policy to run (repeat; default: all)",
     )
 
@@ -540,8 +541,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``qrt``."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    if getattr(args, "command", None) == "simulate" and not args.policy:
-        args.policy = ["random", "round_robin", "least_busy", "best_fidelity", "composite"]
     try:
         return args.fn(args)
     except ValidationError as exc:

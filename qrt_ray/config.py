@@ -21,6 +21,7 @@ from pydantic_core import PydanticCustomError
 
 from qrt_ray.calibration import fake_backend_names
 from qrt_ray.errors import ConfigError, ValidationError
+from qrt_ray.models import PlacementWeights, PolicyName
 
 DEVICE_NAME_PATTERN = r"^[a-z0-9_-]{1,32}$"
 _MAX_VALUE_REPR = 80
@@ -154,16 +155,6 @@ def _validated(text: str, source: str, model: type[_M], kind: str, expected: str
 # == placement and scheduling policy ==================================================
 
 
-class WeightsConfig(BaseModel):
-    """Composite weights (see ``policies.placement``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    fidelity: float = Field(ge=0, allow_inf_nan=False)
-    time: float = Field(ge=0, allow_inf_nan=False)
-    cost: float = Field(ge=0, allow_inf_nan=False)
-
-
 class SchedulingConfig(BaseModel):
     """How pending jobs are ordered and shared."""
 
@@ -198,10 +189,8 @@ class PolicyConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    policy: Literal["random", "round_robin", "least_busy", "best_fidelity", "composite"] = (
-        "composite"
-    )
-    weights: WeightsConfig = WeightsConfig(fidelity=1.0, time=0.02, cost=0.01)
+    policy: PolicyName = "composite"
+    weights: PlacementWeights = PlacementWeights(fidelity=1.0, time=0.02, cost=0.01)
     scheduling: SchedulingConfig = SchedulingConfig()
     run_time: RunTimeConfig = RunTimeConfig()
 

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_SHOTS = 1_000_000
 MAX_CIRCUITS_PER_JOB = 10_000
 MAX_PRIORITY = 10
+
+PolicyName = Literal["random", "round_robin", "least_busy", "best_fidelity", "composite"]
+POLICY_NAMES: tuple[str, ...] = get_args(PolicyName)
+OptimizeGoal = Literal["fidelity", "time", "cost"]
+OPTIMIZE_GOALS: tuple[str, ...] = get_args(OptimizeGoal)
 
 
 class DeviceStatus(StrEnum):
@@ -61,10 +66,8 @@ class JobSpec(BaseModel):
     max_execution_time_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     tags: tuple[str, ...] = Field(default=(), max_length=32)
     seed: int | None = Field(default=None, ge=0, lt=2**31)
-    policy: Literal["random", "round_robin", "least_busy", "best_fidelity", "composite"] | None = (
-        None
-    )
-    optimize: Literal["fidelity", "time", "cost"] | None = None
+    policy: PolicyName | None = None
+    optimize: OptimizeGoal | None = None
     weights: PlacementWeights | None = None
     min_fidelity: float | None = Field(default=None, gt=0, le=1)
     max_cost_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)

@@ -19,7 +19,7 @@ is modelled:
   checks the estimator against real noisy simulation.
 
 Arrivals are Poisson at a rate that offers a chosen share of the farm's capacity, or
-bursty (on/off periods at ten times the base rate); tenants differ in how much they
+bursty (alternating periods at 1.8x and 0.2x the mean rate); tenants differ in how much they
 submit.
 """
 
@@ -30,12 +30,13 @@ import heapq
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
+from policies.costs import physical_run_s
 from policies.fidelity import CircuitProfile, FidelityEstimator, profile_circuit
 from policies.placement import PlacementOptions
 from policies.placer import DeviceLoad, JobShape, Placer
@@ -50,6 +51,8 @@ _SHOTS = (500, 1000, 2000, 4000)
 _PRIORITIES = ((2, 0.2), (5, 0.7), (8, 0.1))
 # Share of the jobs each tenant submits: one heavy tenant, the rest light.
 _HEAVY_TENANT_SHARE = 0.5
+# A shot of a typical pool circuit, to size the arrival rate (the reset dominates).
+_TYPICAL_SHOT_S = 5e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +229,7 @@ def make_trace(cfg: SimConfig, mean_run_s: float, n_devices: int) -> list[SimJob
     t = 0.0
     for i in range(cfg.jobs):
         if cfg.arrivals == "bursty":
-            # On/off: bursts of 10x the rate, then calm at a rate that keeps the mean.
+            # On/off every 200 jobs: bursts at 1.8x the mean rate, calm at 0.2x (9x apart).
             burst = (i // 200) % 2 == 0
             t += float(rng.exponential(1 / (rate * (1.8 if burst else 0.2))))
         else:
@@ -271,11 +274,17 @@ class FarmSimulator:
         self.progress = progress
         # Estimates are pure functions of (circuit, calibration): every run shares them.
         self.estimator = FidelityEstimator()
-        probe = Placer(self.policy_config)
-        runs = [
-            probe.run_time.predict("probe", 5e-6, shots, 1) for shots in _SHOTS
-        ]  # prior, before any device history
-        self.mean_run_s = statistics.fmean(runs)
+        prior = self.policy_config.run_time  # before any device history
+        self.mean_run_s = statistics.fmean(
+            physical_run_s(
+                _TYPICAL_SHOT_S,
+                shots,
+                1,
+                rep_delay_s=prior.rep_delay_s,
+                overhead_s=prior.job_overhead_s,
+            )
+            for shots in _SHOTS
+        )
         self.trace = make_trace(config, self.mean_run_s, config.devices)
 
     def run(self, policy: str, options: PlacementOptions | None = None) -> SimReport:
@@ -327,8 +336,12 @@ class FarmSimulator:
             waiting = dev.queue.pop(i)
             job = jobs[waiting.job_id]
             duration = predicted[job.job_id][2]
-            physical = placer.run_time.overhead_s + job.shots * (
-                duration + placer.run_time.rep_delay_s
+            physical = physical_run_s(
+                duration,
+                job.shots,
+                1,
+                rep_delay_s=placer.run_time.rep_delay_s,
+                overhead_s=placer.run_time.overhead_s,
             )
             true_s = physical * dev.speed * float(rng.lognormal(0.0, 0.1))
             dev.running = job.job_id
@@ -403,8 +416,3 @@ class FarmSimulator:
             decisions_per_s=decisions / decide_s if decide_s else math.inf,
             per_tenant_slowdown=per_tenant,
         )
-
-
-def compare(sim: FarmSimulator, policies: Sequence[str]) -> list[SimReport]:
-    """Run the same trace under each policy."""
-    return [sim.run(p) for p in policies]

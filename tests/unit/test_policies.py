@@ -32,7 +32,7 @@ from policies.queueing import Waiting, jain_index, next_job, over_device_share
 from qrt_ray.calibration import load_backend, snapshot_from_backend
 from qrt_ray.config import load_policy_config
 from qrt_ray.errors import DeviceUnavailableError, PlacementError
-from qrt_ray.models import DeviceSnapshot, DeviceStatus
+from qrt_ray.models import POLICY_NAMES, DeviceSnapshot, DeviceStatus
 from tests.circuits import ghz
 
 BACKENDS = {"manila": "FakeManilaV2", "nairobi": "FakeNairobiV2", "guadalupe": "FakeGuadalupeV2"}
@@ -280,7 +280,7 @@ STATUSES = st.sampled_from(list(DeviceStatus))
     width=st.integers(2, 17),
     names=DEVICE_NAMES,
     statuses=st.lists(STATUSES, min_size=3, max_size=3),
-    policy=st.sampled_from(["random", "round_robin", "least_busy", "best_fidelity", "composite"]),
+    policy=st.sampled_from(POLICY_NAMES),
     backlog=st.lists(st.floats(0, 1e4), min_size=3, max_size=3),
 )
 def test_placement_never_picks_a_device_that_cannot_run_the_job(

@@ -12,7 +12,7 @@ from actors.device import Device, WorkItem
 from actors.ports import LocalPorts
 from actors.scheduler import Scheduler
 from qrt_ray.circuits import to_qasm
-from qrt_ray.config import load_farm_config_text
+from qrt_ray.config import SchedulingConfig, load_farm_config_text
 from qrt_ray.errors import PlacementError, ValidationError
 from qrt_ray.lifecycle import JobState
 from qrt_ray.models import JobSpec
@@ -393,7 +393,7 @@ def test_device_queue_serves_priority_then_ages_low_work_and_shares_between_tena
     assert [device.take_batch()[0].job_id for _ in range(3)] == ["high", "mid", "low"]
     # Aging: after 9 levels' worth of waiting, the old low-priority job outranks new work.
     device.enqueue([item("old-low", 0)])
-    now[0] += 9 * device.aging_s_per_level + 1
+    now[0] += 9 * device.scheduling.aging_s_per_level + 1
     device.enqueue([item("new-high", 9)])
     assert device.take_batch()[0].job_id == "old-low"
     device.take_batch()
@@ -403,3 +403,21 @@ def test_device_queue_serves_priority_then_ages_low_work_and_shares_between_tena
     now[0] += 1
     device.enqueue([item("rare", 5, "small")])
     assert device.take_batch()[0].job_id == "rare"
+
+
+def test_device_queue_follows_the_scheduling_config() -> None:
+    device = Device(
+        FARM.devices[0],
+        max_parallel_threads=1,
+        clock=lambda: 0.0,
+        scheduling=SchedulingConfig(fair_share=False),
+    )
+    device.config = device.config.model_copy(update={"max_batch_circuits": 1})
+    cal_id = device.calibration.calibration_id
+    device.enqueue(
+        [WorkItem(f"flood{i}", 1, cal_id, (b"",), 10, 5, None, 1, "big") for i in range(3)]
+    )
+    device.take_batch()
+    device.enqueue([WorkItem("rare", 1, cal_id, (b"",), 10, 5, None, 1, "small")])
+    # Without fair share, arrival order rules: the flood's next job, not the newcomer.
+    assert device.take_batch()[0].job_id == "flood1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qrt_ray.errors import ValidationError
+from qrt_ray.models import POLICY_NAMES
 from qrt_ray.simulator import FarmSimulator, SimConfig
 
 
@@ -14,7 +15,7 @@ def sim() -> FarmSimulator:
 
 
 def test_every_job_completes_once_under_every_policy(sim: FarmSimulator) -> None:
-    for policy in ("random", "round_robin", "least_busy", "best_fidelity", "composite"):
+    for policy in POLICY_NAMES:
         report = sim.run(policy)
         assert report.done == report.jobs == 400 and report.rejected == 0
         assert 0 < report.mean_fidelity <= 1
