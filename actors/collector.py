@@ -73,7 +73,8 @@ def finish(
     runs: Sequence[RawRun],
     compile_infos: Sequence[Mapping[str, object]],
     versions: Mapping[str, str],
+    shots: int,
 ) -> JobResult:
-    """Build the final, reproducible result of a job from its accepted runs."""
+    """Build the final, reproducible result of a job (``shots`` per circuit) from its runs."""
     infos = [CompileInfo.model_validate(c) for c in compile_infos]
-    return build_result(job_id, runs, infos, versions)
+    return build_result(job_id, runs, infos, versions, shots)

@@ -7,12 +7,13 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from policies.queueing import Waiting, sort_key
@@ -22,7 +23,7 @@ from qrt_ray.config import DeviceConfig, SchedulingConfig
 from qrt_ray.errors import DeviceUnavailableError
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.noise import NoiseModelCache, target_from_snapshot
-from qrt_ray.results import RawRun, counts_checksum, trim_counts
+from qrt_ray.results import RawRun, counts_checksum, slice_seed, trim_counts
 
 # Above this many active qubits a noisy statevector run costs 2^n per shot (one
 # trajectory each): a 19-qubit GHZ took 67 s for 500 shots, against 1.3 s as a matrix
@@ -57,7 +58,9 @@ class WorkItem:
     """One attempt of one job, compiled for one calibration of this device.
 
     ``circuits`` are the compiler's QPY payloads (:func:`~qrt_ray.compiler.decode_compiled`);
-    ``active_qubits`` is the widest circuit's count of touched qubits.
+    ``active_qubits`` is the widest circuit's count of touched qubits. ``shots`` start
+    at shot ``first_shot`` of the job (above 0 for the rest of a partial run or of a
+    sliced job); ``remaining`` is what the attempt still has queued after this item.
     """
 
     job_id: str
@@ -69,6 +72,9 @@ class WorkItem:
     seed: int | None = None
     active_qubits: int = 0
     tenant: str = "default"
+    first_shot: int = 0
+    remaining: int = 0
+    deadline: float = math.inf
 
 
 @dataclass(slots=True)
@@ -176,17 +182,28 @@ class Device:
                 )
             now = self._clock()
             for item in items:
-                waiting = Waiting(item.job_id, item.tenant, item.priority, now, next(self._seq))
+                waiting = Waiting(
+                    item.job_id, item.tenant, item.priority, now, next(self._seq), item.deadline
+                )
                 self._queue.append((waiting, item))
                 self._queued_shots += item.shots * len(item.circuits)
             return len(self._queue)
 
-    def drop(self, job_ids: Iterable[str]) -> list[str]:
-        """Remove queued work of these jobs (cancelled or moved); returns what was removed."""
+    def drop(self, job_ids: Iterable[str], attempts: Mapping[str, int] | None = None) -> list[str]:
+        """Remove queued work of these jobs (cancelled or moved); returns what was removed.
+
+        With ``attempts``, only work of exactly that attempt of each job goes.
+        """
         doomed = set(job_ids)
+
+        def gone(item: WorkItem) -> bool:
+            if item.job_id not in doomed:
+                return False
+            return attempts is None or attempts.get(item.job_id) == item.attempt
+
         with self._lock:
-            kept = [e for e in self._queue if e[1].job_id not in doomed]
-            removed = [e[1].job_id for e in self._queue if e[1].job_id in doomed]
+            kept = [e for e in self._queue if not gone(e[1])]
+            removed = [e[1].job_id for e in self._queue if gone(e[1])]
             if removed:
                 self._queue = kept
                 self._queued_shots = sum(e[1].shots * len(e[1].circuits) for e in kept)
@@ -195,16 +212,22 @@ class Device:
     def take_batch(self) -> list[WorkItem]:
         """Pop the work to run next, up to ``max_batch_circuits`` circuits.
 
-        The order is :func:`policies.queueing.sort_key`'s under ``self.scheduling``:
-        priority class plus one level per ``aging_s_per_level`` seconds waited (nothing
-        starves), then (with ``fair_share``) the tenant that has had the fewest shots
-        here per share, then arrival. Work is taken at batch
-        boundaries only: a running batch is never cut.
+        Nothing is taken unless the device is ONLINE: a paused, calibrating or offline
+        device keeps its queue (the scheduler moves it elsewhere). The order is
+        :func:`policies.queueing.sort_key`'s under ``self.scheduling``: priority class
+        plus one level per ``aging_s_per_level`` seconds waited (nothing starves), an
+        earlier deadline within a level, then (with ``fair_share``) the tenant that has
+        had the fewest shots here per share, then arrival. While several tenants wait,
+        one tenant's circuits fill at most ``max_device_share`` of the batch.
+
+        A job asking for more than ``slice_shots`` shots runs one slice now and leaves
+        the rest queued with its original arrival time, so work that ranks higher and
+        arrives meanwhile goes first at the next batch boundary (preemption); a running
+        batch is never cut.
         """
         batch: list[WorkItem] = []
-        n = 0
         with self._lock:
-            if not self._queue:
+            if not self._queue or self.status is not DeviceStatus.ONLINE:
                 return batch
             now = self._clock()
             usage = dict(self._served)
@@ -219,18 +242,61 @@ class Device:
                     fair_share=self.scheduling.fair_share,
                 ),
             )
+            capacity = self.config.max_batch_circuits
+            shared = len({w.tenant for w, _ in self._queue}) > 1
+            tenant_cap = self.scheduling.max_device_share * capacity
+            per_tenant: dict[str, int] = {}
+            n = 0
             taken: set[int] = set()
             for i in order:
-                item = self._queue[i][1]
-                if batch and n + len(item.circuits) > self.config.max_batch_circuits:
+                waiting, item = self._queue[i]
+                width = len(item.circuits)
+                if batch and n + width > capacity:
                     break
-                taken.add(i)
-                batch.append(item)
-                n += len(item.circuits)
-                self._queued_shots -= item.shots * len(item.circuits)
-                self._served[item.tenant] = self._served.get(item.tenant, 0.0) + item.shots
+                if batch and shared and per_tenant.get(item.tenant, 0) + width > tenant_cap:
+                    continue  # this tenant has its share of the batch; others first
+                piece, rest = self._slice(item)
+                if rest is None:
+                    taken.add(i)
+                else:
+                    self._queue[i] = (waiting, rest)
+                batch.append(piece)
+                n += width
+                per_tenant[item.tenant] = per_tenant.get(item.tenant, 0) + width
+                self._queued_shots -= piece.shots * width
+                self._served[item.tenant] = self._served.get(item.tenant, 0.0) + piece.shots
             self._queue = [e for i, e in enumerate(self._queue) if i not in taken]
         return batch
+
+    def _slice(self, item: WorkItem) -> tuple[WorkItem, WorkItem | None]:
+        """(what runs now, what stays queued or None) under ``slice_shots``."""
+        size = self.scheduling.slice_shots
+        if not size or item.shots <= size:
+            return item, None
+        rest_shots = item.shots - size
+        piece = replace(item, shots=size, remaining=rest_shots)
+        rest = replace(item, shots=rest_shots, first_shot=item.first_shot + size)
+        return piece, rest
+
+    def set_status(self, status: DeviceStatus) -> None:
+        """Change whether the device takes work; a batch already running finishes."""
+        with self._lock:
+            self.status = status
+
+    def set_calibration(self, calibration: CalibrationSnapshot) -> None:
+        """Replace the calibration; queued work compiled for the old one is refused."""
+        if calibration.device != self.name or calibration.num_qubits != self.calibration.num_qubits:
+            raise ValueError(
+                f"calibration of {calibration.device} ({calibration.num_qubits} qubits) "
+                f"does not describe device {self.name} ({self.calibration.num_qubits} qubits)"
+            )
+        with self._lock:
+            self.calibration = calibration
+
+    def has_runnable_work(self) -> bool:
+        """Whether :meth:`take_batch` would return work now (queued and ONLINE)."""
+        with self._lock:
+            return bool(self._queue) and self.status is DeviceStatus.ONLINE
 
     @property
     def queue_depth(self) -> int:
@@ -253,16 +319,17 @@ class Device:
                 runs.append(self._refused(item, cal, method, gpu))
                 continue
             forced = None if gpu else sim_method_for(item.active_qubits, item.shots)
-            key = (item.shots, item.seed, forced)
+            key = (item.shots, slice_seed(item.seed, item.first_shot, item.attempt), forced)
             groups.setdefault(key, []).append(item)
         for (shots, seed, forced), items in groups.items():
-            runs.extend(self._run_group(sim, items, shots, seed, method, gpu, forced))
+            runs.extend(self._run_group(sim, cal, items, shots, seed, method, gpu, forced))
         self.batches_run += 1
         return runs
 
     def _run_group(
         self,
         sim: Any,
+        cal: CalibrationSnapshot,
         items: list[WorkItem],
         shots: int,
         seed: int | None,
@@ -294,8 +361,8 @@ class Device:
                     job_id=item.job_id,
                     attempt=item.attempt,
                     device=self.name,
-                    calibration_id=self.calibration.calibration_id,
-                    calibration_taken_at=self.calibration.taken_at,
+                    calibration_id=cal.calibration_id,
+                    calibration_taken_at=cal.taken_at,
                     shots_requested=shots,
                     counts=tuple(counts),
                     seeds=tuple(seeds[offset : offset + n]),
@@ -306,6 +373,8 @@ class Device:
                     ),
                     gpu=gpu,
                     checksum=checksum,
+                    first_shot=item.first_shot,
+                    remaining=item.remaining,
                 )
             )
             offset += n
@@ -349,4 +418,6 @@ class Device:
             gpu=gpu,
             checksum=counts_checksum([]),
             error=error,
+            first_shot=item.first_shot,
+            remaining=item.remaining,
         )

@@ -20,8 +20,8 @@ from typing import Any
 import ray
 
 from actors.device import Device, FaultPlan, WorkItem
-from qrt_ray.config import DeviceConfig, load_policy_config
-from qrt_ray.models import DeviceSnapshot
+from qrt_ray.config import DeviceConfig, PolicyConfig, load_policy_config
+from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.results import RawRun
 
 logger = logging.getLogger("qrt.device")
@@ -33,10 +33,20 @@ _REPORT_BACKLOG = 2
 class DeviceActor:
     """One device as a Ray actor (threaded: snapshots answer while a batch runs)."""
 
-    def __init__(self, config_json: str, scheduler_name: str, namespace: str) -> None:
+    def __init__(
+        self,
+        config_json: str,
+        scheduler_name: str,
+        namespace: str,
+        policies_json: str | None = None,
+    ) -> None:
+        policies = (
+            PolicyConfig.model_validate_json(policies_json)
+            if policies_json
+            else load_policy_config()
+        )
         self.device = Device(
-            DeviceConfig.model_validate_json(config_json),
-            scheduling=load_policy_config().scheduling,
+            DeviceConfig.model_validate_json(config_json), scheduling=policies.scheduling
         )
         self._scheduler_name = scheduler_name
         self._namespace = namespace
@@ -67,9 +77,26 @@ class DeviceActor:
             self._cv.notify()
         return depth
 
-    def drop(self, job_ids: Sequence[str]) -> list[str]:
-        """Remove queued work of these jobs."""
-        return self.device.drop(job_ids)
+    def drop(self, job_ids: Sequence[str], attempts: dict[str, int] | None = None) -> list[str]:
+        """Remove queued work of these jobs (only these attempts, if given)."""
+        return self.device.drop(job_ids, attempts)
+
+    def set_status(self, status: str) -> None:
+        """Change whether the device takes work (``ONLINE``, ``MAINTENANCE``, ...).
+
+        The scheduler notices on its next look and moves waiting work elsewhere.
+        """
+        self.device.set_status(DeviceStatus(status))
+        with self._cv:
+            self._cv.notify()
+
+    def set_calibration(self, calibration: CalibrationSnapshot) -> str:
+        """Replace the device's calibration; returns its id.
+
+        Waiting work compiled for the old one goes back to placement.
+        """
+        self.device.set_calibration(calibration)
+        return calibration.calibration_id
 
     def inject_faults(self, partial_fractions: Sequence[float] = (), corrupt: int = 0) -> None:
         """Make the next runs partial or corrupt (chaos tests and drills)."""
@@ -114,7 +141,7 @@ class DeviceActor:
     def _drain_forever(self) -> None:
         while not self._stopped:
             with self._cv:
-                if self.device.queue_depth == 0:
+                if not self.device.has_runnable_work():  # empty, or paused with a queue
                     self._cv.wait(timeout=0.5)
             with self._cv:
                 batch = self.device.take_batch()

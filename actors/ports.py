@@ -8,7 +8,7 @@ scheduler's whole logic runs without Ray.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from actors.device import Device, WorkItem
@@ -43,8 +43,14 @@ class SchedulerPorts(Protocol):
         """Hand work to a device's queue."""
         ...
 
-    async def drop(self, device: str, job_ids: Sequence[str]) -> None:
-        """Remove queued work from a device (best effort)."""
+    async def drop(
+        self, device: str, job_ids: Sequence[str], attempts: Mapping[str, int] | None = None
+    ) -> list[str]:
+        """Remove queued work from a device; returns the job ids whose work was removed.
+
+        With ``attempts``, only work of exactly that attempt of each job is removed, so
+        a newer attempt already queued is left alone.
+        """
         ...
 
 
@@ -82,5 +88,7 @@ class LocalPorts:
     async def enqueue(self, device: str, items: Sequence[WorkItem]) -> None:
         self.devices[device].enqueue(items)
 
-    async def drop(self, device: str, job_ids: Sequence[str]) -> None:
-        self.devices[device].drop(job_ids)
+    async def drop(
+        self, device: str, job_ids: Sequence[str], attempts: Mapping[str, int] | None = None
+    ) -> list[str]:
+        return self.devices[device].drop(job_ids, attempts)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -37,7 +38,7 @@ from qrt_ray.errors import (
 )
 from qrt_ray.lifecycle import JobState, check_transition
 from qrt_ray.metrics import RuntimeMetrics
-from qrt_ray.models import DeviceSnapshot, JobSpec, Placement
+from qrt_ray.models import DeviceSnapshot, DeviceStatus, JobSpec, Placement
 from qrt_ray.results import (
     RawRun,
     decode_run,
@@ -263,13 +264,62 @@ class Scheduler:
 
     async def _refresh_snapshots(self, force: bool = False) -> None:
         now = time.monotonic()
-        # An idle farm is not polled: snapshots matter only to place pending work.
-        if not force and (not self._pending or now - self._snap_at < self._snap_interval):
+        # An idle farm is not polled: snapshots matter only to place pending work and
+        # to move placed work off a device that stopped or recalibrated.
+        # Placement needs fresh figures (every snapshot_interval_s); watching placed
+        # work for a device that stops or recalibrates can look less often.
+        interval = self._snap_interval if self._pending else max(1.0, self._snap_interval)
+        busy = self._pending or self._expected
+        if not force and (not busy or now - self._snap_at < interval):
             return
+        before = {s.name: s for s in self._snapshots}
         self._snapshots = await self.ports.snapshots()
         self._snap_at = now
+        changed: dict[str, str] = {}
         for snap in self._snapshots:
             self.metrics.queue_depth.labels(device=snap.name).set(snap.queue_depth)
+            old = before.get(snap.name)
+            if old is None:
+                continue
+            if snap.status is not old.status and snap.status is not DeviceStatus.ONLINE:
+                changed[snap.name] = f"{snap.name} went {snap.status.value}"
+            elif snap.calibration.calibration_id != old.calibration.calibration_id:
+                changed[snap.name] = (
+                    f"{snap.name} recalibrated ({old.calibration.calibration_id} -> "
+                    f"{snap.calibration.calibration_id})"
+                )
+        if changed:
+            await self._replace_from(changed)
+
+    async def _replace_from(self, changed: dict[str, str]) -> None:
+        """Send work waiting on devices that stopped or recalibrated back to placement.
+
+        PLACED jobs (compiled, waiting in the device queue) go back to QUEUED first, so
+        the device refuses them at batch start if it takes them meanwhile; then their
+        work leaves the device queue, and placement weighs every device again. Jobs
+        already running finish their batch where they are.
+        """
+        now = self._clock()
+        waiting = [r for r in self._live.values() if r.state is S.PLACED and r.device in changed]
+        updates = [
+            StateUpdate(
+                r.job_id, S.PLACED, S.QUEUED, now, reason=f"re-placed: {changed[r.device or '']}"
+            )
+            for r in waiting
+        ]
+        moved = await self._persist(updates)
+        by_device: dict[str, dict[str, int]] = {}
+        for u in moved:
+            rec = self._live[u.job_id]
+            by_device.setdefault(rec.device or "", {})[u.job_id] = rec.attempts
+        for device, attempts in by_device.items():
+            await self._safe_drop(device, list(attempts), attempts)
+        for u in moved:
+            self._expected.pop(u.job_id, None)
+            self.metrics.replacements.labels(device=self._live[u.job_id].device or "").inc()
+            self._enqueue_pending(self._live[u.job_id])
+        if moved:
+            logger.info("re-placing %d jobs: %s", len(moved), "; ".join(changed.values()))
 
     async def _expire(self) -> None:
         now = self._clock()
@@ -379,7 +429,9 @@ class Scheduler:
         # Missing shots of a partial run go back to the device and calibration that ran
         # the rest, so the job's shots all come from one calibration.
         pinned = runs[0].device if runs else rec.spec.device
-        options = placement_options(rec.spec, device=pinned)
+        limit = rec.spec.max_execution_time_s
+        left = rec.created_at + limit - self._clock() if limit else None
+        options = placement_options(rec.spec, device=pinned, deadline_s=left)
         loads = [DeviceLoad(s, backlog.get(s.name, 0.0)) for s in self._snapshots]
         try:
             placement = self.placer.place(self._job_shape(rec), loads, options)
@@ -399,6 +451,10 @@ class Scheduler:
             compiled, cal_id = await self._compile_jobs(device, job_ids)
         except asyncio.CancelledError:
             raise
+        except DeviceUnavailableError as exc:  # recalibrated during compile: place again
+            live = [j for j in job_ids if j in self._live]
+            await self._requeue(live, S.COMPILING, str(exc))
+            return
         except Exception as exc:
             logger.exception("compile for %s failed", device)
             now = self._clock()
@@ -455,18 +511,20 @@ class Scheduler:
                 )
             )
             runs = self._runs.get(job_id, [])
-            shots = missing_shots(rec.spec.shots, runs) if runs else rec.spec.shots
+            limit = rec.spec.max_execution_time_s
             items.append(
                 WorkItem(
                     job_id,
                     attempt,
                     cal_id,
                     tuple(c.payload for c in circuits if c.payload is not None),
-                    shots,
+                    missing_shots(rec.spec.shots, runs),
                     rec.spec.priority,
                     rec.spec.seed,
                     max(c.active_qubits for c in circuits),
                     rec.spec.tenant,
+                    first_shot=sum(shots_executed(r) for r in runs),
+                    deadline=rec.created_at + limit if limit else math.inf,
                 )
             )
         applied = {u.job_id for u in await self._persist(updates)}
@@ -541,32 +599,48 @@ class Scheduler:
         for u in await self._persist(updates):
             self._enqueue_pending(self._live[u.job_id])
 
-    async def _safe_drop(self, device: str, job_ids: list[str]) -> None:
+    async def _safe_drop(
+        self, device: str, job_ids: list[str], attempts: dict[str, int] | None = None
+    ) -> list[str]:
         try:
-            await self.ports.drop(device, job_ids)
+            return await self.ports.drop(device, job_ids, attempts)
         except Exception:
             logger.warning("could not drop %s from %s", job_ids, device, exc_info=True)
+            return []
+
+    def _still_running(self, job_id: str, attempt: int) -> bool:
+        rec = self._live.get(job_id)
+        return rec is not None and rec.state is S.RUNNING and rec.attempts == attempt
 
     # == callbacks from devices =======================================================
 
     async def batch_started(self, device: str, attempts: Sequence[tuple[str, int]]) -> list[str]:
         """A device is about to run these (job, attempt)s; returns the job ids to run.
 
-        RUNNING is persisted first; work cancelled meanwhile is not returned.
+        RUNNING is persisted first; work cancelled or moved meanwhile is not returned.
+        A later slice of a job already RUNNING there (same attempt) runs on.
         """
         now = self._clock()
         updates = []
+        going_on = []
         for job_id, attempt in attempts:
             rec = self._live.get(job_id)
-            if rec and rec.state is S.PLACED and rec.attempts == attempt and rec.device == device:
+            if rec is None or rec.attempts != attempt or rec.device != device:
+                continue
+            if rec.state is S.PLACED:
                 updates.append(
                     StateUpdate(job_id, S.PLACED, S.RUNNING, now, reason=f"running on {device}")
                 )
-        return [u.job_id for u in await self._persist(updates)]
+            elif rec.state is S.RUNNING:
+                going_on.append(job_id)
+        return [*going_on, *(u.job_id for u in await self._persist(updates))]
 
     async def batch_finished(self, device: str, runs: Sequence[RawRun]) -> None:
         """A device finished runs: count shots once, then complete, re-queue or rerun."""
         now = self._clock()
+        known = next((s for s in self._snapshots if s.name == device), None)
+        if known and any(r.calibration_id != known.calibration.calibration_id for r in runs):
+            self._snap_at = float("-inf")  # the device recalibrated: look again first
         accepted: list[tuple[RawRun, collector.Verdict]] = []
         retry: list[tuple[str, str]] = []
         for run in runs:
@@ -582,6 +656,7 @@ class Scheduler:
                 retry.append((run.job_id, verdict.reason))
         counted = await self._count_shots(accepted, now)
         complete, partial = [], []
+        sliced = {run.job_id: run.attempt for run in runs if run.remaining}
         for run, verdict in counted:
             expected = self._expected.get(run.job_id)
             if expected is not None and run.run_s > 0:
@@ -591,6 +666,10 @@ class Scheduler:
             self._runs.setdefault(run.job_id, []).append(run)
             self.metrics.shots.labels(device=device).inc(shots_executed(run) * len(run.counts))
             if verdict.outcome is collector.Outcome.PARTIAL:
+                if run.remaining:
+                    # a slice: the rest of the attempt waits in the device queue
+                    self.metrics.slices.labels(device=device).inc()
+                    continue
                 self.metrics.partial_runs.labels(device=device).inc()
                 partial.append((run.job_id, verdict.reason))
             else:
@@ -612,6 +691,11 @@ class Scheduler:
                 await self._requeue([job_id], S.RUNNING, reason)
         await self._persist(exhausted)
         await self._complete(complete)
+        # Slices still queued for an attempt that ended (rerun, failed, complete) would
+        # be refused at their batch start anyway; take them out of the queue now.
+        ended = {j: a for j, a in sliced.items() if not self._still_running(j, a)}
+        if ended:
+            await self._safe_drop(device, list(ended), ended)
 
     async def _count_shots(
         self, accepted: list[tuple[RawRun, collector.Verdict]], now: float
@@ -621,7 +705,15 @@ class Scheduler:
         blobs = [encode_run(run) for run, _ in accepted]
         digests = await asyncio.to_thread(self.store.put_blobs, blobs)
         ledger = [
-            ShotRecord(run.job_id, run.attempt, run.calibration_id, shots_executed(run), now, d)
+            ShotRecord(
+                run.job_id,
+                run.attempt,
+                run.calibration_id,
+                shots_executed(run),
+                now,
+                d,
+                run.first_shot,
+            )
             for (run, _), d in zip(accepted, digests, strict=True)
         ]
         fresh = await asyncio.to_thread(self.store.record_shots, ledger)
@@ -644,7 +736,9 @@ class Scheduler:
             rec = self._live[job_id]
             try:
                 compile_infos = (rec.placement or {}).get("compile", [])
-                result = collector.finish(job_id, self._runs[job_id], compile_infos, self._versions)
+                result = collector.finish(
+                    job_id, self._runs[job_id], compile_infos, self._versions, rec.spec.shots
+                )
                 results.append(encode_result(result))
                 ok_ids.append(job_id)
             except QrtError as exc:
@@ -762,16 +856,23 @@ class Scheduler:
         return await asyncio.to_thread(read)
 
     async def cancel(self, job_id: str) -> tuple[JobState, bool]:
-        """Cancel a job that has not finished; returns (state now, whether it changed)."""
-        rec = await self.get(job_id)
-        if rec.state.is_final:
-            return rec.state, False
-        moved = await self._persist(
-            [StateUpdate(job_id, rec.state, S.CANCELLED, self._clock(), reason="cancelled by user")]
-        )
-        if moved and rec.device:
+        """Cancel a job that has not finished; returns (state now, whether it changed).
+
+        The cancel is a compare-and-set on the state it read; when the job moved on
+        meanwhile (placed, compiled, started), it reads the new state and tries again.
+        """
+        while True:
+            rec = await self.get(job_id)
+            if rec.state.is_final:
+                return rec.state, False
+            update = StateUpdate(
+                job_id, rec.state, S.CANCELLED, self._clock(), reason="cancelled by user"
+            )
+            if await self._persist([update]):
+                break
+        if rec.device:
             await self._safe_drop(rec.device, [job_id])
-        return (await self.get(job_id)).state, bool(moved)
+        return (await self.get(job_id)).state, True
 
     async def estimate(self, spec: JobSpec) -> list[dict[str, Any]]:
         """Per fitting device: estimated fidelity, cost, wait and run time; runs nothing.
@@ -803,8 +904,16 @@ class Scheduler:
         return len(self._live)
 
 
-def placement_options(spec: JobSpec, *, device: str | None = None) -> PlacementOptions:
-    """A job spec's placement options (``device`` overrides the spec's pinned device)."""
+def placement_options(
+    spec: JobSpec, *, device: str | None = None, deadline_s: float | None = None
+) -> PlacementOptions:
+    """A job spec's placement options.
+
+    Args:
+        spec: the job.
+        device: overrides the spec's pinned device.
+        deadline_s: seconds left before the job's ``max_execution_time_s`` runs out.
+    """
     weights = None
     if spec.weights is not None:
         weights = Weights(**spec.weights.model_dump())
@@ -815,6 +924,7 @@ def placement_options(spec: JobSpec, *, device: str | None = None) -> PlacementO
         min_fidelity=spec.min_fidelity,
         max_cost_usd=spec.max_cost_usd,
         device=device if device is not None else spec.device,
+        deadline_s=deadline_s,
     )
 
 

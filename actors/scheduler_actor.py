@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ray
@@ -12,6 +12,7 @@ import ray
 from actors.device import WorkItem
 from actors.scheduler import Scheduler
 from qrt_ray.compiler import CompiledCircuit, compile_circuits
+from qrt_ray.config import PolicyConfig
 from qrt_ray.metrics import RuntimeMetrics
 from qrt_ray.models import DeviceSnapshot, JobSpec
 from qrt_ray.results import RawRun
@@ -96,8 +97,12 @@ class RayPorts:
     async def enqueue(self, device: str, items: Sequence[WorkItem]) -> None:
         await self._devices[device].enqueue.remote(list(items))
 
-    async def drop(self, device: str, job_ids: Sequence[str]) -> None:
-        await self._devices[device].drop.remote(list(job_ids))
+    async def drop(
+        self, device: str, job_ids: Sequence[str], attempts: Mapping[str, int] | None = None
+    ) -> list[str]:
+        return await self._devices[device].drop.remote(
+            list(job_ids), dict(attempts) if attempts else None
+        )
 
 
 def record_view(rec: JobRecord) -> dict[str, Any]:
@@ -131,6 +136,7 @@ class SchedulerActor:
         namespace: str,
         optimization_level: int = 1,
         metrics_port: int | None = None,
+        policies_json: str | None = None,
     ) -> None:
         devices = {n: ray.get_actor(f"device:{n}", namespace=namespace) for n in device_names}
         self.metrics = RuntimeMetrics()
@@ -140,11 +146,13 @@ class SchedulerActor:
         self.ports = RayPorts(devices)
         self._first_device = device_names[0]
         self._warming: asyncio.Task[None] | None = None
+        policies = PolicyConfig.model_validate_json(policies_json) if policies_json else None
         self.scheduler = Scheduler(
             self.store,
             self.ports,
             optimization_level=optimization_level,
             metrics=self.metrics,
+            policy_config=policies,
         )
 
     async def start(self) -> int:

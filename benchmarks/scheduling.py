@@ -6,7 +6,9 @@ the default farm, once per policy, and prints mean and p95 job completion time (
 mean estimated fidelity, mean cost, device utilisation and Jain's fairness index across
 tenants (of 1 / mean slowdown). Then the ratios the issue sets as targets, and the
 scheduler's speed: placement decisions per second at 20 and 200 devices (cache warm)
-and the simulator's jobs per second at 1000 devices.
+and the simulator's jobs per second at 1000 devices. Last, the simulated fidelities
+are checked on a sample of the trace's (circuit, device) pairs by real noisy Aer runs
+(``qrt_ray.sim_check``).
 
     python benchmarks/scheduling.py                 # 5,000 jobs, 20 devices
     python benchmarks/scheduling.py --jobs 1000     # quicker
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 
 from qrt_ray.models import POLICY_NAMES
+from qrt_ray.sim_check import EstimateCheck, check_estimates
 from qrt_ray.simulator import FarmSimulator, SimConfig, SimReport
 
 
@@ -60,6 +63,34 @@ def _speed(devices: int, jobs: int, seed: int) -> float:
     return sim.run("composite").decisions_per_s
 
 
+def _check(sim: FarmSimulator, circuits: int, seed: int) -> EstimateCheck:
+    """The simulator's fidelities (the estimator's ESP) against real noisy runs."""
+    t0 = time.perf_counter()
+    check = check_estimates(
+        sim,
+        circuits=circuits,
+        devices_per_circuit=4,
+        seed=seed,
+        progress=lambda done, total: print(f"  noisy run {done}/{total}", file=sys.stderr),
+    )
+    print(
+        f"simulated fidelity (ESP) vs real noisy simulation, {len(check.pairs)} "
+        f"(circuit, device) pairs of this trace, 2,000 shots each "
+        f"({time.perf_counter() - t0:.0f} s):"
+    )
+    print("| circuit | device | ESP (simulated) | Hellinger fidelity (measured) |")
+    print("| --- | --- | --- | --- |")
+    for p in check.pairs:
+        print(f"| {p.circuit} | {p.device} | {p.esp:.3f} | {p.measured:.3f} |")
+    print(
+        f"mean ESP {check.mean_esp:.3f}, mean measured {check.mean_measured:.3f}; "
+        f"Spearman over all pairs {check.spearman_all:.3f}, within a circuit "
+        f"{check.spearman_within:.3f}; highest-ESP device measured best (within 0.01) "
+        f"for {check.best_device_agreement:.0%} of circuits"
+    )
+    return check
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=5000)
@@ -70,6 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-speed", action="store_true", help="skip the speed section")
     parser.add_argument(
         "--big-jobs", type=int, default=300, help="jobs for the 1000-device speed run"
+    )
+    parser.add_argument(
+        "--check-circuits",
+        type=int,
+        default=6,
+        help="circuits whose simulated fidelities are checked by real noisy runs "
+        "(4 devices each; 0 skips the check)",
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -123,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{speed['simulator_jobs_per_s_1000_devices']:.1f} "
             f"(setup {speed['simulator_setup_s_1000_devices']:.1f} s)"
         )
+    check = None
+    if args.check_circuits:
+        print()
+        check = _check(sim, args.check_circuits, args.seed)
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -133,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                         {"name": n, "value": v, "target": t, "pass": ok} for n, v, t, ok in results
                     ],
                     "speed": speed,
+                    "estimate_check": dataclasses.asdict(check) if check else None,
                 },
                 indent=2,
                 default=str,

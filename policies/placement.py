@@ -19,7 +19,8 @@ Policies:
 
 Per job, ``optimize="fidelity"|"time"|"cost"`` picks a preset of weights, explicit
 weights replace them, and ``min_fidelity`` / ``max_cost_usd`` remove devices before
-ranking; when they remove every device the error says what the best device offers.
+ranking; when they remove every device the error says what the best device offers. A
+job's deadline keeps it off devices expected to finish too late.
 """
 
 from __future__ import annotations
@@ -87,6 +88,9 @@ class PlacementOptions:
         min_fidelity: devices estimated below this are not used.
         max_cost_usd: devices that would charge more are not used.
         device: run on this device only (it is checked, not ranked).
+        deadline_s: seconds left before the job's deadline: devices expected to finish
+            later are not used while one expected on time accepts work; if none is,
+            the earliest expected finish wins.
     """
 
     policy: str | None = None
@@ -95,6 +99,11 @@ class PlacementOptions:
     min_fidelity: float | None = None
     max_cost_usd: float | None = None
     device: str | None = None
+    deadline_s: float | None = None
+
+    def late(self, c: Candidate) -> bool:
+        """Whether ``c`` is expected to finish after the deadline."""
+        return self.deadline_s is not None and c.completion_s > self.deadline_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +199,15 @@ def rank_best_fidelity(cands: Sequence[Candidate]) -> list[tuple[str, float]]:
     """Highest estimated fidelity first; the score is the fidelity."""
     ordered = sorted(cands, key=lambda c: (-c.fidelity, c.completion_s, c.device))
     return [(c.device, c.fidelity) for c in ordered]
+
+
+def rank_earliest_finish(cands: Sequence[Candidate]) -> list[tuple[str, float]]:
+    """Earliest expected completion first; the score is ``-completion_s``.
+
+    Used when every device is expected to miss a job's deadline.
+    """
+    ordered = sorted(cands, key=lambda c: (c.completion_s, -c.fidelity, c.device))
+    return [(c.device, -c.completion_s) for c in ordered]
 
 
 def rank_composite(cands: Sequence[Candidate], weights: Weights) -> list[tuple[str, float]]:
@@ -291,6 +309,10 @@ def choose(
 ) -> Placement:
     """Apply the job's limits, rank with ``policy`` and explain the decision.
 
+    With a deadline, devices expected to finish late are left out while one expected
+    on time accepts work; when none is, the earliest expected finish wins and the
+    explanation says ``late``.
+
     Args:
         policy: one of :data:`POLICIES`.
         cands: every device that fits the job (accepting or not).
@@ -310,16 +332,23 @@ def choose(
     if not ready:
         states = ", ".join(f"{c.device}={c.status}" for c in allowed)
         raise DeviceUnavailableError(f"no fitting device is accepting work now ({states})")
+    on_time = [c for c in ready if not options.late(c)]
+    ranker = policy
+    if on_time:
+        ready = on_time
+    else:  # every device is expected late: the earliest finish is the best hope
+        ranker = "earliest_finish"
     rankers: dict[str, Callable[[], list[tuple[str, float]]]] = {
         "random": lambda: rank_random(ready, seed),
         "round_robin": lambda: rank_round_robin(ready, turn),
         "least_busy": lambda: rank_least_busy(ready),
         "best_fidelity": lambda: rank_best_fidelity(ready),
         "composite": lambda: rank_composite(ready, weights),
+        "earliest_finish": lambda: rank_earliest_finish(ready),
     }
-    if policy not in rankers:
+    if policy not in POLICIES:
         raise ValueError(f"policy={policy!r} is unknown; use one of {', '.join(POLICIES)}")
-    ranking = rankers[policy]()
+    ranking = rankers[ranker]()
     by_name = {c.device: c for c in cands}
     chosen = by_name[ranking[0][0]]
     return Placement(
@@ -328,8 +357,13 @@ def choose(
         explanation={
             "policy": policy,
             "weights": weights.as_dict() if policy == "composite" else None,
-            "limits": {"min_fidelity": options.min_fidelity, "max_cost_usd": options.max_cost_usd},
+            "limits": {
+                "min_fidelity": options.min_fidelity,
+                "max_cost_usd": options.max_cost_usd,
+                "deadline_s": options.deadline_s,
+            },
             "pinned": options.device,
+            "late": ranker == "earliest_finish",
             "chosen": describe(chosen),
             "devices": [
                 {
@@ -347,6 +381,8 @@ def _exclusion(c: Candidate, options: PlacementOptions) -> str | None:
         return "outside the job's limits"
     if not c.accepting:
         return f"not accepting work ({c.status})"
+    if options.late(c):
+        return f"expected to finish after the deadline ({options.deadline_s:.1f} s left)"
     return None
 
 

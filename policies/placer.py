@@ -198,8 +198,13 @@ class Placer:
             order = sorted(range(len(bounds)), key=lambda i: -scores[i])
             out = list(bounds)
             best = float("-inf")
+            some_on_time = any(b.accepting and not options.late(b) for b in bounds)
             for i in order:
                 if not bounds[i].accepting:
+                    continue
+                # A bound's run time is never above the full estimate's (no SWAPs), so a
+                # device late on its bound is late for sure, and loses to any on time.
+                if some_on_time and options.late(bounds[i]):
                     continue
                 if scores[i] < best:
                     break  # sorted: no later device can win either

@@ -7,6 +7,8 @@ are respected, fair share holds and nothing starves.
 * **Aging.** A job's effective priority is its class (0-10) plus one level for every
   ``aging_s_per_level`` seconds it has waited, so a low-priority job eventually
   outranks any newer high-priority one and cannot wait forever.
+* **Deadlines.** Within one effective level, a job with an earlier deadline goes first
+  (earliest deadline first); jobs without one follow.
 * **Fair share.** Among jobs of the same effective level, the tenant whose usage
   (seconds of device time received, divided by its share) is lowest goes first, so a
   tenant that floods the queue does not take the device from one that submits a job
@@ -31,6 +33,7 @@ class Waiting:
     priority: int
     enqueued_at: float
     seq: int = 0
+    deadline: float = math.inf  # when the job fails if not done (inf: no deadline)
 
 
 def effective_priority(priority: int, waited_s: float, aging_s_per_level: float) -> float:
@@ -46,11 +49,12 @@ def sort_key(
     usage: Mapping[str, float],
     shares: Mapping[str, float],
     fair_share: bool = True,
-) -> tuple[float, float, float, int]:
-    """Smaller is served first: (-whole effective level, tenant usage per share, age, seq)."""
+) -> tuple[float, float, float, float, int]:
+    """Smaller is served first: (-whole effective level, deadline, tenant usage per
+    share, arrival, seq)."""
     level = math.floor(effective_priority(job.priority, now - job.enqueued_at, aging_s_per_level))
     normalized = usage.get(job.tenant, 0.0) / shares.get(job.tenant, 1.0) if fair_share else 0.0
-    return (-level, normalized, job.enqueued_at, job.seq)
+    return (-level, job.deadline, normalized, job.enqueued_at, job.seq)
 
 
 def next_job(

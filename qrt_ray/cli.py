@@ -58,14 +58,16 @@ def _read_circuits(paths: list[str]) -> list[str]:
 def cmd_up(args: argparse.Namespace) -> int:
     """Start a farm as detached actors, on a Ray address or a new local head."""
     from qrt_ray import farm as farm_mod
-    from qrt_ray.config import load_farm_config
+    from qrt_ray.config import load_farm_config, load_policy_config
 
     config = load_farm_config(args.farm)
+    policies = load_policy_config(args.policies)
     address = args.address
     if address in (None, "local"):
         if shutil.which("ray") is None:
             raise QrtError("the `ray` command is not on PATH; install qrt-ray into this env")
         env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+        farm_mod.ensure_auth_token()
         started = subprocess.run(
             [*_RAY_HEAD, *(["--num-cpus", str(args.num_cpus)] if args.num_cpus else [])],
             env=env,
@@ -84,6 +86,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         detached=True,
         optimization_level=args.optimization_level,
         metrics_port=args.metrics_port,
+        policies=policies,
     )
     names = ", ".join(d.name for d in config.devices)
     _print(
@@ -363,6 +366,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "ranking: " + ", ".join(f"{n} ({s:g})" for n, s in placement.get("ranking", [])),
         table(_PLACEMENT_HEAD, _placement_rows(placement.get("devices", []))),
     ]
+    if placement.get("late"):
+        lines.insert(
+            1,
+            "no device was expected to finish before the deadline: the earliest finish won",
+        )
     _print(args, {"job_id": args.job_id, "placement": placement}, "\n".join(lines))
     return 0
 
@@ -456,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--address", default=None, help="Ray address to start the farm on")
     up.add_argument("--namespace", default="qrt")
     up.add_argument("--farm", help="farm YAML (default: the packaged default farm)")
+    up.add_argument(
+        "--policies", help="placement and scheduling policy YAML (default: the packaged one)"
+    )
     up.add_argument("--store", help="job store path or URL (default: $QRT_STORE or data dir)")
     up.add_argument("--num-cpus", type=int, help="CPUs for a new local Ray head")
     up.add_argument("--optimization-level", type=int, default=1, choices=[0, 1, 2, 3])

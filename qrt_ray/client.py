@@ -15,7 +15,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from qrt_ray import farm as farm_mod
 from qrt_ray.circuits import coerce_circuits
-from qrt_ray.config import FarmConfig, load_farm_config
+from qrt_ray.config import FarmConfig, PolicyConfig, load_farm_config, load_policy_config
 from qrt_ray.errors import (
     IntegrityError,
     JobCancelledError,
@@ -132,17 +132,22 @@ class QuantumRuntime:
         num_cpus: int | None = None,
         optimization_level: int = 1,
         metrics_port: int | None = None,
+        policies: PolicyConfig | str | Path | None = None,
     ) -> QuantumRuntime:
         """Start an embedded farm on a loopback-only local Ray.
 
         Args:
             farm: a FarmConfig, a path to a farm YAML, or None for the default farm.
+            policies: placement and scheduling policy: a PolicyConfig, a path to a
+                policies YAML (``configs/policies.yaml`` is the example), or None for
+                the packaged default.
             store: job store path or URL (default: ``$QRT_STORE`` or the user data dir).
             num_cpus: CPUs Ray may use (default: all).
             optimization_level: Qiskit preset level for compiles (0-3).
             metrics_port: serve Prometheus metrics on 127.0.0.1 at this port.
         """
         config = farm if isinstance(farm, FarmConfig) else load_farm_config(farm)
+        policy = policies if isinstance(policies, PolicyConfig) else load_policy_config(policies)
         if not 0 <= optimization_level <= 3:
             raise ValidationError(f"optimization_level={optimization_level}: use 0, 1, 2 or 3")
         owns_ray = farm_mod.init_ray_loopback(num_cpus=num_cpus)
@@ -152,6 +157,7 @@ class QuantumRuntime:
                 store_url=str(store) if store else None,
                 optimization_level=optimization_level,
                 metrics_port=metrics_port,
+                policies=policy,
             )
         except BaseException:
             if owns_ray:

@@ -156,7 +156,19 @@ def _validated(text: str, source: str, model: type[_M], kind: str, expected: str
 
 
 class SchedulingConfig(BaseModel):
-    """How pending jobs are ordered and shared."""
+    """How waiting work is ordered, shared and preempted on a device.
+
+    Attributes:
+        aging_s_per_level: a waiting job gains one priority level per this many seconds.
+        fair_share: within a level, serve first the tenant with the fewest shots here
+            per share.
+        tenant_shares: relative shares (a tenant not listed has share 1).
+        max_device_share: while other tenants wait on a device, one tenant's circuits
+            fill at most this fraction of a batch.
+        slice_shots: a job runs at most this many shots per batch; between its slices
+            waiting work that ranks higher goes first (preemption at batch boundaries).
+            0 never slices.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -164,6 +176,7 @@ class SchedulingConfig(BaseModel):
     fair_share: bool = True
     tenant_shares: dict[str, float] = Field(default_factory=dict)
     max_device_share: float = Field(default=0.5, gt=0, le=1, allow_inf_nan=False)
+    slice_shots: int = Field(default=10_000, ge=0)
 
     @field_validator("tenant_shares")
     @classmethod

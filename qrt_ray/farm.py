@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import uuid
+from pathlib import Path
 from typing import Any
 
 import ray
 
-from qrt_ray.config import FarmConfig
+from qrt_ray.config import FarmConfig, PolicyConfig
 from qrt_ray.errors import RuntimeNotRunningError
 
 logger = logging.getLogger("qrt.farm")
@@ -44,6 +46,34 @@ def _force_loopback() -> None:
         from ray._private import ray_constants
 
         ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def ensure_auth_token() -> Path | None:
+    """Make sure a Ray auth token exists before ``ray start`` needs one.
+
+    Clusters started by ``ray start`` (Ray >= 2.60) refuse to start in token mode
+    without a token, and a fresh machine has none. When ``RAY_AUTH_MODE`` is ``token``
+    and no token is set (``RAY_AUTH_TOKEN``, the file at ``RAY_AUTH_TOKEN_PATH`` or
+    ``~/.ray/auth_token``), write a new random one to ``~/.ray/auth_token``, readable by
+    this user only.
+
+    Returns:
+        The token file written, or None when a token was already there or auth is off.
+    """
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return None
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    custom = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    path = Path(custom).expanduser() if custom else Path.home() / ".ray" / "auth_token"
+    if path.is_file() and path.read_text().strip():
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(32))
+    logger.info("generated a Ray auth token in %s", path)
+    return path
 
 
 def init_ray_loopback(address: str | None = None, num_cpus: int | None = None) -> bool:
@@ -78,8 +108,12 @@ def start_farm(
     detached: bool = False,
     optimization_level: int = 1,
     metrics_port: int | None = None,
+    policies: PolicyConfig | None = None,
 ) -> tuple[str, Any, list[Any]]:
     """Create the device actors and the scheduler, recover jobs, start the loop.
+
+    ``policies`` (placement and scheduling; None: the packaged ``policies.yaml``)
+    travels to every actor as JSON.
 
     Returns:
         (namespace, scheduler handle, device handles). Non-detached actors live only
@@ -90,6 +124,7 @@ def start_farm(
 
     ns = namespace or f"qrt-local-{uuid.uuid4().hex[:8]}"
     lifetime = "detached" if detached else None
+    policies_json = policies.model_dump_json() if policies is not None else None
     devices = []
     for dev in farm.devices:
         handle = (
@@ -105,7 +140,7 @@ def start_farm(
                 get_if_exists=True,
                 runtime_env={"env_vars": _device_env()},
             )
-            .remote(dev.model_dump_json(), SCHEDULER_NAME, ns)
+            .remote(dev.model_dump_json(), SCHEDULER_NAME, ns, policies_json)
         )
         devices.append(handle)
     ray.get([d.ready.remote() for d in devices])
@@ -119,7 +154,14 @@ def start_farm(
             max_concurrency=1000,
             get_if_exists=True,
         )
-        .remote(store_url, [d.name for d in farm.devices], ns, optimization_level, metrics_port)
+        .remote(
+            store_url,
+            [d.name for d in farm.devices],
+            ns,
+            optimization_level,
+            metrics_port,
+            policies_json,
+        )
     )
     recovered = ray.get(scheduler.start.remote())
     if recovered:

@@ -53,6 +53,18 @@ class RuntimeMetrics:
             ["device"],
             registry=r,
         )
+        self.replacements = Counter(
+            "qrt_job_replacements_total",
+            "Waiting jobs moved back to placement because their device stopped or recalibrated",
+            ["device"],
+            registry=r,
+        )
+        self.slices = Counter(
+            "qrt_run_slices_total",
+            "Slices of jobs run in several batches (preemptible at each boundary)",
+            ["device"],
+            registry=r,
+        )
         self.loop_errors = Counter(
             "qrt_scheduler_loop_errors_total",
             "Errors caught by the control loop",

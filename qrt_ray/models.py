@@ -201,7 +201,8 @@ class ResultMetadata(BaseModel):
     shots_requested: int
     shots_executed: int
     seeds: tuple[int, ...]
-    attempts: int
+    attempts: int  # attempts whose shots are in the result (reruns of missing shots add one)
+    runs: int = 1  # device runs merged: slices of a preempted job and reruns
     simulator_method: str
     gpu: bool
     run_s: float

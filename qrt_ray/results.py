@@ -18,7 +18,13 @@ from qrt_ray.models import CircuitResult, CompileInfo, JobResult, ResultMetadata
 
 @dataclass(frozen=True, slots=True)
 class RawRun:
-    """What a device returns for one attempt of one job."""
+    """What a device returns for one run of one attempt of one job.
+
+    A job with more shots than the device's slice runs in several slices of one
+    attempt: ``first_shot`` is the index of the slice's first shot within the job (it
+    keys the shot ledger and derives the slice's seed), ``remaining`` the shots of the
+    attempt still waiting in the device queue after this slice.
+    """
 
     job_id: str
     attempt: int
@@ -33,6 +39,22 @@ class RawRun:
     gpu: bool
     checksum: str
     error: str | None = None
+    first_shot: int = 0
+    remaining: int = 0
+
+
+def slice_seed(seed: int | None, first_shot: int, attempt: int = 1) -> int | None:
+    """The simulator seed of a run of ``attempt`` that starts at shot ``first_shot``.
+
+    A run from shot 0 uses the job's own seed (an unsliced job reproduces with it, and
+    a whole rerun has no kept shots to repeat); every later slice, and every rerun of
+    missing shots, gets its own seed derived from (seed, attempt, first shot), so no
+    run repeats the samples of a run whose shots are kept. None stays None (random).
+    """
+    if seed is None or first_shot == 0:
+        return seed
+    digest = hashlib.sha256(f"{seed}:{attempt}:{first_shot}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 2**30
 
 
 def counts_checksum(counts: Sequence[Mapping[str, int]]) -> str:
@@ -107,11 +129,11 @@ def build_result(
     runs: Sequence[RawRun],
     compile_infos: Sequence[CompileInfo],
     versions: Mapping[str, str],
+    shots: int,
 ) -> JobResult:
-    """The job's final result from its runs on one calibration."""
+    """The job's final result (``shots`` per circuit) from its runs on one calibration."""
     first = runs[0]
     merged = merge_runs(runs)
-    shots = first.shots_requested
     circuits = []
     for counts in merged:
         exact = trim_counts(counts, shots)
@@ -131,7 +153,8 @@ def build_result(
         shots_requested=shots,
         shots_executed=min(c.shots for c in circuits),
         seeds=tuple(s for r in runs for s in r.seeds),
-        attempts=len(runs),
+        attempts=len({r.attempt for r in runs}),
+        runs=len(runs),
         simulator_method=first.simulator_method,
         gpu=first.gpu,
         run_s=sum(r.run_s for r in runs),

@@ -267,9 +267,8 @@ class FarmSimulator:
         config.check()
         self.config = config
         self.policy_config = policy_config or load_policy_config()
-        self.snapshots, self.speeds = build_devices(
-            config.devices, farm or load_farm_config(), config.seed
-        )
+        self.farm = farm or load_farm_config()
+        self.snapshots, self.speeds = build_devices(config.devices, self.farm, config.seed)
         self.pool = circuit_pool(config.circuits, config.max_qubits, config.seed)
         self.progress = progress
         # Estimates are pure functions of (circuit, calibration): every run shares them.

@@ -74,14 +74,19 @@ class TransitionEvent:
 
 @dataclass(frozen=True, slots=True)
 class ShotRecord:
-    """Shots of one attempt of a job, counted once in the ledger."""
+    """Shots of one run of a job, counted once in the ledger.
+
+    A run is keyed by (job, attempt, first shot): the slices of one attempt start at
+    different shots, and a second delivery of the same run is not counted again.
+    """
 
     job_id: str
     attempt: int
     calibration_id: str
     shots: int
     at: float
-    run_sha256: str | None = None  # blob holding the attempt's raw counts
+    run_sha256: str | None = None  # blob holding the run's raw counts
+    first_shot: int = 0
 
 
 class StaleStateError(RuntimeError):
@@ -143,11 +148,11 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     def record_shots(self, records: Sequence[ShotRecord]) -> list[bool]:
-        """Count shots in the ledger; an (job, attempt) already counted returns False."""
+        """Count shots in the ledger; a (job, attempt, first shot) already counted returns False."""
 
     @abc.abstractmethod
     def shot_ledger(self, job_id: str) -> list[ShotRecord]:
-        """Every counted attempt of a job."""
+        """Every counted run of a job, by attempt and first shot."""
 
     @abc.abstractmethod
     def counts_by_state(self) -> dict[JobState, int]:

@@ -51,6 +51,24 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_id, attempt)
     );
     """,
+    # 2: a ledger row per run, not per attempt: an attempt that runs in slices
+    # (preempted between batches) counts each slice once, keyed by its first shot.
+    """
+    CREATE TABLE shot_ledger_v2 (
+        job_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        first_shot INTEGER NOT NULL,
+        calibration_id TEXT NOT NULL,
+        shots INTEGER NOT NULL,
+        at REAL NOT NULL,
+        run_sha256 TEXT,
+        PRIMARY KEY (job_id, attempt, first_shot)
+    );
+    INSERT INTO shot_ledger_v2
+        SELECT job_id, attempt, 0, calibration_id, shots, at, run_sha256 FROM shot_ledger;
+    DROP TABLE shot_ledger;
+    ALTER TABLE shot_ledger_v2 RENAME TO shot_ledger;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -352,8 +352,17 @@ class SQLiteJobStore(JobStore):
             out = []
             for r in records:
                 cur = conn.execute(
-                    "INSERT OR IGNORE INTO shot_ledger VALUES (?,?,?,?,?,?)",
-                    (r.job_id, r.attempt, r.calibration_id, r.shots, r.at, r.run_sha256),
+                    "INSERT OR IGNORE INTO shot_ledger (job_id, attempt, first_shot, "
+                    "calibration_id, shots, at, run_sha256) VALUES (?,?,?,?,?,?,?)",
+                    (
+                        r.job_id,
+                        r.attempt,
+                        r.first_shot,
+                        r.calibration_id,
+                        r.shots,
+                        r.at,
+                        r.run_sha256,
+                    ),
                 )
                 out.append(cur.rowcount == 1)
             return out
@@ -362,8 +371,8 @@ class SQLiteJobStore(JobStore):
 
     def shot_ledger(self, job_id: str) -> list[ShotRecord]:
         rows = self._read().execute(
-            "SELECT job_id, attempt, calibration_id, shots, at, run_sha256 FROM shot_ledger "
-            "WHERE job_id=? ORDER BY attempt",
+            "SELECT job_id, attempt, calibration_id, shots, at, run_sha256, first_shot "
+            "FROM shot_ledger WHERE job_id=? ORDER BY attempt, first_shot",
             (job_id,),
         )
         return [ShotRecord(*r) for r in rows.fetchall()]

@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from qrt_ray.config import FarmConfig, load_farm_config_text
+from qrt_ray.farm import ensure_auth_token
 from tests.circuits import SMALL_FARM
 
 
@@ -68,6 +69,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
     temp_dir = f"/tmp/qrt-test-{uuid.uuid4().hex[:8]}"
     port, dash = _free_port(), _free_port()
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    ensure_auth_token()  # a fresh machine has none, and `ray start` needs one
     subprocess.run(
         [
             "ray",

@@ -90,6 +90,19 @@ def test_many_jobs_each_durable(rt: QuantumRuntime) -> None:
     assert [len(next(iter(r.counts()))) for r in results] == [2 + i % 4 for i in range(40)]
 
 
+def test_small_jobs_for_one_device_and_calibration_share_simulator_calls(
+    rt: QuantumRuntime,
+) -> None:
+    stats = farm_mod.device_handle("nairobi", rt.namespace).stats
+    before = ray.get(stats.remote())["batches"]
+    handles = rt.submit_many([ghz(3) for _ in range(12)], shots=300, device="nairobi")
+    results = [h.result(timeout_s=120) for h in handles]
+    assert all(sum(r.counts().values()) == 300 for r in results)
+    assert len({r.metadata.calibration_id for r in results}) == 1
+    # Twelve jobs, far fewer simulator batches: they queued together and ran together.
+    assert ray.get(stats.remote())["batches"] - before <= 3
+
+
 def test_devices_simulate_on_every_core(rt: QuantumRuntime) -> None:
     # Ray caps OpenMP at one thread in CPU-less actors unless the farm says otherwise
     for dev in rt.devices():

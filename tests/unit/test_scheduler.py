@@ -12,53 +12,15 @@ from actors.device import Device, WorkItem
 from actors.ports import LocalPorts
 from actors.scheduler import Scheduler
 from qrt_ray.circuits import to_qasm
-from qrt_ray.config import SchedulingConfig, load_farm_config_text
+from qrt_ray.config import SchedulingConfig
 from qrt_ray.errors import PlacementError, ValidationError
 from qrt_ray.lifecycle import JobState
 from qrt_ray.models import JobSpec
 from qrt_ray.results import decode_result
 from qrt_ray.store import JobRecord, SQLiteJobStore, StateUpdate
-from tests.circuits import SMALL_FARM
-from tests.circuits import ghz as ghz_circuit
+from tests.local_farm import FARM, drive, ghz, make, spec
 
 S = JobState
-FARM = load_farm_config_text(SMALL_FARM)
-
-
-def ghz(n: int) -> str:
-    return to_qasm(ghz_circuit(n))
-
-
-def spec(n: int = 3, shots: int = 500, **kw: object) -> JobSpec:
-    return JobSpec(circuits=(ghz(n),), shots=shots, **kw)
-
-
-async def drive(sched: Scheduler, devices: list[Device], until_s: float = 240) -> None:
-    """Run devices the way device actors do, until no job is live.
-
-    ``until_s`` only bounds a broken run; a healthy one returns in seconds, but a shared
-    machine has stalled these tests for minutes.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + until_s
-    while sched.live_count() and loop.time() < deadline:
-        progressed = False
-        for dev in devices:
-            batch = dev.take_batch()
-            if not batch:
-                continue
-            keep = set(await sched.batch_started(dev.name, [(i.job_id, i.attempt) for i in batch]))
-            runs = dev.execute([i for i in batch if i.job_id in keep])
-            await sched.batch_finished(dev.name, runs)
-            progressed = True
-        if not progressed:
-            await asyncio.sleep(0.02)
-
-
-def make(tmp_path: Path) -> tuple[SQLiteJobStore, list[Device], Scheduler]:
-    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
-    devices = [Device(d, max_parallel_threads=1) for d in FARM.devices]
-    return store, devices, Scheduler(store, LocalPorts(devices))
 
 
 def test_job_walks_the_whole_lifecycle(tmp_path: Path) -> None:

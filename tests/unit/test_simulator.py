@@ -6,6 +6,7 @@ import pytest
 
 from qrt_ray.errors import ValidationError
 from qrt_ray.models import POLICY_NAMES
+from qrt_ray.sim_check import check_estimates, spearman
 from qrt_ray.simulator import FarmSimulator, SimConfig
 
 
@@ -41,3 +42,25 @@ def test_bad_settings_name_the_field() -> None:
         SimConfig(load=0).check()
     with pytest.raises(ValidationError, match="arrivals='steady'"):
         SimConfig(arrivals="steady").check()  # type: ignore[arg-type]
+
+
+def test_spearman_ranks_with_ties_and_refuses_mismatched_lengths() -> None:
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 1], [1, 2, 3]) == 0.0  # no order on one side
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833)
+    with pytest.raises(ValueError, match="differ in length"):
+        spearman([1, 2], [1])
+
+
+def test_simulated_fidelities_are_checked_by_real_noisy_runs() -> None:
+    sim = FarmSimulator(SimConfig(devices=2, jobs=5, circuits=4, max_qubits=4))
+    check = check_estimates(sim, circuits=2, devices_per_circuit=2, shots=500)
+    assert len(check.pairs) == 4
+    assert {p.device for p in check.pairs} == {s.name for s in sim.snapshots}
+    for p in check.pairs:
+        assert 0 < p.esp < 1 and 0 < p.measured <= 1
+        # With probability ESP no error happens and the output is the ideal one, so
+        # Hellinger fidelity >= ESP when the estimate is honest (a little sampling slack).
+        assert p.measured >= p.esp - 0.05, p
+    assert -1 <= check.spearman_all <= 1 and 0 <= check.best_device_agreement <= 1

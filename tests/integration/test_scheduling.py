@@ -1,0 +1,148 @@
+"""Preemption and re-placement on a real local farm (one shared Ray).
+
+Every test checks the same invariants as the fault tests: each job ends DONE with
+exactly the shots it asked for, from one calibration, and the store's shot ledger
+counts every shot once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+
+from qrt_ray import JobState, QuantumRuntime
+from qrt_ray import farm as farm_mod
+from qrt_ray.calibration import with_recomputed_id
+from qrt_ray.config import PolicyConfig, SchedulingConfig, load_farm_config_text
+from qrt_ray.store import SQLiteJobStore
+from tests.circuits import SMALL_FARM, ghz
+
+pytestmark = pytest.mark.integration
+
+# One circuit per batch on these devices, so a batch boundary falls between every
+# slice and every job, and slices of 1,000 shots.
+FARM = load_farm_config_text(
+    SMALL_FARM.replace("gpu: never}", "gpu: never, max_batch_circuits: 1}")
+)
+POLICIES = PolicyConfig(scheduling=SchedulingConfig(slice_shots=1000))
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("store") / "jobs.sqlite3"
+
+
+@pytest.fixture(scope="module")
+def rt(ray_head: object, store_path: Path) -> Iterator[QuantumRuntime]:
+    runtime = QuantumRuntime.local(FARM, store=store_path, policies=POLICIES)
+    yield runtime
+    runtime.shutdown()
+
+
+def device(rt: QuantumRuntime, name: str) -> object:
+    return farm_mod.device_handle(name, rt.namespace)
+
+
+def check_ledger(store_path: Path, job_id: str, shots: int) -> list[tuple[int, int, float]]:
+    """Assert every shot counted once on one calibration; returns (attempt, first, at)."""
+    store = SQLiteJobStore(store_path)
+    try:
+        rows = store.shot_ledger(job_id)
+        done = store.get(job_id)
+    finally:
+        store.close()
+    keys = [(r.attempt, r.first_shot) for r in rows]
+    assert len(set(keys)) == len(keys), rows
+    # Runs on an older calibration stay in the ledger (they ran) but not in the result.
+    kept = [r for r in rows if r.calibration_id == done.calibration_id]
+    assert sum(r.shots for r in kept) == shots, rows
+    return [(r.attempt, r.first_shot, r.at) for r in kept]
+
+
+def wait_for(predicate: object, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def done_at(handle: object) -> float:
+    return max(e["at"] for e in handle.events() if e["to"] == "DONE")  # type: ignore[attr-defined]
+
+
+def test_urgent_work_preempts_a_big_job_at_a_batch_boundary(
+    rt: QuantumRuntime, store_path: Path
+) -> None:
+    big = rt.submit(ghz(3), shots=60_000, priority=1, device="manila")
+    wait_for(lambda: big.status() is JobState.RUNNING)
+    urgent = rt.submit(ghz(4), shots=500, priority=9, device="manila")
+    assert sum(urgent.result(timeout_s=120).counts().values()) == 500
+    result = big.result(timeout_s=300)
+    assert sum(result.counts().values()) == 60_000
+    assert result.metadata.runs == 60 and result.metadata.attempts == 1
+    rows = check_ledger(store_path, big.job_id, 60_000)
+    # The urgent job finished between slices: the big one went on after it.
+    assert any(at > done_at(urgent) for _, _, at in rows)
+    assert done_at(urgent) < done_at(big)
+    # Preempted, not requeued: one pass through the lifecycle.
+    assert [e["to"] for e in big.events()].count("QUEUED") == 1
+
+
+def test_waiting_jobs_move_when_their_device_stops_or_recalibrates(
+    rt: QuantumRuntime, store_path: Path
+) -> None:
+    best = rt.estimate(ghz(3), shots=200, optimize="fidelity")[0]["device"]
+    other = "manila" if best == "nairobi" else "nairobi"
+    handle = device(rt, best)
+
+    def occupy() -> object:
+        # Urgent sliced work pinned to the best device keeps it busy, so the jobs below
+        # wait in its queue (PLACED) long enough to be moved.
+        busy = rt.submit(ghz(3), shots=200_000, priority=10, device=best)
+        wait_for(lambda: busy.status() is JobState.RUNNING)
+        return busy
+
+    def waiting_jobs() -> list:
+        jobs = rt.submit_many(
+            [ghz(3) for _ in range(3)], shots=200, priority=0, policy="best_fidelity"
+        )
+        wait_for(lambda: all(j.status() is JobState.PLACED for j in jobs))
+        assert {j.info()["device"] for j in jobs} == {best}
+        return jobs
+
+    busy = occupy()
+    jobs = waiting_jobs()
+    ray.get(handle.set_status.remote("MAINTENANCE"))
+    for job in jobs:
+        result = job.result(timeout_s=120)
+        assert result.metadata.device == other
+        moved = f"re-placed: {best} went MAINTENANCE"
+        assert any(moved in (e["reason"] or "") for e in job.events())
+        check_ledger(store_path, job.job_id, 200)
+    ray.get(handle.set_status.remote("ONLINE"))
+    assert sum(busy.result(timeout_s=300).counts().values()) == 200_000
+    check_ledger(store_path, busy.job_id, 200_000)
+
+    busy = occupy()
+    jobs = waiting_jobs()
+    snap = ray.get(handle.snapshot.remote()).calibration
+    worse = with_recomputed_id(
+        dataclasses.replace(snap, readout_error=tuple(0.3 for _ in snap.readout_error))
+    )
+    ray.get(handle.set_calibration.remote(worse))
+    for job in jobs:
+        result = job.result(timeout_s=120)
+        assert result.metadata.device == other
+        assert any("recalibrated" in (e["reason"] or "") for e in job.events())
+        check_ledger(store_path, job.job_id, 200)
+    # The pinned job's kept slices were made on the old calibration: it reruns whole
+    # on the new one rather than mix them.
+    result = busy.result(timeout_s=300)
+    assert result.metadata.calibration_id == worse.calibration_id
+    assert sum(result.counts().values()) == 200_000
+    check_ledger(store_path, busy.job_id, 200_000)

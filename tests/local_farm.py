@@ -1,0 +1,67 @@
+"""An in-process farm for unit tests: plain devices driven the way device actors are."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from actors.device import Device
+from actors.ports import LocalPorts
+from actors.scheduler import Scheduler
+from qrt_ray.circuits import to_qasm
+from qrt_ray.config import PolicyConfig, SchedulingConfig, load_farm_config_text
+from qrt_ray.models import JobSpec
+from qrt_ray.store import SQLiteJobStore
+from tests.circuits import SMALL_FARM
+from tests.circuits import ghz as ghz_circuit
+
+FARM = load_farm_config_text(SMALL_FARM)
+
+
+def ghz(n: int) -> str:
+    """An n-qubit GHZ circuit as OpenQASM text."""
+    return to_qasm(ghz_circuit(n))
+
+
+def spec(n: int = 3, shots: int = 500, **kw: object) -> JobSpec:
+    """A one-circuit GHZ job."""
+    return JobSpec(circuits=(ghz(n),), shots=shots, **kw)
+
+
+async def drive(sched: Scheduler, devices: list[Device], until_s: float = 240) -> None:
+    """Run devices the way device actors do, until no job is live.
+
+    ``until_s`` only bounds a broken run; a healthy one returns in seconds, but a shared
+    machine has stalled these tests for minutes.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + until_s
+    while sched.live_count() and loop.time() < deadline:
+        progressed = await step(sched, devices)
+        if not progressed:
+            await asyncio.sleep(0.02)
+
+
+async def step(sched: Scheduler, devices: list[Device]) -> bool:
+    """Each device runs one batch if it has one; returns whether any ran."""
+    progressed = False
+    for dev in devices:
+        batch = dev.take_batch()
+        if not batch:
+            continue
+        keep = set(await sched.batch_started(dev.name, [(i.job_id, i.attempt) for i in batch]))
+        runs = dev.execute([i for i in batch if i.job_id in keep])
+        await sched.batch_finished(dev.name, runs)
+        progressed = True
+    return progressed
+
+
+def make(
+    tmp_path: Path, scheduling: SchedulingConfig | None = None
+) -> tuple[SQLiteJobStore, list[Device], Scheduler]:
+    """A store, the two small devices and a scheduler over them (not started)."""
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    scheduling = scheduling or SchedulingConfig()
+    devices = [Device(d, max_parallel_threads=1, scheduling=scheduling) for d in FARM.devices]
+    policies = PolicyConfig(scheduling=scheduling)
+    return store, devices, Scheduler(store, LocalPorts(devices), policy_config=policies)
