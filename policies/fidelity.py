@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import shortest_path
 
@@ -235,6 +236,7 @@ class _QubitCosts:
     edge_cost: dict[tuple[int, int], float]
     min_gate: float
     t2q_s: float
+    decay: np.ndarray  # (1/T1 + 1/T2) / 2 per qubit, per second
 
 
 def _qubit_costs(cal: CalibrationSnapshot) -> _QubitCosts:
@@ -253,22 +255,22 @@ def _qubit_costs(cal: CalibrationSnapshot) -> _QubitCosts:
     typical = float(np.median(list(worst.values()))) if worst else 0.0
     pulse = np.array([worst.get(q, typical) for q in range(cal.num_qubits)])
     readout = np.array([_neg_log(e) for e in cal.readout_error])
+    t1 = np.maximum(np.array(cal.t1_s, dtype=float), 1e-9)
+    t2 = np.maximum(np.array(cal.t2_s, dtype=float), 1e-9)
     return _QubitCosts(
         pulse=pulse,
         readout=readout,
         edge_cost=edge_cost,
         min_gate=min(edge_cost.values()) if edge_cost else 0.0,
         t2q_s=float(np.median(durations)) if durations else 0.0,
+        decay=(1.0 / t1 + 1.0 / t2) / 2.0,
     )
 
 
 def _device_costs(cal: CalibrationSnapshot) -> _DeviceCosts:
     n = cal.num_qubits
     light = _light(cal)
-    pulse, readout, edge_cost = light.pulse, light.readout, light.edge_cost
-    t1 = np.maximum(np.array(cal.t1_s, dtype=float), 1e-9)
-    t2 = np.maximum(np.array(cal.t2_s, dtype=float), 1e-9)
-    decay = (1.0 / t1 + 1.0 / t2) / 2.0
+    pulse, readout, edge_cost, decay = light.pulse, light.readout, light.edge_cost, light.decay
     gate = np.full((n, n), np.inf)
     swap = np.zeros((n, n))
     hops = np.zeros((n, n))
@@ -600,17 +602,24 @@ def nominal_duration_s(profile: CircuitProfile, calibration: CalibrationSnapshot
 def esp_upper_bound(profile: CircuitProfile, calibration: CalibrationSnapshot) -> float:
     """An ESP that no layout of ``profile`` on ``calibration`` can exceed (cheap).
 
-    Each logical qubit on its own best physical qubit and every 2-qubit gate on the
-    best coupler, with no routing: a relaxation of the search's cost, so a device whose
-    bound is below another device's estimate cannot beat it.
+    A relaxation of the search's cost: every 2-qubit gate on the best coupler with no
+    routing, and the logical qubits on distinct physical qubits chosen by an optimal
+    assignment of their own costs (pulses, readout, idle decay over the unrouted
+    duration). Routing only adds cost, so a device whose bound is below another
+    device's estimate cannot beat it.
     """
     dev = _light(calibration)
     if not profile.active:
         return 1.0
-    pulses = np.array(profile.pulses)
-    measured = np.array(profile.measured, dtype=float)
-    node = np.outer(pulses, dev.pulse) + np.outer(measured, dev.readout)
-    lower = float(node.min(axis=1).sum()) + profile.two_qubit_gates * dev.min_gate
+    duration_s = profile.duration_units * dev.t2q_s
+    idle_s = np.maximum(0.0, duration_s - np.array(profile.busy_units) * dev.t2q_s)
+    node = (
+        np.outer(np.array(profile.pulses), dev.pulse)
+        + np.outer(np.array(profile.measured, dtype=float), dev.readout)
+        + np.outer(idle_s, dev.decay)
+    )
+    rows, cols = linear_sum_assignment(node)
+    lower = float(node[rows, cols].sum()) + profile.two_qubit_gates * dev.min_gate
     return math.exp(-lower)
 
 

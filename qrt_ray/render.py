@@ -40,27 +40,40 @@ def _fmt(v: Any) -> str:
 
 
 class Progress:
-    """A one-line progress display on a terminal (silent when not a TTY, except at the end)."""
+    """A one-line progress display on a terminal; a plain line now and then elsewhere.
 
-    def __init__(self, total: int, label: str, stream: TextIO = sys.stderr) -> None:
+    On a terminal the line redraws at most 10 times a second. Piped to a file or a CI
+    log it writes a full line at most every ``log_every_s`` seconds, so long work still
+    shows it is moving.
+    """
+
+    def __init__(
+        self, total: int, label: str, stream: TextIO = sys.stderr, log_every_s: float = 30.0
+    ) -> None:
         self.total = total
         self.label = label
         self.stream = stream
         self.start = time.monotonic()
         self._tty = stream.isatty()
         self._last = -1.0
+        self._log_every_s = log_every_s
 
     def update(self, done: int, detail: str = "") -> None:
-        """Redraw with ``done`` of ``total`` finished (at most 10 times a second)."""
+        """Report ``done`` of ``total`` finished (rate-limited)."""
         now = time.monotonic()
+        elapsed = now - self.start
         if self._tty and now - self._last >= 0.1:
             self._last = now
             width = 30
             filled = int(width * done / max(1, self.total))
             bar = "#" * filled + "." * (width - filled)
-            self.stream.write(
-                f"\r{self.label} [{bar}] {done}/{self.total} {now - self.start:5.1f}s {detail}"
-            )
+            line = f"{self.label} [{bar}] {done}/{self.total} {elapsed:5.1f}s {detail}"
+            self.stream.write("\r" + line)
+            self.stream.flush()
+        elif not self._tty and now - max(self._last, self.start) >= self._log_every_s:
+            self._last = now
+            line = f"{self.label}: {done}/{self.total} after {elapsed:.0f}s {detail}".rstrip()
+            self.stream.write(line + "\n")
             self.stream.flush()
 
     def close(self, detail: str = "") -> None:

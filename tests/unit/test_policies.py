@@ -105,6 +105,25 @@ def test_estimate_is_a_probability_bounded_by_the_cheap_bound_and_layout_is_vali
             assert all(0 <= q < cal.num_qubits for q in est.layout)
 
 
+def test_the_cheap_bound_holds_for_every_workload_family_and_prunes() -> None:
+    from qrt_ray.simulator import circuit_pool
+
+    pool = circuit_pool(12, 7, seed=3)
+    slack = []
+    for name in BACKENDS:
+        cal = calibration(name)
+        for _, prof in pool:
+            if prof.num_qubits > cal.num_qubits:
+                continue
+            est = estimate_fidelity(prof, cal)
+            bound = esp_upper_bound(prof, cal)
+            assert est.esp <= bound + 1e-12, (name, prof)
+            slack.append(bound - est.esp)
+    assert len(slack) >= 20
+    # distinct qubits and idle decay make the bound informative, not a vacuous 1
+    assert max(slack) < 0.5 and sum(slack) / len(slack) < 0.25
+
+
 def test_a_chain_embeds_without_swaps_where_the_coupling_map_has_a_path() -> None:
     est = estimate_fidelity(profile_circuit(ghz(5)), calibration("guadalupe"))
     assert est.swaps == 0
