@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from actors.device import Device, WorkItem
+from actors.scheduler import Scheduler
 from qrt_ray.calibration import with_recomputed_id
 from qrt_ray.config import SchedulingConfig
 from qrt_ray.lifecycle import JobState
@@ -211,16 +212,24 @@ def _placed_on(store: SQLiteJobStore, ids: list[str], device: str | None) -> boo
     return all((r := store.get(j)).state is S.PLACED and r.device == device for j in ids)
 
 
+async def _placed_together(
+    sched: Scheduler, store: SQLiteJobStore, n: int
+) -> tuple[list[str], str]:
+    """Submit ``n`` best-fidelity jobs; wait until all are PLACED on one device."""
+    admitted = await sched.submit([spec(shots=200, policy="best_fidelity") for _ in range(n)])
+    ids = [rec.job_id for rec, _ in admitted]
+    first = None
+    while first is None or not _placed_on(store, ids, first):
+        await asyncio.sleep(0.02)
+        first = store.get(ids[0]).device
+    return ids, first
+
+
 def test_waiting_jobs_move_when_their_device_stops(tmp_path: Path) -> None:
     async def main() -> None:
         store, devices, sched = make(tmp_path)
         await sched.start()
-        admitted = await sched.submit([spec(shots=200, policy="best_fidelity") for _ in range(3)])
-        ids = [rec.job_id for rec, _ in admitted]
-        first = None
-        while first is None or not _placed_on(store, ids, first):
-            await asyncio.sleep(0.02)
-            first = store.get(ids[0]).device
+        ids, first = await _placed_together(sched, store, 3)
         gone = next(d for d in devices if d.name == first)
         gone.set_status(DeviceStatus.MAINTENANCE)
         await drive(sched, devices)
@@ -244,12 +253,7 @@ def test_waiting_jobs_are_placed_again_when_their_device_recalibrates(tmp_path: 
     async def main() -> None:
         store, devices, sched = make(tmp_path)
         await sched.start()
-        admitted = await sched.submit([spec(shots=200, policy="best_fidelity") for _ in range(2)])
-        ids = [rec.job_id for rec, _ in admitted]
-        first = None
-        while first is None or not _placed_on(store, ids, first):
-            await asyncio.sleep(0.02)
-            first = store.get(ids[0]).device
+        ids, first = await _placed_together(sched, store, 2)
         device = next(d for d in devices if d.name == first)
         old = device.calibration
         worse = with_recomputed_id(
