@@ -117,7 +117,8 @@ class Placer:
         found = self._cheap.get(key)
         if found is None:
             cal = snap.calibration
-            found = (esp_upper_bound(profile, cal), nominal_duration_s(profile, cal))
+            bound = esp_upper_bound(profile, cal, idle_decoherence=self.estimator.idle_decoherence)
+            found = (bound, nominal_duration_s(profile, cal))
             self._cheap[key] = found
             if len(self._cheap) > 200_000:
                 self._cheap.popitem(last=False)

@@ -13,6 +13,7 @@ from qiskit import QuantumCircuit, transpile
 
 from policies.costs import RunTimeModel, price_usd
 from policies.fidelity import (
+    FidelityEstimator,
     esp_of_compiled,
     esp_upper_bound,
     estimate_fidelity,
@@ -105,7 +106,8 @@ def test_estimate_is_a_probability_bounded_by_the_cheap_bound_and_layout_is_vali
             assert all(0 <= q < cal.num_qubits for q in est.layout)
 
 
-def test_the_cheap_bound_holds_for_every_workload_family_and_prunes() -> None:
+@pytest.mark.parametrize("idle", [False, True], ids=["gates-only", "idle-decay"])
+def test_the_cheap_bound_holds_for_every_workload_family_and_prunes(idle: bool) -> None:
     from qrt_ray.simulator import circuit_pool
 
     pool = circuit_pool(12, 7, seed=3)
@@ -115,13 +117,27 @@ def test_the_cheap_bound_holds_for_every_workload_family_and_prunes() -> None:
         for _, prof in pool:
             if prof.num_qubits > cal.num_qubits:
                 continue
-            est = estimate_fidelity(prof, cal)
-            bound = esp_upper_bound(prof, cal)
+            est = estimate_fidelity(prof, cal, idle_decoherence=idle)
+            bound = esp_upper_bound(prof, cal, idle_decoherence=idle)
             assert est.esp <= bound + 1e-12, (name, prof)
             slack.append(bound - est.esp)
     assert len(slack) >= 20
     # distinct qubits and idle decay make the bound informative, not a vacuous 1
     assert max(slack) < 0.5 and sum(slack) / len(slack) < 0.25
+
+
+def test_idle_decay_is_charged_only_when_asked() -> None:
+    cal = calibration("guadalupe")
+    prof = profile_circuit(ghz(8))  # a chain: early qubits wait for the later gates
+    gates_only = estimate_fidelity(prof, cal)
+    with_idle = estimate_fidelity(prof, cal, idle_decoherence=True)
+    assert gates_only.breakdown["idle"] == 0.0
+    assert with_idle.breakdown["idle"] > 0.0
+    assert with_idle.esp < gates_only.esp
+    ests = [FidelityEstimator(idle_decoherence=flag).estimate("h", prof, cal) for flag in (0, 1)]
+    assert [e.breakdown["idle"] > 0 for e in ests] == [False, True]
+    compiled = transpile(ghz(8), backend=load_backend("FakeGuadalupeV2"), seed_transpiler=1)
+    assert esp_of_compiled(compiled, cal, idle_decoherence=True) < esp_of_compiled(compiled, cal)
 
 
 def test_a_chain_embeds_without_swaps_where_the_coupling_map_has_a_path() -> None:
