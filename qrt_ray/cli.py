@@ -94,7 +94,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         {"namespace": ns, "devices": [d.name for d in config.devices]},
         f"farm {config.name!r} is up in Ray namespace {ns!r}: {names}\n"
         "submit with `qrt submit FILE.qasm --wait`, or from Ray: "
-        "`ray job submit --address http://127.0.0.1:8265 -- qrt submit FILE.qasm --wait`",
+        "`RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . "
+        "-- qrt submit FILE.qasm --wait`",
     )
     return 0
 
