@@ -441,6 +441,8 @@ def placement_summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
         "qrt_vs_oracle": _ratio(means["qrt"], means["oracle"]),
         "qrt_level3_vs_oracle": _ratio(means["qrt_level3"], means["oracle"]),
         "qrt_vs_random": _ratio(means["qrt"], means["random"]),
+        # the most any placement could gain over a random fitting device here
+        "oracle_vs_random": _ratio(means["oracle"], means["random"]),
         "qrt_vs_largest": _ratio(means["qrt"], means["largest"]),
         "picked_oracle_device": picked_best / len(done) if done else None,
     }
@@ -585,6 +587,10 @@ def print_report(summary: Mapping[str, Any], outcomes: Sequence[Outcome]) -> Non
     )
     print("\nTargets:")
     print("\n".join(target_lines(summary["targets"])))
+    print(
+        f"(ceiling for qrt_vs_random: the oracle itself reaches "
+        f"{_fmt(place['oracle_vs_random'])}x the random fitting device on these circuits)"
+    )
 
 
 def _layout_line(name: str, group: Mapping[str, Any]) -> str:
