@@ -14,7 +14,7 @@ Policies:
 * ``composite`` (the default): the highest
   ``w_f * ln(fidelity) - w_t * ln(completion_s) - w_c * ln(cost_usd)``. Logarithms make
   the weights read as exchange rates between relative changes: with ``w_f = 1`` and
-  ``w_t = 0.02`` (the default), halving the completion time is worth about 1.4% of
+  ``w_t = 0.005`` (the default), halving the completion time is worth about 0.35% of
   fidelity.
 
 Per job, ``optimize="fidelity"|"time"|"cost"`` picks a preset of weights, explicit
@@ -53,7 +53,7 @@ class Weights:
     """Exchange rates of the composite score; each >= 0, not all 0."""
 
     fidelity: float = 1.0
-    time: float = 0.02
+    time: float = 0.005
     cost: float = 0.01
 
     def __post_init__(self) -> None:

@@ -195,15 +195,17 @@ def test_run_time_model_learns_a_devices_speed_from_its_history() -> None:
 def test_each_policy_ranks_by_what_it_promises() -> None:
     cands = [
         cand("a", 0.9, wait_s=10_000.0, cost=3.0),
-        cand("b", 0.8, wait_s=0.0, cost=1.0),
+        cand("b", 0.86, wait_s=0.0, cost=1.0),
         cand("c", 0.5, wait_s=5.0, cost=0.1),
     ]
     opts = PlacementOptions()
     w = Weights()
     assert choose("best_fidelity", cands, opts, weights=w).device == "a"
     assert choose("least_busy", cands, opts, weights=w).device == "b"
-    # composite: a 10,000 s wait costs more than 11% of fidelity at the default weights
+    # composite at the default weights: 10,000x the completion time and 3x the price of
+    # "b" are worth about 5.9% of fidelity, more than a's 4.7% edge
     assert choose("composite", cands, opts, weights=w).device == "b"
+    assert choose("composite", [cands[0], cand("b", 0.84)], opts, weights=w).device == "a"
     assert choose("composite", cands, opts, weights=Weights(0, 0, 1)).device == "c"
     assert [choose("round_robin", cands, opts, weights=w, turn=t).device for t in range(4)] == [
         "a",
