@@ -582,8 +582,9 @@ def print_report(summary: Mapping[str, Any], outcomes: Sequence[Outcome]) -> Non
     print(
         f"\nMeasured: {summary['runs']['measured']} noisy runs; capped (not simulated, "
         f"over {suite.MAX_TRAJECTORY_2Q_GATES} native 2-qubit gates as a per-shot "
-        f"simulation): {summary['runs']['capped']}; circuits left out of the comparison "
-        f"because a run was capped: {place['circuits_incomplete']}."
+        f"simulation) or given up (stalled past --stall-s): {summary['runs']['capped']}; "
+        f"circuits left out of the comparison because a run was capped or given up: "
+        f"{place['circuits_incomplete']}."
     )
     print("\nTargets:")
     print("\n".join(target_lines(summary["targets"])))
@@ -668,6 +669,13 @@ def main() -> None:
     p.add_argument(
         "--processes", type=int, default=min(2, os.cpu_count() or 1), help="worker processes"
     )
+    p.add_argument(
+        "--stall-s",
+        type=float,
+        default=600.0,
+        help="give up noisy runs still going after this many seconds without progress "
+        "(left out of the comparison like capped runs, not cached; default 600)",
+    )
     args = p.parse_args()
     started = time.perf_counter()
 
@@ -684,6 +692,8 @@ def main() -> None:
             measurements,
             processes=args.processes,
             label="noisy runs",
+            stall_s=args.stall_s,
+            abandoned=suite.gave_up,
         ),
         "layouts": suite.run_tasks(
             layout_batch,

@@ -53,6 +53,7 @@ import json
 import math
 import multiprocessing
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -363,6 +364,14 @@ def measure_batch(task: MeasureTask) -> dict[str, dict[str, Any]]:
     return records
 
 
+def gave_up(task: MeasureTask) -> dict[str, dict[str, Any]]:
+    """Records for a measurement task given up as stalled: no fidelity, like a cap."""
+    return {
+        key: {"fidelity": None, "method": "gave up (stalled)", "capped": True, "sim_s": None}
+        for key in task.keys
+    }
+
+
 def _record(item: Any, method: str) -> dict[str, Any]:
     per_shot = method != "density_matrix"
     return {
@@ -450,27 +459,53 @@ def run_tasks(
     *,
     processes: int,
     label: str,
+    stall_s: float | None = None,
+    abandoned: Callable[[Any], dict[str, dict[str, Any]]] | None = None,
 ) -> float:
     """Run ``worker`` over ``tasks`` in ``processes`` processes, storing each result.
 
     Processes are spawned, not forked: a fork after Aer's OpenMP threads have run can
-    deadlock the child. Returns the wall seconds taken.
+    deadlock the child. With ``stall_s``, when no task has finished for that long,
+    the tasks still running are given up (their workers are killed) and
+    ``abandoned(task)``'s records are kept for this run only, never cached, so a
+    later run tries them again. Returns the wall seconds taken.
     """
     start = time.perf_counter()
     progress = Progress(len(tasks), label)
     if not tasks:
         progress.close("(all cached)")
         return 0.0
-    if processes <= 1:
+    if processes <= 1 and stall_s is None:
         for done, task in enumerate(tasks, 1):
             cache.update(worker(task))
             progress.update(done)
     else:
         context = multiprocessing.get_context("spawn")
-        with context.Pool(processes) as pool:
-            for done, records in enumerate(pool.imap_unordered(worker, tasks), 1):
-                cache.update(records)
-                progress.update(done)
+        pool = context.Pool(max(1, processes))
+        try:
+            pending = {i: pool.apply_async(worker, (task,)) for i, task in enumerate(tasks)}
+            last = time.monotonic()
+            while pending:
+                finished = [i for i, r in pending.items() if r.ready()]
+                for i in finished:
+                    cache.update(pending.pop(i).get())
+                    last = time.monotonic()
+                    progress.update(len(tasks) - len(pending))
+                if stall_s is not None and time.monotonic() - last > stall_s:
+                    for i in pending:
+                        records = abandoned(tasks[i]) if abandoned else {}
+                        cache.entries.update(records)  # this run only: not written
+                    print(
+                        f"{label}: gave up {len(pending)} task(s) after {stall_s:.0f} s "
+                        "without progress",
+                        file=sys.stderr,
+                    )
+                    break
+                if not finished:
+                    time.sleep(0.2)
+        finally:
+            pool.terminate()
+            pool.join()
     elapsed = time.perf_counter() - start
     progress.close()
     return elapsed
