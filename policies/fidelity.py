@@ -732,5 +732,10 @@ class FidelityEstimator:
                 self._entries.popitem(last=False)
         return made
 
+    def cached(self, circuit_hash: str, calibration_id: str) -> FidelityEstimate | None:
+        """The estimate if it is already cached, else None; never searches."""
+        with self._lock:
+            return self._entries.get((circuit_hash, calibration_id))
+
     def __len__(self) -> int:
         return len(self._entries)

@@ -112,8 +112,19 @@ class Placer:
         """The full (cached) estimate of one circuit on one device."""
         return self.estimator.estimate(h, profile, snap.calibration)
 
-    def _bound(self, h: str, profile: CircuitProfile, snap: DeviceSnapshot) -> tuple[float, float]:
+    def _bound(
+        self, h: str, profile: CircuitProfile, snap: DeviceSnapshot
+    ) -> tuple[float, float, bool]:
+        """(ESP, shot duration, exact) for the pre-filter.
+
+        The full estimate's own figures when it is already cached (exact, so branch and
+        bound prunes at once on a warm cache); else the cheap bound and the unrouted
+        duration, an ESP no lower and a duration no longer than the full estimate's.
+        """
         key = (h, snap.calibration.calibration_id)
+        known = self.estimator.cached(*key)
+        if known is not None:
+            return known.esp, known.duration_s, True
         found = self._cheap.get(key)
         if found is None:
             cal = snap.calibration
@@ -122,7 +133,7 @@ class Placer:
             self._cheap[key] = found
             if len(self._cheap) > 200_000:
                 self._cheap.popitem(last=False)
-        return found
+        return (*found, False)
 
     # -- candidates ----------------------------------------------------------------------
 
@@ -147,8 +158,9 @@ class Placer:
             }
         else:
             cheap = [self._bound(h, p, snap) for h, p in circuits]
-            fidelity = sum(b for b, _ in cheap) / len(cheap)
-            duration = sum(d for _, d in cheap) / len(cheap)
+            fidelity = sum(b for b, _, _ in cheap) / len(cheap)
+            duration = sum(d for _, d, _ in cheap) / len(cheap)
+            exact = all(known for _, _, known in cheap)  # figures exact, detail not built
             detail = {}
         detail["shot_duration_s"] = duration
         if len(set(job.hashes)) > len(circuits):
@@ -239,7 +251,7 @@ class Placer:
             with self._lock:
                 self._turn += 1
         chosen = next(c for c in cands if c.device == placement.device)
-        if not chosen.estimated:  # random / round robin / least busy chose on a bound
+        if "layout" not in chosen.detail:  # chosen on a bound or a cached figure
             exact = self._candidate(
                 job, next(ld for ld in loads if ld.snapshot.name == chosen.device), exact=True
             )
