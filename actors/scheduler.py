@@ -96,6 +96,7 @@ class Scheduler:
         self._snap_at = float("-inf")
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._inflight: set[asyncio.Task[Any]] = set()
 
     # == lifecycle of the scheduler itself ============================================
@@ -107,11 +108,17 @@ class Scheduler:
             How many unfinished jobs were recovered.
         """
         recovered = await self._recover()
+        self._stopping = False
         self._loop_task = asyncio.create_task(self._run_forever(), name="qrt-scheduler-loop")
         return recovered
 
     async def stop(self) -> None:
         """Stop the loop; durable state stays in the store for the next start."""
+        # The flag, not only the cancel: on Python 3.11 asyncio.wait_for can swallow a
+        # cancellation that lands as its inner wait completes, and the loop would go on
+        # forever (seen as a rare hang of stop() in the recovery test).
+        self._stopping = True
+        self._wake.set()
         if self._loop_task:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
@@ -120,9 +127,11 @@ class Scheduler:
         await asyncio.gather(*self._inflight, return_exceptions=True)
 
     async def _run_forever(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=0.05)
+            if self._stopping:
+                return
             self._wake.clear()
             for name, step in (
                 ("snapshots", self._refresh_snapshots),
