@@ -45,8 +45,8 @@ IDLE_DECOHERENCE = False
 The farm's devices are Aer noise models built from calibrations: they relax a qubit
 during its own gates and during explicit delays, and compiled circuits carry no
 delays, so a waiting qubit does not decay there. Charging it anyway ranked devices
-with slow gates far too low (on 40 benchmark circuits, the Spearman correlation of
-ESP with measured fidelity within a circuit was 0.72 with the idle term and 0.80
+with slow gates far too low (on 39 benchmark circuits, the Spearman correlation of
+ESP with measured fidelity within a circuit was 0.716 with the idle term and 0.831
 without). Pass ``idle_decoherence=True`` for devices that decay while idle (hardware,
 or circuits scheduled with delays).
 """
