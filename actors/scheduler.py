@@ -438,8 +438,8 @@ class Scheduler:
         # Missing shots of a partial run go back to the device and calibration that ran
         # the rest, so the job's shots all come from one calibration.
         pinned = runs[0].device if runs else rec.spec.device
-        limit = rec.spec.max_execution_time_s
-        left = rec.created_at + limit - self._clock() if limit else None
+        deadline = job_deadline(rec)
+        left = deadline - self._clock() if deadline < math.inf else None
         options = placement_options(rec.spec, device=pinned, deadline_s=left)
         loads = [DeviceLoad(s, backlog.get(s.name, 0.0)) for s in self._snapshots]
         try:
@@ -520,7 +520,6 @@ class Scheduler:
                 )
             )
             runs = self._runs.get(job_id, [])
-            limit = rec.spec.max_execution_time_s
             items.append(
                 WorkItem(
                     job_id,
@@ -533,7 +532,7 @@ class Scheduler:
                     max(c.active_qubits for c in circuits),
                     rec.spec.tenant,
                     first_shot=sum(shots_executed(r) for r in runs),
-                    deadline=rec.created_at + limit if limit else math.inf,
+                    deadline=job_deadline(rec),
                 )
             )
         applied = {u.job_id for u in await self._persist(updates)}
@@ -911,6 +910,12 @@ class Scheduler:
     def live_count(self) -> int:
         """Jobs not yet final."""
         return len(self._live)
+
+
+def job_deadline(rec: JobRecord) -> float:
+    """When the job's ``max_execution_time_s`` runs out (inf when it has none)."""
+    limit = rec.spec.max_execution_time_s
+    return rec.created_at + limit if limit else math.inf
 
 
 def placement_options(

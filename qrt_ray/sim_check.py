@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from qiskit import transpile
 from qiskit.transpiler import Target
+from scipy.stats import rankdata
 
 from actors.device import sim_method_for
 from policies.fidelity import profile_circuit
@@ -70,17 +71,7 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
     if len(xs) < 2:
         return 0.0
 
-    def ranks(v: Sequence[float]) -> np.ndarray:
-        order = np.argsort(v, kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v), dtype=float)
-        values = np.asarray(v, dtype=float)
-        for value in np.unique(values):  # ties share their mean rank
-            tied = values == value
-            r[tied] = r[tied].mean()
-        return r
-
-    rx, ry = ranks(xs), ranks(ys)
+    rx, ry = rankdata(xs), rankdata(ys)  # ties share their mean rank
     if rx.std() == 0 or ry.std() == 0:
         return 0.0
     return float(np.corrcoef(rx, ry)[0, 1])
