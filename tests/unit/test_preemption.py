@@ -213,13 +213,21 @@ def _placed_on(store: SQLiteJobStore, ids: list[str], device: str | None) -> boo
 
 
 async def _placed_together(
-    sched: Scheduler, store: SQLiteJobStore, n: int
+    sched: Scheduler, store: SQLiteJobStore, devices: list[Device], n: int
 ) -> tuple[list[str], str]:
-    """Submit ``n`` best-fidelity jobs; wait until all are PLACED on one device."""
+    """Submit ``n`` best-fidelity jobs; wait until all wait in one device's queue.
+
+    PLACED is persisted before the work reaches the device, so the queue is what
+    tells that the device holds it (a change before that is met at enqueue instead).
+    """
     admitted = await sched.submit([spec(shots=200, policy="best_fidelity") for _ in range(n)])
     ids = [rec.job_id for rec, _ in admitted]
     first = None
-    while first is None or not _placed_on(store, ids, first):
+    while (
+        first is None
+        or not _placed_on(store, ids, first)
+        or next(d for d in devices if d.name == first).queue_depth < n
+    ):
         await asyncio.sleep(0.02)
         first = store.get(ids[0]).device
     return ids, first
@@ -229,7 +237,7 @@ def test_waiting_jobs_move_when_their_device_stops(tmp_path: Path) -> None:
     async def main() -> None:
         store, devices, sched = make(tmp_path)
         await sched.start()
-        ids, first = await _placed_together(sched, store, 3)
+        ids, first = await _placed_together(sched, store, devices, 3)
         gone = next(d for d in devices if d.name == first)
         gone.set_status(DeviceStatus.MAINTENANCE)
         await drive(sched, devices)
@@ -253,7 +261,7 @@ def test_waiting_jobs_are_placed_again_when_their_device_recalibrates(tmp_path: 
     async def main() -> None:
         store, devices, sched = make(tmp_path)
         await sched.start()
-        ids, first = await _placed_together(sched, store, 2)
+        ids, first = await _placed_together(sched, store, devices, 2)
         device = next(d for d in devices if d.name == first)
         old = device.calibration
         worse = with_recomputed_id(
