@@ -565,12 +565,13 @@ class Scheduler:
                     found[h] = hit
                 else:
                     todo[h] = text
-                    # The layout placement chose (cached by circuit and calibration)
-                    # where it embeds without SWAPs; where routing is needed, the
-                    # compiler's routing-aware layout search measured better (on 200
-                    # random 5-qubit circuits on manila: ESP 0.425 against 0.404).
-                    est = self.placer.full(h, profile, snap)
-                    layouts[h] = est.layout if est.swaps == 0 else None
+                    # The layout placement chose (cached by circuit and calibration).
+                    # Where it needs SWAPs the compiler also tries its own layout and
+                    # keeps the higher ESP: its routing-aware search often wins there
+                    # (200 random 5-qubit circuits on manila: ESP 0.425 against
+                    # 0.404), but alone it once put a 14-qubit GHZ on sherbrooke onto
+                    # a broken gate (ESP 0.0 where placement had estimated 0.79).
+                    layouts[h] = self.placer.full(h, profile, snap).layout
         self.metrics.compile_cache.labels(outcome="hit").inc(len(found))
         self.metrics.compile_cache.labels(outcome="miss").inc(len(todo))
         if todo:

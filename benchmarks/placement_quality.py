@@ -147,9 +147,9 @@ def level3_key(item: suite.SuiteCircuit, device: suite.FarmDevice) -> str:
 
 
 def compile_layout(estimate: FidelityEstimate) -> tuple[int, ...] | None:
-    """The layout qrt's scheduler hands the compiler: its own where it needs no SWAPs,
-    else None (the compiler's routing-aware layout search measured better there)."""
-    return estimate.layout if estimate.swaps == 0 else None
+    """The layout qrt's scheduler hands the compiler: placement's own. Where it needs
+    SWAPs the compiler also tries its own layout and keeps the higher ESP."""
+    return estimate.layout
 
 
 def layout_key(

@@ -12,6 +12,7 @@ from actors.device import Device, WorkItem
 from actors.ports import LocalPorts
 from actors.scheduler import Scheduler
 from qrt_ray.circuits import to_qasm
+from qrt_ray.compiler import compile_circuits
 from qrt_ray.config import SchedulingConfig
 from qrt_ray.errors import PlacementError, ValidationError
 from qrt_ray.lifecycle import JobState
@@ -86,6 +87,50 @@ def test_limits_no_device_meets_fail_at_submit_and_say_what_would(tmp_path: Path
             await sched.submit([spec(3, max_cost_usd=0.001)])
         assert store.list_jobs() == []
         await sched.stop()
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_a_routed_circuit_is_compiled_from_placements_layout_and_keeps_the_best(
+    tmp_path: Path,
+) -> None:
+    """Placement's layout travels to the compiler even where it needs SWAPs; the
+    compiler keeps it or its own layout, whichever has the higher ESP, never worse."""
+    store, devices, sched = make(tmp_path)
+    asked: list[object] = []
+    real = sched.ports.compile
+
+    async def spying(device, texts, **kw):  # type: ignore[no-untyped-def]
+        asked.extend(kw["layouts"])
+        return await real(device, texts, **kw)
+
+    sched.ports.compile = spying  # type: ignore[method-assign]
+    # Every pair interacts: no 4-qubit layout on manila or nairobi avoids SWAPs.
+    qc = QuantumCircuit(4)
+    for a in range(4):
+        for b in range(a + 1, 4):
+            qc.cx(a, b)
+    qc.measure_all()
+    text = to_qasm(qc)
+
+    async def main() -> None:
+        await sched.start()
+        ((rec, _),) = await sched.submit([JobSpec(circuits=(text,), shots=200, seed=3)])
+        await drive(sched, devices)
+        await sched.stop()
+        done = store.get(rec.job_id)
+        assert done.state is S.DONE
+        chosen = done.placement["chosen"]
+        assert chosen["swaps"] > 0
+        assert asked == [tuple(chosen["layout"])]
+        dev = next(d for d in devices if d.name == done.device)
+        cal_id, target = dev.compile_target()
+        (own,) = compile_circuits(
+            [text], target, device=dev.name, calibration_id=cal_id, seed_transpiler=11
+        )
+        result = decode_result(store.get_blob(done.result_sha256))
+        assert result.metadata.compile[0].esp >= own.info.esp
         store.close()
 
     asyncio.run(main())
