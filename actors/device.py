@@ -83,6 +83,7 @@ class FaultPlan:
 
     partial_fractions: list[float] = field(default_factory=list)
     corrupt: int = 0
+    hang_s: float = 0.0  # the next batch stalls this long before it runs (once)
 
 
 class Device:
@@ -100,6 +101,7 @@ class Device:
         self.config = config
         self.name = config.name
         self.status = DeviceStatus.ONLINE
+        self.incarnation = secrets.token_hex(6)
         self._clock = clock
         self._threads = max_parallel_threads or os.cpu_count() or 1
         self._backend = load_backend(config.backend)
@@ -137,6 +139,7 @@ class Device:
             price_per_job_usd=self.config.price_per_job_usd,
             simulator_method=method,
             gpu=gpu,
+            incarnation=self.incarnation,
         )
 
     def simulator_info(self) -> tuple[str, bool]:
@@ -278,6 +281,19 @@ class Device:
         rest = replace(item, shots=rest_shots, first_shot=item.first_shot + size)
         return piece, rest
 
+    def restart(self) -> None:
+        """Forget the queue and start a new incarnation, as a restarted actor does.
+
+        For in-process farms (tests, simulations); a real device actor restarts by
+        being killed and recreated by Ray.
+        """
+        with self._lock:
+            self._queue.clear()
+            self._queued_shots = 0
+            self.faults = FaultPlan()
+            self.status = DeviceStatus.ONLINE
+            self.incarnation = secrets.token_hex(6)
+
     def set_status(self, status: DeviceStatus) -> None:
         """Change whether the device takes work; a batch already running finishes."""
         with self._lock:
@@ -308,6 +324,9 @@ class Device:
 
     def execute(self, batch: Sequence[WorkItem]) -> list[RawRun]:
         """Run a batch: one simulator call per (shots, seed) group, never one per circuit."""
+        if self.faults.hang_s > 0:
+            stall, self.faults.hang_s = self.faults.hang_s, 0.0
+            time.sleep(stall)
         cal = self.calibration
         sim, method, gpu = self._noise.get(
             cal, self._backend.target, gpu=self.config.gpu, max_parallel_threads=self._threads

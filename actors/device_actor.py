@@ -98,9 +98,12 @@ class DeviceActor:
         self.device.set_calibration(calibration)
         return calibration.calibration_id
 
-    def inject_faults(self, partial_fractions: Sequence[float] = (), corrupt: int = 0) -> None:
-        """Make the next runs partial or corrupt (chaos tests and drills)."""
-        self.device.faults = FaultPlan(list(partial_fractions), corrupt)
+    def inject_faults(
+        self, partial_fractions: Sequence[float] = (), corrupt: int = 0, hang_s: float = 0.0
+    ) -> None:
+        """Make the next runs partial or corrupt, or the next batch stall (chaos tests
+        and drills)."""
+        self.device.faults = FaultPlan(list(partial_fractions), corrupt, hang_s)
 
     def stats(self) -> dict[str, int]:
         """Batches and circuits run so far, and batches taken but not yet reported."""

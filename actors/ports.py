@@ -53,6 +53,10 @@ class SchedulerPorts(Protocol):
         """
         ...
 
+    async def restart(self, device: str) -> None:
+        """Restart a device that stopped finishing its work; its queue is lost."""
+        ...
+
 
 class LocalPorts:
     """In-process ports over plain devices; the caller drives execution (tests, sims)."""
@@ -92,3 +96,6 @@ class LocalPorts:
         self, device: str, job_ids: Sequence[str], attempts: Mapping[str, int] | None = None
     ) -> list[str]:
         return self.devices[device].drop(job_ids, attempts)
+
+    async def restart(self, device: str) -> None:
+        self.devices[device].restart()

@@ -25,6 +25,7 @@ from actors import collector
 from actors.device import WorkItem
 from actors.ports import SchedulerPorts
 from policies.fidelity import CircuitProfile, profile_circuit
+from policies.health import BatchWatch
 from policies.placement import PlacementOptions, Weights, describe
 from policies.placer import DeviceLoad, JobShape, Placer
 from qrt_ray.circuits import circuit_hash, parse_qasm
@@ -83,7 +84,12 @@ class Scheduler:
         self._clock = clock
         self._versions = software_versions()
         self._cache = CompileCache()
-        self.placer = Placer(policy_config or load_policy_config())
+        policies = policy_config or load_policy_config()
+        self.placer = Placer(policies)
+        self._faults = policies.faults
+        self._watch = BatchWatch()
+        # devices given up on (hung), and why, until they come back as a new incarnation
+        self._suspect: dict[str, str] = {}
         self._live: dict[str, JobRecord] = {}
         self._shapes: dict[str, JobShape] = {}
         # job -> (device, expected run seconds, estimated shot duration) while placed
@@ -135,6 +141,7 @@ class Scheduler:
             self._wake.clear()
             for name, step in (
                 ("snapshots", self._refresh_snapshots),
+                ("watchdog", self._watchdog),
                 ("deadlines", self._expire),
                 ("place", self._place_pending),
             ):
@@ -282,13 +289,32 @@ class Scheduler:
         if not force and (not busy or now - self._snap_at < interval):
             return
         before = {s.name: s for s in self._snapshots}
-        self._snapshots = await self.ports.snapshots()
+        got = {s.name: s for s in await self.ports.snapshots()}
         self._snap_at = now
+        restarted: dict[str, str] = {}
+        for name, old in before.items():
+            snap = got.get(name)
+            if snap is None:  # did not answer: it takes no new work until it does
+                got[name] = replace(
+                    old, status=DeviceStatus.UNREACHABLE, status_reason=f"{name} is not answering"
+                )
+            elif old.incarnation and snap.incarnation != old.incarnation:
+                restarted[name] = f"{name} restarted (its queue was lost)"
+                if self._suspect.pop(name, None) is None:  # not a restart we asked for
+                    self.metrics.device_restarts.labels(device=name, cause="restarted").inc()
+        for name, reason in self._suspect.items():
+            if name in got:
+                got[name] = replace(
+                    got[name], status=DeviceStatus.UNREACHABLE, status_reason=reason
+                )
+        self._snapshots = list(got.values())
+        for name, reason in restarted.items():
+            await self._take_back_from(name, reason)
         changed: dict[str, str] = {}
         for snap in self._snapshots:
             self.metrics.queue_depth.labels(device=snap.name).set(snap.queue_depth)
             old = before.get(snap.name)
-            if old is None:
+            if old is None or snap.name in restarted:
                 continue
             if snap.status is not old.status and snap.status is not DeviceStatus.ONLINE:
                 changed[snap.name] = f"{snap.name} went {snap.status.value}"
@@ -329,6 +355,73 @@ class Scheduler:
             self._enqueue_pending(self._live[u.job_id])
         if moved:
             logger.info("re-placing %d jobs: %s", len(moved), "; ".join(changed.values()))
+
+    async def _watchdog(self) -> None:
+        """Give up on devices whose oldest batch has run far past its expected time."""
+        late = self._watch.overdue(
+            self._clock(), self._faults.hung_batch_min_s, self._faults.hung_batch_factor
+        )
+        for device, reason in late:
+            logger.warning("%s; restarting it and placing its jobs again", reason)
+            self._suspect[device] = reason
+            self._snapshots = [
+                replace(s, status=DeviceStatus.UNREACHABLE, status_reason=reason)
+                if s.name == device
+                else s
+                for s in self._snapshots
+            ]
+            self.metrics.device_restarts.labels(device=device, cause="hung").inc()
+            await self._take_back_from(device, reason)
+            try:
+                await self.ports.restart(device)
+            except Exception:
+                logger.exception("could not restart %s", device)
+
+    async def _take_back_from(self, device: str, reason: str) -> None:
+        """Send every job waiting or running on a lost device back to placement.
+
+        Used when the device restarted (its queue and running batch are gone) or was
+        given up as hung. Shots already counted stay counted; the next attempt runs
+        only the missing ones, and a late report of the old attempt is ignored. A job
+        that has used all its attempts fails with the reason instead.
+        """
+        self._watch.forget(device)
+        now = self._clock()
+        lost = [
+            r
+            for r in self._live.values()
+            if r.device == device and r.state in (S.PLACED, S.RUNNING)
+        ]
+        updates = []
+        for rec in lost:
+            if rec.attempts >= MAX_ATTEMPTS:
+                updates.append(
+                    StateUpdate(
+                        rec.job_id,
+                        rec.state,
+                        S.FAILED,
+                        now,
+                        reason="attempts exhausted",
+                        fields={"error": f"gave up after {MAX_ATTEMPTS} attempts; last: {reason}"},
+                    )
+                )
+            else:
+                updates.append(
+                    StateUpdate(
+                        rec.job_id,
+                        rec.state,
+                        S.QUEUED,
+                        now,
+                        reason=f"re-placed: {reason} (was {rec.state.value})",
+                    )
+                )
+        for u in await self._persist(updates):
+            self._expected.pop(u.job_id, None)
+            if u.to_state is S.QUEUED:
+                self.metrics.replacements.labels(device=device).inc()
+                self._enqueue_pending(self._live[u.job_id])
+        if lost:
+            logger.info("took %d jobs back from %s: %s", len(lost), device, reason)
 
     async def _expire(self) -> None:
         now = self._clock()
@@ -642,11 +735,15 @@ class Scheduler:
                 )
             elif rec.state is S.RUNNING:
                 going_on.append(job_id)
-        return [*going_on, *(u.job_id for u in await self._persist(updates))]
+        started = [*going_on, *(u.job_id for u in await self._persist(updates))]
+        expected = sum(self._expected.get(j, ("", 0.0, 0.0))[1] for j in started)
+        self._watch.started(device, started, expected, self._clock())
+        return started
 
     async def batch_finished(self, device: str, runs: Sequence[RawRun]) -> None:
         """A device finished runs: count shots once, then complete, re-queue or rerun."""
         now = self._clock()
+        self._watch.finished(device, [run.job_id for run in runs])
         known = next((s for s in self._snapshots if s.name == device), None)
         if known and any(r.calibration_id != known.calibration.calibration_id for r in runs):
             self._snap_at = float("-inf")  # the device recalibrated: look again first

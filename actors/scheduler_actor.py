@@ -12,7 +12,7 @@ import ray
 from actors.device import WorkItem
 from actors.scheduler import Scheduler
 from qrt_ray.compiler import CompiledCircuit, compile_circuits
-from qrt_ray.config import PolicyConfig
+from qrt_ray.config import PolicyConfig, load_policy_config
 from qrt_ray.metrics import RuntimeMetrics
 from qrt_ray.models import DeviceSnapshot, JobSpec
 from qrt_ray.results import RawRun
@@ -32,22 +32,34 @@ _MAX_WARM_WORKERS = 8
 class RayPorts:
     """Scheduler ports over device actors and compile tasks."""
 
-    def __init__(self, devices: dict[str, Any]) -> None:
+    def __init__(self, devices: dict[str, Any], snapshot_timeout_s: float = 10.0) -> None:
         self._devices = devices
         self._targets: dict[tuple[str, str], Any] = {}
+        self._snapshot_timeout_s = snapshot_timeout_s
 
     async def snapshots(self) -> list[DeviceSnapshot]:
+        """Snapshots of the devices that answer within the timeout (the others are
+        left out; the scheduler treats a device it knew and no longer hears from as
+        taking no work)."""
         names = list(self._devices)
-        got = await asyncio.gather(
-            *(self._devices[n].snapshot.remote() for n in names), return_exceptions=True
-        )
+
+        async def one(name: str) -> DeviceSnapshot:
+            ref = self._devices[name].snapshot.remote()
+            return await asyncio.wait_for(ref, timeout=self._snapshot_timeout_s)
+
+        got = await asyncio.gather(*(one(n) for n in names), return_exceptions=True)
         out = []
         for name, snap in zip(names, got, strict=True):
             if isinstance(snap, BaseException):
-                logger.warning("device %s did not answer: %s", name, snap)
+                logger.warning("device %s did not answer: %r", name, snap)
                 continue
             out.append(snap)
         return out
+
+    async def restart(self, device: str) -> None:
+        """Kill the device actor and let Ray start it again (its ``max_restarts``)."""
+        self._targets = {k: v for k, v in self._targets.items() if k[0] != device}
+        ray.kill(self._devices[device], no_restart=False)
 
     async def _target(self, device: str) -> tuple[str, Any]:
         cal_id, target = await self._devices[device].compile_target.remote()
@@ -100,9 +112,10 @@ class RayPorts:
     async def drop(
         self, device: str, job_ids: Sequence[str], attempts: Mapping[str, int] | None = None
     ) -> list[str]:
-        return await self._devices[device].drop.remote(
-            list(job_ids), dict(attempts) if attempts else None
-        )
+        # Bounded: a hung device must not stall the scheduler. Work left behind is
+        # refused at batch start, because its state was persisted first.
+        ref = self._devices[device].drop.remote(list(job_ids), dict(attempts) if attempts else None)
+        return await asyncio.wait_for(ref, timeout=self._snapshot_timeout_s)
 
 
 def record_view(rec: JobRecord) -> dict[str, Any]:
@@ -143,10 +156,14 @@ class SchedulerActor:
         if metrics_port:
             self.metrics.serve(metrics_port)
         self.store = open_store(store_url)
-        self.ports = RayPorts(devices)
+        policies = (
+            PolicyConfig.model_validate_json(policies_json)
+            if policies_json
+            else load_policy_config()
+        )
+        self.ports = RayPorts(devices, snapshot_timeout_s=policies.faults.snapshot_timeout_s)
         self._first_device = device_names[0]
         self._warming: asyncio.Task[None] | None = None
-        policies = PolicyConfig.model_validate_json(policies_json) if policies_json else None
         self.scheduler = Scheduler(
             self.store,
             self.ports,

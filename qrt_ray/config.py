@@ -197,6 +197,16 @@ class RunTimeConfig(BaseModel):
     learning_rate: float = Field(default=0.2, gt=0, le=1, allow_inf_nan=False)
 
 
+class FaultConfig(BaseModel):
+    """When the scheduler gives up on a device that stopped answering or finishing."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    hung_batch_min_s: float = Field(default=300.0, gt=0, allow_inf_nan=False)
+    hung_batch_factor: float = Field(default=20.0, ge=1, allow_inf_nan=False)
+    snapshot_timeout_s: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+
+
 class PolicyConfig(BaseModel):
     """``configs/policies.yaml``: default policy, weights, scheduling and time priors."""
 
@@ -206,6 +216,7 @@ class PolicyConfig(BaseModel):
     weights: PlacementWeights = PlacementWeights(fidelity=1.0, time=0.005, cost=0.01)
     scheduling: SchedulingConfig = SchedulingConfig()
     run_time: RunTimeConfig = RunTimeConfig()
+    faults: FaultConfig = FaultConfig()
 
 
 def load_policy_config(path: str | Path | None = None) -> PolicyConfig:

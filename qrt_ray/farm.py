@@ -27,6 +27,9 @@ SCHEDULER_NAME = "scheduler"
 # reserve no CPU so compile tasks can use every core.
 _DEVICE_CPUS = 0
 _DEVICE_CONCURRENCY = 8
+# How often Ray brings a device actor back (after a crash, or a kill by the scheduler's
+# hung-device watchdog) before the device stays down, unreachable.
+_DEVICE_RESTARTS = 10
 
 
 def _device_env() -> dict[str, str]:
@@ -135,7 +138,8 @@ def start_farm(
                 lifetime=lifetime,
                 num_cpus=_DEVICE_CPUS,
                 max_concurrency=_DEVICE_CONCURRENCY,
-                max_restarts=3,
+                # Ray restarts a crashed device; the scheduler also restarts hung ones
+                max_restarts=_DEVICE_RESTARTS,
                 max_task_retries=0,
                 get_if_exists=True,
                 runtime_env={"env_vars": _device_env()},

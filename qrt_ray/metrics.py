@@ -55,8 +55,16 @@ class RuntimeMetrics:
         )
         self.replacements = Counter(
             "qrt_job_replacements_total",
-            "Waiting jobs moved back to placement because their device stopped or recalibrated",
+            "Jobs moved back to placement because their device stopped, recalibrated, "
+            "restarted or hung",
             ["device"],
+            registry=r,
+        )
+        self.device_restarts = Counter(
+            "qrt_device_restarts_total",
+            "Device restarts seen by the scheduler: cause=restarted (found with a new "
+            "incarnation) or hung (restarted by the scheduler's watchdog)",
+            ["device", "cause"],
             registry=r,
         )
         self.slices = Counter(

@@ -30,6 +30,9 @@ class DeviceStatus(StrEnum):
     ONLINE = "ONLINE"
     CALIBRATING = "CALIBRATING"
     MAINTENANCE = "MAINTENANCE"
+    # Not answering, or restarting after a crash or a hang: takes no work for now,
+    # and work pinned to it waits (OFFLINE is out of service: pinned work fails).
+    UNREACHABLE = "UNREACHABLE"
     OFFLINE = "OFFLINE"
 
 
@@ -132,6 +135,10 @@ class DeviceSnapshot:
     price_per_job_usd: float
     simulator_method: str
     gpu: bool
+    # A new value each time the device (its actor) starts: a change means its queue
+    # and any batch it was running are gone.
+    incarnation: str = ""
+    status_reason: str = ""
 
     @property
     def accepting(self) -> bool:

@@ -8,7 +8,6 @@ counts every shot once.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +18,8 @@ from qrt_ray import JobState, QuantumRuntime
 from qrt_ray import farm as farm_mod
 from qrt_ray.calibration import with_recomputed_id
 from qrt_ray.config import PolicyConfig, SchedulingConfig, load_farm_config_text
-from qrt_ray.store import SQLiteJobStore
 from tests.circuits import SMALL_FARM, ghz
+from tests.integration.ledger import check_ledger, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -46,29 +45,6 @@ def rt(ray_head: object, store_path: Path) -> Iterator[QuantumRuntime]:
 
 def device(rt: QuantumRuntime, name: str) -> object:
     return farm_mod.device_handle(name, rt.namespace)
-
-
-def check_ledger(store_path: Path, job_id: str, shots: int) -> list[tuple[int, int, float]]:
-    """Assert every shot counted once on one calibration; returns (attempt, first, at)."""
-    store = SQLiteJobStore(store_path)
-    try:
-        rows = store.shot_ledger(job_id)
-        done = store.get(job_id)
-    finally:
-        store.close()
-    keys = [(r.attempt, r.first_shot) for r in rows]
-    assert len(set(keys)) == len(keys), rows
-    # Runs on an older calibration stay in the ledger (they ran) but not in the result.
-    kept = [r for r in rows if r.calibration_id == done.calibration_id]
-    assert sum(r.shots for r in kept) == shots, rows
-    return [(r.attempt, r.first_shot, r.at) for r in kept]
-
-
-def wait_for(predicate: object, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def done_at(handle: object) -> float:

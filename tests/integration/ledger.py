@@ -1,0 +1,36 @@
+"""Checks shared by the integration tests: the shot ledger, and waiting for a state."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+from qrt_ray.store import SQLiteJobStore
+
+
+def check_ledger(store_path: Path, job_id: str, shots: int) -> list[tuple[int, int, float]]:
+    """Assert every shot counted once on one calibration; returns (attempt, first, at)."""
+    store = SQLiteJobStore(store_path)
+    try:
+        rows = store.shot_ledger(job_id)
+        done = store.get(job_id)
+    finally:
+        store.close()
+    keys = [(r.attempt, r.first_shot) for r in rows]
+    assert len(set(keys)) == len(keys), rows
+    # Runs on an older calibration stay in the ledger (they ran) but not in the result.
+    kept = [r for r in rows if r.calibration_id == done.calibration_id]
+    assert sum(r.shots for r in kept) == shots, rows
+    # ... and they tile shots 0..shots: no shot missing, none counted twice
+    spans = sorted((r.first_shot, r.first_shot + r.shots) for r in kept)
+    assert spans[0][0] == 0 and all(a[1] == b[0] for a, b in itertools.pairwise(spans)), rows
+    return [(r.attempt, r.first_shot, r.at) for r in kept]
+
+
+def wait_for(predicate: object, timeout_s: float = 120) -> None:
+    """Poll until ``predicate()`` is true; fail the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

@@ -1,0 +1,157 @@
+"""Device faults without Ray: a device that restarts mid-batch, and one that hangs.
+
+Each test checks the same invariants: every job ends DONE with exactly the shots it
+asked for, on one calibration, and the shot ledger counts no shot twice (a late
+report of the lost attempt is ignored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from pathlib import Path
+
+from actors.device import Device
+from actors.ports import LocalPorts
+from actors.scheduler import MAX_ATTEMPTS, Scheduler
+from qrt_ray.config import FaultConfig, PolicyConfig, SchedulingConfig
+from qrt_ray.lifecycle import JobState
+from qrt_ray.models import DeviceStatus
+from qrt_ray.results import decode_result
+from qrt_ray.store import SQLiteJobStore
+from tests.local_farm import FARM, drive, spec
+
+S = JobState
+
+
+def _farm(tmp_path: Path, clock=None, **faults: float):  # type: ignore[no-untyped-def]
+    scheduling = SchedulingConfig(slice_shots=200)
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    devices = [Device(d, max_parallel_threads=1, scheduling=scheduling) for d in FARM.devices]
+    policies = PolicyConfig(scheduling=scheduling, faults=FaultConfig(**faults))
+    kw = {"clock": clock} if clock else {}
+    sched = Scheduler(store, LocalPorts(devices), policy_config=policies, **kw)
+    return store, devices, sched
+
+
+async def _until(pred, timeout_s: float = 60) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    while not pred():
+        assert loop.time() < end, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+def _check_exact(store: SQLiteJobStore, job_id: str, shots: int) -> None:
+    done = store.get(job_id)
+    assert done.state is S.DONE, (done.state, done.error)
+    result = decode_result(store.get_blob(done.result_sha256))
+    assert sum(result.counts().values()) == shots
+    ledger = store.shot_ledger(job_id)
+    # every shot counted once: the counted runs tile 0..shots without gap or overlap
+    spans = sorted((r.first_shot, r.first_shot + r.shots) for r in ledger)
+    assert spans[0][0] == 0 and spans[-1][1] == shots
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+    assert len({r.calibration_id for r in ledger}) == 1
+
+
+def test_a_device_restart_mid_batch_loses_no_job_and_counts_no_shot_twice(
+    tmp_path: Path,
+) -> None:
+    store, devices, sched = _farm(tmp_path)
+    manila = devices[0]
+
+    async def main() -> None:
+        await sched.start()
+        ((rec, _),) = await sched.submit([spec(shots=600, seed=4, device="manila")])
+        await _until(lambda: manila.queue_depth == 1)
+        first = manila.take_batch()  # shots 0-199: run and counted
+        keep = await sched.batch_started("manila", [(i.job_id, i.attempt) for i in first])
+        await sched.batch_finished("manila", manila.execute(first))
+        lost = manila.take_batch()  # shots 200-399: started, then the device dies
+        assert await sched.batch_started("manila", [(lost[0].job_id, lost[0].attempt)]) == keep
+        manila.restart()
+        await sched._refresh_snapshots(force=True)
+        assert store.get(rec.job_id).state in (S.QUEUED, S.COMPILING, S.PLACED)
+        # the dead incarnation's batch reports late: it must not be counted
+        await sched.batch_finished("manila", manila.execute(lost))
+        await drive(sched, devices)
+        await sched.stop()
+        _check_exact(store, rec.job_id, 600)
+        done = store.get(rec.job_id)
+        assert done.attempts == 2
+        ledger = store.shot_ledger(rec.job_id)
+        assert [(r.attempt, r.first_shot, r.shots) for r in ledger] == [
+            (1, 0, 200),
+            (2, 200, 200),
+            (2, 400, 200),
+        ]
+        assert any("manila restarted" in (e.reason or "") for e in store.events(rec.job_id))
+        assert (
+            sched.metrics.device_restarts.labels(device="manila", cause="restarted")._value.get()
+            == 1
+        )
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_a_hung_device_is_restarted_and_its_jobs_finish(tmp_path: Path) -> None:
+    now = [1_000.0]
+    store, devices, sched = _farm(
+        tmp_path, clock=lambda: now[0], hung_batch_min_s=30, hung_batch_factor=2
+    )
+    manila, nairobi = devices
+
+    async def main() -> None:
+        await sched.start()
+        ((rec, _),) = await sched.submit([spec(shots=300, seed=2, device="manila")])
+        ((free, _),) = await sched.submit([spec(shots=300, seed=3)])
+        await _until(lambda: manila.queue_depth + nairobi.queue_depth == 2)
+        where = store.get(free.job_id).device
+        hung = manila.take_batch()
+        await sched.batch_started("manila", [(i.job_id, i.attempt) for i in hung])
+        old_incarnation = manila.incarnation
+        now[0] += 29
+        await sched._watchdog()
+        assert store.get(rec.job_id).state is S.RUNNING  # not yet past the 30 s floor
+        now[0] += 2
+        await sched._watchdog()
+        assert manila.incarnation != old_incarnation and manila.queue_depth == 0
+        snap = next(s for s in sched._snapshots if s.name == "manila")
+        assert snap.status is DeviceStatus.UNREACHABLE and "hung" in snap.status_reason
+        back = [e for e in store.events(rec.job_id) if "manila hung" in (e.reason or "")]
+        assert back and back[-1].to_state is S.QUEUED
+        if where == "manila":  # the other job waited there: it was taken back too
+            assert any("manila hung" in (e.reason or "") for e in store.events(free.job_id))
+        await drive(sched, devices)
+        await sched.stop()
+        _check_exact(store, rec.job_id, 300)
+        _check_exact(store, free.job_id, 300)
+        assert store.get(rec.job_id).attempts == 2
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_a_job_that_keeps_losing_its_device_fails_with_the_reason(tmp_path: Path) -> None:
+    store, devices, sched = _farm(tmp_path)
+    manila = devices[0]
+
+    async def main() -> None:
+        await sched.start()
+        ((rec, _),) = await sched.submit([spec(shots=100, seed=1, device="manila")])
+        for _ in range(MAX_ATTEMPTS):
+            await _until(lambda: manila.queue_depth == 1)
+            batch = manila.take_batch()
+            await sched.batch_started("manila", [(i.job_id, i.attempt) for i in batch])
+            manila.restart()
+            await sched._refresh_snapshots(force=True)
+        await sched.stop()
+        failed = store.get(rec.job_id)
+        assert failed.state is S.FAILED
+        assert f"gave up after {MAX_ATTEMPTS} attempts" in failed.error
+        assert "manila restarted" in failed.error
+        store.close()
+
+    asyncio.run(main())
