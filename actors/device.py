@@ -20,6 +20,7 @@ from policies.queueing import Waiting, sort_key
 from qrt_ray.calibration import load_backend, snapshot_from_backend
 from qrt_ray.compiler import decode_compiled
 from qrt_ray.config import DeviceConfig, SchedulingConfig
+from qrt_ray.drift import DriftProcess
 from qrt_ray.errors import DeviceUnavailableError
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.noise import NoiseModelCache, target_from_snapshot
@@ -107,6 +108,9 @@ class Device:
         self._backend = load_backend(config.backend)
         self.calibration: CalibrationSnapshot = snapshot_from_backend(
             config.name, self._backend, taken_at=clock()
+        )
+        self._drift = (
+            DriftProcess(self.calibration, config.drift, start=clock()) if config.drift else None
         )
         self._noise = noise_cache or NoiseModelCache()
         # Waiting work in arrival order; take_batch orders it by policies.queueing.
@@ -299,6 +303,30 @@ class Device:
         with self._lock:
             self.status = status
 
+    def true_calibration(self) -> CalibrationSnapshot:
+        """The device's true parameters now: what the simulator runs on.
+
+        Without drift they are the reported calibration; with drift they move away
+        from it until the device is recalibrated.
+        """
+        if self._drift is None:
+            return self.calibration
+        return self._drift.true_calibration(self._clock())
+
+    def recalibrate(self) -> CalibrationSnapshot:
+        """Retune and measure the device now; the result becomes its calibration.
+
+        Returns:
+            The new calibration (a new id when anything changed).
+        """
+        now = self._clock()
+        if self._drift is None:
+            measured = replace(self.calibration, taken_at=now)
+        else:
+            measured = self._drift.recalibrate(now)
+        self.set_calibration(measured)
+        return measured
+
     def set_calibration(self, calibration: CalibrationSnapshot) -> None:
         """Replace the calibration; queued work compiled for the old one is refused."""
         if calibration.device != self.name or calibration.num_qubits != self.calibration.num_qubits:
@@ -327,9 +355,12 @@ class Device:
         if self.faults.hang_s > 0:
             stall, self.faults.hang_s = self.faults.hang_s, 0.0
             time.sleep(stall)
-        cal = self.calibration
+        cal = self.calibration  # what the work was compiled for, and results name
         sim, method, gpu = self._noise.get(
-            cal, self._backend.target, gpu=self.config.gpu, max_parallel_threads=self._threads
+            self.true_calibration(),
+            self._backend.target,
+            gpu=self.config.gpu,
+            max_parallel_threads=self._threads,
         )
         runs: list[RawRun] = []
         groups: dict[tuple[int, int | None, str | None], list[WorkItem]] = {}

@@ -98,6 +98,13 @@ class DeviceActor:
         self.device.set_calibration(calibration)
         return calibration.calibration_id
 
+    def recalibrate(self) -> str:
+        """Retune and measure the device now; returns the new calibration id.
+
+        Waiting work compiled for the old calibration goes back to placement.
+        """
+        return self.device.recalibrate().calibration_id
+
     def inject_faults(
         self, partial_fractions: Sequence[float] = (), corrupt: int = 0, hang_s: float = 0.0
     ) -> None:

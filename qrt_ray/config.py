@@ -27,6 +27,31 @@ DEVICE_NAME_PATTERN = r"^[a-z0-9_-]{1,32}$"
 _MAX_VALUE_REPR = 80
 
 
+class DriftConfig(BaseModel):
+    """How a device's true noise drifts away from its last calibration.
+
+    Rates are per hour of *drift time*, which runs ``time_scale`` times as fast as
+    the wall clock (1: real time; 3600: an hour a second, for drills and benchmarks).
+    The true noise changes in steps of ``step_s`` drift seconds. See
+    :mod:`qrt_ray.drift` for the model.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int = Field(default=0, ge=0)
+    time_scale: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    step_s: float = Field(default=600.0, gt=0, allow_inf_nan=False)
+    coherence_sd_per_hour: float = Field(default=0.05, ge=0, allow_inf_nan=False)
+    coherence_memory_h: float = Field(default=24.0, gt=0, allow_inf_nan=False)
+    error_sd_per_hour: float = Field(default=0.05, ge=0, allow_inf_nan=False)
+    error_trend_per_hour: float = Field(default=0.02, ge=0, allow_inf_nan=False)
+    tls_per_qubit_hour: float = Field(default=0.002, ge=0, allow_inf_nan=False)
+    tls_coherence_factor: float = Field(default=0.2, gt=0, le=1, allow_inf_nan=False)
+    coupler_per_edge_hour: float = Field(default=0.001, ge=0, allow_inf_nan=False)
+    coupler_error_factor: float = Field(default=5.0, ge=1, allow_inf_nan=False)
+    event_mean_h: float = Field(default=6.0, gt=0, allow_inf_nan=False)
+
+
 class DeviceConfig(BaseModel):
     """One device of the farm: a fake IBM backend simulated by Aer, with its prices."""
 
@@ -40,6 +65,7 @@ class DeviceConfig(BaseModel):
     gpu: Literal["auto", "never", "require"] = "auto"
     max_batch_circuits: int = Field(default=1000, ge=1)
     description: str | None = None
+    drift: DriftConfig | None = None
 
     @field_validator("backend")
     @classmethod

@@ -234,3 +234,15 @@ def test_any_finite_price_is_accepted_iff_not_negative(price: float) -> None:
         assert load_farm_config_text(text).device("big").price_per_shot_usd == price
     else:
         assert "devices[1].price_per_shot_usd (line 9)" in _error_of(text)
+
+
+def test_drift_is_optional_per_device_and_checked() -> None:
+    text = TWO_DEVICES.format(big_price=0.0001)
+    farm = load_farm_config_text(text)
+    assert all(d.drift is None for d in farm.devices)
+    drifting = text + "    drift: {seed: 7, time_scale: 3600}\n"
+    big = load_farm_config_text(drifting).device("big")
+    assert big.drift is not None and big.drift.seed == 7 and big.drift.time_scale == 3600
+    message = _error_of(text + "    drift: {time_scale: 0, tls_rate: 1}\n")
+    assert "devices[1].drift.time_scale" in message and "greater than 0" in message
+    assert "devices[1].drift.tls_rate" in message
