@@ -35,6 +35,8 @@ MPS_MIN_ACTIVE_QUBITS = 14
 # 2^n < 2 x shots; above 12 qubits it would hold 256 MB or more per circuit.
 DM_SHOTS_FACTOR = 2
 DM_MAX_ACTIVE_QUBITS = 12
+# Statuses in which a device runs the work already in its queue.
+_RUNS_ITS_QUEUE = frozenset({DeviceStatus.ONLINE, DeviceStatus.DRAINING})
 
 
 def sim_method_for(active_qubits: int, shots: int) -> str:
@@ -234,7 +236,7 @@ class Device:
         """
         batch: list[WorkItem] = []
         with self._lock:
-            if not self._queue or self.status is not DeviceStatus.ONLINE:
+            if not self._queue or self.status not in _RUNS_ITS_QUEUE:
                 return batch
             now = self._clock()
             usage = dict(self._served)
@@ -340,7 +342,7 @@ class Device:
     def has_runnable_work(self) -> bool:
         """Whether :meth:`take_batch` would return work now (queued and ONLINE)."""
         with self._lock:
-            return bool(self._queue) and self.status is DeviceStatus.ONLINE
+            return bool(self._queue) and self.status in _RUNS_ITS_QUEUE
 
     @property
     def queue_depth(self) -> int:

@@ -316,7 +316,11 @@ class Scheduler:
             old = before.get(snap.name)
             if old is None or snap.name in restarted:
                 continue
-            if snap.status is not old.status and snap.status is not DeviceStatus.ONLINE:
+            # a draining device still runs what it holds: only other statuses move work
+            if snap.status is not old.status and snap.status not in (
+                DeviceStatus.ONLINE,
+                DeviceStatus.DRAINING,
+            ):
                 changed[snap.name] = f"{snap.name} went {snap.status.value}"
             elif snap.calibration.calibration_id != old.calibration.calibration_id:
                 changed[snap.name] = (

@@ -269,10 +269,22 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _age(seconds: float) -> str:
+    """A calibration's age, short: 42s, 17m, 5.2h, 3.1d."""
+    if seconds < 60:
+        return f"{max(seconds, 0):.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     """List devices: status, size, queue, calibration, price, simulator."""
     rt = _connect(args)
     devices = rt.devices()
+    now = time.time()
     rows = [
         [
             d.name,
@@ -280,6 +292,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
             d.num_qubits,
             d.queue_depth,
             d.calibration.calibration_id,
+            _age(now - d.calibration.taken_at),
             d.price_per_shot_usd,
             d.price_per_job_usd,
             "GPU" if d.gpu else "CPU",
@@ -294,6 +307,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
             "num_qubits": d.num_qubits,
             "queue_depth": d.queue_depth,
             "calibration_id": d.calibration.calibration_id,
+            "calibration_age_s": round(now - d.calibration.taken_at, 1),
+            "status_reason": d.status_reason,
             "price_per_shot_usd": d.price_per_shot_usd,
             "price_per_job_usd": d.price_per_job_usd,
             "gpu": d.gpu,
@@ -311,6 +326,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
                 "qubits",
                 "queue",
                 "calibration",
+                "age",
                 "$/shot",
                 "$/job",
                 "sim",
@@ -319,6 +335,44 @@ def cmd_devices(args: argparse.Namespace) -> int:
             rows,
         ),
     )
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Recalibrate a device now."""
+    old, new = _connect(args).calibrate(args.device)
+    what = "unchanged (nothing had drifted)" if old == new else f"{old} -> {new}"
+    _print(args, {"device": args.device, "old": old, "new": new}, f"{args.device}: {what}")
+    return 0
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    """Stop new work to a device; with --wait, until its queue is empty."""
+    rt = _connect(args)
+    rt.drain(args.device)
+    deadline = time.monotonic() + args.timeout
+    left = -1
+    while args.wait:
+        snap = next(d for d in rt.devices() if d.name == args.device)
+        running = rt.jobs(state="RUNNING", limit=10_000)
+        left = snap.queue_depth + sum(1 for j in running if j.get("device") == args.device)
+        if left == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    if args.wait and left:
+        print(f"qrt drain: {args.device} still holds {left} jobs after {args.timeout:g} s")
+        return 1
+    text = f"{args.device} is DRAINING: it takes no new work" + (
+        " and has finished what it held" if args.wait else "; `--wait` waits until it is empty"
+    )
+    _print(args, {"device": args.device, "status": "DRAINING", "left": max(left, 0)}, text)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Put a device back ONLINE."""
+    _connect(args).resume(args.device)
+    _print(args, {"device": args.device, "status": "ONLINE"}, f"{args.device} is ONLINE")
     return 0
 
 
@@ -546,6 +600,14 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--tenant")
     j.add_argument("--limit", type=int, default=20)
     add("devices", cmd_devices, "list the farm's devices")
+    cal = add("calibrate", cmd_calibrate, "recalibrate a device now")
+    cal.add_argument("device", metavar="DEVICE")
+    dr = add("drain", cmd_drain, "stop new work to a device; what it holds still runs")
+    dr.add_argument("device", metavar="DEVICE")
+    dr.add_argument("--wait", action="store_true", help="wait until it holds no work")
+    dr.add_argument("--timeout", type=float, default=600, help="seconds to wait (--wait)")
+    rs = add("resume", cmd_resume, "put a drained or paused device back ONLINE")
+    rs.add_argument("device", metavar="DEVICE")
     return p
 
 

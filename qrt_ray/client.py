@@ -362,6 +362,34 @@ class QuantumRuntime:
         """Every device: status, size, queue, calibration, price, simulator."""
         return _unwrap(self._scheduler.devices)
 
+    def _device(self, name: str) -> Any:
+        known = [d.name for d in self.devices()]
+        if name not in known:
+            raise ValidationError(
+                f"device={name!r} is not a device of this farm; devices: {', '.join(known)}"
+            )
+        return farm_mod.device_handle(name, self.namespace)
+
+    def calibrate(self, device: str) -> tuple[str, str]:
+        """Recalibrate a device now: measure its true noise into a new calibration.
+
+        Work waiting on it that was compiled for the old calibration is placed again.
+
+        Returns:
+            (old calibration id, new calibration id); equal when nothing had drifted.
+        """
+        handle = self._device(device)
+        old = ray.get(handle.snapshot.remote()).calibration.calibration_id
+        return old, ray.get(handle.recalibrate.remote())
+
+    def drain(self, device: str) -> None:
+        """Stop giving a device new work; what it already holds still runs."""
+        ray.get(self._device(device).set_status.remote("DRAINING"))
+
+    def resume(self, device: str) -> None:
+        """Put a drained (or paused) device back ONLINE."""
+        ray.get(self._device(device).set_status.remote("ONLINE"))
+
     def metrics_text(self) -> str:
         """The scheduler's Prometheus metrics in text format."""
         return _unwrap(self._scheduler.metrics_text).decode()

@@ -28,6 +28,8 @@ class DeviceStatus(StrEnum):
     """Whether a device takes work."""
 
     ONLINE = "ONLINE"
+    # Runs the work it holds but takes no new work (``qrt drain``).
+    DRAINING = "DRAINING"
     CALIBRATING = "CALIBRATING"
     MAINTENANCE = "MAINTENANCE"
     # Not answering, or restarting after a crash or a hang: takes no work for now,

@@ -113,6 +113,28 @@ def test_cancel_and_errors(farm: dict, tmp_path: Path) -> None:
     assert unknown.returncode == 1 and "no such job" in unknown.stderr
 
 
+def test_calibrate_drain_and_resume_a_device(farm: dict) -> None:
+    cal = json.loads(qrt("calibrate", "nairobi", "--json", *common(farm)).stdout)
+    # no drift on these devices: the measurement finds the same parameters, same id
+    assert cal["device"] == "nairobi" and cal["old"] == cal["new"]
+    devices = json.loads(qrt("devices", "--json", *common(farm)).stdout)
+    nairobi = next(d for d in devices if d["name"] == "nairobi")
+    assert 0 <= nairobi["calibration_age_s"] < 300  # it was just measured
+    out = qrt("drain", "manila", "--wait", "--timeout", "120", *common(farm))
+    assert "manila is DRAINING" in out.stdout and "finished what it held" in out.stdout
+    devices = json.loads(qrt("devices", "--json", *common(farm)).stdout)
+    assert {d["name"]: d["status"] for d in devices} == {"manila": "DRAINING", "nairobi": "ONLINE"}
+    # new work goes elsewhere while manila drains
+    job = json.loads(
+        qrt("submit", str(GHZ), "--shots", "200", "--wait", "--json", *common(farm)).stdout
+    )
+    assert job["metadata"]["device"] == "nairobi"
+    assert "manila is ONLINE" in qrt("resume", "manila", *common(farm)).stdout
+    unknown = qrt("drain", "nosuchdevice", *common(farm), check=False)
+    assert unknown.returncode == 2 and "device='nosuchdevice'" in unknown.stderr
+    assert "manila" in unknown.stderr
+
+
 def test_ray_job_submit(farm: dict, tmp_path: Path) -> None:
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)

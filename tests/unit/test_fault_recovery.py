@@ -11,10 +11,13 @@ import asyncio
 import itertools
 from pathlib import Path
 
+import pytest
+
 from actors.device import Device
 from actors.ports import LocalPorts
 from actors.scheduler import MAX_ATTEMPTS, Scheduler
 from qrt_ray.config import FaultConfig, PolicyConfig, SchedulingConfig
+from qrt_ray.errors import DeviceUnavailableError
 from qrt_ray.lifecycle import JobState
 from qrt_ray.models import DeviceStatus
 from qrt_ray.results import decode_result
@@ -152,6 +155,31 @@ def test_a_job_that_keeps_losing_its_device_fails_with_the_reason(tmp_path: Path
         assert failed.state is S.FAILED
         assert f"gave up after {MAX_ATTEMPTS} attempts" in failed.error
         assert "manila restarted" in failed.error
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_a_draining_device_finishes_what_it_holds_and_takes_nothing_new(tmp_path: Path) -> None:
+    store, devices, sched = _farm(tmp_path)
+    manila = devices[0]
+
+    async def main() -> None:
+        await sched.start()
+        ((held, _),) = await sched.submit([spec(shots=300, seed=1, device="manila")])
+        await _until(lambda: manila.queue_depth == 1)
+        manila.set_status(DeviceStatus.DRAINING)
+        await sched._refresh_snapshots(force=True)
+        assert store.get(held.job_id).state is S.PLACED  # not moved: it still runs here
+        ((new, _),) = await sched.submit([spec(shots=300, seed=2)])
+        await drive(sched, devices)
+        assert store.get(held.job_id).device == "manila"
+        assert store.get(new.job_id).device == "nairobi"
+        _check_exact(store, held.job_id, 300)
+        _check_exact(store, new.job_id, 300)
+        with pytest.raises(DeviceUnavailableError, match="DRAINING"):
+            manila.enqueue([])
+        await sched.stop()
         store.close()
 
     asyncio.run(main())
