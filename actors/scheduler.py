@@ -58,6 +58,18 @@ S = JobState
 MAX_ATTEMPTS = 5
 
 
+def _attempts_exhausted(job_id: str, state: JobState, now: float, reason: str) -> StateUpdate:
+    """The update that fails a job out of attempts, naming the last reason."""
+    return StateUpdate(
+        job_id,
+        state,
+        S.FAILED,
+        now,
+        reason="attempts exhausted",
+        fields={"error": f"gave up after {MAX_ATTEMPTS} attempts; last: {reason}"},
+    )
+
+
 class Scheduler:
     """Job admission, placement, compile, dispatch and completion over a job store."""
 
@@ -399,16 +411,7 @@ class Scheduler:
         updates = []
         for rec in lost:
             if rec.attempts >= MAX_ATTEMPTS:
-                updates.append(
-                    StateUpdate(
-                        rec.job_id,
-                        rec.state,
-                        S.FAILED,
-                        now,
-                        reason="attempts exhausted",
-                        fields={"error": f"gave up after {MAX_ATTEMPTS} attempts; last: {reason}"},
-                    )
-                )
+                updates.append(_attempts_exhausted(rec.job_id, rec.state, now, reason))
             else:
                 updates.append(
                     StateUpdate(
@@ -787,16 +790,7 @@ class Scheduler:
         exhausted = []
         for job_id, reason in [*retry, *partial]:
             if self._live[job_id].attempts >= MAX_ATTEMPTS:
-                exhausted.append(
-                    StateUpdate(
-                        job_id,
-                        S.RUNNING,
-                        S.FAILED,
-                        now,
-                        reason="attempts exhausted",
-                        fields={"error": f"gave up after {MAX_ATTEMPTS} attempts; last: {reason}"},
-                    )
-                )
+                exhausted.append(_attempts_exhausted(job_id, S.RUNNING, now, reason))
             else:
                 await self._requeue([job_id], S.RUNNING, reason)
         await self._persist(exhausted)
