@@ -70,6 +70,11 @@ def _attempts_exhausted(job_id: str, state: JobState, now: float, reason: str) -
     )
 
 
+def _unreachable(snap: DeviceSnapshot, reason: str) -> DeviceSnapshot:
+    """``snap`` as placement must see a device that is not answering or restarting."""
+    return replace(snap, status=DeviceStatus.UNREACHABLE, status_reason=reason)
+
+
 class Scheduler:
     """Job admission, placement, compile, dispatch and completion over a job store."""
 
@@ -307,18 +312,14 @@ class Scheduler:
         for name, old in before.items():
             snap = got.get(name)
             if snap is None:  # did not answer: it takes no new work until it does
-                got[name] = replace(
-                    old, status=DeviceStatus.UNREACHABLE, status_reason=f"{name} is not answering"
-                )
+                got[name] = _unreachable(old, f"{name} is not answering")
             elif old.incarnation and snap.incarnation != old.incarnation:
                 restarted[name] = f"{name} restarted (its queue was lost)"
                 if self._suspect.pop(name, None) is None:  # not a restart we asked for
                     self.metrics.device_restarts.labels(device=name, cause="restarted").inc()
         for name, reason in self._suspect.items():
             if name in got:
-                got[name] = replace(
-                    got[name], status=DeviceStatus.UNREACHABLE, status_reason=reason
-                )
+                got[name] = _unreachable(got[name], reason)
         self._snapshots = list(got.values())
         for name, reason in restarted.items():
             await self._take_back_from(name, reason)
@@ -381,10 +382,7 @@ class Scheduler:
             logger.warning("%s; restarting it and placing its jobs again", reason)
             self._suspect[device] = reason
             self._snapshots = [
-                replace(s, status=DeviceStatus.UNREACHABLE, status_reason=reason)
-                if s.name == device
-                else s
-                for s in self._snapshots
+                _unreachable(s, reason) if s.name == device else s for s in self._snapshots
             ]
             self.metrics.device_restarts.labels(device=device, cause="hung").inc()
             await self._take_back_from(device, reason)

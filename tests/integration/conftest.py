@@ -124,3 +124,9 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
 def small_farm() -> FarmConfig:
     """Two small devices: fast to start, enough to test placement and faults."""
     return load_farm_config_text(SMALL_FARM)
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh job store file for one test module's farm."""
+    return tmp_path_factory.mktemp("store") / "jobs.sqlite3"

@@ -34,11 +34,6 @@ POLICIES = PolicyConfig(
 
 
 @pytest.fixture(scope="module")
-def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("store") / "jobs.sqlite3"
-
-
-@pytest.fixture(scope="module")
 def rt(ray_head: object, store_path: Path) -> Iterator[QuantumRuntime]:
     runtime = QuantumRuntime.local(FARM, store=store_path, policies=POLICIES)
     yield runtime
