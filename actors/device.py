@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import random
 import secrets
 import threading
 import time
@@ -16,12 +17,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from policies.canary import CanaryResult, CanarySpec, success_probability
+from policies.health import backoff_delay
 from policies.queueing import Waiting, sort_key
-from qrt_ray.calibration import load_backend, snapshot_from_backend
+from qrt_ray.calibration import load_backend, snapshot_from_backend, with_recomputed_id
 from qrt_ray.compiler import decode_compiled
-from qrt_ray.config import DeviceConfig, SchedulingConfig
-from qrt_ray.drift import DriftProcess
-from qrt_ray.errors import DeviceUnavailableError
+from qrt_ray.config import DeviceConfig, LinkConfig, SchedulingConfig
+from qrt_ray.drift import MAX_DRIFTED_ERROR, DriftProcess
+from qrt_ray.errors import ControlLinkError, DeviceUnavailableError
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.noise import NoiseModelCache, target_from_snapshot
 from qrt_ray.results import RawRun, counts_checksum, slice_seed, trim_counts
@@ -37,6 +40,9 @@ DM_SHOTS_FACTOR = 2
 DM_MAX_ACTIVE_QUBITS = 12
 # Statuses in which a device runs the work already in its queue.
 _RUNS_ITS_QUEUE = frozenset({DeviceStatus.ONLINE, DeviceStatus.DRAINING})
+# The prediction of a canary samples the calibration's own noise this many times more
+# than the canary itself, so its error is small beside the canary's shot noise.
+_PREDICTION_SHOTS_FACTOR = 8
 
 
 def sim_method_for(active_qubits: int, shots: int) -> str:
@@ -87,6 +93,12 @@ class FaultPlan:
     partial_fractions: list[float] = field(default_factory=list)
     corrupt: int = 0
     hang_s: float = 0.0  # the next batch stalls this long before it runs (once)
+    # control-link errors the next batch attempts meet, in order: "transient" or
+    # "permanent"
+    link_errors: list[str] = field(default_factory=list)
+    # gate and readout errors are this many times what any calibration measures: a
+    # fault recalibration cannot see or fix (canaries keep failing)
+    hidden_error: float = 1.0
 
 
 class Device:
@@ -100,10 +112,19 @@ class Device:
         clock: Callable[[], float] = time.time,
         noise_cache: NoiseModelCache | None = None,
         scheduling: SchedulingConfig | None = None,
+        link: LinkConfig | None = None,
+        drift_start: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config = config
         self.name = config.name
         self.status = DeviceStatus.ONLINE
+        self.status_reason = ""
+        self.degraded = ""
+        self.canary: tuple[float, float, float] | None = None  # predicted, measured, at
+        self.link = link or LinkConfig()
+        self._sleep = sleep
+        self._rng = random.Random()
         self.incarnation = secrets.token_hex(6)
         self._clock = clock
         self._threads = max_parallel_threads or os.cpu_count() or 1
@@ -111,9 +132,19 @@ class Device:
         self.calibration: CalibrationSnapshot = snapshot_from_backend(
             config.name, self._backend, taken_at=clock()
         )
+        # drift_start: when the farm started, so a restarted device drifts on from
+        # where it was instead of from its base calibration
         self._drift = (
-            DriftProcess(self.calibration, config.drift, start=clock()) if config.drift else None
+            DriftProcess(
+                self.calibration,
+                config.drift,
+                start=drift_start if drift_start is not None else clock(),
+            )
+            if config.drift
+            else None
         )
+        self._predicted: dict[tuple[str, str, str], float] = {}
+        self._canary_circuits: dict[str, Any] = {}
         self._noise = noise_cache or NoiseModelCache()
         # Waiting work in arrival order; take_batch orders it by policies.queueing.
         self._queue: list[tuple[Waiting, WorkItem]] = []
@@ -146,6 +177,11 @@ class Device:
             simulator_method=method,
             gpu=gpu,
             incarnation=self.incarnation,
+            status_reason=self.status_reason,
+            canary_predicted=self.canary[0] if self.canary else None,
+            canary_measured=self.canary[1] if self.canary else None,
+            canary_at=self.canary[2] if self.canary else None,
+            degraded=self.degraded,
         )
 
     def simulator_info(self) -> tuple[str, bool]:
@@ -298,12 +334,22 @@ class Device:
             self._queued_shots = 0
             self.faults = FaultPlan()
             self.status = DeviceStatus.ONLINE
+            self.status_reason = ""
+            self.degraded = ""
+            self.canary = None
             self.incarnation = secrets.token_hex(6)
 
-    def set_status(self, status: DeviceStatus) -> None:
+    def set_status(self, status: DeviceStatus, reason: str = "") -> None:
         """Change whether the device takes work; a batch already running finishes."""
         with self._lock:
             self.status = status
+            self.status_reason = reason
+
+    def set_health(self, predicted: float, measured: float, at: float, degraded: str) -> None:
+        """What the last canary round found; ``degraded`` (non-empty) marks results."""
+        with self._lock:
+            self.canary = (predicted, measured, at)
+            self.degraded = degraded
 
     def true_calibration(self) -> CalibrationSnapshot:
         """The device's true parameters now: what the simulator runs on.
@@ -311,9 +357,19 @@ class Device:
         Without drift they are the reported calibration; with drift they move away
         from it until the device is recalibrated.
         """
-        if self._drift is None:
-            return self.calibration
-        return self._drift.true_calibration(self._clock())
+        true = (
+            self.calibration if self._drift is None else self._drift.true_calibration(self._clock())
+        )
+        factor = self.faults.hidden_error
+        if factor == 1.0:
+            return true
+        return with_recomputed_id(
+            replace(
+                true,
+                readout_error=tuple(_scaled(e, factor) for e in true.readout_error),
+                gates=tuple(replace(g, error=_scaled(g.error, factor)) for g in true.gates),
+            )
+        )
 
     def recalibrate(self) -> CalibrationSnapshot:
         """Retune and measure the device now; the result becomes its calibration.
@@ -327,7 +383,20 @@ class Device:
         else:
             measured = self._drift.recalibrate(now)
         self.set_calibration(measured)
+        with self._lock:
+            self.degraded = ""
         return measured
+
+    def restore_calibration(self, calibration: CalibrationSnapshot) -> None:
+        """Take back a calibration this device had before it restarted.
+
+        With drift, the calibration's time is when the device was last retuned, so
+        the true noise drifts on from there (the process only depends on the seed,
+        the time and the retunes).
+        """
+        self.set_calibration(calibration)
+        if self._drift is not None:
+            self._drift.retuned_at(calibration.taken_at)
 
     def set_calibration(self, calibration: CalibrationSnapshot) -> None:
         """Replace the calibration; queued work compiled for the old one is refused."""
@@ -353,10 +422,18 @@ class Device:
     # -- execution --------------------------------------------------------------------
 
     def execute(self, batch: Sequence[WorkItem]) -> list[RawRun]:
-        """Run a batch: one simulator call per (shots, seed) group, never one per circuit."""
+        """Run a batch: one simulator call per (shots, seed) group, never one per circuit.
+
+        A transient control-link error is retried up to ``link.retries`` times with
+        exponential backoff and full jitter; after that, or on a permanent error, the
+        batch's runs come back empty with the reason (``error_kind`` says which).
+        """
         if self.faults.hang_s > 0:
             stall, self.faults.hang_s = self.faults.hang_s, 0.0
             time.sleep(stall)
+        failed = self._open_link()
+        if failed is not None:
+            return [self.no_run(item, str(failed), kind=_link_kind(failed)) for item in batch]
         cal = self.calibration  # what the work was compiled for, and results name
         sim, method, gpu = self._noise.get(
             self.true_calibration(),
@@ -377,6 +454,108 @@ class Device:
             runs.extend(self._run_group(sim, cal, items, shots, seed, method, gpu, forced))
         self.batches_run += 1
         return runs
+
+    def _open_link(self) -> ControlLinkError | None:
+        """Talk to the control electronics; returns the error that stopped it, if any."""
+        for retry in range(self.link.retries + 1):
+            if not self.faults.link_errors:
+                return None
+            kind = self.faults.link_errors.pop(0)
+            if kind == "permanent":
+                return ControlLinkError(
+                    f"control link of {self.name}: the device rejected the program (permanent)",
+                    transient=False,
+                )
+            if retry == self.link.retries:
+                return ControlLinkError(
+                    f"control link of {self.name}: timed out {retry + 1} times in a row",
+                    transient=True,
+                )
+            self._sleep(
+                backoff_delay(retry, self.link.backoff_s, self.link.backoff_max_s, self._rng)
+            )
+        return None
+
+    def run_canaries(
+        self, specs: Sequence[CanarySpec], shots: int, seed: int | None = None
+    ) -> list[CanaryResult]:
+        """Run canary circuits on the true noise; predict them from the calibration.
+
+        Each canary is compiled onto its own qubits. The prediction samples the
+        current calibration's noise model (``_PREDICTION_SHOTS_FACTOR`` times the
+        shots, once per calibration and canary); the measurement runs what the device
+        really is now. Canaries do not go through the queue: the manager runs them
+        while the device is between batches or paused.
+        """
+        cal = self.calibration
+        circuits = [self._canary_circuit(spec) for spec in specs]
+        measured = self._sample(self.true_calibration(), specs, circuits, shots, seed)
+        todo = [
+            i
+            for i, spec in enumerate(specs)
+            if (cal.calibration_id, spec.name, spec.qasm) not in self._predicted
+        ]
+        if todo:
+            got = self._sample(
+                cal,
+                [specs[i] for i in todo],
+                [circuits[i] for i in todo],
+                shots * _PREDICTION_SHOTS_FACTOR,
+                seed=1,
+            )
+            for i, p in zip(todo, got, strict=True):
+                self._predicted[(cal.calibration_id, specs[i].name, specs[i].qasm)] = p
+        return [
+            CanaryResult(
+                spec.name, self._predicted[(cal.calibration_id, spec.name, spec.qasm)], m, shots
+            )
+            for spec, m in zip(specs, measured, strict=True)
+        ]
+
+    def _canary_circuit(self, spec: CanarySpec) -> Any:
+        hit = self._canary_circuits.get(spec.name + spec.qasm)
+        if hit is None:
+            from qiskit import transpile
+
+            from qrt_ray.circuits import parse_qasm
+
+            hit = transpile(
+                parse_qasm(spec.qasm, arg=spec.name),
+                target=self._backend.target,
+                initial_layout=list(spec.qubits),
+                optimization_level=1,
+                seed_transpiler=0,
+            )
+            self._canary_circuits[spec.name + spec.qasm] = hit
+        return hit
+
+    def _sample(
+        self,
+        calibration: CalibrationSnapshot,
+        specs: Sequence[CanarySpec],
+        circuits: Sequence[Any],
+        shots: int,
+        seed: int | None,
+    ) -> list[float]:
+        sim, _, gpu = self._noise.get(
+            calibration,
+            self._backend.target,
+            gpu=self.config.gpu,
+            max_parallel_threads=self._threads,
+        )
+        out: list[float | None] = [None] * len(specs)
+        by_method: dict[str | None, list[int]] = {}
+        for i, spec in enumerate(specs):
+            method = None if gpu else sim_method_for(len(spec.qubits), shots)
+            by_method.setdefault(method, []).append(i)
+        for method, idx in by_method.items():
+            options = {"method": method} if method else {}
+            result = sim.run(
+                [circuits[i] for i in idx], shots=shots, seed_simulator=seed, **options
+            ).result()
+            for k, i in enumerate(idx):
+                out[i] = success_probability(result.get_counts(k), specs[i].ideal)
+        return [float(p) for p in out]  # type: ignore[arg-type]
 
     def _run_group(
         self,
@@ -427,6 +606,8 @@ class Device:
                     checksum=checksum,
                     first_shot=item.first_shot,
                     remaining=item.remaining,
+                    ran_at=self._clock(),
+                    degraded=self.degraded,
                 )
             )
             offset += n
@@ -452,7 +633,13 @@ class Device:
         )
 
     def no_run(
-        self, item: WorkItem, error: str, *, method: str = "none", gpu: bool = False
+        self,
+        item: WorkItem,
+        error: str,
+        *,
+        method: str = "none",
+        gpu: bool = False,
+        kind: str = "",
     ) -> RawRun:
         """A run of ``item`` that produced no shots, and why; the scheduler reruns it."""
         cal = self.calibration
@@ -472,4 +659,14 @@ class Device:
             error=error,
             first_shot=item.first_shot,
             remaining=item.remaining,
+            error_kind=kind,
+            ran_at=self._clock(),
         )
+
+
+def _link_kind(error: ControlLinkError) -> str:
+    return "link" if error.transient else "permanent"
+
+
+def _scaled(error: float, factor: float) -> float:
+    return min(error * factor, max(error, MAX_DRIFTED_ERROR))

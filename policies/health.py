@@ -9,6 +9,7 @@ sleeping.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -74,3 +75,67 @@ class BatchWatch:
                     )
                 )
         return late
+
+
+def backoff_delay(retry: int, base_s: float, max_s: float, rng: random.Random) -> float:
+    """Delay before retry number ``retry`` (0-based): exponential with full jitter.
+
+    A random delay between 0 and ``min(max_s, base_s * 2**retry)``: devices that lost
+    their link at the same moment do not all retry at the same moment.
+    """
+    return rng.uniform(0.0, min(max_s, base_s * 2.0**retry))
+
+
+class CircuitBreaker:
+    """Stops sending work to a device whose control link keeps failing.
+
+    Closed: work flows. ``failures`` link failures within ``window_s`` open it: no new
+    work for ``cooldown_s``. Then it is half-open: work flows again, and the next
+    outcome decides (a success closes it, a failure opens it for another cooldown).
+    """
+
+    def __init__(self, failures: int, window_s: float, cooldown_s: float) -> None:
+        self.failures = failures
+        self.window_s = window_s
+        self.cooldown_s = cooldown_s
+        self._recent: list[float] = []
+        self._opened_at: float | None = None
+        self.trips = 0
+
+    def state(self, now: float) -> str:
+        """``closed``, ``open`` or ``half-open``."""
+        if self._opened_at is None:
+            return "closed"
+        return "open" if now - self._opened_at < self.cooldown_s else "half-open"
+
+    def allows(self, now: float) -> bool:
+        """Whether the device may take new work now."""
+        return self.state(now) != "open"
+
+    def failure(self, now: float) -> bool:
+        """Count a link failure; returns True when this opens the breaker."""
+        if self.state(now) == "half-open":
+            self._opened_at = now
+            self.trips += 1
+            return True
+        self._recent = [t for t in self._recent if now - t < self.window_s] + [now]
+        if self._opened_at is None and len(self._recent) >= self.failures:
+            self._opened_at = now
+            self._recent.clear()
+            self.trips += 1
+            return True
+        return False
+
+    def success(self, now: float) -> None:
+        """A batch ran; a half-open breaker closes."""
+        if self.state(now) == "half-open":
+            self._opened_at = None
+            self._recent.clear()
+
+    def reason(self, now: float) -> str:
+        """Why the device takes no work while the breaker is open."""
+        left = self.cooldown_s - (now - (self._opened_at or now))
+        return (
+            f"circuit breaker open: {self.failures} control-link failures within "
+            f"{self.window_s:g} s; retrying in {max(0.0, left):.0f} s"
+        )

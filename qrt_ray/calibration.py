@@ -202,3 +202,39 @@ def _backend_timestamp(backend: BackendV2) -> float:
         # Fake backends without a properties file (or a V2 backend whose properties()
         # means something else) have no timestamp; 0.0 marks "unknown".
         return 0.0
+
+
+def calibration_to_json(snapshot: CalibrationSnapshot) -> str:
+    """A snapshot as JSON text (data only: the store keeps calibration history this way)."""
+    data = dataclasses.asdict(snapshot)
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def calibration_from_json(text: str) -> CalibrationSnapshot:
+    """The snapshot :func:`calibration_to_json` wrote.
+
+    Raises:
+        ValueError: the text is not a calibration snapshot.
+    """
+    try:
+        data = json.loads(text)
+        gates = tuple(
+            GateCalibration(
+                g["gate"], tuple(g["qubits"]), float(g["error"]), float(g["duration_s"])
+            )
+            for g in data["gates"]
+        )
+        return CalibrationSnapshot(
+            calibration_id=str(data["calibration_id"]),
+            device=str(data["device"]),
+            taken_at=float(data["taken_at"]),
+            num_qubits=int(data["num_qubits"]),
+            t1_s=tuple(float(x) for x in data["t1_s"]),
+            t2_s=tuple(float(x) for x in data["t2_s"]),
+            readout_error=tuple(float(x) for x in data["readout_error"]),
+            gates=gates,
+            coupling_map=tuple((int(a), int(b)) for a, b in data["coupling_map"]),
+            native_gates=tuple(str(g) for g in data["native_gates"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a stored calibration snapshot: {exc}") from None

@@ -233,6 +233,66 @@ class FaultConfig(BaseModel):
     snapshot_timeout_s: float = Field(default=10.0, gt=0, allow_inf_nan=False)
 
 
+class LinkConfig(BaseModel):
+    """How a device retries its control link, and when the scheduler stops using it.
+
+    Attributes:
+        retries: transient link errors a device retries itself before it reports the
+            batch as failed (its jobs then rerun as a new attempt).
+        backoff_s: first retry delay; each retry doubles it, up to ``backoff_max_s``,
+            with full jitter (a random delay between 0 and that bound).
+        breaker_failures: link failures within ``breaker_window_s`` that open the
+            device's circuit breaker: it takes no new work for ``breaker_cooldown_s``,
+            then one batch probes it (a success closes the breaker, a failure opens it
+            again).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    retries: int = Field(default=3, ge=0, le=20)
+    backoff_s: float = Field(default=0.05, ge=0, allow_inf_nan=False)
+    backoff_max_s: float = Field(default=2.0, ge=0, allow_inf_nan=False)
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_window_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    breaker_cooldown_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+
+
+class CalibrationConfig(BaseModel):
+    """When the calibration manager runs canaries and recalibrates a device.
+
+    Attributes:
+        enabled: run the calibration manager at all.
+        canary_period_s: seconds between canary rounds on a device.
+        canary_shots: shots per canary circuit.
+        chain_length: qubits per canary chain (a path of the coupling map).
+        max_chains: chains per round; larger devices cover their qubits over several
+            rounds, in turn.
+        drift_threshold: a canary whose success probability falls this far below what
+            the calibration predicts has drifted (if also ``drift_z`` standard errors).
+        drift_z: how many standard errors of shot noise the drop must also exceed.
+        max_age_s: a calibration older than this is replaced whatever canaries say.
+        offline_after: recalibrations in a row after which canaries still fail before
+            the device goes OFFLINE.
+        recalibration_s: device seconds one recalibration costs (accounting: canaries
+            cost their shots).
+        shot_s: device seconds per canary shot, for the same accounting.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    canary_period_s: float = Field(default=600.0, gt=0, allow_inf_nan=False)
+    canary_shots: int = Field(default=2000, ge=100, le=100_000)
+    chain_length: int = Field(default=4, ge=2, le=8)
+    max_chains: int = Field(default=4, ge=1, le=64)
+    drift_threshold: float = Field(default=0.04, gt=0, lt=1, allow_inf_nan=False)
+    drift_z: float = Field(default=3.0, ge=0, allow_inf_nan=False)
+    max_age_s: float = Field(default=86_400.0, gt=0, allow_inf_nan=False)
+    offline_after: int = Field(default=3, ge=1)
+    recalibration_s: float = Field(default=900.0, ge=0, allow_inf_nan=False)
+    shot_s: float = Field(default=250e-6, ge=0, allow_inf_nan=False)
+
+
 class PolicyConfig(BaseModel):
     """``configs/policies.yaml``: default policy, weights, scheduling and time priors."""
 
@@ -243,6 +303,8 @@ class PolicyConfig(BaseModel):
     scheduling: SchedulingConfig = SchedulingConfig()
     run_time: RunTimeConfig = RunTimeConfig()
     faults: FaultConfig = FaultConfig()
+    link: LinkConfig = LinkConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
 
 
 def load_policy_config(path: str | Path | None = None) -> PolicyConfig:

@@ -129,6 +129,10 @@ class DriftProcess:
         measured = self.true_calibration(now)
         return dataclasses.replace(measured, taken_at=float(now))
 
+    def retuned_at(self, when: float) -> None:
+        """Note a retune at wall time ``when`` (a calibration restored after a restart)."""
+        self.recalibrate(when)
+
     def events(self, now: float) -> dict[str, list]:
         """Events in progress at ``now``: TLS qubits and bad couplers."""
         state = self._state_at(self.step_at(now))

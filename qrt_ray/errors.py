@@ -27,6 +27,23 @@ class DeviceUnavailableError(QrtError):
     """The named device exists but cannot take work now (offline, maintenance, full)."""
 
 
+class ControlLinkError(QrtError):
+    """The link to a device's control electronics failed.
+
+    ``transient`` errors (a timeout, a dropped connection) are retried with backoff;
+    a permanent one (the device rejects the program) fails the job at once.
+    """
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class StaleCalibrationWarning(UserWarning):
+    """A result came from a device whose canaries had found it drifted from the
+    calibration the result names: its fidelity may be below what that promises."""
+
+
 class JobNotFoundError(QrtError, KeyError):
     """No job with that id (or idempotency key) is known to the runtime."""
 

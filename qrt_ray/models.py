@@ -141,6 +141,12 @@ class DeviceSnapshot:
     # and any batch it was running are gone.
     incarnation: str = ""
     status_reason: str = ""
+    # the last canary round: worst canary's predicted and measured success
+    canary_predicted: float | None = None
+    canary_measured: float | None = None
+    canary_at: float | None = None
+    # non-empty while canaries say the device has drifted from its calibration
+    degraded: str = ""
 
     @property
     def accepting(self) -> bool:
@@ -217,6 +223,14 @@ class ResultMetadata(BaseModel):
     run_s: float
     compile: tuple[CompileInfo, ...]
     versions: dict[str, str]
+    # age of the calibration when the last shot ran
+    calibration_age_s: float = 0.0
+    # why the result may not be what the calibration promises (drift found by
+    # canaries while it ran); the client raises them as StaleCalibrationWarning
+    warnings: tuple[str, ...] = ()
+    # how a job cut short was completed: missing shots rerun on the same calibration,
+    # or the whole job rerun on a new one; None when it ran straight through
+    recovery: str | None = None
 
 
 class JobResult(BaseModel):

@@ -41,6 +41,12 @@ class RawRun:
     error: str | None = None
     first_shot: int = 0
     remaining: int = 0
+    # why ``error`` happened: "link" (control link, retried), "permanent" (fails the
+    # job at once), "" otherwise
+    error_kind: str = ""
+    ran_at: float = 0.0  # wall-clock seconds when the run finished
+    # non-empty when canaries had found the device drifted from its calibration
+    degraded: str = ""
 
 
 def slice_seed(seed: int | None, first_shot: int, attempt: int = 1) -> int | None:
@@ -130,8 +136,13 @@ def build_result(
     compile_infos: Sequence[CompileInfo],
     versions: Mapping[str, str],
     shots: int,
+    recovery: str | None = None,
 ) -> JobResult:
-    """The job's final result (``shots`` per circuit) from its runs on one calibration."""
+    """The job's final result (``shots`` per circuit) from its runs on one calibration.
+
+    ``recovery`` says how a job cut short was completed (its missing shots rerun on
+    the same calibration, or the whole job rerun on a new one).
+    """
     first = runs[0]
     merged = merge_runs(runs)
     circuits = []
@@ -160,6 +171,11 @@ def build_result(
         run_s=sum(r.run_s for r in runs),
         compile=tuple(compile_infos),
         versions=dict(versions),
+        calibration_age_s=max(0.0, max(r.ran_at for r in runs) - first.calibration_taken_at)
+        if any(r.ran_at for r in runs)
+        else 0.0,
+        warnings=tuple(dict.fromkeys(r.degraded for r in runs if r.degraded)),
+        recovery=recovery,
     )
     return JobResult(circuits=tuple(circuits), metadata=meta)
 

@@ -89,6 +89,51 @@ class ShotRecord:
     first_shot: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class CalibrationRecord:
+    """One calibration a device had: its parameters (JSON) and why it was taken."""
+
+    device: str
+    calibration_id: str
+    taken_at: float
+    recorded_at: float
+    reason: str
+    snapshot_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryRecord:
+    """One canary round on a device: what the calibration predicted and what ran.
+
+    ``predicted`` and ``measured`` are the worst canary's success probability;
+    ``detail`` holds every canary's figures.
+    """
+
+    device: str
+    at: float
+    calibration_id: str
+    predicted: float
+    measured: float
+    drifted: bool
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceWindow:
+    """A time range in which a device takes no work."""
+
+    window_id: str
+    device: str
+    start: float
+    end: float
+    reason: str
+    created_at: float
+
+    def covers(self, now: float) -> bool:
+        """Whether ``now`` falls in the window."""
+        return self.start <= now < self.end
+
+
 class StaleStateError(RuntimeError):
     """A compare-and-set found the job in another state than the writer expected."""
 
@@ -153,6 +198,38 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def shot_ledger(self, job_id: str) -> list[ShotRecord]:
         """Every counted run of a job, by attempt and first shot."""
+
+    # -- devices: calibration history, canaries, maintenance ---------------------------
+
+    @abc.abstractmethod
+    def record_calibration(self, record: CalibrationRecord) -> bool:
+        """Keep a calibration in the device's history; False if it was already there."""
+
+    @abc.abstractmethod
+    def calibrations(self, device: str, limit: int = 20) -> list[CalibrationRecord]:
+        """A device's calibrations, newest first."""
+
+    @abc.abstractmethod
+    def record_canary(self, record: CanaryRecord) -> None:
+        """Keep one canary round's outcome."""
+
+    @abc.abstractmethod
+    def canaries(self, device: str, limit: int = 20) -> list[CanaryRecord]:
+        """A device's canary rounds, newest first."""
+
+    @abc.abstractmethod
+    def add_maintenance(self, window: MaintenanceWindow) -> None:
+        """Schedule a maintenance window."""
+
+    @abc.abstractmethod
+    def remove_maintenance(self, window_id: str) -> bool:
+        """Cancel a maintenance window; False if there was none with that id."""
+
+    @abc.abstractmethod
+    def maintenance_windows(
+        self, device: str | None = None, ending_after: float | None = None
+    ) -> list[MaintenanceWindow]:
+        """Maintenance windows by start time (of one device, not yet over at a time)."""
 
     @abc.abstractmethod
     def counts_by_state(self) -> dict[JobState, int]:

@@ -69,6 +69,39 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TABLE shot_ledger;
     ALTER TABLE shot_ledger_v2 RENAME TO shot_ledger;
     """,
+    # 3: living devices: every calibration a device had, every canary it ran, and
+    # scheduled maintenance windows.
+    """
+    CREATE TABLE calibrations (
+        device TEXT NOT NULL,
+        calibration_id TEXT NOT NULL,
+        taken_at REAL NOT NULL,
+        recorded_at REAL NOT NULL,
+        reason TEXT NOT NULL,
+        snapshot_json TEXT NOT NULL,
+        PRIMARY KEY (device, calibration_id, taken_at)
+    );
+    CREATE INDEX calibrations_recent ON calibrations (device, taken_at);
+    CREATE TABLE canaries (
+        device TEXT NOT NULL,
+        at REAL NOT NULL,
+        calibration_id TEXT NOT NULL,
+        predicted REAL NOT NULL,
+        measured REAL NOT NULL,
+        drifted INTEGER NOT NULL,
+        detail_json TEXT NOT NULL
+    );
+    CREATE INDEX canaries_recent ON canaries (device, at);
+    CREATE TABLE maintenance (
+        window_id TEXT PRIMARY KEY,
+        device TEXT NOT NULL,
+        start REAL NOT NULL,
+        end REAL NOT NULL,
+        reason TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX maintenance_device ON maintenance (device, end);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -26,8 +26,11 @@ from qrt_ray.errors import IntegrityError, JobNotFoundError
 from qrt_ray.lifecycle import JobState
 from qrt_ray.models import JobSpec
 from qrt_ray.store.base import (
+    CalibrationRecord,
+    CanaryRecord,
     JobRecord,
     JobStore,
+    MaintenanceWindow,
     ShotRecord,
     StateUpdate,
     TransitionEvent,
@@ -376,6 +379,103 @@ class SQLiteJobStore(JobStore):
             (job_id,),
         )
         return [ShotRecord(*r) for r in rows.fetchall()]
+
+    # -- devices: calibration history, canaries, maintenance ---------------------------
+
+    def record_calibration(self, record: CalibrationRecord) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO calibrations (device, calibration_id, taken_at, "
+                "recorded_at, reason, snapshot_json) VALUES (?,?,?,?,?,?)",
+                (
+                    record.device,
+                    record.calibration_id,
+                    record.taken_at,
+                    record.recorded_at,
+                    record.reason,
+                    record.snapshot_json,
+                ),
+            )
+            return cur.rowcount == 1
+
+        return self._write(write)
+
+    def calibrations(self, device: str, limit: int = 20) -> list[CalibrationRecord]:
+        rows = self._read().execute(
+            "SELECT device, calibration_id, taken_at, recorded_at, reason, snapshot_json "
+            "FROM calibrations WHERE device=? ORDER BY taken_at DESC, recorded_at DESC LIMIT ?",
+            (device, limit),
+        )
+        return [CalibrationRecord(*r) for r in rows.fetchall()]
+
+    def record_canary(self, record: CanaryRecord) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO canaries (device, at, calibration_id, predicted, measured, "
+                "drifted, detail_json) VALUES (?,?,?,?,?,?,?)",
+                (
+                    record.device,
+                    record.at,
+                    record.calibration_id,
+                    record.predicted,
+                    record.measured,
+                    int(record.drifted),
+                    json.dumps(record.detail, sort_keys=True),
+                ),
+            )
+
+        self._write(write)
+
+    def canaries(self, device: str, limit: int = 20) -> list[CanaryRecord]:
+        rows = self._read().execute(
+            "SELECT device, at, calibration_id, predicted, measured, drifted, detail_json "
+            "FROM canaries WHERE device=? ORDER BY at DESC LIMIT ?",
+            (device, limit),
+        )
+        return [
+            CanaryRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), json.loads(r[6]))
+            for r in rows.fetchall()
+        ]
+
+    def add_maintenance(self, window: MaintenanceWindow) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO maintenance (window_id, device, start, end, reason, created_at) "
+                "VALUES (?,?,?,?,?,?)",
+                (
+                    window.window_id,
+                    window.device,
+                    window.start,
+                    window.end,
+                    window.reason,
+                    window.created_at,
+                ),
+            )
+
+        self._write(write)
+
+    def remove_maintenance(self, window_id: str) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute("DELETE FROM maintenance WHERE window_id=?", (window_id,))
+            return cur.rowcount == 1
+
+        return self._write(write)
+
+    def maintenance_windows(
+        self, device: str | None = None, ending_after: float | None = None
+    ) -> list[MaintenanceWindow]:
+        query = "SELECT window_id, device, start, end, reason, created_at FROM maintenance"
+        where, args = [], []
+        if device is not None:
+            where.append("device=?")
+            args.append(device)
+        if ending_after is not None:
+            where.append("end>?")
+            args.append(ending_after)
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        rows = self._read().execute(query + " ORDER BY start", args)
+        return [MaintenanceWindow(*r) for r in rows.fetchall()]
 
     def close(self) -> None:
         if self._closed:
