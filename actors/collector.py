@@ -74,7 +74,30 @@ def finish(
     compile_infos: Sequence[Mapping[str, object]],
     versions: Mapping[str, str],
     shots: int,
+    discarded_shots: int = 0,
 ) -> JobResult:
-    """Build the final, reproducible result of a job (``shots`` per circuit) from its runs."""
+    """Build the final, reproducible result of a job (``shots`` per circuit) from its runs.
+
+    ``discarded_shots`` counts shots of earlier runs on another calibration that were
+    dropped (the job was rerun whole); the result's ``recovery`` says so, or that the
+    missing shots of a partial run were rerun on the same calibration.
+    """
     infos = [CompileInfo.model_validate(c) for c in compile_infos]
-    return build_result(job_id, runs, infos, versions, shots)
+    return build_result(job_id, runs, infos, versions, shots, recovery_note(runs, discarded_shots))
+
+
+def recovery_note(runs: Sequence[RawRun], discarded_shots: int) -> str | None:
+    """How a job that was cut short was completed, or None if it ran straight through."""
+    if not runs:
+        return None
+    cal = runs[0].calibration_id
+    if discarded_shots:
+        return (
+            f"rerun whole on calibration {cal}: {discarded_shots} shots from an earlier "
+            "calibration were discarded, never merged"
+        )
+    first = min(r.attempt for r in runs)
+    rerun = sum(shots_executed(r) for r in runs if r.attempt != first)
+    if rerun:
+        return f"{rerun} missing shots rerun on the same calibration {cal}"
+    return None

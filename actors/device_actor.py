@@ -20,6 +20,7 @@ from typing import Any
 import ray
 
 from actors.device import Device, FaultPlan, WorkItem
+from policies.canary import CanaryResult, CanarySpec
 from qrt_ray.config import DeviceConfig, PolicyConfig, load_policy_config
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.results import RawRun
@@ -39,14 +40,19 @@ class DeviceActor:
         scheduler_name: str,
         namespace: str,
         policies_json: str | None = None,
+        drift_start: float | None = None,
     ) -> None:
         policies = (
             PolicyConfig.model_validate_json(policies_json)
             if policies_json
             else load_policy_config()
         )
+        # drift_start is the farm's start time, the same after Ray restarts this actor
         self.device = Device(
-            DeviceConfig.model_validate_json(config_json), scheduling=policies.scheduling
+            DeviceConfig.model_validate_json(config_json),
+            scheduling=policies.scheduling,
+            link=policies.link,
+            drift_start=drift_start,
         )
         self._scheduler_name = scheduler_name
         self._namespace = namespace
@@ -81,12 +87,12 @@ class DeviceActor:
         """Remove queued work of these jobs (only these attempts, if given)."""
         return self.device.drop(job_ids, attempts)
 
-    def set_status(self, status: str) -> None:
-        """Change whether the device takes work (``ONLINE``, ``MAINTENANCE``, ...).
+    def set_status(self, status: str, reason: str = "") -> None:
+        """Change whether the device takes work (``ONLINE``, ``MAINTENANCE``, ...), and why.
 
         The scheduler notices on its next look and moves waiting work elsewhere.
         """
-        self.device.set_status(DeviceStatus(status))
+        self.device.set_status(DeviceStatus(status), reason)
         with self._cv:
             self._cv.notify()
 
@@ -105,12 +111,38 @@ class DeviceActor:
         """
         return self.device.recalibrate().calibration_id
 
+    def recalibrate_snapshot(self) -> CalibrationSnapshot:
+        """Retune and measure the device now; returns the new calibration."""
+        return self.device.recalibrate()
+
+    def restore_calibration(self, calibration: CalibrationSnapshot) -> None:
+        """Take back the calibration the device had before it restarted."""
+        self.device.restore_calibration(calibration)
+
+    def run_canaries(
+        self, specs: Sequence[CanarySpec], shots: int, seed: int | None
+    ) -> list[CanaryResult]:
+        """Run canary circuits; see :meth:`actors.device.Device.run_canaries`."""
+        return self.device.run_canaries(specs, shots, seed)
+
+    def set_health(self, predicted: float, measured: float, at: float, degraded: str) -> None:
+        """What the last canary round found; a non-empty ``degraded`` marks results."""
+        self.device.set_health(predicted, measured, at, degraded)
+
     def inject_faults(
-        self, partial_fractions: Sequence[float] = (), corrupt: int = 0, hang_s: float = 0.0
+        self,
+        partial_fractions: Sequence[float] = (),
+        corrupt: int = 0,
+        hang_s: float = 0.0,
+        link_errors: Sequence[str] = (),
+        hidden_error: float = 1.0,
     ) -> None:
-        """Make the next runs partial or corrupt, or the next batch stall (chaos tests
-        and drills)."""
-        self.device.faults = FaultPlan(list(partial_fractions), corrupt, hang_s)
+        """Make the next runs partial or corrupt, the next batch stall, its control
+        link fail, or the device worse than any calibration says (chaos tests and
+        drills)."""
+        self.device.faults = FaultPlan(
+            list(partial_fractions), corrupt, hang_s, list(link_errors), hidden_error
+        )
 
     def stats(self) -> dict[str, int]:
         """Batches and circuits run so far, and batches taken but not yet reported."""

@@ -25,7 +25,7 @@ from actors import collector
 from actors.device import WorkItem
 from actors.ports import SchedulerPorts
 from policies.fidelity import CircuitProfile, profile_circuit
-from policies.health import BatchWatch
+from policies.health import BatchWatch, CircuitBreaker
 from policies.placement import PlacementOptions, Weights, describe
 from policies.placer import DeviceLoad, JobShape, Placer
 from qrt_ray.circuits import circuit_hash, parse_qasm
@@ -70,6 +70,19 @@ def _attempts_exhausted(job_id: str, state: JobState, now: float, reason: str) -
     )
 
 
+def _too_old(snap: DeviceSnapshot, now: float, limit: float | None) -> DeviceSnapshot:
+    """``snap`` as a job that accepts calibrations up to ``limit`` seconds old sees it:
+    a device with an older calibration takes none of its work until recalibrated."""
+    age = now - snap.calibration.taken_at
+    if limit is None or age <= limit or snap.status is not DeviceStatus.ONLINE:
+        return snap
+    return replace(
+        snap,
+        status=DeviceStatus.CALIBRATING,
+        status_reason=f"calibration {age:.0f} s old > max_calibration_age_s={limit:g}",
+    )
+
+
 def _unreachable(snap: DeviceSnapshot, reason: str) -> DeviceSnapshot:
     """``snap`` as placement must see a device that is not answering or restarting."""
     return replace(snap, status=DeviceStatus.UNREACHABLE, status_reason=reason)
@@ -104,6 +117,12 @@ class Scheduler:
         policies = policy_config or load_policy_config()
         self.placer = Placer(policies)
         self._faults = policies.faults
+        self._link = policies.link
+        self._breakers: dict[str, CircuitBreaker] = {}
+        # devices seen UNREACHABLE, since when (partial runs wait a while for them)
+        self._down_since: dict[str, float] = {}
+        # shots of runs dropped because the job's calibration moved on (rerun whole)
+        self._discarded: dict[str, int] = {}
         self._watch = BatchWatch()
         # devices given up on (hung), and why, until they come back as a new incarnation
         self._suspect: dict[str, str] = {}
@@ -203,6 +222,7 @@ class Scheduler:
         self._shapes.pop(rec.job_id, None)
         self._expected.pop(rec.job_id, None)
         self._runs.pop(rec.job_id, None)
+        self._discarded.pop(rec.job_id, None)
         self.metrics.job_latency.labels(final_state=rec.state.value).observe(
             max(0.0, rec.updated_at - rec.created_at)
         )
@@ -320,7 +340,17 @@ class Scheduler:
         for name, reason in self._suspect.items():
             if name in got:
                 got[name] = _unreachable(got[name], reason)
+        clock = self._clock()
+        for name, breaker in self._breakers.items():
+            if name in got and not breaker.allows(clock):
+                got[name] = _unreachable(got[name], breaker.reason(clock))
+        for name, snap in got.items():
+            if snap.status is DeviceStatus.UNREACHABLE:
+                self._down_since.setdefault(name, clock)
+            else:
+                self._down_since.pop(name, None)
         self._snapshots = list(got.values())
+        self._observe_health(before, clock)
         for name, reason in restarted.items():
             await self._take_back_from(name, reason)
         changed: dict[str, str] = {}
@@ -342,6 +372,61 @@ class Scheduler:
                 )
         if changed:
             await self._replace_from(changed)
+
+    def _observe_health(self, before: dict[str, DeviceSnapshot], now: float) -> None:
+        """Calibration age, canaries and recalibrations of each device, as metrics."""
+        for snap in self._snapshots:
+            cal = snap.calibration
+            self.metrics.calibration_age.labels(device=snap.name).set(max(0.0, now - cal.taken_at))
+            if snap.canary_measured is not None and snap.canary_predicted is not None:
+                gauge = self.metrics.canary_success
+                gauge.labels(device=snap.name, kind="measured").set(snap.canary_measured)
+                gauge.labels(device=snap.name, kind="predicted").set(snap.canary_predicted)
+            old = before.get(snap.name)
+            if old is not None and (old.calibration.calibration_id, old.calibration.taken_at) != (
+                cal.calibration_id,
+                cal.taken_at,
+            ):
+                self.metrics.recalibrations.labels(device=snap.name).inc()
+
+    def _breaker(self, device: str) -> CircuitBreaker:
+        if device not in self._breakers:
+            link = self._link
+            self._breakers[device] = CircuitBreaker(
+                link.breaker_failures, link.breaker_window_s, link.breaker_cooldown_s
+            )
+        return self._breakers[device]
+
+    def _stranded(self, device: str) -> str | None:
+        """Why the missing shots of a partial run cannot wait for ``device``, if so.
+
+        They must run on the calibration that ran the rest: a device that is
+        recalibrating, draining, in maintenance or offline will not give it back soon,
+        and one unreachable for ``partial_wait_s`` may never.
+        """
+        snap = next((s for s in self._snapshots if s.name == device), None)
+        if snap is None:
+            return f"{device} is gone"
+        if snap.status in (
+            DeviceStatus.CALIBRATING,
+            DeviceStatus.DRAINING,
+            DeviceStatus.MAINTENANCE,
+            DeviceStatus.OFFLINE,
+        ):
+            return f"{device} is {snap.status.value}"
+        since = self._down_since.get(device)
+        if since is not None and self._clock() - since >= self._faults.partial_wait_s:
+            return f"{device} unreachable for {self._clock() - since:.0f} s"
+        return None
+
+    def _discard_runs(self, job_id: str, why: str) -> None:
+        runs = self._runs.pop(job_id, [])
+        shots = sum(shots_executed(r) for r in runs)
+        if shots:
+            self._discarded[job_id] = self._discarded.get(job_id, 0) + shots
+            logger.info(
+                "job %s: %s; its %d shots so far are dropped, rerun whole", job_id, why, shots
+            )
 
     async def _replace_from(self, changed: dict[str, str]) -> None:
         """Send work waiting on devices that stopped or recalibrated back to placement.
@@ -533,13 +618,22 @@ class Scheduler:
 
     def _place(self, rec: JobRecord, backlog: dict[str, float]) -> Placement:
         runs = self._runs.get(rec.job_id)
+        if runs and not rec.spec.device:
+            stranded = self._stranded(runs[0].device)
+            if stranded:
+                self._discard_runs(rec.job_id, stranded)
+                runs = None
         # Missing shots of a partial run go back to the device and calibration that ran
         # the rest, so the job's shots all come from one calibration.
         pinned = runs[0].device if runs else rec.spec.device
         deadline = job_deadline(rec)
-        left = deadline - self._clock() if deadline < math.inf else None
+        now = self._clock()
+        left = deadline - now if deadline < math.inf else None
         options = placement_options(rec.spec, device=pinned, deadline_s=left)
-        loads = [DeviceLoad(s, backlog.get(s.name, 0.0)) for s in self._snapshots]
+        limit = rec.spec.max_calibration_age_s
+        loads = [
+            DeviceLoad(_too_old(s, now, limit), backlog.get(s.name, 0.0)) for s in self._snapshots
+        ]
         try:
             placement = self.placer.place(self._job_shape(rec), loads, options)
         except ValueError as exc:  # an unknown policy name in a stored spec
@@ -547,8 +641,7 @@ class Scheduler:
         if runs:
             snap = next(s for s in self._snapshots if s.name == pinned)
             if snap.calibration.calibration_id != runs[0].calibration_id:
-                logger.info("job %s: calibration moved on; rerunning it whole", rec.job_id)
-                self._runs.pop(rec.job_id, None)
+                self._discard_runs(rec.job_id, f"{pinned} was recalibrated")
         return placement
 
     # == compile and dispatch =========================================================
@@ -730,9 +823,20 @@ class Scheduler:
         now = self._clock()
         updates = []
         going_on = []
+        stale: list[str] = []
+        snap = next((s for s in self._snapshots if s.name == device), None)
         for job_id, attempt in attempts:
             rec = self._live.get(job_id)
             if rec is None or rec.attempts != attempt or rec.device != device:
+                continue
+            limit = rec.spec.max_calibration_age_s
+            if (
+                rec.state is S.PLACED
+                and limit
+                and snap is not None
+                and now - snap.calibration.taken_at > limit
+            ):
+                stale.append(job_id)
                 continue
             if rec.state is S.PLACED:
                 updates.append(
@@ -740,6 +844,10 @@ class Scheduler:
                 )
             elif rec.state is S.RUNNING:
                 going_on.append(job_id)
+        if stale:
+            await self._requeue(
+                stale, S.PLACED, f"{device}'s calibration aged past max_calibration_age_s"
+            )
         started = [*going_on, *(u.job_id for u in await self._persist(updates))]
         expected = sum(self._expected.get(j, ("", 0.0, 0.0))[1] for j in started)
         self._watch.started(device, started, expected, self._clock())
@@ -754,10 +862,24 @@ class Scheduler:
             self._snap_at = float("-inf")  # the device recalibrated: look again first
         accepted: list[tuple[RawRun, collector.Verdict]] = []
         retry: list[tuple[str, str]] = []
+        permanent: list[StateUpdate] = []
+        self._link_outcome(device, runs, now)
         for run in runs:
             rec = self._live.get(run.job_id)
             if rec is None or rec.state is not S.RUNNING or rec.attempts != run.attempt:
                 continue  # cancelled, expired, or a stale delivery: never counted
+            if run.error_kind == "permanent":
+                permanent.append(
+                    StateUpdate(
+                        run.job_id,
+                        S.RUNNING,
+                        S.FAILED,
+                        now,
+                        reason="device error",
+                        fields={"error": run.error or "permanent device error"},
+                    )
+                )
+                continue
             verdict = collector.judge_run(run, rec.spec.shots, self._runs.get(run.job_id, []))
             if verdict.accepted:
                 accepted.append((run, verdict))
@@ -791,13 +913,28 @@ class Scheduler:
                 exhausted.append(_attempts_exhausted(job_id, S.RUNNING, now, reason))
             else:
                 await self._requeue([job_id], S.RUNNING, reason)
-        await self._persist(exhausted)
+        await self._persist([*exhausted, *permanent])
         await self._complete(complete)
         # Slices still queued for an attempt that ended (rerun, failed, complete) would
         # be refused at their batch start anyway; take them out of the queue now.
         ended = {j: a for j, a in sliced.items() if not self._still_running(j, a)}
         if ended:
             await self._safe_drop(device, list(ended), ended)
+
+    def _link_outcome(self, device: str, runs: Sequence[RawRun], now: float) -> None:
+        """Feed a delivery to the device's circuit breaker: one batch lost to its
+        control link is one failure, a batch that ran closes a probing breaker."""
+        lost = [r for r in runs if r.error_kind in ("link", "permanent")]
+        for run in lost:
+            self.metrics.link_errors.labels(device=device, kind=run.error_kind).inc()
+        breaker = self._breaker(device)
+        if any(r.error_kind == "link" for r in lost):
+            if breaker.failure(now):
+                self.metrics.breaker_trips.labels(device=device).inc()
+                logger.warning("%s: %s", device, breaker.reason(now))
+                self._snap_at = float("-inf")  # stop placing there at once
+        elif any(not r.error for r in runs):
+            breaker.success(now)
 
     async def _count_shots(
         self, accepted: list[tuple[RawRun, collector.Verdict]], now: float
@@ -839,7 +976,12 @@ class Scheduler:
             try:
                 compile_infos = (rec.placement or {}).get("compile", [])
                 result = collector.finish(
-                    job_id, self._runs[job_id], compile_infos, self._versions, rec.spec.shots
+                    job_id,
+                    self._runs[job_id],
+                    compile_infos,
+                    self._versions,
+                    rec.spec.shots,
+                    self._discarded.get(job_id, 0),
                 )
                 results.append(encode_result(result))
                 ok_ids.append(job_id)
@@ -882,9 +1024,17 @@ class Scheduler:
         for rec in records:
             self._track(rec)
             ledger = await asyncio.to_thread(self.store.shot_ledger, rec.job_id)
-            runs = [decode_run(self.store.get_blob(r.run_sha256)) for r in ledger if r.run_sha256]
-            if runs:
-                self._runs[rec.job_id] = runs
+            if ledger:
+                # runs of an earlier calibration were dropped when the job was rerun
+                # whole: only the last calibration's runs count toward the result
+                current = ledger[-1].calibration_id
+                kept = [r for r in ledger if r.calibration_id == current]
+                dropped = sum(r.shots for r in ledger if r.calibration_id != current)
+                runs = [decode_run(self.store.get_blob(r.run_sha256)) for r in kept if r.run_sha256]
+                if runs:
+                    self._runs[rec.job_id] = runs
+                if dropped:
+                    self._discarded[rec.job_id] = dropped
             if rec.state is S.POSTPROCESSING:
                 finishing.append(rec.job_id)
             elif rec.state in (S.COMPILING, S.PLACED, S.RUNNING):

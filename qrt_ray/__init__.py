@@ -15,6 +15,7 @@ _os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 from qrt_ray.client import JobHandle, QuantumRuntime, connect
 from qrt_ray.errors import (
+    ControlLinkError,
     DeviceUnavailableError,
     IntegrityError,
     JobCancelledError,
@@ -23,6 +24,7 @@ from qrt_ray.errors import (
     JobTimeoutError,
     PlacementError,
     QrtError,
+    StaleCalibrationWarning,
     ValidationError,
 )
 from qrt_ray.lifecycle import JobState
@@ -31,6 +33,7 @@ from qrt_ray.models import JobResult
 __version__ = "0.1.0"
 
 __all__ = [
+    "ControlLinkError",
     "DeviceUnavailableError",
     "IntegrityError",
     "JobCancelledError",
@@ -43,6 +46,7 @@ __all__ = [
     "PlacementError",
     "QrtError",
     "QuantumRuntime",
+    "StaleCalibrationWarning",
     "ValidationError",
     "__version__",
     "connect",

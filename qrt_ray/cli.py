@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from qrt_ray.errors import JobTimeoutError, QrtError, ValidationError
-from qrt_ray.models import OPTIMIZE_GOALS, POLICY_NAMES
+from qrt_ray.models import OPTIMIZE_GOALS, POLICY_NAMES, DeviceSnapshot
 from qrt_ray.render import table
 
 _RAY_HEAD = [
@@ -163,6 +164,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         idempotency_key=args.idempotency_key,
         tenant=args.tenant,
         max_execution_time_s=args.max_execution_time_s,
+        max_calibration_age_s=args.max_calibration_age_s,
         tags=args.tag or None,
         optimize=args.optimize,
         min_fidelity=args.min_fidelity,
@@ -280,6 +282,13 @@ def _age(seconds: float) -> str:
     return f"{seconds / 86400:.1f}d"
 
 
+def _canary(d: DeviceSnapshot) -> str:
+    """The last canary round, short: measured success and its drop below prediction."""
+    if d.canary_measured is None or d.canary_predicted is None:
+        return "-"
+    return f"{d.canary_measured:.3f} ({d.canary_predicted - d.canary_measured:+.3f})"
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     """List devices: status, size, queue, calibration, price, simulator."""
     rt = _connect(args)
@@ -293,6 +302,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
             d.queue_depth,
             d.calibration.calibration_id,
             _age(now - d.calibration.taken_at),
+            _canary(d),
             d.price_per_shot_usd,
             d.price_per_job_usd,
             "GPU" if d.gpu else "CPU",
@@ -309,6 +319,13 @@ def cmd_devices(args: argparse.Namespace) -> int:
             "calibration_id": d.calibration.calibration_id,
             "calibration_age_s": round(now - d.calibration.taken_at, 1),
             "status_reason": d.status_reason,
+            "canary_measured": d.canary_measured,
+            "canary_predicted": d.canary_predicted,
+            "canary_age_s": None if d.canary_at is None else round(now - d.canary_at, 1),
+            "drift": None
+            if d.canary_measured is None or d.canary_predicted is None
+            else round(d.canary_predicted - d.canary_measured, 4),
+            "degraded": d.degraded,
             "price_per_shot_usd": d.price_per_shot_usd,
             "price_per_job_usd": d.price_per_job_usd,
             "gpu": d.gpu,
@@ -327,6 +344,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
                 "queue",
                 "calibration",
                 "age",
+                "canary (drift)",
                 "$/shot",
                 "$/job",
                 "sim",
@@ -339,10 +357,101 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    """Recalibrate a device now."""
-    old, new = _connect(args).calibrate(args.device)
+    """Recalibrate a device now (paused while its batch finishes, then verified)."""
+    old, new = _connect(args).calibrate(args.device, timeout_s=args.timeout)
     what = "unchanged (nothing had drifted)" if old == new else f"{old} -> {new}"
     _print(args, {"device": args.device, "old": old, "new": new}, f"{args.device}: {what}")
+    return 0
+
+
+def cmd_calibrations(args: argparse.Namespace) -> int:
+    """A device's calibration history, newest first."""
+    history = _connect(args).calibrations(args.device, limit=args.limit)
+    now = time.time()
+    rows = [
+        [
+            h["calibration_id"],
+            _age(now - h["taken_at"]) + " ago",
+            f"{h['mean_t1_us']:.0f}",
+            f"{h['mean_readout_error']:.4f}",
+            "-" if h["mean_2q_error"] is None else f"{h['mean_2q_error']:.4f}",
+            h["canary_rounds"],
+            "-"
+            if h["last_canary"] is None
+            else f"{h['last_canary'][1]:.3f} / {h['last_canary'][0]:.3f}",
+            h["reason"],
+        ]
+        for h in history
+    ]
+    headers = ["calibration", "taken", "T1 us", "readout", "2q error", "canaries"]
+    headers += ["last canary meas/pred", "reason"]
+    _print(args, history, table(headers, rows))
+    return 0
+
+
+def _when(text: str, now: float) -> float:
+    """A time given as ``now``, ``+30m``/``+2h``/``+1d``/``+90s``, unix seconds, or ISO 8601."""
+    text = text.strip()
+    if text == "now":
+        return now
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text.startswith("+") and text[-1:] in units:
+        try:
+            return now + float(text[1:-1]) * units[text[-1]]
+        except ValueError:
+            pass
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationError(
+            f"time {text!r}: use now, +30m / +2h / +1d, unix seconds, or ISO 8601 "
+            "such as 2026-12-24T08:00"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # local time, as a person types it
+    return moment.timestamp()
+
+
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    """Schedule, list or cancel maintenance windows."""
+    rt = _connect(args)
+    if args.cancel:
+        if not rt.cancel_maintenance(args.cancel):
+            raise ValidationError(f"--cancel {args.cancel}: no such maintenance window")
+        _print(args, {"cancelled": args.cancel}, f"cancelled {args.cancel}")
+        return 0
+    if args.start or args.end:
+        if not (args.device and args.start and args.end):
+            raise ValidationError("give DEVICE, --start and --end to schedule a window")
+        now = time.time()
+        window = rt.schedule_maintenance(
+            args.device, _when(args.start, now), _when(args.end, now), args.reason
+        )
+        start = datetime.datetime.fromtimestamp(window["start"]).isoformat(timespec="minutes")
+        end = datetime.datetime.fromtimestamp(window["end"]).isoformat(timespec="minutes")
+        _print(
+            args,
+            window,
+            f"{window['window_id']}: {args.device} in maintenance {start} to {end}; "
+            "recalibrated after",
+        )
+        return 0
+    windows = rt.maintenance(args.device)
+    rows = [
+        [
+            w["window_id"],
+            w["device"],
+            datetime.datetime.fromtimestamp(w["start"]).isoformat(timespec="minutes"),
+            datetime.datetime.fromtimestamp(w["end"]).isoformat(timespec="minutes"),
+            w["reason"],
+        ]
+        for w in windows
+    ]
+    _print(args, windows, table(["window", "device", "start", "end", "reason"], rows))
     return 0
 
 
@@ -548,6 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tenant", default="default")
     s.add_argument("--idempotency-key")
     s.add_argument("--max-execution-time-s", type=float)
+    s.add_argument(
+        "--max-calibration-age-s", type=float, help="run only on a calibration this fresh"
+    )
     s.add_argument("--tag", action="append")
     s.add_argument("--optimize", choices=OPTIMIZE_GOALS)
     s.add_argument("--min-fidelity", type=float)
@@ -600,8 +712,22 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--tenant")
     j.add_argument("--limit", type=int, default=20)
     add("devices", cmd_devices, "list the farm's devices")
-    cal = add("calibrate", cmd_calibrate, "recalibrate a device now")
+    cal = add("calibrate", cmd_calibrate, "recalibrate a device now (paused, then verified)")
     cal.add_argument("device", metavar="DEVICE")
+    cal.add_argument("--timeout", type=float, default=600, help="seconds to wait")
+    hist = add("calibrations", cmd_calibrations, "a device's calibration history")
+    hist.add_argument("device", metavar="DEVICE")
+    hist.add_argument("--limit", type=int, default=20)
+    mt = add(
+        "maintenance",
+        cmd_maintenance,
+        "schedule (DEVICE --start --end), list, or --cancel maintenance windows",
+    )
+    mt.add_argument("device", metavar="DEVICE", nargs="?")
+    mt.add_argument("--start", help="now, +30m, +2h, unix seconds or ISO 8601")
+    mt.add_argument("--end", help="as --start")
+    mt.add_argument("--reason", default="maintenance")
+    mt.add_argument("--cancel", metavar="WINDOW", help="cancel this window")
     dr = add("drain", cmd_drain, "stop new work to a device; what it holds still runs")
     dr.add_argument("device", metavar="DEVICE")
     dr.add_argument("--wait", action="store_true", help="wait until it holds no work")

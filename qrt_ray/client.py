@@ -6,6 +6,7 @@ Errors raised inside the farm reach the caller as the same ``QrtError`` subclass
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from qrt_ray.errors import (
     JobFailedError,
     JobTimeoutError,
     QrtError,
+    StaleCalibrationWarning,
     ValidationError,
 )
 from qrt_ray.lifecycle import JobState
@@ -192,6 +194,7 @@ class QuantumRuntime:
         weights: Mapping[str, float] | None = None,
         min_fidelity: float | None = None,
         max_cost_usd: float | None = None,
+        max_calibration_age_s: float | None = None,
     ) -> JobHandle:
         """Submit one job of one or more circuits; returns once it is durably QUEUED.
 
@@ -212,6 +215,8 @@ class QuantumRuntime:
                 (keys not given are 0).
             min_fidelity: only devices whose estimated fidelity is at least this.
             max_cost_usd: only devices that would charge at most this.
+            max_calibration_age_s: run only on a calibration at most this old (the
+                job waits for, or moves to, a device recalibrated recently enough).
 
         Raises:
             ValidationError: an argument is invalid; the message names it.
@@ -233,6 +238,7 @@ class QuantumRuntime:
             weights=dict(weights) if weights is not None else None,
             min_fidelity=min_fidelity,
             max_cost_usd=max_cost_usd,
+            max_calibration_age_s=max_calibration_age_s,
         )
         return self._submit_specs([spec])[0]
 
@@ -335,7 +341,15 @@ class QuantumRuntime:
             ):
                 if sha256_hex(data) != sha:
                     raise IntegrityError(f"job {job_id}: result failed its checksum in transit")
-                out.append(decode_result(data))
+                result = decode_result(data)
+                for note in result.metadata.warnings:
+                    warnings.warn(
+                        f"job {job_id} on {result.metadata.device} "
+                        f"({result.metadata.calibration_id}): {note}",
+                        StaleCalibrationWarning,
+                        stacklevel=2,
+                    )
+                out.append(result)
         return out
 
     # -- queries ----------------------------------------------------------------------
@@ -370,17 +384,59 @@ class QuantumRuntime:
             )
         return farm_mod.device_handle(name, self.namespace)
 
-    def calibrate(self, device: str) -> tuple[str, str]:
-        """Recalibrate a device now: measure its true noise into a new calibration.
+    def calibrate(self, device: str, timeout_s: float = 600.0) -> tuple[str, str]:
+        """Recalibrate a device now: pause it, let its batch finish, measure its true
+        noise into a new calibration, verify it with canaries, and resume it.
 
         Work waiting on it that was compiled for the old calibration is placed again.
 
         Returns:
             (old calibration id, new calibration id); equal when nothing had drifted.
+
+        Raises:
+            ValidationError: no such device.
+            TimeoutError: it did not finish within ``timeout_s``.
         """
         handle = self._device(device)
         old = ray.get(handle.snapshot.remote()).calibration.calibration_id
-        return old, ray.get(handle.recalibrate.remote())
+        manager = farm_mod.calibration_handle(self.namespace)
+        ray.get(manager.calibrate.remote(device, "requested by an operator", timeout_s))
+        return old, ray.get(handle.snapshot.remote()).calibration.calibration_id
+
+    def calibrations(self, device: str, limit: int = 20) -> list[dict[str, Any]]:
+        """A device's calibration history, newest first: id, time, reason, summary
+        figures and how its canaries went."""
+        self._device(device)
+        return ray.get(farm_mod.calibration_handle(self.namespace).history.remote(device, limit))
+
+    def calibration_report(self) -> dict[str, dict[str, Any]]:
+        """Per device: the calibration manager's phase and reason, its last canary
+        round, and the device time spent on canaries and recalibrations."""
+        return ray.get(farm_mod.calibration_handle(self.namespace).report.remote())
+
+    def schedule_maintenance(
+        self, device: str, start: float, end: float, reason: str = "maintenance"
+    ) -> dict[str, Any]:
+        """Take a device out of service from ``start`` to ``end`` (unix seconds).
+
+        Inside the window it is MAINTENANCE: it takes no work, and work waiting on it
+        is placed elsewhere. After it, the device is recalibrated before it is ONLINE.
+
+        Raises:
+            ValidationError: unknown device, or ``end`` not after ``start`` and now.
+        """
+        self._device(device)
+        manager = farm_mod.calibration_handle(self.namespace)
+        return _unwrap(manager.schedule_maintenance, device, start, end, reason)
+
+    def maintenance(self, device: str | None = None) -> list[dict[str, Any]]:
+        """Maintenance windows not yet over (of one device, or all)."""
+        return ray.get(farm_mod.calibration_handle(self.namespace).maintenance.remote(device))
+
+    def cancel_maintenance(self, window_id: str) -> bool:
+        """Cancel a maintenance window; returns whether there was one with that id."""
+        manager = farm_mod.calibration_handle(self.namespace)
+        return ray.get(manager.cancel_maintenance.remote(window_id))
 
     def drain(self, device: str) -> None:
         """Stop giving a device new work; what it already holds still runs."""

@@ -231,6 +231,9 @@ class FaultConfig(BaseModel):
     hung_batch_min_s: float = Field(default=300.0, gt=0, allow_inf_nan=False)
     hung_batch_factor: float = Field(default=20.0, ge=1, allow_inf_nan=False)
     snapshot_timeout_s: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    # the missing shots of a partial run wait this long for their device to come back
+    # (same calibration); after that the job reruns whole elsewhere
+    partial_wait_s: float = Field(default=60.0, ge=0, allow_inf_nan=False)
 
 
 class LinkConfig(BaseModel):

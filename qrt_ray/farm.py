@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ logger = logging.getLogger("qrt.farm")
 
 DEFAULT_NAMESPACE = "qrt"
 SCHEDULER_NAME = "scheduler"
+CALIBRATION_NAME = "calibration"
 # Devices are mostly idle between batches and run Aer with their own threads; they
 # reserve no CPU so compile tasks can use every core.
 _DEVICE_CPUS = 0
@@ -128,6 +130,7 @@ def start_farm(
     ns = namespace or f"qrt-local-{uuid.uuid4().hex[:8]}"
     lifetime = "detached" if detached else None
     policies_json = policies.model_dump_json() if policies is not None else None
+    started_at = time.time()  # drift time 0 of every device, kept across actor restarts
     devices = []
     for dev in farm.devices:
         handle = (
@@ -144,7 +147,7 @@ def start_farm(
                 get_if_exists=True,
                 runtime_env={"env_vars": _device_env()},
             )
-            .remote(dev.model_dump_json(), SCHEDULER_NAME, ns, policies_json)
+            .remote(dev.model_dump_json(), SCHEDULER_NAME, ns, policies_json, started_at)
         )
         devices.append(handle)
     ray.get([d.ready.remote() for d in devices])
@@ -170,7 +173,23 @@ def start_farm(
     recovered = ray.get(scheduler.start.remote())
     if recovered:
         logger.info("recovered %d unfinished jobs", recovered)
-    return ns, scheduler, devices
+    from actors.calibration_actor import CalibrationActor
+
+    calibration = (
+        ray.remote(CalibrationActor)
+        .options(
+            name=CALIBRATION_NAME,
+            namespace=ns,
+            lifetime=lifetime,
+            num_cpus=0,
+            max_concurrency=100,
+            max_restarts=-1,
+            get_if_exists=True,
+        )
+        .remote(store_url, [d.name for d in farm.devices], ns, policies_json)
+    )
+    ray.get(calibration.start.remote())
+    return ns, scheduler, [*devices, calibration]
 
 
 def find_scheduler(namespace: str = DEFAULT_NAMESPACE) -> Any:
@@ -187,6 +206,20 @@ def find_scheduler(namespace: str = DEFAULT_NAMESPACE) -> Any:
         ) from exc
 
 
+def calibration_handle(namespace: str) -> Any:
+    """The farm's calibration manager.
+
+    Raises:
+        RuntimeNotRunningError: the farm has none (an older farm, or not running).
+    """
+    try:
+        return ray.get_actor(CALIBRATION_NAME, namespace=namespace)
+    except ValueError as exc:
+        raise RuntimeNotRunningError(
+            f"no calibration manager in Ray namespace {namespace!r}; restart the farm"
+        ) from exc
+
+
 def device_handle(name: str, namespace: str) -> Any:
     """A device actor's handle (for drills and tests)."""
     return ray.get_actor(f"device:{name}", namespace=namespace)
@@ -198,6 +231,16 @@ def stop_farm(namespace: str, device_names: list[str] | None = None) -> None:
         scheduler = ray.get_actor(SCHEDULER_NAME, namespace=namespace)
     except ValueError:
         scheduler = None
+    try:
+        calibration = ray.get_actor(CALIBRATION_NAME, namespace=namespace)
+    except ValueError:
+        calibration = None
+    if calibration is not None:
+        try:
+            ray.get(calibration.shutdown.remote(), timeout=30)
+        except Exception:
+            logger.warning("calibration manager did not shut down cleanly", exc_info=True)
+        ray.kill(calibration, no_restart=True)
     if scheduler is not None:
         try:
             ray.get(scheduler.shutdown.remote(), timeout=30)

@@ -73,6 +73,38 @@ class RuntimeMetrics:
             ["device"],
             registry=r,
         )
+        self.calibration_age = Gauge(
+            "qrt_device_calibration_age_seconds",
+            "Age of each device's current calibration",
+            ["device"],
+            registry=r,
+        )
+        self.canary_success = Gauge(
+            "qrt_device_canary_success",
+            "Worst canary of the last round: success probability the calibration "
+            "predicted (kind=predicted) and the one measured (kind=measured)",
+            ["device", "kind"],
+            registry=r,
+        )
+        self.recalibrations = Counter(
+            "qrt_device_recalibrations_total",
+            "New calibrations seen on each device",
+            ["device"],
+            registry=r,
+        )
+        self.link_errors = Counter(
+            "qrt_device_link_errors_total",
+            "Runs lost to control-link errors: kind=link (transient, retried as a new "
+            "attempt) or permanent (the job failed)",
+            ["device", "kind"],
+            registry=r,
+        )
+        self.breaker_trips = Counter(
+            "qrt_device_breaker_trips_total",
+            "Times a device's circuit breaker opened (no new work for a cooldown)",
+            ["device"],
+            registry=r,
+        )
         self.loop_errors = Counter(
             "qrt_scheduler_loop_errors_total",
             "Errors caught by the control loop",

@@ -76,6 +76,9 @@ class JobSpec(BaseModel):
     weights: PlacementWeights | None = None
     min_fidelity: float | None = Field(default=None, gt=0, le=1)
     max_cost_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    # run only on a calibration at most this old: the job waits for (or moves to) a
+    # device recalibrated recently enough
+    max_calibration_age_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
     @field_validator("tags")
     @classmethod

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.ledger import wait_for
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 GHZ = ROOT / "examples" / "ghz.qasm"
@@ -133,6 +135,49 @@ def test_calibrate_drain_and_resume_a_device(farm: dict) -> None:
     unknown = qrt("drain", "nosuchdevice", *common(farm), check=False)
     assert unknown.returncode == 2 and "device='nosuchdevice'" in unknown.stderr
     assert "manila" in unknown.stderr
+
+
+def test_maintenance_window_and_calibration_history(farm: dict) -> None:
+    window = json.loads(
+        qrt(
+            "maintenance",
+            "manila",
+            "--start",
+            "now",
+            "--end",
+            "+1h",
+            "--reason",
+            "fridge warm-up",
+            "--json",
+            *common(farm),
+        ).stdout
+    )
+
+    def status() -> dict:
+        devices = json.loads(qrt("devices", "--json", *common(farm)).stdout)
+        return {d["name"]: d for d in devices}
+
+    wait_for(lambda: status()["manila"]["status"] == "MAINTENANCE", timeout_s=60)
+    assert "fridge warm-up" in status()["manila"]["status_reason"]
+    listed = qrt("maintenance", *common(farm)).stdout
+    assert window["window_id"] in listed and "fridge warm-up" in listed
+    job = json.loads(
+        qrt("submit", str(GHZ), "--shots", "100", "--wait", "--json", *common(farm)).stdout
+    )
+    assert job["metadata"]["device"] == "nairobi"  # manila takes no work inside it
+    out = qrt("maintenance", "--cancel", window["window_id"], *common(farm))
+    assert "cancelled" in out.stdout
+    wait_for(lambda: status()["manila"]["status"] == "ONLINE", timeout_s=60)
+    history = json.loads(qrt("calibrations", "manila", "--json", *common(farm)).stdout)
+    assert history[0]["reason"] == "maintenance window ended"
+    assert history[0]["canary_rounds"] >= 1  # verified after the recalibration
+    assert "maintenance window ended" in qrt("calibrations", "manila", *common(farm)).stdout
+    bad = qrt("maintenance", "manila", "--start", "+2h", "--end", "+1h", *common(farm), check=False)
+    assert bad.returncode == 2 and "must be after" in bad.stderr
+    vague = qrt(
+        "maintenance", "manila", "--start", "soon", "--end", "+1h", *common(farm), check=False
+    )
+    assert vague.returncode == 2 and "ISO 8601" in vague.stderr
 
 
 def test_ray_job_submit(farm: dict, tmp_path: Path) -> None:

@@ -56,7 +56,8 @@ def test_a_device_actor_killed_mid_job_is_restarted_and_the_job_loses_nothing(
     job = rt.submit(ghz(3), shots=20_000, seed=7, device="manila")
     wait_for(lambda: _counted(store_path, job.job_id) >= 2)
     handle = farm_mod.device_handle("manila", rt.namespace)
-    before = ray.get(handle.snapshot.remote()).incarnation
+    snap = ray.get(handle.snapshot.remote())
+    before, calibration = snap.incarnation, snap.calibration
     ray.kill(handle, no_restart=False)  # Ray starts it again (max_restarts)
     result = job.result(timeout_s=240)
     assert sum(result.counts().values()) == 20_000
@@ -65,6 +66,8 @@ def test_a_device_actor_killed_mid_job_is_restarted_and_the_job_loses_nothing(
     reasons = " | ".join(e["reason"] or "" for e in job.events())
     assert "manila restarted" in reasons, reasons
     assert ray.get(handle.snapshot.remote()).incarnation != before
+    # it restored its calibration from the store (a fresh one would be timed now)
+    wait_for(lambda: ray.get(handle.snapshot.remote()).calibration == calibration, 30)
 
 
 def test_a_hung_device_is_restarted_and_its_job_finishes_there(
@@ -82,3 +85,23 @@ def test_a_hung_device_is_restarted_and_its_job_finishes_there(
     reasons = " | ".join(e["reason"] or "" for e in job.events())
     assert "nairobi hung" in reasons, reasons
     assert ray.get(handle.snapshot.remote()).incarnation != before
+
+
+def test_control_link_errors_rerun_the_batch_or_fail_the_job(
+    rt: QuantumRuntime, store_path: Path
+) -> None:
+    handle = farm_mod.device_handle("manila", rt.namespace)
+    # four timeouts in a row outlast the device's three retries: the batch is lost
+    ray.get(handle.inject_faults.remote(link_errors=["transient"] * 4))
+    job = rt.submit(ghz(3), shots=1_500, seed=3, device="manila")
+    result = job.result(timeout_s=240)
+    assert sum(result.counts().values()) == 1_500
+    check_ledger(store_path, job.job_id, 1_500)
+    reasons = " | ".join(e["reason"] or "" for e in job.events())
+    assert "timed out 4 times in a row" in reasons, reasons
+    ray.get(handle.inject_faults.remote(link_errors=["permanent"]))
+    doomed = rt.submit(ghz(3), shots=100, device="manila")
+    assert rt.wait([doomed], timeout_s=120)[doomed.job_id] is JobState.FAILED
+    assert "rejected the program" in doomed.info()["error"]
+    metrics = rt.metrics_text()
+    assert 'qrt_device_link_errors_total{device="manila",kind="permanent"} 1.0' in metrics

@@ -1,0 +1,166 @@
+"""Ray shell around :class:`~actors.calibration.CalibrationManager`, and its Ray ports."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import ray
+
+from actors.calibration import CalibrationManager
+from policies.canary import CanaryResult, CanarySpec
+from qrt_ray.calibration import calibration_from_json
+from qrt_ray.config import PolicyConfig, load_policy_config
+from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
+from qrt_ray.store import open_store
+
+logger = logging.getLogger("qrt.calibration")
+# Canaries run small circuits, but a device busy with a big batch answers slowly.
+_CANARY_TIMEOUT_S = 300.0
+
+
+class RayCalibrationPorts:
+    """Calibration ports over device actors; a device that does not answer is skipped."""
+
+    def __init__(self, devices: dict[str, Any], timeout_s: float) -> None:
+        self._devices = devices
+        self._timeout_s = timeout_s
+
+    async def _call(
+        self, device: str, method: str, *args: Any, timeout_s: float | None = None
+    ) -> Any:
+        ref = getattr(self._devices[device], method).remote(*args)
+        return await asyncio.wait_for(ref, timeout=timeout_s or self._timeout_s)
+
+    async def snapshots(self) -> list[DeviceSnapshot]:
+        names = list(self._devices)
+        got = await asyncio.gather(
+            *(self._call(n, "snapshot") for n in names), return_exceptions=True
+        )
+        return [s for s in got if isinstance(s, DeviceSnapshot)]
+
+    async def run_canaries(
+        self, device: str, specs: Sequence[CanarySpec], shots: int, seed: int | None
+    ) -> list[CanaryResult]:
+        return await self._call(
+            device, "run_canaries", list(specs), shots, seed, timeout_s=_CANARY_TIMEOUT_S
+        )
+
+    async def recalibrate(self, device: str) -> CalibrationSnapshot:
+        return await self._call(device, "recalibrate_snapshot")
+
+    async def restore(self, device: str, calibration: CalibrationSnapshot) -> None:
+        await self._call(device, "restore_calibration", calibration)
+
+    async def set_status(self, device: str, status: DeviceStatus, reason: str) -> None:
+        await self._call(device, "set_status", status.value, reason)
+
+    async def set_health(
+        self, device: str, predicted: float, measured: float, at: float, degraded: str
+    ) -> None:
+        await self._call(device, "set_health", predicted, measured, at, degraded)
+
+    async def busy(self, device: str) -> bool:
+        stats = await self._call(device, "stats")
+        return bool(stats["in_flight"])
+
+
+class CalibrationActor:
+    """The farm's calibration manager as an async Ray actor."""
+
+    def __init__(
+        self,
+        store_url: str | None,
+        device_names: Sequence[str],
+        namespace: str,
+        policies_json: str | None = None,
+    ) -> None:
+        policies = (
+            PolicyConfig.model_validate_json(policies_json)
+            if policies_json
+            else load_policy_config()
+        )
+        devices = {n: ray.get_actor(f"device:{n}", namespace=namespace) for n in device_names}
+        self.store = open_store(store_url)
+        self.config = policies.calibration
+        ports = RayCalibrationPorts(devices, timeout_s=policies.faults.snapshot_timeout_s)
+        self.manager = CalibrationManager(self.store, ports, self.config)
+
+    async def start(self) -> None:
+        """Start the loop (one pass per second; canaries on their own period)."""
+        if self.config.enabled:
+            await self.manager.start(interval_s=1.0)
+
+    async def calibrate(self, device: str, reason: str, timeout_s: float) -> str:
+        """Pause, recalibrate and verify a device; returns the phase it ended in."""
+        return await self.manager.calibrate(device, reason, timeout_s)
+
+    async def schedule_maintenance(
+        self, device: str, start: float, end: float, reason: str
+    ) -> dict[str, Any]:
+        """Schedule a maintenance window."""
+        w = await self.manager.schedule_maintenance(device, start, end, reason)
+        return _window_view(w)
+
+    async def cancel_maintenance(self, window_id: str) -> bool:
+        """Cancel a maintenance window; the device comes back (recalibrated) if inside it."""
+        removed = await asyncio.to_thread(self.store.remove_maintenance, window_id)
+        self.manager._changed.set()
+        return removed
+
+    async def maintenance(self, device: str | None = None) -> list[dict[str, Any]]:
+        """Maintenance windows not yet over."""
+        import time
+
+        windows = await asyncio.to_thread(self.store.maintenance_windows, device, time.time())
+        return [_window_view(w) for w in windows]
+
+    async def history(self, device: str, limit: int = 20) -> list[dict[str, Any]]:
+        """A device's calibrations, newest first, with summary figures."""
+        records = await asyncio.to_thread(self.store.calibrations, device, limit)
+        rounds = await asyncio.to_thread(self.store.canaries, device, 200)
+        out = []
+        for r in records:
+            cal = calibration_from_json(r.snapshot_json)
+            mine = [
+                c for c in rounds if c.calibration_id == r.calibration_id and c.at >= r.taken_at
+            ]
+            out.append(
+                {
+                    "calibration_id": r.calibration_id,
+                    "taken_at": r.taken_at,
+                    "reason": r.reason,
+                    "mean_t1_us": 1e6 * sum(cal.t1_s) / cal.num_qubits,
+                    "mean_readout_error": sum(cal.readout_error) / cal.num_qubits,
+                    "mean_2q_error": _mean_2q(cal),
+                    "canary_rounds": len(mine),
+                    "last_canary": (mine[0].predicted, mine[0].measured) if mine else None,
+                }
+            )
+        return out
+
+    async def report(self) -> dict[str, dict[str, Any]]:
+        """Per device: phase, reason, last canary round, device time spent calibrating."""
+        return self.manager.report()
+
+    async def shutdown(self) -> None:
+        """Stop the loop and close the store."""
+        await self.manager.stop()
+        await asyncio.to_thread(self.store.close)
+
+
+def _mean_2q(cal: CalibrationSnapshot) -> float | None:
+    errors = [g.error for g in cal.gates if len(g.qubits) == 2]
+    return sum(errors) / len(errors) if errors else None
+
+
+def _window_view(w: Any) -> dict[str, Any]:
+    return {
+        "window_id": w.window_id,
+        "device": w.device,
+        "start": w.start,
+        "end": w.end,
+        "reason": w.reason,
+    }

@@ -1,0 +1,78 @@
+"""A real local farm whose device drifts fast: canaries find it, the device pauses,
+recalibrates and comes back, and no job mixes calibrations or loses a shot."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qrt_ray import JobState, QuantumRuntime, StaleCalibrationWarning
+from qrt_ray.config import (
+    CalibrationConfig,
+    PolicyConfig,
+    SchedulingConfig,
+    load_farm_config_text,
+)
+from tests.circuits import SMALL_FARM, ghz
+from tests.integration.ledger import check_ledger, wait_for
+
+pytestmark = pytest.mark.integration
+
+# One wall second is one hour of drift on manila, and its errors grow 30 % an hour:
+# canaries every 3 s find it within a few seconds of drift.
+DRIFT = (
+    "drift: {seed: 4, time_scale: 3600, error_trend_per_hour: 0.3, "
+    "tls_per_qubit_hour: 0, coupler_per_edge_hour: 0}"
+)
+FARM = load_farm_config_text(
+    SMALL_FARM.replace(
+        "price_per_shot_usd: 0.00001, price_per_job_usd: 0.01, gpu: never}",
+        f"price_per_shot_usd: 0.00001, price_per_job_usd: 0.01, gpu: never, {DRIFT}}}",
+    )
+)
+POLICIES = PolicyConfig(
+    scheduling=SchedulingConfig(slice_shots=1000),
+    calibration=CalibrationConfig(canary_period_s=3, canary_shots=2000, max_chains=2),
+)
+
+
+@pytest.fixture(scope="module")
+def rt(ray_head: object, store_path: Path) -> Iterator[QuantumRuntime]:
+    assert FARM.devices[0].drift is not None
+    runtime = QuantumRuntime.local(FARM, store=store_path, policies=POLICIES)
+    yield runtime
+    runtime.shutdown()
+
+
+def test_drift_is_caught_and_no_result_mixes_calibrations(
+    rt: QuantumRuntime, store_path: Path
+) -> None:
+    jobs = []
+    start = time.monotonic()
+    while time.monotonic() - start < 20:  # a steady stream of work across the drift
+        jobs.append(rt.submit(ghz(3), shots=3_000, seed=len(jobs), device="manila"))
+        time.sleep(1.0)
+    states = rt.wait(jobs, timeout_s=240)
+    assert set(states.values()) == {JobState.DONE}, states
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = rt.results(jobs)
+    for job, result in zip(jobs, results, strict=True):
+        assert sum(result.counts().values()) == 3_000
+        check_ledger(store_path, job.job_id, 3_000)
+    # a result run while canaries had found drift says so, and only such a result
+    warned = {str(w.message).split()[1] for w in caught if w.category is StaleCalibrationWarning}
+    marked = {j.job_id for j, r in zip(jobs, results, strict=True) if r.metadata.warnings}
+    assert warned == marked
+    history = rt.calibrations("manila", limit=50)
+    drift = [h for h in history if h["reason"].startswith("drift: canary")]
+    assert drift, [h["reason"] for h in history]
+    assert len({r.metadata.calibration_id for r in results}) >= 2  # before and after
+    report = rt.calibration_report()["manila"]
+    assert report["detections"] >= 1 and report["recalibrations"] >= 1
+    wait_for(lambda: next(d for d in rt.devices() if d.name == "manila").canary_at, 30)
+    assert "qrt_device_recalibrations_total" in rt.metrics_text()

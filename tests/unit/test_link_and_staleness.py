@@ -1,0 +1,220 @@
+"""Control-link errors (retried with backoff, or permanent), the circuit breaker, jobs
+that want a fresh calibration, and partial runs whose device will not come back.
+
+Invariants as elsewhere: every job ends DONE or FAILED with a reason, results hold
+exactly the shots asked for on one calibration, and the ledger counts no shot twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import time
+from pathlib import Path
+
+from actors.device import Device
+from actors.ports import LocalPorts
+from actors.scheduler import Scheduler
+from qrt_ray.config import FaultConfig, LinkConfig, PolicyConfig, SchedulingConfig
+from qrt_ray.lifecycle import JobState
+from qrt_ray.models import DeviceStatus
+from qrt_ray.results import decode_result
+from qrt_ray.store import SQLiteJobStore
+from tests.local_farm import FARM, drive, spec, step
+
+S = JobState
+
+
+def _farm(tmp_path: Path, **link: float):  # type: ignore[no-untyped-def]
+    scheduling = SchedulingConfig()
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    naps: list[float] = []
+    devices = [
+        Device(
+            d,
+            max_parallel_threads=1,
+            scheduling=scheduling,
+            link=LinkConfig(**link),
+            sleep=naps.append,
+        )
+        for d in FARM.devices
+    ]
+    policies = PolicyConfig(
+        scheduling=scheduling, link=LinkConfig(**link), faults=FaultConfig(partial_wait_s=0)
+    )
+    return store, devices, Scheduler(store, LocalPorts(devices), policy_config=policies), naps
+
+
+def _result(store: SQLiteJobStore, job_id: str, shots: int):  # type: ignore[no-untyped-def]
+    rec = store.get(job_id)
+    assert rec.state is S.DONE, (rec.state, rec.error)
+    result = decode_result(store.get_blob(rec.result_sha256))
+    assert sum(result.counts().values()) == shots
+    spans = sorted((r.first_shot, r.first_shot + r.shots) for r in store.shot_ledger(job_id))
+    return result, spans
+
+
+def test_transient_link_errors_are_retried_with_jittered_backoff(tmp_path: Path) -> None:
+    store, devices, sched, naps = _farm(tmp_path, retries=3, backoff_s=0.1, backoff_max_s=1.0)
+    manila = devices[0]
+    manila.faults.link_errors = ["transient"] * 3  # the 4th try gets through
+
+    async def main() -> str:
+        await sched.start()
+        ((rec, _),) = await sched.submit([spec(shots=300, seed=1, device="manila")])
+        await drive(sched, devices)
+        await sched.stop()
+        return rec.job_id
+
+    job_id = asyncio.run(main())
+    result, _ = _result(store, job_id, 300)
+    assert result.metadata.attempts == 1 and result.metadata.recovery is None
+    assert len(naps) == 3 and all(0 <= n <= min(1.0, 0.1 * 2**k) for k, n in enumerate(naps))
+
+
+def test_a_lost_link_reruns_the_batch_and_a_flapping_device_trips_its_breaker(
+    tmp_path: Path,
+) -> None:
+    store, devices, sched, _ = _farm(tmp_path, retries=0, breaker_failures=2)
+    manila = devices[0]
+    manila.faults.link_errors = ["transient"] * 2  # two batches in a row are lost
+
+    async def main() -> tuple[str, list[str]]:
+        await sched.start()
+        ((pinned, _),) = await sched.submit([spec(shots=200, seed=2, device="manila")])
+        for _ in range(2):
+            while not manila.queue_depth:
+                await asyncio.sleep(0.02)
+            await step(sched, [manila])
+        await sched._refresh_snapshots(force=True)
+        snap = next(s for s in sched._snapshots if s.name == "manila")
+        assert snap.status is DeviceStatus.UNREACHABLE
+        assert "circuit breaker open" in snap.status_reason
+        # new work goes elsewhere while it is open
+        ((other, _),) = await sched.submit([spec(shots=100, seed=3)])
+        await drive(sched, [devices[1]], until_s=30)
+        assert (await sched.get(other.job_id)).device == "nairobi"
+        # the pinned job waits, then runs once the cooldown lets a probe through
+        sched._breakers["manila"]._opened_at = time.time() - 3600
+        await drive(sched, devices)
+        await sched.stop()
+        return pinned.job_id, [e.reason or "" for e in store.events(pinned.job_id)]
+
+    job_id, reasons = asyncio.run(main())
+    result, spans = _result(store, job_id, 200)
+    assert result.metadata.device == "manila" and spans == [(0, 200)]
+    assert sum("control link" in r for r in reasons) == 2
+    assert sched._breakers["manila"].state(time.time()) == "closed"
+
+
+def test_a_permanent_device_error_fails_the_job_at_once(tmp_path: Path) -> None:
+    store, devices, sched, _ = _farm(tmp_path)
+    devices[0].faults.link_errors = ["permanent"]
+
+    async def main() -> str:
+        await sched.start()
+        ((rec, _),) = await sched.submit([spec(shots=100, device="manila")])
+        await drive(sched, devices)
+        await sched.stop()
+        return rec.job_id
+
+    rec = store.get(asyncio.run(main()))
+    assert rec.state is S.FAILED and rec.attempts == 1
+    assert "rejected the program" in (rec.error or "")
+
+
+def test_a_job_waits_for_or_moves_to_a_calibration_fresh_enough(tmp_path: Path) -> None:
+    store, devices, sched, _ = _farm(tmp_path)
+    manila = devices[0]
+    old = dataclasses.replace(manila.calibration, taken_at=time.time() - 7200)
+    manila.set_calibration(old)
+
+    async def main() -> tuple[str, str]:
+        await sched.start()
+        (moved, _), (pinned, _) = await sched.submit(
+            [
+                spec(shots=100, seed=5, max_calibration_age_s=3600, policy="best_fidelity"),
+                spec(shots=100, seed=6, max_calibration_age_s=3600, device="manila"),
+            ]
+        )
+        await drive(sched, devices, until_s=5)
+        assert (await sched.get(pinned.job_id)).state is S.QUEUED  # waits for manila
+        manila.recalibrate()
+        await drive(sched, devices)
+        await sched.stop()
+        return moved.job_id, pinned.job_id
+
+    moved, pinned = asyncio.run(main())
+    assert _result(store, moved, 100)[0].metadata.device == "nairobi"
+    result, _ = _result(store, pinned, 100)
+    assert result.metadata.device == "manila" and result.metadata.calibration_age_s < 60
+
+
+def test_missing_shots_rerun_on_the_same_calibration_and_the_result_says_so(
+    tmp_path: Path,
+) -> None:
+    store, devices, sched, _ = _farm(tmp_path)
+    for d in devices:
+        d.faults.partial_fractions = [0.4]
+
+    async def main() -> str:
+        await sched.start()
+        ((rec, _),) = await sched.submit([spec(shots=500, seed=7)])
+        await drive(sched, devices)
+        await sched.stop()
+        return rec.job_id
+
+    result, spans = _result(store, asyncio.run(main()), 500)
+    assert spans == [(0, 200), (200, 500)]
+    assert result.metadata.recovery == (
+        f"300 missing shots rerun on the same calibration {result.metadata.calibration_id}"
+    )
+
+
+def test_a_partial_job_whose_device_drains_reruns_whole_elsewhere(tmp_path: Path) -> None:
+    store, devices, sched, _ = _farm(tmp_path)
+    for d in devices:
+        d.faults.partial_fractions = [0.4]
+
+    async def main() -> tuple[str, str]:
+        await sched.start()
+        ((rec, _),) = await sched.submit([spec(shots=500, seed=8)])
+        while not any(d.queue_depth for d in devices):
+            await asyncio.sleep(0.02)
+        first = next(d for d in devices if d.queue_depth)
+        await step(sched, [first])  # 200 of 500 shots, then the device drains
+        first.set_status(DeviceStatus.DRAINING, "operator")
+        first.faults.partial_fractions = []
+        await sched._refresh_snapshots(force=True)
+        await drive(sched, devices)
+        await sched.stop()
+        return rec.job_id, first.name
+
+    job_id, drained = asyncio.run(main())
+    result, spans = _result(store, job_id, 500)
+    assert result.metadata.device != drained
+    assert result.metadata.recovery is not None
+    assert result.metadata.recovery.startswith("rerun whole on calibration")
+    assert "200 shots from an earlier calibration were discarded" in result.metadata.recovery
+    ledger = store.shot_ledger(job_id)
+    assert len({r.calibration_id for r in ledger}) == 2  # kept apart, never merged
+    kept = [r for r in ledger if r.calibration_id == result.metadata.calibration_id]
+    assert sum(r.shots for r in kept) == 500
+    assert len({(r.attempt, r.first_shot) for r in ledger}) == len(ledger)
+    assert spans[0] == (0, 200) and all(a <= b for a, b in itertools.pairwise(spans))
+
+
+def test_results_from_a_degraded_device_carry_the_warning(tmp_path: Path) -> None:
+    store, devices, sched, _ = _farm(tmp_path)
+    devices[0].set_health(0.9, 0.7, time.time(), "canary ghz[0-1-2] measured 0.700")
+
+    async def main() -> str:
+        await sched.start()
+        ((rec, _),) = await sched.submit([spec(shots=100, device="manila")])
+        await drive(sched, devices)
+        await sched.stop()
+        return rec.job_id
+
+    result, _ = _result(store, asyncio.run(main()), 100)
+    assert result.metadata.warnings == ("canary ghz[0-1-2] measured 0.700",)
