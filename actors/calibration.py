@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -27,6 +29,7 @@ from typing import Any, Protocol
 
 from actors.device import Device
 from policies.canary import (
+    OFFLINE_REASON,
     Action,
     CalibrationState,
     CanaryResult,
@@ -44,12 +47,18 @@ from policies.canary import (
 )
 from qrt_ray.calibration import calibration_from_json, calibration_to_json
 from qrt_ray.config import CalibrationConfig
-from qrt_ray.errors import ValidationError
+from qrt_ray.errors import DeviceUnavailableError, ValidationError
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.store import CalibrationRecord, CanaryRecord, JobStore, MaintenanceWindow
 
 logger = logging.getLogger("qrt.calibration")
 _RUNS_WORK = (DeviceStatus.ONLINE, DeviceStatus.DRAINING)
+# the status each phase holds a device in
+_HELD = {
+    Phase.RECALIBRATING: DeviceStatus.CALIBRATING,
+    Phase.MAINTENANCE: DeviceStatus.MAINTENANCE,
+    Phase.OFFLINE: DeviceStatus.OFFLINE,
+}
 
 
 class CalibrationPorts(Protocol):
@@ -147,41 +156,54 @@ class CalibrationManager:
         *,
         clock: Callable[[], float] = time.time,
         seed: int | None = None,
+        devices: Sequence[str] | None = None,
     ) -> None:
         self.store = store
         self.ports = ports
         self.config = config
         self._clock = clock
         self._seed = seed
+        self._names = list(devices) if devices is not None else None
         self.states: dict[str, CalibrationState] = {}
         self.accounts: dict[str, DeviceAccount] = {}
         self._incarnations: dict[str, str] = {}
         # device -> (calibration id, taken at) last kept in the history
         self._recorded: dict[str, tuple[str, float]] = {}
         self._resume_to: dict[str, DeviceStatus] = {}
-        self._started = False
+        self._working: dict[str, asyncio.Task[None]] = {}  # a device's step in progress
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._changed = asyncio.Event()
 
     # == the loop =====================================================================
 
-    async def start(self, interval_s: float = 1.0) -> None:
-        """Run :meth:`step` every ``interval_s`` seconds until :meth:`stop`."""
+    def start(self, interval_s: float = 1.0) -> None:
+        """Run :meth:`step` every ``interval_s`` seconds until :meth:`stop` (idempotent;
+        call it from a running event loop)."""
+        if self._task is not None and not self._task.done():
+            return
         self._stopping = False
-        self._task = asyncio.create_task(self._run_forever(interval_s), name="qrt-calibration")
+        self._task = asyncio.get_running_loop().create_task(
+            self._run_forever(interval_s), name="qrt-calibration"
+        )
+
+    @property
+    def running(self) -> bool:
+        """Whether the loop runs."""
+        return self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
-        """Stop the loop."""
+        """Stop the loop and any device step in progress."""
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [t for t in (self._task, *self._working.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run_forever(self, interval_s: float) -> None:
         while not self._stopping:
             try:
-                await self.step()
+                await self.step(wait=False)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -190,33 +212,67 @@ class CalibrationManager:
                 await asyncio.wait_for(self._changed.wait(), timeout=interval_s)
             self._changed.clear()
 
-    async def step(self) -> None:
-        """One pass over every device that answers."""
-        now = self._clock()
+    async def step(self, *, wait: bool = True, only: str | None = None) -> None:
+        """One pass over every device that answers (or only ``only``).
+
+        Each device steps on its own: a device still busy with a canary round or a
+        recalibration from an earlier pass is skipped, so one slow device holds up no
+        other. With ``wait`` the pass returns when every device it started is done
+        (tests and benchmarks); the loop does not wait.
+        """
         snaps = await self.ports.snapshots()
-        windows = await asyncio.to_thread(self.store.maintenance_windows, None, now)
+        if only is not None:
+            snaps = [s for s in snaps if s.name == only]
+        windows = await asyncio.to_thread(self.store.maintenance_windows, None, self._clock())
+        started = []
         for snap in snaps:
-            try:
-                await self._step_device(snap, now, windows)
-            except Exception:
-                logger.exception("calibration of %s failed this step", snap.name)
-        self._started = True
+            if snap.name in self._working:
+                continue
+            task = asyncio.create_task(self._guarded(snap, windows))
+            self._working[snap.name] = task
+            task.add_done_callback(lambda _t, n=snap.name: self._working.pop(n, None))
+            started.append(task)
+        if wait and started:
+            await asyncio.gather(*started)
+
+    async def _guarded(self, snap: DeviceSnapshot, windows: list[MaintenanceWindow]) -> None:
+        try:
+            await self._step_device(snap, self._clock(), windows)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("calibration of %s failed this step", snap.name)
+
+    def _state(self, snap: DeviceSnapshot, now: float) -> CalibrationState:
+        """The manager's memory of a device; on first sight, rebuilt from its status
+        (the manager itself may have restarted while the device was paused)."""
+        state = self.states.get(snap.name)
+        if state is not None:
+            return state
+        state = CalibrationState(snap.name, next_canary_at=now + self.config.canary_period_s)
+        if snap.status is DeviceStatus.CALIBRATING:
+            state.phase, state.reason = Phase.RECALIBRATING, snap.status_reason or "resumed"
+        elif snap.status is DeviceStatus.MAINTENANCE and snap.status_reason.startswith(
+            "maintenance window"
+        ):
+            state.phase, state.reason = Phase.MAINTENANCE, snap.status_reason
+        elif snap.status is DeviceStatus.OFFLINE and snap.status_reason.startswith(OFFLINE_REASON):
+            state.phase, state.reason = Phase.OFFLINE, snap.status_reason
+        self.states[snap.name] = state
+        self.accounts.setdefault(snap.name, DeviceAccount())
+        return state
 
     async def _step_device(
         self, snap: DeviceSnapshot, now: float, windows: list[MaintenanceWindow]
     ) -> None:
         name = snap.name
-        state = self.states.get(name)
-        if state is None:
-            state = self.states[name] = CalibrationState(
-                name, next_canary_at=now + self.config.canary_period_s
-            )
-            self.accounts[name] = DeviceAccount()
+        state = self._state(snap, now)
         known = self._incarnations.get(name)
-        self._incarnations[name] = snap.incarnation
         if known is None or known != snap.incarnation:
             snap = await self._restore(snap, state, first=known is None)
+            self._incarnations[name] = snap.incarnation  # only once restored
         await self._keep(snap.calibration, "observed")
+        snap = await self._hold(snap, state)
         window = next((w for w in windows if w.device == name and w.covers(now)), None)
         busy = state.phase is Phase.RECALIBRATING and await self.ports.busy(name)
         action = decide(
@@ -242,19 +298,37 @@ class CalibrationManager:
             resumed(state, now)
             logger.info("%s back online by an operator", name)
         elif action is Action.PAUSE:
-            await self._pause(
-                name, snap, state, age_reason(now - snap.calibration.taken_at, self.config)
-            )
+            reason = age_reason(now - snap.calibration.taken_at, self.config)
+            await self._pause(name, snap, state, reason)
         elif action is Action.CANARY:
-            await self._canary(name, snap, state, now)
+            try:
+                await self._canary(name, snap, state, now)
+            except Exception:
+                # try again sooner than a full period, but not every second
+                state.next_canary_at = now + self.config.canary_period_s / 4
+                raise
         elif action is Action.RECALIBRATE:
             await self._recalibrate(name, snap, state)
+
+    async def _hold(self, snap: DeviceSnapshot, state: CalibrationState) -> DeviceSnapshot:
+        """Re-assert the status the manager's phase means, if the device lost it (a
+        failed call, a restart). An OFFLINE device an operator put back ONLINE is left
+        for :func:`decide` to see as resumed."""
+        held = _HELD.get(state.phase)
+        if held is None or snap.status is held:
+            return snap
+        if state.phase is Phase.OFFLINE and snap.status in _RUNS_WORK:
+            return snap
+        await self.ports.set_status(snap.name, held, state.reason)
+        return replace(snap, status=held, status_reason=state.reason)
 
     # == actions ======================================================================
 
     async def _pause(
         self, name: str, snap: DeviceSnapshot, state: CalibrationState, reason: str
     ) -> None:
+        if state.phase is not Phase.RECALIBRATING:
+            state.drift_round = state.round
         start_recalibration(state, reason)
         self._resume_to.setdefault(name, _resumable(snap.status))
         await self.ports.set_status(name, DeviceStatus.CALIBRATING, reason)
@@ -293,24 +367,41 @@ class CalibrationManager:
             logger.warning("%s drifted: %s", name, verdict.reason)
 
     async def _recalibrate(self, name: str, snap: DeviceSnapshot, state: CalibrationState) -> None:
-        new = await self.ports.recalibrate(name)
+        now = self._clock()
+        try:
+            new = await self.ports.recalibrate(name)
+        except Exception as exc:
+            logger.exception("recalibrating %s failed", name)
+            failed = RoundVerdict(True, True, None, f"recalibration failed: {exc!r}")
+            after_verification(state, failed, now, self.config)
+            await self._after_verification(name, state, ok=False)
+            return
         account = self.accounts[name]
         account.recalibrations += 1
         account.recalibration_s += self.config.recalibration_s
         await self._keep(new, state.reason or "recalibrated")
         now = self._clock()
-        verify_snap = replace(snap, calibration=new)
-        # verify on the chains that found the drift (the round before this one)
-        verdict, results = await self._round(name, verify_snap, max(state.round - 1, 0))
+        # verify on the chains that found the drift
+        try:
+            verdict, results = await self._round(
+                name, replace(snap, calibration=new), state.drift_round
+            )
+        except Exception as exc:
+            logger.exception("verifying %s failed", name)
+            verdict, results = RoundVerdict(True, True, None, f"verification failed: {exc!r}"), []
         await self._record_round(name, new.calibration_id, verdict, results, now)
         ok = after_verification(state, verdict, now, self.config)
         await self.ports.set_health(
             name, verdict.predicted, verdict.measured, now, "" if ok else verdict.reason
         )
+        await self._after_verification(name, state, ok=ok)
+        if ok:
+            logger.info("%s recalibrated (%s) and verified", name, new.calibration_id)
+
+    async def _after_verification(self, name: str, state: CalibrationState, *, ok: bool) -> None:
         if ok:
             back = self._resume_to.pop(name, DeviceStatus.ONLINE)
             await self.ports.set_status(name, back, "")
-            logger.info("%s recalibrated (%s) and verified", name, new.calibration_id)
         elif state.phase is Phase.OFFLINE:
             self._resume_to.pop(name, None)
             await self.ports.set_status(name, DeviceStatus.OFFLINE, state.reason)
@@ -321,12 +412,14 @@ class CalibrationManager:
     async def _restore(
         self, snap: DeviceSnapshot, state: CalibrationState, *, first: bool
     ) -> DeviceSnapshot:
-        """A device (re)started: give it its last stored calibration and, after a
-        restart, the status the manager holds for it.
+        """A device restarted: make sure it has its last stored calibration.
 
-        On the manager's first sight this also restores a farm that was stopped and
-        started again: the device keeps the calibration it had, with its age.
+        A device actor reads it from the store itself when it starts; this covers
+        devices that cannot (in-process farms). On first sight nothing is restored:
+        the device may have been recalibrated while the manager was away.
         """
+        if first:
+            return snap
         history = await asyncio.to_thread(self.store.calibrations, snap.name, 1)
         if history:
             last = calibration_from_json(history[0].snapshot_json)
@@ -347,14 +440,6 @@ class CalibrationManager:
                 await self.ports.restore(snap.name, last)
                 logger.info("%s restored calibration %s", snap.name, last.calibration_id)
                 snap = replace(snap, calibration=last)
-        held = {
-            Phase.RECALIBRATING: DeviceStatus.CALIBRATING,
-            Phase.MAINTENANCE: DeviceStatus.MAINTENANCE,
-            Phase.OFFLINE: DeviceStatus.OFFLINE,
-        }.get(state.phase)
-        if held is not None and not first:
-            await self.ports.set_status(snap.name, held, state.reason)
-            snap = replace(snap, status=held)
         return snap
 
     async def _keep(self, cal: CalibrationSnapshot, reason: str) -> None:
@@ -397,25 +482,31 @@ class CalibrationManager:
         """Recalibrate a device now (pause, let its batch finish, retune, verify).
 
         Returns:
-            The phase it ended in (``monitor`` when verified).
+            The phase it ended in: ``monitor`` when verified, ``recalibrating`` while
+            recalibrations that canaries fail are retried, ``offline`` after too many.
 
         Raises:
             ValidationError: no such device.
+            DeviceUnavailableError: the device is not answering.
             TimeoutError: it did not finish within ``timeout_s``.
         """
         snap = await self._snapshot(device)
-        state = self.states.setdefault(device, CalibrationState(device))
-        self.accounts.setdefault(device, DeviceAccount())
-        await self._pause(device, snap, state, reason)
+        now = self._clock()
+        state = self._state(snap, now)
+        if state.phase is Phase.RECALIBRATING:
+            pass  # already under way: wait for it
+        else:
+            state.drift_round = state.round
+            await self._pause(device, snap, state, reason)
         self._changed.set()
         deadline = time.monotonic() + timeout_s
-        while state.phase is Phase.RECALIBRATING:
+        failures = state.failures
+        while state.phase is Phase.RECALIBRATING and state.failures == failures:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{device} did not finish recalibrating in {timeout_s:g} s")
-            if self._task is None:  # no loop running (tests, benchmarks): drive it here
-                await self.step()
-            else:
-                await asyncio.sleep(0.05)
+            if not self.running:  # no loop (tests, benchmarks, manager disabled)
+                await self.step(only=device)
+            await asyncio.sleep(0.05)
         return state.phase.value
 
     async def schedule_maintenance(
@@ -427,12 +518,16 @@ class CalibrationManager:
             ValidationError: unknown device, ``end`` not after ``start``, or a window
                 that is already over.
         """
-        await self._snapshot(device)
+        await self._known(device)
         now = self._clock()
+        if not (math.isfinite(start) and math.isfinite(end)):
+            raise ValidationError("start and end must be finite times")
         if not end > start:
-            raise ValidationError(f"end={end:g} must be after start={start:g}")
+            raise ValidationError(f"end ({_iso(end)}) must be after start ({_iso(start)})")
         if end <= now:
-            raise ValidationError("the window is already over; give an end in the future")
+            raise ValidationError(
+                f"the window ends at {_iso(end)}, already past; give an end in the future"
+            )
         window = MaintenanceWindow(
             f"mw-{int(now * 1000):x}-{device}", device, start, end, reason or "maintenance", now
         )
@@ -440,13 +535,21 @@ class CalibrationManager:
         self._changed.set()
         return window
 
-    async def _snapshot(self, device: str) -> DeviceSnapshot:
+    async def _known(self, device: str) -> list[DeviceSnapshot]:
+        """Check the device belongs to the farm; returns the snapshots that answered."""
         snaps = await self.ports.snapshots()
-        for snap in snaps:
+        names = self._names if self._names is not None else [s.name for s in snaps]
+        if device not in names:
+            raise ValidationError(
+                f"device={device!r} is not a device of this farm; devices: {', '.join(names)}"
+            )
+        return snaps
+
+    async def _snapshot(self, device: str) -> DeviceSnapshot:
+        for snap in await self._known(device):
             if snap.name == device:
                 return snap
-        names = ", ".join(s.name for s in snaps)
-        raise ValidationError(f"device={device!r} is not a device of this farm; devices: {names}")
+        raise DeviceUnavailableError(f"device {device} is not answering; try again later")
 
     def report(self) -> dict[str, dict[str, Any]]:
         """Per device: phase, reason, next canary, last round and device time spent."""
@@ -466,6 +569,10 @@ class CalibrationManager:
                 "calibration_device_s": account.total_s,
             }
         return out
+
+
+def _iso(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t).isoformat(timespec="minutes")
 
 
 def _resumable(status: DeviceStatus) -> DeviceStatus:

@@ -86,16 +86,26 @@ class CalibrationActor:
         self.store = open_store(store_url)
         self.config = policies.calibration
         ports = RayCalibrationPorts(devices, timeout_s=policies.faults.snapshot_timeout_s)
-        self.manager = CalibrationManager(self.store, ports, self.config)
+        self.manager = CalibrationManager(
+            self.store, ports, self.config, devices=list(device_names)
+        )
+        # Ray runs an async actor's constructor inside its event loop: starting here
+        # also restarts the loop when Ray brings the actor back after a crash.
+        self.start()
 
-    async def start(self) -> None:
-        """Start the loop (one pass per second; canaries on their own period)."""
+    def ready(self) -> bool:
+        """Liveness check."""
+        return True
+
+    def start(self) -> None:
+        """Start the loop if enabled (one pass a second; canaries on their own period)."""
         if self.config.enabled:
-            await self.manager.start(interval_s=1.0)
+            self.manager.start(interval_s=1.0)
 
-    async def calibrate(self, device: str, reason: str, timeout_s: float) -> str:
-        """Pause, recalibrate and verify a device; returns the phase it ended in."""
-        return await self.manager.calibrate(device, reason, timeout_s)
+    async def calibrate(self, device: str, reason: str, timeout_s: float) -> dict[str, str]:
+        """Pause, recalibrate and verify a device; returns the phase it ended in and why."""
+        phase = await self.manager.calibrate(device, reason, timeout_s)
+        return {"phase": phase, "reason": self.manager.states[device].reason}
 
     async def schedule_maintenance(
         self, device: str, start: float, end: float, reason: str

@@ -400,13 +400,21 @@ class Device:
 
     def set_calibration(self, calibration: CalibrationSnapshot) -> None:
         """Replace the calibration; queued work compiled for the old one is refused."""
-        if calibration.device != self.name or calibration.num_qubits != self.calibration.num_qubits:
+        if (
+            calibration.device != self.name
+            or calibration.num_qubits != self.calibration.num_qubits
+            or set(calibration.coupling_map) != set(self.calibration.coupling_map)
+        ):
             raise ValueError(
                 f"calibration of {calibration.device} ({calibration.num_qubits} qubits) "
                 f"does not describe device {self.name} ({self.calibration.num_qubits} qubits)"
             )
         with self._lock:
             self.calibration = calibration
+            # canary predictions hold for one calibration only
+            self._predicted = {
+                k: v for k, v in self._predicted.items() if k[0] == calibration.calibration_id
+            }
 
     def has_runnable_work(self) -> bool:
         """Whether :meth:`take_batch` would return work now (queued and ONLINE)."""
@@ -432,8 +440,16 @@ class Device:
             stall, self.faults.hang_s = self.faults.hang_s, 0.0
             time.sleep(stall)
         failed = self._open_link()
-        if failed is not None:
-            return [self.no_run(item, str(failed), kind=_link_kind(failed)) for item in batch]
+        if failed is not None and failed.transient:
+            return [self.no_run(item, str(failed), kind="link") for item in batch]
+        if failed is not None:  # the first program was rejected; the rest did not run
+            return [
+                self.no_run(batch[0], str(failed), kind="permanent"),
+                *(
+                    self.no_run(item, f"batch aborted on {self.name}: {failed}")
+                    for item in batch[1:]
+                ),
+            ]
         cal = self.calibration  # what the work was compiled for, and results name
         sim, method, gpu = self._noise.get(
             self.true_calibration(),
@@ -662,10 +678,6 @@ class Device:
             error_kind=kind,
             ran_at=self._clock(),
         )
-
-
-def _link_kind(error: ControlLinkError) -> str:
-    return "link" if error.transient else "permanent"
 
 
 def _scaled(error: float, factor: float) -> float:

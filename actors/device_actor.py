@@ -21,9 +21,11 @@ import ray
 
 from actors.device import Device, FaultPlan, WorkItem
 from policies.canary import CanaryResult, CanarySpec
+from qrt_ray.calibration import calibration_from_json
 from qrt_ray.config import DeviceConfig, PolicyConfig, load_policy_config
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.results import RawRun
+from qrt_ray.store import open_store
 
 logger = logging.getLogger("qrt.device")
 _RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)
@@ -41,6 +43,7 @@ class DeviceActor:
         namespace: str,
         policies_json: str | None = None,
         drift_start: float | None = None,
+        store_url: str | None = None,
     ) -> None:
         policies = (
             PolicyConfig.model_validate_json(policies_json)
@@ -54,6 +57,7 @@ class DeviceActor:
             link=policies.link,
             drift_start=drift_start,
         )
+        self._restore_from_store(store_url)
         self._scheduler_name = scheduler_name
         self._namespace = namespace
         self._scheduler: Any = None
@@ -63,6 +67,23 @@ class DeviceActor:
         self._reports: queue.Queue[list[RawRun]] = queue.Queue(maxsize=_REPORT_BACKLOG)
         threading.Thread(target=self._drain_forever, name="qrt-device", daemon=True).start()
         threading.Thread(target=self._report_forever, name="qrt-report", daemon=True).start()
+
+    def _restore_from_store(self, store_url: str | None) -> None:
+        """Take back the last calibration this device had (after a crash, or when the
+        farm starts again on the same store); keep the backend's if there is none."""
+        try:
+            store = open_store(store_url)
+            try:
+                history = store.calibrations(self.device.name, 1)
+            finally:
+                store.close()
+            if history:
+                self.device.restore_calibration(calibration_from_json(history[0].snapshot_json))
+                logger.info(
+                    "%s restored calibration %s", self.device.name, history[0].calibration_id
+                )
+        except Exception:
+            logger.warning("%s could not restore its calibration", self.device.name, exc_info=True)
 
     def ready(self) -> str:
         """Liveness check; returns the device name."""

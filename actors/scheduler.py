@@ -121,8 +121,11 @@ class Scheduler:
         self._breakers: dict[str, CircuitBreaker] = {}
         # devices seen UNREACHABLE, since when (partial runs wait a while for them)
         self._down_since: dict[str, float] = {}
-        # shots of runs dropped because the job's calibration moved on (rerun whole)
+        # shots of runs dropped because the job's calibration moved on or its device
+        # stayed away (rerun whole), and the first attempt whose runs count; both are
+        # persisted with the job's placement so a restarted scheduler agrees
         self._discarded: dict[str, int] = {}
+        self._runs_from: dict[str, int] = {}
         self._watch = BatchWatch()
         # devices given up on (hung), and why, until they come back as a new incarnation
         self._suspect: dict[str, str] = {}
@@ -223,6 +226,7 @@ class Scheduler:
         self._expected.pop(rec.job_id, None)
         self._runs.pop(rec.job_id, None)
         self._discarded.pop(rec.job_id, None)
+        self._runs_from.pop(rec.job_id, None)
         self.metrics.job_latency.labels(final_state=rec.state.value).observe(
             max(0.0, rec.updated_at - rec.created_at)
         )
@@ -389,6 +393,15 @@ class Scheduler:
             ):
                 self.metrics.recalibrations.labels(device=snap.name).inc()
 
+    def _discard_note(self, job_id: str) -> dict[str, int]:
+        """What a restarted scheduler needs to know of runs dropped from a job."""
+        if job_id not in self._runs_from:
+            return {}
+        return {
+            "runs_from_attempt": self._runs_from[job_id],
+            "discarded_shots": self._discarded.get(job_id, 0),
+        }
+
     def _breaker(self, device: str) -> CircuitBreaker:
         if device not in self._breakers:
             link = self._link
@@ -396,6 +409,11 @@ class Scheduler:
                 link.breaker_failures, link.breaker_window_s, link.breaker_cooldown_s
             )
         return self._breakers[device]
+
+    def _runs_work(self, device: str) -> bool:
+        """Whether the device, as last seen, runs the work it holds."""
+        snap = next((s for s in self._snapshots if s.name == device), None)
+        return snap is None or snap.status in (DeviceStatus.ONLINE, DeviceStatus.DRAINING)
 
     def _stranded(self, device: str) -> str | None:
         """Why the missing shots of a partial run cannot wait for ``device``, if so.
@@ -422,6 +440,7 @@ class Scheduler:
     def _discard_runs(self, job_id: str, why: str) -> None:
         runs = self._runs.pop(job_id, [])
         shots = sum(shots_executed(r) for r in runs)
+        self._runs_from[job_id] = self._live[job_id].attempts + 1
         if shots:
             self._discarded[job_id] = self._discarded.get(job_id, 0) + shots
             logger.info(
@@ -437,6 +456,7 @@ class Scheduler:
         already running finish their batch where they are.
         """
         now = self._clock()
+        await self._take_back_slices(changed)
         waiting = [r for r in self._live.values() if r.state is S.PLACED and r.device in changed]
         updates = [
             StateUpdate(
@@ -457,6 +477,29 @@ class Scheduler:
             self._enqueue_pending(self._live[u.job_id])
         if moved:
             logger.info("re-placing %d jobs: %s", len(moved), "; ".join(changed.values()))
+
+    async def _take_back_slices(self, changed: dict[str, str]) -> None:
+        """RUNNING jobs with slices still queued on a device that stopped taking work
+        (paused, in maintenance, offline) and no batch running there: their missing
+        shots go back to placement, which waits for the device or reruns them whole
+        elsewhere. A job whose batch is running finishes that batch first."""
+        stopped = {
+            s.name
+            for s in self._snapshots
+            if s.name in changed and s.status not in (DeviceStatus.ONLINE, DeviceStatus.DRAINING)
+        }
+        for device in stopped:
+            busy = self._watch.in_flight(device)
+            idle = [
+                r
+                for r in self._live.values()
+                if r.device == device and r.state is S.RUNNING and r.job_id not in busy
+            ]
+            if not idle:
+                continue
+            attempts = {r.job_id: r.attempts for r in idle}
+            await self._requeue(list(attempts), S.RUNNING, f"re-placed: {changed[device]}")
+            await self._safe_drop(device, list(attempts), attempts)
 
     async def _watchdog(self) -> None:
         """Give up on devices whose oldest batch has run far past its expected time."""
@@ -591,7 +634,12 @@ class Scheduler:
                 reason=f"placed on {pl.device}",
                 fields={
                     "device": pl.device,
-                    "placement": {"device": pl.device, "ranking": pl.ranking, **pl.explanation},
+                    "placement": {
+                        "device": pl.device,
+                        "ranking": pl.ranking,
+                        **pl.explanation,
+                        **self._discard_note(rec.job_id),
+                    },
                 },
             )
             for rec, pl in picked
@@ -848,6 +896,7 @@ class Scheduler:
             await self._requeue(
                 stale, S.PLACED, f"{device}'s calibration aged past max_calibration_age_s"
             )
+            await self._safe_drop(device, stale, {j: a for j, a in attempts if j in stale})
         started = [*going_on, *(u.job_id for u in await self._persist(updates))]
         expected = sum(self._expected.get(j, ("", 0.0, 0.0))[1] for j in started)
         self._watch.started(device, started, expected, self._clock())
@@ -899,7 +948,7 @@ class Scheduler:
             self._runs.setdefault(run.job_id, []).append(run)
             self.metrics.shots.labels(device=device).inc(shots_executed(run) * len(run.counts))
             if verdict.outcome is collector.Outcome.PARTIAL:
-                if run.remaining:
+                if run.remaining and self._runs_work(device):
                     # a slice: the rest of the attempt waits in the device queue
                     self.metrics.slices.labels(device=device).inc()
                     continue
@@ -928,7 +977,7 @@ class Scheduler:
         for run in lost:
             self.metrics.link_errors.labels(device=device, kind=run.error_kind).inc()
         breaker = self._breaker(device)
-        if any(r.error_kind == "link" for r in lost):
+        if lost:
             if breaker.failure(now):
                 self.metrics.breaker_trips.labels(device=device).inc()
                 logger.warning("%s: %s", device, breaker.reason(now))
@@ -1024,17 +1073,16 @@ class Scheduler:
         for rec in records:
             self._track(rec)
             ledger = await asyncio.to_thread(self.store.shot_ledger, rec.job_id)
-            if ledger:
-                # runs of an earlier calibration were dropped when the job was rerun
-                # whole: only the last calibration's runs count toward the result
-                current = ledger[-1].calibration_id
-                kept = [r for r in ledger if r.calibration_id == current]
-                dropped = sum(r.shots for r in ledger if r.calibration_id != current)
-                runs = [decode_run(self.store.get_blob(r.run_sha256)) for r in kept if r.run_sha256]
-                if runs:
-                    self._runs[rec.job_id] = runs
-                if dropped:
-                    self._discarded[rec.job_id] = dropped
+            note = rec.placement or {}
+            if "runs_from_attempt" in note:
+                self._runs_from[rec.job_id] = int(note["runs_from_attempt"])
+                self._discarded[rec.job_id] = int(note.get("discarded_shots", 0))
+            # runs dropped when the job was rerun whole never count again
+            first = self._runs_from.get(rec.job_id, 0)
+            kept = [r for r in ledger if r.attempt >= first and r.run_sha256]
+            runs = [decode_run(self.store.get_blob(r.run_sha256)) for r in kept]
+            if runs:
+                self._runs[rec.job_id] = runs
             if rec.state is S.POSTPROCESSING:
                 finishing.append(rec.job_id)
             elif rec.state in (S.COMPILING, S.PLACED, S.RUNNING):

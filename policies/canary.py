@@ -23,6 +23,8 @@ from enum import StrEnum
 
 from qrt_ray.config import CalibrationConfig
 
+# how the reason of a device the manager took OFFLINE begins
+OFFLINE_REASON = "canaries still fail after"
 # gate -> its inverse, for mirror circuits written as OpenQASM 2 text
 _INVERSE = {"h": "h", "s": "sdg", "sdg": "s", "sx": "sxdg", "sxdg": "sx", "x": "x"}
 _MIRROR_LAYERS = 2
@@ -147,7 +149,7 @@ def canary_round(
                     f"mirror[{label}]",
                     "mirror",
                     chain,
-                    mirror_qasm(len(chain), seed=hash_seed(label, round_index)),
+                    mirror_qasm(len(chain), seed=hash_seed(label)),
                     frozenset({"0" * len(chain)}),
                 )
             )
@@ -163,9 +165,10 @@ def canary_round(
     return specs
 
 
-def hash_seed(label: str, round_index: int) -> int:
-    """A stable seed from a chain label and a round (Python's hash() is salted)."""
-    return sum((i + 1) * ord(ch) for i, ch in enumerate(label)) * 7919 + round_index
+def hash_seed(label: str) -> int:
+    """A stable seed from a chain label (Python's hash() is salted): a chain keeps its
+    mirror circuit, so its prediction is computed once per calibration."""
+    return sum((i + 1) * ord(ch) for i, ch in enumerate(label)) * 7919
 
 
 def _header(n: int) -> list[str]:
@@ -281,6 +284,7 @@ class CalibrationState:
     phase: Phase = Phase.MONITOR
     next_canary_at: float = 0.0
     round: int = 0
+    drift_round: int = 0  # the round whose chains a recalibration is verified on
     failures: int = 0
     reason: str = ""
     last: RoundVerdict | None = None
@@ -309,12 +313,12 @@ def decide(
         busy: it still has a batch running.
         config: thresholds and periods.
     """
+    if state.phase is Phase.OFFLINE:  # out of service until an operator resumes it
+        return Action.RESUMED if online else Action.NONE
     if in_maintenance:
         return Action.NONE if state.phase is Phase.MAINTENANCE else Action.ENTER_MAINTENANCE
     if state.phase is Phase.MAINTENANCE:
         return Action.LEAVE_MAINTENANCE
-    if state.phase is Phase.OFFLINE:
-        return Action.RESUMED if online else Action.NONE
     if state.phase is Phase.RECALIBRATING:
         return Action.NONE if busy else Action.RECALIBRATE
     if not online:
@@ -336,6 +340,7 @@ def after_canary(
 ) -> Action:
     """Take in a monitoring round; returns PAUSE when the device must be recalibrated."""
     state.last = verdict
+    state.drift_round = state.round
     state.round += 1
     if verdict.drifted:
         state.detected_at = state.detected_at if state.detected_at is not None else now
@@ -357,9 +362,9 @@ def after_verification(
     state: CalibrationState, verdict: RoundVerdict, now: float, config: CalibrationConfig
 ) -> bool:
     """Take in the round run right after a recalibration; returns whether the device
-    may go back ONLINE. ``offline_after`` failures in a row make it OFFLINE."""
+    may go back ONLINE. ``offline_after`` failures in a row make it OFFLINE. The round
+    counter does not move: every verification re-runs the chains that found drift."""
     state.last = verdict
-    state.round += 1
     if not verdict.drifted:
         state.phase = Phase.MONITOR
         state.failures = 0
@@ -371,8 +376,7 @@ def after_verification(
     if state.failures >= config.offline_after:
         state.phase = Phase.OFFLINE
         state.reason = (
-            f"canaries still fail after {state.failures} recalibrations in a row; "
-            f"last: {verdict.reason}"
+            f"{OFFLINE_REASON} {state.failures} recalibrations in a row; last: {verdict.reason}"
         )
     else:
         state.reason = f"recalibration {state.failures} did not fix it: {verdict.reason}"

@@ -54,6 +54,10 @@ class BatchWatch:
         """Drop every batch of a device (it restarted); returns the jobs they held."""
         return {j for b in self._batches.pop(device, []) for j in b.jobs}
 
+    def in_flight(self, device: str) -> set[str]:
+        """Jobs with a batch running on a device now."""
+        return {j for b in self._batches.get(device, []) for j in b.jobs}
+
     def running(self, device: str) -> int:
         """Unfinished batches of a device."""
         return len(self._batches.get(device, []))

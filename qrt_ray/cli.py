@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -397,13 +398,17 @@ def _when(text: str, now: float) -> float:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if text.startswith("+") and text[-1:] in units:
         try:
-            return now + float(text[1:-1]) * units[text[-1]]
+            value = now + float(text[1:-1]) * units[text[-1]]
         except ValueError:
-            pass
+            value = math.nan
+        if math.isfinite(value):
+            return value
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        pass
+        value = math.nan
+    if math.isfinite(value):
+        return value
     try:
         moment = datetime.datetime.fromisoformat(text)
     except ValueError:

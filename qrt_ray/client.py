@@ -18,6 +18,7 @@ from qrt_ray import farm as farm_mod
 from qrt_ray.circuits import coerce_circuits
 from qrt_ray.config import FarmConfig, PolicyConfig, load_farm_config, load_policy_config
 from qrt_ray.errors import (
+    DeviceUnavailableError,
     IntegrityError,
     JobCancelledError,
     JobFailedError,
@@ -395,12 +396,26 @@ class QuantumRuntime:
 
         Raises:
             ValidationError: no such device.
-            TimeoutError: it did not finish within ``timeout_s``.
+            DeviceUnavailableError: canaries still fail after the recalibration (the
+                message says whether the device is retrying or OFFLINE), or it did not
+                finish within ``timeout_s``.
         """
         handle = self._device(device)
         old = ray.get(handle.snapshot.remote()).calibration.calibration_id
         manager = farm_mod.calibration_handle(self.namespace)
-        ray.get(manager.calibrate.remote(device, "requested by an operator", timeout_s))
+        try:
+            got = _unwrap(manager.calibrate, device, "requested by an operator", timeout_s)
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(getattr(exc, "cause", None), TimeoutError):
+                raise DeviceUnavailableError(
+                    f"{device} is still recalibrating after {timeout_s:g} s; the "
+                    "calibration manager keeps at it (see `qrt devices`)"
+                ) from None
+            raise
+        if got["phase"] != "monitor":
+            raise DeviceUnavailableError(
+                f"{device} was recalibrated but is {got['phase']}: {got['reason']}"
+            )
         return old, ray.get(handle.snapshot.remote()).calibration.calibration_id
 
     def calibrations(self, device: str, limit: int = 20) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,6 +87,8 @@ class DriftProcess:
         self._retunes: list[int] = []
         self._state = self._initial()
         self._snapshots: dict[int, CalibrationSnapshot] = {}
+        # a device actor asks from several threads (batches, canaries, restores)
+        self._lock = threading.RLock()
 
     # -- time -------------------------------------------------------------------------
 
@@ -102,6 +105,10 @@ class DriftProcess:
 
     def true_calibration(self, now: float) -> CalibrationSnapshot:
         """The device's true parameters at ``now`` (what the simulator must use)."""
+        with self._lock:
+            return self._true_calibration(now)
+
+    def _true_calibration(self, now: float) -> CalibrationSnapshot:
         step = self.step_at(now)
         snap = self._snapshots.get(step)
         if snap is None:
@@ -118,6 +125,10 @@ class DriftProcess:
         events stay as they are (a calibration measures them, it cannot fix them).
         Later steps drift on from here.
         """
+        with self._lock:
+            return self._recalibrate(now)
+
+    def _recalibrate(self, now: float) -> CalibrationSnapshot:
         step = self.step_at(now)
         if step not in self._retunes:
             self._retunes.append(step)
@@ -126,7 +137,7 @@ class DriftProcess:
             self._snapshots = {k: v for k, v in self._snapshots.items() if k < step}
             if self._state.step >= step:
                 self._state = self._initial()
-        measured = self.true_calibration(now)
+        measured = self._true_calibration(now)
         return dataclasses.replace(measured, taken_at=float(now))
 
     def retuned_at(self, when: float) -> None:
@@ -135,7 +146,8 @@ class DriftProcess:
 
     def events(self, now: float) -> dict[str, list]:
         """Events in progress at ``now``: TLS qubits and bad couplers."""
-        state = self._state_at(self.step_at(now))
+        with self._lock:
+            state = self._state_at(self.step_at(now))
         return {
             "tls_qubits": [int(q) for q in np.flatnonzero(state.tls)],
             "bad_couplers": [self._edges[int(e)] for e in np.flatnonzero(state.coupler)],

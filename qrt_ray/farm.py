@@ -147,7 +147,7 @@ def start_farm(
                 get_if_exists=True,
                 runtime_env={"env_vars": _device_env()},
             )
-            .remote(dev.model_dump_json(), SCHEDULER_NAME, ns, policies_json, started_at)
+            .remote(dev.model_dump_json(), SCHEDULER_NAME, ns, policies_json, started_at, store_url)
         )
         devices.append(handle)
     ray.get([d.ready.remote() for d in devices])
@@ -188,7 +188,7 @@ def start_farm(
         )
         .remote(store_url, [d.name for d in farm.devices], ns, policies_json)
     )
-    ray.get(calibration.start.remote())
+    ray.get(calibration.ready.remote())
     return ns, scheduler, [*devices, calibration]
 
 

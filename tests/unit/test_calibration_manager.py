@@ -139,7 +139,7 @@ def test_a_maintenance_window_takes_the_device_out_and_back(store) -> None:  # t
 
     async def run() -> None:
         await manager.step()
-        with pytest.raises(ValidationError, match="end="):
+        with pytest.raises(ValidationError, match="must be after start"):
             await manager.schedule_maintenance("nairobi", clock.t + 10, clock.t + 5, "x")
         with pytest.raises(ValidationError, match="not a device"):
             await manager.schedule_maintenance("nowhere", clock.t, clock.t + 5, "x")
@@ -200,3 +200,46 @@ def test_a_restarted_device_gets_its_calibration_back_and_its_drift_goes_on(stor
     asyncio.run(manager.step())
     assert fresh.calibration == kept
     assert fresh.true_calibration() == truth_before
+
+
+def test_a_restarted_manager_finishes_what_it_started_and_holds_its_statuses(store) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock(1_000_000.0)
+    device = _device(clock)
+    device.set_status(DeviceStatus.CALIBRATING, "drift: canary ghz[0-1-2] ...")
+    fresh = _manager(store, device, clock)  # a new manager finds the device paused
+
+    async def run() -> None:
+        await fresh.step()  # rebuilt as recalibrating; the device is idle: retune, verify
+        assert device.status is DeviceStatus.ONLINE
+        await fresh.schedule_maintenance("nairobi", clock.t, clock.t + 600, "cabling")
+        await fresh.step()
+        assert device.status is DeviceStatus.MAINTENANCE
+        device.restart()  # comes back ONLINE inside the window: put back at once
+        await fresh.step()
+        assert device.status is DeviceStatus.MAINTENANCE
+
+    asyncio.run(run())
+    assert fresh.accounts["nairobi"].recalibrations == 1
+
+
+def test_a_failing_recalibration_counts_as_a_failed_verification(store) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock(1_000_000.0)
+    device = _device(clock)
+    manager = _manager(store, device, clock, offline_after=2)
+
+    def broken() -> None:
+        raise RuntimeError("control electronics do not answer")
+
+    device.recalibrate = broken  # type: ignore[method-assign]
+
+    async def run() -> None:
+        await manager.step()
+        with pytest.raises(ValidationError, match="not a device"):
+            await manager.calibrate("nowhere", "x")
+        phase = await manager.calibrate("nairobi", "operator", timeout_s=30)
+        assert phase == "recalibrating"  # the first failure: it will try again
+        await manager.step()
+
+    asyncio.run(run())
+    assert device.status is DeviceStatus.OFFLINE
+    assert "recalibration failed" in device.status_reason

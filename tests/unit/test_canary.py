@@ -93,6 +93,9 @@ def test_state_machine_detects_pauses_retunes_and_gives_up() -> None:
     assert not after_verification(state, bad, 129.0, CFG)
     assert state.phase is Phase.OFFLINE and "2 recalibrations" in state.reason
     assert decide(state, 130.0, calibration_age_s=0, **{**common, "online": False}) is Action.NONE
+    # a maintenance window does not bring an OFFLINE device back
+    off = {**common, "online": False, "in_maintenance": True}
+    assert decide(state, 130.0, calibration_age_s=0, **off) is Action.NONE
     assert decide(state, 131.0, calibration_age_s=0, **common) is Action.RESUMED
 
 

@@ -27,7 +27,7 @@ def test_relative_absolute_and_iso_times() -> None:
     assert _when("2027-01-15T08:00", NOW) == local
 
 
-@pytest.mark.parametrize("text", ["soon", "+5x", "+h", "tomorrow 8am"])
+@pytest.mark.parametrize("text", ["soon", "+5x", "+h", "tomorrow 8am", "inf", "+infh", "nan"])
 def test_anything_else_is_refused_with_the_accepted_forms(text: str) -> None:
     with pytest.raises(ValidationError, match="ISO 8601"):
         _when(text, NOW)

@@ -218,3 +218,46 @@ def test_results_from_a_degraded_device_carry_the_warning(tmp_path: Path) -> Non
 
     result, _ = _result(store, asyncio.run(main()), 100)
     assert result.metadata.warnings == ("canary ghz[0-1-2] measured 0.700",)
+
+
+def test_slices_left_on_a_paused_device_go_back_and_a_restart_keeps_them_apart(
+    tmp_path: Path,
+) -> None:
+    scheduling = SchedulingConfig(slice_shots=200)
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    devices = [Device(d, max_parallel_threads=1, scheduling=scheduling) for d in FARM.devices]
+    policies = PolicyConfig(scheduling=scheduling, faults=FaultConfig(partial_wait_s=0))
+    sched = Scheduler(store, LocalPorts(devices), policy_config=policies)
+
+    async def main() -> tuple[str, str]:
+        await sched.start()
+        ((rec, _),) = await sched.submit([spec(shots=600, seed=9)])
+        while not any(d.queue_depth for d in devices):
+            await asyncio.sleep(0.02)
+        first = next(d for d in devices if d.queue_depth)
+        await step(sched, [first])  # one 200-shot slice counted; 400 still queued there
+        first.set_status(DeviceStatus.MAINTENANCE, "maintenance window mw-1: cabling")
+        await sched._refresh_snapshots(force=True)
+        assert first.queue_depth == 0  # its slices left the paused device
+        # the scheduler restarts before the whole rerun finishes
+        other = next(d for d in devices if d is not first)
+        while not other.queue_depth:
+            await asyncio.sleep(0.02)
+        await sched.stop()
+        # ... and the paused device is back: the dropped slice must stay dropped
+        first.set_status(DeviceStatus.ONLINE)
+        again = Scheduler(store, LocalPorts(devices), policy_config=policies)
+        await again.start()
+        await drive(again, devices)
+        await again.stop()
+        return rec.job_id, first.name
+
+    job_id, _ = asyncio.run(main())
+    result, _ = _result(store, job_id, 600)
+    assert result.metadata.recovery is not None
+    assert result.metadata.recovery.startswith("rerun whole")
+    assert "200 shots" in result.metadata.recovery
+    dropped = [r for r in store.shot_ledger(job_id) if r.attempt == 1]
+    assert sum(r.shots for r in dropped) == 200
+    events = " | ".join(e.reason or "" for e in store.events(job_id))
+    assert "went MAINTENANCE" in events
