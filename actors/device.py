@@ -500,8 +500,9 @@ class Device:
         Each canary is compiled onto its own qubits. The prediction samples the
         current calibration's noise model (``_PREDICTION_SHOTS_FACTOR`` times the
         shots, once per calibration and canary); the measurement runs what the device
-        really is now. Canaries do not go through the queue: the manager runs them
-        while the device is between batches or paused.
+        really is now. Canaries do not go through the queue: a device actor runs them
+        on another thread, beside any batch in progress (they are a few small
+        circuits).
         """
         cal = self.calibration
         circuits = [self._canary_circuit(spec) for spec in specs]

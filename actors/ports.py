@@ -57,6 +57,10 @@ class SchedulerPorts(Protocol):
         """Restart a device that stopped finishing its work; its queue is lost."""
         ...
 
+    async def request_calibration(self, device: str, reason: str) -> None:
+        """Ask for a device to be recalibrated soon (returns without waiting)."""
+        ...
+
 
 class LocalPorts:
     """In-process ports over plain devices; the caller drives execution (tests, sims)."""
@@ -99,3 +103,6 @@ class LocalPorts:
 
     async def restart(self, device: str) -> None:
         self.devices[device].restart()
+
+    async def request_calibration(self, device: str, reason: str) -> None:
+        self.devices[device].recalibrate()

@@ -126,6 +126,8 @@ class Scheduler:
         # persisted with the job's placement so a restarted scheduler agrees
         self._discarded: dict[str, int] = {}
         self._runs_from: dict[str, int] = {}
+        # when a recalibration was last asked for each device (max_calibration_age_s)
+        self._fresh_asked: dict[str, float] = {}
         self._watch = BatchWatch()
         # devices given up on (hung), and why, until they come back as a new incarnation
         self._suspect: dict[str, str] = {}
@@ -599,6 +601,8 @@ class Scheduler:
             try:
                 placement = self._place(rec, backlog)
             except DeviceUnavailableError:
+                if rec.spec.max_calibration_age_s:
+                    await self._ask_fresh(rec, backlog)
                 waiting.append(entry)
                 continue
             except PlacementError as exc:
@@ -663,6 +667,32 @@ class Scheduler:
                 task = asyncio.create_task(self._compile_and_dispatch(device, job_ids))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
+
+    async def _ask_fresh(self, rec: JobRecord, backlog: dict[str, float]) -> None:
+        """A job waits only because every device it could use has an older calibration
+        than its ``max_calibration_age_s``: ask for the one placement would pick to be
+        recalibrated (once per device per limit)."""
+        limit = rec.spec.max_calibration_age_s or 0.0
+        runs = self._runs.get(rec.job_id)
+        options = placement_options(rec.spec, device=runs[0].device if runs else None)
+        loads = [DeviceLoad(s, backlog.get(s.name, 0.0)) for s in self._snapshots]
+        try:
+            device = self.placer.place(self._job_shape(rec), loads, options).device
+        except (QrtError, ValueError):
+            return  # it waits for something else too (busy, paused)
+        snap = next(s for s in self._snapshots if s.name == device)
+        now = self._clock()
+        if now - snap.calibration.taken_at <= limit:
+            return
+        if now - self._fresh_asked.get(device, -math.inf) < limit:
+            return
+        self._fresh_asked[device] = now
+        reason = f"job {rec.job_id} needs a calibration at most {limit:g} s old"
+        logger.info("asking for %s to be recalibrated: %s", device, reason)
+        try:
+            await self.ports.request_calibration(device, reason)
+        except Exception:
+            logger.warning("could not ask for %s to be recalibrated", device, exc_info=True)
 
     def _place(self, rec: JobRecord, backlog: dict[str, float]) -> Placement:
         runs = self._runs.get(rec.job_id)

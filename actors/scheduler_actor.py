@@ -13,6 +13,7 @@ from actors.device import WorkItem
 from actors.scheduler import Scheduler
 from qrt_ray.compiler import CompiledCircuit, compile_circuits
 from qrt_ray.config import PolicyConfig, load_policy_config
+from qrt_ray.farm import CALIBRATION_NAME
 from qrt_ray.metrics import RuntimeMetrics
 from qrt_ray.models import DeviceSnapshot, JobSpec
 from qrt_ray.results import RawRun
@@ -32,8 +33,11 @@ _MAX_WARM_WORKERS = 8
 class RayPorts:
     """Scheduler ports over device actors and compile tasks."""
 
-    def __init__(self, devices: dict[str, Any], snapshot_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, devices: dict[str, Any], snapshot_timeout_s: float = 10.0, namespace: str = ""
+    ) -> None:
         self._devices = devices
+        self._namespace = namespace
         self._targets: dict[tuple[str, str], Any] = {}
         self._snapshot_timeout_s = snapshot_timeout_s
 
@@ -60,6 +64,15 @@ class RayPorts:
         """Kill the device actor and let Ray start it again (its ``max_restarts``)."""
         self._targets = {k: v for k, v in self._targets.items() if k[0] != device}
         ray.kill(self._devices[device], no_restart=False)
+
+    async def request_calibration(self, device: str, reason: str) -> None:
+        """Ask the farm's calibration manager to recalibrate a device (not waited for)."""
+        try:
+            manager = ray.get_actor(CALIBRATION_NAME, namespace=self._namespace)
+        except ValueError:
+            logger.warning("no calibration manager to recalibrate %s (%s)", device, reason)
+            return
+        manager.calibrate.remote(device, reason, 3600.0)
 
     async def _target(self, device: str) -> tuple[str, Any]:
         cal_id, target = await self._devices[device].compile_target.remote()
@@ -161,7 +174,9 @@ class SchedulerActor:
             if policies_json
             else load_policy_config()
         )
-        self.ports = RayPorts(devices, snapshot_timeout_s=policies.faults.snapshot_timeout_s)
+        self.ports = RayPorts(
+            devices, snapshot_timeout_s=policies.faults.snapshot_timeout_s, namespace=namespace
+        )
         self._first_device = device_names[0]
         self._warming: asyncio.Task[None] | None = None
         self.scheduler = Scheduler(

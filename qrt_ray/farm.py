@@ -151,45 +151,36 @@ def start_farm(
         )
         devices.append(handle)
     ray.get([d.ready.remote() for d in devices])
-    scheduler = (
-        ray.remote(SchedulerActor)
-        .options(
-            name=SCHEDULER_NAME,
-            namespace=ns,
-            lifetime=lifetime,
-            num_cpus=0,
-            max_concurrency=1000,
-            get_if_exists=True,
-        )
-        .remote(
-            store_url,
-            [d.name for d in farm.devices],
-            ns,
-            optimization_level,
-            metrics_port,
-            policies_json,
-        )
+    scheduler = _named(SchedulerActor, SCHEDULER_NAME, ns, lifetime, max_concurrency=1000).remote(
+        store_url,
+        [d.name for d in farm.devices],
+        ns,
+        optimization_level,
+        metrics_port,
+        policies_json,
     )
     recovered = ray.get(scheduler.start.remote())
     if recovered:
         logger.info("recovered %d unfinished jobs", recovered)
     from actors.calibration_actor import CalibrationActor
 
-    calibration = (
-        ray.remote(CalibrationActor)
-        .options(
-            name=CALIBRATION_NAME,
-            namespace=ns,
-            lifetime=lifetime,
-            num_cpus=0,
-            max_concurrency=100,
-            max_restarts=-1,
-            get_if_exists=True,
-        )
-        .remote(store_url, [d.name for d in farm.devices], ns, policies_json)
-    )
+    calibration = _named(
+        CalibrationActor, CALIBRATION_NAME, ns, lifetime, max_concurrency=100, max_restarts=-1
+    ).remote(store_url, [d.name for d in farm.devices], ns, policies_json)
     ray.get(calibration.ready.remote())
     return ns, scheduler, [*devices, calibration]
+
+
+def _named(cls: type, name: str, namespace: str, lifetime: str | None, **options: Any) -> Any:
+    """A named, CPU-free actor class in the farm's namespace (found again if it exists)."""
+    return ray.remote(cls).options(
+        name=name,
+        namespace=namespace,
+        lifetime=lifetime,
+        num_cpus=0,
+        get_if_exists=True,
+        **options,
+    )
 
 
 def find_scheduler(namespace: str = DEFAULT_NAMESPACE) -> Any:

@@ -46,6 +46,19 @@ def _farm(tmp_path: Path, **link: float):  # type: ignore[no-untyped-def]
     return store, devices, Scheduler(store, LocalPorts(devices), policy_config=policies), naps
 
 
+def _run_one(sched: Scheduler, devices: list[Device], job: object) -> str:
+    """Submit one job, drive the farm until it is final; returns its id."""
+
+    async def main() -> str:
+        await sched.start()
+        ((rec, _),) = await sched.submit([job])  # type: ignore[list-item]
+        await drive(sched, devices)
+        await sched.stop()
+        return rec.job_id
+
+    return asyncio.run(main())
+
+
 def _result(store: SQLiteJobStore, job_id: str, shots: int):  # type: ignore[no-untyped-def]
     rec = store.get(job_id)
     assert rec.state is S.DONE, (rec.state, rec.error)
@@ -59,15 +72,7 @@ def test_transient_link_errors_are_retried_with_jittered_backoff(tmp_path: Path)
     store, devices, sched, naps = _farm(tmp_path, retries=3, backoff_s=0.1, backoff_max_s=1.0)
     manila = devices[0]
     manila.faults.link_errors = ["transient"] * 3  # the 4th try gets through
-
-    async def main() -> str:
-        await sched.start()
-        ((rec, _),) = await sched.submit([spec(shots=300, seed=1, device="manila")])
-        await drive(sched, devices)
-        await sched.stop()
-        return rec.job_id
-
-    job_id = asyncio.run(main())
+    job_id = _run_one(sched, devices, spec(shots=300, seed=1, device="manila"))
     result, _ = _result(store, job_id, 300)
     assert result.metadata.attempts == 1 and result.metadata.recovery is None
     assert len(naps) == 3 and all(0 <= n <= min(1.0, 0.1 * 2**k) for k, n in enumerate(naps))
@@ -111,15 +116,7 @@ def test_a_lost_link_reruns_the_batch_and_a_flapping_device_trips_its_breaker(
 def test_a_permanent_device_error_fails_the_job_at_once(tmp_path: Path) -> None:
     store, devices, sched, _ = _farm(tmp_path)
     devices[0].faults.link_errors = ["permanent"]
-
-    async def main() -> str:
-        await sched.start()
-        ((rec, _),) = await sched.submit([spec(shots=100, device="manila")])
-        await drive(sched, devices)
-        await sched.stop()
-        return rec.job_id
-
-    rec = store.get(asyncio.run(main()))
+    rec = store.get(_run_one(sched, devices, spec(shots=100, device="manila")))
     assert rec.state is S.FAILED and rec.attempts == 1
     assert "rejected the program" in (rec.error or "")
 
@@ -138,9 +135,7 @@ def test_a_job_waits_for_or_moves_to_a_calibration_fresh_enough(tmp_path: Path) 
                 spec(shots=100, seed=6, max_calibration_age_s=3600, device="manila"),
             ]
         )
-        await drive(sched, devices, until_s=5)
-        assert (await sched.get(pinned.job_id)).state is S.QUEUED  # waits for manila
-        manila.recalibrate()
+        # the pinned job waits, and asks for manila to be recalibrated
         await drive(sched, devices)
         await sched.stop()
         return moved.job_id, pinned.job_id
@@ -149,6 +144,7 @@ def test_a_job_waits_for_or_moves_to_a_calibration_fresh_enough(tmp_path: Path) 
     assert _result(store, moved, 100)[0].metadata.device == "nairobi"
     result, _ = _result(store, pinned, 100)
     assert result.metadata.device == "manila" and result.metadata.calibration_age_s < 60
+    assert manila.calibration.taken_at > old.taken_at + 3600
 
 
 def test_missing_shots_rerun_on_the_same_calibration_and_the_result_says_so(
@@ -157,15 +153,7 @@ def test_missing_shots_rerun_on_the_same_calibration_and_the_result_says_so(
     store, devices, sched, _ = _farm(tmp_path)
     for d in devices:
         d.faults.partial_fractions = [0.4]
-
-    async def main() -> str:
-        await sched.start()
-        ((rec, _),) = await sched.submit([spec(shots=500, seed=7)])
-        await drive(sched, devices)
-        await sched.stop()
-        return rec.job_id
-
-    result, spans = _result(store, asyncio.run(main()), 500)
+    result, spans = _result(store, _run_one(sched, devices, spec(shots=500, seed=7)), 500)
     assert spans == [(0, 200), (200, 500)]
     assert result.metadata.recovery == (
         f"300 missing shots rerun on the same calibration {result.metadata.calibration_id}"
@@ -208,15 +196,7 @@ def test_a_partial_job_whose_device_drains_reruns_whole_elsewhere(tmp_path: Path
 def test_results_from_a_degraded_device_carry_the_warning(tmp_path: Path) -> None:
     store, devices, sched, _ = _farm(tmp_path)
     devices[0].set_health(0.9, 0.7, time.time(), "canary ghz[0-1-2] measured 0.700")
-
-    async def main() -> str:
-        await sched.start()
-        ((rec, _),) = await sched.submit([spec(shots=100, device="manila")])
-        await drive(sched, devices)
-        await sched.stop()
-        return rec.job_id
-
-    result, _ = _result(store, asyncio.run(main()), 100)
+    result, _ = _result(store, _run_one(sched, devices, spec(shots=100, device="manila")), 100)
     assert result.metadata.warnings == ("canary ghz[0-1-2] measured 0.700",)
 
 
