@@ -110,23 +110,37 @@ SCHEMA_VERSION = len(MIGRATIONS)
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the database up to :data:`SCHEMA_VERSION`; returns the version it found.
 
+    Safe when several processes open the store at once (the scheduler, the calibration
+    manager and each device actor do): the version is read and every missing step
+    applied inside one write transaction, so one process migrates and the others find
+    the schema done. ``conn`` must be in autocommit mode (``isolation_level=None``).
+
     Raises:
         RuntimeError: the database is newer than this qrt-ray understands.
     """
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    row = conn.execute("SELECT version FROM schema_version").fetchone()
-    found = row[0] if row else 0
-    if found > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"job store schema version {found} is newer than this qrt-ray supports "
-            f"({SCHEMA_VERSION}); upgrade qrt-ray or point it at another store"
-        )
-    for version in range(found, SCHEMA_VERSION):
-        # executescript commits first, so each step is applied with its version bump
-        conn.executescript(
-            "BEGIN;"
-            + MIGRATIONS[version]
-            + (f"DELETE FROM schema_version;INSERT INTO schema_version VALUES ({version + 1});")
-            + "COMMIT;"
-        )
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        found = row[0] if row else 0
+        if found > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"job store schema version {found} is newer than this qrt-ray supports "
+                f"({SCHEMA_VERSION}); upgrade qrt-ray or point it at another store"
+            )
+        for version in range(found, SCHEMA_VERSION):
+            for statement in _statements(MIGRATIONS[version]):
+                conn.execute(statement)
+        if found < SCHEMA_VERSION:
+            conn.execute("DELETE FROM schema_version")
+            conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
     return found
+
+
+def _statements(script: str) -> list[str]:
+    """The SQL statements of a migration step, one by one (they hold no ';' in text)."""
+    return [s.strip() for s in script.split(";") if s.strip()]

@@ -134,3 +134,32 @@ def test_open_store_rejects_unknown_urls(tmp_path: Path) -> None:
     s = open_store(f"sqlite:///{tmp_path}/x.db")
     assert isinstance(s, SQLiteJobStore)
     s.close()
+
+
+def test_many_openers_at_once_migrate_once(tmp_path: Path) -> None:
+    # the scheduler, the calibration manager and every device actor open the store
+    # together when a farm starts; only one may create the tables
+    import threading
+
+    path = tmp_path / "fresh.sqlite3"
+    errors: list[BaseException] = []
+    stores: list[SQLiteJobStore] = []
+    gate = threading.Barrier(6)
+
+    def open_one() -> None:
+        try:
+            gate.wait()
+            stores.append(SQLiteJobStore(path))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    version = sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchall()
+    assert version == [(SCHEMA_VERSION,)]
+    for s in stores:
+        s.close()
