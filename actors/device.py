@@ -410,11 +410,15 @@ class Device:
                 f"does not describe device {self.name} ({self.calibration.num_qubits} qubits)"
             )
         with self._lock:
-            self.calibration = calibration
+            old, self.calibration = self.calibration, calibration
             # canary predictions hold for one calibration only
             self._predicted = {
                 k: v for k, v in self._predicted.items() if k[0] == calibration.calibration_id
             }
+        if old.calibration_id != calibration.calibration_id:
+            # the old calibration's simulator is not needed again (one whose parameters
+            # equal the true noise's is rebuilt by the next batch that wants it)
+            self._noise.invalidate(self.name, old.calibration_id)
 
     def has_runnable_work(self) -> bool:
         """Whether :meth:`take_batch` would return work now (queued and ONLINE)."""
