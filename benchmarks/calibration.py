@@ -388,7 +388,10 @@ def simulate(args: argparse.Namespace) -> dict[str, Outcome]:
 
 def on_farm(args: argparse.Namespace) -> dict[str, Outcome]:
     """none / fixed / qrt on a real local Ray farm with accelerated drift."""
+    import ray
+
     from qrt_ray import QuantumRuntime
+    from qrt_ray import farm as farm_mod
     from qrt_ray.config import FarmConfig, PolicyConfig
 
     scale = args.farm_scale
@@ -423,8 +426,8 @@ def on_farm(args: argparse.Namespace) -> dict[str, Outcome]:
                         strategy == "fixed"
                         and time.monotonic() - last_fixed >= args.farm_fixed_h * HOUR / scale
                     ):
-                        for name in args.devices:
-                            rt.calibrate(name)
+                        for name in args.devices:  # straight to the device: no canaries
+                            ray.get(farm_mod.device_handle(name, rt.namespace).recalibrate.remote())
                             outcome.recalibrations += 1
                             outcome.calibration_s += args.recalibration_s
                         last_fixed = time.monotonic()
