@@ -128,15 +128,20 @@ class CalibrationActor:
         return [_window_view(w) for w in windows]
 
     async def history(self, device: str, limit: int = 20) -> list[dict[str, Any]]:
-        """A device's calibrations, newest first, with summary figures."""
+        """A device's calibrations, newest first, with summary figures and the canary
+        rounds run while each was current."""
         records = await asyncio.to_thread(self.store.calibrations, device, limit)
-        rounds = await asyncio.to_thread(self.store.canaries, device, 200)
+        rounds = await asyncio.to_thread(self.store.canaries, device, 500)
         out = []
+        until = float("inf")
         for r in records:
             cal = calibration_from_json(r.snapshot_json)
             mine = [
-                c for c in rounds if c.calibration_id == r.calibration_id and c.at >= r.taken_at
+                c
+                for c in rounds
+                if c.calibration_id == r.calibration_id and r.taken_at <= c.at < until
             ]
+            until = r.taken_at
             out.append(
                 {
                     "calibration_id": r.calibration_id,
