@@ -189,12 +189,11 @@ def find_scheduler(namespace: str = DEFAULT_NAMESPACE) -> Any:
     Raises:
         RuntimeNotRunningError: no farm runs in that namespace.
     """
-    try:
-        return ray.get_actor(SCHEDULER_NAME, namespace=namespace)
-    except ValueError as exc:
-        raise RuntimeNotRunningError(
-            f"no qrt farm in Ray namespace {namespace!r}; start one with `qrt up`"
-        ) from exc
+    return _named_actor(
+        SCHEDULER_NAME,
+        namespace,
+        f"no qrt farm in Ray namespace {namespace!r}; start one with `qrt up`",
+    )
 
 
 def calibration_handle(namespace: str) -> Any:
@@ -203,12 +202,18 @@ def calibration_handle(namespace: str) -> Any:
     Raises:
         RuntimeNotRunningError: the farm has none (an older farm, or not running).
     """
+    return _named_actor(
+        CALIBRATION_NAME,
+        namespace,
+        f"no calibration manager in Ray namespace {namespace!r}; restart the farm",
+    )
+
+
+def _named_actor(name: str, namespace: str, missing: str) -> Any:
     try:
-        return ray.get_actor(CALIBRATION_NAME, namespace=namespace)
+        return ray.get_actor(name, namespace=namespace)
     except ValueError as exc:
-        raise RuntimeNotRunningError(
-            f"no calibration manager in Ray namespace {namespace!r}; restart the farm"
-        ) from exc
+        raise RuntimeNotRunningError(missing) from exc
 
 
 def device_handle(name: str, namespace: str) -> Any:
