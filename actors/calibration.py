@@ -52,7 +52,6 @@ from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.store import CalibrationRecord, CanaryRecord, JobStore, MaintenanceWindow
 
 logger = logging.getLogger("qrt.calibration")
-_RUNS_WORK = (DeviceStatus.ONLINE, DeviceStatus.DRAINING)
 # the status each phase holds a device in
 _HELD = {
     Phase.RECALIBRATING: DeviceStatus.CALIBRATING,
@@ -187,6 +186,10 @@ class CalibrationManager:
             self._run_forever(interval_s), name="qrt-calibration"
         )
 
+    def wake(self) -> None:
+        """Run the next pass now (a request or a maintenance window changed)."""
+        self._changed.set()
+
     @property
     def running(self) -> bool:
         """Whether the loop runs."""
@@ -278,7 +281,7 @@ class CalibrationManager:
         action = decide(
             state,
             now,
-            online=snap.status in _RUNS_WORK,
+            online=snap.status.runs_work,
             calibration_age_s=now - snap.calibration.taken_at,
             in_maintenance=window is not None,
             busy=busy,
@@ -317,7 +320,7 @@ class CalibrationManager:
         held = _HELD.get(state.phase)
         if held is None or snap.status is held:
             return snap
-        if state.phase is Phase.OFFLINE and snap.status in _RUNS_WORK:
+        if state.phase is Phase.OFFLINE and snap.status.runs_work:
             return snap
         await self.ports.set_status(snap.name, held, state.reason)
         return replace(snap, status=held, status_reason=state.reason)
@@ -577,4 +580,4 @@ def _iso(t: float) -> str:
 
 def _resumable(status: DeviceStatus) -> DeviceStatus:
     """The status to return to after a pause (a draining device keeps draining)."""
-    return status if status in _RUNS_WORK else DeviceStatus.ONLINE
+    return status if status.runs_work else DeviceStatus.ONLINE

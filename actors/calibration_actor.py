@@ -117,7 +117,7 @@ class CalibrationActor:
     async def cancel_maintenance(self, window_id: str) -> bool:
         """Cancel a maintenance window; the device comes back (recalibrated) if inside it."""
         removed = await asyncio.to_thread(self.store.remove_maintenance, window_id)
-        self.manager._changed.set()
+        self.manager.wake()
         return removed
 
     async def maintenance(self, device: str | None = None) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from policies.queueing import Waiting, sort_key
 from qrt_ray.calibration import load_backend, snapshot_from_backend, with_recomputed_id
 from qrt_ray.compiler import decode_compiled
 from qrt_ray.config import DeviceConfig, LinkConfig, SchedulingConfig
-from qrt_ray.drift import MAX_DRIFTED_ERROR, DriftProcess
+from qrt_ray.drift import DriftProcess, capped_error
 from qrt_ray.errors import ControlLinkError, DeviceUnavailableError
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.noise import NoiseModelCache, target_from_snapshot
@@ -38,8 +38,6 @@ MPS_MIN_ACTIVE_QUBITS = 14
 # 2^n < 2 x shots; above 12 qubits it would hold 256 MB or more per circuit.
 DM_SHOTS_FACTOR = 2
 DM_MAX_ACTIVE_QUBITS = 12
-# Statuses in which a device runs the work already in its queue.
-_RUNS_ITS_QUEUE = frozenset({DeviceStatus.ONLINE, DeviceStatus.DRAINING})
 # The prediction of a canary samples the calibration's own noise this many times more
 # than the canary itself, so its error is small beside the canary's shot noise.
 _PREDICTION_SHOTS_FACTOR = 8
@@ -272,7 +270,7 @@ class Device:
         """
         batch: list[WorkItem] = []
         with self._lock:
-            if not self._queue or self.status not in _RUNS_ITS_QUEUE:
+            if not self._queue or not self.status.runs_work:
                 return batch
             now = self._clock()
             usage = dict(self._served)
@@ -366,8 +364,8 @@ class Device:
         return with_recomputed_id(
             replace(
                 true,
-                readout_error=tuple(_scaled(e, factor) for e in true.readout_error),
-                gates=tuple(replace(g, error=_scaled(g.error, factor)) for g in true.gates),
+                readout_error=tuple(capped_error(e, factor) for e in true.readout_error),
+                gates=tuple(replace(g, error=capped_error(g.error, factor)) for g in true.gates),
             )
         )
 
@@ -423,7 +421,7 @@ class Device:
     def has_runnable_work(self) -> bool:
         """Whether :meth:`take_batch` would return work now (queued and ONLINE)."""
         with self._lock:
-            return bool(self._queue) and self.status in _RUNS_ITS_QUEUE
+            return bool(self._queue) and self.status.runs_work
 
     @property
     def queue_depth(self) -> int:
@@ -683,7 +681,3 @@ class Device:
             error_kind=kind,
             ran_at=self._clock(),
         )
-
-
-def _scaled(error: float, factor: float) -> float:
-    return min(error * factor, max(error, MAX_DRIFTED_ERROR))

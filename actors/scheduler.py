@@ -56,6 +56,9 @@ S = JobState
 # Attempts a job gets (partial runs, corrupt payloads, simulator errors) before it fails
 # with the last reason: retries must end, or a broken circuit would loop forever.
 MAX_ATTEMPTS = 5
+# A job waiting for a fresh enough calibration looks for a device to ask at most this
+# often (seconds).
+_FRESH_CHECK_S = 5.0
 
 
 def _attempts_exhausted(job_id: str, state: JobState, now: float, reason: str) -> StateUpdate:
@@ -128,6 +131,7 @@ class Scheduler:
         self._runs_from: dict[str, int] = {}
         # when a recalibration was last asked for each device (max_calibration_age_s)
         self._fresh_asked: dict[str, float] = {}
+        self._fresh_checked: dict[str, float] = {}  # job -> when _ask_fresh last looked
         self._watch = BatchWatch()
         # devices given up on (hung), and why, until they come back as a new incarnation
         self._suspect: dict[str, str] = {}
@@ -229,6 +233,7 @@ class Scheduler:
         self._runs.pop(rec.job_id, None)
         self._discarded.pop(rec.job_id, None)
         self._runs_from.pop(rec.job_id, None)
+        self._fresh_checked.pop(rec.job_id, None)
         self.metrics.job_latency.labels(final_state=rec.state.value).observe(
             max(0.0, rec.updated_at - rec.created_at)
         )
@@ -366,10 +371,7 @@ class Scheduler:
             if old is None or snap.name in restarted:
                 continue
             # a draining device still runs what it holds: only other statuses move work
-            if snap.status is not old.status and snap.status not in (
-                DeviceStatus.ONLINE,
-                DeviceStatus.DRAINING,
-            ):
+            if snap.status is not old.status and not snap.status.runs_work:
                 changed[snap.name] = f"{snap.name} went {snap.status.value}"
             elif snap.calibration.calibration_id != old.calibration.calibration_id:
                 changed[snap.name] = (
@@ -412,10 +414,14 @@ class Scheduler:
             )
         return self._breakers[device]
 
+    def _snapshot(self, device: str) -> DeviceSnapshot | None:
+        """The device as last seen (None if unknown)."""
+        return next((s for s in self._snapshots if s.name == device), None)
+
     def _runs_work(self, device: str) -> bool:
         """Whether the device, as last seen, runs the work it holds."""
-        snap = next((s for s in self._snapshots if s.name == device), None)
-        return snap is None or snap.status in (DeviceStatus.ONLINE, DeviceStatus.DRAINING)
+        snap = self._snapshot(device)
+        return snap is None or snap.status.runs_work
 
     def _stranded(self, device: str) -> str | None:
         """Why the missing shots of a partial run cannot wait for ``device``, if so.
@@ -424,7 +430,7 @@ class Scheduler:
         recalibrating, draining, in maintenance or offline will not give it back soon,
         and one unreachable for ``partial_wait_s`` may never.
         """
-        snap = next((s for s in self._snapshots if s.name == device), None)
+        snap = self._snapshot(device)
         if snap is None:
             return f"{device} is gone"
         if snap.status in (
@@ -485,11 +491,7 @@ class Scheduler:
         (paused, in maintenance, offline) and no batch running there: their missing
         shots go back to placement, which waits for the device or reruns them whole
         elsewhere. A job whose batch is running finishes that batch first."""
-        stopped = {
-            s.name
-            for s in self._snapshots
-            if s.name in changed and s.status not in (DeviceStatus.ONLINE, DeviceStatus.DRAINING)
-        }
+        stopped = {s.name for s in self._snapshots if s.name in changed and not s.status.runs_work}
         for device in stopped:
             busy = self._watch.in_flight(device)
             idle = [
@@ -673,6 +675,12 @@ class Scheduler:
         than its ``max_calibration_age_s``: ask for the one placement would pick to be
         recalibrated (once per device per limit)."""
         limit = rec.spec.max_calibration_age_s or 0.0
+        now = self._clock()
+        # waiting jobs are tried every pass; the extra placement runs at most every
+        # few seconds per job
+        if now - self._fresh_checked.get(rec.job_id, -math.inf) < min(limit, _FRESH_CHECK_S):
+            return
+        self._fresh_checked[rec.job_id] = now
         runs = self._runs.get(rec.job_id)
         options = placement_options(rec.spec, device=runs[0].device if runs else None)
         loads = [DeviceLoad(s, backlog.get(s.name, 0.0)) for s in self._snapshots]
@@ -681,7 +689,6 @@ class Scheduler:
         except (QrtError, ValueError):
             return  # it waits for something else too (busy, paused)
         snap = next(s for s in self._snapshots if s.name == device)
-        now = self._clock()
         if now - snap.calibration.taken_at <= limit:
             return
         if now - self._fresh_asked.get(device, -math.inf) < limit:
@@ -902,7 +909,7 @@ class Scheduler:
         updates = []
         going_on = []
         stale: list[str] = []
-        snap = next((s for s in self._snapshots if s.name == device), None)
+        snap = self._snapshot(device)
         for job_id, attempt in attempts:
             rec = self._live.get(job_id)
             if rec is None or rec.attempts != attempt or rec.device != device:
@@ -936,7 +943,7 @@ class Scheduler:
         """A device finished runs: count shots once, then complete, re-queue or rerun."""
         now = self._clock()
         self._watch.finished(device, [run.job_id for run in runs])
-        known = next((s for s in self._snapshots if s.name == device), None)
+        known = self._snapshot(device)
         if known and any(r.calibration_id != known.calibration.calibration_id for r in runs):
             self._snap_at = float("-inf")  # the device recalibrated: look again first
         accepted: list[tuple[RawRun, collector.Verdict]] = []

@@ -128,7 +128,7 @@ def canary_round(
     lone qubit gets the readout check. Successive rounds walk through the device's
     chains, so every qubit is checked every ``ceil(chains / max_chains)`` rounds.
     """
-    every = [c for c in chains(coupling_map, num_qubits, chain_length)]
+    every = chains(coupling_map, num_qubits, chain_length)
     every.sort(key=lambda c: (-len(c), c))
     if not every:
         return []

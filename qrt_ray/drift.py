@@ -213,7 +213,7 @@ class DriftProcess:
         # one factor for T1 and T2 keeps T2 <= 2 T1 wherever the base calibration had it
         t2 = [float(t) * float(c) for t, c in zip(base.t2_s, coherence, strict=True)]
         readout = [
-            _drifted(float(r), math.exp(float(m)))
+            capped_error(float(r), math.exp(float(m)))
             for r, m in zip(base.readout_error, state.readout, strict=True)
         ]
         gates = []
@@ -221,7 +221,7 @@ class DriftProcess:
             factor = math.exp(float(log_m))
             if edge >= 0 and state.coupler[edge]:
                 factor *= cfg.coupler_error_factor
-            gates.append(dataclasses.replace(gate, error=_drifted(gate.error, factor)))
+            gates.append(dataclasses.replace(gate, error=capped_error(gate.error, factor)))
         snap = dataclasses.replace(
             base,
             taken_at=self.wall_time_of(state.step),
@@ -233,6 +233,6 @@ class DriftProcess:
         return with_recomputed_id(snap)
 
 
-def _drifted(base: float, factor: float) -> float:
+def capped_error(base: float, factor: float) -> float:
     """``base`` times ``factor``, kept below :data:`MAX_DRIFTED_ERROR` (or ``base``)."""
     return min(base * factor, max(base, MAX_DRIFTED_ERROR))

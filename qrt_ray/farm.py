@@ -221,28 +221,24 @@ def device_handle(name: str, namespace: str) -> Any:
     return ray.get_actor(f"device:{name}", namespace=namespace)
 
 
+def _shut_down(name: str, namespace: str) -> None:
+    """Ask a named actor to shut down cleanly (30 s at most), then kill it."""
+    try:
+        handle = ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return
+    try:
+        ray.get(handle.shutdown.remote(), timeout=30)
+    except Exception:
+        logger.warning("%s did not shut down cleanly", name, exc_info=True)
+    ray.kill(handle, no_restart=True)
+
+
 def stop_farm(namespace: str, device_names: list[str] | None = None) -> None:
     """Stop the scheduler (closing its store) and kill the farm's actors."""
-    try:
-        scheduler = ray.get_actor(SCHEDULER_NAME, namespace=namespace)
-    except ValueError:
-        scheduler = None
-    try:
-        calibration = ray.get_actor(CALIBRATION_NAME, namespace=namespace)
-    except ValueError:
-        calibration = None
-    if calibration is not None:
-        try:
-            ray.get(calibration.shutdown.remote(), timeout=30)
-        except Exception:
-            logger.warning("calibration manager did not shut down cleanly", exc_info=True)
-        ray.kill(calibration, no_restart=True)
-    if scheduler is not None:
-        try:
-            ray.get(scheduler.shutdown.remote(), timeout=30)
-        except Exception:
-            logger.warning("scheduler did not shut down cleanly", exc_info=True)
-        ray.kill(scheduler, no_restart=True)
+    # the calibration manager first: it may be pausing devices the scheduler uses
+    _shut_down(CALIBRATION_NAME, namespace)
+    _shut_down(SCHEDULER_NAME, namespace)
     names = device_names
     if names is None:
         names = [

@@ -37,6 +37,11 @@ class DeviceStatus(StrEnum):
     UNREACHABLE = "UNREACHABLE"
     OFFLINE = "OFFLINE"
 
+    @property
+    def runs_work(self) -> bool:
+        """Whether a device in this status runs the work it holds (ONLINE, DRAINING)."""
+        return self in (DeviceStatus.ONLINE, DeviceStatus.DRAINING)
+
 
 class PlacementWeights(BaseModel):
     """A job's own composite weights: exchange rates of fidelity, time and cost.
