@@ -24,8 +24,11 @@ from qrt_ray.calibration import load_backend, snapshot_from_backend, with_recomp
 from qrt_ray.compiler import decode_compiled
 from qrt_ray.config import DeviceConfig, LinkConfig, SchedulingConfig
 from qrt_ray.drift import DriftProcess, capped_error
-from qrt_ray.errors import ControlLinkError, DeviceUnavailableError
-from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
+from qrt_ray.errors import ControlLinkError, DeviceUnavailableError, ValidationError
+from qrt_ray.mitigation.readout import ReadoutCalibration
+from qrt_ray.mitigation.readout_cache import ReadoutCache
+from qrt_ray.mitigation.twirling import run_twirled, split_shots
+from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus, TwirlSpec
 from qrt_ray.noise import NoiseModelCache, target_from_snapshot
 from qrt_ray.results import RawRun, counts_checksum, slice_seed, trim_counts
 
@@ -82,6 +85,11 @@ class WorkItem:
     first_shot: int = 0
     remaining: int = 0
     deadline: float = math.inf
+    twirl: TwirlSpec | None = None
+
+
+# (shots per circuit, simulator seed, forced method, twirling): one simulator call each
+GroupKey = tuple[int, int | None, str | None, TwirlSpec | None]
 
 
 @dataclass(slots=True)
@@ -154,6 +162,7 @@ class Device:
         self.faults = FaultPlan()
         self.batches_run = 0
         self.circuits_run = 0
+        self._readout = ReadoutCache(self._measure_readout, clock)
 
     # -- facts for placement and compile ----------------------------------------------
 
@@ -460,16 +469,19 @@ class Device:
             max_parallel_threads=self._threads,
         )
         runs: list[RawRun] = []
-        groups: dict[tuple[int, int | None, str | None], list[WorkItem]] = {}
+        groups: dict[GroupKey, list[WorkItem]] = {}
         for item in batch:
             if item.calibration_id != cal.calibration_id:
                 runs.append(self._refused(item, cal, method, gpu))
                 continue
-            forced = None if gpu else sim_method_for(item.active_qubits, item.shots)
-            key = (item.shots, slice_seed(item.seed, item.first_shot, item.attempt), forced)
-            groups.setdefault(key, []).append(item)
-        for (shots, seed, forced), items in groups.items():
-            runs.extend(self._run_group(sim, cal, items, shots, seed, method, gpu, forced))
+            run_shots = item.shots
+            if item.twirl is not None:
+                run_shots = split_shots(item.shots, item.twirl.randomizations)[0]
+            forced = None if gpu else sim_method_for(item.active_qubits, run_shots)
+            seed = slice_seed(item.seed, item.first_shot, item.attempt)
+            groups.setdefault((item.shots, seed, forced, item.twirl), []).append(item)
+        for (shots, seed, forced, twirl), items in groups.items():
+            runs.extend(self._run_group(sim, cal, items, shots, seed, method, gpu, forced, twirl))
         self.batches_run += 1
         return runs
 
@@ -531,6 +543,67 @@ class Device:
             for spec, m in zip(specs, measured, strict=True)
         ]
 
+    def readout_calibration(
+        self, qubits: Sequence[int], shots: int, max_age_s: float, seed: int | None = None
+    ) -> tuple[ReadoutCalibration, int]:
+        """Readout errors of these physical qubits on the current calibration.
+
+        Figures measured for this calibration less than ``max_age_s`` ago are reused;
+        the others are measured now (two circuits, beside any batch in progress, like
+        canaries).
+
+        Returns:
+            (the readout calibration, device shots spent measuring now: 0 if reused).
+
+        Raises:
+            ValidationError: a qubit is not on this device.
+        """
+        bad = [q for q in qubits if not 0 <= q < self.calibration.num_qubits]
+        if bad:
+            raise ValidationError(
+                f"qubits {bad} are not on {self.name} (qubits 0-{self.calibration.num_qubits - 1})"
+            )
+        cal = self.calibration
+        return self._readout.get(
+            self.name, cal.calibration_id, qubits, shots=shots, max_age_s=max_age_s, seed=seed
+        )
+
+    def _measure_readout(
+        self, qubits: Sequence[int], shots: int, seed: int | None
+    ) -> tuple[list[float], list[float]]:
+        """P(1|0) and P(0|1) of each qubit, measured on the true noise now."""
+        from qiskit import ClassicalRegister, QuantumCircuit
+
+        circuits = []
+        for prepare_one in (False, True):
+            qc = QuantumCircuit(self.calibration.num_qubits)
+            creg = ClassicalRegister(len(qubits), "c")
+            qc.add_register(creg)
+            if prepare_one:
+                qc.x(list(qubits))
+            qc.measure(list(qubits), creg)
+            circuits.append(qc)
+        sim, _, gpu = self._noise.get(
+            self.true_calibration(),
+            self._backend.target,
+            gpu=self.config.gpu,
+            max_parallel_threads=self._threads,
+        )
+        # independent qubits in product states: a matrix product state is exact and cheap
+        method = {} if gpu else {"method": "matrix_product_state"}
+        result = sim.run(circuits, shots=shots, seed_simulator=seed, **method).result()
+        n = len(qubits)
+        ones = [[0] * n, [0] * n]
+        for which in (0, 1):
+            for key, count in result.get_counts(which).items():
+                bits = key.replace(" ", "")
+                for k in range(n):
+                    if bits[n - 1 - k] == "1":
+                        ones[which][k] += count
+        p01 = [c / shots for c in ones[0]]
+        p10 = [1 - c / shots for c in ones[1]]
+        return p01, p10
+
     def _canary_circuit(self, spec: CanarySpec) -> Any:
         hit = self._canary_circuits.get(spec.name + spec.qasm)
         if hit is None:
@@ -586,20 +659,28 @@ class Device:
         method: str,
         gpu: bool,
         forced: str | None = None,
+        twirl: TwirlSpec | None = None,
     ) -> list[RawRun]:
         circuits = decode_compiled([c for item in items for c in item.circuits])
         base_seed = seed if seed is not None else secrets.randbits(30)
         options = {"method": forced} if forced else {}
         start = time.perf_counter()
-        result = sim.run(circuits, shots=shots, seed_simulator=base_seed, **options).result()
+        if twirl is None:
+            result = sim.run(circuits, shots=shots, seed_simulator=base_seed, **options).result()
+            all_counts = [dict(result.get_counts(i)) for i in range(len(circuits))]
+            seeds = [int(r.seed_simulator) for r in result.results]
+            ran_method = [str(r.metadata.get("method", forced or method)) for r in result.results]
+        else:
+            all_counts, seeds, ran_method = run_twirled(
+                sim, circuits, shots, twirl, base_seed, options, default_method=forced or method
+            )
         elapsed = time.perf_counter() - start
         self.circuits_run += len(circuits)
-        seeds = [int(r.seed_simulator) for r in result.results]
         runs = []
         offset = 0
         for item in items:
             n = len(item.circuits)
-            counts = [dict(result.get_counts(offset + i)) for i in range(n)]
+            counts = all_counts[offset : offset + n]
             counts = self._apply_partial_fault(counts, shots)
             checksum = counts_checksum(counts)
             if self.faults.corrupt > 0:
@@ -618,9 +699,7 @@ class Device:
                     seeds=tuple(seeds[offset : offset + n]),
                     run_s=elapsed * n / len(circuits),
                     # Aer picks a method per circuit; record the one this job ran with
-                    simulator_method=str(
-                        result.results[offset].metadata.get("method", forced or method)
-                    ),
+                    simulator_method=ran_method[offset],
                     gpu=gpu,
                     checksum=checksum,
                     first_shot=item.first_shot,

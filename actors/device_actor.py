@@ -23,6 +23,7 @@ from actors.device import Device, FaultPlan, WorkItem
 from policies.canary import CanaryResult, CanarySpec
 from qrt_ray.calibration import calibration_from_json
 from qrt_ray.config import DeviceConfig, PolicyConfig, load_policy_config
+from qrt_ray.mitigation.readout import ReadoutCalibration
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.results import RawRun
 from qrt_ray.store import open_store
@@ -145,6 +146,12 @@ class DeviceActor:
     ) -> list[CanaryResult]:
         """Run canary circuits; see :meth:`actors.device.Device.run_canaries`."""
         return self.device.run_canaries(specs, shots, seed)
+
+    def readout_calibration(
+        self, qubits: Sequence[int], shots: int, max_age_s: float, seed: int | None = None
+    ) -> tuple[ReadoutCalibration, int]:
+        """Measured readout errors; see :meth:`actors.device.Device.readout_calibration`."""
+        return self.device.readout_calibration(qubits, shots, max_age_s, seed)
 
     def set_health(self, predicted: float, measured: float, at: float, degraded: str) -> None:
         """What the last canary round found; a non-empty ``degraded`` marks results."""

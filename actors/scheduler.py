@@ -809,6 +809,7 @@ class Scheduler:
                     rec.spec.tenant,
                     first_shot=sum(shots_executed(r) for r in runs),
                     deadline=job_deadline(rec),
+                    twirl=rec.spec.twirling,
                 )
             )
         applied = {u.job_id for u in await self._persist(updates)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from pydantic import ValidationError as PydanticValidationError
@@ -31,6 +31,9 @@ from qrt_ray.lifecycle import JobState
 from qrt_ray.models import DeviceSnapshot, JobResult, JobSpec
 from qrt_ray.results import decode_result
 from qrt_ray.store.base import sha256_hex
+
+if TYPE_CHECKING:
+    from qrt_ray.primitives.backend import QrtBackend
 
 # Results fetched per scheduler call: few calls, yet each message stays a few MB.
 _RESULTS_PER_CALL = 256
@@ -314,6 +317,9 @@ class QuantumRuntime:
         got = _unwrap(self._scheduler.wait, [h.job_id for h in handles], timeout_s)
         return {k: JobState(v) for k, v in got.items()}
 
+    def _wait_ids(self, job_ids: Sequence[str], timeout_s: float | None) -> dict[str, str]:
+        return _unwrap(self._scheduler.wait, list(job_ids), timeout_s)
+
     def results(
         self, handles: Sequence[JobHandle], timeout_s: float | None = None
     ) -> list[JobResult]:
@@ -452,6 +458,23 @@ class QuantumRuntime:
         """Cancel a maintenance window; returns whether there was one with that id."""
         manager = farm_mod.calibration_handle(self.namespace)
         return ray.get(manager.cancel_maintenance.remote(window_id))
+
+    def backend(self, name: str) -> QrtBackend:
+        """One device as a Qiskit ``BackendV2``: ``transpile(c, backend)``, ``backend.run``.
+
+        Raises:
+            ValidationError: no such device.
+        """
+        from qrt_ray.primitives.backend import QrtBackend
+
+        self._device(name)
+        return QrtBackend(self, name)
+
+    def backends(self) -> list[QrtBackend]:
+        """Every device of the farm as a Qiskit backend."""
+        from qrt_ray.primitives.backend import QrtBackend
+
+        return [QrtBackend(self, d.name) for d in self.devices()]
 
     def drain(self, device: str) -> None:
         """Stop giving a device new work; what it already holds still runs."""

@@ -167,6 +167,18 @@ def target_esp(circuit: QuantumCircuit, target: Target) -> float:
     return math.exp(log_esp)
 
 
+def measured_qubits(circuit: QuantumCircuit) -> tuple[int, ...]:
+    """For each clbit, the qubit its last measurement read (-1: never measured).
+
+    On a compiled circuit these are physical qubits: what readout mitigation needs.
+    """
+    out = [-1] * circuit.num_clbits
+    for inst in circuit.data:
+        if inst.operation.name == "measure":
+            out[circuit.find_bit(inst.clbits[0]).index] = circuit.find_bit(inst.qubits[0]).index
+    return tuple(out)
+
+
 def _compile_one(
     pm: object,
     text: str,
@@ -207,6 +219,7 @@ def _compile_one(
         seed_transpiler=seed_transpiler,
         compile_s=time.perf_counter() - start,
         esp=round(target_esp(compiled, target), 6),
+        measured_qubits=measured_qubits(compiled),
     )
     # The device needs the gates and measurements only: the layout was recorded above.
     compiled._layout = None

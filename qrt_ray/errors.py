@@ -83,3 +83,11 @@ class IntegrityError(QrtError):
 
 class RuntimeNotRunningError(QrtError):
     """No qrt farm is reachable at the given address or namespace."""
+
+
+class MitigationWarning(UserWarning):
+    """A mitigated value had to be adjusted (e.g. clipped to the observable's range)."""
+
+
+class MitigationError(QrtError):
+    """A mitigation step could not give a trustworthy result; the job fails with it."""

@@ -62,6 +62,23 @@ class PlacementWeights(BaseModel):
         return self
 
 
+class TwirlSpec(BaseModel):
+    """Randomize a job's compiled circuits on the device (Pauli twirling).
+
+    Each circuit runs as ``randomizations`` random copies that split its shots: with
+    ``gates``, every Clifford 2-qubit gate sits in a random Pauli frame (its noise
+    becomes a Pauli channel); with ``measure``, final measurements are flipped at
+    random and flipped back in the counts (readout error becomes symmetric). The
+    counts returned are the copies' sum, in the circuit's own frame.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gates: bool = False
+    measure: bool = False
+    randomizations: int = Field(default=16, ge=1, le=1024)
+
+
 class JobSpec(BaseModel):
     """What a user asked for. Circuits are OpenQASM text: data, never pickled objects."""
 
@@ -84,6 +101,8 @@ class JobSpec(BaseModel):
     # run only on a calibration at most this old: the job waits for (or moves to) a
     # device recalibrated recently enough
     max_calibration_age_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    # randomized compiling of the compiled circuits on the device (error mitigation)
+    twirling: TwirlSpec | None = None
 
     @field_validator("tags")
     @classmethod
@@ -200,6 +219,8 @@ class CompileInfo(BaseModel):
     compile_s: float
     cache_hit: bool = False
     esp: float | None = None  # estimated success probability of the compiled circuit
+    # clbit k was read from physical qubit measured_qubits[k] (-1: never measured)
+    measured_qubits: tuple[int, ...] = ()
 
 
 class CircuitResult(BaseModel):

@@ -1,0 +1,253 @@
+"""Twirling: random Paulis that leave a circuit's ideal action unchanged but turn its
+noise into a Pauli channel (gates) or a symmetric bit flip (measurements).
+
+Both are done on the logical circuit, before compilation. A Pauli frame around a
+Clifford 2-qubit gate (cx, cz, ecr, ...) stays a Pauli frame around the native gate it
+compiles to, because the 1-qubit gates of that translation are Cliffords too; the
+compiler then merges the twirl's Paulis into the neighbouring 1-qubit gates, as a
+hardware runtime does. At the compiler's optimization level 1 (the farm default)
+nothing undoes a twirl; levels 2-3 may cancel some of its Paulis, which leaves a
+correct circuit with less twirling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+import numpy as np
+from qiskit import QuantumCircuit
+from qiskit.circuit import ClassicalRegister
+from qiskit.circuit.library import get_standard_gate_name_mapping
+from qiskit.quantum_info import Pauli
+
+TWIRLABLE_GATES = frozenset({"cx", "cy", "cz", "ecr", "swap", "iswap", "dcx"})
+_PAULIS = ("I", "X", "Y", "Z")
+
+
+@cache
+def _frame_table(gate_name: str) -> tuple[tuple[str, str], ...]:
+    """For each 2-qubit Pauli P (16), the Pauli G P G^dagger: (before, after) labels.
+
+    Labels are little-endian Qiskit labels: the right character acts on the gate's
+    first qubit.
+    """
+    gate = get_standard_gate_name_mapping()[gate_name]
+    table = []
+    for a in _PAULIS:
+        for b in _PAULIS:
+            before = Pauli(a + b)
+            after = before.evolve(gate, frame="s")  # G P G^dagger
+            table.append((before.to_label(), after.to_label().lstrip("-i")))
+    return tuple(table)
+
+
+def _append_pauli(out: QuantumCircuit, label: str, qubits: Sequence[object]) -> None:
+    # label[-1 - k] acts on qubits[k]
+    for k, q in enumerate(qubits):
+        p = label[-1 - k]
+        if p == "X":
+            out.x(q)
+        elif p == "Y":
+            out.y(q)
+        elif p == "Z":
+            out.z(q)
+
+
+def twirl_gates(circuit: QuantumCircuit, rng: np.random.Generator) -> tuple[QuantumCircuit, int]:
+    """One Pauli-twirled copy of ``circuit``: every Clifford 2-qubit gate in a random frame.
+
+    Returns:
+        (the twirled circuit, how many gates were twirled).
+    """
+    out = circuit.copy_empty_like()
+    twirled = 0
+    for inst in circuit.data:
+        name = inst.operation.name
+        if name in TWIRLABLE_GATES and not inst.operation.params and inst.clbits == ():
+            before, after = _frame_table(name)[int(rng.integers(16))]
+            _append_pauli(out, before, inst.qubits)
+            out.append(inst)
+            _append_pauli(out, after, inst.qubits)
+            twirled += 1
+        else:
+            out.append(inst)
+    return out, twirled
+
+
+def measurement_flips(num_bits: int, rng: np.random.Generator) -> int:
+    """A random flip mask over ``num_bits`` measured bits (bit k = clbit k)."""
+    if num_bits == 0:
+        return 0
+    bits = rng.integers(0, 2, num_bits)
+    return int(sum(1 << k for k, b in enumerate(bits) if b))
+
+
+def measure_with_flips(
+    circuit: QuantumCircuit, qubits: Sequence[int], flips: int, register: str = "meas"
+) -> QuantumCircuit:
+    """``circuit`` with ``qubits`` measured into a new register, X before each flipped one.
+
+    Bit k of the register reads ``qubits[k]``; undo the flips with :func:`unflip_counts`.
+    """
+    out = circuit.copy()
+    creg = ClassicalRegister(len(qubits), register)
+    out.add_register(creg)
+    if qubits:
+        out.barrier(qubits)  # the flips must not merge into the circuit's own gates
+    for k, q in enumerate(qubits):
+        if flips >> k & 1:
+            out.x(q)
+    for k, q in enumerate(qubits):
+        out.measure(q, creg[k])
+    return out
+
+
+def unflip_counts(counts: dict[str, int], flips: int, num_bits: int) -> dict[str, int]:
+    """Counts with a measurement-twirl flip mask undone (XOR), in the same key format."""
+    if flips == 0:
+        return dict(counts)
+    out: dict[str, int] = {}
+    for key, n in counts.items():
+        fixed = format(int(key, 2) ^ flips, f"0{num_bits}b")
+        out[fixed] = out.get(fixed, 0) + n
+    return out
+
+
+# -- twirling compiled (ISA) circuits on the device ----------------------------------
+
+
+def _append_native_pauli(out: QuantumCircuit, label: str, qubits: Sequence[object]) -> None:
+    """A Pauli frame in the devices' native gates: X = x, Z = rz(pi), Y = x rz(pi)."""
+    for k, q in enumerate(qubits):
+        p = label[-1 - k]
+        if p in ("Z", "Y"):
+            out.rz(np.pi, q)
+        if p in ("X", "Y"):
+            out.x(q)
+
+
+def _final_measurements(circuit: QuantumCircuit) -> set[int]:
+    """Indices of measurements whose qubit and clbit nothing touches afterwards."""
+    done_q: set[object] = set()
+    done_c: set[object] = set()
+    final: set[int] = set()
+    for i in range(len(circuit.data) - 1, -1, -1):
+        inst = circuit.data[i]
+        if inst.operation.name == "barrier":
+            continue
+        if (
+            inst.operation.name == "measure"
+            and inst.qubits[0] not in done_q
+            and inst.clbits[0] not in done_c
+        ):
+            final.add(i)
+        done_q.update(inst.qubits)
+        done_c.update(inst.clbits)
+    return final
+
+
+def twirl_compiled(
+    circuit: QuantumCircuit, rng: np.random.Generator, *, gates: bool, measure: bool
+) -> tuple[QuantumCircuit, int]:
+    """One randomization of a compiled circuit.
+
+    Gates: each Clifford 2-qubit gate sits in a random Pauli frame (native gates).
+    Measurements: each final measurement is preceded by X with probability 1/2; the
+    returned mask (bit k = clbit k) says which bits to flip back.
+    """
+    final = _final_measurements(circuit) if measure else set()
+    out = circuit.copy_empty_like()
+    flips = 0
+    for i, inst in enumerate(circuit.data):
+        name = inst.operation.name
+        if gates and name in TWIRLABLE_GATES and not inst.operation.params:
+            before, after = _frame_table(name)[int(rng.integers(16))]
+            _append_native_pauli(out, before, inst.qubits)
+            out.append(inst)
+            _append_native_pauli(out, after, inst.qubits)
+        elif i in final and rng.integers(2):
+            out.x(inst.qubits[0])
+            out.append(inst)
+            flips |= 1 << circuit.find_bit(inst.clbits[0]).index
+        else:
+            out.append(inst)
+    return out, flips
+
+
+def unflip_key(key: str, flips: int) -> str:
+    """A counts key (registers separated by spaces) with the flipped clbits restored."""
+    if not flips:
+        return key
+    bits = key.replace(" ", "")
+    value = format(int(bits, 2) ^ flips, f"0{len(bits)}b")
+    if len(bits) == len(key):
+        return value
+    out, k = [], 0
+    for ch in key:
+        if ch == " ":
+            out.append(" ")
+        else:
+            out.append(value[k])
+            k += 1
+    return "".join(out)
+
+
+def split_shots(shots: int, randomizations: int) -> list[int]:
+    """Shots of each randomization: as equal as possible, summing to ``shots``."""
+    r = max(1, min(randomizations, shots))
+    q, extra = divmod(shots, r)
+    return [q + 1] * extra + [q] * (r - extra)
+
+
+def merge_counts(parts: Sequence[tuple[dict[str, int], int]]) -> dict[str, int]:
+    """Sum randomizations' counts after undoing each one's measurement flips."""
+    out: dict[str, int] = {}
+    for counts, flips in parts:
+        for key, n in counts.items():
+            fixed = unflip_key(key, flips)
+            out[fixed] = out.get(fixed, 0) + n
+    return out
+
+
+def run_twirled(
+    sim: Any,
+    circuits: Sequence[QuantumCircuit],
+    shots: int,
+    twirl: Any,
+    seed: int,
+    options: dict[str, Any],
+    default_method: str,
+) -> tuple[list[dict[str, int]], list[int], list[str]]:
+    """Run each circuit as ``twirl.randomizations`` random copies that split ``shots``.
+
+    The copies run in at most two simulator calls (the copies that take one extra
+    shot, and the rest). The randomizations come from ``seed``, so a seeded job
+    reproduces.
+
+    Returns:
+        (per circuit: the copies' counts summed in the circuit's own frame, the seed
+        of its first copy, the method it ran with).
+    """
+    rng = np.random.default_rng(seed)
+    per_copy = split_shots(shots, twirl.randomizations)
+    copies: list[tuple[int, int, QuantumCircuit, int]] = []  # (circuit, shots, copy, flips)
+    for index, circuit in enumerate(circuits):
+        for copy_shots in per_copy:
+            twirled, flips = twirl_compiled(circuit, rng, gates=twirl.gates, measure=twirl.measure)
+            copies.append((index, copy_shots, twirled, flips))
+    parts: list[list[tuple[dict[str, int], int]]] = [[] for _ in circuits]
+    seeds = [0] * len(circuits)
+    methods = [default_method] * len(circuits)
+    for call, copy_shots in enumerate(sorted(set(per_copy), reverse=True)):
+        chosen = [c for c in copies if c[1] == copy_shots]
+        result = sim.run(
+            [c[2] for c in chosen], shots=copy_shots, seed_simulator=seed + call, **options
+        ).result()
+        for k, (index, _, _, flips) in enumerate(chosen):
+            parts[index].append((dict(result.get_counts(k)), flips))
+            if call == 0 and len(parts[index]) == 1:
+                seeds[index] = int(result.results[k].seed_simulator)
+                methods[index] = str(result.results[k].metadata.get("method", default_method))
+    return [merge_counts(p) for p in parts], seeds, methods

@@ -1,0 +1,253 @@
+"""Combine: a farm job's counts become a PUB's data (pure; runs in Ray tasks).
+
+Inputs and outputs are plain data (counts dicts, lists of floats, JSON-ready dicts),
+so a task needs nothing pickled from the user. A mitigation step that cannot give a
+trustworthy number raises :class:`MitigationError`: the primitive job then fails with
+the reason, and raw data is never passed off as mitigated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from qrt_ray.mitigation.observables import (
+    MeasurementBasis,
+    counts_to_distribution,
+    group_estimate,
+    readout_gain,
+)
+from qrt_ray.mitigation.readout import (
+    MitigationError,
+    ReadoutCalibration,
+    mitigate_counts,
+    nearest_probability_distribution,
+)
+from qrt_ray.mitigation.zne import extrapolate
+
+
+@dataclass(frozen=True, slots=True)
+class EstimatorPlan:
+    """How an estimator PUB's circuits map back to its broadcast elements."""
+
+    shape: tuple[int, ...]
+    param_index: tuple[int, ...]  # per flattened element: its parameter set
+    observables: tuple[dict[str, float], ...]  # per flattened element
+    bases: tuple[tuple[MeasurementBasis, tuple[str, ...]], ...]
+    factors: tuple[float, ...]
+    keys: tuple[tuple[int, int, int], ...]  # per circuit: (param, basis, factor)
+    reached_factors: tuple[float, ...]
+    measure_mitigation: bool
+    symmetric_readout: bool  # measurements were twirled: the readout error is symmetric
+    extrapolators: tuple[str, ...] = ()
+    readout_distance: int | None = None
+
+
+@dataclass(slots=True)
+class EstimatorData:
+    """The combined figures of one estimator PUB (flattened over its shape)."""
+
+    evs: list[float]
+    stds: list[float]
+    evs_noise_factors: list[list[float]] = field(default_factory=list)
+    stds_noise_factors: list[list[float]] = field(default_factory=list)
+    extrapolator: list[str] = field(default_factory=list)
+    clipped: int = 0
+    mitigation_overhead: float = 1.0
+
+
+def _readout_errors(
+    cal: ReadoutCalibration, qubits: Sequence[int], symmetric: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Errors per clbit; a clbit never measured (qubit -1) always reads 0, error-free."""
+    read = [q for q in qubits if q >= 0]
+    a, b = cal.errors_for(read)
+    p01, p10 = np.zeros(len(qubits)), np.zeros(len(qubits))
+    where = [k for k, q in enumerate(qubits) if q >= 0]
+    p01[where], p10[where] = a, b
+    if symmetric:  # twirled readout: each flip direction is taken half the time
+        mean = (p01 + p10) / 2
+        return mean, mean
+    return p01, p10
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitData:
+    """One circuit's distribution (mitigated when asked) and what its error bars need."""
+
+    distribution: dict[str, float]
+    raw: dict[str, float]
+    shots: int
+    overhead: float = 1.0  # (sum |quasi|)^2; 1 unmitigated
+    p01: np.ndarray | None = None  # readout errors per clbit, when mitigated
+    p10: np.ndarray | None = None
+
+    def gains(self, masks: Mapping[str, int]) -> dict[str, float] | None:
+        """Per term: how much readout mitigation scales it (None when unmitigated)."""
+        if self.p01 is None or self.p10 is None:
+            return None
+        return {lab: readout_gain(m, self.p01, self.p10) for lab, m in masks.items()}
+
+
+def circuit_distribution(
+    counts: Mapping[str, int],
+    measured: Sequence[int],
+    readout: ReadoutCalibration | None,
+    *,
+    symmetric: bool,
+    distance: int | None,
+) -> CircuitData:
+    """One circuit's distribution, readout-mitigated when ``readout`` is given.
+
+    Raises:
+        MitigationError: mitigation was asked for but the circuit's qubits are unknown
+            or the solve failed.
+    """
+    raw, shots = counts_to_distribution(counts)
+    if readout is None:
+        return CircuitData(raw, raw, shots)
+    if not measured or all(q < 0 for q in measured):
+        raise MitigationError(
+            "readout mitigation needs the physical qubit of every measured bit; "
+            "the compiled circuit does not say (recompile the job)"
+        )
+    p01, p10 = _readout_errors(readout, measured, symmetric)
+    quasi = mitigate_counts(counts, p01, p10, distance=distance)
+    return CircuitData(quasi.probabilities, raw, shots, quasi.mitigation_overhead, p01, p10)
+
+
+def combine_estimator(
+    plan: EstimatorPlan,
+    counts: Sequence[Mapping[str, int]],
+    measured: Sequence[Sequence[int]],
+    readout: ReadoutCalibration | None,
+) -> EstimatorData:
+    """Expectation values and standard errors of every element of one PUB.
+
+    Raises:
+        MitigationError: readout mitigation or every extrapolator failed, or a value
+            was not finite.
+    """
+    if plan.measure_mitigation and readout is None:
+        raise MitigationError("readout mitigation was asked for but no readout calibration came")
+    dists: dict[tuple[int, int, int], CircuitData] = {}
+    overheads = []
+    for key, c, m in zip(plan.keys, counts, measured, strict=True):
+        dists[key] = circuit_distribution(
+            c,
+            m,
+            readout if plan.measure_mitigation else None,
+            symmetric=plan.symmetric_readout,
+            distance=plan.readout_distance,
+        )
+        overheads.append(dists[key].overhead)
+    masks = [{lab: basis.mask(lab) for lab in labels} for basis, labels in plan.bases]
+    out = EstimatorData(evs=[], stds=[], mitigation_overhead=float(np.mean(overheads or [1.0])))
+    for element, observable in enumerate(plan.observables):
+        p = plan.param_index[element]
+        per_factor = [
+            _element_value(observable, dists, masks, p, f) for f in range(len(plan.factors))
+        ]
+        values = [v for v, _ in per_factor]
+        stds = [s for _, s in per_factor]
+        if len(plan.factors) > 1:
+            value, std, method = _extrapolate(plan, p, values, stds)
+            out.evs_noise_factors.append(values)
+            out.stds_noise_factors.append(stds)
+            out.extrapolator.append(method)
+        else:
+            value, std = values[0], stds[0]
+        bound = sum(abs(c) for c in observable.values())
+        if not (math.isfinite(value) and math.isfinite(std)):
+            raise MitigationError(f"element {element}: the mitigated value is not finite")
+        if abs(value) > bound:
+            value = math.copysign(bound, value)
+            out.clipped += 1
+        out.evs.append(value)
+        out.stds.append(std)
+    return out
+
+
+def _element_value(
+    observable: Mapping[str, float],
+    dists: Mapping[tuple[int, int, int], CircuitData],
+    masks: Sequence[Mapping[str, int]],
+    p: int,
+    f: int,
+) -> tuple[float, float]:
+    identity = sum(c for lab, c in observable.items() if set(lab) <= {"I"})
+    value, variance = identity, 0.0
+    for b, basis_masks in enumerate(masks):
+        coefficients = {lab: c for lab, c in observable.items() if lab in basis_masks}
+        if not coefficients:
+            continue
+        data = dists[(p, b, f)]
+        masks = {lab: basis_masks[lab] for lab in coefficients}
+        mean, var = group_estimate(
+            data.distribution, data.raw, data.shots, coefficients, masks, data.gains(masks)
+        )
+        value += mean
+        variance += var
+    return value, math.sqrt(variance)
+
+
+def _extrapolate(
+    plan: EstimatorPlan, p: int, values: list[float], stds: list[float]
+) -> tuple[float, float, str]:
+    reached = [
+        float(
+            np.mean(
+                [
+                    r
+                    for k, r in zip(plan.keys, plan.reached_factors, strict=True)
+                    if k[0] == p and k[2] == f
+                ]
+            )
+        )
+        for f in range(len(plan.factors))
+    ]
+    reasons = []
+    for method in plan.extrapolators:
+        try:
+            fit = extrapolate(reached, values, stds, method)
+        except MitigationError as exc:
+            reasons.append(f"{method}: {exc}")
+            continue
+        if math.isfinite(fit.value) and math.isfinite(fit.stderr):
+            return fit.value, fit.stderr, method
+        reasons.append(f"{method}: not finite")
+    raise MitigationError("zero-noise extrapolation failed: " + "; ".join(reasons))
+
+
+def combine_sampler_quasi(
+    counts: Sequence[Mapping[str, int]],
+    measured: Sequence[Sequence[int]],
+    readout: ReadoutCalibration,
+    *,
+    symmetric: bool,
+    distance: int | None,
+    project: bool,
+) -> list[dict[str, Any]]:
+    """Readout-mitigated quasi-distributions of a sampler PUB's circuits.
+
+    Returns:
+        Per circuit: ``quasi_dist`` (bitstring -> quasi-probability, registers joined
+        without spaces), ``overhead``, and ``nearest_probability`` when ``project``.
+    """
+    out = []
+    for c, m in zip(counts, measured, strict=True):
+        joined: dict[str, int] = {}
+        for key, n in c.items():
+            k = key.replace(" ", "")
+            joined[k] = joined.get(k, 0) + n
+        data = circuit_distribution(joined, m, readout, symmetric=symmetric, distance=distance)
+        dist = data.distribution
+        entry: dict[str, Any] = {"quasi_dist": dist, "overhead": data.overhead}
+        if project:
+            entry["nearest_probability"] = nearest_probability_distribution(dist)
+        out.append(entry)
+    return out

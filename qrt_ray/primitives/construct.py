@@ -1,0 +1,147 @@
+"""Construct: PUBs become the circuits a farm job runs (pure; runs in Ray tasks).
+
+A parametrized circuit crosses to a task as OpenQASM 3 text whose parameters are
+renamed ``_qrt_p0, _qrt_p1, ...`` (the order of ``circuit.parameters``), with its
+parameter values as raw float64 bytes: data only, never a pickled object. The task
+binds each parameter set and, for the estimator, folds the circuit for ZNE, rotates
+it into each measurement basis and measures the basis' qubits.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from qiskit import QuantumCircuit, qasm3
+from qiskit.circuit import Parameter
+
+from qrt_ray.circuits import to_qasm
+from qrt_ray.errors import ValidationError
+from qrt_ray.mitigation.observables import MeasurementBasis
+from qrt_ray.mitigation.twirling import measure_with_flips
+from qrt_ray.mitigation.zne import fold_gates
+
+_CANONICAL = re.compile(r"_qrt_p(\d+)\Z")
+# parameter sets bound per Ray task in a large sweep
+SWEEP_CHUNK = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A circuit whose parameters are renamed to canonical names, as QASM 3 text."""
+
+    qasm: str
+    num_parameters: int
+
+
+def make_template(circuit: QuantumCircuit) -> Template:
+    """Rename ``circuit``'s parameters to ``_qrt_p{i}`` and export it as OpenQASM 3."""
+    rename = {p: Parameter(f"_qrt_p{i}") for i, p in enumerate(circuit.parameters)}
+    renamed = circuit.assign_parameters(rename) if rename else circuit
+    return Template(qasm3.dumps(renamed), len(rename))
+
+
+def load_template(template: Template) -> tuple[QuantumCircuit, list[Parameter]]:
+    """Parse a template back; returns the circuit and its parameters in canonical order."""
+    circuit = qasm3.loads(template.qasm)
+    params: list[Parameter | None] = [None] * template.num_parameters
+    for p in circuit.parameters:
+        m = _CANONICAL.match(p.name)
+        if m is None or int(m.group(1)) >= template.num_parameters:
+            raise ValidationError(f"template parameter {p.name!r} is not canonical")
+        params[int(m.group(1))] = p
+    if any(p is None for p in params):
+        raise ValidationError("a template parameter was lost in the OpenQASM 3 round trip")
+    return circuit, params  # type: ignore[return-value]
+
+
+def bind(
+    circuit: QuantumCircuit, params: Sequence[Parameter], values: np.ndarray
+) -> QuantumCircuit:
+    """``circuit`` with ``values`` (one per parameter) bound."""
+    if not params:
+        return circuit
+    return circuit.assign_parameters(dict(zip(params, values.tolist(), strict=True)))
+
+
+def without_classical_bits(circuit: QuantumCircuit, arg: str) -> QuantumCircuit:
+    """The estimator's view of a circuit: no measurements and no classical bits.
+
+    Raises:
+        ValidationError: the circuit measures, resets or conditions on classical bits.
+    """
+    out = QuantumCircuit(circuit.num_qubits, global_phase=circuit.global_phase)
+    index = {q: i for i, q in enumerate(circuit.qubits)}
+    for inst in circuit.data:
+        if inst.clbits or inst.operation.name in ("measure", "reset"):
+            raise ValidationError(
+                f"{arg}: the estimator's circuits must not measure or reset "
+                f"({inst.operation.name!r} found); remove them, the estimator measures "
+                "each observable itself"
+            )
+        out.append(inst.operation, [index[q] for q in inst.qubits])
+    return out
+
+
+def _values(values: bytes, count: int, n_params: int) -> np.ndarray:
+    """(count, n_params) matrix from raw float64 bytes (0 columns: no parameters)."""
+    array = np.frombuffer(values, dtype=np.float64)
+    if array.size != count * n_params:
+        raise ValidationError(
+            f"parameter values hold {array.size} numbers, expected {count} x {n_params}"
+        )
+    return array.reshape(count, n_params)
+
+
+@dataclass(frozen=True, slots=True)
+class EstimatorCircuits:
+    """What one estimator PUB runs: circuit k is (param set, basis, noise factor)."""
+
+    qasm: tuple[str, ...]
+    keys: tuple[tuple[int, int, int], ...]  # (param index, basis index, factor index)
+    reached_factors: tuple[float, ...]  # per circuit: 2-qubit gates after / before folding
+
+
+def estimator_circuits(
+    template: Template,
+    values: bytes,
+    count: int,
+    first_param: int,
+    bases: Sequence[MeasurementBasis],
+    factors: Sequence[float],
+    fold_seed: int,
+) -> EstimatorCircuits:
+    """Bind, fold, rotate and measure one chunk of an estimator PUB's parameter sets.
+
+    Args:
+        template: the PUB's circuit (no measurements) as a template.
+        values: float64 bytes, (count, number of parameters) row-major.
+        count: parameter sets in this chunk.
+        first_param: index of the chunk's first parameter set in the PUB.
+        bases: the measurement bases every parameter set is measured in.
+        factors: ZNE noise factors ((1.0,) without ZNE).
+        fold_seed: seed of the random partial folds.
+    """
+    circuit, params = load_template(template)
+    array = _values(values, count, len(params))
+    rng = np.random.default_rng(fold_seed)
+    texts, keys, reached = [], [], []
+    for row, vals in enumerate(array):
+        bound = bind(circuit, params, vals)
+        for f, factor in enumerate(factors):
+            folded, got = fold_gates(bound, factor, rng)
+            for b, basis in enumerate(bases):
+                measured = measure_with_flips(basis.rotate(folded), basis.qubits, 0)
+                texts.append(to_qasm(measured, arg="estimator circuit"))
+                keys.append((first_param + row, b, f))
+                reached.append(got)
+    return EstimatorCircuits(tuple(texts), tuple(keys), tuple(reached))
+
+
+def sampler_circuits(template: Template, values: bytes, count: int) -> tuple[str, ...]:
+    """Bind one chunk of a sampler PUB's parameter sets; returns OpenQASM texts."""
+    circuit, params = load_template(template)
+    array = _values(values, count, len(params))
+    return tuple(to_qasm(bind(circuit, params, vals), arg="sampler circuit") for vals in array)

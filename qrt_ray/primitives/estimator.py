@@ -1,0 +1,338 @@
+"""The Estimator primitive (Qiskit ``BaseEstimatorV2``) with error mitigation that runs.
+
+Resilience levels (the defaults of ``options.resilience``):
+
+- 0: nothing; raw expectation values.
+- 1: measurement twirling and readout mitigation (the device's measured readout
+  errors, inverted on the observed bitstrings).
+- 2: level 1 plus zero-noise extrapolation over gate-folded circuits, with the
+  2-qubit gates twirled.
+
+Each PUB is one farm job, so all of its circuits (parameter sets, measurement bases,
+noise factors, randomizations) run on one device and one calibration. Every PUB
+result says what was applied and what it cost in extra shots.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from qiskit.primitives import BaseEstimatorV2, DataBin, PrimitiveResult, PubResult
+from qiskit.primitives.containers.estimator_pub import EstimatorPub, EstimatorPubLike
+
+from qrt_ray.errors import MitigationWarning, ValidationError
+from qrt_ray.mitigation.observables import group_paulis
+from qrt_ray.primitives.combine import EstimatorData, EstimatorPlan, combine_estimator
+from qrt_ray.primitives.construct import (
+    SWEEP_CHUNK,
+    EstimatorCircuits,
+    estimator_circuits,
+    make_template,
+    without_classical_bits,
+)
+from qrt_ray.primitives.job import PrimitiveJob
+from qrt_ray.primitives.modes import resolve_mode
+from qrt_ray.primitives.options import EstimatorOptions
+from qrt_ray.primitives.runner import (
+    FarmRequest,
+    fan_out,
+    fetch_readout,
+    readout_note,
+    submit,
+    twirl_spec,
+    values_matrix,
+    wait_results,
+)
+
+_PAULI = frozenset("IXYZ")
+
+
+def shots_for(precision: float) -> int:
+    """Shots per circuit for a standard error of about ``precision`` on a +-1 observable."""
+    return math.ceil(1.0 / precision**2)
+
+
+class Estimator(BaseEstimatorV2):
+    """Expectation values of observables on a qrt farm.
+
+    Args:
+        mode: a QuantumRuntime, ``rt.backend(name)``, a Session or a Batch.
+        options: an EstimatorOptions or a dict of its fields (dotted keys allowed).
+    """
+
+    def __init__(self, mode: Any = None, options: EstimatorOptions | dict | None = None) -> None:
+        self._mode = resolve_mode(mode)
+        if isinstance(options, EstimatorOptions):
+            self._options = options
+        else:
+            self._options = EstimatorOptions()
+            self._options.update(**(options or {}))
+
+    @property
+    def options(self) -> EstimatorOptions:
+        """The options; set fields on it (validated at once)."""
+        return self._options
+
+    @property
+    def mode(self) -> Any:
+        """Where the jobs go."""
+        return self._mode
+
+    def run(
+        self, pubs: Iterable[EstimatorPubLike], *, precision: float | None = None
+    ) -> PrimitiveJob:
+        """Estimate expectation values; returns at once with a job handle.
+
+        Raises:
+            ValidationError: a PUB or an option is invalid; the message names it.
+        """
+        if precision is not None and not 0 < precision <= 1:
+            raise ValidationError(f"precision={precision!r}: use a value in (0, 1]")
+        default = precision if precision is not None else self._options.default_precision
+        coerced = []
+        for i, pub in enumerate(pubs):
+            try:
+                coerced.append(EstimatorPub.coerce(pub, default))
+            except Exception as exc:
+                raise ValidationError(f"pubs[{i}]: {exc}") from None
+        if not coerced:
+            raise ValidationError("pubs: empty; pass at least one (circuit, observables) PUB")
+        plans = [self._prepare(i, pub) for i, pub in enumerate(coerced)]
+        options = self._options.model_copy(deep=True)
+        return PrimitiveJob(
+            self._mode.runtime, lambda job: _execute(job, self._mode, options, plans)
+        )
+
+    def _prepare(self, index: int, pub: EstimatorPub) -> dict[str, Any]:
+        """Validate one PUB and turn it into the data construct and combine need."""
+        arg = f"pubs[{index}]"
+        circuit = without_classical_bits(pub.circuit, arg)
+        flat_obs = [dict(pub.observables[i]) for i in np.ndindex(pub.observables.shape)]
+        labels = set()
+        for o in flat_obs:
+            for label in o:
+                if set(label) - _PAULI:
+                    raise ValidationError(
+                        f"{arg}: observable term {label!r} is not a Pauli string; "
+                        "use I, X, Y and Z only (SparsePauliOp)"
+                    )
+                if len(label) != circuit.num_qubits:
+                    raise ValidationError(
+                        f"{arg}: observable {label!r} acts on {len(label)} qubits, the "
+                        f"circuit has {circuit.num_qubits}"
+                    )
+                labels.add(label)
+        values = values_matrix(pub)
+        shape = pub.shape
+        n_params = values.shape[0]
+        param_index = np.broadcast_to(
+            np.arange(n_params).reshape(pub.parameter_values.shape or ()), shape
+        ).ravel()
+        obs_index = np.broadcast_to(
+            np.arange(len(flat_obs)).reshape(pub.observables.shape or ()), shape
+        ).ravel()
+        opts = self._options
+        shots = (
+            opts.default_shots
+            if (opts.default_shots is not None and pub.precision == opts.default_precision)
+            else shots_for(pub.precision)
+        )
+        return {
+            "circuit": circuit,
+            "values": values,
+            "shape": shape,
+            "param_index": tuple(int(p) for p in param_index),
+            "observables": tuple(flat_obs[int(k)] for k in obs_index),
+            "groups": group_paulis(labels),
+            "precision": pub.precision,
+            "shots": shots,
+        }
+
+
+def _settings(options: EstimatorOptions) -> dict[str, Any]:
+    level = options.resilience_level
+    res = options.resilience
+    measure_mitigation = (
+        res.measure_mitigation if res.measure_mitigation is not None else level >= 1
+    )
+    zne = res.zne_mitigation if res.zne_mitigation is not None else level >= 2
+    return {
+        "level": level,
+        "measure_mitigation": measure_mitigation,
+        "zne": zne,
+        "measure_twirl": options.twirling.enable_measure or level >= 1,
+        "gate_twirl": options.twirling.enable_gates or level >= 2,
+        "factors": tuple(res.zne.noise_factors) if zne else (1.0,),
+    }
+
+
+def _construct(
+    job: PrimitiveJob, plans: list[dict[str, Any]], factors: tuple[float, ...], seed: int
+) -> list[EstimatorCircuits]:
+    """Build every PUB's circuits; large sweeps are cut into Ray tasks."""
+    calls = []
+    owners = []
+    for k, plan in enumerate(plans):
+        template = make_template(plan["circuit"])
+        bases = [b for b, _ in plan["groups"]]
+        values = plan["values"]
+        for start in range(0, values.shape[0], SWEEP_CHUNK):
+            chunk = values[start : start + SWEEP_CHUNK]
+            calls.append((template, chunk.tobytes(), len(chunk), start, bases, factors, seed + k))
+            owners.append(k)
+    built = fan_out(estimator_circuits, calls)
+    job.check_cancelled()
+    merged: list[list[EstimatorCircuits]] = [[] for _ in plans]
+    for k, part in zip(owners, built, strict=True):
+        merged[k].append(part)
+    return [
+        EstimatorCircuits(
+            tuple(t for p in parts for t in p.qasm),
+            tuple(key for p in parts for key in p.keys),
+            tuple(f for p in parts for f in p.reached_factors),
+        )
+        for parts in merged
+    ]
+
+
+def _execute(
+    job: PrimitiveJob, mode: Any, options: EstimatorOptions, plans: list[dict[str, Any]]
+) -> PrimitiveResult:
+    s = _settings(options)
+    seed = options.seed_estimator if options.seed_estimator is not None else 0
+    built = _construct(job, plans, s["factors"], seed)
+    requests = [
+        FarmRequest(
+            b.qasm,
+            plan["shots"],
+            twirl_spec(
+                options.twirling, plan["shots"], gates=s["gate_twirl"], measure=s["measure_twirl"]
+            ),
+        )
+        for plan, b in zip(plans, built, strict=True)
+    ]
+    handles = submit(job, mode, requests, options, options.seed_estimator)
+    results = wait_results(job, mode, handles, None)
+    notes = mode.record(results)
+    res = options.resilience
+    readout = (
+        fetch_readout(mode, results, res.readout_shots, res.readout_max_age_s)
+        if s["measure_mitigation"]
+        else {}
+    )
+    combine_calls = []
+    for plan, b, result in zip(plans, built, results, strict=True):
+        combine_plan = EstimatorPlan(
+            shape=plan["shape"],
+            param_index=plan["param_index"],
+            observables=plan["observables"],
+            bases=tuple((basis, tuple(labels)) for basis, labels in plan["groups"]),
+            factors=s["factors"],
+            keys=b.keys,
+            reached_factors=b.reached_factors,
+            measure_mitigation=s["measure_mitigation"],
+            symmetric_readout=s["measure_twirl"],
+            extrapolators=res.zne.extrapolators,
+            readout_distance=res.readout_distance,
+        )
+        cal = readout.get(result.metadata.device, (None, 0))[0]
+        combine_calls.append(
+            (
+                combine_plan,
+                [c.counts for c in result.circuits],
+                [info.measured_qubits for info in result.metadata.compile],
+                cal,
+            )
+        )
+    combined = fan_out(combine_estimator, combine_calls)
+    pub_results = []
+    for k, (plan, b, result, data, req) in enumerate(
+        zip(plans, built, results, combined, requests, strict=True)
+    ):
+        pub_results.append(
+            _pub_result(k, plan, b, result, data, req, s, readout, notes[k], options)
+        )
+    return PrimitiveResult(
+        pub_results, metadata={"version": 2, "primitive_job_id": job.job_id(), "mode": mode.kind}
+    )
+
+
+def _pub_result(
+    index: int,
+    plan: dict[str, Any],
+    built: EstimatorCircuits,
+    result: Any,
+    data: EstimatorData,
+    request: FarmRequest,
+    s: dict[str, Any],
+    readout: dict[str, Any],
+    notes: list[str],
+    options: EstimatorOptions,
+) -> PubResult:
+    shape = plan["shape"]
+    fields: dict[str, Any] = {
+        "evs": np.asarray(data.evs, dtype=float).reshape(shape),
+        "stds": np.asarray(data.stds, dtype=float).reshape(shape),
+    }
+    if data.evs_noise_factors:
+        n = len(s["factors"])
+        fields["evs_noise_factors"] = np.asarray(data.evs_noise_factors).reshape(*shape, n)
+        fields["stds_noise_factors"] = np.asarray(data.stds_noise_factors).reshape(*shape, n)
+    meta = result.metadata
+    warnings_out = list(meta.warnings) + notes
+    n_params = plan["values"].shape[0]
+    baseline = n_params * len(plan["groups"]) * plan["shots"]
+    device_shots = len(built.qasm) * plan["shots"]
+    mitigation: dict[str, Any] = {
+        "measure_mitigation": s["measure_mitigation"],
+        "measure_twirling": s["measure_twirl"],
+        "gate_twirling": s["gate_twirl"],
+        "num_randomizations": request.twirl.randomizations if request.twirl else 1,
+        "readout": None,
+        "zne": None,
+    }
+    readout_spent = 0
+    if s["measure_mitigation"]:
+        cal, spent = readout[meta.device]
+        mitigation["readout"], extra = readout_note(cal, spent, result)
+        mitigation["readout"]["mitigation_overhead"] = data.mitigation_overhead
+        warnings_out += extra
+        readout_spent = spent
+    if s["zne"]:
+        mitigation["zne"] = {
+            "amplifier": "gate_folding",
+            "noise_factors": list(s["factors"]),
+            "reached_factors": sorted(set(built.reached_factors)),
+            "extrapolator": data.extrapolator,
+        }
+    if data.clipped:
+        note = (
+            f"{data.clipped} expectation value(s) fell outside the observable's range "
+            "after mitigation and were clipped to it"
+        )
+        warnings_out.append(note)
+        warnings.warn(f"pubs[{index}]: {note}", MitigationWarning, stacklevel=2)
+    return PubResult(
+        DataBin(**fields, shape=shape),
+        metadata={
+            "target_precision": plan["precision"],
+            "shots": plan["shots"],
+            "circuits": len(built.qasm),
+            "resilience_level": s["level"],
+            "device": meta.device,
+            "calibration_id": meta.calibration_id,
+            "calibration_age_s": meta.calibration_age_s,
+            "farm_job_id": meta.job_id,
+            "mitigation": mitigation,
+            "cost": {
+                "device_shots": device_shots + readout_spent,
+                "extra_shots": device_shots - baseline + readout_spent,
+                "readout_shots": readout_spent,
+            },
+            "warnings": warnings_out,
+        },
+    )

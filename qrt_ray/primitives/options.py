@@ -1,0 +1,183 @@
+"""Options of the primitives, in the shape of ``qiskit_ibm_runtime``'s V2 options.
+
+Every field is validated when it is set (``estimator.options.resilience_level = 5``
+raises at once, naming the field and the allowed values), and ``update(**kwargs)``
+takes dotted paths too: ``options.update(**{"resilience.zne_mitigation": True})``.
+Fields beyond the hardware runtime's are this runtime's own and say so.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from qrt_ray.errors import ValidationError
+from qrt_ray.mitigation.zne import EXTRAPOLATORS
+
+
+def _explain(prefix: str, exc: PydanticValidationError) -> ValidationError:
+    problems = "; ".join(
+        f"{prefix}{'.'.join(str(p) for p in e['loc'])}={e.get('input')!r}: {e['msg']}"
+        if e["loc"]
+        else f"{prefix.rstrip('.')}: {e['msg'].removeprefix('Value error, ')}"
+        for e in exc.errors()
+    )
+    return ValidationError(f"invalid option: {problems}")
+
+
+class _Options(BaseModel):
+    """Validated on construction and on every assignment; errors name the field."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except PydanticValidationError as exc:
+            raise _explain(f"{type(self).__name__}.", exc) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in type(self).model_fields:
+            known = ", ".join(type(self).model_fields)
+            raise ValidationError(f"{type(self).__name__} has no option {name!r}; options: {known}")
+        old = self.__dict__[name]
+        try:
+            super().__setattr__(name, value)
+        except PydanticValidationError as exc:
+            # a model-level check fails after the field was set: put the old value back
+            self.__dict__[name] = old
+            raise _explain(f"{type(self).__name__}.", exc) from None
+
+    def update(self, **kwargs: Any) -> None:
+        """Set several options; ``"a.b"`` keys (or nested dicts) reach sub-options."""
+        for key, value in kwargs.items():
+            head, _, rest = key.partition(".")
+            if rest:
+                getattr(self, head).update(**{rest: value})
+            elif isinstance(value, dict) and isinstance(getattr(self, head, None), _Options):
+                getattr(self, head).update(**value)
+            else:
+                setattr(self, head, value)
+
+
+class TwirlingOptions(_Options):
+    """Pauli twirling of 2-qubit gates and of measurements, on the compiled circuits."""
+
+    enable_gates: bool = False
+    enable_measure: bool = False
+    num_randomizations: int | Literal["auto"] = "auto"
+    shots_per_randomization: int | Literal["auto"] = "auto"
+    # accepted for compatibility; every 2-qubit Clifford gate is twirled
+    strategy: Literal["active", "active-accum", "active-circuit", "all"] = "active-accum"
+
+    @model_validator(mode="after")
+    def _positive(self) -> TwirlingOptions:
+        for name in ("num_randomizations", "shots_per_randomization"):
+            value = getattr(self, name)
+            if value != "auto" and not 1 <= value <= 1_000_000:
+                raise ValueError(f"{name} must be 'auto' or 1..1,000,000, got {value}")
+        return self
+
+
+class ZneOptions(_Options):
+    """Zero-noise extrapolation: gate folding at ``noise_factors``, then a fit to 0."""
+
+    amplifier: Literal["gate_folding"] = "gate_folding"
+    noise_factors: tuple[float, ...] = (1.0, 3.0, 5.0)
+    # tried in order; the first that fits the data is used
+    extrapolator: str | tuple[str, ...] = ("exponential", "linear")
+
+    @model_validator(mode="after")
+    def _check(self) -> ZneOptions:
+        factors = self.noise_factors
+        if len(factors) < 2 or any(not f >= 1 for f in factors) or len(set(factors)) < len(factors):
+            raise ValueError(
+                f"noise_factors must be 2 or more distinct values >= 1, got {list(factors)}"
+            )
+        methods = (self.extrapolator,) if isinstance(self.extrapolator, str) else self.extrapolator
+        bad = [m for m in methods if m not in EXTRAPOLATORS]
+        if not methods or bad:
+            raise ValueError(f"extrapolator {bad or methods}: use {', '.join(EXTRAPOLATORS)}")
+        return self
+
+    @property
+    def extrapolators(self) -> tuple[str, ...]:
+        """The extrapolators to try, in order."""
+        return (self.extrapolator,) if isinstance(self.extrapolator, str) else self.extrapolator
+
+
+class MeasureNoiseLearningOptions(_Options):
+    """How readout errors are measured (this runtime reuses the device's figures)."""
+
+    num_randomizations: int = Field(default=32, ge=1, le=1024)
+    shots_per_randomization: int | Literal["auto"] = "auto"
+
+
+class ResilienceOptions(_Options):
+    """Which mitigations run; ``resilience_level`` sets the defaults of the first three."""
+
+    measure_mitigation: bool | None = None
+    zne_mitigation: bool | None = None
+    measure_noise_learning: MeasureNoiseLearningOptions = Field(
+        default_factory=MeasureNoiseLearningOptions
+    )
+    zne: ZneOptions = Field(default_factory=ZneOptions)
+    pec_mitigation: Literal[False] = False
+    # this runtime's own: readout figures older than this are measured again
+    readout_max_age_s: float = Field(default=900.0, gt=0, allow_inf_nan=False)
+    # this runtime's own: shots per preparation when readout is measured
+    readout_shots: int = Field(default=4000, ge=100, le=1_000_000)
+    # this runtime's own: Hamming truncation of readout mitigation (None: exact)
+    readout_distance: int | None = Field(default=None, ge=0)
+
+
+class DynamicalDecouplingOptions(_Options):
+    """Dynamical decoupling on idle qubits (inserted when the circuit is compiled)."""
+
+    enable: bool = False
+    sequence_type: Literal["XX", "XpXm", "XY4"] = "XX"
+    extra_slack_distribution: Literal["middle", "edges"] = "middle"
+    scheduling_method: Literal["alap", "asap"] = "alap"
+    skip_reset_qubits: bool = False
+
+
+class EnvironmentOptions(_Options):
+    """Job tags (kept with every job of the primitive)."""
+
+    log_level: str = "WARNING"
+    job_tags: list[str] | None = None
+
+
+class _PrimitiveOptions(_Options):
+    max_execution_time: int | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    dynamical_decoupling: DynamicalDecouplingOptions = Field(
+        default_factory=DynamicalDecouplingOptions
+    )
+    twirling: TwirlingOptions = Field(default_factory=TwirlingOptions)
+    environment: EnvironmentOptions = Field(default_factory=EnvironmentOptions)
+    # this runtime's own placement and priority settings for the primitive's jobs
+    priority: int = Field(default=5, ge=0, le=10)
+    tenant: str = Field(default="default", min_length=1, max_length=64)
+
+
+class SamplerOptions(_PrimitiveOptions):
+    """Options of :class:`qrt_ray.primitives.Sampler`."""
+
+    default_shots: int = Field(default=4096, ge=1, le=1_000_000)
+    seed_simulator: int | None = Field(default=None, ge=0, lt=2**31)
+    # this runtime's own: readout-mitigated quasi-distributions beside the bit arrays
+    resilience: ResilienceOptions = Field(
+        default_factory=lambda: ResilienceOptions(measure_mitigation=False)
+    )
+
+
+class EstimatorOptions(_PrimitiveOptions):
+    """Options of :class:`qrt_ray.primitives.Estimator`."""
+
+    default_precision: float = Field(default=0.015625, gt=0, le=1)
+    default_shots: int | None = Field(default=None, ge=1, le=1_000_000)
+    resilience_level: Literal[0, 1, 2] = 1
+    seed_estimator: int | None = Field(default=None, ge=0, lt=2**31)
+    resilience: ResilienceOptions = Field(default_factory=ResilienceOptions)

@@ -1,0 +1,177 @@
+"""Execute: what the Sampler and Estimator share between construct and combine.
+
+Farm jobs are submitted in one round trip; waiting polls so ``cancel()`` is heard;
+readout figures are asked of each device once per run (the device reuses what it
+measured for its current calibration); construct and combine steps fan out as Ray
+tasks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import ray
+
+from qrt_ray import farm as farm_mod
+from qrt_ray.client import JobHandle, make_spec
+from qrt_ray.errors import JobTimeoutError, ValidationError
+from qrt_ray.mitigation.readout import ReadoutCalibration
+from qrt_ray.models import JobResult, TwirlSpec
+from qrt_ray.primitives.job import PrimitiveJob
+from qrt_ray.primitives.modes import _Mode
+from qrt_ray.primitives.options import TwirlingOptions, _PrimitiveOptions
+
+_POLL_S = 1.0
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class FarmRequest:
+    """One farm job: circuits as OpenQASM text, shots per circuit, twirling."""
+
+    circuits: tuple[str, ...]
+    shots: int
+    twirl: TwirlSpec | None = None
+
+
+def twirl_spec(
+    twirling: TwirlingOptions, shots: int, *, gates: bool, measure: bool
+) -> TwirlSpec | None:
+    """The farm's twirling for a PUB, from the options (``auto``: about 128 shots each)."""
+    if not (gates or measure):
+        return None
+    if twirling.num_randomizations != "auto":
+        count = int(twirling.num_randomizations)
+    elif twirling.shots_per_randomization != "auto":
+        count = math.ceil(shots / int(twirling.shots_per_randomization))
+    else:
+        count = min(32, max(1, shots // 128))
+    return TwirlSpec(gates=gates, measure=measure, randomizations=max(1, min(count, shots, 1024)))
+
+
+def submit(
+    job: PrimitiveJob,
+    mode: _Mode,
+    requests: Sequence[FarmRequest],
+    options: _PrimitiveOptions,
+    seed: int | None,
+) -> list[JobHandle]:
+    """Submit one farm job per request in one round trip."""
+    mode.admit()
+    tags = (*mode.tags, job.job_id(), *(options.environment.job_tags or ()))
+    specs = []
+    for i, req in enumerate(requests):
+        try:
+            specs.append(
+                make_spec(
+                    list(req.circuits),
+                    shots=req.shots,
+                    priority=options.priority,
+                    tenant=options.tenant,
+                    device=mode.device_for(req.circuits, req.shots),
+                    max_execution_time_s=options.max_execution_time,
+                    tags=tags,
+                    seed=None if seed is None else (seed + i) % 2**31,
+                    twirling=req.twirl,
+                )
+            )
+        except ValidationError as exc:
+            raise ValidationError(f"pubs[{i}]: {exc}") from None
+    job.check_cancelled()
+    handles = mode.runtime._submit_specs(specs)
+    job.add_handles(handles)
+    return handles
+
+
+def wait_results(
+    job: PrimitiveJob, mode: _Mode, handles: Sequence[JobHandle], timeout_s: float | None
+) -> list[JobResult]:
+    """Wait for every farm job (listening for cancel); their verified results, in order."""
+    rt = mode.runtime
+    ids = [h.job_id for h in handles]
+    waited = 0.0
+    while True:
+        job.check_cancelled()
+        states = rt._wait_ids(ids, _POLL_S)
+        if all(s in ("DONE", "FAILED", "CANCELLED") for s in states.values()):
+            break
+        waited += _POLL_S
+        if timeout_s is not None and waited >= timeout_s:
+            raise JobTimeoutError(f"{job.job_id()}: farm jobs not done within {timeout_s:g} s")
+    return rt.results(list(handles))
+
+
+def fetch_readout(
+    mode: _Mode, results: Sequence[JobResult], shots: int, max_age_s: float
+) -> dict[str, tuple[ReadoutCalibration, int]]:
+    """Per device: readout errors of every physical qubit the results read.
+
+    Each device is asked once; it measures only what it has not measured for its
+    current calibration within ``max_age_s``.
+    """
+    wanted: dict[str, set[int]] = {}
+    for r in results:
+        qubits = wanted.setdefault(r.metadata.device, set())
+        for info in r.metadata.compile:
+            qubits.update(q for q in info.measured_qubits if q >= 0)
+    refs = {
+        device: farm_mod.device_handle(device, mode.runtime.namespace).readout_calibration.remote(
+            sorted(qubits), shots, max_age_s
+        )
+        for device, qubits in wanted.items()
+    }
+    return {device: ray.get(ref) for device, ref in refs.items()}
+
+
+def fan_out(fn: Callable[..., T], calls: Sequence[tuple[Any, ...]]) -> list[T]:
+    """Run ``fn(*args)`` for each call as Ray tasks (inline when there is one)."""
+    if len(calls) <= 1 or not ray.is_initialized():
+        return [fn(*args) for args in calls]
+    task = _remote(fn)
+    return ray.get([task.remote(*args) for args in calls])
+
+
+_REMOTES: dict[Callable[..., Any], Any] = {}
+
+
+def _remote(fn: Callable[..., Any]) -> Any:
+    if fn not in _REMOTES:
+        # half a CPU: these steps are short and must not starve the compile tasks
+        _REMOTES[fn] = ray.remote(num_cpus=0.5, max_retries=2)(fn)
+    return _REMOTES[fn]
+
+
+def values_matrix(pub: Any) -> np.ndarray:
+    """The PUB's parameter values as a (sets, parameters) float64 matrix."""
+    params = list(pub.circuit.parameters)
+    if not params:
+        return np.zeros((max(int(np.prod(pub.parameter_values.shape)), 1), 0))
+    array = pub.parameter_values.as_array(params)
+    return np.ascontiguousarray(array.reshape(-1, len(params)), dtype=np.float64)
+
+
+def readout_note(
+    cal: ReadoutCalibration, spent: int, result: JobResult
+) -> tuple[dict[str, Any], list[str]]:
+    """The readout section of a PUB's metadata, and a warning if it came from a
+    calibration other than the one the job ran on."""
+    section = {
+        "calibration_id": cal.calibration_id,
+        "measured_at": cal.measured_at,
+        "shots_per_preparation": cal.shots,
+        "qubits": list(cal.qubits),
+        "reused": spent == 0,
+        "shots_spent_now": spent,
+    }
+    notes = []
+    if cal.calibration_id != result.metadata.calibration_id:
+        notes.append(
+            f"readout errors were measured on calibration {cal.calibration_id}, but the "
+            f"job ran on {result.metadata.calibration_id} (the device was recalibrated "
+            "in between)"
+        )
+    return section, notes

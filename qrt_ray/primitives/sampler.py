@@ -1,0 +1,229 @@
+"""The Sampler primitive (Qiskit ``BaseSamplerV2``) on a qrt farm.
+
+Each PUB is one farm job whose circuits are its bound parameter sets. The data bin
+holds one ``BitArray`` per classical register, shaped like the PUB, with the shots in
+a seeded random order (the farm returns counts; drawing them out in a shuffled order
+keeps "the first k shots" an unbiased sample). With
+``options.resilience.measure_mitigation`` each PUB's metadata also holds
+readout-mitigated quasi-distributions (and, with ``project_to_probabilities``, their
+nearest probability distributions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from qiskit.primitives import BaseSamplerV2, BitArray, DataBin, PrimitiveResult, SamplerPubResult
+from qiskit.primitives.containers.sampler_pub import SamplerPub, SamplerPubLike
+
+from qrt_ray.circuits import to_qasm
+from qrt_ray.errors import ValidationError
+from qrt_ray.primitives.combine import combine_sampler_quasi
+from qrt_ray.primitives.construct import SWEEP_CHUNK, bind, make_template, sampler_circuits
+from qrt_ray.primitives.job import PrimitiveJob
+from qrt_ray.primitives.modes import resolve_mode
+from qrt_ray.primitives.options import SamplerOptions
+from qrt_ray.primitives.runner import (
+    FarmRequest,
+    fan_out,
+    fetch_readout,
+    readout_note,
+    submit,
+    twirl_spec,
+    values_matrix,
+    wait_results,
+)
+
+
+class Sampler(BaseSamplerV2):
+    """Samples of circuits' classical registers on a qrt farm.
+
+    Args:
+        mode: a QuantumRuntime, ``rt.backend(name)``, a Session or a Batch.
+        options: a SamplerOptions or a dict of its fields (dotted keys allowed).
+    """
+
+    def __init__(self, mode: Any = None, options: SamplerOptions | dict | None = None) -> None:
+        self._mode = resolve_mode(mode)
+        if isinstance(options, SamplerOptions):
+            self._options = options
+        else:
+            self._options = SamplerOptions()
+            self._options.update(**(options or {}))
+
+    @property
+    def options(self) -> SamplerOptions:
+        """The options; set fields on it (validated at once)."""
+        return self._options
+
+    @property
+    def mode(self) -> Any:
+        """Where the jobs go."""
+        return self._mode
+
+    def run(self, pubs: Iterable[SamplerPubLike], *, shots: int | None = None) -> PrimitiveJob:
+        """Sample the PUBs; returns at once with a job handle.
+
+        Raises:
+            ValidationError: a PUB or an option is invalid; the message names it.
+        """
+        if shots is not None and not 1 <= shots <= 1_000_000:
+            raise ValidationError(f"shots={shots!r}: use 1 to 1,000,000")
+        default = shots if shots is not None else self._options.default_shots
+        coerced = []
+        for i, pub in enumerate(pubs):
+            try:
+                coerced.append(SamplerPub.coerce(pub, default))
+            except Exception as exc:
+                raise ValidationError(f"pubs[{i}]: {exc}") from None
+            circuit = coerced[-1].circuit
+            if not any(inst.operation.name == "measure" for inst in circuit.data):
+                raise ValidationError(
+                    f"pubs[{i}]: the circuit measures nothing; add measurements "
+                    "(circuit.measure_all()) so the sampler has bits to return"
+                )
+        if not coerced:
+            raise ValidationError("pubs: empty; pass at least one circuit")
+        options = self._options.model_copy(deep=True)
+        return PrimitiveJob(
+            self._mode.runtime, lambda job: _execute(job, self._mode, options, coerced)
+        )
+
+
+def _bound_circuits(pubs: Sequence[SamplerPub]) -> list[tuple[str, ...]]:
+    """Each PUB's bound circuits as OpenQASM; large sweeps are cut into Ray tasks."""
+    calls, owners, inline = [], [], {}
+    for k, pub in enumerate(pubs):
+        values = values_matrix(pub)
+        if values.shape[0] <= SWEEP_CHUNK:
+            params = list(pub.circuit.parameters)
+            inline[k] = tuple(
+                to_qasm(bind(pub.circuit, params, row), arg=f"pubs[{k}]") for row in values
+            )
+            continue
+        template = make_template(pub.circuit)
+        for start in range(0, values.shape[0], SWEEP_CHUNK):
+            chunk = values[start : start + SWEEP_CHUNK]
+            calls.append((template, chunk.tobytes(), len(chunk)))
+            owners.append(k)
+    built = fan_out(sampler_circuits, calls)
+    out: list[list[str]] = [list(inline.get(k, ())) for k in range(len(pubs))]
+    for k, texts in zip(owners, built, strict=True):
+        out[k].extend(texts)
+    return [tuple(texts) for texts in out]
+
+
+def _execute(
+    job: PrimitiveJob, mode: Any, options: SamplerOptions, pubs: list[SamplerPub]
+) -> PrimitiveResult:
+    texts = _bound_circuits(pubs)
+    job.check_cancelled()
+    tw = options.twirling
+    requests = [
+        FarmRequest(
+            t,
+            pub.shots,
+            twirl_spec(tw, pub.shots, gates=tw.enable_gates, measure=tw.enable_measure),
+        )
+        for pub, t in zip(pubs, texts, strict=True)
+    ]
+    handles = submit(job, mode, requests, options, options.seed_simulator)
+    results = wait_results(job, mode, handles, None)
+    notes = mode.record(results)
+    res = options.resilience
+    quasi: list[Any] = [None] * len(pubs)
+    readout = {}
+    if res.measure_mitigation:
+        readout = fetch_readout(mode, results, res.readout_shots, res.readout_max_age_s)
+        calls = [
+            (
+                [c.counts for c in r.circuits],
+                [info.measured_qubits for info in r.metadata.compile],
+                readout[r.metadata.device][0],
+                tw.enable_measure,
+                res.readout_distance,
+                True,
+            )
+            for r in results
+        ]
+        quasi = list(fan_out(_quasi, calls))
+    rng = np.random.default_rng(options.seed_simulator)
+    out = []
+    for k, (pub, result) in enumerate(zip(pubs, results, strict=True)):
+        out.append(_pub_result(pub, result, rng, quasi[k], readout, notes[k], options))
+    return PrimitiveResult(out, metadata={"version": 2, "primitive_job_id": job.job_id()})
+
+
+def _quasi(
+    counts: list[dict[str, int]],
+    measured: list[tuple[int, ...]],
+    cal: Any,
+    symmetric: bool,
+    distance: int | None,
+    project: bool,
+) -> list[dict[str, Any]]:
+    return combine_sampler_quasi(
+        counts, measured, cal, symmetric=symmetric, distance=distance, project=project
+    )
+
+
+def register_samples(
+    counts: Mapping[str, int], registers: Sequence[tuple[str, int]], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Shuffled samples of each register as (shots, bytes) big-endian uint8 arrays.
+
+    Counts keys hold the registers last-first, separated by spaces (Qiskit's format).
+    """
+    keys = list(counts)
+    order = rng.permutation(np.repeat(np.arange(len(keys)), [counts[k] for k in keys]))
+    parts = [k.split(" ") if " " in k else [k] for k in keys]
+    out = {}
+    for r, (name, size) in enumerate(registers):
+        nbytes = max(1, (size + 7) // 8)
+        values = []
+        for p in parts:
+            field = p[len(p) - 1 - r] if len(p) == len(registers) else p[0]
+            values.append(int(field, 2).to_bytes(nbytes, "big") if size else bytes(nbytes))
+        table = np.frombuffer(b"".join(values), dtype=np.uint8).reshape(len(keys), nbytes)
+        out[name] = table[order]
+    return out
+
+
+def _pub_result(
+    pub: SamplerPub,
+    result: Any,
+    rng: np.random.Generator,
+    quasi: list[dict[str, Any]] | None,
+    readout: dict[str, Any],
+    notes: list[str],
+    options: SamplerOptions,
+) -> SamplerPubResult:
+    registers = [(c.name, c.size) for c in pub.circuit.cregs]
+    shape = pub.shape
+    per_circuit = [register_samples(c.counts, registers, rng) for c in result.circuits]
+    fields = {}
+    for name, size in registers:
+        stacked = np.stack([s[name] for s in per_circuit]).reshape(*shape, pub.shots, -1)
+        fields[name] = BitArray(stacked, size)
+    meta = result.metadata
+    metadata: dict[str, Any] = {
+        "shots": pub.shots,
+        "circuit_metadata": pub.circuit.metadata,
+        "device": meta.device,
+        "calibration_id": meta.calibration_id,
+        "calibration_age_s": meta.calibration_age_s,
+        "farm_job_id": meta.job_id,
+        "warnings": list(meta.warnings) + notes,
+        "mitigation": {"measure_mitigation": quasi is not None},
+    }
+    if quasi is not None:
+        cal, spent = readout[meta.device]
+        section, extra = readout_note(cal, spent, result)
+        metadata["mitigation"]["readout"] = section
+        metadata["warnings"] += extra
+        metadata["quasi_dists"] = [q["quasi_dist"] for q in quasi]
+        metadata["nearest_probability"] = [q["nearest_probability"] for q in quasi]
+        metadata["cost"] = {"extra_shots": spent, "readout_shots": spent}
+    return SamplerPubResult(DataBin(**fields, shape=shape), metadata=metadata)
