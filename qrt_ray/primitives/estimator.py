@@ -90,6 +90,7 @@ class Estimator(BaseEstimatorV2):
         Raises:
             ValidationError: a PUB or an option is invalid; the message names it.
         """
+        self._mode.admit()  # a closed session fails here, not in the background
         if precision is not None and not 0 < precision <= 1:
             raise ValidationError(f"precision={precision!r}: use a value in (0, 1]")
         default = precision if precision is not None else self._options.default_precision

@@ -18,7 +18,7 @@ import ray
 
 from qrt_ray import farm as farm_mod
 from qrt_ray.client import JobHandle, make_spec
-from qrt_ray.errors import JobTimeoutError, ValidationError
+from qrt_ray.errors import JobTimeoutError, QrtError, ValidationError
 from qrt_ray.mitigation.readout import ReadoutCalibration
 from qrt_ray.models import JobResult, TwirlSpec
 from qrt_ray.primitives.job import PrimitiveJob
@@ -124,7 +124,16 @@ def fetch_readout(
         )
         for device, qubits in wanted.items()
     }
-    return {device: ray.get(ref) for device, ref in refs.items()}
+    out = {}
+    for device, ref in refs.items():
+        try:
+            out[device] = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, QrtError):  # e.g. a qubit whose readout is unusable
+                raise cause from None
+            raise
+    return out
 
 
 def fan_out(fn: Callable[..., T], calls: Sequence[tuple[Any, ...]]) -> list[T]:

@@ -69,6 +69,7 @@ class Sampler(BaseSamplerV2):
         Raises:
             ValidationError: a PUB or an option is invalid; the message names it.
         """
+        self._mode.admit()  # a closed session fails here, not in the background
         if shots is not None and not 1 <= shots <= 1_000_000:
             raise ValidationError(f"shots={shots!r}: use 1 to 1,000,000")
         default = shots if shots is not None else self._options.default_shots

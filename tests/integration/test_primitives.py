@@ -1,0 +1,255 @@
+"""Sampler and Estimator V2 contracts, sessions, batches and the backend facade, on a
+real local farm (shared Ray). Modelled on Qiskit's own primitive tests: shapes of bit
+arrays, broadcasting of parameter sweeps and observables, precision to shots, metadata.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister, transpile
+from qiskit.circuit import Parameter
+from qiskit.primitives import BitArray
+from qiskit.providers import JobStatus
+from qiskit.quantum_info import SparsePauliOp, Statevector
+
+from qrt_ray import QuantumRuntime, ValidationError
+from qrt_ray.config import FarmConfig
+from qrt_ray.errors import JobCancelledError, MitigationError
+from qrt_ray.primitives import Batch, Estimator, Sampler, Session, SessionClosedError
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def rt(ray_head: object, small_farm: FarmConfig, store_path: Path) -> Iterator[QuantumRuntime]:
+    runtime = QuantumRuntime.local(small_farm, store=store_path)
+    yield runtime
+    runtime.shutdown()
+
+
+def _ghz(n: int, measure: bool = False) -> QuantumCircuit:
+    qc = QuantumCircuit(n)
+    qc.h(0)
+    for i in range(n - 1):
+        qc.cx(i, i + 1)
+    if measure:
+        qc.measure_all()
+    return qc
+
+
+def _ry_sweep() -> tuple[QuantumCircuit, Parameter]:
+    theta = Parameter("theta")
+    qc = QuantumCircuit(2)
+    qc.ry(theta, 0)
+    qc.cx(0, 1)
+    return qc, theta
+
+
+# -- Sampler ----------------------------------------------------------------------------
+
+
+def test_sampler_bit_arrays_follow_the_pub_shape(rt: QuantumRuntime) -> None:
+    qc, _ = _ry_sweep()
+    qc.measure_all()
+    values = np.linspace(0, np.pi, 6).reshape(2, 3, 1)
+    sampler = Sampler(mode=rt, options={"seed_simulator": 5})
+    job = sampler.run([(qc, values), _ghz(3, measure=True)], shots=300)
+    assert job.job_id().startswith("prim-")
+    result = job.result(timeout=300)
+    assert job.status() is JobStatus.DONE and job.done()
+    first, second = result[0], result[1]
+    assert isinstance(first.data.meas, BitArray)
+    assert first.data.meas.shape == (2, 3) and first.data.shape == (2, 3)
+    assert first.data.meas.num_shots == 300 and first.data.meas.num_bits == 2
+    assert second.data.meas.shape == () and second.data.meas.num_bits == 3
+    # theta = 0 gives 00, theta = pi gives 11 (up to noise)
+    assert first.data.meas[0, 0].get_counts().get("00", 0) > 250
+    assert first.data.meas[1, 2].get_counts().get("11", 0) > 250
+    assert sum(second.data.meas.get_counts().values()) == 300
+    assert first.metadata["shots"] == 300 and first.metadata["device"] in {"manila", "nairobi"}
+
+
+def test_sampler_registers_and_shot_precedence(rt: QuantumRuntime) -> None:
+    a, b = QuantumRegister(2, "q"), ClassicalRegister(1, "alpha")
+    c = ClassicalRegister(2, "beta")
+    qc = QuantumCircuit(a, b, c)
+    qc.x(0)
+    qc.measure(0, b[0])
+    qc.measure([0, 1], c)
+    sampler = Sampler(mode=rt, options={"default_shots": 111})
+    result = sampler.run([(qc, None, 70), qc], shots=90).result(timeout=300)
+    assert result[0].data.alpha.num_shots == 70  # the PUB's own shots win
+    assert result[1].data.beta.num_shots == 90  # then run()'s
+    assert result[1].data.alpha.get_counts().get("1", 0) > 80
+    assert result[1].data.beta.get_counts().get("01", 0) > 70
+
+
+def test_sampler_seeded_runs_reproduce(rt: QuantumRuntime) -> None:
+    sampler = Sampler(mode=rt.backend("manila"), options={"seed_simulator": 9})
+    one = sampler.run([_ghz(3, measure=True)], shots=200).result(timeout=300)
+    two = sampler.run([_ghz(3, measure=True)], shots=200).result(timeout=300)
+    assert np.array_equal(one[0].data.meas.array, two[0].data.meas.array)
+
+
+def test_sampler_readout_mitigation_gives_quasi_distributions(rt: QuantumRuntime) -> None:
+    sampler = Sampler(mode=rt, options={"resilience": {"measure_mitigation": True}})
+    result = sampler.run([_ghz(3, measure=True)], shots=2000).result(timeout=300)
+    meta = result[0].metadata
+    quasi = meta["quasi_dists"][0]
+    raw = result[0].data.meas.get_counts()
+    assert sum(quasi.values()) == pytest.approx(1.0, abs=1e-6)
+    assert quasi["000"] + quasi["111"] > (raw.get("000", 0) + raw.get("111", 0)) / 2000
+    nearest = meta["nearest_probability"][0]
+    assert all(v >= 0 for v in nearest.values()) and sum(nearest.values()) == pytest.approx(1)
+    assert meta["mitigation"]["readout"]["calibration_id"] == meta["calibration_id"]
+
+
+def test_sampler_refuses_bad_pubs_with_the_index(rt: QuantumRuntime) -> None:
+    sampler = Sampler(mode=rt)
+    with pytest.raises(ValidationError, match=r"pubs\[1\]: the circuit measures nothing"):
+        sampler.run([_ghz(2, measure=True), _ghz(2)])
+    a, b = Parameter("a"), Parameter("b")
+    qc = QuantumCircuit(1)
+    qc.ry(a, 0)
+    qc.rz(b, 0)
+    qc.measure_all()
+    with pytest.raises(ValidationError, match=r"pubs\[0\]: Length"):
+        sampler.run([(qc, [[1.0, 2.0, 3.0]])])  # three values for two parameters
+    with pytest.raises(ValidationError, match="shots=0"):
+        sampler.run([_ghz(2, measure=True)], shots=0)
+    with pytest.raises(ValidationError, match="mode: pass a QuantumRuntime"):
+        Sampler(mode="manila")
+
+
+# -- Estimator --------------------------------------------------------------------------
+
+
+def test_estimator_broadcasts_observables_against_parameters(rt: QuantumRuntime) -> None:
+    qc, _ = _ry_sweep()
+    thetas = np.array([0.3, 1.2]).reshape(1, 2, 1)
+    observables = [[SparsePauliOp("ZZ")], [SparsePauliOp("XX")], [SparsePauliOp(["ZI", "IZ"])]]
+    est = Estimator(mode=rt, options={"resilience_level": 1, "seed_estimator": 3})
+    result = est.run([(qc, observables, thetas)], precision=0.02).result(timeout=300)
+    data = result[0].data
+    assert data.evs.shape == (3, 2) and data.stds.shape == (3, 2)
+    for i, obs in enumerate(observables):
+        for j, theta in enumerate(thetas.ravel()):
+            exact = Statevector(qc.assign_parameters([theta])).expectation_value(obs[0]).real
+            # readout mitigated; a few cx errors remain: within 4 sigma plus a small bias
+            assert abs(data.evs[i, j] - exact) < 4 * data.stds[i, j] + 0.06, (i, j)
+    meta = result[0].metadata
+    assert meta["shots"] == math.ceil(1 / 0.02**2)
+    assert meta["target_precision"] == 0.02
+    assert 0.005 < float(np.mean(data.stds)) < 0.05
+
+
+def test_estimator_levels_say_what_they_applied_and_cost(rt: QuantumRuntime) -> None:
+    qc = _ghz(3)
+    obs = SparsePauliOp("ZZZ")
+    metas, evs = {}, {}
+    for level in (0, 1, 2):
+        est = Estimator(mode=rt.backend("nairobi"), options={"resilience_level": level})
+        result = est.run([(qc, [SparsePauliOp("ZZI"), obs])]).result(timeout=300)
+        metas[level], evs[level] = result[0].metadata, result[0].data.evs
+    assert metas[0]["mitigation"]["readout"] is None and metas[0]["cost"]["extra_shots"] == 0
+    m1 = metas[1]["mitigation"]
+    assert m1["measure_mitigation"] and m1["measure_twirling"] and not m1["gate_twirling"]
+    assert m1["readout"]["qubits"] and m1["zne"] is None
+    m2 = metas[2]["mitigation"]
+    assert m2["gate_twirling"] and m2["zne"]["noise_factors"] == [1.0, 3.0, 5.0]
+    assert metas[2]["circuits"] == 3 * metas[0]["circuits"]
+    assert metas[2]["cost"]["extra_shots"] >= 2 * metas[0]["shots"] * metas[0]["circuits"]
+    assert "evs_noise_factors" in result[0].data
+    # ideal <ZZ>, <ZZZ> of a 3-qubit GHZ: 1 and 0; mitigation moves ZZ towards 1
+    assert evs[1][0] > evs[0][0] and evs[2][0] > evs[0][0]
+    assert abs(evs[2][1]) < 0.1
+
+
+def test_estimator_refuses_bad_pubs(rt: QuantumRuntime) -> None:
+    est = Estimator(mode=rt)
+    with pytest.raises(ValidationError, match=r"pubs\[0\].*must not measure"):
+        est.run([(_ghz(2, measure=True), "ZZ")])
+    with pytest.raises(ValidationError, match=r"pubs\[0\]"):
+        est.run([(_ghz(2), "ZZZ")])
+    with pytest.raises(ValidationError, match="precision=0"):
+        est.run([(_ghz(2), "ZZ")], precision=0)
+    with pytest.raises(ValidationError, match="resilience_level"):
+        est.options.resilience_level = 3
+
+
+def test_a_failing_mitigation_fails_the_job_with_the_reason(rt: QuantumRuntime) -> None:
+    # <XXXX> of a 4-qubit GHZ on manila falls from about 0.95 (noise factor 1) to 0.73
+    # (factor 5); shifted by -0.85 it changes sign, so an exponential decay cannot be
+    # fitted, and the job must fail rather than return unmitigated values
+    est = Estimator(
+        mode=rt.backend("manila"),
+        options={"resilience_level": 2, "resilience": {"zne": {"extrapolator": "exponential"}}},
+    )
+    job = est.run([(_ghz(4), SparsePauliOp(["XXXX", "IIII"], [1.0, -0.85]))])
+    with pytest.raises(MitigationError, match="zero-noise extrapolation failed: exponential"):
+        job.result(timeout=300)
+    assert job.status() is JobStatus.ERROR
+
+
+# -- modes ------------------------------------------------------------------------------
+
+
+def test_a_session_keeps_its_device_and_closes(rt: QuantumRuntime) -> None:
+    qc, _ = _ry_sweep()
+    with Session(rt, idle_timeout=600) as session:
+        est = Estimator(mode=session, options={"resilience_level": 0, "default_precision": 0.05})
+        devices = set()
+        for value in (0.1, 0.5, 0.9):
+            result = est.run([(qc, "ZZ", [value])]).result(timeout=300)
+            devices.add(result[0].metadata["device"])
+        assert devices == {session.device}
+        assert session.details()["calibrations"]
+    with pytest.raises(SessionClosedError, match="closed"):
+        est.run([(qc, "ZZ", [0.2])])
+    idle = Session(rt.backend("manila"), idle_timeout=0.2)
+    time.sleep(0.4)
+    with pytest.raises(SessionClosedError, match="idle"):
+        Sampler(mode=idle).run([_ghz(2, measure=True)])
+
+
+def test_a_batch_runs_many_pubs_in_parallel_jobs(rt: QuantumRuntime) -> None:
+    circuits = [_ghz(n, measure=True) for n in (2, 3, 4, 2, 3, 4)]
+    with Batch(rt) as batch:
+        job = Sampler(mode=batch).run(circuits, shots=200)
+        result = job.result(timeout=300)
+    assert len(result) == 6 and len(job.farm_job_ids) == 6
+    assert all(r.data.meas.num_shots == 200 for r in result)
+    infos = [rt.job(j).info() for j in job.farm_job_ids]
+    assert all(batch.session_id in info["tags"] for info in infos)
+
+
+def test_cancel_reaches_the_farm_jobs(rt: QuantumRuntime) -> None:
+    job = Sampler(mode=rt).run([_ghz(4, measure=True)] * 3, shots=200_000)
+    while not job.farm_job_ids:
+        time.sleep(0.05)
+    assert job.cancel()
+    with pytest.raises(JobCancelledError):
+        job.result(timeout=120)
+    assert job.status() is JobStatus.CANCELLED
+
+
+def test_backend_facade_transpiles_and_runs(rt: QuantumRuntime) -> None:
+    backend = rt.backend("nairobi")
+    assert backend.num_qubits == 7 and backend.target.num_qubits == 7
+    isa = transpile(_ghz(3, measure=True), backend, seed_transpiler=1)
+    assert set(isa.count_ops()) <= set(backend.operation_names) | {"measure", "barrier"}
+    job = backend.run(isa, shots=500)
+    counts = job.result(timeout=300).get_counts()
+    assert sum(counts.values()) == 500
+    assert job.status() is JobStatus.DONE
+    assert rt.job(job.job_id()).info()["device"] == "nairobi"
+    with pytest.raises(ValidationError, match="unknown options"):
+        backend.run(isa, shots=10, memory=True)
+    with pytest.raises(ValidationError, match="not a device"):
+        rt.backend("nowhere")

@@ -1,0 +1,73 @@
+"""Primitive options: validated on set, named in errors, levels mapped to techniques."""
+
+from __future__ import annotations
+
+import pytest
+
+from qrt_ray.errors import ValidationError
+from qrt_ray.primitives.estimator import _settings, shots_for
+from qrt_ray.primitives.options import EstimatorOptions, SamplerOptions
+from qrt_ray.primitives.runner import twirl_spec
+
+
+def test_defaults_follow_the_hardware_runtime() -> None:
+    est = EstimatorOptions()
+    assert est.default_precision == 0.015625 and est.resilience_level == 1
+    assert shots_for(est.default_precision) == 4096
+    assert SamplerOptions().default_shots == 4096
+
+
+def test_bad_values_are_refused_and_leave_the_old_value() -> None:
+    opts = EstimatorOptions()
+    with pytest.raises(ValidationError, match=r"resilience_level=5"):
+        opts.resilience_level = 5
+    assert opts.resilience_level == 1
+    with pytest.raises(ValidationError, match="noise_factors must be 2 or more"):
+        opts.resilience.zne.noise_factors = (1.0,)
+    assert opts.resilience.zne.noise_factors == (1.0, 3.0, 5.0)
+    with pytest.raises(ValidationError, match="no option 'resilence_level'"):
+        opts.resilence_level = 2  # type: ignore[attr-defined]
+    with pytest.raises(ValidationError, match="extrapolator"):
+        opts.resilience.zne.extrapolator = "cubic"
+    with pytest.raises(ValidationError, match="pec_mitigation"):
+        opts.resilience.pec_mitigation = True  # type: ignore[assignment]
+    with pytest.raises(ValidationError, match="default_shots"):
+        SamplerOptions(default_shots=0)
+
+
+def test_update_reaches_sub_options_by_dotted_key_or_dict() -> None:
+    opts = EstimatorOptions()
+    opts.update(**{"resilience.zne_mitigation": True, "twirling": {"enable_gates": True}})
+    opts.update(resilience_level=0, default_precision=0.01)
+    assert opts.resilience.zne_mitigation is True and opts.twirling.enable_gates is True
+    assert opts.resilience_level == 0 and shots_for(opts.default_precision) == 10_000
+
+
+@pytest.mark.parametrize(
+    ("level", "measure", "zne", "gate_twirl"),
+    [(0, False, False, False), (1, True, False, False), (2, True, True, True)],
+)
+def test_levels_set_the_techniques(level: int, measure: bool, zne: bool, gate_twirl: bool) -> None:
+    s = _settings(EstimatorOptions(resilience_level=level))
+    assert (s["measure_mitigation"], s["zne"], s["gate_twirl"]) == (measure, zne, gate_twirl)
+    assert s["measure_twirl"] is (level >= 1)
+    assert s["factors"] == ((1.0, 3.0, 5.0) if zne else (1.0,))
+
+
+def test_explicit_switches_override_the_level() -> None:
+    opts = EstimatorOptions(resilience_level=2)
+    opts.resilience.zne_mitigation = False
+    opts.resilience.measure_mitigation = False
+    s = _settings(opts)
+    assert not s["zne"] and not s["measure_mitigation"] and s["gate_twirl"]
+
+
+def test_twirl_randomizations() -> None:
+    opts = EstimatorOptions().twirling
+    assert twirl_spec(opts, 4096, gates=False, measure=False) is None
+    assert twirl_spec(opts, 4096, gates=True, measure=True).randomizations == 32
+    assert twirl_spec(opts, 300, gates=False, measure=True).randomizations == 2
+    opts.shots_per_randomization = 100
+    assert twirl_spec(opts, 1000, gates=True, measure=False).randomizations == 10
+    opts.num_randomizations = 3
+    assert twirl_spec(opts, 1000, gates=True, measure=False).randomizations == 3

@@ -1,0 +1,167 @@
+"""Gate folding, extrapolation and twirling: exact checks on known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from qiskit import QuantumCircuit, transpile
+from qiskit.circuit.random import random_circuit
+from qiskit.quantum_info import Operator, Statevector
+from qiskit_aer import AerSimulator
+from qiskit_aer.noise import NoiseModel, ReadoutError
+
+from qrt_ray.errors import MitigationError
+from qrt_ray.mitigation.twirling import (
+    merge_counts,
+    run_twirled,
+    split_shots,
+    twirl_compiled,
+    twirl_gates,
+    unflip_key,
+)
+from qrt_ray.mitigation.zne import extrapolate, fold_gates
+from qrt_ray.models import TwirlSpec
+
+
+def _entangler() -> QuantumCircuit:
+    qc = QuantumCircuit(3)
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.ecr(1, 2)
+    qc.cz(0, 2)
+    qc.rzz(0.4, 1, 2)
+    return qc
+
+
+@pytest.mark.parametrize(("factor", "reached"), [(1, 1.0), (3, 3.0), (5, 5.0), (2, 2.0)])
+def test_folding_keeps_the_unitary_and_scales_two_qubit_gates(
+    factor: float, reached: float
+) -> None:
+    qc = _entangler()
+    folded, got = fold_gates(qc, factor, np.random.default_rng(1))
+    assert got == pytest.approx(reached)
+    two_q = sum(
+        1 for i in folded.data if i.operation.num_qubits == 2 and i.operation.name != "barrier"
+    )
+    assert two_q == round(4 * reached)
+    assert Operator(folded).equiv(Operator(qc))
+
+
+def test_folds_survive_the_compiler() -> None:
+    qc = QuantumCircuit(2)
+    qc.h(0)
+    qc.cx(0, 1)
+    folded, _ = fold_gates(qc, 5, np.random.default_rng(0))
+    compiled = transpile(folded, basis_gates=["rz", "sx", "x", "cx"], optimization_level=1)
+    assert compiled.count_ops()["cx"] == 5
+
+
+def test_folding_below_one_is_refused() -> None:
+    with pytest.raises(MitigationError, match="below 1"):
+        fold_gates(_entangler(), 0.5, np.random.default_rng(0))
+
+
+def test_extrapolators_are_exact_on_their_own_model() -> None:
+    lam = [1.0, 3.0, 5.0]
+    linear = [0.9 - 0.05 * x for x in lam]
+    quadratic = [0.8 - 0.1 * x + 0.01 * x * x for x in lam]
+    decay = [0.95 * math.exp(-0.2 * x) for x in lam]
+    assert extrapolate(lam, linear, [0.0] * 3, "linear").value == pytest.approx(0.9)
+    assert extrapolate(lam, quadratic, [0.0] * 3, "richardson").value == pytest.approx(0.8)
+    assert extrapolate(lam, quadratic, [0.0] * 3, "polynomial_degree_2").value == pytest.approx(0.8)
+    assert extrapolate(lam, decay, [0.0] * 3, "exponential").value == pytest.approx(0.95)
+    negative = [-v for v in decay]
+    assert extrapolate(lam, negative, [0.0] * 3, "exponential").value == pytest.approx(-0.95)
+
+
+def test_extrapolation_error_bars_propagate() -> None:
+    # linear through (1, y1), (3, y3): y(0) = 1.5 y1 - 0.5 y3
+    fit = extrapolate([1, 3], [0.8, 0.6], [0.01, 0.02], "linear")
+    assert fit.value == pytest.approx(0.9)
+    assert fit.stderr == pytest.approx(math.sqrt((1.5 * 0.01) ** 2 + (0.5 * 0.02) ** 2))
+    # richardson on 1/3/5 amplifies noise more than linear
+    r = extrapolate([1, 3, 5], [0.8, 0.6, 0.45], [0.01] * 3, "richardson")
+    lin = extrapolate([1, 3, 5], [0.8, 0.6, 0.45], [0.01] * 3, "linear")
+    assert r.stderr > lin.stderr > 0.01
+
+
+def test_extrapolation_refuses_what_it_cannot_fit() -> None:
+    with pytest.raises(MitigationError, match="one sign"):
+        extrapolate([1, 3], [0.1, -0.1], [0.01, 0.01], "exponential")
+    with pytest.raises(MitigationError, match="needs at least 3"):
+        extrapolate([1, 3], [0.1, 0.2], [0.01, 0.01], "polynomial_degree_2")
+    with pytest.raises(MitigationError, match="use one of"):
+        extrapolate([1, 3], [0.1, 0.2], [0.01, 0.01], "cubic")
+    with pytest.raises(MitigationError, match="repeat"):
+        extrapolate([1, 1], [0.1, 0.2], [0.01, 0.01], "linear")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_logical_gate_twirls_keep_the_unitary(seed: int) -> None:
+    qc = random_circuit(4, 6, max_operands=2, seed=seed)
+    qc.cx(0, 1)
+    qc.ecr(2, 3)
+    twirled, count = twirl_gates(qc, np.random.default_rng(seed))
+    assert count >= 2
+    assert Operator(twirled).equiv(Operator(qc))
+
+
+def test_compiled_twirls_keep_the_outcome_distribution() -> None:
+    qc = QuantumCircuit(3, 3)
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.ecr(1, 2)
+    qc.measure([0, 1, 2], [0, 1, 2])
+    ideal = Statevector(qc.remove_final_measurements(inplace=False)).probabilities_dict()
+    rng = np.random.default_rng(4)
+    flipped_any = False
+    for _ in range(12):
+        twirled, flips = twirl_compiled(qc, rng, gates=True, measure=True)
+        flipped_any |= flips != 0
+        body = twirled.remove_final_measurements(inplace=False)
+        got = {
+            unflip_key(k, flips): v
+            for k, v in Statevector(body).probabilities_dict().items()
+            if v > 1e-12
+        }
+        assert got == pytest.approx({k: v for k, v in ideal.items() if v > 1e-12})
+    assert flipped_any
+
+
+def test_measurement_twirling_makes_readout_error_symmetric() -> None:
+    noise = NoiseModel()
+    noise.add_readout_error(ReadoutError([[0.98, 0.02], [0.10, 0.90]]), [0])
+    sim = AerSimulator(noise_model=noise)
+    qc = QuantumCircuit(1, 1)
+    qc.measure(0, 0)
+    plain = sim.run(qc, shots=20_000, seed_simulator=1).result().get_counts()
+    twirl = TwirlSpec(measure=True, randomizations=32)
+    counts, _, _ = run_twirled(sim, [qc], 20_000, twirl, 5, {}, "automatic")
+    assert sum(counts[0].values()) == 20_000
+    assert plain.get("1", 0) / 20_000 == pytest.approx(0.02, abs=0.006)
+    # half the shots read through the flipped channel: (0.02 + 0.10) / 2
+    assert counts[0].get("1", 0) / 20_000 == pytest.approx(0.06, abs=0.01)
+
+
+def test_twirled_runs_split_shots_exactly_and_reproduce() -> None:
+    qc = QuantumCircuit(2, 2)
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.measure([0, 1], [0, 1])
+    sim = AerSimulator()
+    twirl = TwirlSpec(gates=True, measure=True, randomizations=7)
+    first, seeds, _ = run_twirled(sim, [qc, qc], 1001, twirl, 9, {}, "automatic")
+    again, _, _ = run_twirled(sim, [qc, qc], 1001, twirl, 9, {}, "automatic")
+    assert [sum(c.values()) for c in first] == [1001, 1001]
+    assert set(first[0]) == {"00", "11"}
+    assert first == again and len(seeds) == 2
+
+
+def test_shot_splitting_and_key_unflipping() -> None:
+    assert split_shots(10, 3) == [4, 3, 3]
+    assert split_shots(2, 5) == [1, 1]
+    assert unflip_key("01 10", 0b0011) == "01 01"
+    assert unflip_key("0110", 0b1000) == "1110"
+    assert merge_counts([({"01": 3}, 0b01), ({"00": 2}, 0)]) == {"00": 5}
