@@ -25,10 +25,17 @@ from qrt_ray.compiler import decode_compiled
 from qrt_ray.config import DeviceConfig, LinkConfig, SchedulingConfig
 from qrt_ray.drift import DriftProcess, capped_error
 from qrt_ray.errors import ControlLinkError, DeviceUnavailableError, ValidationError
+from qrt_ray.mitigation.dd import pad_dynamical_decoupling
 from qrt_ray.mitigation.readout import ReadoutCalibration
 from qrt_ray.mitigation.readout_cache import ReadoutCache
 from qrt_ray.mitigation.twirling import run_twirled, split_shots
-from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus, TwirlSpec
+from qrt_ray.models import (
+    CalibrationSnapshot,
+    DecouplingSpec,
+    DeviceSnapshot,
+    DeviceStatus,
+    TwirlSpec,
+)
 from qrt_ray.noise import NoiseModelCache, target_from_snapshot
 from qrt_ray.results import RawRun, counts_checksum, slice_seed, trim_counts
 
@@ -86,10 +93,12 @@ class WorkItem:
     remaining: int = 0
     deadline: float = math.inf
     twirl: TwirlSpec | None = None
+    dd: DecouplingSpec | None = None
 
 
-# (shots per circuit, simulator seed, forced method, twirling): one simulator call each
-GroupKey = tuple[int, int | None, str | None, TwirlSpec | None]
+# (shots per circuit, simulator seed, forced method, twirling, decoupling): one
+# simulator call each
+GroupKey = tuple[int, int | None, str | None, TwirlSpec | None, DecouplingSpec | None]
 
 
 @dataclass(slots=True)
@@ -479,9 +488,12 @@ class Device:
                 run_shots = split_shots(item.shots, item.twirl.randomizations)[0]
             forced = None if gpu else sim_method_for(item.active_qubits, run_shots)
             seed = slice_seed(item.seed, item.first_shot, item.attempt)
-            groups.setdefault((item.shots, seed, forced, item.twirl), []).append(item)
-        for (shots, seed, forced, twirl), items in groups.items():
-            runs.extend(self._run_group(sim, cal, items, shots, seed, method, gpu, forced, twirl))
+            key = (item.shots, seed, forced, item.twirl, item.dd)
+            groups.setdefault(key, []).append(item)
+        for (shots, seed, forced, twirl, dd), items in groups.items():
+            runs.extend(
+                self._run_group(sim, cal, items, shots, seed, method, gpu, forced, twirl, dd)
+            )
         self.batches_run += 1
         return runs
 
@@ -660,8 +672,15 @@ class Device:
         gpu: bool,
         forced: str | None = None,
         twirl: TwirlSpec | None = None,
+        dd: DecouplingSpec | None = None,
     ) -> list[RawRun]:
         circuits = decode_compiled([c for item in items for c in item.circuits])
+        if dd is not None:
+            target = target_from_snapshot(cal, self._backend.target)
+            circuits = [
+                pad_dynamical_decoupling(c, target, sequence=dd.sequence, scheduling=dd.scheduling)
+                for c in circuits
+            ]
         base_seed = seed if seed is not None else secrets.randbits(30)
         options = {"method": forced} if forced else {}
         start = time.perf_counter()

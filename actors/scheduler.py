@@ -810,6 +810,7 @@ class Scheduler:
                     first_shot=sum(shots_executed(r) for r in runs),
                     deadline=job_deadline(rec),
                     twirl=rec.spec.twirling,
+                    dd=rec.spec.dynamical_decoupling,
                 )
             )
         applied = {u.job_id for u in await self._persist(updates)}

@@ -79,6 +79,15 @@ class TwirlSpec(BaseModel):
     randomizations: int = Field(default=16, ge=1, le=1024)
 
 
+class DecouplingSpec(BaseModel):
+    """Dynamical decoupling the device adds to a job's compiled circuits."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sequence: Literal["XX"] = "XX"
+    scheduling: Literal["alap", "asap"] = "alap"
+
+
 class JobSpec(BaseModel):
     """What a user asked for. Circuits are OpenQASM text: data, never pickled objects."""
 
@@ -103,6 +112,8 @@ class JobSpec(BaseModel):
     max_calibration_age_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     # randomized compiling of the compiled circuits on the device (error mitigation)
     twirling: TwirlSpec | None = None
+    # echoes on idle qubits, added by the device to the compiled circuits
+    dynamical_decoupling: DecouplingSpec | None = None
 
     @field_validator("tags")
     @classmethod

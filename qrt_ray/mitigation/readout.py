@@ -30,6 +30,7 @@ from qrt_ray.errors import MitigationError
 DIRECT_MAX = 256
 DENSE_MAX = 6144
 _BLOCK_ROWS = 1024
+GPU_MIN_ROWS = 1024
 _PROB_FLOOR = 1e-12
 
 
@@ -266,7 +267,8 @@ def solve_quasi(
         p01, p10: per-column readout errors (n each).
         distance: keep only entries between strings at most this Hamming distance
             apart (None: all, which is exact on the subspace).
-        use_gpu: True to require CuPy, None to use it when present, False for NumPy.
+        use_gpu: True to require CuPy, None to use it when present and the system has
+            more than ``GPU_MIN_ROWS`` strings, False for NumPy.
 
     Returns:
         (quasi-probabilities, solver name, iterations).
@@ -274,7 +276,8 @@ def solve_quasi(
     n_rows, n_bits = bits.shape
     if n_rows == 0:
         return np.zeros(0), "none", 0
-    xp = array_module(use_gpu)
+    # a GPU pays off only on large systems; None uses one there when present
+    xp = array_module(use_gpu) if use_gpu or (use_gpu is None and n_rows > GPU_MIN_ROWS) else np
     dist = n_bits if distance is None else max(0, min(distance, n_bits))
     matrix = _ReducedMatrix(bits, p01, p10, dist, xp)
     p = xp.asarray(probabilities, dtype=xp.float64)

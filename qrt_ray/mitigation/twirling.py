@@ -149,13 +149,19 @@ def _final_measurements(circuit: QuantumCircuit) -> set[int]:
 
 
 def twirl_compiled(
-    circuit: QuantumCircuit, rng: np.random.Generator, *, gates: bool, measure: bool
+    circuit: QuantumCircuit,
+    rng: np.random.Generator,
+    *,
+    gates: bool,
+    measure: bool,
+    complement_of: int | None = None,
 ) -> tuple[QuantumCircuit, int]:
     """One randomization of a compiled circuit.
 
     Gates: each Clifford 2-qubit gate sits in a random Pauli frame (native gates).
-    Measurements: each final measurement is preceded by X with probability 1/2; the
-    returned mask (bit k = clbit k) says which bits to flip back.
+    Measurements: each final measurement is preceded by X with probability 1/2, or,
+    given ``complement_of`` (an earlier copy's mask), exactly where that copy had none;
+    the returned mask (bit k = clbit k) says which bits to flip back.
     """
     final = _final_measurements(circuit) if measure else set()
     out = circuit.copy_empty_like()
@@ -167,10 +173,13 @@ def twirl_compiled(
             _append_native_pauli(out, before, inst.qubits)
             out.append(inst)
             _append_native_pauli(out, after, inst.qubits)
-        elif i in final and rng.integers(2):
-            out.x(inst.qubits[0])
+        elif i in final:
+            bit = 1 << circuit.find_bit(inst.clbits[0]).index
+            flip = rng.integers(2) if complement_of is None else not complement_of & bit
+            if flip:
+                out.x(inst.qubits[0])
+                flips |= bit
             out.append(inst)
-            flips |= 1 << circuit.find_bit(inst.clbits[0]).index
         else:
             out.append(inst)
     return out, flips
@@ -224,18 +233,31 @@ def run_twirled(
 
     The copies run in at most two simulator calls (the copies that take one extra
     shot, and the rest). The randomizations come from ``seed``, so a seeded job
-    reproduces.
+    reproduces. With measurement twirling the copies come in complementary pairs (an
+    odd count is rounded up).
 
     Returns:
         (per circuit: the copies' counts summed in the circuit's own frame, the seed
         of its first copy, the method it ran with).
     """
     rng = np.random.default_rng(seed)
-    per_copy = split_shots(shots, twirl.randomizations)
+    copies_wanted = twirl.randomizations
+    measure_pairs = twirl.measure and copies_wanted > 1
+    if measure_pairs and copies_wanted % 2:
+        copies_wanted += 1  # an even number, so every copy has its complement
+    per_copy = split_shots(shots, copies_wanted)
     copies: list[tuple[int, int, QuantumCircuit, int]] = []  # (circuit, shots, copy, flips)
     for index, circuit in enumerate(circuits):
-        for copy_shots in per_copy:
-            twirled, flips = twirl_compiled(circuit, rng, gates=twirl.gates, measure=twirl.measure)
+        previous = 0
+        for k, copy_shots in enumerate(per_copy):
+            # copies come in pairs with complementary measurement flips: every bit is
+            # flipped in exactly half of them (to a shot), so the readout error of the
+            # summed counts is exactly the mean of its two directions
+            pair = previous if measure_pairs and k % 2 else None
+            twirled, flips = twirl_compiled(
+                circuit, rng, gates=twirl.gates, measure=twirl.measure, complement_of=pair
+            )
+            previous = flips
             copies.append((index, copy_shots, twirled, flips))
     parts: list[list[tuple[dict[str, int], int]]] = [[] for _ in circuits]
     seeds = [0] * len(circuits)

@@ -27,6 +27,8 @@ from qrt_ray.mitigation.readout import MitigationError
 
 Extrapolator = Literal["linear", "richardson", "polynomial_degree_2", "exponential"]
 EXTRAPOLATORS: tuple[str, ...] = ("linear", "richardson", "polynomial_degree_2", "exponential")
+# noise factors each extrapolator needs
+MIN_POINTS = {"linear": 2, "richardson": 2, "polynomial_degree_2": 3, "exponential": 2}
 
 
 def fold_gates(
@@ -97,7 +99,7 @@ def extrapolate(
     err = np.asarray(stderrs, dtype=float)
     if len(np.unique(lam)) != len(lam):
         raise MitigationError(f"noise factors {list(factors)} repeat a value; give distinct ones")
-    needed = {"linear": 2, "richardson": 2, "polynomial_degree_2": 3, "exponential": 2}
+    needed = MIN_POINTS
     if method not in needed:
         raise MitigationError(f"extrapolator={method!r}: use one of {', '.join(EXTRAPOLATORS)}")
     if len(lam) < needed[method]:

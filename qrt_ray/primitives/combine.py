@@ -29,6 +29,9 @@ from qrt_ray.mitigation.readout import (
 )
 from qrt_ray.mitigation.zne import extrapolate
 
+# the extrapolator reported when a circuit had no 2-qubit gate to fold
+NO_FOLDS = "none: no 2-qubit gates to fold, runs pooled"
+
 
 @dataclass(frozen=True, slots=True)
 class EstimatorPlan:
@@ -116,7 +119,7 @@ def circuit_distribution(
             "the compiled circuit does not say (recompile the job)"
         )
     p01, p10 = _readout_errors(readout, measured, symmetric)
-    quasi = mitigate_counts(counts, p01, p10, distance=distance)
+    quasi = mitigate_counts(counts, p01, p10, distance=distance, use_gpu=None)
     return CircuitData(quasi.probabilities, raw, shots, quasi.mitigation_overhead, p01, p10)
 
 
@@ -210,6 +213,13 @@ def _extrapolate(
         )
         for f in range(len(plan.factors))
     ]
+    if len(set(reached)) == 1:
+        # nothing to fold (no 2-qubit gates): every factor ran the same circuit, so the
+        # runs are pooled instead of extrapolated
+        weights = [1.0 / max(s, 1e-12) ** 2 for s in stds]
+        total = sum(weights)
+        value = sum(w * v for w, v in zip(weights, values, strict=True)) / total
+        return value, math.sqrt(1.0 / total), NO_FOLDS
     reasons = []
     for method in plan.extrapolators:
         try:

@@ -39,6 +39,7 @@ from qrt_ray.primitives.modes import resolve_mode
 from qrt_ray.primitives.options import EstimatorOptions
 from qrt_ray.primitives.runner import (
     FarmRequest,
+    dd_spec,
     fan_out,
     fetch_readout,
     readout_note,
@@ -104,6 +105,7 @@ class Estimator(BaseEstimatorV2):
             raise ValidationError("pubs: empty; pass at least one (circuit, observables) PUB")
         plans = [self._prepare(i, pub) for i, pub in enumerate(coerced)]
         options = self._options.model_copy(deep=True)
+        dd_spec(options.dynamical_decoupling)  # an unplayable sequence fails here
         return PrimitiveJob(
             self._mode.runtime, lambda job: _execute(job, self._mode, options, plans)
         )
@@ -206,6 +208,7 @@ def _execute(
     s = _settings(options)
     seed = options.seed_estimator if options.seed_estimator is not None else 0
     built = _construct(job, plans, s["factors"], seed)
+    dd = dd_spec(options.dynamical_decoupling)
     requests = [
         FarmRequest(
             b.qasm,
@@ -213,10 +216,14 @@ def _execute(
             twirl_spec(
                 options.twirling, plan["shots"], gates=s["gate_twirl"], measure=s["measure_twirl"]
             ),
+            dd,
         )
         for plan, b in zip(plans, built, strict=True)
     ]
-    handles = submit(job, mode, requests, options, options.seed_estimator)
+    seed_run = options.seed_estimator
+    if seed_run is None:
+        seed_run = options.simulator.seed_simulator
+    handles = submit(job, mode, requests, options, seed_run)
     results = wait_results(job, mode, handles, None)
     notes = mode.record(results)
     res = options.resilience
@@ -292,6 +299,7 @@ def _pub_result(
         "measure_mitigation": s["measure_mitigation"],
         "measure_twirling": s["measure_twirl"],
         "gate_twirling": s["gate_twirl"],
+        "dynamical_decoupling": request.dd.sequence if request.dd else None,
         "num_randomizations": request.twirl.randomizations if request.twirl else 1,
         "readout": None,
         "zne": None,

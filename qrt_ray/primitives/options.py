@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from qrt_ray.errors import ValidationError
-from qrt_ray.mitigation.zne import EXTRAPOLATORS
+from qrt_ray.mitigation.zne import EXTRAPOLATORS, MIN_POINTS
 
 
 def _explain(prefix: str, exc: PydanticValidationError) -> ValidationError:
@@ -100,6 +100,11 @@ class ZneOptions(_Options):
         bad = [m for m in methods if m not in EXTRAPOLATORS]
         if not methods or bad:
             raise ValueError(f"extrapolator {bad or methods}: use {', '.join(EXTRAPOLATORS)}")
+        if not any(len(factors) >= MIN_POINTS[m] for m in methods):
+            raise ValueError(
+                f"extrapolator {list(methods)} needs more noise factors than the "
+                f"{len(factors)} given ({', '.join(f'{m}: {MIN_POINTS[m]}' for m in methods)})"
+            )
         return self
 
     @property
@@ -143,6 +148,25 @@ class DynamicalDecouplingOptions(_Options):
     skip_reset_qubits: bool = False
 
 
+class ExecutionOptions(_Options):
+    """Accepted so hardware-runtime code runs; the simulated devices reset every qubit
+    between shots and have no repetition delay to set."""
+
+    init_qubits: bool = True
+    rep_delay: float | None = Field(default=None, ge=0)
+    meas_type: Literal["classified"] = "classified"
+
+
+class SimulatorOptions(_Options):
+    """The simulator seed. Noise, coupling map and basis gates belong to each farm
+    device (its calibration), so setting them here is refused."""
+
+    seed_simulator: int | None = Field(default=None, ge=0, lt=2**31)
+    noise_model: None = None
+    coupling_map: None = None
+    basis_gates: None = None
+
+
 class EnvironmentOptions(_Options):
     """Job tags (kept with every job of the primitive)."""
 
@@ -157,6 +181,8 @@ class _PrimitiveOptions(_Options):
     )
     twirling: TwirlingOptions = Field(default_factory=TwirlingOptions)
     environment: EnvironmentOptions = Field(default_factory=EnvironmentOptions)
+    execution: ExecutionOptions = Field(default_factory=ExecutionOptions)
+    simulator: SimulatorOptions = Field(default_factory=SimulatorOptions)
     # this runtime's own placement and priority settings for the primitive's jobs
     priority: int = Field(default=5, ge=0, le=10)
     tenant: str = Field(default="default", min_length=1, max_length=64)

@@ -20,10 +20,14 @@ from qrt_ray import farm as farm_mod
 from qrt_ray.client import JobHandle, make_spec
 from qrt_ray.errors import JobTimeoutError, QrtError, ValidationError
 from qrt_ray.mitigation.readout import ReadoutCalibration
-from qrt_ray.models import JobResult, TwirlSpec
+from qrt_ray.models import DecouplingSpec, JobResult, TwirlSpec
 from qrt_ray.primitives.job import PrimitiveJob
 from qrt_ray.primitives.modes import _Mode
-from qrt_ray.primitives.options import TwirlingOptions, _PrimitiveOptions
+from qrt_ray.primitives.options import (
+    DynamicalDecouplingOptions,
+    TwirlingOptions,
+    _PrimitiveOptions,
+)
 
 _POLL_S = 1.0
 T = TypeVar("T")
@@ -36,6 +40,7 @@ class FarmRequest:
     circuits: tuple[str, ...]
     shots: int
     twirl: TwirlSpec | None = None
+    dd: DecouplingSpec | None = None
 
 
 def twirl_spec(
@@ -51,6 +56,23 @@ def twirl_spec(
     else:
         count = min(32, max(1, shots // 128))
     return TwirlSpec(gates=gates, measure=measure, randomizations=max(1, min(count, shots, 1024)))
+
+
+def dd_spec(options: DynamicalDecouplingOptions) -> DecouplingSpec | None:
+    """The farm's decoupling for these options (None when off).
+
+    Raises:
+        ValidationError: a sequence these devices cannot play.
+    """
+    if not options.enable:
+        return None
+    if options.sequence_type != "XX":
+        raise ValidationError(
+            f"dynamical_decoupling.sequence_type={options.sequence_type!r}: it needs pulses "
+            "(an X about -x, a Y) that these devices' native gates (x, sx, rz) do not play "
+            "as one pulse; use 'XX'"
+        )
+    return DecouplingSpec(sequence="XX", scheduling=options.scheduling_method)
 
 
 def submit(
@@ -77,6 +99,7 @@ def submit(
                     tags=tags,
                     seed=None if seed is None else (seed + i) % 2**31,
                     twirling=req.twirl,
+                    dynamical_decoupling=req.dd,
                 )
             )
         except ValidationError as exc:

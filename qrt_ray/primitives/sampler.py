@@ -27,6 +27,7 @@ from qrt_ray.primitives.modes import resolve_mode
 from qrt_ray.primitives.options import SamplerOptions
 from qrt_ray.primitives.runner import (
     FarmRequest,
+    dd_spec,
     fan_out,
     fetch_readout,
     readout_note,
@@ -88,6 +89,7 @@ class Sampler(BaseSamplerV2):
         if not coerced:
             raise ValidationError("pubs: empty; pass at least one circuit")
         options = self._options.model_copy(deep=True)
+        dd_spec(options.dynamical_decoupling)  # an unplayable sequence fails here
         return PrimitiveJob(
             self._mode.runtime, lambda job: _execute(job, self._mode, options, coerced)
         )
@@ -127,10 +129,14 @@ def _execute(
             t,
             pub.shots,
             twirl_spec(tw, pub.shots, gates=tw.enable_gates, measure=tw.enable_measure),
+            dd_spec(options.dynamical_decoupling),
         )
         for pub, t in zip(pubs, texts, strict=True)
     ]
-    handles = submit(job, mode, requests, options, options.seed_simulator)
+    seed = options.seed_simulator
+    if seed is None:
+        seed = options.simulator.seed_simulator
+    handles = submit(job, mode, requests, options, seed)
     results = wait_results(job, mode, handles, None)
     notes = mode.record(results)
     res = options.resilience
@@ -150,7 +156,7 @@ def _execute(
             for r in results
         ]
         quasi = list(fan_out(_quasi, calls))
-    rng = np.random.default_rng(options.seed_simulator)
+    rng = np.random.default_rng(seed)
     out = []
     for k, (pub, result) in enumerate(zip(pubs, results, strict=True)):
         out.append(_pub_result(pub, result, rng, quasi[k], readout, notes[k], options))
@@ -217,7 +223,11 @@ def _pub_result(
         "calibration_age_s": meta.calibration_age_s,
         "farm_job_id": meta.job_id,
         "warnings": list(meta.warnings) + notes,
-        "mitigation": {"measure_mitigation": quasi is not None},
+        "mitigation": {
+            "measure_mitigation": quasi is not None,
+            "twirling": options.twirling.enable_gates or options.twirling.enable_measure,
+            "dynamical_decoupling": options.dynamical_decoupling.enable,
+        },
     }
     if quasi is not None:
         cal, spent = readout[meta.device]

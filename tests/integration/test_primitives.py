@@ -253,3 +253,16 @@ def test_backend_facade_transpiles_and_runs(rt: QuantumRuntime) -> None:
         backend.run(isa, shots=10, memory=True)
     with pytest.raises(ValidationError, match="not a device"):
         rt.backend("nowhere")
+
+
+def test_a_large_sweep_is_bound_in_ray_tasks(rt: QuantumRuntime) -> None:
+    # 600 parameter sets: more than one construct chunk, so binding fans out
+    qc, _ = _ry_sweep()
+    qc.measure_all()
+    thetas = np.linspace(0, np.pi, 600).reshape(600, 1)
+    result = Sampler(mode=rt, options={"seed_simulator": 1}).run([(qc, thetas)], shots=20)
+    data = result.result(timeout=300)[0].data.meas
+    assert data.shape == (600,) and data.num_shots == 20
+    # the sweep order survives the chunking: |00> at the start, |11> at the end
+    assert data[0].get_counts().get("00", 0) >= 16
+    assert data[599].get_counts().get("11", 0) >= 16

@@ -64,3 +64,57 @@ def test_readout_gain_scales_the_variance() -> None:
     _, var = group_estimate(raw, raw, 1, {"ZZ": 1.0}, {"ZZ": 0b11}, {"ZZ": gain})
     assert var == pytest.approx(gain**2)
     assert math.isinf(readout_gain(0b1, np.array([0.5]), np.array([0.5])))
+
+
+def _plan(factors, extrapolators):  # type: ignore[no-untyped-def]
+    from qrt_ray.primitives.combine import EstimatorPlan
+
+    [(basis, labels)] = group_paulis(["ZZ"])
+    return EstimatorPlan(
+        shape=(),
+        param_index=(0,),
+        observables=({"ZZ": 1.0},),
+        bases=((basis, tuple(labels)),),
+        factors=factors,
+        keys=tuple((0, 0, f) for f in range(len(factors))),
+        reached_factors=factors,
+        measure_mitigation=False,
+        symmetric_readout=False,
+        extrapolators=extrapolators,
+    )
+
+
+def test_combine_extrapolates_and_falls_back_then_fails_with_the_reasons() -> None:
+    from qrt_ray.errors import MitigationError
+    from qrt_ray.primitives.combine import combine_estimator
+
+    # <ZZ> = 0.8, 0.4, -0.2 at factors 1, 3, 5: not one sign
+    counts = [{"00": 900, "01": 100}, {"00": 700, "01": 300}, {"00": 400, "01": 600}]
+    measured = [(0, 1)] * 3
+    linear = combine_estimator(
+        _plan((1.0, 3.0, 5.0), ("exponential", "linear")), counts, measured, None
+    )
+    assert linear.extrapolator == ["linear"]
+    # the least-squares line reaches 1 + 1/60 at 0: above <ZZ>'s range, so clipped to 1
+    assert linear.evs == [1.0] and linear.clipped == 1
+    assert linear.evs_noise_factors == [
+        [pytest.approx(0.8), pytest.approx(0.4), pytest.approx(-0.2)]
+    ]
+    with pytest.raises(MitigationError, match="exponential: exponential extrapolation needs"):
+        combine_estimator(_plan((1.0, 3.0, 5.0), ("exponential",)), counts, measured, None)
+    inside = [{"00": 900, "01": 100}, {"00": 800, "01": 200}]
+    fit = combine_estimator(_plan((1.0, 3.0), ("linear",)), inside, measured[:2], None)
+    assert fit.evs == [pytest.approx(0.9)] and fit.clipped == 0
+
+
+def test_circuits_without_two_qubit_gates_pool_their_runs() -> None:
+    from qrt_ray.primitives.combine import NO_FOLDS, EstimatorPlan, combine_estimator
+
+    plan = _plan((1.0, 3.0), ("exponential",))
+    flat = EstimatorPlan(
+        **{**{f: getattr(plan, f) for f in plan.__slots__}, "reached_factors": (1.0, 1.0)}
+    )
+    counts = [{"00": 900, "01": 100}, {"00": 700, "01": 300}]
+    got = combine_estimator(flat, counts, [(0, 1)] * 2, None)
+    assert got.extrapolator == [NO_FOLDS]
+    assert 0.4 < got.evs[0] < 0.8  # between the two runs, weighted by their errors

@@ -71,3 +71,32 @@ def test_twirl_randomizations() -> None:
     assert twirl_spec(opts, 1000, gates=True, measure=False).randomizations == 10
     opts.num_randomizations = 3
     assert twirl_spec(opts, 1000, gates=True, measure=False).randomizations == 3
+
+
+def test_extrapolators_need_enough_noise_factors() -> None:
+    zne = EstimatorOptions().resilience.zne
+    zne.update(noise_factors=(1.0, 2.0), extrapolator=("polynomial_degree_2", "linear"))
+    with pytest.raises(ValidationError, match="needs more noise factors"):
+        zne.extrapolator = "polynomial_degree_2"
+    assert zne.extrapolator == ("polynomial_degree_2", "linear")
+
+
+def test_decoupling_sequences_the_devices_can_play() -> None:
+    from qrt_ray.primitives.runner import dd_spec
+
+    opts = EstimatorOptions().dynamical_decoupling
+    assert dd_spec(opts) is None
+    opts.enable = True
+    assert dd_spec(opts).sequence == "XX"
+    opts.sequence_type = "XY4"
+    with pytest.raises(ValidationError, match=r"sequence_type='XY4'.*use 'XX'"):
+        dd_spec(opts)
+
+
+def test_hardware_runtime_settings_are_accepted_or_refused_clearly() -> None:
+    opts = SamplerOptions()
+    opts.execution.rep_delay = 0.00025
+    opts.simulator.seed_simulator = 42
+    opts.environment.job_tags = ["exp-1"]
+    with pytest.raises(ValidationError, match="noise_model"):
+        opts.simulator.noise_model = object()

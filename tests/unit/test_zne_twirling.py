@@ -165,3 +165,14 @@ def test_shot_splitting_and_key_unflipping() -> None:
     assert unflip_key("01 10", 0b0011) == "01 01"
     assert unflip_key("0110", 0b1000) == "1110"
     assert merge_counts([({"01": 3}, 0b01), ({"00": 2}, 0)]) == {"00": 5}
+
+
+def test_measurement_flips_come_in_complementary_pairs() -> None:
+    qc = QuantumCircuit(3, 3)
+    qc.h(0)
+    qc.measure([0, 1, 2], [0, 1, 2])
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        _, first = twirl_compiled(qc, rng, gates=False, measure=True)
+        _, second = twirl_compiled(qc, rng, gates=False, measure=True, complement_of=first)
+        assert first ^ second == 0b111
