@@ -28,7 +28,7 @@ from qrt_ray.errors import ControlLinkError, DeviceUnavailableError, ValidationE
 from qrt_ray.mitigation.dd import pad_dynamical_decoupling
 from qrt_ray.mitigation.readout import ReadoutCalibration
 from qrt_ray.mitigation.readout_cache import ReadoutCache
-from qrt_ray.mitigation.twirling import run_twirled, split_shots
+from qrt_ray.mitigation.twirling import copies_for, run_twirled, split_shots
 from qrt_ray.models import (
     CalibrationSnapshot,
     DecouplingSpec,
@@ -485,7 +485,7 @@ class Device:
                 continue
             run_shots = item.shots
             if item.twirl is not None:
-                run_shots = split_shots(item.shots, item.twirl.randomizations)[0]
+                run_shots = split_shots(item.shots, copies_for(item.twirl, item.shots))[0]
             forced = None if gpu else sim_method_for(item.active_qubits, run_shots)
             seed = slice_seed(item.seed, item.first_shot, item.attempt)
             key = (item.shots, seed, forced, item.twirl, item.dd)
@@ -595,15 +595,17 @@ class Device:
                 qc.x(list(qubits))
             qc.measure(list(qubits), creg)
             circuits.append(qc)
-        sim, _, gpu = self._noise.get(
+        # independent qubits in product states: a matrix product state is exact and
+        # cheap for any number of them, where a (GPU) statevector would need 2^n
+        sim, _, _ = self._noise.get(
             self.true_calibration(),
             self._backend.target,
-            gpu=self.config.gpu,
+            gpu="never",
             max_parallel_threads=self._threads,
         )
-        # independent qubits in product states: a matrix product state is exact and cheap
-        method = {} if gpu else {"method": "matrix_product_state"}
-        result = sim.run(circuits, shots=shots, seed_simulator=seed, **method).result()
+        result = sim.run(
+            circuits, shots=shots, seed_simulator=seed, method="matrix_product_state"
+        ).result()
         n = len(qubits)
         ones = [[0] * n, [0] * n]
         for which in (0, 1):
@@ -675,12 +677,17 @@ class Device:
         dd: DecouplingSpec | None = None,
     ) -> list[RawRun]:
         circuits = decode_compiled([c for item in items for c in item.circuits])
+        pad = None
         if dd is not None:
             target = target_from_snapshot(cal, self._backend.target)
-            circuits = [
-                pad_dynamical_decoupling(c, target, sequence=dd.sequence, scheduling=dd.scheduling)
-                for c in circuits
-            ]
+
+            def pad(circuit: Any) -> Any:
+                return pad_dynamical_decoupling(
+                    circuit, target, sequence=dd.sequence, scheduling=dd.scheduling
+                )
+
+            if twirl is None:
+                circuits = [pad(c) for c in circuits]
         base_seed = seed if seed is not None else secrets.randbits(30)
         options = {"method": forced} if forced else {}
         start = time.perf_counter()
@@ -691,7 +698,14 @@ class Device:
             ran_method = [str(r.metadata.get("method", forced or method)) for r in result.results]
         else:
             all_counts, seeds, ran_method = run_twirled(
-                sim, circuits, shots, twirl, base_seed, options, default_method=forced or method
+                sim,
+                circuits,
+                shots,
+                twirl,
+                base_seed,
+                options,
+                default_method=forced or method,
+                prepare=pad,
             )
         elapsed = time.perf_counter() - start
         self.circuits_run += len(circuits)

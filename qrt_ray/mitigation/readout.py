@@ -137,9 +137,9 @@ def bit_matrix(bitstrings: Sequence[str]) -> np.ndarray:
     if not bitstrings:
         return np.zeros((0, 0), dtype=np.uint8)
     n = len(bitstrings[0])
-    raw = np.frombuffer("".join(bitstrings).encode("ascii"), dtype=np.uint8)
-    if raw.size != n * len(bitstrings):
+    if any(len(b) != n for b in bitstrings):
         raise MitigationError("bitstrings have different lengths; pass one register's bits")
+    raw = np.frombuffer("".join(bitstrings).encode("ascii"), dtype=np.uint8)
     bits = raw.reshape(len(bitstrings), n) - ord("0")
     if bits.max(initial=0) > 1:
         raise MitigationError("bitstrings may only hold 0 and 1 (no spaces or hex)")
@@ -285,7 +285,7 @@ def solve_quasi(
         x = xp.linalg.solve(matrix.dense().astype(xp.float64), p)
         return _to_host(xp, x), "direct", 0
     dense = matrix.dense() if n_rows <= DENSE_MAX else None
-    x, iterations = _gmres(
+    x, iterations, converged = _gmres(
         (lambda v: dense @ v.astype(xp.float32)) if dense is not None else matrix.matvec,
         matrix.diagonal(),
         p,
@@ -293,22 +293,29 @@ def solve_quasi(
         tol,
         max_iter,
     )
+    if not converged:
+        raise MitigationError(
+            f"readout mitigation did not converge in {iterations} GMRES iterations on "
+            f"{n_rows} bitstrings; try resilience.readout_distance (e.g. 3)"
+        )
     return _to_host(xp, x), "gmres-dense" if dense is not None else "gmres-matrix-free", iterations
 
 
 def _gmres(
     matvec: Any, diagonal: Any, b: Any, xp: Any, tol: float, max_iter: int, restart: int = 30
-) -> tuple[Any, int]:
+) -> tuple[Any, int, bool]:
     """Right-preconditioned restarted GMRES (Jacobi), on NumPy or CuPy arrays."""
     inv_diag = 1.0 / diagonal
     x = b * inv_diag  # the Jacobi guess is already close: A is near the identity
     b_norm = float(xp.linalg.norm(b)) or 1.0
     iterations = 0
-    while iterations < max_iter:
+    while True:
         r = b - matvec(x)
         beta = float(xp.linalg.norm(r))
         if beta / b_norm < tol:
-            break
+            return x, iterations, True
+        if iterations >= max_iter:
+            return x, iterations, False
         basis = [r / beta]
         h = np.zeros((restart + 1, restart))
         k_used = 0
@@ -329,7 +336,6 @@ def _gmres(
             basis.append(w / h[k + 1, k])
         update = sum(float(y[i]) * basis[i] for i in range(k_used))
         x = x + update * inv_diag
-    return x, iterations
 
 
 def mitigate_counts(

@@ -12,7 +12,7 @@ correct circuit with less twirling.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
@@ -89,7 +89,7 @@ def measure_with_flips(
 ) -> QuantumCircuit:
     """``circuit`` with ``qubits`` measured into a new register, X before each flipped one.
 
-    Bit k of the register reads ``qubits[k]``; undo the flips with :func:`unflip_counts`.
+    Bit k of the register reads ``qubits[k]``; undo the flips with :func:`unflip_key`.
     """
     out = circuit.copy()
     creg = ClassicalRegister(len(qubits), register)
@@ -101,17 +101,6 @@ def measure_with_flips(
             out.x(q)
     for k, q in enumerate(qubits):
         out.measure(q, creg[k])
-    return out
-
-
-def unflip_counts(counts: dict[str, int], flips: int, num_bits: int) -> dict[str, int]:
-    """Counts with a measurement-twirl flip mask undone (XOR), in the same key format."""
-    if flips == 0:
-        return dict(counts)
-    out: dict[str, int] = {}
-    for key, n in counts.items():
-        fixed = format(int(key, 2) ^ flips, f"0{num_bits}b")
-        out[fixed] = out.get(fixed, 0) + n
     return out
 
 
@@ -203,6 +192,17 @@ def unflip_key(key: str, flips: int) -> str:
     return "".join(out)
 
 
+def copies_for(twirl: Any, shots: int) -> int:
+    """Copies a twirled circuit runs as: with measurement twirling an even number (at
+    least 2, shots allowing), so flips come in complementary pairs."""
+    count = max(1, min(twirl.randomizations, shots))
+    if twirl.measure and shots >= 2:
+        count = max(2, count + count % 2)
+        if count > shots:
+            count -= 2
+    return count
+
+
 def split_shots(shots: int, randomizations: int) -> list[int]:
     """Shots of each randomization: as equal as possible, summing to ``shots``."""
     r = max(1, min(randomizations, shots))
@@ -228,23 +228,24 @@ def run_twirled(
     seed: int,
     options: dict[str, Any],
     default_method: str,
+    prepare: Callable[[QuantumCircuit], QuantumCircuit] | None = None,
 ) -> tuple[list[dict[str, int]], list[int], list[str]]:
     """Run each circuit as ``twirl.randomizations`` random copies that split ``shots``.
 
     The copies run in at most two simulator calls (the copies that take one extra
     shot, and the rest). The randomizations come from ``seed``, so a seeded job
-    reproduces. With measurement twirling the copies come in complementary pairs (an
-    odd count is rounded up).
+    reproduces. With measurement twirling the copies come in complementary pairs (at
+    least one pair; an odd count is rounded up). ``prepare`` runs on each copy after
+    it is twirled (dynamical decoupling pads the twirled circuit, so the twirl still
+    sees the measurements as final).
 
     Returns:
         (per circuit: the copies' counts summed in the circuit's own frame, the seed
         of its first copy, the method it ran with).
     """
     rng = np.random.default_rng(seed)
-    copies_wanted = twirl.randomizations
+    copies_wanted = copies_for(twirl, shots)
     measure_pairs = twirl.measure and copies_wanted > 1
-    if measure_pairs and copies_wanted % 2:
-        copies_wanted += 1  # an even number, so every copy has its complement
     per_copy = split_shots(shots, copies_wanted)
     copies: list[tuple[int, int, QuantumCircuit, int]] = []  # (circuit, shots, copy, flips)
     for index, circuit in enumerate(circuits):
@@ -258,6 +259,8 @@ def run_twirled(
                 circuit, rng, gates=twirl.gates, measure=twirl.measure, complement_of=pair
             )
             previous = flips
+            if prepare is not None:
+                twirled = prepare(twirled)
             copies.append((index, copy_shots, twirled, flips))
     parts: list[list[tuple[dict[str, int], int]]] = [[] for _ in circuits]
     seeds = [0] * len(circuits)

@@ -31,10 +31,24 @@ EXTRAPOLATORS: tuple[str, ...] = ("linear", "richardson", "polynomial_degree_2",
 MIN_POINTS = {"linear": 2, "richardson": 2, "polynomial_degree_2": 3, "exponential": 2}
 
 
+def two_qubit_form(circuit: QuantumCircuit) -> QuantumCircuit:
+    """``circuit`` with every instruction on 3 or more qubits (ccx, library blocks,
+    custom gates) written out in gates on at most 2, so folding sees every 2-qubit
+    gate the device will run."""
+    from qiskit.transpiler import PassManager
+    from qiskit.transpiler.passes import HighLevelSynthesis, Unroll3qOrMore
+
+    if all(inst.operation.num_qubits <= 2 for inst in circuit.data):
+        return circuit
+    return PassManager([HighLevelSynthesis(), Unroll3qOrMore()]).run(circuit)
+
+
 def fold_gates(
     circuit: QuantumCircuit, factor: float, rng: np.random.Generator
 ) -> tuple[QuantumCircuit, float]:
     """Fold the 2-qubit gates of ``circuit`` to scale their number by ``factor`` (>= 1).
+
+    Gates on 3 or more qubits are not folded: pass :func:`two_qubit_form` first.
 
     Returns:
         (folded circuit, the factor actually reached: 2-qubit gates after / before).

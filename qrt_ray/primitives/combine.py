@@ -61,6 +61,7 @@ class EstimatorData:
     extrapolator: list[str] = field(default_factory=list)
     clipped: int = 0
     mitigation_overhead: float = 1.0
+    reached_factors: list[float] = field(default_factory=list)  # averaged over parameter sets
 
 
 def _readout_errors(
@@ -128,8 +129,12 @@ def combine_estimator(
     counts: Sequence[Mapping[str, int]],
     measured: Sequence[Sequence[int]],
     readout: ReadoutCalibration | None,
+    two_qubit: Sequence[int] | None = None,
 ) -> EstimatorData:
     """Expectation values and standard errors of every element of one PUB.
+
+    ``two_qubit`` holds each compiled circuit's 2-qubit gate count (the noise factors
+    reached are measured on them when given).
 
     Raises:
         MitigationError: readout mitigation or every extrapolator failed, or a value
@@ -150,6 +155,9 @@ def combine_estimator(
         overheads.append(dists[key].overhead)
     masks = [{lab: basis.mask(lab) for lab in labels} for basis, labels in plan.bases]
     out = EstimatorData(evs=[], stds=[], mitigation_overhead=float(np.mean(overheads or [1.0])))
+    if len(plan.factors) > 1:
+        per_param = [reached_factors(plan, p, two_qubit) for p in sorted(set(plan.param_index))]
+        out.reached_factors = [round(float(v), 4) for v in np.mean(per_param, axis=0)]
     for element, observable in enumerate(plan.observables):
         p = plan.param_index[element]
         per_factor = [
@@ -158,7 +166,7 @@ def combine_estimator(
         values = [v for v, _ in per_factor]
         stds = [s for _, s in per_factor]
         if len(plan.factors) > 1:
-            value, std, method = _extrapolate(plan, p, values, stds)
+            value, std, method = _extrapolate(plan, p, values, stds, two_qubit)
             out.evs_noise_factors.append(values)
             out.stds_noise_factors.append(stds)
             out.extrapolator.append(method)
@@ -198,32 +206,60 @@ def _element_value(
     return value, math.sqrt(variance)
 
 
+def _pool(values: Sequence[float], stds: Sequence[float]) -> tuple[float, float]:
+    """Inverse-variance mean of estimates of one quantity, and its standard error."""
+    weights = [1.0 / max(s, 1e-12) ** 2 for s in stds]
+    total = sum(weights)
+    return sum(w * v for w, v in zip(weights, values, strict=True)) / total, math.sqrt(1 / total)
+
+
+def reached_factors(plan: EstimatorPlan, p: int, two_qubit: Sequence[int] | None) -> list[float]:
+    """The noise factor each nominal factor reached for parameter set ``p``.
+
+    From the compiled circuits when their 2-qubit gate counts are known (what the
+    device ran, routing included): folded count over unfolded count, per basis, then
+    averaged; otherwise the factor folding reached on the logical circuit.
+    """
+    out = []
+    index = {k: i for i, k in enumerate(plan.keys)}
+    for f in range(len(plan.factors)):
+        ratios = []
+        for (pp, b, ff), i in index.items():
+            if pp != p or ff != f:
+                continue
+            base = two_qubit[index[(p, b, 0)]] if two_qubit else 0
+            ratios.append(two_qubit[i] / base if base else plan.reached_factors[i])
+        out.append(round(float(np.mean(ratios)), 6))
+    return out
+
+
 def _extrapolate(
-    plan: EstimatorPlan, p: int, values: list[float], stds: list[float]
+    plan: EstimatorPlan,
+    p: int,
+    values: list[float],
+    stds: list[float],
+    two_qubit: Sequence[int] | None = None,
 ) -> tuple[float, float, str]:
-    reached = [
-        float(
-            np.mean(
-                [
-                    r
-                    for k, r in zip(plan.keys, plan.reached_factors, strict=True)
-                    if k[0] == p and k[2] == f
-                ]
-            )
-        )
-        for f in range(len(plan.factors))
-    ]
-    if len(set(reached)) == 1:
-        # nothing to fold (no 2-qubit gates): every factor ran the same circuit, so the
-        # runs are pooled instead of extrapolated
-        weights = [1.0 / max(s, 1e-12) ** 2 for s in stds]
-        total = sum(weights)
-        value = sum(w * v for w, v in zip(weights, values, strict=True)) / total
-        return value, math.sqrt(1.0 / total), NO_FOLDS
+    reached = reached_factors(plan, p, two_qubit)
+    # factors that reached the same point (a small circuit rounds partial folds) are
+    # one point: pool them
+    points: dict[float, tuple[list[float], list[float]]] = {}
+    for lam, v, s in zip(reached, values, stds, strict=True):
+        points.setdefault(lam, ([], []))
+        points[lam][0].append(v)
+        points[lam][1].append(s)
+    pooled = {lam: _pool(vs, ss) for lam, (vs, ss) in sorted(points.items())}
+    if len(pooled) == 1:
+        # nothing was folded (no 2-qubit gates): every factor ran the same circuit
+        value, std = next(iter(pooled.values()))
+        return value, std, NO_FOLDS
+    lams = list(pooled)
+    values = [v for v, _ in pooled.values()]
+    stds = [s for _, s in pooled.values()]
     reasons = []
     for method in plan.extrapolators:
         try:
-            fit = extrapolate(reached, values, stds, method)
+            fit = extrapolate(lams, values, stds, method)
         except MitigationError as exc:
             reasons.append(f"{method}: {exc}")
             continue

@@ -21,7 +21,7 @@ from qrt_ray.circuits import to_qasm
 from qrt_ray.errors import ValidationError
 from qrt_ray.mitigation.observables import MeasurementBasis
 from qrt_ray.mitigation.twirling import measure_with_flips
-from qrt_ray.mitigation.zne import fold_gates
+from qrt_ray.mitigation.zne import fold_gates, two_qubit_form
 
 _CANONICAL = re.compile(r"_qrt_p(\d+)\Z")
 # parameter sets bound per Ray task in a large sweep
@@ -125,6 +125,8 @@ def estimator_circuits(
         fold_seed: seed of the random partial folds.
     """
     circuit, params = load_template(template)
+    if len(factors) > 1:
+        circuit = two_qubit_form(circuit)
     array = _values(values, count, len(params))
     rng = np.random.default_rng(fold_seed)
     texts, keys, reached = [], [], []

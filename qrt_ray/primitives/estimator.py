@@ -26,6 +26,8 @@ from qiskit.primitives.containers.estimator_pub import EstimatorPub, EstimatorPu
 
 from qrt_ray.errors import MitigationWarning, ValidationError
 from qrt_ray.mitigation.observables import group_paulis
+from qrt_ray.mitigation.twirling import copies_for
+from qrt_ray.models import MAX_CIRCUITS_PER_JOB
 from qrt_ray.primitives.combine import EstimatorData, EstimatorPlan, combine_estimator
 from qrt_ray.primitives.construct import (
     SWEEP_CHUNK,
@@ -42,6 +44,7 @@ from qrt_ray.primitives.runner import (
     dd_spec,
     fan_out,
     fetch_readout,
+    finish,
     readout_note,
     submit,
     twirl_spec,
@@ -91,7 +94,6 @@ class Estimator(BaseEstimatorV2):
         Raises:
             ValidationError: a PUB or an option is invalid; the message names it.
         """
-        self._mode.admit()  # a closed session fails here, not in the background
         if precision is not None and not 0 < precision <= 1:
             raise ValidationError(f"precision={precision!r}: use a value in (0, 1]")
         default = precision if precision is not None else self._options.default_precision
@@ -106,8 +108,19 @@ class Estimator(BaseEstimatorV2):
         plans = [self._prepare(i, pub) for i, pub in enumerate(coerced)]
         options = self._options.model_copy(deep=True)
         dd_spec(options.dynamical_decoupling)  # an unplayable sequence fails here
+        factors = len(_settings(options)["factors"])
+        for i, plan in enumerate(plans):
+            circuits = plan["values"].shape[0] * len(plan["groups"]) * factors
+            if circuits > MAX_CIRCUITS_PER_JOB:
+                raise ValidationError(
+                    f"pubs[{i}] needs {circuits:,} circuits ({plan['values'].shape[0]:,} "
+                    f"parameter sets x {len(plan['groups'])} measurement bases x {factors} "
+                    f"noise factors), above the {MAX_CIRCUITS_PER_JOB:,} a job may hold; "
+                    "split its parameter sweep over several PUBs"
+                )
+        self._mode.admit()  # a closed session fails here, not in the background
         return PrimitiveJob(
-            self._mode.runtime, lambda job: _execute(job, self._mode, options, plans)
+            self._mode.runtime, lambda job: finish(self._mode, _execute, job, options, plans)
         )
 
     def _prepare(self, index: int, pub: EstimatorPub) -> dict[str, Any]:
@@ -129,6 +142,8 @@ class Estimator(BaseEstimatorV2):
                         f"circuit has {circuit.num_qubits}"
                     )
                 labels.add(label)
+        if 0 in pub.shape:
+            raise ValidationError(f"{arg}: the PUB has shape {pub.shape}, with no elements")
         values = values_matrix(pub)
         shape = pub.shape
         n_params = values.shape[0]
@@ -167,10 +182,14 @@ def _settings(options: EstimatorOptions) -> dict[str, Any]:
         "level": level,
         "measure_mitigation": measure_mitigation,
         "zne": zne,
-        "measure_twirl": options.twirling.enable_measure or level >= 1,
-        "gate_twirl": options.twirling.enable_gates or level >= 2,
+        "measure_twirl": _switch(options.twirling.enable_measure, level >= 1),
+        "gate_twirl": _switch(options.twirling.enable_gates, level >= 2),
         "factors": tuple(res.zne.noise_factors) if zne else (1.0,),
     }
+
+
+def _switch(value: bool | None, default: bool) -> bool:
+    return default if value is None else value
 
 
 def _construct(
@@ -207,33 +226,47 @@ def _execute(
 ) -> PrimitiveResult:
     s = _settings(options)
     seed = options.seed_estimator if options.seed_estimator is not None else 0
-    built = _construct(job, plans, s["factors"], seed)
+    # a PUB whose observables are all identity needs no circuit: its value is known
+    farm = [k for k, plan in enumerate(plans) if plan["groups"]]
+    built_farm = _construct(job, [plans[k] for k in farm], s["factors"], seed)
+    built: list[EstimatorCircuits | None] = [None] * len(plans)
+    for k, b in zip(farm, built_farm, strict=True):
+        built[k] = b
     dd = dd_spec(options.dynamical_decoupling)
-    requests = [
-        FarmRequest(
-            b.qasm,
-            plan["shots"],
+    requests = {
+        k: FarmRequest(
+            built_farm[i].qasm,
+            plans[k]["shots"],
             twirl_spec(
-                options.twirling, plan["shots"], gates=s["gate_twirl"], measure=s["measure_twirl"]
+                options.twirling,
+                plans[k]["shots"],
+                gates=s["gate_twirl"],
+                measure=s["measure_twirl"],
             ),
             dd,
         )
-        for plan, b in zip(plans, built, strict=True)
-    ]
+        for i, k in enumerate(farm)
+    }
     seed_run = options.seed_estimator
     if seed_run is None:
         seed_run = options.simulator.seed_simulator
-    handles = submit(job, mode, requests, options, seed_run)
-    results = wait_results(job, mode, handles, None)
-    notes = mode.record(results)
+    handles = submit(job, mode, [requests[k] for k in farm], options, seed_run)
+    farm_results = wait_results(job, mode, handles, None)
+    farm_notes = mode.record(farm_results)
+    results: list[Any] = [None] * len(plans)
+    notes: list[list[str]] = [[] for _ in plans]
+    for i, k in enumerate(farm):
+        results[k], notes[k] = farm_results[i], farm_notes[i]
     res = options.resilience
     readout = (
-        fetch_readout(mode, results, res.readout_shots, res.readout_max_age_s)
-        if s["measure_mitigation"]
+        fetch_readout(mode, farm_results, res.readout_shots, res.readout_max_age_s)
+        if s["measure_mitigation"] and farm_results
         else {}
     )
     combine_calls = []
-    for plan, b, result in zip(plans, built, results, strict=True):
+    for k in farm:
+        plan, b, result, request = plans[k], built[k], results[k], requests[k]
+        assert b is not None
         combine_plan = EstimatorPlan(
             shape=plan["shape"],
             param_index=plan["param_index"],
@@ -243,7 +276,9 @@ def _execute(
             keys=b.keys,
             reached_factors=b.reached_factors,
             measure_mitigation=s["measure_mitigation"],
-            symmetric_readout=s["measure_twirl"],
+            symmetric_readout=request.twirl is not None
+            and request.twirl.measure
+            and copies_for(request.twirl, plan["shots"]) >= 2,
             extrapolators=res.zne.extrapolators,
             readout_distance=res.readout_distance,
         )
@@ -254,15 +289,33 @@ def _execute(
                 [c.counts for c in result.circuits],
                 [info.measured_qubits for info in result.metadata.compile],
                 cal,
+                [info.two_qubit_gates for info in result.metadata.compile],
             )
         )
-    combined = fan_out(combine_estimator, combine_calls)
+    combined = dict(zip(farm, fan_out(combine_estimator, combine_calls), strict=True))
+    job.check_cancelled()
     pub_results = []
-    for k, (plan, b, result, data, req) in enumerate(
-        zip(plans, built, results, combined, requests, strict=True)
-    ):
+    charged: set[str] = set()  # each device's fresh readout shots go to its first PUB
+    for k, plan in enumerate(plans):
+        if k not in combined:
+            pub_results.append(_known_result(plan, s))
+            continue
+        device = results[k].metadata.device
+        spent = readout.get(device, (None, 0))[1] if device not in charged else 0
+        charged.add(device)
         pub_results.append(
-            _pub_result(k, plan, b, result, data, req, s, readout, notes[k], options)
+            _pub_result(
+                k,
+                plan,
+                built[k],
+                results[k],
+                combined[k],
+                requests[k],
+                s,
+                readout,
+                spent,
+                notes[k],
+            )
         )
     return PrimitiveResult(
         pub_results, metadata={"version": 2, "primitive_job_id": job.job_id(), "mode": mode.kind}
@@ -278,8 +331,8 @@ def _pub_result(
     request: FarmRequest,
     s: dict[str, Any],
     readout: dict[str, Any],
+    readout_spent: int,
     notes: list[str],
-    options: EstimatorOptions,
 ) -> PubResult:
     shape = plan["shape"]
     fields: dict[str, Any] = {
@@ -300,22 +353,20 @@ def _pub_result(
         "measure_twirling": s["measure_twirl"],
         "gate_twirling": s["gate_twirl"],
         "dynamical_decoupling": request.dd.sequence if request.dd else None,
-        "num_randomizations": request.twirl.randomizations if request.twirl else 1,
+        "num_randomizations": copies_for(request.twirl, plan["shots"]) if request.twirl else 1,
         "readout": None,
         "zne": None,
     }
-    readout_spent = 0
     if s["measure_mitigation"]:
         cal, spent = readout[meta.device]
         mitigation["readout"], extra = readout_note(cal, spent, result)
         mitigation["readout"]["mitigation_overhead"] = data.mitigation_overhead
         warnings_out += extra
-        readout_spent = spent
     if s["zne"]:
         mitigation["zne"] = {
             "amplifier": "gate_folding",
             "noise_factors": list(s["factors"]),
-            "reached_factors": sorted(set(built.reached_factors)),
+            "reached_factors": data.reached_factors,
             "extrapolator": data.extrapolator,
         }
     if data.clipped:
@@ -343,5 +394,28 @@ def _pub_result(
                 "readout_shots": readout_spent,
             },
             "warnings": warnings_out,
+        },
+    )
+
+
+def _known_result(plan: dict[str, Any], s: dict[str, Any]) -> PubResult:
+    """A PUB of identity observables only: its value is the identity coefficient."""
+    shape = plan["shape"]
+    evs = [sum(o.values()) for o in plan["observables"]]
+    return PubResult(
+        DataBin(
+            evs=np.asarray(evs, dtype=float).reshape(shape),
+            stds=np.zeros(shape),
+            shape=shape,
+        ),
+        metadata={
+            "target_precision": plan["precision"],
+            "shots": 0,
+            "circuits": 0,
+            "resilience_level": s["level"],
+            "device": None,
+            "mitigation": None,
+            "cost": {"device_shots": 0, "extra_shots": 0, "readout_shots": 0},
+            "warnings": ["every observable is the identity: nothing was run"],
         },
     )

@@ -45,7 +45,9 @@ class PrimitiveJob(BasePrimitiveJob[PrimitiveResult, JobStatus]):
         if not self._future.set_running_or_notify_cancel():
             return
         try:
-            self._future.set_result(work(self))
+            result = work(self)
+            self.check_cancelled()  # cancelled while mitigating: no result after all
+            self._future.set_result(result)
         except BaseException as exc:  # the caller sees it from result()
             self._future.set_exception(exc)
 
@@ -88,9 +90,10 @@ class PrimitiveJob(BasePrimitiveJob[PrimitiveResult, JobStatus]):
     def status(self) -> JobStatus:
         """INITIALIZING, QUEUED, RUNNING, DONE, ERROR or CANCELLED."""
         if self._future.done():
-            if self._cancel.is_set():
+            error = self._future.exception()
+            if isinstance(error, JobCancelledError):
                 return JobStatus.CANCELLED
-            return JobStatus.ERROR if self._future.exception() else JobStatus.DONE
+            return JobStatus.ERROR if error else JobStatus.DONE
         with self._lock:
             ids = [h.job_id for h in self._handles]
         if not ids:

@@ -43,7 +43,10 @@ class _Mode:
         return None
 
     def admit(self) -> None:
-        """Raise SessionClosedError if no more runs are allowed."""
+        """Start a run, or raise SessionClosedError if no more runs are allowed."""
+
+    def finished(self) -> None:
+        """A run admitted earlier is over (whatever its outcome)."""
 
     def record(self, results: Sequence[JobResult]) -> list[list[str]]:
         """Notes to add to each result's metadata."""
@@ -102,6 +105,7 @@ class _Window(_Mode):
         self.session_id = f"{self.kind}-{uuid.uuid4().hex[:12]}"
         self.started_at = time.time()
         self._last_activity = self.started_at
+        self._in_flight = 0  # runs admitted and not yet over: the session is not idle
         self._closed = ""
         self._lock = threading.Lock()
 
@@ -112,15 +116,22 @@ class _Window(_Mode):
     def admit(self) -> None:
         now = time.time()
         with self._lock:
+            idle = self._in_flight == 0 and now - self._last_activity > self.idle_timeout_s
             if not self._closed and now - self.started_at > self.max_time_s:
                 self._closed = f"it reached its max_time of {self.max_time_s:g} s"
-            elif not self._closed and now - self._last_activity > self.idle_timeout_s:
+            elif not self._closed and idle:
                 self._closed = f"it was idle for more than {self.idle_timeout_s:g} s"
             if self._closed:
                 raise SessionClosedError(
                     f"{self.session_id} is closed: {self._closed}; open a new {type(self).__name__}"
                 )
             self._last_activity = now
+            self._in_flight += 1
+
+    def finished(self) -> None:
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+            self._last_activity = time.time()  # idle time counts from the run's end
 
     def close(self) -> None:
         """No more runs in this session; runs already submitted finish."""

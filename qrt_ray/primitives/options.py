@@ -65,8 +65,10 @@ class _Options(BaseModel):
 class TwirlingOptions(_Options):
     """Pauli twirling of 2-qubit gates and of measurements, on the compiled circuits."""
 
-    enable_gates: bool = False
-    enable_measure: bool = False
+    # None: the resilience level decides (measurements from level 1, gates from 2;
+    # the sampler twirls only when asked)
+    enable_gates: bool | None = None
+    enable_measure: bool | None = None
     num_randomizations: int | Literal["auto"] = "auto"
     shots_per_randomization: int | Literal["auto"] = "auto"
     # accepted for compatibility; every 2-qubit Clifford gate is twirled

@@ -47,6 +47,7 @@ def twirl_spec(
     twirling: TwirlingOptions, shots: int, *, gates: bool, measure: bool
 ) -> TwirlSpec | None:
     """The farm's twirling for a PUB, from the options (``auto``: about 128 shots each)."""
+    measure = measure and shots >= 2  # one shot cannot be split into complementary flips
     if not (gates or measure):
         return None
     if twirling.num_randomizations != "auto":
@@ -82,8 +83,7 @@ def submit(
     options: _PrimitiveOptions,
     seed: int | None,
 ) -> list[JobHandle]:
-    """Submit one farm job per request in one round trip."""
-    mode.admit()
+    """Submit one farm job per request in one round trip (``run`` admitted it)."""
     tags = (*mode.tags, job.job_id(), *(options.environment.job_tags or ()))
     specs = []
     for i, req in enumerate(requests):
@@ -207,3 +207,12 @@ def readout_note(
             "in between)"
         )
     return section, notes
+
+
+def finish(mode: _Mode, execute: Callable[..., T], job: PrimitiveJob, *args: Any) -> T:
+    """Run ``execute(job, mode, *args)``; the mode hears that the run is over, however
+    it ends."""
+    try:
+        return execute(job, mode, *args)
+    finally:
+        mode.finished()

@@ -20,6 +20,7 @@ from qiskit.primitives.containers.sampler_pub import SamplerPub, SamplerPubLike
 
 from qrt_ray.circuits import to_qasm
 from qrt_ray.errors import ValidationError
+from qrt_ray.mitigation.twirling import copies_for
 from qrt_ray.primitives.combine import combine_sampler_quasi
 from qrt_ray.primitives.construct import SWEEP_CHUNK, bind, make_template, sampler_circuits
 from qrt_ray.primitives.job import PrimitiveJob
@@ -30,6 +31,7 @@ from qrt_ray.primitives.runner import (
     dd_spec,
     fan_out,
     fetch_readout,
+    finish,
     readout_note,
     submit,
     twirl_spec,
@@ -70,7 +72,6 @@ class Sampler(BaseSamplerV2):
         Raises:
             ValidationError: a PUB or an option is invalid; the message names it.
         """
-        self._mode.admit()  # a closed session fails here, not in the background
         if shots is not None and not 1 <= shots <= 1_000_000:
             raise ValidationError(f"shots={shots!r}: use 1 to 1,000,000")
         default = shots if shots is not None else self._options.default_shots
@@ -90,8 +91,9 @@ class Sampler(BaseSamplerV2):
             raise ValidationError("pubs: empty; pass at least one circuit")
         options = self._options.model_copy(deep=True)
         dd_spec(options.dynamical_decoupling)  # an unplayable sequence fails here
+        self._mode.admit()  # a closed session fails here, not in the background
         return PrimitiveJob(
-            self._mode.runtime, lambda job: _execute(job, self._mode, options, coerced)
+            self._mode.runtime, lambda job: finish(self._mode, _execute, job, options, coerced)
         )
 
 
@@ -128,7 +130,7 @@ def _execute(
         FarmRequest(
             t,
             pub.shots,
-            twirl_spec(tw, pub.shots, gates=tw.enable_gates, measure=tw.enable_measure),
+            twirl_spec(tw, pub.shots, gates=bool(tw.enable_gates), measure=bool(tw.enable_measure)),
             dd_spec(options.dynamical_decoupling),
         )
         for pub, t in zip(pubs, texts, strict=True)
@@ -149,11 +151,13 @@ def _execute(
                 [c.counts for c in r.circuits],
                 [info.measured_qubits for info in r.metadata.compile],
                 readout[r.metadata.device][0],
-                tw.enable_measure,
+                req.twirl is not None
+                and req.twirl.measure
+                and copies_for(req.twirl, req.shots) >= 2,
                 res.readout_distance,
                 True,
             )
-            for r in results
+            for r, req in zip(results, requests, strict=True)
         ]
         quasi = list(fan_out(_quasi, calls))
     rng = np.random.default_rng(seed)
@@ -225,7 +229,7 @@ def _pub_result(
         "warnings": list(meta.warnings) + notes,
         "mitigation": {
             "measure_mitigation": quasi is not None,
-            "twirling": options.twirling.enable_gates or options.twirling.enable_measure,
+            "twirling": bool(options.twirling.enable_gates or options.twirling.enable_measure),
             "dynamical_decoupling": options.dynamical_decoupling.enable,
         },
     }

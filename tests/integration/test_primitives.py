@@ -222,7 +222,8 @@ def test_a_batch_runs_many_pubs_in_parallel_jobs(rt: QuantumRuntime) -> None:
     circuits = [_ghz(n, measure=True) for n in (2, 3, 4, 2, 3, 4)]
     with Batch(rt) as batch:
         job = Sampler(mode=batch).run(circuits, shots=200)
-        result = job.result(timeout=300)
+    # runs admitted before the batch closed still finish
+    result = job.result(timeout=300)
     assert len(result) == 6 and len(job.farm_job_ids) == 6
     assert all(r.data.meas.num_shots == 200 for r in result)
     infos = [rt.job(j).info() for j in job.farm_job_ids]
@@ -266,3 +267,11 @@ def test_a_large_sweep_is_bound_in_ray_tasks(rt: QuantumRuntime) -> None:
     # the sweep order survives the chunking: |00> at the start, |11> at the end
     assert data[0].get_counts().get("00", 0) >= 16
     assert data[599].get_counts().get("11", 0) >= 16
+
+
+def test_identity_observables_need_no_circuit(rt: QuantumRuntime) -> None:
+    est = Estimator(mode=rt)
+    result = est.run([(_ghz(2), [SparsePauliOp("II", 2.5), SparsePauliOp("II")])]).result(60)
+    assert result[0].data.evs.tolist() == [2.5, 1.0]
+    assert result[0].data.stds.tolist() == [0.0, 0.0]
+    assert result[0].metadata["circuits"] == 0

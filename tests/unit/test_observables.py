@@ -118,3 +118,16 @@ def test_circuits_without_two_qubit_gates_pool_their_runs() -> None:
     got = combine_estimator(flat, counts, [(0, 1)] * 2, None)
     assert got.extrapolator == [NO_FOLDS]
     assert 0.4 < got.evs[0] < 0.8  # between the two runs, weighted by their errors
+
+
+def test_noise_factors_that_reach_the_same_point_are_pooled() -> None:
+    from qrt_ray.primitives.combine import combine_estimator
+
+    # factors 1, 1.2, 3 on a small circuit: 1.2 rounds to no extra fold, so the first
+    # two are one point; the fit runs over the two distinct points
+    plan = _plan((1.0, 1.2, 3.0), ("linear",))
+    counts = [{"00": 900, "01": 100}, {"00": 900, "01": 100}, {"00": 800, "01": 200}]
+    # compiled 2-qubit gate counts: 4, 4, 12 -> reached factors 1, 1, 3
+    got = combine_estimator(plan, counts, [(0, 1)] * 3, None, [4, 4, 12])
+    assert got.reached_factors == [1.0, 1.0, 3.0]
+    assert got.evs == [pytest.approx(0.9)] and got.extrapolator == ["linear"]

@@ -100,3 +100,12 @@ def test_hardware_runtime_settings_are_accepted_or_refused_clearly() -> None:
     opts.environment.job_tags = ["exp-1"]
     with pytest.raises(ValidationError, match="noise_model"):
         opts.simulator.noise_model = object()
+
+
+def test_twirling_can_be_switched_off_at_any_level() -> None:
+    opts = EstimatorOptions(resilience_level=2)
+    opts.twirling.enable_measure = False
+    opts.twirling.enable_gates = False
+    s = _settings(opts)
+    assert not s["measure_twirl"] and not s["gate_twirl"] and s["zne"]
+    assert twirl_spec(opts.twirling, 1, gates=False, measure=True) is None  # one shot

@@ -230,3 +230,24 @@ def test_gpu_solve_matches_numpy() -> None:
     gpu = mitigate_counts(counts, p01, p10, use_gpu=True)
     for key in counts:
         assert gpu.probabilities[key] == pytest.approx(cpu.probabilities[key], abs=1e-5)
+
+
+def test_strings_of_uneven_length_and_a_stalled_solve_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(MitigationError, match="different lengths"):
+        bit_matrix(["01", "0", "111"])  # 6 characters, as 3 x 2 would have
+    rng = np.random.default_rng(9)
+    n = 10
+    p01, p10 = np.full(n, 0.1), np.full(n, 0.1)
+    counts = _noisy_counts({"0" * n: 0.5, "1" * n: 0.5}, p01, p10, 3000, rng)
+    monkeypatch.setattr(readout, "DIRECT_MAX", 4)
+    with pytest.raises(MitigationError, match="did not converge in 1 GMRES"):
+        readout.solve_quasi(
+            bit_matrix(list(counts)),
+            np.array(list(counts.values())) / 3000,
+            p01,
+            p10,
+            max_iter=1,
+            tol=1e-14,
+        )

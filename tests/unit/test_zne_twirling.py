@@ -176,3 +176,31 @@ def test_measurement_flips_come_in_complementary_pairs() -> None:
         _, first = twirl_compiled(qc, rng, gates=False, measure=True)
         _, second = twirl_compiled(qc, rng, gates=False, measure=True, complement_of=first)
         assert first ^ second == 0b111
+
+
+def test_measurement_twirls_always_come_in_pairs() -> None:
+    from qrt_ray.mitigation.twirling import copies_for
+
+    assert copies_for(TwirlSpec(measure=True, randomizations=1), 100) == 2
+    assert copies_for(TwirlSpec(measure=True, randomizations=5), 100) == 6
+    assert copies_for(TwirlSpec(measure=True, randomizations=5), 5) == 4
+    assert copies_for(TwirlSpec(gates=True, randomizations=5), 100) == 5
+    assert copies_for(TwirlSpec(measure=True, randomizations=8), 1) == 1
+
+
+def test_gates_on_three_qubits_are_written_out_before_folding() -> None:
+    from qrt_ray.mitigation.zne import two_qubit_form
+
+    qc = QuantumCircuit(3)
+    qc.cx(0, 1)
+    qc.ccx(0, 1, 2)
+    flat = two_qubit_form(qc)
+    before = sum(1 for i in flat.data if i.operation.num_qubits == 2)
+    assert before > 1 and all(i.operation.num_qubits <= 2 for i in flat.data)
+    folded, reached = fold_gates(flat, 3, np.random.default_rng(0))
+    assert reached == 3.0
+    assert (
+        sum(1 for i in folded.data if i.operation.num_qubits == 2 and i.operation.name != "barrier")
+        == 3 * before
+    )
+    assert Operator(folded).equiv(Operator(qc))
