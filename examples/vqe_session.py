@@ -64,7 +64,7 @@ def ansatz(n: int, reps: int) -> QuantumCircuit:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--qubits", type=int, default=4)
-    parser.add_argument("--iterations", type=int, default=40)
+    parser.add_argument("--iterations", type=int, default=60)
     parser.add_argument("--level", type=int, default=1, choices=[0, 1, 2])
     args = parser.parse_args()
 

@@ -37,10 +37,10 @@ from qrt_ray.primitives.construct import (
     without_classical_bits,
 )
 from qrt_ray.primitives.job import PrimitiveJob
-from qrt_ray.primitives.modes import resolve_mode
 from qrt_ray.primitives.options import EstimatorOptions
 from qrt_ray.primitives.runner import (
     FarmRequest,
+    PrimitiveBase,
     dd_spec,
     fan_out,
     fetch_readout,
@@ -60,7 +60,7 @@ def shots_for(precision: float) -> int:
     return math.ceil(1.0 / precision**2)
 
 
-class Estimator(BaseEstimatorV2):
+class Estimator(PrimitiveBase[EstimatorOptions], BaseEstimatorV2):
     """Expectation values of observables on a qrt farm.
 
     Args:
@@ -68,23 +68,7 @@ class Estimator(BaseEstimatorV2):
         options: an EstimatorOptions or a dict of its fields (dotted keys allowed).
     """
 
-    def __init__(self, mode: Any = None, options: EstimatorOptions | dict | None = None) -> None:
-        self._mode = resolve_mode(mode)
-        if isinstance(options, EstimatorOptions):
-            self._options = options
-        else:
-            self._options = EstimatorOptions()
-            self._options.update(**(options or {}))
-
-    @property
-    def options(self) -> EstimatorOptions:
-        """The options; set fields on it (validated at once)."""
-        return self._options
-
-    @property
-    def mode(self) -> Any:
-        """Where the jobs go."""
-        return self._mode
+    _options_type = EstimatorOptions
 
     def run(
         self, pubs: Iterable[EstimatorPubLike], *, precision: float | None = None

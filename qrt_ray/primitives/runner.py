@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import ray
@@ -22,7 +22,7 @@ from qrt_ray.errors import JobTimeoutError, QrtError, ValidationError
 from qrt_ray.mitigation.readout import ReadoutCalibration
 from qrt_ray.models import DecouplingSpec, JobResult, TwirlSpec
 from qrt_ray.primitives.job import PrimitiveJob
-from qrt_ray.primitives.modes import _Mode
+from qrt_ray.primitives.modes import _Mode, resolve_mode
 from qrt_ray.primitives.options import (
     DynamicalDecouplingOptions,
     TwirlingOptions,
@@ -216,3 +216,30 @@ def finish(mode: _Mode, execute: Callable[..., T], job: PrimitiveJob, *args: Any
         return execute(job, mode, *args)
     finally:
         mode.finished()
+
+
+OptionsT = TypeVar("OptionsT", bound=_PrimitiveOptions)
+
+
+class PrimitiveBase(Generic[OptionsT]):
+    """What the Sampler and the Estimator share: a mode and validated options."""
+
+    _options_type: type[OptionsT]
+
+    def __init__(self, mode: Any = None, options: OptionsT | dict[str, Any] | None = None) -> None:
+        self._mode = resolve_mode(mode)
+        if isinstance(options, self._options_type):
+            self._options: OptionsT = options
+        else:
+            self._options = self._options_type()
+            self._options.update(**(options or {}))
+
+    @property
+    def options(self) -> OptionsT:
+        """The options; set fields on it (validated at once)."""
+        return self._options
+
+    @property
+    def mode(self) -> Any:
+        """Where the jobs go."""
+        return self._mode

@@ -24,10 +24,10 @@ from qrt_ray.mitigation.twirling import copies_for
 from qrt_ray.primitives.combine import combine_sampler_quasi
 from qrt_ray.primitives.construct import SWEEP_CHUNK, bind, make_template, sampler_circuits
 from qrt_ray.primitives.job import PrimitiveJob
-from qrt_ray.primitives.modes import resolve_mode
 from qrt_ray.primitives.options import SamplerOptions
 from qrt_ray.primitives.runner import (
     FarmRequest,
+    PrimitiveBase,
     dd_spec,
     fan_out,
     fetch_readout,
@@ -40,7 +40,7 @@ from qrt_ray.primitives.runner import (
 )
 
 
-class Sampler(BaseSamplerV2):
+class Sampler(PrimitiveBase[SamplerOptions], BaseSamplerV2):
     """Samples of circuits' classical registers on a qrt farm.
 
     Args:
@@ -48,23 +48,7 @@ class Sampler(BaseSamplerV2):
         options: a SamplerOptions or a dict of its fields (dotted keys allowed).
     """
 
-    def __init__(self, mode: Any = None, options: SamplerOptions | dict | None = None) -> None:
-        self._mode = resolve_mode(mode)
-        if isinstance(options, SamplerOptions):
-            self._options = options
-        else:
-            self._options = SamplerOptions()
-            self._options.update(**(options or {}))
-
-    @property
-    def options(self) -> SamplerOptions:
-        """The options; set fields on it (validated at once)."""
-        return self._options
-
-    @property
-    def mode(self) -> Any:
-        """Where the jobs go."""
-        return self._mode
+    _options_type = SamplerOptions
 
     def run(self, pubs: Iterable[SamplerPubLike], *, shots: int | None = None) -> PrimitiveJob:
         """Sample the PUBs; returns at once with a job handle.
