@@ -7,7 +7,6 @@ A basis measures only the qubits some of its terms act on.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -78,14 +77,6 @@ def _parities(keys: list[str], mask: int) -> np.ndarray:
     return np.array([-1.0 if (int(k, 2) & mask).bit_count() & 1 else 1.0 for k in keys])
 
 
-def term_values(
-    distribution: Mapping[str, float], masks: Mapping[str, int]
-) -> dict[str, np.ndarray]:
-    """+-1 value of each term (by label) on each bitstring of ``distribution``."""
-    keys = list(distribution)
-    return {label: _parities(keys, mask) for label, mask in masks.items()}
-
-
 def group_estimate(
     distribution: Mapping[str, float],
     raw: Mapping[str, float],
@@ -131,12 +122,3 @@ def counts_to_distribution(counts: Mapping[str, int]) -> tuple[dict[str, float],
     """Frequencies and total shots of a counts dict."""
     shots = int(sum(counts.values()))
     return {k: v / shots for k, v in counts.items()}, shots
-
-
-def clip_to_range(value: float, bound: float) -> tuple[float, bool]:
-    """Clip an expectation value to [-bound, bound]; says whether it had to."""
-    if not math.isfinite(value):
-        raise ValueError("expectation value is not finite")
-    if abs(value) > bound:
-        return math.copysign(bound, value), True
-    return value, False

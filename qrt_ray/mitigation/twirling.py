@@ -1,13 +1,9 @@
 """Twirling: random Paulis that leave a circuit's ideal action unchanged but turn its
 noise into a Pauli channel (gates) or a symmetric bit flip (measurements).
 
-Both are done on the logical circuit, before compilation. A Pauli frame around a
-Clifford 2-qubit gate (cx, cz, ecr, ...) stays a Pauli frame around the native gate it
-compiles to, because the 1-qubit gates of that translation are Cliffords too; the
-compiler then merges the twirl's Paulis into the neighbouring 1-qubit gates, as a
-hardware runtime does. At the compiler's optimization level 1 (the farm default)
-nothing undoes a twirl; levels 2-3 may cancel some of its Paulis, which leaves a
-correct circuit with less twirling.
+The device twirls compiled circuits (``run_twirled``): every Clifford 2-qubit gate
+sits in a random Pauli frame written in native gates, and final measurements are
+flipped in complementary pairs of copies and flipped back in the counts.
 """
 
 from __future__ import annotations
@@ -41,47 +37,6 @@ def _frame_table(gate_name: str) -> tuple[tuple[str, str], ...]:
             after = before.evolve(gate, frame="s")  # G P G^dagger
             table.append((before.to_label(), after.to_label().lstrip("-i")))
     return tuple(table)
-
-
-def _append_pauli(out: QuantumCircuit, label: str, qubits: Sequence[object]) -> None:
-    # label[-1 - k] acts on qubits[k]
-    for k, q in enumerate(qubits):
-        p = label[-1 - k]
-        if p == "X":
-            out.x(q)
-        elif p == "Y":
-            out.y(q)
-        elif p == "Z":
-            out.z(q)
-
-
-def twirl_gates(circuit: QuantumCircuit, rng: np.random.Generator) -> tuple[QuantumCircuit, int]:
-    """One Pauli-twirled copy of ``circuit``: every Clifford 2-qubit gate in a random frame.
-
-    Returns:
-        (the twirled circuit, how many gates were twirled).
-    """
-    out = circuit.copy_empty_like()
-    twirled = 0
-    for inst in circuit.data:
-        name = inst.operation.name
-        if name in TWIRLABLE_GATES and not inst.operation.params and inst.clbits == ():
-            before, after = _frame_table(name)[int(rng.integers(16))]
-            _append_pauli(out, before, inst.qubits)
-            out.append(inst)
-            _append_pauli(out, after, inst.qubits)
-            twirled += 1
-        else:
-            out.append(inst)
-    return out, twirled
-
-
-def measurement_flips(num_bits: int, rng: np.random.Generator) -> int:
-    """A random flip mask over ``num_bits`` measured bits (bit k = clbit k)."""
-    if num_bits == 0:
-        return 0
-    bits = rng.integers(0, 2, num_bits)
-    return int(sum(1 << k for k, b in enumerate(bits) if b))
 
 
 def measure_with_flips(

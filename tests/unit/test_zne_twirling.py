@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 from qiskit import QuantumCircuit, transpile
-from qiskit.circuit.random import random_circuit
 from qiskit.quantum_info import Operator, Statevector
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, ReadoutError
@@ -18,7 +17,6 @@ from qrt_ray.mitigation.twirling import (
     run_twirled,
     split_shots,
     twirl_compiled,
-    twirl_gates,
     unflip_key,
 )
 from qrt_ray.mitigation.zne import extrapolate, fold_gates
@@ -96,16 +94,6 @@ def test_extrapolation_refuses_what_it_cannot_fit() -> None:
         extrapolate([1, 3], [0.1, 0.2], [0.01, 0.01], "cubic")
     with pytest.raises(MitigationError, match="repeat"):
         extrapolate([1, 1], [0.1, 0.2], [0.01, 0.01], "linear")
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_logical_gate_twirls_keep_the_unitary(seed: int) -> None:
-    qc = random_circuit(4, 6, max_operands=2, seed=seed)
-    qc.cx(0, 1)
-    qc.ecr(2, 3)
-    twirled, count = twirl_gates(qc, np.random.default_rng(seed))
-    assert count >= 2
-    assert Operator(twirled).equiv(Operator(qc))
 
 
 def test_compiled_twirls_keep_the_outcome_distribution() -> None:
