@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from qiskit import QuantumCircuit, qpy
 from qiskit.transpiler import Target
+from qiskit.transpiler.passes import SetLayout
 from qiskit.transpiler.preset_passmanagers import generate_preset_pass_manager
 
 from qrt_ray.circuits import circuit_hash, parse_qasm
@@ -62,10 +63,6 @@ def encode_compiled(circuit: QuantumCircuit) -> bytes:
 def decode_compiled(payloads: Sequence[bytes]) -> list[QuantumCircuit]:
     """Circuits back from :func:`encode_compiled` bytes, in order."""
     return [qpy.load(io.BytesIO(p))[0] for p in payloads]
-
-
-def _two_qubit_count(circuit: QuantumCircuit) -> int:
-    return sum(1 for inst in circuit.data if len(inst.qubits) == 2)
 
 
 def active_qubits(circuit: QuantumCircuit) -> int:
@@ -113,18 +110,26 @@ def compile_circuits(
             f"initial_layouts has {len(layouts)} entries for {len(qasm_texts)} circuits; "
             f"give one layout (or None) per circuit"
         )
-    # A pass manager is built per distinct layout (5-15 ms each), not per circuit.
-    managers: dict[tuple[int, ...] | None, object] = {}
+    # Building a pass manager costs 5-15 ms, more than compiling a small circuit, and
+    # placement gives nearly every circuit a layout of its own: so at most two are
+    # built, one choosing its own layout and one whose layout pass is handed each
+    # circuit's layout in turn (the compiled circuits are identical to those of a
+    # pass manager built per layout; a unit test checks it).
+    managers: dict[bool, object] = {}
 
-    def manager(key: tuple[int, ...] | None) -> object:
-        if key not in managers:
-            managers[key] = generate_preset_pass_manager(
+    def manager(layout: Sequence[int] | None) -> object:
+        given = layout is not None
+        if given not in managers:
+            managers[given] = generate_preset_pass_manager(
                 optimization_level=optimization_level,
                 target=target,
                 seed_transpiler=seed_transpiler,
-                initial_layout=list(key) if key is not None else None,
+                initial_layout=list(layout) if layout is not None else None,
             )
-        return managers[key]
+        pm = managers[given]
+        if layout is not None:
+            _layout_pass(pm).layout = [int(q) for q in layout]
+        return pm
 
     out: list[CompiledCircuit] = []
     for text, layout in zip(qasm_texts, layouts, strict=True):
@@ -148,35 +153,54 @@ def compile_circuits(
     return out
 
 
-def target_esp(circuit: QuantumCircuit, target: Target) -> float:
-    """Product of (1 - error) over a compiled circuit's gates and measurements.
+def _layout_pass(pm: object) -> SetLayout:
+    """The pass that sets a preset pass manager's given initial layout."""
+    for task in pm.layout.to_flow_controller().tasks:  # type: ignore[attr-defined]
+        if isinstance(task, SetLayout):
+            return task
+    raise RuntimeError("the preset pass manager has no SetLayout pass for a given layout")
 
-    Errors come from the target (the device's calibration); gates it gives no error
-    (rz, barriers) count as perfect.
+
+@dataclass(frozen=True, slots=True)
+class CompiledStats:
+    """What one pass over a compiled circuit tells: see :func:`compiled_stats`."""
+
+    two_qubit_gates: int
+    esp: float
+    measured_qubits: tuple[int, ...]
+    active_qubits: int
+
+
+def compiled_stats(circuit: QuantumCircuit, target: Target) -> CompiledStats:
+    """Two-qubit gates, ESP, measured qubits and active qubits of a compiled circuit.
+
+    ESP is the product of (1 - error) over its gates and measurements, errors from the
+    target (the device's calibration); gates it gives no error (rz, barriers) count as
+    perfect. Measured qubits: for each clbit, the physical qubit its last measurement
+    read (-1: never measured), which readout mitigation needs. One pass, because each
+    walk over ``circuit.data`` costs about as much as a tenth of a small compile.
     """
     index = {bit: i for i, bit in enumerate(circuit.qubits)}
+    clbit = {bit: i for i, bit in enumerate(circuit.clbits)}
+    measured = [-1] * circuit.num_clbits
+    touched: set[int] = set()
+    two = 0
     log_esp = 0.0
     for inst in circuit.data:
+        qubits = tuple(index[q] for q in inst.qubits)
+        touched.update(qubits)
         name = inst.operation.name
+        if len(qubits) == 2:
+            two += 1
+        if name == "measure":
+            measured[clbit[inst.clbits[0]]] = qubits[0]
         if name not in target:
             continue
-        props = target[name].get(tuple(index[q] for q in inst.qubits))
+        props = target[name].get(qubits)
         error = getattr(props, "error", None)
         if error:
             log_esp += math.log1p(-min(error, 0.999999))
-    return math.exp(log_esp)
-
-
-def measured_qubits(circuit: QuantumCircuit) -> tuple[int, ...]:
-    """For each clbit, the qubit its last measurement read (-1: never measured).
-
-    On a compiled circuit these are physical qubits: what readout mitigation needs.
-    """
-    out = [-1] * circuit.num_clbits
-    for inst in circuit.data:
-        if inst.operation.name == "measure":
-            out[circuit.find_bit(inst.clbits[0]).index] = circuit.find_bit(inst.qubits[0]).index
-    return tuple(out)
+    return CompiledStats(two, math.exp(log_esp), tuple(measured), len(touched))
 
 
 def _compile_one(
@@ -206,26 +230,25 @@ def _compile_one(
 
     compiled = pm.run(logical, callback=count_swaps)  # type: ignore[attr-defined]
     layout = compiled.layout.final_index_layout() if compiled.layout else []
+    stats = compiled_stats(compiled, target)
     info = CompileInfo(
         device=device,
         calibration_id=calibration_id,
         # The DAG's depth is computed natively; QuantumCircuit.depth() in Python
         # costs more than a quarter of a small circuit's whole compile.
         depth=last_dag[0].depth() if last_dag[0] is not None else compiled.depth(),  # type: ignore[attr-defined]
-        two_qubit_gates=_two_qubit_count(compiled),
+        two_qubit_gates=stats.two_qubit_gates,
         swaps_added=max(0, swaps[0] - logical.count_ops().get("swap", 0)),
         layout=tuple(layout[: logical.num_qubits]),
         optimization_level=optimization_level,
         seed_transpiler=seed_transpiler,
         compile_s=time.perf_counter() - start,
-        esp=round(target_esp(compiled, target), 6),
-        measured_qubits=measured_qubits(compiled),
+        esp=round(stats.esp, 6),
+        measured_qubits=stats.measured_qubits,
     )
     # The device needs the gates and measurements only: the layout was recorded above.
     compiled._layout = None
-    return CompiledCircuit(
-        circuit_hash(text), encode_compiled(compiled), active_qubits(compiled), info
-    )
+    return CompiledCircuit(circuit_hash(text), encode_compiled(compiled), stats.active_qubits, info)
 
 
 class CompileCache:

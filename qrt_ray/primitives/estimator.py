@@ -234,8 +234,8 @@ def _execute(
     seed_run = options.seed_estimator
     if seed_run is None:
         seed_run = options.simulator.seed_simulator
-    handles = submit(job, mode, [requests[k] for k in farm], options, seed_run)
-    farm_results = wait_results(job, mode, handles, None)
+    submitted = submit(job, mode, [requests[k] for k in farm], options, seed_run)
+    farm_results = wait_results(job, mode, submitted, None)
     farm_notes = mode.record(farm_results)
     results: list[Any] = [None] * len(plans)
     notes: list[list[str]] = [[] for _ in plans]

@@ -76,46 +76,98 @@ def dd_spec(options: DynamicalDecouplingOptions) -> DecouplingSpec | None:
     return DecouplingSpec(sequence="XX", scheduling=options.scheduling_method)
 
 
+# Where the mode fixes the device, requests that agree on shots and twirling share a
+# farm job of up to this many circuits (a compile chunk): one admission, placement,
+# durable record and result for them all, and one simulator call even when seeded
+# (a seeded job runs in a call of its own). A job per one-circuit PUB paid each of
+# those per PUB. Where the scheduler chooses devices, every request keeps a job of
+# its own, so that the farm can spread them.
+PACK_CIRCUITS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """Farm jobs of one primitive run, and where each request's circuits are in them."""
+
+    handles: tuple[JobHandle, ...]
+    slices: tuple[tuple[int, int, int], ...]  # per request: (job index, first, end)
+
+
+def pack(requests: Sequence[FarmRequest], devices: Sequence[str | None]) -> list[list[int]]:
+    """Requests grouped into farm jobs, in order of their first request.
+
+    Requests share a job only when they are bound for the same fixed device with the
+    same shots, twirling and decoupling, and the job stays within ``PACK_CIRCUITS``
+    circuits (a larger request gets a job of its own).
+    """
+    groups: list[list[int]] = []
+    open_group: dict[tuple[Any, ...], tuple[int, int]] = {}  # key -> (group, circuits)
+    for i, (req, device) in enumerate(zip(requests, devices, strict=True)):
+        size = len(req.circuits)
+        if device is None or size >= PACK_CIRCUITS:
+            groups.append([i])
+            continue
+        key = (device, req.shots, req.twirl, req.dd)
+        found = open_group.get(key)
+        if found is not None and found[1] + size <= PACK_CIRCUITS:
+            groups[found[0]].append(i)
+            open_group[key] = (found[0], found[1] + size)
+            continue
+        groups.append([i])
+        open_group[key] = (len(groups) - 1, size)
+    return groups
+
+
 def submit(
     job: PrimitiveJob,
     mode: _Mode,
     requests: Sequence[FarmRequest],
     options: _PrimitiveOptions,
     seed: int | None,
-) -> list[JobHandle]:
-    """Submit one farm job per request in one round trip (``run`` admitted it)."""
+) -> Submitted:
+    """Submit the requests' farm jobs in one round trip (``run`` admitted it)."""
     tags = (*mode.tags, job.job_id(), *(options.environment.job_tags or ()))
+    devices = [mode.device_for(req.circuits, req.shots) for req in requests]
+    groups = pack(requests, devices)
     specs = []
-    for i, req in enumerate(requests):
+    slices: list[tuple[int, int, int]] = [(0, 0, 0)] * len(requests)
+    for g, members in enumerate(groups):
+        first = requests[members[0]]
+        circuits: list[str] = []
+        for i in members:
+            slices[i] = (g, len(circuits), len(circuits) + len(requests[i].circuits))
+            circuits.extend(requests[i].circuits)
         try:
             specs.append(
                 make_spec(
-                    list(req.circuits),
-                    shots=req.shots,
+                    circuits,
+                    shots=first.shots,
                     priority=options.priority,
                     tenant=options.tenant,
-                    device=mode.device_for(req.circuits, req.shots),
+                    device=devices[members[0]],
                     max_execution_time_s=options.max_execution_time,
                     tags=tags,
-                    seed=None if seed is None else (seed + i) % 2**31,
-                    twirling=req.twirl,
-                    dynamical_decoupling=req.dd,
+                    seed=None if seed is None else (seed + g) % 2**31,
+                    twirling=first.twirl,
+                    dynamical_decoupling=first.dd,
                 )
             )
         except ValidationError as exc:
-            raise ValidationError(f"pubs[{i}]: {exc}") from None
+            where = ", ".join(f"pubs[{i}]" for i in members)
+            raise ValidationError(f"{where}: {exc}") from None
     job.check_cancelled()
     handles = mode.runtime._submit_specs(specs)
     job.add_handles(handles)
-    return handles
+    return Submitted(tuple(handles), tuple(slices))
 
 
 def wait_results(
-    job: PrimitiveJob, mode: _Mode, handles: Sequence[JobHandle], timeout_s: float | None
+    job: PrimitiveJob, mode: _Mode, submitted: Submitted, timeout_s: float | None
 ) -> list[JobResult]:
-    """Wait for every farm job (listening for cancel); their verified results, in order."""
+    """Wait for every farm job (listening for cancel); each request's verified result,
+    in order (a request's share of a job it shares: its circuits and their compiles)."""
     rt = mode.runtime
-    ids = [h.job_id for h in handles]
+    ids = [h.job_id for h in submitted.handles]
     waited = 0.0
     while True:
         job.check_cancelled()
@@ -125,7 +177,20 @@ def wait_results(
         waited += _POLL_S
         if timeout_s is not None and waited >= timeout_s:
             raise JobTimeoutError(f"{job.job_id()}: farm jobs not done within {timeout_s:g} s")
-    return rt.results(list(handles))
+    whole = rt.results(list(submitted.handles))
+    out = []
+    for g, start, end in submitted.slices:
+        result = whole[g]
+        if (start, end) != (0, len(result.circuits)):
+            meta = result.metadata
+            result = result.model_copy(
+                update={
+                    "circuits": result.circuits[start:end],
+                    "metadata": meta.model_copy(update={"compile": meta.compile[start:end]}),
+                }
+            )
+        out.append(result)
+    return out
 
 
 def fetch_readout(

@@ -122,8 +122,8 @@ def _execute(
     seed = options.seed_simulator
     if seed is None:
         seed = options.simulator.seed_simulator
-    handles = submit(job, mode, requests, options, seed)
-    results = wait_results(job, mode, handles, None)
+    submitted = submit(job, mode, requests, options, seed)
+    results = wait_results(job, mode, submitted, None)
     notes = mode.record(results)
     res = options.resilience
     quasi: list[Any] = [None] * len(pubs)

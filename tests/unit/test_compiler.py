@@ -72,3 +72,21 @@ def test_a_given_layout_is_used_and_a_routed_one_must_beat_the_compilers_own() -
     assert alone.info.swaps_added > 0
     assert best.info.esp >= alone.info.esp
     assert best.info.swaps_added == 0
+
+
+def test_one_call_with_many_layouts_compiles_as_one_call_per_layout() -> None:
+    # compile_circuits reuses one pass manager and hands each circuit its layout in turn
+    target = load_backend("FakeGuadalupeV2").target
+    texts = [to_qasm(ghz(3)), to_qasm(ghz(4)), to_qasm(ghz(3))]
+    layouts = [(1, 2, 3), (0, 1, 4, 7), (3, 2, 1)]
+    together = compile_circuits(
+        texts, target, device="g", calibration_id="c", initial_layouts=layouts
+    )
+    for text, layout, got in zip(texts, layouts, together, strict=True):
+        (alone,) = compile_circuits(
+            [text], target, device="g", calibration_id="c", initial_layouts=[layout]
+        )
+        assert got.info.layout == alone.info.layout == layout
+        a, b = decode_compiled([got.payload, alone.payload])
+        b.name = a.name  # QPY keeps the generated circuit name, which differs per parse
+        assert a == b
