@@ -161,6 +161,13 @@ def make_simulator(
         # stalled from 80 shots up), and in a farm it corrupted a device actor's heap;
         # with it the 17-qubit GHZ ran 2,000 shots in 3 s. Other methods ignore it.
         options["mps_lapack"] = True
+        # A batch of small circuits runs them side by side, one per core (0: as many
+        # as max_parallel_threads), where Aer's default runs them one after another
+        # on one core: a density matrix or a few qubits gain nothing from more
+        # threads. Measured on 2 cores: 120 twirled 6-qubit density-matrix circuits
+        # 1.26 s -> 0.84 s, 120 random 5-qubit sampler circuits 1.09 s -> 0.69 s. Aer
+        # still gives a large circuit all the threads when memory allows only one.
+        options["max_parallel_experiments"] = 0
     simulator = AerSimulator(method=method, target=target, **options)
     description = f"{method} ({'GPU' if uses_gpu else 'CPU'}, {threads} threads)"
     return simulator, description, uses_gpu

@@ -17,7 +17,7 @@ import numpy as np
 from qiskit import QuantumCircuit, qasm3
 from qiskit.circuit import Parameter
 
-from qrt_ray.circuits import to_qasm
+from qrt_ray.circuits import fast_qasm2, loads_qasm2, to_qasm
 from qrt_ray.errors import ValidationError
 from qrt_ray.mitigation.observables import MeasurementBasis
 from qrt_ray.mitigation.twirling import measure_with_flips
@@ -37,7 +37,16 @@ class Template:
 
 
 def make_template(circuit: QuantumCircuit) -> Template:
-    """Rename ``circuit``'s parameters to ``_qrt_p{i}`` and export it as OpenQASM 3."""
+    """Rename ``circuit``'s parameters to ``_qrt_p{i}`` and export it as OpenQASM 3.
+
+    A circuit without parameters goes as OpenQASM 2 where it can: a task parses that
+    in well under a millisecond, where OpenQASM 3 takes about 8 ms (and 170 ms the
+    first time in a process).
+    """
+    if not circuit.parameters:
+        text = fast_qasm2(circuit)
+        if text is not None:
+            return Template(text, 0)
     rename = {p: Parameter(f"_qrt_p{i}") for i, p in enumerate(circuit.parameters)}
     renamed = circuit.assign_parameters(rename) if rename else circuit
     return Template(qasm3.dumps(renamed), len(rename))
@@ -45,6 +54,10 @@ def make_template(circuit: QuantumCircuit) -> Template:
 
 def load_template(template: Template) -> tuple[QuantumCircuit, list[Parameter]]:
     """Parse a template back; returns the circuit and its parameters in canonical order."""
+    if template.qasm.startswith("OPENQASM 2"):
+        if template.num_parameters:
+            raise ValidationError("an OpenQASM 2 template cannot carry parameters")
+        return loads_qasm2(template.qasm), []
     circuit = qasm3.loads(template.qasm)
     params: list[Parameter | None] = [None] * template.num_parameters
     for p in circuit.parameters:

@@ -237,8 +237,10 @@ _REMOTES: dict[Callable[..., Any], Any] = {}
 
 def _remote(fn: Callable[..., Any]) -> Any:
     if fn not in _REMOTES:
-        # half a CPU: these steps are short and must not starve the compile tasks
-        _REMOTES[fn] = ray.remote(num_cpus=0.5, max_retries=2)(fn)
+        # One CPU, as compile tasks take: at most one task per core, so they run in the
+        # farm's warm workers. Half a CPU let Ray start extra workers that each paid
+        # Qiskit's imports (about 2 s) and were stopped again once idle.
+        _REMOTES[fn] = ray.remote(num_cpus=1, max_retries=2)(fn)
     return _REMOTES[fn]
 
 
