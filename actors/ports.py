@@ -31,11 +31,13 @@ class SchedulerPorts(Protocol):
         optimization_level: int,
         seed: int,
         layouts: Sequence[Sequence[int] | None] | None = None,
+        compare: Sequence[bool] | None = None,
     ) -> tuple[str, list[CompiledCircuit]]:
         """Compile for a device's current calibration; returns (calibration id, compiled).
 
         ``layouts`` gives each circuit's initial layout, or None to let the compiler
-        choose (see :func:`~qrt_ray.compiler.compile_circuits`).
+        choose; ``compare`` says per circuit whether a routed layout competes with the
+        compiler's own (default: all do). See :func:`~qrt_ray.compiler.compile_circuits`.
         """
         ...
 
@@ -79,6 +81,7 @@ class LocalPorts:
         optimization_level: int,
         seed: int,
         layouts: Sequence[Sequence[int] | None] | None = None,
+        compare: Sequence[bool] | None = None,
     ) -> tuple[str, list[CompiledCircuit]]:
         cal_id, target = self.devices[device].compile_target()
         compiled = await asyncio.to_thread(
@@ -90,6 +93,7 @@ class LocalPorts:
             optimization_level=optimization_level,
             seed_transpiler=seed,
             initial_layouts=layouts,
+            compare_when_routed=True if compare is None else list(compare),
         )
         return cal_id, compiled
 

@@ -17,6 +17,7 @@ import logging
 import math
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -24,12 +25,17 @@ from typing import Any
 from actors import collector
 from actors.device import WorkItem
 from actors.ports import SchedulerPorts
-from policies.fidelity import CircuitProfile, profile_circuit
+from policies.fidelity import CircuitProfile, FidelityEstimate, profile_circuit
 from policies.health import BatchWatch, CircuitBreaker
 from policies.placement import PlacementOptions, Weights, describe
 from policies.placer import DeviceLoad, JobShape, Placer
 from qrt_ray.circuits import circuit_hash, parse_qasm
-from qrt_ray.compiler import DEFAULT_OPTIMIZATION_LEVEL, CompileCache, CompiledCircuit
+from qrt_ray.compiler import (
+    DEFAULT_OPTIMIZATION_LEVEL,
+    CompileCache,
+    CompiledCircuit,
+    pinned_key,
+)
 from qrt_ray.config import PolicyConfig, load_policy_config
 from qrt_ray.errors import (
     DeviceUnavailableError,
@@ -831,51 +837,60 @@ class Scheduler:
         found: dict[str, CompiledCircuit] = {}
         todo: dict[str, str] = {}
         layouts: dict[str, tuple[int, ...] | None] = {}
+        keys: dict[str, list[str]] = {}  # per job: each circuit's compile key
         for job_id in job_ids:
-            shape = self._job_shape(self._live[job_id])
-            for text, h, profile in zip(
-                self._live[job_id].spec.circuits, shape.hashes, shape.profiles, strict=True
+            rec = self._live[job_id]
+            shape = self._job_shape(rec)
+            pins = _group_layouts(rec.spec, shape, lambda h, p: self.placer.full(h, p, snap))
+            keys[job_id] = []
+            for text, h, profile, pin in zip(
+                rec.spec.circuits, shape.hashes, shape.profiles, pins, strict=True
             ):
-                if h in found or h in todo:
+                key = h if pin is None else pinned_key(h, pin)
+                keys[job_id].append(key)
+                if key in found or key in todo:
                     continue
-                hit = self._cache.get((h, device, cal_id))
+                hit = self._cache.get((key, device, cal_id))
                 if hit is not None:
-                    found[h] = hit
-                else:
-                    todo[h] = text
-                    # The layout placement chose (cached by circuit and calibration).
-                    # Where it needs SWAPs the compiler also tries its own layout and
-                    # keeps the higher ESP: its routing-aware search often wins there
-                    # (200 random 5-qubit circuits on manila: ESP 0.425 against
-                    # 0.404), but alone it once put a 14-qubit GHZ on sherbrooke onto
-                    # a broken gate (ESP 0.0 where placement had estimated 0.79).
-                    layouts[h] = self.placer.full(h, profile, snap).layout
+                    found[key] = hit
+                    continue
+                todo[key] = text
+                # The layout placement chose (cached by circuit and calibration), or
+                # the one its layout group shares. Where placement's own needs SWAPs
+                # the compiler also tries its own layout and keeps the higher ESP:
+                # its routing-aware search often wins there (200 random 5-qubit
+                # circuits on manila: ESP 0.425 against 0.404), but alone it once put
+                # a 14-qubit GHZ on sherbrooke onto a broken gate (ESP 0.0 where
+                # placement had estimated 0.79). A group's circuits keep their shared
+                # layout: the compiler's choice could differ from circuit to circuit.
+                layouts[key] = pin or self.placer.full(h, profile, snap).layout
         self.metrics.compile_cache.labels(outcome="hit").inc(len(found))
         self.metrics.compile_cache.labels(outcome="miss").inc(len(todo))
         if todo:
-            hashes = list(todo)
-            groups = [hashes[i : i + self._chunk] for i in range(0, len(hashes), self._chunk)]
+            pending = list(todo)
+            groups = [pending[i : i + self._chunk] for i in range(0, len(pending), self._chunk)]
             start = time.perf_counter()
             outs = await asyncio.gather(
                 *(
                     self.ports.compile(
                         device,
-                        [todo[h] for h in group],
+                        [todo[k] for k in group],
                         optimization_level=self._opt,
                         seed=self._seed,
-                        layouts=[layouts[h] for h in group],
+                        layouts=[layouts[k] for k in group],
+                        compare=["@" not in k for k in group],
                     )
                     for group in groups
                 )
             )
             self.metrics.compile_seconds.labels(device=device).observe(time.perf_counter() - start)
-            for got_cal, compiled in outs:
+            for group, (got_cal, compiled) in zip(groups, outs, strict=True):
                 if got_cal != cal_id:  # recalibrated under us: compile again next pass
                     raise DeviceUnavailableError(f"{device} recalibrated during compile")
-                for c in compiled:
-                    self._cache.put(c)
-                    found[c.circuit_hash] = c
-        by_job = {j: [found[circuit_hash(t)] for t in self._live[j].spec.circuits] for j in job_ids}
+                for key, c in zip(group, compiled, strict=True):
+                    self._cache.put(c, key)
+                    found[key] = c
+        by_job = {j: [found[k] for k in keys[j]] for j in job_ids}
         return by_job, cal_id
 
     async def _requeue(self, job_ids: Sequence[str], from_state: JobState, reason: str) -> None:
@@ -1273,6 +1288,29 @@ def placement_options(
     )
 
 
+def _group_layouts(
+    spec: JobSpec,
+    shape: JobShape,
+    estimate: Callable[[str, CircuitProfile], FidelityEstimate],
+) -> list[tuple[int, ...] | None]:
+    """Each circuit's shared layout: its layout group's first circuit's, from
+    ``estimate``. None where there is nothing to share (no groups, or a group of one
+    circuit): such a circuit is compiled as any other."""
+    if spec.layout_groups is None:
+        return [None] * len(spec.circuits)
+    sizes = Counter(spec.layout_groups)
+    first: dict[int, tuple[int, ...]] = {}
+    out: list[tuple[int, ...] | None] = []
+    for group, h, profile in zip(spec.layout_groups, shape.hashes, shape.profiles, strict=True):
+        if sizes[group] == 1:
+            out.append(None)
+            continue
+        if group not in first:
+            first[group] = tuple(estimate(h, profile).layout)
+        out.append(first[group])
+    return out
+
+
 def _shape(job_id: str, spec: JobSpec, where: str) -> JobShape:
     """Parse and profile a job's circuits once (errors name ``where``.circuits[k])."""
     hashes: list[str] = []
@@ -1284,4 +1322,13 @@ def _shape(job_id: str, spec: JobSpec, where: str) -> JobShape:
             seen[h] = profile_circuit(parse_qasm(text, arg=f"{where}.circuits[{k}]"))
         hashes.append(h)
         profiles.append(seen[h])
+    if spec.layout_groups is not None:
+        width: dict[int, int] = {}
+        for k, (group, profile) in enumerate(zip(spec.layout_groups, profiles, strict=True)):
+            if width.setdefault(group, profile.num_qubits) != profile.num_qubits:
+                raise ValidationError(
+                    f"{where}.circuits[{k}]: {profile.num_qubits} qubits in layout group "
+                    f"{group}, whose first circuit has {width[group]}; circuits that share "
+                    "a layout need the same number of qubits"
+                )
     return JobShape(job_id, tuple(hashes), tuple(profiles), spec.shots)

@@ -106,6 +106,7 @@ class RayPorts:
         optimization_level: int,
         seed: int,
         layouts: Sequence[Sequence[int] | None] | None = None,
+        compare: Sequence[bool] | None = None,
     ) -> tuple[str, list[CompiledCircuit]]:
         cal_id, target_ref = await self._target(device)
         compiled = await compile_task.remote(
@@ -116,6 +117,7 @@ class RayPorts:
             optimization_level=optimization_level,
             seed_transpiler=seed,
             initial_layouts=layouts,
+            compare_when_routed=True if compare is None else list(compare),
         )
         return cal_id, compiled
 

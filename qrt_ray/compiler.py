@@ -79,7 +79,7 @@ def compile_circuits(
     optimization_level: int = DEFAULT_OPTIMIZATION_LEVEL,
     seed_transpiler: int = 0,
     initial_layouts: Sequence[Sequence[int] | None] | None = None,
-    compare_when_routed: bool = True,
+    compare_when_routed: bool | Sequence[bool] = True,
 ) -> list[CompiledCircuit]:
     """Transpile circuits to a device's native gates and coupling map, with SWAP routing.
 
@@ -98,7 +98,8 @@ def compile_circuits(
             also compile with the preset pass manager's own layout and keep whichever
             compiled circuit has the higher ESP (calibrated gate and readout errors):
             the preset's routing-aware layout search sometimes wins there. A layout
-            that needs no SWAPs is kept as it is.
+            that needs no SWAPs is kept as it is. One flag for all circuits, or one
+            per circuit (circuits that must share their qubits keep the given layout).
 
     Returns:
         One :class:`CompiledCircuit` per input, in order. A circuit that fails to
@@ -131,14 +132,23 @@ def compile_circuits(
             _layout_pass(pm).layout = [int(q) for q in layout]
         return pm
 
+    if isinstance(compare_when_routed, bool):
+        compares = [compare_when_routed] * len(qasm_texts)
+    else:
+        compares = list(compare_when_routed)
+        if len(compares) != len(qasm_texts):
+            raise ValueError(
+                f"compare_when_routed has {len(compares)} flags for {len(qasm_texts)} "
+                "circuits; give one flag, or one per circuit"
+            )
     out: list[CompiledCircuit] = []
-    for text, layout in zip(qasm_texts, layouts, strict=True):
+    for text, layout, compare in zip(qasm_texts, layouts, compares, strict=True):
         key = tuple(layout) if layout is not None else None
         try:
             args = (text, device, calibration_id, optimization_level, seed_transpiler, target)
             best = _compile_one(manager(key), *args)
             routed = best.info is not None and best.info.swaps_added > 0
-            if compare_when_routed and key is not None and routed:
+            if compare and key is not None and routed:
                 other = _compile_one(manager(None), *args)
                 if (other.info.esp or 0.0) > (best.info.esp or 0.0):  # type: ignore[union-attr]
                     best = other
@@ -251,6 +261,11 @@ def _compile_one(
     return CompiledCircuit(circuit_hash(text), encode_compiled(compiled), stats.active_qubits, info)
 
 
+def pinned_key(circuit_hash: str, layout: Sequence[int]) -> str:
+    """The cache key of a circuit compiled on a layout it was given (not its own)."""
+    return f"{circuit_hash}@{','.join(map(str, layout))}"
+
+
 class CompileCache:
     """LRU of compiled circuits keyed by (circuit hash, device, calibration id)."""
 
@@ -275,11 +290,16 @@ class CompileCache:
             found.info.model_copy(update={"cache_hit": True}),
         )
 
-    def put(self, compiled: CompiledCircuit) -> None:
-        """Remember a successful compile under its own (hash, device, calibration id)."""
+    def put(self, compiled: CompiledCircuit, circuit_key: str | None = None) -> None:
+        """Remember a successful compile under (``circuit_key``, device, calibration id);
+        the key defaults to the circuit's hash (see :func:`pinned_key` for others)."""
         if compiled.info is None:
             return
-        key = (compiled.circuit_hash, compiled.info.device, compiled.info.calibration_id)
+        key = (
+            circuit_key or compiled.circuit_hash,
+            compiled.info.device,
+            compiled.info.calibration_id,
+        )
         self._entries[key] = compiled
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:

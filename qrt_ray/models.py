@@ -114,6 +114,23 @@ class JobSpec(BaseModel):
     twirling: TwirlSpec | None = None
     # echoes on idle qubits, added by the device to the compiled circuits
     dynamical_decoupling: DecouplingSpec | None = None
+    # per circuit, a group number: circuits of one group run on the same physical
+    # qubits (the layout placement chose for the group's first circuit), so that their
+    # results can be combined, e.g. the noise factors of one extrapolation
+    layout_groups: tuple[int, ...] | None = None
+
+    @model_validator(mode="after")
+    def _groups_cover_the_circuits(self) -> JobSpec:
+        groups = self.layout_groups
+        if groups is not None:
+            if len(groups) != len(self.circuits):
+                raise ValueError(
+                    f"layout_groups has {len(groups)} entries for {len(self.circuits)} "
+                    "circuits; give one group number per circuit"
+                )
+            if min(groups) < 0:
+                raise ValueError("layout_groups: group numbers must be >= 0")
+        return self
 
     @field_validator("tags")
     @classmethod

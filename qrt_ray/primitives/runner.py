@@ -134,9 +134,11 @@ def submit(
     for g, members in enumerate(groups):
         first = requests[members[0]]
         circuits: list[str] = []
-        for i in members:
+        groups_of: list[int] = []
+        for n, i in enumerate(members):
             slices[i] = (g, len(circuits), len(circuits) + len(requests[i].circuits))
             circuits.extend(requests[i].circuits)
+            groups_of.extend([n] * len(requests[i].circuits))
         try:
             specs.append(
                 make_spec(
@@ -150,6 +152,9 @@ def submit(
                     seed=None if seed is None else (seed + g) % 2**31,
                     twirling=first.twirl,
                     dynamical_decoupling=first.dd,
+                    # a PUB's circuits (parameter sets, bases, noise factors) run on
+                    # the same qubits, as they would after one transpile by hand
+                    layout_groups=tuple(groups_of),
                 )
             )
         except ValidationError as exc:

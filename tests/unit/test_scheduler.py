@@ -136,6 +136,76 @@ def test_a_routed_circuit_is_compiled_from_placements_layout_and_keeps_the_best(
     asyncio.run(main())
 
 
+def _shapes_that_place_apart() -> list[str]:
+    """Three 3-qubit circuits that placement alone maps to different qubits."""
+    texts = []
+    for pairs in ([(0, 1), (1, 2)], [(1, 2), (0, 1), (1, 2), (1, 2), (1, 2)], [(0, 2)] * 4):
+        qc = QuantumCircuit(3)
+        qc.h(0)
+        for a, b in pairs:
+            qc.cx(a, b)
+        qc.measure_all()
+        texts.append(to_qasm(qc))
+    return texts
+
+
+def test_a_layout_group_runs_on_the_qubits_of_its_first_circuit(tmp_path: Path) -> None:
+    """ZNE's noise factors and a PUB's parameter sets are combined: they must run on
+    the same physical qubits, not wherever each circuit alone would go."""
+    store, devices, sched = make(tmp_path)
+    asked: list[tuple[object, object]] = []
+    real = sched.ports.compile
+
+    async def spying(device, texts, **kw):  # type: ignore[no-untyped-def]
+        asked.extend(zip(kw["layouts"], kw["compare"], strict=True))
+        return await real(device, texts, **kw)
+
+    sched.ports.compile = spying  # type: ignore[method-assign]
+    texts = tuple(_shapes_that_place_apart())
+
+    async def main() -> None:
+        await sched.start()
+        alone = [
+            (await sched.submit([JobSpec(circuits=(t,), shots=100, device="nairobi")]))[0][0]
+            for t in texts
+        ]
+        grouped = JobSpec(circuits=texts, shots=100, device="nairobi", layout_groups=(4, 4, 4))
+        ((rec, _),) = await sched.submit([grouped])
+        await drive(sched, devices)
+        await sched.stop()
+
+        def layouts(job_id: str) -> list[tuple[int, ...]]:
+            result = decode_result(store.get_blob(store.get(job_id).result_sha256))
+            return [tuple(sorted(c.layout)) for c in result.metadata.compile]
+
+        own = [layouts(r.job_id)[0] for r in alone]
+        assert len(set(own)) > 1  # alone, they go to different qubits
+        assert layouts(rec.job_id) == [own[0]] * 3  # grouped, all on the first's
+        # the shared layout is compiled as given: no competing layout of the compiler's
+        assert [c for _, c in asked[3:]] == [False, False, False]
+        assert len({lay for lay, _ in asked[3:]}) == 1
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_layout_groups_are_checked_at_submit(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="layout_groups has 1 entries for 2 circuits"):
+        JobSpec(circuits=(ghz(2), ghz(3)), shots=10, layout_groups=(0,))
+
+    async def main() -> None:
+        store, _, sched = make(tmp_path)
+        await sched.start()
+        mixed = JobSpec(circuits=(ghz(2), ghz(3)), shots=10, layout_groups=(0, 0))
+        with pytest.raises(ValidationError, match=r"circuits\[1\]: 3 qubits in layout group 0"):
+            await sched.submit([mixed])
+        assert store.list_jobs() == []
+        await sched.stop()
+        store.close()
+
+    asyncio.run(main())
+
+
 def test_bad_jobs_are_refused_before_anything_is_stored(tmp_path: Path) -> None:
     async def main() -> None:
         store, _, sched = make(tmp_path)
