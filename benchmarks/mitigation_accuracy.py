@@ -388,7 +388,8 @@ def main() -> None:
                 print(f"qrt level {level}: {secs:.1f} s")
                 if level == 0:
                     for m in metas:
-                        compiled = rt.job(m["farm_job_id"]).result().metadata.compile[0]
+                        first = m["farm_circuits"][0]  # a farm job holds several PUBs
+                        compiled = rt.job(m["farm_job_id"]).result().metadata.compile[first]
                         layouts.append(list(compiled.layout))
                 save()
     hand = HandRunner(args.backend, "dev", args.cal_shots)

@@ -239,8 +239,10 @@ def _execute(
     farm_notes = mode.record(farm_results)
     results: list[Any] = [None] * len(plans)
     notes: list[list[str]] = [[] for _ in plans]
+    spans: dict[int, list[int]] = {}
     for i, k in enumerate(farm):
         results[k], notes[k] = farm_results[i], farm_notes[i]
+        spans[k] = list(submitted.slices[i][1:])
     res = options.resilience
     readout = (
         fetch_readout(mode, farm_results, res.readout_shots, res.readout_max_age_s)
@@ -301,6 +303,8 @@ def _execute(
                 notes[k],
             )
         )
+        # the PUB's circuits within its farm job (a job may hold several PUBs)
+        pub_results[-1].metadata["farm_circuits"] = spans[k]
     return PrimitiveResult(
         pub_results, metadata={"version": 2, "primitive_job_id": job.job_id(), "mode": mode.kind}
     )

@@ -148,6 +148,8 @@ def _execute(
     out = []
     for k, (pub, result) in enumerate(zip(pubs, results, strict=True)):
         out.append(_pub_result(pub, result, rng, quasi[k], readout, notes[k], options))
+        # the PUB's circuits within its farm job (a job may hold several PUBs)
+        out[-1].metadata["farm_circuits"] = list(submitted.slices[k][1:])
     return PrimitiveResult(out, metadata={"version": 2, "primitive_job_id": job.job_id()})
 
 

@@ -75,6 +75,29 @@ def test_sampler_bit_arrays_follow_the_pub_shape(rt: QuantumRuntime) -> None:
     assert first.metadata["shots"] == 300 and first.metadata["device"] in {"manila", "nairobi"}
 
 
+def test_pubs_on_one_device_share_a_farm_job_and_a_pub_shares_its_qubits(
+    rt: QuantumRuntime,
+) -> None:
+    qc, _ = _ry_sweep()
+    qc.measure_all()
+    sweep = (qc, np.linspace(0, np.pi, 4))
+    job = Sampler(mode=rt.backend("nairobi")).run(
+        [_ghz(3, measure=True), sweep, _ghz(2, measure=True)], shots=100
+    )
+    result = job.result(timeout=300)
+    assert len(job.farm_job_ids) == 1  # one shots value, one device: one farm job
+    spans = [r.metadata["farm_circuits"] for r in result]
+    assert spans == [[0, 1], [1, 5], [5, 6]]
+    assert {r.metadata["farm_job_id"] for r in result} == set(job.farm_job_ids)
+    (farm,) = rt.results([rt.job(job.farm_job_ids[0])])
+    assert farm.metadata.shots_requested == 100 and len(farm.circuits) == 6
+    # the sweep's four bound circuits ran on the same physical qubits
+    layouts = {tuple(c.layout) for c in farm.metadata.compile[1:5]}
+    assert len(layouts) == 1
+    assert result[1].data.meas.shape == (4,)
+    assert result[1].data.meas[0].get_counts().get("00", 0) > 80  # theta = 0
+
+
 def test_sampler_registers_and_shot_precedence(rt: QuantumRuntime) -> None:
     a, b = QuantumRegister(2, "q"), ClassicalRegister(1, "alpha")
     c = ClassicalRegister(2, "beta")
