@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from policies.canary import CanaryResult, CanarySpec, success_probability
@@ -96,6 +97,22 @@ class WorkItem:
     dd: DecouplingSpec | None = None
 
 
+# Circuits per simulator call: a device reports progress between calls (see
+# Device._run_in_pieces); batching gains little beyond a few dozen circuits.
+CALL_CIRCUITS = 64
+
+
+class _PieceResults:
+    """The results of several simulator calls, read as those of one."""
+
+    def __init__(self, pieces: Sequence[Any]) -> None:
+        self.results = [r for piece in pieces for r in piece.results]
+        self._counts = [piece.get_counts(i) for piece in pieces for i in range(len(piece.results))]
+
+    def get_counts(self, index: int) -> Any:
+        return self._counts[index]
+
+
 # (shots per circuit, simulator seed, forced method, twirling, decoupling): one
 # simulator call each
 GroupKey = tuple[int, int | None, str | None, TwirlSpec | None, DecouplingSpec | None]
@@ -169,6 +186,8 @@ class Device:
         self._queued_shots = 0
         self._lock = threading.Lock()
         self.faults = FaultPlan()
+        # called after each simulator call of a batch (the actor tells the scheduler)
+        self.on_progress: Callable[[], None] | None = None
         self.batches_run = 0
         self.circuits_run = 0
         self._readout = ReadoutCache(self._measure_readout, clock)
@@ -691,8 +710,9 @@ class Device:
         base_seed = seed if seed is not None else secrets.randbits(30)
         options = {"method": forced} if forced else {}
         start = time.perf_counter()
+        run = partial(self._run_in_pieces, sim)
         if twirl is None:
-            result = sim.run(circuits, shots=shots, seed_simulator=base_seed, **options).result()
+            result = run(circuits, shots=shots, seed_simulator=base_seed, **options)
             all_counts = [dict(result.get_counts(i)) for i in range(len(circuits))]
             seeds = [int(r.seed_simulator) for r in result.results]
             ran_method = [str(r.metadata.get("method", forced or method)) for r in result.results]
@@ -706,6 +726,7 @@ class Device:
                 options,
                 default_method=forced or method,
                 prepare=pad,
+                run=run,
             )
         elapsed = time.perf_counter() - start
         self.circuits_run += len(circuits)
@@ -743,6 +764,27 @@ class Device:
             )
             offset += n
         return runs
+
+    def _run_in_pieces(
+        self, sim: Any, circuits: Sequence[Any], *, shots: int, seed_simulator: int, **options: Any
+    ) -> _PieceResults:
+        """``sim.run(circuits, ...).result()``, in calls of at most ``CALL_CIRCUITS``
+        circuits, calling ``on_progress`` after each.
+
+        The scheduler takes a batch that runs far longer than expected for a hung
+        device; these heartbeats tell it a long batch is slow, not stuck (a 20-qubit
+        level-2 estimator job ran 300 s where the run-time model expected 11 s, and was
+        restarted as hung over and over). Piece k is seeded ``seed_simulator + k``.
+        """
+        pieces = []
+        for k, begin in enumerate(range(0, len(circuits), CALL_CIRCUITS)):
+            chunk = list(circuits[begin : begin + CALL_CIRCUITS])
+            pieces.append(
+                sim.run(chunk, shots=shots, seed_simulator=seed_simulator + k, **options).result()
+            )
+            if self.on_progress is not None:
+                self.on_progress()
+        return _PieceResults(pieces)
 
     def _apply_partial_fault(
         self, counts: list[dict[str, int]], shots: int

@@ -66,6 +66,7 @@ class DeviceActor:
         self._stopped = False
         self._in_flight = 0  # batches taken from the queue whose runs are not reported yet
         self._reports: queue.Queue[list[RawRun]] = queue.Queue(maxsize=_REPORT_BACKLOG)
+        self.device.on_progress = self._progress
         threading.Thread(target=self._drain_forever, name="qrt-device", daemon=True).start()
         threading.Thread(target=self._report_forever, name="qrt-report", daemon=True).start()
 
@@ -224,6 +225,13 @@ class DeviceActor:
             except Exception:
                 self._batch_reported()
                 logger.exception("device %s: batch failed", self.device.name)
+
+    def _progress(self) -> None:
+        # fire and forget: a heartbeat lost is only a heartbeat late
+        try:
+            self._sched().batch_progress.remote(self.device.name)
+        except Exception:
+            logger.debug("device %s: progress not sent", self.device.name, exc_info=True)
 
     def _batch_reported(self) -> None:
         with self._cv:

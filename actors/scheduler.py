@@ -956,6 +956,11 @@ class Scheduler:
         self._watch.started(device, started, expected, self._clock())
         return started
 
+    def batch_progress(self, device: str) -> None:
+        """A device finished a simulator call of its running batch: the hung-batch
+        clock of its batches restarts (slow work is not a hung device)."""
+        self._watch.progress(device, self._clock())
+
     async def batch_finished(self, device: str, runs: Sequence[RawRun]) -> None:
         """A device finished runs: count shots once, then complete, re-queue or rerun."""
         now = self._clock()

@@ -261,6 +261,10 @@ class SchedulerActor:
         """Device callback: persist RUNNING; returns the jobs to run."""
         return await self.scheduler.batch_started(device, attempts)
 
+    async def batch_progress(self, device: str) -> None:
+        """A device finished a simulator call of its running batch (it is not hung)."""
+        self.scheduler.batch_progress(device)
+
     async def batch_finished(self, device: str, runs: list[RawRun]) -> None:
         """Device callback: count and complete runs."""
         await self.scheduler.batch_finished(device, runs)

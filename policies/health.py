@@ -1,8 +1,9 @@
 """Which devices have stopped finishing their work: the batches each one is running.
 
 The scheduler tells :class:`BatchWatch` when a device starts a batch (with the run
-time placement expected for it) and when runs come back; :meth:`BatchWatch.overdue`
-names the devices whose oldest unfinished batch has run far longer than expected.
+time placement expected for it), when the device reports progress (after each
+simulator call) and when runs come back; :meth:`BatchWatch.overdue` names the devices
+whose oldest unfinished batch has gone far longer than expected without progress.
 Pure bookkeeping on a clock the caller passes in, so tests drive it without Ray or
 sleeping.
 """
@@ -49,6 +50,12 @@ class BatchWatch:
         batches[:] = [b for b in batches if b.jobs]
         if not batches:
             self._batches.pop(device, None)
+
+    def progress(self, device: str, now: float) -> None:
+        """A device reports progress on its work: each of its batches' clocks restarts,
+        so a limit measures time without progress, not the length of a batch."""
+        for batch in self._batches.get(device, []):
+            batch.started = now
 
     def forget(self, device: str) -> set[str]:
         """Drop every batch of a device (it restarted); returns the jobs they held."""

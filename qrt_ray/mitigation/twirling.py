@@ -184,6 +184,7 @@ def run_twirled(
     options: dict[str, Any],
     default_method: str,
     prepare: Callable[[QuantumCircuit], QuantumCircuit] | None = None,
+    run: Callable[..., Any] | None = None,
 ) -> tuple[list[dict[str, int]], list[int], list[str]]:
     """Run each circuit as ``twirl.randomizations`` random copies that split ``shots``.
 
@@ -192,7 +193,8 @@ def run_twirled(
     reproduces. With measurement twirling the copies come in complementary pairs (at
     least one pair; an odd count is rounded up). ``prepare`` runs on each copy after
     it is twirled (dynamical decoupling pads the twirled circuit, so the twirl still
-    sees the measurements as final).
+    sees the measurements as final). ``run(circuits, shots=, seed_simulator=, **options)``
+    replaces ``sim.run(...).result()`` (a device runs long calls in pieces).
 
     Returns:
         (per circuit: the copies' counts summed in the circuit's own frame, the seed
@@ -222,9 +224,10 @@ def run_twirled(
     methods = [default_method] * len(circuits)
     for call, copy_shots in enumerate(sorted(set(per_copy), reverse=True)):
         chosen = [c for c in copies if c[1] == copy_shots]
-        result = sim.run(
+        execute = run or (lambda circuits, **kw: sim.run(circuits, **kw).result())
+        result = execute(
             [c[2] for c in chosen], shots=copy_shots, seed_simulator=seed + call, **options
-        ).result()
+        )
         for k, (index, _, _, flips) in enumerate(chosen):
             parts[index].append((dict(result.get_counts(k)), flips))
             if call == 0 and len(parts[index]) == 1:

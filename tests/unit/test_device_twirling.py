@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from actors.device import Device
 from actors.ports import LocalPorts
 from actors.scheduler import Scheduler
 from qrt_ray.config import PolicyConfig, SchedulingConfig
 from qrt_ray.lifecycle import JobState
-from qrt_ray.models import TwirlSpec
+from qrt_ray.models import JobSpec, TwirlSpec
 from qrt_ray.results import decode_result
 from qrt_ray.store import SQLiteJobStore
 from tests.local_farm import FARM, drive, spec
@@ -152,3 +154,40 @@ def ghz_qasm(n: int) -> str:
     from tests.local_farm import ghz
 
     return ghz(n)
+
+
+def test_a_long_batch_runs_in_pieces_and_reports_progress_after_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import actors.device as device_module
+
+    monkeypatch.setattr(device_module, "CALL_CIRCUITS", 2)
+    store, devices, sched = _farm(tmp_path)
+    beats: list[str] = []
+    for d in devices:
+        d.on_progress = lambda name=d.name: beats.append(name)
+    twirl = TwirlSpec(gates=True, measure=True, randomizations=4)
+    circuits = tuple(spec(n).circuits[0] for n in (2, 3, 2, 3, 2))
+
+    async def main() -> None:
+        await sched.start()
+        views = await sched.submit(
+            [
+                JobSpec(circuits=circuits, shots=400, seed=3, device="manila"),
+                JobSpec(circuits=circuits, shots=400, seed=3, device="manila", twirling=twirl),
+            ]
+        )
+        await drive(sched, devices)
+        await sched.stop()
+        for (rec, _), twirled in zip(views, (False, True), strict=True):
+            result = _result(store, rec.job_id, 400)
+            for k, n in enumerate((2, 3, 2, 3, 2)):
+                counts = result.counts(k)
+                assert sum(counts.values()) == 400
+                # a GHZ state: mostly all-0 or all-1, so no piece's counts went astray
+                assert counts.get("0" * n, 0) + counts.get("1" * n, 0) > 300, (twirled, k)
+        store.close()
+
+    asyncio.run(main())
+    # plain: 5 circuits in 3 calls; twirled: 20 copies of 100 shots in 10 calls
+    assert beats.count("manila") >= 3 + 10

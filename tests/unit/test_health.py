@@ -33,3 +33,14 @@ def test_a_job_seen_in_two_batches_clears_the_older_first() -> None:
     assert watch.running("a") == 1
     assert watch.forget("a") == {"sliced", "other"}
     assert watch.running("a") == 0 and watch.overdue(now=1e9, min_s=1, factor=1) == []
+
+
+def test_progress_restarts_the_clock_so_only_a_silent_batch_is_hung() -> None:
+    watch = BatchWatch()
+    watch.started("a", ["long"], expected_s=1, now=0)
+    watch.started("b", ["other"], expected_s=1, now=0)
+    watch.progress("a", now=250)  # a finished a simulator call of its batch
+    late = watch.overdue(now=301, min_s=300, factor=20)
+    assert [d for d, _ in late] == ["b"]  # b said nothing for 301 s
+    assert watch.overdue(now=549, min_s=300, factor=20)[0][0] == "b"
+    assert [d for d, _ in watch.overdue(now=551, min_s=300, factor=20)] == ["a", "b"]
