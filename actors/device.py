@@ -97,9 +97,13 @@ class WorkItem:
     dd: DecouplingSpec | None = None
 
 
-# Circuits per simulator call: a device reports progress between calls (see
-# Device._run_in_pieces); batching gains little beyond a few dozen circuits.
+# A device runs a batch in simulator calls and reports progress between them (see
+# Device._run_in_pieces): at most this many circuits a call (batching gains little
+# beyond a few dozen), the first call this many, and later calls sized to last
+# about this long at the pace of the one before.
 CALL_CIRCUITS = 64
+FIRST_CALL_CIRCUITS = 16
+CALL_TARGET_S = 20.0
 
 
 class _PieceResults:
@@ -768,22 +772,30 @@ class Device:
     def _run_in_pieces(
         self, sim: Any, circuits: Sequence[Any], *, shots: int, seed_simulator: int, **options: Any
     ) -> _PieceResults:
-        """``sim.run(circuits, ...).result()``, in calls of at most ``CALL_CIRCUITS``
-        circuits, calling ``on_progress`` after each.
+        """``sim.run(circuits, ...).result()`` in several calls, calling ``on_progress``
+        after each.
 
-        The scheduler takes a batch that runs far longer than expected for a hung
-        device; these heartbeats tell it a long batch is slow, not stuck (a 20-qubit
-        level-2 estimator job ran 300 s where the run-time model expected 11 s, and was
-        restarted as hung over and over). Piece k is seeded ``seed_simulator + k``.
+        The scheduler takes a batch that runs far longer than expected without progress
+        for a hung device; these heartbeats tell it a long batch is slow, not stuck (a
+        20-qubit level-2 estimator job ran over 300 s where the run-time model expected
+        11 s, and was restarted as hung over and over). The first call takes
+        ``FIRST_CALL_CIRCUITS`` circuits; each next one as many as the last call's pace
+        fits in ``CALL_TARGET_S``, at most ``CALL_CIRCUITS``. Piece k is seeded
+        ``seed_simulator + k``, so a seeded run reproduces.
         """
         pieces = []
-        for k, begin in enumerate(range(0, len(circuits), CALL_CIRCUITS)):
-            chunk = list(circuits[begin : begin + CALL_CIRCUITS])
+        begin, size, k = 0, min(FIRST_CALL_CIRCUITS, CALL_CIRCUITS), 0
+        while begin < len(circuits):
+            chunk = list(circuits[begin : begin + size])
+            start = time.perf_counter()
             pieces.append(
                 sim.run(chunk, shots=shots, seed_simulator=seed_simulator + k, **options).result()
             )
+            per_circuit = max(time.perf_counter() - start, 1e-6) / len(chunk)
             if self.on_progress is not None:
                 self.on_progress()
+            begin, k = begin + len(chunk), k + 1
+            size = max(1, min(CALL_CIRCUITS, int(CALL_TARGET_S / per_circuit)))
         return _PieceResults(pieces)
 
     def _apply_partial_fault(
