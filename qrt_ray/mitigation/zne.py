@@ -130,16 +130,42 @@ def extrapolate(
 
 
 def _exponential(lam: np.ndarray, y: np.ndarray, err: np.ndarray) -> Extrapolation:
-    """Fit log|y| linearly in lambda: y(0) = sign * exp(intercept)."""
-    sign = np.sign(y.sum()) or 1.0
-    if np.any(np.sign(y) != sign) or np.any(np.abs(y) < 1e-9):
+    """Fit log|y| linearly in lambda: y(0) = sign * exp(intercept).
+
+    Each point is weighted by its inverse variance in log space, (y / err)^2, and
+    points within two standard errors of 0 are left out: at a high noise factor a
+    decayed signal is mostly shot noise, its log is meaningless, and an unweighted fit
+    either let it drag the intercept or, once shot noise flipped its sign, gave up for
+    the next extrapolator (linear, far off on an exponential decay). At least two
+    points must remain, all of one sign.
+    """
+    clear = (np.abs(y) > 2 * err) & (np.abs(y) > 1e-9)
+    if clear.sum() < 2:
+        raise MitigationError(
+            "exponential extrapolation needs two or more values clear of 0 (more than "
+            f"two standard errors); got {[round(float(v), 4) for v in y]} "
+            f"+- {[round(float(e), 4) for e in err]} (use linear or richardson)"
+        )
+    lam_k, y_k, err_k = lam[clear], y[clear], err[clear]
+    sign = np.sign(y_k[0])
+    if np.any(np.sign(y_k) != sign):
         raise MitigationError(
             "exponential extrapolation needs values of one sign, away from 0; "
             f"got {[round(float(v), 4) for v in y]} (use linear or richardson)"
         )
-    log_err = err / np.abs(y)
-    w = _linear_weights(lam, 1)
-    log_value = float(w @ np.log(np.abs(y)))
+    log_err = err_k / np.abs(y_k)
+    weights = 1.0 / np.maximum(log_err, 1e-12) ** 2 if np.any(log_err > 0) else None
+    w = _weighted_linear_weights(lam_k, weights)
+    log_value = float(w @ np.log(np.abs(y_k)))
     value = float(sign * math.exp(log_value))
     stderr = abs(value) * float(math.sqrt(float((w**2) @ (log_err**2))))
     return Extrapolation(value, stderr, "exponential", tuple(map(float, lam)), tuple(map(float, y)))
+
+
+def _weighted_linear_weights(factors: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    """w with value(0) = w . y for a weighted least-squares line (None: unweighted)."""
+    if weights is None:
+        return _linear_weights(factors, 1)
+    vander = np.vander(factors, 2, increasing=True)
+    root = np.sqrt(weights)
+    return (np.linalg.pinv(vander * root[:, None]) * root[None, :])[0]

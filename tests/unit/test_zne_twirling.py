@@ -85,6 +85,24 @@ def test_extrapolation_error_bars_propagate() -> None:
     assert r.stderr > lin.stderr > 0.01
 
 
+def test_exponential_leaves_out_decayed_points_and_weighs_the_rest() -> None:
+    lam = [1.0, 3.0, 5.0]
+    # the factor-5 value is shot noise around 0 (here negative): it is left out, and
+    # the fit runs through the other two: 0.5 * (0.5 / 0.15) ** 0.5
+    fit = extrapolate(lam, [0.5, 0.15, -0.02], [0.01, 0.01, 0.03], "exponential")
+    assert fit.value == pytest.approx(0.5 * (0.5 / 0.15) ** 0.5)
+    assert fit.stderr > 0
+    # a far point that is clear of 0 but imprecise pulls the fit far less than a
+    # precise one: the exact decay 0.9 exp(-0.5 x) with its last value 30 % high
+    exact = [0.9 * math.exp(-0.5 * x) for x in lam]
+    off = [exact[0], exact[1], exact[2] * 1.3]
+    loose = extrapolate(lam, off, [0.001, 0.001, 0.02], "exponential").value
+    tight = extrapolate(lam, off, [0.001, 0.001, 0.001], "exponential").value
+    assert abs(loose - 0.9) < 0.01 < abs(tight - 0.9)
+    with pytest.raises(MitigationError, match="two or more values clear of 0"):
+        extrapolate(lam, [0.05, 0.01, 0.0], [0.03, 0.03, 0.03], "exponential")
+
+
 def test_extrapolation_refuses_what_it_cannot_fit() -> None:
     with pytest.raises(MitigationError, match="one sign"):
         extrapolate([1, 3], [0.1, -0.1], [0.01, 0.01], "exponential")
