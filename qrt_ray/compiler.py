@@ -200,7 +200,7 @@ def compiled_stats(circuit: QuantumCircuit, target: Target) -> CompiledStats:
         qubits = tuple(index[q] for q in inst.qubits)
         touched.update(qubits)
         name = inst.operation.name
-        if len(qubits) == 2:
+        if len(qubits) == 2 and name != "barrier":  # ZNE's folds sit between barriers
             two += 1
         if name == "measure":
             measured[clbit[inst.clbits[0]]] = qubits[0]

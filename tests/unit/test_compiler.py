@@ -90,3 +90,18 @@ def test_one_call_with_many_layouts_compiles_as_one_call_per_layout() -> None:
         a, b = decode_compiled([got.payload, alone.payload])
         b.name = a.name  # QPY keeps the generated circuit name, which differs per parse
         assert a == b
+
+
+def test_two_qubit_gates_count_gates_not_the_barriers_between_folds() -> None:
+    # ZNE folds cx -> cx (cx^dag cx) with barriers between the copies; the noise
+    # factor reached is read from this count, and the barriers are not gates
+    import numpy as np
+
+    from qrt_ray.mitigation.zne import fold_gates
+
+    folded, factor = fold_gates(ghz(3), 3.0, np.random.default_rng(0))
+    folded.measure_all()
+    (out,) = compile_circuits([to_qasm(folded)], TARGET, device="manila", calibration_id="c1")
+    (circuit,) = decode_compiled([out.payload])
+    assert factor == 3.0 and circuit.count_ops()["barrier"] >= 4
+    assert out.info.two_qubit_gates == circuit.count_ops()["cx"] == 6
