@@ -106,6 +106,21 @@ FIRST_CALL_CIRCUITS = 16
 CALL_TARGET_S = 20.0
 
 
+def method_options(method: str | None) -> dict[str, Any]:
+    """Options of a simulator call that names ``method`` (None: the simulator's own).
+
+    Matrix-product-state circuits run one at a time: the simulator runs a batch's
+    circuits side by side (see ``qrt_ray.noise``), and two MPS circuits at once in one
+    process crashed a device actor in LAPACK's ``zlarf`` (SIGSEGV, twice in one
+    37-pair accuracy run on kolkata, qiskit-aer 0.18.2).
+    """
+    if method is None:
+        return {}
+    if method == "matrix_product_state":
+        return {"method": method, "max_parallel_experiments": 1}
+    return {"method": method}
+
+
 class _PieceResults:
     """The results of several simulator calls, read as those of one."""
 
@@ -627,7 +642,7 @@ class Device:
             max_parallel_threads=self._threads,
         )
         result = sim.run(
-            circuits, shots=shots, seed_simulator=seed, method="matrix_product_state"
+            circuits, shots=shots, seed_simulator=seed, **method_options("matrix_product_state")
         ).result()
         n = len(qubits)
         ones = [[0] * n, [0] * n]
@@ -678,7 +693,7 @@ class Device:
             method = None if gpu else sim_method_for(len(spec.qubits), shots)
             by_method.setdefault(method, []).append(i)
         for method, idx in by_method.items():
-            options = {"method": method} if method else {}
+            options = method_options(method)
             result = sim.run(
                 [circuits[i] for i in idx], shots=shots, seed_simulator=seed, **options
             ).result()
@@ -712,7 +727,7 @@ class Device:
             if twirl is None:
                 circuits = [pad(c) for c in circuits]
         base_seed = seed if seed is not None else secrets.randbits(30)
-        options = {"method": forced} if forced else {}
+        options = method_options(forced)
         start = time.perf_counter()
         run = partial(self._run_in_pieces, sim)
         if twirl is None:

@@ -385,6 +385,18 @@ def test_retries_end_after_max_attempts(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+def test_matrix_product_state_calls_run_one_circuit_at_a_time() -> None:
+    # two MPS circuits side by side in one process crashed a device in LAPACK
+    from actors.device import method_options
+
+    assert method_options("matrix_product_state") == {
+        "method": "matrix_product_state",
+        "max_parallel_experiments": 1,
+    }
+    assert method_options("density_matrix") == {"method": "density_matrix"}
+    assert method_options(None) == {}
+
+
 def test_simulation_method_follows_width_and_shots() -> None:
     from actors.device import MPS_MIN_ACTIVE_QUBITS, sim_method_for
     from qrt_ray.compiler import active_qubits
