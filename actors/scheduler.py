@@ -837,6 +837,7 @@ class Scheduler:
         found: dict[str, CompiledCircuit] = {}
         todo: dict[str, str] = {}
         layouts: dict[str, tuple[int, ...] | None] = {}
+        shared: set[str] = set()  # keys compiled on a layout group's shared layout
         keys: dict[str, list[str]] = {}  # per job: each circuit's compile key
         for job_id in job_ids:
             rec = self._live[job_id]
@@ -864,6 +865,8 @@ class Scheduler:
                 # placement had estimated 0.79). A group's circuits keep their shared
                 # layout: the compiler's choice could differ from circuit to circuit.
                 layouts[key] = pin or self.placer.full(h, profile, snap).layout
+                if pin is not None:
+                    shared.add(key)
         self.metrics.compile_cache.labels(outcome="hit").inc(len(found))
         self.metrics.compile_cache.labels(outcome="miss").inc(len(todo))
         if todo:
@@ -878,7 +881,7 @@ class Scheduler:
                         optimization_level=self._opt,
                         seed=self._seed,
                         layouts=[layouts[k] for k in group],
-                        compare=["@" not in k for k in group],
+                        compare=[k not in shared for k in group],
                     )
                     for group in groups
                 )

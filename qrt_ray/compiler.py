@@ -116,20 +116,21 @@ def compile_circuits(
     # built, one choosing its own layout and one whose layout pass is handed each
     # circuit's layout in turn (the compiled circuits are identical to those of a
     # pass manager built per layout; a unit test checks it).
-    managers: dict[bool, object] = {}
+    managers: dict[bool, tuple[object, SetLayout | None]] = {}
 
     def manager(layout: Sequence[int] | None) -> object:
         given = layout is not None
         if given not in managers:
-            managers[given] = generate_preset_pass_manager(
+            pm = generate_preset_pass_manager(
                 optimization_level=optimization_level,
                 target=target,
                 seed_transpiler=seed_transpiler,
                 initial_layout=list(layout) if layout is not None else None,
             )
-        pm = managers[given]
-        if layout is not None:
-            _layout_pass(pm).layout = [int(q) for q in layout]
+            managers[given] = (pm, _layout_pass(pm) if given else None)
+        pm, slot = managers[given]
+        if slot is not None and layout is not None:
+            slot.layout = [int(q) for q in layout]
         return pm
 
     if isinstance(compare_when_routed, bool):

@@ -222,9 +222,9 @@ def run_twirled(
     parts: list[list[tuple[dict[str, int], int]]] = [[] for _ in circuits]
     seeds = [0] * len(circuits)
     methods = [default_method] * len(circuits)
+    execute = run or (lambda circuits, **kw: sim.run(circuits, **kw).result())
     for call, copy_shots in enumerate(sorted(set(per_copy), reverse=True)):
         chosen = [c for c in copies if c[1] == copy_shots]
-        execute = run or (lambda circuits, **kw: sim.run(circuits, **kw).result())
         result = execute(
             [c[2] for c in chosen], shots=copy_shots, seed_simulator=seed + call, **options
         )
