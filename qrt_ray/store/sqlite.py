@@ -15,6 +15,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
@@ -76,12 +77,38 @@ def open_store(url: str | Path | None = None) -> JobStore:
     return SQLiteJobStore(Path(text))
 
 
+_LOCK_WAIT_S = 30.0
+
+
 def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=_LOCK_WAIT_S
+    )
+    _enter_wal(conn)
     conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA busy_timeout={int(_LOCK_WAIT_S * 1000)}")
     return conn
+
+
+def _enter_wal(conn: sqlite3.Connection) -> None:
+    """Switch ``conn``'s database to WAL, waiting out other openers doing the same.
+
+    Turning a new database to WAL takes an exclusive lock, and SQLite answers
+    "database is locked" at once instead of calling the busy handler when another
+    connection holds it (several actors open a fresh store together when a farm
+    starts). So this retries for up to ``_LOCK_WAIT_S`` before giving up.
+    """
+    deadline = time.monotonic() + _LOCK_WAIT_S
+    pause = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
 
 
 class _GroupCommitWriter:
