@@ -180,6 +180,7 @@ class Device:
         self._clock = clock
         self._threads = max_parallel_threads or os.cpu_count() or 1
         self._backend = load_backend(config.backend)
+        self._target: tuple[str, Any] | None = None  # (calibration id, its target)
         self.calibration: CalibrationSnapshot = snapshot_from_backend(
             config.name, self._backend, taken_at=clock()
         )
@@ -259,9 +260,15 @@ class Device:
 
     def compile_target(self):
         """The transpiler target of the current calibration, with its id."""
-        return self.calibration.calibration_id, target_from_snapshot(
-            self.calibration, self._backend.target
-        )
+        cal = self.calibration
+        found = self._target
+        if found is None or found[0] != cal.calibration_id:
+            # built once per calibration: a 16-qubit target takes about 40 ms
+            found = self._target = (
+                cal.calibration_id,
+                target_from_snapshot(cal, self._backend.target),
+            )
+        return found
 
     # -- queue ------------------------------------------------------------------------
 

@@ -31,13 +31,17 @@ class SchedulerPorts(Protocol):
         optimization_level: int,
         seed: int,
         layouts: Sequence[Sequence[int] | None] | None = None,
-        compare: Sequence[bool] | None = None,
+        placement_esp: Sequence[float | None] | None = None,
+        calibration_id: str | None = None,
     ) -> tuple[str, list[CompiledCircuit]]:
         """Compile for a device's current calibration; returns (calibration id, compiled).
 
         ``layouts`` gives each circuit's initial layout, or None to let the compiler
-        choose; ``compare`` says per circuit whether a routed layout competes with the
-        compiler's own (default: all do). See :func:`~qrt_ray.compiler.compile_circuits`.
+        choose; ``placement_esp`` gives per circuit the ESP placement expected from its
+        layout, which lets the compiler choose its own where that layout needs SWAPs
+        (None: keep the layout). See :func:`~qrt_ray.compiler.compile_circuits`.
+        ``calibration_id`` is the calibration the caller expects: a target already at
+        hand for it is used without asking the device (which may be busy running).
         """
         ...
 
@@ -81,7 +85,8 @@ class LocalPorts:
         optimization_level: int,
         seed: int,
         layouts: Sequence[Sequence[int] | None] | None = None,
-        compare: Sequence[bool] | None = None,
+        placement_esp: Sequence[float | None] | None = None,
+        calibration_id: str | None = None,
     ) -> tuple[str, list[CompiledCircuit]]:
         cal_id, target = self.devices[device].compile_target()
         compiled = await asyncio.to_thread(
@@ -93,7 +98,7 @@ class LocalPorts:
             optimization_level=optimization_level,
             seed_transpiler=seed,
             initial_layouts=layouts,
-            compare_when_routed=True if compare is None else list(compare),
+            placement_esp=None if placement_esp is None else list(placement_esp),
         )
         return cal_id, compiled
 

@@ -92,6 +92,19 @@ def _too_old(snap: DeviceSnapshot, now: float, limit: float | None) -> DeviceSna
     )
 
 
+FIRST_CHUNK = 16
+
+
+def chunk_cap(index: int, chunk: int) -> int:
+    """Circuits after which a placement pass's ``index``-th compile chunk for a device
+    takes no more jobs: ``FIRST_CHUNK``, then doubling, up to ``chunk``.
+
+    A job runs once all of its chunk is compiled, so a small first chunk starts the
+    device early while larger ones (fewer tasks, fewer pass managers) follow.
+    """
+    return max(1, min(chunk, FIRST_CHUNK << min(index, 16)))
+
+
 def _unreachable(snap: DeviceSnapshot, reason: str) -> DeviceSnapshot:
     """``snap`` as placement must see a device that is not answering or restarting."""
     return replace(snap, status=DeviceStatus.UNREACHABLE, status_reason=reason)
@@ -658,14 +671,16 @@ class Scheduler:
         ]
         applied = {u.job_id for u in await self._persist([*failures, *updates])}
         # Chunks of about `compile_chunk` circuits each compile and dispatch on their
-        # own, so a device starts on the first chunk while later ones still compile.
+        # own, so a device starts on the first chunk while later ones still compile;
+        # a pass's first chunk per device is smaller (see `chunk_caps`), so that start
+        # comes soon.
         chunks: dict[str, list[list[str]]] = {}
         sizes: dict[str, int] = {}
         for rec, pl in picked:
             if rec.job_id not in applied:
                 continue
             per_device = chunks.setdefault(pl.device, [[]])
-            if sizes.get(pl.device, 0) >= self._chunk:
+            if sizes.get(pl.device, 0) >= chunk_cap(len(per_device) - 1, self._chunk):
                 per_device.append([])
                 sizes[pl.device] = 0
             per_device[-1].append(rec.job_id)
@@ -837,7 +852,8 @@ class Scheduler:
         found: dict[str, CompiledCircuit] = {}
         todo: dict[str, str] = {}
         layouts: dict[str, tuple[int, ...] | None] = {}
-        shared: set[str] = set()  # keys compiled on a layout group's shared layout
+        # placement's ESP for each key's layout; None: a group's shared layout, kept
+        expected: dict[str, float | None] = {}
         keys: dict[str, list[str]] = {}  # per job: each circuit's compile key
         for job_id in job_ids:
             rec = self._live[job_id]
@@ -858,15 +874,18 @@ class Scheduler:
                 todo[key] = text
                 # The layout placement chose (cached by circuit and calibration), or
                 # the one its layout group shares. Where placement's own needs SWAPs
-                # the compiler also tries its own layout and keeps the higher ESP:
-                # its routing-aware search often wins there (200 random 5-qubit
-                # circuits on manila: ESP 0.425 against 0.404), but alone it once put
-                # a 14-qubit GHZ on sherbrooke onto a broken gate (ESP 0.0 where
-                # placement had estimated 0.79). A group's circuits keep their shared
-                # layout: the compiler's choice could differ from circuit to circuit.
-                layouts[key] = pin or self.placer.full(h, profile, snap).layout
-                if pin is not None:
-                    shared.add(key)
+                # the compiler uses its routing-aware layout instead, which usually
+                # wins there (106 of 137 such random 5-qubit circuits on guadalupe),
+                # but falls back to placement's when it reaches too little of the ESP
+                # placement expected: alone it once put a 14-qubit GHZ on sherbrooke
+                # onto a broken gate (ESP 0.0 where placement had estimated 0.79). A
+                # group's circuits keep their shared layout: the compiler's choice
+                # could differ from circuit to circuit.
+                if pin is None:
+                    estimate = self.placer.full(h, profile, snap)
+                    layouts[key], expected[key] = estimate.layout, estimate.esp
+                else:
+                    layouts[key], expected[key] = pin, None
         self.metrics.compile_cache.labels(outcome="hit").inc(len(found))
         self.metrics.compile_cache.labels(outcome="miss").inc(len(todo))
         if todo:
@@ -881,7 +900,8 @@ class Scheduler:
                         optimization_level=self._opt,
                         seed=self._seed,
                         layouts=[layouts[k] for k in group],
-                        compare=[k not in shared for k in group],
+                        placement_esp=[expected[k] for k in group],
+                        calibration_id=cal_id,
                     )
                     for group in groups
                 )

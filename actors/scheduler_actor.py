@@ -74,7 +74,13 @@ class RayPorts:
             return
         manager.calibrate.remote(device, reason, 3600.0)
 
-    async def _target(self, device: str) -> tuple[str, Any]:
+    async def _target(self, device: str, expected: str | None = None) -> tuple[str, Any]:
+        # Asking the device ships a whole Target from an actor busy running batches,
+        # for every compile chunk: the target of a known calibration is kept instead.
+        # Compiling for a calibration the device has since left is caught when it
+        # runs (it refuses work compiled for another calibration).
+        if expected is not None and (device, expected) in self._targets:
+            return expected, self._targets[(device, expected)]
         cal_id, target = await self._devices[device].compile_target.remote()
         key = (device, cal_id)
         if key not in self._targets:
@@ -106,9 +112,10 @@ class RayPorts:
         optimization_level: int,
         seed: int,
         layouts: Sequence[Sequence[int] | None] | None = None,
-        compare: Sequence[bool] | None = None,
+        placement_esp: Sequence[float | None] | None = None,
+        calibration_id: str | None = None,
     ) -> tuple[str, list[CompiledCircuit]]:
-        cal_id, target_ref = await self._target(device)
+        cal_id, target_ref = await self._target(device, calibration_id)
         compiled = await compile_task.remote(
             list(texts),
             target_ref,
@@ -117,7 +124,7 @@ class RayPorts:
             optimization_level=optimization_level,
             seed_transpiler=seed,
             initial_layouts=layouts,
-            compare_when_routed=True if compare is None else list(compare),
+            placement_esp=None if placement_esp is None else list(placement_esp),
         )
         return cal_id, compiled
 

@@ -83,6 +83,10 @@ def dd_spec(options: DynamicalDecouplingOptions) -> DecouplingSpec | None:
 # those per PUB. Where the scheduler chooses devices, every request keeps a job of
 # its own, so that the farm can spread them.
 PACK_CIRCUITS = 64
+# The first shared job of a run holds at most this many circuits, the next twice as
+# many, and so on up to PACK_CIRCUITS: a job runs only once all its circuits are
+# compiled, so a small first job sets the device going while the rest compile.
+PACK_FIRST = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +101,14 @@ def pack(requests: Sequence[FarmRequest], devices: Sequence[str | None]) -> list
     """Requests grouped into farm jobs, in order of their first request.
 
     Requests share a job only when they are bound for the same fixed device with the
-    same shots, twirling and decoupling, and the job stays within ``PACK_CIRCUITS``
-    circuits (a larger request gets a job of its own).
+    same shots, twirling and decoupling. The k-th shared job of such a kind holds at
+    most ``PACK_FIRST * 2**k`` circuits, never more than ``PACK_CIRCUITS`` (a larger
+    request gets a job of its own).
     """
     groups: list[list[int]] = []
-    open_group: dict[tuple[Any, ...], tuple[int, int]] = {}  # key -> (group, circuits)
+    # per kind of request: (its open group, circuits in it, that group's cap)
+    open_group: dict[tuple[Any, ...], tuple[int, int, int]] = {}
+    opened: dict[tuple[Any, ...], int] = {}  # per kind: shared groups opened so far
     for i, (req, device) in enumerate(zip(requests, devices, strict=True)):
         size = len(req.circuits)
         if device is None or size >= PACK_CIRCUITS:
@@ -109,12 +116,14 @@ def pack(requests: Sequence[FarmRequest], devices: Sequence[str | None]) -> list
             continue
         key = (device, req.shots, req.twirl, req.dd)
         found = open_group.get(key)
-        if found is not None and found[1] + size <= PACK_CIRCUITS:
+        if found is not None and found[1] + size <= found[2]:
             groups[found[0]].append(i)
-            open_group[key] = (found[0], found[1] + size)
+            open_group[key] = (found[0], found[1] + size, found[2])
             continue
+        k = opened.get(key, 0)
+        opened[key] = k + 1
         groups.append([i])
-        open_group[key] = (len(groups) - 1, size)
+        open_group[key] = (len(groups) - 1, size, min(PACK_CIRCUITS, PACK_FIRST << k))
     return groups
 
 

@@ -7,7 +7,14 @@ from qiskit_aer import AerSimulator
 
 from qrt_ray.calibration import load_backend
 from qrt_ray.circuits import to_qasm
-from qrt_ray.compiler import CompileCache, compile_circuits, decode_compiled
+from qrt_ray.compiler import (
+    RELAYOUT_FLOOR,
+    CompileCache,
+    compile_circuits,
+    coupled_pairs,
+    decode_compiled,
+    fits_without_swaps,
+)
 from tests.circuits import ghz
 
 TARGET = load_backend("FakeManilaV2").target  # 5 qubits on a line
@@ -47,31 +54,101 @@ def test_cache_hits_are_marked_and_keyed_by_calibration() -> None:
     assert cache.invalidate("manila") == 1 and len(cache) == 0
 
 
-def test_a_given_layout_is_used_and_a_routed_one_must_beat_the_compilers_own() -> None:
+def test_a_given_layout_is_kept_unless_it_needs_swaps_and_the_compilers_own_is_good() -> None:
     target = load_backend("FakeGuadalupeV2").target
     chain = to_qasm(ghz(3))
     # Physical 1-2-3 is a path on guadalupe: the chain embeds there without SWAPs.
     (kept,) = compile_circuits(
-        [chain], target, device="g", calibration_id="c", initial_layouts=[(1, 2, 3)]
+        [chain],
+        target,
+        device="g",
+        calibration_id="c",
+        initial_layouts=[(1, 2, 3)],
+        placement_esp=[0.9],
     )
     assert kept.info is not None and kept.info.swaps_added == 0
     assert sorted(kept.info.layout) == [1, 2, 3]
     assert 0 < kept.info.esp < 1
-    # Qubits 0, 6 and 15 are far apart: routing needs SWAPs, so the compiler's own
-    # layout competes and the higher ESP wins.
+    # Qubits 0, 6 and 15 are far apart: routing from them needs SWAPs.
     far = [(0, 6, 15)]
-    (alone,) = compile_circuits(
+    (given,) = compile_circuits(
+        [chain], target, device="g", calibration_id="c", initial_layouts=far
+    )
+    assert given.info.swaps_added > 0  # no estimate: placement's layout is kept
+    # With placement's estimate, the compiler's own layout replaces it...
+    (own,) = compile_circuits(
         [chain],
         target,
         device="g",
         calibration_id="c",
         initial_layouts=far,
-        compare_when_routed=False,
+        placement_esp=[given.info.esp],
     )
-    (best,) = compile_circuits([chain], target, device="g", calibration_id="c", initial_layouts=far)
-    assert alone.info.swaps_added > 0
-    assert best.info.esp >= alone.info.esp
-    assert best.info.swaps_added == 0
+    assert own.info.swaps_added == 0 and own.info.esp > given.info.esp
+    # ...unless it reaches less than RELAYOUT_FLOOR of what placement expected; then
+    # both are compiled and the higher ESP kept (here still the compiler's own).
+    (checked,) = compile_circuits(
+        [chain],
+        target,
+        device="g",
+        calibration_id="c",
+        initial_layouts=far,
+        placement_esp=[own.info.esp / RELAYOUT_FLOOR + 0.01],
+    )
+    assert checked.info.layout == own.info.layout
+
+
+def test_below_the_floor_placements_layout_is_compiled_too_and_the_better_kept() -> None:
+    # Among random circuits whose placed layout needs SWAPs, find one where routing
+    # from placement's layout beats the compiler's own, then claim placement expected
+    # more than the own layout reaches: both are compiled and placement's kept.
+    import time
+
+    from qiskit.circuit.random import random_circuit
+
+    from policies.fidelity import estimate_fidelity, profile_circuit
+    from qrt_ray.calibration import snapshot_from_backend
+
+    backend = load_backend("FakeGuadalupeV2")
+    snap = snapshot_from_backend("g", backend, taken_at=time.time())
+    args = {"device": "g", "calibration_id": "c"}
+    for seed in range(60):
+        qc = random_circuit(5, 6, max_operands=2, seed=seed)
+        qc.measure_all()
+        text, layout = to_qasm(qc), estimate_fidelity(profile_circuit(qc), snap).layout
+        (given,) = compile_circuits([text], backend.target, initial_layouts=[layout], **args)
+        (own,) = compile_circuits([text], backend.target, **args)
+        if given.info.swaps_added and given.info.esp > own.info.esp:
+            break
+    else:
+        raise AssertionError("no circuit in 60 where placement's routed layout wins")
+    (relaid,) = compile_circuits(
+        [text], backend.target, initial_layouts=[layout], placement_esp=[own.info.esp], **args
+    )
+    assert relaid.info.layout == own.info.layout  # above the floor: the own layout
+    (checked,) = compile_circuits(
+        [text],
+        backend.target,
+        initial_layouts=[layout],
+        placement_esp=[own.info.esp / RELAYOUT_FLOOR * 1.01],
+        **args,
+    )
+    assert checked.info.layout == given.info.layout
+    assert checked.info.esp == given.info.esp > own.info.esp
+
+
+def test_fits_without_swaps_reads_every_multi_qubit_gate() -> None:
+    coupled = coupled_pairs(load_backend("FakeGuadalupeV2").target)
+    chain = ghz(3)
+    assert fits_without_swaps(chain, (1, 2, 3), coupled)
+    assert not fits_without_swaps(chain, (1, 3, 2), coupled)  # 1-3 are not coupled
+    toffoli = QuantumCircuit(3)
+    toffoli.ccx(0, 1, 2)
+    assert not fits_without_swaps(toffoli, (1, 2, 3), coupled)
+    apart = QuantumCircuit(3)
+    apart.barrier()  # barriers span qubits without joining them
+    apart.measure_all()
+    assert fits_without_swaps(apart, (0, 6, 15), coupled)
 
 
 def test_one_call_with_many_layouts_compiles_as_one_call_per_layout() -> None:

@@ -125,3 +125,23 @@ def test_a_drifted_device_runs_on_its_true_noise_and_keeps_reporting_the_old(tmp
     new = device.recalibrate()
     assert new.calibration_id != reported.calibration_id
     assert device.true_calibration().calibration_id == new.calibration_id
+
+
+def test_the_compile_target_is_built_once_per_calibration() -> None:
+    now = [0.0]
+    cfg = DeviceConfig(
+        name="nairobi",
+        backend="FakeNairobiV2",
+        price_per_shot_usd=0,
+        price_per_job_usd=0,
+        gpu="never",
+        drift=DriftConfig(seed=5, time_scale=3600, error_trend_per_hour=0.15),
+    )
+    device = Device(cfg, max_parallel_threads=1, clock=lambda: now[0])
+    first_id, first = device.compile_target()
+    again_id, again = device.compile_target()
+    assert (again_id, again) == (first_id, first) and again is first
+    now[0] = 24.0  # drifted, so the recalibration measures new values
+    new = device.recalibrate()
+    new_id, target = device.compile_target()
+    assert new_id == new.calibration_id != first_id and target is not first
