@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 from qiskit import QuantumCircuit
-from qiskit.circuit import ClassicalRegister
-from qiskit.circuit.library import get_standard_gate_name_mapping
+from qiskit.circuit import CircuitInstruction, ClassicalRegister
+from qiskit.circuit.library import RZGate, XGate, get_standard_gate_name_mapping
 from qiskit.quantum_info import Pauli
 
 TWIRLABLE_GATES = frozenset({"cx", "cy", "cz", "ecr", "swap", "iswap", "dcx"})
@@ -62,17 +62,26 @@ def measure_with_flips(
 # -- twirling compiled (ISA) circuits on the device ----------------------------------
 
 
-def _append_native_pauli(out: QuantumCircuit, label: str, qubits: Sequence[object]) -> None:
-    """A Pauli frame in the devices' native gates: X = x, Z = rz(pi), Y = x rz(pi)."""
+_X = XGate()
+_Z = RZGate(np.pi)
+
+
+def _append_native_pauli(data: Any, label: str, qubits: Sequence[object]) -> None:
+    """A Pauli frame in the devices' native gates: X = x, Z = rz(pi), Y = x rz(pi).
+
+    Appends to a circuit's ``_data`` directly: a copy appends hundreds of
+    instructions, and ``QuantumCircuit.append`` checks and broadcasts each one, which
+    made twirling cost ten times what the run of a small copy does.
+    """
     for k, q in enumerate(qubits):
         p = label[-1 - k]
         if p in ("Z", "Y"):
-            out.rz(np.pi, q)
+            data.append(CircuitInstruction(_Z, (q,)))
         if p in ("X", "Y"):
-            out.x(q)
+            data.append(CircuitInstruction(_X, (q,)))
 
 
-def _final_measurements(circuit: QuantumCircuit) -> set[int]:
+def final_measurements(circuit: QuantumCircuit) -> set[int]:
     """Indices of measurements whose qubit and clbit nothing touches afterwards."""
     done_q: set[object] = set()
     done_c: set[object] = set()
@@ -92,8 +101,38 @@ def _final_measurements(circuit: QuantumCircuit) -> set[int]:
     return final
 
 
+class TwirlPlan:
+    """What twirling needs of one compiled circuit, read once for all its copies.
+
+    Attributes:
+        circuit: the compiled circuit.
+        steps: per instruction: the instruction, and its role: ``"gate"`` (a Clifford
+            2-qubit gate to frame), ``"final"`` (a final measurement) or ``""``.
+        bits: for each final measurement, in circuit order, its clbit's mask bit.
+    """
+
+    __slots__ = ("bits", "circuit", "gates", "steps")
+
+    def __init__(self, circuit: QuantumCircuit, *, gates: bool, measure: bool) -> None:
+        final = final_measurements(circuit) if measure else set()
+        self.circuit = circuit
+        self.steps: list[tuple[CircuitInstruction, str]] = []
+        self.bits: list[int] = []
+        self.gates = 0
+        for i, inst in enumerate(circuit.data):
+            op = inst.operation
+            if gates and op.name in TWIRLABLE_GATES and not op.params:
+                self.steps.append((inst, op.name))
+                self.gates += 1
+            elif i in final:
+                self.steps.append((inst, "final"))
+                self.bits.append(1 << circuit.find_bit(inst.clbits[0]).index)
+            else:
+                self.steps.append((inst, ""))
+
+
 def twirl_compiled(
-    circuit: QuantumCircuit,
+    circuit: QuantumCircuit | TwirlPlan,
     rng: np.random.Generator,
     *,
     gates: bool,
@@ -105,27 +144,38 @@ def twirl_compiled(
     Gates: each Clifford 2-qubit gate sits in a random Pauli frame (native gates).
     Measurements: each final measurement is preceded by X with probability 1/2, or,
     given ``complement_of`` (an earlier copy's mask), exactly where that copy had none;
-    the returned mask (bit k = clbit k) says which bits to flip back.
+    the returned mask (bit k = clbit k) says which bits to flip back. Callers that
+    twirl one circuit many times pass its :class:`TwirlPlan` (made with the same
+    ``gates`` and ``measure``), which reads the circuit once.
     """
-    final = _final_measurements(circuit) if measure else set()
-    out = circuit.copy_empty_like()
+    plan = circuit if isinstance(circuit, TwirlPlan) else None
+    if plan is None:
+        plan = TwirlPlan(circuit, gates=gates, measure=measure)  # type: ignore[arg-type]
+    frames = rng.integers(16, size=plan.gates).tolist()
+    if complement_of is None:
+        chosen = rng.integers(2, size=len(plan.bits)).tolist()
+        flipped = [bool(f) for f in chosen]
+    else:
+        flipped = [not complement_of & bit for bit in plan.bits]
+    out = plan.circuit.copy_empty_like()
+    data = out._data
     flips = 0
-    for i, inst in enumerate(circuit.data):
-        name = inst.operation.name
-        if gates and name in TWIRLABLE_GATES and not inst.operation.params:
-            before, after = _frame_table(name)[int(rng.integers(16))]
-            _append_native_pauli(out, before, inst.qubits)
-            out.append(inst)
-            _append_native_pauli(out, after, inst.qubits)
-        elif i in final:
-            bit = 1 << circuit.find_bit(inst.clbits[0]).index
-            flip = rng.integers(2) if complement_of is None else not complement_of & bit
-            if flip:
-                out.x(inst.qubits[0])
-                flips |= bit
-            out.append(inst)
+    g = m = 0
+    for inst, role in plan.steps:
+        if not role:
+            data.append(inst)
+        elif role == "final":
+            if flipped[m]:
+                data.append(CircuitInstruction(_X, (inst.qubits[0],)))
+                flips |= plan.bits[m]
+            m += 1
+            data.append(inst)
         else:
-            out.append(inst)
+            before, after = _frame_table(role)[frames[g]]
+            g += 1
+            _append_native_pauli(data, before, inst.qubits)
+            data.append(inst)
+            _append_native_pauli(data, after, inst.qubits)
     return out, flips
 
 
@@ -206,6 +256,7 @@ def run_twirled(
     per_copy = split_shots(shots, copies_wanted)
     copies: list[tuple[int, int, QuantumCircuit, int]] = []  # (circuit, shots, copy, flips)
     for index, circuit in enumerate(circuits):
+        plan = TwirlPlan(circuit, gates=twirl.gates, measure=twirl.measure)
         previous = 0
         for k, copy_shots in enumerate(per_copy):
             # copies come in pairs with complementary measurement flips: every bit is
@@ -213,7 +264,7 @@ def run_twirled(
             # summed counts is exactly the mean of its two directions
             pair = previous if measure_pairs and k % 2 else None
             twirled, flips = twirl_compiled(
-                circuit, rng, gates=twirl.gates, measure=twirl.measure, complement_of=pair
+                plan, rng, gates=twirl.gates, measure=twirl.measure, complement_of=pair
             )
             previous = flips
             if prepare is not None:

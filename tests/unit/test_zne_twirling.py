@@ -13,6 +13,7 @@ from qiskit_aer.noise import NoiseModel, ReadoutError
 
 from qrt_ray.errors import MitigationError
 from qrt_ray.mitigation.twirling import (
+    TwirlPlan,
     merge_counts,
     run_twirled,
     split_shots,
@@ -134,6 +135,21 @@ def test_compiled_twirls_keep_the_outcome_distribution() -> None:
         }
         assert got == pytest.approx({k: v for k, v in ideal.items() if v > 1e-12})
     assert flipped_any
+
+
+def test_a_plan_read_once_twirls_every_copy_afresh() -> None:
+
+    qc = QuantumCircuit(2)
+    qc.sx(0)
+    qc.cx(0, 1)
+    qc.rz(0.4, 1)
+    qc.cx(1, 0)
+    plan = TwirlPlan(qc, gates=True, measure=False)
+    rng = np.random.default_rng(2)
+    copies = [twirl_compiled(plan, rng, gates=True, measure=False)[0] for _ in range(8)]
+    assert all(Operator(c).equiv(Operator(qc)) for c in copies)
+    assert len({tuple((i.operation.name, i.qubits) for i in c.data) for c in copies}) > 1
+    assert qc.count_ops() == {"sx": 1, "cx": 2, "rz": 1}  # the original is untouched
 
 
 def test_measurement_twirling_makes_readout_error_symmetric() -> None:
