@@ -56,45 +56,33 @@ def test_cache_hits_are_marked_and_keyed_by_calibration() -> None:
 
 def test_a_given_layout_is_kept_unless_it_needs_swaps_and_the_compilers_own_is_good() -> None:
     target = load_backend("FakeGuadalupeV2").target
-    chain = to_qasm(ghz(3))
+
+    def chain_on(layout: tuple[int, ...], esp: float | None = None):  # type: ignore[no-untyped-def]
+        (out,) = compile_circuits(
+            [to_qasm(ghz(3))],
+            target,
+            device="g",
+            calibration_id="c",
+            initial_layouts=[layout],
+            placement_esp=None if esp is None else [esp],
+        )
+        assert out.info is not None
+        return out
+
     # Physical 1-2-3 is a path on guadalupe: the chain embeds there without SWAPs.
-    (kept,) = compile_circuits(
-        [chain],
-        target,
-        device="g",
-        calibration_id="c",
-        initial_layouts=[(1, 2, 3)],
-        placement_esp=[0.9],
-    )
-    assert kept.info is not None and kept.info.swaps_added == 0
-    assert sorted(kept.info.layout) == [1, 2, 3]
+    kept = chain_on((1, 2, 3), 0.9)
+    assert kept.info.swaps_added == 0 and sorted(kept.info.layout) == [1, 2, 3]
     assert 0 < kept.info.esp < 1
     # Qubits 0, 6 and 15 are far apart: routing from them needs SWAPs.
-    far = [(0, 6, 15)]
-    (given,) = compile_circuits(
-        [chain], target, device="g", calibration_id="c", initial_layouts=far
-    )
+    far = (0, 6, 15)
+    given = chain_on(far)
     assert given.info.swaps_added > 0  # no estimate: placement's layout is kept
     # With placement's estimate, the compiler's own layout replaces it...
-    (own,) = compile_circuits(
-        [chain],
-        target,
-        device="g",
-        calibration_id="c",
-        initial_layouts=far,
-        placement_esp=[given.info.esp],
-    )
+    own = chain_on(far, given.info.esp)
     assert own.info.swaps_added == 0 and own.info.esp > given.info.esp
     # ...unless it reaches less than RELAYOUT_FLOOR of what placement expected; then
     # both are compiled and the higher ESP kept (here still the compiler's own).
-    (checked,) = compile_circuits(
-        [chain],
-        target,
-        device="g",
-        calibration_id="c",
-        initial_layouts=far,
-        placement_esp=[own.info.esp / RELAYOUT_FLOOR + 0.01],
-    )
+    checked = chain_on(far, own.info.esp / RELAYOUT_FLOOR + 0.01)
     assert checked.info.layout == own.info.layout
 
 

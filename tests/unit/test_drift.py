@@ -93,8 +93,8 @@ def test_events_hit_one_qubit_or_coupler_and_pass(base) -> None:  # type: ignore
     assert seen_tls and seen_coupler and ended
 
 
-def test_a_drifted_device_runs_on_its_true_noise_and_keeps_reporting_the_old(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    now = [0.0]
+def _drifting_nairobi(now: list[float]) -> Device:
+    """nairobi drifting fast (3,600x), on the clock ``now[0]`` (hours)."""
     cfg = DeviceConfig(
         name="nairobi",
         backend="FakeNairobiV2",
@@ -103,7 +103,12 @@ def test_a_drifted_device_runs_on_its_true_noise_and_keeps_reporting_the_old(tmp
         gpu="never",
         drift=DriftConfig(seed=5, time_scale=3600, error_trend_per_hour=0.15),
     )
-    device = Device(cfg, max_parallel_threads=1, clock=lambda: now[0])
+    return Device(cfg, max_parallel_threads=1, clock=lambda: now[0])
+
+
+def test_a_drifted_device_runs_on_its_true_noise_and_keeps_reporting_the_old(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    now = [0.0]
+    device = _drifting_nairobi(now)
     reported = device.calibration
     cal_id, target = device.compile_target()
     qasm = to_qasm(ghz(5))
@@ -129,15 +134,7 @@ def test_a_drifted_device_runs_on_its_true_noise_and_keeps_reporting_the_old(tmp
 
 def test_the_compile_target_is_built_once_per_calibration() -> None:
     now = [0.0]
-    cfg = DeviceConfig(
-        name="nairobi",
-        backend="FakeNairobiV2",
-        price_per_shot_usd=0,
-        price_per_job_usd=0,
-        gpu="never",
-        drift=DriftConfig(seed=5, time_scale=3600, error_trend_per_hour=0.15),
-    )
-    device = Device(cfg, max_parallel_threads=1, clock=lambda: now[0])
+    device = _drifting_nairobi(now)
     first_id, first = device.compile_target()
     again_id, again = device.compile_target()
     assert (again_id, again) == (first_id, first) and again is first
