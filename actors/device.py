@@ -106,13 +106,29 @@ FIRST_CALL_CIRCUITS = 16
 CALL_TARGET_S = 20.0
 
 
+# Matrix-product-state runs call LAPACK, which crashed a device actor in ``zlarf``
+# (SIGSEGV, qiskit-aer 0.18.2) when two ran at once in one process: first two circuits
+# of one call side by side, then, with those one at a time, a batch on the device's
+# worker thread beside a readout calibration on an actor thread. Every MPS call in a
+# process takes this lock (`simulate`).
+_MPS_LOCK = threading.Lock()
+
+
+def simulate(sim: Any, circuits: Any, **options: Any) -> Any:
+    """``sim.run(circuits, **options).result()``; matrix-product-state calls one at a
+    time per process (see ``_MPS_LOCK``)."""
+    if options.get("method") == "matrix_product_state":
+        with _MPS_LOCK:
+            return sim.run(circuits, **options).result()
+    return sim.run(circuits, **options).result()
+
+
 def method_options(method: str | None) -> dict[str, Any]:
     """Options of a simulator call that names ``method`` (None: the simulator's own).
 
     Matrix-product-state circuits run one at a time: the simulator runs a batch's
     circuits side by side (see ``qrt_ray.noise``), and two MPS circuits at once in one
-    process crashed a device actor in LAPACK's ``zlarf`` (SIGSEGV, twice in one
-    37-pair accuracy run on kolkata, qiskit-aer 0.18.2).
+    process crashed a device actor in LAPACK's ``zlarf`` (see ``_MPS_LOCK``).
     """
     if method is None:
         return {}
@@ -648,9 +664,13 @@ class Device:
             gpu="never",
             max_parallel_threads=self._threads,
         )
-        result = sim.run(
-            circuits, shots=shots, seed_simulator=seed, **method_options("matrix_product_state")
-        ).result()
+        result = simulate(
+            sim,
+            circuits,
+            shots=shots,
+            seed_simulator=seed,
+            **method_options("matrix_product_state"),
+        )
         n = len(qubits)
         ones = [[0] * n, [0] * n]
         for which in (0, 1):
@@ -701,9 +721,9 @@ class Device:
             by_method.setdefault(method, []).append(i)
         for method, idx in by_method.items():
             options = method_options(method)
-            result = sim.run(
-                [circuits[i] for i in idx], shots=shots, seed_simulator=seed, **options
-            ).result()
+            result = simulate(
+                sim, [circuits[i] for i in idx], shots=shots, seed_simulator=seed, **options
+            )
             for k, i in enumerate(idx):
                 out[i] = success_probability(result.get_counts(k), specs[i].ideal)
         return [float(p) for p in out]  # type: ignore[arg-type]
@@ -811,7 +831,7 @@ class Device:
             chunk = list(circuits[begin : begin + size])
             start = time.perf_counter()
             pieces.append(
-                sim.run(chunk, shots=shots, seed_simulator=seed_simulator + k, **options).result()
+                simulate(sim, chunk, shots=shots, seed_simulator=seed_simulator + k, **options)
             )
             per_circuit = max(time.perf_counter() - start, 1e-6) / len(chunk)
             if self.on_progress is not None:

@@ -522,3 +522,41 @@ def test_compile_chunks_start_small_and_double_up_to_the_configured_size() -> No
     assert all(b in (2 * a, 64) for a, b in itertools.pairwise(caps))
     assert chunk_cap(0, 4) == 4  # never above the configured size
     assert chunk_cap(10**6, 64) == 64  # no overflow far down a long pass
+
+
+def test_matrix_product_state_calls_never_overlap_within_a_process() -> None:
+    # a batch on the worker thread beside a readout calibration on an actor thread:
+    # two MPS calls at once crashed a device in LAPACK; other methods may overlap
+    import threading
+    import time
+
+    from actors.device import simulate
+
+    class Recording:
+        def __init__(self) -> None:
+            self.spans: list[tuple[float, float]] = []
+
+        def run(self, circuits: object, **options: object) -> Recording:
+            start = time.monotonic()
+            time.sleep(0.2)
+            self.spans.append((start, time.monotonic()))
+            return self
+
+        def result(self) -> Recording:
+            return self
+
+    def overlapped(method: str) -> bool:
+        sim = Recording()
+        threads = [
+            threading.Thread(target=simulate, args=(sim, []), kwargs={"method": method})
+            for _ in range(2)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        first, second = sorted(sim.spans)
+        return second[0] < first[1]
+
+    assert not overlapped("matrix_product_state")
+    assert overlapped("statevector")
