@@ -359,6 +359,9 @@ def main() -> None:
     parser.add_argument(
         "--cache", help="JSON file keeping each method's values (a rerun reuses them)"
     )
+    parser.add_argument(
+        "--store", help="job store to keep (default: a temporary one, deleted at the end)"
+    )
     args = parser.parse_args()
 
     items = pairs(args.quick)
@@ -379,10 +382,13 @@ def main() -> None:
     if any(f"level {lvl}" not in values for lvl in (0, 1, 2)):
         with (
             tempfile.TemporaryDirectory() as tmp,
-            QuantumRuntime.local(farm, store=f"{tmp}/jobs.sqlite3") as rt,
+            QuantumRuntime.local(farm, store=args.store or f"{tmp}/jobs.sqlite3") as rt,
         ):
-            layouts.clear()
             for level in (0, 1, 2):
+                if f"level {level}" in values and (level or layouts):
+                    continue  # kept from an earlier run (--cache)
+                if level == 0:
+                    layouts.clear()
                 vals, metas, secs = run_qrt(rt, "dev", items, level, args.shots)
                 values[f"level {level}"] = vals
                 print(f"qrt level {level}: {secs:.1f} s")

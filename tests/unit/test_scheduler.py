@@ -388,13 +388,14 @@ def test_retries_end_after_max_attempts(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_matrix_product_state_calls_run_one_circuit_at_a_time() -> None:
-    # two MPS circuits side by side in one process crashed a device in LAPACK
+def test_matrix_product_state_calls_run_on_one_thread() -> None:
+    # LAPACK called from two threads at once crashed device actors
     from actors.device import method_options
 
     assert method_options("matrix_product_state") == {
         "method": "matrix_product_state",
         "max_parallel_experiments": 1,
+        "max_parallel_shots": 1,
     }
     assert method_options("density_matrix") == {"method": "density_matrix"}
     assert method_options(None) == {}
