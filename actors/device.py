@@ -861,6 +861,7 @@ class Device:
             f"{cal.calibration_id}; recompile",
             method=method,
             gpu=gpu,
+            kind="calibration",
         )
 
     def no_run(

@@ -672,7 +672,7 @@ class Scheduler:
         applied = {u.job_id for u in await self._persist([*failures, *updates])}
         # Chunks of about `compile_chunk` circuits each compile and dispatch on their
         # own, so a device starts on the first chunk while later ones still compile;
-        # a pass's first chunk per device is smaller (see `chunk_caps`), so that start
+        # a pass's first chunk per device is smaller (see `chunk_cap`), so that start
         # comes soon.
         chunks: dict[str, list[list[str]]] = {}
         sizes: dict[str, int] = {}
@@ -993,6 +993,10 @@ class Scheduler:
             self._snap_at = float("-inf")  # the device recalibrated: look again first
         accepted: list[tuple[RawRun, collector.Verdict]] = []
         retry: list[tuple[str, str]] = []
+        # refused as compiled for a calibration the device has left: the scheduler
+        # compiled from a target it kept for the calibration it last saw, so this is
+        # its own lag, not a failure of the job, and costs no attempt
+        recompile: set[str] = set()
         permanent: list[StateUpdate] = []
         self._link_outcome(device, runs, now)
         for run in runs:
@@ -1017,6 +1021,8 @@ class Scheduler:
             else:
                 if "checksum" in verdict.reason:
                     self.metrics.integrity_failures.labels(device=device).inc()
+                if run.error_kind == "calibration":
+                    recompile.add(run.job_id)
                 retry.append((run.job_id, verdict.reason))
         counted = await self._count_shots(accepted, now)
         complete, partial = [], []
@@ -1040,7 +1046,7 @@ class Scheduler:
                 complete.append(run.job_id)
         exhausted = []
         for job_id, reason in [*retry, *partial]:
-            if self._live[job_id].attempts >= MAX_ATTEMPTS:
+            if self._live[job_id].attempts >= MAX_ATTEMPTS and job_id not in recompile:
                 exhausted.append(_attempts_exhausted(job_id, S.RUNNING, now, reason))
             else:
                 await self._requeue([job_id], S.RUNNING, reason)

@@ -148,17 +148,19 @@ def level3_key(item: suite.SuiteCircuit, device: suite.FarmDevice) -> str:
 
 def compile_layout(estimate: FidelityEstimate) -> tuple[int, ...] | None:
     """The layout qrt's scheduler hands the compiler: placement's own. Where it needs
-    SWAPs the compiler also tries its own layout and keeps the higher ESP."""
+    SWAPs the compiler uses its own layout, unless that reaches too little of the ESP
+    placement expected (tasks carry that estimate, see ``MeasureTask.expected``)."""
     return estimate.layout
 
 
 def layout_key(
     item: suite.SuiteCircuit, device: suite.FarmDevice, layout: Sequence[int] | None
 ) -> str:
-    """Cache key of a measurement (or ESP) compiled the way qrt compiles."""
+    """Cache key of a measurement (or ESP) compiled the way qrt compiles (v4: a layout
+    that needs SWAPs gives way to the compiler's own unless that falls below the floor)."""
     if layout is None:
-        return _key(item, device, "layout-v3=compiler")
-    return _key(item, device, "layout-v3=" + ",".join(map(str, layout)))
+        return _key(item, device, "layout-v4=compiler")
+    return _key(item, device, "layout-v4=" + ",".join(map(str, layout)))
 
 
 def mapomatic_key(item: suite.SuiteCircuit, device: suite.FarmDevice, call_limit: int) -> str:
@@ -177,13 +179,14 @@ def measure_tasks(
     for item in circuits:
         pick = qrt_pick(qrt[item.name].estimates)
         for device in fitting(devices, item):
-            runs = [(level3_key(item, device), None)]
+            runs = [(level3_key(item, device), None, None)]
             if device.name == pick:
-                layout = compile_layout(qrt[item.name].estimates[pick])
-                runs.append((layout_key(item, device, layout), layout))
-            for key, layout in runs:
+                estimate = qrt[item.name].estimates[pick]
+                layout = compile_layout(estimate)
+                runs.append((layout_key(item, device, layout), layout, estimate.esp))
+            for key, layout, esp in runs:
                 if key not in cache:
-                    wanted.setdefault(device.name, []).append((key, item, layout))
+                    wanted.setdefault(device.name, []).append((key, item, layout, esp))
     by_name = {d.name: d for d in devices}
     tasks = []
     for name, runs in wanted.items():
@@ -193,10 +196,11 @@ def measure_tasks(
                 suite.MeasureTask(
                     device=name,
                     backend=by_name[name].backend,
-                    keys=tuple(k for k, _, _ in chunk),
-                    qasm=tuple(i.qasm for _, i, _ in chunk),
-                    ideals=tuple(i.ideal for _, i, _ in chunk),
-                    layouts=tuple(lay for _, _, lay in chunk),
+                    keys=tuple(k for k, _, _, _ in chunk),
+                    qasm=tuple(i.qasm for _, i, _, _ in chunk),
+                    ideals=tuple(i.ideal for _, i, _, _ in chunk),
+                    layouts=tuple(lay for _, _, lay, _ in chunk),
+                    expected=tuple(esp for _, _, _, esp in chunk),
                 )
             )
     # The widest circuits first, so no long task starts last while a core idles.
@@ -212,6 +216,7 @@ class LayoutTask:
     backend: str
     qasm: tuple[str, ...]
     layouts: tuple[tuple[int, ...] | None, ...]
+    expected: tuple[float, ...]  # placement's ESP for each layout
     qrt_keys: tuple[str, ...]
     mapomatic_keys: tuple[str, ...]
     call_limit: int
@@ -231,19 +236,21 @@ def layout_tasks(
         for item in circuits:
             if device.num_qubits < item.num_qubits:
                 continue
-            layout = compile_layout(qrt[item.name].estimates[device.name])
+            estimate = qrt[item.name].estimates[device.name]
+            layout = compile_layout(estimate)
             keys = (layout_key(item, device, layout), mapomatic_key(item, device, limit))
             if keys[0] not in cache or keys[1] not in cache:
-                todo.append((item, layout, keys))
+                todo.append((item, layout, keys, estimate.esp))
         for chunk in suite.chunked(todo, CIRCUITS_PER_TASK):
             tasks.append(
                 LayoutTask(
                     device=device.name,
                     backend=device.backend,
-                    qasm=tuple(i.qasm for i, _, _ in chunk),
-                    layouts=tuple(lay for _, lay, _ in chunk),
-                    qrt_keys=tuple(k[0] for _, _, k in chunk),
-                    mapomatic_keys=tuple(k[1] for _, _, k in chunk),
+                    qasm=tuple(i.qasm for i, _, _, _ in chunk),
+                    layouts=tuple(lay for _, lay, _, _ in chunk),
+                    expected=tuple(esp for _, _, _, esp in chunk),
+                    qrt_keys=tuple(k[0] for _, _, k, _ in chunk),
+                    mapomatic_keys=tuple(k[1] for _, _, k, _ in chunk),
                     call_limit=limit,
                 )
             )
@@ -275,6 +282,7 @@ def layout_batch(task: LayoutTask) -> dict[str, dict[str, Any]]:
         optimization_level=suite.OPTIMIZATION_LEVEL,
         seed_transpiler=suite.SEED_TRANSPILER,
         initial_layouts=list(task.layouts),
+        placement_esp=list(task.expected),
     )
     backend = load_backend(task.backend)
     records: dict[str, dict[str, Any]] = {}

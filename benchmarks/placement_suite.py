@@ -301,6 +301,8 @@ class MeasureTask:
         qasm: each circuit's OpenQASM text.
         ideals: each circuit's noiseless distribution.
         layouts: each circuit's initial layout, or None for the compiler's own.
+        expected: placement's ESP for each layout, which lets the compiler replace a
+            layout that needs SWAPs as the scheduler does (empty: layouts are kept).
     """
 
     device: str
@@ -309,6 +311,7 @@ class MeasureTask:
     qasm: tuple[str, ...]
     ideals: tuple[dict[str, float], ...]
     layouts: tuple[tuple[int, ...] | None, ...]
+    expected: tuple[float | None, ...] = ()
 
 
 @functools.cache
@@ -348,6 +351,7 @@ def measure_batch(task: MeasureTask) -> dict[str, dict[str, Any]]:
         optimization_level=OPTIMIZATION_LEVEL,
         seed_transpiler=SEED_TRANSPILER,
         initial_layouts=layouts,
+        placement_esp=list(task.expected) if task.expected and layouts else None,
     )
     records: dict[str, dict[str, Any]] = {}
     groups: dict[str, list[int]] = {}

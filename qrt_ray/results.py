@@ -42,7 +42,8 @@ class RawRun:
     first_shot: int = 0
     remaining: int = 0
     # why ``error`` happened: "link" (control link, retried), "permanent" (fails the
-    # job at once), "" otherwise
+    # job at once), "calibration" (compiled for a calibration the device has left:
+    # recompiled, not counted as a failed attempt), "" otherwise
     error_kind: str = ""
     ran_at: float = 0.0  # wall-clock seconds when the run finished
     # non-empty when canaries had found the device drifted from its calibration

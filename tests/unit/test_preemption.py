@@ -8,6 +8,8 @@ import sqlite3
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from actors.device import Device, WorkItem
 from actors.scheduler import Scheduler
 from qrt_ray.calibration import with_recomputed_id
@@ -310,3 +312,43 @@ def test_an_old_store_gains_the_sliced_ledger_and_keeps_its_rows(tmp_path: Path)
     assert store.record_shots([fresh, old]) == [True, False]
     assert [r.first_shot for r in store.shot_ledger("job-a")] == [0, 400]
     store.close()
+
+
+def test_work_refused_for_a_left_calibration_is_recompiled_without_using_an_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The scheduler compiles from a target it kept for the calibration it last saw; a
+    # device that recalibrated meanwhile refuses the work. That lag is the scheduler's,
+    # so even a job on its last attempt is recompiled, not failed.
+    import actors.scheduler as scheduler_module
+    from actors.ports import LocalPorts
+    from qrt_ray.config import PolicyConfig
+
+    monkeypatch.setattr(scheduler_module, "MAX_ATTEMPTS", 1)
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    devices = [Device(d, max_parallel_threads=1) for d in FARM.devices]
+    # snapshots are not polled on their own here: the refusal is what sends it looking
+    sched = Scheduler(
+        store, LocalPorts(devices), policy_config=PolicyConfig(), snapshot_interval_s=3600
+    )
+
+    async def main() -> None:
+        await sched.start()
+        ((rec, _),) = await sched.submit([spec(shots=200, device="manila")])
+        device = next(d for d in devices if d.name == "manila")
+        while device.queue_depth < 1:
+            await asyncio.sleep(0.02)
+        old = device.calibration
+        device.set_calibration(
+            with_recomputed_id(dataclasses.replace(old, readout_error=old.readout_error[::-1]))
+        )
+        await drive(sched, devices)
+        await sched.stop()
+        done = store.get(rec.job_id)
+        assert done.state is S.DONE, store.events(rec.job_id)
+        assert done.calibration_id == device.calibration.calibration_id != old.calibration_id
+        assert any("recompile" in (e.reason or "") for e in store.events(rec.job_id))
+        assert_ledger_exact(store, rec.job_id, 200)
+        store.close()
+
+    asyncio.run(main())
