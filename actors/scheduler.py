@@ -361,7 +361,15 @@ class Scheduler:
         restarted: dict[str, str] = {}
         for name, old in before.items():
             snap = got.get(name)
-            if snap is None:  # did not answer: it takes no new work until it does
+            if snap is None and self._watch.running(name):
+                # Busy, not lost: Aer holds the GIL through a simulator call (a call of
+                # wide matrix-product-state circuits held it for minutes), so a device
+                # actor running a batch cannot answer. Moving its queued work elsewhere
+                # then cost an attempt per missed snapshot (one level-2 job reached 13).
+                # The hung-batch watchdog, fed by progress between calls, judges a
+                # device with a batch in flight; a crash shows as a new incarnation.
+                got[name] = old
+            elif snap is None:  # did not answer: it takes no new work until it does
                 got[name] = _unreachable(old, f"{name} is not answering")
             elif old.incarnation and snap.incarnation != old.incarnation:
                 restarted[name] = f"{name} restarted (its queue was lost)"

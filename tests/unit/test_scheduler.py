@@ -561,3 +561,50 @@ def test_matrix_product_state_calls_never_overlap_within_a_process() -> None:
 
     assert not overlapped("matrix_product_state")
     assert overlapped("statevector")
+
+
+def test_a_device_busy_in_a_batch_that_misses_snapshots_keeps_its_queued_work(
+    tmp_path: Path,
+) -> None:
+    # A simulator call holds the GIL, so a device actor in a long batch misses
+    # snapshots; its queued work stays put (the hung-batch watchdog judges it), while
+    # a silent device with no batch in flight still goes UNREACHABLE.
+    store, devices, sched = make(tmp_path)
+    real = sched.ports.snapshots
+    silent: set[str] = set()
+
+    async def answering() -> list:  # type: ignore[type-arg]
+        return [s for s in await real() if s.name not in silent]
+
+    sched.ports.snapshots = answering  # type: ignore[method-assign]
+
+    async def main() -> None:
+        await sched.start()
+        admitted = await sched.submit([spec(shots=100, device="manila") for _ in range(2)])
+        ids = [rec.job_id for rec, _ in admitted]
+        manila = next(d for d in devices if d.name == "manila")
+        manila.config = manila.config.model_copy(update={"max_batch_circuits": 1})
+        while manila.queue_depth < 2:
+            await asyncio.sleep(0.02)
+        batch = manila.take_batch()  # one job starts; the other waits queued
+        (other,) = set(ids) - {i.job_id for i in batch}
+        await sched.batch_started("manila", [(i.job_id, i.attempt) for i in batch])
+        silent.add("manila")
+        await sched._refresh_snapshots(force=True)
+        waiting = store.get(other)
+        assert waiting.state is JobState.PLACED and waiting.attempts == 1
+        assert all("UNREACHABLE" not in (e.reason or "") for e in store.events(other))
+        await sched.batch_finished("manila", manila.execute(batch))
+        silent.clear()
+        await drive(sched, devices)
+        assert [store.get(j).state for j in ids] == [JobState.DONE] * 2
+        assert store.get(other).attempts == 1
+        # no batch in flight: a device that stops answering takes no new work
+        silent.add("nairobi")
+        await sched._refresh_snapshots(force=True)
+        nairobi = next(s for s in sched._snapshots if s.name == "nairobi")
+        assert nairobi.status.value == "UNREACHABLE"
+        await sched.stop()
+        store.close()
+
+    asyncio.run(asyncio.wait_for(main(), 120))  # a regression fails, never hangs
