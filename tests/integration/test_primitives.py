@@ -207,18 +207,26 @@ def test_estimator_refuses_bad_pubs(rt: QuantumRuntime) -> None:
 
 
 def test_a_failing_mitigation_fails_the_job_with_the_reason(rt: QuantumRuntime) -> None:
-    # <XXXX> of a 4-qubit GHZ on manila is about 0.95 at noise factor 1 and decays as
-    # the factor grows; shifted by -0.85 it changes sign well before factor 9, so an
-    # exponential decay cannot be fitted, and the job must fail rather than return
-    # unmitigated values. (Factors up to 5 only were too close to the edge: where
-    # placement's layout needs a SWAP, the routing SWAP is not folded, the reached
-    # factors are lower, and the last point can sit within two standard errors of 0.)
-    zne = {"extrapolator": "exponential", "noise_factors": (1, 3, 5, 7, 9)}
+    # 48 CNOTs that cancel in pairs (barriers keep the compiler from removing them)
+    # leave |0000>, so ideally <ZZZZ> = 1. On manila, readout-mitigated and twirled,
+    # folds 1, 3 and 5 gave 0.69, 0.33 and 0.17 (+- 0.02). Shifted by -0.5 the values
+    # change sign far from 0, so no exponential decay fits, and the job must fail
+    # rather than return unmitigated values. (A 4-qubit GHZ's <XXXX> - 0.85 decayed
+    # too little: where placement's layout needs a SWAP, which folding does not
+    # amplify, its last points sat within two standard errors of 0, and the fit
+    # succeeded on the rest.)
+    identity = QuantumCircuit(4)
+    for _ in range(8):
+        for a, b in ((0, 1), (1, 2), (2, 3)):
+            identity.cx(a, b)
+            identity.barrier()
+            identity.cx(a, b)
+            identity.barrier()
     est = Estimator(
         mode=rt.backend("manila"),
-        options={"resilience_level": 2, "resilience": {"zne": zne}},
+        options={"resilience_level": 2, "resilience": {"zne": {"extrapolator": "exponential"}}},
     )
-    job = est.run([(_ghz(4), SparsePauliOp(["XXXX", "IIII"], [1.0, -0.85]))])
+    job = est.run([(identity, SparsePauliOp(["ZZZZ", "IIII"], [1.0, -0.5]))])
     with pytest.raises(MitigationError, match="zero-noise extrapolation failed: exponential"):
         job.result(timeout=300)
     assert job.status() is JobStatus.ERROR
