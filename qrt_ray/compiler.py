@@ -148,25 +148,23 @@ def compile_circuits(
             f"placement_esp has {len(expected)} entries for {len(qasm_texts)} circuits; "
             "give one estimate (or None) per circuit"
         )
-    coupled: set[tuple[int, int]] | None = None
+    coupled: set[tuple[int, int]] = set()  # filled once, when first needed
     out: list[CompiledCircuit] = []
     for text, layout, esp in zip(qasm_texts, layouts, expected, strict=True):
-        key = tuple(layout) if layout is not None else None
         try:
+            started = time.perf_counter()  # compile_s counts the parse, as it always has
             logical = parse_qasm(text)
             args = (text, device, calibration_id, optimization_level, seed_transpiler, target)
-            if key is not None and esp is not None:
-                if coupled is None:
-                    coupled = coupled_pairs(target)
-                if not fits_without_swaps(logical, key, coupled):
-                    key = None  # the preset's own layout, checked against the floor below
-            best = _compile_one(manager(key), logical, *args)
-            reached = best.info.esp or 0.0 if best.info is not None else 0.0
-            relaid = key is None and layout is not None and esp is not None
-            if relaid and reached < RELAYOUT_FLOOR * esp:  # type: ignore[operator]
-                given = _compile_one(manager(tuple(layout)), logical, *args)  # type: ignore[arg-type]
-                if given.info is not None and (given.info.esp or 0.0) > reached:
-                    best = given
+            given = tuple(layout) if layout is not None else None
+            relaid = False
+            if given is not None and esp is not None:
+                coupled = coupled or coupled_pairs(target)
+                relaid = not fits_without_swaps(logical, given, coupled)
+            best = _compile_one(manager(None if relaid else given), logical, started, *args)
+            if relaid and _esp(best) < RELAYOUT_FLOOR * esp:  # type: ignore[operator]
+                placed = _compile_one(manager(given), logical, time.perf_counter(), *args)
+                if _esp(placed) > _esp(best):
+                    best = placed
             out.append(best)
         except Exception as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -176,6 +174,10 @@ def compile_circuits(
                 )
             )
     return out
+
+
+def _esp(compiled: CompiledCircuit) -> float:
+    return compiled.info.esp or 0.0 if compiled.info is not None else 0.0
 
 
 def coupled_pairs(target: Target) -> set[tuple[int, int]]:
@@ -260,6 +262,7 @@ def compiled_stats(circuit: QuantumCircuit, target: Target) -> CompiledStats:
 def _compile_one(
     pm: object,
     logical: QuantumCircuit,
+    started: float,
     text: str,
     device: str,
     calibration_id: str,
@@ -267,7 +270,6 @@ def _compile_one(
     seed_transpiler: int,
     target: Target,
 ) -> CompiledCircuit:
-    start = time.perf_counter()
     swaps = [0]
     last_dag: list[object] = [None]
 
@@ -296,7 +298,7 @@ def _compile_one(
         layout=tuple(layout[: logical.num_qubits]),
         optimization_level=optimization_level,
         seed_transpiler=seed_transpiler,
-        compile_s=time.perf_counter() - start,
+        compile_s=time.perf_counter() - started,
         esp=round(stats.esp, 6),
         measured_qubits=stats.measured_qubits,
     )

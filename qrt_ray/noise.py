@@ -167,8 +167,8 @@ def make_simulator(
         # threads. Measured on 2 cores: 120 twirled 6-qubit density-matrix circuits
         # 1.26 s -> 0.84 s, 120 random 5-qubit sampler circuits 1.09 s -> 0.69 s. Aer
         # still gives a large circuit all the threads when memory allows only one.
-        # Devices run matrix-product-state calls one circuit at a time (see
-        # actors.device.method_options): two at once crashed in LAPACK.
+        # Devices run matrix-product-state calls on one thread (see
+        # actors.device.method_options): LAPACK called at once crashed them.
         options["max_parallel_experiments"] = 0
     simulator = AerSimulator(method=method, target=target, **options)
     description = f"{method} ({'GPU' if uses_gpu else 'CPU'}, {threads} threads)"

@@ -106,9 +106,11 @@ class TwirlPlan:
 
     Attributes:
         circuit: the compiled circuit.
-        steps: per instruction: the instruction, and its role: ``"gate"`` (a Clifford
-            2-qubit gate to frame), ``"final"`` (a final measurement) or ``""``.
+        steps: per instruction: the instruction, and its role: the gate's name for a
+            Clifford 2-qubit gate to frame, ``"final"`` for a final measurement, else
+            ``""``.
         bits: for each final measurement, in circuit order, its clbit's mask bit.
+        gates: how many gates are framed.
     """
 
     __slots__ = ("bits", "circuit", "gates", "steps")
@@ -153,8 +155,7 @@ def twirl_compiled(
         plan = TwirlPlan(circuit, gates=gates, measure=measure)  # type: ignore[arg-type]
     frames = rng.integers(16, size=plan.gates).tolist()
     if complement_of is None:
-        chosen = rng.integers(2, size=len(plan.bits)).tolist()
-        flipped = [bool(f) for f in chosen]
+        flipped = [bool(f) for f in rng.integers(2, size=len(plan.bits))]
     else:
         flipped = [not complement_of & bit for bit in plan.bits]
     out = plan.circuit.copy_empty_like()
