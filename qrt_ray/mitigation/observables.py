@@ -7,11 +7,14 @@ A basis measures only the qubits some of its terms act on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from qiskit import QuantumCircuit
+
+from qrt_ray.errors import MitigationError
+from qrt_ray.mitigation.readout import bit_matrix
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,49 +76,76 @@ def group_paulis(labels: Iterable[str]) -> list[tuple[MeasurementBasis, list[str
     return out
 
 
-def _parities(keys: list[str], mask: int) -> np.ndarray:
-    return np.array([-1.0 if (int(k, 2) & mask).bit_count() & 1 else 1.0 for k in keys])
+@dataclass(frozen=True, slots=True)
+class ReadoutInverse:
+    """Per clbit, what a read 0 and a read 1 add to a readout-mitigated Z parity.
+
+    With independent readout errors the assignment matrix is a tensor product of one
+    2x2 matrix ``A_k`` per bit, and ``<Z_S>`` of the true state is exactly the mean
+    over the shots of ``prod_{k in S} f_k(b_k)`` with ``f_k = z A_k^-1``:
+    ``f(0) = (1 + p01 - p10) / d`` and ``f(1) = -(1 - p01 + p10) / d``,
+    ``d = 1 - p01 - p10``. Symmetric (twirled) errors make it the raw parity times
+    ``1 / prod d``. No system is solved, so it costs O(shots x bits) at any width.
+    """
+
+    zero: np.ndarray
+    one: np.ndarray
+
+    @classmethod
+    def from_errors(cls, p01: Sequence[float], p10: Sequence[float]) -> ReadoutInverse:
+        """The inverse of per-bit errors ``p01`` = P(1|0), ``p10`` = P(0|1).
+
+        Raises:
+            MitigationError: a bit's errors sum to 1 or more (it carries no
+                information and cannot be inverted).
+        """
+        a, b = np.asarray(p01, dtype=float), np.asarray(p10, dtype=float)
+        d = 1.0 - a - b
+        if a.shape != b.shape or np.any(d <= 0) or not np.all(np.isfinite(d)):
+            raise MitigationError(
+                "readout errors p01 + p10 must stay below 1 on every measured qubit; "
+                "the readout calibration is unusable (measure it again)"
+            )
+        return cls(zero=(1.0 + a - b) / d, one=-(1.0 - a + b) / d)
+
+    @property
+    def overhead(self) -> float:
+        """The largest variance inflation of a mitigated parity: prod_k max |f_k|^2."""
+        return float(np.prod(np.maximum(np.abs(self.zero), np.abs(self.one)) ** 2))
 
 
 def group_estimate(
-    distribution: Mapping[str, float],
     raw: Mapping[str, float],
     shots: int,
     coefficients: Mapping[str, float],
     masks: Mapping[str, int],
-    gains: Mapping[str, float] | None = None,
+    inverse: ReadoutInverse | None = None,
 ) -> tuple[float, float]:
     """Mean and variance of sum_P c_P <P> from one measurement basis.
 
-    The mean is read from ``distribution`` (readout-mitigated quasi-probabilities, or
-    the raw frequencies). The variance is that of the per-shot value of
-    sum_P c_P g_P P on the raw frequencies, over the shots: terms in one basis are
-    read from the same shots, so they are correlated, and readout mitigation divides
-    each term by what readout error shrinks it by, ``g_P = 1 / prod (1 - p01 - p10)``
-    over its qubits (exact for twirled readout; 1 when unmitigated).
+    Each shot's value is sum_P c_P times the parity of its masked bits, or, with
+    ``inverse``, the readout-mitigated product ``prod f_k(b_k)`` in its place. The
+    mean is that value's average over the raw frequencies and the variance its
+    sample variance over the shots: terms in one basis are read from the same shots,
+    so they are correlated.
     """
-    keys = list(distribution)
-    p = np.array([distribution[k] for k in keys], dtype=float)
+    keys = list(raw)
+    if not keys:
+        return 0.0, 0.0
+    q = np.array([raw[k] for k in keys], dtype=float)
+    bits = bit_matrix([k.replace(" ", "") for k in keys]).astype(bool)
     per_string = np.zeros(len(keys))
     for label, c in coefficients.items():
-        per_string += c * _parities(keys, masks[label])
-    mean = float(p @ per_string)
-    raw_keys = list(raw)
-    q = np.array([raw[k] for k in raw_keys], dtype=float)
-    scaled = np.zeros(len(raw_keys))
-    for label, c in coefficients.items():
-        g = 1.0 if gains is None else gains[label]
-        scaled += c * g * _parities(raw_keys, masks[label])
-    raw_mean = float(q @ scaled)
-    variance = max(float(q @ scaled**2) - raw_mean**2, 0.0) / max(shots, 1)
+        cols = [k for k in range(bits.shape[1]) if masks[label] >> k & 1]
+        if inverse is None:
+            per_string += c * np.where(bits[:, cols].sum(axis=1) & 1, -1.0, 1.0)
+        else:
+            per_string += c * np.where(bits[:, cols], inverse.one[cols], inverse.zero[cols]).prod(
+                axis=1
+            )
+    mean = float(q @ per_string)
+    variance = max(float(q @ per_string**2) - mean**2, 0.0) / max(shots, 1)
     return mean, variance
-
-
-def readout_gain(mask: int, p01: np.ndarray, p10: np.ndarray) -> float:
-    """1 / prod over the masked bits of (1 - p01 - p10): readout's shrink of a parity."""
-    bits = [k for k in range(len(p01)) if mask >> k & 1]
-    shrink = float(np.prod([1.0 - p01[k] - p10[k] for k in bits])) if bits else 1.0
-    return 1.0 / shrink if shrink > 0 else float("inf")
 
 
 def counts_to_distribution(counts: Mapping[str, int]) -> tuple[dict[str, float], int]:

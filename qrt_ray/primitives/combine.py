@@ -17,9 +17,9 @@ import numpy as np
 
 from qrt_ray.mitigation.observables import (
     MeasurementBasis,
+    ReadoutInverse,
     counts_to_distribution,
     group_estimate,
-    readout_gain,
 )
 from qrt_ray.mitigation.readout import (
     MitigationError,
@@ -47,7 +47,6 @@ class EstimatorPlan:
     measure_mitigation: bool
     symmetric_readout: bool  # measurements were twirled: the readout error is symmetric
     extrapolators: tuple[str, ...] = ()
-    readout_distance: int | None = None
 
 
 @dataclass(slots=True)
@@ -81,20 +80,22 @@ def _readout_errors(
 
 @dataclass(frozen=True, slots=True)
 class CircuitData:
-    """One circuit's distribution (mitigated when asked) and what its error bars need."""
+    """One circuit's distribution (mitigated when asked) and its shot count."""
 
     distribution: dict[str, float]
-    raw: dict[str, float]
     shots: int
     overhead: float = 1.0  # (sum |quasi|)^2; 1 unmitigated
-    p01: np.ndarray | None = None  # readout errors per clbit, when mitigated
-    p10: np.ndarray | None = None
 
-    def gains(self, masks: Mapping[str, int]) -> dict[str, float] | None:
-        """Per term: how much readout mitigation scales it (None when unmitigated)."""
-        if self.p01 is None or self.p10 is None:
-            return None
-        return {lab: readout_gain(m, self.p01, self.p10) for lab, m in masks.items()}
+
+def _measured_errors(
+    measured: Sequence[int], readout: ReadoutCalibration, symmetric: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    if not measured or all(q < 0 for q in measured):
+        raise MitigationError(
+            "readout mitigation needs the physical qubit of every measured bit; "
+            "the compiled circuit does not say (recompile the job)"
+        )
+    return _readout_errors(readout, measured, symmetric)
 
 
 def circuit_distribution(
@@ -113,15 +114,19 @@ def circuit_distribution(
     """
     raw, shots = counts_to_distribution(counts)
     if readout is None:
-        return CircuitData(raw, raw, shots)
-    if not measured or all(q < 0 for q in measured):
-        raise MitigationError(
-            "readout mitigation needs the physical qubit of every measured bit; "
-            "the compiled circuit does not say (recompile the job)"
-        )
-    p01, p10 = _readout_errors(readout, measured, symmetric)
+        return CircuitData(raw, shots)
+    p01, p10 = _measured_errors(measured, readout, symmetric)
     quasi = mitigate_counts(counts, p01, p10, distance=distance, use_gpu=None)
-    return CircuitData(quasi.probabilities, raw, shots, quasi.mitigation_overhead, p01, p10)
+    return CircuitData(quasi.probabilities, shots, quasi.mitigation_overhead)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shots:
+    """One circuit's raw frequencies, shot count and readout inverse (when mitigated)."""
+
+    raw: dict[str, float]
+    shots: int
+    inverse: ReadoutInverse | None
 
 
 def combine_estimator(
@@ -142,17 +147,17 @@ def combine_estimator(
     """
     if plan.measure_mitigation and readout is None:
         raise MitigationError("readout mitigation was asked for but no readout calibration came")
-    dists: dict[tuple[int, int, int], CircuitData] = {}
+    dists: dict[tuple[int, int, int], _Shots] = {}
     overheads = []
     for key, c, m in zip(plan.keys, counts, measured, strict=True):
-        dists[key] = circuit_distribution(
-            c,
-            m,
-            readout if plan.measure_mitigation else None,
-            symmetric=plan.symmetric_readout,
-            distance=plan.readout_distance,
-        )
-        overheads.append(dists[key].overhead)
+        raw, shots = counts_to_distribution(c)
+        inverse = None
+        if plan.measure_mitigation and readout is not None:
+            inverse = ReadoutInverse.from_errors(
+                *_measured_errors(m, readout, plan.symmetric_readout)
+            )
+            overheads.append(inverse.overhead)
+        dists[key] = _Shots(raw, shots, inverse)
     masks = [{lab: basis.mask(lab) for lab in labels} for basis, labels in plan.bases]
     out = EstimatorData(evs=[], stds=[], mitigation_overhead=float(np.mean(overheads or [1.0])))
     if len(plan.factors) > 1:
@@ -185,7 +190,7 @@ def combine_estimator(
 
 def _element_value(
     observable: Mapping[str, float],
-    dists: Mapping[tuple[int, int, int], CircuitData],
+    dists: Mapping[tuple[int, int, int], _Shots],
     masks: Sequence[Mapping[str, int]],
     p: int,
     f: int,
@@ -198,9 +203,7 @@ def _element_value(
             continue
         data = dists[(p, b, f)]
         masks = {lab: basis_masks[lab] for lab in coefficients}
-        mean, var = group_estimate(
-            data.distribution, data.raw, data.shots, coefficients, masks, data.gains(masks)
-        )
+        mean, var = group_estimate(data.raw, data.shots, coefficients, masks, data.inverse)
         value += mean
         variance += var
     return value, math.sqrt(variance)

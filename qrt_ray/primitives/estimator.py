@@ -158,6 +158,12 @@ class Estimator(PrimitiveBase[EstimatorOptions], BaseEstimatorV2):
 def _settings(options: EstimatorOptions) -> dict[str, Any]:
     level = options.resilience_level
     res = options.resilience
+    if res.readout_distance is not None:
+        raise ValidationError(
+            f"resilience.readout_distance={res.readout_distance} applies to the Sampler's "
+            "quasi-distributions; the Estimator mitigates readout exactly shot by shot and "
+            "needs no truncation (leave it unset)"
+        )
     measure_mitigation = (
         res.measure_mitigation if res.measure_mitigation is not None else level >= 1
     )
@@ -266,7 +272,6 @@ def _execute(
             and request.twirl.measure
             and copies_for(request.twirl, plan["shots"]) >= 2,
             extrapolators=res.zne.extrapolators,
-            readout_distance=res.readout_distance,
         )
         cal = readout.get(result.metadata.device, (None, 0))[0]
         combine_calls.append(
@@ -348,6 +353,7 @@ def _pub_result(
     if s["measure_mitigation"]:
         cal, spent = readout[meta.device]
         mitigation["readout"], extra = readout_note(cal, spent, result)
+        mitigation["readout"]["method"] = "tensored inverse per shot"
         mitigation["readout"]["mitigation_overhead"] = data.mitigation_overhead
         warnings_out += extra
     if s["zne"]:

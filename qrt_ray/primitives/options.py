@@ -136,7 +136,8 @@ class ResilienceOptions(_Options):
     readout_max_age_s: float = Field(default=900.0, gt=0, allow_inf_nan=False)
     # this runtime's own: shots per preparation when readout is measured
     readout_shots: int = Field(default=4000, ge=100, le=1_000_000)
-    # this runtime's own: Hamming truncation of readout mitigation (None: exact)
+    # this runtime's own: Hamming truncation of the Sampler's readout-mitigated
+    # quasi-distributions (None: exact on the observed strings)
     readout_distance: int | None = Field(default=None, ge=0)
 
 

@@ -109,3 +109,13 @@ def test_twirling_can_be_switched_off_at_any_level() -> None:
     s = _settings(opts)
     assert not s["measure_twirl"] and not s["gate_twirl"] and s["zne"]
     assert twirl_spec(opts.twirling, 1, gates=False, measure=True) is None  # one shot
+
+
+def test_readout_truncation_is_a_sampler_setting() -> None:
+    opts = EstimatorOptions()
+    opts.resilience.readout_distance = 3
+    with pytest.raises(ValidationError, match=r"readout_distance=3 applies to the Sampler"):
+        _settings(opts)
+    sampler = SamplerOptions()
+    sampler.resilience.readout_distance = 3  # the sampler's quasi-distributions use it
+    assert sampler.resilience.readout_distance == 3
