@@ -401,6 +401,58 @@ def test_matrix_product_state_calls_run_on_one_thread() -> None:
     assert method_options(None) == {}
 
 
+def test_small_noisy_simulations_fuse_gates() -> None:
+    from actors.device import method_options
+
+    assert method_options("statevector", 9)["fusion_threshold"] == 1
+    assert method_options("density_matrix", 6)["fusion_threshold"] == 1
+    assert "fusion_threshold" not in method_options("density_matrix", 5)
+    assert "fusion_threshold" not in method_options("density_matrix", 9)
+    assert "fusion_threshold" not in method_options("matrix_product_state", 20)
+
+
+def test_fused_and_unfused_jobs_of_a_batch_run_in_their_own_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import numpy as np
+    from qiskit.quantum_info import Statevector
+
+    import actors.device as device_mod
+    from qrt_ray.workloads import _qft_peak
+
+    calls: list[tuple[int, object]] = []
+    real = device_mod.simulate
+
+    def spy(sim: object, circuits: list, **options: object) -> object:
+        calls.append((len(circuits), options.get("fusion_threshold")))
+        return real(sim, circuits, **options)
+
+    monkeypatch.setattr(device_mod, "simulate", spy)
+    device = Device(FARM.devices[1], max_parallel_threads=1)  # nairobi, 7 qubits
+    rng = np.random.default_rng(3)
+    texts, peaks = [], []
+    for n in (6, 3):  # a 6-qubit density matrix fuses, a 3-qubit one does not
+        qc = _qft_peak(n, rng)
+        probs = Statevector(qc).probabilities_dict()
+        peaks.append(max(probs, key=probs.__getitem__))
+        qc.measure_all()
+        texts.append(to_qasm(qc))
+    cal_id, target = device.compile_target()
+    out = compile_circuits(texts, target, device="nairobi", calibration_id=cal_id)
+    shots = 200
+    items = [
+        WorkItem(f"j{i}", 1, cal_id, (c.payload,), shots, 0, 7, c.active_qubits)
+        for i, c in enumerate(out)
+    ]
+    runs = {r.job_id: r for r in device.execute(items)}
+    assert sorted(calls, key=str) == sorted([(1, 1), (1, None)], key=str)
+    for i in range(2):
+        assert runs[f"j{i}"].simulator_method == "density_matrix"
+        counts = runs[f"j{i}"].counts[0]
+        # nairobi's noise leaves the 6-qubit peak about 0.39 of the shots, fused or not
+        assert max(counts, key=counts.__getitem__) == peaks[i], (peaks[i], counts)
+
+
 def test_simulation_method_follows_width_and_shots() -> None:
     from actors.device import MPS_MIN_ACTIVE_QUBITS, sim_method_for
     from qrt_ray.compiler import active_qubits
