@@ -694,7 +694,7 @@ def esp_of_compiled(
     clock: dict[int, float] = {}
     busy: dict[int, float] = {}
     for inst in circuit.data:
-        name = inst.operation.name
+        name = inst.name
         qubits = tuple(index[q] for q in inst.qubits)
         if name in ("barrier", "delay"):
             continue

@@ -236,7 +236,7 @@ def _check_circuit(circuit: QuantumCircuit, arg: str) -> None:
         raise ValidationError(
             f"{arg}: unbound parameters ({names}); bind them with circuit.assign_parameters()"
         )
-    if not any(inst.operation.name == "measure" for inst in circuit.data):
+    if not any(inst.name == "measure" for inst in circuit.data):
         raise ValidationError(
             f"{arg}: the circuit measures nothing, so it would return no counts; "
             "add circuit.measure_all() or explicit measurements"
@@ -247,7 +247,7 @@ def circuit_stats(circuit: QuantumCircuit) -> CircuitStats:
     """Gate counts and depth of a logical circuit, for placement."""
     one = two = multi = meas = 0
     for inst in circuit.data:
-        name = inst.operation.name
+        name = inst.name
         if name == "measure":
             meas += 1
             continue

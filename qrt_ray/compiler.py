@@ -18,7 +18,7 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from qiskit import QuantumCircuit, qpy
@@ -149,12 +149,13 @@ def compile_circuits(
             "give one estimate (or None) per circuit"
         )
     coupled: set[tuple[int, int]] = set()  # filled once, when first needed
+    fidelities = log_fidelities(target)
     out: list[CompiledCircuit] = []
     for text, layout, esp in zip(qasm_texts, layouts, expected, strict=True):
         try:
             started = time.perf_counter()  # compile_s counts the parse, as it always has
             logical = parse_qasm(text)
-            args = (text, device, calibration_id, optimization_level, seed_transpiler, target)
+            args = (text, device, calibration_id, optimization_level, seed_transpiler, fidelities)
             given = tuple(layout) if layout is not None else None
             relaid = False
             if given is not None and esp is not None:
@@ -200,7 +201,7 @@ def fits_without_swaps(
     index = {bit: i for i, bit in enumerate(circuit.qubits)}
     for inst in circuit.data:
         qubits = inst.qubits
-        if len(qubits) < 2 or inst.operation.name == "barrier":
+        if len(qubits) < 2 or inst.name == "barrier":
             continue
         if len(qubits) > 2:
             return False
@@ -227,14 +228,32 @@ class CompiledStats:
     active_qubits: int
 
 
-def compiled_stats(circuit: QuantumCircuit, target: Target) -> CompiledStats:
+def log_fidelities(target: Target) -> dict[tuple[str, tuple[int, ...]], float]:
+    """``log(1 - error)`` of every calibrated (instruction, qubits) of ``target``.
+
+    Built once per compile call: asking the target per instruction cost more than
+    the rest of :func:`compiled_stats` together.
+    """
+    table: dict[tuple[str, tuple[int, ...]], float] = {}
+    for name in target.operation_names:
+        for qargs, props in target[name].items():
+            error = getattr(props, "error", None)
+            if qargs is not None and error:
+                table[(name, tuple(qargs))] = math.log1p(-min(error, 0.999999))
+    return table
+
+
+def compiled_stats(
+    circuit: QuantumCircuit, fidelities: Mapping[tuple[str, tuple[int, ...]], float]
+) -> CompiledStats:
     """Two-qubit gates, ESP, measured qubits and active qubits of a compiled circuit.
 
-    ESP is the product of (1 - error) over its gates and measurements, errors from the
-    target (the device's calibration); gates it gives no error (rz, barriers) count as
-    perfect. Measured qubits: for each clbit, the physical qubit its last measurement
-    read (-1: never measured), which readout mitigation needs. One pass, because each
-    walk over ``circuit.data`` costs about as much as a tenth of a small compile.
+    ESP is the product of (1 - error) over its gates and measurements, errors from
+    ``fidelities`` (:func:`log_fidelities` of the device's target); gates without an
+    error there (rz, barriers) count as perfect. Measured qubits: for each clbit, the
+    physical qubit its last measurement read (-1: never measured), which readout
+    mitigation needs. One pass, because each walk over ``circuit.data`` costs about as
+    much as a tenth of a small compile.
     """
     index = {bit: i for i, bit in enumerate(circuit.qubits)}
     clbit = {bit: i for i, bit in enumerate(circuit.clbits)}
@@ -242,20 +261,16 @@ def compiled_stats(circuit: QuantumCircuit, target: Target) -> CompiledStats:
     touched: set[int] = set()
     two = 0
     log_esp = 0.0
+    position = index.__getitem__
     for inst in circuit.data:
-        qubits = tuple(index[q] for q in inst.qubits)
+        qubits = tuple(map(position, inst.qubits))
         touched.update(qubits)
-        name = inst.operation.name
+        name = inst.name  # not inst.operation.name: that builds the gate object
         if len(qubits) == 2 and name != "barrier":  # ZNE's folds sit between barriers
             two += 1
-        if name == "measure":
+        elif name == "measure":
             measured[clbit[inst.clbits[0]]] = qubits[0]
-        if name not in target:
-            continue
-        props = target[name].get(qubits)
-        error = getattr(props, "error", None)
-        if error:
-            log_esp += math.log1p(-min(error, 0.999999))
+        log_esp += fidelities.get((name, qubits), 0.0)
     return CompiledStats(two, math.exp(log_esp), tuple(measured), len(touched))
 
 
@@ -268,7 +283,7 @@ def _compile_one(
     calibration_id: str,
     optimization_level: int,
     seed_transpiler: int,
-    target: Target,
+    fidelities: Mapping[tuple[str, tuple[int, ...]], float],
 ) -> CompiledCircuit:
     swaps = [0]
     last_dag: list[object] = [None]
@@ -286,7 +301,7 @@ def _compile_one(
 
     compiled = pm.run(logical, callback=count_swaps)  # type: ignore[attr-defined]
     layout = compiled.layout.final_index_layout() if compiled.layout else []
-    stats = compiled_stats(compiled, target)
+    stats = compiled_stats(compiled, fidelities)
     info = CompileInfo(
         device=device,
         calibration_id=calibration_id,

@@ -165,7 +165,7 @@ def _clbit_sources(circuit: QuantumCircuit) -> dict[int, int]:
     """Clbit index -> index of the qubit measured into it (the last measurement wins)."""
     source: dict[int, int] = {}
     for inst in circuit.data:
-        if inst.operation.name == "measure":
+        if inst.name == "measure":
             qubit = circuit.find_bit(inst.qubits[0]).index
             source[circuit.find_bit(inst.clbits[0]).index] = qubit
     if not source:

@@ -88,13 +88,9 @@ def final_measurements(circuit: QuantumCircuit) -> set[int]:
     final: set[int] = set()
     for i in range(len(circuit.data) - 1, -1, -1):
         inst = circuit.data[i]
-        if inst.operation.name == "barrier":
+        if inst.name == "barrier":
             continue
-        if (
-            inst.operation.name == "measure"
-            and inst.qubits[0] not in done_q
-            and inst.clbits[0] not in done_c
-        ):
+        if inst.name == "measure" and inst.qubits[0] not in done_q and inst.clbits[0] not in done_c:
             final.add(i)
         done_q.update(inst.qubits)
         done_c.update(inst.clbits)

@@ -88,10 +88,10 @@ def without_classical_bits(circuit: QuantumCircuit, arg: str) -> QuantumCircuit:
     out = QuantumCircuit(circuit.num_qubits, global_phase=circuit.global_phase)
     index = {q: i for i, q in enumerate(circuit.qubits)}
     for inst in circuit.data:
-        if inst.clbits or inst.operation.name in ("measure", "reset"):
+        if inst.clbits or inst.name in ("measure", "reset"):
             raise ValidationError(
                 f"{arg}: the estimator's circuits must not measure or reset "
-                f"({inst.operation.name!r} found); remove them, the estimator measures "
+                f"({inst.name!r} found); remove them, the estimator measures "
                 "each observable itself"
             )
         out.append(inst.operation, [index[q] for q in inst.qubits])

@@ -66,7 +66,7 @@ class Sampler(PrimitiveBase[SamplerOptions], BaseSamplerV2):
             except Exception as exc:
                 raise ValidationError(f"pubs[{i}]: {exc}") from None
             circuit = coerced[-1].circuit
-            if not any(inst.operation.name == "measure" for inst in circuit.data):
+            if not any(inst.name == "measure" for inst in circuit.data):
                 raise ValidationError(
                     f"pubs[{i}]: the circuit measures nothing; add measurements "
                     "(circuit.measure_all()) so the sampler has bits to return"

@@ -170,3 +170,22 @@ def test_two_qubit_gates_count_gates_not_the_barriers_between_folds() -> None:
     (circuit,) = decode_compiled([out.payload])
     assert factor == 3.0 and circuit.count_ops()["barrier"] >= 4
     assert out.info.two_qubit_gates == circuit.count_ops()["cx"] == 6
+
+
+def test_recorded_esp_and_measured_qubits_follow_the_target() -> None:
+    qc = ghz(4)
+    (out,) = compile_circuits([to_qasm(qc)], TARGET, device="manila", calibration_id="c1")
+    (circuit,) = decode_compiled([out.payload])
+    expected = 1.0
+    for inst in circuit.data:
+        qubits = tuple(circuit.find_bit(q).index for q in inst.qubits)
+        if inst.operation.name in TARGET.operation_names:
+            props = TARGET[inst.operation.name].get(qubits)
+            expected *= 1 - (props.error or 0.0 if props is not None else 0.0)
+    assert out.info is not None
+    assert 0 < out.info.esp < 1
+    assert abs(out.info.esp - expected) < 1e-6
+    assert sorted(out.info.measured_qubits) == sorted(out.info.layout)
+    assert out.info.two_qubit_gates == circuit.count_ops().get("cx", 0) + circuit.count_ops().get(
+        "ecr", 0
+    )
