@@ -125,6 +125,8 @@ class RayPorts:
             seed_transpiler=seed,
             initial_layouts=layouts,
             placement_esp=None if placement_esp is None else list(placement_esp),
+            # calibration ids are hashes of the calibration: the pair names one target
+            target_key=f"{device}@{cal_id}",
         )
         return cal_id, compiled
 

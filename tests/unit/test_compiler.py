@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
 
@@ -189,3 +190,37 @@ def test_recorded_esp_and_measured_qubits_follow_the_target() -> None:
     assert out.info.two_qubit_gates == circuit.count_ops().get("cx", 0) + circuit.count_ops().get(
         "ecr", 0
     )
+
+
+def test_pass_managers_are_kept_per_target_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    import qrt_ray.compiler as compiler
+
+    built: list[object] = []
+    real = compiler.generate_preset_pass_manager
+
+    def counting(*args: object, **kwargs: object) -> object:
+        built.append(kwargs.get("initial_layout"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compiler, "generate_preset_pass_manager", counting)
+    texts = [to_qasm(ghz(3)), to_qasm(ghz(4))]
+    fresh = compile_circuits(texts, TARGET, device="manila", calibration_id="c1")
+    assert len(built) == 1  # one per call without a key
+    key = "manila@c1-kept-test"
+    first = compile_circuits(texts, TARGET, device="manila", calibration_id="c1", target_key=key)
+    again = compile_circuits(texts, TARGET, device="manila", calibration_id="c1", target_key=key)
+    assert len(built) == 2  # the keyed calls built one between them
+    for a, b, c in zip(fresh, first, again, strict=True):
+        x, y, z = decode_compiled([a.payload, b.payload, c.payload])
+        assert x == y == z  # the same gates on the same qubits
+        assert a.info is not None and b.info is not None
+        assert a.info.layout == b.info.layout and a.info.esp == b.info.esp
+    layouts = [[0, 1, 2], [3, 2, 1, 0]]
+    args = {"device": "manila", "calibration_id": "c1", "initial_layouts": layouts}
+    unkept = compile_circuits(texts, TARGET, **args)  # type: ignore[arg-type]
+    compile_circuits(texts, TARGET, target_key=key, **args)  # type: ignore[arg-type]
+    laid = compile_circuits(texts, TARGET, target_key=key, **args)  # type: ignore[arg-type]
+    assert len(built) == 4  # one for the unkept call, one kept for given layouts
+    for a, b in zip(unkept, laid, strict=True):
+        assert decode_compiled([a.payload]) == decode_compiled([b.payload])
+        assert a.info is not None and b.info is not None and a.info.layout == b.info.layout
