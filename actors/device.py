@@ -103,6 +103,11 @@ class WorkItem:
 # about this long at the pace of the one before.
 CALL_CIRCUITS = 64
 FIRST_CALL_CIRCUITS = 16
+# Circuits touching at most this many qubits are run CALL_CIRCUITS at a time from the
+# first call: a density matrix or statevector that small takes milliseconds a circuit,
+# while each simulator call pays about 50 ms on its own (Aer hands the whole noise
+# model over as JSON every call: 60 % of a one-circuit call on guadalupe).
+SMALL_CIRCUIT_QUBITS = 7
 CALL_TARGET_S = 20.0
 
 
@@ -780,7 +785,12 @@ class Device:
                 circuits = [pad(c) for c in circuits]
         base_seed = seed if seed is not None else secrets.randbits(30)
         start = time.perf_counter()
-        run = partial(self._run_in_pieces, sim)
+        small = forced != "matrix_product_state" and all(
+            item.active_qubits <= SMALL_CIRCUIT_QUBITS for item in items
+        )
+        run = partial(
+            self._run_in_pieces, sim, first=CALL_CIRCUITS if small else FIRST_CALL_CIRCUITS
+        )
         if twirl is None:
             result = run(circuits, shots=shots, seed_simulator=base_seed, **options)
             all_counts = [dict(result.get_counts(i)) for i in range(len(circuits))]
@@ -836,7 +846,14 @@ class Device:
         return runs
 
     def _run_in_pieces(
-        self, sim: Any, circuits: Sequence[Any], *, shots: int, seed_simulator: int, **options: Any
+        self,
+        sim: Any,
+        circuits: Sequence[Any],
+        *,
+        shots: int,
+        seed_simulator: int,
+        first: int = FIRST_CALL_CIRCUITS,
+        **options: Any,
     ) -> _PieceResults:
         """``sim.run(circuits, ...).result()`` in several calls, calling ``on_progress``
         after each.
@@ -844,13 +861,14 @@ class Device:
         The scheduler takes a batch that runs far longer than expected without progress
         for a hung device; these heartbeats tell it a long batch is slow, not stuck (a
         20-qubit level-2 estimator job ran over 300 s where the run-time model expected
-        11 s, and was restarted as hung over and over). The first call takes
-        ``FIRST_CALL_CIRCUITS`` circuits; each next one as many as the last call's pace
-        fits in ``CALL_TARGET_S``, at most ``CALL_CIRCUITS``. Piece k is seeded
-        ``seed_simulator + k``, so a seeded run reproduces.
+        11 s, and was restarted as hung over and over). The first call takes ``first``
+        circuits (``CALL_CIRCUITS`` for small ones, see ``SMALL_CIRCUIT_QUBITS``); each
+        next one as many as the last call's pace fits in ``CALL_TARGET_S``, at most
+        ``CALL_CIRCUITS``. Piece k is seeded ``seed_simulator + k``, so a seeded run
+        reproduces.
         """
         pieces = []
-        begin, size, k = 0, min(FIRST_CALL_CIRCUITS, CALL_CIRCUITS), 0
+        begin, size, k = 0, min(first, CALL_CIRCUITS), 0
         while begin < len(circuits):
             chunk = list(circuits[begin : begin + size])
             start = time.perf_counter()

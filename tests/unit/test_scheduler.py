@@ -660,3 +660,31 @@ def test_a_device_busy_in_a_batch_that_misses_snapshots_keeps_its_queued_work(
         store.close()
 
     asyncio.run(asyncio.wait_for(main(), 120))  # a regression fails, never hangs
+
+
+@pytest.mark.parametrize(("small_limit", "calls"), [(7, [20]), (2, [16, 4])])
+def test_small_circuits_run_in_one_call_from_the_start(
+    monkeypatch: pytest.MonkeyPatch, small_limit: int, calls: list[int]
+) -> None:
+    # every simulator call pays about 50 ms for the noise model: small circuits do not
+    # start with a short heartbeat call, wide ones (a limit of 2 makes 3 qubits wide) do
+    import actors.device as device_mod
+    from actors.device import FIRST_CALL_CIRCUITS
+
+    assert FIRST_CALL_CIRCUITS == 16
+    monkeypatch.setattr(device_mod, "SMALL_CIRCUIT_QUBITS", small_limit)
+    sizes: list[int] = []
+    real = device_mod.simulate
+
+    def spy(sim: object, circuits: list, **options: object) -> object:
+        sizes.append(len(circuits))
+        return real(sim, circuits, **options)
+
+    monkeypatch.setattr(device_mod, "simulate", spy)
+    device = Device(FARM.devices[0], max_parallel_threads=1)  # manila
+    cal_id, target = device.compile_target()
+    out = compile_circuits([ghz(3)] * 20, target, device="manila", calibration_id=cal_id)
+    item = WorkItem("j", 1, cal_id, tuple(c.payload for c in out), 50, 0, 5, 3)
+    (run,) = device.execute([item])
+    assert sizes == calls
+    assert len(run.counts) == 20 and all(sum(c.values()) == 50 for c in run.counts)
