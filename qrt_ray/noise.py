@@ -300,6 +300,58 @@ class _SerializedOnceNoiseModel(NoiseModel):
         super().add_readout_error(*args, **kwargs)
 
 
+def restricted_noise_model(model: NoiseModel, qubits: frozenset[int]) -> NoiseModel:
+    """``model`` with only the errors of instructions on ``qubits`` (same error objects).
+
+    Aer hands the whole noise model to its C++ core as JSON on every ``run`` call, so a
+    call costs with the device's size, not the circuit's: one 3-qubit circuit took
+    50 ms a call on manila (5 qubits), 141 ms on kolkata (27) and 574 ms on sherbrooke
+    (127). A circuit that touches only ``qubits`` meets no other error, so restricting
+    the model changes nothing it samples. A model whose layout this qiskit-aer does
+    not show is returned as it is.
+    """
+    local = getattr(model, "_local_quantum_errors", None)
+    readout = getattr(model, "_local_readout_errors", None)
+    if not isinstance(local, dict) or not isinstance(readout, dict):
+        return model
+    sub = _SerializedOnceNoiseModel.__new__(_SerializedOnceNoiseModel)
+    sub.__dict__.update(model.__dict__)
+    sub._serialized = None
+    sub._local_quantum_errors = {
+        name: {q: e for q, e in errors.items() if qubits.issuperset(q)}
+        for name, errors in local.items()
+    }
+    sub._local_readout_errors = {q: e for q, e in readout.items() if qubits.issuperset(q)}
+    sub._noise_qubits = {q for q in getattr(model, "_noise_qubits", ()) if q in qubits}
+    return sub
+
+
+class RestrictedModels:
+    """Restricted noise models of one simulator's model, per qubit set (thread-safe LRU)."""
+
+    def __init__(self, max_entries: int = 64) -> None:
+        """Keep at most ``max_entries`` restricted models."""
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[int, frozenset[int]], tuple[NoiseModel, NoiseModel]]
+        self._entries = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, model: NoiseModel, qubits: frozenset[int]) -> NoiseModel:
+        """``restricted_noise_model(model, qubits)``, built once per (model, qubits)."""
+        key = (id(model), qubits)
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None and found[0] is model:  # not a recycled id
+                self._entries.move_to_end(key)
+                return found[1]
+        sub = restricted_noise_model(model, qubits)
+        with self._lock:
+            self._entries[key] = (model, sub)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return sub
+
+
 def _resolve_gpu(device: str, gpu: str) -> bool:
     """Whether to simulate on a GPU, given the device's ``gpu`` setting."""
     if gpu == "never":

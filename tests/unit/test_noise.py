@@ -293,3 +293,36 @@ def test_wide_noisy_mps_run_finishes() -> None:
 def test_cpu_simulator_uses_lapack_svd(backend, snapshot) -> None:  # type: ignore[no-untyped-def]
     simulator, _, _ = make_simulator(snapshot, backend.target, gpu="never")
     assert simulator.options.mps_lapack is True
+
+
+def test_a_restricted_noise_model_samples_what_the_full_one_does(backend, snapshot) -> None:  # type: ignore[no-untyped-def]
+    from actors.device import simulate, touched_qubits
+    from qrt_ray.noise import restricted_noise_model
+
+    sim, _, _ = make_simulator(snapshot, backend.target, gpu="never", max_parallel_threads=1)
+    compiled = transpile(
+        [_ghz(3), _idle_qubit()], target=sim.target, initial_layout=[0, 1, 2], seed_transpiler=0
+    )
+    qubits = touched_qubits(compiled)
+    assert qubits == frozenset({0, 1, 2})
+    full = sim.options.noise_model
+    sub = restricted_noise_model(full, qubits)
+    kept = sub.to_dict(serializable=True)["errors"]
+    assert 0 < len(kept) < len(full.to_dict(serializable=True)["errors"])
+    assert all(set(q) <= qubits for e in kept for q in e.get("gate_qubits", []))
+    for circuit in compiled:  # same errors met, same seed: the same counts
+        a = sim.run(circuit, shots=2000, seed_simulator=4).result().get_counts()
+        b = sim.run(circuit, shots=2000, seed_simulator=4, noise_model=sub).result().get_counts()
+        assert a == b
+    # the device's calls hand Aer the restricted model, read off the circuits
+    seen: list[object] = []
+    real_run = sim.run
+
+    def spy(circuits, **options):  # type: ignore[no-untyped-def]
+        seen.append(options.get("noise_model"))
+        return real_run(circuits, **options)
+
+    sim.run = spy  # type: ignore[method-assign]
+    simulate(sim, compiled, shots=10, seed_simulator=1)
+    assert seen and seen[0] is not full
+    assert seen[0].to_dict(serializable=True)["errors"] == kept

@@ -666,7 +666,7 @@ def test_a_device_busy_in_a_batch_that_misses_snapshots_keeps_its_queued_work(
 def test_small_circuits_run_in_one_call_from_the_start(
     monkeypatch: pytest.MonkeyPatch, small_limit: int, calls: list[int]
 ) -> None:
-    # every simulator call pays about 50 ms for the noise model: small circuits do not
+    # every simulator call pays for the noise model's hand-over: small circuits do not
     # start with a short heartbeat call, wide ones (a limit of 2 makes 3 qubits wide) do
     import actors.device as device_mod
     from actors.device import FIRST_CALL_CIRCUITS
