@@ -95,6 +95,13 @@ def _too_old(snap: DeviceSnapshot, now: float, limit: float | None) -> DeviceSna
 FIRST_CHUNK = 16
 
 
+# A placement pass stops taking jobs once it has spent this long placing (it keeps
+# those placed so far), persists and dispatches them, and the next pass places the
+# rest at once: the first jobs of a large submission start compiling while the later
+# ones are still being placed (each placement runs a layout search per new circuit).
+PASS_BUDGET_S = 0.02
+
+
 def chunk_cap(index: int, chunk: int) -> int:
     """Circuits after which a placement pass's ``index``-th compile chunk for a device
     takes no more jobs: ``FIRST_CHUNK``, then doubling, up to ``chunk``.
@@ -622,7 +629,11 @@ class Scheduler:
         waiting: list[tuple[int, float, str]] = []
         failures: list[StateUpdate] = []
         backlog = self._loads()
+        started = time.perf_counter()
         while self._pending:
+            if picked and time.perf_counter() - started > PASS_BUDGET_S:
+                self._wake.set()  # the next pass places the rest at once
+                break
             entry = heapq.heappop(self._pending)
             rec = self._live.get(entry[2])
             if rec is None or rec.state is not S.QUEUED:

@@ -688,3 +688,29 @@ def test_small_circuits_run_in_one_call_from_the_start(
     (run,) = device.execute([item])
     assert sizes == calls
     assert len(run.counts) == 20 and all(sum(c.values()) == 50 for c in run.counts)
+
+
+def test_a_placement_pass_over_its_budget_dispatches_what_it_placed_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the first jobs of a large submission compile while later ones are still placed
+    import actors.scheduler as scheduler_mod
+
+    monkeypatch.setattr(scheduler_mod, "PASS_BUDGET_S", 0.0)
+
+    async def main() -> None:
+        store, devices, sched = make(tmp_path)
+        admitted = await sched.submit([spec(n, shots=100, device="manila") for n in (2, 3, 4)])
+        ids = [rec.job_id for rec, _ in admitted]
+        sched._wake.clear()
+        await sched._place_pending()  # the pass stops after its first job
+        states = [sched._live[j].state for j in ids]
+        assert states.count(S.COMPILING) == 1 and states.count(S.QUEUED) == 2
+        assert sched._wake.is_set()  # and asks for the next pass at once
+        await sched.start()
+        await drive(sched, devices)
+        assert all(store.get(j).state is S.DONE for j in ids)
+        await sched.stop()
+        store.close()
+
+    asyncio.run(main())
