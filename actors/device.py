@@ -37,7 +37,7 @@ from qrt_ray.models import (
     DeviceStatus,
     TwirlSpec,
 )
-from qrt_ray.noise import NoiseModelCache, RestrictedModels, target_from_snapshot
+from qrt_ray.noise import NoiseModelCache, restricted_for, target_from_snapshot
 from qrt_ray.results import RawRun, counts_checksum, slice_seed, trim_counts
 
 # Above this many active qubits a noisy statevector run costs 2^n per shot (one
@@ -122,9 +122,6 @@ CALL_TARGET_S = 20.0
 _MPS_LOCK = threading.Lock()
 
 
-_RESTRICTED = RestrictedModels()
-
-
 def touched_qubits(circuits: Sequence[Any]) -> frozenset[int]:
     """The qubits (indices) any instruction of ``circuits`` acts on, barriers aside."""
     out: set[int] = set()
@@ -149,7 +146,7 @@ def simulate(
     model = getattr(getattr(sim, "options", None), "noise_model", None)
     if model is not None and "noise_model" not in options:
         touched = qubits if qubits is not None else touched_qubits(circuits)
-        options["noise_model"] = _RESTRICTED.get(model, touched)
+        options["noise_model"] = restricted_for(model, touched)
     if options.get("method") == "matrix_product_state":
         with _MPS_LOCK:
             return sim.run(circuits, **options).result()

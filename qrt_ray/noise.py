@@ -270,33 +270,39 @@ class _SerializedOnceNoiseModel(NoiseModel):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_serialized", None)  # cheap to rebuild, large to ship between processes
+        state.pop("_restricted", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
-    def reset(self) -> None:
+    def _forget(self) -> None:
+        """Drop what was derived from the errors: the memo and the restricted models."""
         self._serialized = None
+        self.__dict__.pop("_restricted", None)
+
+    def reset(self) -> None:
+        self._forget()
         super().reset()
 
     def add_basis_gates(self, *args: Any, **kwargs: Any) -> None:
-        self._serialized = None
+        self._forget()
         super().add_basis_gates(*args, **kwargs)
 
     def add_all_qubit_quantum_error(self, *args: Any, **kwargs: Any) -> None:
-        self._serialized = None
+        self._forget()
         super().add_all_qubit_quantum_error(*args, **kwargs)
 
     def add_quantum_error(self, *args: Any, **kwargs: Any) -> None:
-        self._serialized = None
+        self._forget()
         super().add_quantum_error(*args, **kwargs)
 
     def add_all_qubit_readout_error(self, *args: Any, **kwargs: Any) -> None:
-        self._serialized = None
+        self._forget()
         super().add_all_qubit_readout_error(*args, **kwargs)
 
     def add_readout_error(self, *args: Any, **kwargs: Any) -> None:
-        self._serialized = None
+        self._forget()
         super().add_readout_error(*args, **kwargs)
 
 
@@ -316,6 +322,7 @@ def restricted_noise_model(model: NoiseModel, qubits: frozenset[int]) -> NoiseMo
         return model
     sub = _SerializedOnceNoiseModel.__new__(_SerializedOnceNoiseModel)
     sub.__dict__.update(model.__dict__)
+    sub.__dict__.pop("_restricted", None)
     sub._serialized = None
     sub._local_quantum_errors = {
         name: {q: e for q, e in errors.items() if qubits.issuperset(q)}
@@ -326,30 +333,30 @@ def restricted_noise_model(model: NoiseModel, qubits: frozenset[int]) -> NoiseMo
     return sub
 
 
-class RestrictedModels:
-    """Restricted noise models of one simulator's model, per qubit set (thread-safe LRU)."""
+_RESTRICT_LOCK = threading.Lock()
+# restricted models kept per full model (per qubit set); they live and die with it
+RESTRICTED_KEPT = 64
 
-    def __init__(self, max_entries: int = 64) -> None:
-        """Keep at most ``max_entries`` restricted models."""
-        self.max_entries = max_entries
-        self._entries: OrderedDict[tuple[int, frozenset[int]], tuple[NoiseModel, NoiseModel]]
-        self._entries = OrderedDict()
-        self._lock = threading.Lock()
 
-    def get(self, model: NoiseModel, qubits: frozenset[int]) -> NoiseModel:
-        """``restricted_noise_model(model, qubits)``, built once per (model, qubits)."""
-        key = (id(model), qubits)
-        with self._lock:
-            found = self._entries.get(key)
-            if found is not None and found[0] is model:  # not a recycled id
-                self._entries.move_to_end(key)
-                return found[1]
-        sub = restricted_noise_model(model, qubits)
-        with self._lock:
-            self._entries[key] = (model, sub)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-        return sub
+def restricted_for(model: NoiseModel, qubits: frozenset[int]) -> NoiseModel:
+    """:func:`restricted_noise_model`, built once per qubit set and kept on ``model``
+    (at most ``RESTRICTED_KEPT``), so a model dropped from its cache takes them along.
+    A model of another class (it would not forget them when changed) is restricted anew
+    each time."""
+    if not isinstance(model, _SerializedOnceNoiseModel):
+        return restricted_noise_model(model, qubits)
+    with _RESTRICT_LOCK:
+        kept = model.__dict__.setdefault("_restricted", OrderedDict())
+        found = kept.get(qubits)
+        if found is not None:
+            kept.move_to_end(qubits)
+            return found
+    sub = restricted_noise_model(model, qubits)
+    with _RESTRICT_LOCK:
+        kept[qubits] = sub
+        while len(kept) > RESTRICTED_KEPT:
+            kept.popitem(last=False)
+    return sub
 
 
 def _resolve_gpu(device: str, gpu: str) -> bool:

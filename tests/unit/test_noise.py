@@ -324,5 +324,9 @@ def test_a_restricted_noise_model_samples_what_the_full_one_does(backend, snapsh
 
     sim.run = spy  # type: ignore[method-assign]
     simulate(sim, compiled, shots=10, seed_simulator=1)
-    assert seen and seen[0] is not full
+    simulate(sim, compiled, shots=10, seed_simulator=1)
+    assert len(seen) == 2 and seen[0] is not full and seen[1] is seen[0]  # kept
     assert seen[0].to_dict(serializable=True)["errors"] == kept
+    full.add_readout_error(ReadoutError([[0.9, 0.1], [0.1, 0.9]]), [0])
+    simulate(sim, compiled, shots=10, seed_simulator=1)
+    assert seen[2] is not seen[0]  # a changed model forgets its restricted ones
