@@ -595,16 +595,14 @@ class Device:
             if item.twirl is not None:
                 run_shots = split_shots(item.shots, copies_for(item.twirl, item.shots))[0]
             forced = None if gpu else sim_method_for(item.active_qubits, run_shots)
-            fused = method_options(forced, item.active_qubits).get("fusion_threshold") == 1
+            options = tuple(method_options(forced, item.active_qubits).items())
             seed = slice_seed(item.seed, item.first_shot, item.attempt)
-            key = (item.shots, seed, forced, fused, item.twirl, item.dd)
+            key = (item.shots, seed, forced, options, item.twirl, item.dd)
             groups.setdefault(key, []).append(item)
-        for (shots, seed, forced, _fused, twirl, dd), items in groups.items():
-            # the items agree on fusing (it is in the key): any one speaks for all
-            options = method_options(forced, items[0].active_qubits)
+        for (shots, seed, forced, options, twirl, dd), items in groups.items():
             runs.extend(
                 self._run_group(
-                    sim, cal, items, shots, seed, method, gpu, forced, options, twirl, dd
+                    sim, cal, items, shots, seed, method, gpu, forced, dict(options), twirl, dd
                 )
             )
         self.batches_run += 1
@@ -806,9 +804,10 @@ class Device:
 
             if twirl is None:
                 circuits = [pad(c) for c in circuits]
-        if pad is None:
-            # twirled copies touch the qubits their circuit does: read them once here
-            # (decoupling pads each copy, so those calls read their own)
+        if twirl is None or pad is None:
+            # the circuits as they run, or twirled copies, which touch the qubits their
+            # circuit does: read them once here (decoupling pads each twirled copy, so
+            # those calls read their own)
             options = {**options, "qubits": touched_qubits(circuits)}
         base_seed = seed if seed is not None else secrets.randbits(30)
         start = time.perf_counter()

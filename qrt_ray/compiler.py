@@ -218,7 +218,7 @@ def _kept_for(target_key: str | None, target: Target) -> _Kept:
 
 
 def _esp(compiled: CompiledCircuit) -> float:
-    return compiled.info.esp or 0.0 if compiled.info is not None else 0.0
+    return (compiled.info.esp or 0.0) if compiled.info is not None else 0.0
 
 
 def coupled_pairs(target: Target) -> set[tuple[int, int]]:

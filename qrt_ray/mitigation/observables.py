@@ -114,9 +114,25 @@ class ReadoutInverse:
         return float(np.prod(np.maximum(np.abs(self.zero), np.abs(self.one)) ** 2))
 
 
+@dataclass(frozen=True, slots=True)
+class ShotTable:
+    """One circuit's distinct readouts (bit k of a row = clbit k) and their frequencies,
+    built once for every term and element read from it."""
+
+    bits: np.ndarray  # N x n bool
+    frequencies: np.ndarray  # N, summing to 1
+    shots: int
+
+    @classmethod
+    def from_frequencies(cls, raw: Mapping[str, float], shots: int) -> ShotTable:
+        """The table of ``raw`` (bitstring -> frequency; spaces between registers ignored)."""
+        keys = list(raw)
+        bits = bit_matrix([k.replace(" ", "") for k in keys]).astype(bool)
+        return cls(bits, np.array([raw[k] for k in keys], dtype=float), shots)
+
+
 def group_estimate(
-    raw: Mapping[str, float],
-    shots: int,
+    table: ShotTable,
     coefficients: Mapping[str, float],
     masks: Mapping[str, int],
     inverse: ReadoutInverse | None = None,
@@ -129,12 +145,10 @@ def group_estimate(
     sample variance over the shots: terms in one basis are read from the same shots,
     so they are correlated.
     """
-    keys = list(raw)
-    if not keys:
+    bits, q = table.bits, table.frequencies
+    if not len(q):
         return 0.0, 0.0
-    q = np.array([raw[k] for k in keys], dtype=float)
-    bits = bit_matrix([k.replace(" ", "") for k in keys]).astype(bool)
-    per_string = np.zeros(len(keys))
+    per_string = np.zeros(len(q))
     for label, c in coefficients.items():
         cols = [k for k in range(bits.shape[1]) if masks[label] >> k & 1]
         if inverse is None:
@@ -144,7 +158,7 @@ def group_estimate(
                 axis=1
             )
     mean = float(q @ per_string)
-    variance = max(float(q @ per_string**2) - mean**2, 0.0) / max(shots, 1)
+    variance = max(float(q @ per_string**2) - mean**2, 0.0) / max(table.shots, 1)
     return mean, variance
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from qrt_ray.mitigation.observables import (
     MeasurementBasis,
     ReadoutInverse,
+    ShotTable,
     counts_to_distribution,
     group_estimate,
 )
@@ -122,10 +123,9 @@ def circuit_distribution(
 
 @dataclass(frozen=True, slots=True)
 class _Shots:
-    """One circuit's raw frequencies, shot count and readout inverse (when mitigated)."""
+    """One circuit's raw shots and readout inverse (when mitigated)."""
 
-    raw: dict[str, float]
-    shots: int
+    table: ShotTable
     inverse: ReadoutInverse | None
 
 
@@ -157,7 +157,7 @@ def combine_estimator(
                 *_measured_errors(m, readout, plan.symmetric_readout)
             )
             overheads.append(inverse.overhead)
-        dists[key] = _Shots(raw, shots, inverse)
+        dists[key] = _Shots(ShotTable.from_frequencies(raw, shots), inverse)
     masks = [{lab: basis.mask(lab) for lab in labels} for basis, labels in plan.bases]
     out = EstimatorData(evs=[], stds=[], mitigation_overhead=float(np.mean(overheads or [1.0])))
     if len(plan.factors) > 1:
@@ -203,7 +203,7 @@ def _element_value(
             continue
         data = dists[(p, b, f)]
         masks = {lab: basis_masks[lab] for lab in coefficients}
-        mean, var = group_estimate(data.raw, data.shots, coefficients, masks, data.inverse)
+        mean, var = group_estimate(data.table, coefficients, masks, data.inverse)
         value += mean
         variance += var
     return value, math.sqrt(variance)

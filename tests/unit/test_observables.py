@@ -10,7 +10,12 @@ from qiskit import QuantumCircuit
 from qiskit.quantum_info import SparsePauliOp, Statevector
 
 from qrt_ray.errors import MitigationError
-from qrt_ray.mitigation.observables import ReadoutInverse, group_estimate, group_paulis
+from qrt_ray.mitigation.observables import (
+    ReadoutInverse,
+    ShotTable,
+    group_estimate,
+    group_paulis,
+)
 from qrt_ray.mitigation.readout import mitigate_counts
 
 
@@ -43,7 +48,9 @@ def test_rotated_parities_give_exact_expectations(label: str) -> None:
     counts = _exact_counts(basis.rotate(bell), basis.qubits, 10**8)
     total = sum(counts.values())
     dist = {k: v / total for k, v in counts.items()}
-    mean, var = group_estimate(dist, total, {label: 1.0}, {label: basis.mask(label)})
+    mean, var = group_estimate(
+        ShotTable.from_frequencies(dist, total), {label: 1.0}, {label: basis.mask(label)}
+    )
     assert mean == pytest.approx(exact, abs=1e-6)
     assert var == pytest.approx((1 - exact**2) / total, abs=1e-12)
 
@@ -53,7 +60,7 @@ def test_terms_read_from_the_same_shots_are_correlated() -> None:
     # Z0 + Z0Z1 is 2 or 0 with equal odds, variance 1
     dist = {"00": 0.5, "11": 0.5}
     masks = {"IZ": 0b01, "ZZ": 0b11}
-    mean, var = group_estimate(dist, 100, {"IZ": 1.0, "ZZ": 1.0}, masks)
+    mean, var = group_estimate(ShotTable.from_frequencies(dist, 100), {"IZ": 1.0, "ZZ": 1.0}, masks)
     assert mean == pytest.approx(1.0)
     assert var == pytest.approx(1.0 / 100)
 
@@ -80,12 +87,12 @@ def test_tensored_inverse_undoes_asymmetric_readout_exactly() -> None:
         zip((format(i, "04b") for i in range(16)), rng.dirichlet(np.ones(16)), strict=True)
     )
     p01, p10 = np.array([0.02, 0.05, 0.01, 0.08]), np.array([0.07, 0.03, 0.12, 0.04])
-    noisy = _noisy(ideal, p01, p10)
+    table = ShotTable.from_frequencies(_noisy(ideal, p01, p10), 1000)
     inverse = ReadoutInverse.from_errors(p01, p10)
     for mask in (0b0001, 0b0110, 0b1011, 0b1111):
         exact = sum(p * (-1) ** (int(k, 2) & mask).bit_count() for k, p in ideal.items())
-        raw, _ = group_estimate(noisy, 1000, {"P": 1.0}, {"P": mask})
-        mean, _ = group_estimate(noisy, 1000, {"P": 1.0}, {"P": mask}, inverse)
+        raw, _ = group_estimate(table, {"P": 1.0}, {"P": mask})
+        mean, _ = group_estimate(table, {"P": 1.0}, {"P": mask}, inverse)
         assert mean == pytest.approx(exact, abs=1e-9)
         assert abs(raw - exact) > 1e-3  # readout really moved it
 
@@ -106,7 +113,10 @@ def test_wide_parity_with_unique_strings_is_restored() -> None:
     mask = 2**n - 1
     errors = np.full(n, p)
     mean, var = group_estimate(
-        dist, shots, {"X" * n: 1.0}, {"X" * n: mask}, ReadoutInverse.from_errors(errors, errors)
+        ShotTable.from_frequencies(dist, shots),
+        {"X" * n: 1.0},
+        {"X" * n: mask},
+        ReadoutInverse.from_errors(errors, errors),
     )
     assert abs(mean - 1.0) < 4 * math.sqrt(var)
     assert math.sqrt(var) < 0.05
@@ -120,7 +130,9 @@ def test_symmetric_inverse_scales_the_variance_by_the_gain() -> None:
     inverse = ReadoutInverse.from_errors(p01, p10)
     assert inverse.overhead == pytest.approx(gain**2)
     raw = {"00": 0.5, "01": 0.5}
-    mean, var = group_estimate(raw, 1, {"ZZ": 1.0}, {"ZZ": 0b11}, inverse)
+    mean, var = group_estimate(
+        ShotTable.from_frequencies(raw, 1), {"ZZ": 1.0}, {"ZZ": 0b11}, inverse
+    )
     assert mean == pytest.approx(0.0)
     assert var == pytest.approx(gain**2)
     with pytest.raises(MitigationError, match="p01 \\+ p10"):
