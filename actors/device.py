@@ -189,6 +189,9 @@ class _PieceResults:
 
     def __init__(self, pieces: Sequence[Any]) -> None:
         self.results = [r for piece in pieces for r in piece.results]
+        for k, r in enumerate(self.results):
+            if not r.success:  # say why, not "no counts for experiment 0"
+                raise RuntimeError(f"circuit {k} of the call did not run: {r.status}")
         self._counts = [piece.get_counts(i) for piece in pieces for i in range(len(piece.results))]
 
     def get_counts(self, index: int) -> Any:

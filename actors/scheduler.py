@@ -1177,6 +1177,7 @@ class Scheduler:
         now = self._clock()
         back: list[StateUpdate] = []
         finishing: list[str] = []
+        complete: list[str] = []
         for rec in records:
             self._track(rec)
             ledger = await asyncio.to_thread(self.store.shot_ledger, rec.job_id)
@@ -1192,6 +1193,10 @@ class Scheduler:
                 self._runs[rec.job_id] = runs
             if rec.state is S.POSTPROCESSING:
                 finishing.append(rec.job_id)
+            elif rec.state is S.RUNNING and runs and not missing_shots(rec.spec.shots, runs):
+                # every shot was counted but the move to POSTPROCESSING was not stored
+                # (a crash between the two): finish it from the ledger, run nothing
+                complete.append(rec.job_id)
             elif rec.state in (S.COMPILING, S.PLACED, S.RUNNING):
                 back.append(
                     StateUpdate(
@@ -1206,6 +1211,8 @@ class Scheduler:
             self._enqueue_pending(self._live[u.job_id])
         if finishing:
             await self._finish(finishing)
+        if complete:
+            await self._complete(complete)
         if records:
             logger.info("recovered %d unfinished jobs", len(records))
         return len(records)

@@ -330,3 +330,21 @@ def test_a_restricted_noise_model_samples_what_the_full_one_does(backend, snapsh
     full.add_readout_error(ReadoutError([[0.9, 0.1], [0.1, 0.9]]), [0])
     simulate(sim, compiled, shots=10, seed_simulator=1)
     assert seen[2] is not seen[0]  # a changed model forgets its restricted ones
+
+
+def test_a_circuit_the_simulator_could_not_run_says_why() -> None:
+    from actors.device import _PieceResults
+
+    wide = QuantumCircuit(40)
+    wide.h(0)
+    for q in range(1, 40):
+        wide.cx(0, q)
+    wide.measure_all()
+    fine = QuantumCircuit(1)
+    fine.measure_all()
+    sim = AerSimulator(method="statevector")
+    ok = sim.run([fine], shots=10).result()
+    failed = sim.run([wide], shots=10).result()
+    assert _PieceResults([ok]).get_counts(0) == {"0": 10}
+    with pytest.raises(RuntimeError, match=r"circuit 1 of the call did not run: .*memory"):
+        _PieceResults([ok, failed])

@@ -349,6 +349,44 @@ def test_recovery_finishes_postprocessing_from_the_ledger(tmp_path: Path) -> Non
     asyncio.run(main())
 
 
+def test_recovery_finishes_a_running_job_whose_shots_were_all_counted(tmp_path: Path) -> None:
+    """A crash between counting a job's last shots and storing POSTPROCESSING leaves it
+    RUNNING with a full ledger: the next life finishes it from the ledger instead of
+    asking a device for zero shots (which the simulator answers with no counts)."""
+
+    async def main() -> None:
+        store, devices, sched = make(tmp_path)
+        await sched.start()
+        ((rec, _),) = await sched.submit([spec(shots=300)])
+
+        async def crash(job_ids: list[str]) -> None:
+            raise asyncio.CancelledError
+
+        sched._complete = crash  # type: ignore[method-assign]
+        with pytest.raises(asyncio.CancelledError):
+            await drive(sched, devices, until_s=20)
+        await sched.stop()
+        assert store.get(rec.job_id).state is S.RUNNING
+        assert sum(r.shots for r in store.shot_ledger(rec.job_id)) == 300
+        store.close()
+
+        store2 = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+        devices2 = [Device(d, max_parallel_threads=1) for d in FARM.devices]
+        sched2 = Scheduler(store2, LocalPorts(devices2))
+        await sched2.start()
+        await drive(sched2, devices2, until_s=20)
+        await sched2.stop()
+        done = store2.get(rec.job_id)
+        assert done.state is S.DONE, (done.state, done.error)
+        assert devices2[0].circuits_run + devices2[1].circuits_run == 0  # nothing ran again
+        assert sum(r.shots for r in store2.shot_ledger(rec.job_id)) == 300
+        result = decode_result(store2.get_blob(done.result_sha256))
+        assert sum(result.counts().values()) == 300
+        store2.close()
+
+    asyncio.run(main())
+
+
 def test_records_are_plain_data() -> None:
     r = JobRecord("j", S.QUEUED, spec(), 1.0, 1.0)
     assert r.tenant == "default"
