@@ -332,6 +332,31 @@ def test_a_restricted_noise_model_samples_what_the_full_one_does(backend, snapsh
     assert seen[2] is not seen[0]  # a changed model forgets its restricted ones
 
 
+def test_restricted_models_serialize_each_error_once_and_as_aer_would(backend, snapshot) -> None:  # type: ignore[no-untyped-def]
+    from qrt_ray.noise import restricted_for, restricted_noise_model
+
+    model = noise_model_from_snapshot(snapshot, backend.target)
+    sets = [frozenset({0, 1, 2}), frozenset({1, 2, 3, 5}), frozenset({4, 7})]
+    for qubits in sets:
+        sub = restricted_for(model, qubits)
+        plain = restricted_noise_model(model, qubits)
+        plain._source = None  # serialized by Aer's own code, not from the kept entries
+        assert sub.to_dict(serializable=True) == NoiseModel.to_dict(plain, serializable=True)
+    # errors shared by two qubit sets are serialized once: the very same dicts
+    a = restricted_for(model, sets[0]).to_dict(serializable=True)["errors"]
+    b = restricted_for(model, sets[1]).to_dict(serializable=True)["errors"]
+    shared = [e for e in b if e.get("gate_qubits") == [(1, 2)] or e.get("gate_qubits") == [[1, 2]]]
+    assert shared and all(any(e is f for f in a) for e in shared)
+    # a changed error is serialized anew, in the full model and in what is cut from it
+    worse = ReadoutError([[0.7, 0.3], [0.2, 0.8]])
+    model.add_readout_error(worse, [1])
+    entry = {**worse.to_dict(), "gate_qubits": [[1]]}
+    for fresh in (model, restricted_for(model, sets[0])):
+        readout = [e for e in fresh.to_dict(serializable=True)["errors"] if e["type"] == "roerror"]
+        assert any(e["probabilities"] == entry["probabilities"] for e in readout)
+        assert fresh.to_dict(serializable=True) == NoiseModel.to_dict(fresh, serializable=True)
+
+
 def test_a_circuit_the_simulator_could_not_run_says_why() -> None:
     from actors.device import _PieceResults
 
