@@ -452,8 +452,9 @@ class _Problem:
         return order
 
 
-def _beam(prob: _Problem, order: list[int], width: int) -> list[list[int]]:
-    """Place logical qubits in ``order``, keeping the ``width`` cheapest partial layouts.
+def _beam(prob: _Problem, order: list[int], width: int, count: int) -> list[list[int]]:
+    """Place logical qubits in ``order``, keeping the ``width`` cheapest partial layouts;
+    returns the ``count`` cheapest complete ones, cheapest first.
 
     Greedy placement from a few seeds walks into dead ends on heavy-hex maps (a chain
     that reaches a degree-2 qubit with its neighbour taken); keeping alternatives
@@ -483,7 +484,7 @@ def _beam(prob: _Problem, order: list[int], width: int) -> list[list[int]]:
         layouts = layouts[parents].copy()
         layouts[:, lq] = places
         totals = flat[best]
-    return [[int(p) for p in row] for row in layouts]
+    return layouts[:count].tolist()  # type: ignore[no-any-return]
 
 
 def _local_at(prob: _Problem, lq: int, p: int, layout: Sequence[int]) -> float:
@@ -578,7 +579,7 @@ def estimate_fidelity(
     else:
         order = prob.order()
         best: tuple[float, list[int]] | None = None
-        for cand in _beam(prob, order, _BEAM_WIDTH)[:_POLISHED]:
+        for cand in _beam(prob, order, _BEAM_WIDTH, _POLISHED):
             cand = _improve(prob, cand)
             c = prob.cost(cand)
             if best is None or c < best[0]:
