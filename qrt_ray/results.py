@@ -7,6 +7,7 @@ only merges runs made on one calibration.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -193,9 +194,10 @@ def decode_result(data: bytes) -> JobResult:
 
 def encode_run(run: RawRun) -> bytes:
     """Canonical JSON bytes of a raw run, kept in the shot ledger's blob."""
-    from dataclasses import asdict
-
-    return json.dumps(asdict(run), sort_keys=True, separators=(",", ":")).encode()
+    # its fields are plain values, tuples and dicts of them: read them as they are
+    # (``dataclasses.asdict`` deep-copied every count of every circuit first)
+    fields = {f.name: getattr(run, f.name) for f in dataclasses.fields(run)}
+    return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
 def decode_run(data: bytes) -> RawRun:

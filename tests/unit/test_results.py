@@ -86,3 +86,9 @@ def test_trim_counts_gives_exactly_the_shots(counts: dict[str, int], shots: int)
 def test_run_encoding_round_trips() -> None:
     r = run({"01": 3, "10": 4})
     assert decode_run(encode_run(r)) == r
+    # canonical: every field once, keys sorted, no spaces (the ledger keeps its hash)
+    import dataclasses
+    import json
+
+    canonical = json.dumps(dataclasses.asdict(r), sort_keys=True, separators=(",", ":"))
+    assert encode_run(r) == canonical.encode()
