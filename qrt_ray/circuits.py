@@ -163,6 +163,14 @@ def circuit_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+class WrittenQasm(str):
+    """OpenQASM text :func:`to_qasm` wrote from a circuit it had checked: handed to
+    :func:`to_qasm` again (the primitives write texts, then submit them), it is not
+    parsed a second time on the client. The scheduler parses every text it admits."""
+
+    __slots__ = ()
+
+
 def to_qasm(circuit: QuantumCircuit | str, *, arg: str = "circuits[0]") -> str:
     """Serialize a circuit to OpenQASM text (2 where it can, else 3); validate text input.
 
@@ -174,6 +182,8 @@ def to_qasm(circuit: QuantumCircuit | str, *, arg: str = "circuits[0]") -> str:
         ValidationError: not a circuit, malformed QASM, unbound parameters, or no
             measurement.
     """
+    if isinstance(circuit, WrittenQasm):
+        return circuit
     if isinstance(circuit, str):
         text = circuit
         parse_qasm(text, arg=arg)  # fail early, on the caller's side, with the line
@@ -188,12 +198,12 @@ def to_qasm(circuit: QuantumCircuit | str, *, arg: str = "circuits[0]") -> str:
     _check_circuit(circuit, arg)
     fast = fast_qasm2(circuit)
     if fast is not None:
-        return fast
+        return WrittenQasm(fast)
     try:
-        return qasm2.dumps(circuit)
+        return WrittenQasm(qasm2.dumps(circuit))
     except Exception:
         try:
-            return qasm3.dumps(circuit)
+            return WrittenQasm(qasm3.dumps(circuit))
         except Exception as exc:
             raise ValidationError(f"{arg}: cannot be written as OpenQASM: {exc}") from exc
 

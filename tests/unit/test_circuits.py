@@ -170,3 +170,29 @@ def test_circuits_beyond_the_standard_gates_fall_back_to_the_full_writer() -> No
     assert fast_qasm2(keyword) is None
     assert parse_qasm(to_qasm(keyword)).num_qubits == 1
     assert fast_qasm2(loose) is None
+
+
+def test_text_written_here_is_not_parsed_again_but_user_text_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import qrt_ray.circuits as circuits_module
+
+    qc = QuantumCircuit(2)
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.measure_all()
+    written = circuits_module.to_qasm(qc)
+    parsed: list[str] = []
+    real = circuits_module.parse_qasm
+
+    def counting(text: str, *, arg: str = "circuit") -> QuantumCircuit:
+        parsed.append(text)
+        return real(text, arg=arg)
+
+    monkeypatch.setattr(circuits_module, "parse_qasm", counting)
+    assert circuits_module.coerce_circuits([written]) == [written]
+    assert parsed == []  # the primitives write texts, then submit them: parsed once
+    assert circuits_module.coerce_circuits([str(written)]) == [written]
+    assert parsed == [written]  # text from anywhere else is checked on the client
+    with pytest.raises(ValidationError, match=r"circuits\[0\]: malformed OpenQASM"):
+        circuits_module.coerce_circuits(["OPENQASM 2.0; qreg q[1]; zz q[0];"])
