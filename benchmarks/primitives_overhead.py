@@ -262,7 +262,7 @@ def main() -> None:
     parser.add_argument("--pubs", type=int, default=50, help="estimator PUBs")
     parser.add_argument("--shots", type=int, default=4096)
     parser.add_argument(
-        "--repeats", type=int, default=3, help="sampler rounds, each on circuits new to qrt"
+        "--repeats", type=int, default=5, help="sampler rounds, each on circuits new to qrt"
     )
     parser.add_argument(
         "--sections",
