@@ -272,6 +272,8 @@ def main() -> None:
         help="which comparisons to run (default: all)",
     )
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats={args.repeats}: give 1 or more rounds")
 
     backend = load_backend(BACKEND)
     snapshot = snapshot_from_backend("dev", backend, taken_at=time.time())

@@ -178,6 +178,11 @@ def to_qasm(circuit: QuantumCircuit | str, *, arg: str = "circuits[0]") -> str:
         circuit: a ``QuantumCircuit``, or OpenQASM 2/3 source text.
         arg: how to name this circuit in error messages.
 
+    Returns:
+        The text: a :class:`WrittenQasm` when written here from a checked circuit. One
+        handed back in is returned as it is, without parsing it again (a writer bug
+        would then surface at the scheduler, which parses every text it admits).
+
     Raises:
         ValidationError: not a circuit, malformed QASM, unbound parameters, or no
             measurement.

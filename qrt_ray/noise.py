@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from typing import Any, Literal
 
@@ -254,9 +255,10 @@ class _SerializedOnceNoiseModel(NoiseModel):
     """
 
     _serialized: dict[str, Any] | None = None
-    # the full model a restricted one was cut from: it keeps each error's serialized
-    # form (see `_entries`), so restricting to a new qubit set serializes nothing twice
-    _source: _SerializedOnceNoiseModel | None = None
+    # the full model a restricted one was cut from (weakly: the full model keeps its
+    # restricted ones, see `restricted_for`): it keeps each error's serialized form
+    # (see `_entries`), so restricting to a new qubit set serializes nothing twice
+    _source: weakref.ref[_SerializedOnceNoiseModel] | None = None
 
     @classmethod
     def adopt(cls, model: NoiseModel) -> _SerializedOnceNoiseModel:
@@ -269,8 +271,8 @@ class _SerializedOnceNoiseModel(NoiseModel):
         if not serializable:
             return super().to_dict(serializable=False)
         if self._serialized is None:
-            source = self._source if self._source is not None else self
-            self._serialized = {"errors": source._serialized_errors(self)}
+            source = self._source() if self._source is not None else None
+            self._serialized = {"errors": (source or self)._serialized_errors(self)}
         return self._serialized
 
     def _serialized_errors(self, model: NoiseModel) -> list[dict[str, Any]]:
@@ -285,7 +287,7 @@ class _SerializedOnceNoiseModel(NoiseModel):
             kept: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = self.__dict__.setdefault(
                 "_entries", {}
             )
-        out = []
+        out: list[dict[str, Any]] = []
 
         def entry(key: tuple[Any, ...], error: Any, extra: dict[str, Any]) -> None:
             found = kept.get(key)
@@ -370,7 +372,7 @@ def restricted_noise_model(model: NoiseModel, qubits: frozenset[int]) -> NoiseMo
     sub.__dict__.pop("_entries", None)
     sub._serialized = None
     if isinstance(model, _SerializedOnceNoiseModel):
-        sub._source = model._source if model._source is not None else model
+        sub._source = model._source if model._source is not None else weakref.ref(model)
     sub._local_quantum_errors = {
         name: {q: e for q, e in errors.items() if qubits.issuperset(q)}
         for name, errors in local.items()

@@ -154,8 +154,11 @@ def test_preempted_work_resumes_with_only_its_missing_shots(tmp_path: Path) -> N
             await asyncio.sleep(0.01)
         await step(sched, devices)  # the first slice runs
         ((high, _),) = await sched.submit([spec(4, shots=100, priority=9, device="manila")])
-        while store.get(high.job_id).state is not S.PLACED:
+        # PLACED is stored before the work reaches the device's queue: wait for the queue
+        # (the rest of the low job's slices and the urgent job)
+        while manila.queue_depth < 2:
             await asyncio.sleep(0.01)
+        assert store.get(high.job_id).state is S.PLACED
         await step(sched, devices)  # the batch boundary: the urgent job runs first
         assert store.get(high.job_id).state is S.DONE
         assert store.get(low.job_id).state is S.RUNNING  # preempted, not requeued
