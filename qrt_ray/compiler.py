@@ -271,8 +271,9 @@ class CompiledStats:
 def log_fidelities(target: Target) -> dict[tuple[str, tuple[int, ...]], float]:
     """``log(1 - error)`` of every calibrated (instruction, qubits) of ``target``.
 
-    Built once per compile call: asking the target per instruction cost more than
-    the rest of :func:`compiled_stats` together.
+    Built once per target (kept per ``target_key``, see :func:`compile_circuits`):
+    asking the target per instruction cost more than the rest of
+    :func:`compiled_stats` together.
     """
     table: dict[tuple[str, tuple[int, ...]], float] = {}
     for name in target.operation_names:

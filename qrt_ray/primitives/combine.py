@@ -79,15 +79,6 @@ def _readout_errors(
     return p01, p10
 
 
-@dataclass(frozen=True, slots=True)
-class CircuitData:
-    """One circuit's distribution (mitigated when asked) and its shot count."""
-
-    distribution: dict[str, float]
-    shots: int
-    overhead: float = 1.0  # (sum |quasi|)^2; 1 unmitigated
-
-
 def _measured_errors(
     measured: Sequence[int], readout: ReadoutCalibration, symmetric: bool
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -97,28 +88,6 @@ def _measured_errors(
             "the compiled circuit does not say (recompile the job)"
         )
     return _readout_errors(readout, measured, symmetric)
-
-
-def circuit_distribution(
-    counts: Mapping[str, int],
-    measured: Sequence[int],
-    readout: ReadoutCalibration | None,
-    *,
-    symmetric: bool,
-    distance: int | None,
-) -> CircuitData:
-    """One circuit's distribution, readout-mitigated when ``readout`` is given.
-
-    Raises:
-        MitigationError: mitigation was asked for but the circuit's qubits are unknown
-            or the solve failed.
-    """
-    raw, shots = counts_to_distribution(counts)
-    if readout is None:
-        return CircuitData(raw, shots)
-    p01, p10 = _measured_errors(measured, readout, symmetric)
-    quasi = mitigate_counts(counts, p01, p10, distance=distance, use_gpu=None)
-    return CircuitData(quasi.probabilities, shots, quasi.mitigation_overhead)
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +255,9 @@ def combine_sampler_quasi(
     Returns:
         Per circuit: ``quasi_dist`` (bitstring -> quasi-probability, registers joined
         without spaces), ``overhead``, and ``nearest_probability`` when ``project``.
+
+    Raises:
+        MitigationError: a circuit's measured qubits are unknown, or the solve failed.
     """
     out = []
     for c, m in zip(counts, measured, strict=True):
@@ -293,9 +265,10 @@ def combine_sampler_quasi(
         for key, n in c.items():
             k = key.replace(" ", "")
             joined[k] = joined.get(k, 0) + n
-        data = circuit_distribution(joined, m, readout, symmetric=symmetric, distance=distance)
-        dist = data.distribution
-        entry: dict[str, Any] = {"quasi_dist": dist, "overhead": data.overhead}
+        p01, p10 = _measured_errors(m, readout, symmetric)
+        quasi = mitigate_counts(joined, p01, p10, distance=distance, use_gpu=None)
+        dist = quasi.probabilities
+        entry: dict[str, Any] = {"quasi_dist": dist, "overhead": quasi.mitigation_overhead}
         if project:
             entry["nearest_probability"] = nearest_probability_distribution(dist)
         out.append(entry)
