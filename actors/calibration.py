@@ -47,7 +47,7 @@ from policies.canary import (
 )
 from qrt_ray.calibration import calibration_from_json, calibration_to_json
 from qrt_ray.config import CalibrationConfig
-from qrt_ray.errors import DeviceUnavailableError, ValidationError
+from qrt_ray.errors import DeviceUnavailableError, ValidationError, brief
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.store import CalibrationRecord, CanaryRecord, JobStore, MaintenanceWindow
 
@@ -544,7 +544,8 @@ class CalibrationManager:
         names = self._names if self._names is not None else [s.name for s in snaps]
         if device not in names:
             raise ValidationError(
-                f"device={device!r} is not a device of this farm; devices: {', '.join(names)}"
+                f"device={brief(device)!r} is not a device of this farm; devices: "
+                f"{', '.join(names)}"
             )
         return snaps
 

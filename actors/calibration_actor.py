@@ -129,8 +129,10 @@ class CalibrationActor:
 
     async def history(self, device: str, limit: int = 20) -> list[dict[str, Any]]:
         """A device's calibrations, newest first, with summary figures and the canary
-        rounds run while each was current."""
-        records = await asyncio.to_thread(self.store.calibrations, device, limit)
+        rounds run while each was current (at most ``limit``, 1 to 10,000)."""
+        from qrt_ray.client import check_limit
+
+        records = await asyncio.to_thread(self.store.calibrations, device, check_limit(limit))
         rounds = await asyncio.to_thread(self.store.canaries, device, 500)
         out = []
         until = float("inf")

@@ -25,11 +25,10 @@ from typing import Any
 from actors import collector
 from actors.device import WorkItem
 from actors.ports import SchedulerPorts
-from policies.fidelity import CircuitProfile, FidelityEstimate, profile_circuit
+from policies.fidelity import CircuitProfile, FidelityEstimate
 from policies.health import BatchWatch, CircuitBreaker
 from policies.placement import PlacementOptions, Weights, describe
 from policies.placer import DeviceLoad, JobShape, Placer
-from qrt_ray.circuits import circuit_hash, parse_qasm
 from qrt_ray.compiler import (
     DEFAULT_OPTIMIZATION_LEVEL,
     CompileCache,
@@ -39,10 +38,14 @@ from qrt_ray.compiler import (
 from qrt_ray.config import PolicyConfig, load_policy_config
 from qrt_ray.errors import (
     DeviceUnavailableError,
+    IntegrityError,
     PlacementError,
     QrtError,
     ValidationError,
+    brief,
 )
+from qrt_ray.intake import IntakeLimits, QubitLimit
+from qrt_ray.intake.admit import InlineIntake, Intake
 from qrt_ray.lifecycle import JobState, check_transition
 from qrt_ray.metrics import RuntimeMetrics
 from qrt_ray.models import DeviceSnapshot, DeviceStatus, JobSpec, Placement
@@ -132,6 +135,7 @@ class Scheduler:
         clock: Callable[[], float] = time.time,
         metrics: RuntimeMetrics | None = None,
         policy_config: PolicyConfig | None = None,
+        intake: Intake | None = None,
     ) -> None:
         self.store = store
         self.ports = ports
@@ -145,6 +149,10 @@ class Scheduler:
         self._cache = CompileCache()
         policies = policy_config or load_policy_config()
         self.placer = Placer(policies)
+        self._limits: IntakeLimits = policies.intake
+        # Circuits are parsed here, never on the event loop (the actor plugs in a pool
+        # of parser processes; the default parses in a thread).
+        self.intake: Intake = intake or InlineIntake(policies.intake)
         self._faults = policies.faults
         self._link = policies.link
         self._breakers: dict[str, CircuitBreaker] = {}
@@ -288,13 +296,17 @@ class Scheduler:
             PlacementError: no device in the farm could ever run one of the jobs.
         """
         await self._refresh_snapshots(force=not self._snapshots)
+        if len(specs) > self._limits.max_jobs_per_call:
+            raise ValidationError(
+                f"{len(specs)} jobs in one call; the limit is {self._limits.max_jobs_per_call} "
+                "(intake.max_jobs_per_call): submit them in several calls"
+            )
+        wheres = [f"jobs[{i}]" if len(specs) > 1 else "job" for i in range(len(specs))]
+        job_ids = [f"job-{uuid.uuid4().hex[:16]}" for _ in specs]
+        shapes = await self._checked_shapes(specs, wheres, job_ids)
         now = self._clock()
         records: list[JobRecord] = []
-        shapes: list[JobShape] = []
-        for i, spec in enumerate(specs):
-            where = f"jobs[{i}]" if len(specs) > 1 else "job"
-            job_id = f"job-{uuid.uuid4().hex[:16]}"
-            shape = _shape(job_id, spec, where)
+        for spec, where, job_id, shape in zip(specs, wheres, job_ids, shapes, strict=True):
             self._check_feasible(spec, shape, where)
             if spec.idempotency_key:
                 prior = await asyncio.to_thread(
@@ -302,11 +314,10 @@ class Scheduler:
                 )
                 if prior is not None and prior.spec != spec:
                     raise ValidationError(
-                        f"{where}.idempotency_key={spec.idempotency_key!r} was already used "
-                        f"for job {prior.job_id} with a different request; use a new key"
+                        f"{where}.idempotency_key={brief(spec.idempotency_key)!r} was already "
+                        f"used for job {prior.job_id} with a different request; use a new key"
                     )
             records.append(JobRecord(job_id, S.QUEUED, spec, now, now))
-            shapes.append(shape)
         admitted = await asyncio.to_thread(self.store.admit, records)
         for (rec, created), shape in zip(admitted, shapes, strict=True):
             if not created:
@@ -339,9 +350,40 @@ class Scheduler:
             raise ValidationError(f"{where}: {exc}") from None
 
     def _job_shape(self, rec: JobRecord) -> JobShape:
-        if rec.job_id not in self._shapes:
-            self._shapes[rec.job_id] = _shape(rec.job_id, rec.spec, "job")
+        # every live job got its shape at admission or recovery, through the intake
         return self._shapes[rec.job_id]
+
+    def _qubit_limit(self) -> QubitLimit:
+        """The most qubits a circuit may declare: the widest device, within the intake's
+        own limit."""
+        if not self._snapshots:
+            return QubitLimit(self._limits.max_qubits, "intake.max_qubits")
+        widest = max(self._snapshots, key=lambda s: s.num_qubits)
+        if widest.num_qubits > self._limits.max_qubits:
+            return QubitLimit(self._limits.max_qubits, "intake.max_qubits")
+        return QubitLimit(
+            widest.num_qubits,
+            f"the widest device of this farm, {widest.name!r}, has {widest.num_qubits}",
+            device_bound=True,
+        )
+
+    async def _checked_shapes(
+        self, specs: Sequence[JobSpec], wheres: Sequence[str], job_ids: Sequence[str]
+    ) -> list[JobShape]:
+        """Every job's circuits checked by the intake gate (each distinct text once),
+        profiled for placement.
+
+        Raises:
+            ValidationError: a job passes a size limit, or a circuit is refused (the
+                message names it).
+            PlacementError: a circuit is wider than every device.
+        """
+        unique, args, picks = await asyncio.to_thread(_distinct_texts, specs, wheres, self._limits)
+        described = await self.intake.describe(unique, args, self._qubit_limit())
+        return [
+            _shape(job_id, spec, where, [described[k] for k in pick])
+            for spec, where, job_id, pick in zip(specs, wheres, job_ids, picks, strict=True)
+        ]
 
     def _loads(self) -> dict[str, float]:
         """Expected seconds of work placed on each device and not yet finished."""
@@ -1173,22 +1215,32 @@ class Scheduler:
     # == recovery =====================================================================
 
     async def _recover(self) -> int:
+        """Rebuild live jobs from the store; one unreadable job fails, the rest go on.
+
+        A row that no longer decodes, a stored run that fails its checksum, or
+        circuits the intake gate now refuses fail that job with the reason instead of
+        stopping the farm from starting.
+        """
         records = await asyncio.to_thread(self.store.unfinished)
+        unreadable = await asyncio.to_thread(self.store.unreadable)
         now = self._clock()
         back: list[StateUpdate] = []
+        broken: list[StateUpdate] = [
+            _recovery_failure(job_id, state, now, why) for job_id, state, why in unreadable
+        ]
         finishing: list[str] = []
         complete: list[str] = []
         for rec in records:
-            self._track(rec)
-            ledger = await asyncio.to_thread(self.store.shot_ledger, rec.job_id)
-            note = rec.placement or {}
-            if "runs_from_attempt" in note:
-                self._runs_from[rec.job_id] = int(note["runs_from_attempt"])
-                self._discarded[rec.job_id] = int(note.get("discarded_shots", 0))
-            # runs dropped when the job was rerun whole never count again
-            first = self._runs_from.get(rec.job_id, 0)
-            kept = [r for r in ledger if r.attempt >= first and r.run_sha256]
-            runs = [decode_run(self.store.get_blob(r.run_sha256)) for r in kept]
+            if rec.job_id in self._live:
+                continue  # admitted by this scheduler already: nothing to rebuild
+            try:
+                runs = await self._recover_runs(rec)
+                shape = (await self._checked_shapes([rec.spec], ["job"], [rec.job_id]))[0]
+            except (QrtError, ValueError, KeyError, TypeError) as exc:
+                logger.error("job %s cannot be recovered: %s", rec.job_id, exc)
+                broken.append(_recovery_failure(rec.job_id, rec.state, now, str(exc)))
+                continue
+            self._track(rec, shape)
             if runs:
                 self._runs[rec.job_id] = runs
             if rec.state is S.POSTPROCESSING:
@@ -1207,15 +1259,47 @@ class Scheduler:
                         reason=f"recovered after restart (was {rec.state.value})",
                     )
                 )
+        await self._persist(broken)
         for u in await self._persist(back):
             self._enqueue_pending(self._live[u.job_id])
         if finishing:
             await self._finish(finishing)
         if complete:
             await self._complete(complete)
-        if records:
-            logger.info("recovered %d unfinished jobs", len(records))
-        return len(records)
+        if records or unreadable:
+            logger.info(
+                "recovered %d unfinished jobs (%d failed: unreadable)",
+                len(records) + len(unreadable) - len(broken),
+                len(broken),
+            )
+        return len(records) + len(unreadable)
+
+    async def _recover_runs(self, rec: JobRecord) -> list[RawRun]:
+        """The runs of a recovered job that still count, each verified and decoded.
+
+        Raises:
+            IntegrityError: a stored run is missing or fails its checksum.
+            ValueError: a stored run does not decode.
+        """
+        ledger = await asyncio.to_thread(self.store.shot_ledger, rec.job_id)
+        note = rec.placement or {}
+        if "runs_from_attempt" in note:
+            self._runs_from[rec.job_id] = int(note["runs_from_attempt"])
+            self._discarded[rec.job_id] = int(note.get("discarded_shots", 0))
+        # runs dropped when the job was rerun whole never count again
+        first = self._runs_from.get(rec.job_id, 0)
+        kept = [r for r in ledger if r.attempt >= first and r.run_sha256]
+
+        def read() -> list[RawRun]:
+            runs = []
+            for r in kept:
+                try:
+                    runs.append(decode_run(self.store.get_blob(r.run_sha256)))
+                except IntegrityError as exc:
+                    raise IntegrityError(f"a stored run of this job is unreadable: {exc}") from None
+            return runs
+
+        return await asyncio.to_thread(read)
 
     # == queries and control ==========================================================
 
@@ -1299,7 +1383,7 @@ class Scheduler:
             PlacementError: no device could ever run the job.
         """
         await self._refresh_snapshots(force=True)
-        shape = _shape("estimate", spec, "job")
+        shape = (await self._checked_shapes([spec], ["job"], ["estimate"]))[0]
         backlog = self._loads()
         loads = [DeviceLoad(s, backlog.get(s.name, 0.0)) for s in self._snapshots]
         try:
@@ -1316,6 +1400,21 @@ class Scheduler:
     def live_count(self) -> int:
         """Jobs not yet final."""
         return len(self._live)
+
+
+def _recovery_failure(job_id: str, state: JobState, now: float, why: str) -> StateUpdate:
+    """The update that fails a job a restarted scheduler cannot rebuild."""
+    return StateUpdate(
+        job_id,
+        state,
+        S.FAILED,
+        now,
+        reason="unrecoverable",
+        fields={
+            "error": f"the farm restarted and could not recover this job: {brief(why, 300)}; "
+            "submit it again"
+        },
+    )
 
 
 def job_deadline(rec: JobRecord) -> float:
@@ -1371,17 +1470,51 @@ def _group_layouts(
     return out
 
 
-def _shape(job_id: str, spec: JobSpec, where: str) -> JobShape:
-    """Parse and profile a job's circuits once (errors name ``where``.circuits[k])."""
-    hashes: list[str] = []
-    profiles: list[CircuitProfile] = []
-    seen: dict[str, CircuitProfile] = {}
-    for k, text in enumerate(spec.circuits):
-        h = circuit_hash(text)
-        if h not in seen:
-            seen[h] = profile_circuit(parse_qasm(text, arg=f"{where}.circuits[{k}]"))
-        hashes.append(h)
-        profiles.append(seen[h])
+def _distinct_texts(
+    specs: Sequence[JobSpec], wheres: Sequence[str], limits: IntakeLimits
+) -> tuple[list[str], list[str], list[list[int]]]:
+    """Each distinct circuit text once (with the name of its first use), and per job
+    the index of each of its circuits among them; job sizes checked on the way.
+
+    Raises:
+        ValidationError: a job has too many circuits or too many bytes of them.
+    """
+    index: dict[str, int] = {}
+    unique: list[str] = []
+    args: list[str] = []
+    picks: list[list[int]] = []
+    for spec, where in zip(specs, wheres, strict=True):
+        if len(spec.circuits) > limits.max_circuits:
+            raise ValidationError(
+                f"{where}.circuits: {len(spec.circuits)} circuits; the limit is "
+                f"{limits.max_circuits} (intake.max_circuits): split them over several jobs"
+            )
+        size = sum(len(t.encode("utf-8", "surrogatepass")) for t in spec.circuits)
+        if size > limits.max_job_bytes:
+            raise ValidationError(
+                f"{where}.circuits: {size} bytes of OpenQASM in one job; the limit is "
+                f"{limits.max_job_bytes} (intake.max_job_bytes): split them over several jobs"
+            )
+        pick = []
+        for k, text in enumerate(spec.circuits):
+            if text not in index:
+                index[text] = len(unique)
+                unique.append(text)
+                args.append(f"{where}.circuits[{k}]")
+            pick.append(index[text])
+        picks.append(pick)
+    return unique, args, picks
+
+
+def _shape(
+    job_id: str,
+    spec: JobSpec,
+    where: str,
+    described: Sequence[tuple[str, CircuitProfile]],
+) -> JobShape:
+    """A job's shape from its circuits' (hash, profile), checking its layout groups."""
+    hashes = tuple(h for h, _ in described)
+    profiles = tuple(p for _, p in described)
     if spec.layout_groups is not None:
         width: dict[int, int] = {}
         for k, (group, profile) in enumerate(zip(spec.layout_groups, profiles, strict=True)):
@@ -1391,4 +1524,4 @@ def _shape(job_id: str, spec: JobSpec, where: str) -> JobShape:
                     f"{group}, whose first circuit has {width[group]}; circuits that share "
                     "a layout need the same number of qubits"
                 )
-    return JobShape(job_id, tuple(hashes), tuple(profiles), spec.shots)
+    return JobShape(job_id, hashes, profiles, spec.shots)

@@ -8,14 +8,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ray
+from pydantic import ValidationError as PydanticValidationError
 
 from actors.device import WorkItem
 from actors.scheduler import Scheduler
+from qrt_ray.client import check_limit
 from qrt_ray.compiler import CompiledCircuit, compile_circuits
 from qrt_ray.config import PolicyConfig, load_policy_config
+from qrt_ray.errors import ValidationError, brief
 from qrt_ray.farm import CALIBRATION_NAME
+from qrt_ray.intake import IntakeLimits
+from qrt_ray.intake.pool import IntakePool
+from qrt_ray.lifecycle import JobState
 from qrt_ray.metrics import RuntimeMetrics
-from qrt_ray.models import DeviceSnapshot, JobSpec
+from qrt_ray.models import DeviceSnapshot, JobSpec, describe_errors
 from qrt_ray.results import RawRun
 from qrt_ray.store import JobRecord, open_store
 
@@ -190,12 +196,17 @@ class SchedulerActor:
         )
         self._first_device = device_names[0]
         self._warming: asyncio.Task[None] | None = None
+        self.limits = policies.intake
+        # users' circuits are parsed in these processes, never on this actor's loop
+        self.intake = IntakePool(policies.intake)
+        self.intake.start()
         self.scheduler = Scheduler(
             self.store,
             self.ports,
             optimization_level=optimization_level,
             metrics=self.metrics,
             policy_config=policies,
+            intake=self.intake,
         )
 
     async def start(self) -> int:
@@ -209,33 +220,46 @@ class SchedulerActor:
         return recovered
 
     async def submit(self, spec_jsons: list[str]) -> list[dict[str, Any]]:
-        """Admit jobs given as JobSpec JSON (data only; never pickled circuits)."""
-        specs = [JobSpec.model_validate_json(s) for s in spec_jsons]
+        """Admit jobs given as JobSpec JSON (data only; never pickled circuits).
+
+        Everything is checked here again, whoever calls: the types and sizes of the
+        request, each spec (strict JSON), and every circuit (the intake gate).
+        """
+        specs = await asyncio.to_thread(decode_specs, spec_jsons, self.limits)
         admitted = await self.scheduler.submit(specs)
         return [{**record_view(rec), "created": created} for rec, created in admitted]
 
     async def estimate(self, spec_json: str) -> list[dict[str, Any]]:
         """Per-device estimates for a JobSpec given as JSON; runs nothing."""
-        return await self.scheduler.estimate(JobSpec.model_validate_json(spec_json))
+        specs = await asyncio.to_thread(decode_specs, [spec_json], self.limits)
+        return await self.scheduler.estimate(specs[0])
 
     async def job(self, job_id: str) -> dict[str, Any]:
         """One job's record."""
-        return record_view(await self.scheduler.get(job_id))
+        return record_view(await self.scheduler.get(_job_id(job_id)))
 
     async def jobs(
         self, states: list[str] | None = None, tenant: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        """Jobs, newest first."""
-        from qrt_ray.lifecycle import JobState
-
-        recs = await self.scheduler.list_jobs(
-            [JobState(s) for s in states or []], tenant=tenant, limit=limit
-        )
+        """Jobs, newest first (at most ``limit``, 1 to 10,000)."""
+        limit = check_limit(limit)
+        if states is not None and (
+            not isinstance(states, list) or not all(isinstance(s, str) for s in states)
+        ):
+            raise ValidationError(f"states={brief(states)}: expected a list of state names")
+        if tenant is not None and not isinstance(tenant, str):
+            raise ValidationError(f"tenant={brief(tenant)}: expected text (str)")
+        try:
+            wanted = [JobState(s) for s in states or []]
+        except ValueError:
+            names = ", ".join(s.value for s in JobState)
+            raise ValidationError(f"states={brief(states)}: use some of {names}") from None
+        recs = await self.scheduler.list_jobs(wanted, tenant=tenant, limit=limit)
         return [record_view(r) for r in recs]
 
     async def events(self, job_id: str) -> list[dict[str, Any]]:
         """The job's lifecycle transitions."""
-        await self.scheduler.get(job_id)  # raises JobNotFoundError for unknown ids
+        await self.scheduler.get(_job_id(job_id))  # raises JobNotFoundError for unknown ids
         evs = await asyncio.to_thread(self.store.events, job_id)
         return [
             {
@@ -250,16 +274,22 @@ class SchedulerActor:
 
     async def wait(self, job_ids: list[str], timeout_s: float | None) -> dict[str, str]:
         """Block until the jobs are final or the timeout passes; returns their states."""
-        got = await self.scheduler.wait(job_ids, timeout_s)
+        if timeout_s is not None and (
+            isinstance(timeout_s, bool)
+            or not isinstance(timeout_s, (int, float))
+            or not timeout_s >= 0
+        ):
+            raise ValidationError(f"timeout_s={brief(timeout_s)}: expected seconds >= 0 or None")
+        got = await self.scheduler.wait(_job_ids(job_ids), timeout_s)
         return {k: v.value for k, v in got.items()}
 
     async def results(self, job_ids: list[str]) -> list[tuple[str, bytes]]:
         """(sha256, JSON bytes) of DONE jobs' results, in order."""
-        return await self.scheduler.result_blobs(job_ids)
+        return await self.scheduler.result_blobs(_job_ids(job_ids))
 
     async def cancel(self, job_id: str) -> tuple[str, bool]:
         """Cancel a job; returns (state, changed)."""
-        state, changed = await self.scheduler.cancel(job_id)
+        state, changed = await self.scheduler.cancel(_job_id(job_id))
         return state.value, changed
 
     async def devices(self) -> list[DeviceSnapshot]:
@@ -283,8 +313,60 @@ class SchedulerActor:
         return self.metrics.exposition()
 
     async def shutdown(self) -> None:
-        """Stop the loop and close the store."""
+        """Stop the loop, the parser processes and the store."""
         if self._warming is not None:
             self._warming.cancel()
         await self.scheduler.stop()
+        await asyncio.to_thread(self.intake.close)
         await asyncio.to_thread(self.store.close)
+
+
+def decode_specs(spec_jsons: Any, limits: IntakeLimits) -> list[JobSpec]:
+    """JobSpecs from the JSON a client sent, checked before anything is decoded.
+
+    Raises:
+        ValidationError: not a list of JSON texts, too many or too large, or a spec
+            that does not validate (strictly: nothing is coerced).
+    """
+    if not isinstance(spec_jsons, list) or not all(isinstance(s, str) for s in spec_jsons):
+        raise ValidationError(
+            f"jobs: expected a list of JobSpec JSON texts, got {type(spec_jsons).__name__}"
+        )
+    if len(spec_jsons) > limits.max_jobs_per_call:
+        raise ValidationError(
+            f"{len(spec_jsons)} jobs in one call; the limit is {limits.max_jobs_per_call} "
+            "(intake.max_jobs_per_call)"
+        )
+    size = sum(len(s) for s in spec_jsons)
+    if size > limits.max_request_bytes:
+        raise ValidationError(
+            f"{size} bytes of job specs in one call; the limit is {limits.max_request_bytes} "
+            "(intake.max_request_bytes): submit them in several calls"
+        )
+    specs = []
+    for i, text in enumerate(spec_jsons):
+        where = f"jobs[{i}]" if len(spec_jsons) > 1 else "job"
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValidationError(
+                f"{where}: not valid UTF-8 text (a lone surrogate at character {exc.start}); "
+                "send circuits as they were read, decoded as UTF-8"
+            ) from None
+        try:
+            specs.append(JobSpec.model_validate_json(text))
+        except PydanticValidationError as exc:
+            raise ValidationError(f"{where}: {describe_errors(exc)}") from None
+    return specs
+
+
+def _job_ids(job_ids: Any) -> list[str]:
+    if not isinstance(job_ids, list) or not all(isinstance(j, str) for j in job_ids):
+        raise ValidationError(f"job_ids={brief(job_ids)}: expected a list of job ids")
+    return job_ids
+
+
+def _job_id(job_id: Any) -> str:
+    if not isinstance(job_id, str):
+        raise ValidationError(f"job_id={brief(job_id)}: expected text (str)")
+    return job_id

@@ -45,13 +45,42 @@ def _print(args: argparse.Namespace, data: Any, text: str) -> None:
 
 
 def _read_circuits(paths: list[str]) -> list[str]:
+    """The OpenQASM files named on the command line, as text.
+
+    Raises:
+        ValidationError: a file is missing, larger than a circuit may be, or not UTF-8
+            text (the message names the file and the byte, never its content).
+    """
+    from qrt_ray.circuits import WrittenQasm, coerce_circuits
+    from qrt_ray.intake.admit import DEFAULT_LIMITS
+
+    limit = DEFAULT_LIMITS.max_qasm_bytes
     texts = []
     for p in paths:
         path = Path(p)
         if not path.is_file():
             raise ValidationError(f"FILE={p!r}: no such file; pass an OpenQASM 2/3 file")
-        texts.append(path.read_text())
-    return texts
+        size = path.stat().st_size
+        if size > limit:
+            raise ValidationError(
+                f"FILE={p!r}: {size} bytes; a circuit may have at most {limit} "
+                "(intake.max_qasm_bytes)"
+            )
+        data = path.read_bytes()[: limit + 1]
+        try:
+            texts.append(data.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ValidationError(
+                f"FILE={p!r}: not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x}); "
+                "save the circuit as UTF-8 OpenQASM"
+            ) from None
+    # checked here, before any farm is reached: a bad file fails fast, farm or not
+    for p, text in zip(paths, texts, strict=True):
+        try:
+            coerce_circuits(text)
+        except ValidationError as exc:
+            raise ValidationError(f"FILE={p!r}: {exc}") from None
+    return [WrittenQasm(t) for t in texts]  # checked once here; the scheduler checks again
 
 
 # -- farm lifecycle -------------------------------------------------------------------

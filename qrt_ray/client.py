@@ -6,6 +6,9 @@ Errors raised inside the farm reach the caller as the same ``QrtError`` subclass
 
 from __future__ import annotations
 
+import itertools
+import math
+import numbers
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -26,9 +29,17 @@ from qrt_ray.errors import (
     QrtError,
     StaleCalibrationWarning,
     ValidationError,
+    brief,
 )
 from qrt_ray.lifecycle import JobState
-from qrt_ray.models import DeviceSnapshot, JobResult, JobSpec
+from qrt_ray.models import (
+    MAX_PRIORITY,
+    MAX_SHOTS,
+    DeviceSnapshot,
+    JobResult,
+    JobSpec,
+    describe_errors,
+)
 from qrt_ray.results import decode_result
 from qrt_ray.store.base import sha256_hex
 
@@ -37,6 +48,7 @@ if TYPE_CHECKING:
 
 # Results fetched per scheduler call: few calls, yet each message stays a few MB.
 _RESULTS_PER_CALL = 256
+_MAX_TAGS = 32
 
 
 def _unwrap(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -50,24 +62,105 @@ def _unwrap(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise
 
 
+# Most jobs one listing returns.
+MAX_LIST = 10_000
+_INTEGERS = {"shots": (1, MAX_SHOTS), "priority": (0, MAX_PRIORITY), "seed": (0, 2**31 - 1)}
+_NUMBERS = ("max_execution_time_s", "min_fidelity", "max_cost_usd", "max_calibration_age_s")
+_NAMES = ("tenant", "device", "idempotency_key", "policy", "optimize")
+
+
 def make_spec(circuits: Any, *, shots: int, **fields: Any) -> JobSpec:
     """Build and validate a JobSpec, with errors that name the argument.
 
+    Nothing is coerced: ``shots=True`` or ``"100"`` is refused, not read as a number.
+
     Raises:
-        ValidationError: a field is out of range; the message names it and the range.
+        ValidationError: an argument has the wrong type or is out of range; the message
+            names it, shows (a cut-short copy of) the value and says what is expected.
     """
-    texts = coerce_circuits(circuits)
     clean = {k: v for k, v in fields.items() if v is not None}
+    clean["shots"] = shots
+    for name, (lo, hi) in _INTEGERS.items():
+        if name in clean:
+            clean[name] = _integer(name, clean[name], lo, hi)
+    for name in _NUMBERS:
+        if name in clean:
+            clean[name] = _number(name, clean[name])
+    for name in _NAMES:
+        value = clean.get(name)
+        if value is not None and not isinstance(value, str):
+            raise ValidationError(
+                f"{name}={brief(value)}: expected text (str), got {type(value).__name__}"
+            )
     if "tags" in clean:
-        clean["tags"] = tuple(clean["tags"])
+        clean["tags"] = _tags(clean["tags"])
+    if "weights" in clean:
+        clean["weights"] = _weights(clean["weights"])
+    if "layout_groups" in clean:
+        clean["layout_groups"] = tuple(clean["layout_groups"])
+    texts = coerce_circuits(circuits)
     try:
-        return JobSpec(circuits=tuple(texts), shots=shots, **clean)
+        return JobSpec(circuits=tuple(texts), **clean)
     except PydanticValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}={e.get('input')!r}: {e['msg']}"
-            for e in exc.errors()
+        raise ValidationError(f"invalid job: {describe_errors(exc)}") from None
+
+
+def _integer(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValidationError(
+            f"{name}={brief(value)}: expected a whole number from {lo:,} to {hi:,}, got "
+            f"{type(value).__name__}"
         )
-        raise ValidationError(f"invalid job: {problems}") from None
+    number = int(value)
+    if not lo <= number <= hi:
+        raise ValidationError(f"{name}={brief(number)}: out of range; use {lo:,} to {hi:,}")
+    return number
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValidationError(
+            f"{name}={brief(value)}: expected a number, got {type(value).__name__}"
+        )
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValidationError(f"{name}={number}: expected a finite number")
+    return number
+
+
+def _tags(tags: Any) -> tuple[str, ...]:
+    if isinstance(tags, (str, bytes)) or not isinstance(tags, Iterable):
+        hint = f"; wrap it: tags=[{brief(tags)!r}]" if isinstance(tags, str) else ""
+        raise ValidationError(
+            f"tags={brief(tags)}: expected a list of strings, got {type(tags).__name__}{hint}"
+        )
+    out = tuple(itertools.islice(tags, _MAX_TAGS + 1))
+    if len(out) > _MAX_TAGS:
+        raise ValidationError(f"tags: more than {_MAX_TAGS} tags; keep at most {_MAX_TAGS}")
+    for tag in out:
+        if not isinstance(tag, str):
+            raise ValidationError(
+                f"tags: each tag must be a string, got {type(tag).__name__} ({brief(tag)})"
+            )
+    return out
+
+
+def _weights(weights: Any) -> dict[str, float]:
+    if not isinstance(weights, Mapping):
+        raise ValidationError(
+            f"weights={brief(weights)}: expected a mapping such as "
+            f'{{"fidelity": 1, "time": 0.05}}, got {type(weights).__name__}'
+        )
+    return {str(k)[:40]: _number(f"weights[{brief(k, 20)!r}]", v) for k, v in weights.items()}
+
+
+def check_limit(limit: Any) -> int:
+    """A listing's ``limit`` argument, checked: a whole number from 1 to ``MAX_LIST``.
+
+    Raises:
+        ValidationError: anything else.
+    """
+    return _integer("limit", limit, 1, MAX_LIST)
 
 
 class JobHandle:
@@ -239,7 +332,7 @@ class QuantumRuntime:
             seed=seed,
             policy=policy,
             optimize=optimize,
-            weights=dict(weights) if weights is not None else None,
+            weights=weights,
             min_fidelity=min_fidelity,
             max_cost_usd=max_cost_usd,
             max_calibration_age_s=max_calibration_age_s,
@@ -278,7 +371,7 @@ class QuantumRuntime:
             shots=shots,
             device=device,
             optimize=optimize,
-            weights=dict(weights) if weights is not None else None,
+            weights=weights,
         )
         return _unwrap(self._scheduler.estimate, spec.model_dump_json())
 
@@ -363,20 +456,34 @@ class QuantumRuntime:
 
     def job(self, job_id: str) -> JobHandle:
         """A handle to an existing job. Raises JobNotFoundError for unknown ids."""
+        if not isinstance(job_id, str):
+            raise ValidationError(f"job_id={brief(job_id)}: expected text (str)")
         _unwrap(self._scheduler.job, job_id)
         return JobHandle(self, job_id)
 
     def jobs(
         self, *, state: str | JobState | None = None, tenant: str | None = None, limit: int = 50
     ) -> list[dict[str, Any]]:
-        """Jobs, newest first, optionally filtered by state and tenant."""
+        """Jobs, newest first, optionally filtered by state and tenant.
+
+        Args:
+            state: only jobs in this state.
+            tenant: only this tenant's jobs.
+            limit: at most this many (1 to 10,000).
+
+        Raises:
+            ValidationError: an unknown state, or ``limit`` out of range.
+        """
+        limit = check_limit(limit)
         states = None
         if state is not None:
             try:
                 states = [JobState(str(getattr(state, "value", state)).upper()).value]
             except ValueError:
                 names = ", ".join(s.value for s in JobState)
-                raise ValidationError(f"state={state!r}: use one of {names}") from None
+                raise ValidationError(f"state={brief(state)!r}: use one of {names}") from None
+        if tenant is not None and not isinstance(tenant, str):
+            raise ValidationError(f"tenant={brief(tenant)}: expected text (str)")
         return _unwrap(self._scheduler.jobs, states, tenant, limit)
 
     def devices(self) -> list[DeviceSnapshot]:
@@ -387,7 +494,7 @@ class QuantumRuntime:
         known = [d.name for d in self.devices()]
         if name not in known:
             raise ValidationError(
-                f"device={name!r} is not a device of this farm; devices: {', '.join(known)}"
+                f"device={brief(name)!r} is not a device of this farm; devices: {', '.join(known)}"
             )
         return farm_mod.device_handle(name, self.namespace)
 
@@ -426,7 +533,8 @@ class QuantumRuntime:
 
     def calibrations(self, device: str, limit: int = 20) -> list[dict[str, Any]]:
         """A device's calibration history, newest first: id, time, reason, summary
-        figures and how its canaries went."""
+        figures and how its canaries went (at most ``limit``, 1 to 10,000)."""
+        limit = check_limit(limit)
         self._device(device)
         return ray.get(farm_mod.calibration_handle(self.namespace).history.remote(device, limit))
 

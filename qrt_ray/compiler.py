@@ -27,7 +27,8 @@ from qiskit.transpiler import Target
 from qiskit.transpiler.passes import SetLayout
 from qiskit.transpiler.preset_passmanagers import generate_preset_pass_manager
 
-from qrt_ray.circuits import circuit_hash, parse_qasm
+from qrt_ray.circuits import circuit_hash
+from qrt_ray.intake.admit import parse_admitted
 from qrt_ray.models import CompileInfo
 
 DEFAULT_OPTIMIZATION_LEVEL = 1
@@ -161,7 +162,7 @@ def compile_circuits(
     for text, layout, esp in zip(qasm_texts, layouts, expected, strict=True):
         try:
             started = time.perf_counter()  # compile_s counts the parse, as it always has
-            logical = parse_qasm(text)
+            logical = parse_admitted(text)
             args = (text, device, calibration_id, optimization_level, seed_transpiler, fidelities)
             given = tuple(layout) if layout is not None else None
             relaid = False

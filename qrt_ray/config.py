@@ -21,6 +21,7 @@ from pydantic_core import PydanticCustomError
 
 from qrt_ray.calibration import fake_backend_names
 from qrt_ray.errors import ConfigError, ValidationError
+from qrt_ray.intake.limits import IntakeLimits
 from qrt_ray.models import PlacementWeights, PolicyName
 
 DEVICE_NAME_PATTERN = r"^[a-z0-9_-]{1,32}$"
@@ -297,7 +298,8 @@ class CalibrationConfig(BaseModel):
 
 
 class PolicyConfig(BaseModel):
-    """``configs/policies.yaml``: default policy, weights, scheduling and time priors."""
+    """``configs/policies.yaml``: default policy, weights, scheduling, time priors, faults,
+    calibration, and the intake gate's limits."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -308,6 +310,7 @@ class PolicyConfig(BaseModel):
     faults: FaultConfig = FaultConfig()
     link: LinkConfig = LinkConfig()
     calibration: CalibrationConfig = CalibrationConfig()
+    intake: IntakeLimits = IntakeLimits()
 
 
 def load_policy_config(path: str | Path | None = None) -> PolicyConfig:

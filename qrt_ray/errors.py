@@ -6,6 +6,39 @@ what to do about it. Callers catch ``QrtError`` to handle any of them.
 
 from __future__ import annotations
 
+from typing import Any
+
+# The most characters of a user's value an error message repeats.
+BRIEF_CHARS = 60
+
+
+def brief(value: Any, limit: int = BRIEF_CHARS) -> str:
+    """A user's value as an error message may show it: at most ``limit`` characters.
+
+    Strings are shown as they are (control characters escaped), anything else by its
+    ``repr``; a longer value is cut and says how long it was, so a 1 MB argument
+    never comes back in full.
+    """
+    text = value if isinstance(value, str) else _short_repr(value, limit)
+    shown = "".join(c if c.isprintable() else _escape(c) for c in text[: limit + 1])
+    if len(text) <= limit and len(shown) <= limit:
+        return shown
+    return f"{shown[: max(1, limit - 20)]}... ({len(text)} characters)"
+
+
+def _escape(char: str) -> str:
+    return char.encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
+def _short_repr(value: Any, limit: int) -> str:
+    """``repr`` of a value, without building it in full for long strings and bytes."""
+    if isinstance(value, (bytes, bytearray)) and len(value) > limit:
+        return repr(bytes(value[:limit])) + "..."
+    try:
+        return repr(value)
+    except Exception:  # a hostile __repr__
+        return f"<{type(value).__name__}>"
+
 
 class QrtError(Exception):
     """Base class of every error raised by qrt-ray."""

@@ -7,9 +7,12 @@ name; the embedded runtime creates them in a private namespace tied to its drive
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
+import stat
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +22,7 @@ import ray
 
 from qrt_ray.config import FarmConfig, PolicyConfig
 from qrt_ray.errors import RuntimeNotRunningError
+from qrt_ray.private import DIR_MODE, private_dir, private_file, write_private
 
 logger = logging.getLogger("qrt.farm")
 
@@ -72,11 +76,10 @@ def ensure_auth_token() -> Path | None:
     custom = os.environ.get("RAY_AUTH_TOKEN_PATH")
     path = Path(custom).expanduser() if custom else Path.home() / ".ray" / "auth_token"
     if path.is_file() and path.read_text().strip():
+        private_file(path)  # one written by another tool may be readable by all
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_hex(32))
+    private_dir(path.parent, tighten=not custom)
+    write_private(path, secrets.token_hex(32))
     logger.info("generated a Ray auth token in %s", path)
     return path
 
@@ -93,16 +96,41 @@ def init_ray_loopback(address: str | None = None, num_cpus: int | None = None) -
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         return False
+    # a local Ray in token mode makes a token if there is none, readable by everyone
+    # on the machine: make it here, owner-only
+    ensure_auth_token()
     ray.init(
         address="local",
         num_cpus=num_cpus,
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
+        _temp_dir=str(private_ray_root()),
         logging_level=logging.WARNING,
         log_to_driver=False,
         configure_logging=False,
     )
     return True
+
+
+def private_ray_root() -> Path:
+    """The folder an embedded Ray keeps its sessions in: owner-only.
+
+    A session holds the logs (job ids, tenants, error messages with users' data) and
+    the object store's and raylet's sockets. Ray makes its folders readable and
+    writable by every user (and makes them so again as it goes), so the root above
+    them is ``/tmp/qrt-ray-<uid>``, mode 0700, and Ray's own temp folder is ``ray``
+    inside it: nobody else can enter. If another user made that path first, a fresh
+    private folder is used instead.
+    """
+    root = Path(tempfile.gettempdir()) / f"qrt-ray-{os.geteuid()}"
+    with contextlib.suppress(FileExistsError):
+        root.mkdir(mode=DIR_MODE)
+    info = root.lstat()
+    if root.is_symlink() or info.st_uid != os.geteuid():
+        root = Path(tempfile.mkdtemp(prefix="qrt-ray-"))
+    elif stat.S_IMODE(info.st_mode) != DIR_MODE:
+        os.chmod(root, DIR_MODE)
+    return root / "ray"  # Ray makes this one, and every folder below it, world-writable
 
 
 def start_farm(

@@ -8,15 +8,33 @@ the store.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic import ValidationError as PydanticValidationError
+
+from qrt_ray.errors import brief
 
 MAX_SHOTS = 1_000_000
 MAX_CIRCUITS_PER_JOB = 10_000
 MAX_PRIORITY = 10
+
+# Validation context of a spec read back from the job store: it passed the checks of
+# the version that admitted it, and is not judged again by newer edge rules.
+STORED: dict[str, bool] = {"stored": True}
+# tenant names end up in metric labels, logs and file names: a plain alphabet
+TENANT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:+-]{0,63}")
+_DEVICE_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 PolicyName = Literal["random", "round_robin", "least_busy", "best_fidelity", "composite"]
 POLICY_NAMES: tuple[str, ...] = get_args(PolicyName)
@@ -49,7 +67,7 @@ class PlacementWeights(BaseModel):
     Weights not given are 0: ``{"time": 1}`` optimizes for time alone.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     fidelity: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     time: float = Field(default=0.0, ge=0, allow_inf_nan=False)
@@ -72,7 +90,7 @@ class TwirlSpec(BaseModel):
     counts returned are the copies' sum, in the circuit's own frame.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     gates: bool = False
     measure: bool = False
@@ -82,22 +100,27 @@ class TwirlSpec(BaseModel):
 class DecouplingSpec(BaseModel):
     """Dynamical decoupling the device adds to a job's compiled circuits."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     sequence: Literal["XX"] = "XX"
     scheduling: Literal["alap", "asap"] = "alap"
 
 
 class JobSpec(BaseModel):
-    """What a user asked for. Circuits are OpenQASM text: data, never pickled objects."""
+    """What a user asked for. Circuits are OpenQASM text: data, never pickled objects.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Strict: nothing is coerced (``True`` is not 1 shot, ``"100"`` is not 100). Names
+    that reach logs and metric labels (tenant, device, tags, idempotency key) are short
+    and printable.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     circuits: tuple[str, ...] = Field(min_length=1, max_length=MAX_CIRCUITS_PER_JOB)
     shots: int = Field(ge=1, le=MAX_SHOTS)
     priority: int = Field(default=5, ge=0, le=MAX_PRIORITY)
     tenant: str = Field(default="default", min_length=1, max_length=64)
-    device: str | None = None
+    device: str | None = Field(default=None, min_length=1, max_length=64)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=128)
     max_execution_time_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     tags: tuple[str, ...] = Field(default=(), max_length=32)
@@ -134,11 +157,60 @@ class JobSpec(BaseModel):
 
     @field_validator("tags")
     @classmethod
-    def _short_tags(cls, tags: tuple[str, ...]) -> tuple[str, ...]:
+    def _short_tags(cls, tags: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if _stored(info):
+            return tags
         for tag in tags:
             if not tag or len(tag) > 64:
-                raise ValueError(f"each tag must be 1-64 characters, got {tag!r}")
+                raise ValueError(f"each tag must be 1-64 characters, got {brief(tag)!r}")
+            if not tag.isprintable():
+                raise ValueError(f"tag {brief(tag)!r} has control characters; use printable text")
         return tags
+
+    @field_validator("tenant")
+    @classmethod
+    def _plain_tenant(cls, tenant: str, info: ValidationInfo) -> str:
+        if not _stored(info) and not TENANT_PATTERN.fullmatch(tenant):
+            raise ValueError(
+                f"tenant {brief(tenant)!r}: use 1-64 letters, digits and _ . @ : + -, "
+                "starting with a letter or digit"
+            )
+        return tenant
+
+    @field_validator("device")
+    @classmethod
+    def _plain_device(cls, device: str | None, info: ValidationInfo) -> str | None:
+        if device is not None and not _stored(info) and not _DEVICE_PATTERN.fullmatch(device):
+            raise ValueError(f"device {brief(device)!r} is not a device name")
+        return device
+
+    @field_validator("idempotency_key")
+    @classmethod
+    def _printable_key(cls, key: str | None, info: ValidationInfo) -> str | None:
+        if key is not None and not _stored(info) and not key.isprintable():
+            raise ValueError("idempotency_key has control characters; use printable text")
+        return key
+
+
+def _stored(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("stored"))
+
+
+def describe_errors(exc: PydanticValidationError, prefix: str = "") -> str:
+    """A pydantic error as one line per problem: ``field=value: what is wrong``, with
+    every value cut short (a rejected 1 MB value is never repeated in full)."""
+    problems = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        where = f"{prefix}.{loc}" if prefix and loc else prefix or loc or "(spec)"
+        message = e["msg"].removeprefix("Value error, ")
+        if e["type"] in ("missing", "extra_forbidden") or "input" not in e:
+            problems.append(f"{where}: {message}")
+        else:
+            problems.append(f"{where}={brief(e['input'])}: {message}")
+    return "; ".join(problems[:10]) + (
+        f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
+    )
 
 
 @dataclass(frozen=True, slots=True)

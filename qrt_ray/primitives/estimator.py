@@ -24,7 +24,7 @@ import numpy as np
 from qiskit.primitives import BaseEstimatorV2, DataBin, PrimitiveResult, PubResult
 from qiskit.primitives.containers.estimator_pub import EstimatorPub, EstimatorPubLike
 
-from qrt_ray.errors import MitigationWarning, ValidationError
+from qrt_ray.errors import MitigationWarning, ValidationError, brief
 from qrt_ray.mitigation.observables import group_paulis
 from qrt_ray.mitigation.twirling import copies_for
 from qrt_ray.models import MAX_CIRCUITS_PER_JOB
@@ -79,7 +79,7 @@ class Estimator(PrimitiveBase[EstimatorOptions], BaseEstimatorV2):
             ValidationError: a PUB or an option is invalid; the message names it.
         """
         if precision is not None and not 0 < precision <= 1:
-            raise ValidationError(f"precision={precision!r}: use a value in (0, 1]")
+            raise ValidationError(f"precision={brief(precision)}: use a value in (0, 1]")
         default = precision if precision is not None else self._options.default_precision
         coerced = []
         for i, pub in enumerate(pubs):
@@ -117,12 +117,12 @@ class Estimator(PrimitiveBase[EstimatorOptions], BaseEstimatorV2):
             for label in o:
                 if set(label) - _PAULI:
                     raise ValidationError(
-                        f"{arg}: observable term {label!r} is not a Pauli string; "
+                        f"{arg}: observable term {brief(label)!r} is not a Pauli string; "
                         "use I, X, Y and Z only (SparsePauliOp)"
                     )
                 if len(label) != circuit.num_qubits:
                     raise ValidationError(
-                        f"{arg}: observable {label!r} acts on {len(label)} qubits, the "
+                        f"{arg}: observable {brief(label)!r} acts on {len(label)} qubits, the "
                         f"circuit has {circuit.num_qubits}"
                     )
                 labels.add(label)

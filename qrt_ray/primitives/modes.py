@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from qrt_ray.errors import ValidationError
+from qrt_ray.errors import ValidationError, brief
 
 if TYPE_CHECKING:
     from qrt_ray.client import QuantumRuntime
@@ -97,7 +97,7 @@ class _Window(_Mode):
         self.runtime, self._device = _runtime_and_device(backend)
         for name, value in (("max_time", max_time), ("idle_timeout", idle_timeout)):
             if value is not None and not value > 0:
-                raise ValidationError(f"{name}={value!r}: give seconds > 0 (or None)")
+                raise ValidationError(f"{name}={brief(value)}: give seconds > 0 (or None)")
         self.max_time_s = float(max_time) if max_time is not None else DEFAULT_MAX_TIME_S
         self.idle_timeout_s = (
             float(idle_timeout) if idle_timeout is not None else DEFAULT_IDLE_TIMEOUT_S

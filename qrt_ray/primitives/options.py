@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from qrt_ray.errors import ValidationError
+from qrt_ray.errors import ValidationError, brief
 from qrt_ray.mitigation.zne import EXTRAPOLATORS, MIN_POINTS
 
 
@@ -41,7 +41,9 @@ class _Options(BaseModel):
     def __setattr__(self, name: str, value: Any) -> None:
         if name not in type(self).model_fields:
             known = ", ".join(type(self).model_fields)
-            raise ValidationError(f"{type(self).__name__} has no option {name!r}; options: {known}")
+            raise ValidationError(
+                f"{type(self).__name__} has no option {brief(name)!r}; options: {known}"
+            )
         old = self.__dict__[name]
         try:
             super().__setattr__(name, value)

@@ -19,7 +19,7 @@ from qiskit.primitives import BaseSamplerV2, BitArray, DataBin, PrimitiveResult,
 from qiskit.primitives.containers.sampler_pub import SamplerPub, SamplerPubLike
 
 from qrt_ray.circuits import to_qasm
-from qrt_ray.errors import ValidationError
+from qrt_ray.errors import ValidationError, brief
 from qrt_ray.mitigation.twirling import copies_for
 from qrt_ray.primitives.combine import combine_sampler_quasi
 from qrt_ray.primitives.construct import SWEEP_CHUNK, bind, make_template, sampler_circuits
@@ -57,7 +57,7 @@ class Sampler(PrimitiveBase[SamplerOptions], BaseSamplerV2):
             ValidationError: a PUB or an option is invalid; the message names it.
         """
         if shots is not None and not 1 <= shots <= 1_000_000:
-            raise ValidationError(f"shots={shots!r}: use 1 to 1,000,000")
+            raise ValidationError(f"shots={brief(shots)}: use 1 to 1,000,000")
         default = shots if shots is not None else self._options.default_shots
         coerced = []
         for i, pub in enumerate(pubs):

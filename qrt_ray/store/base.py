@@ -177,7 +177,14 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     def unfinished(self) -> list[JobRecord]:
-        """Every job not yet DONE, FAILED or CANCELLED, oldest first (for recovery)."""
+        """Every job not yet DONE, FAILED or CANCELLED, oldest first (for recovery).
+
+        Rows that no longer decode are left out: see :meth:`unreadable`.
+        """
+
+    @abc.abstractmethod
+    def unreadable(self) -> list[tuple[str, JobState, str]]:
+        """Unfinished jobs whose stored row does not decode: (job id, state, why)."""
 
     @abc.abstractmethod
     def events(self, job_id: str) -> list[TransitionEvent]:

@@ -11,6 +11,7 @@ connection per thread; WAL lets them run beside the writer.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import sqlite3
@@ -23,9 +24,10 @@ from typing import Any, TypeVar
 
 import platformdirs
 
-from qrt_ray.errors import IntegrityError, JobNotFoundError
+from qrt_ray.errors import IntegrityError, JobNotFoundError, brief
 from qrt_ray.lifecycle import JobState
-from qrt_ray.models import JobSpec
+from qrt_ray.models import STORED, JobSpec
+from qrt_ray.private import private_dir, private_file
 from qrt_ray.store.base import (
     CalibrationRecord,
     CanaryRecord,
@@ -39,6 +41,7 @@ from qrt_ray.store.base import (
 )
 from qrt_ray.store.migrations import migrate
 
+logger = logging.getLogger("qrt.store")
 T = TypeVar("T")
 _MAX_GROUP = 512
 _SETTABLE = ("device", "calibration_id", "error", "result_sha256", "placement", "attempts")
@@ -48,12 +51,17 @@ _COLUMNS = (
 )
 
 
+def _data_dir() -> Path:
+    """qrt-ray's own data folder (the default store's home)."""
+    return Path(platformdirs.user_data_dir("qrt-ray"))
+
+
 def default_store_path() -> Path:
     """Where the job store lives unless told otherwise: ``$QRT_STORE`` or the data dir."""
     env = os.environ.get("QRT_STORE")
     if env:
         return Path(env)
-    return Path(platformdirs.user_data_dir("qrt-ray")) / "jobs.sqlite3"
+    return _data_dir() / "jobs.sqlite3"
 
 
 def open_store(url: str | Path | None = None) -> JobStore:
@@ -189,7 +197,14 @@ class SQLiteJobStore(JobStore):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # jobs, circuits and results are the tenants' data: owner-only, and the WAL
+        # and shared-memory files SQLite makes beside it copy the database's mode
+        private_dir(self.path.parent, tighten=self.path.parent == _data_dir())
+        private_file(self.path)
+        for suffix in ("-wal", "-shm", "-journal"):
+            extra = self.path.with_name(self.path.name + suffix)
+            if extra.exists():
+                private_file(extra)
         write_conn = _connect(self.path)
         migrate(write_conn)
         self._writer = _GroupCommitWriter(write_conn)
@@ -269,8 +284,13 @@ class SQLiteJobStore(JobStore):
         row = self._read().execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id=?", (job_id,))
         found = row.fetchone()
         if found is None:
-            raise JobNotFoundError(f"job_id={job_id!r}: no such job in {self.path}")
-        return _record(found)
+            raise JobNotFoundError(f"job_id={brief(job_id)!r}: no such job")
+        try:
+            return _record(found)
+        except (ValueError, TypeError, KeyError):
+            raise IntegrityError(
+                f"job {brief(job_id)}: its stored record does not decode; it cannot be shown"
+            ) from None
 
     def find_by_key(self, tenant: str, idempotency_key: str) -> JobRecord | None:
         row = (
@@ -303,15 +323,40 @@ class SQLiteJobStore(JobStore):
             f"SELECT {_COLUMNS} FROM jobs {clause} ORDER BY created_at DESC, job_id LIMIT ?",
             (*args, int(limit)),
         )
-        return [_record(r) for r in rows.fetchall()]
+        out = []
+        for row in rows.fetchall():
+            try:
+                out.append(_record(row))
+            except (ValueError, TypeError, KeyError):
+                logger.error("job %s: its stored record does not decode; not listed", row[0])
+        return out
 
     def unfinished(self) -> list[JobRecord]:
+        return [r for r in self._unfinished_rows() if isinstance(r, JobRecord)]
+
+    def unreadable(self) -> list[tuple[str, JobState, str]]:
+        return [r for r in self._unfinished_rows() if not isinstance(r, JobRecord)]
+
+    def _unfinished_rows(self) -> list[JobRecord | tuple[str, JobState, str]]:
         finals = ("DONE", "FAILED", "CANCELLED")
         rows = self._read().execute(
             f"SELECT {_COLUMNS} FROM jobs WHERE state NOT IN (?,?,?) ORDER BY created_at, job_id",
             finals,
         )
-        return [_record(r) for r in rows.fetchall()]
+        out: list[JobRecord | tuple[str, JobState, str]] = []
+        for row in rows.fetchall():
+            try:
+                out.append(_record(row))
+            except (ValueError, TypeError, KeyError) as exc:  # pydantic's error is a ValueError
+                try:
+                    state = JobState(row[1])
+                except ValueError:
+                    logger.error("job %s has an unknown state %r; left as it is", row[0], row[1])
+                    continue
+                why = f"its stored record does not decode ({type(exc).__name__})"
+                logger.error("job %s: %s", row[0], why)
+                out.append((row[0], state, why))
+        return out
 
     def events(self, job_id: str) -> list[TransitionEvent]:
         rows = self._read().execute(
@@ -365,7 +410,7 @@ class SQLiteJobStore(JobStore):
     def get_blob(self, sha256: str) -> bytes:
         row = self._read().execute("SELECT data FROM blobs WHERE sha256=?", (sha256,)).fetchone()
         if row is None:
-            raise IntegrityError(f"result blob {sha256} is missing from {self.path}")
+            raise IntegrityError(f"result blob {sha256} is missing from the job store")
         data = bytes(row[0])
         actual = sha256_hex(data)
         if actual != sha256:
@@ -542,7 +587,7 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
     return JobRecord(
         job_id=row[0],
         state=JobState(row[1]),
-        spec=JobSpec.model_validate_json(row[2]),
+        spec=JobSpec.model_validate_json(row[2], context=STORED),
         created_at=row[3],
         updated_at=row[4],
         device=row[5],

@@ -121,7 +121,7 @@ def test_idempotency_key_returns_same_job(rt: QuantumRuntime) -> None:
     ("kwargs", "error", "match"),
     [
         ({"circuits": "OPENQASM 2.0;\nqreg q[1];\nbogus q[0];\n"}, ValidationError, "malformed"),
-        ({"circuits": ghz(9)}, PlacementError, "widest device, 'nairobi', has 7"),
+        ({"circuits": ghz(9)}, PlacementError, "widest device of this farm, 'nairobi', has 7"),
         ({"shots": 0}, ValidationError, "shots"),
         ({"shots": 10**9}, ValidationError, "shots"),
         ({"device": "nowhere"}, PlacementError, "no such device"),

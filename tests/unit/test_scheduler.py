@@ -213,7 +213,9 @@ def test_bad_jobs_are_refused_before_anything_is_stored(tmp_path: Path) -> None:
     async def main() -> None:
         store, _, sched = make(tmp_path)
         await sched.start()
-        with pytest.raises(PlacementError, match=r"widest device, 'nairobi', has 7"):
+        with pytest.raises(
+            PlacementError, match=r"jobs\[1\].*9 qubits.*widest device of this farm, 'nairobi'"
+        ):
             await sched.submit([spec(3), spec(9)])
         with pytest.raises(PlacementError, match=r"device='lagos': no such device.*manila"):
             await sched.submit([spec(3, device="lagos")])

@@ -1,0 +1,308 @@
+"""Which gates are Qiskit's standard ones, and keeping a user's own gates their own.
+
+A gate is standard when its *class* is the standard class, never because of its name:
+a user may define a gate called ``h`` that is really an X. Such a gate keeps its own
+definition under a name no standard gate, device or transpiler rule answers to
+(``h`` becomes ``h_1``), on the way out (the OpenQASM writer) and on the way in (the
+parser), so it is decomposed from what the user wrote and never run as the gate it is
+named after.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+from qiskit import QuantumCircuit, qasm2
+from qiskit.circuit import (
+    CONTROL_FLOW_OP_NAMES,
+    ControlFlowOp,
+    Gate,
+    Instruction,
+    ParameterExpression,
+)
+from qiskit.circuit.library import get_standard_gate_name_mapping
+
+from qrt_ray.errors import ValidationError, brief
+
+STANDARD: dict[str, Any] = get_standard_gate_name_mapping()
+_LEGACY = {ci.name: ci.constructor for ci in qasm2.LEGACY_CUSTOM_INSTRUCTIONS}
+# names a user's gate may not keep: what devices, the transpiler's translation rules or
+# the QASM 2 writer take for a standard operation
+RESERVED = (
+    frozenset(STANDARD)
+    | frozenset(_LEGACY)
+    | CONTROL_FLOW_OP_NAMES
+    | {
+        "barrier",
+        "measure",
+        "reset",
+        "delay",
+        "unitary",
+        "mcx",
+        "U",
+        "CX",
+    }
+)
+_PLAIN = frozenset({"barrier", "measure", "reset", "delay", "global_phase"})
+
+
+def _standard_instructions() -> tuple[qasm2.CustomInstruction, ...]:
+    """qelib1's gates plus every other Qiskit standard gate, as their real classes.
+
+    QASM 2 writes gates outside qelib1 (ecr, rzx, ...) as ``gate`` definitions. Parsed
+    back naively they become look-alike custom gates that the transpiler cannot flip
+    or match to the device's native gate, so a circuit that round-trips would fail to
+    compile. Mapping the names back to the standard classes keeps them standard; the
+    parser does so only for a definition that is exactly the one the writer wrote
+    (:func:`instructions_for`).
+    """
+    legacy = list(qasm2.LEGACY_CUSTOM_INSTRUCTIONS)
+    known = {ci.name for ci in legacy}
+    extra = []
+    for name, gate in STANDARD.items():
+        if name in known or not isinstance(gate, Gate) or gate.num_qubits == 0:
+            continue
+        extra.append(qasm2.CustomInstruction(name, len(gate.params), gate.num_qubits, type(gate)))
+    return (*legacy, *extra)
+
+
+QASM2_INSTRUCTIONS = _standard_instructions()
+
+
+def _qelib1_gates() -> frozenset[str]:
+    """Names that mean the same gate in qelib1.inc and in Qiskit's standard library."""
+    return frozenset(
+        ci.name
+        for ci in qasm2.LEGACY_CUSTOM_INSTRUCTIONS
+        if ci.name != "delay"
+        and ci.name in STANDARD
+        and STANDARD[ci.name].base_class is ci.constructor
+    )
+
+
+QELIB1 = _qelib1_gates()
+# per standard gate outside qelib1: (its name in a QASM 2 call, the gate definitions
+# it needs as (name, line)), or None where QASM 2 cannot carry it this way
+_DEFINITIONS: dict[str, tuple[str, tuple[tuple[str, str], ...]] | None] = {}
+
+
+def is_standard(op: Any) -> bool:
+    """Whether ``op`` is the standard operation its name says (compared by class)."""
+    name = op.name
+    found = STANDARD.get(name)
+    if found is not None:
+        return op.base_class is found.base_class
+    legacy = _LEGACY.get(name)
+    return legacy is not None and op.base_class is getattr(legacy, "base_class", legacy)
+
+
+def trusted(op: Any) -> bool:
+    """Whether ``op`` is what its name says: a standard gate, or a gate of Qiskit's
+    library (``UnitaryGate``, ``MCXGate``, ...), whose names the library itself sets.
+
+    Plain ``Gate``/``Instruction`` objects, controlled or parsed user gates and user
+    subclasses are not: their names are whatever the user chose.
+    """
+    if op.name in _PLAIN or is_standard(op):
+        return True
+    return type(op).__module__.startswith("qiskit.circuit.library")
+
+
+def standard_definition(op: Any) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+    """How QASM 2 carries a standard gate outside qelib1 (ecr, rzx, iswap, ...).
+
+    Qiskit's exporter writes these gates' definitions with generic parameters
+    (``gate rzx(param0) q0,q1 { ... }``), so each is exported once, from a sample
+    instance, and reused; the parser maps exactly these definitions back to the
+    standard classes. None for a gate that is not the standard one of its name.
+    """
+    name = op.name
+    if name not in STANDARD or op.base_class is not STANDARD[name].base_class:
+        return None  # a user's own gate that merely shares a standard name
+    return _definition_of(name)
+
+
+def _definition_of(name: str) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+    if name not in _DEFINITIONS:
+        _DEFINITIONS[name] = None
+        gate = STANDARD.get(name)
+        if isinstance(gate, Gate) and gate.num_qubits > 0:
+            sample = QuantumCircuit(gate.num_qubits)
+            sample.append(type(gate)(*([0.5] * len(gate.params))), range(gate.num_qubits))
+            try:
+                lines = qasm2.dumps(sample).splitlines()
+            except Exception:
+                lines = []
+            gates = [ln for ln in lines if ln.startswith("gate ")]
+            defs = tuple((ln.split()[1].split("(")[0], ln) for ln in gates)
+            if lines and all(ln.endswith("}") for _, ln in defs):
+                _DEFINITIONS[name] = (lines[-1].split()[0].split("(")[0], defs)
+    return _DEFINITIONS[name]
+
+
+@functools.cache
+def canonical_definitions() -> dict[str, str]:
+    """Every definition line the writer emits for standard gates, keyed by gate name,
+    as the pre-scan normalizes definitions (tokens joined by single spaces)."""
+    from qrt_ray.intake.scan import tokens
+
+    out: dict[str, str] = {}
+    for name in STANDARD:
+        if name in QELIB1:
+            continue
+        found = _definition_of(name)
+        for gate_name, line in found[1] if found else ():
+            out[gate_name] = " ".join(t.text for t in tokens(line))
+    return out
+
+
+def instructions_for(defined: set[str], definitions: dict[str, str]) -> list[Any]:
+    """The standard gates a QASM 2 parse may map names to, given the text's own gates.
+
+    A name the text defines itself maps to the standard class only if its definition
+    is exactly the one the writer emits for that standard gate; any other definition
+    stays the user's gate (the parser would otherwise swap in the standard class).
+    """
+    if not defined:
+        return list(QASM2_INSTRUCTIONS)
+    canon = canonical_definitions()
+    return [
+        ci
+        for ci in QASM2_INSTRUCTIONS
+        if ci.name not in defined or canon.get(ci.name) == definitions.get(ci.name)
+    ]
+
+
+# -- a user's own gates keep their own definitions ------------------------------------
+
+
+def rename_impostors(circuit: QuantumCircuit) -> QuantumCircuit:
+    """``circuit`` with every non-standard gate that has a reserved name renamed.
+
+    Definitions are searched too. Returns ``circuit`` itself when nothing needs a new
+    name, else a copy.
+    """
+    renamer = _Renamer(circuit)
+    data = [renamer.operation(inst.operation) for inst in circuit.data]
+    if not renamer.changed:
+        return circuit
+    out = circuit.copy_empty_like()
+    for inst, op in zip(circuit.data, data, strict=True):
+        out._append(inst.replace(operation=op))
+    return out
+
+
+class _Renamer:
+    def __init__(self, circuit: QuantumCircuit) -> None:
+        self.taken = set(RESERVED) | {inst.operation.name for inst in circuit.data}
+        self.names: dict[str, str] = {}
+        self.circuits: dict[int, tuple[QuantumCircuit, QuantumCircuit]] = {}
+        self.changed = False
+
+    def operation(self, op: Any) -> Any:
+        if trusted(op) or isinstance(op, ControlFlowOp) or not isinstance(op, Instruction):
+            return op
+        definition = op.definition
+        clean = definition if definition is None else self.circuit(definition)
+        name = self.new_name(op.name) if op.name in RESERVED else op.name
+        if clean is definition and name == op.name:
+            return op
+        self.changed = True
+        if isinstance(op, Gate):
+            new: Instruction = Gate(name, op.num_qubits, list(op.params), label=op.label)
+        else:
+            new = Instruction(name, op.num_qubits, op.num_clbits, list(op.params))
+        new.definition = clean
+        return new
+
+    def circuit(self, definition: QuantumCircuit) -> QuantumCircuit:
+        key = id(definition)
+        if key not in self.circuits:  # keeps the original alive, so ids stay unique
+            data = [self.operation(inst.operation) for inst in definition.data]
+            if all(a is b.operation for a, b in zip(data, definition.data, strict=True)):
+                clean = definition
+            else:
+                clean = definition.copy_empty_like()
+                for inst, op in zip(definition.data, data, strict=True):
+                    clean._append(inst.replace(operation=op))
+            self.circuits[key] = (definition, clean)
+        return self.circuits[key][1]
+
+    def new_name(self, name: str) -> str:
+        if name not in self.names:
+            k = 1
+            while f"{name}_{k}" in self.taken:
+                k += 1
+            self.names[name] = f"{name}_{k}"
+            self.taken.add(self.names[name])
+        return self.names[name]
+
+
+# -- what a device can run ------------------------------------------------------------
+
+
+def check_runnable(circuit: QuantumCircuit, arg: str) -> None:
+    """Refuse what no device of the farm can run, with the reason.
+
+    Control flow (no device runs it yet), opaque gates (no definition to decompose),
+    and angles that are not finite numbers.
+
+    Raises:
+        ValidationError: naming ``arg``, the operation and what to do.
+    """
+    _Checker(arg).circuit(circuit)
+
+
+class _Checker:
+    def __init__(self, arg: str) -> None:
+        self.arg = arg
+        self.seen: dict[int, QuantumCircuit] = {}
+
+    def circuit(self, circuit: QuantumCircuit, inside: str = "") -> None:
+        if id(circuit) in self.seen:
+            return
+        self.seen[id(circuit)] = circuit
+        for inst in circuit.data:
+            self.operation(inst.operation, inside)
+
+    def operation(self, op: Any, inside: str) -> None:
+        where = f" (inside gate {brief(inside, 40)!r})" if inside else ""
+        if isinstance(op, ControlFlowOp):
+            raise ValidationError(
+                f"{self.arg}: control flow ({op.name}){where} is not supported by this farm's "
+                "devices; unroll loops and replace conditions with separate circuits"
+            )
+        for p in op.params:
+            if not _finite(p):
+                raise ValidationError(
+                    f"{self.arg}: {brief(op.name, 40)}{where} has a parameter that is not a "
+                    f"finite number ({brief(p, 30)}); angles must be finite"
+                )
+        if trusted(op):
+            return
+        definition = getattr(op, "definition", None)
+        if definition is None:
+            raise ValidationError(
+                f"{self.arg}: gate {brief(op.name, 40)!r}{where} is opaque (declared without a "
+                "definition), so no device can run it; define it from standard gates"
+            )
+        self.circuit(definition, op.name)
+
+
+def _finite(p: Any) -> bool:
+    if isinstance(p, ParameterExpression):
+        if p.parameters:
+            return True  # unbound: refused elsewhere with the parameter's name
+        try:
+            return math.isfinite(abs(complex(p)))
+        except (TypeError, ValueError):
+            return False
+    if isinstance(p, numbers.Number):
+        return math.isfinite(abs(complex(p)))  # type: ignore[arg-type]
+    if isinstance(p, np.ndarray):
+        return bool(np.isfinite(p).all()) if p.dtype.kind in "fciu" else True
+    return True

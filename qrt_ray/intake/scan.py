@@ -1,0 +1,580 @@
+"""The pre-scan: what an OpenQASM text asks for, read from its tokens before any parser.
+
+Parsers allocate what a text declares and expand what it defines, so a few bytes can
+ask for gigabytes (``qreg q[10000000];``), recurse without bound (50,000 nested
+parentheses), multiply (a gate defined as two calls of the previous one, 19 times
+over) or name a file on the server (``include "/etc/passwd";``). This module reads
+the text as tokens only, in time linear in its length and memory bounded by it, and
+refuses any of that with a :class:`~qrt_ray.errors.ValidationError` that names the
+line, what was asked, the limit and its ``intake.*`` setting. What passes is then
+safe to hand to a parser (see :mod:`qrt_ray.intake.gate`).
+
+The scan is deliberately an *upper bound* reader, not a parser: it does not judge
+whether the text is valid OpenQASM (the parser does that next), only whether parsing
+it could cost more than the limits allow.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from qrt_ray.errors import PlacementError, QrtError, ValidationError, brief
+from qrt_ray.intake.limits import IntakeLimits
+
+# The only files an include may name: the standard libraries, which the parsers carry
+# built in. Nothing else is ever looked up, on any path.
+STANDARD_INCLUDES = {2: "qelib1.inc", 3: "stdgates.inc"}
+
+_TOKEN = re.compile(
+    r"""
+    (?P<space>\s+)
+  | (?P<comment>//[^\n]*|/\*.*?\*/)
+  | (?P<open_comment>/\*)
+  | (?P<string>"[^"\n]*"|'[^'\n]*')
+  | (?P<number>0[xXbBoO][0-9a-fA-F_]*
+      |(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?(?:dt|ns|us|µs|ms|s|im)?)
+  | (?P<name>\$\d+|[^\W\d]\w*)
+  | (?P<op>->|==|!=|<=|>=|&&|\|\||\*\*|<<|>>|[-+*/%^&|!~<>=])
+  | (?P<punct>[()\[\]{};:,.@])
+  | (?P<other>.)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+_UNARY = frozenset("-+~!")
+_MODIFIERS = frozenset({"ctrl", "negctrl", "inv", "pow"})
+# statements that open a block without calling a gate (QASM 3 control flow, scopes)
+_HEADERS = frozenset({"if", "else", "for", "while", "switch", "case", "default", "box", "def"})
+# declarations and other statements that run nothing
+_QUIET = frozenset(
+    {"input", "output", "const", "let", "extern", "return", "break", "continue", "end"}
+    | {"int", "uint", "float", "angle", "bool", "duration", "stretch", "complex", "array"}
+    | {"defcalgrammar", "cal", "defcal", "pragma"}
+)
+_MAX_LITERAL_DIGITS = 18  # below 2**63: a larger integer is never a size or an index
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    kind: str
+    text: str
+    pos: int
+
+
+@dataclass(frozen=True, slots=True)
+class QubitLimit:
+    """The most qubits a circuit may declare, and why (for the error message).
+
+    ``device_bound``: the limit is the farm's widest device, so a wider circuit is a
+    :class:`~qrt_ray.errors.PlacementError` (no device could ever run it), not a
+    malformed input.
+    """
+
+    count: int
+    why: str
+    device_bound: bool = False
+
+    def error(self, message: str) -> QrtError:
+        """The error for a circuit that passes this limit."""
+        return PlacementError(message) if self.device_bound else ValidationError(message)
+
+
+@dataclass(slots=True)
+class ScanReport:
+    """What a text asks for, as far as the scan can tell.
+
+    Attributes:
+        version: 2 or 3 (from the ``OPENQASM`` header; 2 without one).
+        qubits: qubits declared (registers, and the highest physical qubit used).
+        clbits: classical bits declared.
+        gates: an upper bound of the operations once definitions and broadcasts expand.
+        includes: standard library files included.
+        defined: names of gates the text itself defines (``gate`` or ``opaque``).
+        definitions: each ``gate`` definition's tokens, joined by single spaces.
+    """
+
+    version: int = 2
+    qubits: int = 0
+    clbits: int = 0
+    gates: int = 0
+    includes: set[str] = field(default_factory=set)
+    defined: set[str] = field(default_factory=set)
+    definitions: dict[str, str] = field(default_factory=dict)
+
+
+def tokens(text: str) -> Iterator[Token]:
+    """The significant tokens of an OpenQASM text (no spaces, no comments).
+
+    Raises:
+        ValidationError: a block comment never ends (the message gives its line).
+    """
+    for m in _TOKEN.finditer(text):
+        kind = m.lastgroup or "other"
+        if kind in ("space", "comment"):
+            continue
+        if kind == "open_comment":
+            raise ValidationError(
+                f"line {line_of(text, m.start())}: this /* comment is never closed; end it with */"
+            )
+        yield Token(kind, m.group(), m.start())
+
+
+def line_of(text: str, pos: int) -> int:
+    """1-based line of a character offset."""
+    return text.count("\n", 0, pos) + 1
+
+
+def scan(text: str, limits: IntakeLimits, qubit_limit: QubitLimit | None = None) -> ScanReport:
+    """Read what ``text`` asks for and refuse it if that passes a limit.
+
+    Args:
+        text: OpenQASM 2 or 3 source.
+        limits: the intake limits.
+        qubit_limit: the most qubits allowed and why (default: ``intake.max_qubits``).
+
+    Returns:
+        What the text declares and defines.
+
+    Raises:
+        ValidationError: a limit is passed, or an include names anything but the
+            standard library; the message names the line (without the argument name:
+            callers prefix it).
+    """
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > limits.max_qasm_bytes:
+        raise ValidationError(
+            f"{size} bytes of OpenQASM; the limit is {limits.max_qasm_bytes} "
+            "(intake.max_qasm_bytes): split the circuit into several jobs or remove comments"
+        )
+    limit = qubit_limit or QubitLimit(limits.max_qubits, "intake.max_qubits")
+    return _Scanner(text, limits, limit).run()
+
+
+class _Scanner:
+    """One pass over the tokens, statement by statement."""
+
+    def __init__(self, text: str, limits: IntakeLimits, qubit_limit: QubitLimit) -> None:
+        self.text = text
+        self.limits = limits
+        self.qubit_limit = qubit_limit
+        self.report = ScanReport()
+        self.registers: dict[str, int] = {}
+        self.cost: dict[str, int] = {}  # one call of a user gate, expanded
+        self.depth: dict[str, int] = {}  # definitions below it, itself included
+        # open blocks: the gate a body defines, or None for any other block
+        self.blocks: list[str | None] = []
+        self.body_cost = 0
+        self.body_depth = 0
+        self.body_tokens: list[str] = []
+        self.first = True
+
+    def fail(self, pos: int, message: str) -> ValidationError:
+        return ValidationError(f"line {line_of(self.text, pos)}: {message}")
+
+    def fail_qubits(self, pos: int, message: str) -> QrtError:
+        return self.qubit_limit.error(f"line {line_of(self.text, pos)}: {message}")
+
+    # -- the token loop: nesting, operators, literals ---------------------------------
+
+    def run(self) -> ScanReport:
+        nest = self.limits.max_nesting
+        statement: list[Token] = []
+        depth = unary = operators = 0
+        skip_to = -1
+        for tok in tokens(self.text):
+            kind, text = tok.kind, tok.text
+            if tok.pos < skip_to:
+                continue
+            if not statement and text in ("#", "@"):
+                # a pragma or an annotation: the rest of its line is its text, read by
+                # nothing that allocates
+                newline = self.text.find("\n", tok.pos)
+                skip_to = newline if newline >= 0 else len(self.text)
+                continue
+            if kind == "op":
+                operators += 1
+                unary = unary + 1 if text in _UNARY else 0
+                if unary > nest:
+                    raise self.fail(
+                        tok.pos,
+                        f"more than {nest} signs in a row (an expression nested too deep; "
+                        "intake.max_nesting)",
+                    )
+                if operators > self.limits.max_operators:
+                    raise self.fail(
+                        tok.pos,
+                        f"a statement with more than {self.limits.max_operators} operators; "
+                        "the limit is intake.max_operators: simplify the expression",
+                    )
+            else:
+                unary = 0
+            if kind == "number" and _too_long(text):
+                raise self.fail(
+                    tok.pos,
+                    f"the integer {brief(text, 30)} is too large: no size, index or count "
+                    f"reaches {_MAX_LITERAL_DIGITS} digits (the qubit limit is "
+                    f"{self.qubit_limit.count})",
+                )
+            if text in ("(", "["):
+                depth += 1
+                if depth > nest:
+                    raise self.fail(
+                        tok.pos,
+                        f"parentheses or brackets nested more than {nest} deep; the limit is "
+                        "intake.max_nesting",
+                    )
+            elif text in (")", "]"):
+                depth = max(0, depth - 1)
+            if self.blocks and self.blocks[-1] is not None:
+                self.body_tokens.append(text)
+            if text in (";", "{", "}"):
+                self.statement(statement, text)
+                statement = []
+                depth = operators = 0
+                continue
+            statement.append(tok)
+        if statement:
+            self.statement(statement, ";")
+        while self.blocks:
+            self.close_block()
+        return self.report
+
+    # -- statements -------------------------------------------------------------------
+
+    def statement(self, toks: list[Token], end: str) -> None:
+        if end == "}":
+            if toks:
+                self.simple(toks)
+            if self.blocks:
+                self.close_block()
+            return
+        first = toks[0].text if toks else ""
+        if end == "{":
+            self.open_block(toks, first)
+            return
+        if not toks:
+            return
+        self.simple(toks)
+
+    def simple(self, toks: list[Token]) -> None:
+        first = toks[0].text
+        if self.first:
+            self.first = False
+            if first == "OPENQASM":
+                version = toks[1].text if len(toks) > 1 else ""
+                self.report.version = 3 if version.startswith("3") else 2
+                return
+        if first == "include":
+            self.include(toks)
+        elif first in ("qreg", "creg"):
+            self.old_register(toks)
+        elif first in ("qubit", "bit") and len(toks) > 1:
+            self.new_register(toks)
+        elif first == "opaque" and len(toks) > 1:
+            self.report.defined.add(toks[1].text)
+        elif first in _QUIET:
+            return
+        else:
+            self.call(toks)
+
+    def open_block(self, toks: list[Token], first: str) -> None:
+        if len(self.blocks) >= self.limits.max_nesting:
+            pos = toks[0].pos if toks else 0
+            raise self.fail(
+                pos,
+                f"blocks nested more than {self.limits.max_nesting} deep; the limit is "
+                "intake.max_nesting",
+            )
+        if first == "gate" and len(toks) > 1 and not any(b is not None for b in self.blocks):
+            name = toks[1].text
+            self.check_parameters(toks)
+            self.blocks.append(name)
+            self.body_cost = 0
+            self.body_depth = 0
+            self.body_tokens = [t.text for t in toks] + ["{"]
+            return
+        if first == "if" and toks:
+            self.check_brackets(toks)
+        self.blocks.append(None)
+
+    def close_block(self) -> None:
+        name = self.blocks.pop()
+        if name is None:
+            return
+        cost = max(1, self.body_cost)
+        depth = self.body_depth + 1
+        self.cost[name] = cost
+        self.depth[name] = depth
+        self.report.defined.add(name)
+        self.report.definitions[name] = " ".join(self.body_tokens)
+        self.body_tokens = []
+        if cost > self.limits.max_gate_expansion:
+            raise ValidationError(
+                f"one call of gate {brief(name, 40)!r} expands to {cost} operations; the limit "
+                f"is {self.limits.max_gate_expansion} (intake.max_gate_expansion)"
+            )
+        if depth > self.limits.max_definition_depth:
+            raise ValidationError(
+                f"gate {brief(name, 40)!r} is defined {depth} definitions deep; the limit is "
+                f"{self.limits.max_definition_depth} (intake.max_definition_depth)"
+            )
+
+    # -- includes and registers -------------------------------------------------------
+
+    def include(self, toks: list[Token]) -> None:
+        allowed = STANDARD_INCLUDES[self.report.version]
+        named = toks[1].text[1:-1] if len(toks) == 2 and toks[1].kind == "string" else None
+        if named != allowed:
+            shown = f'"{brief(named, 40)}"' if named is not None else "without a file name"
+            raise self.fail(
+                toks[0].pos,
+                f"include {shown} is not allowed: the farm never reads files. Only "
+                f'"{allowed}" is built in for OpenQASM {self.report.version}; paste any other '
+                "definitions into the circuit",
+            )
+        if named in self.report.includes:
+            raise self.fail(toks[0].pos, f'"{named}" is included twice; include it once')
+        self.report.includes.add(named)
+
+    def old_register(self, toks: list[Token]) -> None:
+        # qreg NAME [ N ]
+        if len(toks) >= 5 and toks[2].text == "[" and toks[4].text == "]":
+            self.declare(toks[0].text == "qreg", toks[1].text, toks[3], toks[0].pos)
+            self.check_brackets(toks[5:])
+        else:
+            self.check_brackets(toks)  # malformed: the parser says how; sizes stay bounded
+
+    def new_register(self, toks: list[Token]) -> None:
+        # qubit NAME  |  qubit [ N ] NAME  (bit the same, maybe with "= ...")
+        quantum = toks[0].text == "qubit"
+        if toks[1].text != "[":
+            self.declare(quantum, toks[1].text, None, toks[0].pos)
+            self.check_brackets(toks[2:])
+            return
+        if len(toks) >= 5 and toks[3].text == "]":
+            self.declare(quantum, toks[4].text, toks[2], toks[0].pos)
+            self.check_brackets(toks[5:])
+            return
+        raise self.fail(
+            toks[0].pos,
+            f"write the size of a {toks[0].text} register as an integer literal, e.g. "
+            f"{toks[0].text}[5] q;",
+        )
+
+    def declare(self, quantum: bool, name: str, size_tok: Token | None, pos: int) -> None:
+        size = 1
+        if size_tok is not None:
+            value = _int_value(size_tok.text)
+            if value is None:
+                raise self.fail(
+                    pos, "write the register size as an integer literal, e.g. qreg q[5];"
+                )
+            size = value
+        self.registers[name] = size
+        r = self.report
+        if quantum:
+            r.qubits += size
+            if r.qubits > self.qubit_limit.count:
+                self.too_many_qubits(pos, name, size)
+        else:
+            r.clbits += size
+            if r.clbits > self.limits.max_clbits:
+                total = "" if r.clbits == size else f" ({r.clbits} in all)"
+                raise self.fail(
+                    pos,
+                    f"{brief(name, 40)}[{size}] declares {size} classical bits{total}; the "
+                    f"limit is {self.limits.max_clbits} (intake.max_clbits)",
+                )
+
+    def too_many_qubits(self, pos: int, name: str, size: int) -> None:
+        total = self.report.qubits
+        also = "" if total == size else f" ({total} qubits in all)"
+        raise self.fail_qubits(
+            pos,
+            f"{brief(name, 40)}[{size}] declares {size} qubits{also}; the limit is "
+            f"{self.qubit_limit.count} qubits: {self.qubit_limit.why}",
+        )
+
+    def check_brackets(self, toks: list[Token]) -> None:
+        """Integers inside brackets are sizes or indices: none may pass any register."""
+        bound = max(self.qubit_limit.count, self.limits.max_clbits)
+        depth = 0
+        for tok in toks:
+            if tok.text == "[":
+                depth += 1
+            elif tok.text == "]":
+                depth = max(0, depth - 1)
+            elif tok.kind == "name" and tok.text.startswith("$"):
+                index = int(tok.text[1:])
+                if index >= self.qubit_limit.count:
+                    raise self.fail_qubits(
+                        tok.pos,
+                        f"physical qubit {tok.text} does not exist: the limit is "
+                        f"{self.qubit_limit.count} qubits ({self.qubit_limit.why})",
+                    )
+                if index + 1 > self.report.qubits:
+                    self.report.qubits = index + 1
+            elif depth and tok.kind == "number":
+                value = _int_value(tok.text)
+                if value is not None and value > bound:
+                    raise self.fail(
+                        tok.pos,
+                        f"index or size {value} is beyond any register the farm accepts "
+                        f"(the limit is {bound}: intake.max_qubits / intake.max_clbits)",
+                    )
+
+    # -- gate calls -------------------------------------------------------------------
+
+    def check_parameters(self, toks: list[Token]) -> None:
+        if len(toks) > 2 and toks[2].text == "(":
+            count = _count_args(toks, 2)
+            if count > self.limits.max_parameters:
+                raise self.fail(
+                    toks[0].pos,
+                    f"{count} parameters; the limit is {self.limits.max_parameters} "
+                    "(intake.max_parameters)",
+                )
+
+    def call(self, toks: list[Token]) -> None:
+        """A statement that may run operations: count them (an upper bound)."""
+        self.check_brackets(toks)
+        in_body = bool(self.blocks) and self.blocks[-1] is not None
+        rest = _strip_prefixes(toks)
+        if not rest or rest[0].text in _HEADERS or rest[0].text in _QUIET:
+            return
+        controls = 0
+        power = False
+        while rest and rest[0].text in _MODIFIERS:
+            modifier = rest[0].text
+            i = 1
+            count = 1
+            if len(rest) > 1 and rest[1].text == "(":
+                close = _matching(rest, 1)
+                if close == 3:
+                    count = _int_value(rest[2].text) or 1
+                i = close + 1
+            if modifier in ("ctrl", "negctrl"):
+                controls += count
+            elif modifier == "pow":
+                power = True
+            rest = rest[i + 1 :] if i < len(rest) and rest[i].text == "@" else rest[i:]
+        if not rest:
+            return
+        callee = rest[0].text
+        i = 1
+        if len(rest) > 1 and rest[1].text == "(":
+            if _count_args(rest, 1) > self.limits.max_parameters:
+                raise self.fail(
+                    rest[0].pos,
+                    f"more than {self.limits.max_parameters} parameters in one call; the limit "
+                    "is intake.max_parameters",
+                )
+            i = _matching(rest, 1) + 1
+        args = _split_args(rest[i:])
+        if power and len(args) > self.limits.max_pow_qubits:
+            raise self.fail(
+                rest[0].pos,
+                f"pow(...) @ on a gate of {len(args)} qubits; the limit is "
+                f"{self.limits.max_pow_qubits} qubits (intake.max_pow_qubits), because the "
+                "power is taken as a matrix of 4^qubits entries",
+            )
+        cost = self.cost.get(callee, 1) * (2 * controls if controls else 1)
+        if in_body:
+            self.body_cost += cost
+            self.body_depth = max(self.body_depth, self.depth.get(callee, 0))
+            return
+        width = max((self.width(arg) for arg in args), default=1)
+        self.report.gates += cost * width
+        if self.report.gates > self.limits.max_gates:
+            raise self.fail(
+                rest[0].pos,
+                f"the circuit expands to more than {self.limits.max_gates} operations here "
+                "(gate definitions and register broadcasts expanded); the limit is "
+                "intake.max_gates",
+            )
+
+    def width(self, arg: list[Token]) -> int:
+        """How many times a call broadcasts over this argument (1 for a single qubit)."""
+        if not arg or arg[0].kind != "name":
+            return 1
+        size = self.registers.get(arg[0].text, 1)
+        if len(arg) == 1 or any(t.text == ":" for t in arg):
+            return size
+        return 1
+
+
+def _too_long(number: str) -> bool:
+    """Whether an integer literal (decimal, hex, octal or binary) passes 18 digits."""
+    plain = number.replace("_", "")
+    if plain[:2].lower() in ("0x", "0b", "0o"):
+        return len(plain) - 2 > _MAX_LITERAL_DIGITS
+    return plain.isdigit() and len(plain) > _MAX_LITERAL_DIGITS
+
+
+def _int_value(text: str) -> int | None:
+    """The value of a plain integer literal (``1_000`` included), else None."""
+    digits = text.replace("_", "")
+    if digits.isdigit() and len(digits) <= _MAX_LITERAL_DIGITS:
+        return int(digits)
+    return None
+
+
+def _matching(toks: list[Token], open_at: int) -> int:
+    """Index of the token closing the bracket at ``open_at`` (the last one if none)."""
+    depth = 0
+    for i in range(open_at, len(toks)):
+        text = toks[i].text
+        if text in ("(", "["):
+            depth += 1
+        elif text in (")", "]"):
+            depth -= 1
+            if depth == 0:
+                return i
+    return len(toks) - 1
+
+
+def _count_args(toks: list[Token], open_at: int) -> int:
+    """Comma-separated items inside the parentheses at ``open_at``."""
+    close = _matching(toks, open_at)
+    inner = toks[open_at + 1 : close]
+    return len(_split_args(inner)) if inner else 0
+
+
+def _split_args(toks: list[Token]) -> list[list[Token]]:
+    """Top-level comma (or ``->``) separated pieces."""
+    out: list[list[Token]] = []
+    cur: list[Token] = []
+    depth = 0
+    for tok in toks:
+        if tok.text in ("(", "["):
+            depth += 1
+        elif tok.text in (")", "]"):
+            depth -= 1
+        if depth == 0 and tok.text in (",", "->"):
+            out.append(cur)
+            cur = []
+            continue
+        cur.append(tok)
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _strip_prefixes(toks: list[Token]) -> list[Token]:
+    """A statement without ``if (...)``, ``else`` or an assignment's left side."""
+    rest = toks
+    while rest:
+        head = rest[0].text
+        if head == "if" and len(rest) > 1 and rest[1].text == "(":
+            rest = rest[_matching(rest, 1) + 1 :]
+        elif head == "else":
+            rest = rest[1:]
+        else:
+            break
+    for i, tok in enumerate(rest):
+        if tok.text == "=" and tok.kind == "op":
+            return rest[i + 1 :]
+        if tok.text in ("(", "@"):
+            break
+    return rest

@@ -1,0 +1,91 @@
+"""``QuantumRuntime.local()`` on a fresh home: the token, the store and Ray's session
+folder are readable by their owner only. Run in a child process with its own HOME and
+its own embedded Ray, as a new user's first script would be."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = r'''
+import json, os, stat
+from pathlib import Path
+
+from qrt_ray import QuantumRuntime
+from qrt_ray.config import load_farm_config_text
+
+import ray
+
+FARM = """
+name: tiny
+devices:
+  - {name: manila, backend: FakeManilaV2,
+     price_per_shot_usd: 0.00001, price_per_job_usd: 0.01, gpu: never}
+"""
+GHZ = (
+    'OPENQASM 2.0;\ninclude "qelib1.inc";\n'
+    "qreg q[2];\ncreg c[2];\nh q[0];\ncx q[0],q[1];\nmeasure q -> c;\n"
+)
+
+
+def mode(path):
+    return oct(stat.S_IMODE(os.stat(path).st_mode)) if os.path.exists(path) else None
+
+
+home = Path.home()
+data = home / ".local" / "share" / "qrt-ray"
+with QuantumRuntime.local(load_farm_config_text(FARM), num_cpus=1) as rt:
+    counts = rt.submit(GHZ, shots=100).result(timeout_s=120).counts()
+    session = ray._private.worker._global_node.get_session_dir_path()
+    seen = {
+        "counts": sum(counts.values()),
+        "owns_ray": rt._owns_ray,
+        "ray_dir": mode(home / ".ray"),
+        "token": mode(home / ".ray" / "auth_token"),
+        "data_dir": mode(data),
+        "store": mode(data / "jobs.sqlite3"),
+        "wal": mode(data / "jobs.sqlite3-wal"),
+        "shm": mode(data / "jobs.sqlite3-shm"),
+        # Ray shares its own folders with every user: a folder above them must not be
+        "private_above": [
+            str(a) for a in Path(session).parents
+            if mode(a) == "0o700" and os.stat(a).st_uid == os.geteuid()
+        ],
+    }
+print("RESULT " + json.dumps(seen))
+'''
+
+
+def test_local_on_a_fresh_home_keeps_secrets_and_data_private(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RAY_ADDRESS", "QRT_STORE", "XDG_DATA_HOME", "RAY_AUTH_TOKEN")
+        and not k.startswith("RAY_AUTH_TOKEN")
+    }
+    env.update(HOME=str(home), RAY_AUTH_MODE="token", PYTHONPATH=str(Path.cwd()))
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert line is not None, out.stderr[-3000:]
+    seen = json.loads(line.removeprefix("RESULT "))
+    assert seen["counts"] == 100 and seen["owns_ray"] is True  # its own embedded Ray
+    assert seen["ray_dir"] == "0o700" and seen["token"] == "0o600"
+    assert seen["data_dir"] == "0o700" and seen["store"] == "0o600"
+    assert seen["wal"] == "0o600" and seen["shm"] == "0o600"
+    assert seen["private_above"], "nothing above the Ray session folder is owner-only"

@@ -1,0 +1,5 @@
+OPENQASM 2.0;
+include "@SECRET@";
+qreg q[1];
+creg c[1];
+measure q[0] -> c[0];

@@ -1,0 +1,6 @@
+OPENQASM 2.0;
+include "qelib1.inc";
+gate g a { x a; 
+qreg q[1];
+creg c[1];
+measure q[0] -> c[0];
