@@ -70,16 +70,15 @@ MAX_ATTEMPTS = 5
 _FRESH_CHECK_S = 5.0
 
 
+def _failure(job_id: str, state: JobState, now: float, reason: str, error: str) -> StateUpdate:
+    """The update that fails a job: ``reason`` for its history, ``error`` for the user."""
+    return StateUpdate(job_id, state, S.FAILED, now, reason=reason, fields={"error": error})
+
+
 def _attempts_exhausted(job_id: str, state: JobState, now: float, reason: str) -> StateUpdate:
     """The update that fails a job out of attempts, naming the last reason."""
-    return StateUpdate(
-        job_id,
-        state,
-        S.FAILED,
-        now,
-        reason="attempts exhausted",
-        fields={"error": f"gave up after {MAX_ATTEMPTS} attempts; last: {reason}"},
-    )
+    error = f"gave up after {MAX_ATTEMPTS} attempts; last: {reason}"
+    return _failure(job_id, state, now, "attempts exhausted", error)
 
 
 def _too_old(snap: DeviceSnapshot, now: float, limit: float | None) -> DeviceSnapshot:
@@ -1404,17 +1403,8 @@ class Scheduler:
 
 def _recovery_failure(job_id: str, state: JobState, now: float, why: str) -> StateUpdate:
     """The update that fails a job a restarted scheduler cannot rebuild."""
-    return StateUpdate(
-        job_id,
-        state,
-        S.FAILED,
-        now,
-        reason="unrecoverable",
-        fields={
-            "error": f"the farm restarted and could not recover this job: {brief(why, 300)}; "
-            "submit it again"
-        },
-    )
+    error = f"the farm restarted and could not recover this job: {brief(why, 300)}; submit it again"
+    return _failure(job_id, state, now, "unrecoverable", error)
 
 
 def job_deadline(rec: JobRecord) -> float:

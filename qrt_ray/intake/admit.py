@@ -13,6 +13,7 @@ early.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -114,9 +115,10 @@ def check_circuit(
         raise ValidationError(
             f"{arg}: unbound parameters ({names}); bind them with circuit.assign_parameters()"
         )
-    circuit = rename_impostors(circuit)
-    check_runnable(circuit, arg)
-    if not any(inst.operation.name == "measure" for inst in circuit.data):
+    if not _plain(circuit):
+        circuit = rename_impostors(circuit)
+        check_runnable(circuit, arg)
+    if not any(inst.name == "measure" for inst in circuit.data):
         raise ValidationError(
             f"{arg}: the circuit measures nothing, so it would return no counts; "
             "add circuit.measure_all() or explicit measurements"
@@ -136,6 +138,19 @@ def describe(
 
     circuit = parse_qasm(text, arg=arg, limits=limits, qubit_limit=qubit_limit)
     return circuit_hash(text), profile_circuit(circuit)
+
+
+def _plain(circuit: QuantumCircuit) -> bool:
+    """Whether every operation is a standard gate with finite angles, a measurement, a
+    reset or a barrier: nothing to rename or refuse (one cheap pass, no Python gate
+    objects built for standard gates)."""
+    for inst in circuit.data:
+        if inst.is_standard_gate():
+            if not all(isinstance(p, float) and math.isfinite(p) for p in inst.params):
+                return False  # the full check says what is wrong
+        elif inst.name not in ("measure", "barrier", "reset"):
+            return False
+    return True
 
 
 def _scan(text: str, arg: str, limits: IntakeLimits, qubit_limit: QubitLimit | None) -> ScanReport:

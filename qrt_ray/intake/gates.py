@@ -145,19 +145,28 @@ def _definition_of(name: str) -> tuple[str, tuple[tuple[str, str], ...]] | None:
 
 
 @functools.cache
-def canonical_definitions() -> dict[str, str]:
-    """Every definition line the writer emits for standard gates, keyed by gate name,
-    as the pre-scan normalizes definitions (tokens joined by single spaces)."""
-    from qrt_ray.intake.scan import tokens
-
+def canonical_lines() -> dict[str, str]:
+    """Every definition line the writer emits for standard gates, as written, mapped to
+    the name of the gate it defines."""
     out: dict[str, str] = {}
     for name in STANDARD:
         if name in QELIB1:
             continue
         found = _definition_of(name)
         for gate_name, line in found[1] if found else ():
-            out[gate_name] = " ".join(t.text for t in tokens(line))
+            out[line] = gate_name
     return out
+
+
+@functools.cache
+def canonical_definitions() -> dict[str, str]:
+    """Every definition line the writer emits for standard gates, keyed by gate name,
+    as the pre-scan normalizes definitions (tokens joined by single spaces)."""
+    from qrt_ray.intake.scan import tokens
+
+    return {
+        name: " ".join(t.text for t in tokens(line)) for line, name in canonical_lines().items()
+    }
 
 
 def instructions_for(defined: set[str], definitions: dict[str, str]) -> list[Any]:

@@ -16,6 +16,7 @@ it could cost more than the limits allow.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -148,7 +149,99 @@ def scan(text: str, limits: IntakeLimits, qubit_limit: QubitLimit | None = None)
             "(intake.max_qasm_bytes): split the circuit into several jobs or remove comments"
         )
     limit = qubit_limit or QubitLimit(limits.max_qubits, "intake.max_qubits")
-    return _Scanner(text, limits, limit).run()
+    return _plain_report(text, limits, limit) or _Scanner(text, limits, limit).run()
+
+
+# OpenQASM 2 as writers print plain circuits (qrt's own writer, qasm2.dumps): a header,
+# qelib1, registers, then one gate call per line on indexed qubits, with at most four
+# short parameter lists of no parentheses. No definitions, no comments, no broadcasts.
+_NAME = r"[a-z][A-Za-z0-9_]{0,31}"
+_BIT = rf"{_NAME}\[\d{{1,4}}\]"
+_PARAM = r"[-+*/.0-9eEpi ]{1,64}"
+_PLAIN_QASM2 = re.compile(
+    rf"""OPENQASM[ ]2\.0;\n
+    (?:include[ ]"qelib1\.inc";\n)?
+    (?:gate[ ][^\n]{{1,2000}}\n)*
+    (?:[qc]reg[ ]{_BIT};\n)+
+    (?:
+        (?:{_NAME}(?:\({_PARAM}(?:,{_PARAM}){{0,3}}\))?[ ]{_BIT}(?:,[ ]?{_BIT}){{0,4095}}
+        |measure[ ]{_BIT}[ ]->[ ]{_BIT}
+        );\n
+    )*""",
+    re.VERBOSE,
+)
+_REGISTER = re.compile(r"^([qc])reg (\w+)\[(\d+)\];$", re.MULTILINE)
+_INDEX = re.compile(r"\[(\d+)\]")
+_DEFINITION = re.compile(r"^gate [^\n]*$", re.MULTILINE)
+_CALLEE = re.compile(r"^([a-z]\w*)[ (]", re.MULTILINE)
+
+
+@functools.cache
+def _canonical() -> dict[str, tuple[str, str, int, int]]:
+    """Per definition line the writer emits for a standard gate: (gate name, normalized
+    text, operations one call expands to, definitions deep), as the token loop reads
+    them (all the lines in one text: a definition may call an earlier one)."""
+    from qrt_ray.intake.gates import canonical_lines
+
+    lines = canonical_lines()
+    head = 'OPENQASM 2.0;\ninclude "qelib1.inc";\n'
+    unlimited = IntakeLimits(max_gate_expansion=2**40, max_definition_depth=2**20)
+    scanner = _Scanner(head + "\n".join(lines) + "\n", unlimited, QubitLimit(1, ""))
+    scanner.run()
+    return {
+        line: (name, scanner.report.definitions[name], scanner.cost[name], scanner.depth[name])
+        for line, name in lines.items()
+    }
+
+
+def _plain_report(text: str, limits: IntakeLimits, qubit_limit: QubitLimit) -> ScanReport | None:
+    """The report of a plain OpenQASM 2 circuit, read with a few regular expressions
+    (about 50x faster than the token loop); None when the text is anything else or
+    comes near a limit, which the token loop then reads and explains.
+
+    Every plain text within the limits gets the report the token loop would give.
+    """
+    if not text.endswith("\n"):
+        text += "\n"  # qasm2.dumps ends without one
+    if (
+        limits.max_parameters < 4
+        # a parameter is at most 64 characters, a call has at most 4: within these
+        # limits no plain text can pass nesting or operators
+        or limits.max_nesting < 64
+        or limits.max_operators < 64 * 4
+        or not _PLAIN_QASM2.fullmatch(text)
+    ):
+        return None
+    report = ScanReport(version=2)
+    if 'include "qelib1.inc";' in text:
+        report.includes.add("qelib1.inc")
+    cost: dict[str, int] = {}
+    if "\ngate " in text:
+        canonical = _canonical()
+        for line in _DEFINITION.findall(text):
+            known = canonical.get(line)
+            if known is None or known[0] in cost or known[3] > limits.max_definition_depth:
+                return None  # a user's own definition: the token loop reads it
+            name, normalized, expands, _ = known
+            report.defined.add(name)
+            report.definitions[name] = normalized
+            cost[name] = expands
+    for kind, _, size in _REGISTER.findall(text):
+        if kind == "q":
+            report.qubits += int(size)
+        else:
+            report.clbits += int(size)
+    bound = max(qubit_limit.count, limits.max_clbits)
+    if (
+        report.qubits > qubit_limit.count
+        or report.clbits > limits.max_clbits
+        or max(int(i) for i in _INDEX.findall(text)) > bound
+    ):
+        return None
+    *_, last = _REGISTER.finditer(text)
+    calls = _CALLEE.findall(text, last.end())  # one per line after the declarations
+    report.gates = sum(cost.get(callee, 1) for callee in calls) if cost else len(calls)
+    return report if report.gates <= limits.max_gates else None
 
 
 class _Scanner:

@@ -221,3 +221,30 @@ def test_error_messages_never_repeat_a_long_input() -> None:
     with pytest.raises(ValidationError) as caught:
         parse_qasm(HEAD2 + f"qreg q[1];\n{name} q[0];\n" + TAIL2, arg="c")
     assert len(str(caught.value)) < 500
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 100_000), st.integers(1, 6), st.integers(1, 3))
+def test_the_plain_reader_agrees_with_the_token_loop(seed: int, width: int, operands: int) -> None:
+    from qiskit import qasm2
+    from qiskit.circuit.random import random_circuit
+
+    from qrt_ray.circuits import to_qasm
+    from qrt_ray.intake.scan import _plain_report, _Scanner
+
+    limit = QubitLimit(1024, "intake.max_qubits")
+    qc = random_circuit(width, 5, max_operands=min(operands, width), seed=seed)
+    qc.measure_all()
+    for text in (to_qasm(qc), qasm2.dumps(qc)):
+        fast = _plain_report(text, LIMITS, limit)
+        assert fast is not None, text  # writers' plain output takes the fast path
+        assert fast == _Scanner(text, LIMITS, limit).run()
+
+
+def test_a_plain_text_near_a_limit_is_read_by_the_token_loop() -> None:
+    from qrt_ray.intake.scan import _plain_report
+
+    text = HEAD2 + "qreg q[2000];\ncreg c[1];\nmeasure q[0] -> c[0];\n"
+    assert _plain_report(text, LIMITS, QubitLimit(1024, "x")) is None
+    with pytest.raises(ValidationError, match=r"q\[2000\] declares 2000 qubits"):
+        scan(text, LIMITS)
