@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -167,10 +168,15 @@ def compare(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> None:
 
 
 def _short(row: dict[str, Any]) -> str:
+    """One row's outcome in a few words: the error class and the start of its message."""
     if not row:
-        return "-"
-    detail = row["detail"].replace("|", "/")
-    return f"{row['verdict']}: {detail[:70]}"
+        return "not run"
+    detail = row["detail"].replace("|", "/").replace("\x1b", "")
+    detail = re.sub(r"(job\.|jobs\[\d+\]\.)?circuits\[\d+\]: (line \d+: )?", "", detail)
+    detail = detail.replace("ValidationError: ", "ValidationError ").replace(
+        "PlacementError: ", "PlacementError "
+    )
+    return f"{row['verdict']}: {detail[:60]}"
 
 
 def main() -> None:
