@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from actors.device import Device
@@ -28,15 +29,20 @@ def spec(n: int = 3, shots: int = 500, **kw: object) -> JobSpec:
     return JobSpec(circuits=(ghz(n),), shots=shots, **kw)
 
 
-async def drive(sched: Scheduler, devices: list[Device], until_s: float = 240) -> None:
-    """Run devices the way device actors do, until no job is live.
+async def drive(
+    sched: Scheduler,
+    devices: list[Device],
+    until_s: float = 240,
+    done: Callable[[], bool] | None = None,
+) -> None:
+    """Run devices the way device actors do, until no job is live (or ``done()``).
 
     ``until_s`` only bounds a broken run; a healthy one returns in seconds, but a shared
     machine has stalled these tests for minutes.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + until_s
-    while sched.live_count() and loop.time() < deadline:
+    while sched.live_count() and loop.time() < deadline and not (done and done()):
         progressed = await step(sched, devices)
         if not progressed:
             await asyncio.sleep(0.02)

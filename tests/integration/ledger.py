@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import itertools
-import time
 from pathlib import Path
 
 from qrt_ray.store import SQLiteJobStore
+from tests.waiting import wait_until
 
 
 def check_ledger(store_path: Path, job_id: str, shots: int) -> list[tuple[int, int, float]]:
@@ -28,9 +28,7 @@ def check_ledger(store_path: Path, job_id: str, shots: int) -> list[tuple[int, i
     return [(r.attempt, r.first_shot, r.at) for r in kept]
 
 
-def wait_for(predicate: object, timeout_s: float = 120) -> None:
-    """Poll until ``predicate()`` is true; fail the test after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+def wait_for(predicate: object, timeout_s: float = 120, what: str = "a condition") -> None:
+    """Poll until ``predicate()`` is true; fail the test after ``timeout_s``, naming
+    ``what`` (see :func:`tests.waiting.wait_until`)."""
+    wait_until(predicate, what=what, timeout_s=timeout_s)  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from qrt_ray.config import (
 )
 from tests.circuits import SMALL_FARM, ghz
 from tests.integration.ledger import check_ledger, wait_for
+from tests.metrics_text import sample
 
 pytestmark = pytest.mark.integration
 
@@ -52,8 +53,19 @@ def test_drift_is_caught_and_no_result_mixes_calibrations(
     rt: QuantumRuntime, store_path: Path
 ) -> None:
     jobs = []
-    start = time.monotonic()
-    while time.monotonic() - start < 20:  # a steady stream of work across the drift
+
+    def recalibrated() -> bool:
+        report = rt.calibration_report()["manila"]
+        return report["detections"] >= 1 and report["recalibrations"] >= 1
+
+    # a steady stream of work across the drift, until canaries have caught it and the
+    # device has been recalibrated, and a few jobs after that
+    deadline = time.monotonic() + 240
+    while not recalibrated():
+        assert time.monotonic() < deadline, "manila's drift was not caught within 240 s"
+        jobs.append(rt.submit(ghz(3), shots=3_000, seed=len(jobs), device="manila"))
+        time.sleep(1.0)
+    for _ in range(3):
         jobs.append(rt.submit(ghz(3), shots=3_000, seed=len(jobs), device="manila"))
         time.sleep(1.0)
     states = rt.wait(jobs, timeout_s=240)
@@ -75,5 +87,10 @@ def test_drift_is_caught_and_no_result_mixes_calibrations(
     assert len({r.metadata.calibration_id for r in results}) >= 2  # before and after
     report = rt.calibration_report()["manila"]
     assert report["detections"] >= 1 and report["recalibrations"] >= 1
-    wait_for(lambda: next(d for d in rt.devices() if d.name == "manila").canary_at, 30)
-    assert "qrt_device_recalibrations_total" in rt.metrics_text()
+    wait_for(
+        lambda: next(d for d in rt.devices() if d.name == "manila").canary_at,
+        30,
+        what="a canary round on manila",
+    )
+    seen = sample(rt.metrics_text(), "qrt_device_recalibrations_total", device="manila")
+    assert seen >= 1

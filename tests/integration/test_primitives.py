@@ -22,6 +22,7 @@ from qrt_ray import QuantumRuntime, ValidationError
 from qrt_ray.config import FarmConfig
 from qrt_ray.errors import JobCancelledError, MitigationError
 from qrt_ray.primitives import Batch, Estimator, Sampler, Session, SessionClosedError
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -177,7 +178,8 @@ def test_estimator_levels_say_what_they_applied_and_cost(rt: QuantumRuntime) -> 
     obs = SparsePauliOp("ZZZ")
     metas, evs = {}, {}
     for level in (0, 1, 2):
-        est = Estimator(mode=rt.backend("nairobi"), options={"resilience_level": level})
+        options = {"resilience_level": level, "seed_estimator": 7}
+        est = Estimator(mode=rt.backend("nairobi"), options=options)
         result = est.run([(qc, [SparsePauliOp("ZZI"), obs])]).result(timeout=300)
         metas[level], evs[level] = result[0].metadata, result[0].data.evs
     assert metas[0]["mitigation"]["readout"] is None and metas[0]["cost"]["extra_shots"] == 0
@@ -189,9 +191,12 @@ def test_estimator_levels_say_what_they_applied_and_cost(rt: QuantumRuntime) -> 
     assert metas[2]["circuits"] == 3 * metas[0]["circuits"]
     assert metas[2]["cost"]["extra_shots"] >= 2 * metas[0]["shots"] * metas[0]["circuits"]
     assert "evs_noise_factors" in result[0].data
-    # ideal <ZZ>, <ZZZ> of a 3-qubit GHZ: 1 and 0; mitigation moves ZZ towards 1
-    assert evs[1][0] > evs[0][0] and evs[2][0] > evs[0][0]
-    assert abs(evs[2][1]) < 0.1
+    # a known answer whose raw value is biased: <ZZ> of a 3-qubit GHZ is 1, and noise
+    # pulls the raw estimate below it; each level removes more of that bias (seeded)
+    raw_bias = 1 - evs[0][0]
+    assert raw_bias > 0.03, evs[0]
+    assert abs(1 - evs[1][0]) < 0.4 * raw_bias, (evs[0][0], evs[1][0])
+    assert abs(1 - evs[2][0]) < 0.4 * raw_bias, (evs[0][0], evs[2][0])
 
 
 def test_estimator_refuses_bad_pubs(rt: QuantumRuntime) -> None:
@@ -267,8 +272,7 @@ def test_a_batch_runs_many_pubs_in_parallel_jobs(rt: QuantumRuntime) -> None:
 
 def test_cancel_reaches_the_farm_jobs(rt: QuantumRuntime) -> None:
     job = Sampler(mode=rt).run([_ghz(4, measure=True)] * 3, shots=200_000)
-    while not job.farm_job_ids:
-        time.sleep(0.05)
+    wait_until(lambda: job.farm_job_ids, what="the Sampler's farm jobs")
     assert job.cancel()
     with pytest.raises(JobCancelledError):
         job.result(timeout=120)

@@ -23,6 +23,8 @@ from qrt_ray import farm as farm_mod
 from qrt_ray.config import FarmConfig
 from qrt_ray.store import SQLiteJobStore
 from tests.circuits import ghz
+from tests.metrics_text import sample
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -95,12 +97,21 @@ def test_small_jobs_for_one_device_and_calibration_share_simulator_calls(
 ) -> None:
     stats = farm_mod.device_handle("nairobi", rt.namespace).stats
     before = ray.get(stats.remote())["batches"]
-    handles = rt.submit_many([ghz(3) for _ in range(12)], shots=300, device="nairobi")
-    results = [h.result(timeout_s=120) for h in handles]
+    rt.drain("nairobi")  # the jobs wait together, so their arrival order cannot matter
+    try:
+        handles = rt.submit_many([ghz(3) for _ in range(12)], shots=300, device="nairobi")
+        wait_until(
+            lambda: all(h.status() is JobState.QUEUED for h in handles),
+            what="twelve jobs admitted and waiting",
+        )
+    finally:
+        rt.resume("nairobi")
+    results = rt.results(handles, timeout_s=120)
     assert all(sum(r.counts().values()) == 300 for r in results)
     assert len({r.metadata.calibration_id for r in results}) == 1
-    # Twelve jobs, far fewer simulator batches: they queued together and ran together.
-    assert ray.get(stats.remote())["batches"] - before <= 3
+    # Twelve jobs, one or two simulator batches (a placement pass may stop at its time
+    # budget and leave the rest to the next): they queued together and ran together.
+    assert ray.get(stats.remote())["batches"] - before <= 2
 
 
 def test_devices_simulate_on_every_core(rt: QuantumRuntime) -> None:
@@ -195,13 +206,14 @@ def test_partial_run_retries_only_missing_shots(rt: QuantumRuntime, store_path: 
 
 def test_corrupt_payload_is_rerun_not_counted(rt: QuantumRuntime, store_path: Path) -> None:
     dev = idle_device(rt, "manila")
+    failures = sample(rt.metrics_text(), "qrt_result_checksum_failures_total")
     ray.get(dev.inject_faults.remote(corrupt=1))
     handle = rt.submit(ghz(3), shots=800, device="manila")
     result = handle.result(timeout_s=120)
     assert sum(result.counts().values()) == 800
     assert ledger(store_path, handle.job_id) == [800]  # only the good attempt counted
     assert any("checksum" in (e["reason"] or "") for e in handle.events())
-    assert "qrt_result_checksum_failures_total" in rt.metrics_text()
+    assert sample(rt.metrics_text(), "qrt_result_checksum_failures_total") == failures + 1
 
 
 def test_restart_mid_flight_loses_nothing(
@@ -210,8 +222,24 @@ def test_restart_mid_flight_loses_nothing(
     store = tmp_path / "restart.sqlite3"
     first = QuantumRuntime.local(small_farm, store=store)
     handles = first.submit_many([ghz(2 + i % 5) for i in range(30)], shots=3000)
-    time.sleep(1.0)  # some done, some running, some queued
+    ids = {h.job_id for h in handles}
+
+    def states() -> set[str]:
+        return {j["state"] for j in first.jobs(limit=100) if j["job_id"] in ids}
+
+    def mid_flight() -> bool:
+        seen = states()
+        return "DONE" in seen and bool(seen & {"PLACED", "RUNNING"})
+
+    wait_until(mid_flight, what="some jobs done while others are placed or running")
     first.shutdown()  # the farm dies with work in every state
+    s = SQLiteJobStore(store)
+    try:  # what the next life finds: work provably mid-flight
+        at_restart = {k.value: v for k, v in s.counts_by_state().items()}
+    finally:
+        s.close()
+    assert at_restart.get("DONE", 0) >= 1, at_restart
+    assert at_restart.get("PLACED", 0) + at_restart.get("RUNNING", 0) >= 1, at_restart
     second = QuantumRuntime.local(small_farm, store=store)
     try:
         results = second.results([second.job(h.job_id) for h in handles], timeout_s=300)
@@ -258,3 +286,28 @@ def test_estimate_runs_nothing_and_placement_follows_the_jobs_goal(rt: QuantumRu
     assert handle.placement()["chosen"]["device"] == cheapest
     with pytest.raises(PlacementError, match=r"min_fidelity=0\.9999"):
         rt.submit(ghz(4), shots=1000, min_fidelity=0.9999)
+
+
+def test_a_result_from_a_drifted_device_warns_and_says_so(rt: QuantumRuntime) -> None:
+    """While canaries say a device drifted, its results carry the finding and the client
+    raises StaleCalibrationWarning for each of them, and only for them."""
+    import warnings
+
+    from qrt_ray import StaleCalibrationWarning
+
+    nairobi = farm_mod.device_handle("nairobi", rt.namespace)
+    finding = "canary ghz-4 measured 0.61, calibration predicts 0.83"
+    now = time.time()
+    ray.get(nairobi.set_health.remote(0.83, 0.61, now, finding))
+    try:
+        stale = rt.submit(ghz(3), shots=200, device="nairobi")
+        fresh = rt.submit(ghz(3), shots=200, device="manila")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results = rt.results([stale, fresh], timeout_s=120)
+    finally:
+        ray.get(nairobi.set_health.remote(0.83, 0.83, time.time(), ""))
+    warned = [w for w in caught if w.category is StaleCalibrationWarning]
+    assert len(warned) == 1 and stale.job_id in str(warned[0].message)
+    assert finding in str(warned[0].message)
+    assert results[0].metadata.warnings and not results[1].metadata.warnings

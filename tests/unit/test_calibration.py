@@ -6,7 +6,6 @@ import copy
 import dataclasses
 import re
 import statistics
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -170,13 +169,11 @@ def test_missing_values_become_the_median_of_the_others() -> None:
     assert snap.taken_at == 0.0  # no properties(): no timestamp
 
 
-def test_torino_snapshot_is_fast() -> None:
+def test_torino_snapshot_reads_the_whole_device() -> None:
+    # how long it takes is measured by benchmarks/snapshot_speed.py, not asserted here
     backend = load_backend("FakeTorino")
-    _ = backend.target  # built once per process, outside the measured time
-
-    start = time.perf_counter()
     snap = snapshot_from_backend("torino", backend)
-    elapsed_s = time.perf_counter() - start
-
     assert snap.num_qubits == 133 and snap.two_qubit_gate == "cz"
-    assert elapsed_s < 0.5, f"snapshot took {elapsed_s:.3f} s"
+    assert len(snap.t1_s) == len(snap.readout_error) == 133
+    pairs = {g.qubits for g in snap.gates if g.gate == "cz"}
+    assert pairs == {tuple(q) for q in backend.target["cz"]}

@@ -14,7 +14,7 @@ import pytest
 from actors.device import Device
 from actors.ports import LocalPorts
 from actors.scheduler import Scheduler
-from qrt_ray.config import PolicyConfig, SchedulingConfig
+from qrt_ray.config import DriftConfig, PolicyConfig, SchedulingConfig
 from qrt_ray.lifecycle import JobState
 from qrt_ray.models import JobSpec, TwirlSpec
 from qrt_ray.results import decode_result
@@ -104,9 +104,25 @@ def test_device_readout_calibration_matches_its_noise_and_is_reused() -> None:
         assert (cal.p01[k] + cal.p10[k]) / 2 == _approx(truth[q], 0.006)
     again, spent = device.readout_calibration([2], shots=20_000, max_age_s=600)
     assert spent == 0 and again.p01 == (cal.p01[1],)
-    device.recalibrate()
+    device.recalibrate()  # nothing drifted: the same calibration, so the same figures
+    assert device.calibration.calibration_id == cal.calibration_id
     _, spent = device.readout_calibration([2], shots=1000, max_age_s=600)
-    assert spent == 2000 or device.calibration.calibration_id == cal.calibration_id
+    assert spent == 0
+
+
+def test_a_new_calibration_measures_readout_again() -> None:
+    now = [0.0]
+    config = FARM.devices[1].model_copy(
+        update={"drift": DriftConfig(seed=5, time_scale=3600, error_trend_per_hour=0.15)}
+    )
+    device = Device(config, max_parallel_threads=1, clock=lambda: now[0])
+    cal, spent = device.readout_calibration([2], shots=1000, max_age_s=600, seed=3)
+    assert spent == 2000
+    now[0] = 24.0  # a day of drift at 3,600x: the recalibration measures new values
+    new = device.recalibrate()
+    assert new.calibration_id != cal.calibration_id
+    again, spent = device.readout_calibration([2], shots=1000, max_age_s=600, seed=3)
+    assert spent == 2000 and again.calibration_id == new.calibration_id
 
 
 def _approx(value: float, abs_: float):  # type: ignore[no-untyped-def]

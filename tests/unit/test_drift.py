@@ -45,6 +45,7 @@ def test_errors_trend_up_and_a_recalibration_retunes_them(base) -> None:  # type
     )
     drift = DriftProcess(base, cfg, start=0.0)
     day = drift.true_calibration(24 * HOUR)
+    eve = drift.true_calibration(24 * HOUR - 1)
     assert _mean_gate_error(day) > 1.5 * _mean_gate_error(base)
     assert statistics.fmean(day.readout_error) > statistics.fmean(base.readout_error)
     measured = drift.recalibrate(24 * HOUR)
@@ -55,9 +56,8 @@ def test_errors_trend_up_and_a_recalibration_retunes_them(base) -> None:  # type
     # after the retune the errors drift again from the base values
     assert _mean_gate_error(drift.true_calibration(48 * HOUR)) > _mean_gate_error(base)
     # and the past is unchanged by a later recalibration
-    assert drift.true_calibration(24 * HOUR - 1) == day or drift.step_at(
-        24 * HOUR - 1
-    ) < drift.step_at(24 * HOUR)
+    assert drift.step_at(24 * HOUR - 1) < drift.step_at(24 * HOUR)
+    assert drift.true_calibration(24 * HOUR - 1) == eve
 
 
 def test_events_hit_one_qubit_or_coupler_and_pass(base) -> None:  # type: ignore[no-untyped-def]
@@ -126,7 +126,8 @@ def test_a_drifted_device_runs_on_its_true_noise_and_keeps_reporting_the_old(tmp
     assert device.calibration == reported  # the report did not move ...
     assert device.true_calibration().calibration_id != reported.calibration_id  # ... the device did
     drifted = fidelity()
-    assert drifted < fresh - 0.03
+    # seeded: 0.88 fresh, 0.07 after the day (docs/architecture.md, "Drift")
+    assert fresh > 0.85 and drifted < 0.15
     new = device.recalibrate()
     assert new.calibration_id != reported.calibration_id
     assert device.true_calibration().calibration_id == new.calibration_id

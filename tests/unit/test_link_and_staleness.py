@@ -22,11 +22,12 @@ from qrt_ray.models import DeviceStatus
 from qrt_ray.results import decode_result
 from qrt_ray.store import SQLiteJobStore
 from tests.local_farm import FARM, drive, spec, step
+from tests.waiting import wait_until_async
 
 S = JobState
 
 
-def _farm(tmp_path: Path, **link: float):  # type: ignore[no-untyped-def]
+def _farm(tmp_path: Path, clock=time.time, **link: float):  # type: ignore[no-untyped-def]
     scheduling = SchedulingConfig()
     store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
     naps: list[float] = []
@@ -43,7 +44,8 @@ def _farm(tmp_path: Path, **link: float):  # type: ignore[no-untyped-def]
     policies = PolicyConfig(
         scheduling=scheduling, link=LinkConfig(**link), faults=FaultConfig(partial_wait_s=0)
     )
-    return store, devices, Scheduler(store, LocalPorts(devices), policy_config=policies), naps
+    sched = Scheduler(store, LocalPorts(devices), policy_config=policies, clock=clock)
+    return store, devices, sched, naps
 
 
 def _run_one(sched: Scheduler, devices: list[Device], job: object) -> str:
@@ -81,7 +83,10 @@ def test_transient_link_errors_are_retried_with_jittered_backoff(tmp_path: Path)
 def test_a_lost_link_reruns_the_batch_and_a_flapping_device_trips_its_breaker(
     tmp_path: Path,
 ) -> None:
-    store, devices, sched, _ = _farm(tmp_path, retries=0, breaker_failures=2)
+    later = [0.0]  # the farm's clock runs ahead of the wall by this much
+    store, devices, sched, _ = _farm(
+        tmp_path, clock=lambda: time.time() + later[0], retries=0, breaker_failures=2
+    )
     manila = devices[0]
     manila.faults.link_errors = ["transient"] * 2  # two batches in a row are lost
 
@@ -89,8 +94,7 @@ def test_a_lost_link_reruns_the_batch_and_a_flapping_device_trips_its_breaker(
         await sched.start()
         ((pinned, _),) = await sched.submit([spec(shots=200, seed=2, device="manila")])
         for _ in range(2):
-            while not manila.queue_depth:
-                await asyncio.sleep(0.02)
+            await wait_until_async(lambda: manila.queue_depth, what="work in manila's queue")
             await step(sched, [manila])
         await sched._refresh_snapshots(force=True)
         snap = next(s for s in sched._snapshots if s.name == "manila")
@@ -98,11 +102,17 @@ def test_a_lost_link_reruns_the_batch_and_a_flapping_device_trips_its_breaker(
         assert "circuit breaker open" in snap.status_reason
         # new work goes elsewhere while it is open
         ((other, _),) = await sched.submit([spec(shots=100, seed=3)])
-        await drive(sched, [devices[1]], until_s=30)
-        assert (await sched.get(other.job_id)).device == "nairobi"
-        # the pinned job waits, then runs once the cooldown lets a probe through
-        sched._breakers["manila"]._opened_at = time.time() - 3600
+        await drive(sched, [devices[1]], done=lambda: store.get(other.job_id).state.is_final)
+        assert store.get(other.job_id).state is S.DONE
+        assert store.get(other.job_id).device == "nairobi"
+        # the pinned job waits while the breaker is open ...
+        assert store.get(pinned.job_id).state is S.QUEUED
+        # ... and runs once the cooldown (30 s) has passed and a probe gets through
+        later[0] = 31.0
         await drive(sched, devices)
+        await sched._refresh_snapshots(force=True)
+        snap = next(s for s in sched._snapshots if s.name == "manila")
+        assert snap.status is DeviceStatus.ONLINE  # the probe ran: the breaker closed
         await sched.stop()
         return pinned.job_id, [e.reason or "" for e in store.events(pinned.job_id)]
 
@@ -110,7 +120,6 @@ def test_a_lost_link_reruns_the_batch_and_a_flapping_device_trips_its_breaker(
     result, spans = _result(store, job_id, 200)
     assert result.metadata.device == "manila" and spans == [(0, 200)]
     assert sum("control link" in r for r in reasons) == 2
-    assert sched._breakers["manila"].state(time.time()) == "closed"
 
 
 def test_a_permanent_device_error_fails_the_job_at_once(tmp_path: Path) -> None:
@@ -168,8 +177,9 @@ def test_a_partial_job_whose_device_drains_reruns_whole_elsewhere(tmp_path: Path
     async def main() -> tuple[str, str]:
         await sched.start()
         ((rec, _),) = await sched.submit([spec(shots=500, seed=8)])
-        while not any(d.queue_depth for d in devices):
-            await asyncio.sleep(0.02)
+        await wait_until_async(
+            lambda: any(d.queue_depth for d in devices), what="the job in a device's queue"
+        )
         first = next(d for d in devices if d.queue_depth)
         await step(sched, [first])  # 200 of 500 shots, then the device drains
         first.set_status(DeviceStatus.DRAINING, "operator")
@@ -212,8 +222,9 @@ def test_slices_left_on_a_paused_device_go_back_and_a_restart_keeps_them_apart(
     async def main() -> tuple[str, str]:
         await sched.start()
         ((rec, _),) = await sched.submit([spec(shots=600, seed=9)])
-        while not any(d.queue_depth for d in devices):
-            await asyncio.sleep(0.02)
+        await wait_until_async(
+            lambda: any(d.queue_depth for d in devices), what="the job in a device's queue"
+        )
         first = next(d for d in devices if d.queue_depth)
         await step(sched, [first])  # one 200-shot slice counted; 400 still queued there
         first.set_status(DeviceStatus.MAINTENANCE, "maintenance window mw-1: cabling")
@@ -221,8 +232,7 @@ def test_slices_left_on_a_paused_device_go_back_and_a_restart_keeps_them_apart(
         assert first.queue_depth == 0  # its slices left the paused device
         # the scheduler restarts before the whole rerun finishes
         other = next(d for d in devices if d is not first)
-        while not other.queue_depth:
-            await asyncio.sleep(0.02)
+        await wait_until_async(lambda: other.queue_depth, what="the rerun queued elsewhere")
         await sched.stop()
         # ... and the paused device is back: the dropped slice must stay dropped
         first.set_status(DeviceStatus.ONLINE)

@@ -190,7 +190,14 @@ def test_circuits_without_two_qubit_gates_pool_their_runs() -> None:
     counts = [{"00": 900, "01": 100}, {"00": 700, "01": 300}]
     got = combine_estimator(flat, counts, [(0, 1)] * 2, None)
     assert got.extrapolator == [NO_FOLDS]
-    assert 0.4 < got.evs[0] < 0.8  # between the two runs, weighted by their errors
+    # <ZZ> is 0.8 and 0.4 over 1,000 shots each, with variances (1 - ev^2) / shots: the
+    # inverse-variance mean is 0.68 (a plain mean, or the pooled counts, would be 0.6)
+    var = [(1 - 0.8**2) / 1000, (1 - 0.4**2) / 1000]
+    weights = [1 / v for v in var]
+    expected = (0.8 * weights[0] + 0.4 * weights[1]) / sum(weights)
+    assert expected == pytest.approx(0.68, abs=1e-3)
+    assert got.evs == [pytest.approx(expected, rel=1e-9)]
+    assert got.stds == [pytest.approx((1 / sum(weights)) ** 0.5, rel=1e-9)]
 
 
 def test_noise_factors_that_reach_the_same_point_are_pooled() -> None:

@@ -20,6 +20,7 @@ from qrt_ray.results import decode_result, slice_seed
 from qrt_ray.store import SQLiteJobStore
 from qrt_ray.store.migrations import MIGRATIONS
 from tests.local_farm import FARM, drive, make, spec, step
+from tests.waiting import wait_until_async
 
 S = JobState
 
@@ -150,14 +151,16 @@ def test_preempted_work_resumes_with_only_its_missing_shots(tmp_path: Path) -> N
         manila.config = manila.config.model_copy(update={"max_batch_circuits": 1})
         await sched.start()
         ((low, _),) = await sched.submit([spec(shots=1000, priority=1, device="manila")])
-        while not manila.queue_depth:  # placed, compiled and queued
-            await asyncio.sleep(0.01)
+        await wait_until_async(  # placed, compiled and queued
+            lambda: manila.queue_depth, what="the low job in manila's queue"
+        )
         await step(sched, devices)  # the first slice runs
         ((high, _),) = await sched.submit([spec(4, shots=100, priority=9, device="manila")])
         # PLACED is stored before the work reaches the device's queue: wait for the queue
         # (the rest of the low job's slices and the urgent job)
-        while manila.queue_depth < 2:
-            await asyncio.sleep(0.01)
+        await wait_until_async(
+            lambda: manila.queue_depth >= 2, what="the rest of the low job and the urgent job"
+        )
         assert store.get(high.job_id).state is S.PLACED
         await step(sched, devices)  # the batch boundary: the urgent job runs first
         assert store.get(high.job_id).state is S.DONE
@@ -227,14 +230,14 @@ async def _placed_together(
     """
     admitted = await sched.submit([spec(shots=200, policy="best_fidelity") for _ in range(n)])
     ids = [rec.job_id for rec, _ in admitted]
-    first = None
-    while (
-        first is None
-        or not _placed_on(store, ids, first)
-        or next(d for d in devices if d.name == first).queue_depth < n
-    ):
-        await asyncio.sleep(0.02)
+
+    def all_queued() -> str | None:
         first = store.get(ids[0]).device
+        if first is None or not _placed_on(store, ids, first):
+            return None
+        return first if next(d for d in devices if d.name == first).queue_depth >= n else None
+
+    first = await wait_until_async(all_queued, what=f"{n} jobs queued on one device")
     return ids, first
 
 
@@ -274,8 +277,10 @@ def test_waiting_jobs_are_placed_again_when_their_device_recalibrates(tmp_path: 
         )
         device.set_calibration(worse)
         # Nothing runs until the scheduler has seen the change and moved the jobs.
-        while not _placed_on(store, ids, "manila" if first == "nairobi" else "nairobi"):
-            await asyncio.sleep(0.02)
+        other = "manila" if first == "nairobi" else "nairobi"
+        await wait_until_async(
+            lambda: _placed_on(store, ids, other), what=f"the jobs moved to {other}"
+        )
         await drive(sched, devices)
         await sched.stop()
         for job_id in ids:
@@ -339,8 +344,7 @@ def test_work_refused_for_a_left_calibration_is_recompiled_without_using_an_atte
         await sched.start()
         ((rec, _),) = await sched.submit([spec(shots=200, device="manila")])
         device = next(d for d in devices if d.name == "manila")
-        while device.queue_depth < 1:
-            await asyncio.sleep(0.02)
+        await wait_until_async(lambda: device.queue_depth, what="the job in manila's queue")
         old = device.calibration
         device.set_calibration(
             with_recomputed_id(dataclasses.replace(old, readout_error=old.readout_error[::-1]))

@@ -621,38 +621,50 @@ def test_matrix_product_state_calls_never_overlap_within_a_process() -> None:
     # a batch on the worker thread beside a readout calibration on an actor thread:
     # two MPS calls at once crashed a device in LAPACK; other methods may overlap
     import threading
-    import time
 
     from actors.device import simulate
 
     class Recording:
-        def __init__(self) -> None:
-            self.spans: list[tuple[float, float]] = []
+        """A simulator whose first call waits inside for a second one to come in."""
+
+        def __init__(self, wait_s: float) -> None:
+            self.wait_s = wait_s
+            self.first_inside = threading.Event()
+            self.second_inside = threading.Event()
+            self.calls = 0
+            self.overlap = False
+            self.lock = threading.Lock()
 
         def run(self, circuits: object, **options: object) -> Recording:
-            start = time.monotonic()
-            time.sleep(0.2)
-            self.spans.append((start, time.monotonic()))
+            with self.lock:
+                self.calls += 1
+                first = self.calls == 1
+            if first:
+                self.first_inside.set()
+                # overlap is seen the moment the second call arrives; serialized
+                # calls never arrive while this one is inside, however long it waits
+                self.overlap = self.second_inside.wait(self.wait_s)
+            else:
+                self.second_inside.set()
             return self
 
         def result(self) -> Recording:
             return self
 
-    def overlapped(method: str) -> bool:
-        sim = Recording()
-        threads = [
-            threading.Thread(target=simulate, args=(sim, []), kwargs={"method": method})
-            for _ in range(2)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        first, second = sorted(sim.spans)
-        return second[0] < first[1]
+    def overlapped(method: str, wait_s: float) -> bool:
+        sim = Recording(wait_s)
+        one = threading.Thread(target=simulate, args=(sim, []), kwargs={"method": method})
+        two = threading.Thread(target=simulate, args=(sim, []), kwargs={"method": method})
+        one.start()
+        assert sim.first_inside.wait(30)
+        two.start()  # only once the first call is inside the simulator
+        one.join()
+        two.join()
+        assert sim.calls == 2
+        return sim.overlap
 
-    assert not overlapped("matrix_product_state")
-    assert overlapped("statevector")
+    assert not overlapped("matrix_product_state", wait_s=0.5)
+    assert overlapped("statevector", wait_s=30)
 
 
 def test_a_device_busy_in_a_batch_that_misses_snapshots_keeps_its_queued_work(

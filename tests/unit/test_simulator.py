@@ -16,13 +16,14 @@ def sim() -> FarmSimulator:
 
 
 def test_every_job_completes_once_under_every_policy(sim: FarmSimulator) -> None:
+    last_arrival = max(job.arrival_s for job in sim.trace)
     for policy in POLICY_NAMES:
         report = sim.run(policy)
         assert report.done == report.jobs == 400 and report.rejected == 0
-        assert 0 < report.mean_fidelity <= 1
-        assert report.mean_jct_s > 0 and report.p95_jct_s >= report.mean_jct_s * 0.5
-        assert 0 < report.utilisation <= 1
-        assert 0 < report.fairness <= 1
+        # a job waits at least its own run: every tenant's slowdown is at least 1
+        assert report.per_tenant_slowdown and min(report.per_tenant_slowdown.values()) >= 1
+        assert report.makespan_s >= last_arrival
+        assert report.p95_jct_s >= report.mean_jct_s * 0.5  # a few long jobs, not one
 
 
 def test_policies_trade_fidelity_and_time_as_they_promise(sim: FarmSimulator) -> None:
@@ -63,4 +64,16 @@ def test_simulated_fidelities_are_checked_by_real_noisy_runs() -> None:
         # With probability ESP no error happens and the output is the ideal one, so
         # Hellinger fidelity >= ESP when the estimate is honest (a little sampling slack).
         assert p.measured >= p.esp - 0.05, p
-    assert -1 <= check.spearman_all <= 1 and 0 <= check.best_device_agreement <= 1
+    # the summary is the pairs' own: rank correlation, means and per-circuit agreement
+    assert check.spearman_all == pytest.approx(
+        spearman([p.esp for p in check.pairs], [p.measured for p in check.pairs])
+    )
+    assert check.mean_esp == pytest.approx(sum(p.esp for p in check.pairs) / 4)
+    by_circuit: dict[str, list] = {}
+    for p in check.pairs:
+        by_circuit.setdefault(p.circuit, []).append(p)
+    agree = [
+        max(ps, key=lambda p: p.measured).measured - max(ps, key=lambda p: p.esp).measured <= 0.01
+        for ps in by_circuit.values()
+    ]
+    assert check.best_device_agreement == pytest.approx(sum(agree) / len(agree))
