@@ -116,8 +116,15 @@ def check_circuit(
             f"{arg}: unbound parameters ({names}); bind them with circuit.assign_parameters()"
         )
     if not _plain(circuit):
-        circuit = rename_impostors(circuit)
-        check_runnable(circuit, arg)
+        try:
+            circuit = rename_impostors(circuit)
+            check_runnable(circuit, arg)
+        except QrtError:
+            raise
+        except Exception as exc:  # a gate whose definition cannot be built, ...
+            raise ValidationError(
+                f"{arg}: the circuit's gates could not be read ({type(exc).__name__}: {brief(exc)})"
+            ) from None
     if not any(inst.name == "measure" for inst in circuit.data):
         raise ValidationError(
             f"{arg}: the circuit measures nothing, so it would return no counts; "
@@ -144,6 +151,8 @@ def _plain(circuit: QuantumCircuit) -> bool:
     """Whether every operation is a standard gate with finite angles, a measurement, a
     reset or a barrier: nothing to rename or refuse (one cheap pass, no Python gate
     objects built for standard gates)."""
+    if not (isinstance(circuit.global_phase, float) and math.isfinite(circuit.global_phase)):
+        return False
     for inst in circuit.data:
         if inst.is_standard_gate():
             if not all(isinstance(p, float) and math.isfinite(p) for p in inst.params):
@@ -184,7 +193,9 @@ def _parse(text: str, report: ScanReport, arg: str) -> QuantumCircuit:
         return qasm2.loads(
             text,
             include_path=(),  # nothing is ever looked up on disk
-            custom_instructions=instructions_for(report.defined, report.definitions),
+            custom_instructions=instructions_for(
+                report.defined, report.definitions, report.includes
+            ),
         )
     except (KeyboardInterrupt, SystemExit):
         raise

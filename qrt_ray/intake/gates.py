@@ -169,21 +169,24 @@ def canonical_definitions() -> dict[str, str]:
     }
 
 
-def instructions_for(defined: set[str], definitions: dict[str, str]) -> list[Any]:
+def instructions_for(
+    defined: set[str], definitions: dict[str, str], includes: set[str]
+) -> list[Any]:
     """The standard gates a QASM 2 parse may map names to, given the text's own gates.
 
-    A name the text defines itself maps to the standard class only if its definition
-    is exactly the one the writer emits for that standard gate; any other definition
-    stays the user's gate (the parser would otherwise swap in the standard class).
+    A name the text defines itself maps to the standard class only when the text is
+    what the writer emits: it includes qelib1 (so the gates the definitions call are
+    qelib1's) and every gate it defines is exactly the writer's definition of a
+    standard gate. Otherwise no name it defines is mapped, and each stays the user's
+    gate (the parser would swap in the standard class).
     """
     if not defined:
         return list(QASM2_INSTRUCTIONS)
     canon = canonical_definitions()
-    return [
-        ci
-        for ci in QASM2_INSTRUCTIONS
-        if ci.name not in defined or canon.get(ci.name) == definitions.get(ci.name)
-    ]
+    writers = "qelib1.inc" in includes and all(
+        name in definitions and canon.get(name) == definitions[name] for name in defined
+    )
+    return [ci for ci in QASM2_INSTRUCTIONS if ci.name not in defined or writers]
 
 
 # -- a user's own gates keep their own definitions ------------------------------------
@@ -221,10 +224,12 @@ class _Renamer:
         if clean is definition and name == op.name:
             return op
         self.changed = True
+        # the definition is bound to this op's parameters already: the new op needs none
+        # (and some, such as a controlled power's matrix, are no valid gate parameter)
         if isinstance(op, Gate):
-            new: Instruction = Gate(name, op.num_qubits, list(op.params), label=op.label)
+            new: Instruction = Gate(name, op.num_qubits, [], label=op.label)
         else:
-            new = Instruction(name, op.num_qubits, op.num_clbits, list(op.params))
+            new = Instruction(name, op.num_qubits, op.num_clbits, [])
         new.definition = clean
         return new
 
@@ -275,6 +280,12 @@ class _Checker:
         if id(circuit) in self.seen:
             return
         self.seen[id(circuit)] = circuit
+        if not _finite(circuit.global_phase):
+            where = f" of gate {brief(inside, 40)!r}" if inside else ""
+            raise ValidationError(
+                f"{self.arg}: the global phase{where} is not a finite number "
+                f"({brief(circuit.global_phase, 30)}); angles must be finite"
+            )
         for inst in circuit.data:
             self.operation(inst.operation, inside)
 
@@ -303,15 +314,15 @@ class _Checker:
 
 
 def _finite(p: Any) -> bool:
-    if isinstance(p, ParameterExpression):
-        if p.parameters:
-            return True  # unbound: refused elsewhere with the parameter's name
-        try:
-            return math.isfinite(abs(complex(p)))
-        except (TypeError, ValueError):
-            return False
-    if isinstance(p, numbers.Number):
-        return math.isfinite(abs(complex(p)))  # type: ignore[arg-type]
-    if isinstance(p, np.ndarray):
-        return bool(np.isfinite(p).all()) if p.dtype.kind in "fciu" else True
+    """Whether a parameter is a finite number (unbound and non-numeric ones pass: they
+    are judged elsewhere)."""
+    try:
+        if isinstance(p, ParameterExpression):
+            return bool(p.parameters) or math.isfinite(abs(complex(p)))
+        if isinstance(p, numbers.Number):
+            return math.isfinite(abs(complex(p)))  # type: ignore[arg-type]
+        if isinstance(p, np.ndarray):
+            return bool(np.isfinite(p).all()) if p.dtype.kind in "fciu" else True
+    except (TypeError, ValueError, OverflowError):
+        return False
     return True

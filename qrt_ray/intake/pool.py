@@ -47,6 +47,8 @@ _CHUNK_CHARS = 8 * 2**20
 # How long a caller waits for a worker to be free (or started) before giving up.
 _READY_TIMEOUT_S = 120.0
 _POLL_S = 0.05
+# a request (at most _CHUNK_CIRCUITS circuits) may take this many parse timeouts in all
+_REQUEST_TIMEOUTS = 4
 
 Described = tuple[str, CircuitProfile]
 
@@ -290,6 +292,9 @@ class IntakePool:
             }
         ).encode()
         timeout = self.limits.parse_timeout_s
+        # each circuit has the timeout, and a whole request a few of them: a request of
+        # circuits that each come close to it cannot hold a worker for hours
+        whole = time.monotonic() + _REQUEST_TIMEOUTS * timeout
         watch = {"at": -1, "since": time.monotonic()}
 
         def on_wait() -> None:
@@ -298,6 +303,8 @@ class IntakePool:
             if at != watch["at"]:
                 watch["at"], watch["since"] = at, now
             elif now - watch["since"] > timeout:
+                raise TimeoutError
+            if now > whole:
                 raise TimeoutError
 
         try:
@@ -309,15 +316,17 @@ class IntakePool:
             arg = args[max(0, watch["at"])]
             raise ValidationError(
                 f"{arg}: checking it took longer than {timeout:g} s "
-                "(intake.parse_timeout_s); it is too large or too complex to parse here. "
-                "Split it, or send OpenQASM 2, which parses much faster than OpenQASM 3"
+                "(intake.parse_timeout_s, or four of them for a request of many circuits); "
+                "it is too large or too complex to parse here. Split it, or send OpenQASM 2, "
+                "which parses much faster than OpenQASM 3"
             ) from None
         except (BrokenPipeError, OSError):
             frame = None
         if frame is None:
             why = worker.death()
+            at = worker.position()  # before the replacement closes its progress file
             self._replace(worker)
-            arg = args[min(max(0, worker.position()), len(args) - 1)]
+            arg = args[min(max(0, at), len(args) - 1)]
             raise ValidationError(
                 f"{arg}: the circuit parser failed on it ({why}); it may need more memory "
                 f"than the intake allows ({self.limits.memory_mb} MB: intake.memory_mb)"

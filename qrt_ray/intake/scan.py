@@ -31,29 +31,40 @@ STANDARD_INCLUDES = {2: "qelib1.inc", 3: "stdgates.inc"}
 _TOKEN = re.compile(
     r"""
     (?P<space>\s+)
-  | (?P<comment>//[^\n]*|/\*.*?\*/)
+  | (?P<comment>//[^\r\n]*|/\*.*?\*/)
   | (?P<open_comment>/\*)
-  | (?P<string>"[^"\n]*"|'[^'\n]*')
+  | (?P<string>"[^"\r\n]*"|'[^'\r\n]*')
   | (?P<number>0[xXbBoO][0-9a-fA-F_]*
-      |(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?(?:dt|ns|us|µs|ms|s|im)?)
-  | (?P<name>\$\d+|[^\W\d]\w*)
-  | (?P<op>->|==|!=|<=|>=|&&|\|\||\*\*|<<|>>|[-+*/%^&|!~<>=])
+      |(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][+-]?[0-9]+)?
+       (?:dt|ns|us|µs|ms|s|im)?)
+  | (?P<name>\$[0-9]+|[^\W\d]\w*)
+  | (?P<op>->|==|!=|<=|>=|&&|\|\||\*\*|<<|>>|\+\+|[-+*/%^&|!~<>=])
   | (?P<punct>[()\[\]{};:,.@])
   | (?P<other>.)
     """,
     re.VERBOSE | re.DOTALL,
 )
+# a carriage return that no newline follows ends a comment for the OpenQASM 3 lexer
+# but is only a space to other readers: refused, so that every reader sees one text
+_BARE_CR = re.compile(r"\r(?!\n)")
 _UNARY = frozenset("-+~!")
+# OpenQASM 3 words; in OpenQASM 2 they are ordinary names (a gate may be called "let")
 _MODIFIERS = frozenset({"ctrl", "negctrl", "inv", "pow"})
 # statements that open a block without calling a gate (QASM 3 control flow, scopes)
 _HEADERS = frozenset({"if", "else", "for", "while", "switch", "case", "default", "box", "def"})
+# control flow: no device of the farm runs it yet, so it is refused before it is parsed
+# (a loop's range, a condition's body); check_runnable says the same of circuit objects
+_CONTROL_FLOW = frozenset({"if", "for", "while", "switch"})
 # declarations and other statements that run nothing
 _QUIET = frozenset(
-    {"input", "output", "const", "let", "extern", "return", "break", "continue", "end"}
+    {"input", "output", "const", "extern", "return", "break", "continue", "end"}
     | {"int", "uint", "float", "angle", "bool", "duration", "stretch", "complex", "array"}
     | {"defcalgrammar", "cal", "defcal", "pragma"}
 )
 _MAX_LITERAL_DIGITS = 18  # below 2**63: a larger integer is never a size or an index
+# pow(k) @ takes the gate's matrix (4^n entries) to a power, through every operation
+# of its definition: operations x 4^qubits must stay below this
+_POW_BUDGET = 2**26
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,32 +159,43 @@ def scan(text: str, limits: IntakeLimits, qubit_limit: QubitLimit | None = None)
             f"{size} bytes of OpenQASM; the limit is {limits.max_qasm_bytes} "
             "(intake.max_qasm_bytes): split the circuit into several jobs or remove comments"
         )
+    bare = _BARE_CR.search(text)
+    if bare is not None:
+        raise ValidationError(
+            f"line {line_of(text, bare.start())}: a carriage return without a newline; end "
+            "lines with \\n or \\r\\n"
+        )
     limit = qubit_limit or QubitLimit(limits.max_qubits, "intake.max_qubits")
     return _plain_report(text, limits, limit) or _Scanner(text, limits, limit).run()
 
 
 # OpenQASM 2 as writers print plain circuits (qrt's own writer, qasm2.dumps): a header,
-# qelib1, registers, then one gate call per line on indexed qubits, with at most four
-# short parameter lists of no parentheses. No definitions, no comments, no broadcasts.
+# qelib1, the writer's definitions of standard gates, registers, then one gate call per
+# line on indexed qubits, with at most four short parameter lists of no parentheses. No
+# user definitions, no comments, no broadcasts.
 _NAME = r"[a-z][A-Za-z0-9_]{0,31}"
-_BIT = rf"{_NAME}\[\d{{1,4}}\]"
+_BIT = rf"{_NAME}\[[0-9]{{1,4}}\]"
 _PARAM = r"[-+*/.0-9eEpi ]{1,64}"
+_KEYWORD = r"(?!(?:qreg|creg|gate|opaque|include|if|measure|OPENQASM)\b)"
 _PLAIN_QASM2 = re.compile(
     rf"""OPENQASM[ ]2\.0;\n
     (?:include[ ]"qelib1\.inc";\n)?
     (?:gate[ ][^\n]{{1,2000}}\n)*
     (?:[qc]reg[ ]{_BIT};\n)+
     (?:
-        (?:{_NAME}(?:\({_PARAM}(?:,{_PARAM}){{0,3}}\))?[ ]{_BIT}(?:,[ ]?{_BIT}){{0,4095}}
+        (?:{_KEYWORD}{_NAME}(?:\({_PARAM}(?:,{_PARAM}){{0,3}}\))?[ ]{_BIT}(?:,[ ]?{_BIT}){{0,4095}}
         |measure[ ]{_BIT}[ ]->[ ]{_BIT}
         );\n
     )*""",
     re.VERBOSE,
 )
 _REGISTER = re.compile(r"^([qc])reg (\w+)\[(\d+)\];$", re.MULTILINE)
-_INDEX = re.compile(r"\[(\d+)\]")
+_INDEX = re.compile(r"\[([0-9]+)\]")
 _DEFINITION = re.compile(r"^gate [^\n]*$", re.MULTILINE)
 _CALLEE = re.compile(r"^([a-z]\w*)[ (]", re.MULTILINE)
+# what the plain reader leaves to the token loop: comments, integers of 19 digits or more
+# (the token loop refuses those; the digits of a float are not an integer)
+_NOT_PLAIN = re.compile(r"//|/\*|(?<![0-9.eE_])[0-9]{19,}(?![0-9.eE_])")
 
 
 @functools.cache
@@ -196,10 +218,11 @@ def _canonical() -> dict[str, tuple[str, str, int, int]]:
 
 def _plain_report(text: str, limits: IntakeLimits, qubit_limit: QubitLimit) -> ScanReport | None:
     """The report of a plain OpenQASM 2 circuit, read with a few regular expressions
-    (about 50x faster than the token loop); None when the text is anything else or
+    (about 20x faster than the token loop); None when the text is anything else or
     comes near a limit, which the token loop then reads and explains.
 
-    Every plain text within the limits gets the report the token loop would give.
+    Every plain text within the limits gets the report the token loop would give (a
+    hypothesis test compares them).
     """
     if not text.endswith("\n"):
         text += "\n"  # qasm2.dumps ends without one
@@ -209,6 +232,7 @@ def _plain_report(text: str, limits: IntakeLimits, qubit_limit: QubitLimit) -> S
         # limits no plain text can pass nesting or operators
         or limits.max_nesting < 64
         or limits.max_operators < 64 * 4
+        or _NOT_PLAIN.search(text)
         or not _PLAIN_QASM2.fullmatch(text)
     ):
         return None
@@ -220,8 +244,13 @@ def _plain_report(text: str, limits: IntakeLimits, qubit_limit: QubitLimit) -> S
         canonical = _canonical()
         for line in _DEFINITION.findall(text):
             known = canonical.get(line)
-            if known is None or known[0] in cost or known[3] > limits.max_definition_depth:
-                return None  # a user's own definition: the token loop reads it
+            if (
+                known is None
+                or known[0] in cost
+                or known[2] > limits.max_gate_expansion
+                or known[3] > limits.max_definition_depth
+            ):
+                return None  # a user's own definition, or one near a limit
             name, normalized, expands, _ = known
             report.defined.add(name)
             report.definitions[name] = normalized
@@ -245,7 +274,10 @@ def _plain_report(text: str, limits: IntakeLimits, qubit_limit: QubitLimit) -> S
 
 
 class _Scanner:
-    """One pass over the tokens, statement by statement."""
+    """One pass over the tokens, statement by statement.
+
+    Linear in the text: every statement is walked by index, a constant number of times.
+    """
 
     def __init__(self, text: str, limits: IntakeLimits, qubit_limit: QubitLimit) -> None:
         self.text = text
@@ -261,6 +293,10 @@ class _Scanner:
         self.body_depth = 0
         self.body_tokens: list[str] = []
         self.first = True
+
+    @property
+    def v3(self) -> bool:
+        return self.report.version == 3
 
     def fail(self, pos: int, message: str) -> ValidationError:
         return ValidationError(f"line {line_of(self.text, pos)}: {message}")
@@ -302,30 +338,34 @@ class _Scanner:
                     )
             else:
                 unary = 0
-            if kind == "number" and _too_long(text):
+            if (kind == "number" and _too_long(text)) or (
+                kind == "name" and text[0] == "$" and len(text) > _MAX_LITERAL_DIGITS + 1
+            ):
                 raise self.fail(
                     tok.pos,
                     f"the integer {brief(text, 30)} is too large: no size, index or count "
                     f"reaches {_MAX_LITERAL_DIGITS} digits (the qubit limit is "
                     f"{self.qubit_limit.count})",
                 )
-            if text in ("(", "["):
-                depth += 1
+            if text in ("(", "[") or (depth and text == "{"):
+                depth += 1  # braces inside brackets are index sets, not blocks
                 if depth > nest:
                     raise self.fail(
                         tok.pos,
                         f"parentheses or brackets nested more than {nest} deep; the limit is "
                         "intake.max_nesting",
                     )
-            elif text in (")", "]"):
-                depth = max(0, depth - 1)
-            if self.blocks and self.blocks[-1] is not None:
-                self.body_tokens.append(text)
-            if text in (";", "{", "}"):
+            elif text in (")", "]") or (depth and text == "}"):
+                depth -= 1
+            elif text in (";", "{", "}"):
+                if self.blocks and self.blocks[-1] is not None:
+                    self.body_tokens.append(text)
                 self.statement(statement, text)
                 statement = []
                 depth = operators = 0
                 continue
+            if self.blocks and self.blocks[-1] is not None:
+                self.body_tokens.append(text)
             statement.append(tok)
         if statement:
             self.statement(statement, ";")
@@ -336,19 +376,21 @@ class _Scanner:
     # -- statements -------------------------------------------------------------------
 
     def statement(self, toks: list[Token], end: str) -> None:
-        if end == "}":
-            if toks:
-                self.simple(toks)
-            if self.blocks:
-                self.close_block()
-            return
-        first = toks[0].text if toks else ""
+        if toks and (toks[0].text == "if" or (self.v3 and toks[0].text in _CONTROL_FLOW)):
+            raise self.fail(
+                toks[0].pos,
+                f"control flow ({toks[0].text}) is not supported by this farm's devices; "
+                "unroll loops and replace conditions with separate circuits",
+            )
         if end == "{":
-            self.open_block(toks, first)
-            return
-        if not toks:
-            return
-        self.simple(toks)
+            self.open_block(toks, toks[0].text if toks else "")
+        elif toks:
+            self.simple(toks)
+        # sizes, indices and physical qubits are bounded in every statement and header
+        # (after the statement's own checks, which say more)
+        self.check_brackets(toks)
+        if end == "}" and self.blocks:
+            self.close_block()
 
     def simple(self, toks: list[Token]) -> None:
         first = toks[0].text
@@ -362,11 +404,13 @@ class _Scanner:
             self.include(toks)
         elif first in ("qreg", "creg"):
             self.old_register(toks)
-        elif first in ("qubit", "bit") and len(toks) > 1:
+        elif self.v3 and first in ("qubit", "bit") and len(toks) > 1:
             self.new_register(toks)
         elif first == "opaque" and len(toks) > 1:
             self.report.defined.add(toks[1].text)
-        elif first in _QUIET:
+        elif self.v3 and first == "let":
+            self.alias(toks)
+        elif self.v3 and first in _QUIET:
             return
         else:
             self.call(toks)
@@ -387,8 +431,6 @@ class _Scanner:
             self.body_depth = 0
             self.body_tokens = [t.text for t in toks] + ["{"]
             return
-        if first == "if" and toks:
-            self.check_brackets(toks)
         self.blocks.append(None)
 
     def close_block(self) -> None:
@@ -413,7 +455,7 @@ class _Scanner:
                 f"{self.limits.max_definition_depth} (intake.max_definition_depth)"
             )
 
-    # -- includes and registers -------------------------------------------------------
+    # -- includes, registers, aliases -------------------------------------------------
 
     def include(self, toks: list[Token]) -> None:
         allowed = STANDARD_INCLUDES[self.report.version]
@@ -431,23 +473,22 @@ class _Scanner:
         self.report.includes.add(named)
 
     def old_register(self, toks: list[Token]) -> None:
-        # qreg NAME [ N ]
-        if len(toks) >= 5 and toks[2].text == "[" and toks[4].text == "]":
-            self.declare(toks[0].text == "qreg", toks[1].text, toks[3], toks[0].pos)
-            self.check_brackets(toks[5:])
-        else:
-            self.check_brackets(toks)  # malformed: the parser says how; sizes stay bounded
+        # qreg NAME [ N ]  (the size an integer literal, nothing else)
+        if not (len(toks) >= 5 and toks[2].text == "[" and toks[4].text == "]"):
+            raise self.fail(
+                toks[0].pos,
+                f"write a register as {toks[0].text} NAME[SIZE]; with the size an integer literal",
+            )
+        self.declare(toks[0].text == "qreg", toks[1].text, toks[3], toks[0].pos)
 
     def new_register(self, toks: list[Token]) -> None:
         # qubit NAME  |  qubit [ N ] NAME  (bit the same, maybe with "= ...")
         quantum = toks[0].text == "qubit"
         if toks[1].text != "[":
             self.declare(quantum, toks[1].text, None, toks[0].pos)
-            self.check_brackets(toks[2:])
             return
         if len(toks) >= 5 and toks[3].text == "]":
             self.declare(quantum, toks[4].text, toks[2], toks[0].pos)
-            self.check_brackets(toks[5:])
             return
         raise self.fail(
             toks[0].pos,
@@ -480,6 +521,12 @@ class _Scanner:
                     f"limit is {self.limits.max_clbits} (intake.max_clbits)",
                 )
 
+    def alias(self, toks: list[Token]) -> None:
+        """``let NAME = ...;``: as wide as the registers it names, at most all of them."""
+        if len(toks) >= 3 and toks[1].kind == "name":
+            named = sum(self.registers.get(t.text, 0) for t in toks[3:] if t.kind == "name")
+            self.registers[toks[1].text] = max(1, min(named, self.report.qubits))
+
     def too_many_qubits(self, pos: int, name: str, size: int) -> None:
         total = self.report.qubits
         also = "" if total == size else f" ({total} qubits in all)"
@@ -490,7 +537,8 @@ class _Scanner:
         )
 
     def check_brackets(self, toks: list[Token]) -> None:
-        """Integers inside brackets are sizes or indices: none may pass any register."""
+        """Integers inside brackets are sizes or indices, and ``$N`` names a physical
+        qubit: none may pass any register."""
         bound = max(self.qubit_limit.count, self.limits.max_clbits)
         depth = 0
         for tok in toks:
@@ -503,7 +551,7 @@ class _Scanner:
                 if index >= self.qubit_limit.count:
                     raise self.fail_qubits(
                         tok.pos,
-                        f"physical qubit {tok.text} does not exist: the limit is "
+                        f"physical qubit {brief(tok.text, 30)} does not exist: the limit is "
                         f"{self.qubit_limit.count} qubits ({self.qubit_limit.why})",
                     )
                 if index + 1 > self.report.qubits:
@@ -531,48 +579,61 @@ class _Scanner:
 
     def call(self, toks: list[Token]) -> None:
         """A statement that may run operations: count them (an upper bound)."""
-        self.check_brackets(toks)
         in_body = bool(self.blocks) and self.blocks[-1] is not None
-        rest = _strip_prefixes(toks)
-        if not rest or rest[0].text in _HEADERS or rest[0].text in _QUIET:
+        n = len(toks)
+        i = self.skip_prefixes(toks)
+        if i >= n or (self.v3 and (toks[i].text in _HEADERS or toks[i].text in _QUIET)):
             return
         controls = 0
         power = False
-        while rest and rest[0].text in _MODIFIERS:
-            modifier = rest[0].text
-            i = 1
+        while self.v3 and i < n and toks[i].text in _MODIFIERS:
+            modifier = toks[i].text
+            i += 1
             count = 1
-            if len(rest) > 1 and rest[1].text == "(":
-                close = _matching(rest, 1)
-                if close == 3:
-                    count = _int_value(rest[2].text) or 1
+            if i < n and toks[i].text == "(":
+                close = _matching(toks, i)
+                if modifier in ("ctrl", "negctrl"):
+                    value = _int_value(toks[i + 1].text) if close == i + 2 else None
+                    if value is None:
+                        raise self.fail(
+                            toks[i].pos,
+                            f"write {modifier}'s count of controls as an integer literal",
+                        )
+                    count = value
                 i = close + 1
             if modifier in ("ctrl", "negctrl"):
                 controls += count
             elif modifier == "pow":
                 power = True
-            rest = rest[i + 1 :] if i < len(rest) and rest[i].text == "@" else rest[i:]
-        if not rest:
+            if i < n and toks[i].text == "@":
+                i += 1
+        if i >= n:
             return
-        callee = rest[0].text
-        i = 1
-        if len(rest) > 1 and rest[1].text == "(":
-            if _count_args(rest, 1) > self.limits.max_parameters:
+        callee = toks[i].text
+        where = toks[i].pos
+        i += 1
+        if i < n and toks[i].text == "[":  # a designator: delay[100ns], box[...]
+            i = _matching(toks, i) + 1
+        if i < n and toks[i].text == "(":
+            if _count_args(toks, i) > self.limits.max_parameters:
                 raise self.fail(
-                    rest[0].pos,
+                    where,
                     f"more than {self.limits.max_parameters} parameters in one call; the limit "
                     "is intake.max_parameters",
                 )
-            i = _matching(rest, 1) + 1
-        args = _split_args(rest[i:])
-        if power and len(args) > self.limits.max_pow_qubits:
-            raise self.fail(
-                rest[0].pos,
-                f"pow(...) @ on a gate of {len(args)} qubits; the limit is "
-                f"{self.limits.max_pow_qubits} qubits (intake.max_pow_qubits), because the "
-                "power is taken as a matrix of 4^qubits entries",
-            )
-        cost = self.cost.get(callee, 1) * (2 * controls if controls else 1)
+            i = _matching(toks, i) + 1
+        args = _split_args(toks, i)
+        cost = self.cost.get(callee, 1) * (controls + 1) ** 2
+        if power:
+            width = max(len(args), controls + 1)
+            if width > self.limits.max_pow_qubits or cost * 4**width > _POW_BUDGET:
+                raise self.fail(
+                    where,
+                    f"pow(...) @ on a gate of {width} qubits and {cost} operations; the power "
+                    f"is taken as a matrix of 4^{width} entries through each of them. The "
+                    f"limits are {self.limits.max_pow_qubits} qubits (intake.max_pow_qubits) "
+                    f"and {_POW_BUDGET} for operations x 4^qubits",
+                )
         if in_body:
             self.body_cost += cost
             self.body_depth = max(self.body_depth, self.depth.get(callee, 0))
@@ -581,19 +642,39 @@ class _Scanner:
         self.report.gates += cost * width
         if self.report.gates > self.limits.max_gates:
             raise self.fail(
-                rest[0].pos,
+                where,
                 f"the circuit expands to more than {self.limits.max_gates} operations here "
                 "(gate definitions and register broadcasts expanded); the limit is "
                 "intake.max_gates",
             )
+
+    def skip_prefixes(self, toks: list[Token]) -> int:
+        """Index of a statement's call: past ``if (...)``, ``else`` and an assignment."""
+        n = len(toks)
+        i = 0
+        while i < n:
+            head = toks[i].text
+            if head == "if" and i + 1 < n and toks[i + 1].text == "(":
+                i = _matching(toks, i + 1) + 1
+            elif self.v3 and head == "else":
+                i += 1
+            else:
+                break
+        for j in range(i, n):
+            tok = toks[j]
+            if tok.text == "=" and tok.kind == "op":
+                return j + 1
+            if tok.text in ("(", "@", "["):
+                break
+        return i
 
     def width(self, arg: list[Token]) -> int:
         """How many times a call broadcasts over this argument (1 for a single qubit)."""
         if not arg or arg[0].kind != "name":
             return 1
         size = self.registers.get(arg[0].text, 1)
-        if len(arg) == 1 or any(t.text == ":" for t in arg):
-            return size
+        if len(arg) == 1 or any(t.text in (":", "{", ",") for t in arg):
+            return size  # a whole register, a slice or an index set
         return 1
 
 
@@ -602,13 +683,13 @@ def _too_long(number: str) -> bool:
     plain = number.replace("_", "")
     if plain[:2].lower() in ("0x", "0b", "0o"):
         return len(plain) - 2 > _MAX_LITERAL_DIGITS
-    return plain.isdigit() and len(plain) > _MAX_LITERAL_DIGITS
+    return plain.isascii() and plain.isdigit() and len(plain) > _MAX_LITERAL_DIGITS
 
 
 def _int_value(text: str) -> int | None:
     """The value of a plain integer literal (``1_000`` included), else None."""
     digits = text.replace("_", "")
-    if digits.isdigit() and len(digits) <= _MAX_LITERAL_DIGITS:
+    if digits.isascii() and digits.isdigit() and len(digits) <= _MAX_LITERAL_DIGITS:
         return int(digits)
     return None
 
@@ -618,9 +699,9 @@ def _matching(toks: list[Token], open_at: int) -> int:
     depth = 0
     for i in range(open_at, len(toks)):
         text = toks[i].text
-        if text in ("(", "["):
+        if text in ("(", "[", "{"):
             depth += 1
-        elif text in (")", "]"):
+        elif text in (")", "]", "}"):
             depth -= 1
             if depth == 0:
                 return i
@@ -630,19 +711,31 @@ def _matching(toks: list[Token], open_at: int) -> int:
 def _count_args(toks: list[Token], open_at: int) -> int:
     """Comma-separated items inside the parentheses at ``open_at``."""
     close = _matching(toks, open_at)
-    inner = toks[open_at + 1 : close]
-    return len(_split_args(inner)) if inner else 0
+    if close <= open_at + 1:
+        return 0
+    depth = 0
+    count = 1
+    for i in range(open_at + 1, close):
+        text = toks[i].text
+        if text in ("(", "[", "{"):
+            depth += 1
+        elif text in (")", "]", "}"):
+            depth -= 1
+        elif text == "," and depth == 0:
+            count += 1
+    return count
 
 
-def _split_args(toks: list[Token]) -> list[list[Token]]:
-    """Top-level comma (or ``->``) separated pieces."""
+def _split_args(toks: list[Token], start: int = 0) -> list[list[Token]]:
+    """Top-level comma (or ``->``) separated pieces of ``toks[start:]``."""
     out: list[list[Token]] = []
     cur: list[Token] = []
     depth = 0
-    for tok in toks:
-        if tok.text in ("(", "["):
+    for i in range(start, len(toks)):
+        tok = toks[i]
+        if tok.text in ("(", "[", "{"):
             depth += 1
-        elif tok.text in (")", "]"):
+        elif tok.text in (")", "]", "}"):
             depth -= 1
         if depth == 0 and tok.text in (",", "->"):
             out.append(cur)
@@ -652,22 +745,3 @@ def _split_args(toks: list[Token]) -> list[list[Token]]:
     if cur:
         out.append(cur)
     return out
-
-
-def _strip_prefixes(toks: list[Token]) -> list[Token]:
-    """A statement without ``if (...)``, ``else`` or an assignment's left side."""
-    rest = toks
-    while rest:
-        head = rest[0].text
-        if head == "if" and len(rest) > 1 and rest[1].text == "(":
-            rest = rest[_matching(rest, 1) + 1 :]
-        elif head == "else":
-            rest = rest[1:]
-        else:
-            break
-    for i, tok in enumerate(rest):
-        if tok.text == "=" and tok.kind == "op":
-            return rest[i + 1 :]
-        if tok.text in ("(", "@"):
-            break
-    return rest

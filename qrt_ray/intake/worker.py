@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict
 from typing import Any, BinaryIO
 
-from qrt_ray.errors import PlacementError, QrtError
+from qrt_ray.errors import PlacementError, QrtError, brief
 from qrt_ray.intake.admit import describe
 from qrt_ray.intake.limits import IntakeLimits
 from qrt_ray.intake.scan import QubitLimit
@@ -86,16 +86,21 @@ def handle(request: dict[str, Any], limits: IntakeLimits, progress: mmap.mmap) -
             kind = "PlacementError" if isinstance(exc, PlacementError) else "ValidationError"
             return {"error": {"index": k, "kind": kind, "message": str(exc)}}
         except MemoryError:
-            return {
-                "error": {
-                    "index": k,
-                    "kind": "ValidationError",
-                    "message": f"{arg}: checking it needs more memory than the intake allows "
-                    f"({limits.memory_mb} MB: intake.memory_mb)",
-                }
-            }
+            return _refused(
+                k,
+                f"{arg}: checking it needs more memory than the intake allows "
+                f"({limits.memory_mb} MB: intake.memory_mb)",
+            )
+        except Exception as exc:  # a parser's own failure: the worker goes on
+            return _refused(
+                k, f"{arg}: the circuit could not be read ({type(exc).__name__}: {brief(exc)})"
+            )
         out.append({"hash": digest, "profile": asdict(profile)})
     return {"circuits": out}
+
+
+def _refused(index: int, message: str) -> dict[str, Any]:
+    return {"error": {"index": index, "kind": "ValidationError", "message": message}}
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 # A short parse deadline, so that a circuit that is slow to parse (the stall test's)
 # meets it quickly; nothing else in the corpus comes near it.
-PARSE_TIMEOUT_S = 3.0
+PARSE_TIMEOUT_S = 5.0
 CASE_BOUND_S = 20.0  # a refused case answers within this, on a shared 2-core machine
 STALL_BOUND_S = 1.0  # the issue's bar for other clients' calls
 
@@ -75,10 +75,10 @@ def test_each_hostile_input_on_a_live_farm(farm: Farm, case: Case) -> None:
 
 
 def slow_to_parse() -> str:
-    """Valid OpenQASM 3 that takes the parser longer than the farm's deadline (about
-    20,000 gates; OpenQASM 3 parses a few thousand gates a second here)."""
+    """Valid OpenQASM 3 that takes the parser longer than the farm's deadline (40,000
+    gates; OpenQASM 3 parses a few thousand gates a second here)."""
     body = "".join(
-        f"rz({i % 97 / 7}) q[{i % 5}];\ncx q[{i % 5}], q[{(i + 1) % 5}];\n" for i in range(10_000)
+        f"rz({i % 97 / 7}) q[{i % 5}];\ncx q[{i % 5}], q[{(i + 1) % 5}];\n" for i in range(20_000)
     )
     return (
         'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[5] q;\nbit[5] c;\n'
@@ -127,7 +127,7 @@ def test_other_clients_answer_while_hostile_input_is_handled(farm: Farm) -> None
     print(
         f"\nworst latency of another client's call: {worst * 1000:.0f} ms over {prober.calls} calls"
     )
-    assert "took longer than 3 s" in outcomes[0], outcomes[0]
+    assert "took longer than 5 s" in outcomes[0], outcomes[0]
     assert all(o != "accepted" for o in outcomes), outcomes
     assert prober.calls > 20
     assert worst < STALL_BOUND_S, f"another client waited {worst:.2f} s"

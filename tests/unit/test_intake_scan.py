@@ -120,7 +120,7 @@ def test_expressions_are_bounded(build: object, says: str) -> None:
 
 
 def test_blocks_are_bounded() -> None:
-    deep = HEAD3 + "qubit[1] q;\nbit[1] c;\n" + "if (c[0]) { " * 65 + "x q[0]; " + "} " * 65
+    deep = HEAD3 + "qubit[1] q;\nbit[1] c;\n" + "box { " * 65 + "x q[0]; " + "} " * 65
     with pytest.raises(ValidationError, match="blocks nested more than 64 deep"):
         scan(deep, LIMITS)
 
@@ -148,7 +148,7 @@ def test_broadcasts_count_every_operation() -> None:
 
 def test_pow_is_bounded_by_the_width_of_its_gate() -> None:
     args = ", ".join(f"q[{i}]" for i in range(12))
-    with pytest.raises(ValidationError, match=r"pow.*12 qubits; the limit is 10"):
+    with pytest.raises(ValidationError, match=r"pow.*12 qubits.*limits are 10 qubits"):
         scan(HEAD3 + f"qubit[12] q;\npow(2) @ ctrl(11) @ x {args};\n", LIMITS)
 
 
@@ -248,3 +248,71 @@ def test_a_plain_text_near_a_limit_is_read_by_the_token_loop() -> None:
     assert _plain_report(text, LIMITS, QubitLimit(1024, "x")) is None
     with pytest.raises(ValidationError, match=r"q\[2000\] declares 2000 qubits"):
         scan(text, LIMITS)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        HEAD2 + "qreg q[1];\nrz(1234567890123456789) q[0];\n",  # an integer of 19 digits
+        HEAD2 + "qreg q[1];\nrz(1/*2) q[0];\n",  # a comment inside a parameter
+        HEAD2 + "qreg q[1];\nh q[0];\nqreg r[1];\n",  # a register after the calls
+        HEAD2 + "qreg q[1];\ninclude q[0];\n",  # a keyword as a callee
+        HEAD2 + "qreg q[1];\nopaque q[0];\n",
+    ],
+    ids=["long-integer", "comment", "late-register", "include-callee", "opaque-callee"],
+)
+def test_the_plain_reader_leaves_what_is_not_plain_to_the_token_loop(text: str) -> None:
+    from qrt_ray.intake.scan import _plain_report
+
+    assert _plain_report(text, LIMITS, QubitLimit(1024, "x")) is None
+
+
+def test_a_definition_past_the_expansion_limit_is_not_read_as_plain() -> None:
+    from qiskit import QuantumCircuit
+    from qiskit.circuit.library import RC3XGate
+
+    from qrt_ray.circuits import to_qasm
+    from qrt_ray.intake.scan import _plain_report, _Scanner
+
+    qc = QuantumCircuit(4)
+    qc.append(RC3XGate(), range(4))
+    qc.measure_all()
+    text = to_qasm(qc)
+    tight = IntakeLimits(max_gate_expansion=10)
+    assert _plain_report(text, tight, QubitLimit(1024, "x")) is None
+    with pytest.raises(ValidationError, match="expands to"):
+        _Scanner(text, tight, QubitLimit(1024, "x")).run()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "h q[0];",
+                "cx q[0],q[1];",
+                "rz(0.5) q[1];",
+                "rz(1234567890123456789) q[0];",
+                "u(pi/2,-0.5,1e-3) q[1];",
+                "measure q[0] -> c[0];",
+                "qreg r[2];",
+                "creg d[3];",
+                "let q[0];",
+                "include q[0];",
+                "rz(1/*2) q[0];",
+                "// note",
+                "barrier q[0],q[1];",
+                "h q;",
+            ]
+        ),
+        max_size=12,
+    )
+)
+def test_when_the_plain_reader_answers_it_agrees_with_the_token_loop(lines: list[str]) -> None:
+    from qrt_ray.intake.scan import _plain_report, _Scanner
+
+    text = HEAD2 + "qreg q[2];\ncreg c[2];\n" + "\n".join(lines) + "\n"
+    limit = QubitLimit(1024, "x")
+    fast = _plain_report(text, LIMITS, limit)
+    if fast is not None:
+        assert fast == _Scanner(text, LIMITS, limit).run(), text
