@@ -100,9 +100,15 @@ def test_simulate_compares_policies_without_a_farm() -> None:
 
 
 def test_cancel_and_errors(farm: dict, tmp_path: Path) -> None:
-    job_id = qrt("submit", str(GHZ), "--shots", "100", *common(farm)).stdout.strip()
-    out = qrt("cancel", job_id, *common(farm))
-    assert job_id in out.stdout
+    # a million shots: far from done when the cancel arrives
+    job_id = qrt("submit", str(GHZ), "--shots", "1000000", *common(farm)).stdout.strip()
+    out = json.loads(qrt("cancel", job_id, "--json", *common(farm)).stdout)
+    assert out == {"job_id": job_id, "cancelled": True, "state": "CANCELLED"}
+    status = json.loads(qrt("status", job_id, "--json", *common(farm)).stdout)
+    assert status["state"] == "CANCELLED"
+    assert status["events"][-1]["to"] == "CANCELLED"
+    again = qrt("cancel", job_id, *common(farm)).stdout
+    assert "already CANCELLED" in again
     bad = tmp_path / "bad.qasm"
     bad.write_text("OPENQASM 2.0;\nqreg q[2];\nnot_a_gate q[0];\n")
     err = qrt("submit", str(bad), *common(farm), check=False)
@@ -214,16 +220,18 @@ def test_ray_job_submit(farm: dict, tmp_path: Path) -> None:
         print("SHOTS", sum(r.counts().values()))
     """)
     )
-    (ROOT / ".qrt_test_client.py").write_text(script.read_text())
-    try:
-        out = subprocess.run(
-            [*cmd, "--", "python", ".qrt_test_client.py"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=env,
-        )
-    finally:
-        (ROOT / ".qrt_test_client.py").unlink()
+    # its own working dir: nothing is written into the repository
+    workdir = tmp_path / "job"
+    (workdir / "examples").mkdir(parents=True)
+    (workdir / "examples" / "ghz.qasm").write_text(GHZ.read_text())
+    (workdir / "client.py").write_text(script.read_text())
+    submit = ["ray", "job", "submit", "--address", farm["dashboard"], "--working-dir"]
+    out = subprocess.run(
+        [*submit, str(workdir), "--", "python", "client.py"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr + out.stdout
     assert "SHOTS 250" in out.stdout

@@ -121,6 +121,18 @@ def test_sampler_seeded_runs_reproduce(rt: QuantumRuntime) -> None:
     assert np.array_equal(one[0].data.meas.array, two[0].data.meas.array)
 
 
+def test_runtime_settings_reach_the_farm_jobs(rt: QuantumRuntime) -> None:
+    sampler = Sampler(mode=rt.backend("manila"))
+    sampler.options.simulator.seed_simulator = 42
+    sampler.options.environment.job_tags = ["exp-1"]
+    job = sampler.run([_ghz(3, measure=True)], shots=200)
+    job.result(timeout=300)
+    (farm_job,) = job.farm_job_ids
+    info = rt.job(farm_job).info()
+    assert "exp-1" in info["tags"]
+    assert rt.job(farm_job).result(timeout_s=60).metadata.seeds == (42,)
+
+
 def test_sampler_readout_mitigation_gives_quasi_distributions(rt: QuantumRuntime) -> None:
     sampler = Sampler(mode=rt, options={"resilience": {"measure_mitigation": True}})
     result = sampler.run([_ghz(3, measure=True)], shots=2000).result(timeout=300)

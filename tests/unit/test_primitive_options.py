@@ -98,8 +98,15 @@ def test_hardware_runtime_settings_are_accepted_or_refused_clearly() -> None:
     opts.execution.rep_delay = 0.00025
     opts.simulator.seed_simulator = 42
     opts.environment.job_tags = ["exp-1"]
+    # read back as set (their effect on farm jobs: tests/integration/test_primitives.py)
+    assert opts.execution.rep_delay == 0.00025
+    assert opts.simulator.seed_simulator == 42 and opts.environment.job_tags == ["exp-1"]
+    with pytest.raises(ValidationError, match="rep_delay"):
+        opts.execution.rep_delay = -1.0
+    assert opts.execution.rep_delay == 0.00025  # a refused value leaves the old one
     with pytest.raises(ValidationError, match="noise_model"):
         opts.simulator.noise_model = object()
+    assert opts.simulator.noise_model is None
 
 
 def test_twirling_can_be_switched_off_at_any_level() -> None:

@@ -267,16 +267,35 @@ def test_partial_run_reruns_only_missing_shots(tmp_path: Path) -> None:
 
 
 def test_recovery_from_every_state_loses_nothing_and_counts_once(tmp_path: Path) -> None:
-    """A store left with jobs in every state by a dead runtime is finished by a new one."""
+    """A store left with jobs in every state by a dead runtime is finished by a new one:
+    live work runs (once), a POSTPROCESSING job is finished from its ledger without
+    running again, and DONE and CANCELLED jobs are left exactly as they were."""
 
-    async def first_life() -> dict[str, str]:
-        store, _devices, sched = make(tmp_path)
+    async def first_life() -> tuple[dict[str, str], dict[str, object]]:
+        store, devices, sched = make(tmp_path)
         await sched.start()
         ids = {}
-        for state in ("queued", "compiling", "placed", "running", "post", "done", "cancelled"):
-            ((rec, _),) = await sched.submit([spec(shots=400)])
+        # one job really DONE, one really left POSTPROCESSING (its shots counted)
+        ((done, _),) = await sched.submit([spec(shots=400)])
+        await drive(sched, devices)
+        ids["done"] = done.job_id
+        ((post, _),) = await sched.submit([spec(shots=400)])
+        original = sched._finish
+
+        async def crash(job_ids: list[str]) -> None:
+            raise asyncio.CancelledError
+
+        sched._finish = crash  # type: ignore[method-assign]
+        with pytest.raises(asyncio.CancelledError):
+            await drive(sched, devices, until_s=30)
+        sched._finish = original  # type: ignore[method-assign]
+        ids["post"] = post.job_id
+        await sched.stop()
+        # the rest admitted by a scheduler whose loop never runs, then moved by hand
+        idle = Scheduler(store, LocalPorts(devices))
+        for state in ("queued", "compiling", "placed", "running", "cancelled"):
+            ((rec, _),) = await idle.submit([spec(shots=400)])
             ids[state] = rec.job_id
-        await sched.stop()  # the loop never ran: all QUEUED
         t = 10.0
         moves = {
             "compiling": [S.COMPILING],
@@ -289,15 +308,23 @@ def test_recovery_from_every_state_loses_nothing_and_counts_once(tmp_path: Path)
             for nxt in path:
                 store.apply([StateUpdate(ids[name], prev, nxt, t, fields={"attempts": 1})])
                 prev = nxt
+        assert store.get(ids["post"]).state is S.POSTPROCESSING
+        done_rec = store.get(ids["done"])
+        before = {
+            "result": done_rec.result_sha256,
+            "events": len(store.events(ids["done"])),
+            "ledger": store.shot_ledger(ids["done"]),
+            "post_ledger": store.shot_ledger(ids["post"]),
+        }
         store.close()
-        return ids
+        return ids, before
 
-    ids = asyncio.run(first_life())
+    ids, before = asyncio.run(first_life())
 
     async def second_life() -> None:
         store, devices, sched = make(tmp_path)
         recovered = await sched.start()
-        assert recovered == 6  # everything but the cancelled job
+        assert recovered == 5  # not the DONE or the CANCELLED job
         await drive(sched, devices)
         await sched.stop()
         for name, job_id in ids.items():
@@ -310,6 +337,14 @@ def test_recovery_from_every_state_loses_nothing_and_counts_once(tmp_path: Path)
             ledger = store.shot_ledger(job_id)
             assert sum(r.shots for r in ledger) == 400, (name, ledger)
             assert len({(r.job_id, r.attempt) for r in ledger}) == len(ledger)
+        # the DONE job is untouched, the POSTPROCESSING one finished from its ledger
+        done = store.get(ids["done"])
+        assert done.result_sha256 == before["result"]
+        assert len(store.events(ids["done"])) == before["events"]
+        assert store.shot_ledger(ids["done"]) == before["ledger"]
+        assert store.shot_ledger(ids["post"]) == before["post_ledger"]
+        # only the four live jobs ran again: one circuit each
+        assert sum(d.circuits_run for d in devices) == 4
         store.close()
 
     asyncio.run(second_life())
@@ -395,18 +430,39 @@ def test_records_are_plain_data() -> None:
 
 
 def test_one_uncompilable_circuit_fails_only_its_job(tmp_path: Path) -> None:
-    from qrt_ray.compiler import compile_circuits
+    """Two jobs compiled in one chunk for one device: the one whose circuit does not
+    compile fails with the compiler's reason, the other runs."""
+    from qrt_ray.compiler import CompiledCircuit
 
-    fine = ghz(2)
-    cal_id, target = Device(FARM.devices[0], max_parallel_threads=1).compile_target()
-    out = compile_circuits(
-        [fine, "OPENQASM 2.0; qreg q[1]; creg c[1]; zz q[0];"],
-        target,
-        device="manila",
-        calibration_id=cal_id,
-    )
-    assert out[0].error is None and out[0].payload is not None
-    assert out[1].payload is None and out[1].error.startswith("ValidationError")
+    store, devices, sched = make(tmp_path)
+    bad = ghz(3)
+    real = sched.ports.compile
+
+    async def compile_failing_one(device: str, texts: list[str], **kw: object) -> object:
+        cal_id, out = await real(device, texts, **kw)  # type: ignore[arg-type]
+        failed = CompiledCircuit(out[0].circuit_hash, None, 0, None, error="TranspilerError: x")
+        return cal_id, [failed if t == bad else c for t, c in zip(texts, out, strict=True)]
+
+    sched.ports.compile = compile_failing_one  # type: ignore[method-assign]
+
+    async def main() -> tuple[str, str]:
+        await sched.start()
+        (good, _), (broken, _) = await sched.submit(
+            [
+                spec(2, shots=100, device="manila"),
+                JobSpec(circuits=(bad,), shots=100, device="manila"),
+            ]
+        )
+        await drive(sched, devices)
+        await sched.stop()
+        return good.job_id, broken.job_id
+
+    good, broken = asyncio.run(main())
+    assert store.get(good).state is S.DONE
+    failed = store.get(broken)
+    assert failed.state is S.FAILED
+    assert "does not compile for manila: TranspilerError: x" in (failed.error or "")
+    store.close()
 
 
 def test_retries_end_after_max_attempts(tmp_path: Path) -> None:
