@@ -40,17 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil
 
+from tests.circuits import SMALL_FARM
 from tests.security.cases import CASES, Case
 from tests.security.harness import FifoWatch, Prober, plant_secrets, run_case
 
-FARM = """
-name: hostile
-devices:
-  - {name: manila, backend: FakeManilaV2,
-     price_per_shot_usd: 0.00001, price_per_job_usd: 0.01, gpu: never}
-  - {name: kolkata, backend: FakeKolkataV2,
-     price_per_shot_usd: 0.00002, price_per_job_usd: 0.02, gpu: never}
-"""
+# the tests' small farm with kolkata for nairobi: the widest device has 27 qubits
+FARM = SMALL_FARM.replace(
+    "name: nairobi, backend: FakeNairobiV2", "name: kolkata, backend: FakeKolkataV2"
+)
 
 
 def scheduler_rss_mb() -> float | None:

@@ -71,3 +71,22 @@ def make(
     devices = [Device(d, max_parallel_threads=1, scheduling=scheduling) for d in FARM.devices]
     policies = PolicyConfig(scheduling=scheduling)
     return store, devices, Scheduler(store, LocalPorts(devices), policy_config=policies)
+
+
+async def drive_until_crash(sched: Scheduler, devices: list[Device], step_name: str) -> None:
+    """Drive the farm until the scheduler reaches ``step_name`` (``_finish``: shots
+    counted, POSTPROCESSING stored; ``_complete``: shots counted, still RUNNING) and
+    dies there, as a process killed at that moment would."""
+
+    async def crash(job_ids: list[str]) -> None:
+        raise asyncio.CancelledError
+
+    original = getattr(sched, step_name)
+    setattr(sched, step_name, crash)
+    try:
+        await drive(sched, devices, until_s=30)
+    except asyncio.CancelledError:
+        return
+    finally:
+        setattr(sched, step_name, original)
+    raise AssertionError(f"the scheduler never reached {step_name}")

@@ -7,14 +7,12 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-import pytest
-
 from actors.device import Device
 from actors.ports import LocalPorts
 from actors.scheduler import Scheduler
 from qrt_ray.lifecycle import JobState as S
 from qrt_ray.store import JobRecord, SQLiteJobStore
-from tests.local_farm import FARM, drive, make, spec
+from tests.local_farm import FARM, drive, drive_until_crash, make, spec
 
 
 def _crash_after_counting(tmp_path: Path) -> str:
@@ -24,13 +22,7 @@ def _crash_after_counting(tmp_path: Path) -> str:
         store, devices, sched = make(tmp_path)
         await sched.start()
         ((rec, _),) = await sched.submit([spec(shots=200)])
-
-        async def crash(job_ids: list[str]) -> None:
-            raise asyncio.CancelledError
-
-        sched._finish = crash  # type: ignore[method-assign]
-        with pytest.raises(asyncio.CancelledError):
-            await drive(sched, devices, until_s=30)
+        await drive_until_crash(sched, devices, "_finish")
         await sched.stop()
         store.close()
         return rec.job_id

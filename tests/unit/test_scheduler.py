@@ -20,7 +20,7 @@ from qrt_ray.lifecycle import JobState
 from qrt_ray.models import JobSpec
 from qrt_ray.results import decode_result
 from qrt_ray.store import JobRecord, SQLiteJobStore, StateUpdate
-from tests.local_farm import FARM, drive, ghz, make, spec
+from tests.local_farm import FARM, drive, drive_until_crash, ghz, make, spec
 
 S = JobState
 
@@ -280,15 +280,7 @@ def test_recovery_from_every_state_loses_nothing_and_counts_once(tmp_path: Path)
         await drive(sched, devices)
         ids["done"] = done.job_id
         ((post, _),) = await sched.submit([spec(shots=400)])
-        original = sched._finish
-
-        async def crash(job_ids: list[str]) -> None:
-            raise asyncio.CancelledError
-
-        sched._finish = crash  # type: ignore[method-assign]
-        with pytest.raises(asyncio.CancelledError):
-            await drive(sched, devices, until_s=30)
-        sched._finish = original  # type: ignore[method-assign]
+        await drive_until_crash(sched, devices, "_finish")
         ids["post"] = post.job_id
         await sched.stop()
         # the rest admitted by a scheduler whose loop never runs, then moved by hand
@@ -358,15 +350,7 @@ def test_recovery_finishes_postprocessing_from_the_ledger(tmp_path: Path) -> Non
         await sched.start()
         ((rec, _),) = await sched.submit([spec(shots=300)])
         # run it, but stop right after its shots are counted and POSTPROCESSING is stored
-        original = sched._finish
-
-        async def crash(job_ids: list[str]) -> None:
-            raise asyncio.CancelledError
-
-        sched._finish = crash  # type: ignore[method-assign]
-        with pytest.raises(asyncio.CancelledError):
-            await drive(sched, devices, until_s=20)
-        sched._finish = original  # type: ignore[method-assign]
+        await drive_until_crash(sched, devices, "_finish")
         await sched.stop()
         assert store.get(rec.job_id).state is S.POSTPROCESSING
         runs_before = devices[0].circuits_run + devices[1].circuits_run
@@ -395,13 +379,7 @@ def test_recovery_finishes_a_running_job_whose_shots_were_all_counted(tmp_path: 
         store, devices, sched = make(tmp_path)
         await sched.start()
         ((rec, _),) = await sched.submit([spec(shots=300)])
-
-        async def crash(job_ids: list[str]) -> None:
-            raise asyncio.CancelledError
-
-        sched._complete = crash  # type: ignore[method-assign]
-        with pytest.raises(asyncio.CancelledError):
-            await drive(sched, devices, until_s=20)
+        await drive_until_crash(sched, devices, "_complete")
         await sched.stop()
         assert store.get(rec.job_id).state is S.RUNNING
         assert sum(r.shots for r in store.shot_ledger(rec.job_id)) == 300
