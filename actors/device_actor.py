@@ -10,13 +10,16 @@ jobs); a bounded hand-off keeps a slow scheduler from piling results up in memor
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
+import psutil
 import ray
 
 from actors.device import Device, FaultPlan, WorkItem
@@ -67,6 +70,11 @@ class DeviceActor:
         self._in_flight = 0  # batches taken from the queue whose runs are not reported yet
         self._reports: queue.Queue[list[RawRun]] = queue.Queue(maxsize=_REPORT_BACKLOG)
         self.device.on_progress = self._progress
+        self._process = (
+            ray.get_runtime_context().get_node_id(),
+            os.getpid(),
+            psutil.Process().create_time(),
+        )
         threading.Thread(target=self._drain_forever, name="qrt-device", daemon=True).start()
         threading.Thread(target=self._report_forever, name="qrt-report", daemon=True).start()
 
@@ -92,8 +100,8 @@ class DeviceActor:
         return self.device.name
 
     def snapshot(self) -> DeviceSnapshot:
-        """Placement snapshot of the device."""
-        return self.device.snapshot()
+        """Placement snapshot of the device, with the process it runs in."""
+        return dataclasses.replace(self.device.snapshot(), process=self._process)
 
     def compile_target(self) -> tuple[str, Any]:
         """(calibration id, transpiler target) of the current calibration."""

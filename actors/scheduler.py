@@ -114,6 +114,14 @@ def chunk_cap(index: int, chunk: int) -> int:
     return max(1, min(chunk, FIRST_CHUNK << min(index, 16)))
 
 
+def _with_held(snap: DeviceSnapshot, held: dict[str, int]) -> DeviceSnapshot:
+    """``snap`` with its queue counting the jobs already placed on it that the device
+    may not have yet: a full device takes no more (enqueueing past ``queue_limit`` is
+    refused, and the refused jobs would come straight back)."""
+    depth = held.get(snap.name, 0)
+    return snap if depth <= snap.queue_depth else replace(snap, queue_depth=depth)
+
+
 def _unreachable(snap: DeviceSnapshot, reason: str) -> DeviceSnapshot:
     """``snap`` as placement must see a device that is not answering or restarting."""
     return replace(snap, status=DeviceStatus.UNREACHABLE, status_reason=reason)
@@ -157,6 +165,8 @@ class Scheduler:
         self._breakers: dict[str, CircuitBreaker] = {}
         # devices seen UNREACHABLE, since when (partial runs wait a while for them)
         self._down_since: dict[str, float] = {}
+        # devices that stopped answering status polls with no batch in flight, since when
+        self._silent_since: dict[str, float] = {}
         # shots of runs dropped because the job's calibration moved on or its device
         # stayed away (rerun whole), and the first attempt whose runs count; both are
         # persisted with the job's placement so a restarted scheduler agrees
@@ -405,6 +415,7 @@ class Scheduler:
             return
         before = {s.name: s for s in self._snapshots}
         got = {s.name: s for s in await self.ports.snapshots()}
+        answered = set(got)
         self._snap_at = now
         restarted: dict[str, str] = {}
         for name, old in before.items():
@@ -419,6 +430,7 @@ class Scheduler:
                 got[name] = old
             elif snap is None:  # did not answer: it takes no new work until it does
                 got[name] = _unreachable(old, f"{name} is not answering")
+                self._silent_since.setdefault(name, self._clock())
             elif old.incarnation and snap.incarnation != old.incarnation:
                 restarted[name] = f"{name} restarted (its queue was lost)"
                 if self._suspect.pop(name, None) is None:  # not a restart we asked for
@@ -435,6 +447,8 @@ class Scheduler:
                 self._down_since.setdefault(name, clock)
             else:
                 self._down_since.pop(name, None)
+        for name in [n for n in self._silent_since if n in got and n in answered]:
+            del self._silent_since[name]
         self._snapshots = list(got.values())
         self._observe_health(before, clock)
         for name, reason in restarted.items():
@@ -581,17 +595,27 @@ class Scheduler:
             await self._safe_drop(device, list(attempts), attempts)
 
     async def _watchdog(self) -> None:
-        """Give up on devices whose oldest batch has run far past its expected time."""
-        late = self._watch.overdue(
-            self._clock(), self._faults.hung_batch_min_s, self._faults.hung_batch_factor
+        """Give up on devices whose oldest batch has run far past its expected time, or
+        that have answered no status poll for ``faults.silent_restart_s`` with no batch
+        in flight (a frozen process would otherwise hold its pinned work forever)."""
+        now = self._clock()
+        late = list(
+            self._watch.overdue(now, self._faults.hung_batch_min_s, self._faults.hung_batch_factor)
         )
-        for device, reason in late:
+        silent = {
+            device: f"{device} has answered nothing for {now - since:.0f} s"
+            for device, since in self._silent_since.items()
+            if device not in self._suspect and now - since >= self._faults.silent_restart_s
+        }
+        for device, reason in [*late, *silent.items()]:
             logger.warning("%s; restarting it and placing its jobs again", reason)
             self._suspect[device] = reason
             self._snapshots = [
                 _unreachable(s, reason) if s.name == device else s for s in self._snapshots
             ]
-            self.metrics.device_restarts.labels(device=device, cause="hung").inc()
+            self._silent_since.pop(device, None)
+            cause = "silent" if device in silent else "hung"
+            self.metrics.device_restarts.labels(device=device, cause=cause).inc()
             await self._take_back_from(device, reason)
             try:
                 await self.ports.restart(device)
@@ -670,6 +694,8 @@ class Scheduler:
         waiting: list[tuple[int, float, str]] = []
         failures: list[StateUpdate] = []
         backlog = self._loads()
+        held = self._held()
+        seen: set[str] = set()
         started = time.perf_counter()
         while self._pending:
             if picked and time.perf_counter() - started > PASS_BUDGET_S:
@@ -677,10 +703,11 @@ class Scheduler:
                 break
             entry = heapq.heappop(self._pending)
             rec = self._live.get(entry[2])
-            if rec is None or rec.state is not S.QUEUED:
-                continue
+            if rec is None or rec.state is not S.QUEUED or rec.job_id in seen:
+                continue  # final, placed meanwhile, or a second entry of one job
+            seen.add(rec.job_id)
             try:
-                placement = self._place(rec, backlog)
+                placement = self._place(rec, backlog, held)
             except DeviceUnavailableError:
                 if rec.spec.max_calibration_age_s:
                     await self._ask_fresh(rec, backlog)
@@ -699,6 +726,7 @@ class Scheduler:
                 )
                 continue
             picked.append((rec, placement))
+            held[placement.device] = held.get(placement.device, 0) + 1
             chosen = placement.explanation.get("chosen", {})
             run_s = float(chosen.get("run_s", 0.0))
             backlog[placement.device] = backlog.get(placement.device, 0.0) + run_s
@@ -782,7 +810,18 @@ class Scheduler:
         except Exception:
             logger.warning("could not ask for %s to be recalibrated", device, exc_info=True)
 
-    def _place(self, rec: JobRecord, backlog: dict[str, float]) -> Placement:
+    def _held(self) -> dict[str, int]:
+        """Jobs placed on each device and not yet running (compiling, or in its queue):
+        its queue's room is ``queue_limit`` less these, whatever its last snapshot says."""
+        held: dict[str, int] = {}
+        for rec in self._live.values():
+            if rec.device and rec.state in (S.COMPILING, S.PLACED):
+                held[rec.device] = held.get(rec.device, 0) + 1
+        return held
+
+    def _place(
+        self, rec: JobRecord, backlog: dict[str, float], held: dict[str, int] | None = None
+    ) -> Placement:
         runs = self._runs.get(rec.job_id)
         if runs and not rec.spec.device:
             stranded = self._stranded(runs[0].device)
@@ -797,8 +836,10 @@ class Scheduler:
         left = deadline - now if deadline < math.inf else None
         options = placement_options(rec.spec, device=pinned, deadline_s=left)
         limit = rec.spec.max_calibration_age_s
+        held = held or {}
         loads = [
-            DeviceLoad(_too_old(s, now, limit), backlog.get(s.name, 0.0)) for s in self._snapshots
+            DeviceLoad(_with_held(_too_old(s, now, limit), held), backlog.get(s.name, 0.0))
+            for s in self._snapshots
         ]
         try:
             placement = self.placer.place(self._job_shape(rec), loads, options)
@@ -813,6 +854,7 @@ class Scheduler:
     # == compile and dispatch =========================================================
 
     async def _compile_and_dispatch(self, device: str, job_ids: list[str]) -> None:
+        job_ids = list(dict.fromkeys(job_ids))  # a job is compiled and queued once
         try:
             compiled, cal_id = await self._compile_jobs(device, job_ids)
         except asyncio.CancelledError:

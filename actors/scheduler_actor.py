@@ -7,6 +7,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import psutil
 import ray
 from pydantic import ValidationError as PydanticValidationError
 
@@ -46,6 +47,8 @@ class RayPorts:
         self._namespace = namespace
         self._targets: dict[tuple[str, str], Any] = {}
         self._snapshot_timeout_s = snapshot_timeout_s
+        # each device's process as it last reported it (node, pid, start time)
+        self._processes: dict[str, tuple[str, int, float]] = {}
 
     async def snapshots(self) -> list[DeviceSnapshot]:
         """Snapshots of the devices that answer within the timeout (the others are
@@ -63,13 +66,20 @@ class RayPorts:
             if isinstance(snap, BaseException):
                 logger.warning("device %s did not answer: %r", name, snap)
                 continue
+            if snap.process is not None:
+                self._processes[name] = snap.process
             out.append(snap)
         return out
 
     async def restart(self, device: str) -> None:
-        """Kill the device actor and let Ray start it again (its ``max_restarts``)."""
+        """Kill the device actor and let Ray start it again (its ``max_restarts``).
+
+        Ray's kill is a message the actor's process must take; a frozen process takes
+        none, so when that process runs on this node it is also killed by the OS.
+        """
         self._targets = {k: v for k, v in self._targets.items() if k[0] != device}
         ray.kill(self._devices[device], no_restart=False)
+        kill_process(self._processes.pop(device, None))
 
     async def request_calibration(self, device: str, reason: str) -> None:
         """Ask the farm's calibration manager to recalibrate a device (not waited for)."""
@@ -146,6 +156,25 @@ class RayPorts:
         # refused at batch start, because its state was persisted first.
         ref = self._devices[device].drop.remote(list(job_ids), dict(attempts) if attempts else None)
         return await asyncio.wait_for(ref, timeout=self._snapshot_timeout_s)
+
+
+def kill_process(process: tuple[str, int, float] | None) -> bool:
+    """SIGKILL a device's process if it runs on this node and is still that process
+    (its start time matches: a pid may have been reused). Returns whether it did."""
+    if process is None:
+        return False
+    node, pid, started = process
+    if node != ray.get_runtime_context().get_node_id():
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - started) > 1.0:
+            return False
+        proc.kill()
+    except psutil.Error:
+        return False
+    logger.warning("killed the process %d of a device that no longer answered", pid)
+    return True
 
 
 def record_view(rec: JobRecord) -> dict[str, Any]:

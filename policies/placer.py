@@ -37,6 +37,7 @@ from policies.placement import (
     resolve_weights,
 )
 from qrt_ray.config import PolicyConfig
+from qrt_ray.errors import PlacementError
 from qrt_ray.models import DeviceSnapshot, DeviceStatus, Placement
 
 # A job's fidelity is the mean over its distinct circuits; beyond this many, the first
@@ -240,6 +241,7 @@ class Placer:
             ValueError: an unknown policy or goal in ``options``.
         """
         check_fits(job.width, [ld.snapshot for ld in loads], options.device)
+        check_in_service(job.width, [ld.snapshot for ld in loads], options.device)
         policy = options.policy or self.config.policy
         weights = resolve_weights(options, self.default_weights)
         cands = self.candidates(job, loads, policy=policy, weights=weights, options=options)
@@ -298,3 +300,24 @@ class Placer:
             job, loads, policy="composite", weights=weights, options=options, exhaustive=True
         )
         return sorted(cands, key=lambda c: (-composite_score(c, weights), c.device))
+
+
+def check_in_service(width: int, snapshots: Sequence[DeviceSnapshot], pinned: str | None) -> None:
+    """Raise when every device that fits the job (or its pinned one) is OFFLINE: out of
+    service until an operator brings it back, so waiting for it would never end.
+
+    Raises:
+        PlacementError: naming the device (or devices) and why they are offline.
+    """
+    fitting = [
+        s for s in snapshots if s.num_qubits >= width and (pinned is None or s.name == pinned)
+    ]
+    if fitting and all(s.status is DeviceStatus.OFFLINE for s in fitting):
+        names = ", ".join(
+            f"{s.name} ({s.status_reason})" if s.status_reason else s.name for s in fitting
+        )
+        which = "the pinned device" if pinned else "every device that fits the job"
+        raise PlacementError(
+            f"{which} is OFFLINE: {names}; pin another device, or submit again once an "
+            "operator has brought it back (`qrt calibrate DEVICE`)"
+        )

@@ -235,6 +235,9 @@ class FaultConfig(BaseModel):
     # the missing shots of a partial run wait this long for their device to come back
     # (same calibration); after that the job reruns whole elsewhere
     partial_wait_s: float = Field(default=60.0, ge=0, allow_inf_nan=False)
+    # a device that answers no status poll this long, with no batch in flight, is
+    # restarted (a frozen process: nothing else would ever free its pinned work)
+    silent_restart_s: float = Field(default=120.0, gt=0, allow_inf_nan=False)
 
 
 class LinkConfig(BaseModel):

@@ -274,6 +274,9 @@ class DeviceSnapshot:
     canary_at: float | None = None
     # non-empty while canaries say the device has drifted from its calibration
     degraded: str = ""
+    # the device's process: node, pid and start time, so a process that no longer
+    # answers (frozen) can be killed where it runs
+    process: tuple[str, int, float] | None = None
 
     @property
     def accepting(self) -> bool:

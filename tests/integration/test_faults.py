@@ -1,4 +1,6 @@
-"""Device faults on a real local farm: a device actor killed mid-job, and a hung one.
+"""Device faults on a real local farm, through the product's hooks and from outside: a
+device actor killed or stopped mid-job (by Ray, or by an OS signal), a hung one, a client
+killed while it waits.
 
 Each test checks the invariants of every fault test: the job ends DONE with exactly
 the shots it asked for, from one calibration, and the shot ledger counts every shot
@@ -7,6 +9,7 @@ once (a lost batch's late report, if any, is ignored).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,13 +26,16 @@ pytestmark = pytest.mark.integration
 
 # One circuit per batch and 1,000-shot slices: a long job spans many batches, so a
 # fault lands between counted slices. A batch still running after 25 s is hung (these
-# batches take well under a second; a killed actor is back in about 10 s).
+# batches take well under a second; a killed actor is back in about 10 s); one that
+# answers nothing for 20 s with no batch in flight is restarted too.
 FARM = load_farm_config_text(
     SMALL_FARM.replace("gpu: never}", "gpu: never, max_batch_circuits: 1}")
 )
 POLICIES = PolicyConfig(
     scheduling=SchedulingConfig(slice_shots=1000),
-    faults=FaultConfig(hung_batch_min_s=25, hung_batch_factor=2, snapshot_timeout_s=5),
+    faults=FaultConfig(
+        hung_batch_min_s=25, hung_batch_factor=2, snapshot_timeout_s=5, silent_restart_s=20
+    ),
 )
 
 
@@ -54,7 +60,7 @@ def test_a_device_actor_killed_mid_job_is_restarted_and_the_job_loses_nothing(
     rt: QuantumRuntime, store_path: Path
 ) -> None:
     job = rt.submit(ghz(3), shots=20_000, seed=7, device="manila")
-    wait_for(lambda: _counted(store_path, job.job_id) >= 2)
+    wait_for(lambda: _counted(store_path, job.job_id) >= 2, what="two slices counted")
     handle = farm_mod.device_handle("manila", rt.namespace)
     snap = ray.get(handle.snapshot.remote())
     before, calibration = snap.incarnation, snap.calibration
@@ -110,3 +116,88 @@ def test_control_link_errors_rerun_the_batch_or_fail_the_job(
     assert "rejected the program" in doomed.info()["error"]
     metrics = rt.metrics_text()
     assert 'qrt_device_link_errors_total{device="manila",kind="permanent"} 1.0' in metrics
+
+
+# -- the same faults caused from outside the product: an OS signal, a lost client -----
+
+
+def _device_pid(rt: QuantumRuntime, name: str) -> int:
+    from ray.util.state import list_actors
+
+    (actor,) = list_actors(
+        filters=[
+            ("name", "=", f"device:{name}"),
+            ("ray_namespace", "=", rt.namespace),
+            ("state", "=", "ALIVE"),
+        ]
+    )
+    return int(actor.pid)
+
+
+def test_a_device_process_killed_by_the_os_loses_nothing(
+    rt: QuantumRuntime, store_path: Path
+) -> None:
+    import os
+    import signal
+
+    job = rt.submit(ghz(3), shots=12_000, seed=8, device="manila")
+    wait_for(lambda: _counted(store_path, job.job_id) >= 2, what="two slices counted")
+    os.kill(_device_pid(rt, "manila"), signal.SIGKILL)  # no hook: the process just dies
+    result = job.result(timeout_s=240)
+    assert sum(result.counts().values()) == 12_000
+    assert result.metadata.attempts >= 2
+    check_ledger(store_path, job.job_id, 12_000)
+
+
+def test_a_device_process_stopped_by_the_os_is_replaced_and_loses_nothing(
+    rt: QuantumRuntime, store_path: Path
+) -> None:
+    import os
+    import signal
+
+    job = rt.submit(ghz(4), shots=12_000, seed=9, device="nairobi")
+    wait_for(lambda: _counted(store_path, job.job_id) >= 1, what="a slice counted")
+    pid = _device_pid(rt, "nairobi")
+    os.kill(pid, signal.SIGSTOP)  # frozen mid-batch: it answers nothing, forever
+    try:
+        result = job.result(timeout_s=240)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)  # if it is still there, let it go
+    assert sum(result.counts().values()) == 12_000
+    check_ledger(store_path, job.job_id, 12_000)
+    reasons = " | ".join(e["reason"] or "" for e in job.events())
+    assert "nairobi" in reasons and ("hung" in reasons or "UNREACHABLE" in reasons), reasons
+    assert _device_pid(rt, "nairobi") != pid  # a new process took over
+
+
+def test_a_client_killed_while_waiting_loses_no_job(rt: QuantumRuntime, tmp_path: Path) -> None:
+    """A client process dies (its connection with it) right after submitting: another
+    client finds the job by its idempotency key and gets the result."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "client.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "import qrt_ray\n"
+        f"rt = qrt_ray.connect({os.environ['RAY_ADDRESS']!r}, namespace={rt.namespace!r})\n"
+        "h = rt.submit(open(sys.argv[1]).read(), shots=3000, idempotency_key='lost-client')\n"
+        "print(h.job_id, flush=True)\n"
+        "h.result(timeout_s=600)\n"
+    )
+    qasm = tmp_path / "ghz.qasm"
+    from qrt_ray.circuits import to_qasm
+
+    qasm.write_text(to_qasm(ghz(3)))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(qasm)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    job_id = proc.stdout.readline().strip()
+    proc.kill()  # the client and its connection die while it waits
+    proc.wait(timeout=30)
+    again = rt.submit(qasm.read_text(), shots=3000, idempotency_key="lost-client")
+    assert again.job_id == job_id  # the same job, not a second one
+    assert sum(again.result(timeout_s=240).counts().values()) == 3000

@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import logging
 import time
 from pathlib import Path
+
+import pytest
 
 from actors.device import Device
 from actors.ports import LocalPorts
@@ -251,3 +254,154 @@ def test_slices_left_on_a_paused_device_go_back_and_a_restart_keeps_them_apart(
     assert sum(r.shots for r in dropped) == 200
     events = " | ".join(e.reason or "" for e in store.events(job_id))
     assert "went MAINTENANCE" in events
+
+
+def _silencing_farm(tmp_path: Path, partial_wait_s: float):  # type: ignore[no-untyped-def]
+    """Devices that run 40 % of the first batch, a farm clock to move by hand, and a set
+    of devices whose status polls go unanswered (as a dead link would)."""
+    later = [0.0]
+    scheduling = SchedulingConfig()
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    devices = [Device(d, max_parallel_threads=1, scheduling=scheduling) for d in FARM.devices]
+    for d in devices:
+        d.faults.partial_fractions = [0.4]
+    policies = PolicyConfig(
+        scheduling=scheduling, faults=FaultConfig(partial_wait_s=partial_wait_s)
+    )
+    ports = LocalPorts(devices)
+    silent: set[str] = set()
+    real = ports.snapshots
+
+    async def answering() -> list:  # type: ignore[type-arg]
+        return [s for s in await real() if s.name not in silent]
+
+    ports.snapshots = answering  # type: ignore[method-assign]
+    sched = Scheduler(store, ports, policy_config=policies, clock=lambda: time.time() + later[0])
+    return store, devices, sched, silent, later
+
+
+class _ByHand:
+    """A scheduler without its control loop: the test runs each pass itself, so nothing
+    is placed between the moments the test arranges."""
+
+    def __init__(self, sched: Scheduler, devices: list[Device], store: SQLiteJobStore) -> None:
+        self.sched, self.devices, self.store = sched, devices, store
+
+    async def tick(self) -> None:
+        await self.sched._refresh_snapshots(force=True)
+        await self.sched._place_pending()
+        await asyncio.sleep(0.05)  # compile tasks run
+
+    async def until_final(self, job_id: str, devices: list[Device]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 120
+        while not self.store.get(job_id).state.is_final:
+            assert loop.time() < deadline, f"timed out waiting for {job_id} to end"
+            await self.tick()
+            await step(self.sched, devices)
+
+
+async def _partial_then_silent(hand: _ByHand, silent: set[str]) -> tuple[str, Device]:
+    """A job runs 200 of its 500 shots on a device, which then stops answering."""
+    await hand.sched._recover()  # started without the control loop
+    ((rec, _),) = await hand.sched.submit([spec(shots=500, seed=10)])
+    await hand.tick()
+    await wait_until_async(
+        lambda: any(d.queue_depth for d in hand.devices), what="the job in a device's queue"
+    )
+    first = next(d for d in hand.devices if d.queue_depth)
+    await step(hand.sched, [first])  # 200 of 500; the rest must run on this calibration
+    silent.add(first.name)
+    await hand.tick()
+    assert hand.store.get(rec.job_id).state is S.QUEUED
+    return rec.job_id, first
+
+
+def test_missing_shots_wait_for_their_device_within_partial_wait(tmp_path: Path) -> None:
+    store, devices, sched, silent, later = _silencing_farm(tmp_path, partial_wait_s=60)
+    hand = _ByHand(sched, devices, store)
+
+    async def main() -> tuple[str, str]:
+        job_id, first = await _partial_then_silent(hand, silent)
+        later[0] = 30.0  # half the wait: the missing shots stay for their device
+        for _ in range(3):
+            await hand.tick()
+        assert store.get(job_id).state is S.QUEUED
+        assert not any(d.queue_depth for d in devices)  # not moved anywhere
+        silent.clear()  # it answers again, within the wait
+        first.faults.partial_fractions = []
+        await hand.until_final(job_id, devices)
+        await sched.stop()
+        return job_id, first.name
+
+    job_id, first = asyncio.run(main())
+    result, spans = _result(store, job_id, 500)
+    assert result.metadata.device == first and spans == [(0, 200), (200, 500)]
+    assert result.metadata.recovery is not None
+    assert result.metadata.recovery.startswith("300 missing shots rerun on the same calibration")
+
+
+def test_missing_shots_move_when_their_device_stays_away_past_partial_wait(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="qrt.scheduler")
+    store, devices, sched, silent, later = _silencing_farm(tmp_path, partial_wait_s=60)
+    hand = _ByHand(sched, devices, store)
+
+    async def main() -> tuple[str, str]:
+        job_id, first = await _partial_then_silent(hand, silent)
+        for d in devices:
+            d.faults.partial_fractions = []
+        later[0] = 61.0  # past the wait: the job reruns whole elsewhere
+        await hand.until_final(job_id, [d for d in devices if d is not first])
+        await sched.stop()
+        return job_id, first.name
+
+    job_id, first = asyncio.run(main())
+    result, _ = _result(store, job_id, 500)
+    assert result.metadata.device != first
+    assert result.metadata.recovery is not None
+    assert result.metadata.recovery.startswith("rerun whole on calibration")
+    assert f"{first} unreachable for 61 s; its 200 shots so far are dropped" in caplog.text
+
+
+def test_work_pinned_to_an_offline_device_fails_with_the_reason(tmp_path: Path) -> None:
+    store, devices, sched, _ = _farm(tmp_path)
+    devices[0].set_status(DeviceStatus.OFFLINE, "failed 3 recalibrations in a row")
+    rec = store.get(_run_one(sched, devices, spec(shots=100, device="manila")))
+    assert rec.state is S.FAILED
+    assert "OFFLINE" in (rec.error or "") and "manila" in (rec.error or "")
+
+
+def test_a_device_silent_with_no_batch_in_flight_is_restarted(tmp_path: Path) -> None:
+    """A frozen device process answers nothing and runs nothing: after silent_restart_s
+    it is restarted, and the work pinned to it runs."""
+    store, devices, sched, silent, later = _silencing_farm(tmp_path, partial_wait_s=60)
+    sched._faults = sched._faults.model_copy(update={"silent_restart_s": 20.0})
+    for d in devices:
+        d.faults.partial_fractions = []
+    manila = next(d for d in devices if d.name == "manila")
+    hand = _ByHand(sched, devices, store)
+
+    async def main() -> str:
+        await sched._recover()
+        await hand.tick()  # seen once, answering
+        silent.add("manila")
+        await hand.tick()  # then silent, with nothing in flight
+        ((rec, _),) = await sched.submit([spec(shots=100, device="manila")])
+        later[0] = 10.0
+        await sched._watchdog()
+        await hand.tick()
+        assert manila.incarnation == before and store.get(rec.job_id).state is S.QUEUED
+        later[0] = 21.0  # past silent_restart_s
+        await sched._watchdog()
+        assert manila.incarnation != before  # restarted
+        silent.clear()  # the new process answers
+        await hand.until_final(rec.job_id, devices)
+        return rec.job_id
+
+    before = manila.incarnation
+    job_id = asyncio.run(main())
+    assert store.get(job_id).state is S.DONE
+    text = sched.metrics.exposition().decode()
+    assert 'qrt_device_restarts_total{cause="silent",device="manila"} 1.0' in text

@@ -410,3 +410,29 @@ def test_device_cap_applies_only_while_others_wait() -> None:
 def test_jain_index_is_one_when_even_and_one_over_n_when_one_takes_all() -> None:
     assert jain_index([2.0, 2.0, 2.0]) == pytest.approx(1.0)
     assert jain_index([1.0, 0.0, 0.0, 0.0]) == pytest.approx(0.25)
+
+
+# == deadlines =======================================================================
+
+
+def test_a_deadline_keeps_a_job_off_devices_expected_late() -> None:
+    best_but_slow = cand("slow", 0.95, wait_s=100.0)  # completes in 101 s
+    fast = cand("fast", 0.80, wait_s=5.0)  # completes in 6 s
+    weights = Weights(fidelity=1.0, time=0.0, cost=0.0)
+    free = choose("composite", [best_but_slow, fast], PlacementOptions(), weights=weights)
+    assert free.device == "slow" and not free.explanation["late"]
+    timed = choose(
+        "composite", [best_but_slow, fast], PlacementOptions(deadline_s=50.0), weights=weights
+    )
+    assert timed.device == "fast" and not timed.explanation["late"]
+    slow_row = next(d for d in timed.explanation["devices"] if d["device"] == "slow")
+    assert slow_row["excluded"] == "expected to finish after the deadline (50.0 s left)"
+    assert timed.explanation["limits"]["deadline_s"] == 50.0
+
+
+def test_when_every_device_is_late_the_earliest_finish_wins_and_says_so() -> None:
+    cands = [cand("slow", 0.95, wait_s=100.0), cand("fast", 0.80, wait_s=5.0)]
+    weights = Weights(fidelity=1.0, time=0.0, cost=0.0)
+    placed = choose("best_fidelity", cands, PlacementOptions(deadline_s=2.0), weights=weights)
+    assert placed.device == "fast" and placed.explanation["late"] is True
+    assert [name for name, _ in placed.ranking] == ["fast", "slow"]

@@ -14,12 +14,14 @@ from actors.device import Device, WorkItem
 from actors.scheduler import Scheduler
 from qrt_ray.calibration import with_recomputed_id
 from qrt_ray.config import SchedulingConfig
+from qrt_ray.errors import DeviceUnavailableError
 from qrt_ray.lifecycle import JobState
 from qrt_ray.models import DeviceStatus
 from qrt_ray.results import decode_result, slice_seed
 from qrt_ray.store import SQLiteJobStore
 from qrt_ray.store.migrations import MIGRATIONS
 from tests.local_farm import FARM, drive, make, spec, step
+from tests.metrics_text import sample
 from tests.waiting import wait_until_async
 
 S = JobState
@@ -359,3 +361,78 @@ def test_work_refused_for_a_left_calibration_is_recompiled_without_using_an_atte
         store.close()
 
     asyncio.run(main())
+
+
+def test_tenants_share_a_device_through_the_scheduler(tmp_path: Path) -> None:
+    """Two tenants on one device, end to end: the flood's later jobs wait while the
+    small tenant is served, no batch holds more than the flood's cap while the other
+    waits, and every job keeps its tenant and tags in the store."""
+    store, devices, sched = make(tmp_path, SchedulingConfig(max_device_share=0.5))
+    manila = next(d for d in devices if d.name == "manila")
+    manila.config = manila.config.model_copy(update={"max_batch_circuits": 4})
+    batches: list[Counter[str]] = []
+
+    async def main() -> tuple[list[str], list[str]]:
+        await sched.start()
+        big = await sched.submit(
+            [spec(2, shots=50, device="manila", tenant="big", tags=("flood",)) for _ in range(8)]
+        )
+        small = await sched.submit(
+            [spec(2, shots=50, device="manila", tenant="small", tags=("rare", "x"))] * 2
+        )
+        await wait_until_async(lambda: manila.queue_depth >= 10, what="all ten jobs queued")
+        while manila.queue_depth:
+            batch = manila.take_batch()
+            batches.append(Counter(i.tenant for i in batch))
+            keep = set(await sched.batch_started("manila", [(i.job_id, i.attempt) for i in batch]))
+            await sched.batch_finished(
+                "manila", manila.execute([i for i in batch if i.job_id in keep])
+            )
+        await drive(sched, devices)
+        await sched.stop()
+        return [r.job_id for r, _ in big], [r.job_id for r, _ in small]
+
+    big_ids, small_ids = asyncio.run(main())
+    # the small tenant was served in the first batch, beside at most half a batch of flood
+    assert batches[0]["small"] >= 1 and batches[0]["big"] <= 2, batches
+    assert sum(b["small"] for b in batches[:2]) == 2, batches  # both by the second batch
+    assert all(store.get(j).state is JobState.DONE for j in big_ids + small_ids)
+    small_rows = store.list_jobs(tenant="small")
+    assert {r.job_id for r in small_rows} == set(small_ids)
+    assert all(r.spec.tags == ("rare", "x") for r in small_rows)
+    assert {r.job_id for r in store.list_jobs(tenant="big")} == set(big_ids)
+    text = sched.metrics.exposition().decode()
+    assert sample(text, "qrt_jobs_submitted_total", tenant="small") == 2
+    assert sample(text, "qrt_jobs_submitted_total", tenant="big") == 8
+
+
+def test_a_full_device_queue_holds_work_back_and_loses_none(tmp_path: Path) -> None:
+    """A device takes at most ``queue_limit`` jobs; the rest wait (QUEUED) and all of
+    them run, each counted once."""
+    store, devices, sched = make(tmp_path)
+    manila = next(d for d in devices if d.name == "manila")
+    manila.config = manila.config.model_copy(update={"queue_limit": 2, "max_batch_circuits": 1})
+    with pytest.raises(DeviceUnavailableError, match="queue full"):
+        manila.enqueue([item(manila, f"x{i}") for i in range(3)])
+    deepest = 0
+
+    async def main() -> list[str]:
+        nonlocal deepest
+        await sched.start()
+        admitted = await sched.submit([spec(2, shots=40, device="manila") for _ in range(6)])
+        ids = [r.job_id for r, _ in admitted]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 120
+        while not all(store.get(j).state.is_final for j in ids):
+            assert loop.time() < deadline, "timed out running six jobs through a full queue"
+            deepest = max(deepest, manila.queue_depth)
+            if not await step(sched, [manila]):
+                await asyncio.sleep(0.02)
+        await sched.stop()
+        return ids
+
+    ids = asyncio.run(main())
+    assert deepest <= 2
+    for job_id in ids:
+        assert store.get(job_id).state is JobState.DONE
+        assert [r.shots for r in store.shot_ledger(job_id)] == [40]
