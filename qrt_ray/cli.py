@@ -24,6 +24,7 @@ from qrt_ray.errors import JobTimeoutError, QrtError, ValidationError
 from qrt_ray.models import OPTIMIZE_GOALS, POLICY_NAMES, DeviceSnapshot
 from qrt_ray.render import table
 
+DEFAULT_PORT = 6379  # Ray's own default for a head
 _RAY_HEAD = [
     "ray",
     "start",
@@ -95,20 +96,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     policies = load_policy_config(args.policies)
     address = args.address
     if address in (None, "local"):
-        if shutil.which("ray") is None:
-            raise QrtError("the `ray` command is not on PATH; install qrt-ray into this env")
-        env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-        farm_mod.ensure_auth_token()
-        started = subprocess.run(
-            [*_RAY_HEAD, *(["--num-cpus", str(args.num_cpus)] if args.num_cpus else [])],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if started.returncode != 0 and "already" not in started.stderr + started.stdout:
-            raise QrtError(f"`ray start --head` failed:\n{started.stderr.strip()[-2000:]}")
-        address = "auto"
+        address = _start_head(args)
     farm_mod.init_ray_loopback(address=address)
     ns, _, _ = farm_mod.start_farm(
         config,
@@ -131,6 +119,40 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start_head(args: argparse.Namespace) -> str:
+    """``ray start --head`` on 127.0.0.1 at ``--port``, its sessions in qrt-ray's private
+    folder; recorded so that ``qrt down --stop-ray`` stops this head and no other.
+
+    Returns:
+        The head's address.
+    """
+    from qrt_ray import farm as farm_mod
+
+    if shutil.which("ray") is None:
+        raise QrtError("the `ray` command is not on PATH; install qrt-ray into this env")
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    farm_mod.ensure_auth_token()
+    temp_dir = farm_mod.private_root() / f"head-{args.port}"
+    started = subprocess.run(
+        [
+            *_RAY_HEAD,
+            f"--port={args.port}",
+            f"--temp-dir={temp_dir}",
+            *(["--num-cpus", str(args.num_cpus)] if args.num_cpus else []),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if started.returncode != 0 and "already" not in started.stderr + started.stdout:
+        raise QrtError(f"`ray start --head` failed:\n{started.stderr.strip()[-2000:]}")
+    if started.returncode == 0:
+        record = {"address": f"127.0.0.1:{args.port}", "temp_dir": str(temp_dir)}
+        farm_mod.head_record(args.port).write_text(json.dumps(record))
+    return f"127.0.0.1:{args.port}"
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     """Stop the farm's actors (jobs stay in the store); --stop-ray stops the local head."""
     import ray
@@ -142,13 +164,30 @@ def cmd_down(args: argparse.Namespace) -> int:
         farm_mod.stop_farm(args.namespace)
         ray.shutdown()
         message = f"farm in namespace {args.namespace!r} stopped"
-    except ConnectionError:
-        message = "no Ray cluster is running"
+    except ConnectionError as exc:
+        message = str(exc) if "no Ray cluster answers" in str(exc) else "no Ray cluster is running"
     if args.stop_ray:
-        subprocess.run(["ray", "stop"], capture_output=True, check=False)
-        message += "; local Ray stopped"
-    _print(args, {"stopped": True}, message)
+        port = _port_of(args.address)
+        if port is None or not farm_mod.stop_head(port):
+            where = f" at port {port}" if port is not None else ""
+            _print(
+                args,
+                {"stopped": True, "ray_stopped": False},
+                f"{message}; no Ray head started by `qrt up` runs here{where}, so no Ray "
+                "was stopped (stop another cluster with `ray stop`)",
+            )
+            return 1
+        message += f"; the Ray head `qrt up` started at port {port} is stopped"
+    _print(args, {"stopped": True, "ray_stopped": args.stop_ray}, message)
     return 0
+
+
+def _port_of(address: str | None) -> int | None:
+    """The port of ``host:port`` (``auto`` and None: the default 6379)."""
+    if address in (None, "auto"):
+        return DEFAULT_PORT
+    tail = address.rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -667,11 +706,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--store", help="job store path or URL (default: $QRT_STORE or data dir)")
     up.add_argument("--num-cpus", type=int, help="CPUs for a new local Ray head")
+    up.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="GCS port of a new local Ray head (default %(default)s)",
+    )
     up.add_argument("--optimization-level", type=int, default=1, choices=[0, 1, 2, 3])
     up.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1")
 
     down = add("down", cmd_down, "stop the farm's actors", remote=True)
-    down.add_argument("--stop-ray", action="store_true", help="also stop the local Ray head")
+    down.add_argument(
+        "--stop-ray",
+        action="store_true",
+        help="also stop the Ray head `qrt up` started (at --address; no other Ray)",
+    )
 
     demo = add("demo", cmd_demo, "run a mixed workload on a local farm and report", remote=False)
     demo.add_argument("--jobs", type=int, default=120, help="number of jobs (default 120)")

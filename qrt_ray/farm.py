@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import secrets
+import socket
 import stat
 import tempfile
 import time
@@ -84,6 +85,27 @@ def ensure_auth_token() -> Path | None:
     return path
 
 
+def check_reachable(address: str, timeout_s: float = 3.0) -> None:
+    """Fail fast when nothing listens at a ``host:port`` Ray address.
+
+    ``ray.init`` waits about a minute for a GCS that is not there; a dead address
+    should be said at once. Other forms (``auto``, ``ray://``) are left to Ray.
+
+    Raises:
+        ConnectionError: nothing accepts a connection at ``address``.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in address:
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConnectionError(
+            f"no Ray cluster answers at address {address!r} ({exc.strerror or exc}); "
+            "start one with `qrt up`, or pass the address of a running head"
+        ) from None
+
+
 def init_ray_loopback(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to (or start) Ray, bound to 127.0.0.1 when started here.
 
@@ -94,6 +116,7 @@ def init_ray_loopback(address: str | None = None, num_cpus: int | None = None) -
         return False
     _force_loopback()
     if address:
+        check_reachable(address)
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         return False
     # a local Ray in token mode makes a token if there is none, readable by everyone
@@ -112,25 +135,82 @@ def init_ray_loopback(address: str | None = None, num_cpus: int | None = None) -
     return True
 
 
-def private_ray_root() -> Path:
-    """The folder an embedded Ray keeps its sessions in: owner-only.
+def private_root() -> Path:
+    """``/tmp/qrt-ray-<uid>``, mode 0700: where Ray heads qrt-ray starts keep their
+    sessions, and the records of the heads ``qrt up`` started.
 
     A session holds the logs (job ids, tenants, error messages with users' data) and
     the object store's and raylet's sockets. Ray makes its folders readable and
-    writable by every user (and makes them so again as it goes), so the root above
-    them is ``/tmp/qrt-ray-<uid>``, mode 0700, and Ray's own temp folder is ``ray``
-    inside it: nobody else can enter. If another user made that path first, a fresh
-    private folder is used instead.
+    writable by every user (and makes them so again as it goes), so the private folder
+    is the one above them: nobody else can enter. If another user made that path
+    first, a fresh private folder is used instead.
     """
     root = Path(tempfile.gettempdir()) / f"qrt-ray-{os.geteuid()}"
     with contextlib.suppress(FileExistsError):
         root.mkdir(mode=DIR_MODE)
     info = root.lstat()
     if root.is_symlink() or info.st_uid != os.geteuid():
-        root = Path(tempfile.mkdtemp(prefix="qrt-ray-"))
-    elif stat.S_IMODE(info.st_mode) != DIR_MODE:
+        return Path(tempfile.mkdtemp(prefix="qrt-ray-"))
+    if stat.S_IMODE(info.st_mode) != DIR_MODE:
         os.chmod(root, DIR_MODE)
-    return root / "ray"  # Ray makes this one, and every folder below it, world-writable
+    return root
+
+
+def private_ray_root() -> Path:
+    """An embedded Ray's temp folder, inside :func:`private_root` (Ray makes this one,
+    and every folder below it, world-writable)."""
+    return private_root() / "ray"
+
+
+def head_record(port: int) -> Path:
+    """Where ``qrt up`` records the head it started on ``port`` (its temp folder)."""
+    return private_root() / f"head-{port}.json"
+
+
+def stop_head(port: int) -> bool:
+    """Stop the Ray head ``qrt up`` started on ``port``, and nothing else.
+
+    Returns:
+        False when there is no record of such a head.
+    """
+    import json
+
+    record = head_record(port)
+    try:
+        facts = json.loads(record.read_text())
+        temp_dir, address = facts["temp_dir"], facts["address"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    stop_head_processes(temp_dir, address)
+    record.unlink(missing_ok=True)
+    return True
+
+
+def stop_head_processes(temp_dir: str, address: str) -> None:
+    """Stop the processes of the Ray head at ``address`` whose sessions are in ``temp_dir``.
+
+    They are the ones whose command line names the temp folder (Ray's agents rename
+    themselves, so the folder, not the name, marks them), and the Ray client server,
+    which names the head's address instead. Their whole trees are taken before any is
+    stopped, or orphaned agents outlive the head.
+    """
+    import psutil
+
+    client_server = f"ray.util.client.server --address={address} "
+    doomed: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            line = " ".join(proc.info["cmdline"] or []) + " "
+            if (temp_dir in line or client_server in line) and proc.pid != os.getpid():
+                for p in [proc, *proc.children(recursive=True)]:
+                    doomed[p.pid] = p
+    for proc in doomed.values():
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(list(doomed.values()), timeout=15)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 def start_farm(

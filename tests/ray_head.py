@@ -8,18 +8,18 @@ integration and security tiers share one head.
 
 from __future__ import annotations
 
-import contextlib
 import os
+import secrets
 import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
-from qrt_ray.farm import ensure_auth_token
+from qrt_ray.farm import stop_head_processes
+from qrt_ray.private import write_private
 
 
 def _free_port() -> int:
@@ -37,64 +37,67 @@ class RayHead:
         self.temp_dir = temp_dir
 
 
-def _pids_of(marker: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
-        except OSError:
-            continue
-        if marker in cmd and int(proc.name) != os.getpid():
-            pids.append(int(proc.name))
-    return pids
+def _start_head(temp_dir: str, env: dict[str, str]) -> tuple[int, int]:
+    """``ray start --head`` on free ports; returns (GCS port, dashboard port).
+
+    A free port is found, released and bound later by Ray: another process may take it
+    meanwhile, so a start that fails for that reason is tried again on new ports.
+    """
+    for attempt in range(4):
+        port, dash = _free_port(), _free_port()
+        started = subprocess.run(
+            [
+                "ray",
+                "start",
+                "--head",
+                f"--port={port}",
+                f"--dashboard-port={dash}",
+                "--node-ip-address=127.0.0.1",
+                "--dashboard-host=127.0.0.1",
+                "--num-cpus=2",
+                f"--temp-dir={temp_dir}",
+                "--disable-usage-stats",
+                # every port explicit, so this head never collides with another Ray here
+                f"--ray-client-server-port={_free_port()}",
+                f"--dashboard-agent-listen-port={_free_port()}",
+                f"--dashboard-agent-grpc-port={_free_port()}",
+                f"--runtime-env-agent-port={_free_port()}",
+                f"--metrics-export-port={_free_port()}",
+                f"--node-manager-port={_free_port()}",
+                f"--object-manager-port={_free_port()}",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if started.returncode == 0:
+            return port, dash
+        taken = "in use" in started.stderr + started.stdout
+        if not taken or attempt == 3:
+            raise RuntimeError(f"`ray start --head` failed:\n{started.stderr[-3000:]}")
+        _stop(temp_dir, port)  # whatever of this head did start, and only that
+    raise AssertionError("unreachable")
 
 
-def _tree(pids: list[int]) -> list[psutil.Process]:
-    """The processes and all their descendants."""
-    found: dict[int, psutil.Process] = {}
-    for pid in pids:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc = psutil.Process(pid)
-            for p in [proc, *proc.children(recursive=True)]:
-                found[p.pid] = p
-    return list(found.values())
+def _stop(temp_dir: str, port: int) -> None:
+    """Stop this head's processes, and no other Ray's."""
+    stop_head_processes(temp_dir, f"127.0.0.1:{port}")
 
 
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
-    """A loopback-only Ray head shared by every integration test."""
+    """A loopback-only Ray head shared by every integration test.
+
+    Its auth token is a file of the session's own (``RAY_AUTH_TOKEN_PATH``), never the
+    one in the user's home.
+    """
     temp_dir = f"/tmp/qrt-test-{uuid.uuid4().hex[:8]}"
-    port, dash = _free_port(), _free_port()
+    token = write_private(Path(temp_dir) / "auth_token", secrets.token_hex(32))
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")}
+    os.environ.pop("RAY_AUTH_TOKEN", None)
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    ensure_auth_token()  # a fresh machine has none, and `ray start` needs one
-    subprocess.run(
-        [
-            "ray",
-            "start",
-            "--head",
-            f"--port={port}",
-            f"--dashboard-port={dash}",
-            "--node-ip-address=127.0.0.1",
-            "--dashboard-host=127.0.0.1",
-            "--num-cpus=2",
-            f"--temp-dir={temp_dir}",
-            "--disable-usage-stats",
-            # every port explicit, so this head never collides with another Ray here
-            f"--ray-client-server-port={_free_port()}",
-            f"--dashboard-agent-listen-port={_free_port()}",
-            f"--dashboard-agent-grpc-port={_free_port()}",
-            f"--runtime-env-agent-port={_free_port()}",
-            f"--metrics-export-port={_free_port()}",
-            f"--node-manager-port={_free_port()}",
-            f"--object-manager-port={_free_port()}",
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    port, dash = _start_head(temp_dir, env)
     os.environ["RAY_ADDRESS"] = f"127.0.0.1:{port}"
     import ray
 
@@ -105,15 +108,10 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
         yield RayHead(f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", temp_dir)
     finally:
         ray.shutdown()
-        # Ray's agents rename themselves (ray::DashboardAgent), so the temp dir marks
-        # only the head's own processes: take their whole trees before stopping any,
-        # or orphaned agents outlive the session and keep spinning a core.
-        doomed = _tree(_pids_of(temp_dir))
-        for proc in doomed:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.terminate()
-        _, alive = psutil.wait_procs(doomed, timeout=10)
-        for proc in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.kill()
+        _stop(temp_dir, port)
         os.environ.pop("RAY_ADDRESS", None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
