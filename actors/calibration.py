@@ -572,6 +572,23 @@ class CalibrationManager:
                 "detections": account.detections,
                 "calibration_device_s": account.total_s,
             }
+        for name in self._names or []:
+            # a farm device the first pass has not reached yet is listed, not left out
+            out.setdefault(
+                name,
+                {
+                    "phase": "unseen",
+                    "reason": "not seen by the calibration manager yet",
+                    "next_canary_at": None,
+                    "failures": 0,
+                    "last_predicted": None,
+                    "last_measured": None,
+                    "canary_rounds": 0,
+                    "recalibrations": 0,
+                    "detections": 0,
+                    "calibration_device_s": 0.0,
+                },
+            )
         return out
 
 

@@ -235,3 +235,32 @@ def test_ray_job_submit(farm: dict, tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr + out.stdout
     assert "SHOTS 250" in out.stdout
+
+
+def test_explain_says_when_every_device_was_expected_late(farm: dict) -> None:
+    # 200,000 shots cannot finish within half a second anywhere: placed on the earliest
+    # finish, and explain says why
+    job_id = qrt(
+        "submit", str(GHZ), "--shots", "200000", "--max-execution-time-s", "0.5", *common(farm)
+    ).stdout.strip()
+
+    def placement() -> dict | None:
+        return json.loads(qrt("status", job_id, "--json", *common(farm)).stdout)["placement"]
+
+    wait_for(placement, timeout_s=60, what="the job placed")
+    text = qrt("explain", job_id, *common(farm)).stdout
+    assert "no device was expected to finish before the deadline" in text
+    data = json.loads(qrt("explain", job_id, "--json", *common(farm)).stdout)["placement"]
+    assert data["late"] is True and 0 < data["limits"]["deadline_s"] <= 0.5
+    qrt("cancel", job_id, *common(farm))  # whatever it is now, it ends here
+
+
+def test_result_as_json(farm: dict) -> None:
+    job = json.loads(
+        qrt("submit", str(GHZ), "--shots", "300", "--wait", "--json", *common(farm)).stdout
+    )
+    job_id = job["job_id"]
+    again = json.loads(qrt("result", job_id, "--json", *common(farm)).stdout)
+    assert again["metadata"]["job_id"] == job_id
+    assert sum(again["circuits"][0]["counts"].values()) == 300
+    assert again["metadata"]["shots_executed"] == 300

@@ -311,3 +311,86 @@ def test_a_result_from_a_drifted_device_warns_and_says_so(rt: QuantumRuntime) ->
     assert len(warned) == 1 and stale.job_id in str(warned[0].message)
     assert finding in str(warned[0].message)
     assert results[0].metadata.warnings and not results[1].metadata.warnings
+
+
+def test_waiting_past_the_timeout_raises_job_timeout_error(rt: QuantumRuntime) -> None:
+    from qrt_ray import JobTimeoutError
+
+    handle = rt.submit(ghz(3), shots=1_000_000, device="manila")
+    try:
+        with pytest.raises(JobTimeoutError, match=rf"job {handle.job_id} is still"):
+            handle.result(timeout_s=0.3)
+        assert handle.status() is not JobState.DONE
+    finally:
+        handle.cancel()
+
+
+@ray.remote
+class _Tampering:
+    """A scheduler whose answers are altered on the way: DONE, with one byte changed."""
+
+    def __init__(self, sha: str, data: bytes) -> None:
+        self.sha, self.data = sha, data
+
+    def wait(self, job_ids: list[str], timeout_s: float | None) -> dict[str, str]:
+        return {j: "DONE" for j in job_ids}
+
+    def results(self, job_ids: list[str]) -> list[tuple[str, bytes]]:
+        flipped = bytes([self.data[0] ^ 1]) + self.data[1:]
+        return [(self.sha, flipped) for _ in job_ids]
+
+
+def test_the_client_checks_each_result_after_transport(rt: QuantumRuntime) -> None:
+    from qrt_ray import IntegrityError
+    from qrt_ray.client import JobHandle
+
+    handle = rt.submit(ghz(2), shots=100)
+    handle.result(timeout_s=120)
+    ((sha, data),) = ray.get(rt._scheduler.results.remote([handle.job_id]))
+    tampering = _Tampering.remote(sha, data)
+    client = QuantumRuntime(tampering, rt.namespace, owns_ray=False, owns_farm=False, devices=[])
+    with pytest.raises(IntegrityError, match=rf"job {handle.job_id}: .*checksum in transit"):
+        JobHandle(client, handle.job_id).result(timeout_s=30)
+
+
+def test_a_job_that_wants_a_fresh_calibration_gets_one_through_the_manager(
+    rt: QuantumRuntime,
+) -> None:
+    """The scheduler asks the calibration manager (an actor) to recalibrate the device a
+    job needs; the job runs on a calibration younger than its limit."""
+    before = rt.calibrations("nairobi", limit=1)[0]
+    time.sleep(3.0)  # every calibration of the farm is now older than the limit
+    handle = rt.submit(ghz(3), shots=200, device="nairobi", max_calibration_age_s=2.0)
+    result = handle.result(timeout_s=240)
+    assert result.metadata.calibration_age_s <= 2.0
+    newest = rt.calibrations("nairobi", limit=1)[0]
+    assert newest["taken_at"] > before["taken_at"]
+    assert "at most 2 s old" in newest["reason"], newest["reason"]
+
+
+def test_the_calibration_manager_comes_back_after_a_crash_with_its_history(
+    rt: QuantumRuntime,
+) -> None:
+    manager = farm_mod.calibration_handle(rt.namespace)
+    history = rt.calibrations("manila", limit=50)
+    ray.kill(manager, no_restart=False)  # Ray starts it again (max_restarts=-1)
+    report = wait_until(lambda: _report_or_none(rt), what="the calibration manager answering again")
+    assert set(report) == {"manila", "nairobi"}
+    assert rt.calibrations("manila", limit=50)[: len(history)] == history
+
+
+def _report_or_none(rt: QuantumRuntime) -> dict | None:
+    try:
+        return rt.calibration_report()
+    except ray.exceptions.RayError:
+        return None
+
+
+def test_openqasm_3_text_runs_end_to_end(rt: QuantumRuntime) -> None:
+    text = (
+        'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[3] q;\nbit[3] c;\n'
+        "h q[0];\ncx q[0], q[1];\ncx q[1], q[2];\nc = measure q;\n"
+    )
+    counts = rt.submit(text, shots=500, seed=3).result(timeout_s=120).counts()
+    assert sum(counts.values()) == 500
+    assert counts.get("000", 0) + counts.get("111", 0) > 400

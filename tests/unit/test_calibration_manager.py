@@ -243,3 +243,17 @@ def test_a_failing_recalibration_counts_as_a_failed_verification(store) -> None:
     asyncio.run(run())
     assert device.status is DeviceStatus.OFFLINE
     assert "recalibration failed" in device.status_reason
+
+
+def test_the_report_lists_a_farm_device_before_the_first_pass_reaches_it(store) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock(1_000_000.0)
+    device = _device(clock)
+    config = CalibrationConfig(canary_period_s=PERIOD)
+    manager = CalibrationManager(
+        store, LocalCalibrationPorts([device]), config, clock=clock, devices=["nairobi"]
+    )
+    before = manager.report()
+    assert before["nairobi"]["phase"] == "unseen" and before["nairobi"]["detections"] == 0
+    asyncio.run(manager.step())
+    after = manager.report()["nairobi"]
+    assert after["phase"] != "unseen" and set(after) == set(before["nairobi"])
