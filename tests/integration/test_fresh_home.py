@@ -18,6 +18,8 @@ SCRIPT = r'''
 import json, os, stat
 from pathlib import Path
 
+import psutil
+
 from qrt_ray import QuantumRuntime
 from qrt_ray.config import load_farm_config_text
 
@@ -59,6 +61,20 @@ with QuantumRuntime.local(load_farm_config_text(FARM), num_cpus=1) as rt:
             if mode(a) == "0o700" and os.stat(a).st_uid == os.geteuid()
         ],
     }
+    # every socket this Ray's processes (and this driver) listen on
+    root = str(Path(session).parent)
+    listening, procs = set(), 0
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if proc.pid != os.getpid() and root not in " ".join(proc.info["cmdline"] or []):
+                continue
+            procs += 1
+            listening |= {
+                c.laddr.ip for c in proc.net_connections("inet") if c.status == "LISTEN"
+            }
+        except psutil.Error:
+            continue
+    seen["listening"], seen["ray_processes"] = sorted(listening), procs
 print("RESULT " + json.dumps(seen))
 '''
 
@@ -69,8 +85,10 @@ def test_local_on_a_fresh_home_keeps_secrets_and_data_private(tmp_path: Path) ->
     env = {
         k: v
         for k, v in os.environ.items()
+        # nothing of this session's Ray set-up: qrt-ray must do it all itself
         if k not in ("RAY_ADDRESS", "QRT_STORE", "XDG_DATA_HOME", "RAY_AUTH_TOKEN")
         and not k.startswith("RAY_AUTH_TOKEN")
+        and k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
     }
     env.update(HOME=str(home), RAY_AUTH_MODE="token", PYTHONPATH=str(Path.cwd()))
     out = subprocess.run(
@@ -89,3 +107,7 @@ def test_local_on_a_fresh_home_keeps_secrets_and_data_private(tmp_path: Path) ->
     assert seen["data_dir"] == "0o700" and seen["store"] == "0o600"
     assert seen["wal"] == "0o600" and seen["shm"] == "0o600"
     assert seen["private_above"], "nothing above the Ray session folder is owner-only"
+    # the embedded Ray's own ray.init binds to loopback only
+    assert seen["ray_processes"] >= 3 and seen["listening"], seen
+    bound = {ip.removeprefix("::ffff:") for ip in seen["listening"]}  # IPv4 mapped
+    assert bound == {"127.0.0.1"}, seen["listening"]
