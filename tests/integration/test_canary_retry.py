@@ -1,0 +1,60 @@
+"""The calibration manager under Ray: a suspicious canary round (below its prediction,
+but not by the drift threshold) brings the next round forward to a quarter period."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+
+from qrt_ray import QuantumRuntime
+from qrt_ray.config import CalibrationConfig, PolicyConfig, load_farm_config_text
+from qrt_ray.farm import device_handle
+from qrt_ray.store import SQLiteJobStore
+from tests.circuits import SMALL_FARM
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+PERIOD_S = 16.0
+FARM = load_farm_config_text(SMALL_FARM.split("  - {name: nairobi")[0])  # manila alone
+# drifted needs a gap of 0.99, which no canary can show: a worse device is suspicious
+POLICIES = PolicyConfig(
+    calibration=CalibrationConfig(
+        canary_period_s=PERIOD_S, canary_shots=500, max_chains=1, drift_threshold=0.99
+    )
+)
+
+
+@pytest.fixture(scope="module")
+def rt(ray_head: object, store_path: Path) -> Iterator[QuantumRuntime]:
+    runtime = QuantumRuntime.local(FARM, store=store_path, policies=POLICIES)
+    yield runtime
+    runtime.shutdown()
+
+
+def _rounds(store_path: Path) -> list[float]:
+    store = SQLiteJobStore(store_path)
+    try:
+        return sorted(r.at for r in store.canaries("manila", 50))
+    finally:
+        store.close()
+
+
+def test_a_suspicious_round_brings_the_next_one_forward(
+    rt: QuantumRuntime, store_path: Path
+) -> None:
+    # far worse than its calibration says, from outside the calibration's view
+    ray.get(device_handle("manila", rt.namespace).inject_faults.remote(hidden_error=30.0))
+    wait_until(
+        lambda: len(_rounds(store_path)) >= 2, timeout_s=PERIOD_S * 3, what="two canary rounds"
+    )
+    first, second = _rounds(store_path)[:2]
+    gap = second - first
+    # a quarter period after the suspicious round, not a whole one (a round takes ~1 s)
+    assert PERIOD_S / 4 - 0.5 <= gap < PERIOD_S / 2, gap
+    report = rt.calibration_report()["manila"]
+    assert report["detections"] == 0 and report["recalibrations"] == 0  # never drifted
+    assert report["last_measured"] < report["last_predicted"] - 0.99 / 2
