@@ -49,9 +49,26 @@ from qrt_ray.calibration import calibration_from_json, calibration_to_json
 from qrt_ray.config import CalibrationConfig
 from qrt_ray.errors import DeviceUnavailableError, ValidationError, brief
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
-from qrt_ray.store import CalibrationRecord, CanaryRecord, JobStore, MaintenanceWindow
+from qrt_ray.store import CalibrationRecord, CanaryRecord, MaintenanceWindow
 
 logger = logging.getLogger("qrt.calibration")
+
+
+class CalibrationStore(Protocol):
+    """The part of the job store the manager uses: a :class:`~qrt_ray.store.JobStore`
+    in process, the scheduler's store reached through the scheduler under Ray."""
+
+    def calibrations(self, device: str, limit: int = 20) -> list[CalibrationRecord]: ...
+    def record_calibration(self, record: CalibrationRecord) -> bool: ...
+    def canaries(self, device: str, limit: int = 20) -> list[CanaryRecord]: ...
+    def record_canary(self, record: CanaryRecord) -> None: ...
+    def add_maintenance(self, window: MaintenanceWindow) -> None: ...
+    def remove_maintenance(self, window_id: str) -> bool: ...
+    def maintenance_windows(
+        self, device: str | None = None, ending_after: float | None = None
+    ) -> list[MaintenanceWindow]: ...
+
+
 # the status each phase holds a device in
 _HELD = {
     Phase.RECALIBRATING: DeviceStatus.CALIBRATING,
@@ -149,7 +166,7 @@ class CalibrationManager:
 
     def __init__(
         self,
-        store: JobStore,
+        store: CalibrationStore,
         ports: CalibrationPorts,
         config: CalibrationConfig,
         *,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,12 +14,55 @@ from actors.calibration import CalibrationManager
 from policies.canary import CanaryResult, CanarySpec
 from qrt_ray.calibration import calibration_from_json
 from qrt_ray.config import PolicyConfig, load_policy_config
+from qrt_ray.errors import RuntimeNotRunningError
+from qrt_ray.farm import SCHEDULER_NAME
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
-from qrt_ray.store import open_store
 
 logger = logging.getLogger("qrt.calibration")
 # Canaries run small circuits, but a device busy with a big batch answers slowly.
 _CANARY_TIMEOUT_S = 300.0
+
+
+class SchedulerStore:
+    """The calibration history, canary rounds and maintenance windows, reached through
+    the scheduler: the store's only owner, on the head node, never a file path here.
+
+    Blocking (the manager calls it in a thread). While the scheduler restarts, a call
+    waits and tries again, up to ``retry_s`` in all.
+    """
+
+    def __init__(self, scheduler_name: str, namespace: str, retry_s: float = 120.0) -> None:
+        self._name = scheduler_name
+        self._namespace = namespace
+        self._retry_s = retry_s
+        self._handle: Any = None
+
+    def _call(self, operation: str, *args: Any) -> Any:
+        deadline = time.monotonic() + self._retry_s
+        pause = 0.2
+        while True:
+            try:
+                if self._handle is None:
+                    self._handle = ray.get_actor(self._name, namespace=self._namespace)
+                ref = self._handle.calibration_store.remote(operation, *args)
+                return ray.get(ref, timeout=self._retry_s)
+            except (ValueError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                self._handle = None
+                if time.monotonic() + pause > deadline:
+                    raise RuntimeNotRunningError(
+                        f"the scheduler did not answer for {self._retry_s:g} s "
+                        f"({operation}); the calibration store is out of reach"
+                    ) from None
+                time.sleep(pause)
+                pause = min(2 * pause, 5.0)
+
+    def __getattr__(self, operation: str) -> Any:
+        if operation.startswith("_"):
+            raise AttributeError(operation)
+        return lambda *args: self._call(operation, *args)
+
+    def close(self) -> None:
+        """Nothing to close: the scheduler owns the store."""
 
 
 class RayCalibrationPorts:
@@ -72,7 +116,6 @@ class CalibrationActor:
 
     def __init__(
         self,
-        store_url: str | None,
         device_names: Sequence[str],
         namespace: str,
         policies_json: str | None = None,
@@ -83,7 +126,7 @@ class CalibrationActor:
             else load_policy_config()
         )
         devices = {n: ray.get_actor(f"device:{n}", namespace=namespace) for n in device_names}
-        self.store = open_store(store_url)
+        self.store = SchedulerStore(SCHEDULER_NAME, namespace)
         self.config = policies.calibration
         ports = RayCalibrationPorts(devices, timeout_s=policies.faults.snapshot_timeout_s)
         self.manager = CalibrationManager(
@@ -163,7 +206,7 @@ class CalibrationActor:
         return self.manager.report()
 
     async def shutdown(self) -> None:
-        """Stop the loop and close the store."""
+        """Stop the loop."""
         await self.manager.stop()
         await asyncio.to_thread(self.store.close)
 

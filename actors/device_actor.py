@@ -29,12 +29,13 @@ from qrt_ray.config import DeviceConfig, PolicyConfig, load_policy_config
 from qrt_ray.mitigation.readout import ReadoutCalibration
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.results import RawRun
-from qrt_ray.store import open_store
 
 logger = logging.getLogger("qrt.device")
 _RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 # Finished batches waiting to be reported; the device blocks when this many wait.
 _REPORT_BACKLOG = 2
+# How long a restarting device waits for the scheduler to hand back its calibration.
+_RESTORE_WAIT_S = 10.0
 
 
 class DeviceActor:
@@ -47,7 +48,6 @@ class DeviceActor:
         namespace: str,
         policies_json: str | None = None,
         drift_start: float | None = None,
-        store_url: str | None = None,
     ) -> None:
         policies = (
             PolicyConfig.model_validate_json(policies_json)
@@ -61,10 +61,10 @@ class DeviceActor:
             link=policies.link,
             drift_start=drift_start,
         )
-        self._restore_from_store(store_url)
         self._scheduler_name = scheduler_name
         self._namespace = namespace
         self._scheduler: Any = None
+        self._restore_last_calibration()
         self._cv = threading.Condition()
         self._stopped = False
         self._in_flight = 0  # batches taken from the queue whose runs are not reported yet
@@ -78,22 +78,28 @@ class DeviceActor:
         threading.Thread(target=self._drain_forever, name="qrt-device", daemon=True).start()
         threading.Thread(target=self._report_forever, name="qrt-report", daemon=True).start()
 
-    def _restore_from_store(self, store_url: str | None) -> None:
-        """Take back the last calibration this device had (after a crash, or when the
-        farm starts again on the same store); keep the backend's if there is none."""
+    def _restore_last_calibration(self) -> None:
+        """Take back the last calibration this device had (after a crash, or on a new
+        node after its old one was lost), from the history the scheduler keeps.
+
+        The scheduler owns the store; when it is not there yet (the farm is starting)
+        or does not answer soon, the backend's calibration stays and the calibration
+        manager restores the stored one on its next pass.
+        """
         try:
-            store = open_store(store_url)
-            try:
-                history = store.calibrations(self.device.name, 1)
-            finally:
-                store.close()
-            if history:
-                self.device.restore_calibration(calibration_from_json(history[0].snapshot_json))
-                logger.info(
-                    "%s restored calibration %s", self.device.name, history[0].calibration_id
-                )
+            scheduler = ray.get_actor(self._scheduler_name, namespace=self._namespace)
+        except ValueError:
+            return  # no scheduler: a device started on its own (drills, tests)
+        try:
+            stored = ray.get(
+                scheduler.last_calibration.remote(self.device.name), timeout=_RESTORE_WAIT_S
+            )
         except Exception:
-            logger.warning("%s could not restore its calibration", self.device.name, exc_info=True)
+            logger.warning("%s could not fetch its calibration", self.device.name, exc_info=True)
+            return
+        if stored is not None:
+            self.device.restore_calibration(calibration_from_json(stored))
+            logger.info("%s restored its last stored calibration", self.device.name)
 
     def ready(self) -> str:
         """Liveness check; returns the device name."""

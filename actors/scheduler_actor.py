@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import psutil
@@ -35,13 +35,54 @@ _WARM_QASM = (
 )
 # At most this many compile workers are warmed at start (one per CPU below it).
 _MAX_WARM_WORKERS = 8
+# The store operations the calibration manager may ask of the scheduler.
+CALIBRATION_STORE_OPERATIONS = frozenset(
+    {
+        "calibrations",
+        "record_calibration",
+        "canaries",
+        "record_canary",
+        "maintenance_windows",
+        "add_maintenance",
+        "remove_maintenance",
+    }
+)
+
+
+class DeviceHandles(Mapping[str, Any]):
+    """The farm's device actors by name, each found when first asked for.
+
+    A device not created yet (the farm is starting) raises ``LookupError`` like a
+    missing key, and is looked for again next time.
+    """
+
+    def __init__(self, names: Sequence[str], namespace: str) -> None:
+        self._names = list(names)
+        self._namespace = namespace
+        self._found: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._found:
+            if name not in self._names:
+                raise KeyError(name)
+            try:
+                self._found[name] = ray.get_actor(f"device:{name}", namespace=self._namespace)
+            except ValueError:
+                raise KeyError(f"device {name} has no actor yet") from None
+        return self._found[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 class RayPorts:
     """Scheduler ports over device actors and compile tasks."""
 
     def __init__(
-        self, devices: dict[str, Any], snapshot_timeout_s: float = 10.0, namespace: str = ""
+        self, devices: Mapping[str, Any], snapshot_timeout_s: float = 10.0, namespace: str = ""
     ) -> None:
         self._devices = devices
         self._namespace = namespace
@@ -210,7 +251,8 @@ class SchedulerActor:
         metrics_port: int | None = None,
         policies_json: str | None = None,
     ) -> None:
-        devices = {n: ray.get_actor(f"device:{n}", namespace=namespace) for n in device_names}
+        # found by name when first used: the scheduler starts before its devices
+        devices = DeviceHandles(device_names, namespace)
         self.metrics = RuntimeMetrics()
         if metrics_port:
             self.metrics.serve(metrics_port)
@@ -238,15 +280,46 @@ class SchedulerActor:
             intake=self.intake,
         )
 
-    async def start(self) -> int:
-        """Recover unfinished jobs and start the control loop; returns how many.
+        # Ray runs an async actor's constructor on its event loop: the actor starts
+        # itself, so one Ray restarts after a crash recovers with nobody asking.
+        self._starting = asyncio.get_running_loop().create_task(self._start())
 
-        Compile workers are warmed in the background, one per CPU of the cluster.
-        """
+    async def _start(self) -> int:
         recovered = await self.scheduler.start()
+        if recovered:
+            logger.info("recovered %d unfinished jobs from the store", recovered)
         workers = max(1, min(_MAX_WARM_WORKERS, int(ray.cluster_resources().get("CPU", 1))))
         self._warming = asyncio.create_task(self.ports.warm_compilers(self._first_device, workers))
         return recovered
+
+    async def _started(self) -> None:
+        """Wait until recovery is done (at once after that): no call sees half a state."""
+        await asyncio.shield(self._starting)
+
+    async def start(self) -> int:
+        """Wait for the actor's own start: unfinished jobs recovered, the control loop
+        running, compile workers warming in the background (one per CPU of the
+        cluster). Returns how many jobs were recovered."""
+        return await asyncio.shield(self._starting)
+
+    async def last_calibration(self, device: str) -> str | None:
+        """A device's newest stored calibration as JSON (a starting device asks).
+
+        Answered before recovery is done: recovery may be waiting for that device.
+        """
+        history = await asyncio.to_thread(self.store.calibrations, _name(device), 1)
+        return history[0].snapshot_json if history else None
+
+    async def calibration_store(self, operation: str, *args: Any) -> Any:
+        """The calibration manager's way to the store, which only this actor opens:
+        calibration history, canary rounds and maintenance windows."""
+        if operation not in CALIBRATION_STORE_OPERATIONS:
+            raise ValidationError(
+                f"operation={brief(operation)}: use one of "
+                f"{', '.join(sorted(CALIBRATION_STORE_OPERATIONS))}"
+            )
+        await self._started()
+        return await asyncio.to_thread(getattr(self.store, operation), *args)
 
     async def submit(self, spec_jsons: list[str]) -> list[dict[str, Any]]:
         """Admit jobs given as JobSpec JSON (data only; never pickled circuits).
@@ -254,23 +327,27 @@ class SchedulerActor:
         Everything is checked here again, whoever calls: the types and sizes of the
         request, each spec (strict JSON), and every circuit (the intake gate).
         """
+        await self._started()
         specs = await asyncio.to_thread(decode_specs, spec_jsons, self.limits)
         admitted = await self.scheduler.submit(specs)
         return [{**record_view(rec), "created": created} for rec, created in admitted]
 
     async def estimate(self, spec_json: str) -> list[dict[str, Any]]:
         """Per-device estimates for a JobSpec given as JSON; runs nothing."""
+        await self._started()
         specs = await asyncio.to_thread(decode_specs, [spec_json], self.limits)
         return await self.scheduler.estimate(specs[0])
 
     async def job(self, job_id: str) -> dict[str, Any]:
         """One job's record."""
+        await self._started()
         return record_view(await self.scheduler.get(_job_id(job_id)))
 
     async def jobs(
         self, states: list[str] | None = None, tenant: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         """Jobs, newest first (at most ``limit``, 1 to 10,000)."""
+        await self._started()
         limit = check_limit(limit)
         if states is not None and (
             not isinstance(states, list) or not all(isinstance(s, str) for s in states)
@@ -288,6 +365,7 @@ class SchedulerActor:
 
     async def events(self, job_id: str) -> list[dict[str, Any]]:
         """The job's lifecycle transitions."""
+        await self._started()
         await self.scheduler.get(_job_id(job_id))  # raises JobNotFoundError for unknown ids
         evs = await asyncio.to_thread(self.store.events, job_id)
         return [
@@ -303,6 +381,7 @@ class SchedulerActor:
 
     async def wait(self, job_ids: list[str], timeout_s: float | None) -> dict[str, str]:
         """Block until the jobs are final or the timeout passes; returns their states."""
+        await self._started()
         if timeout_s is not None and (
             isinstance(timeout_s, bool)
             or not isinstance(timeout_s, (int, float))
@@ -314,27 +393,33 @@ class SchedulerActor:
 
     async def results(self, job_ids: list[str]) -> list[tuple[str, bytes]]:
         """(sha256, JSON bytes) of DONE jobs' results, in order."""
+        await self._started()
         return await self.scheduler.result_blobs(_job_ids(job_ids))
 
     async def cancel(self, job_id: str) -> tuple[str, bool]:
         """Cancel a job; returns (state, changed)."""
+        await self._started()
         state, changed = await self.scheduler.cancel(_job_id(job_id))
         return state.value, changed
 
     async def devices(self) -> list[DeviceSnapshot]:
         """Snapshots of all devices."""
+        await self._started()
         return await self.scheduler.devices()
 
     async def batch_started(self, device: str, attempts: list[tuple[str, int]]) -> list[str]:
         """Device callback: persist RUNNING; returns the jobs to run."""
+        await self._started()
         return await self.scheduler.batch_started(device, attempts)
 
     async def batch_progress(self, device: str) -> None:
         """A device finished a simulator call of its running batch (it is not hung)."""
+        await self._started()
         self.scheduler.batch_progress(device)
 
     async def batch_finished(self, device: str, runs: list[RawRun]) -> None:
         """Device callback: count and complete runs."""
+        await self._started()
         await self.scheduler.batch_finished(device, runs)
 
     async def metrics_text(self) -> bytes:
@@ -393,6 +478,12 @@ def _job_ids(job_ids: Any) -> list[str]:
     if not isinstance(job_ids, list) or not all(isinstance(j, str) for j in job_ids):
         raise ValidationError(f"job_ids={brief(job_ids)}: expected a list of job ids")
     return job_ids
+
+
+def _name(device: Any) -> str:
+    if not isinstance(device, str):
+        raise ValidationError(f"device={brief(device)}: expected a device name (str)")
+    return device
 
 
 def _job_id(job_id: Any) -> str:

@@ -6,12 +6,11 @@ Start an embedded farm with :meth:`QuantumRuntime.local`, or attach to one start
 
 import os as _os
 
-# Ray reads this when it is imported, not when it starts: without it, Ray on Linux
-# listens on every interface even for a laptop farm. Set before anything imports ray.
+# Ray reads this when it is imported: without it, Ray on Linux listens on every
+# interface even for a laptop farm. Set here for processes that import ray after
+# qrt_ray; `qrt_ray.farm` sets Ray's own flag again when it starts or joins Ray, so
+# the other order is safe too. (Auth is set up then as well, never at import.)
 _os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-# Clusters started by `ray start` (Ray >= 2.60) require token auth, and Ray reads the
-# client's mode at import too. Set RAY_AUTH_MODE=disabled yourself to opt out.
-_os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 from qrt_ray.client import JobHandle, QuantumRuntime, connect
 from qrt_ray.errors import (

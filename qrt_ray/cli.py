@@ -130,8 +130,9 @@ def _start_head(args: argparse.Namespace) -> str:
 
     if shutil.which("ray") is None:
         raise QrtError("the `ray` command is not on PATH; install qrt-ray into this env")
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    farm_mod.prepare_auth()  # token mode unless RAY_AUTH_MODE says otherwise
     farm_mod.ensure_auth_token()
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     temp_dir = farm_mod.private_root() / f"head-{args.port}"
     started = subprocess.run(
         [

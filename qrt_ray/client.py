@@ -6,9 +6,13 @@ Errors raised inside the farm reach the caller as the same ``QrtError`` subclass
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import math
 import numbers
+import time
+import uuid
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -27,6 +31,7 @@ from qrt_ray.errors import (
     JobFailedError,
     JobTimeoutError,
     QrtError,
+    RuntimeNotRunningError,
     StaleCalibrationWarning,
     ValidationError,
     brief,
@@ -46,9 +51,28 @@ from qrt_ray.store.base import sha256_hex
 if TYPE_CHECKING:
     from qrt_ray.primitives.backend import QrtBackend
 
+logger = logging.getLogger("qrt.client")
+
 # Results fetched per scheduler call: few calls, yet each message stays a few MB.
 _RESULTS_PER_CALL = 256
 _MAX_TAGS = 32
+
+
+# How long a client keeps trying a scheduler that is restarting.
+DEFAULT_RETRY_S = 60.0
+
+
+def _retry_s(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3600:
+        raise ValidationError(
+            f"retry_s={brief(value)}: expected seconds from 0 to 3600 (how long to keep "
+            "trying a restarting scheduler)"
+        )
+    return float(value)
+
+
+def _auto_key() -> str:
+    return f"auto-{uuid.uuid4().hex}"
 
 
 def _unwrap(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -175,7 +199,7 @@ class JobHandle:
 
     def info(self) -> dict[str, Any]:
         """The job's record: state, device, calibration, placement, error."""
-        return _unwrap(self._rt._scheduler.job, self.job_id)
+        return self._rt._call("job", self.job_id)
 
     def status(self) -> JobState:
         """The job's current lifecycle state."""
@@ -187,11 +211,11 @@ class JobHandle:
 
     def events(self) -> list[dict[str, Any]]:
         """Every lifecycle transition, with its time and reason."""
-        return _unwrap(self._rt._scheduler.events, self.job_id)
+        return self._rt._call("events", self.job_id)
 
     def cancel(self) -> bool:
         """Cancel the job if it is not final; returns whether it was cancelled now."""
-        _, changed = _unwrap(self._rt._scheduler.cancel, self.job_id)
+        _, changed = self._rt._call("cancel", self.job_id)
         return changed
 
     def result(self, timeout_s: float | None = None) -> JobResult:
@@ -210,15 +234,49 @@ class QuantumRuntime:
     """A client of a qrt farm: embedded (``local()``) or attached (``connect()``)."""
 
     def __init__(
-        self, scheduler: Any, namespace: str, *, owns_ray: bool, owns_farm: bool, devices: list[str]
+        self,
+        scheduler: Any,
+        namespace: str,
+        *,
+        owns_ray: bool,
+        owns_farm: bool,
+        devices: list[str],
+        retry_s: float = DEFAULT_RETRY_S,
     ) -> None:
         self._scheduler = scheduler
+        self.retry_s = _retry_s(retry_s)
         self.namespace = namespace
         self._owns_ray = owns_ray
         self._owns_farm = owns_farm
         self._device_names = devices
         self._closed = False
         self._actor_handles: list[Any] = []
+
+    def _call(self, method: str, *args: Any) -> Any:
+        """Call the scheduler; while it restarts, find it again and retry with backoff
+        for up to ``retry_s`` seconds. A callable argument is evaluated per try.
+
+        Raises:
+            RuntimeNotRunningError: the scheduler did not come back in time.
+        """
+        deadline = time.monotonic() + self.retry_s
+        pause = 0.1
+        while True:
+            now_args = [a() if callable(a) else a for a in args]
+            try:
+                return _unwrap(getattr(self._scheduler, method), *now_args)
+            except ray.exceptions.RayActorError as exc:
+                if time.monotonic() + pause > deadline:
+                    raise RuntimeNotRunningError(
+                        f"the farm's scheduler in namespace {self.namespace!r} did not come "
+                        f"back within {self.retry_s:g} s ({type(exc).__name__}); nothing "
+                        "submitted is lost: try again when it runs (`qrt devices`)"
+                    ) from None
+                logger.info("scheduler unavailable (%s); retrying %s", type(exc).__name__, method)
+                time.sleep(pause)
+                pause = min(2 * pause, 2.0)
+                with contextlib.suppress(RuntimeNotRunningError):
+                    self._scheduler = farm_mod.find_scheduler(self.namespace)
 
     # -- construction -----------------------------------------------------------------
 
@@ -269,7 +327,9 @@ class QuantumRuntime:
             owns_farm=True,
             devices=[d.name for d in config.devices],
         )
-        rt._actor_handles = handles  # keeps the farm's actors alive as long as the runtime
+        # the farm's actors live as long as these handles (the scheduler's too: the one
+        # a retry finds again by name does not keep it alive)
+        rt._actor_handles = [scheduler, *handles]
         return rt
 
     # -- submission -------------------------------------------------------------------
@@ -373,7 +433,7 @@ class QuantumRuntime:
             optimize=optimize,
             weights=weights,
         )
-        return _unwrap(self._scheduler.estimate, spec.model_dump_json())
+        return self._call("estimate", spec.model_dump_json())
 
     def submit_many(self, jobs: Iterable[Any], **options: Any) -> list[JobHandle]:
         """Submit many jobs in one round trip: each element becomes its own durable job.
@@ -398,7 +458,13 @@ class QuantumRuntime:
         return self._submit_specs(specs)
 
     def _submit_specs(self, specs: list[JobSpec]) -> list[JobHandle]:
-        views = _unwrap(self._scheduler.submit, [s.model_dump_json() for s in specs])
+        # every job has a key, so a submission retried after a scheduler restart
+        # finds the jobs the first try made instead of making them again
+        keyed = [
+            s if s.idempotency_key else s.model_copy(update={"idempotency_key": _auto_key()})
+            for s in specs
+        ]
+        views = self._call("submit", [s.model_dump_json() for s in keyed])
         return [JobHandle(self, v["job_id"]) for v in views]
 
     # -- waiting and results ----------------------------------------------------------
@@ -407,11 +473,17 @@ class QuantumRuntime:
         self, handles: Sequence[JobHandle], timeout_s: float | None = None
     ) -> dict[str, JobState]:
         """Wait until every job is final (or the timeout passes); returns their states."""
-        got = _unwrap(self._scheduler.wait, [h.job_id for h in handles], timeout_s)
+        got = self._wait_ids([h.job_id for h in handles], timeout_s)
         return {k: JobState(v) for k, v in got.items()}
 
     def _wait_ids(self, job_ids: Sequence[str], timeout_s: float | None) -> dict[str, str]:
-        return _unwrap(self._scheduler.wait, list(job_ids), timeout_s)
+        # a scheduler restart mid-wait costs a retry, not the caller's whole timeout
+        end = None if timeout_s is None else time.monotonic() + timeout_s
+        return self._call(
+            "wait",
+            list(job_ids),
+            lambda: None if end is None else max(0.0, end - time.monotonic()),
+        )
 
     def results(
         self, handles: Sequence[JobHandle], timeout_s: float | None = None
@@ -436,9 +508,7 @@ class QuantumRuntime:
         ids = [h.job_id for h in handles]
         for start in range(0, len(ids), _RESULTS_PER_CALL):
             chunk = ids[start : start + _RESULTS_PER_CALL]
-            for job_id, (sha, data) in zip(
-                chunk, _unwrap(self._scheduler.results, chunk), strict=True
-            ):
+            for job_id, (sha, data) in zip(chunk, self._call("results", chunk), strict=True):
                 if sha256_hex(data) != sha:
                     raise IntegrityError(f"job {job_id}: result failed its checksum in transit")
                 result = decode_result(data)
@@ -458,7 +528,7 @@ class QuantumRuntime:
         """A handle to an existing job. Raises JobNotFoundError for unknown ids."""
         if not isinstance(job_id, str):
             raise ValidationError(f"job_id={brief(job_id)}: expected text (str)")
-        _unwrap(self._scheduler.job, job_id)
+        self._call("job", job_id)
         return JobHandle(self, job_id)
 
     def jobs(
@@ -484,11 +554,11 @@ class QuantumRuntime:
                 raise ValidationError(f"state={brief(state)!r}: use one of {names}") from None
         if tenant is not None and not isinstance(tenant, str):
             raise ValidationError(f"tenant={brief(tenant)}: expected text (str)")
-        return _unwrap(self._scheduler.jobs, states, tenant, limit)
+        return self._call("jobs", states, tenant, limit)
 
     def devices(self) -> list[DeviceSnapshot]:
         """Every device: status, size, queue, calibration, price, simulator."""
-        return _unwrap(self._scheduler.devices)
+        return self._call("devices")
 
     def _device(self, name: str) -> Any:
         known = [d.name for d in self.devices()]
@@ -594,7 +664,7 @@ class QuantumRuntime:
 
     def metrics_text(self) -> str:
         """The scheduler's Prometheus metrics in text format."""
-        return _unwrap(self._scheduler.metrics_text).decode()
+        return self._call("metrics_text").decode()
 
     # -- shutdown ---------------------------------------------------------------------
 
@@ -616,17 +686,24 @@ class QuantumRuntime:
 
 
 def connect(
-    address: str | None = "auto", *, namespace: str = farm_mod.DEFAULT_NAMESPACE
+    address: str | None = "auto",
+    *,
+    namespace: str = farm_mod.DEFAULT_NAMESPACE,
+    retry_s: float = DEFAULT_RETRY_S,
 ) -> QuantumRuntime:
     """Attach to a farm started by ``qrt up`` (named actors in ``namespace``).
 
     Args:
         address: Ray address (``auto`` finds the local cluster; ``ray://host:10001``).
         namespace: the farm's Ray namespace.
+        retry_s: how long a call keeps trying while the scheduler restarts.
 
     Raises:
         RuntimeNotRunningError: no farm runs there.
     """
+    retry = _retry_s(retry_s)
     farm_mod.init_ray_loopback(address=address)
     scheduler = farm_mod.find_scheduler(namespace)
-    return QuantumRuntime(scheduler, namespace, owns_ray=False, owns_farm=False, devices=[])
+    return QuantumRuntime(
+        scheduler, namespace, owns_ray=False, owns_farm=False, devices=[], retry_s=retry
+    )

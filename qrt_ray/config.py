@@ -64,6 +64,9 @@ class DeviceConfig(BaseModel):
     price_per_job_usd: float = Field(ge=0, allow_inf_nan=False)
     queue_limit: int = Field(default=1000, ge=1)
     gpu: Literal["auto", "never", "require"] = "auto"
+    # Ray resources the device actor asks for, e.g. {"qrt_device": 1}: on a cluster it
+    # runs only on nodes that offer them, and the autoscaler adds such nodes for it
+    resources: dict[str, float] = Field(default_factory=dict)
     max_batch_circuits: int = Field(default=1000, ge=1)
     description: str | None = None
     drift: DriftConfig | None = None
@@ -80,6 +83,19 @@ class DeviceConfig(BaseModel):
             f"{backend!r} is not a fake backend of qiskit_ibm_runtime.fake_provider; "
             f"{hint}valid names include {', '.join(names[:6])}, ... ({len(names)} in all)"
         )
+
+    @field_validator("resources")
+    @classmethod
+    def _ray_resources(cls, resources: dict[str, float]) -> dict[str, float]:
+        for name, amount in resources.items():
+            if name in ("CPU", "GPU", "memory", "object_store_memory"):
+                raise ValueError(
+                    f"{name!r} is set by qrt-ray (use `gpu: require` for a GPU); "
+                    "name custom resources here, e.g. {qrt_device: 1}"
+                )
+            if not 0 < amount <= 1e6 or amount != amount:
+                raise ValueError(f"{name}: {amount} is not an amount Ray can give (0 < x <= 1e6)")
+        return resources
 
 
 class FarmConfig(BaseModel):

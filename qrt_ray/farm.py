@@ -21,7 +21,7 @@ from typing import Any
 
 import ray
 
-from qrt_ray.config import FarmConfig, PolicyConfig
+from qrt_ray.config import DeviceConfig, FarmConfig, PolicyConfig
 from qrt_ray.errors import RuntimeNotRunningError
 from qrt_ray.private import DIR_MODE, private_dir, private_file, write_private
 
@@ -30,13 +30,12 @@ logger = logging.getLogger("qrt.farm")
 DEFAULT_NAMESPACE = "qrt"
 SCHEDULER_NAME = "scheduler"
 CALIBRATION_NAME = "calibration"
+# Ray gives the head node a little of this resource, and no other node.
+HEAD_RESOURCE = "node:__internal_head__"
 # Devices are mostly idle between batches and run Aer with their own threads; they
 # reserve no CPU so compile tasks can use every core.
 _DEVICE_CPUS = 0
 _DEVICE_CONCURRENCY = 8
-# How often Ray brings a device actor back (after a crash, or a kill by the scheduler's
-# hung-device watchdog) before the device stays down, unreachable.
-_DEVICE_RESTARTS = 10
 
 
 def _device_env() -> dict[str, str]:
@@ -56,6 +55,21 @@ def _force_loopback() -> None:
         from ray._private import ray_constants
 
         ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def prepare_auth() -> None:
+    """Token auth for the Ray this process is about to start or join.
+
+    Clusters started by ``ray start`` (Ray >= 2.60) require a token, so the mode is
+    ``token`` unless ``RAY_AUTH_MODE`` says otherwise (``disabled`` opts out). Ray
+    caches the mode and the token when it is imported: both are read again here, so
+    ``import ray`` before ``import qrt_ray`` works the same as after.
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")  # Ray's cached settings, the auth mode among them
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def ensure_auth_token() -> Path | None:
@@ -115,13 +129,15 @@ def init_ray_loopback(address: str | None = None, num_cpus: int | None = None) -
     if ray.is_initialized():
         return False
     _force_loopback()
+    prepare_auth()
     if address:
         check_reachable(address)
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         return False
     # a local Ray in token mode makes a token if there is none, readable by everyone
     # on the machine: make it here, owner-only
-    ensure_auth_token()
+    if ensure_auth_token() is not None:
+        prepare_auth()  # the new token, not the cached absence of one
     ray.init(
         address="local",
         num_cpus=num_cpus,
@@ -222,16 +238,26 @@ def start_farm(
     optimization_level: int = 1,
     metrics_port: int | None = None,
     policies: PolicyConfig | None = None,
+    devices_ready_s: float = 120.0,
 ) -> tuple[str, Any, list[Any]]:
-    """Create the device actors and the scheduler, recover jobs, start the loop.
+    """Create the device actors and the control plane, recover jobs, start the loop.
 
+    The scheduler and the calibration manager run on the head node and Ray restarts
+    them whenever they die (they rebuild from the store); only the scheduler opens the
+    store. Devices are spread over the nodes that offer their resources; a device
+    whose node is lost restarts on another one, or waits until one appears.
     ``policies`` (placement and scheduling; None: the packaged ``policies.yaml``)
     travels to every actor as JSON.
+
+    Args:
+        devices_ready_s: how long to wait for devices to start; devices still waiting
+            for a node (an autoscaler adding one) are left to come up later.
 
     Returns:
         (namespace, scheduler handle, device handles). Non-detached actors live only
         while their creator holds these handles, so the caller must keep them.
     """
+    from actors.calibration_actor import CalibrationActor
     from actors.device_actor import DeviceActor
     from actors.scheduler_actor import SchedulerActor
 
@@ -239,27 +265,9 @@ def start_farm(
     lifetime = "detached" if detached else None
     policies_json = policies.model_dump_json() if policies is not None else None
     started_at = time.time()  # drift time 0 of every device, kept across actor restarts
-    devices = []
-    for dev in farm.devices:
-        handle = (
-            ray.remote(DeviceActor)
-            .options(
-                name=f"device:{dev.name}",
-                namespace=ns,
-                lifetime=lifetime,
-                num_cpus=_DEVICE_CPUS,
-                max_concurrency=_DEVICE_CONCURRENCY,
-                # Ray restarts a crashed device; the scheduler also restarts hung ones
-                max_restarts=_DEVICE_RESTARTS,
-                max_task_retries=0,
-                get_if_exists=True,
-                runtime_env={"env_vars": _device_env()},
-            )
-            .remote(dev.model_dump_json(), SCHEDULER_NAME, ns, policies_json, started_at, store_url)
-        )
-        devices.append(handle)
-    ray.get([d.ready.remote() for d in devices])
-    scheduler = _named(SchedulerActor, SCHEDULER_NAME, ns, lifetime, max_concurrency=1000).remote(
+    # the scheduler first: it owns the store, and starting devices ask it for the
+    # calibration they last had
+    scheduler = _control_plane(SchedulerActor, SCHEDULER_NAME, ns, lifetime, 1000).remote(
         store_url,
         [d.name for d in farm.devices],
         ns,
@@ -267,27 +275,78 @@ def start_farm(
         metrics_port,
         policies_json,
     )
+    devices = [
+        ray.remote(DeviceActor)
+        .options(**device_options(dev, ns, lifetime))
+        .remote(dev.model_dump_json(), SCHEDULER_NAME, ns, policies_json, started_at)
+        for dev in farm.devices
+    ]
+    _wait_for_devices(farm, devices, devices_ready_s)
     recovered = ray.get(scheduler.start.remote())
     if recovered:
         logger.info("recovered %d unfinished jobs", recovered)
-    from actors.calibration_actor import CalibrationActor
-
-    calibration = _named(
-        CalibrationActor, CALIBRATION_NAME, ns, lifetime, max_concurrency=100, max_restarts=-1
-    ).remote(store_url, [d.name for d in farm.devices], ns, policies_json)
+    calibration = _control_plane(CalibrationActor, CALIBRATION_NAME, ns, lifetime, 100).remote(
+        [d.name for d in farm.devices], ns, policies_json
+    )
     ray.get(calibration.ready.remote())
     return ns, scheduler, [*devices, calibration]
 
 
-def _named(cls: type, name: str, namespace: str, lifetime: str | None, **options: Any) -> Any:
-    """A named, CPU-free actor class in the farm's namespace (found again if it exists)."""
+def device_options(dev: DeviceConfig, namespace: str, lifetime: str | None) -> dict[str, Any]:
+    """Ray options of a device actor: its resources (a GPU for ``gpu: require``, the
+    custom ones of farm.yaml), spread over the nodes that have them, restarted by Ray
+    after a crash, a kill by the watchdog or the loss of its node."""
+    return {
+        "name": f"device:{dev.name}",
+        "namespace": namespace,
+        "lifetime": lifetime,
+        "num_cpus": _DEVICE_CPUS,
+        "num_gpus": 1 if dev.gpu == "require" else 0,
+        "resources": dict(dev.resources),
+        "scheduling_strategy": "SPREAD",
+        "max_concurrency": _DEVICE_CONCURRENCY,
+        # without limit: the watchdog's restarts and lost nodes both count here
+        "max_restarts": -1,
+        "max_task_retries": 0,
+        "get_if_exists": True,
+        "runtime_env": {"env_vars": _device_env()},
+    }
+
+
+def _wait_for_devices(farm: FarmConfig, devices: list[Any], timeout_s: float) -> None:
+    """Wait for the devices to start; say which still wait for a node, and what for.
+
+    A device whose start failed (its constructor raised) fails the farm's start.
+    """
+    refs = {d.ready.remote(): cfg for d, cfg in zip(devices, farm.devices, strict=True)}
+    ready, waiting = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+    ray.get(ready)
+    for ref in waiting:
+        cfg = refs[ref]
+        need = {**cfg.resources, **({"GPU": 1.0} if cfg.gpu == "require" else {})}
+        logger.warning(
+            "device %s is not up after %.0f s: no node offers %s yet; it starts when "
+            "one joins (its jobs wait)",
+            cfg.name,
+            timeout_s,
+            need or "room for it",
+        )
+
+
+def _control_plane(
+    cls: type, name: str, namespace: str, lifetime: str | None, concurrency: int
+) -> Any:
+    """A named control-plane actor class: on the head node, restarted by Ray without
+    limit, found again if it exists."""
     return ray.remote(cls).options(
         name=name,
         namespace=namespace,
         lifetime=lifetime,
         num_cpus=0,
+        resources={HEAD_RESOURCE: 0.001},
+        max_restarts=-1,
+        max_concurrency=concurrency,
         get_if_exists=True,
-        **options,
     )
 
 

@@ -12,7 +12,7 @@ import ray
 from qrt_ray import QuantumRuntime
 from qrt_ray.config import CalibrationConfig, PolicyConfig, load_farm_config_text
 from qrt_ray.farm import device_handle
-from qrt_ray.store import SQLiteJobStore
+from qrt_ray.store import CanaryRecord, SQLiteJobStore
 from tests.circuits import SMALL_FARM
 from tests.waiting import wait_until
 
@@ -35,10 +35,10 @@ def rt(ray_head: object, store_path: Path) -> Iterator[QuantumRuntime]:
     runtime.shutdown()
 
 
-def _rounds(store_path: Path) -> list[float]:
+def _rounds(store_path: Path) -> list[CanaryRecord]:
     store = SQLiteJobStore(store_path)
     try:
-        return sorted(r.at for r in store.canaries("manila", 50))
+        return sorted(store.canaries("manila", 50), key=lambda r: r.at)
     finally:
         store.close()
 
@@ -47,14 +47,15 @@ def test_a_suspicious_round_brings_the_next_one_forward(
     rt: QuantumRuntime, store_path: Path
 ) -> None:
     # far worse than its calibration says, from outside the calibration's view
-    ray.get(device_handle("manila", rt.namespace).inject_faults.remote(hidden_error=30.0))
+    ray.get(device_handle("manila", rt.namespace).inject_faults.remote(hidden_error=60.0))
     wait_until(
         lambda: len(_rounds(store_path)) >= 2, timeout_s=PERIOD_S * 3, what="two canary rounds"
     )
     first, second = _rounds(store_path)[:2]
-    gap = second - first
-    # a quarter period after the suspicious round, not a whole one (a round takes ~1 s)
+    # the first round was suspicious: its worst canary fell at least half the threshold
+    assert first.predicted - first.measured >= 0.99 / 2 and not first.drifted, first
+    # so the next came a quarter period after it, not a whole one (a round takes ~1 s)
+    gap = second.at - first.at
     assert PERIOD_S / 4 - 0.5 <= gap < PERIOD_S / 2, gap
     report = rt.calibration_report()["manila"]
     assert report["detections"] == 0 and report["recalibrations"] == 0  # never drifted
-    assert report["last_measured"] < report["last_predicted"] - 0.99 / 2

@@ -1,0 +1,187 @@
+"""Cluster scenarios, each run in a child process with its own local Ray cluster
+(``ray.cluster_utils.Cluster``: a head and worker nodes as local processes, all on
+127.0.0.1), apart from the test session's own Ray. Each prints one ``RESULT`` line of
+JSON for the test to check.
+
+Run one by hand: ``python -m tests.cluster.scenarios node_loss``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+FARM = """
+name: cluster
+devices:
+  - {name: manila, backend: FakeManilaV2, price_per_shot_usd: 0.00001,
+     price_per_job_usd: 0.01, gpu: never, resources: {qrt_device: 1}}
+  - {name: nairobi, backend: FakeNairobiV2, price_per_shot_usd: 0.00001,
+     price_per_job_usd: 0.01, gpu: never, resources: {qrt_device: 1}}
+"""
+GHZ3 = (
+    'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[3];\ncreg c[3];\n'
+    "h q[0];\ncx q[0],q[1];\ncx q[1],q[2];\nmeasure q -> c;\n"
+)
+LOOPBACK = {"node_ip_address": "127.0.0.1", "dashboard_host": "127.0.0.1"}
+
+
+def _cluster(workers: int) -> Any:
+    from ray.cluster_utils import Cluster
+
+    from qrt_ray.farm import prepare_auth
+
+    prepare_auth()
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={**LOOPBACK, "num_cpus": 1, "include_dashboard": False},
+    )
+    # two device slots per worker: a lost worker's device has somewhere to go
+    nodes = [
+        cluster.add_node(**LOOPBACK, num_cpus=1, resources={"qrt_device": 2})
+        for _ in range(workers)
+    ]
+    cluster.wait_for_nodes()
+    return cluster, nodes
+
+
+def _actors(namespace: str) -> dict[str, dict[str, Any]]:
+    """Alive named actors (this cluster runs one farm, in ``namespace``): node id and
+    pid, from the GCS (no dashboard here)."""
+    from ray._private import state
+
+    out = {}
+    for a in state.actors().values():
+        if a.get("Name") and a["State"] == "ALIVE":
+            out[a["Name"]] = {"node": a["Address"]["NodeID"], "pid": a["Pid"]}
+    return out
+
+
+def _on(device: str, rt: Any, states: tuple[str, ...]) -> dict[str, int]:
+    """Jobs placed on ``device`` in one of ``states``: job id -> attempts."""
+    return {
+        j["job_id"]: j["attempts"]
+        for j in rt.jobs(limit=1000)
+        if j["device"] == device and j["state"] in states
+    }
+
+
+def _going_again(view: dict[str, Any], attempts_before: int) -> bool:
+    """Whether a job caught by a node loss is done, or running again after it."""
+    again = view["state"] in ("RUNNING", "POSTPROCESSING") and view["attempts"] > attempts_before
+    return view["state"] == "DONE" or again
+
+
+def _store_holders(store: Path) -> list[int]:
+    """Pids of processes with the store file (or its WAL) open."""
+    import psutil
+
+    pids = []
+    for proc in psutil.process_iter():
+        try:
+            if any(f.path.startswith(str(store)) for f in proc.open_files()):
+                pids.append(proc.pid)
+        except psutil.Error:
+            continue
+    return pids
+
+
+def node_loss(jobs: int = 40, shots: int = 4000) -> dict[str, Any]:
+    """Control plane on the head, devices spread; a worker removed mid-run and the
+    scheduler killed mid-run: every job DONE with its shots, none lost."""
+    import ray
+
+    from qrt_ray import JobState, QuantumRuntime
+    from qrt_ray.config import load_farm_config_text
+    from qrt_ray.farm import CALIBRATION_NAME, SCHEDULER_NAME, find_scheduler
+
+    cluster, workers = _cluster(2)
+    store = Path(tempfile.mkdtemp()) / "jobs.sqlite3"
+    out: dict[str, Any] = {}
+    try:
+        ray.init(address=cluster.address)
+        head = ray.get_runtime_context().get_node_id()
+        rt = QuantumRuntime.local(load_farm_config_text(FARM), store=store)
+        ns = rt.namespace
+        placed = _actors(ns)
+        out["head"] = head
+        out["placed"] = {k: v["node"] for k, v in placed.items()}
+        out["workers"] = [w.node_id for w in workers]
+        holders = _store_holders(store)
+        out["store_holders"] = holders
+        out["scheduler_pid"] = placed[SCHEDULER_NAME]["pid"]
+        out["calibration_pid"] = placed[CALIBRATION_NAME]["pid"]
+        out["device_pids"] = [v["pid"] for k, v in placed.items() if k.startswith("device:")]
+
+        # a run in flight: once manila runs work, lose its node
+        # half of them pinned to manila: it surely has work when its node goes
+        handles = [
+            rt.submit(GHZ3, shots=shots, seed=i, device="manila" if i % 2 else None)
+            for i in range(jobs)
+        ]
+        victim = next(w for w in workers if w.node_id == placed["device:manila"]["node"])
+        deadline = time.monotonic() + 120
+        while not _on("manila", rt, ("RUNNING",)):
+            assert time.monotonic() < deadline, "manila never ran a job"
+            time.sleep(0.2)
+        in_flight = _on("manila", rt, ("COMPILING", "PLACED", "RUNNING"))
+        out["manila_in_flight_at_loss"] = len(in_flight)
+        lost_at = time.monotonic()
+        cluster.remove_node(victim)
+        # the device comes back on the other worker, and its jobs run again
+        while "device:manila" not in _actors(ns) and time.monotonic() - lost_at < 120:
+            time.sleep(0.1)
+        out["device_back_s"] = round(time.monotonic() - lost_at, 2)
+        out["manila_now_on"] = _actors(ns).get("device:manila", {}).get("node")
+        waiting = set(in_flight)
+        while waiting and time.monotonic() - lost_at < 300:
+            views = {j["job_id"]: j for j in rt.jobs(limit=1000)}
+            waiting = {j for j in waiting if not _going_again(views[j], in_flight[j])}
+            time.sleep(0.1)
+        out["jobs_running_again_s"] = round(time.monotonic() - lost_at, 2)
+
+        # and the scheduler killed mid-run: Ray restarts it, the client retries
+        more = [rt.submit(GHZ3, shots=shots, seed=jobs + i) for i in range(jobs // 2)]
+        time.sleep(1.0)
+        ray.kill(find_scheduler(ns), no_restart=False)
+        killed_at = time.monotonic()
+        results = rt.results(handles + more, timeout_s=600)
+        out["finished_s_after_kill"] = round(time.monotonic() - killed_at, 2)
+        out["shots"] = [sum(r.counts().values()) for r in results]
+        out["states"] = sorted({j["state"] for j in rt.jobs(limit=1000)})
+        out["scheduler_pid_after"] = _actors(ns)[SCHEDULER_NAME]["pid"]
+        out["scheduler_node_after"] = _actors(ns)[SCHEDULER_NAME]["node"]
+        out["job_ids"] = [h.job_id for h in handles + more]
+        out["done"] = sum(1 for h in handles + more if h.status() is JobState.DONE)
+        rt.shutdown()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    out["store"] = str(store)
+    return out
+
+
+def import_order() -> dict[str, Any]:
+    """``import ray`` before ``import qrt_ray``: an embedded farm still starts."""
+    import ray  # noqa: F401  (first, on purpose)
+
+    import qrt_ray
+    from qrt_ray.config import load_farm_config_text
+
+    farm = load_farm_config_text(FARM.replace("resources: {qrt_device: 1}", "resources: {}"))
+    store = Path(tempfile.mkdtemp()) / "jobs.sqlite3"
+    with qrt_ray.QuantumRuntime.local(farm, num_cpus=1, store=store) as rt:
+        counts = rt.submit(GHZ3, shots=100).result(timeout_s=120).counts()
+    return {"shots": sum(counts.values())}
+
+
+if __name__ == "__main__":
+    result = {"node_loss": node_loss, "import_order": import_order}[sys.argv[1]]()
+    print("RESULT " + json.dumps(result), flush=True)

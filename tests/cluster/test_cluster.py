@@ -1,0 +1,77 @@
+"""The farm on a 3-node local Ray cluster (head + 2 workers, all on 127.0.0.1): where
+its actors run, who opens the store, a worker lost mid-run, the scheduler killed
+mid-run, and ``import ray`` before ``import qrt_ray``.
+
+Each scenario runs in a child process with its own cluster (see ``scenarios.py``), so
+the test session's own Ray is not disturbed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qrt_ray.private import write_private
+from tests.integration.ledger import check_ledger
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_scenario(name: str, tmp_path: Path, *, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    # a token of the test's own: nothing is written into the user's home
+    token = write_private(tmp_path / "auth_token", secrets.token_hex(32))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RAY_ADDRESS", "QRT_STORE", "RAY_AUTH_TOKEN", *drop)
+    }
+    env.update(RAY_AUTH_TOKEN_PATH=str(token), PYTHONPATH=str(ROOT))
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.cluster.scenarios", name],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert line is not None, (out.returncode, out.stdout[-2000:], out.stderr[-4000:])
+    return json.loads(line.removeprefix("RESULT "))
+
+
+def test_a_lost_worker_and_a_killed_scheduler_lose_no_job(tmp_path: Path) -> None:
+    seen = run_scenario("node_loss", tmp_path)
+    head, workers, placed = seen["head"], seen["workers"], seen["placed"]
+    # the control plane on the head; devices spread over the two workers
+    assert placed["scheduler"] == head and placed["calibration"] == head
+    assert {placed["device:manila"], placed["device:nairobi"]} == set(workers)
+    # only the scheduler has the store open
+    assert seen["store_holders"] == [seen["scheduler_pid"]]
+    # manila's node was lost with work on it; manila came back on the other worker
+    assert seen["manila_in_flight_at_loss"] >= 1
+    assert seen["manila_now_on"] in workers and seen["manila_now_on"] != placed["device:manila"]
+    # the scheduler was killed and Ray brought it back on the head
+    assert seen["scheduler_pid_after"] != seen["scheduler_pid"]
+    assert seen["scheduler_node_after"] == head
+    # every job DONE with its shots, each shot counted once
+    assert seen["done"] == len(seen["job_ids"]) == 60 and seen["states"] == ["DONE"]
+    assert seen["shots"] == [4000] * 60
+    for job_id in seen["job_ids"]:
+        check_ledger(Path(seen["store"]), job_id, 4000)
+
+
+def test_import_ray_first_then_qrt_ray(tmp_path: Path) -> None:
+    # none of this session's Ray settings: qrt-ray sets up loopback and auth itself
+    seen = run_scenario(
+        "import_order", tmp_path, drop=("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    )
+    assert seen["shots"] == 100
