@@ -182,6 +182,97 @@ def import_order() -> dict[str, Any]:
     return {"shots": sum(counts.values())}
 
 
+def autoscaling(jobs: int = 120, shots: int = 2000) -> dict[str, Any]:
+    """Ray's autoscaler with fake local nodes: the farm starts on a head with no
+    workers and the autoscaler adds a device node; a burst of jobs never compiled
+    before adds CPU nodes; the device node is killed mid-run and comes back; after
+    the burst the CPU nodes go."""
+    import ray
+    from qiskit.circuit.random import random_circuit
+
+    from qrt_ray import JobState, QuantumRuntime
+    from qrt_ray.config import load_farm_config_text
+    from qrt_ray.farm import init_ray_loopback, prepare_auth
+    from tests.cluster.autoscaling import AutoscalingHead, NodeCounter, kill_node
+
+    prepare_auth()
+    root = Path(tempfile.mkdtemp())
+    head = AutoscalingHead(
+        root,
+        {
+            # room for both devices on one node, and for one node lost
+            "device_node": {"resources": {"CPU": 1, "qrt_device": 2}, "max_workers": 2},
+            "cpu_node": {"resources": {"CPU": 1}, "max_workers": 3},
+        },
+        idle_minutes=0.1,
+    )
+    head.start()
+    out: dict[str, Any] = {"events": {}}
+    counter = None
+    try:
+        init_ray_loopback(address=head.address)
+        counter = NodeCounter()
+        out["nodes_at_start"] = counter.now()
+        rt = QuantumRuntime.local(load_farm_config_text(FARM), store=root / "jobs.sqlite3")
+        out["events"]["farm_up"] = counter.elapsed()
+        out["nodes_farm_up"] = counter.now()
+        circuits = [
+            random_circuit(5, 10, max_operands=2, measure=True, seed=1000 + i) for i in range(jobs)
+        ]
+        handles = [rt.submit(c, shots=shots, seed=i) for i, c in enumerate(circuits)]
+        out["events"]["burst"] = counter.elapsed()
+        # once CPU nodes have come, lose the device node with work in flight
+        deadline = time.monotonic() + 180
+        while counter.now()[1] == 0:
+            assert time.monotonic() < deadline, "no CPU node was added for the burst"
+            time.sleep(0.2)
+        hosts = {d.name: d.process[0] for d in rt.devices() if d.process is not None}
+        assert hosts, "no device reported the node it runs on"
+        target = hosts["manila"] if "manila" in hosts else next(iter(hosts.values()))
+        out["devices_on_killed_node"] = sorted(n for n, node in hosts.items() if node == target)
+        out["in_flight_at_kill"] = sum(
+            1 for j in rt.jobs(limit=1000) if j["state"] in ("COMPILING", "PLACED", "RUNNING")
+        )
+        out["killed_processes"] = kill_node(target)
+        out["events"]["device_node_killed"] = counter.elapsed()
+        results = rt.results(handles, timeout_s=600)
+        out["events"]["all_done"] = counter.elapsed()
+        out["shots"] = sorted({sum(r.counts().values()) for r in results})
+        out["done"] = sum(1 for h in handles if h.status() is JobState.DONE)
+        out["job_ids"] = [h.job_id for h in handles]
+        # idle: the CPU nodes go, the device node stays (its actors hold it)
+        deadline = time.monotonic() + 120
+        while counter.now()[1] > 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        out["events"]["cpu_nodes_gone"] = counter.elapsed()
+        out["nodes_at_end"] = counter.now()
+        rt.shutdown()
+    finally:
+        if counter is not None:
+            out["samples"] = counter.stop()
+            print_timeline(out["samples"], out["events"])
+        ray.shutdown()
+        head.stop()
+    out["store"] = str(root / "jobs.sqlite3")
+    return out
+
+
+def print_timeline(samples: list[tuple[float, int, int]], events: dict[str, float]) -> None:
+    """Node counts over time, one line per change, with the scenario's events."""
+    print("   t (s)  device nodes  cpu nodes  event")
+    marks = sorted((t, name) for name, t in events.items())
+    last = None
+    for t, device, cpu in samples:
+        while marks and marks[0][0] <= t:
+            print(f"{marks[0][0]:8.1f}  {'':12}  {'':9}  {marks.pop(0)[1]}")
+        if (device, cpu) != last:
+            print(f"{t:8.1f}  {device:12d}  {cpu:9d}")
+            last = (device, cpu)
+    for t, name in marks:
+        print(f"{t:8.1f}  {'':12}  {'':9}  {name}")
+
+
 if __name__ == "__main__":
-    result = {"node_loss": node_loss, "import_order": import_order}[sys.argv[1]]()
+    scenarios = {"node_loss": node_loss, "import_order": import_order, "autoscaling": autoscaling}
+    result = scenarios[sys.argv[1]]()
     print("RESULT " + json.dumps(result), flush=True)

@@ -41,7 +41,7 @@ def run_scenario(name: str, tmp_path: Path, *, drop: tuple[str, ...] = ()) -> di
         env=env,
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=600,
     )
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
     assert line is not None, (out.returncode, out.stdout[-2000:], out.stderr[-4000:])
@@ -75,3 +75,24 @@ def test_import_ray_first_then_qrt_ray(tmp_path: Path) -> None:
         "import_order", tmp_path, drop=("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
     )
     assert seen["shots"] == 100
+
+
+def test_the_autoscaler_adds_and_removes_nodes_and_a_lost_node_loses_no_job(
+    tmp_path: Path,
+) -> None:
+    seen = run_scenario("autoscaling", tmp_path)
+    samples = seen["samples"]
+    # no worker at first; the farm's devices brought a device node
+    assert seen["nodes_at_start"] == [0, 0]
+    assert seen["nodes_farm_up"][0] >= 1
+    # the burst of jobs never compiled before brought CPU nodes
+    assert max(cpu for _, _, cpu in samples) >= 1
+    # a device node was killed with jobs in flight and devices on it
+    assert seen["devices_on_killed_node"] and seen["in_flight_at_kill"] >= 1
+    assert seen["killed_processes"] >= 1
+    # every job DONE with its shots, each shot counted once
+    assert seen["done"] == 120 and seen["shots"] == [2000]
+    for job_id in seen["job_ids"]:
+        check_ledger(Path(seen["store"]), job_id, 2000)
+    # idle again: the CPU nodes were removed, the device node stays for its devices
+    assert seen["nodes_at_end"][1] == 0 and seen["nodes_at_end"][0] >= 1
