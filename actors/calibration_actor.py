@@ -45,8 +45,10 @@ class SchedulerStore:
                 if self._handle is None:
                     self._handle = ray.get_actor(self._name, namespace=self._namespace)
                 ref = self._handle.calibration_store.remote(operation, *args)
-                return ray.get(ref, timeout=self._retry_s)
-            except (ValueError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                # a future, not ray.get: this runs in a worker thread of an async
+                # actor, where ray.get would warn of blocking the event loop
+                return ref.future().result(timeout=self._retry_s)
+            except (ValueError, ray.exceptions.RayActorError, TimeoutError):
                 self._handle = None
                 if time.monotonic() + pause > deadline:
                     raise RuntimeNotRunningError(
