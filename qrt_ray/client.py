@@ -290,6 +290,7 @@ class QuantumRuntime:
         optimization_level: int = 1,
         metrics_port: int | None = None,
         policies: PolicyConfig | str | Path | None = None,
+        retry_s: float = DEFAULT_RETRY_S,
     ) -> QuantumRuntime:
         """Start an embedded farm on a loopback-only local Ray.
 
@@ -302,7 +303,9 @@ class QuantumRuntime:
             num_cpus: CPUs Ray may use (default: all).
             optimization_level: Qiskit preset level for compiles (0-3).
             metrics_port: serve Prometheus metrics on 127.0.0.1 at this port.
+            retry_s: how long a call keeps trying while the scheduler restarts.
         """
+        retry = _retry_s(retry_s)
         config = farm if isinstance(farm, FarmConfig) else load_farm_config(farm)
         policy = policies if isinstance(policies, PolicyConfig) else load_policy_config(policies)
         if not 0 <= optimization_level <= 3:
@@ -326,6 +329,7 @@ class QuantumRuntime:
             owns_ray=owns_ray,
             owns_farm=True,
             devices=[d.name for d in config.devices],
+            retry_s=retry,
         )
         # the farm's actors live as long as these handles (the scheduler's too: the one
         # a retry finds again by name does not keep it alive)

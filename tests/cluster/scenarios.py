@@ -221,14 +221,17 @@ def autoscaling(jobs: int = 120, shots: int = 2000) -> dict[str, Any]:
         ]
         handles = [rt.submit(c, shots=shots, seed=i) for i, c in enumerate(circuits)]
         out["events"]["burst"] = counter.elapsed()
-        # once CPU nodes have come, lose the device node with work in flight
+        # once CPU nodes have come and a device has work on it, lose that device's node
         deadline = time.monotonic() + 180
-        while counter.now()[1] == 0:
-            assert time.monotonic() < deadline, "no CPU node was added for the burst"
+        while True:
+            busy = {j["device"] for j in rt.jobs(limit=1000) if j["state"] in ("PLACED", "RUNNING")}
+            if busy and counter.now()[1] >= 1:
+                break
+            assert time.monotonic() < deadline, f"no CPU node or no busy device ({busy})"
             time.sleep(0.2)
         hosts = {d.name: d.process[0] for d in rt.devices() if d.process is not None}
-        assert hosts, "no device reported the node it runs on"
-        target = hosts["manila"] if "manila" in hosts else next(iter(hosts.values()))
+        assert busy & hosts.keys(), "no busy device reported the node it runs on"
+        target = hosts[sorted(busy & hosts.keys())[0]]
         out["devices_on_killed_node"] = sorted(n for n, node in hosts.items() if node == target)
         out["in_flight_at_kill"] = sum(
             1 for j in rt.jobs(limit=1000) if j["state"] in ("COMPILING", "PLACED", "RUNNING")

@@ -1,0 +1,125 @@
+"""The client rides out a scheduler restart: it finds the scheduler again and retries
+with backoff for ``retry_s``, a wait keeps its own deadline, and every submission
+carries an idempotency key so a retried submit makes no second job. No Ray here: the
+actor calls are replaced by a scripted scheduler."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import ray.exceptions
+
+from qrt_ray import client as client_mod
+from qrt_ray.client import QuantumRuntime
+from qrt_ray.errors import RuntimeNotRunningError, ValidationError
+
+GHZ = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\nh q[0];\nmeasure q -> c;\n'
+
+
+class Method:
+    def __init__(self, owner: Scripted, name: str) -> None:
+        self.owner, self.name = owner, name
+
+
+class Scripted:
+    """A scheduler handle whose calls fail ``failures`` times (the actor restarting)."""
+
+    def __init__(self, failures: int, answer: Any) -> None:
+        self.failures, self.answer = failures, answer
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattr__(self, name: str) -> Method:
+        return Method(self, name)
+
+
+def _unwrap(fn: Method, *args: Any) -> Any:
+    fn.owner.calls.append((fn.name, args))
+    if fn.owner.failures > 0:
+        fn.owner.failures -= 1
+        raise ray.exceptions.ActorUnavailableError("the actor is restarting", None)
+    return fn.owner.answer(fn.name, args) if callable(fn.owner.answer) else fn.owner.answer
+
+
+@pytest.fixture
+def found(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Scripted actor calls, instant sleeps; returns the namespaces the client looked
+    the scheduler up in again."""
+    monkeypatch.setattr(client_mod, "_unwrap", _unwrap)
+    monkeypatch.setattr(client_mod.time, "sleep", lambda s: None)
+    return []
+
+
+def _runtime(
+    scheduler: Scripted, retry_s: float, monkeypatch: pytest.MonkeyPatch, found: list[str]
+) -> Any:
+    rt = QuantumRuntime(
+        scheduler, "ns", owns_ray=False, owns_farm=False, devices=[], retry_s=retry_s
+    )
+
+    def find(namespace: str) -> Scripted:
+        found.append(namespace)
+        return scheduler
+
+    monkeypatch.setattr(client_mod.farm_mod, "find_scheduler", find)
+    return rt
+
+
+def test_a_call_is_retried_until_the_scheduler_is_back(found, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    sched = Scripted(failures=3, answer=[{"job_id": "j1"}])
+    rt = _runtime(sched, 60, monkeypatch, found)
+    assert rt.jobs() == [{"job_id": "j1"}]
+    assert [name for name, _ in sched.calls] == ["jobs"] * 4
+    assert found == ["ns"] * 3  # found again by name after each failure
+
+
+def test_the_client_gives_up_after_retry_s_and_says_nothing_is_lost(found, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    clock = iter(range(0, 10_000))
+    monkeypatch.setattr(client_mod.time, "monotonic", lambda: float(next(clock)))
+    sched = Scripted(failures=10_000, answer=None)
+    rt = _runtime(sched, 5, monkeypatch, found)
+    with pytest.raises(RuntimeNotRunningError, match="'ns' did not come back within 5 s"):
+        rt.jobs()
+    assert 1 <= len(sched.calls) <= 6  # bounded by retry_s, not by the failures
+
+
+def test_a_wait_keeps_its_own_deadline_across_retries(found, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    now = [100.0]
+    monkeypatch.setattr(client_mod.time, "monotonic", lambda: now[0])
+
+    def answer(name: str, args: tuple[Any, ...]) -> Any:
+        return {"j1": "DONE"}
+
+    sched = Scripted(failures=2, answer=answer)
+    real = _unwrap
+
+    def ticking(fn: Method, *args: Any) -> Any:
+        now[0] += 4.0  # each try takes 4 s
+        return real(fn, *args)
+
+    monkeypatch.setattr(client_mod, "_unwrap", ticking)
+    rt = _runtime(sched, 60, monkeypatch, found)
+    rt._wait_ids(["j1"], 10.0)
+    timeouts = [args[1] for name, args in sched.calls if name == "wait"]
+    assert timeouts == [10.0, 6.0, 2.0]  # what is left of the caller's 10 s, each try
+
+
+def test_every_submission_carries_a_key_and_a_given_key_is_kept(found, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def answer(name: str, args: tuple[Any, ...]) -> Any:
+        return [{"job_id": f"j{i}"} for i, _ in enumerate(args[0])]
+
+    sched = Scripted(failures=1, answer=answer)
+    rt = _runtime(sched, 60, monkeypatch, found)
+    rt.submit(GHZ, shots=10)
+    rt.submit(GHZ, shots=10, idempotency_key="mine")
+    sent = [json.loads(args[0][0])["idempotency_key"] for name, args in sched.calls]
+    # the retried submit sent the same key as its first try
+    assert sent[0] == sent[1] and sent[0].startswith("auto-")
+    assert sent[2] == "mine"
+
+
+@pytest.mark.parametrize("bad", [-1, 3601, "60", True, float("nan")])
+def test_retry_s_is_checked(bad: Any) -> None:
+    with pytest.raises(ValidationError, match="retry_s="):
+        QuantumRuntime(None, "ns", owns_ray=False, owns_farm=False, devices=[], retry_s=bad)
