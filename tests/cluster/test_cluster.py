@@ -8,17 +8,15 @@ the test session's own Ray is not disturbed.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from qrt_ray.private import write_private
+from tests.child import result_of
 from tests.integration.ledger import check_ledger
 
 pytestmark = pytest.mark.cluster
@@ -35,17 +33,7 @@ def run_scenario(name: str, tmp_path: Path, *, drop: tuple[str, ...] = ()) -> di
         if k not in ("RAY_ADDRESS", "QRT_STORE", "RAY_AUTH_TOKEN", *drop)
     }
     env.update(RAY_AUTH_TOKEN_PATH=str(token), PYTHONPATH=str(ROOT))
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.cluster.scenarios", name],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    assert line is not None, (out.returncode, out.stdout[-2000:], out.stderr[-4000:])
-    return json.loads(line.removeprefix("RESULT "))
+    return result_of(["-m", "tests.cluster.scenarios", name], env=env, cwd=ROOT, timeout_s=600)
 
 
 def test_a_lost_worker_and_a_killed_scheduler_lose_no_job(tmp_path: Path) -> None:

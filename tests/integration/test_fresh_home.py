@@ -4,13 +4,12 @@ its own embedded Ray, as a new user's first script would be."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.child import result_of
 
 pytestmark = pytest.mark.integration
 
@@ -91,17 +90,7 @@ def test_local_on_a_fresh_home_keeps_secrets_and_data_private(tmp_path: Path) ->
         and k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
     }
     env.update(HOME=str(home), RAY_AUTH_MODE="token", PYTHONPATH=str(Path.cwd()))
-    out = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    assert line is not None, out.stderr[-3000:]
-    seen = json.loads(line.removeprefix("RESULT "))
+    seen = result_of(["-c", SCRIPT], env=env, cwd=tmp_path, timeout_s=240)
     assert seen["counts"] == 100 and seen["owns_ray"] is True  # its own embedded Ray
     assert seen["ray_dir"] == "0o700" and seen["token"] == "0o600"
     assert seen["data_dir"] == "0o700" and seen["store"] == "0o600"
