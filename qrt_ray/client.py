@@ -254,18 +254,21 @@ class QuantumRuntime:
 
     def _call(self, method: str, *args: Any) -> Any:
         """Call the scheduler; while it restarts, find it again and retry with backoff
-        for up to ``retry_s`` seconds. A callable argument is evaluated per try.
+        for up to ``retry_s`` seconds from the first failure (a long wait that meets a
+        restart gets the whole ``retry_s``). A callable argument is evaluated per try.
 
         Raises:
             RuntimeNotRunningError: the scheduler did not come back in time.
         """
-        deadline = time.monotonic() + self.retry_s
+        deadline: float | None = None
         pause = 0.1
         while True:
             now_args = [a() if callable(a) else a for a in args]
             try:
                 return _unwrap(getattr(self._scheduler, method), *now_args)
             except ray.exceptions.RayActorError as exc:
+                if deadline is None:
+                    deadline = time.monotonic() + self.retry_s
                 if time.monotonic() + pause > deadline:
                     raise RuntimeNotRunningError(
                         f"the farm's scheduler in namespace {self.namespace!r} did not come "

@@ -123,3 +123,20 @@ def test_every_submission_carries_a_key_and_a_given_key_is_kept(found, monkeypat
 def test_retry_s_is_checked(bad: Any) -> None:
     with pytest.raises(ValidationError, match="retry_s="):
         QuantumRuntime(None, "ns", owns_ray=False, owns_farm=False, devices=[], retry_s=bad)
+
+
+def test_a_long_call_that_meets_a_restart_still_gets_the_whole_retry_s(found, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    now = [0.0]
+    monkeypatch.setattr(client_mod.time, "monotonic", lambda: now[0])
+    sched = Scripted(failures=2, answer={"j1": "DONE"})
+    real = _unwrap
+
+    def long_first_try(fn: Method, *args: Any) -> Any:
+        if not fn.owner.calls:
+            now[0] += 1000.0  # a wait that ran for 1000 s before the scheduler died
+        return real(fn, *args)
+
+    monkeypatch.setattr(client_mod, "_unwrap", long_first_try)
+    rt = _runtime(sched, 60, monkeypatch, found)
+    assert rt._wait_ids(["j1"], None) == {"j1": "DONE"}
+    assert len(sched.calls) == 3
