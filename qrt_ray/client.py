@@ -14,7 +14,7 @@ import numbers
 import time
 import uuid
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -260,26 +260,51 @@ class QuantumRuntime:
         Raises:
             RuntimeNotRunningError: the scheduler did not come back in time.
         """
+
+        def find() -> Any:
+            self._scheduler = farm_mod.find_scheduler(self.namespace)
+            return self._scheduler
+
+        return self._retrying("scheduler", lambda: self._scheduler, find, method, args)
+
+    def _manager_call(self, method: str, *args: Any) -> Any:
+        """Ask the calibration manager something that is safe to ask twice, riding out
+        its restarts as :meth:`_call` does the scheduler's."""
+
+        def find() -> Any:
+            return farm_mod.calibration_handle(self.namespace)
+
+        return self._retrying("calibration manager", find, find, method, args)
+
+    def _retrying(
+        self,
+        what: str,
+        current: Callable[[], Any],
+        find: Callable[[], Any],
+        method: str,
+        args: tuple[Any, ...],
+    ) -> Any:
         deadline: float | None = None
         pause = 0.1
+        handle = current()
         while True:
             now_args = [a() if callable(a) else a for a in args]
             try:
-                return _unwrap(getattr(self._scheduler, method), *now_args)
+                return _unwrap(getattr(handle, method), *now_args)
             except ray.exceptions.RayActorError as exc:
                 if deadline is None:
                     deadline = time.monotonic() + self.retry_s
                 if time.monotonic() + pause > deadline:
                     raise RuntimeNotRunningError(
-                        f"the farm's scheduler in namespace {self.namespace!r} did not come "
+                        f"the farm's {what} in namespace {self.namespace!r} did not come "
                         f"back within {self.retry_s:g} s ({type(exc).__name__}); nothing "
                         "submitted is lost: try again when it runs (`qrt devices`)"
                     ) from None
-                logger.info("scheduler unavailable (%s); retrying %s", type(exc).__name__, method)
+                logger.info("%s unavailable (%s); retrying %s", what, type(exc).__name__, method)
                 time.sleep(pause)
                 pause = min(2 * pause, 2.0)
                 with contextlib.suppress(RuntimeNotRunningError):
-                    self._scheduler = farm_mod.find_scheduler(self.namespace)
+                    handle = find()
 
     # -- construction -----------------------------------------------------------------
 
@@ -613,12 +638,12 @@ class QuantumRuntime:
         figures and how its canaries went (at most ``limit``, 1 to 10,000)."""
         limit = check_limit(limit)
         self._device(device)
-        return ray.get(farm_mod.calibration_handle(self.namespace).history.remote(device, limit))
+        return self._manager_call("history", device, limit)
 
     def calibration_report(self) -> dict[str, dict[str, Any]]:
         """Per device: the calibration manager's phase and reason, its last canary
         round, and the device time spent on canaries and recalibrations."""
-        return ray.get(farm_mod.calibration_handle(self.namespace).report.remote())
+        return self._manager_call("report")
 
     def schedule_maintenance(
         self, device: str, start: float, end: float, reason: str = "maintenance"
@@ -637,7 +662,7 @@ class QuantumRuntime:
 
     def maintenance(self, device: str | None = None) -> list[dict[str, Any]]:
         """Maintenance windows not yet over (of one device, or all)."""
-        return ray.get(farm_mod.calibration_handle(self.namespace).maintenance.remote(device))
+        return self._manager_call("maintenance", device)
 
     def cancel_maintenance(self, window_id: str) -> bool:
         """Cancel a maintenance window; returns whether there was one with that id."""

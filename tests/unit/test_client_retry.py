@@ -140,3 +140,18 @@ def test_a_long_call_that_meets_a_restart_still_gets_the_whole_retry_s(found, mo
     rt = _runtime(sched, 60, monkeypatch, found)
     assert rt._wait_ids(["j1"], None) == {"j1": "DONE"}
     assert len(sched.calls) == 3
+
+
+def test_reads_from_the_calibration_manager_ride_out_its_restart(found, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    manager = Scripted(failures=2, answer={"manila": {"phase": "monitor"}})
+    looked: list[str] = []
+
+    def find(namespace: str) -> Scripted:
+        looked.append(namespace)
+        return manager
+
+    monkeypatch.setattr(client_mod.farm_mod, "calibration_handle", find)
+    rt = QuantumRuntime(None, "ns", owns_ray=False, owns_farm=False, devices=[])
+    assert rt.calibration_report() == {"manila": {"phase": "monitor"}}
+    assert [name for name, _ in manager.calls] == ["report"] * 3
+    assert looked == ["ns"] * 3  # found at first, and again after each failure
