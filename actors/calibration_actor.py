@@ -167,8 +167,6 @@ class CalibrationActor:
 
     async def maintenance(self, device: str | None = None) -> list[dict[str, Any]]:
         """Maintenance windows not yet over."""
-        import time
-
         windows = await asyncio.to_thread(self.store.maintenance_windows, device, time.time())
         return [_window_view(w) for w in windows]
 

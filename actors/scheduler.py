@@ -447,8 +447,8 @@ class Scheduler:
                 self._down_since.setdefault(name, clock)
             else:
                 self._down_since.pop(name, None)
-        for name in [n for n in self._silent_since if n in got and n in answered]:
-            del self._silent_since[name]
+        for name in answered:
+            self._silent_since.pop(name, None)
         self._snapshots = list(got.values())
         self._observe_health(before, clock)
         for name, reason in restarted.items():
