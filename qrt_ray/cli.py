@@ -705,7 +705,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--policies", help="placement and scheduling policy YAML (default: the packaged one)"
     )
-    up.add_argument("--store", help="job store path or URL (default: $QRT_STORE or data dir)")
+    up.add_argument(
+        "--store",
+        help="job store: a SQLite path, or postgresql://USER@HOST:PORT/DB for a store that "
+        "outlives the head (default: $QRT_STORE, else a SQLite file in the data dir)",
+    )
     up.add_argument("--num-cpus", type=int, help="CPUs for a new local Ray head")
     up.add_argument(
         "--port",

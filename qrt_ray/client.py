@@ -327,7 +327,8 @@ class QuantumRuntime:
             policies: placement and scheduling policy: a PolicyConfig, a path to a
                 policies YAML (``configs/policies.yaml`` is the example), or None for
                 the packaged default.
-            store: job store path or URL (default: ``$QRT_STORE`` or the user data dir).
+            store: job store: a SQLite path, or a ``postgresql://`` URL (default:
+                ``$QRT_STORE``, else a SQLite file in the user data dir).
             num_cpus: CPUs Ray may use (default: all).
             optimization_level: Qiskit preset level for compiles (0-3).
             metrics_port: serve Prometheus metrics on 127.0.0.1 at this port.

@@ -118,6 +118,10 @@ class RuntimeNotRunningError(QrtError):
     """No qrt farm is reachable at the given address or namespace."""
 
 
+class StoreUnavailableError(QrtError):
+    """The job store's database cannot be reached (the message never holds a password)."""
+
+
 class MitigationWarning(UserWarning):
     """A mitigated value had to be adjusted (e.g. clipped to the observable's range)."""
 

@@ -24,6 +24,7 @@ import ray
 from qrt_ray.config import DeviceConfig, FarmConfig, PolicyConfig
 from qrt_ray.errors import RuntimeNotRunningError
 from qrt_ray.private import DIR_MODE, private_dir, private_file, write_private
+from qrt_ray.store.urls import check_store, resolve_store_url
 
 logger = logging.getLogger("qrt.farm")
 
@@ -262,6 +263,8 @@ def start_farm(
     from actors.scheduler_actor import SchedulerActor
 
     ns = namespace or f"qrt-local-{uuid.uuid4().hex[:8]}"
+    # resolved here, where the operator set it, not in a worker's environment
+    store_url = check_store(resolve_store_url(store_url))
     lifetime = "detached" if detached else None
     policies_json = policies.model_dump_json() if policies is not None else None
     started_at = time.time()  # drift time 0 of every device, kept across actor restarts

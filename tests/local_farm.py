@@ -12,7 +12,7 @@ from actors.scheduler import Scheduler
 from qrt_ray.circuits import to_qasm
 from qrt_ray.config import PolicyConfig, SchedulingConfig, load_farm_config_text
 from qrt_ray.models import JobSpec
-from qrt_ray.store import SQLiteJobStore
+from qrt_ray.store import JobStore, open_store
 from tests.circuits import SMALL_FARM
 from tests.circuits import ghz as ghz_circuit
 
@@ -63,10 +63,11 @@ async def step(sched: Scheduler, devices: list[Device]) -> bool:
 
 
 def make(
-    tmp_path: Path, scheduling: SchedulingConfig | None = None
-) -> tuple[SQLiteJobStore, list[Device], Scheduler]:
-    """A store, the two small devices and a scheduler over them (not started)."""
-    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    tmp_path: Path, scheduling: SchedulingConfig | None = None, store_url: str | None = None
+) -> tuple[JobStore, list[Device], Scheduler]:
+    """A store (``store_url``, else a SQLite file in ``tmp_path``), the two small devices
+    and a scheduler over them (not started)."""
+    store = open_store(store_url or tmp_path / "jobs.sqlite3")
     scheduling = scheduling or SchedulingConfig()
     devices = [Device(d, max_parallel_threads=1, scheduling=scheduling) for d in FARM.devices]
     policies = PolicyConfig(scheduling=scheduling)

@@ -1,4 +1,4 @@
-"""Durable job storage: the interface, and the SQLite implementation used by default."""
+"""Durable job storage: the interface, SQLite by default and PostgreSQL by URL."""
 
 from qrt_ray.store.base import (
     CalibrationRecord,
@@ -10,7 +10,8 @@ from qrt_ray.store.base import (
     StateUpdate,
     TransitionEvent,
 )
-from qrt_ray.store.sqlite import SQLiteJobStore, default_store_path, open_store
+from qrt_ray.store.sqlite import SQLiteJobStore, default_store_path
+from qrt_ray.store.urls import check_store, open_store, redact_url
 
 __all__ = [
     "CalibrationRecord",
@@ -22,6 +23,8 @@ __all__ = [
     "ShotRecord",
     "StateUpdate",
     "TransitionEvent",
+    "check_store",
     "default_store_path",
     "open_store",
+    "redact_url",
 ]

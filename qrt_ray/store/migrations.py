@@ -1,8 +1,13 @@
-"""Versioned schema of the SQLite job store. Append new steps; never edit old ones."""
+"""Versioned schema of the job store, per database. Append new steps; never edit old ones.
+
+Both databases walk the same numbered steps, so a schema version means the same
+tables everywhere; each step is written in its database's own types.
+"""
 
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: jobs, their transitions, content-addressed blobs and the shot ledger.
@@ -104,7 +109,98 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
+POSTGRES_MIGRATIONS: tuple[str, ...] = (
+    # 1: as SQLite's step 1, in PostgreSQL's types.
+    """
+    CREATE TABLE jobs (
+        job_id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        idempotency_key TEXT,
+        state TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        spec_json TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        device TEXT,
+        calibration_id TEXT,
+        error TEXT,
+        result_sha256 TEXT,
+        placement_json TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX jobs_idempotency ON jobs (tenant, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX jobs_state ON jobs (state);
+    CREATE INDEX jobs_created ON jobs (created_at);
+    CREATE TABLE transitions (
+        job_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        from_state TEXT,
+        to_state TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        reason TEXT,
+        PRIMARY KEY (job_id, seq)
+    );
+    CREATE TABLE blobs (
+        sha256 TEXT PRIMARY KEY,
+        size BIGINT NOT NULL,
+        data BYTEA NOT NULL
+    );
+    CREATE TABLE shot_ledger (
+        job_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        calibration_id TEXT NOT NULL,
+        shots BIGINT NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        run_sha256 TEXT,
+        PRIMARY KEY (job_id, attempt)
+    );
+    """,
+    # 2: a ledger row per run (job, attempt, first shot).
+    """
+    ALTER TABLE shot_ledger ADD COLUMN first_shot INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE shot_ledger DROP CONSTRAINT shot_ledger_pkey;
+    ALTER TABLE shot_ledger ADD PRIMARY KEY (job_id, attempt, first_shot);
+    """,
+    # 3: calibration history, canary rounds and maintenance windows.
+    """
+    CREATE TABLE calibrations (
+        device TEXT NOT NULL,
+        calibration_id TEXT NOT NULL,
+        taken_at DOUBLE PRECISION NOT NULL,
+        recorded_at DOUBLE PRECISION NOT NULL,
+        reason TEXT NOT NULL,
+        snapshot_json TEXT NOT NULL,
+        PRIMARY KEY (device, calibration_id, taken_at)
+    );
+    CREATE INDEX calibrations_recent ON calibrations (device, taken_at);
+    CREATE TABLE canaries (
+        device TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        calibration_id TEXT NOT NULL,
+        predicted DOUBLE PRECISION NOT NULL,
+        measured DOUBLE PRECISION NOT NULL,
+        drifted INTEGER NOT NULL,
+        detail_json TEXT NOT NULL
+    );
+    CREATE INDEX canaries_recent ON canaries (device, at);
+    CREATE TABLE maintenance (
+        window_id TEXT PRIMARY KEY,
+        device TEXT NOT NULL,
+        start DOUBLE PRECISION NOT NULL,
+        "end" DOUBLE PRECISION NOT NULL,
+        reason TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX maintenance_device ON maintenance (device, "end");
+    """,
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)
+assert len(POSTGRES_MIGRATIONS) == SCHEMA_VERSION, "every database walks the same steps"
+
+# pg_advisory_xact_lock key that serialises migrations across processes ("qrt-ray")
+_POSTGRES_MIGRATION_LOCK = 0x7172742D726179
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -120,6 +216,28 @@ def migrate(conn: sqlite3.Connection) -> int:
     """
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     conn.execute("BEGIN IMMEDIATE")
+    return _walk(conn, MIGRATIONS)
+
+
+def migrate_postgres(conn: Any) -> int:
+    """:func:`migrate` for PostgreSQL, on a store connection in autocommit mode.
+
+    A transaction-scoped advisory lock makes concurrent openers (several processes,
+    several heads pointed at one database) take turns; DDL is transactional there, so
+    a migration that fails leaves the schema as it found it.
+    """
+    conn.execute("BEGIN")
+    try:
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (_POSTGRES_MIGRATION_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return _walk(conn, POSTGRES_MIGRATIONS)
+
+
+def _walk(conn: Any, steps: tuple[str, ...]) -> int:
+    """Inside the open transaction: apply every step past the stored version, commit."""
     try:
         row = conn.execute("SELECT version FROM schema_version").fetchone()
         found = row[0] if row else 0
@@ -129,7 +247,7 @@ def migrate(conn: sqlite3.Connection) -> int:
                 f"({SCHEMA_VERSION}); upgrade qrt-ray or point it at another store"
             )
         for version in range(found, SCHEMA_VERSION):
-            for statement in _statements(MIGRATIONS[version]):
+            for statement in _statements(steps[version]):
                 conn.execute(statement)
         if found < SCHEMA_VERSION:
             conn.execute("DELETE FROM schema_version")

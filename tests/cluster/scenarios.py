@@ -34,7 +34,7 @@ GHZ3 = (
 LOOPBACK = {"node_ip_address": "127.0.0.1", "dashboard_host": "127.0.0.1"}
 
 
-def _cluster(workers: int) -> Any:
+def _cluster(workers: int, head_resources: dict[str, float] | None = None) -> Any:
     from ray.cluster_utils import Cluster
 
     from qrt_ray.farm import prepare_auth
@@ -42,7 +42,12 @@ def _cluster(workers: int) -> Any:
     prepare_auth()
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={**LOOPBACK, "num_cpus": 1, "include_dashboard": False},
+        head_node_args={
+            **LOOPBACK,
+            "num_cpus": 1,
+            "include_dashboard": False,
+            "resources": head_resources or {},
+        },
     )
     # two device slots per worker: a lost worker's device has somewhere to go
     nodes = [
@@ -263,6 +268,70 @@ def autoscaling(jobs: int = 120, shots: int = 2000) -> dict[str, Any]:
     return out
 
 
+def head_lost(jobs: int = 30, shots: int = 20000) -> dict[str, Any]:
+    """First life of a farm on a PostgreSQL store: jobs submitted, some DONE and some
+    in flight, then the whole head node is lost at once (every Ray process SIGKILLed,
+    nothing shut down). Prints the job ids and what each was doing."""
+    import psutil
+    import ray
+
+    from qrt_ray import QuantumRuntime
+    from qrt_ray.config import load_farm_config_text
+
+    cluster, _ = _cluster(0, head_resources={"qrt_device": 2})
+    ray.init(address=cluster.address)
+    rt = QuantumRuntime.local(load_farm_config_text(FARM), store=os.environ["QRT_TEST_STORE"])
+    # some jobs finished before the loss, the rest in flight or queued when it comes
+    finished = [rt.submit(GHZ3, shots=shots, seed=i) for i in range(5)]
+    rt.results(finished, timeout_s=120)
+    handles = finished + [rt.submit(GHZ3, shots=shots, seed=i) for i in range(5, jobs)]
+    deadline = time.monotonic() + 120
+    while True:
+        states = Counter(j["state"] for j in rt.jobs(limit=1000))
+        if states["RUNNING"] + states["PLACED"] >= 1:
+            break
+        assert time.monotonic() < deadline, f"no job in flight to lose: {dict(states)}"
+        assert states["DONE"] < jobs, "every job finished before the head could be lost"
+        time.sleep(0.02)
+    at_loss = {j["job_id"]: j["state"] for j in rt.jobs(limit=1000)}
+    # the head goes as a machine does: no shutdown, every process at once
+    doomed = psutil.Process().children(recursive=True)
+    for proc in doomed:
+        proc.kill()
+    psutil.wait_procs(doomed, timeout=30)
+    return {"job_ids": [h.job_id for h in handles], "at_loss": at_loss}
+
+
+def new_head() -> dict[str, Any]:
+    """A farm started on a new head with the same PostgreSQL URL: every job of the
+    lost head is recovered and finished."""
+    import ray
+
+    from qrt_ray import JobState, QuantumRuntime
+    from qrt_ray.config import load_farm_config_text
+
+    job_ids = json.loads(os.environ["QRT_TEST_JOB_IDS"])
+    cluster, _ = _cluster(0, head_resources={"qrt_device": 2})
+    out: dict[str, Any] = {}
+    try:
+        ray.init(address=cluster.address)
+        started = time.monotonic()
+        store = os.environ["QRT_TEST_STORE"]
+        with QuantumRuntime.local(load_farm_config_text(FARM), store=store) as rt:
+            out["farm_up_s"] = round(time.monotonic() - started, 2)
+            unfinished = [j for j in rt.jobs(limit=1000) if j["state"] != "DONE"]
+            out["unfinished_at_start"] = len(unfinished)
+            results = rt.results([rt.job(j) for j in job_ids], timeout_s=300)
+            out["all_done_s"] = round(time.monotonic() - started, 2)
+            out["shots"] = sorted({sum(r.counts().values()) for r in results})
+            out["states"] = sorted({rt.job(j).status().value for j in job_ids})
+            out["done"] = sum(1 for j in job_ids if rt.job(j).status() is JobState.DONE)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    return out
+
+
 def print_timeline(samples: list[tuple[float, int, int]], events: dict[str, float]) -> None:
     """Node counts over time, one line per change, with the scenario's events."""
     print("   t (s)  device nodes  cpu nodes  event")
@@ -279,6 +348,12 @@ def print_timeline(samples: list[tuple[float, int, int]], events: dict[str, floa
 
 
 if __name__ == "__main__":
-    scenarios = {"node_loss": node_loss, "import_order": import_order, "autoscaling": autoscaling}
+    scenarios = {
+        "node_loss": node_loss,
+        "import_order": import_order,
+        "autoscaling": autoscaling,
+        "head_lost": head_lost,
+        "new_head": new_head,
+    }
     result = scenarios[sys.argv[1]]()
     print("RESULT " + json.dumps(result), flush=True)

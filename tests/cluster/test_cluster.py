@@ -8,6 +8,7 @@ the test session's own Ray is not disturbed.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -24,7 +25,13 @@ pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_scenario(name: str, tmp_path: Path, *, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+def run_scenario(
+    name: str,
+    tmp_path: Path,
+    *,
+    drop: tuple[str, ...] = (),
+    extra: dict[str, str] | None = None,
+) -> dict[str, Any]:
     # a token of the test's own: nothing is written into the user's home
     token = write_private(tmp_path / "auth_token", secrets.token_hex(32))
     env = {
@@ -32,7 +39,7 @@ def run_scenario(name: str, tmp_path: Path, *, drop: tuple[str, ...] = ()) -> di
         for k, v in os.environ.items()
         if k not in ("RAY_ADDRESS", "QRT_STORE", "RAY_AUTH_TOKEN", *drop)
     }
-    env.update(RAY_AUTH_TOKEN_PATH=str(token), PYTHONPATH=str(ROOT))
+    env.update(RAY_AUTH_TOKEN_PATH=str(token), PYTHONPATH=str(ROOT), **(extra or {}))
     return result_of(["-m", "tests.cluster.scenarios", name], env=env, cwd=ROOT, timeout_s=600)
 
 
@@ -84,3 +91,28 @@ def test_the_autoscaler_adds_and_removes_nodes_and_a_lost_node_loses_no_job(
         check_ledger(Path(seen["store"]), job_id, 2000)
     # idle again: the CPU nodes were removed, the device node stays for its devices
     assert seen["nodes_at_end"][1] == 0 and seen["nodes_at_end"][0] >= 1
+
+
+def test_a_farm_moved_to_a_new_head_recovers_every_job_from_postgres(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    first = run_scenario("head_lost", tmp_path, extra={"QRT_TEST_STORE": postgres_url})
+    job_ids, at_loss = first["job_ids"], first["at_loss"]
+    lost_in_flight = [j for j in job_ids if at_loss[j] not in ("DONE", "QUEUED")]
+    assert lost_in_flight and any(s == "DONE" for s in at_loss.values())
+    second = run_scenario(
+        "new_head",
+        tmp_path,
+        extra={"QRT_TEST_STORE": postgres_url, "QRT_TEST_JOB_IDS": json.dumps(job_ids)},
+    )
+    # the new head found every unfinished job in the database and finished it
+    assert second["unfinished_at_start"] == sum(1 for s in at_loss.values() if s != "DONE")
+    assert second["done"] == len(job_ids) == 30
+    assert second["states"] == ["DONE"] and second["shots"] == [20000]
+    for job_id in job_ids:
+        check_ledger(postgres_url, job_id, 20000)
+    lost = {s: sum(1 for v in at_loss.values() if v == s) for s in sorted(set(at_loss.values()))}
+    print(
+        f"head lost with jobs {lost}; new head up in {second['farm_up_s']} s, all done in "
+        f"{second['all_done_s']} s"
+    )

@@ -5,13 +5,16 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from qrt_ray.store import SQLiteJobStore
+from qrt_ray.store import open_store
 from tests.waiting import wait_until
 
 
-def check_ledger(store_path: Path, job_id: str, shots: int) -> list[tuple[int, int, float]]:
-    """Assert every shot counted once on one calibration; returns (attempt, first, at)."""
-    store = SQLiteJobStore(store_path)
+def check_ledger(store: Path | str, job_id: str, shots: int) -> list[tuple[int, int, float]]:
+    """Assert every shot counted once on one calibration; returns (attempt, first, at).
+
+    ``store``: a SQLite path or any store URL.
+    """
+    store = open_store(store)
     try:
         rows = store.shot_ledger(job_id)
         done = store.get(job_id)

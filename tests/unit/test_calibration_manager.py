@@ -5,7 +5,7 @@ windows, failed recalibrations and restarts."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,7 +16,7 @@ from qrt_ray.calibration import calibration_from_json
 from qrt_ray.config import CalibrationConfig, DeviceConfig, DriftConfig
 from qrt_ray.errors import ValidationError
 from qrt_ray.models import DeviceStatus
-from qrt_ray.store import SQLiteJobStore
+from qrt_ray.store import JobStore, open_store
 
 HOUR = 3600.0
 PERIOD = 1800.0
@@ -50,15 +50,14 @@ def _device(clock: Clock, trend: float = 0.0, coherence: float = 0.0) -> Device:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SQLiteJobStore:
-    s = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+def store(store_url: str) -> Iterator[JobStore]:
+    """The calibration history, canaries and maintenance windows, on each backend."""
+    s = open_store(store_url)
     yield s
     s.close()
 
 
-def _manager(
-    store: SQLiteJobStore, device: Device, clock: Clock, **kw: float
-) -> CalibrationManager:
+def _manager(store: JobStore, device: Device, clock: Clock, **kw: float) -> CalibrationManager:
     config = CalibrationConfig(canary_period_s=PERIOD, **kw)
     return CalibrationManager(store, LocalCalibrationPorts([device]), config, clock=clock, seed=5)
 

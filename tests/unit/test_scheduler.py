@@ -25,9 +25,9 @@ from tests.local_farm import FARM, drive, drive_until_crash, ghz, make, spec
 S = JobState
 
 
-def test_job_walks_the_whole_lifecycle(tmp_path: Path) -> None:
+def test_job_walks_the_whole_lifecycle(tmp_path: Path, store_url: str) -> None:
     async def main() -> None:
-        store, devices, sched = make(tmp_path)
+        store, devices, sched = make(tmp_path, store_url=store_url)
         await sched.start()
         ((rec, created),) = await sched.submit([spec(shots=700, seed=5)])
         assert created and rec.state is S.QUEUED
@@ -228,9 +228,9 @@ def test_bad_jobs_are_refused_before_anything_is_stored(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_idempotency_key_reuse(tmp_path: Path) -> None:
+def test_idempotency_key_reuse(tmp_path: Path, store_url: str) -> None:
     async def main() -> None:
-        store, _, sched = make(tmp_path)
+        store, _, sched = make(tmp_path, store_url=store_url)
         await sched.start()
         ((a, c1),) = await sched.submit([spec(idempotency_key="k1")])
         ((b, c2),) = await sched.submit([spec(idempotency_key="k1")])
@@ -244,9 +244,9 @@ def test_idempotency_key_reuse(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_partial_run_reruns_only_missing_shots(tmp_path: Path) -> None:
+def test_partial_run_reruns_only_missing_shots(tmp_path: Path, store_url: str) -> None:
     async def main() -> None:
-        store, devices, sched = make(tmp_path)
+        store, devices, sched = make(tmp_path, store_url=store_url)
         for d in devices:
             d.faults.partial_fractions = [0.3]
         await sched.start()
@@ -266,13 +266,15 @@ def test_partial_run_reruns_only_missing_shots(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_recovery_from_every_state_loses_nothing_and_counts_once(tmp_path: Path) -> None:
+def test_recovery_from_every_state_loses_nothing_and_counts_once(
+    tmp_path: Path, store_url: str
+) -> None:
     """A store left with jobs in every state by a dead runtime is finished by a new one:
     live work runs (once), a POSTPROCESSING job is finished from its ledger without
     running again, and DONE and CANCELLED jobs are left exactly as they were."""
 
     async def first_life() -> tuple[dict[str, str], dict[str, object]]:
-        store, devices, sched = make(tmp_path)
+        store, devices, sched = make(tmp_path, store_url=store_url)
         await sched.start()
         ids = {}
         # one job really DONE, one really left POSTPROCESSING (its shots counted)
@@ -314,7 +316,7 @@ def test_recovery_from_every_state_loses_nothing_and_counts_once(tmp_path: Path)
     ids, before = asyncio.run(first_life())
 
     async def second_life() -> None:
-        store, devices, sched = make(tmp_path)
+        store, devices, sched = make(tmp_path, store_url=store_url)
         recovered = await sched.start()
         assert recovered == 5  # not the DONE or the CANCELLED job
         await drive(sched, devices)

@@ -1,16 +1,30 @@
+"""The job store's guarantees, held by both backends: SQLite and PostgreSQL."""
+
 from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from qrt_ray.errors import IntegrityError, JobNotFoundError, ValidationError
+from qrt_ray.errors import IntegrityError, JobNotFoundError, StoreUnavailableError, ValidationError
 from qrt_ray.lifecycle import JobState
 from qrt_ray.models import JobSpec
-from qrt_ray.store import JobRecord, ShotRecord, SQLiteJobStore, StateUpdate, open_store
+from qrt_ray.store import (
+    JobRecord,
+    JobStore,
+    ShotRecord,
+    SQLiteJobStore,
+    StateUpdate,
+    open_store,
+    redact_url,
+)
 from qrt_ray.store.migrations import SCHEMA_VERSION
+from qrt_ray.store.postgres import PostgresJobStore
+from tests.postgres import raw_sql as raw
 
 S = JobState
 
@@ -21,40 +35,50 @@ def rec(job_id: str, key: str | None = None, tenant: str = "default", t: float =
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SQLiteJobStore:
-    s = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+def store(store_url: str) -> Iterator[JobStore]:
+    s = open_store(store_url)
     yield s
     s.close()
 
 
-def test_wal_and_full_sync(store: SQLiteJobStore) -> None:
+def test_sqlite_is_wal_with_full_sync(tmp_path: Path) -> None:
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
     conn = sqlite3.connect(store.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # synchronous is per connection: check the store's own writer connection
     assert store._write_conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    store.close()
 
 
-def test_reopen_keeps_data_and_schema(tmp_path: Path) -> None:
-    s = SQLiteJobStore(tmp_path / "j.db")
+def test_postgres_commits_are_durable(store_url: str, store: JobStore) -> None:
+    if not isinstance(store, PostgresJobStore):
+        return  # SQLite's durability: the test above
+    # fsync and synchronous_commit on: a commit is on disk when it returns
+    assert raw(store_url, "SHOW synchronous_commit") == [("on",)]
+    assert raw(store_url, "SHOW fsync") == [("on",)]
+
+
+def test_schema_is_current(store_url: str, store: JobStore) -> None:
+    assert raw(store_url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+
+
+def test_reopen_keeps_data_and_schema(store_url: str) -> None:
+    s = open_store(store_url)
     s.admit([rec("a")])
     s.close()
-    s2 = SQLiteJobStore(tmp_path / "j.db")
+    s2 = open_store(store_url)
     assert s2.get("a").state is S.QUEUED
     s2.close()
 
 
-def test_newer_schema_is_refused(tmp_path: Path) -> None:
-    s = SQLiteJobStore(tmp_path / "j.db")
-    s.close()
-    conn = sqlite3.connect(tmp_path / "j.db")
-    conn.execute("UPDATE schema_version SET version=?", (SCHEMA_VERSION + 1,))
-    conn.commit()
+def test_newer_schema_is_refused(store_url: str) -> None:
+    open_store(store_url).close()
+    raw(store_url, "UPDATE schema_version SET version=?", (SCHEMA_VERSION + 1,))
     with pytest.raises(RuntimeError, match="newer than this qrt-ray supports"):
-        SQLiteJobStore(tmp_path / "j.db")
+        open_store(store_url)
 
 
-def test_idempotency_key_returns_the_same_job(store: SQLiteJobStore) -> None:
+def test_idempotency_key_returns_the_same_job(store: JobStore) -> None:
     ((_first, created1),) = store.admit([rec("a", key="k")])
     ((second, created2),) = store.admit([rec("b", key="k")])
     assert created1 and not created2
@@ -66,7 +90,33 @@ def test_idempotency_key_returns_the_same_job(store: SQLiteJobStore) -> None:
     assert created3 and other.job_id == "c"
 
 
-def test_transition_is_compare_and_set(store: SQLiteJobStore) -> None:
+def test_one_job_per_key_across_processes(store_url: str) -> None:
+    # two store owners (two heads, a client retrying against a restarted scheduler)
+    # admitting the same key at the same instant still make one job
+    stores = [open_store(store_url) for _ in range(4)]
+    gate = threading.Barrier(len(stores))
+    outcomes: list[tuple[JobRecord, bool]] = []
+
+    def admit(i: int) -> None:
+        gate.wait()
+        outcomes.extend(stores[i].admit([rec(f"j{i}", key="same")]))
+
+    _together([lambda i=i: admit(i) for i in range(len(stores))])
+    for s in stores:
+        s.close()
+    assert sum(created for _, created in outcomes) == 1
+    assert len({r.job_id for r, _ in outcomes}) == 1
+    assert raw(store_url, "SELECT COUNT(*) FROM jobs") == [(1,)]
+
+
+def test_a_stored_job_id_is_not_overwritten(store: JobStore) -> None:
+    store.admit([rec("a", key="k1")])
+    with pytest.raises(IntegrityError, match="already stored"):
+        store.admit([rec("a", key="k2")])
+    assert store.get("a").spec.idempotency_key == "k1"
+
+
+def test_transition_is_compare_and_set(store: JobStore) -> None:
     store.admit([rec("a")])
     ok = store.apply([StateUpdate("a", S.QUEUED, S.COMPILING, 2.0, fields={"device": "d1"})])
     stale = store.apply([StateUpdate("a", S.QUEUED, S.CANCELLED, 3.0)])
@@ -79,7 +129,25 @@ def test_transition_is_compare_and_set(store: SQLiteJobStore) -> None:
     ]
 
 
-def test_unknown_field_fails_only_its_own_write(store: SQLiteJobStore) -> None:
+def test_racing_writers_move_a_job_once(store_url: str) -> None:
+    stores = [open_store(store_url) for _ in range(4)]
+    stores[0].admit([rec("a")])
+    gate = threading.Barrier(len(stores))
+    applied: list[bool] = []
+
+    def move(s: JobStore, to: S) -> None:
+        gate.wait()
+        applied.extend(s.apply([StateUpdate("a", S.QUEUED, to, 2.0)]))
+
+    targets = [S.COMPILING, S.CANCELLED, S.COMPILING, S.CANCELLED]
+    _together([lambda s=s, t=t: move(s, t) for s, t in zip(stores, targets, strict=True)])
+    assert sorted(applied) == [False, False, False, True]
+    assert [e.seq for e in stores[0].events("a")] == [0, 1]
+    for s in stores:
+        s.close()
+
+
+def test_unknown_field_fails_only_its_own_write(store: JobStore) -> None:
     store.admit([rec("a"), rec("b", t=2.0)])
     with pytest.raises(ValueError, match="not settable"):
         store.apply([StateUpdate("a", S.QUEUED, S.COMPILING, 2.0, fields={"bogus": 1})])
@@ -87,26 +155,28 @@ def test_unknown_field_fails_only_its_own_write(store: SQLiteJobStore) -> None:
     assert store.apply([StateUpdate("b", S.QUEUED, S.COMPILING, 2.0)]) == [True]
 
 
-def test_blob_round_trip_and_corruption_detected(store: SQLiteJobStore) -> None:
-    digest = store.put_blob(b'{"counts": 1}')
-    assert store.get_blob(digest) == b'{"counts": 1}'
-    conn = sqlite3.connect(store.path)
-    conn.execute("UPDATE blobs SET data=? WHERE sha256=?", (b'{"counts": 2}', digest))
-    conn.commit()
+def test_blob_round_trip_and_corruption_detected(store_url: str, store: JobStore) -> None:
+    payload = bytes(range(256)) * 3  # every byte value survives the round trip
+    digest = store.put_blob(payload)
+    assert store.put_blob(payload) == digest  # idempotent
+    assert store.get_blob(digest) == payload
+    raw(store_url, "UPDATE blobs SET data=? WHERE sha256=?", (b'{"counts": 2}', digest))
     with pytest.raises(IntegrityError, match="failed its checksum"):
         store.get_blob(digest)
     with pytest.raises(IntegrityError, match="missing"):
         store.get_blob("0" * 64)
 
 
-def test_shot_ledger_counts_each_attempt_once(store: SQLiteJobStore) -> None:
+def test_shot_ledger_counts_each_run_once(store: JobStore) -> None:
     r = ShotRecord("a", 1, "cal-1", 400, 1.0)
     assert store.record_shots([r]) == [True]
     assert store.record_shots([r, ShotRecord("a", 2, "cal-1", 600, 2.0)]) == [False, True]
-    assert sum(x.shots for x in store.shot_ledger("a")) == 1000
+    # a second slice of attempt 2, from shot 600 on, is another run
+    assert store.record_shots([ShotRecord("a", 2, "cal-1", 100, 3.0, first_shot=600)]) == [True]
+    assert sum(x.shots for x in store.shot_ledger("a")) == 1100
 
 
-def test_group_commit_batches_concurrent_writers(store: SQLiteJobStore) -> None:
+def test_group_commit_batches_concurrent_writers(store: JobStore) -> None:
     threads = [
         threading.Thread(target=lambda i=i: store.admit([rec(f"j{i}", t=float(i))]))
         for i in range(200)
@@ -117,10 +187,10 @@ def test_group_commit_batches_concurrent_writers(store: SQLiteJobStore) -> None:
         t.join()
     assert store.counts_by_state()[S.QUEUED] == 200
     assert store.write_count >= 200
-    assert store.commit_count < store.write_count  # several writes shared one fsync
+    assert store.commit_count < store.write_count  # several writes shared one commit
 
 
-def test_unfinished_and_listing(store: SQLiteJobStore) -> None:
+def test_unfinished_and_listing(store: JobStore) -> None:
     store.admit([rec("a", t=1.0), rec("b", t=2.0), rec("c", t=3.0)])
     store.apply([StateUpdate("b", S.QUEUED, S.CANCELLED, 4.0)])
     assert [r.job_id for r in store.unfinished()] == ["a", "c"]
@@ -128,50 +198,92 @@ def test_unfinished_and_listing(store: SQLiteJobStore) -> None:
     assert [r.job_id for r in store.list_jobs(limit=2)] == ["c", "b"]
 
 
-def test_open_store_rejects_unknown_urls(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="unsupported database URL"):
+def test_undecodable_row_is_reported_not_recovered(store_url: str, store: JobStore) -> None:
+    store.admit([rec("a"), rec("b", t=2.0)])
+    raw(store_url, "UPDATE jobs SET spec_json=? WHERE job_id=?", ("{not json", "a"))
+    assert [r.job_id for r in store.unfinished()] == ["b"]
+    assert [(j, s) for j, s, _ in store.unreadable()] == [("a", S.QUEUED)]
+    with pytest.raises(IntegrityError, match="does not decode"):
+        store.get("a")
+
+
+def test_open_store_names_the_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValidationError, match="unsupported database URL scheme 'mysql'"):
         open_store("mysql://x")
     s = open_store(f"sqlite:///{tmp_path}/x.db")
     assert isinstance(s, SQLiteJobStore)
     s.close()
+    monkeypatch.setenv("QRT_STORE", str(tmp_path / "env.db"))
+    s = open_store()
+    assert isinstance(s, SQLiteJobStore) and s.path == tmp_path / "env.db"
+    s.close()
 
 
-def _open_together(path: Path, n: int) -> tuple[list[SQLiteJobStore], list[BaseException]]:
-    """Open ``path`` from ``n`` threads released at the same instant."""
-    import threading
+def test_unreachable_postgres_fails_fast_without_the_password(tmp_path: Path) -> None:
+    url = f"postgresql://qrt:hunter2@/qrt?host={tmp_path}&port=1"
+    with pytest.raises(StoreUnavailableError, match="cannot connect to PostgreSQL") as err:
+        open_store(url)
+    assert "hunter2" not in str(err.value)
+    assert "***" in str(err.value)
+    assert redact_url("postgresql://u:pw@h:5/db?password=pw2&x=1") == (
+        "postgresql://u:***@h:5/db?password=***&x=1"
+    )
 
-    stores: list[SQLiteJobStore] = []
+
+def test_postgres_connection_loss_costs_one_write_not_the_store(
+    store_url: str, store: JobStore
+) -> None:
+    if not isinstance(store, PostgresJobStore):
+        return  # a file has no connection to lose
+    store.admit([rec("a")])
+    store.get("a")  # this thread's read connection exists now
+    # the server drops every connection of the store (a failover, a restart)
+    raw(
+        store_url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name='qrt-ray' AND pid <> pg_backend_pid()",
+    )
+    with pytest.raises(psycopg.OperationalError):
+        store.admit([rec("b")])  # the write in flight fails, and says so
+    assert store.admit([rec("c")])[0][1]  # the next one reconnects
+    assert store.get("a").state is S.QUEUED  # reads reconnect too
+    assert {r.job_id for r in store.unfinished()} == {"a", "c"}
+
+
+def _together(calls: list[Callable[[], None]]) -> None:
+    """Run calls on threads at once; re-raise the first error."""
     errors: list[BaseException] = []
-    gate = threading.Barrier(n)
 
-    def open_one() -> None:
+    def guard(call: Callable[[], None]) -> None:
         try:
-            gate.wait()
-            stores.append(SQLiteJobStore(path))
+            call()
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=open_one) for _ in range(n)]
+    threads = [threading.Thread(target=guard, args=(c,)) for c in calls]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return stores, errors
+    if errors:
+        raise errors[0]
 
 
-def test_many_openers_at_once_migrate_once(tmp_path: Path) -> None:
-    # the scheduler, the calibration manager and every device actor open the store
-    # together when a farm starts; only one may create the tables
-
-    # the race (WAL's switch answers "locked" without waiting) hit about one fresh
-    # database in ten before it was handled, so try several
-    for attempt in range(12):
-        path = tmp_path / f"fresh{attempt}.sqlite3"
-        stores, errors = _open_together(path, 6)
+def test_many_openers_at_once_migrate_once(store_url: str, request: pytest.FixtureRequest) -> None:
+    # processes open one fresh store together (several actors, several heads on one
+    # database); only one may create the tables. For SQLite the race (WAL's switch
+    # answers "locked" without waiting) hit about one fresh database in ten before
+    # it was handled, so try several
+    postgres = store_url.startswith("postgresql://")
+    for attempt in range(12 if not postgres else 4):
+        if not postgres:
+            url = f"{store_url}.{attempt}"
+        elif attempt == 0:
+            url = store_url
+        else:
+            url = request.getfixturevalue("postgres_server").new_database()
+        stores: list[JobStore] = []
+        _together([lambda u=url, out=stores: out.append(open_store(u)) for _ in range(6)])
         for s in stores:
             s.close()
-        assert not errors, (attempt, errors)
-        conn = sqlite3.connect(path)
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
-        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        conn.close()
+        assert raw(url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]

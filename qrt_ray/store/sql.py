@@ -1,0 +1,585 @@
+"""The job store in SQL, written once for every database qrt-ray supports.
+
+A backend (SQLite, PostgreSQL) supplies connections and the word that opens a write
+transaction; everything else lives here. Statements use ``?`` placeholders and only
+syntax both databases share (``ON CONFLICT DO NOTHING``, quoted ``"end"``).
+
+One writer thread owns the write connection. Callers hand it small write functions
+and block until the transaction holding theirs has committed; the writer takes every
+function waiting at that moment into one transaction, so one durable commit (one
+fsync) makes many callers' changes durable at once: group commit. Each function runs
+inside its own SAVEPOINT, so one failing write does not undo its neighbours. Reads
+use one connection per thread.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any, Protocol, TypeVar
+
+from qrt_ray.errors import IntegrityError, JobNotFoundError, brief
+from qrt_ray.lifecycle import JobState
+from qrt_ray.models import STORED, JobSpec
+from qrt_ray.store.base import (
+    CalibrationRecord,
+    CanaryRecord,
+    JobRecord,
+    JobStore,
+    MaintenanceWindow,
+    ShotRecord,
+    StateUpdate,
+    TransitionEvent,
+    sha256_hex,
+)
+
+logger = logging.getLogger("qrt.store")
+T = TypeVar("T")
+_MAX_GROUP = 512
+_SETTABLE = ("device", "calibration_id", "error", "result_sha256", "placement", "attempts")
+_COLUMNS = (
+    "job_id, state, spec_json, created_at, updated_at, device, calibration_id, error, "
+    "result_sha256, placement_json, attempts"
+)
+_FINAL = ("DONE", "FAILED", "CANCELLED")
+
+
+class Cursor(Protocol):
+    """What a statement returns: rows and how many rows it changed."""
+
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    """The DB-API subset the store uses (``sqlite3.Connection`` is one as it is)."""
+
+    @property
+    def in_transaction(self) -> bool: ...
+
+    def execute(self, sql: str, args: Sequence[Any] = ..., /) -> Cursor: ...
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+Write = Callable[[Connection], Any]
+
+
+class _GroupCommitWriter:
+    """The one thread that writes; batches waiting writes into one transaction.
+
+    A connection the backend calls broken (the database restarted, the network
+    dropped) fails the writes of that transaction and is opened again for the next.
+    """
+
+    def __init__(
+        self, connect: Callable[[], Connection], begin: str, broken: Callable[[Exception], bool]
+    ) -> None:
+        self._connect = connect
+        self._begin = begin
+        self._broken = broken
+        self._conn: Connection | None = connect()
+        self._queue: queue.SimpleQueue[tuple[Write, Future] | None] = queue.SimpleQueue()
+        self.commits = 0
+        self.writes = 0
+        self._thread = threading.Thread(target=self._run, name="qrt-store-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[Connection], T]) -> Future[T]:
+        fut: Future[T] = Future()
+        self._queue.put((fn, fut))
+        return fut
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._conn is not None:
+            self._conn.close()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            stop = False
+            while len(group) < _MAX_GROUP:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                group.append(item)
+            self._commit(group)
+            if stop:
+                return
+
+    def _commit(self, group: list[tuple[Write, Future]]) -> None:
+        outcomes: list[tuple[Future, bool, Any]] = []
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+            conn = self._conn
+            conn.execute(self._begin)
+            for fn, fut in group:
+                conn.execute("SAVEPOINT w")
+                try:
+                    value = fn(conn)
+                except Exception as exc:
+                    if self._broken(exc):
+                        raise
+                    conn.execute("ROLLBACK TO w")
+                    outcomes.append((fut, False, exc))
+                else:
+                    outcomes.append((fut, True, value))
+                conn.execute("RELEASE w")
+            conn.execute("COMMIT")
+        except Exception as exc:
+            self._abandon(exc)
+            for _, fut in group:
+                fut.set_exception(exc)
+            return
+        self.commits += 1
+        self.writes += len(group)
+        # Results are released only after COMMIT returned: durable before acted on.
+        for fut, ok, value in outcomes:
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+    def _abandon(self, exc: Exception) -> None:
+        """Roll back what the failed transaction left, or drop a broken connection."""
+        conn = self._conn
+        if conn is None:
+            return
+        if self._broken(exc):
+            logger.warning("job store connection lost (%s); reconnecting", type(exc).__name__)
+            try:
+                conn.close()
+            finally:
+                self._conn = None
+            return
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+
+class SQLJobStore(JobStore):
+    """Every :class:`JobStore` method in portable SQL, over a backend's connections."""
+
+    #: the statement that opens a write transaction
+    begin_sql = "BEGIN"
+
+    def __init__(self) -> None:
+        self._writer = _GroupCommitWriter(self._connect, self.begin_sql, self._broken)
+        self._local = threading.local()
+        self._closed = False
+
+    # -- what a backend supplies --------------------------------------------------------
+
+    @abc.abstractmethod
+    def _connect(self) -> Connection:
+        """A new connection in autocommit mode (transactions are opened explicitly)."""
+
+    def _broken(self, exc: Exception) -> bool:
+        """Whether ``exc`` means the connection is gone (then it is opened again)."""
+        return False
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _write(self, fn: Callable[[Connection], T]) -> T:
+        if self._closed:
+            raise RuntimeError("job store is closed")
+        return self._writer.submit(fn).result()
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Run a read on this thread's connection; a broken one is reopened once."""
+        for attempt in (1, 2):
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = self._local.conn = self._connect()
+            try:
+                return conn.execute(sql, args).fetchall()
+            except Exception as exc:
+                if attempt == 2 or not self._broken(exc):
+                    raise
+                self._local.conn = None
+                conn.close()
+        raise AssertionError("unreachable")
+
+    def _row(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        rows = self._rows(sql, args)
+        return rows[0] if rows else None
+
+    @property
+    def commit_count(self) -> int:
+        """Transactions committed so far (fewer than writes when group commit works)."""
+        return self._writer.commits
+
+    @property
+    def write_count(self) -> int:
+        """Write calls made durable so far."""
+        return self._writer.writes
+
+    # -- jobs -------------------------------------------------------------------------
+
+    def admit(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
+        return self._write(lambda conn: [_admit_one(conn, rec) for rec in records])
+
+    def apply(self, updates: Sequence[StateUpdate]) -> list[bool]:
+        if not updates:
+            return []
+        return self._write(lambda conn: [_apply_one(conn, u) for u in updates])
+
+    def get(self, job_id: str) -> JobRecord:
+        found = self._row(f"SELECT {_COLUMNS} FROM jobs WHERE job_id=?", (job_id,))
+        if found is None:
+            raise JobNotFoundError(f"job_id={brief(job_id)!r}: no such job")
+        try:
+            return _record(found)
+        except (ValueError, TypeError, KeyError):
+            raise IntegrityError(
+                f"job {brief(job_id)}: its stored record does not decode; it cannot be shown"
+            ) from None
+
+    def find_by_key(self, tenant: str, idempotency_key: str) -> JobRecord | None:
+        row = self._row(
+            f"SELECT {_COLUMNS} FROM jobs WHERE tenant=? AND idempotency_key=?",
+            (tenant, idempotency_key),
+        )
+        return _record(row) if row else None
+
+    def list_jobs(
+        self,
+        *,
+        states: Sequence[JobState] | None = None,
+        tenant: str | None = None,
+        limit: int = 100,
+    ) -> list[JobRecord]:
+        where: list[str] = []
+        args: list[Any] = []
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args.extend(s.value for s in states)
+        if tenant is not None:
+            where.append("tenant=?")
+            args.append(tenant)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._rows(
+            f"SELECT {_COLUMNS} FROM jobs {clause} ORDER BY created_at DESC, job_id LIMIT ?",
+            (*args, int(limit)),
+        )
+        out = []
+        for row in rows:
+            try:
+                out.append(_record(row))
+            except (ValueError, TypeError, KeyError):
+                logger.error("job %s: its stored record does not decode; not listed", row[0])
+        return out
+
+    def unfinished(self) -> list[JobRecord]:
+        return [r for r in self._unfinished_rows() if isinstance(r, JobRecord)]
+
+    def unreadable(self) -> list[tuple[str, JobState, str]]:
+        return [r for r in self._unfinished_rows() if not isinstance(r, JobRecord)]
+
+    def _unfinished_rows(self) -> list[JobRecord | tuple[str, JobState, str]]:
+        rows = self._rows(
+            f"SELECT {_COLUMNS} FROM jobs WHERE state NOT IN (?,?,?) ORDER BY created_at, job_id",
+            _FINAL,
+        )
+        out: list[JobRecord | tuple[str, JobState, str]] = []
+        for row in rows:
+            try:
+                out.append(_record(row))
+            except (ValueError, TypeError, KeyError) as exc:  # pydantic's error is a ValueError
+                try:
+                    state = JobState(row[1])
+                except ValueError:
+                    logger.error("job %s has an unknown state %r; left as it is", row[0], row[1])
+                    continue
+                why = f"its stored record does not decode ({type(exc).__name__})"
+                logger.error("job %s: %s", row[0], why)
+                out.append((row[0], state, why))
+        return out
+
+    def events(self, job_id: str) -> list[TransitionEvent]:
+        rows = self._rows(
+            "SELECT job_id, seq, from_state, to_state, at, reason FROM transitions "
+            "WHERE job_id=? ORDER BY seq",
+            (job_id,),
+        )
+        return [
+            TransitionEvent(
+                job_id=r[0],
+                seq=r[1],
+                from_state=JobState(r[2]) if r[2] else None,
+                to_state=JobState(r[3]),
+                at=r[4],
+                reason=r[5],
+            )
+            for r in rows
+        ]
+
+    def counts_by_state(self) -> dict[JobState, int]:
+        rows = self._rows("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        return {JobState(s): int(n) for s, n in rows}
+
+    # -- blobs ------------------------------------------------------------------------
+
+    def put_blob(self, data: bytes) -> str:
+        return self.put_blobs([data])[0]
+
+    def put_blobs(self, blobs: Sequence[bytes]) -> list[str]:
+        """Store many blobs in one durable write; returns their sha256 in order."""
+        digests = [sha256_hex(b) for b in blobs]
+
+        def write(conn: Connection) -> list[str]:
+            conn.executemany(
+                "INSERT INTO blobs (sha256, size, data) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                [(d, len(b), bytes(b)) for d, b in zip(digests, blobs, strict=True)],
+            )
+            return digests
+
+        return self._write(write) if blobs else []
+
+    def get_blob(self, sha256: str) -> bytes:
+        row = self._row("SELECT data FROM blobs WHERE sha256=?", (sha256,))
+        if row is None:
+            raise IntegrityError(f"result blob {sha256} is missing from the job store")
+        data = bytes(row[0])
+        actual = sha256_hex(data)
+        if actual != sha256:
+            raise IntegrityError(
+                f"result blob {sha256} failed its checksum (content hashes to {actual}); "
+                "the stored result is corrupt and will not be returned"
+            )
+        return data
+
+    # -- shot ledger ------------------------------------------------------------------
+
+    def record_shots(self, records: Sequence[ShotRecord]) -> list[bool]:
+        def write(conn: Connection) -> list[bool]:
+            return [
+                conn.execute(
+                    "INSERT INTO shot_ledger (job_id, attempt, first_shot, calibration_id, "
+                    "shots, at, run_sha256) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                    (
+                        r.job_id,
+                        r.attempt,
+                        r.first_shot,
+                        r.calibration_id,
+                        r.shots,
+                        r.at,
+                        r.run_sha256,
+                    ),
+                ).rowcount
+                == 1
+                for r in records
+            ]
+
+        return self._write(write) if records else []
+
+    def shot_ledger(self, job_id: str) -> list[ShotRecord]:
+        rows = self._rows(
+            "SELECT job_id, attempt, calibration_id, shots, at, run_sha256, first_shot "
+            "FROM shot_ledger WHERE job_id=? ORDER BY attempt, first_shot",
+            (job_id,),
+        )
+        return [ShotRecord(*r) for r in rows]
+
+    # -- devices: calibration history, canaries, maintenance ---------------------------
+
+    def record_calibration(self, record: CalibrationRecord) -> bool:
+        def write(conn: Connection) -> bool:
+            cur = conn.execute(
+                "INSERT INTO calibrations (device, calibration_id, taken_at, recorded_at, "
+                "reason, snapshot_json) VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                (
+                    record.device,
+                    record.calibration_id,
+                    record.taken_at,
+                    record.recorded_at,
+                    record.reason,
+                    record.snapshot_json,
+                ),
+            )
+            return cur.rowcount == 1
+
+        return self._write(write)
+
+    def calibrations(self, device: str, limit: int = 20) -> list[CalibrationRecord]:
+        rows = self._rows(
+            "SELECT device, calibration_id, taken_at, recorded_at, reason, snapshot_json "
+            "FROM calibrations WHERE device=? ORDER BY taken_at DESC, recorded_at DESC LIMIT ?",
+            (device, limit),
+        )
+        return [CalibrationRecord(*r) for r in rows]
+
+    def record_canary(self, record: CanaryRecord) -> None:
+        args = (
+            record.device,
+            record.at,
+            record.calibration_id,
+            record.predicted,
+            record.measured,
+            int(record.drifted),
+            json.dumps(record.detail, sort_keys=True),
+        )
+
+        def write(conn: Connection) -> None:
+            conn.execute(
+                "INSERT INTO canaries (device, at, calibration_id, predicted, measured, "
+                "drifted, detail_json) VALUES (?,?,?,?,?,?,?)",
+                args,
+            )
+
+        self._write(write)
+
+    def canaries(self, device: str, limit: int = 20) -> list[CanaryRecord]:
+        rows = self._rows(
+            "SELECT device, at, calibration_id, predicted, measured, drifted, detail_json "
+            "FROM canaries WHERE device=? ORDER BY at DESC LIMIT ?",
+            (device, limit),
+        )
+        return [
+            CanaryRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), json.loads(r[6])) for r in rows
+        ]
+
+    def add_maintenance(self, window: MaintenanceWindow) -> None:
+        w = window
+
+        def write(conn: Connection) -> None:
+            conn.execute(
+                'INSERT INTO maintenance (window_id, device, start, "end", reason, created_at) '
+                "VALUES (?,?,?,?,?,?)",
+                (w.window_id, w.device, w.start, w.end, w.reason, w.created_at),
+            )
+
+        self._write(write)
+
+    def remove_maintenance(self, window_id: str) -> bool:
+        return self._write(
+            lambda conn: (
+                conn.execute("DELETE FROM maintenance WHERE window_id=?", (window_id,)).rowcount
+                == 1
+            )
+        )
+
+    def maintenance_windows(
+        self, device: str | None = None, ending_after: float | None = None
+    ) -> list[MaintenanceWindow]:
+        query = 'SELECT window_id, device, start, "end", reason, created_at FROM maintenance'
+        where, args = [], []
+        if device is not None:
+            where.append("device=?")
+            args.append(device)
+        if ending_after is not None:
+            where.append('"end">?')
+            args.append(ending_after)
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        rows = self._rows(query + " ORDER BY start", args)
+        return [MaintenanceWindow(*r) for r in rows]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.close()
+
+
+def _admit_one(conn: Connection, rec: JobRecord) -> tuple[JobRecord, bool]:
+    """Insert one QUEUED job, or return the job already holding its idempotency key.
+
+    The insert itself decides (a unique index on tenant and key), so two processes
+    admitting the same key at once still make one job.
+    """
+    key = rec.spec.idempotency_key
+    cur = conn.execute(
+        "INSERT INTO jobs (job_id, tenant, idempotency_key, state, priority, spec_json, "
+        "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+        (
+            rec.job_id,
+            rec.tenant,
+            key,
+            JobState.QUEUED.value,
+            rec.spec.priority,
+            rec.spec.model_dump_json(),
+            rec.created_at,
+            rec.created_at,
+        ),
+    )
+    if cur.rowcount == 1:
+        conn.execute(
+            "INSERT INTO transitions (job_id, seq, from_state, to_state, at, reason) "
+            "VALUES (?,?,?,?,?,?)",
+            (rec.job_id, 0, None, JobState.QUEUED.value, rec.created_at, "submitted"),
+        )
+        return rec, True
+    if key is not None:
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE tenant=? AND idempotency_key=?",
+            (rec.tenant, key),
+        ).fetchone()
+        if row is not None:
+            return _record(row), False
+    raise IntegrityError(f"job {brief(rec.job_id)}: a job with this id is already stored")
+
+
+def _apply_one(conn: Connection, u: StateUpdate) -> bool:
+    sets = ["state=?", "updated_at=?"]
+    args: list[Any] = [u.to_state.value, u.at]
+    for name, value in u.fields.items():
+        if name not in _SETTABLE:
+            raise ValueError(f"StateUpdate.fields: {name!r} is not settable")
+        if name == "placement":
+            sets.append("placement_json=?")
+            args.append(json.dumps(value, sort_keys=True))
+        else:
+            sets.append(f"{name}=?")
+            args.append(value)
+    cur = conn.execute(
+        f"UPDATE jobs SET {', '.join(sets)} WHERE job_id=? AND state=?",
+        (*args, u.job_id, u.from_state.value),
+    )
+    if cur.rowcount != 1:
+        return False
+    # the UPDATE holds the job's row until commit, so no other writer numbers this job
+    (seq,) = conn.execute(
+        "SELECT COALESCE(MAX(seq), -1) + 1 FROM transitions WHERE job_id=?", (u.job_id,)
+    ).fetchone()
+    conn.execute(
+        "INSERT INTO transitions (job_id, seq, from_state, to_state, at, reason) "
+        "VALUES (?,?,?,?,?,?)",
+        (u.job_id, seq, u.from_state.value, u.to_state.value, u.at, u.reason),
+    )
+    return True
+
+
+def _record(row: Sequence[Any]) -> JobRecord:
+    return JobRecord(
+        job_id=row[0],
+        state=JobState(row[1]),
+        spec=JobSpec.model_validate_json(row[2], context=STORED),
+        created_at=row[3],
+        updated_at=row[4],
+        device=row[5],
+        calibration_id=row[6],
+        error=row[7],
+        result_sha256=row[8],
+        placement=json.loads(row[9]) if row[9] else None,
+        attempts=row[10],
+    )
