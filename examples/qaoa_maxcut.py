@@ -5,14 +5,17 @@ in a Session; COBYLA tunes the p = 2 angles. Then the Sampler draws bitstrings f
 the best circuit and the best cut among them is compared with the true maximum (found
 by trying every cut). Prints convergence and the result.
 
-    python examples/qaoa_maxcut.py          # about a minute on 2 cores
+    python examples/qaoa_maxcut.py                  # embedded farm; ~1 min on 2 cores
+    python examples/qaoa_maxcut.py --address auto   # the farm `qrt up` started
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import tempfile
+from collections.abc import Iterator
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -20,7 +23,7 @@ from qiskit.circuit import ParameterVector
 from qiskit.quantum_info import SparsePauliOp
 from scipy.optimize import minimize
 
-from qrt_ray import QuantumRuntime
+from qrt_ray import QuantumRuntime, connect
 from qrt_ray.config import load_farm_config_text
 from qrt_ray.primitives import Estimator, Sampler, Session
 
@@ -59,20 +62,33 @@ def cut_size(bits: str) -> int:
     return sum(x[i] != x[j] for i, j in EDGES)
 
 
+@contextlib.contextmanager
+def runtime(address: str | None) -> Iterator[QuantumRuntime]:
+    """The farm at ``address`` (started by ``qrt up``), or an embedded one of our own."""
+    if address:
+        with connect(address) as rt:  # leaving detaches; the farm runs on
+            yield rt
+        return
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        QuantumRuntime.local(load_farm_config_text(FARM), store=f"{tmp}/jobs.sqlite3") as rt,
+    ):
+        yield rt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument(
+        "--address", help="Ray address of a farm started by `qrt up` (default: embedded)"
+    )
     args = parser.parse_args()
 
     best_cut = max(cut_size("".join(b)) for b in itertools.product("01", repeat=NODES))
     cost, circuit = cut_operator(), qaoa(args.layers)
     history: list[float] = []
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        QuantumRuntime.local(load_farm_config_text(FARM), store=f"{tmp}/jobs.sqlite3") as rt,
-        Session(rt) as session,
-    ):
+    with runtime(args.address) as rt, Session(rt) as session:
         estimator = Estimator(mode=session, options={"default_precision": 0.03})
 
         def negative_cut(params: np.ndarray) -> float:
