@@ -16,7 +16,7 @@ from actors.scheduler import Scheduler
 from qrt_ray.client import check_limit
 from qrt_ray.compiler import CompiledCircuit, compile_circuits
 from qrt_ray.config import PolicyConfig, load_policy_config
-from qrt_ray.errors import ValidationError, brief
+from qrt_ray.errors import DeviceUnavailableError, ValidationError, brief
 from qrt_ray.farm import CALIBRATION_NAME
 from qrt_ray.intake import IntakeLimits
 from qrt_ray.intake.pool import IntakePool
@@ -188,7 +188,14 @@ class RayPorts:
         return cal_id, compiled
 
     async def enqueue(self, device: str, items: Sequence[WorkItem]) -> None:
-        await self._devices[device].enqueue.remote(list(items))
+        try:
+            await self._devices[device].enqueue.remote(list(items))
+        except ray.exceptions.RayActorError as exc:
+            # restarting (its node lost) or gone: the work goes back to placement; if
+            # the call did land, the old attempt is refused when its batch starts
+            raise DeviceUnavailableError(
+                f"device {device} is unavailable ({type(exc).__name__})"
+            ) from None
 
     async def drop(
         self, device: str, job_ids: Sequence[str], attempts: Mapping[str, int] | None = None

@@ -11,11 +11,15 @@ circuits, 1,000 shots each, submitted with ``submit_many`` and waited for. On th
 2-core machine every node shares the same two cores, so the ratio shows what spreading
 over nodes costs (more raylets, object transfers between nodes), not a speedup.
 
+The 3-node layout runs the workload twice: with the default SQLite store on the head,
+and with a PostgreSQL store (a throwaway server on this machine, Unix socket, the
+server's durable defaults), the store that outlives the head.
+
 Then a node loss on the 3-node layout (``tests.cluster.scenarios.node_loss``): a worker
 removed while its device has jobs in flight; reported are the seconds until the device
 runs again on the other worker and until all its jobs run again, and the jobs lost.
 
-    python benchmarks/cluster.py               # about 3 minutes
+    python benchmarks/cluster.py               # about 4 minutes
     python benchmarks/cluster.py --jobs 100    # quick look
 """
 
@@ -39,10 +43,12 @@ from qrt_ray import JobState, QuantumRuntime
 from qrt_ray.config import load_farm_config_text
 from qrt_ray.farm import prepare_auth
 from tests.cluster.scenarios import FARM, LOOPBACK, node_loss
+from tests.postgres import PostgresServer, ThrowawayPostgres
 
 
-def run_layout(nodes: int, jobs: int) -> dict[str, float]:
-    """Jobs per second of the workload on a cluster of ``nodes`` nodes (3 CPUs in all)."""
+def run_layout(nodes: int, jobs: int, store_url: str | None = None) -> dict[str, float]:
+    """Jobs per second of the workload on a cluster of ``nodes`` nodes (3 CPUs in all),
+    on ``store_url`` (None: a fresh SQLite file)."""
     prepare_auth()
     head_cpus = 3 if nodes == 1 else 1
     head_resources = {"qrt_device": 2} if nodes == 1 else {}
@@ -58,7 +64,7 @@ def run_layout(nodes: int, jobs: int) -> dict[str, float]:
     for _ in range(nodes - 1):
         cluster.add_node(**LOOPBACK, num_cpus=1, resources={"qrt_device": 1})
     cluster.wait_for_nodes()
-    store = Path(tempfile.mkdtemp()) / "jobs.sqlite3"
+    store = store_url or str(Path(tempfile.mkdtemp()) / "jobs.sqlite3")
     try:
         ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
         circuits = [random_circuit(5, 8, max_operands=2, measure=True, seed=i) for i in range(20)]
@@ -82,11 +88,25 @@ def main() -> None:
     args = parser.parse_args()
     one = run_layout(1, args.jobs)
     three = run_layout(3, args.jobs)
+    server = ThrowawayPostgres()
+    try:
+        three_pg = run_layout(3, args.jobs, PostgresServer(server.url()).new_database())
+    finally:
+        server.stop()
     print(f"\n{args.jobs} jobs, 1,000 shots, 20 distinct 5-qubit circuits, 3 CPUs in all")
-    print(f"{'layout':<22}{'seconds':>10}{'jobs/s':>10}{'done':>8}")
-    for name, got in (("1 node", one), ("3 nodes (head + 2)", three)):
-        print(f"{name:<22}{got['seconds']:>10.1f}{got['jobs_per_s']:>10.1f}{got['done']:>8.0f}")
+    print(f"{'layout':<34}{'seconds':>10}{'jobs/s':>10}{'done':>8}")
+    rows = (
+        ("1 node, SQLite", one),
+        ("3 nodes (head + 2), SQLite", three),
+        ("3 nodes (head + 2), PostgreSQL", three_pg),
+    )
+    for name, got in rows:
+        print(f"{name:<34}{got['seconds']:>10.1f}{got['jobs_per_s']:>10.1f}{got['done']:>8.0f}")
     print(f"throughput ratio, 3 nodes / 1 node: {three['jobs_per_s'] / one['jobs_per_s']:.2f}")
+    print(
+        "throughput ratio, PostgreSQL / SQLite store on 3 nodes: "
+        f"{three_pg['jobs_per_s'] / three['jobs_per_s']:.2f}"
+    )
 
     loss = node_loss()
     lost = len(loss["job_ids"]) - loss["done"]

@@ -293,13 +293,23 @@ def head_lost(jobs: int = 30, shots: int = 20000) -> dict[str, Any]:
         assert time.monotonic() < deadline, f"no job in flight to lose: {dict(states)}"
         assert states["DONE"] < jobs, "every job finished before the head could be lost"
         time.sleep(0.02)
-    at_loss = {j["job_id"]: j["state"] for j in rt.jobs(limit=1000)}
     # the head goes as a machine does: no shutdown, every process at once
     doomed = psutil.Process().children(recursive=True)
     for proc in doomed:
         proc.kill()
     psutil.wait_procs(doomed, timeout=30)
-    return {"job_ids": [h.job_id for h in handles], "at_loss": at_loss}
+    return {"job_ids": [h.job_id for h in handles], "at_loss": _stored_states()}
+
+
+def _stored_states() -> dict[str, str]:
+    """Every job's state as the database holds it (no farm running)."""
+    from qrt_ray.store import open_store
+
+    store = open_store(os.environ["QRT_TEST_STORE"])
+    try:
+        return {r.job_id: r.state.value for r in store.list_jobs(limit=1000)}
+    finally:
+        store.close()
 
 
 def new_head() -> dict[str, Any]:
@@ -311,16 +321,14 @@ def new_head() -> dict[str, Any]:
     from qrt_ray.config import load_farm_config_text
 
     job_ids = json.loads(os.environ["QRT_TEST_JOB_IDS"])
-    cluster, _ = _cluster(0, head_resources={"qrt_device": 2})
     out: dict[str, Any] = {}
+    cluster, _ = _cluster(0, head_resources={"qrt_device": 2})
     try:
         ray.init(address=cluster.address)
         started = time.monotonic()
         store = os.environ["QRT_TEST_STORE"]
         with QuantumRuntime.local(load_farm_config_text(FARM), store=store) as rt:
             out["farm_up_s"] = round(time.monotonic() - started, 2)
-            unfinished = [j for j in rt.jobs(limit=1000) if j["state"] != "DONE"]
-            out["unfinished_at_start"] = len(unfinished)
             results = rt.results([rt.job(j) for j in job_ids], timeout_s=300)
             out["all_done_s"] = round(time.monotonic() - started, 2)
             out["shots"] = sorted({sum(r.counts().values()) for r in results})
