@@ -91,22 +91,30 @@ def cmd_up(args: argparse.Namespace) -> int:
     """Start a farm as detached actors, on a Ray address or a new local head."""
     from qrt_ray import farm as farm_mod
     from qrt_ray.config import load_farm_config, load_policy_config
+    from qrt_ray.store.urls import check_store, resolve_store_url
 
     config = load_farm_config(args.farm)
     policies = load_policy_config(args.policies)
-    address = args.address
+    # a wrong store fails here, in a second, before any Ray is started
+    store = check_store(resolve_store_url(args.store))
+    address, started = args.address, False
     if address in (None, "local"):
-        address = _start_head(args)
-    farm_mod.init_ray_loopback(address=address)
-    ns, _, _ = farm_mod.start_farm(
-        config,
-        namespace=args.namespace,
-        store_url=args.store,
-        detached=True,
-        optimization_level=args.optimization_level,
-        metrics_port=args.metrics_port,
-        policies=policies,
-    )
+        address, started = _start_head(args)
+    try:
+        farm_mod.init_ray_loopback(address=address)
+        ns, _, _ = farm_mod.start_farm(
+            config,
+            namespace=args.namespace,
+            store_url=store,
+            detached=True,
+            optimization_level=args.optimization_level,
+            metrics_port=args.metrics_port,
+            policies=policies,
+        )
+    except BaseException:
+        if started:  # a head this call started does not outlive its failure
+            farm_mod.stop_head(args.port)
+        raise
     names = ", ".join(d.name for d in config.devices)
     _print(
         args,
@@ -119,12 +127,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_head(args: argparse.Namespace) -> str:
+def _start_head(args: argparse.Namespace) -> tuple[str, bool]:
     """``ray start --head`` on 127.0.0.1 at ``--port``, its sessions in qrt-ray's private
     folder; recorded so that ``qrt down --stop-ray`` stops this head and no other.
 
     Returns:
-        The head's address.
+        The head's address, and whether this call started it (False: one was there).
     """
     from qrt_ray import farm as farm_mod
 
@@ -151,7 +159,7 @@ def _start_head(args: argparse.Namespace) -> str:
     if started.returncode == 0:
         record = {"address": f"127.0.0.1:{args.port}", "temp_dir": str(temp_dir)}
         farm_mod.head_record(args.port).write_text(json.dumps(record))
-    return f"127.0.0.1:{args.port}"
+    return f"127.0.0.1:{args.port}", started.returncode == 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -184,9 +192,11 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def _port_of(address: str | None) -> int | None:
-    """The port of ``host:port`` (``auto`` and None: the default 6379)."""
+    """The port of ``host:port`` (``auto`` and None: ``$RAY_ADDRESS``'s, else 6379)."""
     if address in (None, "auto"):
-        return DEFAULT_PORT
+        address = os.environ.get("RAY_ADDRESS") or None
+        if address in (None, "auto"):
+            return DEFAULT_PORT
     tail = address.rsplit(":", 1)[-1]
     return int(tail) if tail.isdigit() else None
 

@@ -60,3 +60,32 @@ def test_a_good_file_gets_as_far_as_looking_for_the_farm(
     assert main(["submit", str(path)]) == 1
     assert reached == ["connect"]
     assert "cannot reach Ray" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("store", "says"),
+    [
+        ("mysql://farm:s3cret@db/qrt", "unsupported database URL scheme 'mysql'"),
+        ("postgresql://farm:s3cret@/qrt?host=/nonexistent", "cannot connect to PostgreSQL"),
+    ],
+    ids=["scheme", "unreachable"],
+)
+def test_qrt_up_judges_the_store_before_starting_ray(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, store: str, says: str
+) -> None:
+    started: list[str] = []
+    monkeypatch.setattr("qrt_ray.cli._start_head", lambda args: started.append("head"))
+    assert main(["up", "--port", "1", "--store", store]) != 0
+    err = capsys.readouterr().err
+    assert says in err and "s3cret" not in err
+    assert started == []  # no Ray head left behind for a farm that cannot start
+
+
+def test_qrt_down_stops_the_head_ray_address_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qrt_ray.cli import DEFAULT_PORT, _port_of
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6395")
+    assert _port_of("auto") == _port_of(None) == 6395
+    assert _port_of("127.0.0.1:7000") == 7000  # --address wins
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert _port_of("auto") == DEFAULT_PORT
