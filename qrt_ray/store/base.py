@@ -1,8 +1,9 @@
 """The job store's interface: what the scheduler needs, whatever the database.
 
-SQLite implements it today; a PostgreSQL store implements the same methods. Every
-write is durable when the call returns, and a state change is a compare-and-set on
-the job's current state, so two writers can never both move the same job.
+SQLite (the default) and PostgreSQL implement it, both through the shared queries of
+:mod:`qrt_ray.store.sql`. Every write is durable when the call returns, and a state
+change is a compare-and-set on the job's current state, so two writers can never
+both move the same job.
 """
 
 from __future__ import annotations
