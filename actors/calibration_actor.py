@@ -15,8 +15,8 @@ from policies.canary import CanaryResult, CanarySpec
 from qrt_ray.calibration import calibration_from_json
 from qrt_ray.config import PolicyConfig, load_policy_config
 from qrt_ray.errors import RuntimeNotRunningError
-from qrt_ray.farm import SCHEDULER_NAME
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
+from qrt_ray.names import SCHEDULER_NAME, device_actor_name
 
 logger = logging.getLogger("qrt.calibration")
 # Canaries run small circuits, but a device busy with a big batch answers slowly.
@@ -127,7 +127,9 @@ class CalibrationActor:
             if policies_json
             else load_policy_config()
         )
-        devices = {n: ray.get_actor(f"device:{n}", namespace=namespace) for n in device_names}
+        devices = {
+            n: ray.get_actor(device_actor_name(n), namespace=namespace) for n in device_names
+        }
         self.store = SchedulerStore(SCHEDULER_NAME, namespace)
         self.config = policies.calibration
         ports = RayCalibrationPorts(devices, timeout_s=policies.faults.snapshot_timeout_s)
@@ -173,7 +175,7 @@ class CalibrationActor:
     async def history(self, device: str, limit: int = 20) -> list[dict[str, Any]]:
         """A device's calibrations, newest first, with summary figures and the canary
         rounds run while each was current (at most ``limit``, 1 to 10,000)."""
-        from qrt_ray.client import check_limit
+        from qrt_ray.arguments import check_limit
 
         records = await asyncio.to_thread(self.store.calibrations, device, check_limit(limit))
         rounds = await asyncio.to_thread(self.store.canaries, device, 500)

@@ -13,16 +13,16 @@ from pydantic import ValidationError as PydanticValidationError
 
 from actors.device import WorkItem
 from actors.scheduler import Scheduler
-from qrt_ray.client import check_limit
+from qrt_ray.arguments import check_limit
 from qrt_ray.compiler import CompiledCircuit, compile_circuits
 from qrt_ray.config import PolicyConfig, load_policy_config
 from qrt_ray.errors import DeviceUnavailableError, ValidationError, brief
-from qrt_ray.farm import CALIBRATION_NAME
 from qrt_ray.intake import IntakeLimits
 from qrt_ray.intake.pool import IntakePool
 from qrt_ray.lifecycle import JobState
 from qrt_ray.metrics import RuntimeMetrics
 from qrt_ray.models import DeviceSnapshot, JobSpec, describe_errors
+from qrt_ray.names import CALIBRATION_NAME, device_actor_name
 from qrt_ray.results import RawRun
 from qrt_ray.store import JobRecord, open_store
 
@@ -66,7 +66,9 @@ class DeviceHandles(Mapping[str, Any]):
             if name not in self._names:
                 raise KeyError(name)
             try:
-                self._found[name] = ray.get_actor(f"device:{name}", namespace=self._namespace)
+                self._found[name] = ray.get_actor(
+                    device_actor_name(name), namespace=self._namespace
+                )
             except ValueError:
                 raise KeyError(f"device {name} has no actor yet") from None
         return self._found[name]

@@ -55,8 +55,8 @@ from mitiq.zne.scaling import fold_gates_at_random
 from qiskit import ClassicalRegister, QuantumCircuit, transpile
 from qiskit.quantum_info import SparsePauliOp, Statevector
 
-from actors.device import sim_method_for
 from qrt_ray import QuantumRuntime
+from qrt_ray.aer import sim_method_for
 from qrt_ray.calibration import load_backend, snapshot_from_backend
 from qrt_ray.compiler import active_qubits
 from qrt_ray.config import load_farm_config_text

@@ -65,7 +65,7 @@ import numpy as np
 from qiskit import QuantumCircuit, transpile
 from qiskit.transpiler import Target
 
-from actors.device import sim_method_for
+from qrt_ray.aer import sim_method_for
 from qrt_ray.calibration import load_backend, snapshot_from_backend
 from qrt_ray.circuits import to_qasm
 from qrt_ray.compiler import compile_circuits, decode_compiled

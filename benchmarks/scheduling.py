@@ -1,14 +1,15 @@
 """Scheduling benchmark: every placement policy on the same simulated trace, side by side.
 
-Runs the farm simulator (``qrt_ray.simulator``: the runtime's real placement engine and
-queue policy in simulated time) on one trace of jobs over a farm of devices cloned from
+Runs the farm simulator (``qrt_ray.evaluation.simulator``: the runtime's real
+placement engine and queue policy in simulated time) on one trace of jobs over a farm of
+devices cloned from
 the default farm, once per policy, and prints mean and p95 job completion time (JCT),
 mean estimated fidelity, mean cost, device utilisation and Jain's fairness index across
 tenants (of 1 / mean slowdown). Then the ratios the issue sets as targets, and the
 scheduler's speed: placement decisions per second at 20 and 200 devices (cache warm)
 and the simulator's jobs per second at 1000 devices (cold, then warm caches). Last,
 the simulated fidelities are checked on a sample of the trace's (circuit, device)
-pairs by real noisy Aer runs (``qrt_ray.sim_check``).
+pairs by real noisy Aer runs (``qrt_ray.evaluation.sim_check``).
 
     python benchmarks/scheduling.py                 # 5,000 jobs, 20 devices
     python benchmarks/scheduling.py --jobs 1000     # quicker
@@ -23,9 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+from qrt_ray.evaluation.sim_check import EstimateCheck, check_estimates
+from qrt_ray.evaluation.simulator import FarmSimulator, SimConfig, SimReport
 from qrt_ray.models import POLICY_NAMES
-from qrt_ray.sim_check import EstimateCheck, check_estimates
-from qrt_ray.simulator import FarmSimulator, SimConfig, SimReport
 
 
 def _table(reports: list[SimReport]) -> str:

@@ -12,7 +12,8 @@ import os as _os
 # the other order is safe too. (Auth is set up then as well, never at import.)
 _os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-from qrt_ray.client import JobHandle, QuantumRuntime, connect
+from typing import TYPE_CHECKING
+
 from qrt_ray.errors import (
     ControlLinkError,
     DeviceUnavailableError,
@@ -30,6 +31,22 @@ from qrt_ray.lifecycle import JobState
 from qrt_ray.models import JobResult
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from qrt_ray.client import JobHandle, QuantumRuntime, connect
+
+# The client needs Ray; the rest of the package (models, lifecycle, policies, the
+# store) does not, so it is loaded on first use and `import qrt_ray.models` stays light.
+_CLIENT_NAMES = ("JobHandle", "QuantumRuntime", "connect")
+
+
+def __getattr__(name: str) -> object:
+    if name in _CLIENT_NAMES:
+        from qrt_ray import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'qrt_ray' has no attribute {name!r}")
+
 
 __all__ = [
     "ControlLinkError",

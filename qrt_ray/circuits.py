@@ -9,7 +9,6 @@ object, is checked by the intake gate (:mod:`qrt_ray.intake`) on the way in.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 import re
@@ -21,6 +20,7 @@ from qiskit import QuantumCircuit, qasm2, qasm3
 
 from qrt_ray.errors import ValidationError
 from qrt_ray.intake import check_circuit, parse_qasm
+from qrt_ray.intake.admit import circuit_hash as circuit_hash  # the identity, re-exported
 from qrt_ray.intake.gates import (
     QASM2_INSTRUCTIONS,
     QELIB1,
@@ -101,11 +101,6 @@ def fast_qasm2(circuit: QuantumCircuit) -> str | None:
     lines += [f"qreg {r.name}[{r.size}];" for r in circuit.qregs]
     lines += [f"creg {r.name}[{r.size}];" for r in circuit.cregs]
     return "\n".join(lines + body) + "\n"
-
-
-def circuit_hash(text: str) -> str:
-    """The circuit's identity: sha256 of its QASM text."""
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class WrittenQasm(str):

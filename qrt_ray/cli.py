@@ -634,7 +634,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run the farm simulator: placement policies on a simulated farm and trace."""
-    from qrt_ray.simulator import FarmSimulator, SimConfig
+    from qrt_ray.evaluation.simulator import FarmSimulator, SimConfig
 
     cfg = SimConfig(
         devices=args.devices,

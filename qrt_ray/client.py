@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import math
-import numbers
 import time
 import uuid
 import warnings
@@ -22,6 +20,7 @@ import ray
 from pydantic import ValidationError as PydanticValidationError
 
 from qrt_ray import farm as farm_mod
+from qrt_ray.arguments import check_limit, finite_number, whole_number
 from qrt_ray.circuits import coerce_circuits
 from qrt_ray.config import FarmConfig, PolicyConfig, load_farm_config, load_policy_config
 from qrt_ray.errors import (
@@ -86,8 +85,6 @@ def _unwrap(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise
 
 
-# Most jobs one listing returns.
-MAX_LIST = 10_000
 _INTEGERS = {"shots": (1, MAX_SHOTS), "priority": (0, MAX_PRIORITY), "seed": (0, 2**31 - 1)}
 _NUMBERS = ("max_execution_time_s", "min_fidelity", "max_cost_usd", "max_calibration_age_s")
 _NAMES = ("tenant", "device", "idempotency_key", "policy", "optimize")
@@ -106,10 +103,10 @@ def make_spec(circuits: Any, *, shots: int, **fields: Any) -> JobSpec:
     clean["shots"] = shots
     for name, (lo, hi) in _INTEGERS.items():
         if name in clean:
-            clean[name] = _integer(name, clean[name], lo, hi)
+            clean[name] = whole_number(name, clean[name], lo, hi)
     for name in _NUMBERS:
         if name in clean:
-            clean[name] = _number(name, clean[name])
+            clean[name] = finite_number(name, clean[name])
     for name in _NAMES:
         value = clean.get(name)
         if value is not None and not isinstance(value, str):
@@ -127,29 +124,6 @@ def make_spec(circuits: Any, *, shots: int, **fields: Any) -> JobSpec:
         return JobSpec(circuits=tuple(texts), **clean)
     except PydanticValidationError as exc:
         raise ValidationError(f"invalid job: {describe_errors(exc)}") from None
-
-
-def _integer(name: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValidationError(
-            f"{name}={brief(value)}: expected a whole number from {lo:,} to {hi:,}, got "
-            f"{type(value).__name__}"
-        )
-    number = int(value)
-    if not lo <= number <= hi:
-        raise ValidationError(f"{name}={brief(number)}: out of range; use {lo:,} to {hi:,}")
-    return number
-
-
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValidationError(
-            f"{name}={brief(value)}: expected a number, got {type(value).__name__}"
-        )
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValidationError(f"{name}={number}: expected a finite number")
-    return number
 
 
 def _tags(tags: Any) -> tuple[str, ...]:
@@ -175,16 +149,7 @@ def _weights(weights: Any) -> dict[str, float]:
             f"weights={brief(weights)}: expected a mapping such as "
             f'{{"fidelity": 1, "time": 0.05}}, got {type(weights).__name__}'
         )
-    return {str(k)[:40]: _number(f"weights[{brief(k, 20)!r}]", v) for k, v in weights.items()}
-
-
-def check_limit(limit: Any) -> int:
-    """A listing's ``limit`` argument, checked: a whole number from 1 to ``MAX_LIST``.
-
-    Raises:
-        ValidationError: anything else.
-    """
-    return _integer("limit", limit, 1, MAX_LIST)
+    return {str(k)[:40]: finite_number(f"weights[{brief(k, 20)!r}]", v) for k, v in weights.items()}
 
 
 class JobHandle:

@@ -23,16 +23,18 @@ import ray
 
 from qrt_ray.config import DeviceConfig, FarmConfig, PolicyConfig
 from qrt_ray.errors import RuntimeNotRunningError
+from qrt_ray.names import (
+    CALIBRATION_NAME,
+    DEFAULT_NAMESPACE,
+    HEAD_RESOURCE,
+    SCHEDULER_NAME,
+    device_actor_name,
+)
 from qrt_ray.private import DIR_MODE, private_dir, private_file, write_private
 from qrt_ray.store.urls import check_store, resolve_store_url
 
 logger = logging.getLogger("qrt.farm")
 
-DEFAULT_NAMESPACE = "qrt"
-SCHEDULER_NAME = "scheduler"
-CALIBRATION_NAME = "calibration"
-# Ray gives the head node a little of this resource, and no other node.
-HEAD_RESOURCE = "node:__internal_head__"
 # Devices are mostly idle between batches and run Aer with their own threads; they
 # reserve no CPU so compile tasks can use every core.
 _DEVICE_CPUS = 0
@@ -300,7 +302,7 @@ def device_options(dev: DeviceConfig, namespace: str, lifetime: str | None) -> d
     custom ones of farm.yaml), spread over the nodes that have them, restarted by Ray
     after a crash, a kill by the watchdog or the loss of its node."""
     return {
-        "name": f"device:{dev.name}",
+        "name": device_actor_name(dev.name),
         "namespace": namespace,
         "lifetime": lifetime,
         "num_cpus": _DEVICE_CPUS,
@@ -388,7 +390,7 @@ def _named_actor(name: str, namespace: str, missing: str) -> Any:
 
 def device_handle(name: str, namespace: str) -> Any:
     """A device actor's handle (for drills and tests)."""
-    return ray.get_actor(f"device:{name}", namespace=namespace)
+    return ray.get_actor(device_actor_name(name), namespace=namespace)
 
 
 def _shut_down(name: str, namespace: str) -> None:
@@ -418,6 +420,6 @@ def stop_farm(namespace: str, device_names: list[str] | None = None) -> None:
         ]
     for name in names:
         try:
-            ray.kill(ray.get_actor(f"device:{name}", namespace=namespace), no_restart=True)
+            ray.kill(ray.get_actor(device_actor_name(name), namespace=namespace), no_restart=True)
         except ValueError:
             continue

@@ -157,7 +157,7 @@ def make_simulator(
         # Aer picks per circuit: density matrix for small noisy circuits (exact, one
         # pass for all shots), statevector with sampled noise for larger ones.
         method = "automatic"
-        # Matrix-product-state runs (wide circuits, see actors.device.sim_method_for)
+        # Matrix-product-state runs (wide circuits, see qrt_ray.aer.sim_method_for)
         # must use LAPACK's SVD: Aer's built-in one loops forever on some noisy
         # trajectories and can write out of bounds. Measured with qiskit-aer 0.18.2 on
         # kolkata: without it a 16-qubit GHZ never finished 200 shots (a 17-qubit one
@@ -171,7 +171,7 @@ def make_simulator(
         # 1.26 s -> 0.84 s, 120 random 5-qubit sampler circuits 1.09 s -> 0.69 s. Aer
         # still gives a large circuit all the threads when memory allows only one.
         # Devices run matrix-product-state calls on one thread (see
-        # actors.device.method_options): LAPACK called at once crashed them.
+        # qrt_ray.aer.method_options): LAPACK called at once crashed them.
         options["max_parallel_experiments"] = 0
     simulator = AerSimulator(method=method, target=target, **options)
     description = f"{method} ({'GPU' if uses_gpu else 'CPU'}, {threads} threads)"

@@ -13,17 +13,18 @@ early.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 from collections.abc import Sequence
 from typing import Protocol
 
 from qiskit import QuantumCircuit, qasm2, qasm3
 
-from policies.fidelity import CircuitProfile, profile_circuit
 from qrt_ray.errors import QrtError, ValidationError, brief
 from qrt_ray.intake.gates import check_runnable, instructions_for, rename_impostors
 from qrt_ray.intake.limits import IntakeLimits
 from qrt_ray.intake.scan import QubitLimit, ScanReport, scan
+from qrt_ray.profile import CircuitProfile, profile_circuit
 
 DEFAULT_LIMITS = IntakeLimits()
 # Text the scheduler admitted was checked against the farm's limits then; parsing it
@@ -133,6 +134,11 @@ def check_circuit(
     return circuit
 
 
+def circuit_hash(text: str) -> str:
+    """The circuit's identity: sha256 of its QASM text."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def describe(
     text: str, *, arg: str, limits: IntakeLimits, qubit_limit: QubitLimit | None = None
 ) -> tuple[str, CircuitProfile]:
@@ -141,8 +147,6 @@ def describe(
     Raises:
         ValidationError, PlacementError: as :func:`parse_qasm`.
     """
-    from qrt_ray.circuits import circuit_hash
-
     circuit = parse_qasm(text, arg=arg, limits=limits, qubit_limit=qubit_limit)
     return circuit_hash(text), profile_circuit(circuit)
 

@@ -32,10 +32,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from policies.fidelity import CircuitProfile
 from qrt_ray.errors import PlacementError, QrtError, ValidationError
 from qrt_ray.intake.limits import IntakeLimits
 from qrt_ray.intake.scan import QubitLimit
+from qrt_ray.profile import CircuitProfile
 
 logger = logging.getLogger("qrt.intake")
 

@@ -297,7 +297,7 @@ def test_cpu_simulator_uses_lapack_svd(backend, snapshot) -> None:  # type: igno
 
 
 def test_a_restricted_noise_model_samples_what_the_full_one_does(backend, snapshot) -> None:  # type: ignore[no-untyped-def]
-    from actors.device import simulate, touched_qubits
+    from qrt_ray.aer import simulate, touched_qubits
     from qrt_ray.noise import restricted_noise_model
 
     sim, _, _ = make_simulator(snapshot, backend.target, gpu="never", max_parallel_threads=1)
@@ -366,7 +366,7 @@ def test_restricted_models_serialize_each_error_once_and_as_aer_would(backend, s
 
 
 def test_a_circuit_the_simulator_could_not_run_says_why() -> None:
-    from actors.device import _PieceResults
+    from qrt_ray.aer import PieceResults
 
     wide = QuantumCircuit(40)
     wide.h(0)
@@ -378,6 +378,6 @@ def test_a_circuit_the_simulator_could_not_run_says_why() -> None:
     sim = AerSimulator(method="statevector")
     ok = sim.run([fine], shots=10).result()
     failed = sim.run([wide], shots=10).result()
-    assert _PieceResults([ok]).get_counts(0) == {"0": 10}
+    assert PieceResults([ok]).get_counts(0) == {"0": 10}
     with pytest.raises(RuntimeError, match=r"circuit 1 of the call did not run: .*memory"):
-        _PieceResults([ok, failed])
+        PieceResults([ok, failed])

@@ -108,7 +108,7 @@ def test_estimate_is_a_probability_bounded_by_the_cheap_bound_and_layout_is_vali
 
 @pytest.mark.parametrize("idle", [False, True], ids=["gates-only", "idle-decay"])
 def test_the_cheap_bound_holds_for_every_workload_family_and_prunes(idle: bool) -> None:
-    from qrt_ray.simulator import circuit_pool
+    from qrt_ray.evaluation.simulator import circuit_pool
 
     pool = circuit_pool(12, 7, seed=3)
     slack = []

@@ -466,7 +466,7 @@ def test_retries_end_after_max_attempts(tmp_path: Path) -> None:
 
 def test_matrix_product_state_calls_run_on_one_thread() -> None:
     # LAPACK called from two threads at once crashed device actors
-    from actors.device import method_options
+    from qrt_ray.aer import method_options
 
     assert method_options("matrix_product_state") == {
         "method": "matrix_product_state",
@@ -478,7 +478,7 @@ def test_matrix_product_state_calls_run_on_one_thread() -> None:
 
 
 def test_small_noisy_simulations_fuse_gates() -> None:
-    from actors.device import method_options
+    from qrt_ray.aer import method_options
 
     assert method_options("statevector", 9)["fusion_threshold"] == 1
     assert method_options("density_matrix", 6)["fusion_threshold"] == 1
@@ -530,7 +530,7 @@ def test_fused_and_unfused_jobs_of_a_batch_run_in_their_own_calls(
 
 
 def test_simulation_method_follows_width_and_shots() -> None:
-    from actors.device import MPS_MIN_ACTIVE_QUBITS, sim_method_for
+    from qrt_ray.aer import MPS_MIN_ACTIVE_QUBITS, sim_method_for
     from qrt_ray.compiler import active_qubits
 
     small, wide = QuantumCircuit(133), QuantumCircuit(133)
@@ -658,7 +658,7 @@ def test_matrix_product_state_calls_never_overlap_within_a_process() -> None:
     # two MPS calls at once crashed a device in LAPACK; other methods may overlap
     import threading
 
-    from actors.device import simulate
+    from qrt_ray.aer import simulate
 
     class Recording:
         """A simulator whose first call waits inside for a second one to come in."""

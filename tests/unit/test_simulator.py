@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from qrt_ray.errors import ValidationError
+from qrt_ray.evaluation.sim_check import check_estimates, spearman
+from qrt_ray.evaluation.simulator import FarmSimulator, SimConfig
 from qrt_ray.models import POLICY_NAMES
-from qrt_ray.sim_check import check_estimates, spearman
-from qrt_ray.simulator import FarmSimulator, SimConfig
 
 
 @pytest.fixture(scope="module")
