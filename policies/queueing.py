@@ -13,8 +13,8 @@ are respected, fair share holds and nothing starves.
   (seconds of device time received, divided by its share) is lowest goes first, so a
   tenant that floods the queue does not take the device from one that submits a job
   now and then.
-* **Device cap.** While other tenants wait on a device, one tenant may not hold more
-  than ``max_device_share`` of its queued and running work (:func:`over_device_share`).
+* **Device cap.** While other tenants wait on a device, one tenant's circuits fill at
+  most ``max_device_share`` of a batch (the device applies it when it takes a batch).
 """
 
 from __future__ import annotations
@@ -84,26 +84,6 @@ def next_job(
             fair_share=fair_share,
         ),
     )
-
-
-def over_device_share(
-    tenant: str, held: Mapping[str, float], max_device_share: float, others_waiting: bool
-) -> bool:
-    """Whether ``tenant`` already holds more than its cap of a device's work.
-
-    Args:
-        tenant: the tenant about to add work.
-        held: seconds of queued and running work per tenant on the device.
-        max_device_share: the cap, as a fraction of the device's work.
-        others_waiting: whether other tenants have work waiting for this device; the
-            cap only applies then (an idle farm is not kept idle for fairness).
-    """
-    if not others_waiting:
-        return False
-    total = sum(held.values())
-    if total <= 0:
-        return False
-    return held.get(tenant, 0.0) / total > max_device_share
 
 
 def jain_index(values: Sequence[float]) -> float:

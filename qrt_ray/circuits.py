@@ -28,7 +28,7 @@ from qrt_ray.intake.gates import (
     is_standard,
     standard_definition,
 )
-from qrt_ray.models import MAX_CIRCUITS_PER_JOB, CircuitStats
+from qrt_ray.models import MAX_CIRCUITS_PER_JOB
 
 _NON_GATES = frozenset({"measure", "barrier", "reset", "delay", "snapshot", "save_state"})
 _QASM2_WORDS = frozenset(
@@ -161,34 +161,6 @@ def loads_qasm2(text: str) -> QuantumCircuit:
     (no checks that the circuit can run: see :func:`qrt_ray.intake.parse_qasm` for user
     input). No include is ever looked up on disk."""
     return qasm2.loads(text, include_path=(), custom_instructions=QASM2_INSTRUCTIONS)
-
-
-def circuit_stats(circuit: QuantumCircuit) -> CircuitStats:
-    """Gate counts and depth of a logical circuit, for placement."""
-    one = two = multi = meas = 0
-    for inst in circuit.data:
-        name = inst.name
-        if name == "measure":
-            meas += 1
-            continue
-        if name in _NON_GATES:
-            continue
-        n = len(inst.qubits)
-        if n == 1:
-            one += 1
-        elif n == 2:
-            two += 1
-        else:
-            multi += 1
-    return CircuitStats(
-        num_qubits=circuit.num_qubits,
-        num_clbits=circuit.num_clbits,
-        depth=circuit.depth(),
-        one_qubit_gates=one,
-        two_qubit_gates=two,
-        multi_qubit_gates=multi,
-        measurements=meas,
-    )
 
 
 def coerce_circuits(circuits: Any, *, max_circuits: int = MAX_CIRCUITS_PER_JOB) -> list[str]:

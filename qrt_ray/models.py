@@ -285,19 +285,6 @@ class DeviceSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
-class CircuitStats:
-    """Shape of a logical circuit, as the policies need it (no Qiskit objects)."""
-
-    num_qubits: int
-    num_clbits: int
-    depth: int
-    one_qubit_gates: int
-    two_qubit_gates: int
-    multi_qubit_gates: int
-    measurements: int
-
-
-@dataclass(frozen=True, slots=True)
 class Placement:
     """A policy's decision: the ranked devices and why."""
 

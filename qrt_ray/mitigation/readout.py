@@ -62,11 +62,6 @@ class ReadoutCalibration:
                         "mitigation cannot be applied"
                     )
 
-    @property
-    def cost_shots(self) -> int:
-        """Shots this calibration cost the device (one 0 and one 1 preparation)."""
-        return 2 * self.shots
-
     def errors_for(self, physical: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """(p01, p10) arrays for these physical qubits, in that order.
 
@@ -82,18 +77,6 @@ class ReadoutCalibration:
             )
         ks = [index[q] for q in physical]
         return np.array([self.p01[k] for k in ks]), np.array([self.p10[k] for k in ks])
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain JSON form (for result metadata and the store)."""
-        return {
-            "device": self.device,
-            "calibration_id": self.calibration_id,
-            "qubits": list(self.qubits),
-            "p01": list(self.p01),
-            "p10": list(self.p10),
-            "shots": self.shots,
-            "measured_at": self.measured_at,
-        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,10 +135,6 @@ class MaintenanceWindow:
         return self.start <= now < self.end
 
 
-class StaleStateError(RuntimeError):
-    """A compare-and-set found the job in another state than the writer expected."""
-
-
 class JobStore(abc.ABC):
     """Durable store of jobs, their transitions, result blobs and the shot ledger."""
 

@@ -4,7 +4,7 @@ import pytest
 from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter
 
-from qrt_ray.circuits import circuit_hash, circuit_stats, coerce_circuits, parse_qasm, to_qasm
+from qrt_ray.circuits import circuit_hash, coerce_circuits, parse_qasm, to_qasm
 from qrt_ray.errors import ValidationError
 from tests.circuits import ghz
 
@@ -51,19 +51,6 @@ def test_wrong_types_and_empty_input() -> None:
         coerce_circuits([])
     with pytest.raises(ValidationError, match="empty OpenQASM"):
         parse_qasm("   ")
-
-
-def test_stats_count_gate_kinds() -> None:
-    qc = ghz(3)
-    qc.ccx(0, 1, 2)
-    st = circuit_stats(qc)
-    assert (st.num_qubits, st.one_qubit_gates, st.two_qubit_gates, st.multi_qubit_gates) == (
-        3,
-        1,
-        2,
-        1,
-    )
-    assert st.measurements == 3
 
 
 def test_standard_gates_outside_qelib1_survive_the_round_trip() -> None:

@@ -29,7 +29,7 @@ from policies.placement import (
     resolve_weights,
 )
 from policies.placer import DeviceLoad, JobShape, Placer
-from policies.queueing import Waiting, jain_index, next_job, over_device_share
+from policies.queueing import Waiting, jain_index, next_job
 from qrt_ray.calibration import load_backend, snapshot_from_backend
 from qrt_ray.config import load_policy_config
 from qrt_ray.errors import DeviceUnavailableError, PlacementError
@@ -398,13 +398,6 @@ def test_fair_share_serves_tenants_in_proportion_to_their_shares(
         # both stay backlogged, so service per share stays level, within one job
         gap = served["heavy"] / share_heavy - served["light"]
         assert abs(gap) <= max(1.0, 1.0 / share_heavy) + 1e-9, served
-
-
-def test_device_cap_applies_only_while_others_wait() -> None:
-    held = {"a": 9.0, "b": 1.0}
-    assert over_device_share("a", held, 0.5, others_waiting=True)
-    assert not over_device_share("a", held, 0.5, others_waiting=False)
-    assert not over_device_share("b", held, 0.5, others_waiting=True)
 
 
 def test_jain_index_is_one_when_even_and_one_over_n_when_one_takes_all() -> None:
