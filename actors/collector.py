@@ -25,6 +25,15 @@ class Outcome(StrEnum):
     RERUN = "rerun"  # the run is unusable (corrupt payload, wrong calibration)
 
 
+class Cause(StrEnum):
+    """Why a run is to be rerun (RERUN verdicts); NONE for the others."""
+
+    NONE = ""
+    DEVICE = "device"  # the device reported an error instead of counts
+    CHECKSUM = "checksum"  # the counts do not match their checksum
+    CALIBRATION_CHANGED = "calibration_changed"  # earlier runs were on another calibration
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """The collector's decision on one run."""
@@ -33,6 +42,7 @@ class Verdict:
     reason: str
     accepted: bool  # whether the run's shots count toward the job
     missing: int = 0
+    cause: Cause = Cause.NONE
 
 
 def judge_run(run: RawRun, requested: int, earlier: Sequence[RawRun]) -> Verdict:
@@ -44,17 +54,20 @@ def judge_run(run: RawRun, requested: int, earlier: Sequence[RawRun]) -> Verdict
         earlier: runs already accepted for this job (all on one calibration).
     """
     if run.error:
-        return Verdict(Outcome.RERUN, run.error, accepted=False)
+        return Verdict(Outcome.RERUN, run.error, accepted=False, cause=Cause.DEVICE)
     try:
         verify_run(run)
     except IntegrityError as exc:
-        return Verdict(Outcome.RERUN, f"{exc}; rerunning its shots", accepted=False)
+        return Verdict(
+            Outcome.RERUN, f"{exc}; rerunning its shots", accepted=False, cause=Cause.CHECKSUM
+        )
     if earlier and earlier[0].calibration_id != run.calibration_id:
         return Verdict(
             Outcome.RERUN,
             f"calibration changed from {earlier[0].calibration_id} to {run.calibration_id} "
             "between partial runs; shots of two calibrations are never merged",
             accepted=False,
+            cause=Cause.CALIBRATION_CHANGED,
         )
     missing = missing_shots(requested, [*earlier, run])
     if missing:

@@ -48,7 +48,7 @@ from qrt_ray.models import (
     TwirlSpec,
 )
 from qrt_ray.noise import NoiseModelCache, target_from_snapshot
-from qrt_ray.results import RawRun, counts_checksum, slice_seed, trim_counts
+from qrt_ray.results import RawRun, RunError, counts_checksum, slice_seed, trim_counts
 
 # The prediction of a canary samples the calibration's own noise this many times more
 # than the canary itself, so its error is small beside the canary's shot noise.
@@ -470,10 +470,10 @@ class Device:
             time.sleep(stall)
         failed = self._open_link()
         if failed is not None and failed.transient:
-            return [self.no_run(item, str(failed), kind="link") for item in batch]
+            return [self.no_run(item, str(failed), kind=RunError.LINK) for item in batch]
         if failed is not None:  # the first program was rejected; the rest did not run
             return [
-                self.no_run(batch[0], str(failed), kind="permanent"),
+                self.no_run(batch[0], str(failed), kind=RunError.PERMANENT),
                 *(
                     self.no_run(item, f"batch aborted on {self.name}: {failed}")
                     for item in batch[1:]
@@ -826,7 +826,7 @@ class Device:
             f"{cal.calibration_id}; recompile",
             method=method,
             gpu=gpu,
-            kind="calibration",
+            kind=RunError.CALIBRATION,
         )
 
     def no_run(
@@ -836,7 +836,7 @@ class Device:
         *,
         method: str = "none",
         gpu: bool = False,
-        kind: str = "",
+        kind: RunError = RunError.NONE,
     ) -> RawRun:
         """A run of ``item`` that produced no shots, and why; the scheduler reruns it."""
         cal = self.calibration

@@ -51,6 +51,7 @@ from qrt_ray.metrics import RuntimeMetrics
 from qrt_ray.models import DeviceSnapshot, DeviceStatus, JobSpec, Placement
 from qrt_ray.results import (
     RawRun,
+    RunError,
     decode_run,
     encode_result,
     encode_run,
@@ -1105,7 +1106,7 @@ class Scheduler:
             rec = self._live.get(run.job_id)
             if rec is None or rec.state is not S.RUNNING or rec.attempts != run.attempt:
                 continue  # cancelled, expired, or a stale delivery: never counted
-            if run.error_kind == "permanent":
+            if run.error_kind is RunError.PERMANENT:
                 permanent.append(
                     StateUpdate(
                         run.job_id,
@@ -1121,9 +1122,9 @@ class Scheduler:
             if verdict.accepted:
                 accepted.append((run, verdict))
             else:
-                if "checksum" in verdict.reason:
+                if verdict.cause is collector.Cause.CHECKSUM:
                     self.metrics.integrity_failures.labels(device=device).inc()
-                if run.error_kind == "calibration":
+                if run.error_kind is RunError.CALIBRATION:
                     recompile.add(run.job_id)
                 retry.append((run.job_id, verdict.reason))
         counted = await self._count_shots(accepted, now)
@@ -1163,7 +1164,7 @@ class Scheduler:
     def _link_outcome(self, device: str, runs: Sequence[RawRun], now: float) -> None:
         """Feed a delivery to the device's circuit breaker: one batch lost to its
         control link is one failure, a batch that ran closes a probing breaker."""
-        lost = [r for r in runs if r.error_kind in ("link", "permanent")]
+        lost = [r for r in runs if r.error_kind in (RunError.LINK, RunError.PERMANENT)]
         for run in lost:
             self.metrics.link_errors.labels(device=device, kind=run.error_kind).inc()
         breaker = self._breaker(device)

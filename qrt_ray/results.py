@@ -12,9 +12,20 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from qrt_ray.errors import IntegrityError
 from qrt_ray.models import CircuitResult, CompileInfo, JobResult, ResultMetadata
+
+
+class RunError(StrEnum):
+    """Why a run produced no shots, which decides what the scheduler does next."""
+
+    NONE = ""  # it ran (or failed in a way the collector judges: a bad checksum)
+    LINK = "link"  # the control link failed after its retries: rerun, counts an attempt
+    PERMANENT = "permanent"  # the device rejected the program: the job fails at once
+    CALIBRATION = "calibration"  # compiled for a calibration the device has left: recompile,
+    # costing no attempt
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +53,7 @@ class RawRun:
     error: str | None = None
     first_shot: int = 0
     remaining: int = 0
-    # why ``error`` happened: "link" (control link, retried), "permanent" (fails the
-    # job at once), "calibration" (compiled for a calibration the device has left:
-    # recompiled, not counted as a failed attempt), "" otherwise
-    error_kind: str = ""
+    error_kind: RunError = RunError.NONE  # why ``error`` happened
     ran_at: float = 0.0  # wall-clock seconds when the run finished
     # non-empty when canaries had found the device drifted from its calibration
     degraded: str = ""
@@ -205,4 +213,5 @@ def decode_run(data: bytes) -> RawRun:
     raw = json.loads(data)
     raw["counts"] = tuple({str(k): int(v) for k, v in c.items()} for c in raw["counts"])
     raw["seeds"] = tuple(int(s) for s in raw["seeds"])
+    raw["error_kind"] = RunError(raw.get("error_kind", ""))
     return RawRun(**raw)

@@ -6,10 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.collector import Outcome, judge_run
+from actors.collector import Cause, Outcome, judge_run
 from qrt_ray.errors import IntegrityError
 from qrt_ray.results import (
     RawRun,
+    RunError,
     counts_checksum,
     decode_run,
     encode_run,
@@ -63,14 +64,17 @@ def test_never_merges_two_calibrations() -> None:
         merge_runs([a, b])
     verdict = judge_run(b, 20, [a])
     assert verdict.outcome is Outcome.RERUN and not verdict.accepted
+    assert verdict.cause is Cause.CALIBRATION_CHANGED
 
 
 def test_corrupt_and_failed_runs_are_not_accepted() -> None:
     corrupt = replace(run({"0": 5}), checksum="0" * 64)
-    assert judge_run(corrupt, 5, []).outcome is Outcome.RERUN
+    v = judge_run(corrupt, 5, [])
+    assert v.outcome is Outcome.RERUN and v.cause is Cause.CHECKSUM
     failed = replace(run({"0": 5}), error="simulator error: boom")
     v = judge_run(failed, 5, [])
-    assert v.outcome is Outcome.RERUN and "boom" in v.reason
+    assert v.outcome is Outcome.RERUN and "boom" in v.reason and v.cause is Cause.DEVICE
+    assert judge_run(run({"0": 5}), 5, []).cause is Cause.NONE
 
 
 @given(
@@ -86,6 +90,9 @@ def test_trim_counts_gives_exactly_the_shots(counts: dict[str, int], shots: int)
 def test_run_encoding_round_trips() -> None:
     r = run({"01": 3, "10": 4})
     assert decode_run(encode_run(r)) == r
+    lost = replace(r, counts=(), error="link down", error_kind=RunError.LINK)
+    back = decode_run(encode_run(lost))
+    assert back == lost and back.error_kind is RunError.LINK
     # canonical: every field once, keys sorted, no spaces (the ledger keeps its hash)
     import dataclasses
     import json
