@@ -4,7 +4,7 @@
 :class:`CalibrationPorts`; ``actors/calibration_actor.py`` wraps it as a Ray actor and
 tests drive it with :class:`LocalCalibrationPorts` and an injected clock. Each step,
 for every device: restore its calibration if it restarted, keep any new calibration
-in the store's history, and act on :func:`policies.canary.decide`:
+in the store's history, and act on :func:`qrt_ray.policies.canary.decide`:
 
 - canaries on schedule; a round that finds drift pauses the device (``CALIBRATING``:
   its running batch finishes, the scheduler moves its waiting work), then it is
@@ -27,8 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from actors.device import Device
-from policies.canary import (
+from qrt_ray.actors.device import Device
+from qrt_ray.policies.canary import (
     OFFLINE_REASON,
     Action,
     CalibrationState,
@@ -45,6 +45,7 @@ from policies.canary import (
     resumed,
     start_recalibration,
 )
+
 from qrt_ray.calibration import calibration_from_json, calibration_to_json
 from qrt_ray.config import CalibrationConfig
 from qrt_ray.errors import DeviceUnavailableError, ValidationError, brief
@@ -87,7 +88,7 @@ class CalibrationPorts(Protocol):
     async def run_canaries(
         self, device: str, specs: Sequence[CanarySpec], shots: int, seed: int | None
     ) -> list[CanaryResult]:
-        """Run canaries on a device (see :meth:`actors.device.Device.run_canaries`)."""
+        """Run canaries on a device (see :meth:`qrt_ray.actors.device.Device.run_canaries`)."""
         ...
 
     async def recalibrate(self, device: str) -> CalibrationSnapshot:

@@ -1,4 +1,4 @@
-"""Ray shell around :class:`~actors.calibration.CalibrationManager`, and its Ray ports."""
+"""Ray shell around :class:`~qrt_ray.actors.calibration.CalibrationManager`, and its Ray ports."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import ray
+from qrt_ray.actors.calibration import CalibrationManager
+from qrt_ray.policies.canary import CanaryResult, CanarySpec
 
-from actors.calibration import CalibrationManager
-from policies.canary import CanaryResult, CanarySpec
 from qrt_ray.calibration import calibration_from_json
 from qrt_ray.config import PolicyConfig, load_policy_config
 from qrt_ray.errors import RuntimeNotRunningError

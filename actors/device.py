@@ -18,9 +18,10 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from policies.canary import CanaryResult, CanarySpec, success_probability
-from policies.health import backoff_delay
-from policies.queueing import Waiting, sort_key
+from qrt_ray.policies.canary import CanaryResult, CanarySpec, success_probability
+from qrt_ray.policies.health import backoff_delay
+from qrt_ray.policies.queueing import Waiting, sort_key
+
 from qrt_ray.aer import (
     DM_MAX_ACTIVE_QUBITS,
     DM_SHOTS_FACTOR,
@@ -284,7 +285,7 @@ class Device:
 
         Nothing is taken unless the device is ONLINE: a paused, calibrating or offline
         device keeps its queue (the scheduler moves it elsewhere). The order is
-        :func:`policies.queueing.sort_key`'s under ``self.scheduling``: priority class
+        :func:`qrt_ray.policies.queueing.sort_key`'s under ``self.scheduling``: priority class
         plus one level per ``aging_s_per_level`` seconds waited (nothing starves), an
         earlier deadline within a level, then (with ``fair_share``) the tenant that has
         had the fewest shots here per share, then arrival. While several tenants wait,

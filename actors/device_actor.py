@@ -1,4 +1,4 @@
-"""Ray shell around :class:`~actors.device.Device`: a worker thread drains its queue.
+"""Ray shell around :class:`~qrt_ray.actors.device.Device`: a worker thread drains its queue.
 
 Each batch: ask the scheduler to persist RUNNING for it (work cancelled meanwhile is
 dropped), run it in one simulator call per group, hand the runs back. The scheduler
@@ -21,9 +21,9 @@ from typing import Any
 
 import psutil
 import ray
+from qrt_ray.actors.device import Device, FaultPlan, WorkItem
+from qrt_ray.policies.canary import CanaryResult, CanarySpec
 
-from actors.device import Device, FaultPlan, WorkItem
-from policies.canary import CanaryResult, CanarySpec
 from qrt_ray.calibration import calibration_from_json
 from qrt_ray.config import DeviceConfig, PolicyConfig, load_policy_config
 from qrt_ray.mitigation.readout import ReadoutCalibration
@@ -159,13 +159,13 @@ class DeviceActor:
     def run_canaries(
         self, specs: Sequence[CanarySpec], shots: int, seed: int | None
     ) -> list[CanaryResult]:
-        """Run canary circuits; see :meth:`actors.device.Device.run_canaries`."""
+        """Run canary circuits; see :meth:`qrt_ray.actors.device.Device.run_canaries`."""
         return self.device.run_canaries(specs, shots, seed)
 
     def readout_calibration(
         self, qubits: Sequence[int], shots: int, max_age_s: float, seed: int | None = None
     ) -> tuple[ReadoutCalibration, int]:
-        """Measured readout errors; see :meth:`actors.device.Device.readout_calibration`."""
+        """Measured readout errors; see :meth:`qrt_ray.actors.device.Device.readout_calibration`."""
         return self.device.readout_calibration(qubits, shots, max_age_s, seed)
 
     def set_health(self, predicted: float, measured: float, at: float, degraded: str) -> None:

@@ -1,7 +1,7 @@
 """What the scheduler needs from the rest of the farm, as one small interface.
 
 The Ray actor supplies ports that call device actors and compile tasks; unit tests
-supply in-process ports over plain :class:`~actors.device.Device` objects, so the
+supply in-process ports over plain :class:`~qrt_ray.actors.device.Device` objects, so the
 scheduler's whole logic runs without Ray.
 """
 
@@ -11,7 +11,8 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from actors.device import Device, WorkItem
+from qrt_ray.actors.device import Device, WorkItem
+
 from qrt_ray.compiler import CompiledCircuit, compile_circuits
 from qrt_ray.models import DeviceSnapshot
 

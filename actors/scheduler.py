@@ -2,7 +2,7 @@
 
 :class:`Scheduler` is a plain asyncio object holding all the logic; the Ray actor in
 ``actors/scheduler_actor.py`` is a thin shell around it, and unit tests drive it with
-:class:`~actors.ports.LocalPorts`. One control loop reconciles the desired state
+:class:`~qrt_ray.actors.ports.LocalPorts`. One control loop reconciles the desired state
 (every live job moving forward) with the actual one; each step is wrapped so that one
 failure is logged, counted and the loop goes on. Rule: a state change is written to
 the store before anything acts on it.
@@ -22,13 +22,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from actors import collector
-from actors.device import WorkItem
-from actors.ports import SchedulerPorts
-from policies.fidelity import CircuitProfile, FidelityEstimate
-from policies.health import BatchWatch, CircuitBreaker
-from policies.placement import PlacementOptions, Weights, describe
-from policies.placer import DeviceLoad, JobShape, Placer
+from qrt_ray.actors import collector
+from qrt_ray.actors.device import WorkItem
+from qrt_ray.actors.ports import SchedulerPorts
+from qrt_ray.policies.fidelity import CircuitProfile, FidelityEstimate
+from qrt_ray.policies.health import BatchWatch, CircuitBreaker
+from qrt_ray.policies.placement import PlacementOptions, Weights, describe
+from qrt_ray.policies.placer import DeviceLoad, JobShape, Placer
+
 from qrt_ray.compiler import (
     DEFAULT_OPTIMIZATION_LEVEL,
     CompileCache,

@@ -8,7 +8,7 @@ Hellinger fidelity to the ideal distribution is kept.
 
 - ``none``: the calibration taken at start, forever.
 - ``fixed``: recalibrate every ``--fixed-h`` hours (one run per interval given).
-- ``qrt``: the runtime's :class:`~actors.calibration.CalibrationManager` (canaries
+- ``qrt``: the runtime's :class:`~qrt_ray.actors.calibration.CalibrationManager` (canaries
   every ``canary_period_s``, recalibration on drift or age, verification).
 - ``oracle``: knows the true noise; recalibrates at the first tick where the
   calibration's prediction of the canaries is off by the drift threshold (the same
@@ -49,10 +49,10 @@ from pathlib import Path
 
 from qiskit import transpile
 from qiskit.quantum_info import hellinger_fidelity
+from qrt_ray.actors.calibration import CalibrationManager, LocalCalibrationPorts
+from qrt_ray.actors.device import Device, WorkItem
+from qrt_ray.policies.canary import CanaryResult, Phase, canary_round, judge_round
 
-from actors.calibration import CalibrationManager, LocalCalibrationPorts
-from actors.device import Device, WorkItem
-from policies.canary import CanaryResult, Phase, canary_round, judge_round
 from qrt_ray.circuits import parse_qasm
 from qrt_ray.compiler import encode_compiled
 from qrt_ray.config import CalibrationConfig, DeviceConfig, DriftConfig
@@ -103,7 +103,7 @@ class Clock:
 
 def _workload() -> list[tuple[str, dict[str, float]]]:
     """(QASM, ideal distribution) of the circuits each device runs every tick."""
-    from policies.canary import ghz_qasm, mirror_qasm
+    from qrt_ray.policies.canary import ghz_qasm, mirror_qasm
 
     mirror = mirror_qasm(_GHZ, seed=1234, layers=3)
     half = {"0" * _GHZ: 0.5, "1" * _GHZ: 0.5}

@@ -42,15 +42,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scipy.stats import spearmanr
-
-from policies.fidelity import (
+from qrt_ray.policies.fidelity import (
     FidelityEstimate,
     esp_of_compiled,
     estimate_fidelity,
     profile_circuit,
 )
-from policies.placement import Candidate, rank_best_fidelity
+from qrt_ray.policies.placement import Candidate, rank_best_fidelity
+from scipy.stats import spearmanr
+
 from qrt_ray.render import table
 
 try:

@@ -40,9 +40,9 @@ A compiled circuit that would still need a per-shot simulation of more than
 as capped and the report counts it.
 
 The noisy measurement (:func:`measure_batch`) compiles with
-:func:`qrt_ray.compiler.compile_circuits` and simulates like ``actors.device.Device``:
+:func:`qrt_ray.compiler.compile_circuits` and simulates like ``qrt_ray.actors.device.Device``:
 one Aer call per simulation method, the method named by
-:func:`actors.device.sim_method_for`.
+:func:`qrt_ray.aer.sim_method_for`.
 """
 
 from __future__ import annotations

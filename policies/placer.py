@@ -2,9 +2,9 @@
 
 :class:`Placer` is plain Python: it holds what placement learns or caches (fidelity
 estimates, each device's run-time correction, the round-robin turn) and turns a job
-and the devices' current state into :class:`~policies.placement.Candidate`s for the
-pure policies in :mod:`policies.placement`. Only the devices that could win get a full
-layout search: the cheap :func:`~policies.fidelity.esp_upper_bound` of every other
+and the devices' current state into :class:`~qrt_ray.policies.placement.Candidate`s for the
+pure policies in :mod:`qrt_ray.policies.placement`. Only the devices that could win get a full
+layout search: the cheap :func:`~qrt_ray.policies.fidelity.esp_upper_bound` of every other
 device already scores below the best full estimate (branch and bound, so the choice
 is the one a full search of every device would make).
 """
@@ -17,15 +17,15 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from policies.costs import RunTimeModel, price_usd
-from policies.fidelity import (
+from qrt_ray.policies.costs import RunTimeModel, price_usd
+from qrt_ray.policies.fidelity import (
     CircuitProfile,
     FidelityEstimate,
     FidelityEstimator,
     esp_upper_bound,
     nominal_duration_s,
 )
-from policies.placement import (
+from qrt_ray.policies.placement import (
     PRESETS,
     Candidate,
     PlacementOptions,
@@ -36,6 +36,7 @@ from policies.placement import (
     composite_score,
     resolve_weights,
 )
+
 from qrt_ray.config import PolicyConfig
 from qrt_ray.errors import PlacementError
 from qrt_ray.models import DeviceSnapshot, DeviceStatus, Placement

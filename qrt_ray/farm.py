@@ -249,7 +249,7 @@ def start_farm(
     them whenever they die (they rebuild from the store); only the scheduler opens the
     store. Devices are spread over the nodes that offer their resources; a device
     whose node is lost restarts on another one, or waits until one appears.
-    ``policies`` (placement and scheduling; None: the packaged ``policies.yaml``)
+    ``policies`` (placement and scheduling; None: the packaged ``qrt_ray.policies.yaml``)
     travels to every actor as JSON.
 
     Args:
@@ -260,9 +260,9 @@ def start_farm(
         (namespace, scheduler handle, device handles). Non-detached actors live only
         while their creator holds these handles, so the caller must keep them.
     """
-    from actors.calibration_actor import CalibrationActor
-    from actors.device_actor import DeviceActor
-    from actors.scheduler_actor import SchedulerActor
+    from qrt_ray.actors.calibration_actor import CalibrationActor
+    from qrt_ray.actors.device_actor import DeviceActor
+    from qrt_ray.actors.scheduler_actor import SchedulerActor
 
     ns = namespace or f"qrt-local-{uuid.uuid4().hex[:8]}"
     # resolved here, where the operator set it, not in a worker's environment

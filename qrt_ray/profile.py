@@ -3,7 +3,7 @@
 Physical 1-qubit pulses per qubit, how often each pair of qubits interacts (gates on
 three or more qubits unrolled into their 2-qubit parts), which qubits are measured,
 and a nominal duration. The intake computes it when a circuit is admitted;
-:mod:`policies.fidelity` scores it on each device.
+:mod:`qrt_ray.policies.fidelity` scores it on each device.
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from actors.device import Device
-from actors.ports import LocalPorts
-from actors.scheduler import Scheduler
+from qrt_ray.actors.device import Device
+from qrt_ray.actors.ports import LocalPorts
+from qrt_ray.actors.scheduler import Scheduler
+
 from qrt_ray.circuits import to_qasm
 from qrt_ray.config import PolicyConfig, SchedulingConfig, load_farm_config_text
 from qrt_ray.models import JobSpec

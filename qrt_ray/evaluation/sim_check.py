@@ -22,13 +22,13 @@ from qiskit import transpile
 from qiskit.transpiler import Target
 from scipy.stats import rankdata
 
-from policies.fidelity import profile_circuit
 from qrt_ray.aer import sim_method_for
 from qrt_ray.calibration import load_backend
 from qrt_ray.evaluation.simulator import FarmSimulator
 from qrt_ray.fidelity import hellinger_fidelity
 from qrt_ray.models import DeviceSnapshot
 from qrt_ray.noise import make_simulator, target_from_snapshot
+from qrt_ray.policies.fidelity import profile_circuit
 from qrt_ray.workloads import WorkloadCircuit, generate_workload
 
 

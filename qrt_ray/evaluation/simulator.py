@@ -4,10 +4,10 @@ Placement is studied here at scales one machine cannot run for real: tens to a
 thousand devices and up to millions of jobs, in simulated time. What is real and what
 is modelled:
 
-* **Real:** every placement decision is made by :class:`~policies.placer.Placer`, the
+* **Real:** every placement decision is made by :class:`~qrt_ray.policies.placer.Placer`, the
   engine the runtime's scheduler uses (the same fidelity estimator, price, run-time
   model and policies), and every device queue is ordered by
-  :func:`~policies.queueing.next_job` (priority with aging, per-tenant fair share).
+  :func:`~qrt_ray.policies.queueing.next_job` (priority with aging, per-tenant fair share).
   The run-time model learns each device's speed from the runs it sees, as it does in
   the runtime.
 * **Modelled:** devices are the default farm's calibrations (fake IBM backends),
@@ -36,15 +36,15 @@ from typing import Literal
 
 import numpy as np
 
-from policies.costs import physical_run_s
-from policies.fidelity import CircuitProfile, FidelityEstimator, profile_circuit
-from policies.placement import PlacementOptions
-from policies.placer import DeviceLoad, JobShape, Placer
-from policies.queueing import Waiting, jain_index, next_job
 from qrt_ray.calibration import load_backend, snapshot_from_backend, with_recomputed_id
 from qrt_ray.config import FarmConfig, PolicyConfig, load_farm_config, load_policy_config
 from qrt_ray.errors import DeviceUnavailableError, PlacementError, ValidationError
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus, GateCalibration
+from qrt_ray.policies.costs import physical_run_s
+from qrt_ray.policies.fidelity import CircuitProfile, FidelityEstimator, profile_circuit
+from qrt_ray.policies.placement import PlacementOptions
+from qrt_ray.policies.placer import DeviceLoad, JobShape, Placer
+from qrt_ray.policies.queueing import Waiting, jain_index, next_job
 
 Arrivals = Literal["poisson", "bursty"]
 _SHOTS = (500, 1000, 2000, 4000)

@@ -8,10 +8,10 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
+from qrt_ray.actors.calibration import CalibrationManager, LocalCalibrationPorts
+from qrt_ray.actors.device import Device
+from qrt_ray.policies.canary import Phase
 
-from actors.calibration import CalibrationManager, LocalCalibrationPorts
-from actors.device import Device
-from policies.canary import Phase
 from qrt_ray.calibration import calibration_from_json
 from qrt_ray.config import CalibrationConfig, DeviceConfig, DriftConfig
 from qrt_ray.errors import ValidationError

@@ -7,8 +7,7 @@ import itertools
 import random
 
 import pytest
-
-from policies.canary import (
+from qrt_ray.policies.canary import (
     Action,
     CalibrationState,
     CanaryResult,
@@ -22,7 +21,8 @@ from policies.canary import (
     mirror_qasm,
     success_probability,
 )
-from policies.health import CircuitBreaker, backoff_delay
+from qrt_ray.policies.health import CircuitBreaker, backoff_delay
+
 from qrt_ray.calibration import load_backend, snapshot_from_backend
 from qrt_ray.circuits import parse_qasm
 from qrt_ray.config import CalibrationConfig

@@ -94,8 +94,8 @@ def test_below_the_floor_placements_layout_is_compiled_too_and_the_better_kept()
     import time
 
     from qiskit.circuit.random import random_circuit
+    from qrt_ray.policies.fidelity import estimate_fidelity, profile_circuit
 
-    from policies.fidelity import estimate_fidelity, profile_circuit
     from qrt_ray.calibration import snapshot_from_backend
 
     backend = load_backend("FakeGuadalupeV2")

@@ -63,11 +63,15 @@ def test_default_farm_charges_more_for_bigger_devices() -> None:
 
 
 @pytest.mark.parametrize("name", ["farm.yaml", "policies.yaml"])
-def test_packaged_configs_and_user_examples_are_byte_identical(name: str) -> None:
-    packaged = (importlib.resources.files("qrt_ray") / "configs" / name).read_bytes()
-    example = (REPO_ROOT / "configs" / name).read_bytes()
-
-    assert packaged == example, f"edit qrt_ray/configs/{name} and configs/{name} together"
+def test_the_configs_users_read_are_the_packaged_ones(name: str) -> None:
+    # one copy: configs/ is a link to the package's configs, not a second file to edit
+    example = REPO_ROOT / "configs" / name
+    packaged = importlib.resources.files("qrt_ray") / "configs" / name
+    assert (REPO_ROOT / "configs").is_symlink()
+    assert example.resolve() == Path(str(packaged)).resolve()
+    assert (REPO_ROOT / "examples" / "ghz.qasm").resolve() == (
+        REPO_ROOT / "qrt_ray" / "examples" / "ghz.qasm"
+    ).resolve()
 
 
 def test_policy_config_loads_and_bad_values_name_field_and_line(tmp_path: Path) -> None:

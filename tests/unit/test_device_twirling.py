@@ -10,10 +10,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from qrt_ray.actors.device import Device
+from qrt_ray.actors.ports import LocalPorts
+from qrt_ray.actors.scheduler import Scheduler
 
-from actors.device import Device
-from actors.ports import LocalPorts
-from actors.scheduler import Scheduler
 from qrt_ray.config import DriftConfig, PolicyConfig, SchedulingConfig
 from qrt_ray.lifecycle import JobState
 from qrt_ray.models import JobSpec, TwirlSpec
@@ -175,7 +175,7 @@ def ghz_qasm(n: int) -> str:
 def test_a_long_batch_runs_in_pieces_and_reports_progress_after_each(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import actors.device as device_module
+    import qrt_ray.actors.device as device_module
 
     monkeypatch.setattr(device_module, "CALL_CIRCUITS", 2)
     store, devices, sched = _farm(tmp_path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from policies.health import BatchWatch, hung_limit_s
+from qrt_ray.policies.health import BatchWatch, hung_limit_s
 
 
 def test_limit_is_a_floor_or_a_multiple_of_the_expected_time() -> None:

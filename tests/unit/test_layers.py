@@ -28,15 +28,15 @@ PURE = [
     "qrt_ray.models",
     "qrt_ray.names",
     "qrt_ray.store",
-    "policies.canary",
-    "policies.fidelity",
-    "policies.placement",
-    "policies.placer",
-    "actors.calibration",
-    "actors.collector",
-    "actors.device",
-    "actors.ports",
-    "actors.scheduler",
+    "qrt_ray.policies.canary",
+    "qrt_ray.policies.fidelity",
+    "qrt_ray.policies.placement",
+    "qrt_ray.policies.placer",
+    "qrt_ray.actors.calibration",
+    "qrt_ray.actors.collector",
+    "qrt_ray.actors.device",
+    "qrt_ray.actors.ports",
+    "qrt_ray.actors.scheduler",
 ]
 
 
@@ -67,6 +67,8 @@ def _modules() -> dict[str, Path]:
     for base in SOURCES:
         for path in (ROOT / base).rglob("*.py"):
             name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            if base != "qrt_ray":  # installed under the qrt_ray namespace
+                name = f"qrt_ray.{name}"
             out[name.removesuffix(".__init__")] = path
     return out
 
@@ -108,8 +110,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "qrt_ray.workloads",
         ),
     ),
-    ("policies", ("policies",)),
-    ("actors", ("actors", "qrt_ray.evaluation")),
+    ("policies", ("qrt_ray.policies",)),
+    ("actors", ("qrt_ray.actors", "qrt_ray.evaluation")),
     (
         "entry",
         ("qrt_ray", "qrt_ray.client", "qrt_ray.farm", "qrt_ray.cli", "qrt_ray.demo"),
@@ -203,8 +205,12 @@ def test_no_module_imports_from_a_layer_above_its_own() -> None:
 
 
 def test_the_layer_check_would_catch_an_upward_import() -> None:
-    assert layer_of("qrt_ray.models") < layer_of("policies.placer") < layer_of("actors.device")
-    assert layer_of("actors.device") < layer_of("qrt_ray.farm")
+    assert (
+        layer_of("qrt_ray.models")
+        < layer_of("qrt_ray.policies.placer")
+        < layer_of("qrt_ray.actors.device")
+    )
+    assert layer_of("qrt_ray.actors.device") < layer_of("qrt_ray.farm")
     assert layer_of("qrt_ray.intake.scan") == layer_of("qrt_ray.config")
 
 
@@ -222,3 +228,26 @@ def _package(module: str) -> str:
 
 def test_the_circle_check_finds_a_circle() -> None:
     assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_wheel_installs_everything_under_qrt_ray(tmp_path: Path) -> None:
+    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q"]
+    built = subprocess.run(
+        [*pip, "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = tmp_path.glob("qrt_ray-*.whl")
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/", 1)[0] for n in names}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"qrt_ray"}
+    # every package folder of the checkout is in it, the mapped ones under qrt_ray
+    for base in SOURCES:
+        for init in (ROOT / base).rglob("__init__.py"):
+            rel = init.relative_to(ROOT).as_posix()
+            assert (rel if base == "qrt_ray" else f"qrt_ray/{rel}") in names, rel
+    assert "qrt_ray/configs/farm.yaml" in names and "qrt_ray/actors/device.py" in names

@@ -10,16 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from qiskit import QuantumCircuit, transpile
-
-from policies.costs import RunTimeModel, price_usd
-from policies.fidelity import (
+from qrt_ray.policies.costs import RunTimeModel, price_usd
+from qrt_ray.policies.fidelity import (
     FidelityEstimator,
     esp_of_compiled,
     esp_upper_bound,
     estimate_fidelity,
     profile_circuit,
 )
-from policies.placement import (
+from qrt_ray.policies.placement import (
     Candidate,
     PlacementOptions,
     Weights,
@@ -28,8 +27,9 @@ from policies.placement import (
     rank_round_robin,
     resolve_weights,
 )
-from policies.placer import DeviceLoad, JobShape, Placer
-from policies.queueing import Waiting, jain_index, next_job
+from qrt_ray.policies.placer import DeviceLoad, JobShape, Placer
+from qrt_ray.policies.queueing import Waiting, jain_index, next_job
+
 from qrt_ray.calibration import load_backend, snapshot_from_backend
 from qrt_ray.config import load_policy_config
 from qrt_ray.errors import DeviceUnavailableError, PlacementError

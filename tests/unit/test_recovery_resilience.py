@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from actors.device import Device
-from actors.ports import LocalPorts
-from actors.scheduler import Scheduler
+from qrt_ray.actors.device import Device
+from qrt_ray.actors.ports import LocalPorts
+from qrt_ray.actors.scheduler import Scheduler
+
 from qrt_ray.lifecycle import JobState as S
 from qrt_ray.store import JobRecord, open_store
 from tests.local_farm import FARM, drive, drive_until_crash, make, spec

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from qiskit import QuantumCircuit
+from qrt_ray.actors.device import Device, WorkItem
+from qrt_ray.actors.ports import LocalPorts
+from qrt_ray.actors.scheduler import FIRST_CHUNK, Scheduler, chunk_cap
 
-from actors.device import Device, WorkItem
-from actors.ports import LocalPorts
-from actors.scheduler import FIRST_CHUNK, Scheduler, chunk_cap
 from qrt_ray.circuits import to_qasm
 from qrt_ray.compiler import compile_circuits
 from qrt_ray.config import SchedulingConfig
@@ -446,7 +446,7 @@ def test_one_uncompilable_circuit_fails_only_its_job(tmp_path: Path) -> None:
 
 
 def test_retries_end_after_max_attempts(tmp_path: Path) -> None:
-    from actors.scheduler import MAX_ATTEMPTS
+    from qrt_ray.actors.scheduler import MAX_ATTEMPTS
 
     async def main() -> None:
         store, devices, sched = make(tmp_path)
@@ -491,9 +491,9 @@ def test_fused_and_unfused_jobs_of_a_batch_run_in_their_own_calls(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import numpy as np
+    import qrt_ray.actors.device as device_mod
     from qiskit.quantum_info import Statevector
 
-    import actors.device as device_mod
     from qrt_ray.workloads import _qft_peak
 
     calls: list[tuple[int, object]] = []
@@ -549,8 +549,8 @@ def test_a_batch_mixing_methods_gives_every_job_its_right_answer() -> None:
     """One Aer call holding a statevector circuit before a density-matrix one returned
     wrong counts for the latter (qiskit-aer 0.18.2); the device must never mix them."""
     import numpy as np
+    from qrt_ray.actors.device import WorkItem
 
-    from actors.device import WorkItem
     from qrt_ray.compiler import compile_circuits
     from qrt_ray.workloads import _qft_peak
 
@@ -756,8 +756,8 @@ def test_small_circuits_run_in_one_call_from_the_start(
 ) -> None:
     # every simulator call pays for the noise model's hand-over: small circuits do not
     # start with a short heartbeat call, wide ones (a limit of 2 makes 3 qubits wide) do
-    import actors.device as device_mod
-    from actors.device import FIRST_CALL_CIRCUITS
+    import qrt_ray.actors.device as device_mod
+    from qrt_ray.actors.device import FIRST_CALL_CIRCUITS
 
     assert FIRST_CALL_CIRCUITS == 16
     monkeypatch.setattr(device_mod, "SMALL_CIRCUIT_QUBITS", small_limit)
@@ -782,7 +782,7 @@ def test_a_placement_pass_over_its_budget_dispatches_what_it_placed_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the first jobs of a large submission compile while later ones are still placed
-    import actors.scheduler as scheduler_mod
+    import qrt_ray.actors.scheduler as scheduler_mod
 
     monkeypatch.setattr(scheduler_mod, "PASS_BUDGET_S", 0.0)
 
