@@ -28,6 +28,10 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from qrt_ray.actors.device import Device
+from qrt_ray.calibration import calibration_from_json, calibration_to_json
+from qrt_ray.config import CalibrationConfig
+from qrt_ray.errors import DeviceUnavailableError, ValidationError, brief
+from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.policies.canary import (
     OFFLINE_REASON,
     Action,
@@ -45,11 +49,6 @@ from qrt_ray.policies.canary import (
     resumed,
     start_recalibration,
 )
-
-from qrt_ray.calibration import calibration_from_json, calibration_to_json
-from qrt_ray.config import CalibrationConfig
-from qrt_ray.errors import DeviceUnavailableError, ValidationError, brief
-from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.store import CalibrationRecord, CanaryRecord, MaintenanceWindow
 
 logger = logging.getLogger("qrt.calibration")

@@ -9,14 +9,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import ray
-from qrt_ray.actors.calibration import CalibrationManager
-from qrt_ray.policies.canary import CanaryResult, CanarySpec
 
+from qrt_ray.actors.calibration import CalibrationManager
 from qrt_ray.calibration import calibration_from_json
 from qrt_ray.config import PolicyConfig, load_policy_config
 from qrt_ray.errors import RuntimeNotRunningError
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.names import SCHEDULER_NAME, device_actor_name
+from qrt_ray.policies.canary import CanaryResult, CanarySpec
 
 logger = logging.getLogger("qrt.calibration")
 # Canaries run small circuits, but a device busy with a big batch answers slowly.

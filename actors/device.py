@@ -18,10 +18,6 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from qrt_ray.policies.canary import CanaryResult, CanarySpec, success_probability
-from qrt_ray.policies.health import backoff_delay
-from qrt_ray.policies.queueing import Waiting, sort_key
-
 from qrt_ray.aer import (
     DM_MAX_ACTIVE_QUBITS,
     DM_SHOTS_FACTOR,
@@ -49,6 +45,9 @@ from qrt_ray.models import (
     TwirlSpec,
 )
 from qrt_ray.noise import NoiseModelCache, target_from_snapshot
+from qrt_ray.policies.canary import CanaryResult, CanarySpec, success_probability
+from qrt_ray.policies.health import backoff_delay
+from qrt_ray.policies.queueing import Waiting, sort_key
 from qrt_ray.results import RawRun, RunError, counts_checksum, slice_seed, trim_counts
 
 # The prediction of a canary samples the calibration's own noise this many times more

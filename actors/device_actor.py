@@ -21,13 +21,13 @@ from typing import Any
 
 import psutil
 import ray
-from qrt_ray.actors.device import Device, FaultPlan, WorkItem
-from qrt_ray.policies.canary import CanaryResult, CanarySpec
 
+from qrt_ray.actors.device import Device, FaultPlan, WorkItem
 from qrt_ray.calibration import calibration_from_json
 from qrt_ray.config import DeviceConfig, PolicyConfig, load_policy_config
 from qrt_ray.mitigation.readout import ReadoutCalibration
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
+from qrt_ray.policies.canary import CanaryResult, CanarySpec
 from qrt_ray.results import RawRun
 
 logger = logging.getLogger("qrt.device")

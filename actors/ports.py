@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from qrt_ray.actors.device import Device, WorkItem
-
 from qrt_ray.compiler import CompiledCircuit, compile_circuits
 from qrt_ray.models import DeviceSnapshot
 

@@ -25,11 +25,6 @@ from typing import Any
 from qrt_ray.actors import collector
 from qrt_ray.actors.device import WorkItem
 from qrt_ray.actors.ports import SchedulerPorts
-from qrt_ray.policies.fidelity import CircuitProfile, FidelityEstimate
-from qrt_ray.policies.health import BatchWatch, CircuitBreaker
-from qrt_ray.policies.placement import PlacementOptions, Weights, describe
-from qrt_ray.policies.placer import DeviceLoad, JobShape, Placer
-
 from qrt_ray.compiler import (
     DEFAULT_OPTIMIZATION_LEVEL,
     CompileCache,
@@ -50,6 +45,10 @@ from qrt_ray.intake.admit import InlineIntake, Intake
 from qrt_ray.lifecycle import JobState, check_transition
 from qrt_ray.metrics import RuntimeMetrics
 from qrt_ray.models import DeviceSnapshot, DeviceStatus, JobSpec, Placement
+from qrt_ray.policies.fidelity import CircuitProfile, FidelityEstimate
+from qrt_ray.policies.health import BatchWatch, CircuitBreaker
+from qrt_ray.policies.placement import PlacementOptions, Weights, describe
+from qrt_ray.policies.placer import DeviceLoad, JobShape, Placer
 from qrt_ray.results import (
     RawRun,
     RunError,
@@ -944,6 +943,15 @@ class Scheduler:
             return
         try:
             await self.ports.enqueue(device, items)
+        except DeviceUnavailableError as exc:
+            # the device refused the hand-off or is restarting: nothing ran, so the
+            # attempt is not spent (a device restarting again and again must not use up
+            # its jobs' attempts), and placement sees it unavailable until it answers
+            logger.info("device %s took none of %d jobs: %s", device, len(items), exc)
+            self._snapshots = [
+                _unreachable(s, str(exc)) if s.name == device else s for s in self._snapshots
+            ]
+            await self._requeue_unspent(items, f"{device}: {exc}")
         except QrtError as exc:
             logger.info("device %s refused %d jobs: %s", device, len(items), exc)
             await self._requeue([i.job_id for i in items], S.PLACED, f"{device}: {exc}")
@@ -1025,6 +1033,28 @@ class Scheduler:
             self._expected.pop(j, None)
         now = self._clock()
         updates = [StateUpdate(j, from_state, S.QUEUED, now, reason=reason) for j in job_ids]
+        for u in await self._persist(updates):
+            self._enqueue_pending(self._live[u.job_id])
+
+    async def _requeue_unspent(self, items: Sequence[WorkItem], reason: str) -> None:
+        """PLACED jobs whose hand-off to the device failed go back to QUEUED with the
+        attempt they were given taken back. Should the hand-off have landed after all,
+        that copy runs under an attempt number used again later, and the shot ledger
+        (keyed by job, attempt and first shot) counts its shots once."""
+        now = self._clock()
+        updates = []
+        for item in items:
+            self._expected.pop(item.job_id, None)
+            updates.append(
+                StateUpdate(
+                    item.job_id,
+                    S.PLACED,
+                    S.QUEUED,
+                    now,
+                    reason=reason,
+                    fields={"attempts": item.attempt - 1},
+                )
+            )
         for u in await self._persist(updates):
             self._enqueue_pending(self._live[u.job_id])
 

@@ -10,9 +10,9 @@ from typing import Any
 import psutil
 import ray
 from pydantic import ValidationError as PydanticValidationError
+
 from qrt_ray.actors.device import WorkItem
 from qrt_ray.actors.scheduler import Scheduler
-
 from qrt_ray.arguments import check_limit
 from qrt_ray.compiler import CompiledCircuit, compile_circuits
 from qrt_ray.config import PolicyConfig, load_policy_config

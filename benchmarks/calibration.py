@@ -49,13 +49,13 @@ from pathlib import Path
 
 from qiskit import transpile
 from qiskit.quantum_info import hellinger_fidelity
+
 from qrt_ray.actors.calibration import CalibrationManager, LocalCalibrationPorts
 from qrt_ray.actors.device import Device, WorkItem
-from qrt_ray.policies.canary import CanaryResult, Phase, canary_round, judge_round
-
 from qrt_ray.circuits import parse_qasm
 from qrt_ray.compiler import encode_compiled
 from qrt_ray.config import CalibrationConfig, DeviceConfig, DriftConfig
+from qrt_ray.policies.canary import CanaryResult, Phase, canary_round, judge_round
 from qrt_ray.store import SQLiteJobStore
 
 HOUR = 3600.0

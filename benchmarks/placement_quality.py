@@ -42,6 +42,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from scipy.stats import spearmanr
+
 from qrt_ray.policies.fidelity import (
     FidelityEstimate,
     esp_of_compiled,
@@ -49,8 +51,6 @@ from qrt_ray.policies.fidelity import (
     profile_circuit,
 )
 from qrt_ray.policies.placement import Candidate, rank_best_fidelity
-from scipy.stats import spearmanr
-
 from qrt_ray.render import table
 
 try:

@@ -17,6 +17,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from qrt_ray.config import PolicyConfig
+from qrt_ray.errors import PlacementError
+from qrt_ray.models import DeviceSnapshot, DeviceStatus, Placement
 from qrt_ray.policies.costs import RunTimeModel, price_usd
 from qrt_ray.policies.fidelity import (
     CircuitProfile,
@@ -36,10 +39,6 @@ from qrt_ray.policies.placement import (
     composite_score,
     resolve_weights,
 )
-
-from qrt_ray.config import PolicyConfig
-from qrt_ray.errors import PlacementError
-from qrt_ray.models import DeviceSnapshot, DeviceStatus, Placement
 
 # A job's fidelity is the mean over its distinct circuits; beyond this many, the first
 # ones stand for the rest (the explanation says so).

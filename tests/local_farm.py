@@ -9,7 +9,6 @@ from pathlib import Path
 from qrt_ray.actors.device import Device
 from qrt_ray.actors.ports import LocalPorts
 from qrt_ray.actors.scheduler import Scheduler
-
 from qrt_ray.circuits import to_qasm
 from qrt_ray.config import PolicyConfig, SchedulingConfig, load_farm_config_text
 from qrt_ray.models import JobSpec

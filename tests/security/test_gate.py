@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
 from qrt_ray.actors.device import Device
 from qrt_ray.actors.ports import LocalPorts
 from qrt_ray.actors.scheduler import Scheduler
 from qrt_ray.actors.scheduler_actor import decode_specs
-
 from qrt_ray.client import make_spec
 from qrt_ray.config import PolicyConfig
 from qrt_ray.errors import PlacementError, QrtError

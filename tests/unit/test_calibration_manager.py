@@ -8,14 +8,14 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
+
 from qrt_ray.actors.calibration import CalibrationManager, LocalCalibrationPorts
 from qrt_ray.actors.device import Device
-from qrt_ray.policies.canary import Phase
-
 from qrt_ray.calibration import calibration_from_json
 from qrt_ray.config import CalibrationConfig, DeviceConfig, DriftConfig
 from qrt_ray.errors import ValidationError
 from qrt_ray.models import DeviceStatus
+from qrt_ray.policies.canary import Phase
 from qrt_ray.store import JobStore, open_store
 
 HOUR = 3600.0

@@ -7,6 +7,10 @@ import itertools
 import random
 
 import pytest
+
+from qrt_ray.calibration import load_backend, snapshot_from_backend
+from qrt_ray.circuits import parse_qasm
+from qrt_ray.config import CalibrationConfig
 from qrt_ray.policies.canary import (
     Action,
     CalibrationState,
@@ -22,10 +26,6 @@ from qrt_ray.policies.canary import (
     success_probability,
 )
 from qrt_ray.policies.health import CircuitBreaker, backoff_delay
-
-from qrt_ray.calibration import load_backend, snapshot_from_backend
-from qrt_ray.circuits import parse_qasm
-from qrt_ray.config import CalibrationConfig
 
 CFG = CalibrationConfig(canary_period_s=100.0, drift_threshold=0.04, drift_z=3.0, offline_after=2)
 

@@ -94,9 +94,9 @@ def test_below_the_floor_placements_layout_is_compiled_too_and_the_better_kept()
     import time
 
     from qiskit.circuit.random import random_circuit
-    from qrt_ray.policies.fidelity import estimate_fidelity, profile_circuit
 
     from qrt_ray.calibration import snapshot_from_backend
+    from qrt_ray.policies.fidelity import estimate_fidelity, profile_circuit
 
     backend = load_backend("FakeGuadalupeV2")
     snap = snapshot_from_backend("g", backend, taken_at=time.time())

@@ -6,8 +6,8 @@ import statistics
 
 import pytest
 from qiskit.quantum_info import hellinger_fidelity
-from qrt_ray.actors.device import Device, WorkItem
 
+from qrt_ray.actors.device import Device, WorkItem
 from qrt_ray.calibration import load_backend, snapshot_from_backend
 from qrt_ray.circuits import to_qasm
 from qrt_ray.compiler import compile_circuits

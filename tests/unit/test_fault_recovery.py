@@ -12,10 +12,10 @@ import itertools
 from pathlib import Path
 
 import pytest
+
 from qrt_ray.actors.device import Device
 from qrt_ray.actors.ports import LocalPorts
 from qrt_ray.actors.scheduler import MAX_ATTEMPTS, Scheduler
-
 from qrt_ray.config import FaultConfig, PolicyConfig, SchedulingConfig
 from qrt_ray.errors import DeviceUnavailableError
 from qrt_ray.lifecycle import JobState

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+
 from qrt_ray.actors.device import Device
 from qrt_ray.actors.ports import LocalPorts
 from qrt_ray.actors.scheduler import Scheduler
-
 from qrt_ray.config import FaultConfig, LinkConfig, PolicyConfig, SchedulingConfig
 from qrt_ray.lifecycle import JobState
 from qrt_ray.models import DeviceStatus

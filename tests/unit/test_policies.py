@@ -10,6 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from qiskit import QuantumCircuit, transpile
+
+from qrt_ray.calibration import load_backend, snapshot_from_backend
+from qrt_ray.config import load_policy_config
+from qrt_ray.errors import DeviceUnavailableError, PlacementError
+from qrt_ray.models import POLICY_NAMES, DeviceSnapshot, DeviceStatus
 from qrt_ray.policies.costs import RunTimeModel, price_usd
 from qrt_ray.policies.fidelity import (
     FidelityEstimator,
@@ -29,11 +34,6 @@ from qrt_ray.policies.placement import (
 )
 from qrt_ray.policies.placer import DeviceLoad, JobShape, Placer
 from qrt_ray.policies.queueing import Waiting, jain_index, next_job
-
-from qrt_ray.calibration import load_backend, snapshot_from_backend
-from qrt_ray.config import load_policy_config
-from qrt_ray.errors import DeviceUnavailableError, PlacementError
-from qrt_ray.models import POLICY_NAMES, DeviceSnapshot, DeviceStatus
 from tests.circuits import ghz
 
 BACKENDS = {"manila": "FakeManilaV2", "nairobi": "FakeNairobiV2", "guadalupe": "FakeGuadalupeV2"}

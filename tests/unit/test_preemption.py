@@ -9,9 +9,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from qrt_ray.actors.device import Device, WorkItem
 from qrt_ray.actors.scheduler import Scheduler
-
 from qrt_ray.calibration import with_recomputed_id
 from qrt_ray.config import SchedulingConfig
 from qrt_ray.errors import DeviceUnavailableError
@@ -332,7 +332,6 @@ def test_work_refused_for_a_left_calibration_is_recompiled_without_using_an_atte
     # so even a job on its last attempt is recompiled, not failed.
     import qrt_ray.actors.scheduler as scheduler_module
     from qrt_ray.actors.ports import LocalPorts
-
     from qrt_ray.config import PolicyConfig
 
     monkeypatch.setattr(scheduler_module, "MAX_ATTEMPTS", 1)

@@ -10,7 +10,6 @@ from pathlib import Path
 from qrt_ray.actors.device import Device
 from qrt_ray.actors.ports import LocalPorts
 from qrt_ray.actors.scheduler import Scheduler
-
 from qrt_ray.lifecycle import JobState as S
 from qrt_ray.store import JobRecord, open_store
 from tests.local_farm import FARM, drive, drive_until_crash, make, spec

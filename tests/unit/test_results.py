@@ -5,8 +5,8 @@ from dataclasses import replace
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from qrt_ray.actors.collector import Cause, Outcome, judge_run
 
+from qrt_ray.actors.collector import Cause, Outcome, judge_run
 from qrt_ray.errors import IntegrityError
 from qrt_ray.results import (
     RawRun,

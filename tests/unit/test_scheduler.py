@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from qiskit import QuantumCircuit
+
 from qrt_ray.actors.device import Device, WorkItem
 from qrt_ray.actors.ports import LocalPorts
 from qrt_ray.actors.scheduler import FIRST_CHUNK, Scheduler, chunk_cap
-
 from qrt_ray.circuits import to_qasm
 from qrt_ray.compiler import compile_circuits
 from qrt_ray.config import SchedulingConfig
@@ -491,9 +491,9 @@ def test_fused_and_unfused_jobs_of_a_batch_run_in_their_own_calls(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import numpy as np
-    import qrt_ray.actors.device as device_mod
     from qiskit.quantum_info import Statevector
 
+    import qrt_ray.actors.device as device_mod
     from qrt_ray.workloads import _qft_peak
 
     calls: list[tuple[int, object]] = []
@@ -549,8 +549,8 @@ def test_a_batch_mixing_methods_gives_every_job_its_right_answer() -> None:
     """One Aer call holding a statevector circuit before a density-matrix one returned
     wrong counts for the latter (qiskit-aer 0.18.2); the device must never mix them."""
     import numpy as np
-    from qrt_ray.actors.device import WorkItem
 
+    from qrt_ray.actors.device import WorkItem
     from qrt_ray.compiler import compile_circuits
     from qrt_ray.workloads import _qft_peak
 
@@ -799,6 +799,39 @@ def test_a_placement_pass_over_its_budget_dispatches_what_it_placed_first(
         await drive(sched, devices)
         assert all(store.get(j).state is S.DONE for j in ids)
         await sched.stop()
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_a_failed_hand_off_does_not_spend_an_attempt(tmp_path: Path) -> None:
+    """A device that is restarting refuses every hand-off for a while; its jobs go
+    back to placement each time without using up their attempts, and run once it
+    takes work again."""
+    from qrt_ray.errors import DeviceUnavailableError
+
+    async def main() -> None:
+        store, devices, sched = make(tmp_path)
+        refusals = {"left": 7}  # more than MAX_ATTEMPTS hand-offs fail
+        real = sched.ports.enqueue
+
+        async def restarting(device: str, items: list[WorkItem]) -> None:
+            if refusals["left"] > 0:
+                refusals["left"] -= 1
+                raise DeviceUnavailableError(f"device {device} is restarting")
+            await real(device, items)
+
+        sched.ports.enqueue = restarting  # type: ignore[method-assign]
+        await sched.start()
+        ((rec, _),) = await sched.submit([spec(shots=300, device="manila")])
+        await drive(sched, devices, until_s=120)
+        await sched.stop()
+        done = store.get(rec.job_id)
+        assert refusals["left"] == 0
+        assert done.state is S.DONE, done.error
+        assert done.attempts == 1  # seven refused hand-offs, one attempt that ran
+        reasons = [e.reason or "" for e in store.events(rec.job_id)]
+        assert sum("restarting" in r for r in reasons) == 7
         store.close()
 
     asyncio.run(main())
