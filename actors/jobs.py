@@ -40,7 +40,7 @@ class LiveJob:
         expected: placement's expectation while the job is placed.
         runs: runs counted in the shot ledger that the result will use.
         discarded_shots: shots of runs dropped because the job was rerun whole.
-        runs_from: the first attempt whose runs count (after a rerun whole).
+        runs_from: the first attempt whose runs count, once the job was rerun whole.
         fresh_checked: when a fresher calibration was last looked for on its behalf.
     """
 
@@ -50,7 +50,7 @@ class LiveJob:
     expected: Expected | None = None
     runs: list[RawRun] = field(default_factory=list)
     discarded_shots: int = 0
-    runs_from: int = 0
+    runs_from: int | None = None
     fresh_checked: float | None = None
 
     @property

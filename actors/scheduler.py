@@ -24,6 +24,7 @@ from typing import Any
 
 from qrt_ray.actors import collector
 from qrt_ray.actors.device import WorkItem
+from qrt_ray.actors.jobs import Expected, JobTable
 from qrt_ray.actors.ports import SchedulerPorts
 from qrt_ray.compiler import (
     DEFAULT_OPTIMIZATION_LEVEL,
@@ -168,22 +169,13 @@ class Scheduler:
         self._down_since: dict[str, float] = {}
         # devices that stopped answering status polls with no batch in flight, since when
         self._silent_since: dict[str, float] = {}
-        # shots of runs dropped because the job's calibration moved on or its device
-        # stayed away (rerun whole), and the first attempt whose runs count; both are
-        # persisted with the job's placement so a restarted scheduler agrees
-        self._discarded: dict[str, int] = {}
-        self._runs_from: dict[str, int] = {}
         # when a recalibration was last asked for each device (max_calibration_age_s)
         self._fresh_asked: dict[str, float] = {}
-        self._fresh_checked: dict[str, float] = {}  # job -> when _ask_fresh last looked
         self._watch = BatchWatch()
         # devices given up on (hung), and why, until they come back as a new incarnation
         self._suspect: dict[str, str] = {}
-        self._live: dict[str, JobRecord] = {}
-        self._shapes: dict[str, JobShape] = {}
-        # job -> (device, expected run seconds, estimated shot duration) while placed
-        self._expected: dict[str, tuple[str, float, float]] = {}
-        self._runs: dict[str, list[RawRun]] = {}
+        # every live job: its record and what is kept beside it until it is final
+        self._jobs = JobTable()
         self._pending: list[tuple[int, float, str]] = []
         self._deadlines: list[tuple[float, str]] = []
         self._done: dict[str, asyncio.Event] = {}
@@ -260,30 +252,29 @@ class Scheduler:
                 continue
             done.append(u)
             self.metrics.transitions.labels(to_state=u.to_state.value).inc()
-            rec = self._live.get(u.job_id)
-            if rec is None:
+            job = self._jobs.get(u.job_id)
+            if job is None:
                 continue
-            rec = replace(rec, state=u.to_state, updated_at=u.at, **u.fields)
+            rec = replace(job.record, state=u.to_state, updated_at=u.at, **u.fields)
             if u.to_state.is_final:
                 self._retire(rec)
             else:
-                self._live[u.job_id] = rec
+                self._jobs.update(rec)
         return done
 
     def _retire(self, rec: JobRecord) -> None:
-        self._live.pop(rec.job_id, None)
-        self._shapes.pop(rec.job_id, None)
-        self._expected.pop(rec.job_id, None)
-        self._runs.pop(rec.job_id, None)
-        self._discarded.pop(rec.job_id, None)
-        self._runs_from.pop(rec.job_id, None)
-        self._fresh_checked.pop(rec.job_id, None)
+        self._jobs.remove(rec.job_id)
         self.metrics.job_latency.labels(final_state=rec.state.value).observe(
             max(0.0, rec.updated_at - rec.created_at)
         )
         event = self._done.pop(rec.job_id, None)
         if event:
             event.set()
+
+    def _record(self, job_id: str) -> JobRecord | None:
+        """A live job's record as last stored (None: unknown here, or final)."""
+        job = self._jobs.get(job_id)
+        return job.record if job is not None else None
 
     def _enqueue_pending(self, rec: JobRecord) -> None:
         heapq.heappush(self._pending, (-rec.spec.priority, rec.created_at, rec.job_id))
@@ -338,9 +329,7 @@ class Scheduler:
         return admitted
 
     def _track(self, rec: JobRecord, shape: JobShape | None = None) -> None:
-        self._live[rec.job_id] = rec
-        if shape is not None:
-            self._shapes[rec.job_id] = shape
+        self._jobs.add(rec, shape)
         self._done.setdefault(rec.job_id, asyncio.Event())
         if rec.spec.max_execution_time_s:
             heapq.heappush(
@@ -361,7 +350,9 @@ class Scheduler:
 
     def _job_shape(self, rec: JobRecord) -> JobShape:
         # every live job got its shape at admission or recovery, through the intake
-        return self._shapes[rec.job_id]
+        shape = self._jobs[rec.job_id].shape
+        assert shape is not None
+        return shape
 
     def _qubit_limit(self) -> QubitLimit:
         """The most qubits a circuit may declare: the widest device, within the intake's
@@ -398,8 +389,10 @@ class Scheduler:
     def _loads(self) -> dict[str, float]:
         """Expected seconds of work placed on each device and not yet finished."""
         backlog = {s.name: 0.0 for s in self._snapshots}
-        for device, run_s, _ in self._expected.values():
-            backlog[device] = backlog.get(device, 0.0) + run_s
+        for job in self._jobs:
+            if job.expected is not None:
+                device = job.expected.device
+                backlog[device] = backlog.get(device, 0.0) + job.expected.run_s
         return backlog
 
     # == the control loop's steps =====================================================
@@ -411,7 +404,7 @@ class Scheduler:
         # Placement needs fresh figures (every snapshot_interval_s); watching placed
         # work for a device that stops or recalibrates can look less often.
         interval = self._snap_interval if self._pending else max(1.0, self._snap_interval)
-        busy = self._pending or self._expected
+        busy = self._pending or any(job.expected for job in self._jobs)
         if not force and (not busy or now - self._snap_at < interval):
             return
         before = {s.name: s for s in self._snapshots}
@@ -489,12 +482,10 @@ class Scheduler:
 
     def _discard_note(self, job_id: str) -> dict[str, int]:
         """What a restarted scheduler needs to know of runs dropped from a job."""
-        if job_id not in self._runs_from:
+        job = self._jobs[job_id]
+        if job.runs_from is None:
             return {}
-        return {
-            "runs_from_attempt": self._runs_from[job_id],
-            "discarded_shots": self._discarded.get(job_id, 0),
-        }
+        return {"runs_from_attempt": job.runs_from, "discarded_shots": job.discarded_shots}
 
     def _breaker(self, device: str) -> CircuitBreaker:
         if device not in self._breakers:
@@ -536,11 +527,12 @@ class Scheduler:
         return None
 
     def _discard_runs(self, job_id: str, why: str) -> None:
-        runs = self._runs.pop(job_id, [])
+        job = self._jobs[job_id]
+        runs, job.runs = job.runs, []
         shots = sum(shots_executed(r) for r in runs)
-        self._runs_from[job_id] = self._live[job_id].attempts + 1
+        job.runs_from = job.record.attempts + 1
         if shots:
-            self._discarded[job_id] = self._discarded.get(job_id, 0) + shots
+            job.discarded_shots += shots
             logger.info(
                 "job %s: %s; its %d shots so far are dropped, rerun whole", job_id, why, shots
             )
@@ -555,7 +547,9 @@ class Scheduler:
         """
         now = self._clock()
         await self._take_back_slices(changed)
-        waiting = [r for r in self._live.values() if r.state is S.PLACED and r.device in changed]
+        waiting = [
+            job.record for device in changed for job in self._jobs.on_device(device, S.PLACED)
+        ]
         updates = [
             StateUpdate(
                 r.job_id, S.PLACED, S.QUEUED, now, reason=f"re-placed: {changed[r.device or '']}"
@@ -565,14 +559,15 @@ class Scheduler:
         moved = await self._persist(updates)
         by_device: dict[str, dict[str, int]] = {}
         for u in moved:
-            rec = self._live[u.job_id]
+            rec = self._jobs[u.job_id].record
             by_device.setdefault(rec.device or "", {})[u.job_id] = rec.attempts
         for device, attempts in by_device.items():
             await self._safe_drop(device, list(attempts), attempts)
         for u in moved:
-            self._expected.pop(u.job_id, None)
-            self.metrics.replacements.labels(device=self._live[u.job_id].device or "").inc()
-            self._enqueue_pending(self._live[u.job_id])
+            job = self._jobs[u.job_id]
+            job.expected = None
+            self.metrics.replacements.labels(device=job.device or "").inc()
+            self._enqueue_pending(job.record)
         if moved:
             logger.info("re-placing %d jobs: %s", len(moved), "; ".join(changed.values()))
 
@@ -585,9 +580,9 @@ class Scheduler:
         for device in stopped:
             busy = self._watch.in_flight(device)
             idle = [
-                r
-                for r in self._live.values()
-                if r.device == device and r.state is S.RUNNING and r.job_id not in busy
+                job.record
+                for job in self._jobs.on_device(device, S.RUNNING)
+                if job.job_id not in busy
             ]
             if not idle:
                 continue
@@ -633,11 +628,7 @@ class Scheduler:
         """
         self._watch.forget(device)
         now = self._clock()
-        lost = [
-            r
-            for r in self._live.values()
-            if r.device == device and r.state in (S.PLACED, S.RUNNING)
-        ]
+        lost = [job.record for job in self._jobs.on_device(device, S.PLACED, S.RUNNING)]
         updates = []
         for rec in lost:
             if rec.attempts >= MAX_ATTEMPTS:
@@ -653,10 +644,11 @@ class Scheduler:
                     )
                 )
         for u in await self._persist(updates):
-            self._expected.pop(u.job_id, None)
             if u.to_state is S.QUEUED:
+                job = self._jobs[u.job_id]
+                job.expected = None
                 self.metrics.replacements.labels(device=device).inc()
-                self._enqueue_pending(self._live[u.job_id])
+                self._enqueue_pending(job.record)
         if lost:
             logger.info("took %d jobs back from %s: %s", len(lost), device, reason)
 
@@ -665,7 +657,7 @@ class Scheduler:
         updates = []
         while self._deadlines and self._deadlines[0][0] <= now:
             _, job_id = heapq.heappop(self._deadlines)
-            rec = self._live.get(job_id)
+            rec = self._record(job_id)
             if rec is None:
                 continue
             limit = rec.spec.max_execution_time_s
@@ -683,7 +675,7 @@ class Scheduler:
                 )
             )
         for u in await self._persist(updates):
-            rec = self._live.get(u.job_id) or await asyncio.to_thread(self.store.get, u.job_id)
+            rec = await asyncio.to_thread(self.store.get, u.job_id)  # retired: it is final
             if rec.device:
                 await self._safe_drop(rec.device, [u.job_id])
 
@@ -703,7 +695,7 @@ class Scheduler:
                 self._wake.set()  # the next pass places the rest at once
                 break
             entry = heapq.heappop(self._pending)
-            rec = self._live.get(entry[2])
+            rec = self._record(entry[2])
             if rec is None or rec.state is not S.QUEUED or rec.job_id in seen:
                 continue  # final, placed meanwhile, or a second entry of one job
             seen.add(rec.job_id)
@@ -731,10 +723,8 @@ class Scheduler:
             chosen = placement.explanation.get("chosen", {})
             run_s = float(chosen.get("run_s", 0.0))
             backlog[placement.device] = backlog.get(placement.device, 0.0) + run_s
-            self._expected[rec.job_id] = (
-                placement.device,
-                run_s,
-                float(chosen.get("shot_duration_s", 0.0)),
+            self._jobs[rec.job_id].expected = Expected(
+                placement.device, run_s, float(chosen.get("shot_duration_s", 0.0))
             )
         for entry in waiting:
             heapq.heappush(self._pending, entry)
@@ -788,10 +778,12 @@ class Scheduler:
         now = self._clock()
         # waiting jobs are tried every pass; the extra placement runs at most every
         # few seconds per job
-        if now - self._fresh_checked.get(rec.job_id, -math.inf) < min(limit, _FRESH_CHECK_S):
+        job = self._jobs[rec.job_id]
+        checked = job.fresh_checked if job.fresh_checked is not None else -math.inf
+        if now - checked < min(limit, _FRESH_CHECK_S):
             return
-        self._fresh_checked[rec.job_id] = now
-        runs = self._runs.get(rec.job_id)
+        job.fresh_checked = now
+        runs = job.runs
         options = placement_options(rec.spec, device=runs[0].device if runs else None)
         loads = [DeviceLoad(s, backlog.get(s.name, 0.0)) for s in self._snapshots]
         try:
@@ -814,16 +806,12 @@ class Scheduler:
     def _held(self) -> dict[str, int]:
         """Jobs placed on each device and not yet running (compiling, or in its queue):
         its queue's room is ``queue_limit`` less these, whatever its last snapshot says."""
-        held: dict[str, int] = {}
-        for rec in self._live.values():
-            if rec.device and rec.state in (S.COMPILING, S.PLACED):
-                held[rec.device] = held.get(rec.device, 0) + 1
-        return held
+        return self._jobs.count_by_device(S.COMPILING, S.PLACED)
 
     def _place(
         self, rec: JobRecord, backlog: dict[str, float], held: dict[str, int] | None = None
     ) -> Placement:
-        runs = self._runs.get(rec.job_id)
+        runs = self._jobs[rec.job_id].runs
         if runs and not rec.spec.device:
             stranded = self._stranded(runs[0].device)
             if stranded:
@@ -861,7 +849,7 @@ class Scheduler:
         except asyncio.CancelledError:
             raise
         except DeviceUnavailableError as exc:  # recalibrated during compile: place again
-            live = [j for j in job_ids if j in self._live]
+            live = [j for j in job_ids if j in self._jobs]
             await self._requeue(live, S.COMPILING, str(exc))
             return
         except Exception as exc:
@@ -878,14 +866,14 @@ class Scheduler:
                         fields={"error": f"compile for {device} failed: {exc}"},
                     )
                     for j in job_ids
-                    if j in self._live
+                    if j in self._jobs
                 ]
             )
             return
         now = self._clock()
         updates, items = [], []
         for job_id in job_ids:
-            rec = self._live.get(job_id)
+            rec = self._record(job_id)
             if rec is None or rec.state is not S.COMPILING:
                 continue  # cancelled or expired meanwhile
             circuits = compiled[job_id]
@@ -919,7 +907,7 @@ class Scheduler:
                     fields={"calibration_id": cal_id, "attempts": attempt, "placement": placement},
                 )
             )
-            runs = self._runs.get(job_id, [])
+            runs = self._jobs[job_id].runs
             items.append(
                 WorkItem(
                     job_id,
@@ -968,7 +956,7 @@ class Scheduler:
         expected: dict[str, float | None] = {}
         keys: dict[str, list[str]] = {}  # per job: each circuit's compile key
         for job_id in job_ids:
-            rec = self._live[job_id]
+            rec = self._jobs[job_id].record
             shape = self._job_shape(rec)
             pins = _group_layouts(rec.spec, shape, lambda h, p: self.placer.full(h, p, snap))
             keys[job_id] = []
@@ -1030,11 +1018,12 @@ class Scheduler:
 
     async def _requeue(self, job_ids: Sequence[str], from_state: JobState, reason: str) -> None:
         for j in job_ids:
-            self._expected.pop(j, None)
+            if j in self._jobs:
+                self._jobs[j].expected = None
         now = self._clock()
         updates = [StateUpdate(j, from_state, S.QUEUED, now, reason=reason) for j in job_ids]
         for u in await self._persist(updates):
-            self._enqueue_pending(self._live[u.job_id])
+            self._enqueue_pending(self._jobs[u.job_id].record)
 
     async def _requeue_unspent(self, items: Sequence[WorkItem], reason: str) -> None:
         """PLACED jobs whose hand-off to the device failed go back to QUEUED with the
@@ -1044,7 +1033,8 @@ class Scheduler:
         now = self._clock()
         updates = []
         for item in items:
-            self._expected.pop(item.job_id, None)
+            if item.job_id in self._jobs:
+                self._jobs[item.job_id].expected = None
             updates.append(
                 StateUpdate(
                     item.job_id,
@@ -1056,7 +1046,7 @@ class Scheduler:
                 )
             )
         for u in await self._persist(updates):
-            self._enqueue_pending(self._live[u.job_id])
+            self._enqueue_pending(self._jobs[u.job_id].record)
 
     async def _safe_drop(
         self, device: str, job_ids: list[str], attempts: dict[str, int] | None = None
@@ -1068,7 +1058,7 @@ class Scheduler:
             return []
 
     def _still_running(self, job_id: str, attempt: int) -> bool:
-        rec = self._live.get(job_id)
+        rec = self._record(job_id)
         return rec is not None and rec.state is S.RUNNING and rec.attempts == attempt
 
     # == callbacks from devices =======================================================
@@ -1085,7 +1075,7 @@ class Scheduler:
         stale: list[str] = []
         snap = self._snapshot(device)
         for job_id, attempt in attempts:
-            rec = self._live.get(job_id)
+            rec = self._record(job_id)
             if rec is None or rec.attempts != attempt or rec.device != device:
                 continue
             limit = rec.spec.max_calibration_age_s
@@ -1109,7 +1099,11 @@ class Scheduler:
             )
             await self._safe_drop(device, stale, {j: a for j, a in attempts if j in stale})
         started = [*going_on, *(u.job_id for u in await self._persist(updates))]
-        expected = sum(self._expected.get(j, ("", 0.0, 0.0))[1] for j in started)
+        expected = sum(
+            job.expected.run_s
+            for job in map(self._jobs.get, started)
+            if job is not None and job.expected is not None
+        )
         self._watch.started(device, started, expected, self._clock())
         return started
 
@@ -1134,7 +1128,7 @@ class Scheduler:
         permanent: list[StateUpdate] = []
         self._link_outcome(device, runs, now)
         for run in runs:
-            rec = self._live.get(run.job_id)
+            rec = self._record(run.job_id)
             if rec is None or rec.state is not S.RUNNING or rec.attempts != run.attempt:
                 continue  # cancelled, expired, or a stale delivery: never counted
             if run.error_kind is RunError.PERMANENT:
@@ -1149,7 +1143,7 @@ class Scheduler:
                     )
                 )
                 continue
-            verdict = collector.judge_run(run, rec.spec.shots, self._runs.get(run.job_id, []))
+            verdict = collector.judge_run(run, rec.spec.shots, self._jobs[run.job_id].runs)
             if verdict.accepted:
                 accepted.append((run, verdict))
             else:
@@ -1162,12 +1156,16 @@ class Scheduler:
         complete, partial = [], []
         sliced = {run.job_id: run.attempt for run in runs if run.remaining}
         for run, verdict in counted:
-            expected = self._expected.get(run.job_id)
-            if expected is not None and run.run_s > 0:
+            job = self._jobs[run.job_id]
+            if job.expected is not None and run.run_s > 0:
                 self.placer.run_time.observe(
-                    device, expected[2], shots_executed(run), len(run.counts), run.run_s
+                    device,
+                    job.expected.shot_duration_s,
+                    shots_executed(run),
+                    len(run.counts),
+                    run.run_s,
                 )
-            self._runs.setdefault(run.job_id, []).append(run)
+            job.runs.append(run)
             self.metrics.shots.labels(device=device).inc(shots_executed(run) * len(run.counts))
             if verdict.outcome is collector.Outcome.PARTIAL:
                 if run.remaining and self._runs_work(device):
@@ -1180,7 +1178,7 @@ class Scheduler:
                 complete.append(run.job_id)
         exhausted = []
         for job_id, reason in [*retry, *partial]:
-            if self._live[job_id].attempts >= MAX_ATTEMPTS and job_id not in recompile:
+            if self._jobs[job_id].record.attempts >= MAX_ATTEMPTS and job_id not in recompile:
                 exhausted.append(_attempts_exhausted(job_id, S.RUNNING, now, reason))
             else:
                 await self._requeue([job_id], S.RUNNING, reason)
@@ -1243,16 +1241,16 @@ class Scheduler:
         results, failed, ok_ids = [], [], []
         now = self._clock()
         for job_id in job_ids:
-            rec = self._live[job_id]
+            rec = self._jobs[job_id].record
             try:
                 compile_infos = (rec.placement or {}).get("compile", [])
                 result = collector.finish(
                     job_id,
-                    self._runs[job_id],
+                    self._jobs[job_id].runs,
                     compile_infos,
                     self._versions,
                     rec.spec.shots,
-                    self._discarded.get(job_id, 0),
+                    self._jobs[job_id].discarded_shots,
                 )
                 results.append(encode_result(result))
                 ok_ids.append(job_id)
@@ -1304,18 +1302,18 @@ class Scheduler:
         finishing: list[str] = []
         complete: list[str] = []
         for rec in records:
-            if rec.job_id in self._live:
+            if rec.job_id in self._jobs:
                 continue  # admitted by this scheduler already: nothing to rebuild
             try:
-                runs = await self._recover_runs(rec)
+                runs, runs_from, discarded = await self._recover_runs(rec)
                 shape = (await self._checked_shapes([rec.spec], ["job"], [rec.job_id]))[0]
             except (QrtError, ValueError, KeyError, TypeError) as exc:
                 logger.error("job %s cannot be recovered: %s", rec.job_id, exc)
                 broken.append(_recovery_failure(rec.job_id, rec.state, now, str(exc)))
                 continue
             self._track(rec, shape)
-            if runs:
-                self._runs[rec.job_id] = runs
+            job = self._jobs[rec.job_id]
+            job.runs, job.runs_from, job.discarded_shots = runs, runs_from, discarded
             if rec.state is S.POSTPROCESSING:
                 finishing.append(rec.job_id)
             elif rec.state is S.RUNNING and runs and not missing_shots(rec.spec.shots, runs):
@@ -1334,7 +1332,7 @@ class Scheduler:
                 )
         await self._persist(broken)
         for u in await self._persist(back):
-            self._enqueue_pending(self._live[u.job_id])
+            self._enqueue_pending(self._jobs[u.job_id].record)
         if finishing:
             await self._finish(finishing)
         if complete:
@@ -1347,8 +1345,9 @@ class Scheduler:
             )
         return len(records) + len(unreadable)
 
-    async def _recover_runs(self, rec: JobRecord) -> list[RawRun]:
-        """The runs of a recovered job that still count, each verified and decoded.
+    async def _recover_runs(self, rec: JobRecord) -> tuple[list[RawRun], int | None, int]:
+        """The runs of a recovered job that still count, each verified and decoded, with
+        the first attempt whose runs count and the shots discarded (if it was rerun whole).
 
         Raises:
             IntegrityError: a stored run is missing or fails its checksum.
@@ -1356,11 +1355,12 @@ class Scheduler:
         """
         ledger = await asyncio.to_thread(self.store.shot_ledger, rec.job_id)
         note = rec.placement or {}
+        runs_from, discarded = None, 0
         if "runs_from_attempt" in note:
-            self._runs_from[rec.job_id] = int(note["runs_from_attempt"])
-            self._discarded[rec.job_id] = int(note.get("discarded_shots", 0))
+            runs_from = int(note["runs_from_attempt"])
+            discarded = int(note.get("discarded_shots", 0))
         # runs dropped when the job was rerun whole never count again
-        first = self._runs_from.get(rec.job_id, 0)
+        first = runs_from or 0
         kept = [r for r in ledger if r.attempt >= first and r.run_sha256]
 
         def read() -> list[RawRun]:
@@ -1372,18 +1372,18 @@ class Scheduler:
                     raise IntegrityError(f"a stored run of this job is unreadable: {exc}") from None
             return runs
 
-        return await asyncio.to_thread(read)
+        return await asyncio.to_thread(read), runs_from, discarded
 
     # == queries and control ==========================================================
 
     async def get(self, job_id: str) -> JobRecord:
         """The job's current record (live jobs from memory, others from the store)."""
-        rec = self._live.get(job_id)
+        rec = self._record(job_id)
         return rec if rec is not None else await asyncio.to_thread(self.store.get, job_id)
 
     async def wait(self, job_ids: Sequence[str], timeout_s: float | None) -> dict[str, JobState]:
         """Wait until every job is final or the timeout passes; returns their states."""
-        events = [self._done[j] for j in job_ids if j in self._live and j in self._done]
+        events = [self._done[j] for j in job_ids if j in self._jobs and j in self._done]
         if events:
             waiter = asyncio.gather(*(e.wait() for e in events))
             with contextlib.suppress(TimeoutError):
@@ -1398,7 +1398,7 @@ class Scheduler:
         recs = await asyncio.to_thread(
             self.store.list_jobs, states=wanted, tenant=tenant, limit=limit
         )
-        return [self._live.get(r.job_id, r) for r in recs]
+        return [self._record(r.job_id) or r for r in recs]
 
     async def result_blobs(self, job_ids: Sequence[str]) -> list[tuple[str, bytes]]:
         """(sha256, bytes) of DONE jobs' results, in order, verified against their checksums.
@@ -1411,7 +1411,7 @@ class Scheduler:
             JobNotFoundError: a job id is unknown.
             ValidationError: a job is not DONE.
         """
-        live = {j: self._live[j] for j in job_ids if j in self._live}
+        live = {j: self._jobs[j].record for j in job_ids if j in self._jobs}
 
         def read() -> list[tuple[str, bytes]]:
             out = []
@@ -1472,7 +1472,7 @@ class Scheduler:
 
     def live_count(self) -> int:
         """Jobs not yet final."""
-        return len(self._live)
+        return len(self._jobs)
 
 
 def _recovery_failure(job_id: str, state: JobState, now: float, why: str) -> StateUpdate:

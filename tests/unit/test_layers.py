@@ -5,6 +5,7 @@ lazy imports included, imports for type checking left out)."""
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -232,12 +233,17 @@ def test_the_circle_check_finds_a_circle() -> None:
 
 def test_the_wheel_installs_everything_under_qrt_ray(tmp_path: Path) -> None:
     pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q"]
-    built = subprocess.run(
-        [*pip, "-w", str(tmp_path), str(ROOT)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    leftover = not (ROOT / "build").exists()  # setuptools builds in the checkout
+    try:
+        built = subprocess.run(
+            [*pip, "-w", str(tmp_path), str(ROOT)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        if leftover:
+            shutil.rmtree(ROOT / "build", ignore_errors=True)
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = tmp_path.glob("qrt_ray-*.whl")
     import zipfile

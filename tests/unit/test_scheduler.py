@@ -792,7 +792,7 @@ def test_a_placement_pass_over_its_budget_dispatches_what_it_placed_first(
         ids = [rec.job_id for rec, _ in admitted]
         sched._wake.clear()
         await sched._place_pending()  # the pass stops after its first job
-        states = [sched._live[j].state for j in ids]
+        states = [sched._jobs[j].state for j in ids]
         assert states.count(S.COMPILING) == 1 and states.count(S.QUEUED) == 2
         assert sched._wake.is_set()  # and asks for the next pass at once
         await sched.start()
