@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import itertools
-import math
 import os
 import random
 import secrets
@@ -18,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
+from qrt_ray.actors.device_queue import DeviceQueue, WorkItem
 from qrt_ray.aer import (
     DM_MAX_ACTIVE_QUBITS,
     DM_SHOTS_FACTOR,
@@ -47,38 +46,11 @@ from qrt_ray.models import (
 from qrt_ray.noise import NoiseModelCache, target_from_snapshot
 from qrt_ray.policies.canary import CanaryResult, CanarySpec, success_probability
 from qrt_ray.policies.health import backoff_delay
-from qrt_ray.policies.queueing import Waiting, sort_key
 from qrt_ray.results import RawRun, RunError, counts_checksum, slice_seed, trim_counts
 
 # The prediction of a canary samples the calibration's own noise this many times more
 # than the canary itself, so its error is small beside the canary's shot noise.
 _PREDICTION_SHOTS_FACTOR = 8
-
-
-@dataclass(frozen=True, slots=True)
-class WorkItem:
-    """One attempt of one job, compiled for one calibration of this device.
-
-    ``circuits`` are the compiler's QPY payloads (:func:`~qrt_ray.compiler.decode_compiled`);
-    ``active_qubits`` is the widest circuit's count of touched qubits. ``shots`` start
-    at shot ``first_shot`` of the job (above 0 for the rest of a partial run or of a
-    sliced job); ``remaining`` is what the attempt still has queued after this item.
-    """
-
-    job_id: str
-    attempt: int
-    calibration_id: str
-    circuits: tuple[bytes, ...]
-    shots: int
-    priority: int
-    seed: int | None = None
-    active_qubits: int = 0
-    tenant: str = "default"
-    first_shot: int = 0
-    remaining: int = 0
-    deadline: float = math.inf
-    twirl: TwirlSpec | None = None
-    dd: DecouplingSpec | None = None
 
 
 # A device runs a batch in simulator calls and reports progress between them (see
@@ -162,12 +134,8 @@ class Device:
         self._predicted: dict[tuple[str, str, str], float] = {}
         self._canary_circuits: dict[str, Any] = {}
         self._noise = noise_cache or NoiseModelCache()
-        # Waiting work in arrival order; take_batch orders it by policies.queueing.
-        self._queue: list[tuple[Waiting, WorkItem]] = []
-        self._seq = itertools.count()
         self.scheduling = scheduling or SchedulingConfig()
-        self._served: dict[str, float] = {}  # shots run per tenant: fair-share usage
-        self._queued_shots = 0
+        self.queue = DeviceQueue(self.scheduling)
         self._lock = threading.Lock()
         self.faults = FaultPlan()
         # called after each simulator call of a batch (the actor tells the scheduler)
@@ -181,7 +149,7 @@ class Device:
     def snapshot(self) -> DeviceSnapshot:
         """What placement needs to know about this device now."""
         with self._lock:
-            depth, queued_shots = len(self._queue), self._queued_shots
+            depth, queued_shots = len(self.queue), self.queue.queued_shots
         method, gpu = self.simulator_info()
         return DeviceSnapshot(
             name=self.name,
@@ -246,107 +214,31 @@ class Device:
         with self._lock:
             if self.status is not DeviceStatus.ONLINE:
                 raise DeviceUnavailableError(f"device {self.name} is {self.status.value}")
-            if len(self._queue) + len(items) > self.config.queue_limit:
+            if len(self.queue) + len(items) > self.config.queue_limit:
                 raise DeviceUnavailableError(
                     f"device {self.name}: queue full ({self.config.queue_limit} jobs)"
                 )
-            now = self._clock()
-            for item in items:
-                waiting = Waiting(
-                    item.job_id, item.tenant, item.priority, now, next(self._seq), item.deadline
-                )
-                self._queue.append((waiting, item))
-                self._queued_shots += item.shots * len(item.circuits)
-            return len(self._queue)
+            self.queue.add(items, self._clock())
+            return len(self.queue)
 
     def drop(self, job_ids: Iterable[str], attempts: Mapping[str, int] | None = None) -> list[str]:
         """Remove queued work of these jobs (cancelled or moved); returns what was removed.
 
         With ``attempts``, only work of exactly that attempt of each job goes.
         """
-        doomed = set(job_ids)
-
-        def gone(item: WorkItem) -> bool:
-            if item.job_id not in doomed:
-                return False
-            return attempts is None or attempts.get(item.job_id) == item.attempt
-
         with self._lock:
-            kept = [e for e in self._queue if not gone(e[1])]
-            removed = [e[1].job_id for e in self._queue if gone(e[1])]
-            if removed:
-                self._queue = kept
-                self._queued_shots = sum(e[1].shots * len(e[1].circuits) for e in kept)
-            return removed
+            return self.queue.drop(job_ids, attempts)
 
     def take_batch(self) -> list[WorkItem]:
-        """Pop the work to run next, up to ``max_batch_circuits`` circuits.
+        """Pop the work to run next (see :meth:`DeviceQueue.take`).
 
-        Nothing is taken unless the device is ONLINE: a paused, calibrating or offline
-        device keeps its queue (the scheduler moves it elsewhere). The order is
-        :func:`qrt_ray.policies.queueing.sort_key`'s under ``self.scheduling``: priority class
-        plus one level per ``aging_s_per_level`` seconds waited (nothing starves), an
-        earlier deadline within a level, then (with ``fair_share``) the tenant that has
-        had the fewest shots here per share, then arrival. While several tenants wait,
-        one tenant's circuits fill at most ``max_device_share`` of the batch.
-
-        A job asking for more than ``slice_shots`` shots runs one slice now and leaves
-        the rest queued with its original arrival time, so work that ranks higher and
-        arrives meanwhile goes first at the next batch boundary (preemption); a running
-        batch is never cut.
+        Nothing is taken unless the device runs work: a paused, calibrating or offline
+        device keeps its queue (the scheduler moves it elsewhere).
         """
-        batch: list[WorkItem] = []
         with self._lock:
-            if not self._queue or not self.status.runs_work:
-                return batch
-            now = self._clock()
-            usage = dict(self._served)
-            order = sorted(
-                range(len(self._queue)),
-                key=lambda i: sort_key(
-                    self._queue[i][0],
-                    now,
-                    aging_s_per_level=self.scheduling.aging_s_per_level,
-                    usage=usage,
-                    shares=self.scheduling.tenant_shares,
-                    fair_share=self.scheduling.fair_share,
-                ),
-            )
-            capacity = self.config.max_batch_circuits
-            shared = len({w.tenant for w, _ in self._queue}) > 1
-            tenant_cap = self.scheduling.max_device_share * capacity
-            per_tenant: dict[str, int] = {}
-            n = 0
-            taken: set[int] = set()
-            for i in order:
-                waiting, item = self._queue[i]
-                width = len(item.circuits)
-                if batch and n + width > capacity:
-                    break
-                if batch and shared and per_tenant.get(item.tenant, 0) + width > tenant_cap:
-                    continue  # this tenant has its share of the batch; others first
-                piece, rest = self._slice(item)
-                if rest is None:
-                    taken.add(i)
-                else:
-                    self._queue[i] = (waiting, rest)
-                batch.append(piece)
-                n += width
-                per_tenant[item.tenant] = per_tenant.get(item.tenant, 0) + width
-                self._queued_shots -= piece.shots * width
-                self._served[item.tenant] = self._served.get(item.tenant, 0.0) + piece.shots
-            self._queue = [e for i, e in enumerate(self._queue) if i not in taken]
-        return batch
-
-    def _slice(self, item: WorkItem) -> tuple[WorkItem, WorkItem | None]:
-        """(what runs now, what stays queued or None) under ``slice_shots``."""
-        size = self.scheduling.slice_shots
-        if not size or item.shots <= size:
-            return item, None
-        rest_shots = item.shots - size
-        piece = replace(item, shots=size, remaining=rest_shots)
-        rest = replace(item, shots=rest_shots, first_shot=item.first_shot + size)
-        return piece, rest
+            if not self.status.runs_work:
+                return []
+            return self.queue.take(self._clock(), self.config.max_batch_circuits)
 
     def restart(self) -> None:
         """Forget the queue and start a new incarnation, as a restarted actor does.
@@ -355,8 +247,7 @@ class Device:
         being killed and recreated by Ray.
         """
         with self._lock:
-            self._queue.clear()
-            self._queued_shots = 0
+            self.queue.clear()
             self.faults = FaultPlan()
             self.status = DeviceStatus.ONLINE
             self.status_reason = ""
@@ -448,13 +339,13 @@ class Device:
     def has_runnable_work(self) -> bool:
         """Whether :meth:`take_batch` would return work now (queued and ONLINE)."""
         with self._lock:
-            return bool(self._queue) and self.status.runs_work
+            return bool(len(self.queue)) and self.status.runs_work
 
     @property
     def queue_depth(self) -> int:
         """Jobs waiting in this device's queue."""
         with self._lock:
-            return len(self._queue)
+            return len(self.queue)
 
     # -- execution --------------------------------------------------------------------
 

@@ -36,6 +36,8 @@ PURE = [
     "qrt_ray.actors.calibration",
     "qrt_ray.actors.collector",
     "qrt_ray.actors.device",
+    "qrt_ray.actors.device_queue",
+    "qrt_ray.actors.jobs",
     "qrt_ray.actors.ports",
     "qrt_ray.actors.scheduler",
 ]
