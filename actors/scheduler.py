@@ -720,11 +720,9 @@ class Scheduler:
                 continue
             picked.append((rec, placement))
             held[placement.device] = held.get(placement.device, 0) + 1
-            chosen = placement.explanation.get("chosen", {})
-            run_s = float(chosen.get("run_s", 0.0))
-            backlog[placement.device] = backlog.get(placement.device, 0.0) + run_s
+            backlog[placement.device] = backlog.get(placement.device, 0.0) + placement.run_s
             self._jobs[rec.job_id].expected = Expected(
-                placement.device, run_s, float(chosen.get("shot_duration_s", 0.0))
+                placement.device, placement.run_s, placement.shot_duration_s
             )
         for entry in waiting:
             heapq.heappush(self._pending, entry)

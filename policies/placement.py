@@ -353,6 +353,10 @@ def choose(
     chosen = by_name[ranking[0][0]]
     return Placement(
         device=chosen.device,
+        run_s=chosen.run_s,
+        shot_duration_s=float(chosen.detail.get("shot_duration_s", 0.0)),
+        fidelity=chosen.fidelity,
+        cost_usd=chosen.cost_usd,
         ranking=tuple((name, round(score, 6)) for name, score in ranking),
         explanation={
             "policy": policy,

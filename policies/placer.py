@@ -15,7 +15,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from qrt_ray.config import PolicyConfig
 from qrt_ray.errors import PlacementError
@@ -264,7 +264,7 @@ class Placer:
                 "fidelity_is_bound": False,
                 **exact.detail,
             }
-            placement = Placement(placement.device, placement.ranking, explanation)
+            placement = replace(placement, explanation=explanation, fidelity=exact.fidelity)
         return placement
 
     def check(self, job: JobShape, loads: Sequence[DeviceLoad], options: PlacementOptions) -> None:

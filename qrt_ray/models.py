@@ -286,11 +286,20 @@ class DeviceSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """A policy's decision: the ranked devices and why."""
+    """A policy's decision: the ranked devices, what it expects of the chosen one, and why.
+
+    ``run_s``, ``shot_duration_s``, ``fidelity`` and ``cost_usd`` are the chosen
+    device's figures (what the scheduler and the simulator act on); ``explanation`` is
+    the plain-JSON account stored with the job.
+    """
 
     device: str
     ranking: tuple[tuple[str, float], ...]
     explanation: dict[str, Any] = field(default_factory=dict)
+    run_s: float = 0.0
+    shot_duration_s: float = 0.0
+    fidelity: float = 0.0
+    cost_usd: float = 0.0
 
 
 class CompileInfo(BaseModel):

@@ -366,15 +366,14 @@ class FarmSimulator:
                 finally:
                     decide_s += time.perf_counter() - t0
                     decisions += 1
-                chosen = placement.explanation["chosen"]
                 dev = by_name[placement.device]
-                run_s = float(chosen["run_s"])
+                run_s = placement.run_s
                 predicted[job_id] = (
                     dev.snapshot.name,
                     run_s,
-                    float(chosen["shot_duration_s"]),
-                    float(chosen["fidelity"]),
-                    float(chosen["cost_usd"]),
+                    placement.shot_duration_s,
+                    placement.fidelity,
+                    placement.cost_usd,
                 )
                 backlog[dev.snapshot.name] += run_s
                 dev.queue.append(Waiting(job_id, job.tenant, job.priority, now, decisions))

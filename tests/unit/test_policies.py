@@ -263,6 +263,19 @@ def test_round_robin_of_nothing_is_empty() -> None:
     assert rank_round_robin([], 3) == []
 
 
+def test_a_placement_carries_the_chosen_devices_figures_as_fields() -> None:
+    placer = Placer(load_policy_config())
+    loads = [DeviceLoad(snap(n)) for n in BACKENDS]
+    placement = placer.place(shape(ghz(4)), loads, PlacementOptions(policy="composite"))
+    chosen = placement.explanation["chosen"]
+    assert chosen["device"] == placement.device
+    assert placement.run_s > 0 and placement.shot_duration_s > 0
+    assert round(placement.run_s, 3) == chosen["run_s"]
+    assert placement.shot_duration_s == chosen["shot_duration_s"]
+    assert round(placement.fidelity, 6) == chosen["fidelity"]  # the exact estimate
+    assert round(placement.cost_usd, 6) == chosen["cost_usd"]
+
+
 # == the placer: branch and bound gives the full search's answer =======================
 
 
