@@ -395,7 +395,7 @@ class QuantumRuntime:
             max_cost_usd=max_cost_usd,
             max_calibration_age_s=max_calibration_age_s,
         )
-        return self._submit_specs([spec])[0]
+        return self.submit_specs([spec])[0]
 
     def estimate(
         self,
@@ -453,11 +453,19 @@ class QuantumRuntime:
                 raise ValidationError(f"jobs[{i}]: {exc}") from None
         if not specs:
             raise ValidationError("jobs: empty; pass at least one job")
-        return self._submit_specs(specs)
+        return self.submit_specs(specs)
 
-    def _submit_specs(self, specs: list[JobSpec]) -> list[JobHandle]:
-        # every job has a key, so a submission retried after a scheduler restart
-        # finds the jobs the first try made instead of making them again
+    def submit_specs(self, specs: Sequence[JobSpec]) -> list[JobHandle]:
+        """Submit jobs already built as :class:`~qrt_ray.models.JobSpec` (the primitives
+        build theirs); :meth:`submit` is the way in for circuits and options.
+
+        Every job gets an idempotency key if it has none, so a submission retried after
+        a scheduler restart finds the jobs the first try made instead of making them
+        again.
+
+        Raises:
+            ValidationError: the farm refuses a spec (nothing is stored then).
+        """
         keyed = [
             s if s.idempotency_key else s.model_copy(update={"idempotency_key": _auto_key()})
             for s in specs

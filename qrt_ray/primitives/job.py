@@ -95,10 +95,10 @@ class PrimitiveJob(BasePrimitiveJob[PrimitiveResult, JobStatus]):
                 return JobStatus.CANCELLED
             return JobStatus.ERROR if error else JobStatus.DONE
         with self._lock:
-            ids = [h.job_id for h in self._handles]
-        if not ids:
+            handles = list(self._handles)
+        if not handles:
             return JobStatus.INITIALIZING
-        states = {JobState(s) for s in self._rt._wait_ids(ids, 0).values()}
+        states = set(self._rt.wait(handles, 0).values())
         waiting = {JobState.QUEUED, JobState.COMPILING, JobState.PLACED}
         return JobStatus.QUEUED if states <= waiting else JobStatus.RUNNING
 

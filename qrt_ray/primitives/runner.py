@@ -170,7 +170,7 @@ def submit(
             where = ", ".join(f"pubs[{i}]" for i in members)
             raise ValidationError(f"{where}: {exc}") from None
     job.check_cancelled()
-    handles = mode.runtime._submit_specs(specs)
+    handles = mode.runtime.submit_specs(specs)
     job.add_handles(handles)
     return Submitted(tuple(handles), tuple(slices))
 
@@ -181,12 +181,12 @@ def wait_results(
     """Wait for every farm job (listening for cancel); each request's verified result,
     in order (a request's share of a job it shares: its circuits and their compiles)."""
     rt = mode.runtime
-    ids = [h.job_id for h in submitted.handles]
+    handles = list(submitted.handles)
     waited = 0.0
     while True:
         job.check_cancelled()
-        states = rt._wait_ids(ids, _POLL_S)
-        if all(s in ("DONE", "FAILED", "CANCELLED") for s in states.values()):
+        states = rt.wait(handles, _POLL_S)
+        if all(s.is_final for s in states.values()):
             break
         waited += _POLL_S
         if timeout_s is not None and waited >= timeout_s:
