@@ -22,6 +22,7 @@ import weakref
 from collections import OrderedDict
 from typing import Any, Literal
 
+import qiskit_aer
 from qiskit.providers import BackendV2, Options
 from qiskit.transpiler import InstructionProperties, QubitProperties, Target
 from qiskit_aer import AerSimulator
@@ -35,6 +36,43 @@ logger = logging.getLogger(__name__)
 
 GpuMode = Literal["auto", "never", "require"]
 DEFAULT_CACHE_ENTRIES = 16
+
+# The two fast paths here (a noise model serialized once, and a model cut to the
+# qubits a call touches) read NoiseModel's private fields. They are used only on the
+# qiskit-aer releases they were tested with, and only while those fields are there;
+# elsewhere the plain NoiseModel runs: slower, never different.
+AER_INTERNALS_TESTED = ((0, 17), (0, 18))
+_AER_INTERNALS = (
+    "_default_quantum_errors",
+    "_local_quantum_errors",
+    "_default_readout_error",
+    "_local_readout_errors",
+    "_noise_qubits",
+)
+
+
+def aer_internals_known(version: str | None = None) -> bool:
+    """Whether this qiskit-aer (or ``version``) is one the fast paths were tested on,
+    with the private NoiseModel fields they read."""
+    text = qiskit_aer.__version__ if version is None else version
+    try:
+        release = tuple(int(part) for part in text.split(".")[:2])
+    except ValueError:
+        return False
+    if release not in AER_INTERNALS_TESTED:
+        return False
+    plain = NoiseModel()
+    return all(hasattr(plain, name) for name in _AER_INTERNALS)
+
+
+_AER_FAST = aer_internals_known()
+if not _AER_FAST:
+    logger.warning(
+        "qiskit-aer %s is not a release qrt-ray's noise-model fast paths were tested on "
+        "(%s); using Aer's plain NoiseModel (slower per run, same results)",
+        qiskit_aer.__version__,
+        ", ".join(f"{a}.{b}" for a, b in AER_INTERNALS_TESTED),
+    )
 
 
 def target_from_snapshot(snapshot: CalibrationSnapshot, base_target: Target) -> Target:
@@ -242,7 +280,7 @@ class NoiseModelCache:
 def _noise_model(target: Target, device: str) -> NoiseModel:
     """Aer's own noise model of a backend with this target (see module docstring)."""
     model = NoiseModel.from_backend(_TargetBackend(target, name=device))
-    return _SerializedOnceNoiseModel.adopt(model)
+    return _SerializedOnceNoiseModel.adopt(model) if _AER_FAST else model
 
 
 class _SerializedOnceNoiseModel(NoiseModel):
@@ -362,6 +400,8 @@ def restricted_noise_model(model: NoiseModel, qubits: frozenset[int]) -> NoiseMo
     nothing it samples. A model whose layout this qiskit-aer does not show is returned
     as it is.
     """
+    if not _AER_FAST:
+        return model
     local = getattr(model, "_local_quantum_errors", None)
     readout = getattr(model, "_local_readout_errors", None)
     if not isinstance(local, dict) or not isinstance(readout, dict):

@@ -381,3 +381,26 @@ def test_a_circuit_the_simulator_could_not_run_says_why() -> None:
     assert PieceResults([ok]).get_counts(0) == {"0": 10}
     with pytest.raises(RuntimeError, match=r"circuit 1 of the call did not run: .*memory"):
         PieceResults([ok, failed])
+
+
+def test_the_aer_fast_paths_run_only_on_releases_they_were_tested_on(
+    backend, snapshot, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    from qrt_ray import noise
+
+    installed = qiskit_aer_version()
+    assert noise.aer_internals_known() is noise._AER_FAST
+    assert noise.aer_internals_known(installed) is True  # this install is a tested one
+    assert noise.aer_internals_known("0.99.0") is False
+    assert noise.aer_internals_known("not-a-version") is False
+    # off the tested releases: Aer's plain model, and no restriction of it
+    monkeypatch.setattr(noise, "_AER_FAST", False)
+    model = noise._noise_model(backend.target, "manila")
+    assert type(model) is noise.NoiseModel
+    assert noise.restricted_noise_model(model, frozenset({0, 1})) is model
+
+
+def qiskit_aer_version() -> str:
+    import qiskit_aer
+
+    return qiskit_aer.__version__
