@@ -480,12 +480,15 @@ class Scheduler:
             ):
                 self.metrics.recalibrations.labels(device=snap.name).inc()
 
-    def _discard_note(self, job_id: str) -> dict[str, int]:
-        """What a restarted scheduler needs to know of runs dropped from a job."""
+    def _recovery_fields(self, job_id: str) -> dict[str, Any]:
+        """The job's recovery note as a field to store with its next transition, once it
+        was rerun whole (a restarted scheduler must count only the runs that still do)."""
         job = self._jobs[job_id]
         if job.runs_from is None:
             return {}
-        return {"runs_from_attempt": job.runs_from, "discarded_shots": job.discarded_shots}
+        return {
+            "recovery": {"runs_from_attempt": job.runs_from, "discarded_shots": job.discarded_shots}
+        }
 
     def _breaker(self, device: str) -> CircuitBreaker:
         if device not in self._breakers:
@@ -736,12 +739,8 @@ class Scheduler:
                 reason=f"placed on {pl.device}",
                 fields={
                     "device": pl.device,
-                    "placement": {
-                        "device": pl.device,
-                        "ranking": pl.ranking,
-                        **pl.explanation,
-                        **self._discard_note(rec.job_id),
-                    },
+                    "placement": {"device": pl.device, "ranking": pl.ranking, **pl.explanation},
+                    **self._recovery_fields(rec.job_id),
                 },
             )
             for rec, pl in picked
@@ -893,8 +892,7 @@ class Scheduler:
                 )
                 continue
             attempt = rec.attempts + 1
-            placement = dict(rec.placement or {})
-            placement["compile"] = [c.info.model_dump() for c in circuits if c.info]
+            compile_info = [c.info.model_dump() for c in circuits if c.info]
             updates.append(
                 StateUpdate(
                     job_id,
@@ -902,7 +900,11 @@ class Scheduler:
                     S.PLACED,
                     now,
                     reason=f"compiled for {cal_id}",
-                    fields={"calibration_id": cal_id, "attempts": attempt, "placement": placement},
+                    fields={
+                        "calibration_id": cal_id,
+                        "attempts": attempt,
+                        "compile_info": compile_info,
+                    },
                 )
             )
             runs = self._jobs[job_id].runs
@@ -1241,7 +1243,7 @@ class Scheduler:
         for job_id in job_ids:
             rec = self._jobs[job_id].record
             try:
-                compile_infos = (rec.placement or {}).get("compile", [])
+                compile_infos = _compile_info(rec)
                 result = collector.finish(
                     job_id,
                     self._jobs[job_id].runs,
@@ -1352,7 +1354,7 @@ class Scheduler:
             ValueError: a stored run does not decode.
         """
         ledger = await asyncio.to_thread(self.store.shot_ledger, rec.job_id)
-        note = rec.placement or {}
+        note = _recovery_note(rec)
         runs_from, discarded = None, 0
         if "runs_from_attempt" in note:
             runs_from = int(note["runs_from_attempt"])
@@ -1477,6 +1479,21 @@ def _recovery_failure(job_id: str, state: JobState, now: float, why: str) -> Sta
     """The update that fails a job a restarted scheduler cannot rebuild."""
     error = f"the farm restarted and could not recover this job: {brief(why, 300)}; submit it again"
     return _failure(job_id, state, now, "unrecoverable", error)
+
+
+def _compile_info(rec: JobRecord) -> list[dict[str, Any]]:
+    """What the compiler recorded for the job's attempt (a job stored before schema 4
+    kept it in its placement)."""
+    if rec.compile_info is not None:
+        return rec.compile_info
+    return list((rec.placement or {}).get("compile", []))
+
+
+def _recovery_note(rec: JobRecord) -> dict[str, Any]:
+    """The job's recovery note (a job stored before schema 4 kept it in its placement)."""
+    if rec.recovery is not None:
+        return dict(rec.recovery)
+    return rec.placement or {}
 
 
 def job_deadline(rec: JobRecord) -> float:

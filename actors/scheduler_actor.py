@@ -244,6 +244,8 @@ def record_view(rec: JobRecord) -> dict[str, Any]:
         "updated_at": rec.updated_at,
         "attempts": rec.attempts,
         "placement": rec.placement,
+        "compile_info": rec.compile_info,
+        "recovery": rec.recovery,
         "result_sha256": rec.result_sha256,
     }
 

@@ -38,6 +38,10 @@ class JobRecord:
     result_sha256: str | None = None
     placement: dict[str, Any] | None = None
     attempts: int = 0
+    # what the compiler recorded per circuit (CompileInfo dumps) for the current attempt
+    compile_info: list[dict[str, Any]] | None = None
+    # how the job was cut short and recovered: first counting attempt, shots discarded
+    recovery: dict[str, int] | None = None
 
     @property
     def tenant(self) -> str:
@@ -50,7 +54,7 @@ class StateUpdate:
     """Move one job from ``from_state`` to ``to_state``, optionally setting fields.
 
     ``fields`` may set: device, calibration_id, error, result_sha256, placement,
-    attempts. The update applies only if the job is still in ``from_state``.
+    attempts, compile_info, recovery. The update applies only if the job is still in ``from_state``.
     """
 
     job_id: str

@@ -107,6 +107,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX maintenance_device ON maintenance (device, end);
     """,
+    # 4: what the compiler did and how a cut-short job was recovered get their own
+    # columns (they used to ride inside placement_json).
+    """
+    ALTER TABLE jobs ADD COLUMN compile_json TEXT;
+    ALTER TABLE jobs ADD COLUMN recovery_json TEXT;
+    """,
 )
 
 POSTGRES_MIGRATIONS: tuple[str, ...] = (
@@ -193,6 +199,11 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
         created_at DOUBLE PRECISION NOT NULL
     );
     CREATE INDEX maintenance_device ON maintenance (device, "end");
+    """,
+    # 4: as SQLite's step 4.
+    """
+    ALTER TABLE jobs ADD COLUMN compile_json TEXT;
+    ALTER TABLE jobs ADD COLUMN recovery_json TEXT;
     """,
 )
 

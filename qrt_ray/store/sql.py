@@ -41,10 +41,25 @@ from qrt_ray.store.base import (
 logger = logging.getLogger("qrt.store")
 T = TypeVar("T")
 _MAX_GROUP = 512
-_SETTABLE = ("device", "calibration_id", "error", "result_sha256", "placement", "attempts")
+_SETTABLE = (
+    "device",
+    "calibration_id",
+    "error",
+    "result_sha256",
+    "placement",
+    "attempts",
+    "compile_info",
+    "recovery",
+)
+# fields stored as JSON text, and their columns
+_JSON_COLUMNS = {
+    "placement": "placement_json",
+    "compile_info": "compile_json",
+    "recovery": "recovery_json",
+}
 _COLUMNS = (
     "job_id, state, spec_json, created_at, updated_at, device, calibration_id, error, "
-    "result_sha256, placement_json, attempts"
+    "result_sha256, placement_json, attempts, compile_json, recovery_json"
 )
 _FINAL = ("DONE", "FAILED", "CANCELLED")
 
@@ -545,9 +560,9 @@ def _apply_one(conn: Connection, u: StateUpdate) -> bool:
     for name, value in u.fields.items():
         if name not in _SETTABLE:
             raise ValueError(f"StateUpdate.fields: {name!r} is not settable")
-        if name == "placement":
-            sets.append("placement_json=?")
-            args.append(json.dumps(value, sort_keys=True))
+        if name in _JSON_COLUMNS:
+            sets.append(f"{_JSON_COLUMNS[name]}=?")
+            args.append(None if value is None else json.dumps(value, sort_keys=True))
         else:
             sets.append(f"{name}=?")
             args.append(value)
@@ -582,4 +597,6 @@ def _record(row: Sequence[Any]) -> JobRecord:
         result_sha256=row[8],
         placement=json.loads(row[9]) if row[9] else None,
         attempts=row[10],
+        compile_info=json.loads(row[11]) if row[11] else None,
+        recovery=json.loads(row[12]) if row[12] else None,
     )

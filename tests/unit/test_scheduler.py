@@ -69,7 +69,8 @@ def test_placement_is_ranked_explained_and_stored_with_the_job(tmp_path: Path) -
         assert 0 < placement["chosen"]["fidelity"] <= 1
         assert placement["chosen"]["layout"] and placement["chosen"]["cost_usd"] > 0
         # The compiler used the chosen layout (or a post-routing improvement of it).
-        assert len(placement["compile"][0]["layout"]) == 3
+        assert done.compile_info is not None and len(done.compile_info[0]["layout"]) == 3
+        assert "compile" not in placement  # its own field now, not inside the placement
         # optimize="cost" takes the cheaper device (manila costs less per job and shot).
         assert store.get(cheap.job_id).device == "manila"
         await sched.stop()
@@ -835,3 +836,30 @@ def test_a_failed_hand_off_does_not_spend_an_attempt(tmp_path: Path) -> None:
         store.close()
 
     asyncio.run(main())
+
+
+def test_compile_info_and_recovery_notes_of_older_records_are_still_read() -> None:
+    from qrt_ray.actors.scheduler import _compile_info, _recovery_note
+
+    old = JobRecord(
+        "j",
+        S.RUNNING,
+        spec(),
+        1.0,
+        1.0,
+        placement={"compile": [{"layout": [0, 1]}], "runs_from_attempt": 3, "discarded_shots": 9},
+    )
+    assert _compile_info(old) == [{"layout": [0, 1]}]
+    assert _recovery_note(old)["runs_from_attempt"] == 3
+    new = JobRecord(
+        "j",
+        S.RUNNING,
+        spec(),
+        1.0,
+        1.0,
+        placement={"device": "manila"},
+        compile_info=[{"layout": [2]}],
+        recovery={"runs_from_attempt": 2, "discarded_shots": 4},
+    )
+    assert _compile_info(new) == [{"layout": [2]}]
+    assert _recovery_note(new) == {"runs_from_attempt": 2, "discarded_shots": 4}
