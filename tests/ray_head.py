@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import uuid
@@ -109,6 +110,8 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
     finally:
         ray.shutdown()
         _stop(temp_dir, port)
+        # the head's logs and sockets (a few MB a session) go with it
+        shutil.rmtree(temp_dir, ignore_errors=True)
         os.environ.pop("RAY_ADDRESS", None)
         for key, value in saved.items():
             if value is None:
