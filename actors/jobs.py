@@ -37,7 +37,8 @@ class LiveJob:
         record: the job as last stored.
         seq: order of arrival in the table (listings keep it).
         shape: what placement needs of its circuits, once known.
-        expected: placement's expectation while the job is placed.
+        expected: placement's expectation while the job is placed (set through
+            :meth:`JobTable.expect`, which indexes it).
         runs: runs counted in the shot ledger that the result will use.
         discarded_shots: shots of runs dropped because the job was rerun whole.
         runs_from: the first attempt whose runs count, once the job was rerun whole.
@@ -73,6 +74,7 @@ class JobTable:
         self._jobs: dict[str, LiveJob] = {}
         self._by_state: dict[JobState, set[str]] = {}
         self._by_device: dict[str, set[str]] = {}
+        self._expecting: set[str] = set()  # jobs placement has an expectation for
         self._seq = itertools.count()
 
     def __len__(self) -> int:
@@ -117,7 +119,27 @@ class JobTable:
         job = self._jobs.pop(job_id, None)
         if job is not None:
             self._unindex(job)
+            self._expecting.discard(job_id)
         return job
+
+    def expect(self, job_id: str, expected: Expected | None) -> None:
+        """Set (or clear, with None) what placement expects of a live job's run."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return
+        job.expected = expected
+        if expected is None:
+            self._expecting.discard(job_id)
+        else:
+            self._expecting.add(job_id)
+
+    def any_expected(self) -> bool:
+        """Whether any job is placed and not yet finished."""
+        return bool(self._expecting)
+
+    def expectations(self) -> list[Expected]:
+        """What placement expects of every job placed and not yet finished."""
+        return [e for j in self._expecting if (e := self._jobs[j].expected) is not None]
 
     def in_state(self, *states: JobState) -> list[LiveJob]:
         """Live jobs in any of ``states``, in order of arrival."""

@@ -389,10 +389,8 @@ class Scheduler:
     def _loads(self) -> dict[str, float]:
         """Expected seconds of work placed on each device and not yet finished."""
         backlog = {s.name: 0.0 for s in self._snapshots}
-        for job in self._jobs:
-            if job.expected is not None:
-                device = job.expected.device
-                backlog[device] = backlog.get(device, 0.0) + job.expected.run_s
+        for expected in self._jobs.expectations():
+            backlog[expected.device] = backlog.get(expected.device, 0.0) + expected.run_s
         return backlog
 
     # == the control loop's steps =====================================================
@@ -404,7 +402,7 @@ class Scheduler:
         # Placement needs fresh figures (every snapshot_interval_s); watching placed
         # work for a device that stops or recalibrates can look less often.
         interval = self._snap_interval if self._pending else max(1.0, self._snap_interval)
-        busy = self._pending or any(job.expected for job in self._jobs)
+        busy = self._pending or self._jobs.any_expected()
         if not force and (not busy or now - self._snap_at < interval):
             return
         before = {s.name: s for s in self._snapshots}
@@ -568,7 +566,7 @@ class Scheduler:
             await self._safe_drop(device, list(attempts), attempts)
         for u in moved:
             job = self._jobs[u.job_id]
-            job.expected = None
+            self._jobs.expect(u.job_id, None)
             self.metrics.replacements.labels(device=job.device or "").inc()
             self._enqueue_pending(job.record)
         if moved:
@@ -649,7 +647,7 @@ class Scheduler:
         for u in await self._persist(updates):
             if u.to_state is S.QUEUED:
                 job = self._jobs[u.job_id]
-                job.expected = None
+                self._jobs.expect(u.job_id, None)
                 self.metrics.replacements.labels(device=device).inc()
                 self._enqueue_pending(job.record)
         if lost:
@@ -724,8 +722,8 @@ class Scheduler:
             picked.append((rec, placement))
             held[placement.device] = held.get(placement.device, 0) + 1
             backlog[placement.device] = backlog.get(placement.device, 0.0) + placement.run_s
-            self._jobs[rec.job_id].expected = Expected(
-                placement.device, placement.run_s, placement.shot_duration_s
+            self._jobs.expect(
+                rec.job_id, Expected(placement.device, placement.run_s, placement.shot_duration_s)
             )
         for entry in waiting:
             heapq.heappush(self._pending, entry)
@@ -1018,8 +1016,7 @@ class Scheduler:
 
     async def _requeue(self, job_ids: Sequence[str], from_state: JobState, reason: str) -> None:
         for j in job_ids:
-            if j in self._jobs:
-                self._jobs[j].expected = None
+            self._jobs.expect(j, None)
         now = self._clock()
         updates = [StateUpdate(j, from_state, S.QUEUED, now, reason=reason) for j in job_ids]
         for u in await self._persist(updates):
@@ -1033,8 +1030,7 @@ class Scheduler:
         now = self._clock()
         updates = []
         for item in items:
-            if item.job_id in self._jobs:
-                self._jobs[item.job_id].expected = None
+            self._jobs.expect(item.job_id, None)
             updates.append(
                 StateUpdate(
                     item.job_id,

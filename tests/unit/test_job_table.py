@@ -45,14 +45,30 @@ def test_order_of_arrival_is_kept_whatever_the_updates() -> None:
     assert [j.job_id for j in table] == ["z", "y", "x"]
 
 
+def test_expectations_are_indexed_and_cleared() -> None:
+    table = JobTable()
+    for j in ("a", "b"):
+        table.add(rec(j, S.PLACED, "d"))
+    assert not table.any_expected() and table.expectations() == []
+    table.expect("a", Expected("d", 2.0, 0.001))
+    table.expect("b", Expected("d", 3.0, 0.001))
+    assert table.any_expected()
+    assert sorted(e.run_s for e in table.expectations()) == [2.0, 3.0]
+    table.expect("a", None)
+    assert [e.run_s for e in table.expectations()] == [3.0] and table["a"].expected is None
+    table.expect("gone", Expected("d", 1.0, 0.001))  # unknown: nothing to expect of
+    assert len(table.expectations()) == 1
+
+
 def test_remove_forgets_everything_at_once() -> None:
     table = JobTable()
     job = table.add(rec("a", S.PLACED, "d"))
-    job.expected = Expected("d", 2.0, 0.001)
+    table.expect("a", Expected("d", 2.0, 0.001))
     job.discarded_shots = 7
     gone = table.remove("a")
     assert gone is job and "a" not in table and len(table) == 0
     assert table.on_device("d") == [] and table.in_state(S.PLACED) == []
+    assert not table.any_expected()
     assert table.remove("a") is None  # a second retire is harmless
 
 
