@@ -108,10 +108,6 @@ def raw_sql(store_url: str, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         conn.close()
 
 
-def _admin_execute(url: str, statement: str) -> None:
-    raw_sql(url, statement)
-
-
 class PostgresServer:
     """Hands out fresh databases on the session's server."""
 
@@ -121,7 +117,7 @@ class PostgresServer:
     def new_database(self) -> str:
         """Create an empty database and return its URL."""
         name = f"qrt_{uuid.uuid4().hex[:12]}"
-        _admin_execute(self.admin_url, f"CREATE DATABASE {name}")
+        raw_sql(self.admin_url, f"CREATE DATABASE {name}")
         base, _, query = self.admin_url.partition("?")
         head = base.rsplit("/", 1)[0]
         return f"{head}/{name}" + (f"?{query}" if query else "")
