@@ -1,11 +1,16 @@
-"""The scheduler: admits jobs, persists every transition, places, compiles, dispatches.
+"""The scheduler engine: gathers events, asks the job state machine, stores the moves
+it decides, then carries out its instructions through the ports.
 
-:class:`Scheduler` is a plain asyncio object holding all the logic; the Ray actor in
+:class:`Scheduler` is a plain asyncio object; the Ray actor in
 ``actors/scheduler_actor.py`` is a thin shell around it, and unit tests drive it with
-:class:`~qrt_ray.actors.ports.LocalPorts`. One control loop reconciles the desired state
-(every live job moving forward) with the actual one; each step is wrapped so that one
-failure is logged, counted and the loop goes on. Rule: a state change is written to
-the store before anything acts on it.
+:class:`~qrt_ray.actors.ports.LocalPorts`. What each event does to a job is decided in
+:mod:`qrt_ray.policies.jobflow`; admission checks are in
+:mod:`~qrt_ray.actors.admission`, the view of the devices (snapshots, breakers,
+watchdog) in :mod:`~qrt_ray.actors.device_view`, compiles in
+:mod:`~qrt_ray.actors.compile_stage`. One control loop polls the devices, restarts hung
+ones, expires deadlines and places waiting jobs; each step is wrapped so that one
+failure is logged, counted and the loop goes on. Rule: a move is written to the store
+before anything acts on it.
 """
 
 from __future__ import annotations
@@ -17,21 +22,23 @@ import logging
 import math
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from qrt_ray.actors import collector
-from qrt_ray.actors.device import WorkItem
-from qrt_ray.actors.jobs import Expected, JobTable
-from qrt_ray.actors.ports import SchedulerPorts
-from qrt_ray.compiler import (
-    DEFAULT_OPTIMIZATION_LEVEL,
-    CompileCache,
+from qrt_ray.actors.admission import Admission, job_deadline, placement_options
+from qrt_ray.actors.compile_stage import (
+    FIRST_CHUNK,
     CompiledCircuit,
-    pinned_key,
+    CompileStage,
+    ToCompile,
+    chunk_cap,
+    work_item,
 )
+from qrt_ray.actors.device_view import DeviceView
+from qrt_ray.actors.ports import SchedulerPorts
+from qrt_ray.compiler import DEFAULT_OPTIMIZATION_LEVEL
 from qrt_ray.config import PolicyConfig, load_policy_config
 from qrt_ray.errors import (
     DeviceUnavailableError,
@@ -41,46 +48,60 @@ from qrt_ray.errors import (
     ValidationError,
     brief,
 )
-from qrt_ray.intake import IntakeLimits, QubitLimit
 from qrt_ray.intake.admit import InlineIntake, Intake
-from qrt_ray.lifecycle import JobState, check_transition
+from qrt_ray.lifecycle import JobState
 from qrt_ray.metrics import RuntimeMetrics
 from qrt_ray.models import DeviceSnapshot, DeviceStatus, JobSpec, Placement
-from qrt_ray.policies.fidelity import CircuitProfile, FidelityEstimate
-from qrt_ray.policies.health import BatchWatch, CircuitBreaker
-from qrt_ray.policies.placement import PlacementOptions, Weights, describe
-from qrt_ray.policies.placer import DeviceLoad, JobShape, Placer
-from qrt_ray.results import (
-    RawRun,
-    RunError,
-    decode_run,
-    encode_result,
-    encode_run,
-    missing_shots,
-    shots_executed,
+from qrt_ray.policies.jobflow import (
+    MAX_ATTEMPTS,
+    BatchStarted,
+    CancelRequested,
+    Compile,
+    Compiled,
+    CompileFailed,
+    CompileStale,
+    DeadlinePassed,
+    DeviceLost,
+    Dispatch,
+    Drop,
+    Event,
+    Finish,
+    HandOffFailed,
+    Instruction,
+    JobMachine,
+    Placed,
+    PlacementRefused,
+    Recovered,
+    Requeue,
+    ResultFailed,
+    ResultStored,
+    Retire,
+    RunCounted,
+    RunFailed,
+    RunRejected,
+    Start,
+    Unrecoverable,
+    WorkMoved,
 )
+from qrt_ray.policies.jobs import Expected
+from qrt_ray.policies.placement import describe
+from qrt_ray.policies.placer import DeviceLoad, JobShape, Placer
+from qrt_ray.results import RawRun, RunError, decode_run, encode_result, encode_run, shots_executed
 from qrt_ray.store import JobRecord, JobStore, ShotRecord, StateUpdate
 from qrt_ray.versions import software_versions
 
+__all__ = ["FIRST_CHUNK", "MAX_ATTEMPTS", "PASS_BUDGET_S", "Scheduler", "chunk_cap"]
+
 logger = logging.getLogger("qrt.scheduler")
 S = JobState
-# Attempts a job gets (partial runs, corrupt payloads, simulator errors) before it fails
-# with the last reason: retries must end, or a broken circuit would loop forever.
-MAX_ATTEMPTS = 5
 # A job waiting for a fresh enough calibration looks for a device to ask at most this
 # often (seconds).
 _FRESH_CHECK_S = 5.0
-
-
-def _failure(job_id: str, state: JobState, now: float, reason: str, error: str) -> StateUpdate:
-    """The update that fails a job: ``reason`` for its history, ``error`` for the user."""
-    return StateUpdate(job_id, state, S.FAILED, now, reason=reason, fields={"error": error})
-
-
-def _attempts_exhausted(job_id: str, state: JobState, now: float, reason: str) -> StateUpdate:
-    """The update that fails a job out of attempts, naming the last reason."""
-    error = f"gave up after {MAX_ATTEMPTS} attempts; last: {reason}"
-    return _failure(job_id, state, now, "attempts exhausted", error)
+# A placement pass stops taking jobs once it has spent this long placing (it keeps
+# those placed so far), stores and compiles them, and the next pass places the rest at
+# once: the first jobs of a large submission start compiling while the later ones are
+# still being placed (each placement runs a layout search per new circuit).
+PASS_BUDGET_S = 0.02
 
 
 def _too_old(snap: DeviceSnapshot, now: float, limit: float | None) -> DeviceSnapshot:
@@ -96,26 +117,6 @@ def _too_old(snap: DeviceSnapshot, now: float, limit: float | None) -> DeviceSna
     )
 
 
-FIRST_CHUNK = 16
-
-
-# A placement pass stops taking jobs once it has spent this long placing (it keeps
-# those placed so far), persists and dispatches them, and the next pass places the
-# rest at once: the first jobs of a large submission start compiling while the later
-# ones are still being placed (each placement runs a layout search per new circuit).
-PASS_BUDGET_S = 0.02
-
-
-def chunk_cap(index: int, chunk: int) -> int:
-    """Circuits after which a placement pass's ``index``-th compile chunk for a device
-    takes no more jobs: ``FIRST_CHUNK``, then doubling, up to ``chunk``.
-
-    A job runs once all of its chunk is compiled, so a small first chunk starts the
-    device early while larger ones (fewer tasks, fewer pass managers) follow.
-    """
-    return max(1, min(chunk, FIRST_CHUNK << min(index, 16)))
-
-
 def _with_held(snap: DeviceSnapshot, held: dict[str, int]) -> DeviceSnapshot:
     """``snap`` with its queue counting the jobs already placed on it that the device
     may not have yet: a full device takes no more (enqueueing past ``queue_limit`` is
@@ -124,9 +125,13 @@ def _with_held(snap: DeviceSnapshot, held: dict[str, int]) -> DeviceSnapshot:
     return snap if depth <= snap.queue_depth else replace(snap, queue_depth=depth)
 
 
-def _unreachable(snap: DeviceSnapshot, reason: str) -> DeviceSnapshot:
-    """``snap`` as placement must see a device that is not answering or restarting."""
-    return replace(snap, status=DeviceStatus.UNREACHABLE, status_reason=reason)
+@dataclass(slots=True)
+class Outcome:
+    """What handling events did: the moves the store applied, and the instructions
+    left for the caller (compile, dispatch, start)."""
+
+    moved: list[StateUpdate] = field(default_factory=list)
+    todo: list[Instruction] = field(default_factory=list)
 
 
 class Scheduler:
@@ -149,38 +154,32 @@ class Scheduler:
         self.store = store
         self.ports = ports
         self.metrics = metrics or RuntimeMetrics()
-        self._opt = optimization_level
-        self._seed = seed_transpiler
-        self._chunk = compile_chunk
         self._snap_interval = snapshot_interval_s
         self._clock = clock
         self._versions = software_versions()
-        self._cache = CompileCache()
         policies = policy_config or load_policy_config()
         self.placer = Placer(policies)
-        self._limits: IntakeLimits = policies.intake
-        # Circuits are parsed here, never on the event loop (the actor plugs in a pool
-        # of parser processes; the default parses in a thread).
-        self.intake: Intake = intake or InlineIntake(policies.intake)
-        self._faults = policies.faults
-        self._link = policies.link
-        self._breakers: dict[str, CircuitBreaker] = {}
-        # devices seen UNREACHABLE, since when (partial runs wait a while for them)
-        self._down_since: dict[str, float] = {}
-        # devices that stopped answering status polls with no batch in flight, since when
-        self._silent_since: dict[str, float] = {}
+        # Circuits are parsed off the event loop (the actor plugs in a pool of parser
+        # processes; the default parses in a thread).
+        self.admission = Admission(
+            policies.intake, self.placer, intake or InlineIntake(policies.intake)
+        )
+        self.view = DeviceView(policies.faults, policies.link, clock, self.metrics)
+        self.compiler = CompileStage(
+            ports,
+            self.placer,
+            self.metrics,
+            optimization_level=optimization_level,
+            seed=seed_transpiler,
+            chunk=compile_chunk,
+        )
+        self.machine = JobMachine(MAX_ATTEMPTS)
+        self._jobs = self.machine.jobs
         # when a recalibration was last asked for each device (max_calibration_age_s)
         self._fresh_asked: dict[str, float] = {}
-        self._watch = BatchWatch()
-        # devices given up on (hung), and why, until they come back as a new incarnation
-        self._suspect: dict[str, str] = {}
-        # every live job: its record and what is kept beside it until it is final
-        self._jobs = JobTable()
         self._pending: list[tuple[int, float, str]] = []
         self._deadlines: list[tuple[float, str]] = []
         self._done: dict[str, asyncio.Event] = {}
-        self._snapshots: list[DeviceSnapshot] = []
-        self._snap_at = float("-inf")
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -234,36 +233,73 @@ class Scheduler:
                     logger.exception("scheduler step %s failed", name)
                     self.metrics.loop_errors.labels(step=name).inc()
 
-    # == persistence: every change goes through here ===================================
+    # == events in, moves stored, instructions carried out ============================
 
-    async def _persist(self, updates: Sequence[StateUpdate]) -> list[StateUpdate]:
-        """Write transitions durably; returns those applied and mirrors them in memory."""
-        for u in updates:
-            check_transition(u.job_id, u.from_state, u.to_state)
+    async def _handle(
+        self, events: Sequence[Event], *, stored: Mapping[str, JobRecord] | None = None
+    ) -> Outcome:
+        """Ask the state machine about ``events``, store the moves it decides, mirror
+        those the store applied, then carry out their instructions.
+
+        Requeues, drops, results and retirements are carried out here; compiles,
+        dispatches and starts are returned for the caller, which holds what they need.
+        """
+        if not events:
+            return Outcome()
+        decisions = self.machine.decide(events, self._clock(), stored)
+        updates = [d.update for d in decisions if d.update is not None]
+        applied = await self._store(updates)
+        instructions = self.machine.commit(decisions, applied)
+        moved = [u for u, ok in zip(updates, applied, strict=True) if ok]
+        return Outcome(moved, await self._perform(instructions))
+
+    async def _store(self, updates: Sequence[StateUpdate]) -> list[bool]:
+        """Write moves durably (each a compare-and-set on its job's state)."""
         if not updates:
             return []
         applied = await asyncio.to_thread(self.store.apply, updates)
-        done: list[StateUpdate] = []
         for u, ok in zip(updates, applied, strict=True):
-            if not ok:
-                logger.warning(
-                    "job %s was not in %s; skipped %s", u.job_id, u.from_state, u.to_state
-                )
-                continue
-            done.append(u)
-            self.metrics.transitions.labels(to_state=u.to_state.value).inc()
-            job = self._jobs.get(u.job_id)
+            if ok:
+                self.metrics.transitions.labels(to_state=u.to_state.value).inc()
+        return list(applied)
+
+    async def _perform(self, instructions: Sequence[Instruction]) -> list[Instruction]:
+        """Carry out the instructions this engine owns; returns the others in order."""
+        rest: list[Instruction] = []
+        drops: dict[str, dict[str, int | None]] = {}
+        requeue: list[Requeue] = []
+        finish: list[str] = []
+        for i in instructions:
+            match i:
+                case Retire(record=rec):
+                    self._retired(rec)
+                case Requeue():
+                    requeue.append(i)
+                case Drop(job_id=job_id, device=device, attempt=attempt):
+                    drops.setdefault(device, {})[job_id] = attempt
+                case Finish(job_id=job_id):
+                    finish.append(job_id)
+                case _:
+                    rest.append(i)
+        for device, wanted in drops.items():
+            exact = {j: a for j, a in wanted.items() if a is not None}
+            whole = [j for j, a in wanted.items() if a is None]
+            if exact:
+                await self._safe_drop(device, list(exact), exact)
+            if whole:
+                await self._safe_drop(device, whole)
+        for r in requeue:
+            job = self._jobs.get(r.job_id)
             if job is None:
                 continue
-            rec = replace(job.record, state=u.to_state, updated_at=u.at, **u.fields)
-            if u.to_state.is_final:
-                self._retire(rec)
-            else:
-                self._jobs.update(rec)
-        return done
+            if r.replaced_from:
+                self.metrics.replacements.labels(device=r.replaced_from).inc()
+            self._enqueue_pending(job.record)
+        if finish:
+            await self._finish(finish)
+        return rest
 
-    def _retire(self, rec: JobRecord) -> None:
-        self._jobs.remove(rec.job_id)
+    def _retired(self, rec: JobRecord) -> None:
         self.metrics.job_latency.labels(final_state=rec.state.value).observe(
             max(0.0, rec.updated_at - rec.created_at)
         )
@@ -281,6 +317,21 @@ class Scheduler:
         self.metrics.pending.set(len(self._pending))
         self._wake.set()
 
+    def _track(self, rec: JobRecord, shape: JobShape | None = None, **kept: Any) -> None:
+        self.machine.track(rec, shape, **kept)
+        self._done.setdefault(rec.job_id, asyncio.Event())
+        if rec.spec.max_execution_time_s:
+            heapq.heappush(self._deadlines, (job_deadline(rec), rec.job_id))
+
+    async def _safe_drop(
+        self, device: str, job_ids: list[str], attempts: dict[str, int] | None = None
+    ) -> list[str]:
+        try:
+            return await self.ports.drop(device, job_ids, attempts)
+        except Exception:
+            logger.warning("could not drop %s from %s", job_ids, device, exc_info=True)
+            return []
+
     # == admission ====================================================================
 
     async def submit(self, specs: Sequence[JobSpec]) -> list[tuple[JobRecord, bool]]:
@@ -296,19 +347,15 @@ class Scheduler:
                 for a different request.
             PlacementError: no device in the farm could ever run one of the jobs.
         """
-        await self._refresh_snapshots(force=not self._snapshots)
-        if len(specs) > self._limits.max_jobs_per_call:
-            raise ValidationError(
-                f"{len(specs)} jobs in one call; the limit is {self._limits.max_jobs_per_call} "
-                "(intake.max_jobs_per_call): submit them in several calls"
-            )
-        wheres = [f"jobs[{i}]" if len(specs) > 1 else "job" for i in range(len(specs))]
+        await self._refresh_snapshots(force=not self.view.snapshots)
+        wheres = self.admission.check_count(specs)
         job_ids = [f"job-{uuid.uuid4().hex[:16]}" for _ in specs]
-        shapes = await self._checked_shapes(specs, wheres, job_ids)
+        devices = self.view.snapshots
+        shapes = await self.admission.shapes(specs, wheres, job_ids, devices)
         now = self._clock()
         records: list[JobRecord] = []
         for spec, where, job_id, shape in zip(specs, wheres, job_ids, shapes, strict=True):
-            self._check_feasible(spec, shape, where)
+            self.admission.check_feasible(spec, shape, where, devices)
             if spec.idempotency_key:
                 prior = await asyncio.to_thread(
                     self.store.find_by_key, spec.tenant, spec.idempotency_key
@@ -326,69 +373,12 @@ class Scheduler:
             self.metrics.jobs_submitted.labels(tenant=rec.tenant).inc()
             self.metrics.transitions.labels(to_state=S.QUEUED.value).inc()
             self._track(rec, shape)
-        return admitted
-
-    def _track(self, rec: JobRecord, shape: JobShape | None = None) -> None:
-        self._jobs.add(rec, shape)
-        self._done.setdefault(rec.job_id, asyncio.Event())
-        if rec.spec.max_execution_time_s:
-            heapq.heappush(
-                self._deadlines, (rec.created_at + rec.spec.max_execution_time_s, rec.job_id)
-            )
-        if rec.state is S.QUEUED:
             self._enqueue_pending(rec)
-
-    def _check_feasible(self, spec: JobSpec, shape: JobShape, where: str) -> None:
-        # Fail at submit, not later, when no device could ever run the job: too wide, or
-        # limits (min_fidelity, max_cost_usd) that no device meets even when idle.
-        # DeviceUnavailableError means it fits but devices are busy or paused: it waits.
-        try:
-            idle = [DeviceLoad(s) for s in self._snapshots]
-            self.placer.check(shape, idle, placement_options(spec))
-        except ValueError as exc:
-            raise ValidationError(f"{where}: {exc}") from None
-
-    def _job_shape(self, rec: JobRecord) -> JobShape:
-        # every live job got its shape at admission or recovery, through the intake
-        shape = self._jobs[rec.job_id].shape
-        assert shape is not None
-        return shape
-
-    def _qubit_limit(self) -> QubitLimit:
-        """The most qubits a circuit may declare: the widest device, within the intake's
-        own limit."""
-        if not self._snapshots:
-            return QubitLimit(self._limits.max_qubits, "intake.max_qubits")
-        widest = max(self._snapshots, key=lambda s: s.num_qubits)
-        if widest.num_qubits > self._limits.max_qubits:
-            return QubitLimit(self._limits.max_qubits, "intake.max_qubits")
-        return QubitLimit(
-            widest.num_qubits,
-            f"the widest device of this farm, {widest.name!r}, has {widest.num_qubits}",
-            device_bound=True,
-        )
-
-    async def _checked_shapes(
-        self, specs: Sequence[JobSpec], wheres: Sequence[str], job_ids: Sequence[str]
-    ) -> list[JobShape]:
-        """Every job's circuits checked by the intake gate (each distinct text once),
-        profiled for placement.
-
-        Raises:
-            ValidationError: a job passes a size limit, or a circuit is refused (the
-                message names it).
-            PlacementError: a circuit is wider than every device.
-        """
-        unique, args, picks = await asyncio.to_thread(_distinct_texts, specs, wheres, self._limits)
-        described = await self.intake.describe(unique, args, self._qubit_limit())
-        return [
-            _shape(job_id, spec, where, [described[k] for k in pick])
-            for spec, where, job_id, pick in zip(specs, wheres, job_ids, picks, strict=True)
-        ]
+        return admitted
 
     def _loads(self) -> dict[str, float]:
         """Expected seconds of work placed on each device and not yet finished."""
-        backlog = {s.name: 0.0 for s in self._snapshots}
+        backlog = {s.name: 0.0 for s in self.view.snapshots}
         for expected in self._jobs.expectations():
             backlog[expected.device] = backlog.get(expected.device, 0.0) + expected.run_s
         return backlog
@@ -403,296 +393,84 @@ class Scheduler:
         # work for a device that stops or recalibrates can look less often.
         interval = self._snap_interval if self._pending else max(1.0, self._snap_interval)
         busy = self._pending or self._jobs.any_expected()
-        if not force and (not busy or now - self._snap_at < interval):
+        if not force and (not busy or now - self.view.polled_at < interval):
             return
-        before = {s.name: s for s in self._snapshots}
-        got = {s.name: s for s in await self.ports.snapshots()}
-        answered = set(got)
-        self._snap_at = now
-        restarted: dict[str, str] = {}
-        for name, old in before.items():
-            snap = got.get(name)
-            if snap is None and self._watch.running(name):
-                # Busy, not lost: Aer holds the GIL through a simulator call (a call of
-                # wide matrix-product-state circuits held it for minutes), so a device
-                # actor running a batch cannot answer. Moving its queued work elsewhere
-                # then cost an attempt per missed snapshot (one level-2 job reached 13).
-                # The hung-batch watchdog, fed by progress between calls, judges a
-                # device with a batch in flight; a crash shows as a new incarnation.
-                got[name] = old
-            elif snap is None:  # did not answer: it takes no new work until it does
-                got[name] = _unreachable(old, f"{name} is not answering")
-                self._silent_since.setdefault(name, self._clock())
-            elif old.incarnation and snap.incarnation != old.incarnation:
-                restarted[name] = f"{name} restarted (its queue was lost)"
-                if self._suspect.pop(name, None) is None:  # not a restart we asked for
-                    self.metrics.device_restarts.labels(device=name, cause="restarted").inc()
-        for name, reason in self._suspect.items():
-            if name in got:
-                got[name] = _unreachable(got[name], reason)
-        clock = self._clock()
-        for name, breaker in self._breakers.items():
-            if name in got and not breaker.allows(clock):
-                got[name] = _unreachable(got[name], breaker.reason(clock))
-        for name, snap in got.items():
-            if snap.status is DeviceStatus.UNREACHABLE:
-                self._down_since.setdefault(name, clock)
-            else:
-                self._down_since.pop(name, None)
-        for name in answered:
-            self._silent_since.pop(name, None)
-        self._snapshots = list(got.values())
-        self._observe_health(before, clock)
-        for name, reason in restarted.items():
+        found = self.view.observe(await self.ports.snapshots(), now)
+        for name, reason in found.restarted.items():
             await self._take_back_from(name, reason)
-        changed: dict[str, str] = {}
-        for snap in self._snapshots:
-            self.metrics.queue_depth.labels(device=snap.name).set(snap.queue_depth)
-            old = before.get(snap.name)
-            if old is None or snap.name in restarted:
-                continue
-            # a draining device still runs what it holds: only other statuses move work
-            if snap.status is not old.status and not snap.status.runs_work:
-                changed[snap.name] = f"{snap.name} went {snap.status.value}"
-            elif snap.calibration.calibration_id != old.calibration.calibration_id:
-                changed[snap.name] = (
-                    f"{snap.name} recalibrated ({old.calibration.calibration_id} -> "
-                    f"{snap.calibration.calibration_id})"
-                )
-        if changed:
-            await self._replace_from(changed)
-
-    def _observe_health(self, before: dict[str, DeviceSnapshot], now: float) -> None:
-        """Calibration age, canaries and recalibrations of each device, as metrics."""
-        for snap in self._snapshots:
-            cal = snap.calibration
-            self.metrics.calibration_age.labels(device=snap.name).set(max(0.0, now - cal.taken_at))
-            if snap.canary_measured is not None and snap.canary_predicted is not None:
-                gauge = self.metrics.canary_success
-                gauge.labels(device=snap.name, kind="measured").set(snap.canary_measured)
-                gauge.labels(device=snap.name, kind="predicted").set(snap.canary_predicted)
-            old = before.get(snap.name)
-            if old is not None and (old.calibration.calibration_id, old.calibration.taken_at) != (
-                cal.calibration_id,
-                cal.taken_at,
-            ):
-                self.metrics.recalibrations.labels(device=snap.name).inc()
-
-    def _recovery_fields(self, job_id: str) -> dict[str, Any]:
-        """The job's recovery note as a field to store with its next transition, once it
-        was rerun whole (a restarted scheduler must count only the runs that still do)."""
-        job = self._jobs[job_id]
-        if job.runs_from is None:
-            return {}
-        return {
-            "recovery": {"runs_from_attempt": job.runs_from, "discarded_shots": job.discarded_shots}
-        }
-
-    def _breaker(self, device: str) -> CircuitBreaker:
-        if device not in self._breakers:
-            link = self._link
-            self._breakers[device] = CircuitBreaker(
-                link.breaker_failures, link.breaker_window_s, link.breaker_cooldown_s
-            )
-        return self._breakers[device]
-
-    def _snapshot(self, device: str) -> DeviceSnapshot | None:
-        """The device as last seen (None if unknown)."""
-        return next((s for s in self._snapshots if s.name == device), None)
-
-    def _runs_work(self, device: str) -> bool:
-        """Whether the device, as last seen, runs the work it holds."""
-        snap = self._snapshot(device)
-        return snap is None or snap.status.runs_work
-
-    def _stranded(self, device: str) -> str | None:
-        """Why the missing shots of a partial run cannot wait for ``device``, if so.
-
-        They must run on the calibration that ran the rest: a device that is
-        recalibrating, draining, in maintenance or offline will not give it back soon,
-        and one unreachable for ``partial_wait_s`` may never.
-        """
-        snap = self._snapshot(device)
-        if snap is None:
-            return f"{device} is gone"
-        if snap.status in (
-            DeviceStatus.CALIBRATING,
-            DeviceStatus.DRAINING,
-            DeviceStatus.MAINTENANCE,
-            DeviceStatus.OFFLINE,
-        ):
-            return f"{device} is {snap.status.value}"
-        since = self._down_since.get(device)
-        if since is not None and self._clock() - since >= self._faults.partial_wait_s:
-            return f"{device} unreachable for {self._clock() - since:.0f} s"
-        return None
-
-    def _discard_runs(self, job_id: str, why: str) -> None:
-        job = self._jobs[job_id]
-        runs, job.runs = job.runs, []
-        shots = sum(shots_executed(r) for r in runs)
-        job.runs_from = job.record.attempts + 1
-        if shots:
-            job.discarded_shots += shots
-            logger.info(
-                "job %s: %s; its %d shots so far are dropped, rerun whole", job_id, why, shots
-            )
+        if found.changed:
+            await self._replace_from(found.changed)
 
     async def _replace_from(self, changed: dict[str, str]) -> None:
         """Send work waiting on devices that stopped or recalibrated back to placement.
 
         PLACED jobs (compiled, waiting in the device queue) go back to QUEUED first, so
         the device refuses them at batch start if it takes them meanwhile; then their
-        work leaves the device queue, and placement weighs every device again. Jobs
-        already running finish their batch where they are.
+        work leaves the device queue, and placement weighs every device again. RUNNING
+        jobs with slices still queued on a device that stopped taking work, and no
+        batch running there, go back too (placement waits for the device or reruns them
+        whole elsewhere); a job whose batch is running finishes it first.
         """
-        now = self._clock()
-        await self._take_back_slices(changed)
-        waiting = [
-            job.record for device in changed for job in self._jobs.on_device(device, S.PLACED)
-        ]
-        updates = [
-            StateUpdate(
-                r.job_id, S.PLACED, S.QUEUED, now, reason=f"re-placed: {changed[r.device or '']}"
-            )
-            for r in waiting
-        ]
-        moved = await self._persist(updates)
-        by_device: dict[str, dict[str, int]] = {}
-        for u in moved:
-            rec = self._jobs[u.job_id].record
-            by_device.setdefault(rec.device or "", {})[u.job_id] = rec.attempts
-        for device, attempts in by_device.items():
-            await self._safe_drop(device, list(attempts), attempts)
-        for u in moved:
-            job = self._jobs[u.job_id]
-            self._jobs.expect(u.job_id, None)
-            self.metrics.replacements.labels(device=job.device or "").inc()
-            self._enqueue_pending(job.record)
-        if moved:
-            logger.info("re-placing %d jobs: %s", len(moved), "; ".join(changed.values()))
-
-    async def _take_back_slices(self, changed: dict[str, str]) -> None:
-        """RUNNING jobs with slices still queued on a device that stopped taking work
-        (paused, in maintenance, offline) and no batch running there: their missing
-        shots go back to placement, which waits for the device or reruns them whole
-        elsewhere. A job whose batch is running finishes that batch first."""
-        stopped = {s.name for s in self._snapshots if s.name in changed and not s.status.runs_work}
-        for device in stopped:
-            busy = self._watch.in_flight(device)
-            idle = [
-                job.record
+        events: list[Event] = []
+        for device in self.view.stopped(changed):
+            busy = self.view.watch.in_flight(device)
+            events += [
+                WorkMoved(job.job_id, changed[device])
                 for job in self._jobs.on_device(device, S.RUNNING)
                 if job.job_id not in busy
             ]
-            if not idle:
-                continue
-            attempts = {r.job_id: r.attempts for r in idle}
-            await self._requeue(list(attempts), S.RUNNING, f"re-placed: {changed[device]}")
-            await self._safe_drop(device, list(attempts), attempts)
+        events += [
+            WorkMoved(job.job_id, changed[device])
+            for device in changed
+            for job in self._jobs.on_device(device, S.PLACED)
+        ]
+        done = await self._handle(events)
+        if done.moved:
+            logger.info("re-placing %d jobs: %s", len(done.moved), "; ".join(changed.values()))
 
     async def _watchdog(self) -> None:
-        """Give up on devices whose oldest batch has run far past its expected time, or
-        that have answered no status poll for ``faults.silent_restart_s`` with no batch
-        in flight (a frozen process would otherwise hold its pinned work forever)."""
-        now = self._clock()
-        late = list(
-            self._watch.overdue(now, self._faults.hung_batch_min_s, self._faults.hung_batch_factor)
-        )
-        silent = {
-            device: f"{device} has answered nothing for {now - since:.0f} s"
-            for device, since in self._silent_since.items()
-            if device not in self._suspect and now - since >= self._faults.silent_restart_s
-        }
-        for device, reason in [*late, *silent.items()]:
-            logger.warning("%s; restarting it and placing its jobs again", reason)
-            self._suspect[device] = reason
-            self._snapshots = [
-                _unreachable(s, reason) if s.name == device else s for s in self._snapshots
-            ]
-            self._silent_since.pop(device, None)
-            cause = "silent" if device in silent else "hung"
-            self.metrics.device_restarts.labels(device=device, cause=cause).inc()
-            await self._take_back_from(device, reason)
+        """Restart devices the view gives up on (hung or silent); their jobs go back to
+        placement first."""
+        for g in self.view.give_up():
+            logger.warning("%s; restarting it and placing its jobs again", g.reason)
+            await self._take_back_from(g.device, g.reason)
             try:
-                await self.ports.restart(device)
+                await self.ports.restart(g.device)
             except Exception:
-                logger.exception("could not restart %s", device)
+                logger.exception("could not restart %s", g.device)
 
     async def _take_back_from(self, device: str, reason: str) -> None:
-        """Send every job waiting or running on a lost device back to placement.
-
-        Used when the device restarted (its queue and running batch are gone) or was
-        given up as hung. Shots already counted stay counted; the next attempt runs
-        only the missing ones, and a late report of the old attempt is ignored. A job
-        that has used all its attempts fails with the reason instead.
-        """
-        self._watch.forget(device)
-        now = self._clock()
-        lost = [job.record for job in self._jobs.on_device(device, S.PLACED, S.RUNNING)]
-        updates = []
-        for rec in lost:
-            if rec.attempts >= MAX_ATTEMPTS:
-                updates.append(_attempts_exhausted(rec.job_id, rec.state, now, reason))
-            else:
-                updates.append(
-                    StateUpdate(
-                        rec.job_id,
-                        rec.state,
-                        S.QUEUED,
-                        now,
-                        reason=f"re-placed: {reason} (was {rec.state.value})",
-                    )
-                )
-        for u in await self._persist(updates):
-            if u.to_state is S.QUEUED:
-                job = self._jobs[u.job_id]
-                self._jobs.expect(u.job_id, None)
-                self.metrics.replacements.labels(device=device).inc()
-                self._enqueue_pending(job.record)
+        """Send every job waiting or running on a lost device back to placement (it
+        restarted, so its queue and running batch are gone, or was given up as hung)."""
+        self.view.watch.forget(device)
+        lost = [
+            DeviceLost(job.job_id, reason)
+            for job in self._jobs.on_device(device, S.PLACED, S.RUNNING)
+        ]
+        await self._handle(lost)
         if lost:
             logger.info("took %d jobs back from %s: %s", len(lost), device, reason)
 
     async def _expire(self) -> None:
         now = self._clock()
-        updates = []
+        events: list[Event] = []
         while self._deadlines and self._deadlines[0][0] <= now:
             _, job_id = heapq.heappop(self._deadlines)
-            rec = self._record(job_id)
-            if rec is None:
-                continue
-            limit = rec.spec.max_execution_time_s
-            updates.append(
-                StateUpdate(
-                    job_id,
-                    rec.state,
-                    S.FAILED,
-                    now,
-                    reason="max_execution_time_s exceeded",
-                    fields={
-                        "error": f"max_execution_time_s={limit:g} exceeded while the job "
-                        f"was {rec.state.value}; raise the limit or use fewer shots"
-                    },
-                )
-            )
-        for u in await self._persist(updates):
-            rec = await asyncio.to_thread(self.store.get, u.job_id)  # retired: it is final
-            if rec.device:
-                await self._safe_drop(rec.device, [u.job_id])
+            if job_id in self._jobs:
+                events.append(DeadlinePassed(job_id))
+        await self._handle(events)
 
     async def _place_pending(self) -> None:
         if not self._pending:
             return
-        now = self._clock()
-        picked: list[tuple[JobRecord, Placement]] = []
+        events: list[Event] = []
         waiting: list[tuple[int, float, str]] = []
-        failures: list[StateUpdate] = []
         backlog = self._loads()
         held = self._held()
         seen: set[str] = set()
         started = time.perf_counter()
         while self._pending:
-            if picked and time.perf_counter() - started > PASS_BUDGET_S:
+            if events and time.perf_counter() - started > PASS_BUDGET_S:
                 self._wake.set()  # the next pass places the rest at once
                 break
             entry = heapq.heappop(self._pending)
@@ -701,64 +479,50 @@ class Scheduler:
                 continue  # final, placed meanwhile, or a second entry of one job
             seen.add(rec.job_id)
             try:
-                placement = self._place(rec, backlog, held)
+                placement, rerun = self._place(rec, backlog, held)
             except DeviceUnavailableError:
                 if rec.spec.max_calibration_age_s:
                     await self._ask_fresh(rec, backlog)
                 waiting.append(entry)
                 continue
             except PlacementError as exc:
-                failures.append(
-                    StateUpdate(
-                        rec.job_id,
-                        S.QUEUED,
-                        S.FAILED,
-                        now,
-                        reason="placement",
-                        fields={"error": str(exc)},
-                    )
-                )
+                events.append(PlacementRefused(rec.job_id, str(exc)))
                 continue
-            picked.append((rec, placement))
             held[placement.device] = held.get(placement.device, 0) + 1
             backlog[placement.device] = backlog.get(placement.device, 0.0) + placement.run_s
-            self._jobs.expect(
-                rec.job_id, Expected(placement.device, placement.run_s, placement.shot_duration_s)
+            events.append(
+                Placed(
+                    rec.job_id,
+                    placement.device,
+                    {
+                        "device": placement.device,
+                        "ranking": placement.ranking,
+                        **placement.explanation,
+                    },
+                    Expected(placement.device, placement.run_s, placement.shot_duration_s),
+                    rerun_whole=rerun,
+                )
             )
         for entry in waiting:
             heapq.heappush(self._pending, entry)
         self.metrics.pending.set(len(self._pending))
-        updates = [
-            StateUpdate(
-                rec.job_id,
-                S.QUEUED,
-                S.COMPILING,
-                now,
-                reason=f"placed on {pl.device}",
-                fields={
-                    "device": pl.device,
-                    "placement": {"device": pl.device, "ranking": pl.ranking, **pl.explanation},
-                    **self._recovery_fields(rec.job_id),
-                },
-            )
-            for rec, pl in picked
-        ]
-        applied = {u.job_id for u in await self._persist([*failures, *updates])}
+        done = await self._handle(events)
         # Chunks of about `compile_chunk` circuits each compile and dispatch on their
         # own, so a device starts on the first chunk while later ones still compile;
         # a pass's first chunk per device is smaller (see `chunk_cap`), so that start
         # comes soon.
         chunks: dict[str, list[list[str]]] = {}
         sizes: dict[str, int] = {}
-        for rec, pl in picked:
-            if rec.job_id not in applied:
+        for i in done.todo:
+            if not isinstance(i, Compile):
                 continue
-            per_device = chunks.setdefault(pl.device, [[]])
-            if sizes.get(pl.device, 0) >= chunk_cap(len(per_device) - 1, self._chunk):
+            per_device = chunks.setdefault(i.device, [[]])
+            if sizes.get(i.device, 0) >= chunk_cap(len(per_device) - 1, self.compiler.chunk):
                 per_device.append([])
-                sizes[pl.device] = 0
-            per_device[-1].append(rec.job_id)
-            sizes[pl.device] = sizes.get(pl.device, 0) + len(rec.spec.circuits)
+                sizes[i.device] = 0
+            per_device[-1].append(i.job_id)
+            circuits = len(self._jobs[i.job_id].record.spec.circuits)
+            sizes[i.device] = sizes.get(i.device, 0) + circuits
         for device, groups in chunks.items():
             for job_ids in groups:
                 task = asyncio.create_task(self._compile_and_dispatch(device, job_ids))
@@ -780,12 +544,12 @@ class Scheduler:
         job.fresh_checked = now
         runs = job.runs
         options = placement_options(rec.spec, device=runs[0].device if runs else None)
-        loads = [DeviceLoad(s, backlog.get(s.name, 0.0)) for s in self._snapshots]
+        loads = [DeviceLoad(s, backlog.get(s.name, 0.0)) for s in self.view.snapshots]
         try:
-            device = self.placer.place(self._job_shape(rec), loads, options).device
+            device = self.placer.place(self._shape(rec.job_id), loads, options).device
         except (QrtError, ValueError):
             return  # it waits for something else too (busy, paused)
-        snap = next(s for s in self._snapshots if s.name == device)
+        snap = next(s for s in self.view.snapshots if s.name == device)
         if now - snap.calibration.taken_at <= limit:
             return
         if now - self._fresh_asked.get(device, -math.inf) < limit:
@@ -803,17 +567,28 @@ class Scheduler:
         its queue's room is ``queue_limit`` less these, whatever its last snapshot says."""
         return self._jobs.count_by_device(S.COMPILING, S.PLACED)
 
+    def _shape(self, job_id: str) -> JobShape:
+        # every live job got its shape at admission or recovery, through the intake
+        shape = self._jobs[job_id].shape
+        assert shape is not None
+        return shape
+
     def _place(
         self, rec: JobRecord, backlog: dict[str, float], held: dict[str, int] | None = None
-    ) -> Placement:
+    ) -> tuple[Placement, str | None]:
+        """Where the job goes, and why its counted shots are dropped (None: they stay).
+
+        Missing shots of a partial run go back to the device and calibration that ran
+        the rest, so the job's shots all come from one calibration; when that device
+        cannot take them (see :meth:`DeviceView.stranded`) or was recalibrated, the job
+        is rerun whole.
+        """
         runs = self._jobs[rec.job_id].runs
+        rerun = None
         if runs and not rec.spec.device:
-            stranded = self._stranded(runs[0].device)
-            if stranded:
-                self._discard_runs(rec.job_id, stranded)
-                runs = None
-        # Missing shots of a partial run go back to the device and calibration that ran
-        # the rest, so the job's shots all come from one calibration.
+            rerun = self.view.stranded(runs[0].device)
+            if rerun:
+                runs = []
         pinned = runs[0].device if runs else rec.spec.device
         deadline = job_deadline(rec)
         now = self._clock()
@@ -823,336 +598,151 @@ class Scheduler:
         held = held or {}
         loads = [
             DeviceLoad(_with_held(_too_old(s, now, limit), held), backlog.get(s.name, 0.0))
-            for s in self._snapshots
+            for s in self.view.snapshots
         ]
         try:
-            placement = self.placer.place(self._job_shape(rec), loads, options)
+            placement = self.placer.place(self._shape(rec.job_id), loads, options)
         except ValueError as exc:  # an unknown policy name in a stored spec
             raise PlacementError(str(exc)) from None
         if runs:
-            snap = next(s for s in self._snapshots if s.name == pinned)
-            if snap.calibration.calibration_id != runs[0].calibration_id:
-                self._discard_runs(rec.job_id, f"{pinned} was recalibrated")
-        return placement
+            snap = self.view.get(pinned or "")
+            if snap is not None and snap.calibration.calibration_id != runs[0].calibration_id:
+                rerun = f"{pinned} was recalibrated"
+        if rerun:
+            shots = sum(shots_executed(r) for r in self._jobs[rec.job_id].runs)
+            logger.info(
+                "job %s: %s; its %d shots so far are dropped, rerun whole", rec.job_id, rerun, shots
+            )
+        return placement, rerun
 
     # == compile and dispatch =========================================================
 
     async def _compile_and_dispatch(self, device: str, job_ids: list[str]) -> None:
-        job_ids = list(dict.fromkeys(job_ids))  # a job is compiled and queued once
+        job_ids = [j for j in dict.fromkeys(job_ids) if j in self._jobs]  # once, if live
+        snap = self.view.get(device)
+        jobs = [ToCompile(j, self._jobs[j].record.spec, self._shape(j)) for j in job_ids]
         try:
-            compiled, cal_id = await self._compile_jobs(device, job_ids)
+            if snap is None:
+                raise DeviceUnavailableError(f"{device} is no longer in the farm")
+            compiled, cal_id = await self.compiler.compile(snap, jobs)
         except asyncio.CancelledError:
             raise
         except DeviceUnavailableError as exc:  # recalibrated during compile: place again
-            live = [j for j in job_ids if j in self._jobs]
-            await self._requeue(live, S.COMPILING, str(exc))
+            await self._handle([CompileStale(j, str(exc)) for j in job_ids])
             return
         except Exception as exc:
             logger.exception("compile for %s failed", device)
-            now = self._clock()
-            await self._persist(
-                [
-                    StateUpdate(
-                        j,
-                        S.COMPILING,
-                        S.FAILED,
-                        now,
-                        reason="compile",
-                        fields={"error": f"compile for {device} failed: {exc}"},
-                    )
-                    for j in job_ids
-                    if j in self._jobs
-                ]
-            )
+            error = f"compile for {device} failed: {exc}"
+            await self._handle([CompileFailed(j, error) for j in job_ids])
             return
-        now = self._clock()
-        updates, items = [], []
+        events: list[Event] = []
         for job_id in job_ids:
-            rec = self._record(job_id)
-            if rec is None or rec.state is not S.COMPILING:
-                continue  # cancelled or expired meanwhile
             circuits = compiled[job_id]
             broken = next((i for i, c in enumerate(circuits) if c.error), None)
             if broken is not None:
-                updates.append(
-                    StateUpdate(
-                        job_id,
-                        S.COMPILING,
-                        S.FAILED,
-                        now,
-                        reason="compile",
-                        fields={
-                            "error": f"circuits[{broken}] does not "
-                            f"compile for {device}: "
-                            f"{circuits[broken].error}"
-                        },
-                    )
+                error = (
+                    f"circuits[{broken}] does not compile for {device}: {circuits[broken].error}"
                 )
-                continue
-            attempt = rec.attempts + 1
-            compile_info = [c.info.model_dump() for c in circuits if c.info]
-            updates.append(
-                StateUpdate(
-                    job_id,
-                    S.COMPILING,
-                    S.PLACED,
-                    now,
-                    reason=f"compiled for {cal_id}",
-                    fields={
-                        "calibration_id": cal_id,
-                        "attempts": attempt,
-                        "compile_info": compile_info,
-                    },
-                )
-            )
-            runs = self._jobs[job_id].runs
-            items.append(
-                WorkItem(
-                    job_id,
-                    attempt,
-                    cal_id,
-                    tuple(c.payload for c in circuits if c.payload is not None),
-                    missing_shots(rec.spec.shots, runs),
-                    rec.spec.priority,
-                    rec.spec.seed,
-                    max(c.active_qubits for c in circuits),
-                    rec.spec.tenant,
-                    first_shot=sum(shots_executed(r) for r in runs),
-                    deadline=job_deadline(rec),
-                    twirl=rec.spec.twirling,
-                    dd=rec.spec.dynamical_decoupling,
-                )
-            )
-        applied = {u.job_id for u in await self._persist(updates)}
-        items = [i for i in items if i.job_id in applied]
+                events.append(CompileFailed(job_id, error))
+            else:
+                info = [c.info.model_dump() for c in circuits if c.info]
+                events.append(Compiled(job_id, cal_id, info))
+        done = await self._handle(events)
+        await self._dispatch(device, [i for i in done.todo if isinstance(i, Dispatch)], compiled)
+
+    async def _dispatch(
+        self,
+        device: str,
+        dispatch: Sequence[Dispatch],
+        compiled: Mapping[str, Sequence[CompiledCircuit]],
+    ) -> None:
+        """Hand PLACED jobs' compiled work to the device's queue."""
+        items = []
+        for i in dispatch:
+            job = self._jobs.get(i.job_id)
+            if job is not None:
+                cal_id = job.record.calibration_id or ""
+                items.append(work_item(job.record, job.runs, compiled[i.job_id], cal_id))
         if not items:
             return
         try:
             await self.ports.enqueue(device, items)
         except DeviceUnavailableError as exc:
             # the device refused the hand-off or is restarting: nothing ran, so the
-            # attempt is not spent (a device restarting again and again must not use up
-            # its jobs' attempts), and placement sees it unavailable until it answers
+            # attempt is not spent, and placement sees it unavailable until it answers
             logger.info("device %s took none of %d jobs: %s", device, len(items), exc)
-            self._snapshots = [
-                _unreachable(s, str(exc)) if s.name == device else s for s in self._snapshots
-            ]
-            await self._requeue_unspent(items, f"{device}: {exc}")
+            self.view.mark_unreachable(device, str(exc))
+            await self._handle(
+                [HandOffFailed(i.job_id, i.attempt, f"{device}: {exc}", False) for i in items]
+            )
         except QrtError as exc:
             logger.info("device %s refused %d jobs: %s", device, len(items), exc)
-            await self._requeue([i.job_id for i in items], S.PLACED, f"{device}: {exc}")
-
-    async def _compile_jobs(
-        self, device: str, job_ids: list[str]
-    ) -> tuple[dict[str, list[CompiledCircuit]], str]:
-        snap = next(s for s in self._snapshots if s.name == device)
-        cal_id = snap.calibration.calibration_id
-        found: dict[str, CompiledCircuit] = {}
-        todo: dict[str, str] = {}
-        layouts: dict[str, tuple[int, ...] | None] = {}
-        # placement's ESP for each key's layout; None: a group's shared layout, kept
-        expected: dict[str, float | None] = {}
-        keys: dict[str, list[str]] = {}  # per job: each circuit's compile key
-        for job_id in job_ids:
-            rec = self._jobs[job_id].record
-            shape = self._job_shape(rec)
-            pins = _group_layouts(rec.spec, shape, lambda h, p: self.placer.full(h, p, snap))
-            keys[job_id] = []
-            for text, h, profile, pin in zip(
-                rec.spec.circuits, shape.hashes, shape.profiles, pins, strict=True
-            ):
-                key = h if pin is None else pinned_key(h, pin)
-                keys[job_id].append(key)
-                if key in found or key in todo:
-                    continue
-                hit = self._cache.get((key, device, cal_id))
-                if hit is not None:
-                    found[key] = hit
-                    continue
-                todo[key] = text
-                # The layout placement chose (cached by circuit and calibration), or
-                # the one its layout group shares. Where placement's own needs SWAPs
-                # the compiler uses its routing-aware layout instead, which usually
-                # wins there (106 of 137 such random 5-qubit circuits on guadalupe),
-                # but falls back to placement's when it reaches too little of the ESP
-                # placement expected: alone it once put a 14-qubit GHZ on sherbrooke
-                # onto a broken gate (ESP 0.0 where placement had estimated 0.79). A
-                # group's circuits keep their shared layout: the compiler's choice
-                # could differ from circuit to circuit.
-                if pin is None:
-                    estimate = self.placer.full(h, profile, snap)
-                    layouts[key], expected[key] = estimate.layout, estimate.esp
-                else:
-                    layouts[key], expected[key] = pin, None
-        self.metrics.compile_cache.labels(outcome="hit").inc(len(found))
-        self.metrics.compile_cache.labels(outcome="miss").inc(len(todo))
-        if todo:
-            pending = list(todo)
-            groups = [pending[i : i + self._chunk] for i in range(0, len(pending), self._chunk)]
-            start = time.perf_counter()
-            outs = await asyncio.gather(
-                *(
-                    self.ports.compile(
-                        device,
-                        [todo[k] for k in group],
-                        optimization_level=self._opt,
-                        seed=self._seed,
-                        layouts=[layouts[k] for k in group],
-                        placement_esp=[expected[k] for k in group],
-                        calibration_id=cal_id,
-                    )
-                    for group in groups
-                )
+            await self._handle(
+                [HandOffFailed(i.job_id, i.attempt, f"{device}: {exc}", True) for i in items]
             )
-            self.metrics.compile_seconds.labels(device=device).observe(time.perf_counter() - start)
-            for group, (got_cal, compiled) in zip(groups, outs, strict=True):
-                if got_cal != cal_id:  # recalibrated under us: compile again next pass
-                    raise DeviceUnavailableError(f"{device} recalibrated during compile")
-                for key, c in zip(group, compiled, strict=True):
-                    self._cache.put(c, key)
-                    found[key] = c
-        by_job = {j: [found[k] for k in keys[j]] for j in job_ids}
-        return by_job, cal_id
-
-    async def _requeue(self, job_ids: Sequence[str], from_state: JobState, reason: str) -> None:
-        for j in job_ids:
-            self._jobs.expect(j, None)
-        now = self._clock()
-        updates = [StateUpdate(j, from_state, S.QUEUED, now, reason=reason) for j in job_ids]
-        for u in await self._persist(updates):
-            self._enqueue_pending(self._jobs[u.job_id].record)
-
-    async def _requeue_unspent(self, items: Sequence[WorkItem], reason: str) -> None:
-        """PLACED jobs whose hand-off to the device failed go back to QUEUED with the
-        attempt they were given taken back. Should the hand-off have landed after all,
-        that copy runs under an attempt number used again later, and the shot ledger
-        (keyed by job, attempt and first shot) counts its shots once."""
-        now = self._clock()
-        updates = []
-        for item in items:
-            self._jobs.expect(item.job_id, None)
-            updates.append(
-                StateUpdate(
-                    item.job_id,
-                    S.PLACED,
-                    S.QUEUED,
-                    now,
-                    reason=reason,
-                    fields={"attempts": item.attempt - 1},
-                )
-            )
-        for u in await self._persist(updates):
-            self._enqueue_pending(self._jobs[u.job_id].record)
-
-    async def _safe_drop(
-        self, device: str, job_ids: list[str], attempts: dict[str, int] | None = None
-    ) -> list[str]:
-        try:
-            return await self.ports.drop(device, job_ids, attempts)
-        except Exception:
-            logger.warning("could not drop %s from %s", job_ids, device, exc_info=True)
-            return []
-
-    def _still_running(self, job_id: str, attempt: int) -> bool:
-        rec = self._record(job_id)
-        return rec is not None and rec.state is S.RUNNING and rec.attempts == attempt
 
     # == callbacks from devices =======================================================
 
     async def batch_started(self, device: str, attempts: Sequence[tuple[str, int]]) -> list[str]:
         """A device is about to run these (job, attempt)s; returns the job ids to run.
 
-        RUNNING is persisted first; work cancelled or moved meanwhile is not returned.
-        A later slice of a job already RUNNING there (same attempt) runs on.
+        RUNNING is stored first; work cancelled or moved meanwhile is not returned. A
+        later slice of a job already RUNNING there (same attempt) runs on.
         """
-        now = self._clock()
-        updates = []
-        going_on = []
-        stale: list[str] = []
-        snap = self._snapshot(device)
-        for job_id, attempt in attempts:
-            rec = self._record(job_id)
-            if rec is None or rec.attempts != attempt or rec.device != device:
-                continue
-            limit = rec.spec.max_calibration_age_s
-            if (
-                rec.state is S.PLACED
-                and limit
-                and snap is not None
-                and now - snap.calibration.taken_at > limit
-            ):
-                stale.append(job_id)
-                continue
-            if rec.state is S.PLACED:
-                updates.append(
-                    StateUpdate(job_id, S.PLACED, S.RUNNING, now, reason=f"running on {device}")
-                )
-            elif rec.state is S.RUNNING:
-                going_on.append(job_id)
-        if stale:
-            await self._requeue(
-                stale, S.PLACED, f"{device}'s calibration aged past max_calibration_age_s"
-            )
-            await self._safe_drop(device, stale, {j: a for j, a in attempts if j in stale})
-        started = [*going_on, *(u.job_id for u in await self._persist(updates))]
+        snap = self.view.get(device)
+        taken_at = snap.calibration.taken_at if snap is not None else None
+        done = await self._handle(
+            [BatchStarted(job_id, device, attempt, taken_at) for job_id, attempt in attempts]
+        )
+        started = [i.job_id for i in done.todo if isinstance(i, Start)]
         expected = sum(
             job.expected.run_s
             for job in map(self._jobs.get, started)
             if job is not None and job.expected is not None
         )
-        self._watch.started(device, started, expected, self._clock())
+        self.view.watch.started(device, started, expected, self._clock())
         return started
 
     def batch_progress(self, device: str) -> None:
         """A device finished a simulator call of its running batch: the hung-batch
         clock of its batches restarts (slow work is not a hung device)."""
-        self._watch.progress(device, self._clock())
+        self.view.watch.progress(device, self._clock())
 
     async def batch_finished(self, device: str, runs: Sequence[RawRun]) -> None:
-        """A device finished runs: count shots once, then complete, re-queue or rerun."""
+        """A device finished runs: judge each, count good shots once in the ledger,
+        then let the state machine complete, requeue or fail each job."""
         now = self._clock()
-        self._watch.finished(device, [run.job_id for run in runs])
-        known = self._snapshot(device)
+        self.view.watch.finished(device, [run.job_id for run in runs])
+        known = self.view.get(device)
         if known and any(r.calibration_id != known.calibration.calibration_id for r in runs):
-            self._snap_at = float("-inf")  # the device recalibrated: look again first
+            self.view.look_again()  # the device recalibrated: look again first
+        self.view.link_outcome(device, runs, now)
+        events: list[Event] = []
         accepted: list[tuple[RawRun, collector.Verdict]] = []
-        retry: list[tuple[str, str]] = []
-        # refused as compiled for a calibration the device has left: the scheduler
-        # compiled from a target it kept for the calibration it last saw, so this is
-        # its own lag, not a failure of the job, and costs no attempt
-        recompile: set[str] = set()
-        permanent: list[StateUpdate] = []
-        self._link_outcome(device, runs, now)
         for run in runs:
-            rec = self._record(run.job_id)
-            if rec is None or rec.state is not S.RUNNING or rec.attempts != run.attempt:
+            job = self._jobs.get(run.job_id)
+            if job is None or job.state is not S.RUNNING or job.record.attempts != run.attempt:
                 continue  # cancelled, expired, or a stale delivery: never counted
+            slices_left = run.remaining > 0
             if run.error_kind is RunError.PERMANENT:
-                permanent.append(
-                    StateUpdate(
-                        run.job_id,
-                        S.RUNNING,
-                        S.FAILED,
-                        now,
-                        reason="device error",
-                        fields={"error": run.error or "permanent device error"},
-                    )
-                )
+                error = run.error or "permanent device error"
+                events.append(RunFailed(run.job_id, run.attempt, error, slices_left))
                 continue
-            verdict = collector.judge_run(run, rec.spec.shots, self._jobs[run.job_id].runs)
+            verdict = collector.judge_run(run, job.record.spec.shots, job.runs)
             if verdict.accepted:
                 accepted.append((run, verdict))
-            else:
-                if verdict.cause is collector.Cause.CHECKSUM:
-                    self.metrics.integrity_failures.labels(device=device).inc()
-                if run.error_kind is RunError.CALIBRATION:
-                    recompile.add(run.job_id)
-                retry.append((run.job_id, verdict.reason))
-        counted = await self._count_shots(accepted, now)
-        complete, partial = [], []
-        sliced = {run.job_id: run.attempt for run in runs if run.remaining}
-        for run, verdict in counted:
-            job = self._jobs[run.job_id]
+                continue
+            if verdict.cause is collector.Cause.CHECKSUM:
+                self.metrics.integrity_failures.labels(device=device).inc()
+            # refused as compiled for a calibration the device has left: the scheduler
+            # compiled from a target it kept for the calibration it last saw, so this
+            # is its own lag, not a failure of the job, and costs no attempt
+            free = run.error_kind is RunError.CALIBRATION
+            events.append(RunRejected(run.job_id, run.attempt, verdict.reason, free, slices_left))
+        for run, verdict in await self._count_shots(accepted, now):
+            job = self._jobs.get(run.job_id)
+            if job is None:
+                continue  # cancelled or expired while its shots were counted
             if job.expected is not None and run.run_s > 0:
                 self.placer.run_time.observe(
                     device,
@@ -1161,45 +751,20 @@ class Scheduler:
                     len(run.counts),
                     run.run_s,
                 )
-            job.runs.append(run)
             self.metrics.shots.labels(device=device).inc(shots_executed(run) * len(run.counts))
-            if verdict.outcome is collector.Outcome.PARTIAL:
-                if run.remaining and self._runs_work(device):
-                    # a slice: the rest of the attempt waits in the device queue
-                    self.metrics.slices.labels(device=device).inc()
-                    continue
+            partial = verdict.outcome is collector.Outcome.PARTIAL
+            waits = partial and run.remaining > 0 and self.view.runs_work(device)
+            if waits:
+                self.metrics.slices.labels(device=device).inc()
+            elif partial:
                 self.metrics.partial_runs.labels(device=device).inc()
-                partial.append((run.job_id, verdict.reason))
-            else:
-                complete.append(run.job_id)
-        exhausted = []
-        for job_id, reason in [*retry, *partial]:
-            if self._jobs[job_id].record.attempts >= MAX_ATTEMPTS and job_id not in recompile:
-                exhausted.append(_attempts_exhausted(job_id, S.RUNNING, now, reason))
-            else:
-                await self._requeue([job_id], S.RUNNING, reason)
-        await self._persist([*exhausted, *permanent])
-        await self._complete(complete)
-        # Slices still queued for an attempt that ended (rerun, failed, complete) would
-        # be refused at their batch start anyway; take them out of the queue now.
-        ended = {j: a for j, a in sliced.items() if not self._still_running(j, a)}
-        if ended:
-            await self._safe_drop(device, list(ended), ended)
+            events.append(RunCounted(run.job_id, run, not partial, waits, verdict.reason))
+        await self._settle(events)
 
-    def _link_outcome(self, device: str, runs: Sequence[RawRun], now: float) -> None:
-        """Feed a delivery to the device's circuit breaker: one batch lost to its
-        control link is one failure, a batch that ran closes a probing breaker."""
-        lost = [r for r in runs if r.error_kind in (RunError.LINK, RunError.PERMANENT)]
-        for run in lost:
-            self.metrics.link_errors.labels(device=device, kind=run.error_kind).inc()
-        breaker = self._breaker(device)
-        if lost:
-            if breaker.failure(now):
-                self.metrics.breaker_trips.labels(device=device).inc()
-                logger.warning("%s: %s", device, breaker.reason(now))
-                self._snap_at = float("-inf")  # stop placing there at once
-        elif any(not r.error for r in runs):
-            breaker.success(now)
+    async def _settle(self, events: Sequence[Event]) -> None:
+        """The moves a delivery causes, once its good shots are in the ledger (a crash
+        before this leaves jobs RUNNING with shots counted; recovery finishes them)."""
+        await self._handle(events)
 
     async def _count_shots(
         self, accepted: list[tuple[RawRun, collector.Verdict]], now: float
@@ -1223,61 +788,32 @@ class Scheduler:
         fresh = await asyncio.to_thread(self.store.record_shots, ledger)
         return [pair for pair, new in zip(accepted, fresh, strict=True) if new]
 
-    async def _complete(self, job_ids: Sequence[str]) -> None:
-        now = self._clock()
-        moved = await self._persist(
-            [
-                StateUpdate(j, S.RUNNING, S.POSTPROCESSING, now, reason="all shots in")
-                for j in job_ids
-            ]
-        )
-        await self._finish([u.job_id for u in moved])
-
     async def _finish(self, job_ids: Sequence[str]) -> None:
-        results, failed, ok_ids = [], [], []
-        now = self._clock()
+        """Build and store the results of POSTPROCESSING jobs from their counted runs."""
+        results: list[bytes] = []
+        ok_ids: list[str] = []
+        events: list[Event] = []
         for job_id in job_ids:
-            rec = self._jobs[job_id].record
+            job = self._jobs.get(job_id)
+            if job is None:
+                continue
             try:
-                compile_infos = _compile_info(rec)
                 result = collector.finish(
                     job_id,
-                    self._jobs[job_id].runs,
-                    compile_infos,
+                    job.runs,
+                    _compile_info(job.record),
                     self._versions,
-                    rec.spec.shots,
-                    self._jobs[job_id].discarded_shots,
+                    job.record.spec.shots,
+                    job.discarded_shots,
                 )
-                results.append(encode_result(result))
-                ok_ids.append(job_id)
             except QrtError as exc:
-                failed.append(
-                    StateUpdate(
-                        job_id,
-                        S.POSTPROCESSING,
-                        S.FAILED,
-                        now,
-                        reason="postprocessing",
-                        fields={"error": str(exc)},
-                    )
-                )
+                events.append(ResultFailed(job_id, str(exc)))
+                continue
+            results.append(encode_result(result))
+            ok_ids.append(job_id)
         digests = await asyncio.to_thread(self.store.put_blobs, results)
-        await self._persist(
-            [
-                *failed,
-                *(
-                    StateUpdate(
-                        j,
-                        S.POSTPROCESSING,
-                        S.DONE,
-                        now,
-                        reason="result stored",
-                        fields={"result_sha256": d},
-                    )
-                    for j, d in zip(ok_ids, digests, strict=True)
-                ),
-            ]
-        )
+        events += [ResultStored(j, d) for j, d in zip(ok_ids, digests, strict=True)]
+        await self._handle(events)
 
     # == recovery =====================================================================
 
@@ -1286,58 +822,50 @@ class Scheduler:
 
         A row that no longer decodes, a stored run that fails its checksum, or
         circuits the intake gate now refuses fail that job with the reason instead of
-        stopping the farm from starting.
+        stopping the farm from starting. What each recovered job does next (placed
+        again, finished from the ledger) is the state machine's call.
         """
         records = await asyncio.to_thread(self.store.unfinished)
         unreadable = await asyncio.to_thread(self.store.unreadable)
         now = self._clock()
-        back: list[StateUpdate] = []
-        broken: list[StateUpdate] = [
-            _recovery_failure(job_id, state, now, why) for job_id, state, why in unreadable
+        broken = [
+            d
+            for job_id, state, why in unreadable
+            if (d := self.machine.unreadable(job_id, state, why, now)) is not None
         ]
-        finishing: list[str] = []
-        complete: list[str] = []
+        failed: list[Event] = []
+        stored: dict[str, JobRecord] = {}
+        recovered: list[Event] = []
         for rec in records:
             if rec.job_id in self._jobs:
                 continue  # admitted by this scheduler already: nothing to rebuild
             try:
                 runs, runs_from, discarded = await self._recover_runs(rec)
-                shape = (await self._checked_shapes([rec.spec], ["job"], [rec.job_id]))[0]
+                devices = self.view.snapshots
+                shape = (await self.admission.shapes([rec.spec], ["job"], [rec.job_id], devices))[0]
             except (QrtError, ValueError, KeyError, TypeError) as exc:
                 logger.error("job %s cannot be recovered: %s", rec.job_id, exc)
-                broken.append(_recovery_failure(rec.job_id, rec.state, now, str(exc)))
+                failed.append(Unrecoverable(rec.job_id, str(exc)))
+                stored[rec.job_id] = rec
                 continue
-            self._track(rec, shape)
-            job = self._jobs[rec.job_id]
-            job.runs, job.runs_from, job.discarded_shots = runs, runs_from, discarded
-            if rec.state is S.POSTPROCESSING:
-                finishing.append(rec.job_id)
-            elif rec.state is S.RUNNING and runs and not missing_shots(rec.spec.shots, runs):
-                # every shot was counted but the move to POSTPROCESSING was not stored
-                # (a crash between the two): finish it from the ledger, run nothing
-                complete.append(rec.job_id)
-            elif rec.state in (S.COMPILING, S.PLACED, S.RUNNING):
-                back.append(
-                    StateUpdate(
-                        rec.job_id,
-                        rec.state,
-                        S.QUEUED,
-                        now,
-                        reason=f"recovered after restart (was {rec.state.value})",
-                    )
-                )
-        await self._persist(broken)
-        for u in await self._persist(back):
-            self._enqueue_pending(self._jobs[u.job_id].record)
-        if finishing:
-            await self._finish(finishing)
-        if complete:
-            await self._complete(complete)
+            self._track(
+                rec,
+                shape,
+                runs=runs,
+                runs_from=runs_from,
+                discarded_shots=discarded,
+                why="recovered",
+            )
+            recovered.append(Recovered(rec.job_id))
+        self.machine.commit(broken, await self._store([d.update for d in broken if d.update]))
+        await self._handle(failed, stored=stored)
+        await self._handle(recovered)
         if records or unreadable:
+            lost = len(broken) + len(failed)
             logger.info(
                 "recovered %d unfinished jobs (%d failed: unreadable)",
-                len(records) + len(unreadable) - len(broken),
-                len(broken),
+                len(records) + len(unreadable) - lost,
+                lost,
             )
         return len(records) + len(unreadable)
 
@@ -1432,14 +960,10 @@ class Scheduler:
             rec = await self.get(job_id)
             if rec.state.is_final:
                 return rec.state, False
-            update = StateUpdate(
-                job_id, rec.state, S.CANCELLED, self._clock(), reason="cancelled by user"
-            )
-            if await self._persist([update]):
-                break
-        if rec.device:
-            await self._safe_drop(rec.device, [job_id])
-        return (await self.get(job_id)).state, True
+            stored = None if job_id in self._jobs else {job_id: rec}
+            done = await self._handle([CancelRequested(job_id)], stored=stored)
+            if done.moved:
+                return (await self.get(job_id)).state, True
 
     async def estimate(self, spec: JobSpec) -> list[dict[str, Any]]:
         """Per fitting device: estimated fidelity, cost, wait and run time; runs nothing.
@@ -1452,9 +976,10 @@ class Scheduler:
             PlacementError: no device could ever run the job.
         """
         await self._refresh_snapshots(force=True)
-        shape = (await self._checked_shapes([spec], ["job"], ["estimate"]))[0]
+        devices = self.view.snapshots
+        shape = (await self.admission.shapes([spec], ["job"], ["estimate"], devices))[0]
         backlog = self._loads()
-        loads = [DeviceLoad(s, backlog.get(s.name, 0.0)) for s in self._snapshots]
+        loads = [DeviceLoad(s, backlog.get(s.name, 0.0)) for s in self.view.snapshots]
         try:
             cands = self.placer.estimate(shape, loads, placement_options(spec))
         except ValueError as exc:
@@ -1464,17 +989,11 @@ class Scheduler:
     async def devices(self) -> list[DeviceSnapshot]:
         """Fresh snapshots of every device."""
         await self._refresh_snapshots(force=True)
-        return list(self._snapshots)
+        return list(self.view.snapshots)
 
     def live_count(self) -> int:
         """Jobs not yet final."""
         return len(self._jobs)
-
-
-def _recovery_failure(job_id: str, state: JobState, now: float, why: str) -> StateUpdate:
-    """The update that fails a job a restarted scheduler cannot rebuild."""
-    error = f"the farm restarted and could not recover this job: {brief(why, 300)}; submit it again"
-    return _failure(job_id, state, now, "unrecoverable", error)
 
 
 def _compile_info(rec: JobRecord) -> list[dict[str, Any]]:
@@ -1490,113 +1009,3 @@ def _recovery_note(rec: JobRecord) -> dict[str, Any]:
     if rec.recovery is not None:
         return dict(rec.recovery)
     return rec.placement or {}
-
-
-def job_deadline(rec: JobRecord) -> float:
-    """When the job's ``max_execution_time_s`` runs out (inf when it has none)."""
-    limit = rec.spec.max_execution_time_s
-    return rec.created_at + limit if limit else math.inf
-
-
-def placement_options(
-    spec: JobSpec, *, device: str | None = None, deadline_s: float | None = None
-) -> PlacementOptions:
-    """A job spec's placement options.
-
-    Args:
-        spec: the job.
-        device: overrides the spec's pinned device.
-        deadline_s: seconds left before the job's ``max_execution_time_s`` runs out.
-    """
-    weights = None
-    if spec.weights is not None:
-        weights = Weights(**spec.weights.model_dump())
-    return PlacementOptions(
-        policy=spec.policy,
-        optimize=spec.optimize,
-        weights=weights,
-        min_fidelity=spec.min_fidelity,
-        max_cost_usd=spec.max_cost_usd,
-        device=device if device is not None else spec.device,
-        deadline_s=deadline_s,
-    )
-
-
-def _group_layouts(
-    spec: JobSpec,
-    shape: JobShape,
-    estimate: Callable[[str, CircuitProfile], FidelityEstimate],
-) -> list[tuple[int, ...] | None]:
-    """Each circuit's shared layout: its layout group's first circuit's, from
-    ``estimate``. None where there is nothing to share (no groups, or a group of one
-    circuit): such a circuit is compiled as any other."""
-    if spec.layout_groups is None:
-        return [None] * len(spec.circuits)
-    sizes = Counter(spec.layout_groups)
-    first: dict[int, tuple[int, ...]] = {}
-    out: list[tuple[int, ...] | None] = []
-    for group, h, profile in zip(spec.layout_groups, shape.hashes, shape.profiles, strict=True):
-        if sizes[group] == 1:
-            out.append(None)
-            continue
-        if group not in first:
-            first[group] = tuple(estimate(h, profile).layout)
-        out.append(first[group])
-    return out
-
-
-def _distinct_texts(
-    specs: Sequence[JobSpec], wheres: Sequence[str], limits: IntakeLimits
-) -> tuple[list[str], list[str], list[list[int]]]:
-    """Each distinct circuit text once (with the name of its first use), and per job
-    the index of each of its circuits among them; job sizes checked on the way.
-
-    Raises:
-        ValidationError: a job has too many circuits or too many bytes of them.
-    """
-    index: dict[str, int] = {}
-    unique: list[str] = []
-    args: list[str] = []
-    picks: list[list[int]] = []
-    for spec, where in zip(specs, wheres, strict=True):
-        if len(spec.circuits) > limits.max_circuits:
-            raise ValidationError(
-                f"{where}.circuits: {len(spec.circuits)} circuits; the limit is "
-                f"{limits.max_circuits} (intake.max_circuits): split them over several jobs"
-            )
-        size = sum(len(t.encode("utf-8", "surrogatepass")) for t in spec.circuits)
-        if size > limits.max_job_bytes:
-            raise ValidationError(
-                f"{where}.circuits: {size} bytes of OpenQASM in one job; the limit is "
-                f"{limits.max_job_bytes} (intake.max_job_bytes): split them over several jobs"
-            )
-        pick = []
-        for k, text in enumerate(spec.circuits):
-            if text not in index:
-                index[text] = len(unique)
-                unique.append(text)
-                args.append(f"{where}.circuits[{k}]")
-            pick.append(index[text])
-        picks.append(pick)
-    return unique, args, picks
-
-
-def _shape(
-    job_id: str,
-    spec: JobSpec,
-    where: str,
-    described: Sequence[tuple[str, CircuitProfile]],
-) -> JobShape:
-    """A job's shape from its circuits' (hash, profile), checking its layout groups."""
-    hashes = tuple(h for h, _ in described)
-    profiles = tuple(p for _, p in described)
-    if spec.layout_groups is not None:
-        width: dict[int, int] = {}
-        for k, (group, profile) in enumerate(zip(spec.layout_groups, profiles, strict=True)):
-            if width.setdefault(group, profile.num_qubits) != profile.num_qubits:
-                raise ValidationError(
-                    f"{where}.circuits[{k}]: {profile.num_qubits} qubits in layout group "
-                    f"{group}, whose first circuit has {width[group]}; circuits that share "
-                    "a layout need the same number of qubits"
-                )
-    return JobShape(job_id, hashes, profiles, spec.shots)

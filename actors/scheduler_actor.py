@@ -382,6 +382,7 @@ class SchedulerActor:
         return [
             {
                 "seq": e.seq,
+                "event": e.event,
                 "from": e.from_state.value if e.from_state else None,
                 "to": e.to_state.value,
                 "at": e.at,

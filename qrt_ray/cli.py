@@ -297,8 +297,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     t0 = events[0]["at"] if events else 0.0
     text.append(
         table(
-            ["+s", "from", "to", "reason"],
-            [[e["at"] - t0, e["from"], e["to"], e["reason"]] for e in events],
+            ["+s", "event", "from", "to", "reason"],
+            [[e["at"] - t0, e.get("event"), e["from"], e["to"], e["reason"]] for e in events],
         )
     )
     _print(args, {**info, "events": events}, "\n".join(text))
@@ -591,9 +591,11 @@ _PLACEMENT_HEAD = ["device", "fidelity", "cost $", "wait s", "run s", "swaps", "
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    """Show why a job went where it went: policy, weights, ranking, per-device figures."""
+    """Show why a job went where it went (policy, weights, ranking, per-device figures)
+    and its story (each event, the move it made, and why)."""
     rt = _connect(args)
-    info = rt.job(args.job_id).info()
+    handle = rt.job(args.job_id)
+    info = handle.info()
     placement = info.get("placement")
     if not placement:
         _print(
@@ -619,7 +621,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
             1,
             "no device was expected to finish before the deadline: the earliest finish won",
         )
-    _print(args, {"job_id": args.job_id, "placement": placement}, "\n".join(lines))
+    events = handle.events()
+    t0 = events[0]["at"] if events else 0.0
+    lines.append("story:")
+    lines.append(
+        table(
+            ["+s", "event", "from", "to", "why"],
+            [[e["at"] - t0, e.get("event"), e["from"], e["to"], e["reason"]] for e in events],
+        )
+    )
+    out = {"job_id": args.job_id, "placement": placement, "events": events}
+    _print(args, out, "\n".join(lines))
     return 0
 
 

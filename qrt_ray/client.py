@@ -175,7 +175,7 @@ class JobHandle:
         return self.info()["placement"]
 
     def events(self) -> list[dict[str, Any]]:
-        """Every lifecycle transition, with its time and reason."""
+        """Every lifecycle transition: the event that made it, its time and reason."""
         return self._rt._call("events", self.job_id)
 
     def cancel(self) -> bool:

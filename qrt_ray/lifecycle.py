@@ -32,13 +32,15 @@ class JobState(StrEnum):
 FINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
 
 _S = JobState
-# Forward path, plus the ways back: a device lost or a recovery after restart sends
-# work back to QUEUED (only its missing shots run again); PLACED -> COMPILING covers a
-# recompile when the device's calibration changed under a placed job.
+# Forward path, plus the ways back to QUEUED (a device lost, stopped or recalibrated
+# under the job, a hand-off that failed, a recovery after restart: only its missing
+# shots run again), and FAILED / CANCELLED from any live state. Which event makes
+# which move, and what the move does, is the state machine's table
+# (qrt_ray.policies.jobflow.ROWS); a test keeps the two equal.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     _S.QUEUED: frozenset({_S.COMPILING, _S.FAILED, _S.CANCELLED}),
     _S.COMPILING: frozenset({_S.PLACED, _S.QUEUED, _S.FAILED, _S.CANCELLED}),
-    _S.PLACED: frozenset({_S.RUNNING, _S.QUEUED, _S.COMPILING, _S.FAILED, _S.CANCELLED}),
+    _S.PLACED: frozenset({_S.RUNNING, _S.QUEUED, _S.FAILED, _S.CANCELLED}),
     _S.RUNNING: frozenset({_S.POSTPROCESSING, _S.QUEUED, _S.FAILED, _S.CANCELLED}),
     _S.POSTPROCESSING: frozenset({_S.DONE, _S.FAILED, _S.CANCELLED}),
     _S.DONE: frozenset(),

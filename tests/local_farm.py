@@ -76,10 +76,10 @@ def make(
 
 async def drive_until_crash(sched: Scheduler, devices: list[Device], step_name: str) -> None:
     """Drive the farm until the scheduler reaches ``step_name`` (``_finish``: shots
-    counted, POSTPROCESSING stored; ``_complete``: shots counted, still RUNNING) and
+    counted, POSTPROCESSING stored; ``_settle``: shots counted, still RUNNING) and
     dies there, as a process killed at that moment would."""
 
-    async def crash(job_ids: list[str]) -> None:
+    async def crash(arg: object) -> None:
         raise asyncio.CancelledError
 
     original = getattr(sched, step_name)

@@ -63,6 +63,7 @@ class StateUpdate:
     at: float
     reason: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
+    event: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,7 @@ class TransitionEvent:
     to_state: JobState
     at: float
     reason: str | None
+    event: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

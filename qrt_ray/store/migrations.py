@@ -113,6 +113,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN compile_json TEXT;
     ALTER TABLE jobs ADD COLUMN recovery_json TEXT;
     """,
+    # 5: each transition names the event that made it (the job's story).
+    """
+    ALTER TABLE transitions ADD COLUMN event TEXT;
+    """,
 )
 
 POSTGRES_MIGRATIONS: tuple[str, ...] = (
@@ -204,6 +208,10 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN compile_json TEXT;
     ALTER TABLE jobs ADD COLUMN recovery_json TEXT;
+    """,
+    # 5: as SQLite's step 5.
+    """
+    ALTER TABLE transitions ADD COLUMN event TEXT;
     """,
 )
 

@@ -332,7 +332,7 @@ class SQLJobStore(JobStore):
 
     def events(self, job_id: str) -> list[TransitionEvent]:
         rows = self._rows(
-            "SELECT job_id, seq, from_state, to_state, at, reason FROM transitions "
+            "SELECT job_id, seq, from_state, to_state, at, reason, event FROM transitions "
             "WHERE job_id=? ORDER BY seq",
             (job_id,),
         )
@@ -344,6 +344,7 @@ class SQLJobStore(JobStore):
                 to_state=JobState(r[3]),
                 at=r[4],
                 reason=r[5],
+                event=r[6],
             )
             for r in rows
         ]
@@ -539,9 +540,9 @@ def _admit_one(conn: Connection, rec: JobRecord) -> tuple[JobRecord, bool]:
     )
     if cur.rowcount == 1:
         conn.execute(
-            "INSERT INTO transitions (job_id, seq, from_state, to_state, at, reason) "
-            "VALUES (?,?,?,?,?,?)",
-            (rec.job_id, 0, None, JobState.QUEUED.value, rec.created_at, "submitted"),
+            "INSERT INTO transitions (job_id, seq, from_state, to_state, at, reason, event) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (rec.job_id, 0, None, JobState.QUEUED.value, rec.created_at, "submitted", "submitted"),
         )
         return rec, True
     if key is not None:
@@ -577,9 +578,9 @@ def _apply_one(conn: Connection, u: StateUpdate) -> bool:
         "SELECT COALESCE(MAX(seq), -1) + 1 FROM transitions WHERE job_id=?", (u.job_id,)
     ).fetchone()
     conn.execute(
-        "INSERT INTO transitions (job_id, seq, from_state, to_state, at, reason) "
-        "VALUES (?,?,?,?,?,?)",
-        (u.job_id, seq, u.from_state.value, u.to_state.value, u.at, u.reason),
+        "INSERT INTO transitions (job_id, seq, from_state, to_state, at, reason, event) "
+        "VALUES (?,?,?,?,?,?,?)",
+        (u.job_id, seq, u.from_state.value, u.to_state.value, u.at, u.reason, u.event),
     )
     return True
 

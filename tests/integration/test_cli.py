@@ -67,6 +67,15 @@ def test_submit_wait_status_result_jobs_devices(farm: dict) -> None:
     assert sum(data["circuits"][0]["counts"].values()) == 500
     status = json.loads(qrt("status", job_id, "--json", *common(farm)).stdout)
     assert status["state"] == "DONE" and status["events"][-1]["to"] == "DONE"
+    story = [e["event"] for e in status["events"]]  # each move names its event
+    assert story == [
+        "submitted",
+        "placed",
+        "compiled",
+        "batch started",
+        "run counted",
+        "result stored",
+    ], story
     text = qrt("result", job_id, *common(farm)).stdout
     assert "DONE on" in text and "bitstring" in text
     assert job_id in qrt("jobs", *common(farm)).stdout
@@ -76,6 +85,7 @@ def test_submit_wait_status_result_jobs_devices(farm: dict) -> None:
     explained = qrt("explain", job_id, *common(farm)).stdout
     assert f"job {job_id}: DONE on" in explained and "policy composite" in explained
     assert "manila" in explained and "nairobi" in explained
+    assert "story:" in explained and "batch started" in explained
     rows = json.loads(qrt("estimate", str(GHZ), "--json", *common(farm)).stdout)
     assert {r["device"] for r in rows} == {"manila", "nairobi"}
 

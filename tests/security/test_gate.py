@@ -104,10 +104,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def end_to_end(server: Server, case: Case) -> list[str]:
     """The case as a client sends it; returns the ids of the jobs admitted."""
     if case.call == "actor":
-        specs = decode_specs(case.actor_json(server.secrets), server.sched._limits)  # type: ignore[misc]
+        specs = decode_specs(case.actor_json(server.secrets), server.sched.admission.limits)  # type: ignore[misc]
     else:
         spec = make_spec(case.payload(server.secrets), **{"shots": 200, **case.options})
-        specs = decode_specs([spec.model_dump_json()], server.sched._limits)
+        specs = decode_specs([spec.model_dump_json()], server.sched.admission.limits)
     admitted = server.run(server.sched.submit(specs))
     return [rec.job_id for rec, _ in admitted]
 
@@ -151,7 +151,7 @@ def test_the_scheduler_refuses_text_a_client_would_have_refused(server: Server, 
     assert isinstance(text, str)
     raw = json.dumps({"circuits": [text], "shots": 100}, ensure_ascii=False)
     with pytest.raises(QrtError) as caught:
-        specs = decode_specs([raw], server.sched._limits)
+        specs = decode_specs([raw], server.sched.admission.limits)
         server.run(server.sched.submit(specs))
     message = str(caught.value).lower()
     assert server.secrets.token not in message

@@ -175,7 +175,7 @@ def ghz_qasm(n: int) -> str:
 def test_a_long_batch_runs_in_pieces_and_reports_progress_after_each(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import qrt_ray.actors.device as device_module
+    import qrt_ray.actors.executor as device_module
 
     monkeypatch.setattr(device_module, "CALL_CIRCUITS", 2)
     store, devices, sched = _farm(tmp_path)

@@ -121,7 +121,7 @@ def test_a_hung_device_is_restarted_and_its_jobs_finish(tmp_path: Path) -> None:
         now[0] += 2
         await sched._watchdog()
         assert manila.incarnation != old_incarnation and manila.queue_depth == 0
-        snap = next(s for s in sched._snapshots if s.name == "manila")
+        snap = next(s for s in sched.view.snapshots if s.name == "manila")
         assert snap.status is DeviceStatus.UNREACHABLE and "hung" in snap.status_reason
         back = [e for e in store.events(rec.job_id) if "manila hung" in (e.reason or "")]
         assert back and back[-1].to_state is S.QUEUED

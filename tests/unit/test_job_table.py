@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from qrt_ray.actors.jobs import Expected, JobTable
 from qrt_ray.lifecycle import JobState as S
 from qrt_ray.models import JobSpec
+from qrt_ray.policies.jobs import Expected, JobTable
 from qrt_ray.store import JobRecord
 
 SPEC = JobSpec(circuits=("OPENQASM 2.0;",), shots=10)

@@ -43,10 +43,10 @@ def test_illegal_transition_names_job_and_states(a: JobState, b: JobState) -> No
         check_transition("j7", a, b)
 
 
-# The design, written out by hand (docs/architecture.md, "Job lifecycle"), not read
+# The design, written out by hand (docs/architecture.md, "Job state machine"), not read
 # from the table under test: the forward path; back to QUEUED when a device is lost,
-# recalibrated under the job or preempted, or the farm restarts; a recompile of placed
-# work; and FAILED / CANCELLED from any state that is not final.
+# recalibrated under the job or preempted, or the farm restarts; and FAILED /
+# CANCELLED from any state that is not final.
 _LIVE = (S.QUEUED, S.COMPILING, S.PLACED, S.RUNNING, S.POSTPROCESSING)
 EXPECTED = {
     (S.QUEUED, S.COMPILING),
@@ -57,7 +57,6 @@ EXPECTED = {
     (S.COMPILING, S.QUEUED),
     (S.PLACED, S.QUEUED),
     (S.RUNNING, S.QUEUED),
-    (S.PLACED, S.COMPILING),
     *((live, S.FAILED) for live in _LIVE),
     *((live, S.CANCELLED) for live in _LIVE),
 }

@@ -100,7 +100,7 @@ def test_a_lost_link_reruns_the_batch_and_a_flapping_device_trips_its_breaker(
             await wait_until_async(lambda: manila.queue_depth, what="work in manila's queue")
             await step(sched, [manila])
         await sched._refresh_snapshots(force=True)
-        snap = next(s for s in sched._snapshots if s.name == "manila")
+        snap = next(s for s in sched.view.snapshots if s.name == "manila")
         assert snap.status is DeviceStatus.UNREACHABLE
         assert "circuit breaker open" in snap.status_reason
         # new work goes elsewhere while it is open
@@ -114,7 +114,7 @@ def test_a_lost_link_reruns_the_batch_and_a_flapping_device_trips_its_breaker(
         later[0] = 31.0
         await drive(sched, devices)
         await sched._refresh_snapshots(force=True)
-        snap = next(s for s in sched._snapshots if s.name == "manila")
+        snap = next(s for s in sched.view.snapshots if s.name == "manila")
         assert snap.status is DeviceStatus.ONLINE  # the probe ran: the breaker closed
         await sched.stop()
         return pinned.job_id, [e.reason or "" for e in store.events(pinned.job_id)]
@@ -377,7 +377,7 @@ def test_a_device_silent_with_no_batch_in_flight_is_restarted(tmp_path: Path) ->
     """A frozen device process answers nothing and runs nothing: after silent_restart_s
     it is restarted, and the work pinned to it runs."""
     store, devices, sched, silent, later = _silencing_farm(tmp_path, partial_wait_s=60)
-    sched._faults = sched._faults.model_copy(update={"silent_restart_s": 20.0})
+    sched.view.faults = sched.view.faults.model_copy(update={"silent_restart_s": 20.0})
     for d in devices:
         d.faults.partial_fractions = []
     manila = next(d for d in devices if d.name == "manila")

@@ -382,7 +382,7 @@ def test_recovery_finishes_a_running_job_whose_shots_were_all_counted(tmp_path: 
         store, devices, sched = make(tmp_path)
         await sched.start()
         ((rec, _),) = await sched.submit([spec(shots=300)])
-        await drive_until_crash(sched, devices, "_complete")
+        await drive_until_crash(sched, devices, "_settle")
         await sched.stop()
         assert store.get(rec.job_id).state is S.RUNNING
         assert sum(r.shots for r in store.shot_ledger(rec.job_id)) == 300
@@ -494,7 +494,7 @@ def test_fused_and_unfused_jobs_of_a_batch_run_in_their_own_calls(
     import numpy as np
     from qiskit.quantum_info import Statevector
 
-    import qrt_ray.actors.device as device_mod
+    import qrt_ray.actors.executor as device_mod
     from qrt_ray.workloads import _qft_peak
 
     calls: list[tuple[int, object]] = []
@@ -743,7 +743,7 @@ def test_a_device_busy_in_a_batch_that_misses_snapshots_keeps_its_queued_work(
         # no batch in flight: a device that stops answering takes no new work
         silent.add("nairobi")
         await sched._refresh_snapshots(force=True)
-        nairobi = next(s for s in sched._snapshots if s.name == "nairobi")
+        nairobi = next(s for s in sched.view.snapshots if s.name == "nairobi")
         assert nairobi.status.value == "UNREACHABLE"
         await sched.stop()
         store.close()
@@ -757,8 +757,8 @@ def test_small_circuits_run_in_one_call_from_the_start(
 ) -> None:
     # every simulator call pays for the noise model's hand-over: small circuits do not
     # start with a short heartbeat call, wide ones (a limit of 2 makes 3 qubits wide) do
-    import qrt_ray.actors.device as device_mod
-    from qrt_ray.actors.device import FIRST_CALL_CIRCUITS
+    import qrt_ray.actors.executor as device_mod
+    from qrt_ray.actors.executor import FIRST_CALL_CIRCUITS
 
     assert FIRST_CALL_CIRCUITS == 16
     monkeypatch.setattr(device_mod, "SMALL_CIRCUIT_QUBITS", small_limit)

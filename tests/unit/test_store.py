@@ -129,6 +129,16 @@ def test_transition_is_compare_and_set(store: JobStore) -> None:
     ]
 
 
+def test_each_transition_keeps_the_event_that_made_it(store: JobStore) -> None:
+    store.admit([rec("a")])
+    store.apply(
+        [StateUpdate("a", S.QUEUED, S.COMPILING, 2.0, reason="placed on d1", event="placed")]
+    )
+    store.apply([StateUpdate("a", S.COMPILING, S.CANCELLED, 3.0)])  # no event named
+    got = [(e.event, e.reason) for e in store.events("a")]
+    assert got == [("submitted", "submitted"), ("placed", "placed on d1"), (None, None)]
+
+
 def test_racing_writers_move_a_job_once(store_url: str) -> None:
     stores = [open_store(store_url) for _ in range(4)]
     stores[0].admit([rec("a")])
