@@ -854,7 +854,6 @@ class Scheduler:
                 runs=runs,
                 runs_from=runs_from,
                 discarded_shots=discarded,
-                why="recovered",
             )
             recovered.append(Recovered(rec.job_id))
         self.machine.commit(broken, await self._store([d.update for d in broken if d.update]))

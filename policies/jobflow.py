@@ -14,9 +14,9 @@ Two calls keep the rule that a change is stored before anything acts on it:
 3. :meth:`JobMachine.commit` mirrors the updates the store applied into the
    :class:`~qrt_ray.policies.jobs.JobTable` and returns their instructions.
 
-Each job keeps a short story of what happened to it (event, from, to, why), and every
-stored transition names the event that made it, so ``job.events()`` and ``qrt status``
-show it.
+Every stored transition names the event that made it, so a job's stored transitions
+are its story (event, from, to, why): ``job.events()``, ``qrt status`` and ``qrt
+explain`` show it.
 
 Pure: no Ray, no Aer, no store, no clock (``now`` is passed in).
 """
@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 from qrt_ray.errors import brief
 from qrt_ray.lifecycle import FINAL_STATES, JobState, check_transition
-from qrt_ray.policies.jobs import Expected, JobTable, LiveJob, StoryLine
+from qrt_ray.policies.jobs import Expected, JobTable, LiveJob
 from qrt_ray.policies.placer import JobShape
 from qrt_ray.results import RawRun, missing_shots, shots_executed
 from qrt_ray.store import JobRecord, StateUpdate
@@ -493,14 +493,12 @@ class JobMachine:
         runs: Sequence[RawRun] = (),
         runs_from: int | None = None,
         discarded_shots: int = 0,
-        why: str = "submitted",
     ) -> LiveJob:
         """Start tracking a job the store holds (admitted now, or recovered)."""
         job = self.jobs.add(record, shape)
         job.runs = list(runs)
         job.runs_from = runs_from
         job.discarded_shots = discarded_shots
-        job.tell(StoryLine(record.updated_at, why, None, record.state, why))
         return job
 
     # -- decide --------------------------------------------------------------------------
@@ -620,16 +618,6 @@ class JobMachine:
         if d.run is not None:
             job.runs.append(d.run)
         u = d.update
-        finish = u.to_state if u is not None else None
-        job.tell(
-            StoryLine(
-                u.at if u else job.record.updated_at,
-                d.event.name,
-                job.state,
-                finish,
-                u.reason or "" if u else d.row.when,
-            )
-        )
         if u is None:
             return list(d.instructions)
         rec = replace(job.record, state=u.to_state, updated_at=u.at, **u.fields)

@@ -11,7 +11,6 @@ index, not a scan.
 from __future__ import annotations
 
 import itertools
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -30,21 +29,6 @@ class Expected:
     shot_duration_s: float
 
 
-@dataclass(frozen=True, slots=True)
-class StoryLine:
-    """One thing that happened to a job: the event, the move it made (``finish`` None:
-    the job stayed in ``start``) and why."""
-
-    at: float
-    event: str
-    start: JobState | None
-    finish: JobState | None
-    why: str
-
-
-STORY_LINES = 32  # a job's story keeps this many latest lines
-
-
 @dataclass(slots=True)
 class LiveJob:
     """A job the scheduler is working on (not yet DONE, FAILED or CANCELLED).
@@ -59,7 +43,6 @@ class LiveJob:
         discarded_shots: shots of runs dropped because the job was rerun whole.
         runs_from: the first attempt whose runs count, once the job was rerun whole.
         fresh_checked: when a fresher calibration was last looked for on its behalf.
-        story: what happened to it, latest last (the stored transitions keep the moves).
     """
 
     record: JobRecord
@@ -70,11 +53,6 @@ class LiveJob:
     discarded_shots: int = 0
     runs_from: int | None = None
     fresh_checked: float | None = None
-    story: deque[StoryLine] = field(default_factory=lambda: deque(maxlen=STORY_LINES))
-
-    def tell(self, line: StoryLine) -> None:
-        """Add a line to the job's story."""
-        self.story.append(line)
 
     @property
     def job_id(self) -> str:
