@@ -354,7 +354,9 @@ class Scheduler:
         shapes = await self.admission.shapes(specs, wheres, job_ids, devices)
         now = self._clock()
         records: list[JobRecord] = []
-        for spec, where, job_id, shape in zip(specs, wheres, job_ids, shapes, strict=True):
+        for i, (spec, where, job_id, shape) in enumerate(
+            zip(specs, wheres, job_ids, shapes, strict=True)
+        ):
             self.admission.check_feasible(spec, shape, where, devices)
             if spec.idempotency_key:
                 prior = await asyncio.to_thread(
@@ -365,7 +367,10 @@ class Scheduler:
                         f"{where}.idempotency_key={brief(spec.idempotency_key)!r} was already "
                         f"used for job {prior.job_id} with a different request; use a new key"
                     )
-            records.append(JobRecord(job_id, S.QUEUED, spec, now, now))
+            # a microsecond apart: listings (newest first) and the queue (oldest first
+            # within a priority) keep the order of the call
+            at = now + i * 1e-6
+            records.append(JobRecord(job_id, S.QUEUED, spec, at, at))
         admitted = await asyncio.to_thread(self.store.admit, records)
         for (rec, created), shape in zip(admitted, shapes, strict=True):
             if not created:
@@ -480,7 +485,8 @@ class Scheduler:
             seen.add(rec.job_id)
             try:
                 placement, rerun = self._place(rec, backlog, held)
-            except DeviceUnavailableError:
+            except DeviceUnavailableError as exc:
+                self._jobs[rec.job_id].waiting = str(exc)
                 if rec.spec.max_calibration_age_s:
                     await self._ask_fresh(rec, backlog)
                 waiting.append(entry)
@@ -898,6 +904,12 @@ class Scheduler:
         return await asyncio.to_thread(read), runs_from, discarded
 
     # == queries and control ==========================================================
+
+    def waiting(self, job_id: str) -> str | None:
+        """Why a QUEUED job is not placed yet, as placement last found (None: it is not
+        waiting, or placement has not tried it yet)."""
+        job = self._jobs.get(job_id)
+        return job.waiting if job is not None and job.state is S.QUEUED else None
 
     async def get(self, job_id: str) -> JobRecord:
         """The job's current record (live jobs from memory, others from the store)."""

@@ -350,9 +350,11 @@ class SchedulerActor:
         return await self.scheduler.estimate(specs[0])
 
     async def job(self, job_id: str) -> dict[str, Any]:
-        """One job's record."""
+        """One job's record, with why it waits (``waiting``) if it is QUEUED."""
         await self._started()
-        return record_view(await self.scheduler.get(_job_id(job_id)))
+        job_id = _job_id(job_id)
+        rec = await self.scheduler.get(job_id)
+        return {**record_view(rec), "waiting": self.scheduler.waiting(job_id)}
 
     async def jobs(
         self, states: list[str] | None = None, tenant: str | None = None, limit: int = 100

@@ -625,6 +625,8 @@ class JobMachine:
             self.jobs.remove(job.job_id)
             return [*d.instructions, Retire(rec)]
         self.jobs.update(rec)
+        if u.from_state is S.QUEUED:
+            job.waiting = None  # placed: no longer waiting for a device
         if d.expected is not None:
             self.jobs.expect(job.job_id, d.expected)
         elif u.to_state is S.QUEUED:

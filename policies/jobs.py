@@ -43,6 +43,8 @@ class LiveJob:
         discarded_shots: shots of runs dropped because the job was rerun whole.
         runs_from: the first attempt whose runs count, once the job was rerun whole.
         fresh_checked: when a fresher calibration was last looked for on its behalf.
+        waiting: why placement could not place it on its last try (None: it was not
+            tried, or was placed).
     """
 
     record: JobRecord
@@ -53,6 +55,7 @@ class LiveJob:
     discarded_shots: int = 0
     runs_from: int | None = None
     fresh_checked: float | None = None
+    waiting: str | None = None
 
     @property
     def job_id(self) -> str:

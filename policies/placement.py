@@ -134,6 +134,7 @@ class Candidate:
     run_s: float
     estimated: bool = True
     status: str = DeviceStatus.ONLINE.value
+    status_reason: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -330,8 +331,11 @@ def choose(
     allowed = check_limits(cands, options)
     ready = [c for c in allowed if c.accepting]
     if not ready:
-        states = ", ".join(f"{c.device}={c.status}" for c in allowed)
-        raise DeviceUnavailableError(f"no fitting device is accepting work now ({states})")
+        states = ", ".join(
+            f"{c.device}={c.status}" + (f" ({c.status_reason})" if c.status_reason else "")
+            for c in allowed
+        )
+        raise DeviceUnavailableError(f"no fitting device is accepting work now: {states}")
     on_time = [c for c in ready if not options.late(c)]
     ranker = policy
     if on_time:

@@ -177,6 +177,7 @@ class Placer:
             run_s=self.run_time.predict(snap.name, duration, job.shots, n),
             estimated=exact,
             status=snap.status.value,
+            status_reason=_why_not_accepting(snap),
             detail=detail,
         )
 
@@ -321,3 +322,14 @@ def check_in_service(width: int, snapshots: Sequence[DeviceSnapshot], pinned: st
             f"{which} is OFFLINE: {names}; pin another device, or submit again once an "
             "operator has brought it back (`qrt calibrate DEVICE`)"
         )
+
+
+def _why_not_accepting(snap: DeviceSnapshot) -> str:
+    """Why a device takes no work now, in words ("" when it does)."""
+    if snap.accepting:
+        return ""
+    if snap.status_reason:
+        return snap.status_reason
+    if snap.status is DeviceStatus.ONLINE:
+        return f"queue full ({snap.queue_depth} of {snap.queue_limit} jobs)"
+    return ""

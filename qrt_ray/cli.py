@@ -1,7 +1,15 @@
 """The ``qrt`` command line: run a farm, submit circuits, follow jobs.
 
-Every command prints a readable table by default and JSON with ``--json``. Errors
-print one line naming what is wrong and exit 2 (bad input) or 1 (the farm failed).
+Every command prints a readable table by default and JSON with ``--json`` (errors
+too). Exit codes, the same for every command (:data:`EXIT_CODES`):
+
+- 0: done;
+- 1: the operation failed (a job failed or was cancelled, a wait timed out, a device
+  could not take the work);
+- 2: bad input: an argument, a file or a name (an unknown device) that can never work
+  as given; the message says what to change;
+- 3: no farm could be reached;
+- 130: interrupted (Ctrl-C); a job being waited for keeps running.
 """
 
 from __future__ import annotations
@@ -20,11 +28,30 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qrt_ray.errors import JobTimeoutError, QrtError, ValidationError
+from qrt_ray.errors import (
+    JobNotFoundError,
+    JobTimeoutError,
+    PlacementError,
+    QrtError,
+    ValidationError,
+)
+from qrt_ray.lifecycle import JobState
 from qrt_ray.models import OPTIMIZE_GOALS, POLICY_NAMES, DeviceSnapshot
 from qrt_ray.render import table
 
 DEFAULT_PORT = 6379  # Ray's own default for a head
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NO_FARM, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = {
+    EXIT_OK: "done",
+    EXIT_FAILED: "the operation failed (job failed or cancelled, wait timed out, device busy)",
+    EXIT_BAD_INPUT: "bad input: an argument, file or name that can never work as given",
+    EXIT_NO_FARM: "no farm could be reached",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); a job being waited for keeps running",
+}
+# outcomes `qrt result` shows per circuit unless --all
+TOP_OUTCOMES = 8
+# how often `qrt submit --wait` looks at the job's state (seconds)
+_POLL_S = 1.0
 _RAY_HEAD = [
     "ray",
     "start",
@@ -102,6 +129,26 @@ def cmd_up(args: argparse.Namespace) -> int:
         address, started = _start_head(args)
     try:
         farm_mod.init_ray_loopback(address=address)
+        wanted = sorted(d.name for d in config.devices)
+        running = farm_mod.running_farm(args.namespace)
+        if running is not None and running == wanted and not args.replace:
+            _print(
+                args,
+                {"namespace": args.namespace, "devices": running, "started": False},
+                f"a farm with these devices is already up in Ray namespace "
+                f"{args.namespace!r}: {', '.join(running)}; nothing started",
+            )
+            return EXIT_OK
+        if running is not None and not args.replace:
+            raise ValidationError(
+                f"another farm is up in Ray namespace {args.namespace!r} (devices: "
+                f"{', '.join(running) or 'none'}); this farm has {', '.join(wanted)}. "
+                "Stop it with `qrt down`, start beside it with --namespace, or replace "
+                "it with `qrt up --replace` (its jobs stay in its store)"
+            )
+        if running is not None:
+            print(f"replacing the farm in Ray namespace {args.namespace!r}", file=sys.stderr)
+            farm_mod.stop_farm(args.namespace)
         ns, _, _ = farm_mod.start_farm(
             config,
             namespace=args.namespace,
@@ -168,11 +215,16 @@ def cmd_down(args: argparse.Namespace) -> int:
 
     from qrt_ray import farm as farm_mod
 
+    stopped = False
     try:
         farm_mod.init_ray_loopback(address=args.address)
-        farm_mod.stop_farm(args.namespace)
+        if farm_mod.running_farm(args.namespace) is None:
+            message = f"no farm runs in Ray namespace {args.namespace!r}; nothing to stop"
+        else:
+            farm_mod.stop_farm(args.namespace)
+            stopped = True
+            message = f"farm in namespace {args.namespace!r} stopped"
         ray.shutdown()
-        message = f"farm in namespace {args.namespace!r} stopped"
     except ConnectionError as exc:
         message = str(exc) if "no Ray cluster answers" in str(exc) else "no Ray cluster is running"
     if args.stop_ray:
@@ -181,13 +233,13 @@ def cmd_down(args: argparse.Namespace) -> int:
             where = f" at port {port}" if port is not None else ""
             _print(
                 args,
-                {"stopped": True, "ray_stopped": False},
+                {"stopped": stopped, "ray_stopped": False},
                 f"{message}; no Ray head started by `qrt up` runs here{where}, so no Ray "
                 "was stopped (stop another cluster with `ray stop`)",
             )
             return 1
         message += f"; the Ray head `qrt up` started at port {port} is stopped"
-    _print(args, {"stopped": True, "ray_stopped": args.stop_ray}, message)
+    _print(args, {"stopped": stopped, "ray_stopped": args.stop_ray}, message)
     return 0
 
 
@@ -253,32 +305,90 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not args.wait:
         _print(args, {"job_id": handle.job_id}, handle.job_id)
         return 0
+    job_id = handle.job_id
+    # the id first, on stderr (stdout keeps the result, or the JSON, alone)
+    print(f"job {job_id} submitted; waiting (Ctrl-C stops waiting, not the job)", file=sys.stderr)
     try:
-        result = handle.result(timeout_s=args.timeout)
+        result = _wait_with_progress(handle, args.timeout)
     except JobTimeoutError as exc:
-        print(f"{exc}; follow it with `qrt status {handle.job_id}`", file=sys.stderr)
-        return 1
-    return _show_result(args, handle.job_id, result)
+        print(f"{exc}; follow it with `qrt status {job_id}`", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(
+            f"\nstopped waiting; job {job_id} keeps running. Follow it: qrt status {job_id}; "
+            f"its result: qrt result {job_id} --timeout 600; cancel it: qrt cancel {job_id}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    return _show_result(args, job_id, result)
+
+
+def _wait_with_progress(handle: Any, timeout_s: float) -> Any:
+    """The job's result, printing each state it reaches on stderr while it is waited for.
+
+    Raises:
+        JobTimeoutError: not final within ``timeout_s``.
+        JobFailedError, JobCancelledError: the job ended without a result.
+    """
+    start = time.monotonic()
+    last: list[Any] = [None]
+
+    def show(state: Any) -> None:
+        if state is not last[0]:
+            print(
+                f"  {time.monotonic() - start:7.1f} s  {state.value}", file=sys.stderr, flush=True
+            )
+            last[0] = state
+
+    while True:
+        state = handle.status()
+        show(state)
+        left = timeout_s - (time.monotonic() - start)
+        try:
+            result = handle.result(timeout_s=0 if state.is_final else max(0.0, min(_POLL_S, left)))
+        except JobTimeoutError:
+            if left > _POLL_S:
+                continue
+            raise JobTimeoutError(
+                f"job {handle.job_id} is {handle.status().value} after {timeout_s:g} s (--timeout)"
+            ) from None
+        show(JobState.DONE)
+        return result
 
 
 def _show_result(args: argparse.Namespace, job_id: str, result: Any) -> int:
     if args.json:
         print(json.dumps({"job_id": job_id, **json.loads(result.model_dump_json())}, indent=2))
         return 0
+    if getattr(args, "csv", False):
+        print("circuit,bitstring,count,probability")
+        for i, circ in enumerate(result.circuits):
+            for k, v in sorted(circ.counts.items(), key=lambda kv: (-kv[1], kv[0])):
+                print(f"{i},{k},{v},{circ.probabilities[k]:.6g}")
+        return 0
     meta = result.metadata
     print(
         f"job {job_id}: DONE on {meta.device} (calibration {meta.calibration_id}), "
         f"{meta.shots_executed} shots, seeds {list(meta.seeds)[:4]}"
     )
+    show_all = getattr(args, "all", False)
     for i, circ in enumerate(result.circuits):
-        top = sorted(circ.counts.items(), key=lambda kv: -kv[1])[:8]
-        print(f"circuit {i}:")
+        ranked = sorted(circ.counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        shown = ranked if show_all else ranked[:TOP_OUTCOMES]
+        print(f"circuit {i}: {len(ranked)} distinct outcomes")
         print(
             table(
                 ["bitstring", "count", "probability"],
-                [[k, v, circ.probabilities[k]] for k, v in top],
+                [[k, v, circ.probabilities[k]] for k, v in shown],
             )
         )
+        hidden = len(ranked) - len(shown)
+        if hidden:
+            share = sum(v for _, v in ranked[len(shown) :]) / max(1, sum(circ.counts.values()))
+            print(
+                f"... {hidden} more outcomes ({share:.1%} of the shots) not shown: "
+                "--all shows every one, --csv prints them as CSV"
+            )
     return 0
 
 
@@ -294,6 +404,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     ]
     if info["error"]:
         text.append(f"error: {info['error']}")
+    if info.get("waiting"):
+        text.append(f"waiting: {info['waiting']}")
     t0 = events[0]["at"] if events else 0.0
     text.append(
         table(
@@ -339,7 +451,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             j["num_circuits"],
             j["shots"],
             j["device"],
-            time.strftime("%H:%M:%S", time.localtime(j["created_at"])),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j["created_at"])),
         ]
         for j in jobs
     ]
@@ -702,11 +814,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``qrt``."""
-    p = argparse.ArgumentParser(prog="qrt", description="qrt-ray: a quantum runtime on Ray")
+    p = argparse.ArgumentParser(
+        prog="qrt",
+        description="qrt-ray: a quantum runtime on Ray",
+        epilog="exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Any, help_: str, *, remote: bool = True) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help_, description=help_)
+        sp = sub.add_parser(name, help=help_, description=help_, formatter_class=_Help)
         sp.set_defaults(fn=fn)
         sp.add_argument("--json", action="store_true", help="print JSON")
         if remote:
@@ -739,6 +856,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_PORT,
         help="GCS port of a new local Ray head (default %(default)s)",
     )
+    up.add_argument(
+        "--replace",
+        action="store_true",
+        help="stop a farm already up in the namespace and start this one",
+    )
     up.add_argument("--optimization-level", type=int, default=1, choices=[0, 1, 2, 3])
     up.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1")
 
@@ -761,21 +883,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("submit", cmd_submit, "submit one job of OpenQASM files")
     s.add_argument("files", nargs="+", metavar="FILE.qasm")
-    s.add_argument("--shots", type=int, default=1024)
-    s.add_argument("--priority", type=int, default=5)
-    s.add_argument("--device")
-    s.add_argument("--tenant", default="default")
-    s.add_argument("--idempotency-key")
-    s.add_argument("--max-execution-time-s", type=float)
+    s.add_argument("--shots", type=int, default=1024, help="shots per circuit")
+    s.add_argument("--priority", type=int, default=5, help="0 (lowest) to 10")
+    s.add_argument("--device", help="run only on this device (default: placement chooses)")
+    s.add_argument("--tenant", default="default", help="who the job is for")
+    s.add_argument("--idempotency-key", help="the same key and request make the same job")
+    s.add_argument("--max-execution-time-s", type=float, help="fail the job after this long")
     s.add_argument(
         "--max-calibration-age-s", type=float, help="run only on a calibration this fresh"
     )
-    s.add_argument("--tag", action="append")
-    s.add_argument("--optimize", choices=OPTIMIZE_GOALS)
-    s.add_argument("--min-fidelity", type=float)
-    s.add_argument("--max-cost-usd", type=float)
-    s.add_argument("--wait", action="store_true", help="wait and print the result")
+    s.add_argument("--tag", action="append", help="a label for the job (repeat)")
+    s.add_argument("--optimize", choices=OPTIMIZE_GOALS, help="what placement favours")
+    s.add_argument("--min-fidelity", type=float, help="refuse devices expected below this")
+    s.add_argument("--max-cost-usd", type=float, help="refuse devices that cost more")
+    s.add_argument("--wait", action="store_true", help="wait, show progress, print the result")
     s.add_argument("--timeout", type=float, default=600, help="seconds to wait (with --wait)")
+    _result_options(s)
 
     for name, fn, help_ in (
         ("status", cmd_status, "show a job and its transitions"),
@@ -789,8 +912,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "--timeout",
                 type=float,
                 default=0,
-                help="seconds to wait for it to finish (default: don't wait)",
+                help="seconds to wait for it to finish (0: don't wait)",
             )
+            _result_options(sp)
 
     ex = add("explain", cmd_explain, "why a job went to its device")
     ex.add_argument("job_id", metavar="JOB")
@@ -847,24 +971,67 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Help(argparse.HelpFormatter):
+    """Help that names each option's default (where it has one worth naming)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or "default" in text
+            or default in (None, False, argparse.SUPPRESS)
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _result_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--all", action="store_true", help=f"show every outcome, not only the top {TOP_OUTCOMES}"
+    )
+    parser.add_argument(
+        "--csv", action="store_true", help="print circuit,bitstring,count,probability rows"
+    )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("qrt-ray")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``qrt``."""
+    """Entry point of ``qrt``; returns one of :data:`EXIT_CODES`."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except ValidationError as exc:
-        print(f"qrt {args.command}: {exc}", file=sys.stderr)
-        return 2
+    except (ValidationError, PlacementError, JobNotFoundError) as exc:
+        return _fail(args, exc, EXIT_BAD_INPUT, str(exc))
     except QrtError as exc:
-        print(f"qrt {args.command}: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args, exc, EXIT_FAILED, str(exc))
     except ConnectionError as exc:
-        print(
-            f"qrt {args.command}: cannot reach Ray ({exc}); is a farm up? try `qrt up`",
-            file=sys.stderr,
+        return _fail(
+            args, exc, EXIT_NO_FARM, f"cannot reach Ray ({exc}); is a farm up? try `qrt up`"
         )
-        return 1
+    except KeyboardInterrupt:
+        print(f"\nqrt {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _fail(args: argparse.Namespace, exc: Exception, code: int, message: str) -> int:
+    """Report an error: one line on stderr, or a JSON object on stdout with --json."""
+    if getattr(args, "json", False):
+        error = {"command": args.command, "type": type(exc).__name__, "message": message}
+        print(json.dumps({"error": {**error, "exit_code": code}}, indent=2))
+    else:
+        print(f"qrt {args.command}: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

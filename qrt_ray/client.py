@@ -163,7 +163,8 @@ class JobHandle:
         return f"JobHandle({self.job_id!r})"
 
     def info(self) -> dict[str, Any]:
-        """The job's record: state, device, calibration, placement, error."""
+        """The job's record: state, device, calibration, placement, error, and for a
+        QUEUED job ``waiting``: why placement could not place it yet (None if not)."""
         return self._rt._call("job", self.job_id)
 
     def status(self) -> JobState:

@@ -406,6 +406,19 @@ def _shut_down(name: str, namespace: str) -> None:
     ray.kill(handle, no_restart=True)
 
 
+def running_farm(namespace: str) -> list[str] | None:
+    """The devices of the farm running in ``namespace`` (sorted), or None when no
+    farm's actors are there. Needs a connected Ray."""
+    actors = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == namespace
+    ]
+    if not actors:
+        return None
+    return sorted(a.removeprefix("device:") for a in actors if a.startswith("device:"))
+
+
 def stop_farm(namespace: str, device_names: list[str] | None = None) -> None:
     """Stop the scheduler (closing its store) and kill the farm's actors."""
     # the calibration manager first: it may be pausing devices the scheduler uses

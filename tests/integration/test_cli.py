@@ -128,7 +128,7 @@ def test_cancel_and_errors(farm: dict, tmp_path: Path) -> None:
     shots = qrt("submit", str(GHZ), "--shots", "0", *common(farm), check=False)
     assert shots.returncode == 2 and "shots" in shots.stderr
     unknown = qrt("status", "job-doesnotexist", *common(farm), check=False)
-    assert unknown.returncode == 1 and "no such job" in unknown.stderr
+    assert unknown.returncode == 2 and "no such job" in unknown.stderr
 
 
 def test_calibrate_drain_and_resume_a_device(farm: dict) -> None:
@@ -147,7 +147,19 @@ def test_calibrate_drain_and_resume_a_device(farm: dict) -> None:
         qrt("submit", str(GHZ), "--shots", "200", "--wait", "--json", *common(farm)).stdout
     )
     assert job["metadata"]["device"] == "nairobi"
+    # work pinned to the draining device waits, and its status says why
+    pinned = qrt("submit", str(GHZ), "--shots", "100", "--device", "manila", *common(farm))
+    pinned_id = pinned.stdout.strip()
+
+    def waiting() -> str | None:
+        return json.loads(qrt("status", pinned_id, "--json", *common(farm)).stdout)["waiting"]
+
+    wait_for(waiting, timeout_s=60, what="the pinned job to say why it waits")
+    why = waiting()
+    assert why is not None and "manila=DRAINING" in why
+    assert f"waiting: {why}" in qrt("status", pinned_id, *common(farm)).stdout
     assert "manila is ONLINE" in qrt("resume", "manila", *common(farm)).stdout
+    qrt("result", pinned_id, "--timeout", "120", *common(farm))  # it runs once resumed
     unknown = qrt("drain", "nosuchdevice", *common(farm), check=False)
     assert unknown.returncode == 2 and "device='nosuchdevice'" in unknown.stderr
     assert "manila" in unknown.stderr
@@ -277,3 +289,86 @@ def test_result_as_json(farm: dict) -> None:
     assert again["metadata"]["job_id"] == job_id
     assert sum(again["circuits"][0]["counts"].values()) == 300
     assert again["metadata"]["shots_executed"] == 300
+
+
+def test_submit_wait_names_the_job_first_and_shows_its_states(farm: dict) -> None:
+    out = qrt("submit", str(GHZ), "--shots", "300", "--wait", *common(farm))
+    first, *progress = out.stderr.strip().splitlines()
+    assert first.startswith("job job-") and "Ctrl-C stops waiting, not the job" in first
+    job_id = first.split()[1]
+    states = [line.split()[-1] for line in progress]
+    assert states[-1] == "DONE" and len(states) == len(set(states))  # each state once
+    assert f"job {job_id}: DONE on" in out.stdout
+
+
+def test_ctrl_c_stops_the_wait_and_leaves_the_job_running(farm: dict) -> None:
+    import signal
+    import time
+
+    command = ["submit", str(GHZ), "--shots", "1000000", "--wait", *common(farm)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qrt_ray.cli", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # the job id comes first
+    job_id = first.split()[1]
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert f"job {job_id} keeps running" in err and f"qrt cancel {job_id}" in err
+    assert "Traceback" not in err
+    status = json.loads(qrt("status", job_id, "--json", *common(farm)).stdout)
+    assert status["state"] != "CANCELLED"  # the wait stopped, not the job
+    qrt("cancel", job_id, *common(farm))
+
+
+def test_bad_names_exit_2_everywhere_and_errors_are_json_under_json(farm: dict) -> None:
+    unknown = qrt("submit", str(GHZ), "--device", "nosuchdevice", *common(farm), check=False)
+    assert unknown.returncode == 2 and "nosuchdevice" in unknown.stderr, unknown.stderr
+    missing = qrt("status", "job-doesnotexist", "--json", *common(farm), check=False)
+    error = json.loads(missing.stdout)["error"]
+    assert missing.returncode == 2 == error["exit_code"] and "no such job" in error["message"]
+
+
+def test_up_on_a_live_farm_says_so_and_refuses_another_without_replace(
+    farm: dict, tmp_path: Path
+) -> None:
+    from tests.circuits import SMALL_FARM
+
+    same = tmp_path / "same.yaml"
+    same.write_text(SMALL_FARM)
+    up = ["up", "--address", farm["address"], "--namespace", farm["ns"]]
+    again = qrt(*up, "--farm", str(same))
+    assert "already up" in again.stdout and "nothing started" in again.stdout
+    other = tmp_path / "other.yaml"
+    other.write_text(SMALL_FARM.replace("name: test", "name: other").split("  - {name: nairobi")[0])
+    refused = qrt(*up, "--farm", str(other), check=False)
+    assert refused.returncode == 2 and "another farm is up" in refused.stderr
+    assert "--replace" in refused.stderr
+    # the running farm was left alone
+    devices = json.loads(qrt("devices", "--json", *common(farm)).stdout)
+    assert {d["name"] for d in devices} == {"manila", "nairobi"}
+
+
+def test_replace_swaps_the_farm_and_a_second_down_stops_nothing(ray_head, tmp_path: Path) -> None:
+    from tests.circuits import SMALL_FARM
+
+    ns = f"qrt-cli-{uuid.uuid4().hex[:6]}"
+    one = tmp_path / "one.yaml"
+    one.write_text(SMALL_FARM.split("  - {name: nairobi")[0])
+    both = tmp_path / "both.yaml"
+    both.write_text(SMALL_FARM)
+    at = ["--address", ray_head.gcs, "--namespace", ns]
+    store = ["--store", str(tmp_path / "jobs.sqlite3")]
+    qrt("up", *at, "--farm", str(one), *store)
+    out = qrt("up", *at, "--farm", str(both), *store, "--replace")
+    assert "replacing the farm" in out.stderr and "is up" in out.stdout
+    devices = json.loads(qrt("devices", "--json", *at).stdout)
+    assert {d["name"] for d in devices} == {"manila", "nairobi"}
+    first = json.loads(qrt("down", *at, "--json").stdout)
+    second = qrt("down", *at)
+    assert first["stopped"] is True and "nothing to stop" in second.stdout

@@ -57,7 +57,7 @@ def test_a_good_file_gets_as_far_as_looking_for_the_farm(
         raise ConnectionError("nothing here")
 
     monkeypatch.setattr("qrt_ray.cli._connect", no_farm)
-    assert main(["submit", str(path)]) == 1
+    assert main(["submit", str(path)]) == 3  # no farm
     assert reached == ["connect"]
     assert "cannot reach Ray" in capsys.readouterr().err
 

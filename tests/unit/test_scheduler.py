@@ -863,3 +863,45 @@ def test_compile_info_and_recovery_notes_of_older_records_are_still_read() -> No
     )
     assert _compile_info(new) == [{"layout": [2]}]
     assert _recovery_note(new) == {"runs_from_attempt": 2, "discarded_shots": 4}
+
+
+def test_a_waiting_job_says_why_until_it_is_placed(tmp_path: Path) -> None:
+    """A job pinned to a device in maintenance waits, and says which device is in what
+    state and why; once the device is back it is placed and no longer waiting."""
+    from qrt_ray.models import DeviceStatus
+
+    async def main() -> None:
+        store, devices, sched = make(tmp_path)
+        manila = next(d for d in devices if d.name == "manila")
+        manila.set_status(DeviceStatus.MAINTENANCE, "maintenance window until 14:00: fridge")
+        await sched.start()
+        ((rec, _),) = await sched.submit([spec(shots=100, device="manila")])
+        await sched._refresh_snapshots(force=True)
+        await sched._place_pending()
+        why = sched.waiting(rec.job_id)
+        assert why is not None and "manila=MAINTENANCE" in why and "fridge" in why
+        assert (await sched.get(rec.job_id)).state is S.QUEUED
+        manila.set_status(DeviceStatus.ONLINE)
+        await drive(sched, devices, until_s=60, done=lambda: store.get(rec.job_id).state.is_final)
+        await sched.stop()
+        assert store.get(rec.job_id).state is S.DONE
+        assert sched.waiting(rec.job_id) is None
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_jobs_of_one_call_are_listed_and_queued_in_the_order_they_were_given(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        store, _, sched = make(tmp_path)
+        await sched.start()
+        admitted = await sched.submit([spec(shots=10 + i) for i in range(12)])
+        await sched.stop()
+        ids = [rec.job_id for rec, _ in admitted]
+        listed = [r.job_id for r in store.list_jobs(limit=12)]
+        assert listed == ids[::-1]  # newest first
+        store.close()
+
+    asyncio.run(main())

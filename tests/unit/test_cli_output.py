@@ -1,0 +1,101 @@
+"""What `qrt` prints without a farm: its version, defaults in help, results that say
+what they leave out, errors as JSON under --json, and the documented exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from qrt_ray.cli import EXIT_BAD_INPUT, EXIT_CODES, EXIT_NO_FARM, TOP_OUTCOMES, _show_result, main
+
+
+def _result(outcomes: int) -> SimpleNamespace:
+    counts = {format(i, "012b"): outcomes - i for i in range(outcomes)}
+    total = sum(counts.values())
+    circuit = SimpleNamespace(
+        counts=counts, probabilities={k: v / total for k, v in counts.items()}
+    )
+    meta = SimpleNamespace(device="manila", calibration_id="cal-1", shots_executed=total, seeds=[1])
+    return SimpleNamespace(metadata=meta, circuits=[circuit])
+
+
+def _args(**flags: bool) -> argparse.Namespace:
+    return argparse.Namespace(**{"json": False, "all": False, "csv": False, **flags})
+
+
+def test_a_result_says_how_many_outcomes_it_hides(capsys: pytest.CaptureFixture[str]) -> None:
+    _show_result(_args(), "job-1", _result(40))
+    out = capsys.readouterr().out
+    assert "40 distinct outcomes" in out
+    assert f"... {40 - TOP_OUTCOMES} more outcomes" in out and "--all" in out
+    assert out.count(format(0, "012b")) == 1 and format(39, "012b") not in out
+
+
+def test_all_and_csv_show_every_outcome(capsys: pytest.CaptureFixture[str]) -> None:
+    _show_result(_args(all=True), "job-1", _result(40))
+    out = capsys.readouterr().out
+    assert format(39, "012b") in out and "more outcomes" not in out
+    _show_result(_args(csv=True), "job-1", _result(40))
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert rows[0] == "circuit,bitstring,count,probability" and len(rows) == 41
+    assert rows[1].startswith(f"0,{format(0, '012b')},40,")
+
+
+def test_a_small_result_hides_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    _show_result(_args(), "job-1", _result(3))
+    assert "more outcomes" not in capsys.readouterr().out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("qrt ")
+
+
+def test_help_names_defaults_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["submit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "shots per circuit (default: 1024)" in text
+    assert "(default: None)" not in text and "(default: False)" not in text
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(f"{code} " in text for code in EXIT_CODES) and "exit codes" in text
+
+
+def test_errors_are_json_under_json(
+    tmp_path: object, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["submit", "/nonexistent/ghz.qasm", "--json"]) == EXIT_BAD_INPUT
+    captured = capsys.readouterr()
+    error = json.loads(captured.out)["error"]
+    assert error["exit_code"] == EXIT_BAD_INPUT and error["type"] == "ValidationError"
+    assert "no such file" in error["message"] and captured.err == ""
+
+    def no_farm(args: object) -> object:
+        raise ConnectionError("nothing here")
+
+    monkeypatch.setattr("qrt_ray.cli._connect", no_farm)
+    assert main(["jobs", "--json"]) == EXIT_NO_FARM
+    assert json.loads(capsys.readouterr().out)["error"]["exit_code"] == EXIT_NO_FARM
+
+
+def test_jobs_shows_the_date_with_the_time(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    job = {
+        "job_id": "job-1", "state": "DONE", "tenant": "default", "priority": 5,
+        "num_circuits": 1, "shots": 100, "device": "manila", "created_at": 1_700_000_000.0,
+    }  # fmt: skip
+    rt = SimpleNamespace(jobs=lambda **kw: [job])
+    monkeypatch.setattr("qrt_ray.cli._connect", lambda args: rt)
+    assert main(["jobs"]) == 0
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(1_700_000_000.0))
+    assert stamp in capsys.readouterr().out
