@@ -998,9 +998,22 @@ class Scheduler:
         return [{**describe(c), "accepting": c.accepting, "status": c.status} for c in cands]
 
     async def devices(self) -> list[DeviceSnapshot]:
-        """Fresh snapshots of every device."""
+        """Fresh snapshots of every device, with what the scheduler knows beside them:
+        the batch running there (a device busy in a simulator call may not answer, and
+        its last answer predates the batch) and the jobs placed on it and not yet in
+        its queue."""
         await self._refresh_snapshots(force=True)
-        return list(self.view.snapshots)
+        now = self._clock()
+        held = self._held()
+        watch = self.view.watch
+        return [
+            replace(
+                _with_held(s, held),
+                running_jobs=len(watch.in_flight(s.name)),
+                running_s=watch.running_for(s.name, now),
+            )
+            for s in self.view.snapshots
+        ]
 
     def live_count(self) -> int:
         """Jobs not yet final."""

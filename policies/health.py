@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 @dataclass(slots=True)
 class _Batch:
-    started: float
+    started: float  # restarts with each progress report (the hung clock)
     expected_s: float
     jobs: set[str] = field(default_factory=set)
+    began: float = 0.0  # when the batch started, never moved
 
 
 def hung_limit_s(expected_s: float, min_s: float, factor: float) -> float:
@@ -37,7 +38,8 @@ class BatchWatch:
         """A device started running these jobs; placement expected ``expected_s``."""
         jobs = set(job_ids)
         if jobs:
-            self._batches.setdefault(device, []).append(_Batch(now, max(expected_s, 0.0), jobs))
+            batch = _Batch(now, max(expected_s, 0.0), jobs, began=now)
+            self._batches.setdefault(device, []).append(batch)
 
     def finished(self, device: str, job_ids: Iterable[str]) -> None:
         """Runs of these jobs came back; each clears the oldest batch that holds it."""
@@ -64,6 +66,11 @@ class BatchWatch:
     def in_flight(self, device: str) -> set[str]:
         """Jobs with a batch running on a device now."""
         return {j for b in self._batches.get(device, []) for j in b.jobs}
+
+    def running_for(self, device: str, now: float) -> float | None:
+        """How long the device's oldest unfinished batch has run (None: none runs)."""
+        batches = self._batches.get(device)
+        return now - batches[0].began if batches else None
 
     def running(self, device: str) -> int:
         """Unfinished batches of a device."""

@@ -24,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -475,39 +476,70 @@ def _age(seconds: float) -> str:
 
 
 def _canary(d: DeviceSnapshot) -> str:
-    """The last canary round, short: measured success and its drop below prediction."""
+    """The last canary round, short: measured success, and measured less predicted."""
     if d.canary_measured is None or d.canary_predicted is None:
         return "-"
-    return f"{d.canary_measured:.3f} ({d.canary_predicted - d.canary_measured:+.3f})"
+    return f"{d.canary_measured:.3f} ({d.canary_measured - d.canary_predicted:+.3f})"
+
+
+def _running(d: DeviceSnapshot) -> str:
+    """The batch running on a device, short: "2 jobs, 4m" or "-"."""
+    if not d.running_jobs:
+        return "-"
+    jobs = f"{d.running_jobs} job" + ("s" if d.running_jobs != 1 else "")
+    return jobs if d.running_s is None else f"{jobs}, {_age(d.running_s)}"
+
+
+def _price(usd: float) -> str:
+    """A price in US dollars with its significant digits (prices go down to 1e-5)."""
+    return f"{usd:.4g}"
+
+
+_DEVICES_LEGEND = (
+    "running: jobs in the batch running now, and for how long; queued: jobs waiting for "
+    "the device (in its queue or being compiled for it). age: since the calibration was "
+    "measured. canary: measured success of the worst canary circuit, and (in brackets) "
+    "measured less what the calibration predicts: below 0, worse than predicted. Prices in US "
+    "dollars. --wide adds calibration ids, simulator methods and status reasons; --json "
+    "gives everything."
+)
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    """List devices: status, size, queue, calibration, price, simulator."""
+    """List devices: status, size, running batch, queue, calibration, canary, price."""
     rt = _connect(args)
     devices = rt.devices()
     now = time.time()
-    rows = [
-        [
+    headers = ["device", "status", "qubits", "running", "queued", "age", "canary"]
+    headers += ["$/1k shots", "$/job", "sim"]
+    rows = []
+    for d in devices:
+        row = [
             d.name,
             d.status.value,
             d.num_qubits,
+            _running(d),
             d.queue_depth,
-            d.calibration.calibration_id,
             _age(now - d.calibration.taken_at),
             _canary(d),
-            d.price_per_shot_usd,
-            d.price_per_job_usd,
+            _price(d.price_per_shot_usd * 1000),
+            _price(d.price_per_job_usd),
             "GPU" if d.gpu else "CPU",
-            d.simulator_method,
         ]
-        for d in devices
-    ]
+        if args.wide:
+            row += [d.calibration.calibration_id, d.simulator_method, d.status_reason or "-"]
+        rows.append(row)
+    if args.wide:
+        headers += ["calibration", "method", "reason"]
     data = [
         {
             "name": d.name,
             "status": d.status.value,
             "num_qubits": d.num_qubits,
+            "running_jobs": d.running_jobs,
+            "running_s": None if d.running_s is None else round(d.running_s, 1),
             "queue_depth": d.queue_depth,
+            "queued_shots": d.queued_shots,
             "calibration_id": d.calibration.calibration_id,
             "calibration_age_s": round(now - d.calibration.taken_at, 1),
             "status_reason": d.status_reason,
@@ -525,26 +557,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
         }
         for d in devices
     ]
-    _print(
-        args,
-        data,
-        table(
-            [
-                "device",
-                "status",
-                "qubits",
-                "queue",
-                "calibration",
-                "age",
-                "canary (drift)",
-                "$/shot",
-                "$/job",
-                "sim",
-                "method",
-            ],
-            rows,
-        ),
-    )
+    legend = textwrap.fill(_DEVICES_LEGEND, width=min(100, shutil.get_terminal_size().columns))
+    _print(args, data, table(headers, rows) + "\n\n" + legend)
     return 0
 
 
@@ -702,6 +716,35 @@ def _placement_rows(devices: list[dict[str, Any]]) -> list[list[Any]]:
 _PLACEMENT_HEAD = ["device", "fidelity", "cost $", "wait s", "run s", "swaps", "note"]
 
 
+_EXPLAIN_NOTES = (
+    "rank and score: the policy's order, best first, and its own measure (higher is "
+    "better). Composite scores are w_fidelity ln(fidelity) - w_time ln(seconds) - "
+    "w_cost ln(USD), so they are often negative; only their order matters. A fidelity "
+    "marked (bound) is an upper bound: enough to show that device could not win, so "
+    "its full estimate was not made. Devices without a rank were left out (see note)."
+)
+
+
+def _pairs(values: dict[str, Any] | None) -> str:
+    """A small mapping as "a 1, b 0.5" (unset values left out; "none" when empty)."""
+    shown = [
+        f"{k} {v:g}" if isinstance(v, float | int) and not isinstance(v, bool) else f"{k} {v}"
+        for k, v in (values or {}).items()
+        if v is not None
+    ]
+    return ", ".join(shown) or "none"
+
+
+def _ranked_rows(devices: list[dict[str, Any]], ranking: list[Any]) -> list[list[Any]]:
+    """Placement rows with each device's rank and score, best first; unranked last."""
+    rank = {name: (i + 1, score) for i, (name, score) in enumerate(ranking)}
+    rows = [
+        [*rank.get(d["device"], ("-", None)), *row]
+        for d, row in zip(devices, _placement_rows(devices), strict=True)
+    ]
+    return sorted(rows, key=lambda r: (r[0] == "-", r[0] if r[0] != "-" else 0, r[2]))
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     """Show why a job went where it went (policy, weights, ranking, per-device figures)
     and its story (each event, the move it made, and why)."""
@@ -717,16 +760,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
         )
         return 0
     chosen = placement.get("chosen", {})
+    weights = placement.get("weights")
+    pinned = placement.get("pinned")
     lines = [
-        f"job {args.job_id}: {info['state']} on {placement['device']} "
-        f"(policy {placement.get('policy')}, weights {placement.get('weights')}, "
-        f"limits {placement.get('limits')})",
+        f"job {args.job_id}: {info['state']} on {placement['device']}",
+        f"policy: {placement.get('policy')}"
+        + (f" (weights: {_pairs(weights)})" if weights else ""),
+        f"limits: {_pairs(placement.get('limits'))}" + (f"; pinned to {pinned}" if pinned else ""),
         f"chosen: fidelity {chosen.get('fidelity', 0):.3f}, cost ${chosen.get('cost_usd', 0):.4f}, "
         f"expected wait {chosen.get('wait_s', 0):.1f} s + run {chosen.get('run_s', 0):.1f} s, "
         f"layout {chosen.get('layout')}, {chosen.get('swaps', '?')} swaps",
-        f"expected errors per shot by source: {chosen.get('errors')}",
-        "ranking: " + ", ".join(f"{n} ({s:g})" for n, s in placement.get("ranking", [])),
-        table(_PLACEMENT_HEAD, _placement_rows(placement.get("devices", []))),
+        f"expected errors per shot by source: {_pairs(chosen.get('errors'))}",
+        table(
+            ["rank", "score", *_PLACEMENT_HEAD],
+            _ranked_rows(placement.get("devices", []), placement.get("ranking", [])),
+        ),
+        textwrap.fill(_EXPLAIN_NOTES, width=min(100, shutil.get_terminal_size().columns)),
     ]
     if placement.get("late"):
         lines.insert(
@@ -752,7 +801,15 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     texts = _read_circuits(args.files)
     rt = _connect(args)
     rows = rt.estimate(texts, shots=args.shots, device=args.device, optimize=args.optimize)
-    _print(args, rows, table(_PLACEMENT_HEAD, _placement_rows(rows)))
+    text = table(_PLACEMENT_HEAD, _placement_rows(rows))
+    listed = {r["device"] for r in rows}
+    missing = sorted(d.name for d in rt.devices() if d.name not in listed)
+    if missing:
+        text += (
+            f"\nnot listed, as they cannot run this job (too few qubits, OFFLINE, or not "
+            f"the --device asked for): {', '.join(missing)}"
+        )
+    _print(args, rows, text)
     return 0
 
 
@@ -945,7 +1002,10 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--state")
     j.add_argument("--tenant")
     j.add_argument("--limit", type=int, default=20)
-    add("devices", cmd_devices, "list the farm's devices")
+    dv = add("devices", cmd_devices, "list the farm's devices")
+    dv.add_argument(
+        "--wide", action="store_true", help="add calibration ids, methods, status reasons"
+    )
     cal = add("calibrate", cmd_calibrate, "recalibrate a device now (paused, then verified)")
     cal.add_argument("device", metavar="DEVICE")
     cal.add_argument("--timeout", type=float, default=600, help="seconds to wait")

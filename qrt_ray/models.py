@@ -277,6 +277,10 @@ class DeviceSnapshot:
     # the device's process: node, pid and start time, so a process that no longer
     # answers (frozen) can be killed where it runs
     process: tuple[str, int, float] | None = None
+    # the batch running now, as the scheduler saw it start: its jobs, and for how long
+    # its oldest batch has run (None: nothing runs)
+    running_jobs: int = 0
+    running_s: float | None = None
 
     @property
     def accepting(self) -> bool:

@@ -188,11 +188,12 @@ def import_order() -> dict[str, Any]:
     return {"shots": sum(counts.values())}
 
 
-def autoscaling(jobs: int = 120, shots: int = 2000) -> dict[str, Any]:
+def autoscaling(jobs: int = 240, shots: int = 2000) -> dict[str, Any]:
     """Ray's autoscaler with fake local nodes: the farm starts on a head with no
     workers and the autoscaler adds a device node; a burst of jobs never compiled
     before adds CPU nodes; the device node is killed mid-run and comes back; after
-    the burst the CPU nodes go."""
+    the burst the CPU nodes go. The burst must outlast the autoscaler's reaction: 120
+    jobs once compiled on the device node's one CPU before any CPU node was asked for."""
     import ray
     from qiskit.circuit.random import random_circuit
 

@@ -52,7 +52,8 @@ def farm(ray_head, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         "--store",
         str(store),
     )
-    yield {"ns": ns, "address": ray_head.gcs, "dashboard": ray_head.dashboard}
+    tmp = str(tmp_path_factory.mktemp("files"))
+    yield {"ns": ns, "address": ray_head.gcs, "dashboard": ray_head.dashboard, "tmp": tmp}
     qrt("down", "--address", ray_head.gcs, "--namespace", ns)
 
 
@@ -83,11 +84,26 @@ def test_submit_wait_status_result_jobs_devices(farm: dict) -> None:
     assert {d["name"] for d in devices} == {"manila", "nairobi"}
     assert all(d["status"] == "ONLINE" and d["calibration_id"] for d in devices)
     explained = qrt("explain", job_id, *common(farm)).stdout
-    assert f"job {job_id}: DONE on" in explained and "policy composite" in explained
+    assert f"job {job_id}: DONE on" in explained and "policy: composite (weights: " in explained
+    head = explained.split("story:")[0]
+    assert "{" not in head  # no Python reprs
+    ranked = [line.split() for line in head.splitlines() if line.split()[:1] in (["1"], ["2"])]
+    assert [r[0] for r in ranked] == ["1", "2"]  # rows in rank order, the chosen first
+    assert ranked[0][2] == explained.split(": DONE on ")[1].split()[0]
+    assert "only their order matters" in " ".join(explained.split())
     assert "manila" in explained and "nairobi" in explained
     assert "story:" in explained and "batch started" in explained
     rows = json.loads(qrt("estimate", str(GHZ), "--json", *common(farm)).stdout)
     assert {r["device"] for r in rows} == {"manila", "nairobi"}
+    wide = Path(farm["tmp"]) / "ghz6.qasm"
+    wide.write_text(
+        'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[6];\ncreg c[6];\nh q[0];\n'
+        + "".join(f"cx q[{i}],q[{i + 1}];\n" for i in range(5))
+        + "measure q -> c;\n"
+    )
+    estimate = qrt("estimate", str(wide), *common(farm)).stdout
+    assert "nairobi" in estimate and "cannot run this job" in estimate
+    assert estimate.strip().endswith("manila")  # 5 qubits: said, not silently dropped
 
 
 def test_simulate_compares_policies_without_a_farm() -> None:

@@ -99,3 +99,29 @@ def test_jobs_shows_the_date_with_the_time(
     assert main(["jobs"]) == 0
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(1_700_000_000.0))
     assert stamp in capsys.readouterr().out
+
+
+def test_devices_shows_the_running_batch_real_prices_and_fits_a_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from qrt_ray.actors.device import Device
+    from tests.local_farm import FARM
+
+    snap = Device(FARM.devices[0], max_parallel_threads=1).snapshot()  # manila
+    busy = dataclasses.replace(snap, running_jobs=2, running_s=125.0, queue_depth=1)
+    rt = SimpleNamespace(devices=lambda: [busy])
+    monkeypatch.setattr("qrt_ray.cli._connect", lambda args: rt)
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("manila"))
+    assert "2 jobs, 2m" in row  # a batch runs, though the queue holds one more
+    per_1k = f"{snap.price_per_shot_usd * 1000:.4g}"
+    assert per_1k != "0" and per_1k in row  # not 0.000
+    assert max(len(line) for line in out.splitlines()) <= 100
+    flat = " ".join(out.split())
+    assert "canary:" in flat and "worse than predicted" in flat  # the legend
+    assert snap.simulator_method not in out
+    assert main(["devices", "--wide"]) == 0
+    assert snap.simulator_method in capsys.readouterr().out

@@ -905,3 +905,19 @@ def test_jobs_of_one_call_are_listed_and_queued_in_the_order_they_were_given(
         store.close()
 
     asyncio.run(main())
+
+
+def test_devices_say_what_runs_there_even_when_the_device_cannot_answer(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        store, _, sched = make(tmp_path)
+        now = sched._clock()
+        sched.view.watch.started("manila", ["job-a", "job-b"], 1.0, now - 30.0)
+        snaps = {s.name: s for s in await sched.devices()}
+        assert snaps["manila"].running_jobs == 2
+        assert 29.0 <= (snaps["manila"].running_s or 0) <= 60.0
+        assert snaps["nairobi"].running_jobs == 0 and snaps["nairobi"].running_s is None
+        store.close()
+
+    asyncio.run(main())
