@@ -106,11 +106,14 @@ def check_reachable(address: str, timeout_s: float = 3.0) -> None:
     """Fail fast when nothing listens at a ``host:port`` Ray address.
 
     ``ray.init`` waits about a minute for a GCS that is not there; a dead address
-    should be said at once. Other forms (``auto``, ``ray://``) are left to Ray.
+    should be said at once. ``auto`` is checked as ``$RAY_ADDRESS`` when that names a
+    ``host:port``; other forms (``auto`` alone, ``ray://``) are left to Ray.
 
     Raises:
         ConnectionError: nothing accepts a connection at ``address``.
     """
+    if address == "auto":
+        address = os.environ.get("RAY_ADDRESS") or address
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or "/" in address:
         return

@@ -89,3 +89,27 @@ def test_qrt_down_stops_the_head_ray_address_names(monkeypatch: pytest.MonkeyPat
     assert _port_of("127.0.0.1:7000") == 7000  # --address wins
     monkeypatch.delenv("RAY_ADDRESS")
     assert _port_of("auto") == DEFAULT_PORT
+
+
+def test_a_dead_ray_address_in_the_environment_is_said_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `--address auto` (every command's default) with $RAY_ADDRESS naming a head that
+    # is gone: ray.init would wait over a minute; the check answers at once
+    import socket
+    import time
+
+    from qrt_ray.farm import check_reachable
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    start = time.monotonic()
+    with pytest.raises(
+        ConnectionError, match=f"no Ray cluster answers at address '127.0.0.1:{port}'"
+    ):
+        check_reachable("auto")
+    assert time.monotonic() - start < 5
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")  # a dashboard URL: Ray's to judge
+    check_reachable("auto")
