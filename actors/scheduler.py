@@ -30,7 +30,6 @@ from qrt_ray.actors import collector
 from qrt_ray.actors.admission import Admission, job_deadline, placement_options
 from qrt_ray.actors.compile_stage import (
     FIRST_CHUNK,
-    CompiledCircuit,
     CompileStage,
     ToCompile,
     chunk_cap,
@@ -38,7 +37,7 @@ from qrt_ray.actors.compile_stage import (
 )
 from qrt_ray.actors.device_view import DeviceView
 from qrt_ray.actors.ports import SchedulerPorts
-from qrt_ray.compiler import DEFAULT_OPTIMIZATION_LEVEL
+from qrt_ray.compiler import DEFAULT_OPTIMIZATION_LEVEL, CompiledCircuit
 from qrt_ray.config import PolicyConfig, load_policy_config
 from qrt_ray.errors import (
     DeviceUnavailableError,

@@ -672,8 +672,11 @@ def _on_compiled(m: JobMachine, job: LiveJob, e: Compiled, now: float) -> _Choic
     if job.state is not S.COMPILING:
         return None
     attempt = job.record.attempts + 1
-    fields = {"calibration_id": e.calibration_id, "attempts": attempt}
-    fields["compile_info"] = e.compile_info  # type: ignore[assignment]
+    fields = {
+        "calibration_id": e.calibration_id,
+        "attempts": attempt,
+        "compile_info": e.compile_info,
+    }
     return _Choice(S.PLACED, f"compiled for {e.calibration_id}", fields=fields, attempt=attempt)
 
 
