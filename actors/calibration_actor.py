@@ -11,7 +11,7 @@ from typing import Any
 import ray
 
 from qrt_ray.actors.calibration import CalibrationManager
-from qrt_ray.calibration import calibration_from_json
+from qrt_ray.actors.views import calibration_history
 from qrt_ray.config import PolicyConfig, load_policy_config
 from qrt_ray.errors import RuntimeNotRunningError
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
@@ -179,29 +179,7 @@ class CalibrationActor:
 
         records = await asyncio.to_thread(self.store.calibrations, device, check_limit(limit))
         rounds = await asyncio.to_thread(self.store.canaries, device, 500)
-        out = []
-        until = float("inf")
-        for r in records:
-            cal = calibration_from_json(r.snapshot_json)
-            mine = [
-                c
-                for c in rounds
-                if c.calibration_id == r.calibration_id and r.taken_at <= c.at < until
-            ]
-            until = r.taken_at
-            out.append(
-                {
-                    "calibration_id": r.calibration_id,
-                    "taken_at": r.taken_at,
-                    "reason": r.reason,
-                    "mean_t1_us": 1e6 * sum(cal.t1_s) / cal.num_qubits,
-                    "mean_readout_error": sum(cal.readout_error) / cal.num_qubits,
-                    "mean_2q_error": _mean_2q(cal),
-                    "canary_rounds": len(mine),
-                    "last_canary": (mine[0].predicted, mine[0].measured) if mine else None,
-                }
-            )
-        return out
+        return calibration_history(records, rounds)
 
     async def report(self) -> dict[str, dict[str, Any]]:
         """Per device: phase, reason, last canary round, device time spent calibrating."""
@@ -211,11 +189,6 @@ class CalibrationActor:
         """Stop the loop."""
         await self.manager.stop()
         await asyncio.to_thread(self.store.close)
-
-
-def _mean_2q(cal: CalibrationSnapshot) -> float | None:
-    errors = [g.error for g in cal.gates if len(g.qubits) == 2]
-    return sum(errors) / len(errors) if errors else None
 
 
 def _window_view(w: Any) -> dict[str, Any]:

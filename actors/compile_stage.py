@@ -22,6 +22,7 @@ from qrt_ray.metrics import RuntimeMetrics
 from qrt_ray.models import DeviceSnapshot, JobSpec
 from qrt_ray.policies.fidelity import CircuitProfile, FidelityEstimate
 from qrt_ray.policies.placer import JobShape, Placer
+from qrt_ray.policies.simtime import CircuitWork
 from qrt_ray.results import RawRun, missing_shots, shots_executed
 from qrt_ray.store import JobRecord
 
@@ -174,6 +175,16 @@ def work_item(
         twirl=spec.twirling,
         dd=spec.dynamical_decoupling,
     )
+
+
+def compiled_work(circuit: CompiledCircuit) -> CircuitWork:
+    """What the simulator will do with a compiled circuit, for the run-time model (a
+    circuit compiled before gates were counted is guessed from its two-qubit gates)."""
+    info = circuit.info
+    two = info.two_qubit_gates if info is not None else 0
+    gates = info.gates if info is not None and info.gates else 3 * two + circuit.active_qubits
+    moves = info.bond_moves if info is not None else 0
+    return CircuitWork(circuit.active_qubits, gates, two, moves)
 
 
 def group_layouts(

@@ -159,6 +159,7 @@ class Device:
             canary_measured=self.canary[1] if self.canary else None,
             canary_at=self.canary[2] if self.canary else None,
             degraded=self.degraded,
+            threads=self.cpu_threads(),
         )
 
     def simulator_info(self) -> tuple[str, bool]:
@@ -212,10 +213,16 @@ class Device:
             return len(self.queue)
 
     def drop(self, job_ids: Iterable[str], attempts: Mapping[str, int] | None = None) -> list[str]:
-        """Remove queued work of these jobs (cancelled or moved); returns what was removed.
+        """Remove work of these jobs (cancelled or moved); returns the job ids whose
+        queued work was removed.
 
-        With ``attempts``, only work of exactly that attempt of each job goes.
+        Queued work goes at once; a batch running their work leaves it out from its
+        next piece (see :meth:`Executor.abandon`), so the device is free for other work
+        within about a piece. With ``attempts``, only work of exactly that attempt of
+        each job goes.
         """
+        job_ids = list(job_ids)
+        self.executor.abandon(job_ids, dict(attempts) if attempts else None)
         with self._lock:
             return self.queue.drop(job_ids, attempts)
 

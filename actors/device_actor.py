@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import queue
 import threading
@@ -34,6 +35,8 @@ logger = logging.getLogger("qrt.device")
 _RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 # Finished batches waiting to be reported; the device blocks when this many wait.
 _REPORT_BACKLOG = 2
+# Progress reports to the hung-batch watchdog: at most one per this many seconds.
+_BEAT_S = 0.5
 # How long a restarting device waits for the scheduler to hand back its calibration.
 _RESTORE_WAIT_S = 10.0
 
@@ -69,6 +72,7 @@ class DeviceActor:
         self._stopped = False
         self._in_flight = 0  # batches taken from the queue whose runs are not reported yet
         self._reports: queue.Queue[list[RawRun]] = queue.Queue(maxsize=_REPORT_BACKLOG)
+        self._last_beat = -math.inf
         self.device.on_progress = self._progress
         self._process = (
             ray.get_runtime_context().get_node_id(),
@@ -121,7 +125,8 @@ class DeviceActor:
         return depth
 
     def drop(self, job_ids: Sequence[str], attempts: dict[str, int] | None = None) -> list[str]:
-        """Remove queued work of these jobs (only these attempts, if given)."""
+        """Remove these jobs' work (only these attempts, if given): queued work at once,
+        running work from the batch's next piece."""
         return self.device.drop(job_ids, attempts)
 
     def set_status(self, status: str, reason: str = "") -> None:
@@ -241,7 +246,12 @@ class DeviceActor:
                 logger.exception("device %s: batch failed", self.device.name)
 
     def _progress(self) -> None:
-        # fire and forget: a heartbeat lost is only a heartbeat late
+        # fire and forget: a heartbeat lost is only a heartbeat late; at most one per
+        # _BEAT_S (a batch of small circuits finishes pieces faster than that)
+        now = time.monotonic()
+        if now - self._last_beat < _BEAT_S:
+            return
+        self._last_beat = now
         try:
             self._sched().batch_progress.remote(self.device.name)
         except Exception:

@@ -18,6 +18,10 @@ from qrt_ray.config import SchedulingConfig
 from qrt_ray.models import DecouplingSpec, TwirlSpec
 from qrt_ray.policies.queueing import Waiting, sort_key
 
+# A slice by time runs at least this many shots (fewer would pay a batch's round trip
+# for too little work).
+MIN_SLICE_SHOTS = 100
+
 
 @dataclass(frozen=True, slots=True)
 class WorkItem:
@@ -27,6 +31,8 @@ class WorkItem:
     ``active_qubits`` is the widest circuit's count of touched qubits. ``shots`` start
     at shot ``first_shot`` of the job (above 0 for the rest of a partial run or of a
     sliced job); ``remaining`` is what the attempt still has queued after this item.
+    ``fixed_s`` and ``shot_s`` are the run-time model's prior for the whole item (its
+    circuits at these shots take about ``fixed_s + shot_s * shots``; 0: unknown).
     """
 
     job_id: str
@@ -43,6 +49,8 @@ class WorkItem:
     deadline: float = math.inf
     twirl: TwirlSpec | None = None
     dd: DecouplingSpec | None = None
+    fixed_s: float = 0.0
+    shot_s: float = 0.0
 
 
 class DeviceQueue:
@@ -145,9 +153,21 @@ class DeviceQueue:
         self._waiting = [e for i, e in enumerate(self._waiting) if i not in taken]
         return batch
 
+    def slice_size(self, item: WorkItem) -> int:
+        """The most shots of ``item`` one batch runs (0: all of them): ``slice_shots``,
+        and for trajectories (shots costing more than the fixed part) about ``slice_s``
+        seconds' worth by the item's prior, at least :data:`MIN_SLICE_SHOTS`."""
+        rules = self.scheduling
+        size = rules.slice_shots
+        if rules.slice_s > 0 and item.shot_s > 0 and item.shot_s * item.shots > item.fixed_s:
+            budget = max(rules.slice_s - item.fixed_s, rules.slice_s / 2)
+            by_time = max(MIN_SLICE_SHOTS, int(budget / item.shot_s))
+            size = min(size, by_time) if size else by_time
+        return size
+
     def _slice(self, item: WorkItem) -> tuple[WorkItem, WorkItem | None]:
-        """(what runs now, what stays queued or None) under ``slice_shots``."""
-        size = self.scheduling.slice_shots
+        """(what runs now, what stays queued or None) under :meth:`slice_size`."""
+        size = self.slice_size(item)
         if not size or item.shots <= size:
             return item, None
         rest_shots = item.shots - size

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import random
 import secrets
+import threading
 import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from qrt_ray.actors.device_queue import WorkItem
-from qrt_ray.aer import PieceResults, method_options, sim_method_for, simulate, touched_qubits
+from qrt_ray.aer import counts_of, method_options, sim_method_for, simulate, touched_qubits
 from qrt_ray.compiler import decode_compiled
 from qrt_ray.config import LinkConfig
 from qrt_ray.errors import ControlLinkError
@@ -26,21 +27,27 @@ from qrt_ray.mitigation.twirling import copies_for, run_twirled, split_shots
 from qrt_ray.models import CalibrationSnapshot, DecouplingSpec, TwirlSpec
 from qrt_ray.noise import NoiseModelCache, target_from_snapshot
 from qrt_ray.policies.health import backoff_delay
+from qrt_ray.policies.simtime import (
+    GPU,
+    PIECE_TARGET_S,
+    CircuitWork,
+    plan_pieces,
+    prior_cost,
+)
 from qrt_ray.results import RawRun, RunError, counts_checksum, slice_seed, trim_counts
 
-# A device runs a batch in simulator calls and reports progress between them (see
-# Executor._run_in_pieces): at most this many circuits a call (batching gains little
-# beyond a few dozen), the first call this many, and later calls sized to last
-# about this long at the pace of the one before.
-CALL_CIRCUITS = 64
-FIRST_CALL_CIRCUITS = 16
-# Circuits touching at most this many qubits are run CALL_CIRCUITS at a time from the
-# first call: a density matrix or statevector that small takes milliseconds a circuit,
-# about what a simulator call costs on its own (Aer hands it the noise model as JSON:
-# a one-circuit call on guadalupe took 9 ms with the model restricted to the touched
+# A device runs a batch in simulator calls of about PIECE_TARGET_S each (see
+# qrt_ray.policies.simtime.plan_pieces), at most this many circuits a call: batching
+# gains little beyond a few dozen, and each call pays for the noise model's hand-over
+# (a one-circuit call on guadalupe took 9 ms with the model restricted to the touched
 # qubits, see `simulate`, and 54 ms with the whole device's).
-SMALL_CIRCUIT_QUBITS = 7
-CALL_TARGET_S = 20.0
+CALL_CIRCUITS = 64
+# Abandoned work remembered (job id -> attempt) until the batch running it reports.
+_ABANDONED_KEPT = 10_000
+
+
+class _Abandoned(Exception):
+    """Every job of a simulator call was cancelled or moved while it ran."""
 
 
 @dataclass(slots=True)
@@ -121,6 +128,33 @@ class Executor:
         self._clock = clock
         self._sleep = sleep
         self._rng = random.Random()
+        # work the scheduler cancelled or moved: job id -> attempt (None: every attempt)
+        self._abandoned: OrderedDict[str, int | None] = OrderedDict()
+        self._abandoned_lock = threading.Lock()
+
+    def abandon(self, job_ids: Sequence[str], attempts: dict[str, int] | None = None) -> None:
+        """Stop running these jobs' work (only these attempts, if given) at the next
+        piece: the scheduler cancelled or moved it, so nothing it produces would count.
+        """
+        with self._abandoned_lock:
+            for job_id in job_ids:
+                self._abandoned[job_id] = attempts.get(job_id) if attempts else None
+                self._abandoned.move_to_end(job_id)
+            while len(self._abandoned) > _ABANDONED_KEPT:
+                self._abandoned.popitem(last=False)
+
+    def is_abandoned(self, item: WorkItem) -> bool:
+        """Whether ``item``'s work was cancelled or moved (see :meth:`abandon`)."""
+        with self._abandoned_lock:
+            if item.job_id not in self._abandoned:
+                return False
+            attempt = self._abandoned[item.job_id]
+            return attempt is None or attempt == item.attempt
+
+    def _forget_abandoned(self, batch: Sequence[WorkItem]) -> None:
+        with self._abandoned_lock:
+            for item in batch:
+                self._abandoned.pop(item.job_id, None)
 
     def execute(
         self,
@@ -172,6 +206,7 @@ class Executor:
         for (shots, seed, forced, options, twirl, dd), items in groups.items():
             group = _Group(items, shots, seed, forced, dict(options), twirl, dd)
             runs.extend(self._run_group(setting, group))
+        self._forget_abandoned(batch)
         self.batches_run += 1
         return runs
 
@@ -230,6 +265,7 @@ class Executor:
     def _run_group(self, setting: _Setting, group: _Group) -> list[RawRun]:
         cal, items, shots = setting.calibration, group.items, group.shots
         circuits = decode_compiled([c for item in items for c in item.circuits])
+        owners = [k for k, item in enumerate(items) for _ in item.circuits]
         options = group.options
         pad = None
         dd, twirl = group.dd, group.twirl
@@ -250,38 +286,43 @@ class Executor:
             options = {**options, "qubits": touched_qubits(circuits)}
         base_seed = group.seed if group.seed is not None else secrets.randbits(30)
         start = time.perf_counter()
-        small = group.forced != "matrix_product_state" and all(
-            item.active_qubits <= SMALL_CIRCUIT_QUBITS for item in items
-        )
-        run = partial(
-            self._run_in_pieces,
-            setting.sim,
-            first=CALL_CIRCUITS if small else FIRST_CALL_CIRCUITS,
-        )
         default_method = group.forced or setting.method
-        if twirl is None:
-            result = run(circuits, shots=shots, seed_simulator=base_seed, **options)
-            all_counts = [dict(result.get_counts(i)) for i in range(len(circuits))]
-            seeds = [int(r.seed_simulator) for r in result.results]
-            ran_method = [str(r.metadata.get("method", default_method)) for r in result.results]
-        else:
-            all_counts, seeds, ran_method = run_twirled(
-                setting.sim,
-                circuits,
-                shots,
-                twirl,
-                base_seed,
-                options,
-                default_method=default_method,
-                prepare=pad,
-                run=run,
-            )
+        calls = _Calls(self, setting, group)
+        try:
+            if twirl is None:
+                got = calls.run(
+                    circuits, shots=shots, seed_simulator=base_seed, owners=owners, **options
+                )
+                all_counts = [got.counts[i] for i in range(len(circuits))]
+                seeds = got.seeds
+                ran_method = [m or default_method for m in got.methods]
+            else:
+                all_counts, seeds, ran_method = run_twirled(
+                    setting.sim,
+                    circuits,
+                    shots,
+                    twirl,
+                    base_seed,
+                    options,
+                    default_method=default_method,
+                    prepare=pad,
+                    run=calls.run,
+                )
+        except _Abandoned:
+            return [self._dropped(item, setting) for item in items]
         elapsed = time.perf_counter() - start
         self.circuits_run += len(circuits)
         runs = []
         offset = 0
-        for item in items:
+        # the call's time, shared by what each job's circuits were expected to cost
+        weights = calls.weights or [1.0] * len(circuits)
+        total_weight = sum(weights) or 1.0
+        for k, item in enumerate(items):
             n = len(item.circuits)
+            if k in calls.gone:
+                runs.append(self._dropped(item, setting))
+                offset += n
+                continue
             counts = all_counts[offset : offset + n]
             counts = self._apply_partial_fault(counts, shots)
             checksum = counts_checksum(counts)
@@ -289,6 +330,7 @@ class Executor:
                 self.faults.corrupt -= 1
                 first = next(iter(counts[0]))
                 counts[0][first] += 1  # payload no longer matches what was checksummed
+            share = sum(weights[offset : offset + n]) / total_weight
             runs.append(
                 RawRun(
                     job_id=item.job_id,
@@ -299,7 +341,7 @@ class Executor:
                     shots_requested=shots,
                     counts=tuple(counts),
                     seeds=tuple(seeds[offset : offset + n]),
-                    run_s=elapsed * n / len(circuits),
+                    run_s=elapsed * share,
                     # Aer picks a method per circuit; record the one this job ran with
                     simulator_method=ran_method[offset],
                     gpu=setting.gpu,
@@ -313,42 +355,14 @@ class Executor:
             offset += n
         return runs
 
-    def _run_in_pieces(
-        self,
-        sim: Any,
-        circuits: Sequence[Any],
-        *,
-        shots: int,
-        seed_simulator: int,
-        first: int = FIRST_CALL_CIRCUITS,
-        **options: Any,
-    ) -> PieceResults:
-        """``sim.run(circuits, ...).result()`` in several calls, calling ``on_progress``
-        after each.
-
-        The scheduler takes a batch that runs far longer than expected without progress
-        for a hung device; these heartbeats tell it a long batch is slow, not stuck (a
-        20-qubit level-2 estimator job ran over 300 s where the run-time model expected
-        11 s, and was restarted as hung over and over). The first call takes ``first``
-        circuits (``CALL_CIRCUITS`` for small ones, see ``SMALL_CIRCUIT_QUBITS``); each
-        next one as many as the last call's pace fits in ``CALL_TARGET_S``, at most
-        ``CALL_CIRCUITS``. Piece k is seeded ``seed_simulator + k``, so a seeded run
-        reproduces.
-        """
-        pieces = []
-        begin, size, k = 0, min(first, CALL_CIRCUITS), 0
-        while begin < len(circuits):
-            chunk = list(circuits[begin : begin + size])
-            start = time.perf_counter()
-            pieces.append(
-                simulate(sim, chunk, shots=shots, seed_simulator=seed_simulator + k, **options)
-            )
-            per_circuit = max(time.perf_counter() - start, 1e-6) / len(chunk)
-            if self.on_progress is not None:
-                self.on_progress()
-            begin, k = begin + len(chunk), k + 1
-            size = max(1, min(CALL_CIRCUITS, int(CALL_TARGET_S / per_circuit)))
-        return PieceResults(pieces)
+    def _dropped(self, item: WorkItem, setting: _Setting) -> RawRun:
+        return self.no_run(
+            item,
+            setting.calibration,
+            f"abandoned on {self.name}: the job was cancelled or moved while it ran",
+            method=setting.method,
+            gpu=setting.gpu,
+        )
 
     def _apply_partial_fault(
         self, counts: list[dict[str, int]], shots: int
@@ -371,3 +385,138 @@ class Executor:
             gpu=setting.gpu,
             kind=RunError.CALIBRATION,
         )
+
+
+def circuit_work(circuit: Any) -> CircuitWork:
+    """What the run-time model needs of one circuit: touched qubits, gates, two-qubit
+    gates (measurements and barriers aside) and their bond moves (see
+    :class:`~qrt_ray.policies.simtime.CircuitWork`)."""
+    index = {bit: i for i, bit in enumerate(circuit.qubits)}
+    touched: set[int] = set()
+    pairs: list[tuple[int, int]] = []
+    gates = 0
+    for inst in circuit.data:
+        name = inst.operation.name
+        if name == "barrier":
+            continue
+        qubits = [index[q] for q in inst.qubits]
+        touched.update(qubits)
+        if name in ("measure", "reset", "delay"):
+            continue
+        gates += 1
+        if len(qubits) == 2:
+            pairs.append((qubits[0], qubits[1]))
+    rank = {q: i for i, q in enumerate(sorted(touched))}
+    moves = sum(max(0, abs(rank[a] - rank[b]) - 1) for a, b in pairs)
+    return CircuitWork(len(touched), gates, len(pairs), moves)
+
+
+class _Merged:
+    """Per circuit: counts summed over its pieces, the first piece's seed and method."""
+
+    def __init__(self, size: int) -> None:
+        self.counts: list[dict[str, int]] = [{} for _ in range(size)]
+        self.seeds = [0] * size
+        self.methods: list[str | None] = [None] * size
+        self._seen = [False] * size
+
+    def add(self, index: int, counts: dict[str, int], seed: int, method: str | None) -> None:
+        if not self._seen[index]:
+            self._seen[index] = True
+            self.seeds[index], self.methods[index] = seed, method
+            self.counts[index] = dict(counts)
+            return
+        merged = Counter(self.counts[index])
+        merged.update(counts)
+        self.counts[index] = dict(merged)
+
+    # read as a simulator result (run_twirled reads these two)
+    @property
+    def results(self) -> list[Any]:
+        return [
+            _SeedOnly(seed, method) for seed, method in zip(self.seeds, self.methods, strict=True)
+        ]
+
+    def get_counts(self, index: int) -> dict[str, int]:
+        return self.counts[index]
+
+
+@dataclass(frozen=True, slots=True)
+class _SeedOnly:
+    seed_simulator: int
+    method: str | None
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {} if self.method is None else {"method": self.method}
+
+
+class _Calls:
+    """The simulator calls of one group, in pieces of about ``PIECE_TARGET_S``.
+
+    Between pieces it reports progress (the watchdog sees a slow batch is not a hung
+    one) and leaves out the circuits of jobs abandoned meanwhile; once every job of
+    the group is gone it stops (:class:`_Abandoned`). ``gone`` holds the indices of
+    the group's items left out; ``weights``, each circuit's predicted seconds (the
+    last call's), share the call's time between its jobs.
+    """
+
+    def __init__(self, executor: Executor, setting: _Setting, group: _Group) -> None:
+        self._executor = executor
+        self._setting = setting
+        self._group = group
+        self.gone: set[int] = set()
+        self.weights: list[float] = []
+
+    def _check(self) -> None:
+        items = self._group.items
+        self.gone.update(k for k, item in enumerate(items) if self._executor.is_abandoned(item))
+        if len(self.gone) == len(items):
+            raise _Abandoned
+
+    def run(
+        self,
+        circuits: Sequence[Any],
+        *,
+        shots: int,
+        seed_simulator: int,
+        owners: Sequence[int] | None = None,
+        **options: Any,
+    ) -> _Merged:
+        """``sim.run(circuits, ...).result()`` in pieces (see
+        :func:`~qrt_ray.policies.simtime.plan_pieces`); piece k is seeded
+        ``seed_simulator + k``. ``owners[i]`` is the group item circuit ``i`` belongs to
+        (None: the circuits are copies of several items', as twirling makes)."""
+        executor, setting = self._executor, self._setting
+        forced = self._group.forced
+        method = GPU if setting.gpu and forced is None else forced
+        costs = [
+            prior_cost(
+                circuit_work(c), shots, gpu=setting.gpu, threads=executor._threads, method=method
+            )
+            for c in circuits
+        ]
+        self.weights = [c.seconds(shots) for c in costs]
+        merged = _Merged(len(circuits))
+        for k, piece in enumerate(
+            plan_pieces(costs, shots, target_s=PIECE_TARGET_S, max_circuits=CALL_CIRCUITS)
+        ):
+            if k:
+                self._check()
+            wanted = [i for i in piece.circuits if owners is None or owners[i] not in self.gone]
+            if not wanted:
+                continue
+            result = simulate(
+                setting.sim,
+                [circuits[i] for i in wanted],
+                shots=piece.shots,
+                seed_simulator=seed_simulator + k,
+                **options,
+            )
+            for j, i in enumerate(wanted):
+                r = result.results[j]
+                counts = counts_of(result, j, label=i)
+                merged.add(i, counts, int(r.seed_simulator), r.metadata.get("method"))
+            if executor.on_progress is not None:
+                executor.on_progress()
+        return merged

@@ -33,6 +33,7 @@ from qrt_ray.actors.compile_stage import (
     CompileStage,
     ToCompile,
     chunk_cap,
+    compiled_work,
     work_item,
 )
 from qrt_ray.actors.device_view import DeviceView
@@ -50,6 +51,7 @@ from qrt_ray.errors import (
 from qrt_ray.intake.admit import InlineIntake, Intake
 from qrt_ray.lifecycle import JobState
 from qrt_ray.metrics import RuntimeMetrics
+from qrt_ray.mitigation.twirling import copies_for
 from qrt_ray.models import DeviceSnapshot, DeviceStatus, JobSpec, Placement
 from qrt_ray.policies.jobflow import (
     MAX_ATTEMPTS,
@@ -82,9 +84,10 @@ from qrt_ray.policies.jobflow import (
     Unrecoverable,
     WorkMoved,
 )
-from qrt_ray.policies.jobs import Expected
+from qrt_ray.policies.jobs import Expected, LiveJob
 from qrt_ray.policies.placement import describe
 from qrt_ray.policies.placer import DeviceLoad, JobShape, Placer
+from qrt_ray.policies.simtime import SimCost
 from qrt_ray.results import RawRun, RunError, decode_run, encode_result, encode_run, shots_executed
 from qrt_ray.store import JobRecord, JobStore, ShotRecord, StateUpdate
 from qrt_ray.versions import software_versions
@@ -663,11 +666,18 @@ class Scheduler:
     ) -> None:
         """Hand PLACED jobs' compiled work to the device's queue."""
         items = []
+        snap = self.view.get(device)
         for i in dispatch:
             job = self._jobs.get(i.job_id)
             if job is not None:
                 cal_id = job.record.calibration_id or ""
-                items.append(work_item(job.record, job.runs, compiled[i.job_id], cal_id))
+                item = work_item(job.record, job.runs, compiled[i.job_id], cal_id)
+                prior = None
+                if snap is not None:
+                    prior = self._expect_compiled(job, snap, compiled[i.job_id], item.shots)
+                if prior is not None:  # the queue slices by it: the prior, reproducible
+                    item = replace(item, fixed_s=prior.fixed_s, shot_s=prior.per_shot_s)
+                items.append(item)
         if not items:
             return
         try:
@@ -685,6 +695,27 @@ class Scheduler:
             await self._handle(
                 [HandOffFailed(i.job_id, i.attempt, f"{device}: {exc}", True) for i in items]
             )
+
+    def _expect_compiled(
+        self, job: LiveJob, snap: DeviceSnapshot, circuits: Sequence[CompiledCircuit], shots: int
+    ) -> SimCost | None:
+        """Placement's run-time figure again, now from the compiled circuits (what the
+        simulator will run): the watchdog and the devices' backlogs use it. Returns the
+        prior it corrected (None: nothing to expect)."""
+        if job.expected is None or job.expected.device != snap.name:
+            return None
+        works = [compiled_work(c) for c in circuits]
+        if not works:
+            return None
+        spec = job.record.spec
+        copies = copies_for(spec.twirling, shots) if spec.twirling is not None else 1
+        prior = self.placer.sim_time.job_prior(
+            works, shots, gpu=snap.gpu, threads=snap.threads, copies=copies
+        )
+        model = self.placer.sim_time.correction(snap.name, prior.method)
+        run_s = model.apply(prior.seconds(shots))
+        self._jobs.expect(job.job_id, replace(job.expected, run_s=run_s, prior=prior))
+        return prior
 
     # == callbacks from devices =======================================================
 
@@ -748,13 +779,10 @@ class Scheduler:
             job = self._jobs.get(run.job_id)
             if job is None:
                 continue  # cancelled or expired while its shots were counted
-            if job.expected is not None and run.run_s > 0:
-                self.placer.run_time.observe(
-                    device,
-                    job.expected.shot_duration_s,
-                    shots_executed(run),
-                    len(run.counts),
-                    run.run_s,
+            prior = job.expected.prior if job.expected is not None else None
+            if prior is not None and run.run_s > 0:
+                self.placer.sim_time.observe(
+                    device, prior.method, prior.seconds(shots_executed(run)), run.run_s
                 )
             self.metrics.shots.labels(device=device).inc(shots_executed(run) * len(run.counts))
             partial = verdict.outcome is collector.Outcome.PARTIAL
@@ -905,10 +933,29 @@ class Scheduler:
     # == queries and control ==========================================================
 
     def waiting(self, job_id: str) -> str | None:
-        """Why a QUEUED job is not placed yet, as placement last found (None: it is not
-        waiting, or placement has not tried it yet)."""
+        """Why a job waits: for a QUEUED one, why placement could not place it (as it
+        last found); for one placed and not running yet, its place on the device and
+        when it is expected to start. None: it does not wait (or placement has not
+        tried it yet)."""
         job = self._jobs.get(job_id)
-        return job.waiting if job is not None and job.state is S.QUEUED else None
+        if job is None:
+            return None
+        if job.state is S.QUEUED:
+            return job.waiting
+        if job.state not in (S.COMPILING, S.PLACED) or job.device is None:
+            return None
+        ahead = [
+            other
+            for other in self._jobs.on_device(job.device, S.COMPILING, S.PLACED, S.RUNNING)
+            if other.state is S.RUNNING or other.seq < job.seq
+        ]
+        work = sum(o.expected.run_s for o in ahead if o.expected is not None)
+        running = self.view.watch.running_for(job.device, self._clock()) or 0.0
+        start = max(0.0, work - running)
+        return (
+            f"on {job.device}: {len(ahead)} job(s) placed ahead of it or running; "
+            f"expected to start in about {start:.1f} s"
+        )
 
     async def get(self, job_id: str) -> JobRecord:
         """The job's current record (live jobs from memory, others from the store)."""

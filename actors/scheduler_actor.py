@@ -13,6 +13,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from qrt_ray.actors.device import WorkItem
 from qrt_ray.actors.scheduler import Scheduler
+from qrt_ray.actors.views import event_views, record_view
 from qrt_ray.arguments import check_limit
 from qrt_ray.compiler import CompiledCircuit, compile_circuits
 from qrt_ray.config import PolicyConfig, load_policy_config
@@ -24,7 +25,8 @@ from qrt_ray.metrics import RuntimeMetrics
 from qrt_ray.models import DeviceSnapshot, JobSpec, describe_errors
 from qrt_ray.names import CALIBRATION_NAME, device_actor_name
 from qrt_ray.results import RawRun
-from qrt_ray.store import JobRecord, open_store
+from qrt_ray.store import open_store
+from qrt_ray.store.urls import store_label
 
 logger = logging.getLogger("qrt.scheduler")
 
@@ -227,29 +229,6 @@ def kill_process(process: tuple[str, int, float] | None) -> bool:
     return True
 
 
-def record_view(rec: JobRecord) -> dict[str, Any]:
-    """A job record as plain data for clients."""
-    return {
-        "job_id": rec.job_id,
-        "state": rec.state.value,
-        "tenant": rec.tenant,
-        "priority": rec.spec.priority,
-        "shots": rec.spec.shots,
-        "num_circuits": len(rec.spec.circuits),
-        "tags": list(rec.spec.tags),
-        "device": rec.device,
-        "calibration_id": rec.calibration_id,
-        "error": rec.error,
-        "created_at": rec.created_at,
-        "updated_at": rec.updated_at,
-        "attempts": rec.attempts,
-        "placement": rec.placement,
-        "compile_info": rec.compile_info,
-        "recovery": rec.recovery,
-        "result_sha256": rec.result_sha256,
-    }
-
-
 class SchedulerActor:
     """The farm's scheduler as an async Ray actor."""
 
@@ -268,6 +247,7 @@ class SchedulerActor:
         if metrics_port:
             self.metrics.serve(metrics_port)
         self.store = open_store(store_url)
+        self._store_label = store_label(store_url)
         policies = (
             PolicyConfig.model_validate_json(policies_json)
             if policies_json
@@ -380,18 +360,7 @@ class SchedulerActor:
         """The job's lifecycle transitions."""
         await self._started()
         await self.scheduler.get(_job_id(job_id))  # raises JobNotFoundError for unknown ids
-        evs = await asyncio.to_thread(self.store.events, job_id)
-        return [
-            {
-                "seq": e.seq,
-                "event": e.event,
-                "from": e.from_state.value if e.from_state else None,
-                "to": e.to_state.value,
-                "at": e.at,
-                "reason": e.reason,
-            }
-            for e in evs
-        ]
+        return event_views(await asyncio.to_thread(self.store.events, job_id))
 
     async def wait(self, job_ids: list[str], timeout_s: float | None) -> dict[str, str]:
         """Block until the jobs are final or the timeout passes; returns their states."""
@@ -415,6 +384,10 @@ class SchedulerActor:
         await self._started()
         state, changed = await self.scheduler.cancel(_job_id(job_id))
         return state.value, changed
+
+    async def store_label(self) -> str:
+        """The store this farm keeps its jobs in (passwords hidden)."""
+        return self._store_label
 
     async def devices(self) -> list[DeviceSnapshot]:
         """Snapshots of all devices."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import tempfile
 from collections.abc import Iterator
 
 import numpy as np
@@ -64,15 +63,14 @@ def cut_size(bits: str) -> int:
 
 @contextlib.contextmanager
 def runtime(address: str | None) -> Iterator[QuantumRuntime]:
-    """The farm at ``address`` (started by ``qrt up``), or an embedded one of our own."""
+    """The farm at ``address`` (started by ``qrt up``), else the one ``qrt up`` runs
+    here, else an embedded one of our own."""
     if address:
         with connect(address) as rt:  # leaving detaches; the farm runs on
             yield rt
         return
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        QuantumRuntime.local(load_farm_config_text(FARM), store=f"{tmp}/jobs.sqlite3") as rt,
-    ):
+    # the farm `qrt up` runs, if one does; else this small one, for this run only
+    with QuantumRuntime.local(load_farm_config_text(FARM), attach=True) as rt:
         yield rt
 
 

@@ -12,7 +12,6 @@ best found and the exact ground-state energy.
 from __future__ import annotations
 
 import argparse
-import tempfile
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -73,8 +72,8 @@ def main() -> None:
     circuit = ansatz(args.qubits, reps=2)
     history: list[float] = []
     with (
-        tempfile.TemporaryDirectory() as tmp,
-        QuantumRuntime.local(load_farm_config_text(FARM), store=f"{tmp}/jobs.sqlite3") as rt,
+        # the farm `qrt up` runs, if one does; else this small one, for this run only
+        QuantumRuntime.local(load_farm_config_text(FARM), attach=True) as rt,
         Session(rt) as session,
     ):
         estimator = Estimator(mode=session)

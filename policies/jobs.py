@@ -16,17 +16,21 @@ from dataclasses import dataclass, field
 
 from qrt_ray.lifecycle import JobState
 from qrt_ray.policies.placer import JobShape
+from qrt_ray.policies.simtime import SimCost
 from qrt_ray.results import RawRun
 from qrt_ray.store import JobRecord
 
 
 @dataclass(frozen=True, slots=True)
 class Expected:
-    """What placement expected of a job's run on its device."""
+    """What placement expected of a job's run on its device; once compiled, the
+    simulator's prior for the compiled circuits (``prior``: the run-time model learns
+    from how far each run was from it)."""
 
     device: str
     run_s: float
     shot_duration_s: float
+    prior: SimCost | None = None
 
 
 @dataclass(slots=True)

@@ -39,6 +39,7 @@ from qrt_ray.policies.placement import (
     composite_score,
     resolve_weights,
 )
+from qrt_ray.policies.simtime import CircuitWork, SimTimeModel, estimated_work
 
 # A job's fidelity is the mean over its distinct circuits; beyond this many, the first
 # ones stand for the rest (the explanation says so).
@@ -91,11 +92,23 @@ class Placer:
     Args:
         config: the policy config (default policy, weights, run-time priors).
         estimator: fidelity cache to share (a new one by default).
+        simulated: the devices are simulators, so a job's run time is the simulator's
+            (:class:`~qrt_ray.policies.simtime.SimTimeModel`); False for a model of
+            hardware-speed devices (the farm simulator's), where it is the physics of
+            its shots (:class:`~qrt_ray.policies.costs.RunTimeModel`).
     """
 
-    def __init__(self, config: PolicyConfig, estimator: FidelityEstimator | None = None) -> None:
+    def __init__(
+        self,
+        config: PolicyConfig,
+        estimator: FidelityEstimator | None = None,
+        *,
+        simulated: bool = True,
+    ) -> None:
         self.config = config
         self.estimator = estimator if estimator is not None else FidelityEstimator()
+        self.simulated = simulated
+        self.sim_time = SimTimeModel()
         self.run_time = RunTimeModel(
             alpha=config.run_time.learning_rate,
             rep_delay_s=config.run_time.rep_delay_s,
@@ -151,6 +164,7 @@ class Placer:
             ests = [self.full(h, p, snap) for h, p in circuits]
             fidelity = sum(e.esp for e in ests) / len(ests)
             duration = sum(e.duration_s for e in ests) / len(ests)
+            swaps = [e.swaps for e in ests]
             first = ests[0]
             detail = {
                 "swaps": first.swaps,
@@ -161,12 +175,28 @@ class Placer:
             cheap = [self._bound(h, p, snap) for h, p in circuits]
             fidelity = sum(b for b, _, _ in cheap) / len(cheap)
             duration = sum(d for _, d, _ in cheap) / len(cheap)
+            swaps = [0] * len(circuits)
             exact = all(known for _, _, known in cheap)  # figures exact, detail not built
             detail = {}
         detail["shot_duration_s"] = duration
         if len(set(job.hashes)) > len(circuits):
             detail["estimated_circuits"] = len(circuits)
         n = len(job.hashes)
+        physical = self.run_time.predict(snap.name, duration, job.shots, n)
+        if self.simulated:
+            works = [_work(p, s) for (_, p), s in zip(circuits, swaps, strict=True)]
+            run_s, _, method = self.sim_time.predict(
+                snap.name, works, job.shots, gpu=snap.gpu, threads=snap.threads
+            )
+            run_s *= n / len(circuits)  # the distinct circuits stand for all of them
+            learned = self.sim_time.correction(snap.name, method).samples
+            detail["run_model"] = {
+                "method": method,
+                "source": f"learned from {learned} runs" if learned else "prior",
+            }
+            detail["physical_run_s"] = round(physical, 3)
+        else:
+            run_s = physical
         return Candidate(
             device=snap.name,
             num_qubits=snap.num_qubits,
@@ -174,7 +204,7 @@ class Placer:
             fidelity=fidelity,
             cost_usd=price_usd(snap.price_per_job_usd, snap.price_per_shot_usd, job.shots, n),
             wait_s=max(0.0, load.backlog_s),
-            run_s=self.run_time.predict(snap.name, duration, job.shots, n),
+            run_s=run_s,
             estimated=exact,
             status=snap.status.value,
             status_reason=_why_not_accepting(snap),
@@ -333,3 +363,8 @@ def _why_not_accepting(snap: DeviceSnapshot) -> str:
     if snap.status is DeviceStatus.ONLINE:
         return f"queue full ({snap.queue_depth} of {snap.queue_limit} jobs)"
     return ""
+
+
+def _work(profile: CircuitProfile, swaps: int) -> CircuitWork:
+    """A circuit's simulator work guessed from its profile and placement's SWAPs."""
+    return estimated_work(len(profile.active), profile.two_qubit_gates, sum(profile.pulses), swaps)

@@ -111,15 +111,12 @@ def method_options(method: str | None, active_qubits: int = 0) -> dict[str, Any]
     return {"method": method}
 
 
-class PieceResults:
-    """The results of several simulator calls, read as those of one."""
-
-    def __init__(self, pieces: Sequence[Any]) -> None:
-        self.results = [r for piece in pieces for r in piece.results]
-        for k, r in enumerate(self.results):
-            if not r.success:  # say why, not "no counts for experiment 0"
-                raise RuntimeError(f"circuit {k} of the call did not run: {r.status}")
-        self._counts = [piece.get_counts(i) for piece in pieces for i in range(len(piece.results))]
-
-    def get_counts(self, index: int) -> Any:
-        return self._counts[index]
+def counts_of(result: Any, index: int, label: int | None = None) -> dict[str, int]:
+    """Counts of circuit ``index`` of a simulator result, or a RuntimeError that says
+    why it did not run (not "no counts for experiment 0"); ``label`` names the circuit
+    in the message (default ``index``)."""
+    r = result.results[index]
+    if not r.success:
+        name = index if label is None else label
+        raise RuntimeError(f"circuit {name} of the call did not run: {r.status}")
+    return dict(result.get_counts(index))

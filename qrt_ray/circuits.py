@@ -12,14 +12,16 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from qiskit import QuantumCircuit, qasm2, qasm3
 
-from qrt_ray.errors import ValidationError
+from qrt_ray.arguments import finite_number
+from qrt_ray.errors import ValidationError, brief
 from qrt_ray.intake import check_circuit, parse_qasm
+from qrt_ray.intake.admit import bind_named
 from qrt_ray.intake.admit import circuit_hash as circuit_hash  # the identity, re-exported
 from qrt_ray.intake.gates import (
     QASM2_INSTRUCTIONS,
@@ -29,6 +31,10 @@ from qrt_ray.intake.gates import (
     standard_definition,
 )
 from qrt_ray.models import MAX_CIRCUITS_PER_JOB
+
+# Names one submit may bind (a circuit declares at most intake.max_parameters a gate,
+# but a job may bind one per circuit).
+_MAX_BOUND_PARAMETERS = 10_000
 
 _NON_GATES = frozenset({"measure", "barrier", "reset", "delay", "snapshot", "save_state"})
 _QASM2_WORDS = frozenset(
@@ -163,11 +169,24 @@ def loads_qasm2(text: str) -> QuantumCircuit:
     return qasm2.loads(text, include_path=(), custom_instructions=QASM2_INSTRUCTIONS)
 
 
-def coerce_circuits(circuits: Any, *, max_circuits: int = MAX_CIRCUITS_PER_JOB) -> list[str]:
+def coerce_circuits(
+    circuits: Any,
+    *,
+    max_circuits: int = MAX_CIRCUITS_PER_JOB,
+    parameters: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Accept one circuit or a sequence of them; return their QASM texts.
 
+    Args:
+        circuits: a circuit (object or OpenQASM text) or a sequence of them.
+        max_circuits: the most a job may hold.
+        parameters: values by name for the circuits' parameters (OpenQASM 3 ``input``
+            declarations, or a circuit's ``Parameter``s), bound before they are
+            written; every name must bind in some circuit.
+
     Raises:
-        ValidationError: nothing given, too many, or any element is not a circuit.
+        ValidationError: nothing given, too many, any element is not a circuit, a
+            parameter value is not a finite number, or a name binds nothing.
     """
     if isinstance(circuits, (QuantumCircuit, str)):
         items: list[Any] = [circuits]
@@ -185,4 +204,41 @@ def coerce_circuits(circuits: Any, *, max_circuits: int = MAX_CIRCUITS_PER_JOB) 
             f"circuits: more than {max_circuits} circuits in one job; the limit is "
             f"{max_circuits}: split them over several jobs (submit_many)"
         )
-    return [to_qasm(c, arg=f"circuits[{i}]") for i, c in enumerate(items)]
+    if not parameters:
+        return [to_qasm(c, arg=f"circuits[{i}]") for i, c in enumerate(items)]
+    values = _parameter_values(parameters)
+    bound: set[str] = set()
+    texts = []
+    for i, c in enumerate(items):
+        arg = f"circuits[{i}]"
+        if isinstance(c, str):
+            c = parse_qasm(c, arg=arg, bind=values, bound=bound)
+        elif isinstance(c, QuantumCircuit):
+            c = bind_named(c, values, bound)
+        texts.append(to_qasm(c, arg=arg))
+    unused = sorted(set(values) - bound)
+    if unused:
+        raise ValidationError(
+            f"parameters: {', '.join(repr(brief(n, 40)) for n in unused[:5])} bind nothing: "
+            "no circuit has an input or parameter of that name; check the spelling"
+        )
+    return texts
+
+
+def _parameter_values(parameters: Any) -> dict[str, float]:
+    """Parameter values by name, each a finite real number."""
+    if not isinstance(parameters, Mapping):
+        raise ValidationError(
+            f"parameters={brief(parameters)}: expected a mapping of names to numbers, "
+            "e.g. {'theta': 0.5}"
+        )
+    if len(parameters) > _MAX_BOUND_PARAMETERS:
+        raise ValidationError(
+            f"parameters: {len(parameters)} names; at most {_MAX_BOUND_PARAMETERS} may be bound"
+        )
+    out = {}
+    for name, value in parameters.items():
+        if not isinstance(name, str) or not name:
+            raise ValidationError(f"parameters: the name {brief(name)!r} is not a name (str)")
+        out[name] = finite_number(f"parameters[{brief(name, 40)!r}]", value)
+    return out

@@ -34,7 +34,9 @@ from qrt_ray.errors import (
     JobTimeoutError,
     PlacementError,
     QrtError,
+    RuntimeNotRunningError,
     ValidationError,
+    brief,
 )
 from qrt_ray.lifecycle import JobState
 from qrt_ray.models import OPTIMIZE_GOALS, POLICY_NAMES, DeviceSnapshot
@@ -69,11 +71,49 @@ def _connect(args: argparse.Namespace) -> Any:
     return connect(args.address, namespace=args.namespace)
 
 
+def _reader(args: argparse.Namespace) -> Any:
+    """The farm, or when none runs the history in its store (said on stderr): jobs,
+    states, results, explanations and calibrations are stored, so they outlive it."""
+    try:
+        return _connect(args)
+    except (RuntimeNotRunningError, ConnectionError) as exc:
+        from qrt_ray.history import StoredHistory
+
+        history = StoredHistory(getattr(args, "store", None))
+        reason = str(exc).split(";")[0]
+        print(
+            f"{reason}; reading the history in the store at {history.label}",
+            file=sys.stderr,
+        )
+        return history
+
+
 def _print(args: argparse.Namespace, data: Any, text: str) -> None:
     print(json.dumps(data, indent=2, default=str) if args.json else text)
 
 
-def _read_circuits(paths: list[str]) -> list[str]:
+def _params(pairs: list[str] | None) -> dict[str, float]:
+    """``--param NAME=VALUE`` options as a mapping (the values checked as numbers)."""
+    out: dict[str, float] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        name = name.strip()
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not sep or not name or not math.isfinite(number):
+            raise ValidationError(
+                f"--param {brief(pair, 60)!r}: expected NAME=VALUE with a finite number, "
+                "e.g. --param theta=0.5"
+            )
+        if name in out:
+            raise ValidationError(f"--param {brief(name, 40)!r}: given twice; give it once")
+        out[name] = number
+    return out
+
+
+def _read_circuits(paths: list[str], parameters: dict[str, float] | None = None) -> list[str]:
     """The OpenQASM files named on the command line, as text.
 
     Raises:
@@ -104,6 +144,8 @@ def _read_circuits(paths: list[str]) -> list[str]:
                 "save the circuit as UTF-8 OpenQASM"
             ) from None
     # checked here, before any farm is reached: a bad file fails fast, farm or not
+    if parameters:  # bound here: the farm gets plain circuits
+        return coerce_circuits(texts, parameters=parameters)
     for p, text in zip(paths, texts, strict=True):
         try:
             coerce_circuits(text)
@@ -255,12 +297,17 @@ def _port_of(address: str | None) -> int | None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Run the demo workload on an embedded farm."""
+    """Run the demo workload on the running farm, or an embedded one."""
     from qrt_ray.client import QuantumRuntime
     from qrt_ray.demo import format_report, run_demo
 
+    if args.report and not Path(args.report).parent.is_dir():
+        raise ValidationError(f"--report {args.report!r}: that folder does not exist")
+
     print(
-        f"starting the local farm ({args.farm or 'default farm'}) on 127.0.0.1 ...", file=sys.stderr
+        "using the farm `qrt up` runs, else starting "
+        f"{args.farm or 'the default farm'} on 127.0.0.1 ...",
+        file=sys.stderr,
     )
     start = time.monotonic()
     with QuantumRuntime.local(args.farm, store=args.store) as rt:
@@ -279,6 +326,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(json.dumps({**report, "rows": rows}, indent=2, default=str))
     else:
         print(format_report(report))
+    if args.report:
+        from qrt_ray.plots import demo_report_html
+
+        Path(args.report).write_text(demo_report_html(report, format_report(report)))
+        print(f"wrote {args.report}", file=sys.stderr)
     return 0 if report["done"] == report["jobs"] else 1
 
 
@@ -287,7 +339,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """Submit one job made of the given QASM files."""
-    texts = _read_circuits(args.files)
+    texts = _read_circuits(args.files, _params(args.param))
     rt = _connect(args)
     handle = rt.submit(
         texts,
@@ -395,7 +447,7 @@ def _show_result(args: argparse.Namespace, job_id: str, result: Any) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show a job's state and its lifecycle transitions."""
-    rt = _connect(args)
+    rt = _reader(args)
     handle = rt.job(args.job_id)
     info = handle.info()
     events = handle.events()
@@ -420,7 +472,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_result(args: argparse.Namespace) -> int:
     """Print a job's verified result."""
-    rt = _connect(args)
+    rt = _reader(args)
     handle = rt.job(args.job_id)
     return _show_result(args, args.job_id, handle.result(timeout_s=args.timeout))
 
@@ -441,7 +493,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     """List jobs, newest first."""
-    rt = _connect(args)
+    rt = _reader(args)
     jobs = rt.jobs(state=args.state, tenant=args.tenant, limit=args.limit)
     rows = [
         [
@@ -572,7 +624,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_calibrations(args: argparse.Namespace) -> int:
     """A device's calibration history, newest first."""
-    history = _connect(args).calibrations(args.device, limit=args.limit)
+    history = _reader(args).calibrations(args.device, limit=args.limit)
     now = time.time()
     rows = [
         [
@@ -695,7 +747,143 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- pictures -----------------------------------------------------------------------
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Draw a job's outcome histogram or a device's calibration drift to a file."""
+    from qrt_ray import plots
+
+    out = plots.check_output(args.out or f"{args.name}.png")
+    rt = _reader(args)
+    if args.what == "result":
+        figure = plots.result_figure(rt.job(args.name).result(timeout_s=0), args.circuit)
+    else:
+        figure = plots.drift_figure(args.name, rt.calibrations(args.name, limit=args.limit))
+    plots.save(figure, out)
+    _print(args, {"file": str(out)}, f"wrote {out}")
+    return 0
+
+
+# -- configuration and completion ---------------------------------------------------
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Where qrt finds its farm, store, policies and Ray, and whether a farm runs."""
+    import importlib.resources
+
+    from qrt_ray.config import load_policy_config
+    from qrt_ray.store.urls import store_label
+
+    packaged = importlib.resources.files("qrt_ray") / "configs"
+    policies = load_policy_config()
+    env_address = os.environ.get("RAY_ADDRESS")
+    info: dict[str, Any] = {
+        "farm_file": str(packaged / "farm.yaml"),
+        "policies_file": str(packaged / "policies.yaml"),
+        "default_policy": policies.policy,
+        "weights": policies.weights.model_dump(),
+        "store": store_label(None),
+        "store_from": "$QRT_STORE" if os.environ.get("QRT_STORE") else "default",
+        "ray_address": args.address,
+        "ray_address_env": env_address,
+        "namespace": args.namespace,
+        "farm_running": False,
+        "devices": [],
+    }
+    try:
+        rt = _connect(args)
+        info["devices"] = [d.name for d in rt.devices()]
+        info["farm_running"] = True
+        info["store"] = rt.store_label()
+        info["store_from"] = "the running farm"
+    except (RuntimeNotRunningError, ConnectionError) as exc:
+        info["farm_error"] = str(exc)
+    running = (
+        f"yes: {len(info['devices'])} devices ({', '.join(info['devices'])})"
+        if info["farm_running"]
+        else f"no ({info.get('farm_error', '').split(';')[0]})"
+    )
+    rows = [
+        ["farm running", running],
+        ["store", f"{info['store']} ({info['store_from']}; --store or $QRT_STORE to change)"],
+        ["farm file", f"{info['farm_file']} (packaged; `qrt up --farm FILE` to change)"],
+        ["policies", f"{info['policies_file']} (packaged; `qrt up --policies FILE`)"],
+        ["default policy", f"{info['default_policy']} (weights: {_pairs(info['weights'])})"],
+        [
+            "Ray address",
+            f"{args.address}" + (f" ($RAY_ADDRESS={env_address})" if env_address else ""),
+        ],
+        ["namespace", args.namespace],
+    ]
+    _print(args, info, table(["setting", "value"], rows))
+    return 0
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """Print a shell completion script: ``eval "$(qrt completion bash)"``."""
+    print(completion_script(build_parser(), args.shell))
+    return 0
+
+
+def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
+    """A completion script for ``shell`` (bash or zsh): commands, then each command's
+    options, then file names."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    commands = sorted(sub.choices)
+    cases = []
+    for name in commands:
+        options = sorted(
+            opt
+            for action in sub.choices[name]._actions
+            for opt in action.option_strings
+            if opt.startswith("--")
+        )
+        cases.append(f'    {name}) opts="{" ".join(options)}" ;;')
+    body = "\n".join(
+        [
+            "_qrt() {",
+            '  local cur="${COMP_WORDS[COMP_CWORD]}" opts=""',
+            '  if [ "$COMP_CWORD" -eq 1 ]; then',
+            f'    COMPREPLY=( $(compgen -W "{" ".join(commands)} --help --version" -- "$cur") )',
+            "    return",
+            "  fi",
+            '  case "${COMP_WORDS[1]}" in',
+            *cases,
+            "  esac",
+            '  if [[ "$cur" == -* ]]; then',
+            '    COMPREPLY=( $(compgen -W "$opts" -- "$cur") )',
+            "  else",
+            '    COMPREPLY=( $(compgen -f -- "$cur") )',
+            "  fi",
+            "}",
+            "complete -o filenames -F _qrt qrt",
+        ]
+    )
+    if shell == "zsh":
+        return "autoload -U +X bashcompinit && bashcompinit\n" + body
+    return body
+
+
 # -- placement ------------------------------------------------------------------------
+
+
+_METHOD_SHORT = {
+    "density_matrix": "DM",
+    "statevector": "SV",
+    "matrix_product_state": "MPS",
+    "gpu": "GPU",
+}
+
+
+def _run_model(d: dict[str, Any]) -> str:
+    """Where a run-time figure comes from: "MPS prior", "DM 12 runs"."""
+    model = d.get("run_model")
+    if not isinstance(model, dict):
+        return "-"
+    method = _METHOD_SHORT.get(str(model.get("method")), str(model.get("method")))
+    source = str(model.get("source", ""))
+    return f"{method} {source.removeprefix('learned from ')}".strip()
 
 
 def _placement_rows(devices: list[dict[str, Any]]) -> list[list[Any]]:
@@ -706,6 +894,8 @@ def _placement_rows(devices: list[dict[str, Any]]) -> list[list[Any]]:
             d["cost_usd"],
             d["wait_s"],
             d["run_s"],
+            _run_model(d),
+            d.get("physical_run_s", "-"),
             d.get("swaps", "-"),
             d.get("excluded") or ("" if d.get("accepting", True) else "busy"),
         ]
@@ -713,7 +903,16 @@ def _placement_rows(devices: list[dict[str, Any]]) -> list[list[Any]]:
     ]
 
 
-_PLACEMENT_HEAD = ["device", "fidelity", "cost $", "wait s", "run s", "swaps", "note"]
+_PLACEMENT_HEAD = [
+    "device", "fidelity", "cost $", "wait s", "run s", "run model", "on QPU s", "swaps", "note",
+]  # fmt: skip
+_RUN_NOTE = (
+    "run s: the simulator's expected time for this job, from its model of the method "
+    "the device will use (DM density matrix, SV statevector, MPS matrix product state), "
+    "as the prior alone or corrected by that device's last runs; on QPU s: what the same "
+    "shots would take on the physical device (circuit duration and reset per shot), the "
+    "figure a bill for QPU time would quote."
+)
 
 
 _EXPLAIN_NOTES = (
@@ -748,7 +947,7 @@ def _ranked_rows(devices: list[dict[str, Any]], ranking: list[Any]) -> list[list
 def cmd_explain(args: argparse.Namespace) -> int:
     """Show why a job went where it went (policy, weights, ranking, per-device figures)
     and its story (each event, the move it made, and why)."""
-    rt = _connect(args)
+    rt = _reader(args)
     handle = rt.job(args.job_id)
     info = handle.info()
     placement = info.get("placement")
@@ -776,6 +975,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             _ranked_rows(placement.get("devices", []), placement.get("ranking", [])),
         ),
         textwrap.fill(_EXPLAIN_NOTES, width=min(100, shutil.get_terminal_size().columns)),
+        textwrap.fill(_RUN_NOTE, width=min(100, shutil.get_terminal_size().columns)),
     ]
     if placement.get("late"):
         lines.insert(
@@ -802,6 +1002,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     rt = _connect(args)
     rows = rt.estimate(texts, shots=args.shots, device=args.device, optimize=args.optimize)
     text = table(_PLACEMENT_HEAD, _placement_rows(rows))
+    text += "\n" + textwrap.fill(_RUN_NOTE, width=min(100, shutil.get_terminal_size().columns))
     listed = {r["device"] for r in rows}
     missing = sorted(d.name for d in rt.devices() if d.name not in listed)
     if missing:
@@ -936,7 +1137,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-qubits", type=int, default=20, help="widest circuit (default 20; 3 or more)"
     )
     demo.add_argument("--farm", help="farm YAML (default: the packaged default farm)")
-    demo.add_argument("--store", help="job store path (default: $QRT_STORE or data dir)")
+    demo.add_argument(
+        "--store", help="job store path (default: the running farm's, else one of its own)"
+    )
+    demo.add_argument("--report", help="also write the report as HTML with charts to this file")
 
     s = add("submit", cmd_submit, "submit one job of OpenQASM files")
     s.add_argument("files", nargs="+", metavar="FILE.qasm")
@@ -953,6 +1157,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--optimize", choices=OPTIMIZE_GOALS, help="what placement favours")
     s.add_argument("--min-fidelity", type=float, help="refuse devices expected below this")
     s.add_argument("--max-cost-usd", type=float, help="refuse devices that cost more")
+    s.add_argument(
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="bind a circuit parameter (an OpenQASM 3 `input float NAME;`) (repeat)",
+    )
     s.add_argument("--wait", action="store_true", help="wait, show progress, print the result")
     s.add_argument("--timeout", type=float, default=600, help="seconds to wait (with --wait)")
     _result_options(s)
@@ -975,6 +1185,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = add("explain", cmd_explain, "why a job went to its device")
     ex.add_argument("job_id", metavar="JOB")
+    for sp in (ex, sub.choices["status"], sub.choices["result"]):
+        _history_store_option(sp)
 
     es = add("estimate", cmd_estimate, "estimate a job on every device without running it")
     es.add_argument("files", nargs="+", metavar="FILE.qasm")
@@ -998,10 +1210,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="policy to run (repeat; default: all)",
     )
 
+    pl = add("plot", cmd_plot, "draw a job's histogram or a device's drift to a PNG/SVG/PDF")
+    pl.add_argument("what", choices=["result", "drift"], help="result JOB, or drift DEVICE")
+    pl.add_argument("name", metavar="JOB|DEVICE")
+    pl.add_argument("--out", help="file to write (default: JOB.png or DEVICE.png)")
+    pl.add_argument("--circuit", type=int, default=0, help="which circuit of the job")
+    pl.add_argument("--limit", type=int, default=50, help="calibrations to draw (drift)")
+    _history_store_option(pl)
+    add("config", cmd_config, "where the farm file, store, policies and Ray are")
+    comp = add(
+        "completion",
+        cmd_completion,
+        'print a shell completion script: eval "$(qrt completion bash)"',
+        remote=False,
+    )
+    comp.add_argument("shell", choices=["bash", "zsh"])
     j = add("jobs", cmd_jobs, "list jobs, newest first")
     j.add_argument("--state")
     j.add_argument("--tenant")
     j.add_argument("--limit", type=int, default=20)
+    _history_store_option(j)
     dv = add("devices", cmd_devices, "list the farm's devices")
     dv.add_argument(
         "--wide", action="store_true", help="add calibration ids, methods, status reasons"
@@ -1012,6 +1240,7 @@ def build_parser() -> argparse.ArgumentParser:
     hist = add("calibrations", cmd_calibrations, "a device's calibration history")
     hist.add_argument("device", metavar="DEVICE")
     hist.add_argument("--limit", type=int, default=20)
+    _history_store_option(hist)
     mt = add(
         "maintenance",
         cmd_maintenance,
@@ -1056,6 +1285,14 @@ def _result_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _history_store_option(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--store",
+        help="with no farm running, read history from this job store (default: "
+        "$QRT_STORE, else the SQLite file in the data dir, as `qrt up` picks)",
+    )
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -1073,6 +1310,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except (ValidationError, PlacementError, JobNotFoundError) as exc:
         return _fail(args, exc, EXIT_BAD_INPUT, str(exc))
+    except RuntimeNotRunningError as exc:
+        return _fail(args, exc, EXIT_NO_FARM, str(exc))
     except QrtError as exc:
         return _fail(args, exc, EXIT_FAILED, str(exc))
     except ConnectionError as exc:

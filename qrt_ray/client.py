@@ -46,6 +46,7 @@ from qrt_ray.models import (
 )
 from qrt_ray.results import decode_result
 from qrt_ray.store.base import sha256_hex
+from qrt_ray.store.urls import resolve_store_url
 
 if TYPE_CHECKING:
     from qrt_ray.primitives.backend import QrtBackend
@@ -99,6 +100,7 @@ def make_spec(circuits: Any, *, shots: int, **fields: Any) -> JobSpec:
         ValidationError: an argument has the wrong type or is out of range; the message
             names it, shows (a cut-short copy of) the value and says what is expected.
     """
+    parameters = fields.pop("parameters", None)
     clean = {k: v for k, v in fields.items() if v is not None}
     clean["shots"] = shots
     for name, (lo, hi) in _INTEGERS.items():
@@ -119,7 +121,7 @@ def make_spec(circuits: Any, *, shots: int, **fields: Any) -> JobSpec:
         clean["weights"] = _weights(clean["weights"])
     if "layout_groups" in clean:
         clean["layout_groups"] = tuple(clean["layout_groups"])
-    texts = coerce_circuits(circuits)
+    texts = coerce_circuits(circuits, parameters=parameters)
     try:
         return JobSpec(circuits=tuple(texts), **clean)
     except PydanticValidationError as exc:
@@ -217,6 +219,7 @@ class QuantumRuntime:
         self._device_names = devices
         self._closed = False
         self._actor_handles: list[Any] = []
+        self._private_store: Path | None = None  # a store of its own, removed at shutdown
 
     def _call(self, method: str, *args: Any) -> Any:
         """Call the scheduler; while it restarts, find it again and retry with backoff
@@ -285,8 +288,18 @@ class QuantumRuntime:
         metrics_port: int | None = None,
         policies: PolicyConfig | str | Path | None = None,
         retry_s: float = DEFAULT_RETRY_S,
+        attach: bool | None = None,
     ) -> QuantumRuntime:
-        """Start an embedded farm on a loopback-only local Ray.
+        """The farm ``qrt up`` runs on this machine, or an embedded one on a
+        loopback-only local Ray.
+
+        One farm per machine by default: when nothing of its own is asked for (no
+        ``farm``, ``policies``, ``store``, ``num_cpus`` or ``metrics_port``), a farm
+        started by ``qrt up`` is used if one runs (said in a log line; its jobs go
+        into its store, and :meth:`shutdown` leaves it running). Otherwise this starts
+        a farm of its own, which stops with :meth:`shutdown`; without ``store`` (and
+        ``$QRT_STORE``) its jobs go into a store of its own, removed with it, so they
+        never mix with the shared farm's history.
 
         Args:
             farm: a FarmConfig, a path to a farm YAML, or None for the default farm.
@@ -294,17 +307,44 @@ class QuantumRuntime:
                 policies YAML (``configs/policies.yaml`` is the example), or None for
                 the packaged default.
             store: job store: a SQLite path, or a ``postgresql://`` URL (default:
-                ``$QRT_STORE``, else a SQLite file in the user data dir).
+                ``$QRT_STORE``, else a private file that lives as long as the farm).
             num_cpus: CPUs Ray may use (default: all).
             optimization_level: Qiskit preset level for compiles (0-3).
             metrics_port: serve Prometheus metrics on 127.0.0.1 at this port.
             retry_s: how long a call keeps trying while the scheduler restarts.
+            attach: True: use the ``qrt up`` farm whenever one runs (the other
+                arguments then only describe the farm to start when none does);
+                False: always start one; None (default): as above.
         """
         retry = _retry_s(retry_s)
+        own = farm is not None or policies is not None or store is not None
+        own = own or metrics_port is not None or num_cpus is not None
+        if attach or (attach is None and not own):
+            found = farm_mod.attach_running_farm()
+            if found is not None:
+                address, scheduler = found
+                rt = cls(
+                    scheduler,
+                    farm_mod.DEFAULT_NAMESPACE,
+                    owns_ray=True,  # this process's connection, not the head
+                    owns_farm=False,
+                    devices=[],
+                    retry_s=retry,
+                )
+                logger.warning(
+                    "attached to the qrt farm running at %s (its store keeps these jobs); "
+                    "QuantumRuntime.local(attach=False) starts a farm of its own",
+                    address,
+                )
+                return rt
         config = farm if isinstance(farm, FarmConfig) else load_farm_config(farm)
         policy = policies if isinstance(policies, PolicyConfig) else load_policy_config(policies)
         if not 0 <= optimization_level <= 3:
             raise ValidationError(f"optimization_level={optimization_level}: use 0, 1, 2 or 3")
+        private = None
+        if store is None and not resolve_store_url(None):
+            private = farm_mod.private_store_path()
+            store = private
         owns_ray = farm_mod.init_ray_loopback(num_cpus=num_cpus)
         try:
             ns, scheduler, handles = farm_mod.start_farm(
@@ -317,6 +357,8 @@ class QuantumRuntime:
         except BaseException:
             if owns_ray:
                 ray.shutdown()
+            if private is not None:
+                farm_mod.remove_store_file(private)
             raise
         rt = cls(
             scheduler,
@@ -326,6 +368,7 @@ class QuantumRuntime:
             devices=[d.name for d in config.devices],
             retry_s=retry,
         )
+        rt._private_store = private
         # the farm's actors live as long as these handles (the scheduler's too: the one
         # a retry finds again by name does not keep it alive)
         rt._actor_handles = [scheduler, *handles]
@@ -351,6 +394,7 @@ class QuantumRuntime:
         min_fidelity: float | None = None,
         max_cost_usd: float | None = None,
         max_calibration_age_s: float | None = None,
+        parameters: Mapping[str, float] | None = None,
     ) -> JobHandle:
         """Submit one job of one or more circuits; returns once it is durably QUEUED.
 
@@ -373,6 +417,9 @@ class QuantumRuntime:
             max_cost_usd: only devices that would charge at most this.
             max_calibration_age_s: run only on a calibration at most this old (the
                 job waits for, or moves to, a device recalibrated recently enough).
+            parameters: values by name for the circuits' parameters: an OpenQASM 3
+                ``input float theta;`` or a circuit's ``Parameter("theta")``, e.g.
+                ``{"theta": 0.5}`` (every name must bind in some circuit).
 
         Raises:
             ValidationError: an argument is invalid; the message names it.
@@ -395,6 +442,7 @@ class QuantumRuntime:
             min_fidelity=min_fidelity,
             max_cost_usd=max_cost_usd,
             max_calibration_age_s=max_calibration_age_s,
+            parameters=parameters,
         )
         return self.submit_specs([spec])[0]
 
@@ -563,6 +611,10 @@ class QuantumRuntime:
             raise ValidationError(f"tenant={brief(tenant)}: expected text (str)")
         return self._call("jobs", states, tenant, limit)
 
+    def store_label(self) -> str:
+        """The job store the farm uses (a path, or a URL with its password hidden)."""
+        return self._call("store_label")
+
     def devices(self) -> list[DeviceSnapshot]:
         """Every device: status, size, queue, calibration, price, simulator."""
         return self._call("devices")
@@ -684,6 +736,8 @@ class QuantumRuntime:
             farm_mod.stop_farm(self.namespace, self._device_names)
         if self._owns_ray:
             ray.shutdown()
+        if self._private_store is not None:
+            farm_mod.remove_store_file(self._private_store)
 
     def __enter__(self) -> QuantumRuntime:
         return self

@@ -267,6 +267,14 @@ class CompiledStats:
     esp: float
     measured_qubits: tuple[int, ...]
     active_qubits: int
+    gates: int = 0  # gate instructions, measurements and barriers aside
+    # qubits a matrix-product-state simulator moves its two-qubit gates' qubits past:
+    # over those gates, the touched qubits strictly between their two (in index order)
+    bond_moves: int = 0
+
+
+# Instructions a simulator spends (almost) nothing on: not counted as gates.
+_NOT_GATES = frozenset({"barrier", "delay", "reset", "measure"})
 
 
 def log_fidelities(target: Target) -> dict[tuple[str, tuple[int, ...]], float]:
@@ -301,7 +309,8 @@ def compiled_stats(
     clbit = {bit: i for i, bit in enumerate(circuit.clbits)}
     measured = [-1] * circuit.num_clbits
     touched: set[int] = set()
-    two = 0
+    two = others = 0
+    pairs: list[tuple[int, ...]] = []
     log_esp = 0.0
     position = index.__getitem__
     for inst in circuit.data:
@@ -310,10 +319,15 @@ def compiled_stats(
         name = inst.name  # not inst.operation.name: that builds the gate object
         if len(qubits) == 2 and name != "barrier":  # ZNE's folds sit between barriers
             two += 1
+            pairs.append(qubits)
         elif name == "measure":
             measured[clbit[inst.clbits[0]]] = qubits[0]
+        elif name not in _NOT_GATES:
+            others += 1
         log_esp += fidelities.get((name, qubits), 0.0)
-    return CompiledStats(two, math.exp(log_esp), tuple(measured), len(touched))
+    rank = {q: i for i, q in enumerate(sorted(touched))}
+    moves = sum(max(0, abs(rank[a] - rank[b]) - 1) for a, b in pairs)
+    return CompiledStats(two, math.exp(log_esp), tuple(measured), len(touched), two + others, moves)
 
 
 def _compile_one(
@@ -351,6 +365,9 @@ def _compile_one(
         # costs more than a quarter of a small circuit's whole compile.
         depth=last_dag[0].depth() if last_dag[0] is not None else compiled.depth(),  # type: ignore[attr-defined]
         two_qubit_gates=stats.two_qubit_gates,
+        active_qubits=stats.active_qubits,
+        gates=stats.gates,
+        bond_moves=stats.bond_moves,
         swaps_added=max(0, swaps[0] - logical.count_ops().get("swap", 0)),
         layout=tuple(layout[: logical.num_qubits]),
         optimization_level=optimization_level,

@@ -210,7 +210,11 @@ class SchedulingConfig(BaseModel):
             fill at most this fraction of a batch.
         slice_shots: a job runs at most this many shots per batch; between its slices
             waiting work that ranks higher goes first (preemption at batch boundaries).
-            0 never slices.
+            0 never slices by count.
+        slice_s: and a job whose shots are simulated one trajectory each (statevector,
+            matrix product state) runs at most about this many seconds of them per
+            batch, by the run-time model's prior; 0 never slices by time. A density
+            matrix's shots all come from one evolution, so time does not slice them.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -220,6 +224,7 @@ class SchedulingConfig(BaseModel):
     tenant_shares: dict[str, float] = Field(default_factory=dict)
     max_device_share: float = Field(default=0.5, gt=0, le=1, allow_inf_nan=False)
     slice_shots: int = Field(default=10_000, ge=0)
+    slice_s: float = Field(default=2.0, ge=0, allow_inf_nan=False)
 
     @field_validator("tenant_shares")
     @classmethod

@@ -184,9 +184,72 @@ def private_ray_root() -> Path:
     return private_root() / "ray"
 
 
+def private_store_path() -> Path:
+    """A new job store file for one embedded farm, in the private folder (see
+    :func:`remove_store_file`)."""
+    folder = private_root() / "stores"
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=DIR_MODE)
+    return folder / f"farm-{os.getpid()}-{secrets.token_hex(4)}.sqlite3"
+
+
+def remove_store_file(path: Path) -> None:
+    """Remove a SQLite store and its write-ahead log files."""
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            Path(f"{path}{suffix}").unlink()
+
+
 def head_record(port: int) -> Path:
     """Where ``qrt up`` records the head it started on ``port`` (its temp folder)."""
     return private_root() / f"head-{port}.json"
+
+
+def recorded_heads() -> list[str]:
+    """Addresses of the Ray heads ``qrt up`` started on this machine that answer now
+    (``$RAY_ADDRESS`` first, when it names one ``host:port``)."""
+    import json
+
+    found: list[str] = []
+    env = os.environ.get("RAY_ADDRESS", "")
+    if env and env != "auto" and "://" not in env:
+        found.append(env)
+    for record in sorted(private_root().glob("head-*.json")):
+        try:
+            address = str(json.loads(record.read_text())["address"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if address not in found:
+            found.append(address)
+    answering = []
+    for address in found:
+        try:
+            check_reachable(address, timeout_s=0.5)
+        except ConnectionError:
+            continue
+        answering.append(address)
+    return answering
+
+
+def attach_running_farm(namespace: str = DEFAULT_NAMESPACE) -> tuple[str, Any] | None:
+    """Connect this process to the farm ``qrt up`` runs on this machine, if one runs.
+
+    Returns:
+        (its Ray address, its scheduler's handle), or None (no such farm: Ray is left
+        as it was found, not initialized).
+    """
+    if ray.is_initialized():
+        return None
+    for address in recorded_heads():
+        try:
+            init_ray_loopback(address=address)
+            return address, find_scheduler(namespace)
+        except (RuntimeNotRunningError, ConnectionError):
+            ray.shutdown()
+        except Exception:  # a head that answers the port but is not a usable Ray
+            logger.debug("could not attach to %s", address, exc_info=True)
+            ray.shutdown()
+    return None
 
 
 def stop_head(port: int) -> bool:

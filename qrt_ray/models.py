@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pydantic import (
@@ -281,6 +282,8 @@ class DeviceSnapshot:
     # its oldest batch has run (None: nothing runs)
     running_jobs: int = 0
     running_s: float | None = None
+    # CPU threads a simulator call may use (the run-time model divides work by them)
+    threads: int = 1
 
     @property
     def accepting(self) -> bool:
@@ -316,6 +319,13 @@ class CompileInfo(BaseModel):
     depth: int
     two_qubit_gates: int
     swaps_added: int
+    # physical qubits its gates and measurements touch, routing's included, and its gate
+    # instructions, measurements and barriers aside (0: compiled before they were kept)
+    active_qubits: int = 0
+    gates: int = 0
+    # touched qubits between the two of each two-qubit gate, in index order, summed:
+    # the moves a matrix-product-state simulator makes to bring them together
+    bond_moves: int = 0
     layout: tuple[int, ...]
     optimization_level: int
     seed_transpiler: int
@@ -380,3 +390,21 @@ class JobResult(BaseModel):
     def probabilities(self, index: int = 0) -> dict[str, float]:
         """Measured probabilities of circuit ``index``."""
         return self.circuits[index].probabilities
+
+    def plot(self, path: str | Path | None = None, index: int = 0) -> Any:
+        """A histogram of circuit ``index``'s most frequent outcomes (needs matplotlib:
+        ``pip install 'qrt-ray[plot]'``).
+
+        Args:
+            path: write it to this .png, .svg or .pdf file (None: only return it).
+            index: which circuit.
+
+        Returns:
+            The matplotlib ``Figure``.
+        """
+        from qrt_ray.plots import result_figure, save
+
+        figure = result_figure(self, index)
+        if path is not None:
+            save(figure, path)
+        return figure

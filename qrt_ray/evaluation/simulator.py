@@ -292,7 +292,7 @@ class FarmSimulator:
         Each run gets a fresh placer (no run-time learning or round-robin turn carried
         over) that shares the simulator's fidelity estimate cache.
         """
-        placer = Placer(self.policy_config, self.estimator)
+        placer = Placer(self.policy_config, self.estimator, simulated=False)
         sched = self.policy_config.scheduling
         shares = dict(sched.tenant_shares)
         base = options or PlacementOptions()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from qiskit import QuantumCircuit, qasm2, qasm3
@@ -45,6 +45,8 @@ def parse_qasm(
     arg: str = "circuit",
     limits: IntakeLimits | None = None,
     qubit_limit: QubitLimit | None = None,
+    bind: Mapping[str, float] | None = None,
+    bound: set[str] | None = None,
 ) -> QuantumCircuit:
     """Parse a user's OpenQASM 2 or 3 text into a circuit the farm can run.
 
@@ -64,7 +66,21 @@ def parse_qasm(
     limits = limits or DEFAULT_LIMITS
     report = _scan(text, arg, limits, qubit_limit)
     circuit = _parse(text, report, arg)
+    if bind:
+        circuit = bind_named(circuit, bind, bound)
     return check_circuit(circuit, arg=arg, limits=limits, qubit_limit=qubit_limit)
+
+
+def bind_named(
+    circuit: QuantumCircuit, values: Mapping[str, float], bound: set[str] | None = None
+) -> QuantumCircuit:
+    """``circuit`` with its parameters named in ``values`` bound to them (an OpenQASM 3
+    ``input float theta;`` is a parameter named ``theta``); the names it bound are
+    added to ``bound``."""
+    found = {p: float(values[p.name]) for p in circuit.parameters if p.name in values}
+    if bound is not None:
+        bound.update(p.name for p in found)
+    return circuit.assign_parameters(found) if found else circuit
 
 
 def parse_admitted(text: str, *, arg: str = "circuit") -> QuantumCircuit:
@@ -112,9 +128,13 @@ def check_circuit(
             "(intake.max_gates): split the circuit"
         )
     if circuit.parameters:
-        names = ", ".join(brief(p.name, 20) for p in sorted(circuit.parameters, key=str)[:5])
+        params = sorted(circuit.parameters, key=str)
+        names = ", ".join(brief(p.name, 20) for p in params[:5])
+        first = brief(params[0].name, 20)
         raise ValidationError(
-            f"{arg}: unbound parameters ({names}); bind them with circuit.assign_parameters()"
+            f"{arg}: unbound parameters ({names}); give each a value by name: "
+            f"`qrt submit --param {first}=0.5`, submit(..., parameters={{'{first}': 0.5}}), "
+            "or circuit.assign_parameters()"
         )
     if not _plain(circuit):
         try:

@@ -62,6 +62,9 @@ class EstimatorData:
     clipped: int = 0
     mitigation_overhead: float = 1.0
     reached_factors: list[float] = field(default_factory=list)  # averaged over parameter sets
+    # the unmitigated values (noise factor 1, no readout inverse), when anything was
+    # mitigated: the correction each mitigated value made is its distance from these
+    raw_evs: list[float] = field(default_factory=list)
 
 
 def _readout_errors(
@@ -132,11 +135,16 @@ def combine_estimator(
     if len(plan.factors) > 1:
         per_param = [reached_factors(plan, p, two_qubit) for p in sorted(set(plan.param_index))]
         out.reached_factors = [round(float(v), 4) for v in np.mean(per_param, axis=0)]
+    mitigated = plan.measure_mitigation or len(plan.factors) > 1
+    unamplified = min(range(len(plan.factors)), key=lambda f: plan.factors[f])
     for element, observable in enumerate(plan.observables):
         p = plan.param_index[element]
         per_factor = [
             _element_value(observable, dists, masks, p, f) for f in range(len(plan.factors))
         ]
+        if mitigated:
+            raw, _ = _element_value(observable, dists, masks, p, unamplified, mitigate=False)
+            out.raw_evs.append(raw)
         values = [v for v, _ in per_factor]
         stds = [s for _, s in per_factor]
         if len(plan.factors) > 1:
@@ -163,6 +171,8 @@ def _element_value(
     masks: Sequence[Mapping[str, int]],
     p: int,
     f: int,
+    *,
+    mitigate: bool = True,
 ) -> tuple[float, float]:
     identity = sum(c for lab, c in observable.items() if set(lab) <= {"I"})
     value, variance = identity, 0.0
@@ -172,7 +182,8 @@ def _element_value(
             continue
         data = dists[(p, b, f)]
         masks = {lab: basis_masks[lab] for lab in coefficients}
-        mean, var = group_estimate(data.table, coefficients, masks, data.inverse)
+        inverse = data.inverse if mitigate else None
+        mean, var = group_estimate(data.table, coefficients, masks, inverse)
         value += mean
         variance += var
     return value, math.sqrt(variance)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -363,6 +363,12 @@ def _pub_result(
             "reached_factors": data.reached_factors,
             "extrapolator": data.extrapolator,
         }
+    if data.raw_evs:
+        note = within_noise_note(data.evs, data.stds, data.raw_evs)
+        mitigation["raw_evs"] = np.asarray(data.raw_evs, dtype=float).reshape(shape).tolist()
+        if note:
+            warnings_out.append(note)
+            warnings.warn(f"pubs[{index}]: {note}", MitigationWarning, stacklevel=2)
     if data.clipped:
         note = (
             f"{data.clipped} expectation value(s) fell outside the observable's range "
@@ -389,6 +395,28 @@ def _pub_result(
             },
             "warnings": warnings_out,
         },
+    )
+
+
+def within_noise_note(
+    evs: Sequence[float], stds: Sequence[float], raw_evs: Sequence[float]
+) -> str | None:
+    """A warning when mitigated values' error bars exceed the correction mitigation made
+    to the raw values: the mitigated and unmitigated results then differ by noise, and
+    a smaller error, or a larger one, says nothing about the mitigation."""
+    within = [
+        (std, abs(ev - raw))
+        for ev, std, raw in zip(evs, stds, raw_evs, strict=True)
+        if std > abs(ev - raw)
+    ]
+    if not within:
+        return None
+    std, correction = max(within, key=lambda pair: pair[0] - pair[1])
+    return (
+        f"{len(within)} of {len(evs)} mitigated value(s) have an error bar larger than the "
+        f"correction mitigation made to the raw value (e.g. {std:.3g} > {correction:.3g}): "
+        "mitigated and raw differ by noise here; lower default_precision (more shots) "
+        "before comparing them"
     )
 
 

@@ -42,6 +42,17 @@ def resolve_store_url(url: str | Path | None) -> str | Path | None:
     return os.environ.get("QRT_STORE") or None
 
 
+def store_label(url: str | Path | None) -> str:
+    """The store ``url`` names (None: ``$QRT_STORE``, else the default file), as a user
+    reads it, passwords hidden."""
+    from qrt_ray.store.sqlite import default_store_path
+
+    resolved = resolve_store_url(url)
+    if resolved is None:
+        return str(default_store_path())
+    return redact_url(str(resolved))
+
+
 def check_store(url: str | Path | None) -> str | None:
     """Fail fast, in the caller's process, on a store the farm could not open.
 

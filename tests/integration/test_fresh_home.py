@@ -1,5 +1,6 @@
 """``QuantumRuntime.local()`` on a fresh home: the token, the store and Ray's session
-folder are readable by their owner only. Run in a child process with its own HOME and
+folder are readable by their owner only, and the embedded farm's own store goes with
+it. Run in a child process with its own HOME and
 its own embedded Ray, as a new user's first script would be."""
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ def mode(path):
 
 
 home = Path.home()
-data = home / ".local" / "share" / "qrt-ray"
 with QuantumRuntime.local(load_farm_config_text(FARM), num_cpus=1) as rt:
+    store = rt._private_store  # a farm of its own keeps a store of its own
     counts = rt.submit(GHZ, shots=100).result(timeout_s=120).counts()
     session = ray._private.worker._global_node.get_session_dir_path()
     seen = {
@@ -50,10 +51,10 @@ with QuantumRuntime.local(load_farm_config_text(FARM), num_cpus=1) as rt:
         "owns_ray": rt._owns_ray,
         "ray_dir": mode(home / ".ray"),
         "token": mode(home / ".ray" / "auth_token"),
-        "data_dir": mode(data),
-        "store": mode(data / "jobs.sqlite3"),
-        "wal": mode(data / "jobs.sqlite3-wal"),
-        "shm": mode(data / "jobs.sqlite3-shm"),
+        "store_dir": mode(store.parent),
+        "store": mode(store),
+        "wal": mode(f"{store}-wal"),
+        "shm": mode(f"{store}-shm"),
         # Ray shares its own folders with every user: a folder above them must not be
         "private_above": [
             str(a) for a in Path(session).parents
@@ -74,6 +75,8 @@ with QuantumRuntime.local(load_farm_config_text(FARM), num_cpus=1) as rt:
         except psutil.Error:
             continue
     seen["listening"], seen["ray_processes"] = sorted(listening), procs
+seen["store_left"] = [p for p in (f"{store}", f"{store}-wal") if os.path.exists(p)]
+seen["data_dir_made"] = (home / ".local" / "share" / "qrt-ray" / "jobs.sqlite3").exists()
 print("RESULT " + json.dumps(seen))
 '''
 
@@ -93,8 +96,10 @@ def test_local_on_a_fresh_home_keeps_secrets_and_data_private(tmp_path: Path) ->
     seen = result_of(["-c", SCRIPT], env=env, cwd=tmp_path, timeout_s=240)
     assert seen["counts"] == 100 and seen["owns_ray"] is True  # its own embedded Ray
     assert seen["ray_dir"] == "0o700" and seen["token"] == "0o600"
-    assert seen["data_dir"] == "0o700" and seen["store"] == "0o600"
+    assert seen["store_dir"] == "0o700" and seen["store"] == "0o600"
     assert seen["wal"] == "0o600" and seen["shm"] == "0o600"
+    # gone with the farm, and nothing written into the shared farm's default store
+    assert seen["store_left"] == [] and seen["data_dir_made"] is False
     assert seen["private_above"], "nothing above the Ray session folder is owner-only"
     # the embedded Ray's own ray.init binds to loopback only
     assert seen["ray_processes"] >= 3 and seen["listening"], seen

@@ -209,6 +209,12 @@ def test_estimator_levels_say_what_they_applied_and_cost(rt: QuantumRuntime) -> 
     assert raw_bias > 0.03, evs[0]
     assert abs(1 - evs[1][0]) < 0.4 * raw_bias, (evs[0][0], evs[1][0])
     assert abs(1 - evs[2][0]) < 0.4 * raw_bias, (evs[0][0], evs[2][0])
+    # each mitigated level keeps the raw values it corrected; the raw <ZZ> is the
+    # biased one, as level 0 measured it (the same shots, less mitigation)
+    assert "raw_evs" not in metas[0]["mitigation"]
+    for level in (1, 2):
+        raw = metas[level]["mitigation"]["raw_evs"]
+        assert len(raw) == 2 and raw[0] < evs[level][0]
 
 
 def test_estimator_refuses_bad_pubs(rt: QuantumRuntime) -> None:

@@ -8,6 +8,7 @@ counts every shot once.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,3 +122,42 @@ def test_waiting_jobs_move_when_their_device_stops_or_recalibrates(
     assert result.metadata.calibration_id == worse.calibration_id
     assert sum(result.counts().values()) == 200_000
     check_ledger(store_path, busy.job_id, 200_000)
+
+
+def _deep(n: int, layers: int) -> str:
+    """A deep n-qubit circuit: tens of milliseconds a run as a density matrix."""
+    from qiskit import QuantumCircuit
+
+    from qrt_ray.circuits import to_qasm
+
+    qc = QuantumCircuit(n)
+    for layer in range(layers):
+        for q in range(n):
+            qc.rx(0.1 * (layer + q + 1), q)
+        for q in range(layer % 2, n - 1, 2):
+            qc.cx(q, q + 1)
+    qc.measure_all()
+    return to_qasm(qc)
+
+
+def test_a_cancel_frees_the_device_within_a_piece(rt: QuantumRuntime) -> None:
+    # one long batch (one job of many deep circuits: a single batch, far longer than a
+    # piece), and a job queued behind it on the same device
+    long = rt.submit([_deep(5, 60)] * 400, shots=500, device="manila")
+    wait_for(lambda: long.status() is JobState.RUNNING, what="the long job to start")
+    queued = rt.submit(ghz(3), shots=100, device="manila")
+    wait_for(lambda: queued.status() is JobState.PLACED, what="the next job to queue")
+    time.sleep(1.0)  # the long batch is well under way
+    assert long.status() is JobState.RUNNING
+    cancelled_at = time.time()
+    assert long.cancel()
+    result = queued.result(timeout_s=120)
+    assert sum(result.counts().values()) == 100
+    started = next(e["at"] for e in queued.events() if e["to"] == "RUNNING")
+    freed_s = started - cancelled_at
+    # a piece is about 0.5 s of predicted work; the rest is a hand-off through the
+    # scheduler (the cancel, the batch's report, the next batch's start)
+    assert freed_s < 2.5, f"the next job started {freed_s:.2f} s after the cancel"
+    assert long.status() is JobState.CANCELLED
+    stats = ray.get(device(rt, "manila").stats.remote())  # type: ignore[attr-defined]
+    assert stats["in_flight"] == 0 and stats["queued"] == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -81,7 +82,8 @@ def test_errors_are_json_under_json(
         raise ConnectionError("nothing here")
 
     monkeypatch.setattr("qrt_ray.cli._connect", no_farm)
-    assert main(["jobs", "--json"]) == EXIT_NO_FARM
+    missing = str(Path(str(tmp_path)) / "no-store.sqlite3")  # and no history to read
+    assert main(["jobs", "--json", "--store", missing]) == EXIT_NO_FARM
     assert json.loads(capsys.readouterr().out)["error"]["exit_code"] == EXIT_NO_FARM
 
 
@@ -125,3 +127,43 @@ def test_devices_shows_the_running_batch_real_prices_and_fits_a_terminal(
     assert snap.simulator_method not in out
     assert main(["devices", "--wide"]) == 0
     assert snap.simulator_method in capsys.readouterr().out
+
+
+def test_shell_completion_completes_commands_and_their_options(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import subprocess
+
+    assert main(["completion", "bash"]) == 0
+    script = tmp_path / "qrt.bash"
+    script.write_text(capsys.readouterr().out)
+
+    def complete(*words: str) -> list[str]:
+        probe = (
+            f"source {script}; COMP_WORDS=(qrt {' '.join(words)}); "
+            f"COMP_CWORD={len(words)}; _qrt; printf '%s\\n' \"${{COMPREPLY[@]}}\""
+        )
+        out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True)
+        return out.stdout.split()
+
+    assert complete("sub") == ["submit"]
+    assert "--shots" in complete("submit", "--sh") and "--param" in complete("submit", "--pa")
+    assert complete("cal") == ["calibrate", "calibrations"]
+    assert main(["completion", "zsh"]) == 0
+    assert capsys.readouterr().out.startswith("autoload -U +X bashcompinit")
+
+
+def test_config_says_where_everything_is_without_a_farm(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    store = tmp_path / "mine.sqlite3"
+    monkeypatch.setenv("QRT_STORE", str(store))
+    assert main(["config", "--address", "127.0.0.1:1", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    # no Ray there (or, with the session's Ray already joined, no farm in it)
+    assert info["farm_running"] is False and info["farm_error"]
+    assert info["store"] == str(store) and info["store_from"] == "$QRT_STORE"
+    assert info["farm_file"].endswith("farm.yaml") and info["default_policy"]
+    assert main(["config", "--address", "127.0.0.1:1"]) == 0
+    text = capsys.readouterr().out
+    assert "farm running" in text and str(store) in text

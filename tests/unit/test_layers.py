@@ -98,6 +98,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "qrt_ray.render",
             "qrt_ray.models",
             "qrt_ray.profile",
+            "qrt_ray.plots",
         ),
     ),
     (

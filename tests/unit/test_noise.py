@@ -366,7 +366,7 @@ def test_restricted_models_serialize_each_error_once_and_as_aer_would(backend, s
 
 
 def test_a_circuit_the_simulator_could_not_run_says_why() -> None:
-    from qrt_ray.aer import PieceResults
+    from qrt_ray.aer import counts_of
 
     wide = QuantumCircuit(40)
     wide.h(0)
@@ -378,9 +378,9 @@ def test_a_circuit_the_simulator_could_not_run_says_why() -> None:
     sim = AerSimulator(method="statevector")
     ok = sim.run([fine], shots=10).result()
     failed = sim.run([wide], shots=10).result()
-    assert PieceResults([ok]).get_counts(0) == {"0": 10}
-    with pytest.raises(RuntimeError, match=r"circuit 1 of the call did not run: .*memory"):
-        PieceResults([ok, failed])
+    assert counts_of(ok, 0) == {"0": 10}
+    with pytest.raises(RuntimeError, match=r"circuit 7 of the call did not run: .*memory"):
+        counts_of(failed, 0, label=7)
 
 
 def test_the_aer_fast_paths_run_only_on_releases_they_were_tested_on(

@@ -751,22 +751,22 @@ def test_a_device_busy_in_a_batch_that_misses_snapshots_keeps_its_queued_work(
     asyncio.run(asyncio.wait_for(main(), 120))  # a regression fails, never hangs
 
 
-@pytest.mark.parametrize(("small_limit", "calls"), [(7, [20]), (2, [16, 4])])
-def test_small_circuits_run_in_one_call_from_the_start(
-    monkeypatch: pytest.MonkeyPatch, small_limit: int, calls: list[int]
+@pytest.mark.parametrize(("target_s", "calls"), [(0.5, [(20, 50)]), (1e-6, [(1, 50)] * 20)])
+def test_a_batch_runs_in_calls_of_about_the_piece_target(
+    monkeypatch: pytest.MonkeyPatch, target_s: float, calls: list[tuple[int, int]]
 ) -> None:
-    # every simulator call pays for the noise model's hand-over: small circuits do not
-    # start with a short heartbeat call, wide ones (a limit of 2 makes 3 qubits wide) do
+    # every simulator call pays for the noise model's hand-over: small circuits share
+    # one call; work predicted past the target runs a circuit a call (and splits a
+    # trajectory's shots where they cost more than the call: see test_simtime)
     import qrt_ray.actors.executor as device_mod
-    from qrt_ray.actors.executor import FIRST_CALL_CIRCUITS
 
-    assert FIRST_CALL_CIRCUITS == 16
-    monkeypatch.setattr(device_mod, "SMALL_CIRCUIT_QUBITS", small_limit)
-    sizes: list[int] = []
+    monkeypatch.setattr(device_mod, "PIECE_TARGET_S", target_s)
+    monkeypatch.setattr(device_mod, "sim_method_for", lambda qubits, shots: "statevector")
+    sizes: list[tuple[int, int]] = []
     real = device_mod.simulate
 
     def spy(sim: object, circuits: list, **options: object) -> object:
-        sizes.append(len(circuits))
+        sizes.append((len(circuits), int(options["shots"])))  # type: ignore[call-overload]
         return real(sim, circuits, **options)
 
     monkeypatch.setattr(device_mod, "simulate", spy)
@@ -777,6 +777,9 @@ def test_small_circuits_run_in_one_call_from_the_start(
     (run,) = device.execute([item])
     assert sizes == calls
     assert len(run.counts) == 20 and all(sum(c.values()) == 50 for c in run.counts)
+    # the plan comes from the prior alone: the same seed gives the same counts
+    (again,) = device.execute([item])
+    assert again.counts == run.counts
 
 
 def test_a_placement_pass_over_its_budget_dispatches_what_it_placed_first(
@@ -886,6 +889,29 @@ def test_a_waiting_job_says_why_until_it_is_placed(tmp_path: Path) -> None:
         await sched.stop()
         assert store.get(rec.job_id).state is S.DONE
         assert sched.waiting(rec.job_id) is None
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_a_placed_job_says_its_place_and_when_it_should_start(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, devices, sched = make(tmp_path)
+        await sched.start()
+        admitted = await sched.submit([spec(shots=100, device="manila") for _ in range(3)])
+        ids = [rec.job_id for rec, _ in admitted]
+        for _ in range(100):  # placed and compiled; no device runs anything yet
+            if all(sched._jobs[j].state is S.PLACED for j in ids):
+                break
+            await asyncio.sleep(0.05)
+        first, last = sched.waiting(ids[0]), sched.waiting(ids[-1])
+        assert first is not None and first.startswith("on manila: 0 job(s) placed ahead")
+        assert last is not None and "2 job(s) placed ahead" in last
+        expected = sum(sched._jobs[j].expected.run_s for j in ids[:2])  # type: ignore[union-attr]
+        assert f"about {expected:.1f} s" in last
+        await drive(sched, devices)
+        await sched.stop()
+        assert all(sched.waiting(j) is None for j in ids)
         store.close()
 
     asyncio.run(main())

@@ -222,3 +222,14 @@ def test_gates_on_three_qubits_are_written_out_before_folding() -> None:
         == 3 * before
     )
     assert Operator(folded).equiv(Operator(qc))
+
+
+def test_a_correction_inside_its_error_bar_is_flagged() -> None:
+    from qrt_ray.primitives.estimator import within_noise_note
+
+    # corrected by 0.2 with an error bar of 0.01: meaningful, no note
+    assert within_noise_note([0.9], [0.01], [0.7]) is None
+    # corrected by 0.005 with an error bar of 0.03: mitigated and raw differ by noise
+    note = within_noise_note([0.9, 0.5], [0.01, 0.03], [0.7, 0.495])
+    assert note is not None and note.startswith("1 of 2 mitigated value(s)")
+    assert "0.03 > 0.005" in note and "default_precision" in note

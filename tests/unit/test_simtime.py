@@ -1,0 +1,184 @@
+"""The simulator's run-time model, the pieces a device runs a batch in, and a device
+that leaves cancelled work between pieces."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+from qiskit import QuantumCircuit
+
+from qrt_ray.actors.device import Device
+from qrt_ray.actors.device_queue import WorkItem
+from qrt_ray.circuits import to_qasm
+from qrt_ray.compiler import compile_circuits
+from qrt_ray.policies.simtime import (
+    DENSITY_MATRIX,
+    MPS,
+    STATEVECTOR,
+    CircuitWork,
+    Correction,
+    Piece,
+    SimCost,
+    SimTimeModel,
+    estimated_work,
+    plan_pieces,
+    prior_cost,
+    split_evenly,
+)
+from tests.local_farm import FARM
+
+
+def test_the_prior_follows_the_method_the_device_will_use() -> None:
+    small = CircuitWork(5, 40, 10)
+    dm = prior_cost(small, 2000, threads=2)
+    assert dm.method == DENSITY_MATRIX and dm.fixed_s > 100 * dm.per_shot_s
+    sv = prior_cost(CircuitWork(12, 200, 60), 1000, threads=2)
+    assert sv.method == STATEVECTOR and sv.per_shot_s * 1000 > sv.fixed_s
+    mps = prior_cost(CircuitWork(18, 200, 60), 1000, threads=2)
+    assert mps.method == MPS
+    # more qubits, gates, shots or entanglement never make it cheaper
+    assert prior_cost(CircuitWork(13, 200, 60), 1000).seconds(1000) > sv.seconds(1000)
+    assert prior_cost(CircuitWork(12, 400, 60), 1000, threads=2).seconds(1000) > sv.seconds(1000)
+    tangled = prior_cost(CircuitWork(18, 200, 150), 1000, threads=2)
+    assert tangled.per_shot_s > 3 * mps.per_shot_s
+    moved = prior_cost(CircuitWork(18, 200, 60, bond_moves=80), 1000, threads=2)
+    assert moved.per_shot_s > 10 * mps.per_shot_s  # the swaps that bring qubits together
+    # threads share a statevector's work; the GPU prior is faster still
+    assert prior_cost(CircuitWork(12, 200, 60), 1000, threads=1).seconds(1000) > sv.seconds(1000)
+    assert prior_cost(CircuitWork(12, 200, 60), 1000, gpu=True).per_shot_s < sv.per_shot_s
+
+
+def test_a_guess_before_compiling_counts_the_swaps_routing_will_add() -> None:
+    plain = estimated_work(10, 20, 15)
+    routed = estimated_work(10, 20, 15, swaps=4)
+    assert routed.two_qubit_gates == plain.two_qubit_gates + 12
+    assert routed.gates > plain.gates
+
+
+def test_the_model_learns_a_device_that_is_slower_than_the_prior() -> None:
+    model = SimTimeModel()
+    works = [CircuitWork(12, 200, 60)]
+    before, prior, method = model.predict("slow", works, 1000, threads=2)
+    assert before == prior and model.correction("slow", method).samples == 0
+    for _ in range(30):
+        model.observe("slow", method, prior, 4 * prior)
+    after, _, _ = model.predict("slow", works, 1000, threads=2)
+    assert after == pytest.approx(4 * prior, rel=0.1)
+    # per device and per method: the others keep the prior
+    assert model.predict("other", works, 1000, threads=2)[0] == prior
+    assert model.correction("slow", DENSITY_MATRIX).samples == 0
+
+
+def test_the_model_learns_a_prior_that_grows_too_fast() -> None:
+    # measured = prior ** 0.5 (in seconds): the intercept alone cannot fit both ends
+    model = SimTimeModel(forget=1.0)
+    for prior in [0.01, 0.1, 1.0, 10.0, 100.0] * 8:
+        model.observe("d", MPS, prior, math.sqrt(prior))
+    c = model.correction("d", MPS)
+    assert c.slope == pytest.approx(-0.5, abs=0.1)
+    assert c.apply(100.0) == pytest.approx(10.0, rel=0.3)
+    assert c.apply(0.01) == pytest.approx(0.1, rel=0.3)
+
+
+def test_bad_observations_teach_nothing() -> None:
+    model = SimTimeModel()
+    for seconds in (0.0, -1.0, math.inf, math.nan):
+        model.observe("d", MPS, 1.0, seconds)
+    model.observe("d", "no such method", 1.0, 2.0)
+    model.observe("d", MPS, 0.0, 2.0)
+    assert model.corrections() == {}
+    assert Correction().apply(3.0) == 3.0
+
+
+def test_a_twirled_job_pays_each_copy_s_evolution() -> None:
+    model = SimTimeModel()
+    works = [CircuitWork(6, 50, 10)]
+    one = model.job_prior(works, 2000, threads=2)
+    four = model.job_prior(works, 2000, threads=2, copies=4)
+    assert one.method == four.method == DENSITY_MATRIX
+    assert four.fixed_s == pytest.approx(4 * one.fixed_s)
+    assert four.per_shot_s == pytest.approx(one.per_shot_s)
+
+
+def test_split_evenly() -> None:
+    assert split_evenly(10, 3) == [4, 3, 3]
+    assert sum(split_evenly(1001, 7)) == 1001
+
+
+def test_pieces_group_small_circuits_and_split_long_trajectories() -> None:
+    small = SimCost(DENSITY_MATRIX, 0.01, 0.0)
+    long_sv = SimCost(STATEVECTOR, 0.0, 0.002)  # 2 s at 1,000 shots
+    long_dm = SimCost(DENSITY_MATRIX, 3.0, 0.0)
+    plan = plan_pieces([small] * 3 + [long_sv, small, long_dm], 1000, target_s=0.5)
+    assert plan == [
+        Piece((0, 1, 2), 1000),
+        *(Piece((3,), 250) for _ in range(4)),
+        Piece((4,), 1000),
+        Piece((5,), 1000),  # a density matrix's shots come from one evolution
+    ]
+    # every circuit's shots are all there, once
+    for i in range(6):
+        assert sum(p.shots for p in plan if i in p.circuits) == 1000
+    assert len(plan_pieces([small] * 100, 1000, target_s=10, max_circuits=64)) == 2
+    # never fewer than min_shots a piece
+    assert plan_pieces([long_sv], 40, target_s=0.001, min_shots=16) == [
+        Piece((0,), 20),
+        Piece((0,), 20),
+    ]
+    with pytest.raises(ValueError, match="target_s"):
+        plan_pieces([small], 10, target_s=0)
+
+
+def _slow_item(device: Device, circuits: int) -> WorkItem:
+    """A job of ``circuits`` deep 5-qubit circuits: tens of milliseconds each."""
+    qc = QuantumCircuit(5)
+    for layer in range(40):
+        for q in range(5):
+            qc.rx(0.1 * (layer + q + 1), q)
+        for q in range(layer % 2, 4, 2):
+            qc.cx(q, q + 1)
+    qc.measure_all()
+    cal_id, target = device.compile_target()
+    (compiled,) = compile_circuits([to_qasm(qc)], target, device=device.name, calibration_id=cal_id)
+    assert compiled.payload is not None
+    return WorkItem("long", 1, cal_id, (compiled.payload,) * circuits, 500, 0, 1, 5)
+
+
+def test_a_device_leaves_cancelled_work_between_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    import qrt_ray.actors.executor as executor_mod
+
+    monkeypatch.setattr(executor_mod, "PIECE_TARGET_S", 0.05)  # pieces of a few circuits
+    device = Device(FARM.devices[0], max_parallel_threads=1)
+    item = _slow_item(device, 3)
+    start = time.perf_counter()
+    device.execute([item])
+    one_batch = time.perf_counter() - start  # warm: noise model built, circuits known
+    item = _slow_item(device, max(60, int(60 * 0.5 / max(one_batch / 3, 1e-3))))
+    runs: list = []
+    worker = threading.Thread(target=lambda: runs.extend(device.execute([item])))
+    worker.start()
+    time.sleep(0.3)
+    cancelled = time.perf_counter()
+    assert device.drop(["long"]) == []  # nothing queued: it was running
+    worker.join(timeout=60)
+    freed = time.perf_counter() - cancelled
+    assert not worker.is_alive()
+    assert freed < 1.0, f"the device ran on {freed:.2f} s after the cancel"
+    (run,) = runs
+    assert run.counts == () and "cancelled or moved" in (run.error or "")
+    # the next attempt of the same job, and other jobs, run as usual
+    again = device.execute([WorkItem("next", 1, item.calibration_id, item.circuits[:2], 100, 0)])
+    assert [sum(c.values()) for c in again[0].counts] == [100, 100]
+
+
+def test_only_the_dropped_attempt_is_left_out() -> None:
+    device = Device(FARM.devices[0], max_parallel_threads=1)
+    item = _slow_item(device, 2)
+    device.drop(["long"], {"long": 7})  # another attempt: this one runs on
+    (run,) = device.execute([item])
+    assert [sum(c.values()) for c in run.counts] == [500, 500]
+    # what a device remembers is bounded and forgets a batch's jobs once it ran
+    assert not device.executor.is_abandoned(item)
