@@ -26,12 +26,11 @@ import statistics
 import tempfile
 import time
 
-from qiskit import QuantumCircuit
-
 from qrt_ray import JobState, QuantumRuntime
 from qrt_ray.circuits import to_qasm
 from qrt_ray.config import load_farm_config_text
 from qrt_ray.render import table
+from qrt_ray.workloads import brickwork, ghz_circuit
 
 FARM = """
 name: cancel-bench
@@ -44,23 +43,11 @@ devices:
 
 
 def deep(n: int, layers: int) -> str:
-    qc = QuantumCircuit(n)
-    for layer in range(layers):
-        for q in range(n):
-            qc.rx(0.1 * (layer + q + 1), q)
-        for q in range(layer % 2, n - 1, 2):
-            qc.cx(q, q + 1)
-    qc.measure_all()
-    return to_qasm(qc)
+    return to_qasm(brickwork(n, layers))
 
 
 def ghz(n: int) -> str:
-    qc = QuantumCircuit(n)
-    qc.h(0)
-    for q in range(n - 1):
-        qc.cx(q, q + 1)
-    qc.measure_all()
-    return to_qasm(qc)
+    return to_qasm(ghz_circuit(n))
 
 
 def wait_state(handle: object, state: JobState, timeout_s: float = 120) -> None:

@@ -232,6 +232,27 @@ def generate_workload(
     return out
 
 
+def ghz_circuit(n: int) -> QuantumCircuit:
+    """An n-qubit GHZ circuit, measured (benchmarks and drills use it as a plain job)."""
+    circuit = _ghz(n, np.random.default_rng(0))
+    circuit.measure_all()
+    return circuit
+
+
+def brickwork(n: int, layers: int) -> QuantumCircuit:
+    """A deep circuit of ``layers`` layers (an RX on every qubit, then CX on alternate
+    pairs), measured: long work for a device in benchmarks and tests of cancellation,
+    tens of milliseconds a run as a 5-qubit density matrix at 60 layers."""
+    circuit = QuantumCircuit(n)
+    for layer in range(layers):
+        for q in range(n):
+            circuit.rx(0.1 * (layer + q + 1), q)
+        for q in range(layer % 2, n - 1, 2):
+            circuit.cx(q, q + 1)
+    circuit.measure_all()
+    return circuit
+
+
 def _check_workload_args(num_jobs: int, min_qubits: int, max_qubits: int) -> list[Family]:
     if num_jobs < 0:
         raise ValidationError(f"num_jobs: must be >= 0, got {num_jobs}")

@@ -91,3 +91,35 @@ async def drive_until_crash(sched: Scheduler, devices: list[Device], step_name: 
     finally:
         setattr(sched, step_name, original)
     raise AssertionError(f"the scheduler never reached {step_name}")
+
+
+def run_and_record(
+    tmp_path: Path, specs: list[JobSpec], calibrations: int = 1, reason: str = "startup"
+) -> tuple[list[str], list[Device]]:
+    """Run ``specs`` to the end on the small farm with its store in ``tmp_path``, and
+    record ``calibrations`` calibrations of manila, an hour apart, as the calibration
+    manager would; returns the job ids and the devices (the store is closed)."""
+    import time
+
+    from qrt_ray.calibration import calibration_to_json
+    from qrt_ray.store.base import CalibrationRecord
+
+    async def run() -> tuple[list[str], list[Device]]:
+        store, devices, sched = make(tmp_path)
+        await sched.start()
+        admitted = await sched.submit(specs)
+        await drive(sched, devices)
+        await sched.stop()
+        manila = next(d for d in devices if d.name == "manila")
+        for k in range(calibrations):
+            cal = manila.recalibrate() if k else manila.calibration
+            store.record_calibration(
+                CalibrationRecord(
+                    cal.device, f"{cal.calibration_id}-{k}", cal.taken_at + 3600 * k,
+                    time.time(), reason, calibration_to_json(cal),
+                )
+            )  # fmt: skip
+        store.close()
+        return [rec.job_id for rec, _ in admitted], devices
+
+    return asyncio.run(run())

@@ -126,18 +126,10 @@ def test_waiting_jobs_move_when_their_device_stops_or_recalibrates(
 
 def _deep(n: int, layers: int) -> str:
     """A deep n-qubit circuit: tens of milliseconds a run as a density matrix."""
-    from qiskit import QuantumCircuit
-
     from qrt_ray.circuits import to_qasm
+    from qrt_ray.workloads import brickwork
 
-    qc = QuantumCircuit(n)
-    for layer in range(layers):
-        for q in range(n):
-            qc.rx(0.1 * (layer + q + 1), q)
-        for q in range(layer % 2, n - 1, 2):
-            qc.cx(q, q + 1)
-    qc.measure_all()
-    return to_qasm(qc)
+    return to_qasm(brickwork(n, layers))
 
 
 def test_a_cancel_frees_the_device_within_a_piece(rt: QuantumRuntime) -> None:

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import pytest
 
-from qrt_ray.calibration import calibration_to_json
 from qrt_ray.cli import main
 from qrt_ray.errors import JobTimeoutError, RuntimeNotRunningError
 from qrt_ray.history import StoredHistory
 from qrt_ray.models import JobSpec
 from qrt_ray.store import open_store
-from qrt_ray.store.base import CalibrationRecord
-from tests.local_farm import drive, ghz, make
+from tests.local_farm import ghz, make, run_and_record
 
 DEAD = "127.0.0.1:1"  # nothing listens there: `_connect` fails at once
 
@@ -27,27 +24,16 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     """A store a farm used: one job DONE, one never run (QUEUED), a calibration."""
     tmp = tmp_path_factory.mktemp("history")
 
-    async def run() -> tuple[str, str]:
-        store, devices, sched = make(tmp)
-        await sched.start()
-        ((done, _),) = await sched.submit([JobSpec(circuits=(ghz(3),), shots=300)])
-        await drive(sched, devices)
-        await sched.stop()
-        cal = devices[0].calibration
-        store.record_calibration(
-            CalibrationRecord(
-                cal.device, cal.calibration_id, cal.taken_at, time.time(), "startup",
-                calibration_to_json(cal),
-            )
-        )  # fmt: skip
-        store.close()
+    (done,), _ = run_and_record(tmp, [JobSpec(circuits=(ghz(3),), shots=300)])
+
+    async def never_run() -> str:
         # a job stored and never run: the farm stopped before it placed it
         store, _, idle = make(tmp)
         ((queued, _),) = await idle.submit([JobSpec(circuits=(ghz(2),), shots=10)])
         store.close()
-        return done.job_id, queued.job_id
+        return queued.job_id
 
-    done, queued = asyncio.run(run())
+    queued = asyncio.run(never_run())
     return tmp / "jobs.sqlite3", done, queued
 
 

@@ -3,24 +3,21 @@ a real browser (headless Chromium) shows data in them."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from qrt_ray.calibration import calibration_to_json
 from qrt_ray.cli import main
 from qrt_ray.demo import DemoRow
 from qrt_ray.models import JobResult, JobSpec
 from qrt_ray.plots import demo_report_html, drift_figure, result_figure
 from qrt_ray.results import decode_result
-from qrt_ray.store.base import CalibrationRecord
-from tests.local_farm import drive, ghz, make
+from qrt_ray.store import open_store
+from tests.local_farm import ghz, run_and_record
 
 DEAD = "127.0.0.1:1"  # no farm: the commands read the store
 BLUE = (0x3A, 0x6E, 0xA5)  # the bars' colour
@@ -31,27 +28,13 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, JobResu
     """A store with one job done (a 4-qubit GHZ) and three calibrations of manila."""
     tmp = tmp_path_factory.mktemp("plots")
 
-    async def run() -> tuple[str, JobResult]:
-        store, devices, sched = make(tmp)
-        await sched.start()
-        ((rec, _),) = await sched.submit([JobSpec(circuits=(ghz(4),), shots=800, device="manila")])
-        await drive(sched, devices)
-        await sched.stop()
-        done = store.get(rec.job_id)
-        result = decode_result(store.get_blob(done.result_sha256))
-        manila = devices[0]
-        for k in range(3):
-            cal = manila.recalibrate()
-            store.record_calibration(
-                CalibrationRecord(
-                    cal.device, f"{cal.calibration_id}-{k}", cal.taken_at + 3600 * k,
-                    time.time(), "drift", calibration_to_json(cal),
-                )
-            )  # fmt: skip
+    spec = JobSpec(circuits=(ghz(4),), shots=800, device="manila")
+    (job,), _ = run_and_record(tmp, [spec], calibrations=3, reason="drift")
+    store = open_store(tmp / "jobs.sqlite3")
+    try:
+        result = decode_result(store.get_blob(store.get(job).result_sha256))
+    finally:
         store.close()
-        return rec.job_id, result
-
-    job, result = asyncio.run(run())
     return tmp / "jobs.sqlite3", job, result
 
 

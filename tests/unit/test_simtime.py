@@ -8,7 +8,6 @@ import threading
 import time
 
 import pytest
-from qiskit import QuantumCircuit
 
 from qrt_ray.actors.device import Device
 from qrt_ray.actors.device_queue import WorkItem
@@ -28,6 +27,7 @@ from qrt_ray.policies.simtime import (
     prior_cost,
     split_evenly,
 )
+from qrt_ray.workloads import brickwork
 from tests.local_farm import FARM
 
 
@@ -134,13 +134,7 @@ def test_pieces_group_small_circuits_and_split_long_trajectories() -> None:
 
 def _slow_item(device: Device, circuits: int) -> WorkItem:
     """A job of ``circuits`` deep 5-qubit circuits: tens of milliseconds each."""
-    qc = QuantumCircuit(5)
-    for layer in range(40):
-        for q in range(5):
-            qc.rx(0.1 * (layer + q + 1), q)
-        for q in range(layer % 2, 4, 2):
-            qc.cx(q, q + 1)
-    qc.measure_all()
+    qc = brickwork(5, 40)
     cal_id, target = device.compile_target()
     (compiled,) = compile_circuits([to_qasm(qc)], target, device=device.name, calibration_id=cal_id)
     assert compiled.payload is not None
