@@ -499,7 +499,13 @@ class _Calls:
         self.weights = [c.seconds(shots) for c in costs]
         merged = _Merged(len(circuits))
         for k, piece in enumerate(
-            plan_pieces(costs, shots, target_s=PIECE_TARGET_S, max_circuits=CALL_CIRCUITS)
+            plan_pieces(
+                costs,
+                shots,
+                target_s=PIECE_TARGET_S,
+                max_circuits=CALL_CIRCUITS,
+                min_circuits=executor._threads,
+            )
         ):
             if k:
                 self._check()

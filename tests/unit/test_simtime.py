@@ -128,6 +128,12 @@ def test_pieces_group_small_circuits_and_split_long_trajectories() -> None:
         Piece((0,), 20),
         Piece((0,), 20),
     ]
+    # long density matrices still share a call, two at a time, with two threads
+    assert plan_pieces([long_dm] * 5, 1000, target_s=0.5, min_circuits=2) == [
+        Piece((0, 1), 1000),
+        Piece((2, 3), 1000),
+        Piece((4,), 1000),
+    ]
     with pytest.raises(ValueError, match="target_s"):
         plan_pieces([small], 10, target_s=0)
 
