@@ -29,6 +29,7 @@ from qrt_ray.mitigation.readout import ReadoutCalibration
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.noise import NoiseModelCache, target_from_snapshot
 from qrt_ray.policies.canary import CanaryResult, CanarySpec
+from qrt_ray.reports import sign_run
 from qrt_ray.results import RawRun, RunError
 
 __all__ = ["Device", "FaultPlan", "WorkItem"]
@@ -48,8 +49,11 @@ class Device:
         link: LinkConfig | None = None,
         drift_start: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        report_key: bytes | None = None,
     ) -> None:
         self.config = config
+        # signs every run this device reports (the farm's key; see qrt_ray.reports)
+        self.report_key = report_key
         self.name = config.name
         self.status = DeviceStatus.ONLINE
         self.status_reason = ""
@@ -344,12 +348,18 @@ class Device:
     # -- execution --------------------------------------------------------------------
 
     def execute(self, batch: Sequence[WorkItem]) -> list[RawRun]:
-        """Run a batch on the device's true noise (see :meth:`Executor.execute`)."""
-        return self.executor.execute(batch, self.calibration, self.true_calibration, self.degraded)
+        """Run a batch on the device's true noise (see :meth:`Executor.execute`); the
+        runs come back signed."""
+        runs = self.executor.execute(batch, self.calibration, self.true_calibration, self.degraded)
+        return [self._signed(r) for r in runs]
 
     def no_run(self, item: WorkItem, error: str, *, kind: RunError = RunError.NONE) -> RawRun:
-        """A run of ``item`` that produced no shots, and why; the scheduler reruns it."""
-        return self.executor.no_run(item, self.calibration, error, kind=kind)
+        """A run of ``item`` that produced no shots, and why (signed); the scheduler
+        reruns it."""
+        return self._signed(self.executor.no_run(item, self.calibration, error, kind=kind))
+
+    def _signed(self, run: RawRun) -> RawRun:
+        return run if self.report_key is None else sign_run(self.report_key, run)
 
     # -- probes (beside the queue) ------------------------------------------------------
 

@@ -51,6 +51,7 @@ class DeviceActor:
         namespace: str,
         policies_json: str | None = None,
         drift_start: float | None = None,
+        report_key_hex: str | None = None,
     ) -> None:
         policies = (
             PolicyConfig.model_validate_json(policies_json)
@@ -63,6 +64,8 @@ class DeviceActor:
             scheduling=policies.scheduling,
             link=policies.link,
             drift_start=drift_start,
+            # signs every run it reports: the farm's key (see qrt_ray.reports)
+            report_key=bytes.fromhex(report_key_hex) if report_key_hex else None,
         )
         self._scheduler_name = scheduler_name
         self._namespace = namespace

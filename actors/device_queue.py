@@ -51,6 +51,7 @@ class WorkItem:
     dd: DecouplingSpec | None = None
     fixed_s: float = 0.0
     shot_s: float = 0.0
+    dispatch: str = ""  # the scheduler's token for this hand-off (runs carry it back)
 
 
 class DeviceQueue:

@@ -237,6 +237,7 @@ class Executor:
             error=error,
             first_shot=item.first_shot,
             remaining=item.remaining,
+            dispatch=item.dispatch,
             error_kind=kind,
             ran_at=self._clock(),
         )
@@ -350,6 +351,7 @@ class Executor:
                     remaining=item.remaining,
                     ran_at=self._clock(),
                     degraded=setting.degraded,
+                    dispatch=item.dispatch,
                 )
             )
             offset += n

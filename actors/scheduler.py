@@ -88,6 +88,7 @@ from qrt_ray.policies.jobs import Expected, LiveJob
 from qrt_ray.policies.placement import describe
 from qrt_ray.policies.placer import DeviceLoad, JobShape, Placer
 from qrt_ray.policies.simtime import SimCost
+from qrt_ray.reports import new_dispatch, verify_run
 from qrt_ray.results import RawRun, RunError, decode_run, encode_result, encode_run, shots_executed
 from qrt_ray.store import JobRecord, JobStore, ShotRecord, StateUpdate
 from qrt_ray.versions import software_versions
@@ -152,8 +153,12 @@ class Scheduler:
         metrics: RuntimeMetrics | None = None,
         policy_config: PolicyConfig | None = None,
         intake: Intake | None = None,
+        report_key: bytes | None = None,
     ) -> None:
         self.store = store
+        # the farm's key: runs must be signed with it (None: runs are not checked, a
+        # scheduler with devices of its own in one process)
+        self._report_key = report_key
         self.ports = ports
         self.metrics = metrics or RuntimeMetrics()
         self._snap_interval = snapshot_interval_s
@@ -677,7 +682,9 @@ class Scheduler:
                     prior = self._expect_compiled(job, snap, compiled[i.job_id], item.shots)
                 if prior is not None:  # the queue slices by it: the prior, reproducible
                     item = replace(item, fixed_s=prior.fixed_s, shot_s=prior.per_shot_s)
-                items.append(item)
+                token = new_dispatch()
+                job.dispatches.add(token)
+                items.append(replace(item, dispatch=token))
         if not items:
             return
         try:
@@ -757,6 +764,8 @@ class Scheduler:
         accepted: list[tuple[RawRun, collector.Verdict]] = []
         for run in runs:
             job = self._jobs.get(run.job_id)
+            if not self._authentic(device, run, job):
+                continue
             if job is None or job.state is not S.RUNNING or job.record.attempts != run.attempt:
                 continue  # cancelled, expired, or a stale delivery: never counted
             slices_left = run.remaining > 0
@@ -793,6 +802,29 @@ class Scheduler:
                 self.metrics.partial_runs.labels(device=device).inc()
             events.append(RunCounted(run.job_id, run, not partial, waits, verdict.reason))
         await self._settle(events)
+
+    def _authentic(self, device: str, run: RawRun, job: LiveJob | None) -> bool:
+        """Whether ``run`` comes from a device the work was dispatched to: signed with
+        the farm's key, for this device, answering a hand-off this scheduler made (a
+        job recovered after a restart has no hand-offs in memory: the signature
+        alone). A refused run is counted and logged, and changes nothing."""
+        if self._report_key is None:
+            return True
+        reason = None
+        if run.device != device or not verify_run(self._report_key, run):
+            reason = "signature"
+        elif job is not None and job.dispatches and run.dispatch not in job.dispatches:
+            reason = "dispatch"
+        if reason is None:
+            return True
+        self.metrics.forged_reports.labels(device=device, reason=reason).inc()
+        logger.warning(
+            "refused a run of job %s said to come from %s: %s does not check out",
+            run.job_id,
+            device,
+            reason,
+        )
+        return False
 
     async def _settle(self, events: Sequence[Event]) -> None:
         """The moves a delivery causes, once its good shots are in the ledger (a crash

@@ -240,6 +240,7 @@ class SchedulerActor:
         optimization_level: int = 1,
         metrics_port: int | None = None,
         policies_json: str | None = None,
+        report_key_hex: str | None = None,
     ) -> None:
         # found by name when first used: the scheduler starts before its devices
         devices = DeviceHandles(device_names, namespace)
@@ -269,6 +270,8 @@ class SchedulerActor:
             metrics=self.metrics,
             policy_config=policies,
             intake=self.intake,
+            # the farm's report key: only device actors and this actor have it
+            report_key=bytes.fromhex(report_key_hex) if report_key_hex else None,
         )
 
         # Ray runs an async actor's constructor on its event loop: the actor starts

@@ -49,6 +49,9 @@ class LiveJob:
         fresh_checked: when a fresher calibration was last looked for on its behalf.
         waiting: why placement could not place it on its last try (None: it was not
             tried, or was placed).
+        dispatches: the tokens of the hand-offs of its work to a device (runs must
+            answer one; empty for a job recovered from the store, whose in-flight
+            runs were dispatched by the scheduler before it restarted).
     """
 
     record: JobRecord
@@ -60,6 +63,7 @@ class LiveJob:
     runs_from: int | None = None
     fresh_checked: float | None = None
     waiting: str | None = None
+    dispatches: set[str] = field(default_factory=set)
 
     @property
     def job_id(self) -> str:

@@ -31,6 +31,7 @@ from qrt_ray.names import (
     device_actor_name,
 )
 from qrt_ray.private import DIR_MODE, private_dir, private_file, write_private
+from qrt_ray.reports import new_key
 from qrt_ray.store.urls import check_store, resolve_store_url
 
 logger = logging.getLogger("qrt.farm")
@@ -336,6 +337,9 @@ def start_farm(
     lifetime = "detached" if detached else None
     policies_json = policies.model_dump_json() if policies is not None else None
     started_at = time.time()  # drift time 0 of every device, kept across actor restarts
+    # runs are signed with this key: the scheduler and the device actors get it (as
+    # constructor arguments, which Ray keeps for their restarts); clients never do
+    report_key = new_key().hex()
     # the scheduler first: it owns the store, and starting devices ask it for the
     # calibration they last had
     scheduler = _control_plane(SchedulerActor, SCHEDULER_NAME, ns, lifetime, 1000).remote(
@@ -345,11 +349,12 @@ def start_farm(
         optimization_level,
         metrics_port,
         policies_json,
+        report_key,
     )
     devices = [
         ray.remote(DeviceActor)
         .options(**device_options(dev, ns, lifetime))
-        .remote(dev.model_dump_json(), SCHEDULER_NAME, ns, policies_json, started_at)
+        .remote(dev.model_dump_json(), SCHEDULER_NAME, ns, policies_json, started_at, report_key)
         for dev in farm.devices
     ]
     _wait_for_devices(farm, devices, devices_ready_s)

@@ -67,6 +67,14 @@ class RuntimeMetrics:
             ["device", "cause"],
             registry=r,
         )
+        self.forged_reports = Counter(
+            "qrt_forged_reports_total",
+            "Run reports the scheduler refused as not from a device it dispatched to: "
+            "reason=signature (no valid signature under the farm's key) or dispatch "
+            "(signed, but for a hand-off it never made)",
+            ["device", "reason"],
+            registry=r,
+        )
         self.slices = Counter(
             "qrt_run_slices_total",
             "Slices of jobs run in several batches (preemptible at each boundary)",

@@ -57,6 +57,10 @@ class RawRun:
     ran_at: float = 0.0  # wall-clock seconds when the run finished
     # non-empty when canaries had found the device drifted from its calibration
     degraded: str = ""
+    # the scheduler's token for the hand-off this run answers, and the device's
+    # signature over the run (see qrt_ray.reports)
+    dispatch: str = ""
+    signature: str = ""
 
 
 def slice_seed(seed: int | None, first_shot: int, attempt: int = 1) -> int | None:

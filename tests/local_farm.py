@@ -17,6 +17,7 @@ from tests.circuits import SMALL_FARM
 from tests.circuits import ghz as ghz_circuit
 
 FARM = load_farm_config_text(SMALL_FARM)
+REPORT_KEY = b"k" * 32  # the in-process farms' report key (tests/unit/test_reports.py)
 
 
 def ghz(n: int) -> str:
@@ -69,9 +70,14 @@ def make(
     and a scheduler over them (not started)."""
     store = open_store(store_url or tmp_path / "jobs.sqlite3")
     scheduling = scheduling or SchedulingConfig()
-    devices = [Device(d, max_parallel_threads=1, scheduling=scheduling) for d in FARM.devices]
+    key = REPORT_KEY  # as a farm has one: every run is signed and checked
+    devices = [
+        Device(d, max_parallel_threads=1, scheduling=scheduling, report_key=key)
+        for d in FARM.devices
+    ]
     policies = PolicyConfig(scheduling=scheduling)
-    return store, devices, Scheduler(store, LocalPorts(devices), policy_config=policies)
+    ports = LocalPorts(devices)
+    return store, devices, Scheduler(store, ports, policy_config=policies, report_key=key)
 
 
 async def drive_until_crash(sched: Scheduler, devices: list[Device], step_name: str) -> None:
