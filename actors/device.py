@@ -29,7 +29,7 @@ from qrt_ray.mitigation.readout import ReadoutCalibration
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.noise import NoiseModelCache, target_from_snapshot
 from qrt_ray.policies.canary import CanaryResult, CanarySpec
-from qrt_ray.reports import sign_run
+from qrt_ray.reports import sign_run, sign_start
 from qrt_ray.results import RawRun, RunError
 
 __all__ = ["Device", "FaultPlan", "WorkItem"]
@@ -357,6 +357,13 @@ class Device:
         """A run of ``item`` that produced no shots, and why (signed); the scheduler
         reruns it."""
         return self._signed(self.executor.no_run(item, self.calibration, error, kind=kind))
+
+    def claim(self, batch: Sequence[WorkItem]) -> tuple[list[tuple[str, int, str]], str]:
+        """What to tell the scheduler before running ``batch``: its (job, attempt,
+        dispatch token)s and this device's signature over them (empty without a key)."""
+        entries = [(i.job_id, i.attempt, i.dispatch) for i in batch]
+        key = self.report_key
+        return entries, sign_start(key, self.name, entries) if key is not None else ""
 
     def _signed(self, run: RawRun) -> RawRun:
         return run if self.report_key is None else sign_run(self.report_key, run)

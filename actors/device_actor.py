@@ -266,9 +266,7 @@ class DeviceActor:
 
     def _run_batch(self, batch: list[WorkItem]) -> bool:
         """Run a batch; returns whether its runs were handed to the reporter."""
-        keep = set(
-            self._call("batch_started", self.device.name, [(i.job_id, i.attempt) for i in batch])
-        )
+        keep = set(self._call("batch_started", self.device.name, *self.device.claim(batch)))
         batch = [i for i in batch if i.job_id in keep]
         if not batch:
             return False

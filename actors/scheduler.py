@@ -88,7 +88,7 @@ from qrt_ray.policies.jobs import Expected, LiveJob
 from qrt_ray.policies.placement import describe
 from qrt_ray.policies.placer import DeviceLoad, JobShape, Placer
 from qrt_ray.policies.simtime import SimCost
-from qrt_ray.reports import new_dispatch, verify_run
+from qrt_ray.reports import new_dispatch, verify_run, verify_start
 from qrt_ray.results import RawRun, RunError, decode_run, encode_result, encode_run, shots_executed
 from qrt_ray.store import JobRecord, JobStore, ShotRecord, StateUpdate
 from qrt_ray.versions import software_versions
@@ -726,16 +726,23 @@ class Scheduler:
 
     # == callbacks from devices =======================================================
 
-    async def batch_started(self, device: str, attempts: Sequence[tuple[str, int]]) -> list[str]:
-        """A device is about to run these (job, attempt)s; returns the job ids to run.
+    async def batch_started(
+        self, device: str, attempts: Sequence[Sequence[Any]], signature: str = ""
+    ) -> list[str]:
+        """A device is about to run these (job, attempt, dispatch token)s; returns the
+        job ids to run.
 
         RUNNING is stored first; work cancelled or moved meanwhile is not returned. A
-        later slice of a job already RUNNING there (same attempt) runs on.
+        later slice of a job already RUNNING there (same attempt) runs on. With a farm
+        key, the list must carry the device's signature and answer hand-offs this
+        scheduler made (see :meth:`Device.claim`), or nothing starts.
         """
+        if not self._start_authentic(device, attempts, signature):
+            return []
         snap = self.view.get(device)
         taken_at = snap.calibration.taken_at if snap is not None else None
         done = await self._handle(
-            [BatchStarted(job_id, device, attempt, taken_at) for job_id, attempt in attempts]
+            [BatchStarted(entry[0], device, entry[1], taken_at) for entry in attempts]
         )
         started = [i.job_id for i in done.todo if isinstance(i, Start)]
         expected = sum(
@@ -802,6 +809,28 @@ class Scheduler:
                 self.metrics.partial_runs.labels(device=device).inc()
             events.append(RunCounted(run.job_id, run, not partial, waits, verdict.reason))
         await self._settle(events)
+
+    def _start_authentic(
+        self, device: str, attempts: Sequence[Sequence[Any]], signature: str
+    ) -> bool:
+        """Whether a batch start comes from ``device`` for work dispatched to it (see
+        :meth:`_authentic`); a refused one is counted and logged and starts nothing."""
+        if self._report_key is None:
+            return True
+        entries = [(str(e[0]), int(e[1]), str(e[2]) if len(e) > 2 else "") for e in attempts]
+        reason = None
+        if not verify_start(self._report_key, device, entries, signature):
+            reason = "signature"
+        else:
+            for job_id, _, token in entries:
+                job = self._jobs.get(job_id)
+                if job is not None and job.dispatches and token not in job.dispatches:
+                    reason = "dispatch"
+        if reason is None:
+            return True
+        self.metrics.forged_reports.labels(device=device, reason=reason).inc()
+        logger.warning("refused a batch start said to come from %s: %s", device, reason)
+        return False
 
     def _authentic(self, device: str, run: RawRun, job: LiveJob | None) -> bool:
         """Whether ``run`` comes from a device the work was dispatched to: signed with

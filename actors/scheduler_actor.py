@@ -397,10 +397,13 @@ class SchedulerActor:
         await self._started()
         return await self.scheduler.devices()
 
-    async def batch_started(self, device: str, attempts: list[tuple[str, int]]) -> list[str]:
-        """Device callback: persist RUNNING; returns the jobs to run."""
+    async def batch_started(
+        self, device: str, attempts: list[tuple[str, int, str]], signature: str = ""
+    ) -> list[str]:
+        """Device callback: persist RUNNING; returns the jobs to run (the device's
+        signed claim, see :meth:`Scheduler.batch_started`)."""
         await self._started()
-        return await self.scheduler.batch_started(device, attempts)
+        return await self.scheduler.batch_started(device, attempts, signature)
 
     async def batch_progress(self, device: str) -> None:
         """A device finished a simulator call of its running batch (it is not hung)."""

@@ -7,7 +7,8 @@ device it dispatched the work to, not from any process that can call it. Two che
   scheduler made for it (:func:`new_dispatch`); a device copies it into each run. A
   run whose token the scheduler never issued for that job is refused: it answers no
   dispatch.
-* **The signature.** Each run is signed with HMAC-SHA256 under a per-farm key
+* **The signature.** A device signs the list of work it is about to start
+  (:func:`sign_start`) and each run it reports with HMAC-SHA256 under a per-farm key
   (:func:`sign_run`): the key is made when the farm starts and handed only to the
   scheduler and the device actors, never to clients. The signature covers what the
   scheduler counts: the job, attempt, device, calibration, shot range, dispatch
@@ -23,6 +24,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import replace
 
 from qrt_ray.results import RawRun
@@ -61,6 +63,19 @@ def sign_run(key: bytes, run: RawRun) -> RawRun:
     """``run`` with its signature under ``key``."""
     mac = hmac.new(key, _signed_part(run), hashlib.sha256).hexdigest()
     return replace(run, signature=mac)
+
+
+def sign_start(key: bytes, device: str, entries: Sequence[tuple[str, int, str]]) -> str:
+    """A device's signature over the (job, attempt, dispatch token)s it is about to run."""
+    data = json.dumps([device, [list(e) for e in entries]], separators=(",", ":")).encode()
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def verify_start(
+    key: bytes, device: str, entries: Sequence[tuple[str, int, str]], signature: str
+) -> bool:
+    """Whether ``signature`` is ``device``'s over ``entries`` (constant-time)."""
+    return hmac.compare_digest(sign_start(key, device, entries), signature)
 
 
 def verify_run(key: bytes, run: RawRun) -> bool:

@@ -56,7 +56,7 @@ async def step(sched: Scheduler, devices: list[Device]) -> bool:
         batch = dev.take_batch()
         if not batch:
             continue
-        keep = set(await sched.batch_started(dev.name, [(i.job_id, i.attempt) for i in batch]))
+        keep = set(await sched.batch_started(dev.name, *dev.claim(batch)))
         runs = dev.execute([i for i in batch if i.job_id in keep])
         await sched.batch_finished(dev.name, runs)
         progressed = True

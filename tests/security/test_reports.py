@@ -74,7 +74,7 @@ def test_forged_runs_are_refused_counted_and_change_nothing(tmp_path: Path) -> N
                 break
             await asyncio.sleep(0.02)
         (item,) = batch
-        await sched.batch_started("manila", [(item.job_id, item.attempt)])
+        await sched.batch_started("manila", *manila.claim(batch))
         assert sched._jobs[rec.job_id].state is S.RUNNING
         fake = forged(rec.job_id, item.attempt, "manila", item.calibration_id, 400)
         attempts = [
@@ -85,8 +85,12 @@ def test_forged_runs_are_refused_counted_and_change_nothing(tmp_path: Path) -> N
         ]
         for _, run in attempts:
             await sched.batch_finished("manila", [run])
+        # a start that the device did not sign starts nothing
+        assert await sched.batch_started("manila", [(item.job_id, item.attempt, "")]) == []
+        entries, _ = manila.claim(batch)
+        assert await sched.batch_started("manila", entries, "0" * 64) == []
         metric = sched.metrics.forged_reports
-        assert metric.labels(device="manila", reason="signature")._value.get() == 3
+        assert metric.labels(device="manila", reason="signature")._value.get() == 5
         assert metric.labels(device="manila", reason="dispatch")._value.get() == 1
         assert sched._jobs[rec.job_id].state is S.RUNNING and store.shot_ledger(rec.job_id) == []
         # the real run, signed by the device for the hand-off it got, counts

@@ -22,7 +22,7 @@ from qrt_ray.lifecycle import JobState
 from qrt_ray.models import DeviceStatus
 from qrt_ray.results import decode_result
 from qrt_ray.store import SQLiteJobStore
-from tests.local_farm import FARM, drive, spec
+from tests.local_farm import FARM, REPORT_KEY, drive, spec
 
 S = JobState
 
@@ -30,10 +30,15 @@ S = JobState
 def _farm(tmp_path: Path, clock=None, **faults: float):  # type: ignore[no-untyped-def]
     scheduling = SchedulingConfig(slice_shots=200)
     store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
-    devices = [Device(d, max_parallel_threads=1, scheduling=scheduling) for d in FARM.devices]
+    devices = [
+        Device(d, max_parallel_threads=1, scheduling=scheduling, report_key=REPORT_KEY)
+        for d in FARM.devices
+    ]
     policies = PolicyConfig(scheduling=scheduling, faults=FaultConfig(**faults))
     kw = {"clock": clock} if clock else {}
-    sched = Scheduler(store, LocalPorts(devices), policy_config=policies, **kw)
+    sched = Scheduler(
+        store, LocalPorts(devices), policy_config=policies, report_key=REPORT_KEY, **kw
+    )
     return store, devices, sched
 
 
@@ -69,10 +74,10 @@ def test_a_device_restart_mid_batch_loses_no_job_and_counts_no_shot_twice(
         ((rec, _),) = await sched.submit([spec(shots=600, seed=4, device="manila")])
         await _until(lambda: manila.queue_depth == 1)
         first = manila.take_batch()  # shots 0-199: run and counted
-        keep = await sched.batch_started("manila", [(i.job_id, i.attempt) for i in first])
+        keep = await sched.batch_started("manila", *manila.claim(first))
         await sched.batch_finished("manila", manila.execute(first))
         lost = manila.take_batch()  # shots 200-399: started, then the device dies
-        assert await sched.batch_started("manila", [(lost[0].job_id, lost[0].attempt)]) == keep
+        assert await sched.batch_started("manila", *manila.claim(lost[:1])) == keep
         manila.restart()
         await sched._refresh_snapshots(force=True)
         assert store.get(rec.job_id).state in (S.QUEUED, S.COMPILING, S.PLACED)
@@ -113,7 +118,7 @@ def test_a_hung_device_is_restarted_and_its_jobs_finish(tmp_path: Path) -> None:
         await _until(lambda: manila.queue_depth + nairobi.queue_depth == 2)
         where = store.get(free.job_id).device
         hung = manila.take_batch()
-        await sched.batch_started("manila", [(i.job_id, i.attempt) for i in hung])
+        await sched.batch_started("manila", *manila.claim(hung))
         old_incarnation = manila.incarnation
         now[0] += 29
         await sched._watchdog()
@@ -147,7 +152,7 @@ def test_a_job_that_keeps_losing_its_device_fails_with_the_reason(tmp_path: Path
         for _ in range(MAX_ATTEMPTS):
             await _until(lambda: manila.queue_depth == 1)
             batch = manila.take_batch()
-            await sched.batch_started("manila", [(i.job_id, i.attempt) for i in batch])
+            await sched.batch_started("manila", *manila.claim(batch))
             manila.restart()
             await sched._refresh_snapshots(force=True)
         await sched.stop()

@@ -384,7 +384,7 @@ def test_tenants_share_a_device_through_the_scheduler(tmp_path: Path) -> None:
         while manila.queue_depth:
             batch = manila.take_batch()
             batches.append(Counter(i.tenant for i in batch))
-            keep = set(await sched.batch_started("manila", [(i.job_id, i.attempt) for i in batch]))
+            keep = set(await sched.batch_started("manila", *manila.claim(batch)))
             await sched.batch_finished(
                 "manila", manila.execute([i for i in batch if i.job_id in keep])
             )

@@ -729,7 +729,7 @@ def test_a_device_busy_in_a_batch_that_misses_snapshots_keeps_its_queued_work(
             await asyncio.sleep(0.02)
         batch = manila.take_batch()  # one job starts; the other waits queued
         (other,) = set(ids) - {i.job_id for i in batch}
-        await sched.batch_started("manila", [(i.job_id, i.attempt) for i in batch])
+        await sched.batch_started("manila", *manila.claim(batch))
         silent.add("manila")
         await sched._refresh_snapshots(force=True)
         waiting = store.get(other)
