@@ -8,12 +8,13 @@ scheduler's whole logic runs without Ray.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from typing import Protocol
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from qrt_ray.actors.device import Device, WorkItem
 from qrt_ray.compiler import CompiledCircuit, compile_circuits
 from qrt_ray.models import DeviceSnapshot
+from qrt_ray.results import RawRun
 
 
 class SchedulerPorts(Protocol):
@@ -66,6 +67,32 @@ class SchedulerPorts(Protocol):
     async def request_calibration(self, device: str, reason: str) -> None:
         """Ask for a device to be recalibrated soon (returns without waiting)."""
         ...
+
+
+class DeviceCallbacks(Protocol):
+    """What a device tells the scheduler about a batch (the scheduler's side)."""
+
+    async def batch_started(
+        self, device: str, attempts: Sequence[Sequence[Any]], signature: str = ""
+    ) -> list[str]: ...
+
+    async def batch_finished(self, device: str, runs: Sequence[RawRun]) -> None: ...
+
+
+async def run_ready_batches(scheduler: DeviceCallbacks, devices: Iterable[Device]) -> bool:
+    """Each device runs one batch if it has one, as its actor would (signed claim,
+    the work the scheduler keeps, the runs back); returns whether any ran. In-process
+    farms (tests, benchmarks) are driven by this."""
+    progressed = False
+    for dev in devices:
+        batch = dev.take_batch()
+        if not batch:
+            continue
+        keep = set(await scheduler.batch_started(dev.name, *dev.claim(batch)))
+        runs = dev.execute([i for i in batch if i.job_id in keep])
+        await scheduler.batch_finished(dev.name, runs)
+        progressed = True
+    return progressed
 
 
 class LocalPorts:

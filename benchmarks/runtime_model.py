@@ -41,7 +41,7 @@ from typing import Any
 from qiskit.circuit.random import random_circuit
 
 from qrt_ray.actors.device import Device
-from qrt_ray.actors.ports import LocalPorts
+from qrt_ray.actors.ports import LocalPorts, run_ready_batches
 from qrt_ray.actors.scheduler import Scheduler
 from qrt_ray.circuits import to_qasm
 from qrt_ray.config import load_farm_config, load_policy_config
@@ -128,16 +128,7 @@ class Bench:
             job = sched._jobs.get(job_id)
             if job is not None and job.expected is not None and job.expected.prior is not None:
                 compiled_s = job.expected.run_s
-            ran = False
-            for dev in self.devices.values():
-                batch = dev.take_batch()
-                if not batch:
-                    continue
-                keep = set(await sched.batch_started(dev.name, *dev.claim(batch)))
-                runs = dev.execute([i for i in batch if i.job_id in keep])
-                await sched.batch_finished(dev.name, runs)
-                ran = True
-            if not ran:
+            if not await run_ready_batches(sched, self.devices.values()):
                 await asyncio.sleep(0.005)
         final = self.store.get(job_id)
         if final is None or final.state is not JobState.DONE:

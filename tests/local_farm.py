@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qrt_ray.actors.device import Device
-from qrt_ray.actors.ports import LocalPorts
+from qrt_ray.actors.ports import LocalPorts, run_ready_batches
 from qrt_ray.actors.scheduler import Scheduler
 from qrt_ray.circuits import to_qasm
 from qrt_ray.config import PolicyConfig, SchedulingConfig, load_farm_config_text
@@ -51,16 +51,7 @@ async def drive(
 
 async def step(sched: Scheduler, devices: list[Device]) -> bool:
     """Each device runs one batch if it has one; returns whether any ran."""
-    progressed = False
-    for dev in devices:
-        batch = dev.take_batch()
-        if not batch:
-            continue
-        keep = set(await sched.batch_started(dev.name, *dev.claim(batch)))
-        runs = dev.execute([i for i in batch if i.job_id in keep])
-        await sched.batch_finished(dev.name, runs)
-        progressed = True
-    return progressed
+    return await run_ready_batches(sched, devices)
 
 
 def make(
