@@ -19,7 +19,7 @@ from typing import Any
 
 from qrt_ray.actors.device_queue import WorkItem
 from qrt_ray.aer import counts_of, method_options, sim_method_for, simulate, touched_qubits
-from qrt_ray.compiler import decode_compiled
+from qrt_ray.compiler import compiled_stats, decode_compiled
 from qrt_ray.config import LinkConfig
 from qrt_ray.errors import ControlLinkError
 from qrt_ray.mitigation.dd import pad_dynamical_decoupling
@@ -390,27 +390,10 @@ class Executor:
 
 
 def circuit_work(circuit: Any) -> CircuitWork:
-    """What the run-time model needs of one circuit: touched qubits, gates, two-qubit
-    gates (measurements and barriers aside) and their bond moves (see
-    :class:`~qrt_ray.policies.simtime.CircuitWork`)."""
-    index = {bit: i for i, bit in enumerate(circuit.qubits)}
-    touched: set[int] = set()
-    pairs: list[tuple[int, int]] = []
-    gates = 0
-    for inst in circuit.data:
-        name = inst.operation.name
-        if name == "barrier":
-            continue
-        qubits = [index[q] for q in inst.qubits]
-        touched.update(qubits)
-        if name in ("measure", "reset", "delay"):
-            continue
-        gates += 1
-        if len(qubits) == 2:
-            pairs.append((qubits[0], qubits[1]))
-    rank = {q: i for i, q in enumerate(sorted(touched))}
-    moves = sum(max(0, abs(rank[a] - rank[b]) - 1) for a, b in pairs)
-    return CircuitWork(len(touched), gates, len(pairs), moves)
+    """What the run-time model needs of one circuit, counted as the compiler counts it
+    for the scheduler's figure (:func:`~qrt_ray.compiler.compiled_stats`)."""
+    stats = compiled_stats(circuit, {})
+    return CircuitWork(stats.active_qubits, stats.gates, stats.two_qubit_gates, stats.bond_moves)
 
 
 class _Merged:
@@ -459,8 +442,9 @@ class _Calls:
     Between pieces it reports progress (the watchdog sees a slow batch is not a hung
     one) and leaves out the circuits of jobs abandoned meanwhile; once every job of
     the group is gone it stops (:class:`_Abandoned`). ``gone`` holds the indices of
-    the group's items left out; ``weights``, each circuit's predicted seconds (the
-    last call's), share the call's time between its jobs.
+    the group's items left out; ``weights``, each of the group's circuits' predicted
+    seconds (set by a call of the group's own circuits, not of twirled copies), share
+    the group's time between its jobs.
     """
 
     def __init__(self, executor: Executor, setting: _Setting, group: _Group) -> None:
@@ -498,7 +482,8 @@ class _Calls:
             )
             for c in circuits
         ]
-        self.weights = [c.seconds(shots) for c in costs]
+        if owners is not None:  # the group's own circuits (twirled copies share equally)
+            self.weights = [c.seconds(shots) for c in costs]
         merged = _Merged(len(circuits))
         for k, piece in enumerate(
             plan_pieces(

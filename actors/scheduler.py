@@ -719,8 +719,7 @@ class Scheduler:
         prior = self.placer.sim_time.job_prior(
             works, shots, gpu=snap.gpu, threads=snap.threads, copies=copies
         )
-        model = self.placer.sim_time.correction(snap.name, prior.method)
-        run_s = model.apply(prior.seconds(shots))
+        run_s = self.placer.sim_time.expected_s(snap.name, prior, shots)
         self._jobs.expect(job.job_id, replace(job.expected, run_s=run_s, prior=prior))
         return prior
 
@@ -826,11 +825,7 @@ class Scheduler:
                 job = self._jobs.get(job_id)
                 if job is not None and job.dispatches and token not in job.dispatches:
                     reason = "dispatch"
-        if reason is None:
-            return True
-        self.metrics.forged_reports.labels(device=device, reason=reason).inc()
-        logger.warning("refused a batch start said to come from %s: %s", device, reason)
-        return False
+        return reason is None or self._refused(device, reason, "a batch start")
 
     def _authentic(self, device: str, run: RawRun, job: LiveJob | None) -> bool:
         """Whether ``run`` comes from a device the work was dispatched to: signed with
@@ -844,14 +839,13 @@ class Scheduler:
             reason = "signature"
         elif job is not None and job.dispatches and run.dispatch not in job.dispatches:
             reason = "dispatch"
-        if reason is None:
-            return True
+        return reason is None or self._refused(device, reason, f"a run of job {run.job_id}")
+
+    def _refused(self, device: str, reason: str, what: str) -> bool:
+        """Count and log a report that is not ``device``'s; returns False."""
         self.metrics.forged_reports.labels(device=device, reason=reason).inc()
         logger.warning(
-            "refused a run of job %s said to come from %s: %s does not check out",
-            run.job_id,
-            device,
-            reason,
+            "refused %s said to come from %s: its %s does not check out", what, device, reason
         )
         return False
 

@@ -108,10 +108,6 @@ class SimCost:
         """Expected seconds at ``shots`` shots."""
         return self.fixed_s + self.per_shot_s * shots
 
-    def scaled(self, factor: float) -> SimCost:
-        """The same cost ``factor`` times over (a device's learned correction)."""
-        return SimCost(self.method, self.fixed_s * factor, self.per_shot_s * factor)
-
 
 def method_of(work: CircuitWork, shots: int, gpu: bool) -> str:
     """The method a device runs ``work`` with at ``shots`` shots (see
@@ -247,13 +243,6 @@ class SimTimeModel:
         """What the device's history says of the prior for ``method``."""
         return self._solved.get((device, method), Correction())
 
-    def corrections(self) -> dict[str, dict[str, Correction]]:
-        """Every learned correction, by device then method."""
-        out: dict[str, dict[str, Correction]] = {}
-        for (device, method), c in list(self._solved.items()):
-            out.setdefault(device, {})[method] = c
-        return out
-
     def predict(
         self,
         device: str,
@@ -262,21 +251,17 @@ class SimTimeModel:
         *,
         gpu: bool = False,
         threads: int = 1,
-        method: str | None = None,
     ) -> tuple[float, float, str]:
         """(expected seconds, the prior's seconds, method) for all ``works`` at
-        ``shots`` shots each on ``device``; the device runs them all with the method
-        of the widest (or ``method``)."""
+        ``shots`` shots each on ``device`` (see :meth:`job_prior`)."""
         if not works:
-            return 0.0, 0.0, method or ""
-        if method is None:
-            widest = max(works, key=lambda w: w.active_qubits)
-            method = method_of(widest, shots, gpu)
-        prior = sum(
-            prior_cost(w, shots, gpu=gpu, threads=threads, method=method).seconds(shots)
-            for w in works
-        )
-        return self.correction(device, method).apply(prior), prior, method
+            return 0.0, 0.0, ""
+        prior = self.job_prior(works, shots, gpu=gpu, threads=threads)
+        return self.expected_s(device, prior, shots), prior.seconds(shots), prior.method
+
+    def expected_s(self, device: str, prior: SimCost, shots: int) -> float:
+        """``prior`` at ``shots`` shots, corrected by ``device``'s history."""
+        return self.correction(device, prior.method).apply(prior.seconds(shots))
 
     def job_prior(
         self,
@@ -287,9 +272,10 @@ class SimTimeModel:
         threads: int = 1,
         copies: int = 1,
     ) -> SimCost:
-        """The prior of a whole job as one :class:`SimCost` (its circuits summed), run
-        as ``copies`` randomized copies that split the shots (twirling): every copy
-        pays the fixed cost, the shots are shared."""
+        """The prior of a whole job as one :class:`SimCost` (its circuits summed; the
+        device runs them all with the method of the widest), run as ``copies``
+        randomized copies that split the shots (twirling): every copy pays the fixed
+        cost, the shots are shared."""
         copies = max(1, copies)
         run_shots = -(-shots // copies)
         widest = max(works, key=lambda w: w.active_qubits)

@@ -35,7 +35,7 @@ TOP_OUTCOMES = 24
 _FORMATS = (".png", ".svg", ".pdf")
 
 
-def _pyplot() -> Any:
+def _figure_class() -> Any:
     try:
         import matplotlib
 
@@ -78,7 +78,7 @@ def result_figure(result: JobResult, circuit: int = 0, top: int = TOP_OUTCOMES) 
     shots = sum(counts.values())
     shown = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
     hidden = len(counts) - len(shown)
-    figure = _pyplot()(figsize=(max(6.0, 0.35 * len(shown) + 2), 4.2), layout="constrained")
+    figure = _figure_class()(figsize=(max(6.0, 0.35 * len(shown) + 2), 4.2), layout="constrained")
     ax = figure.add_subplot()
     labels = [k for k, _ in shown]
     ax.bar(range(len(shown)), [v / shots for _, v in shown], color="#3a6ea5")
@@ -104,7 +104,7 @@ def drift_figure(device: str, history: Sequence[Mapping[str, Any]]) -> Figure:
         raise ValidationError(f"device {device!r}: no calibration history to draw")
     rows = sorted(history, key=lambda h: h["taken_at"])
     when = [_hours(h["taken_at"], rows[0]["taken_at"]) for h in rows]
-    figure = _pyplot()(figsize=(8, 6.5), layout="constrained")
+    figure = _figure_class()(figsize=(8, 6.5), layout="constrained")
     axes = figure.subplots(3, 1, sharex=True)
     series = [
         ("mean T1 (us)", [h["mean_t1_us"] for h in rows], "#3a6ea5"),
@@ -159,7 +159,7 @@ def demo_report_html(report: Mapping[str, Any], summary: str) -> str:
         for f in families
     ]
     devices = Counter(r.device or "-" for r in rows)
-    Figure = _pyplot()
+    Figure = _figure_class()
     charts = []
     for title, labels, values, ylabel, color in (
         ("median latency per family", families, latency, "seconds", "#3a6ea5"),

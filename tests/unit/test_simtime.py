@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -89,7 +90,7 @@ def test_bad_observations_teach_nothing() -> None:
         model.observe("d", MPS, 1.0, seconds)
     model.observe("d", "no such method", 1.0, 2.0)
     model.observe("d", MPS, 0.0, 2.0)
-    assert model.corrections() == {}
+    assert model.correction("d", MPS).samples == 0
     assert Correction().apply(3.0) == 3.0
 
 
@@ -182,3 +183,19 @@ def test_only_the_dropped_attempt_is_left_out() -> None:
     assert [sum(c.values()) for c in run.counts] == [500, 500]
     # what a device remembers is bounded and forgets a batch's jobs once it ran
     assert not device.executor.is_abandoned(item)
+
+
+def test_a_twirled_group_shares_its_whole_time_between_its_jobs() -> None:
+    from qrt_ray.models import TwirlSpec
+
+    device = Device(FARM.devices[0], max_parallel_threads=1)
+    twirl = TwirlSpec(gates=True, measure=True, randomizations=4)
+    a = replace(_slow_item(device, 1), twirl=twirl)
+    b = replace(a, job_id="other", circuits=a.circuits * 2)
+    device.execute([a])  # warm: noise model built
+    start = time.perf_counter()
+    runs = device.execute([a, b])
+    wall = time.perf_counter() - start
+    assert [sum(c.values()) for r in runs for c in r.counts] == [500] * 3
+    total = sum(r.run_s for r in runs)
+    assert 0.5 * wall <= total <= wall  # every job's share of the group's one time
