@@ -53,6 +53,7 @@ from qrt_ray.lifecycle import JobState
 from qrt_ray.metrics import RuntimeMetrics
 from qrt_ray.mitigation.twirling import copies_for
 from qrt_ray.models import DeviceSnapshot, DeviceStatus, JobSpec, Placement
+from qrt_ray.policies.billing import Prices, job_charges
 from qrt_ray.policies.jobflow import (
     MAX_ATTEMPTS,
     BatchStarted,
@@ -91,6 +92,7 @@ from qrt_ray.policies.simtime import SimCost
 from qrt_ray.reports import new_dispatch, verify_run, verify_start
 from qrt_ray.results import RawRun, RunError, decode_run, encode_result, encode_run, shots_executed
 from qrt_ray.store import JobRecord, JobStore, ShotRecord, StateUpdate
+from qrt_ray.store.base import Charge
 from qrt_ray.versions import software_versions
 
 __all__ = ["FIRST_CHUNK", "MAX_ATTEMPTS", "PASS_BUDGET_S", "Scheduler", "chunk_cap"]
@@ -191,6 +193,10 @@ class Scheduler:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._inflight: set[asyncio.Task[Any]] = set()
+        # the trust boundary plugs these in: the key that seals job.create records
+        # into the audit chain, and what to tell once ledger lines have landed
+        self.audit_key: bytes | None = None
+        self.on_billed: Callable[[list[Charge]], Any] | None = None
 
     # == lifecycle of the scheduler itself ============================================
 
@@ -264,11 +270,38 @@ class Scheduler:
         """Write moves durably (each a compare-and-set on its job's state)."""
         if not updates:
             return []
+        updates = [self._billed(u) for u in updates]
         applied = await asyncio.to_thread(self.store.apply, updates)
+        charges: list[Charge] = []
         for u, ok in zip(updates, applied, strict=True):
             if ok:
                 self.metrics.transitions.labels(to_state=u.to_state.value).inc()
+                charges.extend(u.charges)
+        if charges and self.on_billed is not None:
+            try:
+                await self.on_billed(charges)
+            except Exception:
+                logger.exception("counting %d ledger lines failed", len(charges))
         return list(applied)
+
+    def prices(self) -> Prices:
+        """(price per shot, price per job) of each device, as last seen."""
+        return {s.name: (s.price_per_shot_usd, s.price_per_job_usd) for s in self.view.snapshots}
+
+    def _billed(self, u: StateUpdate) -> StateUpdate:
+        """A move to a final state with the job's ledger lines, to land with it."""
+        job = self._jobs.get(u.job_id)
+        if not u.to_state.is_final or job is None:
+            return u
+        spec = job.record.spec
+        lines = job_charges(
+            u.job_id, spec.tenant, len(spec.circuits), job.runs, self.prices(), u.at
+        )
+        return replace(u, charges=tuple(lines)) if lines else u
+
+    def live_specs(self, tenant: str) -> list[JobSpec]:
+        """Specs of the tenant's jobs that are not final."""
+        return [j.record.spec for j in self._jobs if j.record.tenant == tenant]
 
     async def _perform(self, instructions: Sequence[Instruction]) -> list[Instruction]:
         """Carry out the instructions this engine owns; returns the others in order."""
@@ -341,10 +374,14 @@ class Scheduler:
 
     # == admission ====================================================================
 
-    async def submit(self, specs: Sequence[JobSpec]) -> list[tuple[JobRecord, bool]]:
+    async def submit(
+        self, specs: Sequence[JobSpec], actor: str = "operator"
+    ) -> list[tuple[JobRecord, bool]]:
         """Validate, persist as QUEUED and schedule jobs; idempotency keys dedupe.
 
         All specs are validated before any is stored, so a bad one stores nothing.
+        With an audit key, each job created is sealed into the audit chain as
+        ``actor``'s, in the same transaction.
 
         Returns:
             For each spec, its job record and whether it was created now.
@@ -378,7 +415,8 @@ class Scheduler:
             # within a priority) keep the order of the call
             at = now + i * 1e-6
             records.append(JobRecord(job_id, S.QUEUED, spec, at, at))
-        admitted = await asyncio.to_thread(self.store.admit, records)
+        audit = (actor, self.audit_key, now) if self.audit_key is not None else None
+        admitted = await asyncio.to_thread(self.store.admit, records, audit)
         for (rec, created), shape in zip(admitted, shapes, strict=True):
             if not created:
                 continue

@@ -9,21 +9,24 @@ from typing import Any
 
 import psutil
 import ray
-from pydantic import ValidationError as PydanticValidationError
 
+from qrt_ray.actors.access import Access
+from qrt_ray.actors.admin import Admin
 from qrt_ray.actors.device import WorkItem
+from qrt_ray.actors.requests import decode_specs, device_arg, job_id_arg, job_ids_arg
 from qrt_ray.actors.scheduler import Scheduler
+from qrt_ray.actors.tenant_api import TenantAPI
 from qrt_ray.actors.views import event_views, record_view
 from qrt_ray.arguments import check_limit
 from qrt_ray.compiler import CompiledCircuit, compile_circuits
 from qrt_ray.config import PolicyConfig, load_policy_config
 from qrt_ray.errors import DeviceUnavailableError, ValidationError, brief
-from qrt_ray.intake import IntakeLimits
 from qrt_ray.intake.pool import IntakePool
 from qrt_ray.lifecycle import JobState
 from qrt_ray.metrics import RuntimeMetrics
-from qrt_ray.models import DeviceSnapshot, JobSpec, describe_errors
+from qrt_ray.models import DeviceSnapshot
 from qrt_ray.names import CALIBRATION_NAME, device_actor_name
+from qrt_ray.reports import new_key
 from qrt_ray.results import RawRun
 from qrt_ray.store import open_store
 from qrt_ray.store.urls import store_label
@@ -241,9 +244,10 @@ class SchedulerActor:
         metrics_port: int | None = None,
         policies_json: str | None = None,
         report_key_hex: str | None = None,
+        access_key_hex: str | None = None,
     ) -> None:
         # found by name when first used: the scheduler starts before its devices
-        devices = DeviceHandles(device_names, namespace)
+        devices = self._device_handles = DeviceHandles(device_names, namespace)
         self.metrics = RuntimeMetrics()
         if metrics_port:
             self.metrics.serve(metrics_port)
@@ -273,6 +277,22 @@ class SchedulerActor:
             # the farm's report key: only device actors and this actor have it
             report_key=bytes.fromhex(report_key_hex) if report_key_hex else None,
         )
+        # the trust boundary: tokens, limits, budgets, the ledger's alerts, the audit
+        # chain (a farm started without a key gets one that lasts as long as it does)
+        access_key = bytes.fromhex(access_key_hex) if access_key_hex else new_key()
+        self.access = Access(
+            self.store, access_key, policies.tenancy, self.metrics, self.scheduler.prices
+        )
+        self.scheduler.audit_key = self.access.audit_key
+        self.scheduler.on_billed = self.access.billed
+        self.tenant_api = TenantAPI(
+            self.scheduler,
+            self.access,
+            policies.intake,
+            wait_cap_s=policies.tenancy.wait_cap_s,
+            readout=self._readout,
+        )
+        self.admin = Admin(self.tenant_api)
 
         # Ray runs an async actor's constructor on its event loop: the actor starts
         # itself, so one Ray restarts after a crash recovers with nobody asking.
@@ -301,7 +321,7 @@ class SchedulerActor:
 
         Answered before recovery is done: recovery may be waiting for that device.
         """
-        history = await asyncio.to_thread(self.store.calibrations, _name(device), 1)
+        history = await asyncio.to_thread(self.store.calibrations, device_arg(device), 1)
         return history[0].snapshot_json if history else None
 
     async def calibration_store(self, operation: str, *args: Any) -> Any:
@@ -335,7 +355,7 @@ class SchedulerActor:
     async def job(self, job_id: str) -> dict[str, Any]:
         """One job's record, with why it waits (``waiting``) if it is QUEUED."""
         await self._started()
-        job_id = _job_id(job_id)
+        job_id = job_id_arg(job_id)
         rec = await self.scheduler.get(job_id)
         return {**record_view(rec), "waiting": self.scheduler.waiting(job_id)}
 
@@ -362,7 +382,7 @@ class SchedulerActor:
     async def events(self, job_id: str) -> list[dict[str, Any]]:
         """The job's lifecycle transitions."""
         await self._started()
-        await self.scheduler.get(_job_id(job_id))  # raises JobNotFoundError for unknown ids
+        await self.scheduler.get(job_id_arg(job_id))  # raises JobNotFoundError for unknown ids
         return event_views(await asyncio.to_thread(self.store.events, job_id))
 
     async def wait(self, job_ids: list[str], timeout_s: float | None) -> dict[str, str]:
@@ -374,18 +394,18 @@ class SchedulerActor:
             or not timeout_s >= 0
         ):
             raise ValidationError(f"timeout_s={brief(timeout_s)}: expected seconds >= 0 or None")
-        got = await self.scheduler.wait(_job_ids(job_ids), timeout_s)
+        got = await self.scheduler.wait(job_ids_arg(job_ids), timeout_s)
         return {k: v.value for k, v in got.items()}
 
     async def results(self, job_ids: list[str]) -> list[tuple[str, bytes]]:
         """(sha256, JSON bytes) of DONE jobs' results, in order."""
         await self._started()
-        return await self.scheduler.result_blobs(_job_ids(job_ids))
+        return await self.scheduler.result_blobs(job_ids_arg(job_ids))
 
     async def cancel(self, job_id: str) -> tuple[str, bool]:
         """Cancel a job; returns (state, changed)."""
         await self._started()
-        state, changed = await self.scheduler.cancel(_job_id(job_id))
+        state, changed = await self.scheduler.cancel(job_id_arg(job_id))
         return state.value, changed
 
     async def store_label(self) -> str:
@@ -415,6 +435,24 @@ class SchedulerActor:
         await self._started()
         await self.scheduler.batch_finished(device, runs)
 
+    async def gateway(self, token: Any, source: str, operation: str, payload: Any) -> Any:
+        """The gateway's one door: a tenant's call, with its token (see
+        :class:`~qrt_ray.actors.tenant_api.TenantAPI`)."""
+        await self._started()
+        return await self.tenant_api.call(token, source, operation, payload)
+
+    async def _readout(
+        self, device: str, qubits: list[int], shots: int, max_age_s: float
+    ) -> tuple[Any, int]:
+        handle = self._device_handles[device]
+        return await handle.readout_calibration.remote(qubits, shots, max_age_s)
+
+    async def administer(self, operation: str, args: dict[str, Any]) -> Any:
+        """An operator's call on tenants, tokens, usage, bills and the audit chain
+        (whoever holds Ray is the operator; see :class:`~qrt_ray.actors.admin.Admin`)."""
+        await self._started()
+        return await self.admin.call(operation, args)
+
     async def metrics_text(self) -> bytes:
         """Prometheus exposition of the scheduler's metrics."""
         return self.metrics.exposition()
@@ -426,60 +464,3 @@ class SchedulerActor:
         await self.scheduler.stop()
         await asyncio.to_thread(self.intake.close)
         await asyncio.to_thread(self.store.close)
-
-
-def decode_specs(spec_jsons: Any, limits: IntakeLimits) -> list[JobSpec]:
-    """JobSpecs from the JSON a client sent, checked before anything is decoded.
-
-    Raises:
-        ValidationError: not a list of JSON texts, too many or too large, or a spec
-            that does not validate (strictly: nothing is coerced).
-    """
-    if not isinstance(spec_jsons, list) or not all(isinstance(s, str) for s in spec_jsons):
-        raise ValidationError(
-            f"jobs: expected a list of JobSpec JSON texts, got {type(spec_jsons).__name__}"
-        )
-    if len(spec_jsons) > limits.max_jobs_per_call:
-        raise ValidationError(
-            f"{len(spec_jsons)} jobs in one call; the limit is {limits.max_jobs_per_call} "
-            "(intake.max_jobs_per_call)"
-        )
-    size = sum(len(s) for s in spec_jsons)
-    if size > limits.max_request_bytes:
-        raise ValidationError(
-            f"{size} bytes of job specs in one call; the limit is {limits.max_request_bytes} "
-            "(intake.max_request_bytes): submit them in several calls"
-        )
-    specs = []
-    for i, text in enumerate(spec_jsons):
-        where = f"jobs[{i}]" if len(spec_jsons) > 1 else "job"
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValidationError(
-                f"{where}: not valid UTF-8 text (a lone surrogate at character {exc.start}); "
-                "send circuits as they were read, decoded as UTF-8"
-            ) from None
-        try:
-            specs.append(JobSpec.model_validate_json(text))
-        except PydanticValidationError as exc:
-            raise ValidationError(f"{where}: {describe_errors(exc)}") from None
-    return specs
-
-
-def _job_ids(job_ids: Any) -> list[str]:
-    if not isinstance(job_ids, list) or not all(isinstance(j, str) for j in job_ids):
-        raise ValidationError(f"job_ids={brief(job_ids)}: expected a list of job ids")
-    return job_ids
-
-
-def _name(device: Any) -> str:
-    if not isinstance(device, str):
-        raise ValidationError(f"device={brief(device)}: expected a device name (str)")
-    return device
-
-
-def _job_id(job_id: Any) -> str:
-    if not isinstance(job_id, str):
-        raise ValidationError(f"job_id={brief(job_id)}: expected text (str)")
-    return job_id

@@ -200,6 +200,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             optimization_level=args.optimization_level,
             metrics_port=args.metrics_port,
             policies=policies,
+            access_key=farm_mod.access_key(),
         )
     except BaseException:
         if started:  # a head this call started does not outlive its failure

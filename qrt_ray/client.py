@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import time
 import uuid
 import warnings
@@ -49,6 +50,7 @@ from qrt_ray.store.base import sha256_hex
 from qrt_ray.store.urls import resolve_store_url
 
 if TYPE_CHECKING:
+    from qrt_ray.mitigation.readout import ReadoutCalibration
     from qrt_ray.primitives.backend import QrtBackend
 
 logger = logging.getLogger("qrt.client")
@@ -353,6 +355,8 @@ class QuantumRuntime:
                 optimization_level=optimization_level,
                 metrics_port=metrics_port,
                 policies=policy,
+                # a store that outlives the farm keeps its tokens and audit chain valid
+                access_key=None if private is not None else farm_mod.access_key(),
             )
         except BaseException:
             if owns_ray:
@@ -713,6 +717,19 @@ class QuantumRuntime:
 
         return [QrtBackend(self, d.name) for d in self.devices()]
 
+    def readout_calibration(
+        self, device: str, qubits: Sequence[int], shots: int, max_age_s: float
+    ) -> tuple[ReadoutCalibration, int]:
+        """A device's measured readout errors of ``qubits`` (what readout mitigation
+        divides out), measured now unless it has them for its current calibration
+        within ``max_age_s``; returns them and the shots spent measuring.
+
+        Raises:
+            MitigationError: a qubit cannot be read reliably.
+        """
+        handle = farm_mod.device_handle(device, self.namespace)
+        return _unwrap(handle.readout_calibration, list(qubits), shots, max_age_s)
+
     def drain(self, device: str) -> None:
         """Stop giving a device new work; what it already holds still runs."""
         ray.get(self._device(device).set_status.remote("DRAINING"))
@@ -749,20 +766,42 @@ class QuantumRuntime:
 def connect(
     address: str | None = "auto",
     *,
+    token: str | None = None,
     namespace: str = farm_mod.DEFAULT_NAMESPACE,
     retry_s: float = DEFAULT_RETRY_S,
+    ca_file: str | None = None,
 ) -> QuantumRuntime:
-    """Attach to a farm started by ``qrt up`` (named actors in ``namespace``).
+    """Attach to a farm: through its HTTP gateway with an API token (tenants), or
+    through Ray to the actors ``qrt up`` started (operators).
 
     Args:
-        address: Ray address (``auto`` finds the local cluster; ``ray://host:10001``).
-        namespace: the farm's Ray namespace.
-        retry_s: how long a call keeps trying while the scheduler restarts.
+        address: ``https://host:port`` (or ``http://``) of the farm's gateway; or a Ray
+            address (``auto`` finds the local cluster; ``ray://host:10001``).
+        token: the API token for a gateway (default: ``$QRT_TOKEN``).
+        namespace: the farm's Ray namespace (Ray only).
+        retry_s: how long a call keeps trying while the farm restarts.
+        ca_file: CA certificates to trust for an ``https`` gateway (default:
+            ``$QRT_CA_FILE``, else the system's).
 
     Raises:
         RuntimeNotRunningError: no farm runs there.
+        AuthenticationError: the gateway refused the token (the message says why).
     """
     retry = _retry_s(retry_s)
+    if isinstance(address, str) and address.startswith(("http://", "https://")):
+        from qrt_ray.remote import ENV_CA_FILE, ENV_TOKEN, connect_http
+
+        return connect_http(
+            address,
+            token if token is not None else os.environ.get(ENV_TOKEN, ""),
+            retry_s=retry,
+            ca_file=ca_file or os.environ.get(ENV_CA_FILE) or None,
+        )
+    if token is not None:
+        raise ValidationError(
+            "token: API tokens are for a gateway URL (connect('https://host:8000', "
+            "token=...)); a Ray address is the operator's way in and takes none"
+        )
     farm_mod.init_ray_loopback(address=address)
     scheduler = farm_mod.find_scheduler(namespace)
     return QuantumRuntime(

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import PydanticCustomError
 
+from qrt_ray.access.limits import TenancyConfig
 from qrt_ray.calibration import fake_backend_names
 from qrt_ray.errors import ConfigError, ValidationError
 from qrt_ray.intake.limits import IntakeLimits
@@ -323,7 +324,7 @@ class CalibrationConfig(BaseModel):
 
 class PolicyConfig(BaseModel):
     """``configs/policies.yaml``: default policy, weights, scheduling, time priors, faults,
-    calibration, and the intake gate's limits."""
+    calibration, the intake gate's limits and the tenants' default limits."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -335,6 +336,7 @@ class PolicyConfig(BaseModel):
     link: LinkConfig = LinkConfig()
     calibration: CalibrationConfig = CalibrationConfig()
     intake: IntakeLimits = IntakeLimits()
+    tenancy: TenancyConfig = TenancyConfig()
 
 
 def load_policy_config(path: str | Path | None = None) -> PolicyConfig:

@@ -128,3 +128,43 @@ class MitigationWarning(UserWarning):
 
 class MitigationError(QrtError):
     """A mitigation step could not give a trustworthy result; the job fails with it."""
+
+
+class AuthenticationError(QrtError):
+    """The caller's API token is missing, unknown, expired or revoked (HTTP 401).
+
+    The message says which and what to do; it never holds the token.
+    """
+
+
+class PermissionDeniedError(QrtError):
+    """The caller's token lacks the scope the call needs (HTTP 403)."""
+
+
+class QuotaExceededError(QrtError):
+    """A tenant limit refused the call (HTTP 429): which limit, and when to retry.
+
+    Attributes:
+        limit: the limit's name (``submit_rate``, ``concurrent_jobs``,
+            ``shots_per_day``, ``device_s_per_month``, ``auth_failures``).
+        retry_after_s: seconds until a retry can succeed (the HTTP ``Retry-After``).
+    """
+
+    def __init__(self, message: str, *, limit: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keyword arguments survive Ray's pickling
+        return (_rebuild_quota, (type(self), str(self), self.limit, self.retry_after_s))
+
+
+class BudgetExceededError(QuotaExceededError):
+    """The tenant's monthly budget cannot cover the job (HTTP 402); running jobs
+    finish, new ones wait for next month or a larger budget."""
+
+
+def _rebuild_quota(
+    cls: type[QuotaExceededError], message: str, limit: str, retry_after_s: float
+) -> QuotaExceededError:
+    return cls(message, limit=limit, retry_after_s=retry_after_s)

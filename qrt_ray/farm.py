@@ -309,6 +309,7 @@ def start_farm(
     metrics_port: int | None = None,
     policies: PolicyConfig | None = None,
     devices_ready_s: float = 120.0,
+    access_key: bytes | None = None,
 ) -> tuple[str, Any, list[Any]]:
     """Create the device actors and the control plane, recover jobs, start the loop.
 
@@ -322,6 +323,9 @@ def start_farm(
     Args:
         devices_ready_s: how long to wait for devices to start; devices still waiting
             for a node (an autoscaler adding one) are left to come up later.
+        access_key: the key of tokens and the audit chain (:func:`access_key`);
+            None: a fresh one that lasts as long as this farm (a farm whose store
+            goes with it).
 
     Returns:
         (namespace, scheduler handle, device handles). Non-detached actors live only
@@ -350,6 +354,7 @@ def start_farm(
         metrics_port,
         policies_json,
         report_key,
+        access_key.hex() if access_key is not None else None,
     )
     devices = [
         ray.remote(DeviceActor)
@@ -366,6 +371,22 @@ def start_farm(
     )
     ray.get(calibration.ready.remote())
     return ns, scheduler, [*devices, calibration]
+
+
+def access_key() -> bytes:
+    """The farm's access key, from ``$QRT_ACCESS_KEY_FILE`` or the file beside the
+    default store in qrt-ray's data folder, made on first use (see
+    :mod:`qrt_ray.access.keys`)."""
+    from qrt_ray.access.keys import ENV_FILE, load_or_create
+    from qrt_ray.private import private_dir
+    from qrt_ray.store.sqlite import default_store_path
+
+    named = os.environ.get(ENV_FILE)
+    if named:
+        return load_or_create(Path(named))
+    folder = default_store_path().parent
+    private_dir(folder)
+    return load_or_create(folder / "access.key")
 
 
 def device_options(dev: DeviceConfig, namespace: str, lifetime: str | None) -> dict[str, Any]:

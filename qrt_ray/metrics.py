@@ -119,6 +119,44 @@ class RuntimeMetrics:
             ["step"],
             registry=r,
         )
+        # the trust boundary: M10 is auth_refused / auth_requests
+        self.auth_requests = Counter(
+            "qrt_auth_requests_total",
+            "Calls through the gateway, by whether their token was accepted",
+            ["outcome"],
+            registry=r,
+        )
+        self.auth_refused = Counter(
+            "qrt_auth_refused_total",
+            "Calls refused at the gateway, by reason (missing, malformed, unknown, "
+            "expired, revoked, scope, locked_out, tenant_disabled)",
+            ["reason"],
+            registry=r,
+        )
+        self.quota_refused = Counter(
+            "qrt_quota_refused_total",
+            "Submits refused by a tenant limit or budget",
+            ["tenant", "limit"],
+            registry=r,
+        )
+        self.billed_usd = Counter(
+            "qrt_billing_usd_total",
+            "USD written to the billing ledger (M9: billing units)",
+            ["tenant"],
+            registry=r,
+        )
+        self.billed_shots = Counter(
+            "qrt_billing_shots_total",
+            "Shots (x circuits) written to the billing ledger",
+            ["tenant"],
+            registry=r,
+        )
+        self.budget_alerts = Counter(
+            "qrt_budget_alerts_total",
+            "Budget alerts raised (50, 80, 100 % of a month's budget)",
+            ["tenant", "threshold"],
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""

@@ -16,9 +16,8 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import ray
 
-from qrt_ray import farm as farm_mod
 from qrt_ray.client import JobHandle, make_spec
-from qrt_ray.errors import JobTimeoutError, QrtError, ValidationError
+from qrt_ray.errors import JobTimeoutError, ValidationError
 from qrt_ray.mitigation.readout import ReadoutCalibration
 from qrt_ray.models import DecouplingSpec, JobResult, TwirlSpec
 from qrt_ray.primitives.job import PrimitiveJob
@@ -220,22 +219,10 @@ def fetch_readout(
         qubits = wanted.setdefault(r.metadata.device, set())
         for info in r.metadata.compile:
             qubits.update(q for q in info.measured_qubits if q >= 0)
-    refs = {
-        device: farm_mod.device_handle(device, mode.runtime.namespace).readout_calibration.remote(
-            sorted(qubits), shots, max_age_s
-        )
+    return {
+        device: mode.runtime.readout_calibration(device, sorted(qubits), shots, max_age_s)
         for device, qubits in wanted.items()
     }
-    out = {}
-    for device, ref in refs.items():
-        try:
-            out[device] = ray.get(ref)
-        except ray.exceptions.RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, QrtError):  # e.g. a qubit whose readout is unusable
-                raise cause from None
-            raise
-    return out
 
 
 def fan_out(fn: Callable[..., T], calls: Sequence[tuple[Any, ...]]) -> list[T]:

@@ -64,6 +64,8 @@ class StateUpdate:
     reason: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     event: str | None = None
+    # ledger lines written in the same transaction (a job becoming final)
+    charges: tuple[Charge, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +147,14 @@ class JobStore(abc.ABC):
     """Durable store of jobs, their transitions, result blobs and the shot ledger."""
 
     @abc.abstractmethod
-    def admit(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
+    def admit(
+        self, records: Sequence[JobRecord], audit: tuple[str, bytes, float] | None = None
+    ) -> list[tuple[JobRecord, bool]]:
         """Insert new QUEUED jobs, or find the existing job with the same idempotency key.
+
+        Args:
+            audit: (actor, audit key, time): seal a ``job.create`` record for each job
+                created, in the same transaction.
 
         Returns:
             For each input record, the stored record and whether it was created now.
@@ -248,3 +256,24 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Flush pending writes and release the database."""
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One line of the billing ledger: what a job (or a readout measurement made for
+    a tenant) cost, on one device. Keyed by (job_id, line): writing it twice keeps one.
+
+    Attributes:
+        kind: ``fee`` (per job), ``shots`` (shots x circuits the device ran) or
+            ``mitigation`` (readout-calibration shots measured for the tenant).
+    """
+
+    job_id: str
+    line: int
+    tenant: str
+    device: str
+    kind: str
+    shots: int
+    device_s: float
+    usd: float
+    at: float

@@ -117,6 +117,73 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE transitions ADD COLUMN event TEXT;
     """,
+    # 6: the trust boundary: tenants, their users and API tokens (HMACs only), the
+    # sealed audit chain, the billing ledger, budget alerts sent, and each job's
+    # shots x circuits for the daily shot quota.
+    """
+    CREATE TABLE tenants (
+        name TEXT PRIMARY KEY,
+        limits_json TEXT NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE users (
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (tenant, name)
+    );
+    CREATE TABLE api_tokens (
+        token_id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        user_name TEXT NOT NULL,
+        name TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        secret_hmac TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL,
+        revoked_at REAL,
+        replaced_by TEXT
+    );
+    CREATE INDEX api_tokens_tenant ON api_tokens (tenant);
+    CREATE TABLE audit_log (
+        seq INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail_json TEXT NOT NULL,
+        prev TEXT NOT NULL,
+        seal TEXT NOT NULL
+    );
+    CREATE TABLE ledger (
+        job_id TEXT NOT NULL,
+        line INTEGER NOT NULL,
+        tenant TEXT NOT NULL,
+        device TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        shots INTEGER NOT NULL,
+        device_s REAL NOT NULL,
+        usd REAL NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (job_id, line)
+    );
+    CREATE INDEX ledger_tenant_at ON ledger (tenant, at);
+    CREATE TABLE budget_alerts (
+        tenant TEXT NOT NULL,
+        month TEXT NOT NULL,
+        threshold REAL NOT NULL,
+        at REAL NOT NULL,
+        spent_usd REAL NOT NULL,
+        budget_usd REAL NOT NULL,
+        PRIMARY KEY (tenant, month, threshold)
+    );
+    ALTER TABLE jobs ADD COLUMN shots_total INTEGER;
+    CREATE INDEX jobs_tenant_created ON jobs (tenant, created_at);
+    """,
 )
 
 POSTGRES_MIGRATIONS: tuple[str, ...] = (
@@ -212,6 +279,71 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     # 5: as SQLite's step 5.
     """
     ALTER TABLE transitions ADD COLUMN event TEXT;
+    """,
+    # 6: as SQLite's step 6.
+    """
+    CREATE TABLE tenants (
+        name TEXT PRIMARY KEY,
+        limits_json TEXT NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE users (
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (tenant, name)
+    );
+    CREATE TABLE api_tokens (
+        token_id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        user_name TEXT NOT NULL,
+        name TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        secret_hmac TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION,
+        revoked_at DOUBLE PRECISION,
+        replaced_by TEXT
+    );
+    CREATE INDEX api_tokens_tenant ON api_tokens (tenant);
+    CREATE TABLE audit_log (
+        seq INTEGER PRIMARY KEY,
+        at DOUBLE PRECISION NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail_json TEXT NOT NULL,
+        prev TEXT NOT NULL,
+        seal TEXT NOT NULL
+    );
+    CREATE TABLE ledger (
+        job_id TEXT NOT NULL,
+        line INTEGER NOT NULL,
+        tenant TEXT NOT NULL,
+        device TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        shots INTEGER NOT NULL,
+        device_s DOUBLE PRECISION NOT NULL,
+        usd DOUBLE PRECISION NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (job_id, line)
+    );
+    CREATE INDEX ledger_tenant_at ON ledger (tenant, at);
+    CREATE TABLE budget_alerts (
+        tenant TEXT NOT NULL,
+        month TEXT NOT NULL,
+        threshold DOUBLE PRECISION NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        spent_usd DOUBLE PRECISION NOT NULL,
+        budget_usd DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (tenant, month, threshold)
+    );
+    ALTER TABLE jobs ADD COLUMN shots_total INTEGER;
+    CREATE INDEX jobs_tenant_created ON jobs (tenant, created_at);
     """,
 )
 

@@ -23,9 +23,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
+from qrt_ray.access.audit import AuditEntry
 from qrt_ray.errors import IntegrityError, JobNotFoundError, brief
 from qrt_ray.lifecycle import JobState
 from qrt_ray.models import STORED, JobSpec
+from qrt_ray.store.access import AccessTables, append_audit, insert_charges
 from qrt_ray.store.base import (
     CalibrationRecord,
     CanaryRecord,
@@ -191,7 +193,7 @@ class _GroupCommitWriter:
             conn.execute("ROLLBACK")
 
 
-class SQLJobStore(JobStore):
+class SQLJobStore(AccessTables, JobStore):
     """Every :class:`JobStore` method in portable SQL, over a backend's connections."""
 
     #: the statement that opens a write transaction
@@ -250,8 +252,17 @@ class SQLJobStore(JobStore):
 
     # -- jobs -------------------------------------------------------------------------
 
-    def admit(self, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
-        return self._write(lambda conn: [_admit_one(conn, rec) for rec in records])
+    def admit(
+        self, records: Sequence[JobRecord], audit: tuple[str, bytes, float] | None = None
+    ) -> list[tuple[JobRecord, bool]]:
+        def write(conn: Connection) -> list[tuple[JobRecord, bool]]:
+            out = [_admit_one(conn, rec) for rec in records]
+            if audit is not None:
+                actor, key, at = audit
+                append_audit(conn, key, at, [_ownership(actor, r) for r, new in out if new])
+            return out
+
+        return self._write(write)
 
     def apply(self, updates: Sequence[StateUpdate]) -> list[bool]:
         if not updates:
@@ -517,6 +528,12 @@ class SQLJobStore(JobStore):
         self._writer.close()
 
 
+def _ownership(actor: str, rec: JobRecord) -> AuditEntry:
+    """The audit record of a job coming to belong to its tenant."""
+    detail = {"shots": rec.spec.shots, "circuits": len(rec.spec.circuits)}
+    return AuditEntry(actor, "job.create", rec.tenant, rec.job_id, "ok", detail)
+
+
 def _admit_one(conn: Connection, rec: JobRecord) -> tuple[JobRecord, bool]:
     """Insert one QUEUED job, or return the job already holding its idempotency key.
 
@@ -526,7 +543,7 @@ def _admit_one(conn: Connection, rec: JobRecord) -> tuple[JobRecord, bool]:
     key = rec.spec.idempotency_key
     cur = conn.execute(
         "INSERT INTO jobs (job_id, tenant, idempotency_key, state, priority, spec_json, "
-        "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+        "created_at, updated_at, shots_total) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
         (
             rec.job_id,
             rec.tenant,
@@ -536,6 +553,7 @@ def _admit_one(conn: Connection, rec: JobRecord) -> tuple[JobRecord, bool]:
             rec.spec.model_dump_json(),
             rec.created_at,
             rec.created_at,
+            rec.spec.shots * len(rec.spec.circuits),
         ),
     )
     if cur.rowcount == 1:
@@ -582,6 +600,8 @@ def _apply_one(conn: Connection, u: StateUpdate) -> bool:
         "VALUES (?,?,?,?,?,?,?)",
         (u.job_id, seq, u.from_state.value, u.to_state.value, u.at, u.reason, u.event),
     )
+    # the bill lands with the completion or not at all
+    insert_charges(conn, u.charges)
     return True
 
 
