@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qrt_ray import cli_access
 from qrt_ray.errors import (
     JobNotFoundError,
     JobTimeoutError,
@@ -68,12 +69,17 @@ _RAY_HEAD = [
 def _connect(args: argparse.Namespace) -> Any:
     from qrt_ray.client import connect
 
+    url = getattr(args, "url", None)
+    if url:
+        return connect(url, token=args.token or os.environ.get("QRT_TOKEN", ""))
     return connect(args.address, namespace=args.namespace)
 
 
 def _reader(args: argparse.Namespace) -> Any:
     """The farm, or when none runs the history in its store (said on stderr): jobs,
     states, results, explanations and calibrations are stored, so they outlive it."""
+    if getattr(args, "url", None):  # a tenant's gateway: no store to fall back on
+        return _connect(args)
     try:
         return _connect(args)
     except (RuntimeNotRunningError, ConnectionError) as exc:
@@ -207,9 +213,17 @@ def cmd_up(args: argparse.Namespace) -> int:
             farm_mod.stop_head(args.port)
         raise
     names = ", ".join(d.name for d in config.devices)
+    gateway = None
+    if args.gateway_port:
+        from qrt_ray.gateway import start_gateway
+
+        gateway = start_gateway(ns, port=args.gateway_port)
+        print(
+            f"gateway for tenants at {gateway} (`qrt tokens create` makes tokens)", file=sys.stderr
+        )
     _print(
         args,
-        {"namespace": ns, "devices": [d.name for d in config.devices]},
+        {"namespace": ns, "devices": [d.name for d in config.devices], "gateway": gateway},
         f"farm {config.name!r} is up in Ray namespace {ns!r}: {names}\n"
         "submit with `qrt submit FILE.qasm --wait`, or from Ray: "
         "`RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . "
@@ -1092,6 +1106,19 @@ def build_parser() -> argparse.ArgumentParser:
                 help="Ray address of the farm (default: auto, the local cluster)",
             )
             sp.add_argument("--namespace", default="qrt", help="the farm's Ray namespace")
+            sp.add_argument(
+                "--url",
+                default=os.environ.get("QRT_URL"),
+                help="the farm's gateway (https://host:port; default $QRT_URL): a "
+                "tenant's way in, with an API token",
+            )
+            sp.add_argument(
+                "--token",
+                default=None,
+                help="API token for --url (default $QRT_TOKEN, which keeps it out of "
+                "the process list)",
+            )
+        sp.set_defaults(connect=_connect, print=_print)
         return sp
 
     up = add(
@@ -1122,6 +1149,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--optimization-level", type=int, default=1, choices=[0, 1, 2, 3])
     up.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1")
+    up.add_argument(
+        "--gateway-port",
+        type=int,
+        help="also serve the tenants' HTTP gateway on 127.0.0.1 at this port",
+    )
 
     down = add("down", cmd_down, "stop the farm's actors", remote=True)
     down.add_argument(
@@ -1142,6 +1174,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--store", help="job store path (default: the running farm's, else one of its own)"
     )
     demo.add_argument("--report", help="also write the report as HTML with charts to this file")
+
+    cli_access.register(add)
 
     s = add("submit", cmd_submit, "submit one job of OpenQASM files")
     s.add_argument("files", nargs="+", metavar="FILE.qasm")

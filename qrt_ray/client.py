@@ -738,6 +738,18 @@ class QuantumRuntime:
         """Put a drained (or paused) device back ONLINE."""
         ray.get(self._device(device).set_status.remote("ONLINE"))
 
+    def administer(self, operation: str, **args: Any) -> Any:
+        """An operator's call on tenants, tokens, usage, bills or the audit chain
+        (what ``qrt tenants``, ``qrt tokens``, ``qrt usage``, ``qrt bill`` and ``qrt
+        audit`` do): ``tenant_set``, ``tenants``, ``token_create``, ``tokens``,
+        ``token_rotate``, ``token_revoke``, ``usage``, ``bill``, ``audit_verify``,
+        ``audit_tail``. Needs Ray: holding it is the operator's credential.
+
+        Raises:
+            ValidationError: unknown operation or bad arguments.
+        """
+        return self._call("administer", operation, args)
+
     def metrics_text(self) -> str:
         """The scheduler's Prometheus metrics in text format."""
         return self._call("metrics_text").decode()

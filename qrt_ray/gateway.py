@@ -13,7 +13,6 @@ farm is restarting (``Retry-After: 1``). Errors are ``{"error": {"type", "messag
 ...}}``. ``/openapi.json`` and ``/docs`` describe the API.
 """
 
-
 import json
 import logging
 import math

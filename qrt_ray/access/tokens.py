@@ -134,6 +134,8 @@ def parse_scopes(text: object) -> tuple[Scope, ...]:
     picked: set[Scope] = set()
     for raw in names:
         name = str(raw).strip().lower()
+        if not name:
+            continue
         if name not in known:
             raise ValueError(
                 f"scopes: {str(raw)[:20]!r} is not a scope; use some of {', '.join(known)}"

@@ -106,6 +106,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "core",
         (
             "qrt_ray.config",
+            "qrt_ray.access",
             "qrt_ray.intake",
             "qrt_ray.mitigation",
             "qrt_ray.store",
@@ -126,7 +127,15 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("actors", ("qrt_ray.actors", "qrt_ray.evaluation")),
     (
         "entry",
-        ("qrt_ray", "qrt_ray.client", "qrt_ray.farm", "qrt_ray.cli", "qrt_ray.demo"),
+        (
+            "qrt_ray",
+            "qrt_ray.client",
+            "qrt_ray.remote",
+            "qrt_ray.gateway",
+            "qrt_ray.farm",
+            "qrt_ray.cli",
+            "qrt_ray.demo",
+        ),
     ),
 ]
 
