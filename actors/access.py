@@ -91,14 +91,6 @@ class Principal:
         return f"token:{self.token_id}"
 
 
-@dataclass(frozen=True, slots=True)
-class LiveUsage:
-    """What a tenant holds now, as the scheduler sees it."""
-
-    concurrent_jobs: int
-    reserved_usd: float
-
-
 class Access:
     """Tokens, tenants, limits, budgets and the audit chain over the job store."""
 
@@ -123,6 +115,8 @@ class Access:
         self._tokens: dict[str, tuple[float, TokenRecord | None]] = {}
         self._tenants: dict[str, tuple[float, Any]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # (tenant, limit) -> [minute, refusals after its first]: see _seal_refusal
+        self._refusals: dict[tuple[str, str], list[int]] = {}
 
     # == authentication ================================================================
 
@@ -238,26 +232,32 @@ class Access:
         async with lock:
             yield
 
-    async def admit(self, principal: Principal, specs: Sequence[JobSpec], live: LiveUsage) -> None:
-        """Check the tenant's limits and budget for ``specs`` (new jobs only: a replay
-        of an idempotency key is not checked or counted again). Call inside
-        :meth:`admitting`.
+    async def admit(
+        self, principal: Principal, specs: Sequence[JobSpec], live: Sequence[JobSpec]
+    ) -> int:
+        """Check the tenant's limits and budget for ``specs``, beside the tenant's
+        ``live`` jobs (not yet final). Call inside :meth:`admitting`.
+
+        Returns:
+            The submit-rate tokens taken (:meth:`refund` gives back those of replays).
 
         Raises:
             QuotaExceededError: a limit refuses; the message names it and when to retry.
             BudgetExceededError: the month's budget cannot cover the jobs.
         """
         if not specs:
-            return
+            return 0
         now = self._clock()
         tenant = principal.tenant
         limits = await self.limits(tenant)
+        taken = 0
         try:
             self._check_rate(tenant, limits, len(specs), now)
+            taken = len(specs) if limits.submit_rate_per_s is not None else 0
             cap = limits.max_concurrent_jobs
-            if cap is not None and live.concurrent_jobs + len(specs) > cap:
+            if cap is not None and len(live) + len(specs) > cap:
                 raise QuotaExceededError(
-                    f"concurrent_jobs: {live.concurrent_jobs} of your jobs are not "
+                    f"concurrent_jobs: {len(live)} of your jobs are not "
                     f"finished and the limit is {cap}; retry when some finish",
                     limit="concurrent_jobs",
                     retry_after_s=1.0,
@@ -266,26 +266,63 @@ class Access:
             await self._check_month(tenant, limits, specs, live, now)
         except QuotaExceededError as exc:
             self.metrics.quota_refused.labels(tenant=tenant, limit=exc.limit).inc()
-            await self._audit(
-                [
-                    AuditEntry(
-                        principal.actor,
-                        "budget.refused"
-                        if isinstance(exc, BudgetExceededError)
-                        else "quota.refused",
-                        tenant,
-                        "",
-                        "refused",
-                        {
-                            "limit": exc.limit,
-                            "jobs": len(specs),
-                            "retry_after_s": exc.retry_after_s,
-                        },
-                    )
-                ],
-                now,
-            )
+            await self._seal_refusal(principal, exc, len(specs), now)
+            self.refund(tenant, taken)
             raise
+        return taken
+
+    async def _seal_refusal(
+        self, principal: Principal, exc: QuotaExceededError, jobs: int, now: float
+    ) -> None:
+        """Seal a refusal: the first of a (tenant, limit) in a minute at once, the rest
+        of that minute as one record with their count (sealed with the next minute's
+        first, or by :meth:`flush_refusals`), so a tenant hammering a limit cannot
+        flood the chain, and every refusal is still in it."""
+        key = (principal.tenant, exc.limit)
+        minute = int(now // 60)
+        window = self._refusals.get(key)
+        if window is not None and window[0] == minute:
+            window[1] += 1
+            return
+        entries = self._refusal_summaries(key) if window is not None else []
+        self._refusals[key] = [minute, 0]
+        action = "budget.refused" if isinstance(exc, BudgetExceededError) else "quota.refused"
+        detail = {"limit": exc.limit, "jobs": jobs, "retry_after_s": round(exc.retry_after_s, 3)}
+        entries.append(AuditEntry(principal.actor, action, principal.tenant, "", "refused", detail))
+        await self._audit(entries, now)
+
+    def _refusal_summaries(self, key: tuple[str, str]) -> list[AuditEntry]:
+        minute, more = self._refusals.pop(key, (0, 0))
+        if not more:
+            return []
+        tenant, limit = key
+        detail = {"limit": limit, "more_refusals": more, "minute_start": minute * 60}
+        action = "budget.refused" if limit == "budget" else "quota.refused"
+        return [AuditEntry("farm", action, tenant, "", "refused", detail)]
+
+    def refusals_waiting(self) -> bool:
+        """Whether counts of refusals of a minute that is over wait to be sealed."""
+        minute = int(self._clock() // 60)
+        return any(more and m < minute for m, more in self._refusals.values())
+
+    async def flush_refusals(self, force: bool = False) -> None:
+        """Seal the counts of refusals of minutes that are over (all, with ``force``)."""
+        now = self._clock()
+        minute = int(now // 60)
+        entries = [
+            e
+            for key, (m, more) in list(self._refusals.items())
+            if more and (force or m < minute)
+            for e in self._refusal_summaries(key)
+        ]
+        if entries:
+            await self._audit(entries, now)
+
+    def refund(self, tenant: str, n: int) -> None:
+        """Give back ``n`` submit-rate tokens (jobs that were replays, or a refused call)."""
+        bucket = self._buckets.get(tenant)
+        if bucket is not None and n > 0:
+            bucket.tokens = min(float(bucket.burst), bucket.tokens + n)
 
     def _check_rate(self, tenant: str, limits: TenantLimits, n: int, now: float) -> None:
         if limits.submit_rate_per_s is None:
@@ -341,7 +378,7 @@ class Access:
         tenant: str,
         limits: TenantLimits,
         specs: Sequence[JobSpec],
-        live: LiveUsage,
+        live: Sequence[JobSpec],
         now: float,
     ) -> None:
         if limits.device_s_per_month is None and limits.budget_usd_per_month is None:
@@ -363,11 +400,12 @@ class Access:
             return
         prices = self._prices()
         asked = sum(upper_bound_usd(s.shots, len(s.circuits), prices, s.device) for s in specs)
-        committed = spent + live.reserved_usd
+        held = self.reserved_usd(live)
+        committed = spent + held
         if committed + asked > budget + 1e-9:
             await self.budget_alerts(tenant, max(spent, committed), budget, now)
             raise BudgetExceededError(
-                f"budget: ${spent:.4f} billed and ${live.reserved_usd:.4f} held by running "
+                f"budget: ${spent:.4f} billed and ${held:.4f} held by running "
                 f"jobs of ${budget:g} this month; this needs up to ${asked:.4f} (at the "
                 "dearest device it could run on: pin device= to a cheaper one, or wait "
                 "for next month)",
@@ -378,6 +416,11 @@ class Access:
     def reserve_usd(self, spec: JobSpec) -> float:
         """What a budget holds for a job not yet final."""
         return upper_bound_usd(spec.shots, len(spec.circuits), self._prices(), spec.device)
+
+    def reserved_usd(self, live: Sequence[JobSpec]) -> float:
+        """What a budget holds for jobs not yet final: each one's upper bound."""
+        prices = self._prices()
+        return sum(upper_bound_usd(s.shots, len(s.circuits), prices, s.device) for s in live)
 
     async def budget_alerts(self, tenant: str, spent: float, budget: float, now: float) -> None:
         """Raise the 50/80/100 % alerts ``spent`` has reached (each once a month)."""

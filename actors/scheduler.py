@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from qrt_ray.access.audit import AuditEntry
 from qrt_ray.actors import collector
 from qrt_ray.actors.admission import Admission, job_deadline, placement_options
 from qrt_ray.actors.compile_stage import (
@@ -880,11 +881,20 @@ class Scheduler:
         return reason is None or self._refused(device, reason, f"a run of job {run.job_id}")
 
     def _refused(self, device: str, reason: str, what: str) -> bool:
-        """Count and log a report that is not ``device``'s; returns False."""
+        """Count, log and audit a report that is not ``device``'s; returns False."""
         self.metrics.forged_reports.labels(device=device, reason=reason).inc()
         logger.warning(
             "refused %s said to come from %s: its %s does not check out", what, device, reason
         )
+        if self.audit_key is not None:
+            entry = AuditEntry(
+                f"device:{device}", "report.refused", "", what[:120], "refused", {"reason": reason}
+            )
+            task = asyncio.create_task(
+                asyncio.to_thread(self.store.audited, None, [entry], self.audit_key, self._clock())
+            )
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
         return False
 
     async def _settle(self, events: Sequence[Event]) -> None:

@@ -461,6 +461,7 @@ class SchedulerActor:
         """Stop the loop, the parser processes and the store."""
         if self._warming is not None:
             self._warming.cancel()
+        await self.access.flush_refusals(force=True)
         await self.scheduler.stop()
         await asyncio.to_thread(self.intake.close)
         await asyncio.to_thread(self.store.close)

@@ -21,13 +21,13 @@ from typing import Any
 from qrt_ray.access.audit import AuditEntry
 from qrt_ray.access.limits import day_start, month_bounds, month_of, next_month
 from qrt_ray.access.tokens import Scope
-from qrt_ray.actors.access import Access, LiveUsage, Principal
+from qrt_ray.actors.access import Access, Principal
 from qrt_ray.actors.requests import decode_specs, job_id_arg, job_ids_arg
 from qrt_ray.actors.scheduler import Scheduler
 from qrt_ray.actors.views import event_views, record_view
 from qrt_ray.arguments import check_limit
 from qrt_ray.calibration import calibration_to_json
-from qrt_ray.errors import JobNotFoundError, ValidationError, brief
+from qrt_ray.errors import JobNotFoundError, QuotaExceededError, ValidationError, brief
 from qrt_ray.intake import IntakeLimits
 from qrt_ray.lifecycle import JobState
 from qrt_ray.models import JobSpec
@@ -92,6 +92,8 @@ class TenantAPI:
             JobNotFoundError: no such job of the caller's tenant.
         """
         scope, handler = self._ops.get(operation, (Scope.READ, None))  # type: ignore[arg-type]
+        if self.access.refusals_waiting():
+            await self.access.flush_refusals()
         principal = await self.access.authenticate(token, source, scope)
         if handler is None:
             raise ValidationError(
@@ -142,20 +144,29 @@ class TenantAPI:
         if len(tenants) > 1:
             raise ValidationError("jobs: one call submits for one tenant")
         tenant = tenants.pop()
+        who = dataclasses.replace(p, tenant=tenant)
         async with self.access.admitting(tenant):
-            fresh = []
-            for s in specs:
-                known = s.idempotency_key and await asyncio.to_thread(
-                    self.store.find_by_key, tenant, s.idempotency_key
-                )
-                if not known:  # a replay is answered, never counted twice
-                    fresh.append(s)
             live = self.scheduler.live_specs(tenant)
-            usage = LiveUsage(len(live), sum(self.access.reserve_usd(s) for s in live))
-            who = dataclasses.replace(p, tenant=tenant)
-            await self.access.admit(who, fresh, usage)
+            try:
+                taken = await self.access.admit(who, specs, live)
+            except QuotaExceededError:
+                # a replay is answered, never counted twice: refused as a whole, the
+                # call is checked again without the jobs it already made (looked up
+                # only now, so the usual call pays no lookup)
+                fresh = [s for s in specs if not await self._replay(tenant, s)]
+                if len(fresh) == len(specs):
+                    raise
+                taken = await self.access.admit(who, fresh, live)
             admitted = await self.scheduler.submit(specs, actor=p.actor)
+            replays = sum(1 for _, created in admitted if not created)
+            self.access.refund(tenant, min(replays, taken))
         return [{**record_view(rec), "created": created} for rec, created in admitted]
+
+    async def _replay(self, tenant: str, spec: JobSpec) -> bool:
+        if not spec.idempotency_key:
+            return False
+        found = await asyncio.to_thread(self.store.find_by_key, tenant, spec.idempotency_key)
+        return found is not None
 
     async def _cancel(self, p: Principal, payload: dict[str, Any]) -> dict[str, Any]:
         rec = await self._owned(p, payload.get("job_id"))
@@ -300,7 +311,7 @@ async def usage(api: TenantAPI, tenant: str, month: Any) -> dict[str, Any]:
         "device_s": round(device_s, 3),
         "shots": shots,
         "running_jobs": len(live),
-        "held_usd": round(sum(api.access.reserve_usd(s) for s in live), 6),
+        "held_usd": round(api.access.reserved_usd(live), 6),
         "budget_usd": budget,
         "budget_used": None if not budget else round(spent / budget, 4),
         "shots_today": await asyncio.to_thread(store.shots_since, tenant, day_start(now)),

@@ -282,6 +282,8 @@ def cmd_down(args: argparse.Namespace) -> int:
             farm_mod.stop_farm(args.namespace)
             stopped = True
             message = f"farm in namespace {args.namespace!r} stopped"
+            if _stop_gateway(args.namespace):
+                message += ", and its gateway"
         ray.shutdown()
     except ConnectionError as exc:
         message = str(exc) if "no Ray cluster answers" in str(exc) else "no Ray cluster is running"
@@ -299,6 +301,22 @@ def cmd_down(args: argparse.Namespace) -> int:
         message += f"; the Ray head `qrt up` started at port {port} is stopped"
     _print(args, {"stopped": stopped, "ray_stopped": args.stop_ray}, message)
     return 0
+
+
+def _stop_gateway(namespace: str) -> bool:
+    """Stop the farm's gateway if Serve runs one for it (Serve is imported only when
+    its controller runs)."""
+    import ray
+
+    from qrt_ray.names import SERVE_CONTROLLER
+
+    try:
+        ray.get_actor(SERVE_CONTROLLER, namespace="serve")
+    except ValueError:
+        return False
+    from qrt_ray.gateway import stop_gateway
+
+    return stop_gateway(namespace)
 
 
 def _port_of(address: str | None) -> int | None:

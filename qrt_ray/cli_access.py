@@ -252,8 +252,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
     farm_mod.init_ray_loopback(address=args.address)
     if args.action == "down":
-        stop_gateway()
-        args.print(args, {"stopped": True}, "gateway stopped")
+        stopped = stop_gateway(args.namespace)
+        text = "gateway stopped" if stopped else f"no gateway runs for namespace {args.namespace!r}"
+        args.print(args, {"stopped": stopped}, text)
         return 0
     farm_mod.find_scheduler(args.namespace)  # a gateway needs a farm behind it
     url = start_gateway(

@@ -168,3 +168,10 @@ def _rebuild_quota(
     cls: type[QuotaExceededError], message: str, limit: str, retry_after_s: float
 ) -> QuotaExceededError:
     return cls(message, limit=limit, retry_after_s=retry_after_s)
+
+
+class InsecureConnectionError(QrtError):
+    """The gateway's TLS certificate could not be verified: nothing was sent.
+
+    Trust the farm's CA with ``ca_file=`` (or ``$QRT_CA_FILE``); never turn checks off.
+    """

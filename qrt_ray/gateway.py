@@ -35,11 +35,11 @@ from qrt_ray.errors import (
     RuntimeNotRunningError,
     ValidationError,
 )
-from qrt_ray.names import DEFAULT_NAMESPACE, SCHEDULER_NAME
+from qrt_ray.names import DEFAULT_NAMESPACE, SCHEDULER_NAME, SERVE_CONTROLLER
 
 logger = logging.getLogger("qrt.gateway")
 
-APP_NAME = "qrt-gateway"
+APP_PREFIX = "qrt-gateway-"  # + the farm's namespace: one gateway a cluster, at "/"
 DEFAULT_PORT = 8000
 API_VERSION = "v1"
 # the most a request body may hold (the intake gate checks each circuit again)
@@ -70,7 +70,7 @@ def error_response(exc: Exception) -> JSONResponse:
             logger.error("gateway call failed: %s: %s", type(exc).__name__, exc)
             status, body = 500, {"type": "InternalError", "message": "internal error; try again"}
     if isinstance(exc, QuotaExceededError):
-        body.update(limit=exc.limit, retry_after_s=round(exc.retry_after_s, 3))
+        body.update(limit=exc.limit, retry_after_s=max(0.001, round(exc.retry_after_s, 3)))
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="qrt"'
@@ -302,15 +302,49 @@ def start_gateway(
     """
     if bool(tls_cert) != bool(tls_key):
         raise ValidationError("tls: give both --tls-cert and --tls-key, or neither")
+    running = _serving_at()
+    if running is not None and running != (host, port):
+        raise ValidationError(
+            f"Ray Serve already serves HTTP on this cluster at {running[0]}:{running[1]}; "
+            f"start the gateway there (--host {running[0]} --port {running[1]}), or stop "
+            "Serve first (`serve shutdown`)"
+        )
     options: dict[str, Any] = {"host": host, "port": port}
     if tls_cert:
         options.update(ssl_certfile=tls_cert, ssl_keyfile=tls_key)
-    serve.start(http_options=options, detached=True)
-    serve.run(Gateway.bind(namespace), name=APP_NAME, route_prefix="/", blocking=False)
+    # no per-request access log: it costs each request a write in two processes, and
+    # the scheduler counts and audits what matters
+    quiet = {"enable_access_log": False, "log_level": "WARNING"}
+    serve.start(http_options=options, detached=True, logging_config=quiet)
+    serve.run(
+        Gateway.bind(namespace),
+        name=APP_PREFIX + namespace,
+        route_prefix="/",
+        blocking=False,
+        logging_config=quiet,
+    )
     scheme = "https" if tls_cert else "http"
     return f"{scheme}://{host}:{port}"
 
 
-def stop_gateway() -> None:
-    """Stop the gateway's application (Serve itself stays for others)."""
-    serve.delete(APP_NAME)
+def _serving_at() -> tuple[str, int] | None:
+    """(host, port) of the HTTP proxy of a Serve already running on this cluster."""
+    try:
+        controller = ray.get_actor(SERVE_CONTROLLER, namespace="serve")
+    except ValueError:
+        return None
+    config = ray.get(controller.get_http_config.remote(), timeout=30)
+    return config.host, config.port
+
+
+def stop_gateway(namespace: str = DEFAULT_NAMESPACE) -> bool:
+    """Stop the gateway of the farm in ``namespace`` if it runs (Serve itself stays
+    for others); returns whether one ran. Ray must be initialised."""
+    name = APP_PREFIX + namespace
+    try:
+        running = name in serve.status().applications
+    except Exception:  # Serve was never started on this cluster
+        return False
+    if running:
+        serve.delete(name)
+    return running

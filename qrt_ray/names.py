@@ -4,6 +4,8 @@
 DEFAULT_NAMESPACE = "qrt"
 SCHEDULER_NAME = "scheduler"
 CALIBRATION_NAME = "calibration"
+#: Ray Serve's controller actor (in Serve's own namespace, ``serve``)
+SERVE_CONTROLLER = "SERVE_CONTROLLER_ACTOR"
 #: Ray gives the head node a little of this resource, and no other node
 HEAD_RESOURCE = "node:__internal_head__"
 

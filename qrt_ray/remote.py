@@ -26,6 +26,7 @@ from qrt_ray import errors as errors_mod
 from qrt_ray.calibration import calibration_from_json
 from qrt_ray.client import DEFAULT_RETRY_S, QuantumRuntime, _retry_s
 from qrt_ray.errors import (
+    InsecureConnectionError,
     PermissionDeniedError,
     QrtError,
     QuotaExceededError,
@@ -115,6 +116,14 @@ class HttpTransport:
                     raise ConnectionError(
                         f"the gateway at {self.url} closed the connection"
                     ) from None
+            except ssl.SSLError as exc:
+                conn.close()
+                self._local.conn = None
+                raise InsecureConnectionError(
+                    f"the gateway at {self.url} has a TLS certificate this client does not "
+                    f"trust ({exc.reason or type(exc).__name__}); pass ca_file= (or set "
+                    "$QRT_CA_FILE) to the farm's CA certificate"
+                ) from None
             except OSError as exc:
                 conn.close()
                 self._local.conn = None

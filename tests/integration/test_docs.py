@@ -11,9 +11,11 @@ are parsed only (see ``_NOT_RUN``).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,8 +33,17 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 # commands this module does not run on its farm: up and down (the fixture does them),
 # demo (the default farm's 20-qubit workload: the quick start's own line), simulate
-# (no farm at all; tests/unit/test_simulator.py), cancel (of a job already done)
-_NOT_RUN = {"up", "down", "demo", "simulate", "cancel"}
+# (no farm at all; tests/unit/test_simulator.py), cancel (of a job already done),
+# gateway (the fixture's farm has one; tests/integration/test_gateway.py)
+_NOT_RUN = {"up", "down", "demo", "simulate", "cancel", "gateway"}
+# the gateway URL the docs use; the docs farm serves its gateway at a free port
+DOCS_URL = "http://127.0.0.1:8000"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def blocks(language: str) -> list[tuple[str, str]]:
@@ -88,12 +99,28 @@ def docs_farm(ray_head, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
     # commands run in a folder of their own (files they write land there), where the
     # docs' relative paths (examples/...) still name the checkout's files
     (tmp / "examples").symlink_to(ROOT / "examples")
+    port = _free_port()
     up = ["up", *common, "--farm", str(tmp / "farm.yaml"), "--store", str(tmp / "jobs.sqlite3")]
-    run(up, env, cwd=tmp)
+    run([*up, "--gateway-port", str(port)], env, cwd=tmp)
     try:
-        yield {"env": env, "common": common, "cwd": tmp}
+        # the tenant the docs name, a token of it in $QRT_TOKEN as its users keep it, and
+        # a second one for the docs' TOKEN_ID (rotated and revoked by them)
+        run(["tenants", "create", "acme", *common], env, cwd=tmp)
+        made = [
+            json.loads(
+                run(["tokens", "create", "--tenant", "acme", "--user", user, "--json", *common],
+                    env, cwd=tmp).stdout
+            )
+            for user in ("docs", "spare")
+        ]  # fmt: skip
+        env["QRT_TOKEN"] = made[0]["token"]
+        url = f"http://127.0.0.1:{port}"
+        yield {"env": env, "common": common, "cwd": tmp, "url": url, "spare": made[1]["token_id"]}
     finally:
         run(["down", *common], env, cwd=tmp)
+        from ray import serve
+
+        serve.shutdown()  # Serve itself outlives a farm's `qrt down`
 
 
 def run(
@@ -117,8 +144,9 @@ def run(
 def test_every_python_block_runs_on_the_running_farm(
     docs_farm: dict, where: str, code: str
 ) -> None:
+    over_http = DOCS_URL in code
     done = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", code.replace(DOCS_URL, docs_farm["url"])],
         capture_output=True,
         text=True,
         timeout=600,
@@ -126,6 +154,8 @@ def test_every_python_block_runs_on_the_running_farm(
         cwd=docs_farm["cwd"],
     )
     assert done.returncode == 0, f"{where} failed:\n{done.stderr[-3000:]}"
+    if over_http:  # a tenant's snippet: through the farm's gateway, with its token
+        return
     # one farm per machine: the snippet used the farm that runs, it started none
     assert "attached to the qrt farm running at" in done.stderr, done.stderr[-2000:]
 
@@ -139,6 +169,12 @@ def test_the_docs_qrt_commands_run_on_the_running_farm(docs_farm: dict) -> None:
         if not argv or argv[0] in _NOT_RUN:
             continue
         argv = [job if a == "JOB" else a for a in argv]
+        argv = [docs_farm["spare"] if a == "TOKEN_ID" else a for a in argv]
+        if DOCS_URL in argv:  # a tenant's command: through the gateway, not Ray
+            argv = [docs_farm["url"] if a == DOCS_URL else a for a in argv]
+            run(argv, env, where, cwd=cwd)
+            ran += 1
+            continue
         # the docs name the default farm's devices; this farm has manila and nairobi
         argv = ["manila" if a in ("kolkata", "torino", "sherbrooke") else a for a in argv]
         if argv[0] == "completion":

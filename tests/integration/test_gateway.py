@@ -1,11 +1,14 @@
 """The tenants' HTTP gateway end to end: Ray Serve on 127.0.0.1 in front of a real
-farm, two tenants, and the SDK, the CLI and the primitives over HTTP."""
+farm, serving HTTPS with a self-signed certificate; two tenants, and the SDK, the CLI
+and the primitives over it."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import socket
+import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from qrt_ray.cli import main
 from qrt_ray.config import load_farm_config_text
 from qrt_ray.errors import (
     AuthenticationError,
+    InsecureConnectionError,
     JobNotFoundError,
     PermissionDeniedError,
     QuotaExceededError,
@@ -28,6 +32,7 @@ from qrt_ray.primitives import Estimator, Sampler
 from tests.circuits import SMALL_FARM
 from tests.local_farm import ghz
 from tests.ray_head import RayHead
+from tests.tls import self_signed
 
 pytestmark = pytest.mark.integration
 
@@ -39,16 +44,21 @@ def _free_port() -> int:
 
 
 class Gateway:
-    def __init__(self, rt: QuantumRuntime, url: str, tokens: dict[str, str]) -> None:
+    def __init__(self, rt: QuantumRuntime, url: str, tokens: dict[str, str], ca: Path) -> None:
         self.rt = rt
         self.url = url
         self.port = int(url.rsplit(":", 1)[1])
         self.tokens = tokens
+        self.ca = str(ca)
+
+    def connect(self, who: str) -> QuantumRuntime:
+        return qrt_ray.connect(self.url, token=self.tokens.get(who, who), ca_file=self.ca)
 
     def http(
         self, method: str, path: str, token: str | None = "", body: Any = None
     ) -> tuple[int, dict[str, str], Any]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        context = ssl.create_default_context(cafile=self.ca)
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=60, context=context)
         headers = {"Content-Type": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {self.tokens.get(token, token)}"
@@ -72,8 +82,10 @@ def gw(ray_head: RayHead, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     from qrt_ray.gateway import start_gateway
 
     folder = tmp_path_factory.mktemp("gateway")
+    cert, key = self_signed(folder)
     rt = QuantumRuntime.local(load_farm_config_text(SMALL_FARM), store=folder / "jobs.sqlite3")
-    url = start_gateway(rt.namespace, port=_free_port())
+    url = start_gateway(rt.namespace, port=_free_port(), tls_cert=str(cert), tls_key=str(key))
+    assert url.startswith("https://127.0.0.1:")
     tokens: dict[str, str] = {}
     try:
         rt.administer("tenant_set", name="acme")
@@ -90,7 +102,7 @@ def gw(ray_head: RayHead, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             tokens[name] = rt.administer("token_create", tenant=tenant, user=name, scopes=scopes)[
                 "token"
             ]
-        yield Gateway(rt, url, tokens)
+        yield Gateway(rt, url, tokens, cert)
     finally:
         serve.shutdown()
         rt.shutdown()
@@ -165,7 +177,7 @@ def test_tenant_b_cannot_reach_tenant_a_s_job_through_any_endpoint(gw: Gateway) 
 
 
 def test_the_sdk_over_http_is_the_same_api(gw: Gateway) -> None:
-    rt = qrt_ray.connect(gw.url, token=gw.tokens["a"])
+    rt = gw.connect("a")
     assert rt.whoami()["tenant"] == "acme"
     handle = rt.submit(ghz(3), shots=400, seed=3, idempotency_key="sdk-1")
     result = handle.result(timeout_s=120)
@@ -182,15 +194,20 @@ def test_the_sdk_over_http_is_the_same_api(gw: Gateway) -> None:
     usage = rt.usage()
     assert usage["tenant"] == "acme" and usage["billed_usd"] > 0
     with pytest.raises(JobNotFoundError):
-        qrt_ray.connect(gw.url, token=gw.tokens["b"]).job(handle.job_id)
+        gw.connect("b").job(handle.job_id)
     with pytest.raises(PermissionDeniedError, match="operator"):
         rt.calibrate("manila")
     with pytest.raises(AuthenticationError):
-        qrt_ray.connect(gw.url, token="qrt_000000000000_" + "y" * 43)
+        gw.connect("qrt_000000000000_" + "y" * 43)
+    # a client that does not trust the certificate sends nothing, and says why at once
+    started = time.monotonic()
+    with pytest.raises(InsecureConnectionError, match="ca_file"):
+        qrt_ray.connect(gw.url, token=gw.tokens["a"])
+    assert time.monotonic() - started < 5
 
 
 def test_a_rate_limited_tenant_gets_429_with_retry_after(gw: Gateway) -> None:
-    rt = qrt_ray.connect(gw.url, token=gw.tokens["slow"])
+    rt = gw.connect("slow")
     rt.submit(ghz(2), shots=50)
     status, headers, body = gw.http("POST", "/v1/jobs", token="slow", body={"job": _job(50)})
     assert status == 429 and int(headers["retry-after"]) >= 1
@@ -199,7 +216,7 @@ def test_a_rate_limited_tenant_gets_429_with_retry_after(gw: Gateway) -> None:
         rt.submit(ghz(2), shots=50)
     assert err.value.limit == "submit_rate" and err.value.retry_after_s > 0
     # others are not slowed by it
-    qrt_ray.connect(gw.url, token=gw.tokens["b"]).submit(ghz(2), shots=50)
+    gw.connect("b").submit(ghz(2), shots=50)
 
 
 def test_the_cli_over_http(
@@ -208,6 +225,7 @@ def test_the_cli_over_http(
     circuit = tmp_path / "ghz.qasm"
     circuit.write_text(ghz(3))
     monkeypatch.setenv("QRT_TOKEN", gw.tokens["b"])
+    monkeypatch.setenv("QRT_CA_FILE", gw.ca)
     assert (
         main(["submit", str(circuit), "--url", gw.url, "--wait", "--json", "--shots", "200"]) == 0
     )
@@ -237,7 +255,7 @@ def test_the_operator_cli_manages_tenants_tokens_bills_and_the_audit_chain(
     assert main(["tokens", "revoke", made["token_id"], *where]) == 0
     assert "is revoked" in capsys.readouterr().out
     with pytest.raises(AuthenticationError, match="revoked"):
-        qrt_ray.connect(gw.url, token=made["token"])
+        gw.connect(made["token"])
     assert main(["bill", "--csv", *where]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("job_id,line,tenant,device,kind") and len(lines) > 1
@@ -246,7 +264,7 @@ def test_the_operator_cli_manages_tenants_tokens_bills_and_the_audit_chain(
 
 
 def test_the_primitives_over_http_bill_their_mitigation(gw: Gateway) -> None:
-    rt = qrt_ray.connect(gw.url, token=gw.tokens["b"])
+    rt = gw.connect("b")
     qc = QuantumCircuit(2)
     qc.h(0)
     qc.cx(0, 1)

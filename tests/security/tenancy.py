@@ -61,11 +61,12 @@ async def farm(
     tmp_path: Path,
     limits: TenantLimits | None = None,
     tenants: dict[str, dict[str, Any]] | None = None,
+    store_url: str | None = None,
     **config: Any,
 ) -> AsyncIterator[Farm]:
     """Started: tenants acme and zenith (submit+read tokens 'a' and 'b'), a read-only
     token 'a_read' of acme, and an operator's admin token 'admin' (tenant ops)."""
-    store, devices, sched = make(tmp_path)
+    store, devices, sched = make(tmp_path, store_url=store_url)
     clock = Clock()
     tenancy = TenancyConfig(default_limits=limits or TenantLimits(), **config)
     access = Access(store, KEY, tenancy, sched.metrics, sched.prices, clock=clock)

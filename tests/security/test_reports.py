@@ -62,6 +62,7 @@ def test_signatures_cover_what_the_scheduler_counts() -> None:
 def test_forged_runs_are_refused_counted_and_change_nothing(tmp_path: Path) -> None:
     async def main() -> None:
         store, devices, sched = make(tmp_path)
+        sched.audit_key = b"a" * 32  # as a farm's: refused reports are sealed too
         await sched.start()
         ((rec, _),) = await sched.submit(
             [JobSpec(circuits=(ghz_text(3),), shots=400, device="manila")]
@@ -93,6 +94,10 @@ def test_forged_runs_are_refused_counted_and_change_nothing(tmp_path: Path) -> N
         assert metric.labels(device="manila", reason="signature")._value.get() == 5
         assert metric.labels(device="manila", reason="dispatch")._value.get() == 1
         assert sched._jobs[rec.job_id].state is S.RUNNING and store.shot_ledger(rec.job_id) == []
+        await asyncio.sleep(0.2)  # the audit writes run beside the loop
+        sealed = [r.entry for r in store.audit_records() if r.entry.action == "report.refused"]
+        assert len(sealed) == 6 and {e.actor for e in sealed} == {"device:manila"}
+        assert sorted(e.detail["reason"] for e in sealed) == ["dispatch"] + ["signature"] * 5
         # the real run, signed by the device for the hand-off it got, counts
         await sched.batch_finished("manila", manila.execute(batch))
         await drive(sched, devices)

@@ -227,14 +227,40 @@ def test_the_submit_rate_throttles_with_a_retry_after(tmp_path: Path) -> None:
             await f.submit("a")
             with pytest.raises(QuotaExceededError, match="more than your burst"):
                 await f.submit("a", n=5)
+            # retries of a submit with its idempotency key never use up the rate
+            f.clock.now += 10  # a full bucket: 4
+            (first,) = await f.submit("a", idempotency_key="retry-me")
+            for _ in range(5):  # not refused: each replay's token is given back
+                (again,) = await f.submit("a", idempotency_key="retry-me")
+                assert again["job_id"] == first["job_id"]
+            await f.submit("a", n=3)  # the 3 left after the one real job
+            (again,) = await f.submit("a", idempotency_key="retry-me")  # an empty bucket
+            assert again["job_id"] == first["job_id"] and not again["created"]
+            with pytest.raises(QuotaExceededError):
+                await f.submit("a")
+            # a tenant hammering its limit does not flood the audit chain: the first
+            # refusal of a minute is sealed at once, the rest as one count
+            for _ in range(50):
+                with pytest.raises(QuotaExceededError):
+                    await f.submit("a")
+            f.clock.now += 60
+            await f.call("a", "jobs")
+            records = [r.entry for r in f.store.audit_records()]
+            refused = [e for e in records if e.action == "quota.refused" and e.tenant == "acme"]
+            summary = [e.detail["more_refusals"] for e in refused if "more_refusals" in e.detail]
+            assert len(refused) == 2 and len(summary) == 1  # one minute: first + count
+            counted = _metric(f, "qrt_quota_refused_total", tenant="acme", limit="submit_rate")
+            assert counted == 1 + summary[0] and counted > 50  # every refusal is in it
 
     run(go)
 
 
-def test_racing_submits_never_overspend_the_budget(tmp_path: Path) -> None:
+def test_racing_submits_never_overspend_the_budget(tmp_path: Path, store_url: str) -> None:
     # the dearest device (nairobi) bounds a job: 0.02 + 200 shots x 0.00002 = 0.024
     async def go() -> None:
-        async with farm(tmp_path, tenants={"acme": {"budget_usd_per_month": 0.1}}) as f:
+        async with farm(
+            tmp_path, tenants={"acme": {"budget_usd_per_month": 0.1}}, store_url=store_url
+        ) as f:
             calls = [f.submit("a") for _ in range(12)]
             got = await asyncio.gather(*calls, return_exceptions=True)
             admitted = [g for g in got if isinstance(g, list)]
@@ -272,9 +298,9 @@ def test_budget_alerts_fire_once_at_50_80_and_100_percent(tmp_path: Path) -> Non
     run(go)
 
 
-def test_the_ledger_reconciles_exactly_with_the_job_store(tmp_path: Path) -> None:
+def test_the_ledger_reconciles_exactly_with_the_job_store(tmp_path: Path, store_url: str) -> None:
     async def go() -> None:
-        async with farm(tmp_path) as f:
+        async with farm(tmp_path, store_url=store_url) as f:
             done = await f.submit("a", n=3, shots=300)
             done += await f.submit("b", n=2, shots=700, device="nairobi")
             (never,) = await f.submit("a", shots=100)
@@ -316,9 +342,9 @@ def test_the_ledger_reconciles_exactly_with_the_job_store(tmp_path: Path) -> Non
     run(go)
 
 
-def test_the_chain_records_ownership_and_catches_tampering(tmp_path: Path) -> None:
+def test_the_chain_records_ownership_and_catches_tampering(tmp_path: Path, store_url: str) -> None:
     async def go() -> None:
-        async with farm(tmp_path) as f:
+        async with farm(tmp_path, store_url=store_url) as f:
             (job,) = await f.submit("a")
             created = [r for r in f.store.audit_records() if r.entry.action == "job.create"]
             assert [(r.entry.subject, r.entry.tenant) for r in created] == [(job["job_id"], "acme")]
