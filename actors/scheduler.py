@@ -197,6 +197,7 @@ class Scheduler:
         # the trust boundary plugs these in: the key that seals job.create records
         # into the audit chain, and what to tell once ledger lines have landed
         self.audit_key: bytes | None = None
+        self._prices: dict[str, tuple[float, float]] = {}
         self.on_billed: Callable[[list[Charge]], Any] | None = None
 
     # == lifecycle of the scheduler itself ============================================
@@ -286,8 +287,11 @@ class Scheduler:
         return list(applied)
 
     def prices(self) -> Prices:
-        """(price per shot, price per job) of each device, as last seen."""
-        return {s.name: (s.price_per_shot_usd, s.price_per_job_usd) for s in self.view.snapshots}
+        """(price per shot, price per job) of each device, as last seen (a device that
+        stopped answering keeps its last prices: budgets still bound a job by them)."""
+        for s in self.view.snapshots:
+            self._prices[s.name] = (s.price_per_shot_usd, s.price_per_job_usd)
+        return dict(self._prices)
 
     def _billed(self, u: StateUpdate) -> StateUpdate:
         """A move to a final state with the job's ledger lines, to land with it."""

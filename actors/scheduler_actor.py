@@ -180,18 +180,27 @@ class RayPorts:
         calibration_id: str | None = None,
     ) -> tuple[str, list[CompiledCircuit]]:
         cal_id, target_ref = await self._target(device, calibration_id)
-        compiled = await compile_task.remote(
-            list(texts),
-            target_ref,
-            device=device,
-            calibration_id=cal_id,
-            optimization_level=optimization_level,
-            seed_transpiler=seed,
-            initial_layouts=layouts,
-            placement_esp=None if placement_esp is None else list(placement_esp),
-            # calibration ids are hashes of the calibration: the pair names one target
-            target_key=f"{device}@{cal_id}",
-        )
+        try:
+            compiled = await compile_task.remote(
+                list(texts),
+                target_ref,
+                device=device,
+                calibration_id=cal_id,
+                optimization_level=optimization_level,
+                seed_transpiler=seed,
+                initial_layouts=layouts,
+                placement_esp=None if placement_esp is None else list(placement_esp),
+                # calibration ids are hashes of the calibration: the pair names one target
+                target_key=f"{device}@{cal_id}",
+            )
+        except (ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError) as exc:
+            # the cluster lost the node under every try (an autoscaler took it away, or
+            # it died): the job's fault it is not, so it is placed again, not failed
+            self._targets.pop((device, cal_id), None)
+            raise DeviceUnavailableError(
+                f"the compile for {device} was lost with its node ({type(exc).__name__}); "
+                "placing the job again"
+            ) from None
         return cal_id, compiled
 
     async def enqueue(self, device: str, items: Sequence[WorkItem]) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import ray
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
 
@@ -141,6 +142,15 @@ app = FastAPI(
     description="Submit quantum circuits to a qrt-ray farm and follow your jobs. "
     "Authenticate with `Authorization: Bearer <token>` (`qrt tokens create`).",
 )
+
+
+@app.exception_handler(RequestValidationError)
+async def _bad_parameters(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A query or path parameter of the wrong type: 400 in the API's own error shape."""
+    where = ", ".join(
+        ".".join(str(p) for p in e.get("loc", ())[1:]) or "request" for e in exc.errors()[:5]
+    )
+    return error_response(ValidationError(f"{where}: not a valid value (see /docs)"))
 
 
 @serve.deployment(

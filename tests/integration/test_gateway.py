@@ -141,6 +141,8 @@ def test_refusals_have_status_codes_and_say_why(gw: Gateway) -> None:
     assert status == 400 and "circuits" in body["error"]["message"]
     status, _, body = gw.http("POST", "/v1/jobs", token="a", body="not an object")
     assert status == 400
+    status, _, body = gw.http("GET", "/v1/jobs?limit=many", token="a")
+    assert status == 400 and "limit" in body["error"]["message"]
 
 
 def test_tenant_b_cannot_reach_tenant_a_s_job_through_any_endpoint(gw: Gateway) -> None:
