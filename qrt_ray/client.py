@@ -73,6 +73,26 @@ def _retry_s(value: Any) -> float:
     return float(value)
 
 
+class Backoff:
+    """Waits between tries of a call that meets a restarting farm: 0.1 s, doubling to
+    2 s, for at most ``retry_s`` from the first failure."""
+
+    def __init__(self, retry_s: float) -> None:
+        self.retry_s = retry_s
+        self._deadline: float | None = None
+        self._pause = 0.1
+
+    def wait(self) -> bool:
+        """Sleep before the next try; False (at once) when it would pass the deadline."""
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.retry_s
+        if time.monotonic() + self._pause > self._deadline:
+            return False
+        time.sleep(self._pause)
+        self._pause = min(2 * self._pause, 2.0)
+        return True
+
+
 def _auto_key() -> str:
     return f"auto-{uuid.uuid4().hex}"
 
@@ -255,25 +275,20 @@ class QuantumRuntime:
         method: str,
         args: tuple[Any, ...],
     ) -> Any:
-        deadline: float | None = None
-        pause = 0.1
+        backoff = Backoff(self.retry_s)
         handle = current()
         while True:
             now_args = [a() if callable(a) else a for a in args]
             try:
                 return _unwrap(getattr(handle, method), *now_args)
             except ray.exceptions.RayActorError as exc:
-                if deadline is None:
-                    deadline = time.monotonic() + self.retry_s
-                if time.monotonic() + pause > deadline:
+                logger.info("%s unavailable (%s); retrying %s", what, type(exc).__name__, method)
+                if not backoff.wait():
                     raise RuntimeNotRunningError(
                         f"the farm's {what} in namespace {self.namespace!r} did not come "
                         f"back within {self.retry_s:g} s ({type(exc).__name__}); nothing "
                         "submitted is lost: try again when it runs (`qrt devices`)"
                     ) from None
-                logger.info("%s unavailable (%s); retrying %s", what, type(exc).__name__, method)
-                time.sleep(pause)
-                pause = min(2 * pause, 2.0)
                 with contextlib.suppress(RuntimeNotRunningError):
                     handle = find()
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from qrt_ray import errors as errors_mod
 from qrt_ray.calibration import calibration_from_json
-from qrt_ray.client import DEFAULT_RETRY_S, QuantumRuntime, _retry_s
+from qrt_ray.client import DEFAULT_RETRY_S, Backoff, QuantumRuntime, _retry_s
 from qrt_ray.errors import (
     InsecureConnectionError,
     PermissionDeniedError,
@@ -167,28 +167,23 @@ class RemoteRuntime(QuantumRuntime):
     def _http(self, method: str, path: str, body: Any = None, **query: Any) -> Any:
         """A call to the gateway, riding out its restarts (503, refused connections)
         for up to ``retry_s``; other errors raise as the farm's own QrtError."""
-        deadline: float | None = None
-        pause = 0.1
+        backoff = Backoff(self.retry_s)
         while True:
             try:
                 status, headers, decoded = self.transport.request(method, path, body, query)
             except ConnectionError as exc:
-                status, headers, decoded, reason = 0, {}, None, str(exc)
+                reason = str(exc)
             else:
                 reason = f"HTTP {status}"
                 if status < 400:
                     return decoded
                 if status != 503:
                     _raise_for(status, headers, decoded)
-            if deadline is None:
-                deadline = time.monotonic() + self.retry_s
-            if time.monotonic() + pause > deadline:
+            if not backoff.wait():
                 raise RuntimeNotRunningError(
                     f"the gateway at {self.url} did not answer within {self.retry_s:g} s "
                     f"({reason}); try again later"
                 )
-            time.sleep(pause)
-            pause = min(2 * pause, 2.0)
 
     def _call(self, method: str, *args: Any) -> Any:
         args = tuple(a() if callable(a) else a for a in args)
