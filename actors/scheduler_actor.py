@@ -10,7 +10,8 @@ from typing import Any
 import psutil
 import ray
 
-from qrt_ray.actors.access import Access
+from qrt_ray.access.audit import AuditEntry
+from qrt_ray.actors.access import OPERATOR, Access
 from qrt_ray.actors.admin import Admin
 from qrt_ray.actors.device import WorkItem
 from qrt_ray.actors.requests import decode_specs, device_arg, job_id_arg, job_ids_arg
@@ -342,7 +343,20 @@ class SchedulerActor:
                 f"{', '.join(sorted(CALIBRATION_STORE_OPERATIONS))}"
             )
         await self._started()
-        return await asyncio.to_thread(getattr(self.store, operation), *args)
+        got = await asyncio.to_thread(getattr(self.store, operation), *args)
+        if operation == "add_maintenance":
+            (w,) = args
+            detail = {"start": w.start, "end": w.end, "reason": w.reason[:200]}
+            await self.access.audit(
+                [
+                    AuditEntry(
+                        OPERATOR, "maintenance.add", "", f"{w.device}/{w.window_id}", "ok", detail
+                    )
+                ]
+            )
+        elif operation == "remove_maintenance" and got:
+            await self.access.audit([AuditEntry(OPERATOR, "maintenance.remove", "", str(args[0]))])
+        return got
 
     async def submit(self, spec_jsons: list[str]) -> list[dict[str, Any]]:
         """Admit jobs given as JobSpec JSON (data only; never pickled circuits).
@@ -414,8 +428,23 @@ class SchedulerActor:
     async def cancel(self, job_id: str) -> tuple[str, bool]:
         """Cancel a job; returns (state, changed)."""
         await self._started()
-        state, changed = await self.scheduler.cancel(job_id_arg(job_id))
+        rec = await self.scheduler.get(job_id_arg(job_id))
+        state, changed = await self.scheduler.cancel(rec.job_id)
+        if changed:  # through Ray: an operator's (tenants cancel through the gateway)
+            await self.access.audit([AuditEntry(OPERATOR, "job.cancel", rec.tenant, rec.job_id)])
         return state.value, changed
+
+    async def set_device_status(self, device: str, status: str) -> None:
+        """Drain a device or put it back ONLINE (an operator's call, audited)."""
+        await self._started()
+        if status not in ("DRAINING", "ONLINE"):
+            raise ValidationError(f"status={brief(status)}: use DRAINING or ONLINE")
+        name = device_arg(device)
+        if name not in set(self._device_handles):  # names, without looking actors up
+            raise ValidationError(f"device={brief(name)!r} is not a device of this farm")
+        await self._device_handles[name].set_status.remote(status)
+        action = "device.drain" if status == "DRAINING" else "device.resume"
+        await self.access.audit([AuditEntry(OPERATOR, action, "", name)])
 
     async def store_label(self) -> str:
         """The store this farm keeps its jobs in (passwords hidden)."""

@@ -746,12 +746,15 @@ class QuantumRuntime:
         return _unwrap(handle.readout_calibration, list(qubits), shots, max_age_s)
 
     def drain(self, device: str) -> None:
-        """Stop giving a device new work; what it already holds still runs."""
-        ray.get(self._device(device).set_status.remote("DRAINING"))
+        """Stop giving a device new work; what it already holds still runs (sealed
+        into the audit chain as the operator's)."""
+        self._device(device)
+        self._call("set_device_status", device, "DRAINING")
 
     def resume(self, device: str) -> None:
-        """Put a drained (or paused) device back ONLINE."""
-        ray.get(self._device(device).set_status.remote("ONLINE"))
+        """Put a drained (or paused) device back ONLINE (audited)."""
+        self._device(device)
+        self._call("set_device_status", device, "ONLINE")
 
     def administer(self, operation: str, **args: Any) -> Any:
         """An operator's call on tenants, tokens, usage, bills or the audit chain

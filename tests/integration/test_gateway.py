@@ -265,6 +265,28 @@ def test_the_operator_cli_manages_tenants_tokens_bills_and_the_audit_chain(
     assert "audit chain intact" in capsys.readouterr().out
 
 
+def test_operator_actions_through_ray_are_sealed_too(gw: Gateway) -> None:
+    rt = gw.rt
+    rt.drain("nairobi")
+    job = rt.submit(ghz(3), shots=100, device="nairobi")  # waits: nairobi takes no work
+    assert job.cancel()
+    rt.resume("nairobi")
+    now = time.time()
+    window = rt.schedule_maintenance("nairobi", now + 3600, now + 7200, reason="fridge")
+    assert rt.cancel_maintenance(window["window_id"])
+    records = rt.administer("audit_tail", limit=200)
+    actions = {(r["action"], r["actor"]) for r in records}
+    for action in (
+        "device.drain",
+        "device.resume",
+        "job.cancel",
+        "maintenance.add",
+        "maintenance.remove",
+    ):
+        assert (action, "operator") in actions, action
+    assert rt.administer("audit_verify")["ok"]
+
+
 def test_the_primitives_over_http_bill_their_mitigation(gw: Gateway) -> None:
     rt = gw.connect("b")
     qc = QuantumCircuit(2)
