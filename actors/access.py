@@ -15,7 +15,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from qrt_ray.access.limits import (
     month_start,
     next_month,
 )
+from qrt_ray.access.refusals import RefusalLog
 from qrt_ray.access.tokens import (
     AuthFailure,
     Scope,
@@ -44,6 +45,7 @@ from qrt_ray.access.tokens import (
 from qrt_ray.errors import (
     AuthenticationError,
     BudgetExceededError,
+    DeviceUnavailableError,
     PermissionDeniedError,
     QuotaExceededError,
     ValidationError,
@@ -115,32 +117,30 @@ class Access:
         self._tokens: dict[str, tuple[float, TokenRecord | None]] = {}
         self._tenants: dict[str, tuple[float, Any]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        # (tenant, limit) -> [minute, refusals after its first]: see _seal_refusal
-        self._refusals: dict[tuple[str, str], list[int]] = {}
+        # spend admitted outside jobs and not billed yet (readouts running), by tenant
+        self._held: dict[str, float] = {}
+        # refusals sealed once a minute a kind (qrt_ray.access.refusals)
+        self._refusals = RefusalLog()
 
     # == authentication ================================================================
 
     async def authenticate(self, token: Any, source: str, scope: Scope) -> Principal:
         """The caller behind ``token``, allowed ``scope``.
 
+        A source that presented ``auth_failures_per_min`` refused tokens this minute
+        gets 429 for each further refused one (back off), while a good token from it
+        still passes: sources behind one NAT or proxy do not lock each other out, and
+        a 256-bit secret is not guessed by trying.
+
         Raises:
             AuthenticationError: missing, malformed, unknown, expired or revoked
                 token, or a disabled tenant (HTTP 401).
             PermissionDeniedError: the token lacks ``scope`` (HTTP 403).
-            QuotaExceededError: ``source`` presented too many bad tokens this minute
-                (HTTP 429 with Retry-After).
+            QuotaExceededError: the token is refused and ``source`` has presented too
+                many refused tokens this minute (HTTP 429 with Retry-After).
         """
         now = self._clock()
         source = str(source)[:80]
-        minute = int(now // 60)
-        seen_minute, fails = self._failures.get(source, (minute, 0))
-        if seen_minute == minute and fails >= self.config.auth_failures_per_min:
-            self._refuse_count(AuthFailure.LOCKED_OUT)
-            raise QuotaExceededError(
-                f"too many refused tokens from {source} this minute; wait {60 - now % 60:.0f} s",
-                limit="auth_failures",
-                retry_after_s=math.ceil(60 - now % 60),
-            )
         parts = split_token(token)
         if parts is None:
             reason = AuthFailure.MISSING if not token else AuthFailure.MALFORMED
@@ -159,19 +159,11 @@ class Access:
             await self._refuse(AuthFailure.TENANT_DISABLED, source, token_id, now)
         if not record.allows(scope):
             self._refuse_count(AuthFailure.SCOPE)
-            await self._audit(
-                [
-                    AuditEntry(
-                        f"token:{token_id}",
-                        "auth.refused",
-                        record.tenant,
-                        token_id,
-                        "refused",
-                        {"reason": "scope", "needs": scope.value, "source": source},
-                    )
-                ],
-                now,
+            detail = {"reason": "scope", "needs": scope.value, "source": source}
+            entry = AuditEntry(
+                f"token:{token_id}", "auth.refused", record.tenant, token_id, "refused", detail
             )
+            await self._seal_once_a_minute(("scope", token_id, scope), entry, now)
             raise PermissionDeniedError(
                 f"this call needs the {scope.value!r} scope; the token has "
                 f"{', '.join(s.value for s in record.scopes)}"
@@ -184,19 +176,26 @@ class Access:
         self.metrics.auth_refused.labels(reason=reason.value).inc()
 
     async def _refuse(self, reason: AuthFailure, source: str, token_id: str, now: float) -> None:
-        self._refuse_count(reason)
+        """Count, seal (once a minute a source and reason) and raise a refusal."""
         minute = int(now // 60)
         seen_minute, fails = self._failures.get(source, (minute, 0))
         fails = fails + 1 if seen_minute == minute else 1
         self._failures[source] = (minute, fails)
         if len(self._failures) > _MAX_SOURCES:
             self._failures.pop(next(iter(self._failures)))
+        locked = fails > self.config.auth_failures_per_min
+        self._refuse_count(AuthFailure.LOCKED_OUT if locked else reason)
         detail = {"reason": reason.value, "source": source}
-        if fails == self.config.auth_failures_per_min:
-            detail["locked_out_for_s"] = round(60 - now % 60)
-        await self._audit(
-            [AuditEntry("anonymous", "auth.refused", "", token_id, "refused", detail)], now
-        )
+        entry = AuditEntry("anonymous", "auth.refused", "", token_id, "refused", detail)
+        await self._seal_once_a_minute(("auth", source, reason), entry, now)
+        if locked:
+            wait = 60 - now % 60
+            raise QuotaExceededError(
+                f"auth_failures: too many refused tokens from {source} this minute; "
+                f"retry in {wait:.0f} s with a valid token ({_MESSAGES[reason]})",
+                limit="auth_failures",
+                retry_after_s=math.ceil(wait),
+            )
         raise AuthenticationError(_MESSAGES[reason])
 
     async def _token(self, token_id: str, now: float) -> TokenRecord | None:
@@ -274,47 +273,24 @@ class Access:
     async def _seal_refusal(
         self, principal: Principal, exc: QuotaExceededError, jobs: int, now: float
     ) -> None:
-        """Seal a refusal: the first of a (tenant, limit) in a minute at once, the rest
-        of that minute as one record with their count (sealed with the next minute's
-        first, or by :meth:`flush_refusals`), so a tenant hammering a limit cannot
-        flood the chain, and every refusal is still in it."""
-        key = (principal.tenant, exc.limit)
-        minute = int(now // 60)
-        window = self._refusals.get(key)
-        if window is not None and window[0] == minute:
-            window[1] += 1
-            return
-        entries = self._refusal_summaries(key) if window is not None else []
-        self._refusals[key] = [minute, 0]
         action = "budget.refused" if isinstance(exc, BudgetExceededError) else "quota.refused"
         detail = {"limit": exc.limit, "jobs": jobs, "retry_after_s": round(exc.retry_after_s, 3)}
-        entries.append(AuditEntry(principal.actor, action, principal.tenant, "", "refused", detail))
-        await self._audit(entries, now)
+        entry = AuditEntry(principal.actor, action, principal.tenant, "", "refused", detail)
+        await self._seal_once_a_minute((principal.tenant, exc.limit), entry, now)
 
-    def _refusal_summaries(self, key: tuple[str, str]) -> list[AuditEntry]:
-        minute, more = self._refusals.pop(key, (0, 0))
-        if not more:
-            return []
-        tenant, limit = key
-        detail = {"limit": limit, "more_refusals": more, "minute_start": minute * 60}
-        action = "budget.refused" if limit == "budget" else "quota.refused"
-        return [AuditEntry("farm", action, tenant, "", "refused", detail)]
+    async def _seal_once_a_minute(self, key: Any, entry: AuditEntry, now: float) -> None:
+        entries = self._refusals.add(key, entry, int(now // 60))
+        if entries:
+            await self._audit(entries, now)
 
     def refusals_waiting(self) -> bool:
         """Whether counts of refusals of a minute that is over wait to be sealed."""
-        minute = int(self._clock() // 60)
-        return any(more and m < minute for m, more in self._refusals.values())
+        return self._refusals.waiting(int(self._clock() // 60))
 
     async def flush_refusals(self, force: bool = False) -> None:
         """Seal the counts of refusals of minutes that are over (all, with ``force``)."""
         now = self._clock()
-        minute = int(now // 60)
-        entries = [
-            e
-            for key, (m, more) in list(self._refusals.items())
-            if more and (force or m < minute)
-            for e in self._refusal_summaries(key)
-        ]
+        entries = self._refusals.drain(int(now // 60), force)
         if entries:
             await self._audit(entries, now)
 
@@ -380,6 +356,7 @@ class Access:
         specs: Sequence[JobSpec],
         live: Sequence[JobSpec],
         now: float,
+        extra_usd: float = 0.0,
     ) -> None:
         if limits.device_s_per_month is None and limits.budget_usd_per_month is None:
             return
@@ -398,12 +375,9 @@ class Access:
         budget = limits.budget_usd_per_month
         if budget is None:
             return
-        prices = self._prices()
-        asked = sum(upper_bound_usd(s.shots, len(s.circuits), prices, s.device) for s in specs)
-        held = self.reserved_usd(live)
-        committed = spent + held
-        if committed + asked > budget + 1e-9:
-            await self.budget_alerts(tenant, max(spent, committed), budget, now)
+        asked = self.reserved_usd(specs) + extra_usd
+        held = self.reserved_usd(live) + self._held.get(tenant, 0.0)
+        if spent + held + asked > budget + 1e-9:
             raise BudgetExceededError(
                 f"budget: ${spent:.4f} billed and ${held:.4f} held by running "
                 f"jobs of ${budget:g} this month; this needs up to ${asked:.4f} (at the "
@@ -418,9 +392,56 @@ class Access:
         return upper_bound_usd(spec.shots, len(spec.circuits), self._prices(), spec.device)
 
     def reserved_usd(self, live: Sequence[JobSpec]) -> float:
-        """What a budget holds for jobs not yet final: each one's upper bound."""
+        """What a budget holds for jobs not yet final: each one's upper bound.
+
+        Raises:
+            DeviceUnavailableError: no device's price is known yet (HTTP 503).
+        """
+        if not live:
+            return 0.0
         prices = self._prices()
+        if not prices:
+            raise DeviceUnavailableError(
+                "no device of the farm has answered yet, so the job cannot be priced "
+                "against your budget; retry in a few seconds"
+            )
         return sum(upper_bound_usd(s.shots, len(s.circuits), prices, s.device) for s in live)
+
+    @contextlib.contextmanager
+    def holding(self, tenant: str, usd: float) -> Iterator[None]:
+        """Hold ``usd`` of the tenant's budget while a spend admitted by
+        :meth:`admit_spend` runs (until its ledger line is written)."""
+        self._held[tenant] = self._held.get(tenant, 0.0) + usd
+        try:
+            yield
+        finally:
+            left = self._held[tenant] - usd
+            if left > 1e-12:
+                self._held[tenant] = left
+            else:
+                del self._held[tenant]
+
+    async def admit_spend(self, principal: Principal, usd: float, live: Sequence[JobSpec]) -> None:
+        """Check a call that spends ``usd`` without making a job (a readout
+        calibration): one submit-rate token, the month's device seconds and budget.
+        Call inside :meth:`admitting`, then run the spend inside :meth:`holding`.
+
+        Raises:
+            QuotaExceededError, BudgetExceededError: as :meth:`admit`.
+        """
+        now = self._clock()
+        tenant = principal.tenant
+        limits = await self.limits(tenant)
+        taken = 0
+        try:
+            self._check_rate(tenant, limits, 1, now)
+            taken = 1 if limits.submit_rate_per_s is not None else 0
+            await self._check_month(tenant, limits, [], live, now, extra_usd=usd)
+        except QuotaExceededError as exc:
+            self.metrics.quota_refused.labels(tenant=tenant, limit=exc.limit).inc()
+            await self._seal_refusal(principal, exc, 0, now)
+            self.refund(tenant, taken)
+            raise
 
     async def budget_alerts(self, tenant: str, spent: float, budget: float, now: float) -> None:
         """Raise the 50/80/100 % alerts ``spent`` has reached (each once a month)."""

@@ -304,6 +304,11 @@ class Scheduler:
         )
         return replace(u, charges=tuple(lines)) if lines else u
 
+    async def ensure_snapshots(self) -> None:
+        """Have every device's snapshot (and so its prices) before deciding on a job:
+        right after a start no device has been asked yet."""
+        await self._refresh_snapshots(force=not self.view.snapshots)
+
     def live_specs(self, tenant: str) -> list[JobSpec]:
         """Specs of the tenant's jobs that are not final."""
         return [j.record.spec for j in self._jobs if j.record.tenant == tenant]

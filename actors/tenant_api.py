@@ -11,6 +11,7 @@ so they cannot be guessed either. An ``admin`` token sees every tenant.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -27,7 +28,14 @@ from qrt_ray.actors.scheduler import Scheduler
 from qrt_ray.actors.views import event_views, record_view
 from qrt_ray.arguments import check_limit
 from qrt_ray.calibration import calibration_to_json
-from qrt_ray.errors import JobNotFoundError, QuotaExceededError, ValidationError, brief
+from qrt_ray.errors import (
+    IntegrityError,
+    JobNotFoundError,
+    QuotaExceededError,
+    ResultNotReadyError,
+    ValidationError,
+    brief,
+)
 from qrt_ray.intake import IntakeLimits
 from qrt_ray.lifecycle import JobState
 from qrt_ray.models import JobSpec
@@ -35,6 +43,9 @@ from qrt_ray.policies.billing import readout_charge
 from qrt_ray.store import JobRecord
 
 Handler = Callable[[Principal, dict[str, Any]], Awaitable[Any]]
+# open wait calls: each holds a scheduler call slot for up to wait_cap_s
+WAITS_PER_TENANT = 8
+WAITS_IN_ALL = 200
 
 
 def not_found(job_id: str) -> JobNotFoundError:
@@ -62,6 +73,7 @@ class TenantAPI:
         self.wait_cap_s = wait_cap_s
         self._clock = clock
         self._readout = readout
+        self._waits: dict[str, int] = {}  # open wait calls by tenant
         self._ops: dict[str, tuple[Scope, Handler]] = {
             "whoami": (Scope.READ, self._whoami),
             "submit": (Scope.SUBMIT, self._submit),
@@ -111,6 +123,10 @@ class TenantAPI:
             rec = await self.scheduler.get(job_id)
         except JobNotFoundError:
             raise not_found(job_id) from None
+        except IntegrityError:  # a record that cannot be read proves no owner
+            if principal.admin:
+                raise
+            raise not_found(job_id) from None
         if not principal.admin and rec.tenant != principal.tenant:
             raise not_found(job_id)
         return rec
@@ -145,20 +161,27 @@ class TenantAPI:
             raise ValidationError("jobs: one call submits for one tenant")
         tenant = tenants.pop()
         who = dataclasses.replace(p, tenant=tenant)
+        await self.scheduler.ensure_snapshots()  # prices, for the budget
         async with self.access.admitting(tenant):
             live = self.scheduler.live_specs(tenant)
+            charged = specs
             try:
                 taken = await self.access.admit(who, specs, live)
             except QuotaExceededError:
                 # a replay is answered, never counted twice: refused as a whole, the
                 # call is checked again without the jobs it already made (looked up
                 # only now, so the usual call pays no lookup)
-                fresh = [s for s in specs if not await self._replay(tenant, s)]
-                if len(fresh) == len(specs):
+                charged = [s for s in specs if not await self._replay(tenant, s)]
+                if len(charged) == len(specs):
                     raise
-                taken = await self.access.admit(who, fresh, live)
+                taken = await self.access.admit(who, charged, live)
             admitted = await self.scheduler.submit(specs, actor=p.actor)
-            replays = sum(1 for _, created in admitted if not created)
+            # the rate tokens of charged jobs that turned out to be replays go back
+            ids = {id(s) for s in charged}
+            replays = sum(
+                1 for s, (_, created) in zip(specs, admitted, strict=True)
+                if not created and id(s) in ids
+            )  # fmt: skip
             self.access.refund(tenant, min(replays, taken))
         return [{**record_view(rec), "created": created} for rec, created in admitted]
 
@@ -220,11 +243,36 @@ class TenantAPI:
         timeout = payload.get("timeout_s", self.wait_cap_s)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
             raise ValidationError(f"timeout_s={brief(timeout)}: expected seconds >= 0")
-        got = await self.scheduler.wait(ids, min(float(timeout), self.wait_cap_s))
+        # a held wait holds one of the scheduler's call slots: a tenant gets a few at
+        # a time, and all tenants together leave most slots to the farm itself
+        mine = self._waits.get(p.tenant, 0)
+        if mine >= WAITS_PER_TENANT or sum(self._waits.values()) >= WAITS_IN_ALL:
+            raise QuotaExceededError(
+                f"waits: {mine} of your waits are open (at most {WAITS_PER_TENANT} at once); "
+                "wait for many jobs in one call (job_ids) instead",
+                limit="waits",
+                retry_after_s=1.0,
+            )
+        self._waits[p.tenant] = mine + 1
+        try:
+            got = await self.scheduler.wait(ids, min(float(timeout), self.wait_cap_s))
+        finally:
+            self._waits[p.tenant] -= 1
+            if not self._waits[p.tenant]:
+                del self._waits[p.tenant]
         return {k: v.value for k, v in got.items()}
 
     async def _results(self, p: Principal, payload: dict[str, Any]) -> list[dict[str, str]]:
-        ids = await self._many(p, payload.get("job_ids"))
+        ids = job_ids_arg(payload.get("job_ids"))
+        if len(ids) > 1000:
+            raise ValidationError(f"job_ids: {len(ids)} ids; at most 1000 a call")
+        for job_id in ids:
+            rec = await self._owned(p, job_id)
+            if rec.state is not JobState.DONE:
+                raise ResultNotReadyError(
+                    f"job {rec.job_id} is {rec.state.value}, not DONE: no result yet "
+                    "(wait for it: POST /v1/wait)"
+                )
         blobs = await self.scheduler.result_blobs(ids)
         return [
             {"job_id": j, "sha256": sha, "data": data.decode()}
@@ -241,7 +289,8 @@ class TenantAPI:
         qubits = payload.get("qubits")
         shots = payload.get("shots")
         age = payload.get("max_age_s", 3600.0)
-        known = {s.name for s in self.scheduler.view.snapshots}
+        await self.scheduler.ensure_snapshots()
+        known = set(self.scheduler.prices())
         if not isinstance(device, str) or device not in known:
             raise ValidationError(f"device={brief(device)!r}: not a device of this farm")
         if (
@@ -256,7 +305,20 @@ class TenantAPI:
             raise ValidationError(f"max_age_s={brief(age)}: expected seconds >= 0")
         if self._readout is None:
             raise ValidationError("readout: this farm measures no readout errors")
-        cal, spent = await self._readout(device, qubits, shots, float(age))
+        # two preparations of ``shots`` each at most, held against the budget like a job
+        bound = 2 * shots * self.scheduler.prices().get(device, (0.0, 0.0))[0]
+        with contextlib.ExitStack() as held:
+            async with self.access.admitting(p.tenant):
+                live = self.scheduler.live_specs(p.tenant)
+                await self.access.admit_spend(p, bound, live)
+                held.enter_context(self.access.holding(p.tenant, bound))
+            return await self._measure(p, device, qubits, shots, float(age))
+
+    async def _measure(
+        self, p: Principal, device: str, qubits: list[int], shots: int, age: float
+    ) -> dict[str, Any]:
+        assert self._readout is not None
+        cal, spent = await self._readout(device, qubits, shots, age)
         if spent:
             now = self._clock()
             charge = readout_charge(

@@ -71,12 +71,18 @@ def job_charges(
 
 
 def upper_bound_usd(shots: int, circuits: int, prices: Prices, device: str | None) -> float:
-    """The most a job can be billed: on ``device`` if it is pinned, else on the
-    farm's dearest device (what a budget reserves while the job is not final)."""
+    """The most a job can be billed (what a budget holds while it is not final): on
+    ``device`` if it is pinned; else every shot at the dearest price per shot and the
+    dearest fee (its shots may run on several devices, its fee on any).
+
+    Raises:
+        ValueError: no price is known (no device has answered yet).
+    """
     chosen = [prices[device]] if device in prices else list(prices.values())
     if not chosen:
-        return 0.0
-    return max(fee + shots * circuits * per_shot for per_shot, fee in chosen)
+        raise ValueError("no device's price is known yet")
+    per_shot = max(p for p, _ in chosen)
+    return max(f for _, f in chosen) + shots * circuits * per_shot
 
 
 def readout_charge(

@@ -175,3 +175,7 @@ class InsecureConnectionError(QrtError):
 
     Trust the farm's CA with ``ca_file=`` (or ``$QRT_CA_FILE``); never turn checks off.
     """
+
+
+class ResultNotReadyError(QrtError):
+    """The job has no result yet (it is not DONE): wait for it (HTTP 409)."""

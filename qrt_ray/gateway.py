@@ -24,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
 
+from qrt_ray.access.tokens import split_token
 from qrt_ray.errors import (
     AuthenticationError,
     BudgetExceededError,
@@ -33,7 +34,9 @@ from qrt_ray.errors import (
     PlacementError,
     QrtError,
     QuotaExceededError,
+    ResultNotReadyError,
     RuntimeNotRunningError,
+    StoreUnavailableError,
     ValidationError,
 )
 from qrt_ray.names import DEFAULT_NAMESPACE, SCHEDULER_NAME, SERVE_CONTROLLER
@@ -47,6 +50,8 @@ API_VERSION = "v1"
 MAX_BODY_BYTES = 128 * 1024 * 1024
 
 _STATUS: list[tuple[type[Exception], int]] = [
+    (StoreUnavailableError, 503),
+    (ResultNotReadyError, 409),
     (AuthenticationError, 401),
     (BudgetExceededError, 402),
     (PermissionDeniedError, 403),
@@ -104,6 +109,8 @@ async def read_json(request: Request, cap: int = MAX_BODY_BYTES) -> Any:
         chunks.append(chunk)
     try:
         return json.loads(b"".join(chunks) or b"{}")
+    except RecursionError:
+        raise ValidationError("body: JSON nested too deeply") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValidationError(
             f"body: not JSON ({type(exc).__name__} at {getattr(exc, 'pos', '?')})"
@@ -208,6 +215,8 @@ class Gateway:
 
     @app.post("/v1/jobs", status_code=201, summary="Submit jobs (OpenQASM circuits)")
     async def submit(self, request: Request) -> JSONResponse:
+        if split_token(bearer(request)) is None:  # refused before its body is read
+            return await self._answer(request, "submit", {})
         try:
             body = await read_json(request)
             texts = spec_texts(body, request.headers.get("idempotency-key"))
@@ -283,6 +292,8 @@ class Gateway:
         return await self._answer(request, "devices", {})
 
     async def _forward(self, request: Request, operation: str) -> JSONResponse:
+        if split_token(bearer(request)) is None:  # refused before its body is read
+            return await self._answer(request, operation, {})
         try:
             body = await read_json(request)
         except _TooLarge as exc:

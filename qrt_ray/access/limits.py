@@ -20,9 +20,10 @@ class TenantLimits(BaseModel):
 
     Attributes:
         max_concurrent_jobs: jobs not yet final at once.
-        shots_per_day: shots (shots x circuits) submitted per UTC day; jobs that end
-            FAILED or CANCELLED give theirs back.
-        device_s_per_month: device run seconds billed per UTC month.
+        shots_per_day: shots (shots x circuits) submitted per UTC day; a job that
+            ends FAILED or CANCELLED counts only the shots it ran.
+        device_s_per_month: device run seconds billed per UTC month (checked when a
+            job is submitted: jobs running then may finish past it).
         submit_rate_per_s: jobs per second, refilled steadily...
         submit_burst: ...into a bucket this deep (a burst of this many at once).
         budget_usd_per_month: spend per UTC month; submits stop at 100 %.

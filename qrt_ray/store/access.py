@@ -219,14 +219,20 @@ class AccessTables:
     # -- usage, ledger, alerts ---------------------------------------------------------
 
     def shots_since(self, tenant: str, since: float) -> int:
-        """Shots x circuits of the tenant's jobs submitted since ``since`` that did
-        not end FAILED or CANCELLED."""
-        row = self._row(
+        """Shots x circuits of the tenant's jobs submitted since ``since``: all they
+        asked for, but of a job that ended FAILED or CANCELLED only what it ran."""
+        asked = self._row(
             "SELECT COALESCE(SUM(shots_total), 0) FROM jobs WHERE tenant=? AND created_at>=? "
             "AND state NOT IN ('FAILED', 'CANCELLED')",
             (tenant, since),
         )
-        return int(row[0])
+        ran = self._row(
+            "SELECT COALESCE(SUM(l.shots), 0) FROM ledger l JOIN jobs j ON j.job_id=l.job_id "
+            "WHERE j.tenant=? AND j.created_at>=? AND j.state IN ('FAILED', 'CANCELLED') "
+            "AND l.kind='shots'",
+            (tenant, since),
+        )
+        return int(asked[0]) + int(ran[0])
 
     def charges(
         self, tenant: str | None = None, start: float | None = None, end: float | None = None

@@ -184,6 +184,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN shots_total INTEGER;
     CREATE INDEX jobs_tenant_created ON jobs (tenant, created_at);
     """,
+    # 7: (PostgreSQL only: SQLite's INTEGER already holds 64 bits)
+    "",
 )
 
 POSTGRES_MIGRATIONS: tuple[str, ...] = (
@@ -344,6 +346,12 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE jobs ADD COLUMN shots_total INTEGER;
     CREATE INDEX jobs_tenant_created ON jobs (tenant, created_at);
+    """,
+    # 7: shots x circuits reach 10^10 (a million shots of ten thousand circuits): past
+    # a 32-bit INTEGER, which refused such a job.
+    """
+    ALTER TABLE jobs ALTER COLUMN shots_total TYPE BIGINT;
+    ALTER TABLE ledger ALTER COLUMN shots TYPE BIGINT;
     """,
 )
 

@@ -62,7 +62,9 @@ class Gateway:
         headers = {"Content-Type": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {self.tokens.get(token, token)}"
-        data = None if body is None else json.dumps(body).encode()
+        data = (
+            body if isinstance(body, bytes) else None if body is None else json.dumps(body).encode()
+        )
         try:
             conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
@@ -143,6 +145,22 @@ def test_refusals_have_status_codes_and_say_why(gw: Gateway) -> None:
     assert status == 400
     status, _, body = gw.http("GET", "/v1/jobs?limit=many", token="a")
     assert status == 400 and "limit" in body["error"]["message"]
+    status, _, body = gw.http("POST", "/v1/jobs", token="a", body=b"[" * 100_000)
+    assert status == 400 and "nested too deeply" in body["error"]["message"]
+    status, _, body = gw.http("POST", "/v1/jobs", token=None, body=b"{" * 1000)
+    assert status == 401  # refused on its token, before its body is read
+    # a result asked for too early: 409, and the job is left as it was
+    gw.rt.drain("nairobi")
+    try:
+        status, _, body = gw.http(
+            "POST", "/v1/jobs", token="a", body={"job": {**_job(), "device": "nairobi"}}
+        )
+        job = body["jobs"][0]["job_id"]
+        status, _, body = gw.http("GET", f"/v1/jobs/{job}/result", token="a")
+        assert status == 409 and body["error"]["type"] == "ResultNotReadyError"
+        assert gw.http("POST", f"/v1/jobs/{job}/cancel", token="a")[2]["cancelled"]
+    finally:
+        gw.rt.resume("nairobi")
 
 
 def test_tenant_b_cannot_reach_tenant_a_s_job_through_any_endpoint(gw: Gateway) -> None:

@@ -72,7 +72,12 @@ async def farm(
     access = Access(store, KEY, tenancy, sched.metrics, sched.prices, clock=clock)
     sched.audit_key = access.audit_key
     sched.on_billed = access.billed
-    api = TenantAPI(sched, access, IntakeLimits(), wait_cap_s=5.0, clock=clock)
+    by_name = {d.name: d for d in devices}
+
+    async def readout(device: str, qubits: list[int], shots: int, age: float) -> Any:
+        return await asyncio.to_thread(by_name[device].readout_calibration, qubits, shots, age)
+
+    api = TenantAPI(sched, access, IntakeLimits(), wait_cap_s=5.0, readout=readout, clock=clock)
     await sched.start()
     f = Farm(store, devices, sched, access, api, clock)
     own = tenants or {}

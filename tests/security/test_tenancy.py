@@ -15,13 +15,16 @@ from qrt_ray.access.limits import TenantLimits, day_start
 from qrt_ray.errors import (
     AuthenticationError,
     BudgetExceededError,
+    DeviceUnavailableError,
     JobNotFoundError,
     PermissionDeniedError,
     QuotaExceededError,
+    ResultNotReadyError,
     ValidationError,
 )
 from qrt_ray.lifecycle import JobState
 from qrt_ray.store.base import StateUpdate
+from tests.local_farm import spec as ghz_spec
 from tests.metrics_text import sample
 from tests.security.tenancy import farm, run
 
@@ -109,6 +112,7 @@ def test_refused_tokens_say_why_and_are_counted_and_audited(tmp_path: Path) -> N
             assert [r.entry.detail["reason"] for r in refused] == [
                 "missing", "malformed", "unknown", "scope",
             ]  # fmt: skip
+            assert refused[2].entry.subject == f.tokens["a_id"]  # the id, never the secret
             text = json.dumps([r.view() for r in records])
             for token in f.tokens.values():  # no secret anywhere in the chain
                 assert not token.startswith("qrt_") or token[17:] not in text
@@ -146,22 +150,32 @@ def test_expiry_revocation_and_rotation_with_overlap(tmp_path: Path) -> None:
     run(go)
 
 
-def test_brute_force_locks_out_the_source_not_the_tenant(tmp_path: Path) -> None:
+def test_brute_force_is_throttled_and_never_floods_the_chain(tmp_path: Path) -> None:
     async def go() -> None:
         async with farm(tmp_path, auth_failures_per_min=5) as f:
             f.clock.now = f.clock.now - f.clock.now % 60 + 1  # a minute's start
             for i in range(5):
                 with pytest.raises(AuthenticationError):
                     await f.api.call(f"qrt_{i:012x}_" + "B" * 43, "6.6.6.6", "jobs", {})
-            with pytest.raises(QuotaExceededError) as locked:
-                await f.call("a", "jobs", source="6.6.6.6")  # even a good token, from there
+            for i in range(40):  # past the limit: told to back off, with when
+                with pytest.raises(QuotaExceededError) as locked:
+                    await f.api.call(f"qrt_{i:012x}_" + "C" * 43, "6.6.6.6", "jobs", {})
             assert locked.value.limit == "auth_failures" and 0 < locked.value.retry_after_s <= 60
-            await f.call("a", "jobs", source="10.0.0.1")  # others go on
-            f.clock.now += 60
+            # a good token from that source still passes (one NAT, many tenants), and
+            # other sources are not slowed
             await f.call("a", "jobs", source="6.6.6.6")
-            assert _metric(f, "qrt_auth_refused_total", reason="locked_out") == 1
-            lockouts = [r for r in f.store.audit_records() if "locked_out_for_s" in r.entry.detail]
-            assert len(lockouts) == 1
+            await f.call("b", "jobs", source="10.0.0.1")
+            assert _metric(f, "qrt_auth_refused_total", reason="unknown") == 5
+            assert _metric(f, "qrt_auth_refused_total", reason="locked_out") == 40
+            f.clock.now += 60
+            with pytest.raises(AuthenticationError):  # a new minute: 401 again
+                await f.api.call("qrt_" + "0" * 12 + "_" + "D" * 43, "6.6.6.6", "jobs", {})
+            await f.call("a", "jobs")  # seals the last minute's count
+            refused = [r.entry for r in f.store.audit_records() if r.entry.action == "auth.refused"]
+            # 45 refusals in the first minute: its first sealed at once, the rest counted
+            first_minute = [e for e in refused if e.detail.get("source") == "6.6.6.6"]
+            assert len(first_minute) == 3  # first, the count of 44, the next minute's first
+            assert sum(e.detail.get("more_refusals", 0) for e in first_minute) == 44
 
     run(go)
 
@@ -366,5 +380,71 @@ def test_the_chain_records_ownership_and_catches_tampering(tmp_path: Path, store
                 assert not (await f.access.verify_audit())["ok"]
             finally:
                 conn.close()
+
+    run(go)
+
+
+def test_a_call_mixing_replays_and_new_jobs_pays_for_the_new_ones(tmp_path: Path) -> None:
+    limits = TenantLimits(submit_rate_per_s=0.001, submit_burst=3)
+
+    async def go() -> None:
+        async with farm(tmp_path, limits) as f:
+            (old,) = await f.submit("a", idempotency_key="old")  # 2 tokens left
+            jobs = [ghz_spec(3, 200, idempotency_key="old").model_dump_json()] * 3
+            jobs.append(ghz_spec(3, 200, idempotency_key="new").model_dump_json())
+            got = await f.call("a", "submit", jobs=jobs)  # 4 > 2 left: checked again
+            assert [g["created"] for g in got] == [False, False, False, True]
+            assert got[0]["job_id"] == old["job_id"]
+            await f.submit("a", idempotency_key="third")  # the last token
+            with pytest.raises(QuotaExceededError):  # the new job was paid for
+                await f.submit("a", idempotency_key="fourth")
+
+    run(go)
+
+
+def test_readouts_are_held_against_the_budget_and_billed(tmp_path: Path) -> None:
+    # manila: 0.00001 a shot; two preparations of 4000 shots: at most 0.08
+    async def go() -> None:
+        async with farm(tmp_path, tenants={"acme": {"budget_usd_per_month": 0.1}}) as f:
+            got = await f.call("a", "readout", device="manila", qubits=[0, 1], shots=4000,
+                               max_age_s=0)  # fmt: skip
+            assert got["spent"] == 8000 and list(got["calibration"]["qubits"]) == [0, 1]
+            lines = [c for c in f.store.charges("acme") if c.kind == "mitigation"]
+            assert len(lines) == 1 and lines[0].usd == pytest.approx(got["spent"] * 0.00001)
+            with pytest.raises(BudgetExceededError):  # 0.08 billed + 0.08 held > 0.1
+                await f.call("a", "readout", device="manila", qubits=[0], shots=4000,
+                             max_age_s=0)  # fmt: skip
+            with pytest.raises(ValidationError, match="not a device"):
+                await f.call("a", "readout", device="nowhere", qubits=[0], shots=4000)
+            with pytest.raises(PermissionDeniedError):
+                await f.call("a_read", "readout", device="manila", qubits=[0], shots=4000)
+
+    run(go)
+
+
+def test_a_tenant_holds_only_a_few_waits_at_once(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with farm(tmp_path) as f:
+            (job,) = await f.submit("a")  # never driven: it stays QUEUED
+            waits = [f.call("a", "wait", job_ids=[job["job_id"]], timeout_s=0.5) for _ in range(9)]
+            got = await asyncio.gather(*waits, return_exceptions=True)
+            refused = [g for g in got if isinstance(g, QuotaExceededError)]
+            assert len(refused) == 1 and refused[0].limit == "waits"
+            answered = [g[job["job_id"]] for g in got if isinstance(g, dict)]
+            assert len(answered) == 8 and "DONE" not in answered
+            await f.call("b", "jobs")  # others are not held up
+            with pytest.raises(ResultNotReadyError, match="not DONE"):
+                await f.call("a", "results", job_ids=[job["job_id"]])
+
+    run(go)
+
+
+def test_a_budget_is_never_checked_against_unknown_prices(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with farm(tmp_path, tenants={"acme": {"budget_usd_per_month": 1.0}}) as f:
+            f.access._prices = dict  # no prices: as before any device has answered
+            with pytest.raises(DeviceUnavailableError, match="cannot be priced"):
+                await f.submit("a")
+            await f.submit("b")  # a tenant with no budget is not held up
 
     run(go)

@@ -253,3 +253,11 @@ def test_a_job_that_ran_nothing_pays_nothing_and_the_bound_holds() -> None:
     lines = job_charges("j", "acme", 2, [run("a", 1000)], PRICES, 0.0)
     assert sum(c.usd for c in lines) <= upper_bound_usd(1000, 2, PRICES, None)
     assert readout_charge("r", "acme", "b", 4000, PRICES, 0.0).usd == pytest.approx(40.0)
+    # shots on the dearest device per shot and the fee of the dearest: a bound
+    mixed = {"cheap_fee": (0.01, 0.1), "dear_fee": (0.001, 5.0)}
+    bound = upper_bound_usd(1000, 1, mixed, None)
+    split = [run("cheap_fee", 600), run("dear_fee", 400, first=600)]
+    assert sum(c.usd for c in job_charges("j", "t", 1, split, mixed, 0.0)) <= bound
+    assert bound == pytest.approx(5.0 + 1000 * 0.01)
+    with pytest.raises(ValueError, match="no device's price"):
+        upper_bound_usd(10, 1, {}, None)
