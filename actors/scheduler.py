@@ -307,7 +307,8 @@ class Scheduler:
     async def ensure_snapshots(self) -> None:
         """Have every device's snapshot (and so its prices) before deciding on a job:
         right after a start no device has been asked yet."""
-        await self._refresh_snapshots(force=not self.view.snapshots)
+        if not self.view.snapshots:
+            await self._refresh_snapshots(force=True)
 
     def live_specs(self, tenant: str) -> list[JobSpec]:
         """Specs of the tenant's jobs that are not final."""

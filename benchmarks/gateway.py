@@ -19,6 +19,7 @@ excess itself costs, since A's accepted jobs share the devices), and what A got
 
     python benchmarks/gateway.py                 # about 3 minutes on 2 cores
     python benchmarks/gateway.py --calls 100 --seconds 5 --b-jobs 40
+    python benchmarks/gateway.py --parts neighbour
 """
 
 from __future__ import annotations
@@ -209,6 +210,9 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="throughput run per path")
     p.add_argument("--b-jobs", type=int, default=80, help="tenant B's jobs per phase")
     p.add_argument("--a-rate", type=float, default=5.0, help="tenant A's limit, jobs/s")
+    p.add_argument(
+        "--parts", nargs="+", default=["latency", "neighbour"], choices=["latency", "neighbour"]
+    )
     args = p.parse_args()
     from qrt_ray.gateway import start_gateway
 
@@ -218,8 +222,10 @@ def main() -> None:
         token = rt.administer("token_create", tenant="bench", user="bench")["token"]
         remote = qrt_ray.connect(url, token=token)
         print(f"farm up; gateway at {url}")
-        part_one(rt, remote, args)
-        part_two(rt, url, args)
+        if "latency" in args.parts:
+            part_one(rt, remote, args)
+        if "neighbour" in args.parts:
+            part_two(rt, url, args)
         from ray import serve
 
         serve.shutdown()
