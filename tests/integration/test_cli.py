@@ -126,9 +126,15 @@ def test_simulate_compares_policies_without_a_farm() -> None:
 
 
 def test_cancel_and_errors(farm: dict, tmp_path: Path) -> None:
-    # a million shots: far from done when the cancel arrives
-    job_id = qrt("submit", str(GHZ), "--shots", "1000000", *common(farm)).stdout.strip()
-    out = json.loads(qrt("cancel", job_id, "--json", *common(farm)).stdout)
+    # on a drained device it waits, so the cancel always finds it unfinished (a million
+    # shots were once done before a new `qrt cancel` process had connected)
+    qrt("drain", "manila", *common(farm))
+    try:
+        submitted = qrt("submit", str(GHZ), "--device", "manila", *common(farm))
+        job_id = submitted.stdout.strip()
+        out = json.loads(qrt("cancel", job_id, "--json", *common(farm)).stdout)
+    finally:
+        qrt("resume", "manila", *common(farm))
     assert out == {"job_id": job_id, "cancelled": True, "state": "CANCELLED"}
     status = json.loads(qrt("status", job_id, "--json", *common(farm)).stdout)
     assert status["state"] == "CANCELLED"
