@@ -93,8 +93,11 @@ def test_waiting_jobs_move_when_their_device_stops_or_recalibrates(
     for job in jobs:
         result = job.result(timeout_s=120)
         assert result.metadata.device == other
-        moved = f"re-placed: {best} went MAINTENANCE"
-        assert any(moved in (e["reason"] or "") for e in job.events())
+        # Moved by the maintenance either way: the scheduler saw the device's new status
+        # and re-placed the job, or the device refused the hand-off of a job placed on
+        # it a moment before (under load the hand-off can come first).
+        reasons = " | ".join(e["reason"] or "" for e in job.events())
+        assert f"{best} went MAINTENANCE" in reasons or f"{best} is MAINTENANCE" in reasons, reasons
         check_ledger(store_path, job.job_id, 200)
     ray.get(handle.set_status.remote("ONLINE"))
     assert sum(busy.result(timeout_s=300).counts().values()) == 200_000
