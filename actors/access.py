@@ -387,10 +387,6 @@ class Access:
                 retry_after_s=retry,
             )
 
-    def reserve_usd(self, spec: JobSpec) -> float:
-        """What a budget holds for a job not yet final."""
-        return upper_bound_usd(spec.shots, len(spec.circuits), self._prices(), spec.device)
-
     def reserved_usd(self, live: Sequence[JobSpec]) -> float:
         """What a budget holds for jobs not yet final: each one's upper bound.
 

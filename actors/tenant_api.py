@@ -230,16 +230,15 @@ class TenantAPI:
         rec = await self._owned(p, payload.get("job_id"))
         return event_views(await asyncio.to_thread(self.store.events, rec.job_id))
 
-    async def _many(self, p: Principal, ids: Any) -> list[str]:
+    async def _many(self, p: Principal, ids: Any) -> list[JobRecord]:
+        """The caller's jobs by id (at most 1000), each as :meth:`_owned` finds it."""
         ids = job_ids_arg(ids)
         if len(ids) > 1000:
             raise ValidationError(f"job_ids: {len(ids)} ids; at most 1000 a call")
-        for job_id in ids:
-            await self._owned(p, job_id)
-        return ids
+        return [await self._owned(p, job_id) for job_id in ids]
 
     async def _wait(self, p: Principal, payload: dict[str, Any]) -> dict[str, str]:
-        ids = await self._many(p, payload.get("job_ids"))
+        ids = [r.job_id for r in await self._many(p, payload.get("job_ids"))]
         timeout = payload.get("timeout_s", self.wait_cap_s)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
             raise ValidationError(f"timeout_s={brief(timeout)}: expected seconds >= 0")
@@ -263,16 +262,14 @@ class TenantAPI:
         return {k: v.value for k, v in got.items()}
 
     async def _results(self, p: Principal, payload: dict[str, Any]) -> list[dict[str, str]]:
-        ids = job_ids_arg(payload.get("job_ids"))
-        if len(ids) > 1000:
-            raise ValidationError(f"job_ids: {len(ids)} ids; at most 1000 a call")
-        for job_id in ids:
-            rec = await self._owned(p, job_id)
+        recs = await self._many(p, payload.get("job_ids"))
+        for rec in recs:
             if rec.state is not JobState.DONE:
                 raise ResultNotReadyError(
                     f"job {rec.job_id} is {rec.state.value}, not DONE: no result yet "
                     "(wait for it: POST /v1/wait)"
                 )
+        ids = [r.job_id for r in recs]
         blobs = await self.scheduler.result_blobs(ids)
         return [
             {"job_id": j, "sha256": sha, "data": data.decode()}
