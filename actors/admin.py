@@ -1,4 +1,5 @@
-"""The operator's calls: tenants, tokens, usage, monthly bills and the audit chain.
+"""The operator's calls: tenants, tokens, usage, monthly bills, the audit chain and
+the service level objectives.
 
 Operators reach these through Ray (``qrt tenants``, ``qrt tokens``, ``qrt bill``,
 ``qrt audit``): holding the Ray token is the operator's credential. Every change is
@@ -15,6 +16,7 @@ from qrt_ray.access.limits import month_bounds, month_of
 from qrt_ray.access.tokens import parse_scopes
 from qrt_ray.actors.tenant_api import TenantAPI, usage
 from qrt_ray.errors import ValidationError, brief
+from qrt_ray.slo import SloConfig, SloReport, evaluate_slos, load_slo_config
 
 
 class Admin:
@@ -34,6 +36,7 @@ class Admin:
             "bill": self._bill,
             "audit_verify": self._audit_verify,
             "audit_tail": self._audit_tail,
+            "slo": self._slo,
         }
 
     async def call(self, operation: str, args: Any) -> Any:
@@ -86,6 +89,19 @@ class Admin:
 
     async def _token_rotate(self, token_id: str, overlap_s: float = 86400.0) -> dict[str, Any]:
         return await self.access.rotate_token(token_id, overlap_s)
+
+    async def _slo(self, config: str | None = None) -> SloReport:
+        """Each SLO's indicator, budget left and burn rates, from the store
+        (``config``: slos.yaml as JSON; None: the packaged one)."""
+        try:
+            cfg = SloConfig.model_validate_json(config) if config else load_slo_config()
+        except ValueError as exc:
+            raise ValidationError(f"slo config: {brief(str(exc), 300)}") from None
+        sched = self.api.scheduler
+        devices = sorted({s.name for s in sched.view.snapshots} | set(sched.prices()))
+        return await asyncio.to_thread(
+            evaluate_slos, cfg, self.api.store, now=self.api._clock(), devices=devices
+        )
 
     async def _usage(self, tenant: str, month: str | None = None) -> dict[str, Any]:
         return await usage(self.api, tenant, month)

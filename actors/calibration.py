@@ -487,7 +487,13 @@ class CalibrationManager:
         detail = {
             "reason": verdict.reason,
             "canaries": [
-                {"name": r.name, "predicted": r.predicted, "measured": r.measured, "shots": r.shots}
+                {
+                    "name": r.name,
+                    "predicted": r.predicted,
+                    "measured": r.measured,
+                    "shots": r.shots,
+                    "mitigated": dict(r.mitigated),
+                }
                 for r in results
             ],
         }

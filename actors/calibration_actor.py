@@ -10,6 +10,7 @@ from typing import Any
 
 import ray
 
+from qrt_ray import logs
 from qrt_ray.actors.calibration import CalibrationManager
 from qrt_ray.actors.views import calibration_history
 from qrt_ray.config import PolicyConfig, load_policy_config
@@ -122,6 +123,7 @@ class CalibrationActor:
         namespace: str,
         policies_json: str | None = None,
     ) -> None:
+        logs.setup_actor()
         policies = (
             PolicyConfig.model_validate_json(policies_json)
             if policies_json

@@ -25,8 +25,12 @@ from qrt_ray.policies.placer import JobShape, Placer
 from qrt_ray.policies.simtime import CircuitWork
 from qrt_ray.results import RawRun, missing_shots, shots_executed
 from qrt_ray.store import JobRecord
+from qrt_ray.tracing import job_traceparent
 
 FIRST_CHUNK = 16
+# a compiled circuit whose estimated success probability is below this gives mostly
+# noise: counted as a compile warning
+LOW_ESP = 0.1
 
 
 def chunk_cap(index: int, chunk: int) -> int:
@@ -94,6 +98,7 @@ class CompileStage:
         # placement's ESP for each key's layout; None: a group's shared layout, kept
         expected: dict[str, float | None] = {}
         keys: dict[str, list[str]] = {}  # per job: each circuit's compile key
+        owner: dict[str, str] = {}  # the job whose trace a key's compile joins
         for job in jobs:
             shape = job.shape
             pins = group_layouts(job.spec, shape, lambda h, p: self.placer.full(h, p, snap))
@@ -110,6 +115,7 @@ class CompileStage:
                     found[key] = hit
                     continue
                 todo[key] = text
+                owner[key] = job.job_id
                 # The layout placement chose (cached by circuit and calibration), or
                 # the one its layout group shares. Where placement's own needs SWAPs
                 # the compiler uses its routing-aware layout instead, which usually
@@ -140,6 +146,7 @@ class CompileStage:
                         layouts=[layouts[k] for k in group],
                         placement_esp=[expected[k] for k in group],
                         calibration_id=cal_id,
+                        traceparent=job_traceparent(owner[group[0]]),
                     )
                     for group in groups
                 )
@@ -151,7 +158,24 @@ class CompileStage:
                 for key, c in zip(group, compiled, strict=True):
                     self.cache.put(c, key)
                     found[key] = c
-        return {j: [found[k] for k in keys[j]] for j in keys}, cal_id
+                self._observe(device, compiled)
+        out = {j: [found[k] for k in keys[j]] for j in keys}
+        for circuits in out.values():
+            for c in circuits:
+                if c.info is not None and c.info.esp is not None:
+                    self.metrics.placed_esp.labels(device=device).observe(c.info.esp)
+        return out, cal_id
+
+    def _observe(self, device: str, compiled: Sequence[CompiledCircuit]) -> None:
+        """Count the compiles that deserve a look (the debug dashboard's warnings)."""
+        warnings = self.metrics.compile_warnings
+        for c in compiled:
+            if c.info is None:
+                continue
+            if c.info.swaps_added:
+                warnings.labels(device=device, kind="swaps").inc()
+            if c.info.esp is not None and c.info.esp < LOW_ESP:
+                warnings.labels(device=device, kind="low_esp").inc()
 
 
 def work_item(
@@ -174,6 +198,7 @@ def work_item(
         deadline=job_deadline(rec),
         twirl=spec.twirling,
         dd=spec.dynamical_decoupling,
+        traceparent=job_traceparent(rec.job_id),
     )
 
 

@@ -17,12 +17,14 @@ import os
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import psutil
 import ray
 
+from qrt_ray import logs, tracing
 from qrt_ray.actors.device import Device, FaultPlan, WorkItem
 from qrt_ray.calibration import calibration_from_json
 from qrt_ray.config import DeviceConfig, PolicyConfig, load_policy_config
@@ -53,6 +55,8 @@ class DeviceActor:
         drift_start: float | None = None,
         report_key_hex: str | None = None,
     ) -> None:
+        logs.setup_actor()
+        tracing.configure()  # from the environment the farm gave this actor
         policies = (
             PolicyConfig.model_validate_json(policies_json)
             if policies_json
@@ -270,13 +274,38 @@ class DeviceActor:
         batch = [i for i in batch if i.job_id in keep]
         if not batch:
             return False
+        started = time.time()
         try:
             runs = self.device.execute(batch)
         except Exception as exc:
             logger.exception("device %s: simulator failed", self.device.name)
             runs = [self.device.no_run(i, f"simulator error: {exc}") for i in batch]
+        if tracing.enabled():
+            self._spans(batch, runs, started, time.time())
         self._reports.put(runs)
         return True
+
+    def _spans(
+        self, batch: list[WorkItem], runs: list[RawRun], started: float, ended: float
+    ) -> None:
+        """One ``device.run`` span per item of a batch, in its job's trace."""
+        batch_id = uuid.uuid4().hex[:12]
+        method = {r.job_id: (r.simulator_method, r.error) for r in runs}
+        for item in batch:
+            sim, error = method.get(item.job_id, ("", None))
+            attrs = {
+                "qrt.job_id": item.job_id,
+                "qrt.tenant": item.tenant,
+                "qrt.device": self.device.name,
+                "qrt.calibration_id": item.calibration_id,
+                "qrt.attempt": item.attempt,
+                "qrt.batch_id": batch_id,
+                "qrt.batch_size": len(batch),
+                "qrt.method": sim,
+                "qrt.shots": item.shots,
+                "qrt.error": error,
+            }
+            tracing.span_between(item.traceparent, "device.run", started, ended, attrs)
 
     def _report_forever(self) -> None:
         while True:

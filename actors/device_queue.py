@@ -52,6 +52,7 @@ class WorkItem:
     fixed_s: float = 0.0
     shot_s: float = 0.0
     dispatch: str = ""  # the scheduler's token for this hand-off (runs carry it back)
+    traceparent: str = ""  # the job's trace (W3C): the run's span joins it
 
 
 class DeviceQueue:

@@ -241,6 +241,11 @@ class DeviceView:
         for snap in self.snapshots:
             cal = snap.calibration
             self._metrics.calibration_age.labels(device=snap.name).set(max(0.0, now - cal.taken_at))
+            self._metrics.calibration_time.labels(device=snap.name).set(cal.taken_at)
+            for status in DeviceStatus:
+                self._metrics.device_status.labels(snap.name, status.value).set(
+                    1 if snap.status is status else 0
+                )
             if snap.canary_measured is not None and snap.canary_predicted is not None:
                 gauge = self._metrics.canary_success
                 gauge.labels(device=snap.name, kind="measured").set(snap.canary_measured)

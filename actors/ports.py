@@ -34,6 +34,7 @@ class SchedulerPorts(Protocol):
         layouts: Sequence[Sequence[int] | None] | None = None,
         placement_esp: Sequence[float | None] | None = None,
         calibration_id: str | None = None,
+        traceparent: str | None = None,
     ) -> tuple[str, list[CompiledCircuit]]:
         """Compile for a device's current calibration; returns (calibration id, compiled).
 
@@ -43,6 +44,7 @@ class SchedulerPorts(Protocol):
         (None: keep the layout). See :func:`~qrt_ray.compiler.compile_circuits`.
         ``calibration_id`` is the calibration the caller expects: a target already at
         hand for it is used without asking the device (which may be busy running).
+        ``traceparent``: the trace the compile task's span joins (a job it compiles for).
         """
         ...
 
@@ -114,6 +116,7 @@ class LocalPorts:
         layouts: Sequence[Sequence[int] | None] | None = None,
         placement_esp: Sequence[float | None] | None = None,
         calibration_id: str | None = None,
+        traceparent: str | None = None,
     ) -> tuple[str, list[CompiledCircuit]]:
         cal_id, target = self.devices[device].compile_target()
         compiled = await asyncio.to_thread(

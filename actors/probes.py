@@ -9,18 +9,20 @@ owns one.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from qrt_ray.aer import method_options, sim_method_for, simulate
-from qrt_ray.errors import ValidationError
-from qrt_ray.mitigation.readout import ReadoutCalibration
+from qrt_ray.errors import MitigationError, ValidationError
+from qrt_ray.mitigation.readout import ReadoutCalibration, mitigate_counts
 from qrt_ray.mitigation.readout_cache import ReadoutCache
 from qrt_ray.models import CalibrationSnapshot
 from qrt_ray.noise import NoiseModelCache
 from qrt_ray.policies.canary import CanaryResult, CanarySpec, success_probability
 
+logger = logging.getLogger("qrt.device")
 # The prediction of a canary samples the calibration's own noise this many times more
 # than the canary itself, so its error is small beside the canary's shot noise.
 _PREDICTION_SHOTS_FACTOR = 8
@@ -80,7 +82,12 @@ class Probes:
         """
         cal = self._calibration()
         circuits = [self._canary_circuit(spec) for spec in specs]
-        measured = self._sample(self._true(), specs, circuits, shots, seed)
+        counts: list[dict[str, int]] = []
+        measured = self._sample(self._true(), specs, circuits, shots, seed, counts)
+        mitigated = [
+            self._mitigated(cal, spec, c, shots, seed)
+            for spec, c in zip(specs, counts, strict=True)
+        ]
         todo = [
             i
             for i, spec in enumerate(specs)
@@ -98,10 +105,42 @@ class Probes:
                 self._predicted[(cal.calibration_id, specs[i].name, specs[i].qasm)] = p
         return [
             CanaryResult(
-                spec.name, self._predicted[(cal.calibration_id, spec.name, spec.qasm)], m, shots
+                spec.name,
+                self._predicted[(cal.calibration_id, spec.name, spec.qasm)],
+                m,
+                shots,
+                mit,
             )
-            for spec, m in zip(specs, measured, strict=True)
+            for spec, m, mit in zip(specs, measured, mitigated, strict=True)
         ]
+
+    def _mitigated(
+        self,
+        cal: CalibrationSnapshot,
+        spec: CanarySpec,
+        counts: dict[str, int],
+        shots: int,
+        seed: int | None,
+    ) -> dict[str, float | None]:
+        """The canary's success probability after each mitigation method (None where
+        the method failed): how much mitigation helps on circuits with known answers.
+
+        Readout mitigation uses the device's measured readout errors of the canary's
+        qubits (clbit k reads ``spec.qubits[k]``), reused for an hour per calibration.
+        """
+        try:
+            readout, _ = self._readout.get(
+                self.name, cal.calibration_id, spec.qubits, shots=shots, max_age_s=3600.0, seed=seed
+            )
+            p01, p10 = readout.errors_for(spec.qubits)
+            quasi = mitigate_counts({k.replace(" ", ""): v for k, v in counts.items()}, p01, p10)
+        except (MitigationError, ValueError) as exc:
+            logger.warning(
+                "%s: readout mitigation of canary %s failed: %s", self.name, spec.name, exc
+            )
+            return {"readout": None}
+        success = sum(p for k, p in quasi.probabilities.items() if k in spec.ideal)
+        return {"readout": min(1.0, max(0.0, success))}
 
     def readout_calibration(
         self, qubits: Sequence[int], shots: int, max_age_s: float, seed: int | None = None
@@ -194,7 +233,9 @@ class Probes:
         circuits: Sequence[Any],
         shots: int,
         seed: int | None,
+        counts_out: list[dict[str, int]] | None = None,
     ) -> list[float]:
+        """Each canary's success probability; with ``counts_out``, also its counts."""
         sim, _, gpu = self._noise.get(
             calibration,
             self._target,
@@ -202,6 +243,7 @@ class Probes:
             max_parallel_threads=self._threads,
         )
         out: list[float | None] = [None] * len(specs)
+        counts: list[dict[str, int] | None] = [None] * len(specs)
         by_method: dict[str | None, list[int]] = {}
         for i, spec in enumerate(specs):
             method = None if gpu else sim_method_for(len(spec.qubits), shots)
@@ -212,5 +254,8 @@ class Probes:
                 sim, [circuits[i] for i in idx], shots=shots, seed_simulator=seed, **options
             )
             for k, i in enumerate(idx):
-                out[i] = success_probability(result.get_counts(k), specs[i].ideal)
+                counts[i] = result.get_counts(k)
+                out[i] = success_probability(counts[i], specs[i].ideal)
+        if counts_out is not None:
+            counts_out.extend(counts)  # type: ignore[arg-type]
         return [float(p) for p in out]  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from qrt_ray import tracing
 from qrt_ray.access.audit import AuditEntry
 from qrt_ray.actors import collector
 from qrt_ray.actors.admission import Admission, job_deadline, placement_options
@@ -38,6 +39,7 @@ from qrt_ray.actors.compile_stage import (
     work_item,
 )
 from qrt_ray.actors.device_view import DeviceView
+from qrt_ray.actors.job_telemetry import JobTelemetry, span_attributes
 from qrt_ray.actors.ports import SchedulerPorts
 from qrt_ray.compiler import DEFAULT_OPTIMIZATION_LEVEL, CompiledCircuit
 from qrt_ray.config import PolicyConfig, load_policy_config
@@ -50,7 +52,7 @@ from qrt_ray.errors import (
     brief,
 )
 from qrt_ray.intake.admit import InlineIntake, Intake
-from qrt_ray.lifecycle import JobState
+from qrt_ray.lifecycle import ErrorClass, JobState
 from qrt_ray.metrics import RuntimeMetrics
 from qrt_ray.mitigation.twirling import copies_for
 from qrt_ray.models import DeviceSnapshot, DeviceStatus, JobSpec, Placement
@@ -100,6 +102,7 @@ __all__ = ["FIRST_CHUNK", "MAX_ATTEMPTS", "PASS_BUDGET_S", "Scheduler", "chunk_c
 
 logger = logging.getLogger("qrt.scheduler")
 S = JobState
+EC = ErrorClass
 # A job waiting for a fresh enough calibration looks for a device to ask at most this
 # often (seconds).
 _FRESH_CHECK_S = 5.0
@@ -108,6 +111,10 @@ _FRESH_CHECK_S = 5.0
 # once: the first jobs of a large submission start compiling while the later ones are
 # still being placed (each placement runs a layout search per new circuit).
 PASS_BUDGET_S = 0.02
+# how often an idle farm's devices are polled for their gauges (seconds)
+_IDLE_POLL_S = 5.0
+# how often the queue gauges are worked out from the live jobs (seconds)
+_GAUGES_S = 1.0
 
 
 def _too_old(snap: DeviceSnapshot, now: float, limit: float | None) -> DeviceSnapshot:
@@ -175,6 +182,8 @@ class Scheduler:
             policies.intake, self.placer, intake or InlineIntake(policies.intake)
         )
         self.view = DeviceView(policies.faults, policies.link, clock, self.metrics)
+        self.telemetry = JobTelemetry(self.metrics)
+        self._gauges_at = 0.0
         self.compiler = CompileStage(
             ports,
             self.placer,
@@ -239,6 +248,7 @@ class Scheduler:
                 ("watchdog", self._watchdog),
                 ("deadlines", self._expire),
                 ("place", self._place_pending),
+                ("gauges", self._gauges),
             ):
                 try:
                     await step()
@@ -273,11 +283,18 @@ class Scheduler:
         if not updates:
             return []
         updates = [self._billed(u) for u in updates]
+        # each job as it was before its move (a job can move twice in one batch)
+        before = {u.job_id: r for u in updates if (r := self._record(u.job_id)) is not None}
         applied = await asyncio.to_thread(self.store.apply, updates)
         charges: list[Charge] = []
         for u, ok in zip(updates, applied, strict=True):
             if ok:
                 self.metrics.transitions.labels(to_state=u.to_state.value).inc()
+                rec = before.get(u.job_id)
+                if rec is not None:
+                    self.telemetry.moved(rec, u)
+                    device = u.fields.get("device", rec.device)
+                    before[u.job_id] = replace(rec, updated_at=u.at, device=device)
                 charges.extend(u.charges)
         if charges and self.on_billed is not None:
             try:
@@ -402,6 +419,7 @@ class Scheduler:
                 for a different request.
             PlacementError: no device in the farm could ever run one of the jobs.
         """
+        called_at = self._clock()
         await self._refresh_snapshots(force=not self.view.snapshots)
         wheres = self.admission.check_count(specs)
         job_ids = [f"job-{uuid.uuid4().hex[:16]}" for _ in specs]
@@ -428,9 +446,14 @@ class Scheduler:
             records.append(JobRecord(job_id, S.QUEUED, spec, at, at))
         audit = (actor, self.audit_key, now) if self.audit_key is not None else None
         admitted = await asyncio.to_thread(self.store.admit, records, audit)
+        stored_at = self._clock()
         for (rec, created), shape in zip(admitted, shapes, strict=True):
             if not created:
                 continue
+            if tracing.enabled():
+                attrs = span_attributes(rec)
+                tracing.stage_span(rec.job_id, "submit", called_at, stored_at, attrs)
+                tracing.stage_span(rec.job_id, "admission", called_at, now, attrs)
             self.metrics.jobs_submitted.labels(tenant=rec.tenant).inc()
             self.metrics.transitions.labels(to_state=S.QUEUED.value).inc()
             self._track(rec, shape)
@@ -446,15 +469,24 @@ class Scheduler:
 
     # == the control loop's steps =====================================================
 
+    async def _gauges(self) -> None:
+        """Queue gauges (M7) from the live jobs, at most once a second."""
+        now = self._clock()
+        if now - self._gauges_at < _GAUGES_S:
+            return
+        self._gauges_at = now
+        self.telemetry.queues([j.record for j in self._jobs], now)
+
     async def _refresh_snapshots(self, force: bool = False) -> None:
         now = time.monotonic()
-        # An idle farm is not polled: snapshots matter only to place pending work and
-        # to move placed work off a device that stopped or recalibrated.
         # Placement needs fresh figures (every snapshot_interval_s); watching placed
-        # work for a device that stops or recalibrates can look less often.
+        # work for a device that stops or recalibrates can look less often; an idle
+        # farm is polled only to keep the device gauges (status, calibration age) live.
         interval = self._snap_interval if self._pending else max(1.0, self._snap_interval)
         busy = self._pending or self._jobs.any_expected()
-        if not force and (not busy or now - self.view.polled_at < interval):
+        if not busy:
+            interval = max(_IDLE_POLL_S, self._snap_interval)
+        if not force and now - self.view.polled_at < interval:
             return
         found = self.view.observe(await self.ports.snapshots(), now)
         for name, reason in found.restarted.items():
@@ -539,6 +571,7 @@ class Scheduler:
             if rec is None or rec.state is not S.QUEUED or rec.job_id in seen:
                 continue  # final, placed meanwhile, or a second entry of one job
             seen.add(rec.job_id)
+            placing_at = self._clock()
             try:
                 placement, rerun = self._place(rec, backlog, held)
             except DeviceUnavailableError as exc:
@@ -550,6 +583,10 @@ class Scheduler:
             except PlacementError as exc:
                 events.append(PlacementRefused(rec.job_id, str(exc)))
                 continue
+            if tracing.enabled():
+                attrs = span_attributes(rec, placement.device)
+                attrs["qrt.ranking"] = [f"{d}={score:.3f}" for d, score in placement.ranking]
+                tracing.stage_span(rec.job_id, "placement", placing_at, self._clock(), attrs)
             held[placement.device] = held.get(placement.device, 0) + 1
             backlog[placement.device] = backlog.get(placement.device, 0.0) + placement.run_s
             events.append(
@@ -838,7 +875,10 @@ class Scheduler:
             # compiled from a target it kept for the calibration it last saw, so this
             # is its own lag, not a failure of the job, and costs no attempt
             free = run.error_kind is RunError.CALIBRATION
-            events.append(RunRejected(run.job_id, run.attempt, verdict.reason, free, slices_left))
+            kind = EC.INTEGRITY if verdict.cause is collector.Cause.CHECKSUM else EC.DEVICE
+            events.append(
+                RunRejected(run.job_id, run.attempt, verdict.reason, free, slices_left, kind)
+            )
         for run, verdict in await self._count_shots(accepted, now):
             job = self._jobs.get(run.job_id)
             if job is None:

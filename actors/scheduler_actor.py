@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 import psutil
 import ray
 
+from qrt_ray import logs, tracing
 from qrt_ray.access.audit import AuditEntry
+from qrt_ray.actors import canary_metrics
 from qrt_ray.actors.access import OPERATOR, Access
 from qrt_ray.actors.admin import Admin
 from qrt_ray.actors.device import WorkItem
@@ -24,23 +27,27 @@ from qrt_ray.config import PolicyConfig, load_policy_config
 from qrt_ray.errors import DeviceUnavailableError, ValidationError, brief
 from qrt_ray.intake.pool import IntakePool
 from qrt_ray.lifecycle import JobState
-from qrt_ray.metrics import RuntimeMetrics
+from qrt_ray.metrics import RuntimeMetrics, serve_farm_metrics
 from qrt_ray.models import DeviceSnapshot
 from qrt_ray.names import CALIBRATION_NAME, device_actor_name
 from qrt_ray.reports import new_key
 from qrt_ray.results import RawRun
 from qrt_ray.store import open_store
 from qrt_ray.store.urls import store_label
+from qrt_ray.versions import software_versions
 
 logger = logging.getLogger("qrt.scheduler")
 
 # Compile runs as Ray tasks, one CPU each, so a farm compiles on every core it has.
 compile_task = ray.remote(num_cpus=1, max_retries=2)(compile_circuits)
+traced_compile_task = ray.remote(num_cpus=1, max_retries=2)(tracing.traced_call)
 _WARM_QASM = (
     'OPENQASM 2.0; include "qelib1.inc"; qreg q[1]; creg c[1]; h q[0]; measure q[0] -> c[0];'
 )
 # At most this many compile workers are warmed at start (one per CPU below it).
 _MAX_WARM_WORKERS = 8
+# canary rounds read back per device at start, to find its last passing one
+_CANARY_LOOKBACK = 50
 # The store operations the calibration manager may ask of the scheduler.
 CALIBRATION_STORE_OPERATIONS = frozenset(
     {
@@ -94,6 +101,8 @@ class RayPorts:
     ) -> None:
         self._devices = devices
         self._namespace = namespace
+        # where compile tasks send their spans: where this process sends its own
+        self._tracing = tracing.TracingConfig.from_env()
         self._targets: dict[tuple[str, str], Any] = {}
         self._snapshot_timeout_s = snapshot_timeout_s
         # each device's process as it last reported it (node, pid, start time)
@@ -179,10 +188,23 @@ class RayPorts:
         layouts: Sequence[Sequence[int] | None] | None = None,
         placement_esp: Sequence[float | None] | None = None,
         calibration_id: str | None = None,
+        traceparent: str | None = None,
     ) -> tuple[str, list[CompiledCircuit]]:
         cal_id, target_ref = await self._target(device, calibration_id)
+        # with tracing on, the task runs inside a span of the trace it was given
+        call = (
+            functools.partial(
+                traced_compile_task.remote,
+                traceparent,
+                "compile.task",
+                self._tracing,
+                compile_circuits,
+            )
+            if tracing.enabled() and traceparent
+            else compile_task.remote
+        )
         try:
-            compiled = await compile_task.remote(
+            compiled = await call(
                 list(texts),
                 target_ref,
                 device=device,
@@ -258,9 +280,11 @@ class SchedulerActor:
     ) -> None:
         # found by name when first used: the scheduler starts before its devices
         devices = self._device_handles = DeviceHandles(device_names, namespace)
+        logs.setup_actor()
+        tracing.configure()
         self.metrics = RuntimeMetrics()
-        if metrics_port:
-            self.metrics.serve(metrics_port)
+        self.metrics.build_info.labels(version=software_versions().get("qrt-ray", "?")).set(1)
+        self._metrics_port = serve_farm_metrics(self.metrics, metrics_port)
         self.store = open_store(store_url)
         self._store_label = store_label(store_url)
         policies = (
@@ -303,12 +327,18 @@ class SchedulerActor:
             readout=self._readout,
         )
         self.admin = Admin(self.tenant_api)
+        self.scheduler.telemetry.known_devices(device_names)
 
         # Ray runs an async actor's constructor on its event loop: the actor starts
         # itself, so one Ray restarts after a crash recovers with nobody asking.
         self._starting = asyncio.get_running_loop().create_task(self._start())
 
     async def _start(self) -> int:
+        history = {
+            d: await asyncio.to_thread(self.store.canaries, d, _CANARY_LOOKBACK)
+            for d in self._device_handles
+        }
+        canary_metrics.last_passes(self.metrics, history)
         recovered = await self.scheduler.start()
         if recovered:
             logger.info("recovered %d unfinished jobs from the store", recovered)
@@ -344,7 +374,9 @@ class SchedulerActor:
             )
         await self._started()
         got = await asyncio.to_thread(getattr(self.store, operation), *args)
-        if operation == "add_maintenance":
+        if operation == "record_canary":
+            canary_metrics.observe_round(self.metrics, args[0])
+        elif operation == "add_maintenance":
             (w,) = args
             detail = {"start": w.start, "end": w.end, "reason": w.reason[:200]}
             await self.access.audit(
@@ -490,6 +522,12 @@ class SchedulerActor:
         (whoever holds Ray is the operator; see :class:`~qrt_ray.actors.admin.Admin`)."""
         await self._started()
         return await self.admin.call(operation, args)
+
+    async def metrics_address(self) -> str | None:
+        """Where this farm serves ``/metrics`` (None: the endpoint is off)."""
+        if self._metrics_port is None:
+            return None
+        return f"http://127.0.0.1:{self._metrics_port}/metrics"
 
     async def metrics_text(self) -> bytes:
         """Prometheus exposition of the scheduler's metrics."""

@@ -49,6 +49,8 @@ class CanaryResult:
     predicted: float
     measured: float
     shots: int
+    # success after each error mitigation method (None: the method failed on it)
+    mitigated: Mapping[str, float | None] = field(default_factory=dict)
 
     @property
     def gap(self) -> float:

@@ -30,7 +30,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from qrt_ray.errors import brief
-from qrt_ray.lifecycle import FINAL_STATES, JobState, check_transition
+from qrt_ray.lifecycle import FINAL_STATES, ErrorClass, JobState, check_transition
 from qrt_ray.policies.jobs import Expected, JobTable, LiveJob
 from qrt_ray.policies.placer import JobShape
 from qrt_ray.results import RawRun, missing_shots, shots_executed
@@ -38,6 +38,7 @@ from qrt_ray.store import JobRecord, StateUpdate
 
 logger = logging.getLogger("qrt.jobflow")
 S = JobState
+EC = ErrorClass
 # Attempts a job gets (partial runs, corrupt payloads, simulator errors, lost devices)
 # before it fails with the last reason: retries must end, or a broken circuit would
 # loop forever.
@@ -165,6 +166,8 @@ class RunRejected:
     reason: str
     free: bool = False
     slices_left: bool = False
+    # the class the job fails with should this run have been its last attempt
+    error_class: ErrorClass = ErrorClass.DEVICE
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,6 +470,8 @@ class _Choice:
     when: str = ""
     fields: Mapping[str, Any] | None = None
     attempt: int | None = None
+    # the class of a move to FAILED, stored with it
+    error_class: ErrorClass | None = None
 
 
 Handler = Callable[["JobMachine", LiveJob, Any, float], "_Choice | None"]
@@ -547,7 +552,7 @@ class JobMachine:
                 choice.finish,
                 now,
                 reason=choice.reason or choice.when or event.name,
-                fields=dict(choice.fields or {}),
+                fields=_with_class(choice),
                 event=event.name,
             )
         attempt = choice.attempt if choice.attempt is not None else rec.attempts
@@ -576,7 +581,10 @@ class JobMachine:
             S.FAILED,
             now,
             reason="unrecoverable",
-            fields={"error": _unrecoverable_error(why)},
+            fields={
+                "error": _unrecoverable_error(why),
+                "error_class": ErrorClass.UNRECOVERABLE.value,
+            },
             event=event.name,
         )
         return Decision(event, row_for(event.name, state, S.FAILED), update, ())
@@ -665,7 +673,7 @@ def _on_placement_refused(
 ) -> _Choice | None:
     if job.state is not S.QUEUED:
         return None
-    return _Choice(S.FAILED, "placement", fields={"error": e.error})
+    return _Choice(S.FAILED, "placement", fields={"error": e.error}, error_class=EC.PLACEMENT)
 
 
 def _on_compiled(m: JobMachine, job: LiveJob, e: Compiled, now: float) -> _Choice | None:
@@ -683,7 +691,7 @@ def _on_compiled(m: JobMachine, job: LiveJob, e: Compiled, now: float) -> _Choic
 def _on_compile_failed(m: JobMachine, job: LiveJob, e: CompileFailed, now: float) -> _Choice | None:
     if job.state is not S.COMPILING:
         return None
-    return _Choice(S.FAILED, "compile", fields={"error": e.error})
+    return _Choice(S.FAILED, "compile", fields={"error": e.error}, error_class=EC.COMPILE)
 
 
 def _on_compile_stale(m: JobMachine, job: LiveJob, e: CompileStale, now: float) -> _Choice | None:
@@ -725,19 +733,19 @@ def _on_run_counted(m: JobMachine, job: LiveJob, e: RunCounted, now: float) -> _
         return _Choice(S.POSTPROCESSING, when="all shots in")
     if e.slice_waits:
         return _Choice(None, when="a slice; the rest waits in the queue")
-    return _retry(m, job, e.reason, free=False, when="shots missing")
+    return _retry(m, job, e.reason, EC.PARTIAL_RUN, free=False, when="shots missing")
 
 
 def _on_run_rejected(m: JobMachine, job: LiveJob, e: RunRejected, now: float) -> _Choice | None:
     if job.state is not S.RUNNING or job.record.attempts != e.attempt:
         return None
-    return _retry(m, job, e.reason, free=e.free)
+    return _retry(m, job, e.reason, e.error_class, free=e.free)
 
 
 def _on_run_failed(m: JobMachine, job: LiveJob, e: RunFailed, now: float) -> _Choice | None:
     if job.state is not S.RUNNING or job.record.attempts != e.attempt:
         return None
-    return _Choice(S.FAILED, "device error", fields={"error": e.error})
+    return _Choice(S.FAILED, "device error", fields={"error": e.error}, error_class=EC.DEVICE)
 
 
 def _on_work_moved(m: JobMachine, job: LiveJob, e: WorkMoved, now: float) -> _Choice | None:
@@ -752,7 +760,7 @@ def _on_device_lost(m: JobMachine, job: LiveJob, e: DeviceLost, now: float) -> _
     if job.state not in (S.PLACED, S.RUNNING):
         return None
     if m.exhausted(job):
-        return _Choice(S.FAILED, _EXHAUSTED, _EXHAUSTED, m.gave_up(e.reason))
+        return _Choice(S.FAILED, _EXHAUSTED, _EXHAUSTED, m.gave_up(e.reason), None, EC.DEVICE_LOST)
     return _Choice(S.QUEUED, f"re-placed: {e.reason} (was {job.state.value})")
 
 
@@ -764,7 +772,9 @@ def _on_deadline(m: JobMachine, job: LiveJob, e: DeadlinePassed, now: float) -> 
         f"max_execution_time_s={limit:g} exceeded while the job was {job.state.value}; "
         "raise the limit or use fewer shots"
     )
-    return _Choice(S.FAILED, "max_execution_time_s exceeded", fields={"error": error})
+    return _Choice(
+        S.FAILED, "max_execution_time_s exceeded", fields={"error": error}, error_class=EC.DEADLINE
+    )
 
 
 def _on_cancel(m: JobMachine, job: LiveJob, e: CancelRequested, now: float) -> _Choice | None:
@@ -789,7 +799,8 @@ def _on_recovered(m: JobMachine, job: LiveJob, e: Recovered, now: float) -> _Cho
 def _on_unrecoverable(m: JobMachine, job: LiveJob, e: Unrecoverable, now: float) -> _Choice | None:
     if job.state.is_final:
         return None
-    return _Choice(S.FAILED, "unrecoverable", fields={"error": _unrecoverable_error(e.why)})
+    error = _unrecoverable_error(e.why)
+    return _Choice(S.FAILED, "unrecoverable", fields={"error": error}, error_class=EC.UNRECOVERABLE)
 
 
 def _on_result_stored(m: JobMachine, job: LiveJob, e: ResultStored, now: float) -> _Choice | None:
@@ -801,7 +812,9 @@ def _on_result_stored(m: JobMachine, job: LiveJob, e: ResultStored, now: float) 
 def _on_result_failed(m: JobMachine, job: LiveJob, e: ResultFailed, now: float) -> _Choice | None:
     if job.state is not S.POSTPROCESSING:
         return None
-    return _Choice(S.FAILED, "postprocessing", fields={"error": e.error})
+    return _Choice(
+        S.FAILED, "postprocessing", fields={"error": e.error}, error_class=EC.POSTPROCESS
+    )
 
 
 _HANDLERS: dict[type, Handler] = {
@@ -829,11 +842,21 @@ _HANDLERS: dict[type, Handler] = {
 # == helpers ========================================================================
 
 
-def _retry(m: JobMachine, job: LiveJob, reason: str, *, free: bool, when: str = "") -> _Choice:
+def _with_class(choice: _Choice) -> dict[str, Any]:
+    """The fields a choice stores; a move to FAILED carries its error class."""
+    fields = dict(choice.fields or {})
+    if choice.finish is JobState.FAILED:
+        fields["error_class"] = (choice.error_class or ErrorClass.DEVICE).value
+    return fields
+
+
+def _retry(
+    m: JobMachine, job: LiveJob, reason: str, error_class: ErrorClass, *, free: bool, when: str = ""
+) -> _Choice:
     """A run that did not finish the job: rerun the missing shots, or fail the job out
     of attempts (unless the fault costs no attempt)."""
     if m.exhausted(job) and not free:
-        return _Choice(S.FAILED, _EXHAUSTED, _EXHAUSTED, m.gave_up(reason))
+        return _Choice(S.FAILED, _EXHAUSTED, _EXHAUSTED, m.gave_up(reason), None, error_class)
     return _Choice(S.QUEUED, reason, when)
 
 

@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import datetime
 import json
-import logging
 import math
 import os
 import shutil
@@ -29,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qrt_ray import cli_access
+from qrt_ray import cli_access, cli_ops, logs
 from qrt_ray.errors import (
     JobNotFoundError,
     JobTimeoutError,
@@ -40,6 +39,7 @@ from qrt_ray.errors import (
     brief,
 )
 from qrt_ray.lifecycle import JobState
+from qrt_ray.metrics import DEFAULT_METRICS_PORT
 from qrt_ray.models import OPTIMIZE_GOALS, POLICY_NAMES, DeviceSnapshot
 from qrt_ray.render import table
 
@@ -198,13 +198,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         if running is not None:
             print(f"replacing the farm in Ray namespace {args.namespace!r}", file=sys.stderr)
             farm_mod.stop_farm(args.namespace)
-        ns, _, _ = farm_mod.start_farm(
+        ns, scheduler, _ = farm_mod.start_farm(
             config,
             namespace=args.namespace,
             store_url=store,
             detached=True,
             optimization_level=args.optimization_level,
-            metrics_port=args.metrics_port,
+            metrics_port=0 if args.no_metrics else args.metrics_port,
             policies=policies,
             access_key=farm_mod.access_key(),
         )
@@ -221,10 +221,19 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(
             f"gateway for tenants at {gateway} (`qrt tokens create` makes tokens)", file=sys.stderr
         )
+    import ray
+
+    metrics = ray.get(scheduler.metrics_address.remote())
     _print(
         args,
-        {"namespace": ns, "devices": [d.name for d in config.devices], "gateway": gateway},
+        {
+            "namespace": ns,
+            "devices": [d.name for d in config.devices],
+            "gateway": gateway,
+            "metrics": metrics,
+        },
         f"farm {config.name!r} is up in Ray namespace {ns!r}: {names}\n"
+        f"metrics: {metrics or 'off'}\n"
         "submit with `qrt submit FILE.qasm --wait`, or from Ray: "
         "`RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . "
         "-- qrt submit FILE.qasm --wait`",
@@ -1111,6 +1120,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        help=f"log lines as text or JSON objects (default ${logs.ENV_FORMAT}, else text)",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Any, help_: str, *, remote: bool = True) -> argparse.ArgumentParser:
@@ -1166,7 +1180,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop a farm already up in the namespace and start this one",
     )
     up.add_argument("--optimization-level", type=int, default=1, choices=[0, 1, 2, 3])
-    up.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1")
+    up.add_argument(
+        "--metrics-port",
+        type=int,
+        help=f"serve Prometheus metrics on 127.0.0.1 at this port (default {DEFAULT_METRICS_PORT})",
+    )
+    up.add_argument(
+        "--no-metrics", action="store_true", help="serve no metrics endpoint (default: on)"
+    )
     up.add_argument(
         "--gateway-port",
         type=int,
@@ -1194,6 +1215,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--report", help="also write the report as HTML with charts to this file")
 
     cli_access.register(add)
+    cli_ops.register(add, _reader)
 
     s = add("submit", cmd_submit, "submit one job of OpenQASM files")
     s.add_argument("files", nargs="+", metavar="FILE.qasm")
@@ -1357,8 +1379,15 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``qrt``; returns one of :data:`EXIT_CODES`."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    try:
+        logs.setup(args.log_format)
+    except ValueError as exc:
+        print(f"qrt: ${logs.ENV_FORMAT}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.log_format:
+        # the farm processes this command starts log the same way
+        os.environ[logs.ENV_FORMAT] = args.log_format
     try:
         return args.fn(args)
     except (ValidationError, PlacementError, JobNotFoundError) as exc:

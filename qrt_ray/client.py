@@ -327,7 +327,9 @@ class QuantumRuntime:
                 ``$QRT_STORE``, else a private file that lives as long as the farm).
             num_cpus: CPUs Ray may use (default: all).
             optimization_level: Qiskit preset level for compiles (0-3).
-            metrics_port: serve Prometheus metrics on 127.0.0.1 at this port.
+            metrics_port: serve Prometheus metrics on 127.0.0.1 at this port (default:
+                9464, or a free port when another farm has it; 0: no endpoint).
+                :attr:`metrics_url` says where they are.
             retry_s: how long a call keeps trying while the scheduler restarts.
             attach: True: use the ``qrt up`` farm whenever one runs (the other
                 arguments then only describe the farm to start when none does);
@@ -771,6 +773,11 @@ class QuantumRuntime:
     def metrics_text(self) -> str:
         """The scheduler's Prometheus metrics in text format."""
         return self._call("metrics_text").decode()
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where the farm serves its Prometheus metrics (None: the endpoint is off)."""
+        return self._call("metrics_address")
 
     # -- shutdown ---------------------------------------------------------------------
 

@@ -31,6 +31,22 @@ class JobState(StrEnum):
 
 FINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
 
+
+class ErrorClass(StrEnum):
+    """Why a job failed, in a few bounded classes: the store keeps one with every
+    FAILED job, metrics and alerts group failures by it, and each has a runbook."""
+
+    PLACEMENT = "placement"  # no device could take the job
+    COMPILE = "compile"  # the circuit did not compile for the device (compiler mismatch)
+    DEVICE = "device"  # the device reported a permanent error, or its runs kept failing
+    DEVICE_LOST = "device_lost"  # the device kept stopping or vanishing under the job
+    PARTIAL_RUN = "partial_run"  # shots kept going missing: the result was never whole
+    INTEGRITY = "integrity"  # payloads kept failing their checksum
+    DEADLINE = "deadline"  # max_execution_time_s ran out
+    POSTPROCESS = "postprocess"  # the result could not be built or stored
+    UNRECOVERABLE = "unrecoverable"  # the stored job could not be resumed after a restart
+
+
 _S = JobState
 # Forward path, plus the ways back to QUEUED (a device lost, stopped or recalibrated
 # under the job, a hand-off that failed, a recovery after restart: only its missing

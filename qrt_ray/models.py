@@ -29,6 +29,18 @@ from qrt_ray.errors import brief
 MAX_SHOTS = 1_000_000
 MAX_CIRCUITS_PER_JOB = 10_000
 MAX_PRIORITY = 10
+# Priority classes, for latency objectives and queue metrics: the class of priority p
+# is the first whose floor p reaches.
+PRIORITY_CLASSES: tuple[tuple[str, int], ...] = (("high", 7), ("normal", 3), ("low", 0))
+
+
+def priority_class(priority: int) -> str:
+    """The class of a job priority: ``high`` (7-10), ``normal`` (3-6) or ``low`` (0-2)."""
+    for name, floor in PRIORITY_CLASSES:
+        if priority >= floor:
+            return name
+    return PRIORITY_CLASSES[-1][0]
+
 
 # Validation context of a spec read back from the job store: it passed the checks of
 # the version that admitted it, and is not judged again by newer edge rules.

@@ -283,7 +283,8 @@ def _execute(
                 [info.two_qubit_gates for info in result.metadata.compile],
             )
         )
-    combined = dict(zip(farm, fan_out(combine_estimator, combine_calls), strict=True))
+    owners = [results[k].metadata.job_id for k in farm]
+    combined = dict(zip(farm, fan_out(combine_estimator, combine_calls, owners), strict=True))
     job.check_cancelled()
     pub_results = []
     charged: set[str] = set()  # each device's fresh readout shots go to its first PUB

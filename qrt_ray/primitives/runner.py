@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import ray
 
+from qrt_ray import tracing
 from qrt_ray.client import JobHandle, make_spec
 from qrt_ray.errors import JobTimeoutError, ValidationError
 from qrt_ray.mitigation.readout import ReadoutCalibration
@@ -27,6 +28,7 @@ from qrt_ray.primitives.options import (
     TwirlingOptions,
     _PrimitiveOptions,
 )
+from qrt_ray.tracing import TracingConfig, job_traceparent
 
 _POLL_S = 1.0
 T = TypeVar("T")
@@ -225,12 +227,37 @@ def fetch_readout(
     }
 
 
-def fan_out(fn: Callable[..., T], calls: Sequence[tuple[Any, ...]]) -> list[T]:
-    """Run ``fn(*args)`` for each call as Ray tasks (inline when there is one)."""
+def fan_out(
+    fn: Callable[..., T],
+    calls: Sequence[tuple[Any, ...]],
+    jobs: Sequence[str | None] | None = None,
+) -> list[T]:
+    """Run ``fn(*args)`` for each call as Ray tasks (inline when there is one).
+
+    ``jobs``: per call, the job whose result it works on. With tracing on
+    (:mod:`qrt_ray.tracing`), each call is a ``mitigation.<fn>`` span in that job's
+    trace, wherever it runs.
+    """
+    name = f"mitigation.{fn.__name__.lstrip('_')}"
+    parents = (
+        [None] * len(calls) if jobs is None else [job_traceparent(j) if j else None for j in jobs]
+    )
+    config = TracingConfig.from_env() if tracing.configure() else None
     if len(calls) <= 1 or not ray.is_initialized():
-        return [fn(*args) for args in calls]
-    task = _remote(fn)
-    return ray.get([task.remote(*args) for args in calls])
+        return [
+            tracing.traced_call(parent, name, None, fn, *args)
+            for parent, args in zip(parents, calls, strict=True)
+        ]
+    if config is None:
+        task = _remote(fn)
+        return ray.get([task.remote(*args) for args in calls])
+    traced = _remote(tracing.traced_call)
+    return ray.get(
+        [
+            traced.remote(parent, name, config, fn, *args)
+            for parent, args in zip(parents, calls, strict=True)
+        ]
+    )
 
 
 _REMOTES: dict[Callable[..., Any], Any] = {}

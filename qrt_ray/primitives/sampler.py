@@ -143,7 +143,7 @@ def _execute(
             )
             for r, req in zip(results, requests, strict=True)
         ]
-        quasi = list(fan_out(_quasi, calls))
+        quasi = list(fan_out(_quasi, calls, [r.metadata.job_id for r in results]))
     rng = np.random.default_rng(seed)
     out = []
     for k, (pub, result) in enumerate(zip(pubs, results, strict=True)):

@@ -3,6 +3,7 @@
 from qrt_ray.store.base import (
     CalibrationRecord,
     CanaryRecord,
+    FinishedJob,
     JobRecord,
     JobStore,
     MaintenanceWindow,
@@ -16,6 +17,7 @@ from qrt_ray.store.urls import check_store, open_store, redact_url
 __all__ = [
     "CalibrationRecord",
     "CanaryRecord",
+    "FinishedJob",
     "JobRecord",
     "JobStore",
     "MaintenanceWindow",

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qrt_ray.lifecycle import JobState
+from qrt_ray.lifecycle import ErrorClass, JobState
 from qrt_ray.models import JobSpec
 
 
@@ -42,6 +42,8 @@ class JobRecord:
     compile_info: list[dict[str, Any]] | None = None
     # how the job was cut short and recovered: first counting attempt, shots discarded
     recovery: dict[str, int] | None = None
+    # why a FAILED job failed (None for any other state)
+    error_class: ErrorClass | None = None
 
     @property
     def tenant(self) -> str:
@@ -54,7 +56,8 @@ class StateUpdate:
     """Move one job from ``from_state`` to ``to_state``, optionally setting fields.
 
     ``fields`` may set: device, calibration_id, error, result_sha256, placement,
-    attempts, compile_info, recovery. The update applies only if the job is still in ``from_state``.
+    attempts, compile_info, recovery, error_class. The update applies only if the job
+    is still in ``from_state``.
     """
 
     job_id: str
@@ -66,6 +69,25 @@ class StateUpdate:
     event: str | None = None
     # ledger lines written in the same transaction (a job becoming final)
     charges: tuple[Charge, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedJob:
+    """A job that reached a final state, as service indicators count it (no spec)."""
+
+    job_id: str
+    tenant: str
+    state: JobState
+    error_class: ErrorClass | None
+    device: str | None
+    priority: int
+    created_at: float
+    finished_at: float
+
+    @property
+    def latency_s(self) -> float:
+        """Submission to final state."""
+        return max(0.0, self.finished_at - self.created_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +222,16 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def events(self, job_id: str) -> list[TransitionEvent]:
         """The job's transitions in order."""
+
+    @abc.abstractmethod
+    def finished_jobs(
+        self, since: float, until: float | None = None, *, limit: int = 1_000_000
+    ) -> list[FinishedJob]:
+        """Jobs that reached a final state in ``[since, until)``, oldest first."""
+
+    @abc.abstractmethod
+    def transitions_since(self, since: float, *, limit: int = 1_000_000) -> list[TransitionEvent]:
+        """Every transition recorded at or after ``since``, in time order."""
 
     @abc.abstractmethod
     def put_blob(self, data: bytes) -> str:

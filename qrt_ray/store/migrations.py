@@ -9,6 +9,13 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+# 8 (both databases): the class of a failed job, for success rates and alerts by
+# error class, and an index to find the jobs that ended in a time window.
+_ERROR_CLASS = """
+    ALTER TABLE jobs ADD COLUMN error_class TEXT;
+    CREATE INDEX jobs_state_updated ON jobs (state, updated_at);
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: jobs, their transitions, content-addressed blobs and the shot ledger.
     """
@@ -186,6 +193,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 7: (PostgreSQL only: SQLite's INTEGER already holds 64 bits)
     "",
+    _ERROR_CLASS,
 )
 
 POSTGRES_MIGRATIONS: tuple[str, ...] = (
@@ -353,6 +361,7 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ALTER COLUMN shots_total TYPE BIGINT;
     ALTER TABLE ledger ALTER COLUMN shots TYPE BIGINT;
     """,
+    _ERROR_CLASS,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import json
 import logging
+import math
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -25,12 +26,13 @@ from typing import Any, Protocol, TypeVar
 
 from qrt_ray.access.audit import AuditEntry
 from qrt_ray.errors import IntegrityError, JobNotFoundError, brief
-from qrt_ray.lifecycle import JobState
+from qrt_ray.lifecycle import ErrorClass, JobState
 from qrt_ray.models import STORED, JobSpec
 from qrt_ray.store.access import AccessTables, append_audit, insert_charges
 from qrt_ray.store.base import (
     CalibrationRecord,
     CanaryRecord,
+    FinishedJob,
     JobRecord,
     JobStore,
     MaintenanceWindow,
@@ -52,6 +54,7 @@ _SETTABLE = (
     "attempts",
     "compile_info",
     "recovery",
+    "error_class",
 )
 # fields stored as JSON text, and their columns
 _JSON_COLUMNS = {
@@ -61,7 +64,7 @@ _JSON_COLUMNS = {
 }
 _COLUMNS = (
     "job_id, state, spec_json, created_at, updated_at, device, calibration_id, error, "
-    "result_sha256, placement_json, attempts, compile_json, recovery_json"
+    "result_sha256, placement_json, attempts, compile_json, recovery_json, error_class"
 )
 _FINAL = ("DONE", "FAILED", "CANCELLED")
 
@@ -340,6 +343,42 @@ class SQLJobStore(AccessTables, JobStore):
                 logger.error("job %s: %s", row[0], why)
                 out.append((row[0], state, why))
         return out
+
+    def finished_jobs(
+        self, since: float, until: float | None = None, *, limit: int = 1_000_000
+    ) -> list[FinishedJob]:
+        rows = self._rows(
+            "SELECT job_id, tenant, state, error_class, device, priority, created_at, "
+            "updated_at FROM jobs WHERE state IN (?,?,?) AND updated_at >= ? AND updated_at < ? "
+            "ORDER BY updated_at, job_id LIMIT ?",
+            (*_FINAL, float(since), math.inf if until is None else float(until), int(limit)),
+        )
+        return [
+            FinishedJob(
+                r[0],
+                r[1],
+                JobState(r[2]),
+                ErrorClass(r[3]) if r[3] else None,
+                r[4],
+                int(r[5]),
+                float(r[6]),
+                float(r[7]),
+            )
+            for r in rows
+        ]
+
+    def transitions_since(self, since: float, *, limit: int = 1_000_000) -> list[TransitionEvent]:
+        rows = self._rows(
+            "SELECT job_id, seq, from_state, to_state, at, reason, event FROM transitions "
+            "WHERE at >= ? ORDER BY at, job_id, seq LIMIT ?",
+            (float(since), int(limit)),
+        )
+        return [
+            TransitionEvent(
+                r[0], r[1], JobState(r[2]) if r[2] else None, JobState(r[3]), r[4], r[5], r[6]
+            )
+            for r in rows
+        ]
 
     def events(self, job_id: str) -> list[TransitionEvent]:
         rows = self._rows(
@@ -620,4 +659,5 @@ def _record(row: Sequence[Any]) -> JobRecord:
         attempts=row[10],
         compile_info=json.loads(row[11]) if row[11] else None,
         recovery=json.loads(row[12]) if row[12] else None,
+        error_class=ErrorClass(row[13]) if row[13] else None,
     )

@@ -47,6 +47,10 @@ PURE = [
     "qrt_ray.actors.probes",
     "qrt_ray.actors.ports",
     "qrt_ray.actors.scheduler",
+    "qrt_ray.actors.job_telemetry",
+    "qrt_ray.actors.canary_metrics",
+    "qrt_ray.logs",
+    "qrt_ray.tracing",
 ]
 
 
@@ -100,6 +104,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "qrt_ray.models",
             "qrt_ray.profile",
             "qrt_ray.plots",
+            "qrt_ray.logs",
+            "qrt_ray.tracing",
         ),
     ),
     (
@@ -119,6 +125,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "qrt_ray.results",
             "qrt_ray.reports",
             "qrt_ray.metrics",
+            "qrt_ray.slo",
+            "qrt_ray.dashboards",
             "qrt_ray.aer",
             "qrt_ray.workloads",
         ),
