@@ -36,13 +36,17 @@ class JobTelemetry:
         self._oldest_keys: set[str] = set()
 
     def known_devices(self, devices: Iterable[str]) -> None:
-        """Start each device's success series at 0, so rates over them are right from
-        the first job (a counter first seen at 1 hides that increment from rate())."""
+        """Start each device's outcome and duration series at 0, so rates over them are
+        right from the first job (a series first seen at 1 hides that increment from
+        rate() and increase())."""
         for device in devices:
+            self.metrics.placed_esp.labels(device)
             for cls, _ in PRIORITY_CLASSES:
                 for outcome in ("done", "failed"):
                     error_class = "none" if outcome == "done" else "device"
                     self.metrics.jobs_finished.labels(device, cls, outcome, error_class)
+                for stage in (*STAGES.values(), END_TO_END):
+                    self.metrics.stage_seconds.labels(stage, device, cls)
 
     def moved(self, before: JobRecord, u: StateUpdate) -> None:
         """Observe one applied move of a job that was ``before``."""

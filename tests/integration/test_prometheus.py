@@ -1,0 +1,368 @@
+"""The farm's telemetry checked the way an SRE team would run it: a real Prometheus
+(Debian's, loopback only, a temp dir) scrapes a local farm under a mixed load with
+faults (a device killed, a drifting device, a partial run), evaluates the generated
+recording and alerting rules, and answers every dashboard panel's query.
+
+Checked: M1-M10 against the store's ground truth (or, for M10, the calls made), every
+panel query and recording rule evaluates (and has data where the load makes some),
+and the fast burn-rate page fires when failures are injected and resolves after.
+The rules are generated at ``TIME_SCALE`` (an hour becomes a minute) so the alert
+fires and clears in seconds. With ``$QRT_OBS_ARTIFACTS`` set to a folder, the test
+leaves there the figures, the alert timeline and HTML/text renders of the dashboards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from qrt_ray import JobState, QuantumRuntime
+from qrt_ray import farm as farm_mod
+from qrt_ray.actors.canary_metrics import reductions
+from qrt_ray.config import (
+    CalibrationConfig,
+    LinkConfig,
+    PolicyConfig,
+    SchedulingConfig,
+    load_farm_config_text,
+)
+from qrt_ray.dashboards.generate import render_all
+from qrt_ray.dashboards.queries import instantiate, panel_queries
+from qrt_ray.errors import AuthenticationError
+from qrt_ray.metrics import STAGE_BUCKETS
+from qrt_ray.slo import load_slo_config, render_rules, rule_groups
+from qrt_ray.store import SQLiteJobStore
+from tests.circuits import SMALL_FARM, ghz
+from tests.integration.ledger import wait_for
+from tests.prometheus import Prometheus, free_port, need, prometheus
+
+pytestmark = pytest.mark.integration
+
+TIME_SCALE = 60.0  # rules: an hour of window is a minute here
+DRIFT = (
+    "drift: {seed: 4, time_scale: 3600, error_trend_per_hour: 0.3, "
+    "tls_per_qubit_hour: 0, coupler_per_edge_hour: 0}"
+)
+FARM = load_farm_config_text(
+    SMALL_FARM.replace(
+        "price_per_shot_usd: 0.00001, price_per_job_usd: 0.01, gpu: never}",
+        f"price_per_shot_usd: 0.00001, price_per_job_usd: 0.01, gpu: never, {DRIFT}}}",
+    )
+)
+# The injected failures must not open nairobi's circuit breaker: its cooldown would
+# hold the failing jobs back for a minute (the breaker has tests of its own).
+POLICIES = PolicyConfig(
+    scheduling=SchedulingConfig(slice_shots=1000),
+    calibration=CalibrationConfig(canary_period_s=3, canary_shots=1000, max_chains=1),
+    link=LinkConfig(breaker_failures=1000),
+)
+
+
+@pytest.fixture(scope="module")
+def rt(ray_head: object, store_path: Path) -> Iterator[QuantumRuntime]:
+    need("prometheus")
+    runtime = QuantumRuntime.local(
+        FARM, store=store_path, policies=POLICIES, metrics_port=free_port()
+    )
+    yield runtime
+    runtime.shutdown()
+
+
+def _store(store_path: Path) -> SQLiteJobStore:
+    return SQLiteJobStore(store_path)
+
+
+def _artifacts() -> Path | None:
+    folder = os.environ.get("QRT_OBS_ARTIFACTS")
+    if not folder:
+        return None
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# == the load ========================================================================
+
+
+def _mixed_load(rt: QuantumRuntime) -> list[Any]:
+    """Jobs of every priority class and size over ~20 s, with a partial run and a
+    device killed halfway (manila drifts all along: canaries catch it)."""
+    nairobi = farm_mod.device_handle("nairobi", rt.namespace)
+    jobs = []
+    for i in range(16):
+        if i == 3:
+            ray.get(nairobi.inject_faults.remote(partial_fractions=[0.5]))
+        if i == 8:
+            ray.kill(nairobi, no_restart=False)  # Ray restarts it; its jobs go elsewhere
+        for priority in (1, 5, 9):
+            n = 2 + (i + priority) % 3
+            jobs.append(rt.submit(ghz(n), shots=500 + 250 * (i % 4), priority=priority, seed=i))
+        time.sleep(1.0)
+    return jobs
+
+
+def _auth_calls(rt: QuantumRuntime) -> tuple[int, int]:
+    """A few calls through the gateway's door: bad tokens and a good one."""
+    scheduler = farm_mod.find_scheduler(rt.namespace)
+    rt.administer("tenant_set", name="sre-team")
+    token = rt.administer("token_create", tenant="sre-team", user="sre", scopes="read")["token"]
+    refused = accepted = 0
+    for bad in ("qrt_000000000000_nope", "not-a-token", ""):
+        with pytest.raises(ray.exceptions.RayTaskError) as info:
+            ray.get(scheduler.gateway.remote(bad, "test", "whoami", {}))
+        assert isinstance(info.value.as_instanceof_cause(), AuthenticationError)
+        refused += 1
+    for _ in range(2):
+        ray.get(scheduler.gateway.remote(token, "test", "whoami", {}))
+        accepted += 1
+    return refused, accepted
+
+
+# == the alert =======================================================================
+
+
+def _burn_alert(rt: QuantumRuntime, prom: Prometheus) -> list[tuple[float, str]]:
+    """Fail jobs on nairobi until the fast burn page fires, then run clean work until
+    it resolves. Returns the timeline: (seconds since the failures began, event)."""
+    nairobi = farm_mod.device_handle("nairobi", rt.namespace)
+    ray.get(nairobi.inject_faults.remote(link_errors=["permanent"] * 100))
+    t0 = time.time()
+    timeline: list[tuple[float, str]] = [(0.0, "failures injected on nairobi")]
+    failing = [rt.submit(ghz(2), shots=300, device="nairobi", seed=k) for k in range(6)]
+    states = rt.wait(failing, timeout_s=120)
+    assert all(s is JobState.FAILED for s in states.values()), states
+    timeline.append((time.time() - t0, f"{len(failing)} jobs FAILED (error class device)"))
+    ray.get(nairobi.inject_faults.remote())  # the device heals
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + 90
+    clean = 0
+    while time.monotonic() < deadline:
+        states_now = {a["state"] for a in _page(prom)}
+        for state in ("pending", "firing"):
+            if state in states_now and state not in seen:
+                seen[state] = time.time() - t0
+                timeline.append((seen[state], f"QrtSloBurnFast {state}"))
+        if "firing" in seen and not states_now:
+            timeline.append((time.time() - t0, "QrtSloBurnFast resolved"))
+            return timeline
+        if "firing" in seen:
+            rt.submit(ghz(2), shots=200, seed=1000 + clean)  # clean work meanwhile
+            clean += 1
+        time.sleep(0.5)
+    raise AssertionError(f"the burn alert did not fire and resolve: {timeline}")
+
+
+def _page(prom: Prometheus) -> list[dict[str, Any]]:
+    return [
+        a
+        for a in prom.alerts()
+        if a["labels"].get("alertname") == "QrtSloBurnFast"
+        and a["labels"].get("slo") == "job_success"
+        and a["labels"].get("device") == "nairobi"
+    ]
+
+
+# == ground truth ====================================================================
+
+
+def _bucket(value: float) -> int:
+    """Index of the histogram bucket holding ``value``."""
+    return next((i for i, b in enumerate(STAGE_BUCKETS) if value <= b), len(STAGE_BUCKETS))
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def _ground_truth(store: SQLiteJobStore, devices: list[str]) -> dict[str, Any]:
+    finished = store.finished_jobs(0.0)
+    done = [j for j in finished if j.state is JobState.DONE]
+    failed = [j for j in finished if j.state is JobState.FAILED]
+    latencies = [j.latency_s for j in done]
+    cal_device = {c.calibration_id: d for d in devices for c in store.calibrations(d, 10_000)}
+    shots: dict[str, float] = dict.fromkeys(devices, 0.0)
+    for j in finished:
+        circuits = len(store.get(j.job_id).spec.circuits)
+        for run in store.shot_ledger(j.job_id):
+            shots[cal_device[run.calibration_id]] += run.shots * circuits
+    return {
+        "success": len(done) / (len(done) + len(failed)),
+        "p50": _percentile(latencies, 0.5),
+        "p95": _percentile(latencies, 0.95),
+        "shots": shots,
+        "usd": sum(c.usd for c in store.charges()),
+        "live": len(store.unfinished()),
+        "done": len(done),
+        "failed": len(failed),
+    }
+
+
+# == the test ========================================================================
+
+
+def test_prometheus_sees_what_the_store_records(
+    rt: QuantumRuntime, store_path: Path, tmp_path: Path
+) -> None:
+    config = load_slo_config()
+    rules = render_rules(config, time_scale=TIME_SCALE, scrape_interval_s=1.0)
+    target = rt.metrics_url.removeprefix("http://").removesuffix("/metrics")
+    started = time.time()
+    with prometheus(tmp_path / "prometheus", [target], rules) as prom:
+        jobs = _mixed_load(rt)
+        refused, accepted = _auth_calls(rt)
+        states = rt.wait(jobs, timeout_s=240)
+        assert all(s is JobState.DONE for s in states.values()), states
+        wait_for(lambda: _recalibrated(rt), 120, what="manila's drift caught and fixed")
+        timeline = _burn_alert(rt, prom)
+        rt.wait([rt.job(j["job_id"]) for j in rt.jobs(limit=1000)], timeout_s=120)
+        prom.scraped_after(time.time() + 0.5)
+        figures = _check_metrics(prom, store_path, refused, accepted)
+        _check_rules_and_panels(prom, time.time() - started, rules)
+        _keep(prom, figures, timeline, time.time() - started)
+    seconds = {event: at for at, event in timeline}
+    assert seconds["QrtSloBurnFast firing"] < seconds["QrtSloBurnFast resolved"]
+
+
+def _recalibrated(rt: QuantumRuntime) -> bool:
+    report = rt.calibration_report()["manila"]
+    return report["detections"] >= 1 and report["recalibrations"] >= 1
+
+
+def _check_metrics(
+    prom: Prometheus, store_path: Path, refused: int, accepted: int
+) -> dict[str, Any]:
+    store = _store(store_path)
+    try:
+        devices = [d.name for d in FARM.devices]
+        truth = _ground_truth(store, devices)
+        out: dict[str, Any] = {}
+        # M1: the panel's own query over the whole run, and the raw counters
+        m1 = prom.value(
+            'sum(qrt_jobs_finished_total{outcome="done"}) / '
+            'sum(qrt_jobs_finished_total{outcome!="cancelled"})'
+        )
+        assert m1 is not None and abs(m1 - truth["success"]) < 0.01, (m1, truth)
+        out["M1 success rate"] = (m1, truth["success"])
+        # M2, M3: p50 and p95 within one bucket of the store's exact percentiles
+        for name, q in (("M2 latency p50 (s)", 0.5), ("M3 latency p95 (s)", 0.95)):
+            got = prom.value(
+                f"histogram_quantile({q}, sum by (le) "
+                '(qrt_job_stage_duration_seconds_bucket{stage="end_to_end"}))'
+            )
+            want = truth["p50" if q == 0.5 else "p95"]
+            assert got is not None and abs(_bucket(got) - _bucket(want)) <= 1, (name, got, want)
+            out[name] = (got, want)
+        out.update(_device_figures(prom, store, devices, truth))
+        # M7: nothing waits now, as the store says; something waited during the load
+        waiting = prom.value("sum(qrt_queue_waiting_jobs)")
+        assert waiting == truth["live"] == 0
+        peak = prom.value("max_over_time(sum(qrt_queue_waiting_jobs)[10m:1s])")
+        assert peak is not None and peak > 0
+        out["M7 waiting jobs now / peak"] = (f"{waiting:g} / {peak:g}", truth["live"])
+        # M9: the ledger's dollars
+        usd = prom.value("sum(qrt_billing_usd_total)")
+        assert usd is not None and abs(usd - truth["usd"]) <= 1e-9 * max(1.0, truth["usd"])
+        out["M9 billed USD"] = (usd, truth["usd"])
+        # M10: every refused call counted, with the accepted ones
+        got_refused = prom.value("sum(qrt_auth_refused_total)")
+        got_requests = prom.value("sum(qrt_auth_requests_total)")
+        assert (got_refused, got_requests) == (refused, refused + accepted)
+        out["M10 auth refused / requests"] = (
+            f"{got_refused:g} / {got_requests:g}",
+            f"{refused} / {refused + accepted} (calls made)",
+        )
+        out["jobs done / failed"] = (None, f"{truth['done']} / {truth['failed']}")
+        return out
+    finally:
+        store.close()
+
+
+def _device_figures(
+    prom: Prometheus, store: SQLiteJobStore, devices: list[str], truth: dict[str, Any]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for d in devices:
+        cals = store.calibrations(d, 200)
+        canaries = store.canaries(d, 500)
+        # M4: the calibration in force and the last passing canary are stored ones
+        taken = prom.value(f'qrt_device_calibration_timestamp_seconds{{device="{d}"}}')
+        assert taken in {c.taken_at for c in cals}, (d, taken)
+        passed = prom.value(f'qrt_device_canary_last_success_timestamp_seconds{{device="{d}"}}')
+        assert passed in {c.at for c in canaries if not c.drifted}, (d, passed)
+        out[f"M4 {d} calibration age / since passing canary (s)"] = (
+            prom.value(f'time() - qrt_device_calibration_timestamp_seconds{{device="{d}"}}'),
+            f"{time.time() - max(c.taken_at for c in cals):.1f} / "
+            f"{time.time() - max(c.at for c in canaries if not c.drifted):.1f}",
+        )
+        # M5: the canary figures the gauge shows are a stored round's
+        measured = prom.value(f'qrt_device_canary_success{{device="{d}",kind="measured"}}')
+        predicted = prom.value(f'qrt_device_canary_success{{device="{d}",kind="predicted"}}')
+        assert (predicted, measured) in {(c.predicted, c.measured) for c in canaries}, d
+        out[f"M5 {d} canary measured / predicted"] = (
+            f"{measured:.3f} / {predicted:.3f}",
+            "a stored round",
+        )
+        # M6: shots executed per device, as the shot ledger counts them
+        shots = prom.value(f'sum(qrt_device_shots_total{{device="{d}"}})')
+        assert shots == truth["shots"][d], (d, shots, truth["shots"][d])
+        out[f"M6 {d} shots"] = (shots, truth["shots"][d])
+        # M8: the readout mitigation's error reduction of a stored round
+        m8 = prom.value(
+            f'qrt_mitigation_error_reduction_ratio{{device="{d}",method="readout",level="1"}}'
+        )
+        stored = {
+            r.mean
+            for c in canaries
+            for r in reductions(c.detail.get("canaries", []))
+            if r.method == "readout" and r.mean is not None
+        }
+        assert m8 is not None and any(abs(m8 - s) < 1e-9 for s in stored), (d, m8)
+        out[f"M8 {d} readout error reduction"] = (m8, "a stored round")
+    return out
+
+
+def _check_rules_and_panels(prom: Prometheus, elapsed_s: float, rules: str) -> None:
+    """Every recording rule has had data, and every panel query evaluates."""
+    window = f"{math.ceil(elapsed_s) + 30}s"
+    import yaml
+
+    records = sorted(
+        {r["record"] for g in yaml.safe_load(rules)["groups"] for r in g["rules"] if "record" in r}
+    )
+    assert len(records) >= 2
+    empty = [r for r in records if not prom.query(f"count_over_time({r}[{window}])")]
+    # canary_fidelity's short windows hold no round at times, but each rule name is
+    # shared by every SLO: every one must have evaluated with data
+    assert not empty, empty
+    for text in render_all().values():
+        for query in panel_queries(json.loads(text)):
+            expr = instantiate(query[2], rate_interval="15s", range=window)
+            prom.query(expr)  # raises on a PromQL error
+
+
+def _keep(prom: Prometheus, figures: dict[str, Any], timeline: list[Any], elapsed: float) -> None:
+    folder = _artifacts()
+    if folder is None:
+        return
+    from qrt_ray.dashboards.render import Window, render_text, write_html
+
+    dashboards = [json.loads(t) for t in render_all().values()]
+    window = Window(time.time(), span_s=elapsed + 30)
+    write_html(prom.url, dashboards, folder, window)
+    (folder / "dashboards.txt").write_text(render_text(prom.url, dashboards, window))
+    rows = {k: [str(v[0]), str(v[1])] for k, v in figures.items()}
+    (folder / "figures.json").write_text(
+        json.dumps({"metrics": rows, "alert_timeline": timeline}, indent=2)
+    )
+    (folder / "rule_groups.txt").write_text(
+        "\n".join(g["name"] for g in rule_groups(load_slo_config(), time_scale=TIME_SCALE))
+    )
