@@ -165,6 +165,16 @@ def flush(timeout_s: float = 5.0) -> None:
         _provider.force_flush(int(timeout_s * 1000))
 
 
+def shutdown() -> None:
+    """Export what is buffered and stop tracing in this process (a later
+    :func:`configure` may start it again, elsewhere)."""
+    global _configured, _tracer, _provider
+    with _lock:
+        if _provider is not None:
+            _provider.shutdown()
+        _configured, _provider, _tracer = None, None, trace.NoOpTracer()
+
+
 def _otlp(endpoint: str) -> Any:
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

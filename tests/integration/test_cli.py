@@ -394,3 +394,28 @@ def test_replace_swaps_the_farm_and_a_second_down_stops_nothing(ray_head, tmp_pa
     first = json.loads(qrt("down", *at, "--json").stdout)
     second = qrt("down", *at)
     assert first["stopped"] is True and "nothing to stop" in second.stdout
+
+
+def test_on_call_commands_trace_slo_and_top(farm: dict) -> None:
+    out = qrt("submit", str(GHZ), "--shots", "300", "--wait", "--json", *common(farm))
+    job_id = json.loads(out.stdout)["job_id"]
+    # the waterfall comes from the stored transitions: every stage, in order, and the
+    # end-to-end bar as long as the stages together
+    trace = json.loads(qrt("trace", job_id, "--json", *common(farm)).stdout)
+    names = [s["stage"] for s in trace["stages"]]
+    assert names == ["queue_wait", "compile", "device_wait", "run", "postprocess", "end_to_end"]
+    parts = sum(s["duration_s"] for s in trace["stages"][:-1])
+    assert abs(parts - trace["stages"][-1]["duration_s"]) < 1e-6
+    assert len(trace["trace_id"]) == 32
+    drawn = qrt("trace", job_id, *common(farm)).stdout
+    assert f"job {job_id}: DONE" in drawn and "|#" in drawn
+    # SLOs from the farm's store: the job just run counts towards success and latency
+    report = json.loads(qrt("slo", "--json", *common(farm)).stdout)
+    slos = {s["name"]: s for s in report["slos"]}
+    assert set(slos) >= {"job_success", "latency_normal", "calibration_freshness"}
+    hour = slos["job_success"]["windows"]["1h"]
+    assert hour["total"] >= 1 and hour["good"] == hour["total"] and hour["sli"] == 1.0
+    rules = qrt("slo", "rules").stdout
+    assert "QrtSloBurnFast" in rules and "qrt:slo_burn:rate1h" in rules
+    top = qrt("top", "--once", *common(farm)).stdout
+    assert "manila" in top and "nairobi" in top and "SLO burn" in top and "job_success" in top

@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 import ray
+from qiskit import QuantumCircuit
 
-from qrt_ray import JobState, QuantumRuntime
+from qrt_ray import JobState, QuantumRuntime, tracing
 from qrt_ray import farm as farm_mod
 from qrt_ray.actors.canary_metrics import reductions
 from qrt_ray.config import (
@@ -67,7 +68,18 @@ POLICIES = PolicyConfig(
 
 
 @pytest.fixture(scope="module")
-def rt(ray_head: object, store_path: Path) -> Iterator[QuantumRuntime]:
+def spans_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where this module's farm (and this process) write their spans: the farm takes
+    the setting from the environment it starts in, as it would from an operator's."""
+    path = tmp_path_factory.mktemp("spans") / "spans.jsonl"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(tracing.ENV_FILE, str(path))
+        yield path
+    tracing.shutdown()
+
+
+@pytest.fixture(scope="module")
+def rt(ray_head: object, store_path: Path, spans_file: Path) -> Iterator[QuantumRuntime]:
     need("prometheus")
     runtime = QuantumRuntime.local(
         FARM, store=store_path, policies=POLICIES, metrics_port=free_port()
@@ -366,3 +378,56 @@ def _keep(prom: Prometheus, figures: dict[str, Any], timeline: list[Any], elapse
     (folder / "rule_groups.txt").write_text(
         "\n".join(g["name"] for g in rule_groups(load_slo_config(), time_scale=TIME_SCALE))
     )
+
+
+# == one trace per job ===============================================================
+
+
+def test_one_trace_per_job_crosses_actor_and_task_boundaries(
+    rt: QuantumRuntime, store_path: Path, spans_file: Path
+) -> None:
+    from qrt_ray.primitives import Sampler
+
+    sampler = Sampler(mode=rt, options={"resilience": {"measure_mitigation": True}})
+    fresh = QuantumCircuit(3)  # compiled nowhere yet: its compile task runs for it
+    fresh.h(0)
+    fresh.rz(0.123456, 0)
+    fresh.cx(0, 1)
+    fresh.cx(1, 2)
+    fresh.measure_all()
+    job = sampler.run([fresh, ghz(2)], shots=1000)
+    job.result(timeout=300)
+    job_id = job.farm_job_ids[0]
+    tracing.flush()
+    trace_id, root_id = (
+        f"{x:0{w}x}" for x, w in zip(tracing.job_ids(job_id), (32, 16), strict=True)
+    )
+
+    def spans() -> list[dict[str, Any]]:
+        lines = spans_file.read_text().splitlines() if spans_file.exists() else []
+        return [s for s in map(json.loads, lines) if s["trace_id"] == trace_id]
+
+    wanted = {"submit", "admission", "placement", "queue_wait", "compile", "compile.task",
+              "device_wait", "device.run", "device_run", "result_collection", "qrt.job",
+              "mitigation.quasi"}  # fmt: skip
+    wait_for(lambda: wanted <= {s["name"] for s in spans()}, 30, what="every span of the job")
+    found = spans()
+    (root,) = [s for s in found if s["name"] == "qrt.job"]
+    assert root["span_id"] == root_id and root["parent_id"] is None
+    assert all(s["parent_id"] == root_id for s in found if s is not root)
+    # the scheduler, a compile worker, the device actor and this process
+    assert len({s["pid"] for s in found}) >= 3
+    run = next(s for s in found if s["name"] == "device.run")
+    store = _store(store_path)
+    try:
+        rec = store.get(job_id)
+        events = store.events(job_id)
+    finally:
+        store.close()
+    assert run["attributes"]["qrt.calibration_id"] == rec.calibration_id
+    assert run["attributes"]["qrt.batch_id"] and run["attributes"]["qrt.method"]
+    assert root["attributes"]["qrt.tenant"] == rec.tenant
+    # the stage spans are the stored stays, to the nanosecond's rounding
+    queued = next(s for s in found if s["name"] == "queue_wait")
+    assert abs(queued["start_ns"] / 1e9 - events[0].at) < 1e-6
+    assert abs(queued["end_ns"] / 1e9 - events[1].at) < 1e-6
