@@ -28,6 +28,7 @@ def record_view(rec: JobRecord) -> dict[str, Any]:
         "device": rec.device,
         "calibration_id": rec.calibration_id,
         "error": rec.error,
+        "error_class": rec.error_class.value if rec.error_class else None,
         "created_at": rec.created_at,
         "updated_at": rec.updated_at,
         "attempts": rec.attempts,

@@ -498,7 +498,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"calibration={info['calibration_id'] or '-'}  attempts={info['attempts']}"
     ]
     if info["error"]:
-        text.append(f"error: {info['error']}")
+        cls = f" ({info['error_class']})" if info.get("error_class") else ""
+        text.append(f"error{cls}: {info['error']}")
     if info.get("waiting"):
         text.append(f"waiting: {info['waiting']}")
     t0 = events[0]["at"] if events else 0.0

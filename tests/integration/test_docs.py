@@ -46,10 +46,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def blocks(language: str) -> list[tuple[str, str]]:
+def blocks(language: str, docs: list[Path] = DOCS) -> list[tuple[str, str]]:
     """(where, code) of every fenced block in ``language`` in the docs."""
     out = []
-    for path in DOCS:
+    for path in docs:
         text = path.read_text()
         for match in _FENCE.finditer(text):
             if match.group(1) == language:
@@ -58,10 +58,10 @@ def blocks(language: str) -> list[tuple[str, str]]:
     return out
 
 
-def qrt_commands() -> list[tuple[str, list[str]]]:
+def qrt_commands(docs: list[Path] = DOCS) -> list[tuple[str, list[str]]]:
     """(where, argv after ``qrt``) of every ``qrt`` command in the shell blocks."""
     out = []
-    for where, code in blocks("bash"):
+    for where, code in blocks("bash", docs):
         code = code.replace("\\\n", " ")
         for line in code.splitlines():
             line = line.split("#", 1)[0].strip()
@@ -69,7 +69,9 @@ def qrt_commands() -> list[tuple[str, list[str]]]:
             if " -- " in line:  # `ray job submit ... -- qrt submit ...`
                 line = line.split(" -- ", 1)[1]
             for part in re.split(r";|&&", line):
-                words = shlex.split(part)
+                words = shlex.split(part.split(" > ", 1)[0])  # output redirected: dropped
+                while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+                    words = words[1:]  # `VAR=value qrt ...`
                 if words and words[0] == "qrt":
                     out.append((where, words[1:]))
     return out
@@ -123,6 +125,32 @@ def docs_farm(ray_head, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
         serve.shutdown()  # Serve itself outlives a farm's `qrt down`
 
 
+RUNBOOKS = sorted((ROOT / "docs" / "runbooks").glob("*.md"))
+
+
+def inline_qrt_commands(docs: list[Path]) -> list[tuple[str, list[str]]]:
+    """(where, argv after ``qrt``) of every inline `qrt ...` code span."""
+    out = []
+    for path in docs:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            for code in re.findall(r"`(qrt [^`]+)`", line):
+                words = shlex.split(code.split(" > ", 1)[0])
+                out.append((f"{path.name}:{n}", words[1:]))
+    return out
+
+
+def test_the_runbooks_have_commands_and_each_parses() -> None:
+    # the runbooks act on a farm in trouble (drain, revoke, cancel): parsed, not run
+    found = qrt_commands(RUNBOOKS) + inline_qrt_commands(RUNBOOKS)
+    assert len(RUNBOOKS) == 11 and len(found) >= 30
+    for where, argv in found:
+        argv = ["job-0" if a == "JOB" else a for a in argv]
+        try:
+            build_parser().parse_args(argv)
+        except SystemExit as exc:
+            assert exc.code == 0, f"{where}: `qrt {' '.join(argv)}` does not parse"
+
+
 def run(
     argv: list[str], env: dict[str, str], where: str = "", *, cwd: Path, timeout: float = 300
 ) -> subprocess.CompletedProcess:
@@ -166,8 +194,11 @@ def test_the_docs_qrt_commands_run_on_the_running_farm(docs_farm: dict) -> None:
     job = submitted.stdout.strip()
     ran = 0
     for where, argv in qrt_commands():
-        if not argv or argv[0] in _NOT_RUN:
+        command = next((a for a in argv if not a.startswith("-") and a not in ("json",)), "")
+        if command in _NOT_RUN:
             continue
+        if command == "top":
+            argv = [*argv, "--once"]  # the live view runs until Ctrl-C
         argv = [job if a == "JOB" else a for a in argv]
         argv = [docs_farm["spare"] if a == "TOKEN_ID" else a for a in argv]
         if DOCS_URL in argv:  # a tenant's command: through the gateway, not Ray
