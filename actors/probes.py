@@ -139,8 +139,8 @@ class Probes:
                 "%s: readout mitigation of canary %s failed: %s", self.name, spec.name, exc
             )
             return {"readout": None}
-        success = sum(p for k, p in quasi.probabilities.items() if k in spec.ideal)
-        return {"readout": min(1.0, max(0.0, success))}
+        # not clipped: a quasi-probability above 1 is over-correction, an error too
+        return {"readout": sum(p for k, p in quasi.probabilities.items() if k in spec.ideal)}
 
     def readout_calibration(
         self, qubits: Sequence[int], shots: int, max_age_s: float, seed: int | None = None

@@ -8,6 +8,7 @@ no tracing backend.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,7 +39,7 @@ def cmd_slo(args: argparse.Namespace) -> int:
     """Per SLO: indicator, objective, budget left and burn rates; or the rules."""
     config = load_slo_config(args.slos)
     if args.action == "rules":
-        if args.time_scale <= 0:
+        if not (math.isfinite(args.time_scale) and args.time_scale > 0):
             raise ValidationError(f"--time-scale {args.time_scale:g}: use a number above 0")
         print(render_rules(config, time_scale=args.time_scale), end="")
         return 0
@@ -201,7 +202,7 @@ def cmd_top(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    if args.interval <= 0:
+    if not (math.isfinite(args.interval) and args.interval > 0):
         raise ValidationError(f"--interval {args.interval:g}: use a number of seconds above 0")
     rt = args.connect(args)
     console = Console()

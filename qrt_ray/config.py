@@ -424,6 +424,11 @@ def _describe_error(err: Any, root: yaml.Node | None) -> str:
         return f"{where}: required field is missing"
     if "at" in err.get("ctx", {}):
         return f"{where}: {message}"  # the input is the whole list; the message names the item
+    if not loc:
+        # the whole document: not a mapping (another kind of file?); its text is not shown
+        return (
+            f"{where}: the file must hold a YAML mapping, not a {type(err.get('input')).__name__}"
+        )
     value = repr(err.get("input"))
     if value in message:
         return f"{where}: {message}"

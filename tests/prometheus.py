@@ -148,7 +148,11 @@ def prometheus(
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"prometheus did not start: {log.read_text()[-2000:]}")
             time.sleep(0.2)
-        yield Prometheus(url, proc, log)
+        prom = Prometheus(url, proc, log)
+        # targets reach the scrape loop a few seconds after start (discovery updates
+        # are batched): what happens before the first scrape would be missed
+        prom.scraped_after(0.0, timeout_s=30)
+        yield prom
     finally:
         proc.terminate()
         try:

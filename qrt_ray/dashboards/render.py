@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import time
 import urllib.error
@@ -35,16 +36,18 @@ class Window:
 
     end: float
     span_s: float = 3600.0
+    # the Prometheus' scrape interval (Grafana assumes 15 s unless told)
+    scrape_s: float = _SCRAPE_S
 
     @property
     def step_s(self) -> float:
         """Seconds between points of a range query (about 240 points)."""
-        return max(_SCRAPE_S, round(self.span_s / 240))
+        return max(self.scrape_s, round(self.span_s / 240))
 
     def variables(self, device: str) -> dict[str, str]:
         """Grafana's time variables for this window, as :func:`instantiate` takes them."""
         return {
-            "rate_interval": f"{int(max(4 * _SCRAPE_S, self.step_s + _SCRAPE_S))}s",
+            "rate_interval": f"{int(max(4 * self.scrape_s, self.step_s + self.scrape_s))}s",
             "range": f"{int(self.span_s)}s",
             "interval": f"{int(self.step_s)}s",
             "device": device,
@@ -220,9 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dashboards", type=Path, default=DASHBOARDS_DIR, help="JSON folder")
     parser.add_argument("--out", type=Path, default=Path("dashboards-html"), help="HTML folder")
     parser.add_argument("--span-s", type=float, default=3600.0, help="time range (seconds)")
+    parser.add_argument("--scrape-s", type=float, default=_SCRAPE_S, help="scrape interval")
     parser.add_argument("--text", action="store_true", help="print latest values instead")
     args = parser.parse_args(argv)
-    window = Window(end=time.time(), span_s=args.span_s)
+    for name in ("span_s", "scrape_s"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            parser.error(f"--{name.replace('_', '-')} {value:g}: use a number of seconds above 0")
+    window = Window(end=time.time(), span_s=args.span_s, scrape_s=args.scrape_s)
     boards = load_dashboards(args.dashboards)
     if args.text:
         print(render_text(args.prometheus, boards, window))

@@ -250,3 +250,16 @@ def test_drift_is_optional_per_device_and_checked() -> None:
     message = _error_of(text + "    drift: {time_scale: 0, tls_rate: 1}\n")
     assert "devices[1].drift.time_scale" in message and "greater than 0" in message
     assert "devices[1].drift.tls_rate" in message
+
+
+def test_a_file_that_is_no_yaml_mapping_is_refused_without_its_text(tmp_path: Path) -> None:
+    from qrt_ray.slo import load_slo_config
+
+    secret = tmp_path / "notes.txt"
+    secret.write_text("root:x:0:0:hunter2-secret-line\nsecond line\n")
+    for load in (load_farm_config, load_slo_config):
+        with pytest.raises(ValidationError) as info:
+            load(secret)
+        message = str(info.value)
+        assert "must hold a YAML mapping, not a str" in message
+        assert "hunter2" not in message and "root:x" not in message

@@ -188,3 +188,53 @@ def test_top_rates_come_from_successive_shot_counts() -> None:
     (row,) = f.devices
     assert row["shots_per_s"] == 500.0 and row["status"] == DeviceStatus.ONLINE.value
     assert frame([snap], shots, None, None, now=102.0).devices[0]["shots_per_s"] is None
+
+
+def test_spans_reach_an_otlp_collector_over_http() -> None:
+    # a minimal OTLP/HTTP receiver on loopback: what a collector would be sent
+    import http.server
+    import threading
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    got: list[ExportTraceServiceRequest] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            request = ExportTraceServiceRequest()
+            request.ParseFromString(body)
+            got.append(request)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
+    try:
+        assert tracing.configure(tracing.TracingConfig(otlp_endpoint=endpoint))
+        tracing.job_span("job-otlp", 10.0, 12.0, {"qrt.tenant": "acme"})
+        tracing.flush()
+    finally:
+        tracing.shutdown()
+        server.shutdown()
+    spans = [
+        span
+        for request in got
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    (root,) = spans
+    trace_id, root_id = tracing.job_ids("job-otlp")
+    assert root.name == "qrt.job" and root.trace_id == trace_id.to_bytes(16, "big")
+    assert root.span_id == root_id.to_bytes(8, "big")
+    assert (root.start_time_unix_nano, root.end_time_unix_nano) == (10 * 10**9, 12 * 10**9)
+    resource = {a.key: a.value.string_value for a in got[0].resource_spans[0].resource.attributes}
+    assert resource["service.name"] == "qrt-ray"
