@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.resources
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -110,17 +111,7 @@ class FarmConfig(BaseModel):
     @field_validator("devices")
     @classmethod
     def _unique_names(cls, devices: tuple[DeviceConfig, ...]) -> tuple[DeviceConfig, ...]:
-        first_index: dict[str, int] = {}
-        for index, device in enumerate(devices):
-            if device.name in first_index:
-                # `at` lets the loader point at the duplicate's own line, not at `devices:`.
-                raise PydanticCustomError(
-                    "duplicate_device",
-                    "duplicate device name '{name}': devices[{first}] already uses it; "
-                    "device names must be unique",
-                    {"name": device.name, "first": first_index[device.name], "at": (index, "name")},
-                )
-            first_index[device.name] = index
+        check_unique_names([d.name for d in devices], "device", "devices")
         return devices
 
     @property
@@ -175,21 +166,63 @@ def load_farm_config_text(text: str, source: str = "<string>") -> FarmConfig:
     Raises:
         ConfigError: as :func:`load_farm_config`.
     """
-    return _validated(text, source, FarmConfig, "farm config", "`name:` and `devices:`")
+    return validated_yaml(text, source, FarmConfig, "farm config", "`name:` and `devices:`")
 
 
 _M = TypeVar("_M", bound=BaseModel)
 
 
-def _validated(text: str, source: str, model: type[_M], kind: str, expected: str) -> _M:
-    root, data = _parse_yaml(text, source)
+def check_unique_names(names: Sequence[str], what: str, field: str) -> None:
+    """Refuse a name given twice in a list of ``what``s (the YAML key ``field``).
+
+    Raises:
+        PydanticCustomError: naming the duplicate and where it was first used; its
+            ``at`` lets the loader point at the duplicate's own line, not at ``field:``.
+    """
+    first: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if name in first:
+            raise PydanticCustomError(
+                f"duplicate_{what}",
+                "duplicate {what} name '{name}': {field}[{first}] already uses it; "
+                "{what} names must be unique",
+                {
+                    "what": what,
+                    "field": field,
+                    "name": name,
+                    "first": first[name],
+                    "at": (index, "name"),
+                },
+            )
+        first[name] = index
+
+
+def validated_yaml(
+    text: str,
+    source: str,
+    model: type[_M],
+    kind: str,
+    expected: str,
+    *,
+    fix_error: Callable[[Any], Any] | None = None,
+) -> _M:
+    """``model`` from YAML text, or a :class:`ConfigError` that names ``kind`` (``farm
+    config``, ...) and ``source`` and points each error at its field and line.
+
+    ``expected`` says what an empty file lacks; ``fix_error`` may rewrite a pydantic
+    error before it is described (a path through a union tag, say).
+    """
+    root, data = _parse_yaml(text, source, kind)
     if data is None:
         raise ConfigError(f"{kind} {source}: the file is empty; expected {expected}")
-    _reject_duplicate_keys(root, source)
+    _reject_duplicate_keys(root, source, kind)
     try:
         return model.model_validate(data)
     except PydanticValidationError as exc:
-        lines = [_describe_error(err, root) for err in _root_causes(exc.errors())]
+        errors = _root_causes(exc.errors())
+        if fix_error is not None:
+            errors = [fix_error(err) for err in errors]
+        lines = [_describe_error(err, root) for err in errors]
         raise ConfigError(
             f"invalid {kind} {source} ({len(lines)} error{'s' if len(lines) > 1 else ''}):\n"
             + "\n".join(f"  {line}" for line in lines)
@@ -359,10 +392,10 @@ def load_policy_config(path: str | Path | None = None) -> PolicyConfig:
             ) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"policy config {path}: cannot read it as UTF-8 ({exc})") from None
-    return _validated(text, source, PolicyConfig, "policy config", "`policy:` or `weights:`")
+    return validated_yaml(text, source, PolicyConfig, "policy config", "`policy:` or `weights:`")
 
 
-def _parse_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+def _parse_yaml(text: str, source: str, kind: str) -> tuple[yaml.Node | None, Any]:
     """Parse once into both the node tree (for line numbers) and plain data."""
     loader = yaml.SafeLoader(text)
     try:
@@ -372,13 +405,13 @@ def _parse_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"farm config {source}{where}: not valid YAML: {problem}") from None
+        raise ConfigError(f"{kind} {source}{where}: not valid YAML: {problem}") from None
     finally:
         loader.dispose()
     return root, data
 
 
-def _reject_duplicate_keys(node: yaml.Node | None, source: str, path: str = "") -> None:
+def _reject_duplicate_keys(node: yaml.Node | None, source: str, kind: str, path: str = "") -> None:
     """Fail on a key given twice in one mapping: PyYAML would silently keep the last."""
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
@@ -386,14 +419,14 @@ def _reject_duplicate_keys(node: yaml.Node | None, source: str, path: str = "") 
             line = key.start_mark.line + 1
             if key.value in seen:
                 raise ConfigError(
-                    f"farm config {source}: {_join(path, key.value)} (line {line}): key "
+                    f"{kind} {source}: {_join(path, key.value)} (line {line}): key "
                     f"{key.value!r} given twice in one mapping (first on line {seen[key.value]})"
                 )
             seen[key.value] = line
-            _reject_duplicate_keys(value, source, _join(path, key.value))
+            _reject_duplicate_keys(value, source, kind, _join(path, key.value))
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _reject_duplicate_keys(item, source, f"{path}[{index}]")
+            _reject_duplicate_keys(item, source, kind, f"{path}[{index}]")
 
 
 def _root_causes(errors: list[Any]) -> list[Any]:

@@ -18,10 +18,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic import ValidationError as PydanticValidationError
-from pydantic_core import PydanticCustomError
 
-from qrt_ray.config import _describe_error, _parse_yaml, _reject_duplicate_keys, _root_causes
+from qrt_ray.config import check_unique_names, validated_yaml
 from qrt_ray.errors import ConfigError, ValidationError
 from qrt_ray.metrics import STAGE_BUCKETS
 from qrt_ray.models import PRIORITY_CLASSES
@@ -202,17 +200,7 @@ class SloConfig(BaseModel):
     @field_validator("slos")
     @classmethod
     def _unique_names(cls, slos: tuple[_Slo, ...]) -> tuple[_Slo, ...]:
-        first: dict[str, int] = {}
-        for index, slo in enumerate(slos):
-            if slo.name in first:
-                # `at` lets the loader point at the duplicate's own line
-                raise PydanticCustomError(
-                    "duplicate_slo",
-                    "duplicate SLO name '{name}': slos[{first}] already uses it; SLO names "
-                    "must be unique",
-                    {"name": slo.name, "first": first[slo.name], "at": (index, "name")},
-                )
-            first[slo.name] = index
+        check_unique_names([slo.name for slo in slos], "SLO", "slos")
         return slos
 
     def runbook_url(self, page: str) -> str:
@@ -261,19 +249,7 @@ def load_slo_config_text(text: str, source: str = "<string>") -> SloConfig:
     Raises:
         ConfigError: as :func:`load_slo_config`.
     """
-    root, data = _parse_yaml(text, source)
-    if data is None:
-        raise ConfigError(f"SLO config {source}: the file is empty; expected `slos:`")
-    _reject_duplicate_keys(root, source)
-    try:
-        return SloConfig.model_validate(data)
-    except PydanticValidationError as exc:
-        errors = [_without_kind(err) for err in _root_causes(exc.errors())]
-        lines = [_describe_error(err, root) for err in errors]
-        raise ConfigError(
-            f"invalid SLO config {source} ({len(lines)} error{'s' if len(lines) > 1 else ''}):\n"
-            + "\n".join(f"  {line}" for line in lines)
-        ) from None
+    return validated_yaml(text, source, SloConfig, "SLO config", "`slos:`", fix_error=_without_kind)
 
 
 def _without_kind(err: Any) -> Any:
