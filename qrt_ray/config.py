@@ -144,20 +144,8 @@ def load_farm_config(path: str | Path | None = None) -> FarmConfig:
         ConfigError: the file is missing, unreadable, not YAML, or invalid; the
             message names the file, the field path, the bad value and the line.
     """
-    if path is None:
-        resource = importlib.resources.files("qrt_ray") / "configs" / "farm.yaml"
-        return load_farm_config_text(resource.read_text(encoding="utf-8"), source=str(resource))
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"farm config {path}: no such file; pass the path of a farm YAML file "
-            f"(configs/farm.yaml is an example) or None for the packaged default"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"farm config {path}: cannot read it as UTF-8 text ({exc})") from None
-    return load_farm_config_text(text, source=str(path))
+    text, source = config_text(path, "farm.yaml", "farm config")
+    return load_farm_config_text(text, source=source)
 
 
 def load_farm_config_text(text: str, source: str = "<string>") -> FarmConfig:
@@ -170,6 +158,28 @@ def load_farm_config_text(text: str, source: str = "<string>") -> FarmConfig:
 
 
 _M = TypeVar("_M", bound=BaseModel)
+
+
+def config_text(path: str | Path | None, packaged: str, kind: str) -> tuple[str, str]:
+    """The text of a config file and the name errors give it: ``path``, or the file
+    ``packaged`` ships with qrt-ray (``configs/<packaged>``) for None.
+
+    Raises:
+        ConfigError: no such file, or it is not UTF-8 text (named as a ``kind``).
+    """
+    if path is None:
+        resource = importlib.resources.files("qrt_ray") / "configs" / packaged
+        return resource.read_text(encoding="utf-8"), str(resource)
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8"), str(path)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{kind} {path}: no such file; pass the path of a YAML file like "
+            f"configs/{packaged}, or None for the packaged default"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{kind} {path}: cannot read it as UTF-8 text ({exc})") from None
 
 
 def check_unique_names(names: Sequence[str], what: str, field: str) -> None:
@@ -378,20 +388,7 @@ def load_policy_config(path: str | Path | None = None) -> PolicyConfig:
     Raises:
         ConfigError: as :func:`load_farm_config`.
     """
-    if path is None:
-        resource = importlib.resources.files("qrt_ray") / "configs" / "policies.yaml"
-        text, source = resource.read_text(encoding="utf-8"), str(resource)
-    else:
-        path = Path(path)
-        try:
-            text, source = path.read_text(encoding="utf-8"), str(path)
-        except FileNotFoundError:
-            raise ConfigError(
-                f"policy config {path}: no such file; pass the path of a policies YAML "
-                f"file (configs/policies.yaml is an example) or None for the default"
-            ) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"policy config {path}: cannot read it as UTF-8 ({exc})") from None
+    text, source = config_text(path, "policies.yaml", "policy config")
     return validated_yaml(text, source, PolicyConfig, "policy config", "`policy:` or `weights:`")
 
 

@@ -13,14 +13,13 @@ the bad value and the YAML line. Each SLO has a ``kind`` that says what it count
 
 from __future__ import annotations
 
-import importlib.resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from qrt_ray.config import check_unique_names, validated_yaml
-from qrt_ray.errors import ConfigError, ValidationError
+from qrt_ray.config import check_unique_names, config_text, validated_yaml
+from qrt_ray.errors import ValidationError
 from qrt_ray.metrics import STAGE_BUCKETS
 from qrt_ray.models import PRIORITY_CLASSES
 
@@ -227,20 +226,8 @@ def load_slo_config(path: str | Path | None = None) -> SloConfig:
         ConfigError: the file is missing, unreadable, not YAML, or invalid; the
             message names the file, the field path, the bad value and the line.
     """
-    if path is None:
-        resource = importlib.resources.files("qrt_ray") / "configs" / "slos.yaml"
-        return load_slo_config_text(resource.read_text(encoding="utf-8"), source=str(resource))
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"SLO config {path}: no such file; pass the path of an SLO YAML file "
-            "(configs/slos.yaml is an example) or None for the packaged default"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"SLO config {path}: cannot read it as UTF-8 text ({exc})") from None
-    return load_slo_config_text(text, source=str(path))
+    text, source = config_text(path, "slos.yaml", "SLO config")
+    return load_slo_config_text(text, source=source)
 
 
 def load_slo_config_text(text: str, source: str = "<string>") -> SloConfig:
