@@ -87,6 +87,11 @@ class Estimator(PrimitiveBase[EstimatorOptions], BaseEstimatorV2):
                 coerced.append(EstimatorPub.coerce(pub, default))
             except Exception as exc:
                 raise ValidationError(f"pubs[{i}]: {exc}") from None
+            if not 0 < coerced[-1].precision <= 1:
+                raise ValidationError(
+                    f"pubs[{i}].precision={brief(coerced[-1].precision)}: use a value in "
+                    "(0, 1]; the shots a PUB takes grow as 1 / precision**2"
+                )
         if not coerced:
             raise ValidationError("pubs: empty; pass at least one (circuit, observables) PUB")
         plans = [self._prepare(i, pub) for i, pub in enumerate(coerced)]

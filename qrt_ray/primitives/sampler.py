@@ -11,6 +11,7 @@ nearest probability distributions).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -65,15 +66,24 @@ class Sampler(PrimitiveBase[SamplerOptions], BaseSamplerV2):
                 coerced.append(SamplerPub.coerce(pub, default))
             except Exception as exc:
                 raise ValidationError(f"pubs[{i}]: {exc}") from None
-            circuit = coerced[-1].circuit
-            if not any(inst.name == "measure" for inst in circuit.data):
-                raise ValidationError(
-                    f"pubs[{i}]: the circuit measures nothing; add measurements "
-                    "(circuit.measure_all()) so the sampler has bits to return"
+            if not _measures(coerced[-1].circuit):
+                # as Qiskit's samplers do: a result of zeros, said, not a refusal
+                warnings.warn(
+                    f"pubs[{i}]: the circuit measures nothing, so every bit it returns is 0 "
+                    "and no device runs it; did you mean to add measurements "
+                    "(circuit.measure_all())?",
+                    UserWarning,
+                    stacklevel=2,
                 )
         if not coerced:
             raise ValidationError("pubs: empty; pass at least one circuit")
         options = self._options.model_copy(deep=True)
+        if options.resilience.zne_mitigation:
+            raise ValidationError(
+                "options.resilience.zne_mitigation=True: the Sampler returns bits, which "
+                "zero-noise extrapolation cannot correct; use the Estimator for mitigated "
+                "expectation values, or measure_mitigation for readout errors"
+            )
         dd_spec(options.dynamical_decoupling)  # an unplayable sequence fails here
         self._mode.admit()  # a closed session fails here, not in the background
         return PrimitiveJob(
@@ -104,9 +114,42 @@ def _bound_circuits(pubs: Sequence[SamplerPub]) -> list[tuple[str, ...]]:
     return [tuple(texts) for texts in out]
 
 
+def _measures(circuit: Any) -> bool:
+    return any(inst.operation.name == "measure" for inst in circuit.data)
+
+
 def _execute(
     job: PrimitiveJob, mode: Any, options: SamplerOptions, pubs: list[SamplerPub]
 ) -> PrimitiveResult:
+    """Run the PUBs that measure something on the farm; the others' bits are all 0."""
+    live = [k for k, pub in enumerate(pubs) if _measures(pub.circuit)]
+    ran = _on_farm(job, mode, options, [pubs[k] for k in live]) if live else []
+    out: list[SamplerPubResult | None] = [None] * len(pubs)
+    for k, result in zip(live, ran, strict=True):
+        out[k] = result
+    results = [r if r is not None else _unmeasured(pub) for r, pub in zip(out, pubs, strict=True)]
+    return PrimitiveResult(results, metadata={"version": 2, "primitive_job_id": job.job_id()})
+
+
+def _unmeasured(pub: SamplerPub) -> SamplerPubResult:
+    """The result of a PUB whose circuit measures nothing: zeros in every register."""
+    fields = {
+        c.name: BitArray(np.zeros((*pub.shape, pub.shots, (c.size + 7) // 8), np.uint8), c.size)
+        for c in pub.circuit.cregs
+    }
+    metadata = {
+        "shots": pub.shots,
+        "circuit_metadata": pub.circuit.metadata,
+        "device": None,
+        "farm_job_id": None,
+        "warnings": ["the circuit measures nothing: every bit is 0 and no device ran it"],
+    }
+    return SamplerPubResult(DataBin(**fields, shape=pub.shape), metadata=metadata)
+
+
+def _on_farm(
+    job: PrimitiveJob, mode: Any, options: SamplerOptions, pubs: list[SamplerPub]
+) -> list[SamplerPubResult]:
     texts = _bound_circuits(pubs)
     job.check_cancelled()
     tw = options.twirling
@@ -150,7 +193,7 @@ def _execute(
         out.append(_pub_result(pub, result, rng, quasi[k], readout, notes[k], options))
         # the PUB's circuits within its farm job (a job may hold several PUBs)
         out[-1].metadata["farm_circuits"] = list(submitted.slices[k][1:])
-    return PrimitiveResult(out, metadata={"version": 2, "primitive_job_id": job.job_id()})
+    return out
 
 
 def _quasi(
@@ -178,7 +221,7 @@ def register_samples(
     parts = [k.split(" ") if " " in k else [k] for k in keys]
     out = {}
     for r, (name, size) in enumerate(registers):
-        nbytes = max(1, (size + 7) // 8)
+        nbytes = (size + 7) // 8  # 0 for a register of no bits, as BitArray expects
         values = []
         for p in parts:
             field = p[len(p) - 1 - r] if len(p) == len(registers) else p[0]
@@ -202,7 +245,8 @@ def _pub_result(
     per_circuit = [register_samples(c.counts, registers, rng) for c in result.circuits]
     fields = {}
     for name, size in registers:
-        stacked = np.stack([s[name] for s in per_circuit]).reshape(*shape, pub.shots, -1)
+        nbytes = (size + 7) // 8
+        stacked = np.stack([s[name] for s in per_circuit]).reshape(*shape, pub.shots, nbytes)
         fields[name] = BitArray(stacked, size)
     meta = result.metadata
     metadata: dict[str, Any] = {

@@ -148,8 +148,6 @@ def test_sampler_readout_mitigation_gives_quasi_distributions(rt: QuantumRuntime
 
 def test_sampler_refuses_bad_pubs_with_the_index(rt: QuantumRuntime) -> None:
     sampler = Sampler(mode=rt)
-    with pytest.raises(ValidationError, match=r"pubs\[1\]: the circuit measures nothing"):
-        sampler.run([_ghz(2, measure=True), _ghz(2)])
     a, b = Parameter("a"), Parameter("b")
     qc = QuantumCircuit(1)
     qc.ry(a, 0)
@@ -217,6 +215,46 @@ def test_estimator_levels_say_what_they_applied_and_cost(rt: QuantumRuntime) -> 
         assert len(raw) == 2 and raw[0] < evs[level][0]
 
 
+def test_sampler_returns_zeros_for_a_circuit_that_measures_nothing(rt: QuantumRuntime) -> None:
+    # as Qiskit's samplers: a warning and bits that stay 0, not a refusal; the PUBs
+    # that do measure still run on the farm
+    sampler = Sampler(mode=rt, options={"seed_simulator": 3})
+    quiet = QuantumCircuit(2, 2)
+    quiet.h(0)
+    theta = Parameter("t")
+    silent = QuantumCircuit(1, 1)
+    silent.ry(theta, 0)
+    with pytest.warns(UserWarning, match=r"pubs\[1\]: the circuit measures nothing"):
+        job = sampler.run([_ghz(2, measure=True), quiet, (silent, [[0.1], [0.2], [0.3]])])
+    result = job.result(timeout=300)
+    assert result[0].data.meas.num_shots == 4096 and result[0].metadata["farm_job_id"]
+    zeros = result[1].data.c
+    assert zeros.num_shots == 4096 and zeros.num_bits == 2
+    assert zeros.get_counts() == {"00": 4096}
+    assert result[1].metadata["farm_job_id"] is None
+    assert result[2].data.c.shape == (3,) and result[2].data.c.get_counts() == {"0": 3 * 4096}
+    assert "measures nothing" in result[1].metadata["warnings"][0]
+
+
+def test_sampler_keeps_a_register_of_no_bits(rt: QuantumRuntime) -> None:
+    qc = QuantumCircuit(QuantumRegister(2, "q"), ClassicalRegister(2, "c"))
+    qc.add_register(ClassicalRegister(0, "empty"))
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.measure([0, 1], [0, 1])
+    result = Sampler(mode=rt).run([qc], shots=300).result(timeout=300)
+    data = result[0].data
+    assert data.empty.num_bits == 0 and data.empty.num_shots == 300
+    assert data.empty.array.shape == (300, 0)
+    assert set(data.c.get_counts()) <= {"00", "01", "10", "11"} and data.c.num_shots == 300
+
+
+def test_sampler_refuses_zne_it_cannot_apply(rt: QuantumRuntime) -> None:
+    sampler = Sampler(mode=rt, options={"resilience": {"zne_mitigation": True}})
+    with pytest.raises(ValidationError, match="zne_mitigation=True: the Sampler returns bits"):
+        sampler.run([_ghz(2, measure=True)])
+
+
 def test_estimator_refuses_bad_pubs(rt: QuantumRuntime) -> None:
     est = Estimator(mode=rt)
     with pytest.raises(ValidationError, match=r"pubs\[0\].*must not measure"):
@@ -225,6 +263,9 @@ def test_estimator_refuses_bad_pubs(rt: QuantumRuntime) -> None:
         est.run([(_ghz(2), "ZZZ")])
     with pytest.raises(ValidationError, match="precision=0"):
         est.run([(_ghz(2), "ZZ")], precision=0)
+    # a PUB's own precision too: a clear error, not a division by zero
+    with pytest.raises(ValidationError, match=r"pubs\[1\]\.precision=0\.0: use a value in"):
+        est.run([(_ghz(2), "ZZ"), (_ghz(2), "ZZ", None, 0.0)])
     with pytest.raises(ValidationError, match="resilience_level"):
         est.options.resilience_level = 3
 
