@@ -21,8 +21,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from qiskit import QuantumCircuit, qpy
+from qiskit.dagcircuit import DAGCircuitError
 from qiskit.transpiler import Target
 from qiskit.transpiler.passes import SetLayout
 from qiskit.transpiler.preset_passmanagers import generate_preset_pass_manager
@@ -293,6 +295,17 @@ def log_fidelities(target: Target) -> dict[tuple[str, tuple[int, ...]], float]:
     return table
 
 
+def _depth(dag: Any, compiled: Any) -> int:
+    """The compiled circuit's depth; with control flow, a block counts as deep as its
+    deepest branch, or one pass of a loop's body (``DAGCircuit.depth(recurse=True)``)."""
+    if dag is None:
+        return int(compiled.depth())
+    try:
+        return int(dag.depth())
+    except DAGCircuitError:  # control flow: its depth is ambiguous without recursion
+        return int(dag.depth(recurse=True))
+
+
 def compiled_stats(
     circuit: QuantumCircuit, fidelities: Mapping[tuple[str, tuple[int, ...]], float]
 ) -> CompiledStats:
@@ -363,7 +376,7 @@ def _compile_one(
         calibration_id=calibration_id,
         # The DAG's depth is computed natively; QuantumCircuit.depth() in Python
         # costs more than a quarter of a small circuit's whole compile.
-        depth=last_dag[0].depth() if last_dag[0] is not None else compiled.depth(),  # type: ignore[attr-defined]
+        depth=_depth(last_dag[0], compiled),
         two_qubit_gates=stats.two_qubit_gates,
         active_qubits=stats.active_qubits,
         gates=stats.gates,

@@ -224,3 +224,24 @@ def test_pass_managers_are_kept_per_target_key(monkeypatch: pytest.MonkeyPatch) 
     for a, b in zip(unkept, laid, strict=True):
         assert decode_compiled([a.payload]) == decode_compiled([b.payload])
         assert a.info is not None and b.info is not None and a.info.layout == b.info.layout
+
+
+def test_depth_of_a_compiled_circuit_with_control_flow_counts_its_blocks() -> None:
+    # a DAG with control flow has no depth of its own (DAGCircuitError): a block counts
+    # as deep as its deepest branch: h, measure, x, x, measure
+    from qiskit import QuantumCircuit
+    from qiskit.converters import circuit_to_dag
+
+    from qrt_ray.compiler import _depth
+
+    qc = QuantumCircuit(2, 2)
+    qc.h(0)
+    qc.measure(0, 0)
+    with qc.if_test((qc.clbits[0], 1)):
+        qc.x(1)
+        qc.x(1)
+    qc.measure(1, 1)
+    assert _depth(circuit_to_dag(qc), qc) == 5
+    plain = QuantumCircuit(1)
+    plain.h(0)
+    assert _depth(circuit_to_dag(plain), plain) == 1 and _depth(None, plain) == 1
