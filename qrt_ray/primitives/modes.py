@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 import uuid
@@ -26,6 +27,13 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_TIME_S = 8 * 3600.0
 DEFAULT_IDLE_TIMEOUT_S = 900.0
+
+
+# the Session or Batch a ``with`` block opened: a primitive made with no mode inside it
+# runs there (as in IBM Runtime); per thread and per asyncio task
+_ACTIVE: contextvars.ContextVar[_Window | None] = contextvars.ContextVar(
+    "qrt_active_mode", default=None
+)
 
 
 class SessionClosedError(ValidationError):
@@ -108,6 +116,7 @@ class _Window(_Mode):
         self._in_flight = 0  # runs admitted and not yet over: the session is not idle
         self._closed = ""
         self._lock = threading.Lock()
+        self._tokens: list[contextvars.Token[_Window | None]] = []
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -139,9 +148,12 @@ class _Window(_Mode):
             self._closed = self._closed or "it was closed"
 
     def __enter__(self) -> Any:
+        self._tokens.append(_ACTIVE.set(self))
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._tokens:
+            _ACTIVE.reset(self._tokens.pop())
         self.close()
 
 
@@ -227,8 +239,15 @@ class Session(_Window):
             }
 
 
+def fixed_device(mode: _Mode) -> str | None:
+    """The device every job of ``mode`` runs on, where one is fixed (a backend, or a
+    Session or Batch on one, or a Session after its first run)."""
+    return getattr(mode, "device", None) or getattr(mode, "_device", None)
+
+
 def resolve_mode(mode: Any) -> _Mode:
-    """The mode object for a primitive's ``mode`` argument.
+    """The mode object for a primitive's ``mode`` argument (None: the Session or
+    Batch whose ``with`` block is open).
 
     Raises:
         ValidationError: ``mode`` is none of the accepted kinds.
@@ -236,6 +255,8 @@ def resolve_mode(mode: Any) -> _Mode:
     from qrt_ray.client import QuantumRuntime
     from qrt_ray.primitives.backend import QrtBackend
 
+    if mode is None and _ACTIVE.get() is not None:
+        return _ACTIVE.get()  # type: ignore[return-value]
     if isinstance(mode, _Mode):
         return mode
     if isinstance(mode, QuantumRuntime):
@@ -244,5 +265,6 @@ def resolve_mode(mode: Any) -> _Mode:
         return DeviceMode(mode.runtime, mode.name)
     raise ValidationError(
         "mode: pass a QuantumRuntime (e.g. QuantumRuntime.local()), rt.backend(name), a "
-        f"Session or a Batch; got {type(mode).__name__}"
+        f"Session or a Batch, or make the primitive inside `with Session(...):`; got "
+        f"{type(mode).__name__}"
     )

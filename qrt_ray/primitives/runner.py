@@ -22,7 +22,7 @@ from qrt_ray.errors import JobTimeoutError, ValidationError
 from qrt_ray.mitigation.readout import ReadoutCalibration
 from qrt_ray.models import DecouplingSpec, JobResult, TwirlSpec
 from qrt_ray.primitives.job import PrimitiveJob
-from qrt_ray.primitives.modes import _Mode, resolve_mode
+from qrt_ray.primitives.modes import _Mode, fixed_device, resolve_mode
 from qrt_ray.primitives.options import (
     DynamicalDecouplingOptions,
     TwirlingOptions,
@@ -324,7 +324,8 @@ class PrimitiveBase(Generic[OptionsT]):
     def __init__(self, mode: Any = None, options: OptionsT | dict[str, Any] | None = None) -> None:
         self._mode = resolve_mode(mode)
         if isinstance(options, self._options_type):
-            self._options: OptionsT = options
+            # a copy: changing the caller's object later must not change this primitive
+            self._options: OptionsT = options.model_copy(deep=True)
         else:
             self._options = self._options_type()
             self._options.update(**(options or {}))
@@ -338,3 +339,10 @@ class PrimitiveBase(Generic[OptionsT]):
     def mode(self) -> Any:
         """Where the jobs go."""
         return self._mode
+
+    def backend(self) -> Any:
+        """The backend (``rt.backend(name)``) the jobs run on, or None when the
+        scheduler picks a device per job (a runtime or a Batch on the whole farm, a
+        Session before its first run)."""
+        device = fixed_device(self._mode)
+        return self._mode.runtime.backend(device) if device else None

@@ -249,6 +249,34 @@ def test_sampler_keeps_a_register_of_no_bits(rt: QuantumRuntime) -> None:
     assert set(data.c.get_counts()) <= {"00", "01", "10", "11"} and data.c.num_shots == 300
 
 
+def test_primitives_made_inside_a_session_run_in_it(rt: QuantumRuntime) -> None:
+    # as IBM Runtime: no mode inside `with Session(...)` means that session
+    with pytest.raises(ValidationError, match="mode: pass a QuantumRuntime"):
+        Sampler()
+    with Session(rt.backend("manila")) as session:
+        sampler, est = Sampler(), Estimator()
+        assert sampler.mode is session and est.mode is session
+        assert sampler.backend().name == "manila"
+        with Batch(rt) as batch:  # the innermost block wins, and gives its place back
+            assert Sampler().mode is batch and Sampler().backend() is None
+        assert Sampler().mode is session
+        result = sampler.run([_ghz(2, measure=True)], shots=100).result(timeout=300)
+        assert result[0].metadata["device"] == "manila"
+    with pytest.raises(ValidationError, match="mode: pass a QuantumRuntime"):
+        Sampler()  # the block is closed
+    assert Sampler(mode=rt).backend() is None
+    assert Sampler(mode=rt.backend("nairobi")).backend().name == "nairobi"
+
+
+def test_options_given_are_copied(rt: QuantumRuntime) -> None:
+    from qrt_ray.primitives import SamplerOptions
+
+    options = SamplerOptions(default_shots=123)
+    sampler = Sampler(mode=rt, options=options)
+    options.default_shots = 999  # the caller's object, changed later
+    assert sampler.options.default_shots == 123 and sampler.options is not options
+
+
 def test_sampler_refuses_zne_it_cannot_apply(rt: QuantumRuntime) -> None:
     sampler = Sampler(mode=rt, options={"resilience": {"zne_mitigation": True}})
     with pytest.raises(ValidationError, match="zne_mitigation=True: the Sampler returns bits"):
