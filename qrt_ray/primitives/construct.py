@@ -82,17 +82,24 @@ def bind(
 def without_classical_bits(circuit: QuantumCircuit, arg: str) -> QuantumCircuit:
     """The estimator's view of a circuit: no measurements and no classical bits.
 
+    Final measurements are dropped, as Qiskit's backend estimator does (a circuit
+    written for a sampler can be estimated as it is): the estimator measures each
+    observable itself.
+
     Raises:
-        ValidationError: the circuit measures, resets or conditions on classical bits.
+        ValidationError: the circuit measures mid-circuit, resets or conditions on
+            classical bits.
     """
+    if any(inst.operation.name == "measure" for inst in circuit.data):
+        circuit = circuit.remove_final_measurements(inplace=False)
     out = QuantumCircuit(circuit.num_qubits, global_phase=circuit.global_phase)
     index = {q: i for i, q in enumerate(circuit.qubits)}
     for inst in circuit.data:
         if inst.clbits or inst.name in ("measure", "reset"):
             raise ValidationError(
-                f"{arg}: the estimator's circuits must not measure or reset "
+                f"{arg}: the estimator's circuits must not measure mid-circuit or reset "
                 f"({inst.name!r} found); remove them, the estimator measures "
-                "each observable itself"
+                "each observable itself (final measurements are dropped)"
             )
         out.append(inst.operation, [index[q] for q in inst.qubits])
     return out

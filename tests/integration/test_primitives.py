@@ -268,6 +268,15 @@ def test_primitives_made_inside_a_session_run_in_it(rt: QuantumRuntime) -> None:
     assert Sampler(mode=rt.backend("nairobi")).backend().name == "nairobi"
 
 
+def test_estimator_drops_final_measurements(rt: QuantumRuntime) -> None:
+    # a circuit written for the sampler is estimated as it is, like Qiskit's backend
+    # estimator: its final measurements are dropped, the observable measured instead
+    est = Estimator(mode=rt.backend("manila"), options={"resilience_level": 0})
+    result = est.run([(_ghz(2, measure=True), ["ZZ", "XX"])], precision=0.05).result(timeout=300)
+    zz, xx = result[0].data.evs
+    assert zz > 0.7 and xx > 0.7  # a Bell pair: both near 1 on a noisy device
+
+
 def test_options_given_are_copied(rt: QuantumRuntime) -> None:
     from qrt_ray.primitives import SamplerOptions
 
@@ -285,8 +294,12 @@ def test_sampler_refuses_zne_it_cannot_apply(rt: QuantumRuntime) -> None:
 
 def test_estimator_refuses_bad_pubs(rt: QuantumRuntime) -> None:
     est = Estimator(mode=rt)
-    with pytest.raises(ValidationError, match=r"pubs\[0\].*must not measure"):
-        est.run([(_ghz(2, measure=True), "ZZ")])
+    mid = QuantumCircuit(2, 1)
+    mid.h(0)
+    mid.measure(0, 0)
+    mid.cx(0, 1)
+    with pytest.raises(ValidationError, match=r"pubs\[0\].*must not measure mid-circuit"):
+        est.run([(mid, "ZZ")])
     with pytest.raises(ValidationError, match=r"pubs\[0\]"):
         est.run([(_ghz(2), "ZZZ")])
     with pytest.raises(ValidationError, match="precision=0"):
