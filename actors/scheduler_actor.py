@@ -101,8 +101,6 @@ class RayPorts:
     ) -> None:
         self._devices = devices
         self._namespace = namespace
-        # where compile tasks send their spans: where this process sends its own
-        self._tracing = tracing.TracingConfig.from_env()
         self._targets: dict[tuple[str, str], Any] = {}
         self._snapshot_timeout_s = snapshot_timeout_s
         # each device's process as it last reported it (node, pid, start time)
@@ -191,16 +189,14 @@ class RayPorts:
         traceparent: str | None = None,
     ) -> tuple[str, list[CompiledCircuit]]:
         cal_id, target_ref = await self._target(device, calibration_id)
-        # with tracing on, the task runs inside a span of the trace it was given
+        # with tracing on, the task runs inside a span of the trace it was given and
+        # exports where this process does
+        config = tracing.current()
         call = (
             functools.partial(
-                traced_compile_task.remote,
-                traceparent,
-                "compile.task",
-                self._tracing,
-                compile_circuits,
+                traced_compile_task.remote, traceparent, "compile.task", config, compile_circuits
             )
-            if tracing.enabled() and traceparent
+            if config is not None and traceparent
             else compile_task.remote
         )
         try:

@@ -50,8 +50,6 @@ STAGES = {
     "POSTPROCESSING": "postprocess",
 }
 END_TO_END = "end_to_end"
-# outcome of a finished job: done counts as good for M1; cancelled is left out of it
-OUTCOMES = ("done", "failed", "cancelled")
 
 
 class RuntimeMetrics:

@@ -161,6 +161,12 @@ def enabled() -> bool:
     return _configured is not None
 
 
+def current() -> TracingConfig | None:
+    """Where this process exports spans (None: it does not): what a Ray task it
+    starts must be told, so the task exports there too."""
+    return _configured
+
+
 def flush(timeout_s: float = 5.0) -> None:
     """Export the spans still buffered (a process about to exit, a test)."""
     for p in list(_processors):

@@ -28,7 +28,7 @@ from qrt_ray.primitives.options import (
     TwirlingOptions,
     _PrimitiveOptions,
 )
-from qrt_ray.tracing import TracingConfig, job_traceparent
+from qrt_ray.tracing import job_traceparent
 
 _POLL_S = 1.0
 T = TypeVar("T")
@@ -238,19 +238,21 @@ def fan_out(
     (:mod:`qrt_ray.tracing`), each call is a ``mitigation.<fn>`` span in that job's
     trace, wherever it runs.
     """
+    tracing.configure()  # from this process's environment, once
+    config = tracing.current()
+    local = len(calls) <= 1 or not ray.is_initialized()
+    if config is None:
+        if local:
+            return [fn(*args) for args in calls]
+        task = _remote(fn)
+        return ray.get([task.remote(*args) for args in calls])
     name = f"mitigation.{fn.__name__.lstrip('_')}"
-    parents = (
-        [None] * len(calls) if jobs is None else [job_traceparent(j) if j else None for j in jobs]
-    )
-    config = TracingConfig.from_env() if tracing.configure() else None
-    if len(calls) <= 1 or not ray.is_initialized():
+    parents = [job_traceparent(j) if j else None for j in (jobs or [None] * len(calls))]
+    if local:
         return [
             tracing.traced_call(parent, name, None, fn, *args)
             for parent, args in zip(parents, calls, strict=True)
         ]
-    if config is None:
-        task = _remote(fn)
-        return ray.get([task.remote(*args) for args in calls])
     traced = _remote(tracing.traced_call)
     return ray.get(
         [

@@ -17,24 +17,13 @@ from qrt_ray.config import (
     SchedulingConfig,
     load_farm_config_text,
 )
-from tests.circuits import SMALL_FARM, ghz
+from tests.circuits import DRIFTING_FARM, ghz
 from tests.integration.ledger import check_ledger, wait_for
 from tests.metrics_text import sample
 
 pytestmark = pytest.mark.integration
 
-# One wall second is one hour of drift on manila, and its errors grow 30 % an hour:
-# canaries every 3 s find it within a few seconds of drift.
-DRIFT = (
-    "drift: {seed: 4, time_scale: 3600, error_trend_per_hour: 0.3, "
-    "tls_per_qubit_hour: 0, coupler_per_edge_hour: 0}"
-)
-FARM = load_farm_config_text(
-    SMALL_FARM.replace(
-        "price_per_shot_usd: 0.00001, price_per_job_usd: 0.01, gpu: never}",
-        f"price_per_shot_usd: 0.00001, price_per_job_usd: 0.01, gpu: never, {DRIFT}}}",
-    )
-)
+FARM = load_farm_config_text(DRIFTING_FARM)  # manila drifts; canaries catch it
 POLICIES = PolicyConfig(
     scheduling=SchedulingConfig(slice_shots=1000),
     calibration=CalibrationConfig(canary_period_s=3, canary_shots=2000, max_chains=2),

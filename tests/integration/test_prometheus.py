@@ -41,23 +41,14 @@ from qrt_ray.errors import AuthenticationError
 from qrt_ray.metrics import STAGE_BUCKETS
 from qrt_ray.slo import load_slo_config, render_rules, rule_groups
 from qrt_ray.store import SQLiteJobStore
-from tests.circuits import SMALL_FARM, ghz
+from tests.circuits import DRIFTING_FARM, ghz
 from tests.integration.ledger import wait_for
 from tests.prometheus import Prometheus, free_port, need, prometheus
 
 pytestmark = pytest.mark.integration
 
 TIME_SCALE = 60.0  # rules: an hour of window is a minute here
-DRIFT = (
-    "drift: {seed: 4, time_scale: 3600, error_trend_per_hour: 0.3, "
-    "tls_per_qubit_hour: 0, coupler_per_edge_hour: 0}"
-)
-FARM = load_farm_config_text(
-    SMALL_FARM.replace(
-        "price_per_shot_usd: 0.00001, price_per_job_usd: 0.01, gpu: never}",
-        f"price_per_shot_usd: 0.00001, price_per_job_usd: 0.01, gpu: never, {DRIFT}}}",
-    )
-)
+FARM = load_farm_config_text(DRIFTING_FARM)  # manila drifts; canaries catch it
 # The injected failures must not open nairobi's circuit breaker: its cooldown would
 # hold the failing jobs back for a minute (the breaker has tests of its own).
 POLICIES = PolicyConfig(
