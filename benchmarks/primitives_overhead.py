@@ -320,7 +320,7 @@ def estimator_runs(rt, pubs, shots: int) -> dict[bool, tuple[float, object, int]
         start = time.perf_counter()
         result = est.run(pubs).result()
         seconds = time.perf_counter() - start
-        out[twirl] = (seconds, result, int(result[0].metadata["mitigation"]["num_randomizations"]))
+        out[twirl] = (seconds, result, int(result[0].qrt["mitigation"]["num_randomizations"]))
     return out
 
 
@@ -336,7 +336,7 @@ def estimator_rows(sim, pubs, shots: int, timings) -> list[list[object]]:  # typ
             np.mean([abs(float(r.data.evs) - v) for r, v in zip(result, serial, strict=True)])
         )
         label = f"level 2, {copies} twirled copies" if twirl else "level 2, twirling off"
-        circuits = sum(r.metadata["circuits"] for r in result)
+        circuits = sum(r.qrt["circuits"] for r in result)
         rows.append([label, len(pubs), circuits, serial_s, qrt_s, serial_s / qrt_s, diff])
     return rows
 

@@ -12,7 +12,7 @@ its own error bar says nothing. So a first, cheap level-0 run measures the raw e
 and its error bar, and every level then runs with the shots (``default_precision``)
 that put level 0's error bar at a tenth of that error (mitigation widens it: level 2
 extrapolates from amplified noise). A mitigated value whose error bar still exceeds
-the correction it made carries a warning in ``metadata["warnings"]``; the table shows
+the correction it made carries a warning in ``result.qrt["warnings"]``; the table shows
 them. One run on 2 cores: raw error 0.30 +- 0.02 at level 0, 0.23 +- 0.02 at level 1,
 0.06 +- 0.04 at level 2.
 
@@ -64,7 +64,7 @@ def run(rt: QuantumRuntime, circuit: QuantumCircuit, hamiltonian: SparsePauliOp,
         options={"resilience_level": level, "default_precision": precision},
     )
     result = estimator.run([(circuit, hamiltonian)]).result()[0]
-    return float(result.data.evs), float(result.data.stds), result.metadata
+    return float(result.data.evs), float(result.data.stds), result.qrt
 
 
 def main() -> None:

@@ -86,7 +86,7 @@ def main() -> None:
             history.append(value)
             print(
                 f"iteration {len(history):3d}  energy {value:8.4f} +- {float(result.data.stds):.4f}"
-                f"  on {result.metadata['device']}"
+                f"  on {result.qrt['device']}"
             )
             return value
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from qiskit import QuantumCircuit, qasm3
-from qiskit.circuit import Parameter
+from qiskit.circuit import ControlFlowOp, Gate, Parameter
 
 from qrt_ray.circuits import fast_qasm2, loads_qasm2, to_qasm
 from qrt_ray.errors import ValidationError
@@ -49,7 +49,35 @@ def make_template(circuit: QuantumCircuit) -> Template:
             return Template(text, 0)
     rename = {p: Parameter(f"_qrt_p{i}") for i, p in enumerate(circuit.parameters)}
     renamed = circuit.assign_parameters(rename) if rename else circuit
-    return Template(qasm3.dumps(renamed), len(rename))
+    return Template(qasm3.dumps(inline_instructions(renamed)), len(rename))
+
+
+# operations OpenQASM 3 writes as they are, though they are not gates
+_NOT_INLINED = frozenset({"measure", "reset", "barrier", "delay"})
+# nesting of composite instructions unfolded before giving up (a deeper one is refused
+# by the exporter, with its name)
+_MAX_INLINE_ROUNDS = 16
+
+
+def inline_instructions(circuit: QuantumCircuit) -> QuantumCircuit:
+    """``circuit`` with composite non-gate instructions replaced by their definitions.
+
+    ``qc.append(other_circuit, qubits)`` adds an ``Instruction`` (not a ``Gate``) when
+    the appended circuit is not known to be unitary, and OpenQASM 3 cannot write a
+    parametrized one; its definition can.
+    """
+    for _ in range(_MAX_INLINE_ROUNDS):
+        names = {
+            inst.operation.name
+            for inst in circuit.data
+            if not isinstance(inst.operation, (Gate, ControlFlowOp))
+            and inst.operation.name not in _NOT_INLINED
+            and inst.operation.definition is not None
+        }
+        if not names:
+            break
+        circuit = circuit.decompose(gates_to_decompose=sorted(names))
+    return circuit
 
 
 def load_template(template: Template) -> tuple[QuantumCircuit, list[Parameter]]:

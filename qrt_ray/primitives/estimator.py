@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from qiskit.primitives import BaseEstimatorV2, DataBin, PrimitiveResult, PubResult
+from qiskit.primitives import BaseEstimatorV2, DataBin, PrimitiveResult
 from qiskit.primitives.containers.estimator_pub import EstimatorPub, EstimatorPubLike
 
 from qrt_ray.errors import MitigationWarning, ValidationError, brief
@@ -37,7 +37,8 @@ from qrt_ray.primitives.construct import (
     without_classical_bits,
 )
 from qrt_ray.primitives.job import PrimitiveJob
-from qrt_ray.primitives.options import EstimatorOptions
+from qrt_ray.primitives.options import EstimatorOptions, copy_options
+from qrt_ray.primitives.results import QrtPrimitiveResult, QrtPubResult
 from qrt_ray.primitives.runner import (
     FarmRequest,
     PrimitiveBase,
@@ -95,7 +96,7 @@ class Estimator(PrimitiveBase[EstimatorOptions], BaseEstimatorV2):
         if not coerced:
             raise ValidationError("pubs: empty; pass at least one (circuit, observables) PUB")
         plans = [self._prepare(i, pub) for i, pub in enumerate(coerced)]
-        options = self._options.model_copy(deep=True)
+        options = copy_options(self._options)
         dd_spec(options.dynamical_decoupling)  # an unplayable sequence fails here
         factors = len(_settings(options)["factors"])
         for i, plan in enumerate(plans):
@@ -154,9 +155,14 @@ class Estimator(PrimitiveBase[EstimatorOptions], BaseEstimatorV2):
             "shape": shape,
             "param_index": tuple(int(p) for p in param_index),
             "observables": tuple(flat_obs[int(k)] for k in obs_index),
-            "groups": group_paulis(labels),
+            "groups": (
+                group_paulis(labels)
+                if opts.abelian_grouping
+                else [g for label in sorted(labels) for g in group_paulis({label})]
+            ),
             "precision": pub.precision,
             "shots": shots,
+            "circuit_metadata": pub.circuit.metadata,
         }
 
 
@@ -242,9 +248,7 @@ def _execute(
         )
         for i, k in enumerate(farm)
     }
-    seed_run = options.seed_estimator
-    if seed_run is None:
-        seed_run = options.simulator.seed_simulator
+    seed_run = options.run_seed()
     submitted = submit(job, mode, [requests[k] for k in farm], options, seed_run)
     farm_results = wait_results(job, mode, submitted, None)
     farm_notes = mode.record(farm_results)
@@ -315,9 +319,9 @@ def _execute(
             )
         )
         # the PUB's circuits within its farm job (a job may hold several PUBs)
-        pub_results[-1].metadata["farm_circuits"] = spans[k]
-    return PrimitiveResult(
-        pub_results, metadata={"version": 2, "primitive_job_id": job.job_id(), "mode": mode.kind}
+        pub_results[-1].qrt["farm_circuits"] = spans[k]
+    return QrtPrimitiveResult(
+        pub_results, {"version": 2}, {"primitive_job_id": job.job_id(), "mode": mode.kind}
     )
 
 
@@ -332,7 +336,7 @@ def _pub_result(
     readout: dict[str, Any],
     readout_spent: int,
     notes: list[str],
-) -> PubResult:
+) -> QrtPubResult:
     shape = plan["shape"]
     fields: dict[str, Any] = {
         "evs": np.asarray(data.evs, dtype=float).reshape(shape),
@@ -382,11 +386,10 @@ def _pub_result(
         )
         warnings_out.append(note)
         warnings.warn(f"pubs[{index}]: {note}", MitigationWarning, stacklevel=2)
-    return PubResult(
+    return QrtPubResult(
         DataBin(**fields, shape=shape),
-        metadata={
-            "target_precision": plan["precision"],
-            "shots": plan["shots"],
+        _metadata(plan),
+        {
             "circuits": len(built.qasm),
             "resilience_level": s["level"],
             "device": meta.device,
@@ -426,19 +429,27 @@ def within_noise_note(
     )
 
 
-def _known_result(plan: dict[str, Any], s: dict[str, Any]) -> PubResult:
+def _metadata(plan: dict[str, Any], shots: int | None = None) -> dict[str, Any]:
+    """A PUB's metadata: the keys Qiskit's backend estimator gives, no more."""
+    return {
+        "target_precision": plan["precision"],
+        "shots": plan["shots"] if shots is None else shots,
+        "circuit_metadata": plan["circuit_metadata"],
+    }
+
+
+def _known_result(plan: dict[str, Any], s: dict[str, Any]) -> QrtPubResult:
     """A PUB of identity observables only: its value is the identity coefficient."""
     shape = plan["shape"]
     evs = [sum(o.values()) for o in plan["observables"]]
-    return PubResult(
+    return QrtPubResult(
         DataBin(
             evs=np.asarray(evs, dtype=float).reshape(shape),
             stds=np.zeros(shape),
             shape=shape,
         ),
-        metadata={
-            "target_precision": plan["precision"],
-            "shots": 0,
+        _metadata(plan, shots=0),
+        {
             "circuits": 0,
             "resilience_level": s["level"],
             "device": None,

@@ -1,25 +1,41 @@
 """Options of the primitives, in the shape of ``qiskit_ibm_runtime``'s V2 options.
 
-Every field is validated when it is set (``estimator.options.resilience_level = 5``
-raises at once, naming the field and the allowed values), and ``update(**kwargs)``
-takes dotted paths too: ``options.update(**{"resilience.zne_mitigation": True})``.
-Fields beyond the hardware runtime's are this runtime's own and say so.
+They are dataclasses (``dataclasses.asdict(estimator.options)`` works), with the hardware
+runtime's names and nesting. Every field is validated when it is set
+(``estimator.options.resilience_level = 5`` raises at once, naming the field and the
+allowed values, and leaves the old value), nested options may be given as dicts, and
+``update(**kwargs)`` takes dotted paths too:
+``options.update(**{"resilience.zne_mitigation": True})``. The names Qiskit's
+``BackendSamplerV2`` / ``BackendEstimatorV2`` take (``seed_simulator``,
+``abelian_grouping``, ``run_options``) are accepted as well. Fields beyond those are
+this runtime's own and say so.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import copy
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
+from pydantic.dataclasses import dataclass as _pydantic_dataclass
 
 from qrt_ray.errors import ValidationError, brief
 from qrt_ray.mitigation.zne import EXTRAPOLATORS, MIN_POINTS
 
+_CONFIG = ConfigDict(validate_assignment=True, extra="forbid", arbitrary_types_allowed=True)
+_T = TypeVar("_T")
+
+# ``run_options`` (Qiskit's BackendSamplerV2) keys the Sampler understands; the
+# simulated devices return classified bits, shot by shot, so meas_level must be 2
+RUN_OPTIONS = ("seed_simulator", "memory", "meas_level", "meas_return")
+
 
 def _explain(prefix: str, exc: PydanticValidationError) -> ValidationError:
     problems = "; ".join(
-        f"{prefix}{'.'.join(str(p) for p in e['loc'])}={e.get('input')!r}: {e['msg']}"
+        f"{prefix}{'.'.join(str(p) for p in e['loc'])}={_shown(e.get('input'))}: {e['msg']}"
         if e["loc"]
         else f"{prefix.rstrip('.')}: {e['msg'].removeprefix('Value error, ')}"
         for e in exc.errors()
@@ -27,30 +43,13 @@ def _explain(prefix: str, exc: PydanticValidationError) -> ValidationError:
     return ValidationError(f"invalid option: {problems}")
 
 
-class _Options(BaseModel):
-    """Validated on construction and on every assignment; errors name the field."""
+def _shown(value: Any) -> str:
+    """A refused value as the error shows it: strings quoted, everything cut short."""
+    return repr(brief(value)) if isinstance(value, str) else brief(value)
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except PydanticValidationError as exc:
-            raise _explain(f"{type(self).__name__}.", exc) from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name not in type(self).model_fields:
-            known = ", ".join(type(self).model_fields)
-            raise ValidationError(
-                f"{type(self).__name__} has no option {brief(name)!r}; options: {known}"
-            )
-        old = self.__dict__[name]
-        try:
-            super().__setattr__(name, value)
-        except PydanticValidationError as exc:
-            # a model-level check fails after the field was set: put the old value back
-            self.__dict__[name] = old
-            raise _explain(f"{type(self).__name__}.", exc) from None
+class _Options:
+    """What every options dataclass has: ``update``, and errors that name the field."""
 
     def update(self, **kwargs: Any) -> None:
         """Set several options; ``"a.b"`` keys (or nested dicts) reach sub-options."""
@@ -64,6 +63,45 @@ class _Options(BaseModel):
                 setattr(self, head, value)
 
 
+def _options(cls: type[_T]) -> type[_T]:
+    """A pydantic dataclass whose errors are ValidationErrors naming the field, and
+    whose refused assignments leave the old value."""
+    dc: Any = _pydantic_dataclass(config=_CONFIG)(cls)
+    names = tuple(f.name for f in dataclasses.fields(dc))
+    init: Callable[..., None] = dc.__init__
+    assign: Callable[[Any, str, Any], None] = dc.__setattr__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except PydanticValidationError as exc:
+            raise _explain(f"{dc.__name__}.", exc) from None
+
+    def __setattr__(self: Any, name: str, value: Any) -> None:
+        if name not in names:
+            raise ValidationError(
+                f"{dc.__name__} has no option {brief(name)!r}; options: {', '.join(names)}"
+            )
+        old = self.__dict__.get(name)
+        try:
+            assign(self, name, value)
+        except PydanticValidationError as exc:
+            # a check across fields fails after the field was set: put the old value back
+            object.__setattr__(self, name, old)
+            raise _explain(f"{dc.__name__}.", exc) from None
+
+    __init__.__doc__ = init.__doc__
+    dc.__init__ = __init__
+    dc.__setattr__ = __setattr__
+    return dc  # type: ignore[no-any-return]
+
+
+def copy_options(options: _T) -> _T:
+    """A deep copy: changing one later never changes the other."""
+    return copy.deepcopy(options)
+
+
+@_options
 class TwirlingOptions(_Options):
     """Pauli twirling of 2-qubit gates and of measurements, on the compiled circuits."""
 
@@ -85,6 +123,7 @@ class TwirlingOptions(_Options):
         return self
 
 
+@_options
 class ZneOptions(_Options):
     """Zero-noise extrapolation: gate folding at ``noise_factors``, then a fit to 0."""
 
@@ -117,6 +156,7 @@ class ZneOptions(_Options):
         return (self.extrapolator,) if isinstance(self.extrapolator, str) else self.extrapolator
 
 
+@_options
 class MeasureNoiseLearningOptions(_Options):
     """How readout errors are measured (this runtime reuses the device's figures)."""
 
@@ -124,6 +164,7 @@ class MeasureNoiseLearningOptions(_Options):
     shots_per_randomization: int | Literal["auto"] = "auto"
 
 
+@_options
 class ResilienceOptions(_Options):
     """Which mitigations run; ``resilience_level`` sets the defaults of the first three."""
 
@@ -143,6 +184,7 @@ class ResilienceOptions(_Options):
     readout_distance: int | None = Field(default=None, ge=0)
 
 
+@_options
 class DynamicalDecouplingOptions(_Options):
     """Dynamical decoupling on idle qubits (inserted when the circuit is compiled)."""
 
@@ -153,6 +195,7 @@ class DynamicalDecouplingOptions(_Options):
     skip_reset_qubits: bool = False
 
 
+@_options
 class ExecutionOptions(_Options):
     """Accepted so hardware-runtime code runs; the simulated devices reset every qubit
     between shots and have no repetition delay to set."""
@@ -162,6 +205,7 @@ class ExecutionOptions(_Options):
     meas_type: Literal["classified"] = "classified"
 
 
+@_options
 class SimulatorOptions(_Options):
     """The simulator seed. Noise, coupling map and basis gates belong to each farm
     device (its calibration), so setting them here is refused."""
@@ -172,6 +216,7 @@ class SimulatorOptions(_Options):
     basis_gates: None = None
 
 
+@_options
 class EnvironmentOptions(_Options):
     """Job tags (kept with every job of the primitive)."""
 
@@ -179,6 +224,7 @@ class EnvironmentOptions(_Options):
     job_tags: list[str] | None = None
 
 
+@_options
 class _PrimitiveOptions(_Options):
     max_execution_time: int | None = Field(default=None, gt=0, le=7 * 24 * 3600)
     dynamical_decoupling: DynamicalDecouplingOptions = Field(
@@ -193,17 +239,53 @@ class _PrimitiveOptions(_Options):
     tenant: str = Field(default="default", min_length=1, max_length=64)
 
 
+@_options
 class SamplerOptions(_PrimitiveOptions):
     """Options of :class:`qrt_ray.primitives.Sampler`."""
 
     default_shots: int = Field(default=4096, ge=1, le=1_000_000)
+    # as Qiskit's BackendSamplerV2 names it (simulator.seed_simulator is IBM's name)
     seed_simulator: int | None = Field(default=None, ge=0, lt=2**31)
+    # as Qiskit's BackendSamplerV2: options of the run, here of each farm job
+    run_options: dict[str, Any] | None = None
     # this runtime's own: readout-mitigated quasi-distributions beside the bit arrays
     resilience: ResilienceOptions = Field(
         default_factory=lambda: ResilienceOptions(measure_mitigation=False)
     )
 
+    @model_validator(mode="after")
+    def _run_options(self) -> SamplerOptions:
+        run = self.run_options or {}
+        unknown = sorted(str(k) for k in run if k not in RUN_OPTIONS)
+        if unknown:
+            raise ValueError(
+                f"run_options {brief(unknown)}: not options of a farm job; use "
+                f"{', '.join(RUN_OPTIONS)} (shots: default_shots or run(shots=...))"
+            )
+        if run.get("meas_level", 2) not in (2, "classified"):
+            raise ValueError(
+                f"run_options meas_level={brief(run['meas_level'])}: the devices return "
+                "classified bits only (meas_level 2); kerneled (level 1) data is not simulated"
+            )
+        seed = run.get("seed_simulator")
+        if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2**31):
+            raise ValueError(f"run_options seed_simulator={brief(seed)}: use 0 <= seed < 2**31")
+        return self
 
+    def run_seed(self) -> int | None:
+        """The seed of the farm jobs: ``seed_simulator``, else the one in ``run_options``,
+        else ``simulator.seed_simulator`` (None: a fresh seed per job)."""
+        for seed in (
+            self.seed_simulator,
+            (self.run_options or {}).get("seed_simulator"),
+            self.simulator.seed_simulator,
+        ):
+            if seed is not None:
+                return int(seed)
+        return None
+
+
+@_options
 class EstimatorOptions(_PrimitiveOptions):
     """Options of :class:`qrt_ray.primitives.Estimator`."""
 
@@ -212,3 +294,15 @@ class EstimatorOptions(_PrimitiveOptions):
     resilience_level: Literal[0, 1, 2] = 1
     seed_estimator: int | None = Field(default=None, ge=0, lt=2**31)
     resilience: ResilienceOptions = Field(default_factory=ResilienceOptions)
+    # as Qiskit's BackendEstimatorV2 names them: the simulator's seed, and whether
+    # qubit-wise commuting Pauli terms share a measurement basis (False: a circuit per term)
+    seed_simulator: int | None = Field(default=None, ge=0, lt=2**31)
+    abelian_grouping: bool = True
+
+    def run_seed(self) -> int | None:
+        """The seed of the farm jobs: ``seed_estimator``, else ``seed_simulator``, else
+        ``simulator.seed_simulator`` (None: a fresh seed per job)."""
+        for seed in (self.seed_estimator, self.seed_simulator, self.simulator.seed_simulator):
+            if seed is not None:
+                return int(seed)
+        return None

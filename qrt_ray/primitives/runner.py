@@ -27,6 +27,7 @@ from qrt_ray.primitives.options import (
     DynamicalDecouplingOptions,
     TwirlingOptions,
     _PrimitiveOptions,
+    copy_options,
 )
 from qrt_ray.tracing import job_traceparent
 
@@ -327,7 +328,7 @@ class PrimitiveBase(Generic[OptionsT]):
         self._mode = resolve_mode(mode)
         if isinstance(options, self._options_type):
             # a copy: changing the caller's object later must not change this primitive
-            self._options: OptionsT = options.model_copy(deep=True)
+            self._options: OptionsT = copy_options(options)
         else:
             self._options = self._options_type()
             self._options.update(**(options or {}))

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from qiskit.primitives import BaseSamplerV2, BitArray, DataBin, PrimitiveResult, SamplerPubResult
+from qiskit.primitives import BaseSamplerV2, BitArray, DataBin, PrimitiveResult
 from qiskit.primitives.containers.sampler_pub import SamplerPub, SamplerPubLike
 
 from qrt_ray.circuits import to_qasm
@@ -25,7 +25,8 @@ from qrt_ray.mitigation.twirling import copies_for
 from qrt_ray.primitives.combine import combine_sampler_quasi
 from qrt_ray.primitives.construct import SWEEP_CHUNK, bind, make_template, sampler_circuits
 from qrt_ray.primitives.job import PrimitiveJob
-from qrt_ray.primitives.options import SamplerOptions
+from qrt_ray.primitives.options import SamplerOptions, copy_options
+from qrt_ray.primitives.results import QrtPrimitiveResult, QrtSamplerPubResult
 from qrt_ray.primitives.runner import (
     FarmRequest,
     PrimitiveBase,
@@ -77,7 +78,7 @@ class Sampler(PrimitiveBase[SamplerOptions], BaseSamplerV2):
                 )
         if not coerced:
             raise ValidationError("pubs: empty; pass at least one circuit")
-        options = self._options.model_copy(deep=True)
+        options = copy_options(self._options)
         if options.resilience.zne_mitigation:
             raise ValidationError(
                 "options.resilience.zne_mitigation=True: the Sampler returns bits, which "
@@ -124,32 +125,33 @@ def _execute(
     """Run the PUBs that measure something on the farm; the others' bits are all 0."""
     live = [k for k, pub in enumerate(pubs) if _measures(pub.circuit)]
     ran = _on_farm(job, mode, options, [pubs[k] for k in live]) if live else []
-    out: list[SamplerPubResult | None] = [None] * len(pubs)
+    out: list[QrtSamplerPubResult | None] = [None] * len(pubs)
     for k, result in zip(live, ran, strict=True):
         out[k] = result
     results = [r if r is not None else _unmeasured(pub) for r, pub in zip(out, pubs, strict=True)]
-    return PrimitiveResult(results, metadata={"version": 2, "primitive_job_id": job.job_id()})
+    return QrtPrimitiveResult(
+        results, {"version": 2}, {"primitive_job_id": job.job_id(), "mode": mode.kind}
+    )
 
 
-def _unmeasured(pub: SamplerPub) -> SamplerPubResult:
+def _unmeasured(pub: SamplerPub) -> QrtSamplerPubResult:
     """The result of a PUB whose circuit measures nothing: zeros in every register."""
     fields = {
         c.name: BitArray(np.zeros((*pub.shape, pub.shots, (c.size + 7) // 8), np.uint8), c.size)
         for c in pub.circuit.cregs
     }
-    metadata = {
-        "shots": pub.shots,
-        "circuit_metadata": pub.circuit.metadata,
+    qrt = {
         "device": None,
         "farm_job_id": None,
         "warnings": ["the circuit measures nothing: every bit is 0 and no device ran it"],
     }
-    return SamplerPubResult(DataBin(**fields, shape=pub.shape), metadata=metadata)
+    metadata = {"shots": pub.shots, "circuit_metadata": pub.circuit.metadata}
+    return QrtSamplerPubResult(DataBin(**fields, shape=pub.shape), metadata, qrt)
 
 
 def _on_farm(
     job: PrimitiveJob, mode: Any, options: SamplerOptions, pubs: list[SamplerPub]
-) -> list[SamplerPubResult]:
+) -> list[QrtSamplerPubResult]:
     texts = _bound_circuits(pubs)
     job.check_cancelled()
     tw = options.twirling
@@ -162,9 +164,7 @@ def _on_farm(
         )
         for pub, t in zip(pubs, texts, strict=True)
     ]
-    seed = options.seed_simulator
-    if seed is None:
-        seed = options.simulator.seed_simulator
+    seed = options.run_seed()
     submitted = submit(job, mode, requests, options, seed)
     results = wait_results(job, mode, submitted, None)
     notes = mode.record(results)
@@ -192,7 +192,7 @@ def _on_farm(
     for k, (pub, result) in enumerate(zip(pubs, results, strict=True)):
         out.append(_pub_result(pub, result, rng, quasi[k], readout, notes[k], options))
         # the PUB's circuits within its farm job (a job may hold several PUBs)
-        out[-1].metadata["farm_circuits"] = list(submitted.slices[k][1:])
+        out[-1].qrt["farm_circuits"] = list(submitted.slices[k][1:])
     return out
 
 
@@ -239,7 +239,7 @@ def _pub_result(
     readout: dict[str, Any],
     notes: list[str],
     options: SamplerOptions,
-) -> SamplerPubResult:
+) -> QrtSamplerPubResult:
     registers = [(c.name, c.size) for c in pub.circuit.cregs]
     shape = pub.shape
     per_circuit = [register_samples(c.counts, registers, rng) for c in result.circuits]
@@ -249,9 +249,7 @@ def _pub_result(
         stacked = np.stack([s[name] for s in per_circuit]).reshape(*shape, pub.shots, nbytes)
         fields[name] = BitArray(stacked, size)
     meta = result.metadata
-    metadata: dict[str, Any] = {
-        "shots": pub.shots,
-        "circuit_metadata": pub.circuit.metadata,
+    qrt: dict[str, Any] = {
         "device": meta.device,
         "calibration_id": meta.calibration_id,
         "calibration_age_s": meta.calibration_age_s,
@@ -266,9 +264,10 @@ def _pub_result(
     if quasi is not None:
         cal, spent = readout[meta.device]
         section, extra = readout_note(cal, spent, result)
-        metadata["mitigation"]["readout"] = section
-        metadata["warnings"] += extra
-        metadata["quasi_dists"] = [q["quasi_dist"] for q in quasi]
-        metadata["nearest_probability"] = [q["nearest_probability"] for q in quasi]
-        metadata["cost"] = {"extra_shots": spent, "readout_shots": spent}
-    return SamplerPubResult(DataBin(**fields, shape=shape), metadata=metadata)
+        qrt["mitigation"]["readout"] = section
+        qrt["warnings"] += extra
+        qrt["quasi_dists"] = [q["quasi_dist"] for q in quasi]
+        qrt["nearest_probability"] = [q["nearest_probability"] for q in quasi]
+        qrt["cost"] = {"extra_shots": spent, "readout_shots": spent}
+    metadata = {"shots": pub.shots, "circuit_metadata": pub.circuit.metadata}
+    return QrtSamplerPubResult(DataBin(**fields, shape=shape), metadata, qrt)

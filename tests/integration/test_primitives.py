@@ -73,7 +73,12 @@ def test_sampler_bit_arrays_follow_the_pub_shape(rt: QuantumRuntime) -> None:
     assert first.data.meas[0, 0].get_counts().get("00", 0) > 250
     assert first.data.meas[1, 2].get_counts().get("11", 0) > 250
     assert sum(second.data.meas.get_counts().values()) == 300
-    assert first.metadata["shots"] == 300 and first.metadata["device"] in {"manila", "nairobi"}
+    # exactly Qiskit's keys in metadata; the farm's own beside them in .qrt
+    assert result.metadata == {"version": 2}
+    assert result.qrt == {"primitive_job_id": job.job_id(), "mode": "runtime"}
+    assert first.metadata == {"shots": 300, "circuit_metadata": qc.metadata}
+    assert first.qrt["device"] in {"manila", "nairobi"}
+    assert first.qrt["farm_job_id"] in job.farm_job_ids
 
 
 def test_pubs_on_one_device_share_a_farm_job_and_a_pub_shares_its_qubits(
@@ -87,9 +92,9 @@ def test_pubs_on_one_device_share_a_farm_job_and_a_pub_shares_its_qubits(
     )
     result = job.result(timeout=300)
     assert len(job.farm_job_ids) == 1  # one shots value, one device: one farm job
-    spans = [r.metadata["farm_circuits"] for r in result]
+    spans = [r.qrt["farm_circuits"] for r in result]
     assert spans == [[0, 1], [1, 5], [5, 6]]
-    assert {r.metadata["farm_job_id"] for r in result} == set(job.farm_job_ids)
+    assert {r.qrt["farm_job_id"] for r in result} == set(job.farm_job_ids)
     (farm,) = rt.results([rt.job(job.farm_job_ids[0])])
     assert farm.metadata.shots_requested == 100 and len(farm.circuits) == 6
     # the sweep's four bound circuits ran on the same physical qubits
@@ -136,7 +141,7 @@ def test_runtime_settings_reach_the_farm_jobs(rt: QuantumRuntime) -> None:
 def test_sampler_readout_mitigation_gives_quasi_distributions(rt: QuantumRuntime) -> None:
     sampler = Sampler(mode=rt, options={"resilience": {"measure_mitigation": True}})
     result = sampler.run([_ghz(3, measure=True)], shots=2000).result(timeout=300)
-    meta = result[0].metadata
+    meta = result[0].qrt
     quasi = meta["quasi_dists"][0]
     raw = result[0].data.meas.get_counts()
     assert sum(quasi.values()) == pytest.approx(1.0, abs=1e-6)
@@ -169,7 +174,8 @@ def test_estimator_broadcasts_observables_against_parameters(rt: QuantumRuntime)
     thetas = np.array([0.3, 1.2]).reshape(1, 2, 1)
     observables = [[SparsePauliOp("ZZ")], [SparsePauliOp("XX")], [SparsePauliOp(["ZI", "IZ"])]]
     est = Estimator(mode=rt, options={"resilience_level": 1, "seed_estimator": 3})
-    result = est.run([(qc, observables, thetas)], precision=0.02).result(timeout=300)
+    job = est.run([(qc, observables, thetas)], precision=0.02)
+    result = job.result(timeout=300)
     data = result[0].data
     assert data.evs.shape == (3, 2) and data.stds.shape == (3, 2)
     for i, obs in enumerate(observables):
@@ -177,21 +183,26 @@ def test_estimator_broadcasts_observables_against_parameters(rt: QuantumRuntime)
             exact = Statevector(qc.assign_parameters([theta])).expectation_value(obs[0]).real
             # readout mitigated; a few cx errors remain: within 4 sigma plus a small bias
             assert abs(data.evs[i, j] - exact) < 4 * data.stds[i, j] + 0.06, (i, j)
-    meta = result[0].metadata
-    assert meta["shots"] == math.ceil(1 / 0.02**2)
-    assert meta["target_precision"] == 0.02
+    # exactly the keys Qiskit's backend estimator gives; the farm's own are in .qrt
+    assert result[0].metadata == {
+        "target_precision": 0.02,
+        "shots": math.ceil(1 / 0.02**2),
+        "circuit_metadata": qc.metadata,
+    }
+    assert result[0].qrt["device"] and result[0].qrt["farm_job_id"] in job.farm_job_ids
     assert 0.005 < float(np.mean(data.stds)) < 0.05
 
 
 def test_estimator_levels_say_what_they_applied_and_cost(rt: QuantumRuntime) -> None:
     qc = _ghz(3)
     obs = SparsePauliOp("ZZZ")
-    metas, evs = {}, {}
+    metas, evs, shots = {}, {}, {}
     for level in (0, 1, 2):
         options = {"resilience_level": level, "seed_estimator": 7}
         est = Estimator(mode=rt.backend("nairobi"), options=options)
         result = est.run([(qc, [SparsePauliOp("ZZI"), obs])]).result(timeout=300)
-        metas[level], evs[level] = result[0].metadata, result[0].data.evs
+        metas[level], evs[level] = result[0].qrt, result[0].data.evs
+        shots[level] = result[0].metadata["shots"]
     assert metas[0]["mitigation"]["readout"] is None and metas[0]["cost"]["extra_shots"] == 0
     m1 = metas[1]["mitigation"]
     assert m1["measure_mitigation"] and m1["measure_twirling"] and not m1["gate_twirling"]
@@ -199,7 +210,7 @@ def test_estimator_levels_say_what_they_applied_and_cost(rt: QuantumRuntime) -> 
     m2 = metas[2]["mitigation"]
     assert m2["gate_twirling"] and m2["zne"]["noise_factors"] == [1.0, 3.0, 5.0]
     assert metas[2]["circuits"] == 3 * metas[0]["circuits"]
-    assert metas[2]["cost"]["extra_shots"] >= 2 * metas[0]["shots"] * metas[0]["circuits"]
+    assert metas[2]["cost"]["extra_shots"] >= 2 * shots[0] * metas[0]["circuits"]
     assert "evs_noise_factors" in result[0].data
     # a known answer whose raw value is biased: <ZZ> of a 3-qubit GHZ is 1, and noise
     # pulls the raw estimate below it; each level removes more of that bias (seeded)
@@ -227,13 +238,13 @@ def test_sampler_returns_zeros_for_a_circuit_that_measures_nothing(rt: QuantumRu
     with pytest.warns(UserWarning, match=r"pubs\[1\]: the circuit measures nothing"):
         job = sampler.run([_ghz(2, measure=True), quiet, (silent, [[0.1], [0.2], [0.3]])])
     result = job.result(timeout=300)
-    assert result[0].data.meas.num_shots == 4096 and result[0].metadata["farm_job_id"]
+    assert result[0].data.meas.num_shots == 4096 and result[0].qrt["farm_job_id"]
     zeros = result[1].data.c
     assert zeros.num_shots == 4096 and zeros.num_bits == 2
     assert zeros.get_counts() == {"00": 4096}
-    assert result[1].metadata["farm_job_id"] is None
+    assert result[1].qrt["farm_job_id"] is None
     assert result[2].data.c.shape == (3,) and result[2].data.c.get_counts() == {"0": 3 * 4096}
-    assert "measures nothing" in result[1].metadata["warnings"][0]
+    assert "measures nothing" in result[1].qrt["warnings"][0]
 
 
 def test_sampler_keeps_a_register_of_no_bits(rt: QuantumRuntime) -> None:
@@ -261,7 +272,7 @@ def test_primitives_made_inside_a_session_run_in_it(rt: QuantumRuntime) -> None:
             assert Sampler().mode is batch and Sampler().backend() is None
         assert Sampler().mode is session
         result = sampler.run([_ghz(2, measure=True)], shots=100).result(timeout=300)
-        assert result[0].metadata["device"] == "manila"
+        assert result[0].qrt["device"] == "manila"
     with pytest.raises(ValidationError, match="mode: pass a QuantumRuntime"):
         Sampler()  # the block is closed
     assert Sampler(mode=rt).backend() is None
@@ -347,7 +358,7 @@ def test_a_session_keeps_its_device_and_closes(rt: QuantumRuntime) -> None:
         devices = set()
         for value in (0.1, 0.5, 0.9):
             result = est.run([(qc, "ZZ", [value])]).result(timeout=300)
-            devices.add(result[0].metadata["device"])
+            devices.add(result[0].qrt["device"])
         assert devices == {session.device}
         assert session.details()["calibrations"]
     with pytest.raises(SessionClosedError, match="closed"):
@@ -413,4 +424,4 @@ def test_identity_observables_need_no_circuit(rt: QuantumRuntime) -> None:
     result = est.run([(_ghz(2), [SparsePauliOp("II", 2.5), SparsePauliOp("II")])]).result(60)
     assert result[0].data.evs.tolist() == [2.5, 1.0]
     assert result[0].data.stds.tolist() == [0.0, 0.0]
-    assert result[0].metadata["circuits"] == 0
+    assert result[0].qrt["circuits"] == 0

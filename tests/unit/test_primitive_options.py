@@ -126,3 +126,32 @@ def test_readout_truncation_is_a_sampler_setting() -> None:
     sampler = SamplerOptions()
     sampler.resilience.readout_distance = 3  # the sampler's quasi-distributions use it
     assert sampler.resilience.readout_distance == 3
+
+
+def test_options_are_dataclasses_with_the_hardware_runtime_nesting() -> None:
+    import dataclasses
+
+    opts = EstimatorOptions(resilience={"zne": {"noise_factors": [1, 2, 3]}}, seed_simulator=3)
+    tree = dataclasses.asdict(opts)
+    assert tree["resilience"]["zne"]["noise_factors"] == (1.0, 2.0, 3.0)
+    assert tree["seed_simulator"] == 3 and tree["abelian_grouping"] is True
+    assert set(tree) >= {"default_precision", "resilience_level", "twirling", "simulator"}
+    with pytest.raises(ValidationError, match=r"execution.init_qubits=2: Input should be"):
+        EstimatorOptions(execution={"init_qubits": 2})
+    copied = dataclasses.replace(opts)
+    assert copied == opts
+
+
+def test_backend_primitive_option_names_are_taken() -> None:
+    est = EstimatorOptions(seed_simulator=12)
+    est.abelian_grouping = False
+    assert est.run_seed() == 12
+    est.seed_estimator = 4  # the estimator's own seed wins
+    assert est.run_seed() == 4
+    sampler = SamplerOptions(run_options={"seed_simulator": 9, "memory": True})
+    assert sampler.run_seed() == 9
+    with pytest.raises(ValidationError, match=r"meas_level=1: the devices return classified"):
+        SamplerOptions(run_options={"meas_level": 1, "meas_return": "avg"})
+    with pytest.raises(ValidationError, match=r"run_options \['init_qubit'\]: not options"):
+        sampler.run_options = {"init_qubit": False}
+    assert sampler.run_options == {"seed_simulator": 9, "memory": True}  # left as it was

@@ -1,0 +1,77 @@
+"""Results of the primitives: Qiskit's containers, with this runtime's details beside them.
+
+``result.metadata`` and ``result[i].metadata`` hold exactly the keys Qiskit's backend
+primitives give (the run: ``version``; a Sampler PUB: ``shots`` and
+``circuit_metadata``; an Estimator PUB: ``target_precision``, ``shots`` and
+``circuit_metadata``), so code and tests that compare whole dicts work unchanged.
+
+What the farm adds (device, calibration, farm job, the mitigation applied, its cost,
+warnings, readout-mitigated quasi-distributions) is one dict beside them:
+``result[i].qrt``, and ``result.qrt`` for the run. Both are plain data (JSON-ready).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from qiskit.primitives import DataBin, PrimitiveResult, PubResult, SamplerPubResult
+
+
+class QrtPrimitiveResult(PrimitiveResult):
+    """Qiskit's ``PrimitiveResult``, plus ``qrt``: the run's primitive job id and mode."""
+
+    def __init__(
+        self,
+        pub_results: Iterable[PubResult],
+        metadata: dict[str, Any] | None = None,
+        qrt: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(pub_results, metadata)
+        self._qrt = qrt or {}
+
+    @property
+    def qrt(self) -> dict[str, Any]:
+        """This runtime's details of the run (``primitive_job_id``, ``mode``)."""
+        return self._qrt
+
+
+class QrtPubResult(PubResult):
+    """Qiskit's ``PubResult`` (Estimator), plus ``qrt``: where and how the PUB ran."""
+
+    __slots__ = ("_qrt",)
+
+    def __init__(
+        self,
+        data: DataBin,
+        metadata: dict[str, Any] | None = None,
+        qrt: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(data, metadata)
+        self._qrt = qrt or {}
+
+    @property
+    def qrt(self) -> dict[str, Any]:
+        """Device, calibration, farm job, mitigation applied, cost and warnings."""
+        return self._qrt
+
+
+class QrtSamplerPubResult(SamplerPubResult):
+    """Qiskit's ``SamplerPubResult``, plus ``qrt``: where and how the PUB ran."""
+
+    __slots__ = ("_qrt",)
+
+    def __init__(
+        self,
+        data: DataBin,
+        metadata: dict[str, Any] | None = None,
+        qrt: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(data, metadata)
+        self._qrt = qrt or {}
+
+    @property
+    def qrt(self) -> dict[str, Any]:
+        """Device, calibration, farm job, mitigation applied, cost, warnings and (with
+        ``resilience.measure_mitigation``) ``quasi_dists`` / ``nearest_probability``."""
+        return self._qrt
