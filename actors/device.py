@@ -24,6 +24,7 @@ from qrt_ray.aer import DM_MAX_ACTIVE_QUBITS, DM_SHOTS_FACTOR, MPS_MIN_ACTIVE_QU
 from qrt_ray.calibration import load_backend, snapshot_from_backend, with_recomputed_id
 from qrt_ray.config import DeviceConfig, LinkConfig, SchedulingConfig
 from qrt_ray.drift import DriftProcess, capped_error
+from qrt_ray.dynamic import with_loop_exits
 from qrt_ray.errors import DeviceUnavailableError
 from qrt_ray.mitigation.readout import ReadoutCalibration
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
@@ -193,7 +194,7 @@ class Device:
             # built once per calibration: a 16-qubit target takes about 40 ms
             found = self._target = (
                 cal.calibration_id,
-                target_from_snapshot(cal, self._backend.target),
+                with_loop_exits(target_from_snapshot(cal, self._backend.target)),
             )
         return found
 

@@ -19,7 +19,8 @@ from typing import Any
 from qiskit import QuantumCircuit, qasm2, qasm3
 
 from qrt_ray.arguments import finite_number
-from qrt_ray.errors import ValidationError, brief
+from qrt_ray.dynamic import has_control_flow, switch_to_if_else
+from qrt_ray.errors import QrtError, ValidationError, brief
 from qrt_ray.intake import check_circuit, parse_qasm
 from qrt_ray.intake.admit import bind_named
 from qrt_ray.intake.admit import circuit_hash as circuit_hash  # the identity, re-exported
@@ -154,10 +155,15 @@ def to_qasm(circuit: QuantumCircuit | str, *, arg: str = "circuits[0]") -> str:
     if fast is not None:
         return WrittenQasm(fast)
     try:
+        if has_control_flow(circuit):  # OpenQASM 2 conditions are not read: blocks are
+            raise ValueError("control flow")
         return WrittenQasm(qasm2.dumps(circuit))
     except Exception:
         try:
-            return WrittenQasm(qasm3.dumps(circuit))
+            # OpenQASM 3 readers take if/else but not switch: written as if/else chains
+            return WrittenQasm(qasm3.dumps(switch_to_if_else(circuit)))
+        except QrtError:
+            raise
         except Exception as exc:
             raise ValidationError(f"{arg}: cannot be written as OpenQASM: {exc}") from exc
 

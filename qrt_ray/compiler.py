@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ from qiskit.transpiler.passes import SetLayout
 from qiskit.transpiler.preset_passmanagers import generate_preset_pass_manager
 
 from qrt_ray.circuits import circuit_hash
+from qrt_ray.dynamic import bound_while_loops, has_control_flow, walk
 from qrt_ray.intake.admit import parse_admitted
 from qrt_ray.models import CompileInfo
 
@@ -164,7 +165,8 @@ def compile_circuits(
     for text, layout, esp in zip(qasm_texts, layouts, expected, strict=True):
         try:
             started = time.perf_counter()  # compile_s counts the parse, as it always has
-            logical = parse_admitted(text)
+            # a while loop runs as a bounded for loop: it always ends (qrt_ray.dynamic)
+            logical = bound_while_loops(parse_admitted(text))
             args = (text, device, calibration_id, optimization_level, seed_transpiler, fidelities)
             given = tuple(layout) if layout is not None else None
             relaid = False
@@ -318,29 +320,40 @@ def compiled_stats(
     mitigation needs. One pass, because each walk over ``circuit.data`` costs about as
     much as a tenth of a small compile.
     """
-    index = {bit: i for i, bit in enumerate(circuit.qubits)}
-    clbit = {bit: i for i, bit in enumerate(circuit.clbits)}
     measured = [-1] * circuit.num_clbits
     touched: set[int] = set()
     two = others = 0
     pairs: list[tuple[int, ...]] = []
     log_esp = 0.0
-    position = index.__getitem__
-    for inst in circuit.data:
-        qubits = tuple(map(position, inst.qubits))
+    for name, qubits, clbits in _operations(circuit):
         touched.update(qubits)
-        name = inst.name  # not inst.operation.name: that builds the gate object
         if len(qubits) == 2 and name != "barrier":  # ZNE's folds sit between barriers
             two += 1
             pairs.append(qubits)
         elif name == "measure":
-            measured[clbit[inst.clbits[0]]] = qubits[0]
+            measured[clbits[0]] = qubits[0]
         elif name not in _NOT_GATES:
             others += 1
         log_esp += fidelities.get((name, qubits), 0.0)
     rank = {q: i for i, q in enumerate(sorted(touched))}
     moves = sum(max(0, abs(rank[a] - rank[b]) - 1) for a, b in pairs)
     return CompiledStats(two, math.exp(log_esp), tuple(measured), len(touched), two + others, moves)
+
+
+def _operations(
+    circuit: QuantumCircuit,
+) -> Iterator[tuple[str, tuple[int, ...], tuple[int, ...]]]:
+    """(name, qubit indices, clbit indices) of every operation; control-flow blocks are
+    entered, each once (so a loop's gates count one pass, an ``if`` both branches)."""
+    if has_control_flow(circuit):
+        for op, qubits, clbits in walk(circuit):
+            yield op.name, qubits, clbits
+        return
+    position = {bit: i for i, bit in enumerate(circuit.qubits)}.__getitem__
+    clbit = {bit: i for i, bit in enumerate(circuit.clbits)}.__getitem__
+    for inst in circuit.data:
+        # inst.name, not inst.operation.name: that builds the gate object
+        yield inst.name, tuple(map(position, inst.qubits)), tuple(map(clbit, inst.clbits))
 
 
 def _compile_one(

@@ -81,6 +81,12 @@ def _flatten(instructions: Iterable[Any], qubit_map: Sequence[int], depth: int =
         name = op.name
         if name in ("barrier", "delay") or not qubits:
             continue
+        blocks = getattr(op, "blocks", None)
+        if blocks is not None and depth < 8:  # control flow: each block once, on its qubits
+            for block in blocks:
+                index = {bit: i for i, bit in enumerate(block.qubits)}
+                yield from _flatten((_Remap(i, index) for i in block.data), qubits, depth + 1)
+            continue
         if len(qubits) >= 3 and name != "measure" and depth < 8:
             definition = getattr(op, "definition", None)
             if definition is not None:
@@ -106,7 +112,8 @@ def profile_circuit(circuit: Any) -> CircuitProfile:
 
     Gates on three or more qubits are unrolled through their definitions; a 2-qubit
     gate counts as the native 2-qubit gates its synthesis needs (``cp`` two, ``swap``
-    three). Control flow is counted by its operands, not unrolled.
+    three). Control-flow blocks are entered, each once: a loop's body counts one
+    pass, an ``if`` both of its branches.
     """
     n = circuit.num_qubits
     index = {bit: i for i, bit in enumerate(circuit.qubits)}

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from qiskit import QuantumCircuit, qasm2, qasm3
 
+from qrt_ray.dynamic import walk
 from qrt_ray.errors import QrtError, ValidationError, brief
 from qrt_ray.intake.gates import check_runnable, instructions_for, rename_impostors
 from qrt_ray.intake.limits import IntakeLimits
@@ -139,14 +140,17 @@ def check_circuit(
     if not _plain(circuit):
         try:
             circuit = rename_impostors(circuit)
-            check_runnable(circuit, arg)
+            check_runnable(circuit, arg, limits.max_gates)
         except QrtError:
             raise
         except Exception as exc:  # a gate whose definition cannot be built, ...
             raise ValidationError(
                 f"{arg}: the circuit's gates could not be read ({type(exc).__name__}: {brief(exc)})"
             ) from None
-    if not any(inst.name == "measure" for inst in circuit.data):
+    if not any(inst.name == "measure" for inst in circuit.data) and not any(
+        op.name == "measure"
+        for op, _, _ in walk(circuit)  # measured inside control flow
+    ):
         raise ValidationError(
             f"{arg}: the circuit measures nothing, so it would return no counts; "
             "add circuit.measure_all() or explicit measurements"

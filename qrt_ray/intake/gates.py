@@ -19,13 +19,20 @@ import numpy as np
 from qiskit import QuantumCircuit, qasm2
 from qiskit.circuit import (
     CONTROL_FLOW_OP_NAMES,
+    BreakLoopOp,
+    ContinueLoopOp,
     ControlFlowOp,
+    ForLoopOp,
     Gate,
     Instruction,
     ParameterExpression,
+    SwitchCaseOp,
+    WhileLoopOp,
 )
+from qiskit.circuit.classical import expr
 from qiskit.circuit.library import get_standard_gate_name_mapping
 
+from qrt_ray.dynamic import MAX_WHILE_ITERATIONS
 from qrt_ray.errors import ValidationError, brief
 
 STANDARD: dict[str, Any] = get_standard_gate_name_mapping()
@@ -216,7 +223,13 @@ class _Renamer:
         self.changed = False
 
     def operation(self, op: Any) -> Any:
-        if trusted(op) or isinstance(op, ControlFlowOp) or not isinstance(op, Instruction):
+        if isinstance(op, ControlFlowOp):  # user gates inside its blocks are renamed too
+            blocks = [self.circuit(block) for block in op.blocks]
+            if all(a is b for a, b in zip(blocks, op.blocks, strict=True)):
+                return op
+            self.changed = True
+            return op.replace_blocks(blocks)
+        if trusted(op) or not isinstance(op, Instruction):
             return op
         definition = op.definition
         clean = definition if definition is None else self.circuit(definition)
@@ -259,16 +272,24 @@ class _Renamer:
 # -- what a device can run ------------------------------------------------------------
 
 
-def check_runnable(circuit: QuantumCircuit, arg: str) -> None:
+def check_runnable(circuit: QuantumCircuit, arg: str, max_operations: int = 200_000) -> None:
     """Refuse what no device of the farm can run, with the reason.
 
-    Control flow (no device runs it yet), opaque gates (no definition to decompose),
-    and angles that are not finite numbers.
+    Opaque gates (no definition to decompose), angles that are not finite numbers, a
+    ``switch`` on a classical expression, and control flow whose loops would run more
+    than ``max_operations`` operations per shot (a ``while`` loop counts as
+    :data:`~qrt_ray.dynamic.MAX_WHILE_ITERATIONS` passes, the most it makes).
 
     Raises:
         ValidationError: naming ``arg``, the operation and what to do.
     """
-    _Checker(arg).circuit(circuit)
+    checker = _Checker(arg)
+    operations = checker.circuit(circuit)
+    if operations > max_operations:
+        raise ValidationError(
+            f"{arg}: its loops run about {operations:,} operations per shot; the limit is "
+            f"{max_operations:,} (intake.max_gates): run fewer iterations"
+        )
 
 
 class _Checker:
@@ -276,9 +297,11 @@ class _Checker:
         self.arg = arg
         self.seen: dict[int, QuantumCircuit] = {}
 
-    def circuit(self, circuit: QuantumCircuit, inside: str = "") -> None:
+    def circuit(self, circuit: QuantumCircuit, inside: str = "") -> int:
+        """Check ``circuit``; returns the operations one pass of it runs (loops counted
+        as often as they run)."""
         if id(circuit) in self.seen:
-            return
+            return 1  # a definition checked already (gate definitions are not loops)
         self.seen[id(circuit)] = circuit
         if not _finite(circuit.global_phase):
             where = f" of gate {brief(inside, 40)!r}" if inside else ""
@@ -286,24 +309,35 @@ class _Checker:
                 f"{self.arg}: the global phase{where} is not a finite number "
                 f"({brief(circuit.global_phase, 30)}); angles must be finite"
             )
-        for inst in circuit.data:
-            self.operation(inst.operation, inside)
+        return sum(self.operation(inst.operation, inside) for inst in circuit.data)
 
-    def operation(self, op: Any, inside: str) -> None:
+    def control_flow(self, op: ControlFlowOp, inside: str) -> int:
+        """Check every block; returns the operations the op runs at most."""
+        if isinstance(op, SwitchCaseOp) and isinstance(op.target, expr.Expr):
+            raise ValidationError(
+                f"{self.arg}: a switch on a classical expression cannot be carried to the "
+                "devices; switch on a register or a bit, or write it as if/else"
+            )
+        passes = 1
+        if isinstance(op, ForLoopOp):
+            passes = len(op.params[0])
+        elif isinstance(op, WhileLoopOp):
+            passes = MAX_WHILE_ITERATIONS
+        inner = [self.circuit(block, inside) for block in op.blocks]
+        return 1 + passes * max(inner, default=0)
+
+    def operation(self, op: Any, inside: str) -> int:
         where = f" (inside gate {brief(inside, 40)!r})" if inside else ""
         if isinstance(op, ControlFlowOp):
-            raise ValidationError(
-                f"{self.arg}: control flow ({op.name}){where} is not supported by this farm's "
-                "devices; unroll loops and replace conditions with separate circuits"
-            )
+            return self.control_flow(op, inside)
         for p in op.params:
             if not _finite(p):
                 raise ValidationError(
                     f"{self.arg}: {brief(op.name, 40)}{where} has a parameter that is not a "
                     f"finite number ({brief(p, 30)}); angles must be finite"
                 )
-        if trusted(op):
-            return
+        if trusted(op) or isinstance(op, (BreakLoopOp, ContinueLoopOp)):
+            return 1
         definition = getattr(op, "definition", None)
         if definition is None:
             raise ValidationError(
@@ -311,6 +345,7 @@ class _Checker:
                 "definition), so no device can run it; define it from standard gates"
             )
         self.circuit(definition, op.name)
+        return 1
 
 
 def _finite(p: Any) -> bool:

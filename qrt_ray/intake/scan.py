@@ -17,10 +17,12 @@ it could cost more than the limits allow.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from qrt_ray.dynamic import MAX_WHILE_ITERATIONS
 from qrt_ray.errors import PlacementError, QrtError, ValidationError, brief
 from qrt_ray.intake.limits import IntakeLimits
 
@@ -52,9 +54,8 @@ _UNARY = frozenset("-+~!")
 _MODIFIERS = frozenset({"ctrl", "negctrl", "inv", "pow"})
 # statements that open a block without calling a gate (QASM 3 control flow, scopes)
 _HEADERS = frozenset({"if", "else", "for", "while", "switch", "case", "default", "box", "def"})
-# control flow: no device of the farm runs it yet, so it is refused before it is parsed
-# (a loop's range, a condition's body); check_runnable says the same of circuit objects
-_CONTROL_FLOW = frozenset({"if", "for", "while", "switch"})
+# loops: each statement of a loop's body counts as often as the loop may run it
+_LOOPS = frozenset({"for", "while"})
 # declarations and other statements that run nothing
 _QUIET = frozenset(
     {"input", "output", "const", "extern", "return", "break", "continue", "end"}
@@ -289,6 +290,9 @@ class _Scanner:
         self.depth: dict[str, int] = {}  # definitions below it, itself included
         # open blocks: the gate a body defines, or None for any other block
         self.blocks: list[str | None] = []
+        # per open block, the passes it makes for each of the blocks around it: a for
+        # loop's iterations, a while loop's most (qrt_ray.dynamic), else 1
+        self.passes: list[int] = []
         self.body_cost = 0
         self.body_depth = 0
         self.body_tokens: list[str] = []
@@ -376,19 +380,31 @@ class _Scanner:
     # -- statements -------------------------------------------------------------------
 
     def statement(self, toks: list[Token], end: str) -> None:
-        if toks and (toks[0].text == "if" or (self.v3 and toks[0].text in _CONTROL_FLOW)):
+        first = toks[0].text if toks else ""
+        if first == "if" and not self.v3:
             raise self.fail(
                 toks[0].pos,
-                f"control flow ({toks[0].text}) is not supported by this farm's devices; "
-                "unroll loops and replace conditions with separate circuits",
+                "an OpenQASM 2 condition; write the circuit in OpenQASM 3, where a "
+                "condition is a block: if (c == 1) { x q[0]; }",
             )
+        if self.v3 and first == "switch":
+            raise self.fail(
+                toks[0].pos,
+                "switch is not read by the devices' OpenQASM 3 reader; write it as "
+                "if (c == 1) { ... } else if (c == 2) { ... } (circuit objects are "
+                "rewritten so for you)",
+            )
+        if self.v3 and first in _LOOPS and end != "{":
+            raise self.fail(toks[0].pos, f"write the body of a {first} loop in braces {{ }}")
         if end == "{":
             self.open_block(toks, toks[0].text if toks else "")
         elif toks:
             self.simple(toks)
         # sizes, indices and physical qubits are bounded in every statement and header
-        # (after the statement's own checks, which say more)
-        self.check_brackets(toks)
+        # (after the statement's own checks, which say more); a for loop's bracket is
+        # its range, which counts passes (each statement in it is counted that often)
+        if not (self.v3 and first == "for"):
+            self.check_brackets(toks)
         if end == "}" and self.blocks:
             self.close_block()
 
@@ -430,11 +446,49 @@ class _Scanner:
             self.body_cost = 0
             self.body_depth = 0
             self.body_tokens = [t.text for t in toks] + ["{"]
+            self.passes.append(1)
             return
         self.blocks.append(None)
+        passes = 1
+        if self.v3 and first == "for":
+            passes = self.loop_passes(toks)
+        elif self.v3 and first == "while":
+            passes = MAX_WHILE_ITERATIONS
+        self.passes.append(passes)
+
+    def loop_passes(self, toks: list[Token]) -> int:
+        """How often a ``for`` loop runs: its range must be integer literals."""
+        names = [t.text for t in toks]
+        at = names.index("in") + 1 if "in" in names else len(names)
+        rest = names[at:]
+        bounds: list[int] = []
+        if rest[:1] == ["["] and rest[-1:] == ["]"]:
+            sign = 1
+            for text in rest[1:-1]:
+                if text == "-":
+                    sign = -1
+                elif text != ":":
+                    value = _int_value(text)
+                    if value is None:
+                        bounds = []
+                        break
+                    bounds.append(sign * value)
+                    sign = 1
+        if len(bounds) not in (2, 3):
+            raise self.fail(
+                toks[0].pos,
+                "write a for loop's range as integer literals, [start:stop] or "
+                "[start:step:stop] (a set {...} or a variable is not read)",
+            )
+        start, step, stop = (bounds[0], 1, bounds[1]) if len(bounds) == 2 else bounds
+        if step == 0:
+            raise self.fail(toks[0].pos, "a for loop's step is 0: it would never end")
+        return max(0, (stop - start) // step + 1)
 
     def close_block(self) -> None:
         name = self.blocks.pop()
+        if self.passes:
+            self.passes.pop()
         if name is None:
             return
         cost = max(1, self.body_cost)
@@ -639,12 +693,13 @@ class _Scanner:
             self.body_depth = max(self.body_depth, self.depth.get(callee, 0))
             return
         width = max((self.width(arg) for arg in args), default=1)
-        self.report.gates += cost * width
+        # a statement inside loops runs once per pass of each
+        self.report.gates += cost * width * math.prod(self.passes)
         if self.report.gates > self.limits.max_gates:
             raise self.fail(
                 where,
                 f"the circuit expands to more than {self.limits.max_gates} operations here "
-                "(gate definitions and register broadcasts expanded); the limit is "
+                "(gate definitions, register broadcasts and loops expanded); the limit is "
                 "intake.max_gates",
             )
 

@@ -125,9 +125,10 @@ def without_classical_bits(circuit: QuantumCircuit, arg: str) -> QuantumCircuit:
     for inst in circuit.data:
         if inst.clbits or inst.name in ("measure", "reset"):
             raise ValidationError(
-                f"{arg}: the estimator's circuits must not measure mid-circuit or reset "
-                f"({inst.name!r} found); remove them, the estimator measures "
-                "each observable itself (final measurements are dropped)"
+                f"{arg}: the Estimator takes circuits without mid-circuit measurements, "
+                f"resets or control flow ({inst.name!r} found): it measures each "
+                "observable itself (final measurements are dropped). Run dynamic "
+                "circuits with the Sampler"
             )
         out.append(inst.operation, [index[q] for q in inst.qubits])
     return out

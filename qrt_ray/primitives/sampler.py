@@ -20,6 +20,7 @@ from qiskit.primitives import BaseSamplerV2, BitArray, DataBin, PrimitiveResult
 from qiskit.primitives.containers.sampler_pub import SamplerPub, SamplerPubLike
 
 from qrt_ray.circuits import to_qasm
+from qrt_ray.dynamic import dynamic_reason, walk
 from qrt_ray.errors import ValidationError, brief
 from qrt_ray.mitigation.twirling import copies_for
 from qrt_ray.primitives.combine import combine_sampler_quasi
@@ -79,6 +80,7 @@ class Sampler(PrimitiveBase[SamplerOptions], BaseSamplerV2):
         if not coerced:
             raise ValidationError("pubs: empty; pass at least one circuit")
         options = copy_options(self._options)
+        _refuse_static_only_mitigation(options, coerced)
         if options.resilience.zne_mitigation:
             raise ValidationError(
                 "options.resilience.zne_mitigation=True: the Sampler returns bits, which "
@@ -116,7 +118,39 @@ def _bound_circuits(pubs: Sequence[SamplerPub]) -> list[tuple[str, ...]]:
 
 
 def _measures(circuit: Any) -> bool:
-    return any(inst.operation.name == "measure" for inst in circuit.data)
+    """Whether the circuit measures anything (inside control flow too)."""
+    return any(inst.operation.name == "measure" for inst in circuit.data) or any(
+        op.name == "measure" for op, _, _ in walk(circuit)
+    )
+
+
+def _refuse_static_only_mitigation(options: SamplerOptions, pubs: Sequence[SamplerPub]) -> None:
+    """Twirling, readout inversion and dynamical decoupling assume every measurement is
+    final and no branch depends on one: refuse them for a dynamic circuit, saying why.
+
+    Raises:
+        ValidationError: naming the PUB, the option and the reason.
+    """
+    asked = [
+        name
+        for name, on in (
+            ("twirling.enable_gates", options.twirling.enable_gates),
+            ("twirling.enable_measure", options.twirling.enable_measure),
+            ("resilience.measure_mitigation", options.resilience.measure_mitigation),
+            ("dynamical_decoupling.enable", options.dynamical_decoupling.enable),
+        )
+        if on
+    ]
+    if not asked:
+        return
+    for i, pub in enumerate(pubs):
+        reason = dynamic_reason(pub.circuit)
+        if reason is not None:
+            raise ValidationError(
+                f"pubs[{i}]: {', '.join(asked)} cannot apply to this circuit: {reason}, "
+                "and these mitigations assume every measurement is final and no operation "
+                "depends on one; set them to False for dynamic circuits"
+            )
 
 
 def _execute(

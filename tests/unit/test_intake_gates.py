@@ -94,7 +94,7 @@ def test_non_finite_angles_are_refused(value: float) -> None:
         check_circuit(qc, arg="circuits[0]")
 
 
-def test_opaque_gates_and_control_flow_are_refused() -> None:
+def test_opaque_gates_are_refused_inside_control_flow_too() -> None:
     qc = QuantumCircuit(1, 1)
     qc.append(Gate("mystery", 1, []), [0])
     qc.measure(0, 0)
@@ -104,8 +104,28 @@ def test_opaque_gates_and_control_flow_are_refused() -> None:
     flow.measure(0, 0)
     with flow.if_test((flow.clbits[0], 1)):
         flow.x(0)
-    with pytest.raises(ValidationError, match=r"control flow \(if_else\)"):
+    assert check_circuit(flow) is flow  # dynamic circuits run
+    with flow.if_test((flow.clbits[0], 0)):
+        flow.append(Gate("mystery", 1, []), [0])
+    with pytest.raises(ValidationError, match="'mystery' is opaque"):
         check_circuit(flow)
+
+
+def test_loops_count_toward_the_operations_limit() -> None:
+    qc = QuantumCircuit(1, 1)
+    with qc.for_loop(range(600)), qc.for_loop(range(600)):
+        qc.x(0)
+    qc.measure(0, 0)
+    with pytest.raises(ValidationError, match=r"loops run about 360,602 operations per shot"):
+        check_circuit(qc)
+    spin = QuantumCircuit(1, 1)
+    spin.measure(0, 0)
+    with spin.while_loop((spin.clbits[0], 0)):  # counted at its most passes
+        for _ in range(300):
+            spin.x(0)
+        spin.measure(0, 0)
+    with pytest.raises(ValidationError, match="limit is 200,000"):
+        check_circuit(spin)
 
 
 def _one(gate: Gate, n: int) -> QuantumCircuit:

@@ -103,6 +103,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "qrt_ray.render",
             "qrt_ray.models",
             "qrt_ray.profile",
+            "qrt_ray.dynamic",
             "qrt_ray.plots",
             "qrt_ray.logs",
             "qrt_ray.tracing",

@@ -1,0 +1,195 @@
+"""The V2 primitives contract as Qiskit's backend primitives and IBM Runtime's client
+define it, checked on a real farm: result types and metadata keys, shots and precision
+rules, registers, options as dataclasses and their copy rules, implicit sessions, the
+job API, and dynamic circuits. Written for this project from those contracts; where
+qrt-ray deliberately differs, docs/migrating.md says so and a test here pins it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
+from qiskit.circuit import Parameter
+from qiskit.primitives import BitArray, DataBin, PrimitiveResult, PubResult, SamplerPubResult
+from qiskit.providers import JobStatus
+from qiskit.quantum_info import SparsePauliOp
+
+from qrt_ray import QuantumRuntime
+from qrt_ray.primitives import Estimator, EstimatorOptions, Sampler, SamplerOptions, Session
+
+pytestmark = pytest.mark.integration
+
+
+def _bell() -> QuantumCircuit:
+    qc = QuantumCircuit(2, name="bell")
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.measure_all()
+    return qc
+
+
+# -- Sampler: Qiskit's BackendSamplerV2 contract ---------------------------------------
+
+
+def test_sampler_result_types_and_exact_metadata(rt: QuantumRuntime) -> None:
+    qc = _bell()
+    qc.metadata = {"experiment": 7}
+    sampler = Sampler(mode=rt.backend("nairobi"), options={"seed_simulator": 11})
+    result = sampler.run([qc, (qc, None, 30)], shots=20).result(timeout=300)
+    assert isinstance(result, PrimitiveResult) and len(result) == 2
+    assert isinstance(result[0], SamplerPubResult) and isinstance(result[0].data, DataBin)
+    assert isinstance(result[0].data.meas, BitArray)
+    assert result.metadata == {"version": 2}
+    # run(shots=) is the default; a PUB's own shots win
+    assert result[0].metadata == {"shots": 20, "circuit_metadata": {"experiment": 7}}
+    assert result[1].metadata == {"shots": 30, "circuit_metadata": {"experiment": 7}}
+    assert result[1].data.meas.num_shots == 30
+    counts = result[0].data.meas.get_counts()
+    assert counts.get("00", 0) + counts.get("11", 0) >= 16  # a Bell pair, some noise
+
+
+def test_sampler_registers_empty_and_several(rt: QuantumRuntime) -> None:
+    q = QuantumRegister(3)
+    alpha, empty, beta = (
+        ClassicalRegister(2, "alpha"),
+        ClassicalRegister(0, "e"),
+        ClassicalRegister(1, "beta"),
+    )
+    qc = QuantumCircuit(q, alpha, empty, beta)
+    qc.x(0)
+    qc.measure([0, 1], alpha)
+    qc.x(2)
+    qc.measure(2, beta)
+    data = Sampler(mode=rt).run([qc], shots=100).result(timeout=300)[0].data
+    assert data.alpha.num_bits == 2 and data.beta.num_bits == 1 and data.e.num_bits == 0
+    assert data.e.array.shape == (100, 0)
+    assert data.alpha.get_counts().get("01", 0) > 80 and data.beta.get_counts().get("1", 0) > 80
+
+
+def test_sampler_bad_pubs_are_value_errors_naming_the_pub(rt: QuantumRuntime) -> None:
+    qc = QuantumCircuit(1)
+    qc.rx(Parameter("a"), 0)
+    qc.ry(Parameter("b"), 0)
+    qc.measure_all()
+    sampler = Sampler(mode=rt)
+    with pytest.raises(ValueError, match=r"pubs\[0\]"):
+        sampler.run([(qc, [[1.0, 2.0, 3.0]])])  # three values for two parameters
+    with pytest.raises(ValueError, match=r"pubs\[0\]"):
+        sampler.run([(qc, [0.1, 0.2], -1)])  # negative shots
+    with pytest.raises(ValueError, match="meas_level=1"):
+        Sampler(mode=rt, options={"run_options": {"meas_level": 1}})
+
+
+# -- Estimator: Qiskit's BackendEstimatorV2 contract -----------------------------------
+
+
+def test_estimator_exact_metadata_grouping_and_measured_circuits(rt: QuantumRuntime) -> None:
+    qc = QuantumCircuit(2)
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.metadata = {"name": "bell"}
+    observables = SparsePauliOp.from_list([("ZZ", 1.0), ("XX", 1.0), ("ZI", 0.5)])
+    values = {}
+    for grouping in (True, False):
+        options = {"seed_simulator": 5, "abelian_grouping": grouping, "resilience_level": 0}
+        est = Estimator(mode=rt.backend("nairobi"), options=options)
+        result = est.run([(qc, observables)], precision=0.03).result(timeout=300)
+        assert result.metadata == {"version": 2}
+        assert result[0].metadata == {
+            "target_precision": 0.03,
+            "shots": math.ceil(1 / 0.03**2),
+            "circuit_metadata": {"name": "bell"},
+        }
+        # one basis per qubit-wise commuting group, or one per term
+        assert result[0].qrt["circuits"] == (2 if grouping else 3)
+        values[grouping] = float(result[0].data.evs)
+    assert abs(values[True] - 2.0) < 0.25 and abs(values[False] - 2.0) < 0.25
+    measured = qc.copy()
+    measured.measure_all()  # a sampler's circuit: final measurements are dropped
+    ev = Estimator(mode=rt).run([(measured, "ZZ")], precision=0.05).result(timeout=300)
+    assert isinstance(ev[0], PubResult) and ev[0].data.evs > 0.7
+
+
+def test_estimator_precision_zero_is_a_value_error(rt: QuantumRuntime) -> None:
+    qc = QuantumCircuit(1)
+    with pytest.raises(ValueError, match=r"pubs\[0\]\.precision=0"):
+        Estimator(mode=rt).run([(qc, "Z", None, 0.0)])
+
+
+# -- IBM Runtime client contract --------------------------------------------------------
+
+
+def test_options_are_copied_dataclasses(rt: QuantumRuntime) -> None:
+    opts = EstimatorOptions(resilience_level=0, default_precision=0.05)
+    est = Estimator(mode=rt, options=opts)
+    opts.resilience_level = 2  # the caller's object changes later: the primitive does not
+    assert est.options.resilience_level == 0 and est.options is not opts
+    tree = dataclasses.asdict(est.options)
+    assert tree["resilience_level"] == 0 and "zne" in tree["resilience"]
+    assert dataclasses.asdict(Sampler(mode=rt, options=SamplerOptions()).options)
+
+
+def test_session_is_picked_up_and_the_job_api(rt: QuantumRuntime) -> None:
+    with Session(rt.backend("manila")) as session:
+        sampler = Sampler()  # no mode: the open session
+        assert sampler.mode is session and sampler.backend().name == "manila"
+        job = sampler.run([_bell()], shots=50)
+        assert job.job_id().startswith("prim-")
+        assert job.status() in {JobStatus.INITIALIZING, JobStatus.QUEUED, JobStatus.RUNNING}
+        result = job.result(timeout=300)
+        assert job.status() is JobStatus.DONE and job.done() and not job.running()
+        assert not job.cancel()  # already final
+        assert result[0].qrt["device"] == "manila"
+    zne = Sampler(mode=rt)
+    zne.options.resilience.zne_mitigation = True
+    with pytest.raises(ValueError, match="zne_mitigation=True"):
+        zne.run([_bell()])
+
+
+# -- dynamic circuits --------------------------------------------------------------------
+
+
+def test_dynamic_circuits_run_on_the_farm(rt: QuantumRuntime) -> None:
+    qc = QuantumCircuit(3, 3)
+    qc.x(0)
+    qc.measure(0, 0)  # mid-circuit: reads 1
+    with qc.if_test((qc.clbits[0], 1)) as else_:
+        qc.x(1)  # taken
+    with else_:
+        qc.h(1)
+    qc.reset(0)  # back to 0
+    with qc.for_loop(range(2)):
+        qc.x(2)  # twice: 0
+    with qc.while_loop((qc.clbits[2], 0)):  # until qubit 2 reads 1
+        qc.x(2)
+        qc.measure(2, 2)
+    with qc.switch(qc.clbits[0]) as case:
+        with case(1):
+            pass
+        with case(case.DEFAULT):
+            qc.x(1)
+    qc.measure([0, 1], [0, 1])
+    result = Sampler(mode=rt.backend("nairobi")).run([qc], shots=400).result(timeout=300)
+    counts = result[0].data.c.get_counts()
+    # c2 c1 c0 = 1 1 0: the branch, the reset, the loop that ends when it reads 1
+    assert counts.get("110", 0) > 300, counts
+
+
+def test_mitigations_that_assume_final_measurements_refuse_dynamic_circuits(
+    rt: QuantumRuntime,
+) -> None:
+    qc = QuantumCircuit(1, 2)
+    qc.measure(0, 0)
+    with qc.if_test((qc.clbits[0], 0)):
+        qc.x(0)
+    qc.measure(0, 1)
+    sampler = Sampler(mode=rt)
+    sampler.options.twirling.enable_measure = True
+    with pytest.raises(ValueError, match=r"pubs\[0\]: twirling.enable_measure cannot apply.*"):
+        sampler.run([qc])
+    estimator = Estimator(mode=rt)
+    with pytest.raises(ValueError, match="Run dynamic circuits with the Sampler"):
+        estimator.run([(qc, "Z")])
