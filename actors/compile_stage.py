@@ -199,6 +199,7 @@ def work_item(
         twirl=spec.twirling,
         dd=spec.dynamical_decoupling,
         traceparent=job_traceparent(rec.job_id),
+        noise=spec.noise,
     )
 
 

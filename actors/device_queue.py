@@ -53,6 +53,7 @@ class WorkItem:
     shot_s: float = 0.0
     dispatch: str = ""  # the scheduler's token for this hand-off (runs carry it back)
     traceparent: str = ""  # the job's trace (W3C): the run's span joins it
+    noise: str = "device"  # "ideal": run without the device's noise (JobSpec.noise)
 
 
 class DeviceQueue:

@@ -8,6 +8,7 @@ drills inject. Plain Python: :class:`~qrt_ray.actors.device.Device` owns one.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import secrets
 import threading
@@ -16,6 +17,8 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from qiskit_aer import AerSimulator
 
 from qrt_ray.actors.device_queue import WorkItem
 from qrt_ray.aer import counts_of, method_options, sim_method_for, simulate, touched_qubits
@@ -76,6 +79,7 @@ class _Group:
     options: dict[str, Any]
     twirl: TwirlSpec | None
     dd: DecouplingSpec | None
+    noise: str = "device"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +132,7 @@ class Executor:
         self._clock = clock
         self._sleep = sleep
         self._rng = random.Random()
+        self._ideal: Any = None
         # work the scheduler cancelled or moved: job id -> attempt (None: every attempt)
         self._abandoned: OrderedDict[str, int | None] = OrderedDict()
         self._abandoned_lock = threading.Lock()
@@ -201,11 +206,14 @@ class Executor:
             forced = None if gpu else sim_method_for(item.active_qubits, run_shots)
             options = tuple(method_options(forced, item.active_qubits).items())
             seed = slice_seed(item.seed, item.first_shot, item.attempt)
-            key = (item.shots, seed, forced, options, item.twirl, item.dd)
+            key = (item.shots, seed, forced, options, item.twirl, item.dd, item.noise)
             groups.setdefault(key, []).append(item)
-        for (shots, seed, forced, options, twirl, dd), items in groups.items():
-            group = _Group(items, shots, seed, forced, dict(options), twirl, dd)
-            runs.extend(self._run_group(setting, group))
+        for (shots, seed, forced, options, twirl, dd, noise), items in groups.items():
+            group = _Group(items, shots, seed, forced, dict(options), twirl, dd, noise)
+            run_on = setting
+            if noise == "ideal":  # the device's gates and layout, none of its noise
+                run_on = dataclasses.replace(setting, sim=self._ideal_simulator())
+            runs.extend(self._run_group(run_on, group))
         self._forget_abandoned(batch)
         self.batches_run += 1
         return runs
@@ -352,10 +360,17 @@ class Executor:
                     ran_at=self._clock(),
                     degraded=setting.degraded,
                     dispatch=item.dispatch,
+                    noise=group.noise,
                 )
             )
             offset += n
         return runs
+
+    def _ideal_simulator(self) -> Any:
+        """The noiseless simulator of jobs that ask for one (made once)."""
+        if self._ideal is None:
+            self._ideal = AerSimulator(max_parallel_threads=self._threads)
+        return self._ideal
 
     def _dropped(self, item: WorkItem, setting: _Setting) -> RawRun:
         return self.no_run(

@@ -396,6 +396,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         optimize=args.optimize,
         min_fidelity=args.min_fidelity,
         max_cost_usd=args.max_cost_usd,
+        noise="ideal" if args.ideal else "device",
     )
     if not args.wait:
         _print(args, {"job_id": handle.job_id}, handle.job_id)
@@ -463,7 +464,8 @@ def _show_result(args: argparse.Namespace, job_id: str, result: Any) -> int:
         return 0
     meta = result.metadata
     print(
-        f"job {job_id}: DONE on {meta.device} (calibration {meta.calibration_id}), "
+        f"job {job_id}: DONE on {meta.device} (calibration {meta.calibration_id}"
+        f"{', simulated without noise' if meta.noise == 'ideal' else ''}), "
         f"{meta.shots_executed} shots, seeds {list(meta.seeds)[:4]}"
     )
     show_all = getattr(args, "all", False)
@@ -1233,6 +1235,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--optimize", choices=OPTIMIZE_GOALS, help="what placement favours")
     s.add_argument("--min-fidelity", type=float, help="refuse devices expected below this")
     s.add_argument("--max-cost-usd", type=float, help="refuse devices that cost more")
+    s.add_argument(
+        "--ideal",
+        action="store_true",
+        help="simulate without noise on the device's gates and coupling map",
+    )
     s.add_argument(
         "--param",
         action="append",

@@ -110,7 +110,7 @@ def _unwrap(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 _INTEGERS = {"shots": (1, MAX_SHOTS), "priority": (0, MAX_PRIORITY), "seed": (0, 2**31 - 1)}
 _NUMBERS = ("max_execution_time_s", "min_fidelity", "max_cost_usd", "max_calibration_age_s")
-_NAMES = ("tenant", "device", "idempotency_key", "policy", "optimize")
+_NAMES = ("tenant", "device", "idempotency_key", "policy", "optimize", "noise")
 
 
 def make_spec(circuits: Any, *, shots: int, **fields: Any) -> JobSpec:
@@ -416,6 +416,7 @@ class QuantumRuntime:
         max_cost_usd: float | None = None,
         max_calibration_age_s: float | None = None,
         parameters: Mapping[str, float] | None = None,
+        noise: str = "device",
     ) -> JobHandle:
         """Submit one job of one or more circuits; returns once it is durably QUEUED.
 
@@ -441,6 +442,9 @@ class QuantumRuntime:
             parameters: values by name for the circuits' parameters: an OpenQASM 3
                 ``input float theta;`` or a circuit's ``Parameter("theta")``, e.g.
                 ``{"theta": 0.5}`` (every name must bind in some circuit).
+            noise: ``"device"`` (the device's calibrated noise) or ``"ideal"`` (the
+                device's gates and coupling map without noise: a pipeline checked
+                before it spends noisy shots; placed, recorded and billed as any job).
 
         Raises:
             ValidationError: an argument is invalid; the message names it.
@@ -464,6 +468,7 @@ class QuantumRuntime:
             max_cost_usd=max_cost_usd,
             max_calibration_age_s=max_calibration_age_s,
             parameters=parameters,
+            noise=noise,
         )
         return self.submit_specs([spec])[0]
 

@@ -154,6 +154,9 @@ class JobSpec(BaseModel):
     # qubits (the layout placement chose for the group's first circuit), so that their
     # results can be combined, e.g. the noise factors of one extrapolation
     layout_groups: tuple[int, ...] | None = None
+    # "ideal": the device runs the job without noise (its gates, coupling map and
+    # placement stay the device's), to check a pipeline before spending noisy shots
+    noise: Literal["device", "ideal"] = "device"
 
     @model_validator(mode="after")
     def _groups_cover_the_circuits(self) -> JobSpec:
@@ -385,6 +388,8 @@ class ResultMetadata(BaseModel):
     # how a job cut short was completed: missing shots rerun on the same calibration,
     # or the whole job rerun on a new one; None when it ran straight through
     recovery: str | None = None
+    # "ideal" when the job asked to run without noise (JobSpec.noise)
+    noise: Literal["device", "ideal"] = "device"
 
 
 class JobResult(BaseModel):

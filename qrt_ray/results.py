@@ -61,6 +61,7 @@ class RawRun:
     # signature over the run (see qrt_ray.reports)
     dispatch: str = ""
     signature: str = ""
+    noise: str = "device"  # "ideal": simulated without noise (JobSpec.noise)
 
 
 def slice_seed(seed: int | None, first_shot: int, attempt: int = 1) -> int | None:
@@ -190,6 +191,7 @@ def build_result(
         else 0.0,
         warnings=tuple(dict.fromkeys(r.degraded for r in runs if r.degraded)),
         recovery=recovery,
+        noise="ideal" if first.noise == "ideal" else "device",
     )
     return JobResult(circuits=tuple(circuits), metadata=meta)
 

@@ -46,7 +46,9 @@ from qrt_ray.primitives.runner import (
     fan_out,
     fetch_readout,
     finish,
+    noise_of,
     readout_note,
+    refuse_mitigation_when_ideal,
     submit,
     twirl_spec,
     values_matrix,
@@ -175,16 +177,33 @@ def _settings(options: EstimatorOptions) -> dict[str, Any]:
             "quasi-distributions; the Estimator mitigates readout exactly shot by shot and "
             "needs no truncation (leave it unset)"
         )
-    measure_mitigation = (
-        res.measure_mitigation if res.measure_mitigation is not None else level >= 1
+    refuse_mitigation_when_ideal(
+        options,
+        [
+            name
+            for name, on in (
+                ("resilience.measure_mitigation", res.measure_mitigation),
+                ("resilience.zne_mitigation", res.zne_mitigation),
+                ("twirling.enable_gates", options.twirling.enable_gates),
+                ("twirling.enable_measure", options.twirling.enable_measure),
+            )
+            if on
+        ],
     )
-    zne = res.zne_mitigation if res.zne_mitigation is not None else level >= 2
+    if noise_of(options) == "ideal":  # nothing to mitigate: the level applies nothing
+        level_on = {"measure": False, "zne": False, "gates": False}
+    else:
+        level_on = {"measure": level >= 1, "zne": level >= 2, "gates": level >= 2}
+    measure_mitigation = (
+        res.measure_mitigation if res.measure_mitigation is not None else level_on["measure"]
+    )
+    zne = res.zne_mitigation if res.zne_mitigation is not None else level_on["zne"]
     return {
         "level": level,
         "measure_mitigation": measure_mitigation,
         "zne": zne,
-        "measure_twirl": _switch(options.twirling.enable_measure, level >= 1),
-        "gate_twirl": _switch(options.twirling.enable_gates, level >= 2),
+        "measure_twirl": _switch(options.twirling.enable_measure, level_on["measure"]),
+        "gate_twirl": _switch(options.twirling.enable_gates, level_on["gates"]),
         "factors": tuple(res.zne.noise_factors) if zne else (1.0,),
     }
 
@@ -348,6 +367,11 @@ def _pub_result(
         fields["stds_noise_factors"] = np.asarray(data.stds_noise_factors).reshape(*shape, n)
     meta = result.metadata
     warnings_out = list(meta.warnings) + notes
+    if meta.noise == "ideal" and s["level"] >= 1:
+        warnings_out.append(
+            f"simulated without noise (simulator.noise_model='ideal'): resilience level "
+            f"{s['level']} had nothing to mitigate and applied nothing"
+        )
     n_params = plan["values"].shape[0]
     baseline = n_params * len(plan["groups"]) * plan["shots"]
     device_shots = len(built.qasm) * plan["shots"]
@@ -390,6 +414,7 @@ def _pub_result(
         DataBin(**fields, shape=shape),
         _metadata(plan),
         {
+            "noise": meta.noise,
             "circuits": len(built.qasm),
             "resilience_level": s["level"],
             "device": meta.device,

@@ -207,11 +207,13 @@ class ExecutionOptions(_Options):
 
 @_options
 class SimulatorOptions(_Options):
-    """The simulator seed. Noise, coupling map and basis gates belong to each farm
-    device (its calibration), so setting them here is refused."""
+    """The simulator seed, and whether to simulate without noise. The noise, coupling
+    map and basis gates of a device are its calibration's, so giving them is refused;
+    ``noise_model="ideal"`` runs on the device's gates and coupling map without noise
+    (None: the device's calibrated noise)."""
 
     seed_simulator: int | None = Field(default=None, ge=0, lt=2**31)
-    noise_model: None = None
+    noise_model: Literal["ideal"] | None = None
     coupling_map: None = None
     basis_gates: None = None
 

@@ -129,6 +129,24 @@ def pack(requests: Sequence[FarmRequest], devices: Sequence[str | None]) -> list
     return groups
 
 
+def noise_of(options: _PrimitiveOptions) -> str:
+    """The farm's ``noise`` for these options: ``ideal`` or the ``device``'s."""
+    return "ideal" if options.simulator.noise_model == "ideal" else "device"
+
+
+def refuse_mitigation_when_ideal(options: _PrimitiveOptions, asked: Sequence[str]) -> None:
+    """An ideal simulation has no noise to mitigate: explicit requests are refused.
+
+    Raises:
+        ValidationError: naming the options that were asked for.
+    """
+    if asked and noise_of(options) == "ideal":
+        raise ValidationError(
+            f"{', '.join(asked)}: simulator.noise_model='ideal' runs without noise, so "
+            "there is nothing to mitigate; turn them off, or drop noise_model"
+        )
+
+
 def submit(
     job: PrimitiveJob,
     mode: _Mode,
@@ -166,6 +184,7 @@ def submit(
                     # a PUB's circuits (parameter sets, bases, noise factors) run on
                     # the same qubits, as they would after one transpile by hand
                     layout_groups=tuple(groups_of),
+                    noise=noise_of(options),
                 )
             )
         except ValidationError as exc:

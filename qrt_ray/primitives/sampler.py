@@ -36,6 +36,7 @@ from qrt_ray.primitives.runner import (
     fetch_readout,
     finish,
     readout_note,
+    refuse_mitigation_when_ideal,
     submit,
     twirl_spec,
     values_matrix,
@@ -141,6 +142,7 @@ def _refuse_static_only_mitigation(options: SamplerOptions, pubs: Sequence[Sampl
         )
         if on
     ]
+    refuse_mitigation_when_ideal(options, asked)
     if not asked:
         return
     for i, pub in enumerate(pubs):
@@ -285,6 +287,7 @@ def _pub_result(
     meta = result.metadata
     qrt: dict[str, Any] = {
         "device": meta.device,
+        "noise": meta.noise,
         "calibration_id": meta.calibration_id,
         "calibration_age_s": meta.calibration_age_s,
         "farm_job_id": meta.job_id,

@@ -193,3 +193,33 @@ def test_mitigations_that_assume_final_measurements_refuse_dynamic_circuits(
     estimator = Estimator(mode=rt)
     with pytest.raises(ValueError, match="Run dynamic circuits with the Sampler"):
         estimator.run([(qc, "Z")])
+
+
+# -- ideal simulation ---------------------------------------------------------------------
+
+
+def test_an_ideal_run_is_scheduled_recorded_and_noiseless(rt: QuantumRuntime) -> None:
+    qc = QuantumCircuit(5)
+    qc.h(0)
+    for i in range(4):
+        qc.cx(i, i + 1)
+    ghz = qc.copy()
+    ghz.measure_all()
+    ideal = Sampler(mode=rt.backend("manila"), options={"simulator": {"noise_model": "ideal"}})
+    job = ideal.run([ghz], shots=2000)
+    result = job.result(timeout=300)
+    counts = result[0].data.meas.get_counts()
+    assert set(counts) == {"00000", "11111"}, counts  # no noise: no other string
+    assert result[0].qrt["noise"] == "ideal"
+    (farm_job,) = job.farm_job_ids
+    assert rt.job(farm_job).result(timeout_s=60).metadata.noise == "ideal"  # recorded
+    noisy = Sampler(mode=rt.backend("manila")).run([ghz], shots=2000).result(timeout=300)
+    assert len(noisy[0].data.meas.get_counts()) > 2 and noisy[0].qrt["noise"] == "device"
+    est = Estimator(mode=rt, options={"simulator": {"noise_model": "ideal"}})
+    value = est.run([(qc, "ZZZZZ")], precision=0.05).result(timeout=300)[0]
+    assert value.qrt["mitigation"]["readout"] is None and "nothing to mitigate" in str(
+        value.qrt["warnings"]
+    )
+    est.options.resilience.zne_mitigation = True
+    with pytest.raises(ValueError, match="nothing to mitigate"):
+        est.run([(qc, "ZZZZZ")])

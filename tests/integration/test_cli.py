@@ -78,7 +78,9 @@ def test_submit_wait_status_result_jobs_devices(farm: dict) -> None:
         "result stored",
     ], story
     text = qrt("result", job_id, *common(farm)).stdout
-    assert "DONE on" in text and "bitstring" in text
+    assert "DONE on" in text and "bitstring" in text and "without noise" not in text
+    ideal = qrt("submit", str(GHZ), "--shots", "300", "--ideal", "--wait", *common(farm))
+    assert "simulated without noise" in ideal.stdout
     assert job_id in qrt("jobs", *common(farm)).stdout
     devices = json.loads(qrt("devices", "--json", *common(farm)).stdout)
     assert {d["name"] for d in devices} == {"manila", "nairobi"}

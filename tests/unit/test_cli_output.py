@@ -19,7 +19,9 @@ def _result(outcomes: int) -> SimpleNamespace:
     circuit = SimpleNamespace(
         counts=counts, probabilities={k: v / total for k, v in counts.items()}
     )
-    meta = SimpleNamespace(device="manila", calibration_id="cal-1", shots_executed=total, seeds=[1])
+    meta = SimpleNamespace(
+        device="manila", calibration_id="cal-1", shots_executed=total, seeds=[1], noise="device"
+    )
     return SimpleNamespace(metadata=meta, circuits=[circuit])
 
 
