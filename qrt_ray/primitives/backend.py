@@ -22,6 +22,14 @@ from qiskit.transpiler import Target
 from qrt_ray import farm as farm_mod
 from qrt_ray.errors import ValidationError
 from qrt_ray.lifecycle import JobState
+from qrt_ray.primitives.backend_info import (
+    BackendConfiguration,
+    BackendProperties,
+    BackendStatus,
+    configuration_of,
+    properties_of,
+    status_of,
+)
 
 if TYPE_CHECKING:
     from qrt_ray.client import JobHandle, QuantumRuntime
@@ -64,6 +72,28 @@ class QrtBackend(BackendV2):
         from qrt_ray.models import MAX_CIRCUITS_PER_JOB
 
         return MAX_CIRCUITS_PER_JOB
+
+    def _snapshot(self) -> Any:
+        for snap in self.runtime.devices():
+            if snap.name == self.name:
+                return snap
+        raise ValidationError(f"device {self.name!r} is no longer a device of this farm")
+
+    def configuration(self) -> BackendConfiguration:
+        """Size, native gates, coupling map and limits (``n_qubits``, ``basis_gates``,
+        ``coupling_map``, ``max_shots``, ...), as older backend code reads them."""
+        from qrt_ray.models import MAX_CIRCUITS_PER_JOB, MAX_SHOTS
+
+        return configuration_of(self._snapshot(), MAX_SHOTS, MAX_CIRCUITS_PER_JOB)
+
+    def properties(self) -> BackendProperties:
+        """The current calibration: ``t1(q)``, ``t2(q)``, ``readout_error(q)``,
+        ``gate_error(gate, qubits)``, ``gate_length(gate, qubits)``."""
+        return properties_of(self._snapshot())
+
+    def status(self) -> BackendStatus:
+        """``operational`` (the device is ONLINE) and ``pending_jobs`` (its queue)."""
+        return status_of(self._snapshot())
 
     @classmethod
     def _default_options(cls) -> Options:

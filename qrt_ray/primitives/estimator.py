@@ -48,6 +48,7 @@ from qrt_ray.primitives.runner import (
     finish,
     noise_of,
     readout_note,
+    refuse_decoupling_of_dynamic_circuits,
     refuse_mitigation_when_ideal,
     submit,
     twirl_spec,
@@ -82,7 +83,10 @@ class Estimator(PrimitiveBase[EstimatorOptions], BaseEstimatorV2):
             ValidationError: a PUB or an option is invalid; the message names it.
         """
         if precision is not None and not 0 < precision <= 1:
-            raise ValidationError(f"precision={brief(precision)}: use a value in (0, 1]")
+            raise ValidationError(
+                f"precision={brief(precision)}: The precision value must be strictly "
+                "greater than 0 (and at most 1)"
+            )
         default = precision if precision is not None else self._options.default_precision
         coerced = []
         for i, pub in enumerate(pubs):
@@ -92,13 +96,15 @@ class Estimator(PrimitiveBase[EstimatorOptions], BaseEstimatorV2):
                 raise ValidationError(f"pubs[{i}]: {exc}") from None
             if not 0 < coerced[-1].precision <= 1:
                 raise ValidationError(
-                    f"pubs[{i}].precision={brief(coerced[-1].precision)}: use a value in "
-                    "(0, 1]; the shots a PUB takes grow as 1 / precision**2"
+                    f"pubs[{i}].precision={brief(coerced[-1].precision)}: The precision "
+                    "value must be strictly greater than 0 (and at most 1); the shots a "
+                    "PUB takes grow as 1 / precision**2"
                 )
         if not coerced:
             raise ValidationError("pubs: empty; pass at least one (circuit, observables) PUB")
-        plans = [self._prepare(i, pub) for i, pub in enumerate(coerced)]
         options = copy_options(self._options)
+        refuse_decoupling_of_dynamic_circuits(options, [pub.circuit for pub in coerced])
+        plans = [self._prepare(i, pub) for i, pub in enumerate(coerced)]
         dd_spec(options.dynamical_decoupling)  # an unplayable sequence fails here
         factors = len(_settings(options)["factors"])
         for i, plan in enumerate(plans):
@@ -118,6 +124,8 @@ class Estimator(PrimitiveBase[EstimatorOptions], BaseEstimatorV2):
     def _prepare(self, index: int, pub: EstimatorPub) -> dict[str, Any]:
         """Validate one PUB and turn it into the data construct and combine need."""
         arg = f"pubs[{index}]"
+        if pub.observables.size == 0:
+            raise ValidationError(f"{arg}: Empty observables array is not allowed")
         circuit = without_classical_bits(pub.circuit, arg)
         flat_obs = [dict(pub.observables[i]) for i in np.ndindex(pub.observables.shape)]
         labels = set()
@@ -125,12 +133,12 @@ class Estimator(PrimitiveBase[EstimatorOptions], BaseEstimatorV2):
             for label in o:
                 if set(label) - _PAULI:
                     raise ValidationError(
-                        f"{arg}: observable term {brief(label)!r} is not a Pauli string; "
+                        f"{arg}: Observable term {brief(label)!r} is not a Pauli string; "
                         "use I, X, Y and Z only (SparsePauliOp)"
                     )
                 if len(label) != circuit.num_qubits:
                     raise ValidationError(
-                        f"{arg}: observable {brief(label)!r} acts on {len(label)} qubits, the "
+                        f"{arg}: Observable {brief(label)!r} acts on {len(label)} qubits, the "
                         f"circuit has {circuit.num_qubits}"
                     )
                 labels.add(label)

@@ -18,6 +18,7 @@ import ray
 
 from qrt_ray import tracing
 from qrt_ray.client import JobHandle, make_spec
+from qrt_ray.dynamic import dynamic_reason
 from qrt_ray.errors import JobTimeoutError, ValidationError
 from qrt_ray.mitigation.readout import ReadoutCalibration
 from qrt_ray.models import DecouplingSpec, JobResult, TwirlSpec
@@ -145,6 +146,25 @@ def refuse_mitigation_when_ideal(options: _PrimitiveOptions, asked: Sequence[str
             f"{', '.join(asked)}: simulator.noise_model='ideal' runs without noise, so "
             "there is nothing to mitigate; turn them off, or drop noise_model"
         )
+
+
+def refuse_decoupling_of_dynamic_circuits(
+    options: _PrimitiveOptions, circuits: Sequence[Any]
+) -> None:
+    """Decoupling pads idle times it can only know in a circuit without branches.
+
+    Raises:
+        ValidationError: ``dynamical_decoupling.enable`` with a dynamic circuit.
+    """
+    if not options.dynamical_decoupling.enable:
+        return
+    for i, circuit in enumerate(circuits):
+        reason = dynamic_reason(circuit)
+        if reason is not None:
+            raise ValidationError(
+                f"pubs[{i}]: Dynamical decoupling currently cannot be used with dynamic "
+                f"circuits ({reason}); set dynamical_decoupling.enable = False"
+            )
 
 
 def submit(

@@ -11,6 +11,7 @@ nearest probability distributions).
 
 from __future__ import annotations
 
+import keyword
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -36,6 +37,7 @@ from qrt_ray.primitives.runner import (
     fetch_readout,
     finish,
     readout_note,
+    refuse_decoupling_of_dynamic_circuits,
     refuse_mitigation_when_ideal,
     submit,
     twirl_spec,
@@ -81,6 +83,8 @@ class Sampler(PrimitiveBase[SamplerOptions], BaseSamplerV2):
         if not coerced:
             raise ValidationError("pubs: empty; pass at least one circuit")
         options = copy_options(self._options)
+        _check_register_names(coerced)
+        refuse_decoupling_of_dynamic_circuits(options, [pub.circuit for pub in coerced])
         _refuse_static_only_mitigation(options, coerced)
         if options.resilience.zne_mitigation:
             raise ValidationError(
@@ -123,6 +127,26 @@ def _measures(circuit: Any) -> bool:
     return any(inst.operation.name == "measure" for inst in circuit.data) or any(
         op.name == "measure" for op, _, _ in walk(circuit)
     )
+
+
+def _check_register_names(pubs: Sequence[SamplerPub]) -> None:
+    """Each classical register becomes a field of the PUB's data: its name must be one.
+
+    Raises:
+        ValidationError: a name that is no identifier, or a Python keyword.
+    """
+    for i, pub in enumerate(pubs):
+        for creg in pub.circuit.cregs:
+            if not creg.name.isidentifier():
+                raise ValidationError(
+                    f"pubs[{i}]: Classical register names must be valid identifiers, so "
+                    f"that the data can name them: {brief(creg.name)!r} is not"
+                )
+            if keyword.iskeyword(creg.name):
+                raise ValidationError(
+                    f"pubs[{i}]: Classical register names cannot be Python keywords: "
+                    f"{creg.name!r}; rename the register"
+                )
 
 
 def _refuse_static_only_mitigation(options: SamplerOptions, pubs: Sequence[SamplerPub]) -> None:

@@ -223,3 +223,58 @@ def test_an_ideal_run_is_scheduled_recorded_and_noiseless(rt: QuantumRuntime) ->
     est.options.resilience.zne_mitigation = True
     with pytest.raises(ValueError, match="nothing to mitigate"):
         est.run([(qc, "ZZZZZ")])
+
+
+# -- IBM Runtime's client-side validation wording -----------------------------------------
+
+
+def test_client_side_validations_use_the_hardware_runtimes_words(rt: QuantumRuntime) -> None:
+    est = Estimator(mode=rt)
+    two = QuantumCircuit(2)
+    with pytest.raises(ValueError, match="The precision value must be strictly greater than 0"):
+        est.run([(two, "ZZ")], precision=0)
+    with pytest.raises(ValueError, match="Empty observables array is not allowed"):
+        est.run([(two, [])])
+    for bad in (["Y0"], {"1X": 2}, [["rZ", "YY"]]):
+        with pytest.raises(ValueError, match="Observable"):
+            est.run([(two, bad)])
+    dynamic = QuantumCircuit(3, 1)
+    dynamic.h(0)
+    dynamic.measure(0, 0)
+    with dynamic.if_test((dynamic.clbits[0], 1)):
+        dynamic.x(1)
+    est.options.dynamical_decoupling.enable = True
+    words = "Dynamical decoupling currently cannot be used with dynamic circuits"
+    with pytest.raises(ValueError, match=words):
+        est.run([(dynamic, "XXX")])
+    sampler = Sampler(mode=rt, options={"dynamical_decoupling": {"enable": True}})
+    with pytest.raises(ValueError, match=words):
+        sampler.run([dynamic])
+    plain = Sampler(mode=rt)
+    odd = QuantumCircuit(QuantumRegister(2), ClassicalRegister(2, "not-an-identifier"))
+    odd.measure([0, 1], [0, 1])
+    with pytest.raises(ValueError, match="Classical register names must be valid identifiers"):
+        plain.run([odd])
+    keyword = QuantumCircuit(QuantumRegister(2), ClassicalRegister(2, "lambda"))
+    keyword.measure([0, 1], [0, 1])
+    with pytest.raises(ValueError, match="Classical register names cannot be Python keywords"):
+        plain.run([keyword])
+
+
+def test_the_backend_surface_older_code_calls(rt: QuantumRuntime) -> None:
+    backend = rt.backend("manila")
+    config = backend.configuration()
+    assert config.n_qubits == 5 == backend.num_qubits and config.backend_name == "manila"
+    assert "cx" in config.basis_gates and [0, 1] in config.coupling_map
+    assert config.conditional and config.to_dict()["max_shots"] >= 100_000
+    props = backend.properties()
+    assert 0 < props.t1(0) < 1 and 0 < props.readout_error(4) < 0.5
+    assert 0 < props.gate_error("cx", [0, 1]) < 0.2 and props.gate_length("sx", 0) > 0
+    assert props.calibration_id == backend.calibration_id
+    with pytest.raises(ValueError, match="qubits 0 to 4"):
+        props.t1(9)
+    with pytest.raises(ValueError, match="not a calibrated gate"):
+        props.gate_error("cx", [0, 4])
+    status = backend.status()
+    assert status.operational and status.pending_jobs >= 0 and status.status_msg == "active"
+    assert backend.options.shots == 1024 and backend.target.num_qubits == 5

@@ -316,7 +316,7 @@ def test_estimator_refuses_bad_pubs(rt: QuantumRuntime) -> None:
     with pytest.raises(ValidationError, match="precision=0"):
         est.run([(_ghz(2), "ZZ")], precision=0)
     # a PUB's own precision too: a clear error, not a division by zero
-    with pytest.raises(ValidationError, match=r"pubs\[1\]\.precision=0\.0: use a value in"):
+    with pytest.raises(ValidationError, match=r"pubs\[1\]\.precision=0\.0: The precision value"):
         est.run([(_ghz(2), "ZZ"), (_ghz(2), "ZZ", None, 0.0)])
     with pytest.raises(ValidationError, match="resilience_level"):
         est.options.resilience_level = 3
