@@ -18,6 +18,7 @@ from qiskit import QuantumCircuit, qasm3
 from qiskit.circuit import ControlFlowOp, Gate, Parameter
 
 from qrt_ray.circuits import fast_qasm2, loads_qasm2, to_qasm
+from qrt_ray.dynamic import dynamic_reason, switch_to_if_else
 from qrt_ray.errors import ValidationError
 from qrt_ray.mitigation.observables import MeasurementBasis
 from qrt_ray.mitigation.twirling import measure_with_flips
@@ -107,12 +108,46 @@ def bind(
     return circuit.assign_parameters(dict(zip(params, values.tolist(), strict=True)))
 
 
-def without_classical_bits(circuit: QuantumCircuit, arg: str) -> QuantumCircuit:
-    """The estimator's view of a circuit: no measurements and no classical bits.
+# the register the estimator measures each basis into (a dynamic circuit keeps its own)
+OBSERVABLE_REGISTER = "qrt_obs"
+
+
+def estimator_view(circuit: QuantumCircuit, arg: str) -> QuantumCircuit:
+    """The circuit the estimator measures observables after.
 
     Final measurements are dropped, as Qiskit's backend estimator does (a circuit
     written for a sampler can be estimated as it is): the estimator measures each
-    observable itself.
+    observable itself. A static circuit loses its classical bits too; a dynamic one
+    (mid-circuit measurement, reset, control flow) keeps them, since its branches read
+    them.
+    """
+    if dynamic_reason(circuit) is None:
+        return without_classical_bits(circuit, arg)
+    return switch_to_if_else(_drop_final_measurements(circuit))
+
+
+def _drop_final_measurements(circuit: QuantumCircuit) -> QuantumCircuit:
+    """``circuit`` without the measurements after which nothing touches their qubit or
+    reads their bit (Qiskit's ``remove_final_measurements`` also drops a measurement
+    whose bit a later branch reads)."""
+    later: set[object] = set()  # qubits and clbits something after this point uses
+    keep = []
+    for inst in reversed(circuit.data):
+        bits = (*inst.qubits, *inst.clbits)
+        final = inst.operation.name == "measure" and not any(b in later for b in bits)
+        if not final:
+            keep.append(inst)
+            later.update(bits)
+    if len(keep) == len(circuit.data):
+        return circuit
+    out = circuit.copy_empty_like()
+    for inst in reversed(keep):
+        out._append(inst)
+    return out
+
+
+def without_classical_bits(circuit: QuantumCircuit, arg: str) -> QuantumCircuit:
+    """The estimator's view of a static circuit: no measurements and no classical bits.
 
     Raises:
         ValidationError: the circuit measures mid-circuit, resets or conditions on
@@ -176,6 +211,8 @@ def estimator_circuits(
     circuit, params = load_template(template)
     if len(factors) > 1:
         circuit = two_qubit_form(circuit)
+    # a static circuit has no register of its own: its bases keep the usual name
+    register = OBSERVABLE_REGISTER if circuit.num_clbits else "meas"
     array = _values(values, count, len(params))
     rng = np.random.default_rng(fold_seed)
     texts, keys, reached = [], [], []
@@ -184,7 +221,9 @@ def estimator_circuits(
         for f, factor in enumerate(factors):
             folded, got = fold_gates(bound, factor, rng)
             for b, basis in enumerate(bases):
-                measured = measure_with_flips(basis.rotate(folded), basis.qubits, 0)
+                measured = measure_with_flips(
+                    basis.rotate(folded), basis.qubits, 0, register=register
+                )
                 texts.append(to_qasm(measured, arg="estimator circuit"))
                 keys.append((first_param + row, b, f))
                 reached.append(got)

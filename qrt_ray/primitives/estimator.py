@@ -15,6 +15,7 @@ result says what was applied and what it cost in extra shots.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Iterable, Sequence
@@ -24,6 +25,7 @@ import numpy as np
 from qiskit.primitives import BaseEstimatorV2, DataBin, PrimitiveResult
 from qiskit.primitives.containers.estimator_pub import EstimatorPub, EstimatorPubLike
 
+from qrt_ray.dynamic import dynamic_reason
 from qrt_ray.errors import MitigationWarning, ValidationError, brief
 from qrt_ray.mitigation.observables import group_paulis
 from qrt_ray.mitigation.twirling import copies_for
@@ -33,8 +35,8 @@ from qrt_ray.primitives.construct import (
     SWEEP_CHUNK,
     EstimatorCircuits,
     estimator_circuits,
+    estimator_view,
     make_template,
-    without_classical_bits,
 )
 from qrt_ray.primitives.job import PrimitiveJob
 from qrt_ray.primitives.options import EstimatorOptions, copy_options
@@ -106,7 +108,7 @@ class Estimator(PrimitiveBase[EstimatorOptions], BaseEstimatorV2):
         refuse_decoupling_of_dynamic_circuits(options, [pub.circuit for pub in coerced])
         plans = [self._prepare(i, pub) for i, pub in enumerate(coerced)]
         dd_spec(options.dynamical_decoupling)  # an unplayable sequence fails here
-        factors = len(_settings(options)["factors"])
+        factors = len(_settings(options, any(p["dynamic"] for p in plans))["factors"])
         for i, plan in enumerate(plans):
             circuits = plan["values"].shape[0] * len(plan["groups"]) * factors
             if circuits > MAX_CIRCUITS_PER_JOB:
@@ -118,7 +120,9 @@ class Estimator(PrimitiveBase[EstimatorOptions], BaseEstimatorV2):
                 )
         self._mode.admit()  # a closed session fails here, not in the background
         return PrimitiveJob(
-            self._mode.runtime, lambda job: finish(self._mode, _execute, job, options, plans)
+            self._mode.runtime,
+            lambda job: finish(self._mode, _execute, job, options, plans),
+            {"pubs": len(plans), "options": dataclasses.asdict(options)},
         )
 
     def _prepare(self, index: int, pub: EstimatorPub) -> dict[str, Any]:
@@ -126,7 +130,7 @@ class Estimator(PrimitiveBase[EstimatorOptions], BaseEstimatorV2):
         arg = f"pubs[{index}]"
         if pub.observables.size == 0:
             raise ValidationError(f"{arg}: Empty observables array is not allowed")
-        circuit = without_classical_bits(pub.circuit, arg)
+        circuit = estimator_view(pub.circuit, arg)
         flat_obs = [dict(pub.observables[i]) for i in np.ndindex(pub.observables.shape)]
         labels = set()
         for o in flat_obs:
@@ -154,11 +158,12 @@ class Estimator(PrimitiveBase[EstimatorOptions], BaseEstimatorV2):
             np.arange(len(flat_obs)).reshape(pub.observables.shape or ()), shape
         ).ravel()
         opts = self._options
-        shots = (
-            opts.default_shots
-            if (opts.default_shots is not None and pub.precision == opts.default_precision)
-            else shots_for(pub.precision)
-        )
+        precision = pub.precision
+        if opts.default_shots is not None and pub.precision == opts.default_precision:
+            # default_shots wins over default_precision; the precision it gives is said
+            shots, precision = opts.default_shots, 1 / math.sqrt(opts.default_shots)
+        else:
+            shots = shots_for(pub.precision)
         return {
             "circuit": circuit,
             "values": values,
@@ -170,13 +175,23 @@ class Estimator(PrimitiveBase[EstimatorOptions], BaseEstimatorV2):
                 if opts.abelian_grouping
                 else [g for label in sorted(labels) for g in group_paulis({label})]
             ),
-            "precision": pub.precision,
+            "precision": precision,
             "shots": shots,
             "circuit_metadata": pub.circuit.metadata,
+            # a dynamic circuit keeps its own bits; the bases are measured after them
+            "dynamic": dynamic_reason(pub.circuit),
+            "own_clbits": circuit.num_clbits,
         }
 
 
-def _settings(options: EstimatorOptions) -> dict[str, Any]:
+def _settings(options: EstimatorOptions, dynamic: bool = False) -> dict[str, Any]:
+    """What the run applies: the level's defaults, overridden by explicit switches.
+
+    ``dynamic``: some PUB's circuit is dynamic. Readout mitigation still applies (to the
+    final basis measurements); twirling and gate folding, which would change its
+    mid-circuit measurements and branches, are refused when asked for and left out of
+    the level's defaults.
+    """
     level = options.resilience_level
     res = options.resilience
     if res.readout_distance is not None:
@@ -198,10 +213,33 @@ def _settings(options: EstimatorOptions) -> dict[str, Any]:
             if on
         ],
     )
+    if dynamic:
+        asked = [
+            name
+            for name, on in (
+                ("resilience.zne_mitigation", res.zne_mitigation),
+                ("twirling.enable_gates", options.twirling.enable_gates),
+                ("twirling.enable_measure", options.twirling.enable_measure),
+            )
+            if on
+        ]
+        if asked:
+            raise ValidationError(
+                f"{', '.join(asked)} cannot apply to a dynamic circuit: twirling and gate "
+                "folding would change its mid-circuit measurements and the branches that "
+                "read them; set them to False (readout mitigation still applies)"
+            )
     if noise_of(options) == "ideal":  # nothing to mitigate: the level applies nothing
-        level_on = {"measure": False, "zne": False, "gates": False}
+        level_on = {"measure": False, "zne": False, "gates": False, "twirl": False}
+    elif dynamic:
+        level_on = {"measure": level >= 1, "zne": False, "gates": False, "twirl": False}
     else:
-        level_on = {"measure": level >= 1, "zne": level >= 2, "gates": level >= 2}
+        level_on = {
+            "measure": level >= 1,
+            "zne": level >= 2,
+            "gates": level >= 2,
+            "twirl": level >= 1,
+        }
     measure_mitigation = (
         res.measure_mitigation if res.measure_mitigation is not None else level_on["measure"]
     )
@@ -210,10 +248,22 @@ def _settings(options: EstimatorOptions) -> dict[str, Any]:
         "level": level,
         "measure_mitigation": measure_mitigation,
         "zne": zne,
-        "measure_twirl": _switch(options.twirling.enable_measure, level_on["measure"]),
+        "measure_twirl": _switch(options.twirling.enable_measure, level_on["twirl"]),
         "gate_twirl": _switch(options.twirling.enable_gates, level_on["gates"]),
         "factors": tuple(res.zne.noise_factors) if zne else (1.0,),
     }
+
+
+def _basis_counts(counts: dict[str, int], own_clbits: int) -> dict[str, int]:
+    """The counts of the basis measurements alone. A dynamic circuit's own bits come
+    first in its register order, so they are the last words of each key."""
+    if not own_clbits:
+        return counts
+    out: dict[str, int] = {}
+    for key, n in counts.items():
+        basis = key.split(" ", 1)[0]
+        out[basis] = out.get(basis, 0) + n
+    return out
 
 
 def _switch(value: bool | None, default: bool) -> bool:
@@ -252,7 +302,7 @@ def _construct(
 def _execute(
     job: PrimitiveJob, mode: Any, options: EstimatorOptions, plans: list[dict[str, Any]]
 ) -> PrimitiveResult:
-    s = _settings(options)
+    s = _settings(options, any(p["dynamic"] for p in plans))
     seed = options.seed_estimator if options.seed_estimator is not None else 0
     # a PUB whose observables are all identity needs no circuit: its value is known
     farm = [k for k, plan in enumerate(plans) if plan["groups"]]
@@ -310,11 +360,12 @@ def _execute(
             extrapolators=res.zne.extrapolators,
         )
         cal = readout.get(result.metadata.device, (None, 0))[0]
+        own = plan["own_clbits"]
         combine_calls.append(
             (
                 combine_plan,
-                [c.counts for c in result.circuits],
-                [info.measured_qubits for info in result.metadata.compile],
+                [_basis_counts(c.counts, own) for c in result.circuits],
+                [info.measured_qubits[own:] for info in result.metadata.compile],
                 cal,
                 [info.two_qubit_gates for info in result.metadata.compile],
             )
@@ -375,6 +426,12 @@ def _pub_result(
         fields["stds_noise_factors"] = np.asarray(data.stds_noise_factors).reshape(*shape, n)
     meta = result.metadata
     warnings_out = list(meta.warnings) + notes
+    if plan["dynamic"] and s["level"] >= 1 and meta.noise != "ideal":
+        left_out = "measurement twirling" + (", gate twirling and ZNE" if s["level"] >= 2 else "")
+        warnings_out.append(
+            f"the circuit is dynamic ({plan['dynamic']}): resilience level {s['level']} "
+            f"left out {left_out}, which would change its mid-circuit measurements"
+        )
     if meta.noise == "ideal" and s["level"] >= 1:
         warnings_out.append(
             f"simulated without noise (simulator.noise_model='ideal'): resilience level "

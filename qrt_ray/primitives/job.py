@@ -7,12 +7,14 @@ again from them (``farm_job_ids``).
 
 from __future__ import annotations
 
+import datetime
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from qiskit.primitives import BasePrimitiveJob, PrimitiveResult
 from qiskit.providers import JobStatus
@@ -22,18 +24,26 @@ from qrt_ray.lifecycle import JobState
 
 if TYPE_CHECKING:
     from qrt_ray.client import JobHandle, QuantumRuntime
+    from qrt_ray.models import JobResult
 
 
 class PrimitiveJob(BasePrimitiveJob[PrimitiveResult, JobStatus]):
     """A Sampler or Estimator run: ``job_id()``, ``status()``, ``result()``, ``cancel()``."""
 
     def __init__(
-        self, runtime: QuantumRuntime, work: Callable[[PrimitiveJob], PrimitiveResult]
+        self,
+        runtime: QuantumRuntime,
+        work: Callable[[PrimitiveJob], PrimitiveResult],
+        inputs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(f"prim-{uuid.uuid4().hex[:16]}")
         self._rt = runtime
+        self._inputs = inputs or {}
+        self._created = time.time()
+        self._finished: float | None = None
         self._lock = threading.Lock()
         self._handles: list[JobHandle] = []
+        self._ran: list[JobResult] = []  # the farm jobs' results, once in
         self._cancel = threading.Event()
         self._future: Future[PrimitiveResult] = Future()
         self._thread = threading.Thread(
@@ -47,8 +57,10 @@ class PrimitiveJob(BasePrimitiveJob[PrimitiveResult, JobStatus]):
         try:
             result = work(self)
             self.check_cancelled()  # cancelled while mitigating: no result after all
+            self._finished = time.time()
             self._future.set_result(result)
         except BaseException as exc:  # the caller sees it from result()
+            self._finished = time.time()
             self._future.set_exception(exc)
 
     # -- used by the work -------------------------------------------------------------
@@ -59,6 +71,11 @@ class PrimitiveJob(BasePrimitiveJob[PrimitiveResult, JobStatus]):
             self._handles.extend(handles)
         if self._cancel.is_set():
             self._cancel_farm_jobs()
+
+    def note_results(self, results: list[JobResult]) -> None:
+        """Keep the farm jobs' results (for ``usage()``, ``metrics()``, ``backend()``)."""
+        with self._lock:
+            self._ran = list(results)
 
     def check_cancelled(self) -> None:
         """Raise JobCancelledError if ``cancel()`` was called."""
@@ -118,6 +135,39 @@ class PrimitiveJob(BasePrimitiveJob[PrimitiveResult, JobStatus]):
         """DONE, ERROR or CANCELLED."""
         return self._future.done()
 
+    @property
+    def inputs(self) -> dict[str, Any]:
+        """What the run was given: its PUB count and options (as a dict)."""
+        return dict(self._inputs)
+
+    def backend(self) -> Any:
+        """The backend (``rt.backend(name)``) the run's first farm job ran on (None
+        before any has finished)."""
+        with self._lock:
+            ran = list(self._ran)
+        return self._rt.backend(ran[0].metadata.device) if ran else None
+
+    def usage(self) -> float:
+        """Device seconds the run's farm jobs took (0 until they have finished)."""
+        with self._lock:
+            return float(sum(r.metadata.run_s for r in self._ran))
+
+    def metrics(self) -> dict[str, Any]:
+        """Timestamps, usage, the farm jobs, shots executed and devices used."""
+        with self._lock:
+            ran = list(self._ran)
+        finished = self._finished
+        return {
+            "timestamps": {
+                "created": _iso(self._created),
+                "finished": _iso(finished) if finished is not None else None,
+            },
+            "usage": {"seconds": self.usage(), "quantum_seconds": self.usage()},
+            "farm_jobs": self.farm_job_ids,
+            "shots": sum(r.metadata.shots_executed * len(r.circuits) for r in ran),
+            "devices": sorted({r.metadata.device for r in ran}),
+        }
+
     def cancel(self) -> bool:
         """Cancel the run and every farm job of it that is not final."""
         if self._future.done():
@@ -134,3 +184,7 @@ class PrimitiveJob(BasePrimitiveJob[PrimitiveResult, JobStatus]):
 
     def __repr__(self) -> str:
         return f"PrimitiveJob({self._job_id!r})"
+
+
+def _iso(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t, tz=datetime.UTC).isoformat()

@@ -233,6 +233,7 @@ def wait_results(
         if timeout_s is not None and waited >= timeout_s:
             raise JobTimeoutError(f"{job.job_id()}: farm jobs not done within {timeout_s:g} s")
     whole = rt.results(list(submitted.handles))
+    job.note_results(whole)
     out = []
     for g, start, end in submitted.slices:
         result = whole[g]

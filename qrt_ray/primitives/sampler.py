@@ -11,6 +11,7 @@ nearest probability distributions).
 
 from __future__ import annotations
 
+import dataclasses
 import keyword
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -95,7 +96,9 @@ class Sampler(PrimitiveBase[SamplerOptions], BaseSamplerV2):
         dd_spec(options.dynamical_decoupling)  # an unplayable sequence fails here
         self._mode.admit()  # a closed session fails here, not in the background
         return PrimitiveJob(
-            self._mode.runtime, lambda job: finish(self._mode, _execute, job, options, coerced)
+            self._mode.runtime,
+            lambda job: finish(self._mode, _execute, job, options, coerced),
+            {"pubs": len(coerced), "options": dataclasses.asdict(options)},
         )
 
 

@@ -191,8 +191,26 @@ def test_mitigations_that_assume_final_measurements_refuse_dynamic_circuits(
     with pytest.raises(ValueError, match=r"pubs\[0\]: twirling.enable_measure cannot apply.*"):
         sampler.run([qc])
     estimator = Estimator(mode=rt)
-    with pytest.raises(ValueError, match="Run dynamic circuits with the Sampler"):
+    estimator.options.twirling.enable_gates = True
+    with pytest.raises(ValueError, match="cannot apply to a dynamic circuit"):
         estimator.run([(qc, "Z")])
+
+
+def test_the_estimator_measures_observables_after_a_dynamic_circuit(rt: QuantumRuntime) -> None:
+    mid = QuantumCircuit(3, 1)
+    mid.h(0)
+    mid.measure(0, 0)  # collapses qubit 0; the branch copies it to qubit 2
+    mid.cx(0, 1)
+    with mid.if_test((mid.clbits[0], 1)):
+        mid.x(2)
+    est = Estimator(mode=rt.backend("nairobi"), options={"seed_simulator": 3})
+    result = est.run([(mid, ["ZZI", "ZIZ", "IIZ", "XXI"])], precision=0.04).result(timeout=300)
+    zz, zz_branch, z, xx = (float(v) for v in result[0].data.evs)
+    # level 1 on a dynamic circuit: readout mitigation, no twirling (said in warnings)
+    assert zz > 0.8 and zz_branch > 0.8 and abs(z) < 0.15 and abs(xx) < 0.2, (zz, zz_branch, z, xx)
+    assert result[0].qrt["mitigation"]["measure_mitigation"]
+    assert not result[0].qrt["mitigation"]["measure_twirling"]
+    assert "left out measurement twirling" in " ".join(result[0].qrt["warnings"])
 
 
 # -- ideal simulation ---------------------------------------------------------------------
@@ -278,3 +296,20 @@ def test_the_backend_surface_older_code_calls(rt: QuantumRuntime) -> None:
     status = backend.status()
     assert status.operational and status.pending_jobs >= 0 and status.status_msg == "active"
     assert backend.options.shots == 1024 and backend.target.num_qubits == 5
+
+
+def test_job_metrics_usage_inputs_and_default_shots_precision(rt: QuantumRuntime) -> None:
+    qc = QuantumCircuit(2)
+    qc.h(0)
+    qc.cx(0, 1)
+    est = Estimator(mode=rt.backend("nairobi"), options={"default_shots": 100})
+    job = est.run([(qc, "ZZ"), (qc, "XX")])
+    assert job.inputs["pubs"] == 2 and job.inputs["options"]["default_shots"] == 100
+    result = job.result(timeout=300)
+    # default_shots wins over default_precision, and the precision it gives is said
+    assert ("target_precision", 0.1) in result[0].metadata.items()
+    assert result[0].metadata["shots"] == 100
+    assert job.backend().name == "nairobi" and job.usage() > 0
+    metrics = job.metrics()
+    assert metrics["devices"] == ["nairobi"] and metrics["timestamps"]["finished"]
+    assert metrics["usage"]["seconds"] == job.usage() and metrics["shots"] >= 200
