@@ -725,11 +725,18 @@ class QuantumRuntime:
     def backend(self, name: str) -> QrtBackend:
         """One device as a Qiskit ``BackendV2``: ``transpile(c, backend)``, ``backend.run``.
 
+        ``"ideal"`` gives the farm as a noiseless simulator instead
+        (:class:`~qrt_ray.primitives.backend.QrtIdealBackend`): no coupling map, so a
+        transpiled circuit keeps its width, and every job runs without noise on the
+        device placement picks.
+
         Raises:
             ValidationError: no such device.
         """
-        from qrt_ray.primitives.backend import QrtBackend
+        from qrt_ray.primitives.backend import IDEAL, QrtBackend, QrtIdealBackend
 
+        if name == IDEAL:
+            return QrtIdealBackend(self)  # type: ignore[return-value]
         self._device(name)
         return QrtBackend(self, name)
 

@@ -73,6 +73,16 @@ class DeviceConfig(BaseModel):
     description: str | None = None
     drift: DriftConfig | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name == "ideal":
+            raise ValueError(
+                "'ideal' is reserved: rt.backend('ideal') is the farm's noiseless "
+                "simulator; name the device otherwise"
+            )
+        return name
+
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, backend: str) -> str:

@@ -15,6 +15,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import ray
+from qiskit.circuit import (
+    BreakLoopOp,
+    ContinueLoopOp,
+    ForLoopOp,
+    IfElseOp,
+    SwitchCaseOp,
+    WhileLoopOp,
+)
 from qiskit.providers import BackendV2, JobStatus, JobV1, Options
 from qiskit.result import Result
 from qiskit.transpiler import Target
@@ -109,13 +117,7 @@ class QrtBackend(BackendV2):
         Raises:
             ValidationError: an unknown option, or invalid circuits or values.
         """
-        unknown = set(options) - set(self.options.__dict__)
-        if unknown:
-            raise ValidationError(
-                f"backend.run: unknown options {sorted(unknown)}; use "
-                f"{', '.join(sorted(self.options.__dict__))}"
-            )
-        merged = {**self.options.__dict__, **options}
+        merged = _merged_options(self, options)
         handle = self.runtime.submit(
             run_input,
             shots=merged["shots"],
@@ -124,16 +126,110 @@ class QrtBackend(BackendV2):
             tenant=merged["tenant"],
             device=self.name,
         )
-        circuits = (
-            run_input
-            if isinstance(run_input, Sequence) and not isinstance(run_input, str)
-            else [run_input]
-        )
-        names = [getattr(c, "name", f"circuit-{i}") for i, c in enumerate(circuits)]
-        return QrtBackendJob(self, handle, names)
+        return QrtBackendJob(self, handle, _names(run_input))
 
     def __repr__(self) -> str:
         return f"QrtBackend({self.name!r})"
+
+
+# the name rt.backend() gives the farm's noiseless simulator (no device may take it)
+IDEAL = "ideal"
+_CONTROL_FLOW = (
+    (IfElseOp, "if_else"),
+    (ForLoopOp, "for_loop"),
+    (WhileLoopOp, "while_loop"),
+    (SwitchCaseOp, "switch_case"),
+    (BreakLoopOp, "break_loop"),
+    (ContinueLoopOp, "continue_loop"),
+)
+
+
+class QrtIdealBackend(BackendV2):
+    """The farm as a noiseless simulator: ``rt.backend("ideal")``.
+
+    Its target has the devices' native gates on any qubits and no coupling map, so
+    ``transpile(circuit, backend)`` keeps a circuit's width (no layout), as with
+    ``AerSimulator()``. Each job goes to the device placement picks and runs there
+    without noise (``JobSpec.noise="ideal"``): it is queued, recorded and billed as
+    any job.
+    """
+
+    def __init__(self, runtime: QuantumRuntime) -> None:
+        super().__init__(
+            name=IDEAL, description="qrt-ray devices simulated without noise", backend_version="2"
+        )
+        self.runtime = runtime
+        self._target: Target | None = None
+
+    @property
+    def target(self) -> Target:
+        """The native gates every device has (global), measure, reset, delay and
+        control flow, on as many qubits as the widest device."""
+        if self._target is None:
+            devices = self.runtime.devices()
+            if not devices:
+                raise ValidationError("the farm has no devices to simulate on")
+            common = set(devices[0].calibration.native_gates)
+            for snap in devices[1:]:
+                common &= set(snap.calibration.native_gates)
+            gates = sorted(common or devices[0].calibration.native_gates)
+            target = Target.from_configuration(
+                basis_gates=[*gates, "measure", "reset", "delay"],
+                num_qubits=max(d.num_qubits for d in devices),
+            )
+            for op, name in _CONTROL_FLOW:
+                target.add_instruction(op, name=name)
+            self._target = target
+        return self._target
+
+    @property
+    def max_circuits(self) -> int:
+        from qrt_ray.models import MAX_CIRCUITS_PER_JOB
+
+        return MAX_CIRCUITS_PER_JOB
+
+    @classmethod
+    def _default_options(cls) -> Options:
+        return Options(shots=1024, seed_simulator=None, priority=5, tenant="default")
+
+    def run(self, run_input: Any, **options: Any) -> QrtBackendJob:
+        """Submit circuits to run without noise; returns a Qiskit job.
+
+        Raises:
+            ValidationError: an unknown option, or invalid circuits or values.
+        """
+        merged = _merged_options(self, options)
+        handle = self.runtime.submit(
+            run_input,
+            shots=merged["shots"],
+            seed=merged["seed_simulator"],
+            priority=merged["priority"],
+            tenant=merged["tenant"],
+            noise="ideal",
+        )
+        return QrtBackendJob(self, handle, _names(run_input))  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return "QrtIdealBackend()"
+
+
+def _merged_options(backend: BackendV2, options: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(options) - set(backend.options.__dict__)
+    if unknown:
+        raise ValidationError(
+            f"backend.run: unknown options {sorted(unknown)}; use "
+            f"{', '.join(sorted(backend.options.__dict__))}"
+        )
+    return {**backend.options.__dict__, **options}
+
+
+def _names(run_input: Any) -> list[str]:
+    circuits = (
+        run_input
+        if isinstance(run_input, Sequence) and not isinstance(run_input, str)
+        else [run_input]
+    )
+    return [getattr(c, "name", f"circuit-{i}") for i, c in enumerate(circuits)]
 
 
 class QrtBackendJob(JobV1):

@@ -39,7 +39,7 @@ from qrt_ray.primitives.construct import (
     make_template,
 )
 from qrt_ray.primitives.job import PrimitiveJob
-from qrt_ray.primitives.options import EstimatorOptions, copy_options
+from qrt_ray.primitives.options import EstimatorOptions
 from qrt_ray.primitives.results import QrtPrimitiveResult, QrtPubResult
 from qrt_ray.primitives.runner import (
     FarmRequest,
@@ -104,7 +104,7 @@ class Estimator(PrimitiveBase[EstimatorOptions], BaseEstimatorV2):
                 )
         if not coerced:
             raise ValidationError("pubs: empty; pass at least one (circuit, observables) PUB")
-        options = copy_options(self._options)
+        options = self._run_options()
         refuse_decoupling_of_dynamic_circuits(options, [pub.circuit for pub in coerced])
         plans = [self._prepare(i, pub) for i, pub in enumerate(coerced)]
         dd_spec(options.dynamical_decoupling)  # an unplayable sequence fails here

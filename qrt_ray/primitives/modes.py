@@ -45,6 +45,8 @@ class _Mode:
 
     runtime: QuantumRuntime
     kind = "runtime"
+    # "ideal": every job runs without noise (the mode was made from rt.backend("ideal"))
+    noise = "device"
 
     def device_for(self, circuits: Sequence[str], shots: int) -> str | None:
         """The device these jobs must run on (None: the scheduler chooses per job)."""
@@ -85,12 +87,24 @@ class DeviceMode(_Mode):
         return self.device
 
 
+class IdealMode(_Mode):
+    """``rt.backend("ideal")``: placement picks the device, which runs without noise."""
+
+    kind = "ideal"
+    noise = "ideal"
+
+    def __init__(self, runtime: QuantumRuntime) -> None:
+        self.runtime = runtime
+
+
 def _runtime_and_device(backend: Any) -> tuple[QuantumRuntime, str | None]:
     from qrt_ray.client import QuantumRuntime
-    from qrt_ray.primitives.backend import QrtBackend
+    from qrt_ray.primitives.backend import QrtBackend, QrtIdealBackend
 
     if isinstance(backend, QrtBackend):
         return backend.runtime, backend.name
+    if isinstance(backend, QrtIdealBackend):
+        return backend.runtime, None
     if isinstance(backend, QuantumRuntime):
         return backend, None
     raise ValidationError(
@@ -102,7 +116,11 @@ class _Window(_Mode):
     """A mode with a lifetime: max_time from opening, idle_timeout between runs."""
 
     def __init__(self, backend: Any, max_time: float | None, idle_timeout: float | None) -> None:
+        from qrt_ray.primitives.backend import QrtIdealBackend
+
         self.runtime, self._device = _runtime_and_device(backend)
+        if isinstance(backend, QrtIdealBackend):
+            self.noise = "ideal"
         for name, value in (("max_time", max_time), ("idle_timeout", idle_timeout)):
             if value is not None and not value > 0:
                 raise ValidationError(f"{name}={brief(value)}: give seconds > 0 (or None)")
@@ -253,7 +271,7 @@ def resolve_mode(mode: Any) -> _Mode:
         ValidationError: ``mode`` is none of the accepted kinds.
     """
     from qrt_ray.client import QuantumRuntime
-    from qrt_ray.primitives.backend import QrtBackend
+    from qrt_ray.primitives.backend import QrtBackend, QrtIdealBackend
 
     if mode is None and _ACTIVE.get() is not None:
         return _ACTIVE.get()  # type: ignore[return-value]
@@ -263,6 +281,8 @@ def resolve_mode(mode: Any) -> _Mode:
         return RuntimeMode(mode)
     if isinstance(mode, QrtBackend):
         return DeviceMode(mode.runtime, mode.name)
+    if isinstance(mode, QrtIdealBackend):
+        return IdealMode(mode.runtime)
     raise ValidationError(
         "mode: pass a QuantumRuntime (e.g. QuantumRuntime.local()), rt.backend(name), a "
         f"Session or a Batch, or make the primitive inside `with Session(...):`; got "

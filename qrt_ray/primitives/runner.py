@@ -388,4 +388,14 @@ class PrimitiveBase(Generic[OptionsT]):
         scheduler picks a device per job (a runtime or a Batch on the whole farm, a
         Session before its first run)."""
         device = fixed_device(self._mode)
+        if device is None and self._mode.noise == "ideal":
+            return self._mode.runtime.backend("ideal")
         return self._mode.runtime.backend(device) if device else None
+
+    def _run_options(self) -> OptionsT:
+        """A copy of the options for one run (a mode made from rt.backend("ideal")
+        makes it noiseless)."""
+        options = copy_options(self._options)
+        if self._mode.noise == "ideal":
+            options.simulator.noise_model = "ideal"
+        return options

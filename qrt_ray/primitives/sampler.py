@@ -28,7 +28,8 @@ from qrt_ray.mitigation.twirling import copies_for
 from qrt_ray.primitives.combine import combine_sampler_quasi
 from qrt_ray.primitives.construct import SWEEP_CHUNK, bind, make_template, sampler_circuits
 from qrt_ray.primitives.job import PrimitiveJob
-from qrt_ray.primitives.options import SamplerOptions, copy_options
+from qrt_ray.primitives.options import SamplerOptions
+from qrt_ray.primitives.registers import Carried, carry, read_registers
 from qrt_ray.primitives.results import QrtPrimitiveResult, QrtSamplerPubResult
 from qrt_ray.primitives.runner import (
     FarmRequest,
@@ -83,7 +84,7 @@ class Sampler(PrimitiveBase[SamplerOptions], BaseSamplerV2):
                 )
         if not coerced:
             raise ValidationError("pubs: empty; pass at least one circuit")
-        options = copy_options(self._options)
+        options = self._run_options()
         _check_register_names(coerced)
         refuse_decoupling_of_dynamic_circuits(options, [pub.circuit for pub in coerced])
         _refuse_static_only_mitigation(options, coerced)
@@ -102,18 +103,22 @@ class Sampler(PrimitiveBase[SamplerOptions], BaseSamplerV2):
         )
 
 
-def _bound_circuits(pubs: Sequence[SamplerPub]) -> list[tuple[str, ...]]:
-    """Each PUB's bound circuits as OpenQASM; large sweeps are cut into Ray tasks."""
+def _bound_circuits(
+    pubs: Sequence[SamplerPub], carried: Sequence[Carried]
+) -> list[tuple[str, ...]]:
+    """Each PUB's bound circuits (as carried) as OpenQASM; large sweeps are cut into
+    Ray tasks."""
     calls, owners, inline = [], [], {}
     for k, pub in enumerate(pubs):
         values = values_matrix(pub)
+        circuit = carried[k].circuit
         if values.shape[0] <= SWEEP_CHUNK:
             params = list(pub.circuit.parameters)
             inline[k] = tuple(
-                to_qasm(bind(pub.circuit, params, row), arg=f"pubs[{k}]") for row in values
+                to_qasm(bind(circuit, params, row), arg=f"pubs[{k}]") for row in values
             )
             continue
-        template = make_template(pub.circuit)
+        template = make_template(circuit)
         for start in range(0, values.shape[0], SWEEP_CHUNK):
             chunk = values[start : start + SWEEP_CHUNK]
             calls.append((template, chunk.tobytes(), len(chunk)))
@@ -215,7 +220,8 @@ def _unmeasured(pub: SamplerPub) -> QrtSamplerPubResult:
 def _on_farm(
     job: PrimitiveJob, mode: Any, options: SamplerOptions, pubs: list[SamplerPub]
 ) -> list[QrtSamplerPubResult]:
-    texts = _bound_circuits(pubs)
+    carried = [carry(pub.circuit, f"pubs[{k}]") for k, pub in enumerate(pubs)]
+    texts = _bound_circuits(pubs, carried)
     job.check_cancelled()
     tw = options.twirling
     requests = [
@@ -253,7 +259,7 @@ def _on_farm(
     rng = np.random.default_rng(seed)
     out = []
     for k, (pub, result) in enumerate(zip(pubs, results, strict=True)):
-        out.append(_pub_result(pub, result, rng, quasi[k], readout, notes[k], options))
+        out.append(_pub_result(pub, carried[k], result, rng, quasi[k], readout, notes[k], options))
         # the PUB's circuits within its farm job (a job may hold several PUBs)
         out[-1].qrt["farm_circuits"] = list(submitted.slices[k][1:])
     return out
@@ -296,6 +302,7 @@ def register_samples(
 
 def _pub_result(
     pub: SamplerPub,
+    carried: Carried,
     result: Any,
     rng: np.random.Generator,
     quasi: list[dict[str, Any]] | None,
@@ -305,7 +312,10 @@ def _pub_result(
 ) -> QrtSamplerPubResult:
     registers = [(c.name, c.size) for c in pub.circuit.cregs]
     shape = pub.shape
-    per_circuit = [register_samples(c.counts, registers, rng) for c in result.circuits]
+    if carried.plain:
+        per_circuit = [register_samples(c.counts, registers, rng) for c in result.circuits]
+    else:  # registers sharing bits, or bits in none: rebuilt bit by bit
+        per_circuit = [read_registers(c.counts, carried, registers, rng) for c in result.circuits]
     fields = {}
     for name, size in registers:
         nbytes = (size + 7) // 8

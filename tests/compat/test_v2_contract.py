@@ -313,3 +313,25 @@ def test_job_metrics_usage_inputs_and_default_shots_precision(rt: QuantumRuntime
     metrics = job.metrics()
     assert metrics["devices"] == ["nairobi"] and metrics["timestamps"]["finished"]
     assert metrics["usage"]["seconds"] == job.usage() and metrics["shots"] >= 200
+
+
+def test_the_ideal_backend_keeps_width_and_runs_without_noise(rt: QuantumRuntime) -> None:
+    from qiskit.transpiler.preset_passmanagers import generate_preset_pass_manager
+
+    ideal = rt.backend("ideal")  # in place of AerSimulator()
+    qc = QuantumCircuit(2)
+    qc.h(0)
+    qc.cx(0, 1)
+    isa = generate_preset_pass_manager(optimization_level=1, backend=ideal).run(qc)
+    assert isa.num_qubits == 2 and isa.layout is None  # no coupling map: no layout
+    ev = Estimator(mode=ideal).run([(isa, ["ZZ", "XX", "ZI"])]).result(timeout=300)[0]
+    assert ev.qrt["noise"] == "ideal" and ev.qrt["device"] in {"manila", "nairobi"}
+    zz, xx, zi = (float(v) for v in ev.data.evs)
+    assert abs(zz - 1) < 0.05 and abs(xx - 1) < 0.05 and abs(zi) < 0.06
+    measured = isa.copy()
+    measured.measure_all()
+    with Session(ideal) as session:
+        counts = Sampler().run([measured], shots=500).result(timeout=300)[0].data.meas
+        assert set(counts.get_counts()) <= {"00", "11"} and session.noise == "ideal"
+    job = ideal.run(measured, shots=100)
+    assert set(job.result(timeout=300).get_counts()) <= {"00", "11"}

@@ -263,3 +263,14 @@ def test_a_file_that_is_no_yaml_mapping_is_refused_without_its_text(tmp_path: Pa
         message = str(info.value)
         assert "must hold a YAML mapping, not a str" in message
         assert "hunter2" not in message and "root:x" not in message
+
+
+def test_no_device_may_be_named_ideal() -> None:
+    from qrt_ray.config import load_farm_config_text
+
+    text = (
+        "name: f\ndevices:\n  - {name: ideal, backend: FakeManilaV2, "
+        "price_per_shot_usd: 0, price_per_job_usd: 0}\n"
+    )
+    with pytest.raises(Exception, match="'ideal' is reserved"):
+        load_farm_config_text(text)
