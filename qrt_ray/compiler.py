@@ -325,13 +325,23 @@ def compiled_stats(
     two = others = 0
     pairs: list[tuple[int, ...]] = []
     log_esp = 0.0
-    for name, qubits, clbits in _operations(circuit):
+    if has_control_flow(circuit):  # blocks entered, each once
+        operations: Any = _operations(circuit)
+    else:  # the common case, without a generator's cost per instruction
+        position = {bit: i for i, bit in enumerate(circuit.qubits)}.__getitem__
+        clbit = {bit: i for i, bit in enumerate(circuit.clbits)}
+        # inst.name, not inst.operation.name: that builds the gate object
+        operations = (
+            (inst.name, tuple(map(position, inst.qubits)), inst.clbits) for inst in circuit.data
+        )
+    for name, qubits, clbits in operations:
         touched.update(qubits)
         if len(qubits) == 2 and name != "barrier":  # ZNE's folds sit between barriers
             two += 1
             pairs.append(qubits)
         elif name == "measure":
-            measured[clbits[0]] = qubits[0]
+            target = clbits[0]
+            measured[target if isinstance(target, int) else clbit[target]] = qubits[0]
         elif name not in _NOT_GATES:
             others += 1
         log_esp += fidelities.get((name, qubits), 0.0)
@@ -343,17 +353,11 @@ def compiled_stats(
 def _operations(
     circuit: QuantumCircuit,
 ) -> Iterator[tuple[str, tuple[int, ...], tuple[int, ...]]]:
-    """(name, qubit indices, clbit indices) of every operation; control-flow blocks are
-    entered, each once (so a loop's gates count one pass, an ``if`` both branches)."""
-    if has_control_flow(circuit):
-        for op, qubits, clbits in walk(circuit):
-            yield op.name, qubits, clbits
-        return
-    position = {bit: i for i, bit in enumerate(circuit.qubits)}.__getitem__
-    clbit = {bit: i for i, bit in enumerate(circuit.clbits)}.__getitem__
-    for inst in circuit.data:
-        # inst.name, not inst.operation.name: that builds the gate object
-        yield inst.name, tuple(map(position, inst.qubits)), tuple(map(clbit, inst.clbits))
+    """(name, qubit indices, clbit indices) of every operation of a circuit with control
+    flow; its blocks are entered, each once (a loop's gates count one pass, an ``if``
+    both branches)."""
+    for op, qubits, clbits in walk(circuit):
+        yield op.name, qubits, clbits
 
 
 def _compile_one(
