@@ -46,7 +46,60 @@ if TYPE_CHECKING:
 _TARGET_TTL_S = 30.0
 
 
-class QrtBackend(BackendV2):
+class _FarmBackend(BackendV2):
+    """What every farm backend shares: its runtime, options and ``run``."""
+
+    runtime: QuantumRuntime
+
+    @property
+    def max_circuits(self) -> int:
+        from qrt_ray.models import MAX_CIRCUITS_PER_JOB
+
+        return MAX_CIRCUITS_PER_JOB
+
+    @classmethod
+    def _default_options(cls) -> Options:
+        return Options(shots=1024, seed_simulator=None, priority=5, tenant="default")
+
+    def _where(self) -> dict[str, Any]:
+        """Where this backend's jobs go (a device, or noiseless on any)."""
+        raise NotImplementedError
+
+    def run(self, run_input: Any, **options: Any) -> QrtBackendJob:
+        """Submit circuits; returns a Qiskit job.
+
+        Args:
+            run_input: a QuantumCircuit or a list of them (or OpenQASM text).
+            **options: ``shots``, ``seed_simulator``, ``priority``, ``tenant``.
+
+        Raises:
+            ValidationError: an unknown option, or invalid circuits or values.
+        """
+        unknown = set(options) - set(self.options.__dict__)
+        if unknown:
+            raise ValidationError(
+                f"backend.run: unknown options {sorted(unknown)}; use "
+                f"{', '.join(sorted(self.options.__dict__))}"
+            )
+        merged = {**self.options.__dict__, **options}
+        handle = self.runtime.submit(
+            run_input,
+            shots=merged["shots"],
+            seed=merged["seed_simulator"],
+            priority=merged["priority"],
+            tenant=merged["tenant"],
+            **self._where(),
+        )
+        circuits = (
+            run_input
+            if isinstance(run_input, Sequence) and not isinstance(run_input, str)
+            else [run_input]
+        )
+        names = [getattr(c, "name", f"circuit-{i}") for i, c in enumerate(circuits)]
+        return QrtBackendJob(self, handle, names)
+
+
+class QrtBackend(_FarmBackend):
     """One device of a qrt farm as a Qiskit backend."""
 
     def __init__(self, runtime: QuantumRuntime, name: str) -> None:
@@ -75,12 +128,6 @@ class QrtBackend(BackendV2):
         _ = self.target
         return self._calibration_id
 
-    @property
-    def max_circuits(self) -> int:
-        from qrt_ray.models import MAX_CIRCUITS_PER_JOB
-
-        return MAX_CIRCUITS_PER_JOB
-
     def _snapshot(self) -> Any:
         for snap in self.runtime.devices():
             if snap.name == self.name:
@@ -103,30 +150,8 @@ class QrtBackend(BackendV2):
         """``operational`` (the device is ONLINE) and ``pending_jobs`` (its queue)."""
         return status_of(self._snapshot())
 
-    @classmethod
-    def _default_options(cls) -> Options:
-        return Options(shots=1024, seed_simulator=None, priority=5, tenant="default")
-
-    def run(self, run_input: Any, **options: Any) -> QrtBackendJob:
-        """Submit circuits to this device; returns a Qiskit job.
-
-        Args:
-            run_input: a QuantumCircuit or a list of them (or OpenQASM text).
-            **options: ``shots``, ``seed_simulator``, ``priority``, ``tenant``.
-
-        Raises:
-            ValidationError: an unknown option, or invalid circuits or values.
-        """
-        merged = _merged_options(self, options)
-        handle = self.runtime.submit(
-            run_input,
-            shots=merged["shots"],
-            seed=merged["seed_simulator"],
-            priority=merged["priority"],
-            tenant=merged["tenant"],
-            device=self.name,
-        )
-        return QrtBackendJob(self, handle, _names(run_input))
+    def _where(self) -> dict[str, Any]:
+        return {"device": self.name}
 
     def __repr__(self) -> str:
         return f"QrtBackend({self.name!r})"
@@ -144,7 +169,7 @@ _CONTROL_FLOW = (
 )
 
 
-class QrtIdealBackend(BackendV2):
+class QrtIdealBackend(_FarmBackend):
     """The farm as a noiseless simulator: ``rt.backend("ideal")``.
 
     Its target has the devices' native gates on any qubits and no coupling map, so
@@ -182,60 +207,17 @@ class QrtIdealBackend(BackendV2):
             self._target = target
         return self._target
 
-    @property
-    def max_circuits(self) -> int:
-        from qrt_ray.models import MAX_CIRCUITS_PER_JOB
-
-        return MAX_CIRCUITS_PER_JOB
-
-    @classmethod
-    def _default_options(cls) -> Options:
-        return Options(shots=1024, seed_simulator=None, priority=5, tenant="default")
-
-    def run(self, run_input: Any, **options: Any) -> QrtBackendJob:
-        """Submit circuits to run without noise; returns a Qiskit job.
-
-        Raises:
-            ValidationError: an unknown option, or invalid circuits or values.
-        """
-        merged = _merged_options(self, options)
-        handle = self.runtime.submit(
-            run_input,
-            shots=merged["shots"],
-            seed=merged["seed_simulator"],
-            priority=merged["priority"],
-            tenant=merged["tenant"],
-            noise="ideal",
-        )
-        return QrtBackendJob(self, handle, _names(run_input))  # type: ignore[arg-type]
+    def _where(self) -> dict[str, Any]:
+        return {"noise": "ideal"}  # placement picks the device
 
     def __repr__(self) -> str:
         return "QrtIdealBackend()"
 
 
-def _merged_options(backend: BackendV2, options: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(options) - set(backend.options.__dict__)
-    if unknown:
-        raise ValidationError(
-            f"backend.run: unknown options {sorted(unknown)}; use "
-            f"{', '.join(sorted(backend.options.__dict__))}"
-        )
-    return {**backend.options.__dict__, **options}
-
-
-def _names(run_input: Any) -> list[str]:
-    circuits = (
-        run_input
-        if isinstance(run_input, Sequence) and not isinstance(run_input, str)
-        else [run_input]
-    )
-    return [getattr(c, "name", f"circuit-{i}") for i, c in enumerate(circuits)]
-
-
 class QrtBackendJob(JobV1):
     """A farm job seen as a Qiskit job."""
 
-    def __init__(self, backend: QrtBackend, handle: JobHandle, names: list[str]) -> None:
+    def __init__(self, backend: _FarmBackend, handle: JobHandle, names: list[str]) -> None:
         super().__init__(backend, handle.job_id)
         self._handle = handle
         self._names = names

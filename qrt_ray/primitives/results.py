@@ -18,7 +18,22 @@ from typing import Any
 from qiskit.primitives import DataBin, PrimitiveResult, PubResult, SamplerPubResult
 
 
-class QrtPrimitiveResult(PrimitiveResult):
+class _Details:
+    """The ``qrt`` dict beside a Qiskit container's own fields."""
+
+    __slots__ = ()
+    _qrt: dict[str, Any]
+
+    @property
+    def qrt(self) -> dict[str, Any]:
+        """This runtime's details: for a PUB, device, calibration, farm job, mitigation
+        applied, cost and warnings (and, with the Sampler's
+        ``resilience.measure_mitigation``, ``quasi_dists`` / ``nearest_probability``);
+        for the run, its primitive job id and mode."""
+        return self._qrt
+
+
+class QrtPrimitiveResult(_Details, PrimitiveResult):
     """Qiskit's ``PrimitiveResult``, plus ``qrt``: the run's primitive job id and mode."""
 
     def __init__(
@@ -30,13 +45,8 @@ class QrtPrimitiveResult(PrimitiveResult):
         super().__init__(pub_results, metadata)
         self._qrt = qrt or {}
 
-    @property
-    def qrt(self) -> dict[str, Any]:
-        """This runtime's details of the run (``primitive_job_id``, ``mode``)."""
-        return self._qrt
 
-
-class QrtPubResult(PubResult):
+class QrtPubResult(_Details, PubResult):
     """Qiskit's ``PubResult`` (Estimator), plus ``qrt``: where and how the PUB ran."""
 
     __slots__ = ("_qrt",)
@@ -50,28 +60,8 @@ class QrtPubResult(PubResult):
         super().__init__(data, metadata)
         self._qrt = qrt or {}
 
-    @property
-    def qrt(self) -> dict[str, Any]:
-        """Device, calibration, farm job, mitigation applied, cost and warnings."""
-        return self._qrt
 
-
-class QrtSamplerPubResult(SamplerPubResult):
+class QrtSamplerPubResult(QrtPubResult, SamplerPubResult):
     """Qiskit's ``SamplerPubResult``, plus ``qrt``: where and how the PUB ran."""
 
-    __slots__ = ("_qrt",)
-
-    def __init__(
-        self,
-        data: DataBin,
-        metadata: dict[str, Any] | None = None,
-        qrt: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(data, metadata)
-        self._qrt = qrt or {}
-
-    @property
-    def qrt(self) -> dict[str, Any]:
-        """Device, calibration, farm job, mitigation applied, cost, warnings and (with
-        ``resilience.measure_mitigation``) ``quasi_dists`` / ``nearest_probability``."""
-        return self._qrt
+    __slots__ = ()
