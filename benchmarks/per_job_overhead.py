@@ -1,0 +1,176 @@
+"""Per-job overhead: every way a user submits small jobs, against the simulator's limit.
+
+One process, one run, the same circuits and the same noise model on every side:
+
+- the limit: one batched ``AerSimulator.run`` of every circuit, transpiled beforehand
+  (run only), and the same with the transpile counted (what a script pays);
+- ``rt.submit_many`` then ``rt.results`` (one round trip each way);
+- a plain loop of ``rt.submit()``, then ``h.result()`` for each handle (what most
+  scripts do); each ``submit()`` is timed, on a farm busy with the jobs before it;
+- each of those pinned to one device (``device=``) and unpinned (placement on);
+- distinct random circuits (the compile cache cold) against transpile + run.
+
+Every job is its own durable job (SQLite, WAL, every transition persisted). Prints
+circuits/s and the ratio to the limit per path, and submit() latency percentiles.
+Asserts nothing: read the ratios (the machine is shared and noisy).
+
+    python benchmarks/per_job_overhead.py                     # about 2 minutes
+    python benchmarks/per_job_overhead.py --circuits 50 --distinct 200   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+from qiskit import QuantumCircuit, transpile
+from qiskit.circuit.random import random_circuit
+
+from qrt_ray import QuantumRuntime
+from qrt_ray.calibration import load_backend, snapshot_from_backend
+from qrt_ray.config import load_farm_config_text
+from qrt_ray.farm import init_ray_loopback
+from qrt_ray.noise import make_simulator
+from qrt_ray.render import table
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+BACKEND = "FakeManilaV2"
+DEVICE = "manila"
+FARM = f"""
+name: overhead
+devices:
+  - {{name: {DEVICE}, backend: {BACKEND}, price_per_shot_usd: 0.00001,
+     price_per_job_usd: 0.01, gpu: never}}
+"""
+SHOTS = 1000
+OPT_LEVEL = 1
+
+
+def ghz(n: int = 5) -> QuantumCircuit:
+    """The issue's workload: an n-qubit GHZ circuit, measured."""
+    qc = QuantumCircuit(n)
+    qc.h(0)
+    for i in range(n - 1):
+        qc.cx(i, i + 1)
+    qc.measure_all()
+    return qc
+
+
+def distinct(n: int, first_seed: int) -> list[QuantumCircuit]:
+    """5-qubit random circuits no earlier run compiled."""
+    return [random_circuit(5, 4, measure=True, seed=first_seed + i) for i in range(n)]
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+class Limit:
+    """Direct batched Aer on the device's noise model: the physical limit here."""
+
+    def __init__(self) -> None:
+        self.backend = load_backend(BACKEND)
+        snapshot = snapshot_from_backend(DEVICE, self.backend, taken_at=time.time())
+        self.sim, _, _ = make_simulator(snapshot, self.backend.target, gpu="never")
+
+    def compile(self, circuits: Sequence[QuantumCircuit]) -> list[QuantumCircuit]:
+        return transpile(list(circuits), self.backend, optimization_level=OPT_LEVEL)
+
+    def run(self, compiled: Sequence[QuantumCircuit]) -> None:
+        result = self.sim.run(list(compiled), shots=SHOTS).result()
+        assert all(sum(result.get_counts(i).values()) == SHOTS for i in range(len(compiled)))
+
+
+def many(rt: QuantumRuntime, circuits: Sequence[QuantumCircuit], device: str | None) -> None:
+    handles = rt.submit_many(list(circuits), shots=SHOTS, device=device)
+    results = rt.results(handles, timeout_s=3600)
+    assert all(r.metadata.shots_executed == SHOTS for r in results)
+
+
+def loop(rt: QuantumRuntime, circuits: Sequence[QuantumCircuit], device: str | None) -> list[float]:
+    """A plain loop of submit(), then result() for each; returns each submit's seconds."""
+    handles, waits = [], []
+    for qc in circuits:
+        start = time.perf_counter()
+        handles.append(rt.submit(qc, shots=SHOTS, device=device))
+        waits.append(time.perf_counter() - start)
+    for h in handles:
+        assert h.result(timeout_s=3600).metadata.shots_executed == SHOTS
+    return waits
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--circuits", type=int, default=200, help="GHZ jobs per path (default 200)")
+    p.add_argument(
+        "--distinct", type=int, default=2000, help="random circuits, cache cold (default 2000)"
+    )
+    args = p.parse_args()
+
+    limit = Limit()
+    work = [ghz() for _ in range(args.circuits)]
+    compiled = limit.compile(work)
+    limit.run(compiled[:5])  # warm Aer and the noise model
+    init_ray_loopback()
+    store = Path(tempfile.mkdtemp(prefix="qrt-overhead-")) / "jobs.sqlite3"
+    rows: list[list[object]] = []
+    latencies: dict[str, list[float]] = {}
+    with QuantumRuntime.local(load_farm_config_text(FARM), store=store) as rt:
+        many(rt, work[:5], DEVICE)  # warm the farm: workers, compile cache, noise model
+        run_only = timed(lambda: limit.run(compiled))
+        with_transpile = timed(lambda: limit.run(limit.compile(work)))
+        n = len(work)
+        rows.append(["direct Aer, run only (the limit)", n / run_only, 1.0, "-"])
+        rows.append(
+            ["direct Aer, transpile + run", n / with_transpile, run_only / with_transpile, "-"]
+        )
+        for device, where in ((DEVICE, "pinned"), (None, "placed")):
+            t = timed(lambda d=device: many(rt, work, d))
+            rows.append([f"submit_many + results, {where}", n / t, run_only / t, "-"])
+            waits: list[float] = []
+            t = timed(lambda d=device, w=waits: w.extend(loop(rt, work, d)))
+            latencies[where] = waits
+            p99 = pct(waits, 0.99) * 1000
+            rows.append(
+                [f"loop of submit() + result(), {where}", n / t, run_only / t, f"{p99:.1f}"]
+            )
+        if args.distinct:
+            fresh = distinct(args.distinct, 10_000)
+            cold_limit = timed(lambda: limit.run(limit.compile(fresh)))
+            t = timed(lambda: many(rt, fresh, DEVICE))
+            m = len(fresh)
+            rows.append(
+                ["direct Aer, transpile + run, distinct circuits", m / cold_limit, 1.0, "-"]
+            )
+            rows.append(
+                [f"submit_many + results, {m} distinct (cache cold)", m / t, cold_limit / t, "-"]
+            )
+    header = ["path", "circuits/s", "vs limit", "submit p99 ms"]
+    print(table(header, [[r[0], f"{r[1]:.0f}", f"{r[2]:.2f}", r[3]] for r in rows]))
+    for where, waits in latencies.items():
+        ms = [w * 1000 for w in waits]
+        print(
+            f"submit() {where}: p50 {statistics.median(ms):.2f} ms, p95 {pct(ms, 0.95):.2f} ms, "
+            f"p99 {pct(ms, 0.99):.2f} ms, max {max(ms):.2f} ms over {len(ms)} calls"
+        )
+
+
+if __name__ == "__main__":
+    main()
