@@ -3,7 +3,8 @@
 One process, one run, the same circuits and the same noise model on every side:
 
 - the limit: one batched ``AerSimulator.run`` of every circuit, transpiled beforehand
-  (run only), and the same with the transpile counted (what a script pays);
+  (run only), and the same with the transpile counted (what a script pays); each the
+  best of three calls;
 - ``rt.submit_many`` then ``rt.results`` (one round trip each way);
 - a plain loop of ``rt.submit()``, then ``h.result()`` for each handle (what most
   scripts do); each ``submit()`` is timed, on a farm busy with the jobs before it;
@@ -134,8 +135,9 @@ def main() -> None:
     latencies: dict[str, list[float]] = {}
     with QuantumRuntime.local(load_farm_config_text(FARM), store=store) as rt:
         many(rt, work[:5], DEVICE)  # warm the farm: workers, compile cache, noise model
-        run_only = timed(lambda: limit.run(compiled))
-        with_transpile = timed(lambda: limit.run(limit.compile(work)))
+        # the limit is the best of three: a first batch pays one-time costs
+        run_only = min(timed(lambda: limit.run(compiled)) for _ in range(3))
+        with_transpile = min(timed(lambda: limit.run(limit.compile(work))) for _ in range(3))
         n = len(work)
         rows.append(["direct Aer, run only (the limit)", n / run_only, 1.0, "-"])
         rows.append(
