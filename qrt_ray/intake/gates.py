@@ -324,7 +324,8 @@ class _Checker:
         elif isinstance(op, WhileLoopOp):
             passes = MAX_WHILE_ITERATIONS
         inner = [self.circuit(block, inside) for block in op.blocks]
-        return 1 + passes * max(inner, default=0)
+        # each pass costs the simulator a step, even with an empty body
+        return 1 + passes * max([1, *inner])
 
     def operation(self, op: Any, inside: str) -> int:
         where = f" (inside gate {brief(inside, 40)!r})" if inside else ""

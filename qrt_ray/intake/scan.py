@@ -455,6 +455,10 @@ class _Scanner:
         elif self.v3 and first == "while":
             passes = MAX_WHILE_ITERATIONS
         self.passes.append(passes)
+        if first in _LOOPS and self.v3:
+            # each pass costs the simulator a step, even with an empty body: a loop of
+            # 10^8 passes of nothing held a device for minutes
+            self.count(toks[0].pos, math.prod(self.passes))
 
     def loop_passes(self, toks: list[Token]) -> int:
         """How often a ``for`` loop runs: its range must be integer literals."""
@@ -694,10 +698,14 @@ class _Scanner:
             return
         width = max((self.width(arg) for arg in args), default=1)
         # a statement inside loops runs once per pass of each
-        self.report.gates += cost * width * math.prod(self.passes)
+        self.count(where, cost * width * math.prod(self.passes))
+
+    def count(self, pos: int, operations: int) -> None:
+        """Add operations the circuit runs; refuse it past ``intake.max_gates``."""
+        self.report.gates += operations
         if self.report.gates > self.limits.max_gates:
             raise self.fail(
-                where,
+                pos,
                 f"the circuit expands to more than {self.limits.max_gates} operations here "
                 "(gate definitions, register broadcasts and loops expanded); the limit is "
                 "intake.max_gates",

@@ -380,6 +380,7 @@ CASES: tuple[Case, ...] = (
     _file("qasm3_while_loop", "constructs", (), error=None, answer="1"),
     _file("qasm3_endless_while", "constructs", (), error=None, answer="00"),
     _file("qasm3_while_bomb", "expansion", ("operations", "loops")),
+    _file("qasm3_empty_loop_bomb", "expansion", ("operations", "loops")),
     _file("qasm3_for_set", "constructs", ("range", "integer literals")),
     _file("qasm3_switch", "constructs", ("switch", "if")),
     _file("qasm3_input_parameter", "constructs", ("unbound", "theta")),

@@ -126,6 +126,12 @@ def test_loops_count_toward_the_operations_limit() -> None:
         spin.measure(0, 0)
     with pytest.raises(ValidationError, match="limit is 200,000"):
         check_circuit(spin)
+    idle = QuantumCircuit(1, 1)
+    with idle.for_loop(range(10**8)):  # an empty body: every pass is still a step
+        pass
+    idle.measure(0, 0)
+    with pytest.raises(ValidationError, match=r"about 100,000,002 operations per shot"):
+        check_circuit(idle)
 
 
 def _one(gate: Gate, n: int) -> QuantumCircuit:
