@@ -42,6 +42,7 @@ from qrt_ray.config import load_farm_config_text
 from qrt_ray.farm import init_ray_loopback
 from qrt_ray.noise import make_simulator
 from qrt_ray.render import table
+from qrt_ray.workloads import ghz_circuit
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -55,16 +56,6 @@ devices:
 """
 SHOTS = 1000
 OPT_LEVEL = 1
-
-
-def ghz(n: int = 5) -> QuantumCircuit:
-    """The issue's workload: an n-qubit GHZ circuit, measured."""
-    qc = QuantumCircuit(n)
-    qc.h(0)
-    for i in range(n - 1):
-        qc.cx(i, i + 1)
-    qc.measure_all()
-    return qc
 
 
 def distinct(n: int, first_seed: int) -> list[QuantumCircuit]:
@@ -126,7 +117,7 @@ def main() -> None:
     args = p.parse_args()
 
     limit = Limit()
-    work = [ghz() for _ in range(args.circuits)]
+    work = [ghz_circuit(5) for _ in range(args.circuits)]
     compiled = limit.compile(work)
     limit.run(compiled[:5])  # warm Aer and the noise model
     init_ray_loopback()

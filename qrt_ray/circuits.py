@@ -19,7 +19,7 @@ from typing import Any
 from qiskit import QuantumCircuit, qasm2, qasm3
 
 from qrt_ray.arguments import finite_number
-from qrt_ray.dynamic import has_control_flow, switch_to_if_else
+from qrt_ray.dynamic import switch_to_if_else
 from qrt_ray.errors import QrtError, ValidationError, brief
 from qrt_ray.intake import check_circuit, parse_qasm
 from qrt_ray.intake.admit import bind_named
@@ -155,7 +155,7 @@ def to_qasm(circuit: QuantumCircuit | str, *, arg: str = "circuits[0]") -> str:
     if fast is not None:
         return WrittenQasm(fast)
     try:
-        if has_control_flow(circuit):  # OpenQASM 2 conditions are not read: blocks are
+        if circuit.has_control_flow_op():  # OpenQASM 2 conditions are not read: blocks are
             raise ValueError("control flow")
         return WrittenQasm(qasm2.dumps(circuit))
     except Exception:

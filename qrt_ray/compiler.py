@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ from qiskit.transpiler.passes import SetLayout
 from qiskit.transpiler.preset_passmanagers import generate_preset_pass_manager
 
 from qrt_ray.circuits import circuit_hash
-from qrt_ray.dynamic import bound_while_loops, has_control_flow, walk
+from qrt_ray.dynamic import bound_while_loops, walk
 from qrt_ray.intake.admit import parse_admitted
 from qrt_ray.models import CompileInfo
 
@@ -325,8 +325,8 @@ def compiled_stats(
     two = others = 0
     pairs: list[tuple[int, ...]] = []
     log_esp = 0.0
-    if has_control_flow(circuit):  # blocks entered, each once
-        operations: Any = _operations(circuit)
+    if circuit.has_control_flow_op():  # a native check: blocks entered, each once
+        operations: Any = ((op.name, q, c) for op, q, c in walk(circuit))
     else:  # the common case, without a generator's cost per instruction
         position = {bit: i for i, bit in enumerate(circuit.qubits)}.__getitem__
         clbit = {bit: i for i, bit in enumerate(circuit.clbits)}
@@ -348,16 +348,6 @@ def compiled_stats(
     rank = {q: i for i, q in enumerate(sorted(touched))}
     moves = sum(max(0, abs(rank[a] - rank[b]) - 1) for a, b in pairs)
     return CompiledStats(two, math.exp(log_esp), tuple(measured), len(touched), two + others, moves)
-
-
-def _operations(
-    circuit: QuantumCircuit,
-) -> Iterator[tuple[str, tuple[int, ...], tuple[int, ...]]]:
-    """(name, qubit indices, clbit indices) of every operation of a circuit with control
-    flow; its blocks are entered, each once (a loop's gates count one pass, an ``if``
-    both branches)."""
-    for op, qubits, clbits in walk(circuit):
-        yield op.name, qubits, clbits
 
 
 def _compile_one(

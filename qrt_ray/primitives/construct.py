@@ -18,7 +18,7 @@ from qiskit import QuantumCircuit, qasm3
 from qiskit.circuit import ControlFlowOp, Gate, Parameter
 
 from qrt_ray.circuits import fast_qasm2, loads_qasm2, to_qasm
-from qrt_ray.dynamic import dynamic_reason, switch_to_if_else
+from qrt_ray.dynamic import switch_to_if_else
 from qrt_ray.errors import ValidationError
 from qrt_ray.mitigation.observables import MeasurementBasis
 from qrt_ray.mitigation.twirling import measure_with_flips
@@ -112,16 +112,16 @@ def bind(
 OBSERVABLE_REGISTER = "qrt_obs"
 
 
-def estimator_view(circuit: QuantumCircuit, arg: str) -> QuantumCircuit:
+def estimator_view(circuit: QuantumCircuit, arg: str, dynamic: bool) -> QuantumCircuit:
     """The circuit the estimator measures observables after.
 
     Final measurements are dropped, as Qiskit's backend estimator does (a circuit
     written for a sampler can be estimated as it is): the estimator measures each
     observable itself. A static circuit loses its classical bits too; a dynamic one
     (mid-circuit measurement, reset, control flow) keeps them, since its branches read
-    them.
+    them. ``dynamic``: whether it is (:func:`~qrt_ray.dynamic.dynamic_reason`).
     """
-    if dynamic_reason(circuit) is None:
+    if not dynamic:
         return without_classical_bits(circuit, arg)
     return switch_to_if_else(_drop_final_measurements(circuit))
 
@@ -134,7 +134,7 @@ def _drop_final_measurements(circuit: QuantumCircuit) -> QuantumCircuit:
     keep = []
     for inst in reversed(circuit.data):
         bits = (*inst.qubits, *inst.clbits)
-        final = inst.operation.name == "measure" and not any(b in later for b in bits)
+        final = inst.name == "measure" and not any(b in later for b in bits)
         if not final:
             keep.append(inst)
             later.update(bits)

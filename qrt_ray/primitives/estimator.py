@@ -52,6 +52,7 @@ from qrt_ray.primitives.runner import (
     readout_note,
     refuse_decoupling_of_dynamic_circuits,
     refuse_mitigation_when_ideal,
+    requested,
     submit,
     twirl_spec,
     values_matrix,
@@ -130,7 +131,8 @@ class Estimator(PrimitiveBase[EstimatorOptions], BaseEstimatorV2):
         arg = f"pubs[{index}]"
         if pub.observables.size == 0:
             raise ValidationError(f"{arg}: Empty observables array is not allowed")
-        circuit = estimator_view(pub.circuit, arg)
+        dynamic = dynamic_reason(pub.circuit)
+        circuit = estimator_view(pub.circuit, arg, dynamic is not None)
         flat_obs = [dict(pub.observables[i]) for i in np.ndindex(pub.observables.shape)]
         labels = set()
         for o in flat_obs:
@@ -179,7 +181,7 @@ class Estimator(PrimitiveBase[EstimatorOptions], BaseEstimatorV2):
             "shots": shots,
             "circuit_metadata": pub.circuit.metadata,
             # a dynamic circuit keeps its own bits; the bases are measured after them
-            "dynamic": dynamic_reason(pub.circuit),
+            "dynamic": dynamic,
             "own_clbits": circuit.num_clbits,
         }
 
@@ -200,29 +202,12 @@ def _settings(options: EstimatorOptions, dynamic: bool = False) -> dict[str, Any
             "quasi-distributions; the Estimator mitigates readout exactly shot by shot and "
             "needs no truncation (leave it unset)"
         )
+    folding = ("resilience.zne_mitigation", "twirling.enable_gates", "twirling.enable_measure")
     refuse_mitigation_when_ideal(
-        options,
-        [
-            name
-            for name, on in (
-                ("resilience.measure_mitigation", res.measure_mitigation),
-                ("resilience.zne_mitigation", res.zne_mitigation),
-                ("twirling.enable_gates", options.twirling.enable_gates),
-                ("twirling.enable_measure", options.twirling.enable_measure),
-            )
-            if on
-        ],
+        options, requested(options, "resilience.measure_mitigation", *folding)
     )
     if dynamic:
-        asked = [
-            name
-            for name, on in (
-                ("resilience.zne_mitigation", res.zne_mitigation),
-                ("twirling.enable_gates", options.twirling.enable_gates),
-                ("twirling.enable_measure", options.twirling.enable_measure),
-            )
-            if on
-        ]
+        asked = requested(options, *folding)
         if asked:
             raise ValidationError(
                 f"{', '.join(asked)} cannot apply to a dynamic circuit: twirling and gate "

@@ -119,32 +119,56 @@ def read_registers(
     rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
     """Shuffled samples of each user register, as (shots, bytes) big-endian uint8
-    arrays, from the farm's counts of the carried circuit."""
+    arrays, from the farm's counts of the carried circuit.
+
+    Counts keys hold the registers last-first, separated by spaces (Qiskit's format);
+    the shots come out in a seeded random order.
+    """
     keys = list(counts)
     order = rng.permutation(np.repeat(np.arange(len(keys)), [counts[k] for k in keys]))
+    # registers sharing bits, or bits in none, are rebuilt bit by bit
+    plain = carried.plain
+    values = _plain_values(keys, registers) if plain else _carried_values(keys, carried)
+    out = {}
+    for (name, size), column in zip(registers, values, strict=True):
+        nbytes = (size + 7) // 8  # 0 for a register of no bits, as BitArray expects
+        raw = b"".join(v.to_bytes(nbytes, "big") for v in column)
+        out[name] = np.frombuffer(raw, dtype=np.uint8).reshape(len(keys), nbytes)[order]
+    return out
+
+
+def _plain_values(keys: Sequence[str], registers: Sequence[tuple[str, int]]) -> list[list[int]]:
+    """Per register, its value in each key: the registers are the keys' own words."""
+    parts = [k.split(" ") if " " in k else [k] for k in keys]
+    n = len(registers)
+    return [
+        [int(p[len(p) - 1 - r] if len(p) == n else p[0], 2) if size else 0 for p in parts]
+        for r, (_, size) in enumerate(registers)
+    ]
+
+
+def _carried_values(keys: Sequence[str], carried: Carried) -> list[list[int]]:
+    """Per user register, its value in each key, read bit by bit from where
+    ``carried.sources`` says each of its bits went."""
     n = len(carried.fields)
     fields = []
     for key in keys:
         parts = key.split(" ") if " " in key else [key]
         # counts name the registers last-first; a register of no bits prints nothing
-        if len(parts) != n:
-            parts = _split_fixed(key.replace(" ", ""), carried.fields)
-        else:
-            parts = parts[::-1]
-        fields.append(parts)
-    out = {}
-    for (name, size), source in zip(registers, carried.sources, strict=True):
-        nbytes = (size + 7) // 8
-        values = []
+        fields.append(
+            parts[::-1] if len(parts) == n else _split_fixed(key.replace(" ", ""), carried.fields)
+        )
+    out = []
+    for source in carried.sources:
+        column = []
         for parts in fields:
             value = 0
             for k, (f, pos) in enumerate(source):
                 text = parts[f]
                 if text[len(text) - 1 - pos] == "1":
                     value |= 1 << k
-            values.append(value.to_bytes(nbytes, "big"))
-        table = np.frombuffer(b"".join(values), dtype=np.uint8).reshape(len(keys), nbytes)
-        out[name] = table[order]
+            column.append(value)
+        out.append(column)
     return out
 
 

@@ -9,6 +9,7 @@ tasks.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -133,6 +134,11 @@ def pack(requests: Sequence[FarmRequest], devices: Sequence[str | None]) -> list
 def noise_of(options: _PrimitiveOptions) -> str:
     """The farm's ``noise`` for these options: ``ideal`` or the ``device``'s."""
     return "ideal" if options.simulator.noise_model == "ideal" else "device"
+
+
+def requested(options: _PrimitiveOptions, *paths: str) -> list[str]:
+    """The option paths (``"twirling.enable_gates"``) set to True, in the given order."""
+    return [path for path in paths if operator.attrgetter(path)(options) is True]
 
 
 def refuse_mitigation_when_ideal(options: _PrimitiveOptions, asked: Sequence[str]) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import keyword
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ from qrt_ray.primitives.runner import (
     readout_note,
     refuse_decoupling_of_dynamic_circuits,
     refuse_mitigation_when_ideal,
+    requested,
     submit,
     twirl_spec,
     values_matrix,
@@ -132,7 +133,7 @@ def _bound_circuits(
 
 def _measures(circuit: Any) -> bool:
     """Whether the circuit measures anything (inside control flow too)."""
-    return any(inst.operation.name == "measure" for inst in circuit.data) or any(
+    return any(inst.name == "measure" for inst in circuit.data) or any(
         op.name == "measure" for op, _, _ in walk(circuit)
     )
 
@@ -164,16 +165,13 @@ def _refuse_static_only_mitigation(options: SamplerOptions, pubs: Sequence[Sampl
     Raises:
         ValidationError: naming the PUB, the option and the reason.
     """
-    asked = [
-        name
-        for name, on in (
-            ("twirling.enable_gates", options.twirling.enable_gates),
-            ("twirling.enable_measure", options.twirling.enable_measure),
-            ("resilience.measure_mitigation", options.resilience.measure_mitigation),
-            ("dynamical_decoupling.enable", options.dynamical_decoupling.enable),
-        )
-        if on
-    ]
+    asked = requested(
+        options,
+        "twirling.enable_gates",
+        "twirling.enable_measure",
+        "resilience.measure_mitigation",
+        "dynamical_decoupling.enable",
+    )
     refuse_mitigation_when_ideal(options, asked)
     if not asked:
         return
@@ -278,28 +276,6 @@ def _quasi(
     )
 
 
-def register_samples(
-    counts: Mapping[str, int], registers: Sequence[tuple[str, int]], rng: np.random.Generator
-) -> dict[str, np.ndarray]:
-    """Shuffled samples of each register as (shots, bytes) big-endian uint8 arrays.
-
-    Counts keys hold the registers last-first, separated by spaces (Qiskit's format).
-    """
-    keys = list(counts)
-    order = rng.permutation(np.repeat(np.arange(len(keys)), [counts[k] for k in keys]))
-    parts = [k.split(" ") if " " in k else [k] for k in keys]
-    out = {}
-    for r, (name, size) in enumerate(registers):
-        nbytes = (size + 7) // 8  # 0 for a register of no bits, as BitArray expects
-        values = []
-        for p in parts:
-            field = p[len(p) - 1 - r] if len(p) == len(registers) else p[0]
-            values.append(int(field, 2).to_bytes(nbytes, "big") if size else bytes(nbytes))
-        table = np.frombuffer(b"".join(values), dtype=np.uint8).reshape(len(keys), nbytes)
-        out[name] = table[order]
-    return out
-
-
 def _pub_result(
     pub: SamplerPub,
     carried: Carried,
@@ -312,10 +288,7 @@ def _pub_result(
 ) -> QrtSamplerPubResult:
     registers = [(c.name, c.size) for c in pub.circuit.cregs]
     shape = pub.shape
-    if carried.plain:
-        per_circuit = [register_samples(c.counts, registers, rng) for c in result.circuits]
-    else:  # registers sharing bits, or bits in none: rebuilt bit by bit
-        per_circuit = [read_registers(c.counts, carried, registers, rng) for c in result.circuits]
+    per_circuit = [read_registers(c.counts, carried, registers, rng) for c in result.circuits]
     fields = {}
     for name, size in registers:
         nbytes = (size + 7) // 8
