@@ -21,6 +21,8 @@ import math
 import threading
 from dataclasses import dataclass
 
+import numpy as np
+
 # A superconducting device resets between shots: IBM's default repetition delay.
 DEFAULT_REP_DELAY_S = 250e-6
 DEFAULT_JOB_OVERHEAD_S = 0.5
@@ -81,6 +83,8 @@ class RunTimeModel:
         self.overhead_s = overhead_s
         # device -> (mean log ratio, samples, its exp: the factor predict multiplies by)
         self._learned: dict[str, tuple[float, int, float]] = {}
+        # the factors as one array for the last device list asked (see factors())
+        self._columns: tuple[tuple[str, ...], dict[str, int], np.ndarray] | None = None
         self._lock = threading.Lock()
 
     def correction(self, device: str) -> RunTimeCorrection:
@@ -95,6 +99,21 @@ class RunTimeModel:
         )
         # A plain dict read (atomic under the GIL): this runs once per device per decision.
         return base * self._learned.get(device, (0.0, 0, 1.0))[2]
+
+    def factors(self, names: tuple[str, ...]) -> np.ndarray:
+        """Each device's learned factor (1 without history), in ``names`` order.
+
+        The array is kept for the last ``names`` asked (the same tuple object) and
+        updated in place by :meth:`observe`, so a placement over a large farm reads it
+        without a lookup per device. Read it, never write it.
+        """
+        with self._lock:
+            if self._columns is None or self._columns[0] is not names:
+                learned = self._learned
+                values = [learned[n][2] if n in learned else 1.0 for n in names]
+                position = {n: i for i, n in enumerate(names)}
+                self._columns = (names, position, np.array(values, dtype=float))
+            return self._columns[2]
 
     def observe(
         self, device: str, duration_s: float, shots: int, circuits: int, seconds: float
@@ -115,3 +134,5 @@ class RunTimeModel:
                 else (1 - self.alpha) * log_f + self.alpha * math.log(ratio)
             )
             self._learned[device] = (new, n + 1, math.exp(new))
+            if self._columns is not None and device in self._columns[1]:
+                self._columns[2][self._columns[1][device]] = math.exp(new)

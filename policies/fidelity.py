@@ -596,6 +596,8 @@ class FidelityEstimator:
         self.max_entries = max_entries
         self.idle_decoherence = idle_decoherence
         self._entries: OrderedDict[tuple[str, str], FidelityEstimate] = OrderedDict()
+        # (circuit hash, calibration id) -> (ESP upper bound, unrouted shot duration)
+        self._bounds: dict[tuple[str, str], tuple[float, float]] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -618,6 +620,25 @@ class FidelityEstimator:
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
         return made
+
+    def bound(
+        self, circuit_hash: str, profile: CircuitProfile, calibration: CalibrationSnapshot
+    ) -> tuple[float, float]:
+        """(:func:`esp_upper_bound`, :func:`nominal_duration_s`) of one circuit on one
+        calibration, cached apart from the full estimates (they are far cheaper, and
+        a placement over many devices asks for one per device)."""
+        key = (circuit_hash, calibration.calibration_id)
+        found = self._bounds.get(key)  # a plain dict read: atomic under the GIL
+        if found is None:
+            found = (
+                esp_upper_bound(profile, calibration, idle_decoherence=self.idle_decoherence),
+                nominal_duration_s(profile, calibration),
+            )
+            with self._lock:
+                self._bounds[key] = found
+                if len(self._bounds) > 4 * self.max_entries:
+                    self._bounds.pop(next(iter(self._bounds)))
+        return found
 
     def cached(self, circuit_hash: str, calibration_id: str) -> FidelityEstimate | None:
         """The estimate if it is already cached, else None; never searches."""

@@ -12,10 +12,15 @@ Policies:
 * ``least_busy``: the shortest expected wait.
 * ``best_fidelity``: the highest estimated success probability.
 * ``composite`` (the default): the highest
-  ``w_f * ln(fidelity) - w_t * ln(completion_s) - w_c * ln(cost_usd)``. Logarithms make
-  the weights read as exchange rates between relative changes: with ``w_f = 1`` and
-  ``w_t = 0.005`` (the default), halving the completion time is worth about 0.35% of
-  fidelity.
+  ``w_f * ln(fidelity) - w_t * ln(completion_s) - w_c * ln(cost_usd) - w_d * completion_s``.
+  Logarithms make the first three weights read as exchange rates between relative
+  changes: with ``w_f = 1`` and ``w_t = 0.005`` (the default), halving the completion
+  time is worth about 0.35% of fidelity. The delay weight ``w_d`` charges each second
+  of expected completion the same: with ``w_d = 0.0003`` (the default) a minute costs
+  about 1.8% of fidelity. A relative charge alone is scale-free (a queue of 1,000 s
+  against 500 s weighs as 2 s against 1 s), so on a large farm jobs would queue for
+  minutes behind the very best devices while most of the farm stays idle; the delay
+  charge keeps them off long queues (see ``benchmarks/scheduling.py``).
 
 Per job, ``optimize="fidelity"|"time"|"cost"`` picks a preset of weights, explicit
 weights replace them, and ``min_fidelity`` / ``max_cost_usd`` remove devices before
@@ -46,27 +51,38 @@ POLICIES = POLICY_NAMES
 _MIN_COST_USD = 1e-4
 _MIN_SECONDS = 1e-3
 _MIN_FIDELITY = 1e-12
+# a refusal names this many devices and counts the rest
+_STATES_SHOWN = 10
 
 
 @dataclass(frozen=True, slots=True)
 class Weights:
-    """Exchange rates of the composite score; each >= 0, not all 0."""
+    """Exchange rates of the composite score; each >= 0, not all 0.
+
+    ``delay`` is per second of expected completion (the others per relative change).
+    """
 
     fidelity: float = 1.0
     time: float = 0.005
     cost: float = 0.01
+    delay: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("fidelity", "time", "cost"):
+        for name in ("fidelity", "time", "cost", "delay"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"weights.{name}={value!r} must be a finite number >= 0")
-        if self.fidelity == self.time == self.cost == 0:
+        if self.fidelity == self.time == self.cost == self.delay == 0:
             raise ValueError("weights are all 0; give at least one a positive value")
 
     def as_dict(self) -> dict[str, float]:
-        """``{"fidelity": ..., "time": ..., "cost": ...}``."""
-        return {"fidelity": self.fidelity, "time": self.time, "cost": self.cost}
+        """``{"fidelity": ..., "time": ..., "cost": ..., "delay": ...}``."""
+        return {
+            "fidelity": self.fidelity,
+            "time": self.time,
+            "cost": self.cost,
+            "delay": self.delay,
+        }
 
 
 # Each goal still breaks ties by the others, a little.
@@ -162,11 +178,13 @@ def resolve_weights(options: PlacementOptions, default: Weights) -> Weights:
 
 
 def composite_score(c: Candidate, w: Weights) -> float:
-    """``w_f ln(fidelity) - w_t ln(completion_s) - w_c ln(cost_usd)``; higher is better."""
+    """``w_f ln(fidelity) - w_t ln(completion_s) - w_c ln(cost_usd) - w_d completion_s``;
+    higher is better."""
     return (
         w.fidelity * math.log(max(c.fidelity, _MIN_FIDELITY))
         - w.time * math.log(max(c.completion_s, _MIN_SECONDS))
         - w.cost * math.log(max(c.cost_usd, _MIN_COST_USD))
+        - w.delay * c.completion_s
     )
 
 
@@ -333,8 +351,10 @@ def choose(
     if not ready:
         states = ", ".join(
             f"{c.device}={c.status}" + (f" ({c.status_reason})" if c.status_reason else "")
-            for c in allowed
+            for c in allowed[:_STATES_SHOWN]
         )
+        if len(allowed) > _STATES_SHOWN:
+            states += f" and {len(allowed) - _STATES_SHOWN} more"
         raise DeviceUnavailableError(f"no fitting device is accepting work now: {states}")
     on_time = [c for c in ready if not options.late(c)]
     ranker = policy

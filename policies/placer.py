@@ -12,24 +12,32 @@ is the one a full search of every device would make).
 from __future__ import annotations
 
 import hashlib
+import math
+import operator
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
 
 from qrt_ray.config import PolicyConfig
 from qrt_ray.errors import PlacementError
 from qrt_ray.models import DeviceSnapshot, DeviceStatus, Placement
+from qrt_ray.policies.columns import (
+    FarmColumns,
+    JobColumns,
+    best_of,
+    composite_scores,
+    descending,
+)
 from qrt_ray.policies.costs import RunTimeModel, price_usd
 from qrt_ray.policies.fidelity import (
     CircuitProfile,
     FidelityEstimate,
     FidelityEstimator,
-    esp_upper_bound,
-    nominal_duration_s,
 )
 from qrt_ray.policies.placement import (
-    PRESETS,
     Candidate,
     PlacementOptions,
     Weights,
@@ -38,8 +46,17 @@ from qrt_ray.policies.placement import (
     choose,
     composite_score,
     resolve_weights,
+    within_limits,
 )
 from qrt_ray.policies.simtime import CircuitWork, SimTimeModel, estimated_work
+
+# On a farm of more devices, a decision's explanation shows this many of them (the best
+# of its ranking), and only the devices that could win are estimated in full.
+SHORT_LIST = 10
+_BACKLOG = operator.attrgetter("backlog_s")
+_SHORT_LIST_POLICIES = frozenset({"composite", "best_fidelity", "least_busy"})
+# kinds of job (distinct circuits) whose columns a farm keeps
+_JOB_COLUMNS_KEPT = 4096
 
 # A job's fidelity is the mean over its distinct circuits; beyond this many, the first
 # ones stand for the rest (the explanation says so).
@@ -96,6 +113,9 @@ class Placer:
             (:class:`~qrt_ray.policies.simtime.SimTimeModel`); False for a model of
             hardware-speed devices (the farm simulator's), where it is the physics of
             its shots (:class:`~qrt_ray.policies.costs.RunTimeModel`).
+        short_list: decide from numpy columns and a short list of candidates
+            (False: a candidate for every fitting device, the reference the short
+            list is tested and benchmarked against).
     """
 
     def __init__(
@@ -104,10 +124,12 @@ class Placer:
         estimator: FidelityEstimator | None = None,
         *,
         simulated: bool = True,
+        short_list: bool = True,
     ) -> None:
         self.config = config
         self.estimator = estimator if estimator is not None else FidelityEstimator()
         self.simulated = simulated
+        self.short_list = short_list
         self.sim_time = SimTimeModel()
         self.run_time = RunTimeModel(
             alpha=config.run_time.learning_rate,
@@ -117,8 +139,7 @@ class Placer:
         self.default_weights = Weights(**config.weights.model_dump())
         self._turn = 0
         self._lock = threading.Lock()
-        # (circuit hash, calibration id) -> (ESP upper bound, nominal shot duration)
-        self._cheap: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
+        self._farm: FarmColumns | None = None
 
     # -- per (circuit, device) facts ---------------------------------------------------
 
@@ -139,14 +160,7 @@ class Placer:
         known = self.estimator.cached(*key)
         if known is not None:
             return known.esp, known.duration_s, True
-        found = self._cheap.get(key)
-        if found is None:
-            cal = snap.calibration
-            bound = esp_upper_bound(profile, cal, idle_decoherence=self.estimator.idle_decoherence)
-            found = (bound, nominal_duration_s(profile, cal))
-            self._cheap[key] = found
-            if len(self._cheap) > 200_000:
-                self._cheap.popitem(last=False)
+        found = self.estimator.bound(h, profile, snap.calibration)
         return (*found, False)
 
     # -- candidates ----------------------------------------------------------------------
@@ -157,10 +171,17 @@ class Placer:
         load: DeviceLoad,
         exact: bool,
         circuits: list[tuple[str, CircuitProfile]] | None = None,
+        bound: tuple[float, float, bool] | None = None,
     ) -> Candidate:
+        """One device's candidate: with its full estimate when ``exact``, else with the
+        cheap figures (``bound``: (fidelity, shot duration, exact) already read)."""
         snap = load.snapshot
         circuits = circuits if circuits is not None else job.distinct()
-        if exact:
+        if bound is not None:
+            fidelity, duration, exact = bound
+            swaps = [0] * len(circuits)
+            detail: dict[str, Any] = {}
+        elif exact:
             ests = [self.full(h, p, snap) for h, p in circuits]
             fidelity = sum(e.esp for e in ests) / len(ests)
             duration = sum(e.duration_s for e in ests) / len(ests)
@@ -238,14 +259,18 @@ class Placer:
         circuits = job.distinct()
         bounds = [self._candidate(job, ld, exact=False, circuits=circuits) for ld in fits]
         if policy in ("composite", "best_fidelity"):
-            w = weights if policy == "composite" else PRESETS["fidelity"]
-            scores = [composite_score(b, w) for b in bounds]
+            scores = [_bnb_score(policy, b, weights) for b in bounds]
             order = sorted(range(len(bounds)), key=lambda i: -scores[i])
             out = list(bounds)
             best = float("-inf")
-            some_on_time = any(b.accepting and not options.late(b) for b in bounds)
+            # only devices the policy may choose among: within the job's limits (a
+            # bound's price is exact) and accepting work
+            open_ = [b.accepting and within_limits(b, options) for b in bounds]
+            some_on_time = any(
+                o and not options.late(b) for o, b in zip(open_, bounds, strict=True)
+            )
             for i in order:
-                if not bounds[i].accepting:
+                if not open_[i]:
                     continue
                 # A bound's run time is never above the full estimate's (no SWAPs), so a
                 # device late on its bound is late for sure, and loses to any on time.
@@ -254,7 +279,7 @@ class Placer:
                 if scores[i] < best:
                     break  # sorted: no later device can win either
                 out[i] = self._candidate(job, fits[i], exact=True, circuits=circuits)
-                best = max(best, composite_score(out[i], w))
+                best = max(best, _bnb_score(policy, out[i], weights))
             return out
         return bounds
 
@@ -271,11 +296,16 @@ class Placer:
             DeviceUnavailableError: devices qualify, but none accepts work now.
             ValueError: an unknown policy or goal in ``options``.
         """
-        check_fits(job.width, [ld.snapshot for ld in loads], options.device)
-        check_in_service(job.width, [ld.snapshot for ld in loads], options.device)
         policy = options.policy or self.config.policy
         weights = resolve_weights(options, self.default_weights)
-        cands = self.candidates(job, loads, policy=policy, weights=weights, options=options)
+        short = self._short_list(job, loads, policy=policy, weights=weights, options=options)
+        if short is None:  # the full list: rare options, and every refusal
+            check_fits(job.width, [ld.snapshot for ld in loads], options.device)
+            check_in_service(job.width, [ld.snapshot for ld in loads], options.device)
+            cands = self.candidates(job, loads, policy=policy, weights=weights, options=options)
+            fitting = len(cands)
+        else:
+            cands, fitting = short
         with self._lock:
             turn = self._turn
         seed = int.from_bytes(hashlib.sha256(job.key.encode()).digest()[:4], "big")
@@ -284,6 +314,15 @@ class Placer:
             with self._lock:
                 self._turn += 1
         chosen = next(c for c in cands if c.device == placement.device)
+        if fitting > len(cands):
+            placement = replace(
+                placement,
+                explanation={
+                    **placement.explanation,
+                    "devices_shown": len(cands),
+                    "devices_fitting": fitting,
+                },
+            )
         if "layout" not in chosen.detail:  # chosen on a bound or a cached figure
             exact = self._candidate(
                 job, next(ld for ld in loads if ld.snapshot.name == chosen.device), exact=True
@@ -297,6 +336,172 @@ class Placer:
             }
             placement = replace(placement, explanation=explanation, fidelity=exact.fidelity)
         return placement
+
+    # -- the short list: placement on a large farm ---------------------------------------
+
+    def _farm_columns(self, snapshots: list[DeviceSnapshot]) -> FarmColumns:
+        farm = self._farm
+        if farm is None or not farm.same(snapshots):
+            farm = self._farm = FarmColumns(snapshots)
+        return farm
+
+    def _job_columns(
+        self,
+        farm: FarmColumns,
+        job: JobShape,
+        circuits: list[tuple[str, CircuitProfile]],
+        fits: np.ndarray,
+    ) -> JobColumns:
+        key = tuple(h for h, _ in circuits)
+        found = farm.jobs.get(key)
+        if found is not None:
+            return found
+        n = len(farm)
+        fidelity = np.full(n, np.nan)
+        duration = np.full(n, np.nan)
+        exact = np.zeros(n, dtype=bool)
+        for i in np.flatnonzero(fits):
+            snap = farm.snapshots[i]
+            cheap = [self._bound(h, p, snap) for h, p in circuits]
+            fidelity[i] = sum(b for b, _, _ in cheap) / len(cheap)
+            duration[i] = sum(d for _, d, _ in cheap) / len(cheap)
+            exact[i] = all(known for _, _, known in cheap)
+        made = JobColumns(fidelity, exact, duration)
+        if len(farm.jobs) >= _JOB_COLUMNS_KEPT:
+            farm.jobs.pop(next(iter(farm.jobs)))
+        farm.jobs[key] = made
+        return made
+
+    def _run_columns(
+        self,
+        farm: FarmColumns,
+        idx: np.ndarray,
+        job: JobShape,
+        circuits: list[tuple[str, CircuitProfile]],
+        duration: np.ndarray,
+    ) -> np.ndarray:
+        """Expected run seconds on the devices ``idx``, as a bound candidate has them."""
+        n = len(job.hashes)
+        rt = self.run_time
+        if not self.simulated:
+            base = rt.overhead_s + n * job.shots * (duration + rt.rep_delay_s)
+            return base * rt.factors(farm.names)[idx]
+        works = [_work(p, 0) for _, p in circuits]
+        scale = n / len(circuits)
+        out = np.empty(len(idx))
+        for k, i in enumerate(idx):
+            snap = farm.snapshots[i]
+            run_s, _, _ = self.sim_time.predict(
+                snap.name, works, job.shots, gpu=snap.gpu, threads=snap.threads
+            )
+            out[k] = run_s * scale
+        return out
+
+    def _short_list(
+        self,
+        job: JobShape,
+        loads: Sequence[DeviceLoad],
+        *,
+        policy: str,
+        weights: Weights,
+        options: PlacementOptions,
+    ) -> tuple[list[Candidate], int] | None:
+        """The candidates :func:`choose` needs to make the decision the full list would,
+        from numpy columns: the devices branch and bound estimates in full, the best
+        :data:`SHORT_LIST` of the ranking, and on a farm of at most that many, every
+        fitting device.
+
+        Returns:
+            The short list, and how many devices fit the job. None where the full list
+            is needed: a pinned device, ``min_fidelity`` (every device is estimated in
+            full), the random and round-robin policies (they rank every name), and
+            every refusal (its message comes from the full list).
+        """
+        if (
+            not self.short_list
+            or policy not in _SHORT_LIST_POLICIES
+            or options.device is not None
+            or options.min_fidelity is not None
+        ):
+            return None
+        farm = self._farm_columns([ld.snapshot for ld in loads])
+        fits = farm.fits(job.width)
+        idx = np.flatnonzero(fits)
+        if len(idx) == 0:
+            return None
+        circuits = job.distinct()
+        cols = self._job_columns(farm, job, circuits, fits)
+        fidelity = cols.fidelity[idx]
+        run_s = self._run_columns(farm, idx, job, circuits, cols.duration_s[idx])
+        wait = np.fromiter(map(_BACKLOG, loads), dtype=float, count=len(loads))[idx]
+        completion = np.maximum(wait, 0.0) + run_s
+        cost = farm.cost_usd(job.shots, len(job.hashes))[idx]
+        allowed = np.ones(len(idx), dtype=bool)
+        if options.max_cost_usd is not None:
+            allowed = cost <= options.max_cost_usd + 1e-12
+        ready = allowed & farm.accepting[idx]
+        if not ready.any():
+            return None
+        late = (
+            completion > options.deadline_s
+            if options.deadline_s is not None
+            else np.zeros(len(idx), dtype=bool)
+        )
+        on_time = ready & ~late
+        pool = on_time if on_time.any() else ready
+        ranker = policy if on_time.any() else "earliest_finish"
+        names = farm.name_rank[idx]
+        full: dict[int, Candidate] = {}  # position in idx -> the full estimate
+        if policy in ("composite", "best_fidelity"):
+            if policy == "composite":
+                key = composite_scores(fidelity, completion, cost, weights)
+            else:
+                key = fidelity
+            best = -math.inf
+            for k in descending(key, pool):
+                if key[k] < best:
+                    break  # sorted: no later device can win either
+                cand = self._candidate(job, loads[idx[k]], exact=True, circuits=circuits)
+                full[k] = cand
+                best = max(best, _bnb_score(policy, cand, weights))
+                cols.fidelity[idx[k]] = cand.fidelity
+                cols.duration_s[idx[k]] = cand.detail["shot_duration_s"]
+                cols.exact[idx[k]] = True
+                fidelity[k] = cand.fidelity
+                completion[k] = cand.completion_s
+                late[k] = options.late(cand)
+            if ranker != "earliest_finish":
+                # a full estimate can run longer than its bound (SWAPs): late after all
+                pool = pool & ~late
+                if not pool.any():
+                    return None
+        if ranker == "composite":
+            score = composite_scores(fidelity, completion, cost, weights)
+            order = best_of(-score, np.zeros(len(idx)), names, pool, SHORT_LIST)
+        elif ranker == "best_fidelity":
+            order = best_of(-fidelity, completion, names, pool, SHORT_LIST)
+        elif ranker == "least_busy":
+            order = best_of(np.maximum(wait, 0.0), run_s, names, pool, SHORT_LIST)
+        else:
+            order = best_of(completion, -fidelity, names, pool, SHORT_LIST)
+        shown = range(len(idx)) if len(idx) <= SHORT_LIST else order[:SHORT_LIST]
+        cands = [
+            full[k]
+            if k in full
+            else self._candidate(
+                job,
+                loads[idx[k]],
+                False,
+                circuits,
+                bound=(
+                    float(fidelity[k]),
+                    float(cols.duration_s[idx[k]]),
+                    bool(cols.exact[idx[k]]),
+                ),
+            )
+            for k in shown
+        ]
+        return cands, len(idx)
 
     def check(self, job: JobShape, loads: Sequence[DeviceLoad], options: PlacementOptions) -> None:
         """Raise now if no device could ever run ``job`` (busy devices do not count).
@@ -363,6 +568,12 @@ def _why_not_accepting(snap: DeviceSnapshot) -> str:
     if snap.status is DeviceStatus.ONLINE:
         return f"queue full ({snap.queue_depth} of {snap.queue_limit} jobs)"
     return ""
+
+
+def _bnb_score(policy: str, c: Candidate, weights: Weights) -> float:
+    """What branch and bound maximises for ``policy``: an upper bound on it from a
+    device's cheap figures never falls below its full estimate's."""
+    return composite_score(c, weights) if policy == "composite" else c.fidelity
 
 
 def _work(profile: CircuitProfile, swaps: int) -> CircuitWork:

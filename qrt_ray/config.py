@@ -382,7 +382,7 @@ class PolicyConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     policy: PolicyName = "composite"
-    weights: PlacementWeights = PlacementWeights(fidelity=1.0, time=0.005, cost=0.01)
+    weights: PlacementWeights = PlacementWeights(fidelity=1.0, time=0.005, cost=0.01, delay=0.0003)
     scheduling: SchedulingConfig = SchedulingConfig()
     run_time: RunTimeConfig = RunTimeConfig()
     faults: FaultConfig = FaultConfig()

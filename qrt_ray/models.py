@@ -75,7 +75,8 @@ class DeviceStatus(StrEnum):
 
 
 class PlacementWeights(BaseModel):
-    """A job's own composite weights: exchange rates of fidelity, time and cost.
+    """A job's own composite weights: exchange rates of fidelity, time and cost, and the
+    charge per second of expected completion (``delay``).
 
     Weights not given are 0: ``{"time": 1}`` optimizes for time alone.
     """
@@ -85,11 +86,12 @@ class PlacementWeights(BaseModel):
     fidelity: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     time: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     cost: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    delay: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _not_all_zero(self) -> PlacementWeights:
-        if self.fidelity == self.time == self.cost == 0:
-            raise ValueError("weights are all 0; give fidelity, time or cost a value > 0")
+        if self.fidelity == self.time == self.cost == self.delay == 0:
+            raise ValueError("weights are all 0; give fidelity, time, cost or delay a value > 0")
         return self
 
 

@@ -26,6 +26,7 @@ submit.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import heapq
 import math
 import statistics
@@ -138,6 +139,9 @@ class SimReport:
     wall_s: float
     decisions_per_s: float
     per_tenant_slowdown: dict[str, float]
+    # sha256 of the device chosen for each job, in arrival order: two runs that made
+    # the same choices have the same digest
+    choices_sha256: str = ""
 
     def row(self) -> dict[str, object]:
         """The report as a flat dict (for tables and JSON)."""
@@ -286,13 +290,26 @@ class FarmSimulator:
         )
         self.trace = make_trace(config, self.mean_run_s, config.devices)
 
-    def run(self, policy: str, options: PlacementOptions | None = None) -> SimReport:
+    def run(
+        self,
+        policy: str,
+        options: PlacementOptions | None = None,
+        *,
+        short_list: bool = True,
+        label: str | None = None,
+    ) -> SimReport:
         """Play the trace with ``policy``.
 
         Each run gets a fresh placer (no run-time learning or round-robin turn carried
         over) that shares the simulator's fidelity estimate cache.
+
+        Args:
+            policy: the placement policy.
+            options: placement options every job carries (weights, limits).
+            short_list: see :class:`~qrt_ray.policies.placer.Placer`.
+            label: the report's name (the policy's by default).
         """
-        placer = Placer(self.policy_config, self.estimator, simulated=False)
+        placer = Placer(self.policy_config, self.estimator, simulated=False, short_list=short_list)
         sched = self.policy_config.scheduling
         shares = dict(sched.tenant_shares)
         base = options or PlacementOptions()
@@ -315,6 +332,7 @@ class FarmSimulator:
         costs: list[float] = []
         slow: dict[str, list[float]] = {}
         rejected = 0
+        chosen = hashlib.sha256()
         decide_s = 0.0
         decisions = 0
         now = 0.0
@@ -367,6 +385,7 @@ class FarmSimulator:
                     decide_s += time.perf_counter() - t0
                     decisions += 1
                 dev = by_name[placement.device]
+                chosen.update(f"{job_id}={placement.device}\n".encode())
                 run_s = placement.run_s
                 predicted[job_id] = (
                     dev.snapshot.name,
@@ -397,7 +416,7 @@ class FarmSimulator:
         makespan = max((d.busy_until for d in devices), default=0.0)
         per_tenant = {t: statistics.fmean(v) for t, v in sorted(slow.items())}
         return SimReport(
-            policy=policy,
+            policy=label or policy,
             jobs=len(self.trace),
             done=len(jct),
             rejected=rejected,
@@ -413,4 +432,5 @@ class FarmSimulator:
             wall_s=wall,
             decisions_per_s=decisions / decide_s if decide_s else math.inf,
             per_tenant_slowdown=per_tenant,
+            choices_sha256=chosen.hexdigest(),
         )

@@ -259,6 +259,32 @@ def test_composite_score_reads_as_exchange_rates() -> None:
     assert composite_score(base, w) == pytest.approx(composite_score(halved, w))
 
 
+def test_the_delay_weight_charges_every_second_alike() -> None:
+    """A relative time weight prices 1,000 s against 500 s as 2 s against 1 s; the
+    delay charge prices each second the same, so a long queue loses to a worse but
+    idle device where a short one would not."""
+    w = Weights(fidelity=1.0, time=0.005, cost=0.0, delay=0.001)
+    best, worse = 0.91, 0.88  # ln(0.91 / 0.88): about 0.034
+    assert composite_score(cand("a", best, wait_s=9.0), w) > composite_score(cand("b", worse), w)
+    assert composite_score(cand("a", best, wait_s=99.0), w) < composite_score(cand("b", worse), w)
+    relative = Weights(fidelity=1.0, time=0.005, cost=0.0)
+    assert composite_score(cand("a", best, wait_s=99.0), relative) > composite_score(
+        cand("b", worse), relative
+    )
+    with pytest.raises(ValueError, match=r"weights\.delay=-0\.1"):
+        Weights(1, 0, 0, -0.1)
+    assert Weights(0, 0, 0, 1.0).as_dict()["delay"] == 1.0
+
+
+def test_a_jobs_weights_may_give_the_delay_alone() -> None:
+    from qrt_ray.models import PlacementWeights
+
+    assert PlacementWeights(delay=0.01).delay == 0.01
+    with pytest.raises(ValueError, match="give fidelity, time, cost or delay"):
+        PlacementWeights()
+    assert load_policy_config().weights.delay > 0  # the default charges delay
+
+
 def test_round_robin_of_nothing_is_empty() -> None:
     assert rank_round_robin([], 3) == []
 

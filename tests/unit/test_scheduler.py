@@ -52,6 +52,30 @@ def test_job_walks_the_whole_lifecycle(tmp_path: Path, store_url: str) -> None:
     asyncio.run(main())
 
 
+def test_jobs_placed_in_one_pass_see_each_others_work(tmp_path: Path) -> None:
+    """No herd: each placement of a pass adds its expected run to the device's wait, so
+    the next job of the same pass sees it, and a job that prices waiting spreads."""
+
+    async def main() -> None:
+        store, devices, sched = make(tmp_path)
+        await sched.start()
+        weights = {"fidelity": 1.0, "delay": 50.0}
+        admitted = await sched.submit([spec(3, shots=4000, weights=weights) for _ in range(6)])
+        await drive(sched, devices)
+        await sched.stop()
+        placed = [store.get(rec.job_id).placement for rec, _ in admitted]
+        store.close()
+        assert {p["device"] for p in placed} == {"manila", "nairobi"}
+        for device in ("manila", "nairobi"):
+            mine = [p["chosen"] for p in placed if p["device"] == device]
+            expected = 0.0
+            for chosen in mine:  # in placement order: each waits for those before it
+                assert chosen["wait_s"] == pytest.approx(expected, abs=2e-3)
+                expected += chosen["run_s"]
+
+    asyncio.run(main())
+
+
 def test_placement_is_ranked_explained_and_stored_with_the_job(tmp_path: Path) -> None:
     async def main() -> None:
         store, devices, sched = make(tmp_path)
