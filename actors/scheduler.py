@@ -22,6 +22,7 @@ import logging
 import math
 import time
 import uuid
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -45,6 +46,7 @@ from qrt_ray.compiler import DEFAULT_OPTIMIZATION_LEVEL, CompiledCircuit
 from qrt_ray.config import PolicyConfig, load_policy_config
 from qrt_ray.errors import (
     DeviceUnavailableError,
+    FarmBusyError,
     IntegrityError,
     PlacementError,
     QrtError,
@@ -96,6 +98,7 @@ from qrt_ray.reports import new_dispatch, verify_run, verify_start
 from qrt_ray.results import RawRun, RunError, decode_run, encode_result, encode_run, shots_executed
 from qrt_ray.store import JobRecord, JobStore, ShotRecord, StateUpdate
 from qrt_ray.store.base import Charge
+from qrt_ray.store.retention import GcReport, collect_garbage
 from qrt_ray.versions import software_versions
 
 __all__ = ["FIRST_CHUNK", "MAX_ATTEMPTS", "PASS_BUDGET_S", "Scheduler", "chunk_cap"]
@@ -115,6 +118,10 @@ PASS_BUDGET_S = 0.02
 _IDLE_POLL_S = 5.0
 # how often the queue gauges are worked out from the live jobs (seconds)
 _GAUGES_S = 1.0
+# job ids whose first result fetch the scheduler remembers having stored
+_FETCHED_KEPT = 100_000
+# a busy farm asks for a retry after this many seconds, at least and at most
+_BUSY_MIN_S, _BUSY_MAX_S = 1.0, 300.0
 
 
 def _too_old(snap: DeviceSnapshot, now: float, limit: float | None) -> DeviceSnapshot:
@@ -208,6 +215,14 @@ class Scheduler:
         self.audit_key: bytes | None = None
         self._prices: dict[str, tuple[float, float]] = {}
         self.on_billed: Callable[[list[Charge]], Any] | None = None
+        self.retention = policies.retention
+        self._max_live = policies.scheduling.max_live_jobs
+        # when the last jobs finished: the busy answer's retry estimate
+        self._finished_at: deque[float] = deque(maxlen=1_000)
+        self._gc_at = time.monotonic()  # the first collection waits an interval
+        self._gc_task: asyncio.Task[GcReport] | None = None
+        # results fetched lately: their first fetch is stored, the rest are not
+        self._fetched: OrderedDict[str, None] = OrderedDict()
 
     # == lifecycle of the scheduler itself ============================================
 
@@ -249,6 +264,7 @@ class Scheduler:
                 ("deadlines", self._expire),
                 ("place", self._place_pending),
                 ("gauges", self._gauges),
+                ("retention", self._retention_step),
             ):
                 try:
                     await step()
@@ -368,6 +384,7 @@ class Scheduler:
         return rest
 
     def _retired(self, rec: JobRecord) -> None:
+        self._finished_at.append(self._clock())
         self.metrics.job_latency.labels(final_state=rec.state.value).observe(
             max(0.0, rec.updated_at - rec.created_at)
         )
@@ -427,6 +444,7 @@ class Scheduler:
         shapes = await self.admission.shapes(specs, wheres, job_ids, devices)
         now = self._clock()
         records: list[JobRecord] = []
+        known = 0  # specs whose idempotency key names a stored job: they add nothing
         for i, (spec, where, job_id, shape) in enumerate(
             zip(specs, wheres, job_ids, shapes, strict=True)
         ):
@@ -440,10 +458,12 @@ class Scheduler:
                         f"{where}.idempotency_key={brief(spec.idempotency_key)!r} was already "
                         f"used for job {prior.job_id} with a different request; use a new key"
                     )
+                known += prior is not None
             # a microsecond apart: listings (newest first) and the queue (oldest first
             # within a priority) keep the order of the call
             at = now + i * 1e-6
             records.append(JobRecord(job_id, S.QUEUED, spec, at, at))
+        self._check_room(len(records) - known)
         audit = (actor, self.audit_key, now) if self.audit_key is not None else None
         admitted = await asyncio.to_thread(self.store.admit, records, audit)
         stored_at = self._clock()
@@ -459,6 +479,38 @@ class Scheduler:
             self._track(rec, shape)
             self._enqueue_pending(rec)
         return admitted
+
+    def _check_room(self, new: int) -> None:
+        """Refuse a call that would take the farm past ``max_live_jobs`` unfinished jobs,
+        with how long until enough of them should have finished.
+
+        Raises:
+            FarmBusyError: the farm is full; the message says when to retry.
+        """
+        limit = self._max_live
+        live = len(self._jobs)
+        if live + new <= limit:
+            return
+        over = live + new - limit
+        rate = self._finish_rate()
+        wait = min(_BUSY_MAX_S, max(_BUSY_MIN_S, over / rate)) if rate > 0 else _BUSY_MAX_S / 10
+        self.metrics.busy_refusals.inc()
+        raise FarmBusyError(
+            f"the farm is busy: it holds {live} unfinished jobs and takes at most {limit} "
+            f"(scheduling.max_live_jobs); {new} more do not fit. Nothing was stored: "
+            f"retry after {wait:.0f} s"
+            + (f" (jobs finish at about {rate:.1f}/s)" if rate > 0 else ""),
+            limit="max_live_jobs",
+            retry_after_s=wait,
+        )
+
+    def _finish_rate(self) -> float:
+        """Jobs finished per second lately (0 when too few finished to tell)."""
+        ends = self._finished_at
+        if len(ends) < 2:
+            return 0.0
+        span = max(self._clock() - ends[0], 1e-3)
+        return len(ends) / span
 
     def _loads(self) -> dict[str, float]:
         """Expected seconds of work placed on each device and not yet finished."""
@@ -1134,6 +1186,37 @@ class Scheduler:
         )
         return [self._record(r.job_id) or r for r in recs]
 
+    async def _retention_step(self) -> None:
+        """Every ``retention.interval_s``, remove finished jobs past their window, in a
+        thread beside the loop (see :mod:`qrt_ray.store.retention`)."""
+        cfg = self.retention
+        if not cfg.enabled or (self._gc_task is not None and not self._gc_task.done()):
+            return
+        if time.monotonic() - self._gc_at < cfg.interval_s:
+            return
+        self._gc_at = time.monotonic()
+        collect = getattr(self.store, "purge_jobs", None)
+        if collect is None:
+            return  # a store without retention (none ships)
+
+        def run() -> GcReport:
+            report = collect_garbage(
+                self.store,
+                keep_fetched_s=cfg.keep_fetched_s,
+                keep_unfetched_s=cfg.keep_unfetched_s,
+                batch=cfg.batch,
+                now=self._clock(),
+            )
+            if report.jobs or report.canaries:
+                logger.info("retention: %s", report.as_dict())
+            return report
+
+        task = asyncio.create_task(asyncio.to_thread(run), name="qrt-retention")
+        self._gc_task = task
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        task.add_done_callback(_log_failure)
+
     async def result_blobs(self, job_ids: Sequence[str]) -> list[tuple[str, bytes]]:
         """(sha256, bytes) of DONE jobs' results, in order, verified against their checksums.
 
@@ -1156,6 +1239,14 @@ class Scheduler:
                         f"job {job_id} is {rec.state.value}, not DONE; no result yet"
                     )
                 out.append((rec.result_sha256, self.store.get_blob(rec.result_sha256)))
+            first = [j for j in dict.fromkeys(job_ids) if j not in self._fetched]
+            if first and hasattr(self.store, "mark_fetched"):
+                # the retention window of a fetched result starts to count
+                self.store.mark_fetched(first, self._clock())
+                for j in first:
+                    self._fetched[j] = None
+                while len(self._fetched) > _FETCHED_KEPT:
+                    self._fetched.popitem(last=False)
             return out
 
         return await asyncio.to_thread(read)
@@ -1232,3 +1323,9 @@ def _recovery_note(rec: JobRecord) -> dict[str, Any]:
     if rec.recovery is not None:
         return dict(rec.recovery)
     return rec.placement or {}
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    """Log a background task's failure (its result is otherwise never read)."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("%s failed", task.get_name(), exc_info=task.exception())

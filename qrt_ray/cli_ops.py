@@ -71,6 +71,113 @@ def _slo_report(args: argparse.Namespace, config: Any) -> SloReport:
         history.close()
 
 
+# == qrt gc =======================================================================
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """Remove finished jobs past the store's retention window (see
+    :mod:`qrt_ray.store.retention`); the store may be in use by a running farm."""
+    from qrt_ray.cli_access import duration_s
+    from qrt_ray.config import load_policy_config
+    from qrt_ray.history import StoredHistory
+    from qrt_ray.store.retention import collect_garbage
+
+    cfg = load_policy_config(args.policies).retention
+    keep_fetched = duration_s(args.keep_fetched) if args.keep_fetched else cfg.keep_fetched_s
+    keep_unfetched = (
+        duration_s(args.keep_unfetched) if args.keep_unfetched else cfg.keep_unfetched_s
+    )
+    if keep_fetched <= 0 or keep_unfetched < keep_fetched:
+        raise ValidationError(
+            f"--keep-fetched {keep_fetched:g} s and --keep-unfetched {keep_unfetched:g} s: "
+            "both must be above 0, and the unfetched window at least the fetched one"
+        )
+    history = StoredHistory(args.store)
+    try:
+        size_before = store_bytes(history.store)
+
+        def progress(so_far: Any) -> None:
+            if not args.json and sys.stderr.isatty():
+                print(f"\r  {so_far.jobs} jobs ...", end="", file=sys.stderr, flush=True)
+
+        report = collect_garbage(
+            history.store,
+            keep_fetched_s=keep_fetched,
+            keep_unfetched_s=keep_unfetched,
+            batch=cfg.batch,
+            dry_run=args.dry_run,
+            progress=progress,
+        )
+        size_after = store_bytes(history.store)
+    finally:
+        history.close()
+    data = {
+        **report.as_dict(),
+        "store": history.label,
+        "keep_fetched_s": keep_fetched,
+        "keep_unfetched_s": keep_unfetched,
+        "store_bytes_before": size_before,
+        "store_bytes_after": size_after,
+    }
+    verb = "would remove" if args.dry_run else "removed"
+    states = ", ".join(f"{n} {s}" for s, n in sorted(report.by_state.items())) or "none"
+    text = (
+        f"{verb} {report.jobs} finished jobs ({states}), {report.transitions} transitions, "
+        f"{report.shot_rows} shot-ledger rows, {report.blobs} blobs "
+        f"({report.blob_bytes / 1e6:.1f} MB) and {report.canaries} canary rounds "
+        f"in {report.seconds:.1f} s\n"
+        f"windows: {keep_fetched / 86400:g} days once fetched, "
+        f"{keep_unfetched / 86400:g} days otherwise; the billing ledger and audit chain "
+        "are kept"
+    )
+    if size_before is not None and size_after is not None:
+        text += f"\nstore: {size_before / 1e6:.1f} MB before, {size_after / 1e6:.1f} MB after"
+        if not args.dry_run and report.jobs:
+            text += " (freed pages are reused; the file shrinks with VACUUM)"
+    args.print(args, data, text)
+    return 0
+
+
+def store_bytes(store: Any) -> int | None:
+    """Bytes the store's data takes (SQLite: its pages in use; PostgreSQL: the
+    database's size), or None when it cannot tell."""
+    try:
+        rows = store.read_sql("SELECT pg_database_size(current_database())")
+        return int(rows[0][0])
+    except Exception:
+        pass
+    try:
+        (count,) = store.read_sql("PRAGMA page_count")[0]
+        (free,) = store.read_sql("PRAGMA freelist_count")[0]
+        (size,) = store.read_sql("PRAGMA page_size")[0]
+        return int((count - free) * size)
+    except Exception:
+        return None
+
+
+# == qrt integrity ================================================================
+
+
+def cmd_integrity(args: argparse.Namespace) -> int:
+    """Check the store's invariants (see :mod:`qrt_ray.store.integrity`); exit 1 when
+    any is broken."""
+    from qrt_ray.history import StoredHistory
+    from qrt_ray.store.integrity import check_integrity
+
+    history = StoredHistory(args.store)
+    try:
+
+        def progress(name: str) -> None:
+            if not args.json and sys.stderr.isatty():
+                print(f"  checking {name} ...", file=sys.stderr, flush=True)
+
+        report = check_integrity(history.store, deep=args.deep, progress=progress)
+    finally:
+        history.close()
+    args.print(args, {"store": history.label, **report.as_dict()}, report.render())
+    return 0 if report.ok else 1
+
+
 # == qrt trace ====================================================================
 
 
@@ -258,6 +365,29 @@ def register(add: Callable[..., argparse.ArgumentParser], reader: Any) -> None:
     )
     s.add_argument("--store", help="read this store, not the running farm's")
     s.add_argument("--farm", help="farm YAML naming the devices (with --store)")
+
+    g = add("gc", cmd_gc, "remove finished jobs past the store's retention window")
+    g.add_argument("--store", help="the job store (default: the farm's)")
+    g.add_argument("--policies", type=Path, help="policy file whose retention: applies")
+    g.add_argument(
+        "--keep-fetched",
+        metavar="AGE",
+        help="keep a job whose result was fetched this long after it ended (e.g. 7d)",
+    )
+    g.add_argument(
+        "--keep-unfetched",
+        metavar="AGE",
+        help="keep a job whose result no one fetched this long (e.g. 30d)",
+    )
+    g.add_argument("--dry-run", action="store_true", help="count what would go; remove nothing")
+
+    i = add("integrity", cmd_integrity, "check the job store's invariants (exit 1 if broken)")
+    i.add_argument("--store", help="the job store (default: the farm's)")
+    i.add_argument(
+        "--deep",
+        action="store_true",
+        help="also hash every blob and read every result (shots, calibration)",
+    )
 
     t = add("trace", cmd_trace, "a job's stage waterfall from its stored transitions")
     t.add_argument("job_id", metavar="JOB")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import PydanticCustomError
 
@@ -269,6 +269,9 @@ class SchedulingConfig(BaseModel):
             matrix product state) runs at most about this many seconds of them per
             batch, by the run-time model's prior; 0 never slices by time. A density
             matrix's shots all come from one evolution, so time does not slice them.
+        max_live_jobs: unfinished jobs the farm holds at most: a submit that would
+            go past it is refused whole with "busy, retry after N s" (the scheduler
+            keeps every unfinished job in memory, so this bounds its memory).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -279,6 +282,7 @@ class SchedulingConfig(BaseModel):
     max_device_share: float = Field(default=0.5, gt=0, le=1, allow_inf_nan=False)
     slice_shots: int = Field(default=10_000, ge=0)
     slice_s: float = Field(default=2.0, ge=0, allow_inf_nan=False)
+    max_live_jobs: int = Field(default=200_000, ge=1)
 
     @field_validator("tenant_shares")
     @classmethod
@@ -375,6 +379,39 @@ class CalibrationConfig(BaseModel):
     shot_s: float = Field(default=250e-6, ge=0, allow_inf_nan=False)
 
 
+class RetentionConfig(BaseModel):
+    """How long the job store keeps finished jobs (see :mod:`qrt_ray.store.retention`).
+
+    Attributes:
+        enabled: the scheduler collects garbage every ``interval_s`` (``qrt gc`` runs
+            it by hand either way).
+        keep_fetched_s: a finished job whose result a client fetched is kept this long
+            after it ended.
+        keep_unfetched_s: a finished job whose result no one fetched (and a failed or
+            cancelled one) is kept this long; at least ``keep_fetched_s``.
+        interval_s: seconds between the scheduler's collections.
+        batch: jobs removed per transaction.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    keep_fetched_s: float = Field(default=7 * 86_400.0, gt=0, allow_inf_nan=False)
+    keep_unfetched_s: float = Field(default=30 * 86_400.0, gt=0, allow_inf_nan=False)
+    interval_s: float = Field(default=3_600.0, ge=1, allow_inf_nan=False)
+    batch: int = Field(default=500, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _unfetched_at_least_fetched(self) -> RetentionConfig:
+        if self.keep_unfetched_s < self.keep_fetched_s:
+            raise ValueError(
+                f"keep_unfetched_s={self.keep_unfetched_s:g} is shorter than "
+                f"keep_fetched_s={self.keep_fetched_s:g}: a result no one has read would "
+                "go before one that was read; make keep_unfetched_s at least keep_fetched_s"
+            )
+        return self
+
+
 class PolicyConfig(BaseModel):
     """``configs/policies.yaml``: default policy, weights, scheduling, time priors, faults,
     calibration, the intake gate's limits and the tenants' default limits."""
@@ -390,6 +427,7 @@ class PolicyConfig(BaseModel):
     calibration: CalibrationConfig = CalibrationConfig()
     intake: IntakeLimits = IntakeLimits()
     tenancy: TenancyConfig = TenancyConfig()
+    retention: RetentionConfig = RetentionConfig()
 
 
 def load_policy_config(path: str | Path | None = None) -> PolicyConfig:

@@ -170,6 +170,12 @@ def _rebuild_quota(
     return cls(message, limit=limit, retry_after_s=retry_after_s)
 
 
+class FarmBusyError(QuotaExceededError):
+    """The farm holds as many unfinished jobs as it is configured to (HTTP 503 with
+    ``Retry-After``): nothing of the call was stored; submit again after
+    ``retry_after_s``, when jobs will have finished."""
+
+
 class InsecureConnectionError(QrtError):
     """The gateway's TLS certificate could not be verified: nothing was sent.
 

@@ -29,6 +29,7 @@ from qrt_ray.errors import (
     AuthenticationError,
     BudgetExceededError,
     DeviceUnavailableError,
+    FarmBusyError,
     JobNotFoundError,
     PermissionDeniedError,
     PlacementError,
@@ -56,6 +57,7 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (BudgetExceededError, 402),
     (PermissionDeniedError, 403),
     (JobNotFoundError, 404),
+    (FarmBusyError, 503),
     (QuotaExceededError, 429),
     (PlacementError, 422),
     (ValidationError, 400),
@@ -81,7 +83,7 @@ def error_response(exc: Exception) -> JSONResponse:
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="qrt"'
     if status == 503:
-        headers["Retry-After"] = "1"
+        headers.setdefault("Retry-After", "1")
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 

@@ -153,6 +153,11 @@ class RuntimeMetrics:
             ["device"],
             registry=r,
         )
+        self.busy_refusals = Counter(
+            "qrt_busy_refusals_total",
+            "Submit calls refused because the farm held scheduling.max_live_jobs jobs",
+            registry=r,
+        )
         self.loop_errors = Counter(
             "qrt_scheduler_loop_errors_total",
             "Errors caught by the control loop",

@@ -16,6 +16,27 @@ _ERROR_CLASS = """
     CREATE INDEX jobs_state_updated ON jobs (state, updated_at);
 """
 
+# 9: retention. When a client first fetched a job's result, and a tombstone for each
+# job removed by retention (so its id and idempotency key still answer clearly).
+_RETENTION = """
+    ALTER TABLE jobs ADD COLUMN fetched_at {real};
+    CREATE TABLE purged_jobs (
+        job_id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        idempotency_key TEXT,
+        state TEXT NOT NULL,
+        created_at {real} NOT NULL,
+        ended_at {real} NOT NULL,
+        purged_at {real} NOT NULL
+    );
+    CREATE UNIQUE INDEX purged_idempotency ON purged_jobs (tenant, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX purged_at ON purged_jobs (purged_at);
+    CREATE INDEX shot_ledger_run ON shot_ledger (run_sha256);
+    CREATE INDEX jobs_result ON jobs (result_sha256);
+    CREATE INDEX canaries_at ON canaries (at);
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: jobs, their transitions, content-addressed blobs and the shot ledger.
     """
@@ -194,6 +215,7 @@ MIGRATIONS: tuple[str, ...] = (
     # 7: (PostgreSQL only: SQLite's INTEGER already holds 64 bits)
     "",
     _ERROR_CLASS,
+    _RETENTION.format(real="REAL"),
 )
 
 POSTGRES_MIGRATIONS: tuple[str, ...] = (
@@ -362,6 +384,7 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE ledger ALTER COLUMN shots TYPE BIGINT;
     """,
     _ERROR_CLASS,
+    _RETENTION.format(real="DOUBLE PRECISION"),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -22,10 +22,11 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from qrt_ray.access.audit import AuditEntry
-from qrt_ray.errors import IntegrityError, JobNotFoundError, brief
+from qrt_ray.errors import IntegrityError, JobNotFoundError, ValidationError, brief
 from qrt_ray.lifecycle import ErrorClass, JobState
 from qrt_ray.models import STORED, JobSpec
 from qrt_ray.store.access import AccessTables, append_audit, insert_charges
@@ -41,6 +42,7 @@ from qrt_ray.store.base import (
     TransitionEvent,
     sha256_hex,
 )
+from qrt_ray.store.retention import PurgedJob, RetentionTables
 
 logger = logging.getLogger("qrt.store")
 T = TypeVar("T")
@@ -196,7 +198,7 @@ class _GroupCommitWriter:
             conn.execute("ROLLBACK")
 
 
-class SQLJobStore(AccessTables, JobStore):
+class SQLJobStore(AccessTables, RetentionTables, JobStore):
     """Every :class:`JobStore` method in portable SQL, over a backend's connections."""
 
     #: the statement that opens a write transaction
@@ -243,6 +245,11 @@ class SQLJobStore(AccessTables, JobStore):
         rows = self._rows(sql, args)
         return rows[0] if rows else None
 
+    def read_sql(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Rows of one read-only statement, for maintenance tools (``qrt gc``, the
+        integrity check); never pass it user input."""
+        return self._rows(sql, args)
+
     @property
     def commit_count(self) -> int:
         """Transactions committed so far (fewer than writes when group commit works)."""
@@ -275,6 +282,9 @@ class SQLJobStore(AccessTables, JobStore):
     def get(self, job_id: str) -> JobRecord:
         found = self._row(f"SELECT {_COLUMNS} FROM jobs WHERE job_id=?", (job_id,))
         if found is None:
+            gone = self.purged(job_id)
+            if gone is not None:
+                raise JobNotFoundError(purged_message(gone))
             raise JobNotFoundError(f"job_id={brief(job_id)!r}: no such job")
         try:
             return _record(found)
@@ -580,6 +590,18 @@ def _admit_one(conn: Connection, rec: JobRecord) -> tuple[JobRecord, bool]:
     admitting the same key at once still make one job.
     """
     key = rec.spec.idempotency_key
+    if key is not None:
+        gone = conn.execute(
+            "SELECT job_id, tenant, state, created_at, ended_at, purged_at FROM purged_jobs "
+            "WHERE tenant=? AND idempotency_key=?",
+            (rec.tenant, key),
+        ).fetchone()
+        if gone is not None:
+            raise ValidationError(
+                f"idempotency_key={brief(key)!r} was used by job {gone[0]}, which ended "
+                f"{gone[2]} and was removed by retention at {_utc(gone[5])}; a key names "
+                "one job for good: submit with a new key"
+            )
     cur = conn.execute(
         "INSERT INTO jobs (job_id, tenant, idempotency_key, state, priority, spec_json, "
         "created_at, updated_at, shots_total) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
@@ -642,6 +664,19 @@ def _apply_one(conn: Connection, u: StateUpdate) -> bool:
     # the bill lands with the completion or not at all
     insert_charges(conn, u.charges)
     return True
+
+
+def _utc(at: float) -> str:
+    return datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def purged_message(gone: PurgedJob) -> str:
+    """What asking for a job retention removed answers."""
+    return (
+        f"job {gone.job_id} ended {gone.state.value} at {_utc(gone.ended_at)} and was "
+        f"removed by retention at {_utc(gone.purged_at)} (finished jobs are kept for the "
+        "store's retention window; see `qrt gc --help`)"
+    )
 
 
 def _record(row: Sequence[Any]) -> JobRecord:
