@@ -1205,6 +1205,7 @@ class Scheduler:
                 keep_fetched_s=cfg.keep_fetched_s,
                 keep_unfetched_s=cfg.keep_unfetched_s,
                 batch=cfg.batch,
+                keep_tombstones_s=cfg.keep_tombstones_s,
                 now=self._clock(),
             )
             if report.jobs or report.canaries:

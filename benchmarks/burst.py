@@ -83,6 +83,7 @@ class PeakMemory:
         self.interval_s = interval_s
         self.peak: dict[str, int] = {}
         self.first: dict[str, int] = {}
+        self.last: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="peak-rss", daemon=True)
 
@@ -108,6 +109,7 @@ class PeakMemory:
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
             seen[label] = max(seen.get(label, 0), rss)
+        self.last = seen
         for label, rss in seen.items():
             self.first.setdefault(label, rss)
             self.peak[label] = max(self.peak.get(label, 0), rss)

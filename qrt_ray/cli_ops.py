@@ -105,6 +105,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
             keep_fetched_s=keep_fetched,
             keep_unfetched_s=keep_unfetched,
             batch=cfg.batch,
+            keep_tombstones_s=max(cfg.keep_tombstones_s, keep_unfetched),
             dry_run=args.dry_run,
             progress=progress,
         )

@@ -389,6 +389,8 @@ class RetentionConfig(BaseModel):
             after it ended.
         keep_unfetched_s: a finished job whose result no one fetched (and a failed or
             cancelled one) is kept this long; at least ``keep_fetched_s``.
+        keep_tombstones_s: a removed job leaves a tombstone (its id, idempotency key,
+            final state) kept this long; at least ``keep_unfetched_s``.
         interval_s: seconds between the scheduler's collections.
         batch: jobs removed per transaction.
     """
@@ -398,6 +400,7 @@ class RetentionConfig(BaseModel):
     enabled: bool = True
     keep_fetched_s: float = Field(default=7 * 86_400.0, gt=0, allow_inf_nan=False)
     keep_unfetched_s: float = Field(default=30 * 86_400.0, gt=0, allow_inf_nan=False)
+    keep_tombstones_s: float = Field(default=365 * 86_400.0, gt=0, allow_inf_nan=False)
     interval_s: float = Field(default=3_600.0, ge=1, allow_inf_nan=False)
     batch: int = Field(default=500, ge=1, le=10_000)
 
@@ -408,6 +411,11 @@ class RetentionConfig(BaseModel):
                 f"keep_unfetched_s={self.keep_unfetched_s:g} is shorter than "
                 f"keep_fetched_s={self.keep_fetched_s:g}: a result no one has read would "
                 "go before one that was read; make keep_unfetched_s at least keep_fetched_s"
+            )
+        if self.keep_tombstones_s < self.keep_unfetched_s:
+            raise ValueError(
+                f"keep_tombstones_s={self.keep_tombstones_s:g} is shorter than "
+                f"keep_unfetched_s={self.keep_unfetched_s:g}; make it at least as long"
             )
         return self
 

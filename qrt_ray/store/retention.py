@@ -9,7 +9,8 @@ the longer window). A job that has not ended is never removed, however old.
 
 What stays: a tombstone per removed job (its id, tenant, idempotency key, final state
 and times), so asking for it again says it was removed and when, and its idempotency
-key still refuses a second job; the billing ledger and the audit chain, which are
+key still refuses a second job (for ``keep_tombstones_s``, a year by default; a
+tombstone is about 100 bytes); the billing ledger and the audit chain, which are
 money and evidence and are never removed here; calibrations (small, and the history
 of every device).
 
@@ -51,6 +52,7 @@ class GcReport:
     blobs: int = 0
     blob_bytes: int = 0
     canaries: int = 0
+    tombstones: int = 0
     dry_run: bool = False
     seconds: float = 0.0
     by_state: dict[str, int] = field(default_factory=dict)
@@ -65,6 +67,7 @@ class GcReport:
             "blobs": self.blobs,
             "blob_bytes": self.blob_bytes,
             "canaries": self.canaries,
+            "tombstones": self.tombstones,
             "dry_run": self.dry_run,
             "seconds": round(self.seconds, 3),
         }
@@ -186,6 +189,17 @@ class RetentionTables:
             lambda conn: _deleted(conn.execute("DELETE FROM canaries WHERE at < ?", (before,)))
         )
 
+    def prune_tombstones(self, before: float, *, dry_run: bool = False) -> int:
+        """Remove tombstones of jobs removed before ``before``; returns how many."""
+        if dry_run:
+            (n,) = self._row("SELECT COUNT(*) FROM purged_jobs WHERE purged_at < ?", (before,))
+            return int(n)
+        return self._write(
+            lambda conn: _deleted(
+                conn.execute("DELETE FROM purged_jobs WHERE purged_at < ?", (before,))
+            )
+        )
+
     def purged(self, job_id: str) -> PurgedJob | None:
         """The tombstone of a job retention removed, if it was."""
         row = self._row(
@@ -232,6 +246,7 @@ def collect_garbage(
     keep_fetched_s: float,
     keep_unfetched_s: float,
     batch: int = 500,
+    keep_tombstones_s: float | None = None,
     now: float | None = None,
     dry_run: bool = False,
     progress: Callable[[GcReport], None] | None = None,
@@ -245,6 +260,9 @@ def collect_garbage(
         keep_unfetched_s: the window of a result no one has fetched (and of jobs that
             have none: failed, cancelled).
         batch: jobs removed per transaction (each holds the write lock briefly).
+        keep_tombstones_s: a removed job's tombstone is kept this long after its
+            removal (None: for good); after it, its id is unknown and its idempotency
+            key free again.
         now: the clock (wall time by default).
         dry_run: count, remove nothing.
         progress: called with the running totals after each batch.
@@ -277,5 +295,7 @@ def collect_garbage(
     total.canaries = store.prune_canaries(
         now - max(keep_fetched_s, keep_unfetched_s), dry_run=dry_run
     )
+    if keep_tombstones_s is not None:
+        total.tombstones = store.prune_tombstones(now - keep_tombstones_s, dry_run=dry_run)
     total.seconds = time.perf_counter() - started
     return total

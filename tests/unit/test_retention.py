@@ -103,6 +103,12 @@ def test_a_removed_jobs_idempotency_key_still_names_it(store: JobStore) -> None:
         _job(store, "second", key="nightly-1", at=NOW)
     with pytest.raises(JobNotFoundError):
         store.get("second")
+    # a year on, the tombstone goes: the id is unknown and the key free again
+    report = _gc(store, keep_tombstones_s=365 * DAY, now=NOW + 366 * DAY)
+    assert report.tombstones == 1  # type: ignore[attr-defined]
+    with pytest.raises(JobNotFoundError, match="no such job"):
+        store.get("first")
+    _job(store, "third", key="nightly-1", at=NOW + 366 * DAY)
 
 
 def test_a_job_that_moved_on_is_not_removed(store: JobStore) -> None:

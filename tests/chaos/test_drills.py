@@ -1,0 +1,114 @@
+"""Chaos drills on a real local farm (see ``tests/chaos/drill.py``).
+
+The fast subset runs with every test run: a few kills of each actor over one
+workload. The full drills (100 device kills, 50 scheduler kills, calibration manager
+kills) run by command::
+
+    python -m pytest tests/chaos -m chaos_full -p no:randomly
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qrt_ray import QuantumRuntime
+from qrt_ray.config import FaultConfig, PolicyConfig, SchedulingConfig, load_farm_config_text
+from tests.chaos.drill import crash_drill, run_drill, schedule
+from tests.circuits import SMALL_FARM
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+FARM = load_farm_config_text(SMALL_FARM)
+DEVICES = [d.name for d in FARM.devices]
+# a killed device is noticed within seconds: a batch unanswered for 20 s is hung, a
+# device that answers no poll for 15 s is restarted
+POLICIES = PolicyConfig(
+    scheduling=SchedulingConfig(slice_shots=1000),
+    faults=FaultConfig(
+        hung_batch_min_s=20, hung_batch_factor=2, snapshot_timeout_s=5, silent_restart_s=15
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def farm(ray_head: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
+    store = tmp_path_factory.mktemp("chaos") / "jobs.sqlite3"
+    rt = QuantumRuntime.local(FARM, store=store, policies=POLICIES)
+    yield rt, store
+    rt.shutdown()
+
+
+def _drill(farm: tuple, counts: dict[str, int], *, jobs: int, span_s: float, seed: int):
+    rt, store = farm
+    faults = schedule(seed, counts, span_s, DEVICES)
+    report = run_drill(rt, store, faults, jobs=jobs, shots=2000, seed=seed)
+    print(json.dumps({"drill": counts, **report.row()}))
+    assert not report.problems(), "\n".join(report.problems())
+    assert len(report.recovery_s) == len(faults)
+    return report
+
+
+def test_actor_kills_lose_nothing_and_count_nothing_twice(farm: tuple) -> None:
+    report = _drill(
+        farm, {"device": 2, "scheduler": 1, "calibration": 1}, jobs=40, span_s=15.0, seed=11
+    )
+    assert report.states.get("DONE", 0) == report.jobs  # kills fail no job here
+
+
+@pytest.mark.chaos_full
+@pytest.mark.timeout(7200)
+@pytest.mark.parametrize(
+    ("counts", "jobs", "span_s"),
+    [
+        ({"device": 100}, 600, 1500.0),
+        ({"scheduler": 50}, 400, 900.0),
+        ({"calibration": 20}, 200, 400.0),
+    ],
+    ids=["device-kills-100", "scheduler-kills-50", "calibration-kills-20"],
+)
+def test_full_drill(farm: tuple, counts: dict[str, int], jobs: int, span_s: float) -> None:
+    _drill(farm, counts, jobs=jobs, span_s=span_s, seed=sum(counts.values()))
+
+
+def test_the_schedule_is_reproducible_from_its_seed() -> None:
+    a = schedule(3, {"device": 5, "scheduler": 2}, 60.0, DEVICES)
+    assert a == schedule(3, {"device": 5, "scheduler": 2}, 60.0, DEVICES)
+    assert a != schedule(4, {"device": 5, "scheduler": 2}, 60.0, DEVICES)
+    assert [f.at_s for f in a] == sorted(f.at_s for f in a) and len(a) == 7
+    assert {f.target for f in a if f.kind == "device"} <= set(DEVICES)
+
+
+def _crash(store_url: str, runs: int, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    report = crash_drill(store_url, runs=runs, per_run=8, seed=runs, cwd=ROOT, env=env)
+    print(
+        json.dumps(
+            {
+                "drill": "kill -9",
+                "runs": report.runs,
+                "killed": report.killed,
+                "acknowledged": report.acknowledged,
+                "lost": len(report.lost),
+                "stored": report.jobs_stored,
+                "seconds": round(report.seconds, 1),
+            }
+        )
+    )
+    assert not report.problems(), "\n".join(report.problems())
+    assert report.killed >= runs // 2 and report.acknowledged > 0
+
+
+def test_kill_9_mid_write_loses_no_acknowledged_job(tmp_path: Path) -> None:
+    _crash(str(tmp_path / "jobs.sqlite3"), 2, tmp_path)
+
+
+@pytest.mark.chaos_full
+@pytest.mark.timeout(14_400)
+def test_kill_9_a_thousand_times(store_url: str, tmp_path: Path) -> None:
+    _crash(store_url, 1000, tmp_path)
