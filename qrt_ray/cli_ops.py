@@ -127,9 +127,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
         f"{report.shot_rows} shot-ledger rows, {report.blobs} blobs "
         f"({report.blob_bytes / 1e6:.1f} MB) and {report.canaries} canary rounds "
         f"in {report.seconds:.1f} s\n"
-        f"windows: {keep_fetched / 86400:g} days once fetched, "
-        f"{keep_unfetched / 86400:g} days otherwise; the billing ledger and audit chain "
-        "are kept"
+        f"windows: {_span(keep_fetched)} once fetched, {_span(keep_unfetched)} otherwise; "
+        "the billing ledger and audit chain are kept"
     )
     if size_before is not None and size_after is not None:
         text += f"\nstore: {size_before / 1e6:.1f} MB before, {size_after / 1e6:.1f} MB after"
@@ -137,6 +136,15 @@ def cmd_gc(args: argparse.Namespace) -> int:
             text += " (freed pages are reused; the file shrinks with VACUUM)"
     args.print(args, data, text)
     return 0
+
+
+def _span(seconds: float) -> str:
+    """``7 days``, ``12 h``, ``90 s``."""
+    if seconds >= 86_400:
+        return f"{seconds / 86_400:g} days"
+    if seconds >= 3_600:
+        return f"{seconds / 3_600:g} h"
+    return f"{seconds:g} s"
 
 
 def store_bytes(store: Any) -> int | None:
