@@ -1195,9 +1195,6 @@ class Scheduler:
         if time.monotonic() - self._gc_at < cfg.interval_s:
             return
         self._gc_at = time.monotonic()
-        collect = getattr(self.store, "purge_jobs", None)
-        if collect is None:
-            return  # a store without retention (none ships)
 
         def run() -> GcReport:
             report = collect_garbage(
@@ -1240,17 +1237,18 @@ class Scheduler:
                         f"job {job_id} is {rec.state.value}, not DONE; no result yet"
                     )
                 out.append((rec.result_sha256, self.store.get_blob(rec.result_sha256)))
-            first = [j for j in dict.fromkeys(job_ids) if j not in self._fetched]
-            if first and hasattr(self.store, "mark_fetched"):
-                # the retention window of a fetched result starts to count
+            if first:  # the retention window of a fetched result starts to count
                 self.store.mark_fetched(first, self._clock())
-                for j in first:
-                    self._fetched[j] = None
-                while len(self._fetched) > _FETCHED_KEPT:
-                    self._fetched.popitem(last=False)
             return out
 
-        return await asyncio.to_thread(read)
+        # which fetches are first ones is decided here, on the loop, not in the thread
+        first = [j for j in dict.fromkeys(job_ids) if j not in self._fetched]
+        out = await asyncio.to_thread(read)
+        for j in first:
+            self._fetched[j] = None
+        while len(self._fetched) > _FETCHED_KEPT:
+            self._fetched.popitem(last=False)
+        return out
 
     async def cancel(self, job_id: str) -> tuple[JobState, bool]:
         """Cancel a job that has not finished; returns (state now, whether it changed).

@@ -21,12 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qrt_ray.models import DeviceSnapshot, DeviceStatus
-from qrt_ray.policies.placement import Weights
-
-# The same floors as the composite score's (see qrt_ray.policies.placement).
-_MIN_COST_USD = 1e-4
-_MIN_SECONDS = 1e-3
-_MIN_FIDELITY = 1e-12
+from qrt_ray.policies.placement import MIN_COST_USD, MIN_FIDELITY, MIN_SECONDS, Weights
 
 
 @dataclass(slots=True)
@@ -58,7 +53,6 @@ class FarmColumns:
     def __init__(self, snapshots: Sequence[DeviceSnapshot]) -> None:
         self.snapshots = tuple(snapshots)
         self.names = tuple(s.name for s in self.snapshots)
-        self.position = {name: i for i, name in enumerate(self.names)}
         self.num_qubits = np.array([s.num_qubits for s in self.snapshots], dtype=np.int64)
         self.offline = np.array([s.status is DeviceStatus.OFFLINE for s in self.snapshots])
         self.accepting = np.array([s.accepting for s in self.snapshots])
@@ -69,7 +63,6 @@ class FarmColumns:
         self.name_rank[np.argsort(np.array(self.names, dtype=object), kind="stable")] = np.arange(
             len(self.names)
         )
-        self.calibration_key = tuple(s.calibration.calibration_id for s in self.snapshots)
         self.jobs: dict[tuple[str, ...], JobColumns] = {}
 
     def __len__(self) -> int:
@@ -97,9 +90,9 @@ def composite_scores(
 ) -> np.ndarray:
     """:func:`~qrt_ray.policies.placement.composite_score` of many devices at once."""
     return (
-        w.fidelity * np.log(np.maximum(fidelity, _MIN_FIDELITY))
-        - w.time * np.log(np.maximum(completion_s, _MIN_SECONDS))
-        - w.cost * np.log(np.maximum(cost_usd, _MIN_COST_USD))
+        w.fidelity * np.log(np.maximum(fidelity, MIN_FIDELITY))
+        - w.time * np.log(np.maximum(completion_s, MIN_SECONDS))
+        - w.cost * np.log(np.maximum(cost_usd, MIN_COST_USD))
         - w.delay * completion_s
     )
 

@@ -48,9 +48,9 @@ from qrt_ray.models import (
 POLICIES = POLICY_NAMES
 # Floors keep the logarithms finite: a free device or an instant run is not infinitely
 # better than a cheap or quick one.
-_MIN_COST_USD = 1e-4
-_MIN_SECONDS = 1e-3
-_MIN_FIDELITY = 1e-12
+MIN_COST_USD = 1e-4
+MIN_SECONDS = 1e-3
+MIN_FIDELITY = 1e-12
 # a refusal names this many devices and counts the rest
 _STATES_SHOWN = 10
 
@@ -181,9 +181,9 @@ def composite_score(c: Candidate, w: Weights) -> float:
     """``w_f ln(fidelity) - w_t ln(completion_s) - w_c ln(cost_usd) - w_d completion_s``;
     higher is better."""
     return (
-        w.fidelity * math.log(max(c.fidelity, _MIN_FIDELITY))
-        - w.time * math.log(max(c.completion_s, _MIN_SECONDS))
-        - w.cost * math.log(max(c.cost_usd, _MIN_COST_USD))
+        w.fidelity * math.log(max(c.fidelity, MIN_FIDELITY))
+        - w.time * math.log(max(c.completion_s, MIN_SECONDS))
+        - w.cost * math.log(max(c.cost_usd, MIN_COST_USD))
         - w.delay * c.completion_s
     )
 

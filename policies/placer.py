@@ -48,7 +48,7 @@ from qrt_ray.policies.placement import (
     resolve_weights,
     within_limits,
 )
-from qrt_ray.policies.simtime import CircuitWork, SimTimeModel, estimated_work
+from qrt_ray.policies.simtime import CircuitWork, SimCost, SimTimeModel, estimated_work
 
 # On a farm of more devices, a decision's explanation shows this many of them (the best
 # of its ranking), and only the devices that could win are estimated in full.
@@ -163,6 +163,17 @@ class Placer:
         found = self.estimator.bound(h, profile, snap.calibration)
         return (*found, False)
 
+    def _cheap(
+        self, circuits: list[tuple[str, CircuitProfile]], snap: DeviceSnapshot
+    ) -> tuple[float, float, bool]:
+        """(mean ESP, mean shot duration, all exact) of :meth:`_bound` over ``circuits``."""
+        found = [self._bound(h, p, snap) for h, p in circuits]
+        return (
+            sum(b for b, _, _ in found) / len(found),
+            sum(d for _, d, _ in found) / len(found),
+            all(known for _, _, known in found),  # figures exact, detail not built
+        )
+
     # -- candidates ----------------------------------------------------------------------
 
     def _candidate(
@@ -177,11 +188,9 @@ class Placer:
         cheap figures (``bound``: (fidelity, shot duration, exact) already read)."""
         snap = load.snapshot
         circuits = circuits if circuits is not None else job.distinct()
-        if bound is not None:
-            fidelity, duration, exact = bound
-            swaps = [0] * len(circuits)
-            detail: dict[str, Any] = {}
-        elif exact:
+        detail: dict[str, Any] = {}
+        swaps = [0] * len(circuits)
+        if exact and bound is None:
             ests = [self.full(h, p, snap) for h, p in circuits]
             fidelity = sum(e.esp for e in ests) / len(ests)
             duration = sum(e.duration_s for e in ests) / len(ests)
@@ -193,12 +202,7 @@ class Placer:
                 "errors": first.breakdown,
             }
         else:
-            cheap = [self._bound(h, p, snap) for h, p in circuits]
-            fidelity = sum(b for b, _, _ in cheap) / len(cheap)
-            duration = sum(d for _, d, _ in cheap) / len(cheap)
-            swaps = [0] * len(circuits)
-            exact = all(known for _, _, known in cheap)  # figures exact, detail not built
-            detail = {}
+            fidelity, duration, exact = bound if bound is not None else self._cheap(circuits, snap)
         detail["shot_duration_s"] = duration
         if len(set(job.hashes)) > len(circuits):
             detail["estimated_circuits"] = len(circuits)
@@ -361,11 +365,7 @@ class Placer:
         duration = np.full(n, np.nan)
         exact = np.zeros(n, dtype=bool)
         for i in np.flatnonzero(fits):
-            snap = farm.snapshots[i]
-            cheap = [self._bound(h, p, snap) for h, p in circuits]
-            fidelity[i] = sum(b for b, _, _ in cheap) / len(cheap)
-            duration[i] = sum(d for _, d, _ in cheap) / len(cheap)
-            exact[i] = all(known for _, _, known in cheap)
+            fidelity[i], duration[i], exact[i] = self._cheap(circuits, farm.snapshots[i])
         made = JobColumns(fidelity, exact, duration)
         if len(farm.jobs) >= _JOB_COLUMNS_KEPT:
             farm.jobs.pop(next(iter(farm.jobs)))
@@ -388,13 +388,16 @@ class Placer:
             return base * rt.factors(farm.names)[idx]
         works = [_work(p, 0) for _, p in circuits]
         scale = n / len(circuits)
+        priors: dict[tuple[bool, int], SimCost] = {}  # one per kind of device
         out = np.empty(len(idx))
         for k, i in enumerate(idx):
             snap = farm.snapshots[i]
-            run_s, _, _ = self.sim_time.predict(
-                snap.name, works, job.shots, gpu=snap.gpu, threads=snap.threads
-            )
-            out[k] = run_s * scale
+            kind = (snap.gpu, snap.threads)
+            if kind not in priors:
+                priors[kind] = self.sim_time.job_prior(
+                    works, job.shots, gpu=snap.gpu, threads=snap.threads
+                )
+            out[k] = self.sim_time.expected_s(snap.name, priors[kind], job.shots) * scale
         return out
 
     def _short_list(

@@ -94,7 +94,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         )
     history = StoredHistory(args.store)
     try:
-        size_before = store_bytes(history.store)
+        size_before = history.store.data_bytes()
 
         def progress(so_far: Any) -> None:
             if not args.json and sys.stderr.isatty():
@@ -109,7 +109,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             progress=progress,
         )
-        size_after = store_bytes(history.store)
+        size_after = history.store.data_bytes()
     finally:
         history.close()
     data = {
@@ -145,23 +145,6 @@ def _span(seconds: float) -> str:
     if seconds >= 3_600:
         return f"{seconds / 3_600:g} h"
     return f"{seconds:g} s"
-
-
-def store_bytes(store: Any) -> int | None:
-    """Bytes the store's data takes (SQLite: its pages in use; PostgreSQL: the
-    database's size), or None when it cannot tell."""
-    try:
-        rows = store.read_sql("SELECT pg_database_size(current_database())")
-        return int(rows[0][0])
-    except Exception:
-        pass
-    try:
-        (count,) = store.read_sql("PRAGMA page_count")[0]
-        (free,) = store.read_sql("PRAGMA freelist_count")[0]
-        (size,) = store.read_sql("PRAGMA page_size")[0]
-        return int((count - free) * size)
-    except Exception:
-        return None
 
 
 # == qrt integrity ================================================================

@@ -16,6 +16,7 @@ from typing import Any
 
 from qrt_ray.lifecycle import ErrorClass, JobState
 from qrt_ray.models import JobSpec
+from qrt_ray.store.retention import GcReport, PurgedJob
 
 
 def sha256_hex(data: bytes) -> str:
@@ -288,6 +289,45 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Flush pending writes and release the database."""
+
+    # -- retention (see qrt_ray.store.retention) ----------------------------------------
+
+    @abc.abstractmethod
+    def mark_fetched(self, job_ids: Sequence[str], at: float) -> int:
+        """Record the first fetch of these jobs' results; returns how many were new."""
+
+    @abc.abstractmethod
+    def expired_jobs(
+        self, now: float, keep_fetched_s: float, keep_unfetched_s: float, limit: int
+    ) -> list[str]:
+        """Ids of finished jobs past their retention window, oldest first."""
+
+    @abc.abstractmethod
+    def purge_jobs(self, job_ids: Sequence[str], at: float, *, dry_run: bool = False) -> GcReport:
+        """Remove finished jobs and what only they refer to, leaving tombstones."""
+
+    @abc.abstractmethod
+    def prune_canaries(self, before: float, *, dry_run: bool = False) -> int:
+        """Remove canary rounds recorded before ``before``."""
+
+    @abc.abstractmethod
+    def prune_tombstones(self, before: float, *, dry_run: bool = False) -> int:
+        """Remove tombstones of jobs removed before ``before``."""
+
+    @abc.abstractmethod
+    def purged(self, job_id: str) -> PurgedJob | None:
+        """The tombstone of a job retention removed, if it was."""
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    def data_bytes(self) -> int | None:
+        """Bytes the store's data takes now (None: the backend cannot tell)."""
+        return None
+
+    def engine_check(self, deep: bool = False) -> list[str] | None:
+        """The database engine's own consistency check: the problems it reports
+        (empty: none), or None where the engine checks itself as it goes."""
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,10 @@ class PostgresJobStore(SQLJobStore):
     def _connect(self) -> _Connection:
         return _open(self.url)
 
+    def data_bytes(self) -> int:
+        """The database's size on the server."""
+        return int(self.read_sql("SELECT pg_database_size(current_database())")[0][0])
+
     def _broken(self, exc: Exception) -> bool:
         if isinstance(exc, psycopg.InterfaceError | StoreUnavailableError):
             return True

@@ -23,9 +23,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qrt_ray.lifecycle import JobState
+
+if TYPE_CHECKING:
+    from qrt_ray.store.base import JobStore
 
 FINAL_STATES = tuple(s.value for s in JobState if s.is_final)
 
@@ -241,7 +244,7 @@ def placeholders(n: int) -> str:
 
 
 def collect_garbage(
-    store: Any,
+    store: JobStore,
     *,
     keep_fetched_s: float,
     keep_unfetched_s: float,
@@ -255,7 +258,7 @@ def collect_garbage(
     canary rounds older than the longer window.
 
     Args:
-        store: a :class:`~qrt_ray.store.sql.SQLJobStore`.
+        store: the job store.
         keep_fetched_s: a fetched result's window, from the job's end.
         keep_unfetched_s: the window of a result no one has fetched (and of jobs that
             have none: failed, cancelled).

@@ -87,6 +87,21 @@ class SQLiteJobStore(SQLJobStore):
     def _connect(self) -> sqlite3.Connection:
         return _connect(self.path)
 
+    def data_bytes(self) -> int:
+        """Bytes of the pages in use (freed pages are reused; the file shrinks only
+        with ``VACUUM``)."""
+        (count,) = self.read_sql("PRAGMA page_count")[0]
+        (free,) = self.read_sql("PRAGMA freelist_count")[0]
+        (size,) = self.read_sql("PRAGMA page_size")[0]
+        return int((count - free) * size)
+
+    def engine_check(self, deep: bool = False) -> list[str]:
+        """SQLite's ``quick_check`` (``integrity_check`` when deep, which also reads
+        every index against its table)."""
+        rows = self.read_sql("PRAGMA integrity_check" if deep else "PRAGMA quick_check")
+        found = [str(r[0]) for r in rows]
+        return [] if found == ["ok"] else found
+
     @property
     def _write_conn(self) -> sqlite3.Connection:
         """The writer's connection (tests read its per-connection settings)."""

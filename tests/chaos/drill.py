@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import itertools
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +33,7 @@ import ray
 
 from qrt_ray import JobHandle, JobState, QuantumRuntime
 from qrt_ray import farm as farm_mod
+from qrt_ray.models import STORED, JobSpec
 from qrt_ray.store import open_store
 from qrt_ray.store.integrity import IntegrityReport, check_integrity
 from tests.circuits import ghz
@@ -267,10 +271,6 @@ def crash_drill(
     a random moment (from ``seed``) while it submits and runs jobs, then one run left to
     finish everything; checks that every acknowledged job is DONE, none was made
     twice, the ledger and the store are consistent."""
-    import signal
-    import subprocess
-    import sys
-
     rng = random.Random(seed)
     started = time.monotonic()
     acked: dict[str, str] = {}
@@ -328,8 +328,6 @@ def crash_drill(
                 lost.append(job_id)
         rows = store.read_sql("SELECT job_id, spec_json FROM jobs")
         ledger = []
-        from qrt_ray.models import STORED, JobSpec
-
         for job_id, spec_json in rows:
             shots = JobSpec.model_validate_json(spec_json, context=STORED).shots
             if store.get(job_id).state is JobState.DONE:

@@ -84,7 +84,7 @@ def test_the_schedule_is_reproducible_from_its_seed() -> None:
     assert {f.target for f in a if f.kind == "device"} <= set(DEVICES)
 
 
-def _crash(store_url: str, runs: int, tmp_path: Path) -> None:
+def _crash(store_url: str, runs: int) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     report = crash_drill(store_url, runs=runs, per_run=8, seed=runs, cwd=ROOT, env=env)
     print(
@@ -105,10 +105,10 @@ def _crash(store_url: str, runs: int, tmp_path: Path) -> None:
 
 
 def test_kill_9_mid_write_loses_no_acknowledged_job(tmp_path: Path) -> None:
-    _crash(str(tmp_path / "jobs.sqlite3"), 2, tmp_path)
+    _crash(str(tmp_path / "jobs.sqlite3"), 2)
 
 
 @pytest.mark.chaos_full
 @pytest.mark.timeout(14_400)
-def test_kill_9_a_thousand_times(store_url: str, tmp_path: Path) -> None:
-    _crash(store_url, 1000, tmp_path)
+def test_kill_9_a_thousand_times(store_url: str) -> None:
+    _crash(store_url, 1000)
