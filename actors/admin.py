@@ -1,5 +1,5 @@
-"""The operator's calls: tenants, tokens, usage, monthly bills, the audit chain and
-the service level objectives.
+"""The operator's calls: tenants, tokens, usage, monthly bills, the audit chain, the
+service level objectives and post-processing rollouts.
 
 Operators reach these through Ray (``qrt tenants``, ``qrt tokens``, ``qrt bill``,
 ``qrt audit``): holding the Ray token is the operator's credential. Every change is
@@ -9,22 +9,30 @@ sealed into the audit chain as the ``operator``'s.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from qrt_ray.access.limits import month_bounds, month_of
 from qrt_ray.access.tokens import parse_scopes
+from qrt_ray.actors.rollouts import Rollouts
 from qrt_ray.actors.tenant_api import TenantAPI, usage
 from qrt_ray.errors import ValidationError, brief
 from qrt_ray.slo import SloConfig, SloReport, evaluate_slos, load_slo_config
+from qrt_ray.store.integrity import check_integrity
+from qrt_ray.store.retention import collect_garbage
 
 
 class Admin:
     """Operator operations by name: ``call(operation, args)``."""
 
-    def __init__(self, api: TenantAPI) -> None:
+    def __init__(
+        self, api: TenantAPI, rollouts: Rollouts | None = None, store_label: str = ""
+    ) -> None:
         self.api = api
         self.access = api.access
+        self.rollouts = rollouts
+        self.store_label = store_label
         self._ops: dict[str, Callable[..., Awaitable[Any]]] = {
             "tenant_set": self._tenant_set,
             "tenants": self._tenants,
@@ -37,6 +45,11 @@ class Admin:
             "audit_verify": self._audit_verify,
             "audit_tail": self._audit_tail,
             "slo": self._slo,
+            "rollouts": self._rollouts,
+            "rollout_start": self._rollout_start,
+            "rollout_rollback": self._rollout_rollback,
+            "gc": self._gc,
+            "integrity": self._integrity,
         }
 
     async def call(self, operation: str, args: Any) -> Any:
@@ -102,6 +115,74 @@ class Admin:
         return await asyncio.to_thread(
             evaluate_slos, cfg, self.api.store, now=self.api._clock(), devices=devices
         )
+
+    async def _gc(
+        self,
+        keep_fetched_s: float | None = None,
+        keep_unfetched_s: float | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Remove finished jobs past their retention window from the farm's store
+        (``qrt gc``); None windows: the farm's own ``retention`` policy."""
+        cfg = self.api.scheduler.retention
+        fetched = cfg.keep_fetched_s if keep_fetched_s is None else keep_fetched_s
+        unfetched = cfg.keep_unfetched_s if keep_unfetched_s is None else keep_unfetched_s
+        for name, value in (("keep_fetched_s", fetched), ("keep_unfetched_s", unfetched)):
+            if not _seconds(value):
+                raise ValidationError(f"{name}={brief(value, 40)}: expected seconds above 0")
+        if unfetched < fetched:
+            raise ValidationError(
+                f"keep_unfetched_s={unfetched:g} is shorter than keep_fetched_s={fetched:g}; "
+                "make the unfetched window at least the fetched one"
+            )
+        if not isinstance(dry_run, bool):
+            raise ValidationError(f"dry_run: expected true or false, got {brief(dry_run, 20)}")
+        store = self.api.store
+        before = await asyncio.to_thread(store.data_bytes)
+        report = await asyncio.to_thread(
+            collect_garbage,
+            store,
+            keep_fetched_s=fetched,
+            keep_unfetched_s=unfetched,
+            batch=cfg.batch,
+            keep_tombstones_s=max(cfg.keep_tombstones_s, unfetched),
+            dry_run=dry_run,
+        )
+        after = await asyncio.to_thread(store.data_bytes)
+        return {
+            **report.as_dict(),
+            "store": self.store_label,
+            "keep_fetched_s": fetched,
+            "keep_unfetched_s": unfetched,
+            "store_bytes_before": before,
+            "store_bytes_after": after,
+        }
+
+    async def _integrity(self, deep: bool = False) -> dict[str, Any]:
+        """Check the farm's store's invariants (``qrt integrity``)."""
+        if not isinstance(deep, bool):
+            raise ValidationError(f"deep: expected true or false, got {brief(deep, 20)}")
+        report = await asyncio.to_thread(check_integrity, self.api.store, deep=deep)
+        return {"store": self.store_label, **report.as_dict(), "text": report.render()}
+
+    def _book(self) -> Rollouts:
+        if self.rollouts is None:
+            raise ValidationError("rollouts: this farm keeps no post-processing versions")
+        return self.rollouts
+
+    async def _rollouts(self) -> list[dict[str, Any]]:
+        """Each post-processing method: served version, candidate, phase, why."""
+        return self._book().view()
+
+    async def _rollout_start(self, method: str, version: str) -> dict[str, Any]:
+        """Run ``version`` of ``method`` on canaries beside the served one."""
+        return await self._book().start(method, version)
+
+    async def _rollout_rollback(self, method: str, reason: str = "") -> dict[str, Any]:
+        """Stop a candidate in shadow, or undo the last promotion."""
+        if not isinstance(reason, str):
+            raise ValidationError(f"reason: expected text, got {type(reason).__name__}")
+        return await self._book().rollback(method, reason)
 
     async def _usage(self, tenant: str, month: str | None = None) -> dict[str, Any]:
         return await usage(self.api, tenant, month)
@@ -188,3 +269,13 @@ class Admin:
             after = max(0, (top[0] if top else 0) - int(limit))
         records = await asyncio.to_thread(store.audit_records, int(after), int(limit))
         return [r.view() for r in records]
+
+
+def _seconds(value: Any) -> bool:
+    """A finite number of seconds above 0 (not a bool)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )

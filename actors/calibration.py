@@ -23,7 +23,7 @@ import datetime
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -85,9 +85,15 @@ class CalibrationPorts(Protocol):
         ...
 
     async def run_canaries(
-        self, device: str, specs: Sequence[CanarySpec], shots: int, seed: int | None
+        self,
+        device: str,
+        specs: Sequence[CanarySpec],
+        shots: int,
+        seed: int | None,
+        versions: Mapping[str, Sequence[str]] | None = None,
     ) -> list[CanaryResult]:
-        """Run canaries on a device (see :meth:`qrt_ray.actors.device.Device.run_canaries`)."""
+        """Run canaries on a device, post-processed by each of ``versions`` (see
+        :meth:`qrt_ray.actors.device.Device.run_canaries`)."""
         ...
 
     async def recalibrate(self, device: str) -> CalibrationSnapshot:
@@ -123,9 +129,16 @@ class LocalCalibrationPorts:
         return [d.snapshot() for d in self.devices.values()]
 
     async def run_canaries(
-        self, device: str, specs: Sequence[CanarySpec], shots: int, seed: int | None
+        self,
+        device: str,
+        specs: Sequence[CanarySpec],
+        shots: int,
+        seed: int | None,
+        versions: Mapping[str, Sequence[str]] | None = None,
     ) -> list[CanaryResult]:
-        return await asyncio.to_thread(self.devices[device].run_canaries, specs, shots, seed)
+        return await asyncio.to_thread(
+            self.devices[device].run_canaries, specs, shots, seed, versions
+        )
 
     async def recalibrate(self, device: str) -> CalibrationSnapshot:
         return self.devices[device].recalibrate()
@@ -173,8 +186,11 @@ class CalibrationManager:
         clock: Callable[[], float] = time.time,
         seed: int | None = None,
         devices: Sequence[str] | None = None,
+        versions: Callable[[], Mapping[str, Sequence[str]]] | None = None,
     ) -> None:
         self.store = store
+        # the post-processing versions each canary round runs (None: the defaults)
+        self._versions = versions
         self.ports = ports
         self.config = config
         self._clock = clock
@@ -366,7 +382,10 @@ class CalibrationManager:
             max_chains=self.config.max_chains,
         )
         seed = None if self._seed is None else self._seed + round_index * 7919 + len(name)
-        results = await self.ports.run_canaries(name, specs, self.config.canary_shots, seed)
+        versions = await asyncio.to_thread(self._versions) if self._versions else None
+        results = await self.ports.run_canaries(
+            name, specs, self.config.canary_shots, seed, versions
+        )
         account = self.accounts[name]
         account.canary_rounds += 1
         account.canary_s += len(specs) * self.config.canary_shots * self.config.shot_s

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ray
@@ -89,10 +89,22 @@ class RayCalibrationPorts:
         return [s for s in got if isinstance(s, DeviceSnapshot)]
 
     async def run_canaries(
-        self, device: str, specs: Sequence[CanarySpec], shots: int, seed: int | None
+        self,
+        device: str,
+        specs: Sequence[CanarySpec],
+        shots: int,
+        seed: int | None,
+        versions: Mapping[str, Sequence[str]] | None = None,
     ) -> list[CanaryResult]:
+        wanted = {m: list(v) for m, v in versions.items()} if versions else None
         return await self._call(
-            device, "run_canaries", list(specs), shots, seed, timeout_s=_CANARY_TIMEOUT_S
+            device,
+            "run_canaries",
+            list(specs),
+            shots,
+            seed,
+            wanted,
+            timeout_s=_CANARY_TIMEOUT_S,
         )
 
     async def recalibrate(self, device: str) -> CalibrationSnapshot:
@@ -135,8 +147,9 @@ class CalibrationActor:
         self.store = SchedulerStore(SCHEDULER_NAME, namespace)
         self.config = policies.calibration
         ports = RayCalibrationPorts(devices, timeout_s=policies.faults.snapshot_timeout_s)
+        store = self.store
         self.manager = CalibrationManager(
-            self.store, ports, self.config, devices=list(device_names)
+            store, ports, self.config, devices=list(device_names), versions=store.canary_versions
         )
         # Ray runs an async actor's constructor inside its event loop: starting here
         # also restarts the loop when Ray brings the actor back after a crash.

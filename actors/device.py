@@ -9,6 +9,7 @@ queue's rules are in :mod:`~qrt_ray.actors.device_queue`, batch execution in
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import threading
@@ -25,13 +26,15 @@ from qrt_ray.calibration import load_backend, snapshot_from_backend, with_recomp
 from qrt_ray.config import DeviceConfig, LinkConfig, SchedulingConfig
 from qrt_ray.drift import DriftProcess, capped_error
 from qrt_ray.dynamic import with_loop_exits
-from qrt_ray.errors import DeviceUnavailableError
+from qrt_ray.errors import DeviceUnavailableError, brief
 from qrt_ray.mitigation.readout import ReadoutCalibration
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.noise import NoiseModelCache, target_from_snapshot
 from qrt_ray.policies.canary import CanaryResult, CanarySpec
 from qrt_ray.reports import sign_run, sign_start
 from qrt_ray.results import RawRun, RunError
+
+logger = logging.getLogger("qrt.device")
 
 __all__ = ["Device", "FaultPlan", "WorkItem"]
 
@@ -92,6 +95,7 @@ class Device:
             link=link or LinkConfig(),
             clock=clock,
             sleep=sleep,
+            chaos=config.chaos,
         )
         self.probes = Probes(
             self.name,
@@ -278,7 +282,7 @@ class Device:
         true = (
             self.calibration if self._drift is None else self._drift.true_calibration(self._clock())
         )
-        factor = self.faults.hidden_error
+        factor = self.faults.hidden_error * self.faults.drift_error
         if factor == 1.0:
             return true
         return with_recomputed_id(
@@ -301,6 +305,7 @@ class Device:
         else:
             measured = self._drift.recalibrate(now)
         self.set_calibration(measured)
+        self.faults.drift_error = 1.0  # a retune fixes drift (hidden faults stay)
         with self._lock:
             self.degraded = ""
         return measured
@@ -354,6 +359,17 @@ class Device:
         runs = self.executor.execute(batch, self.calibration, self.true_calibration, self.degraded)
         return [self._signed(r) for r in runs]
 
+    def execute_reporting(self, batch: Sequence[WorkItem]) -> list[RawRun]:
+        """:meth:`execute`, with a simulator that raised reported as a run of each
+        item that produced no shots (``RunError.SIMULATOR``: every job of the batch is
+        then a suspect of crashing it; see :mod:`qrt_ray.policies.quarantine`)."""
+        try:
+            return self.execute(batch)
+        except Exception as exc:
+            logger.exception("device %s: simulator failed", self.name)
+            error = f"simulator error: {brief(str(exc), 300)}"
+            return [self.no_run(i, error, kind=RunError.SIMULATOR) for i in batch]
+
     def no_run(self, item: WorkItem, error: str, *, kind: RunError = RunError.NONE) -> RawRun:
         """A run of ``item`` that produced no shots, and why (signed); the scheduler
         reruns it."""
@@ -372,11 +388,15 @@ class Device:
     # -- probes (beside the queue) ------------------------------------------------------
 
     def run_canaries(
-        self, specs: Sequence[CanarySpec], shots: int, seed: int | None = None
+        self,
+        specs: Sequence[CanarySpec],
+        shots: int,
+        seed: int | None = None,
+        versions: Mapping[str, Sequence[str]] | None = None,
     ) -> list[CanaryResult]:
         """Run canaries on the true noise and predict them from the calibration (see
         :meth:`Probes.run_canaries`)."""
-        return self.probes.run_canaries(specs, shots, seed)
+        return self.probes.run_canaries(specs, shots, seed, versions)
 
     def readout_calibration(
         self, qubits: Sequence[int], shots: int, max_age_s: float, seed: int | None = None

@@ -28,6 +28,7 @@ from qrt_ray import logs, tracing
 from qrt_ray.actors.device import Device, FaultPlan, WorkItem
 from qrt_ray.calibration import calibration_from_json
 from qrt_ray.config import DeviceConfig, PolicyConfig, load_policy_config
+from qrt_ray.errors import ValidationError, brief
 from qrt_ray.mitigation.readout import ReadoutCalibration
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.policies.canary import CanaryResult, CanarySpec
@@ -169,10 +170,14 @@ class DeviceActor:
         self.device.restore_calibration(calibration)
 
     def run_canaries(
-        self, specs: Sequence[CanarySpec], shots: int, seed: int | None
+        self,
+        specs: Sequence[CanarySpec],
+        shots: int,
+        seed: int | None,
+        versions: dict[str, list[str]] | None = None,
     ) -> list[CanaryResult]:
         """Run canary circuits; see :meth:`qrt_ray.actors.device.Device.run_canaries`."""
-        return self.device.run_canaries(specs, shots, seed)
+        return self.device.run_canaries(specs, shots, seed, versions)
 
     def readout_calibration(
         self, qubits: Sequence[int], shots: int, max_age_s: float, seed: int | None = None
@@ -198,6 +203,26 @@ class DeviceActor:
         self.device.faults = FaultPlan(
             list(partial_fractions), corrupt, hang_s, list(link_errors), hidden_error
         )
+
+    def inject_fault(self, kind: str, value: float) -> None:
+        """One fault of a game day, leaving the others as they are: ``drift`` (errors
+        ``value`` times the calibration's until the next recalibration) or ``outage``
+        (the control link answers nothing for ``value`` seconds from now).
+
+        Raises:
+            ValidationError: an unknown kind or a value out of range.
+        """
+        plan = self.device.faults
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if kind == "drift" and number and 1.0 <= value <= 100.0:
+            plan.drift_error = float(value)
+        elif kind == "outage" and number and 0.0 <= value <= 86_400.0:
+            plan.link_down_until = time.time() + float(value)
+        else:
+            raise ValidationError(
+                f"fault {brief(kind, 20)!r}={brief(value, 20)}: use drift (1 to 100 times "
+                "the errors) or outage (0 to 86400 s)"
+            )
 
     def stats(self) -> dict[str, int]:
         """Batches and circuits run so far, and batches taken but not yet reported."""
@@ -275,11 +300,7 @@ class DeviceActor:
         if not batch:
             return False
         started = time.time()
-        try:
-            runs = self.device.execute(batch)
-        except Exception as exc:
-            logger.exception("device %s: simulator failed", self.device.name)
-            runs = [self.device.no_run(i, f"simulator error: {exc}") for i in batch]
+        runs = self.device.execute_reporting(batch)
         if tracing.enabled():
             self._spans(batch, runs, started, time.time())
         self._reports.put(runs)

@@ -54,6 +54,9 @@ class WorkItem:
     dispatch: str = ""  # the scheduler's token for this hand-off (runs carry it back)
     traceparent: str = ""  # the job's trace (W3C): the run's span joins it
     noise: str = "device"  # "ideal": run without the device's noise (JobSpec.noise)
+    # a suspect of crashing its simulator: runs in a batch of its own
+    # (qrt_ray.policies.quarantine)
+    solo: bool = False
 
 
 class DeviceQueue:
@@ -112,7 +115,8 @@ class DeviceQueue:
         ``max_device_share`` of the batch. A job asking for more than ``slice_shots``
         shots runs one slice now and leaves the rest queued with its original arrival
         time, so work that ranks higher and arrives meanwhile goes first at the next
-        batch boundary (preemption); a running batch is never cut.
+        batch boundary (preemption); a running batch is never cut. A ``solo`` item
+        (a suspect of crashing its simulator) runs in a batch of its own.
         """
         batch: list[WorkItem] = []
         if not self._waiting:
@@ -143,6 +147,8 @@ class DeviceQueue:
                 break
             if batch and shared and per_tenant.get(item.tenant, 0) + width > tenant_cap:
                 continue  # this tenant has its share of the batch; others first
+            if batch and item.solo:
+                continue  # a suspect waits for a batch of its own
             piece, rest = self._slice(item)
             if rest is None:
                 taken.add(i)
@@ -153,6 +159,8 @@ class DeviceQueue:
             per_tenant[item.tenant] = per_tenant.get(item.tenant, 0) + width
             self.queued_shots -= piece.shots * width
             self._served[item.tenant] = self._served.get(item.tenant, 0.0) + piece.shots
+            if item.solo:
+                break
         self._waiting = [e for i, e in enumerate(self._waiting) if i not in taken]
         return batch
 

@@ -9,6 +9,8 @@ drills inject. Plain Python: :class:`~qrt_ray.actors.device.Device` owns one.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 import random
 import secrets
 import threading
@@ -23,7 +25,7 @@ from qiskit_aer import AerSimulator
 from qrt_ray.actors.device_queue import WorkItem
 from qrt_ray.aer import counts_of, method_options, sim_method_for, simulate, touched_qubits
 from qrt_ray.compiler import compiled_stats, decode_compiled
-from qrt_ray.config import LinkConfig
+from qrt_ray.config import ChaosConfig, LinkConfig
 from qrt_ray.errors import ControlLinkError
 from qrt_ray.mitigation.dd import pad_dynamical_decoupling
 from qrt_ray.mitigation.twirling import copies_for, run_twirled, split_shots
@@ -38,6 +40,8 @@ from qrt_ray.policies.simtime import (
     prior_cost,
 )
 from qrt_ray.results import RawRun, RunError, counts_checksum, slice_seed, trim_counts
+
+logger = logging.getLogger("qrt.device")
 
 # A device runs a batch in simulator calls of about PIECE_TARGET_S each (see
 # qrt_ray.policies.simtime.plan_pieces), at most this many circuits a call: batching
@@ -66,6 +70,11 @@ class FaultPlan:
     # gate and readout errors are this many times what any calibration measures: a
     # fault recalibration cannot see or fix (canaries keep failing)
     hidden_error: float = 1.0
+    # gate and readout errors are this many times the calibration's until the device
+    # is next recalibrated (a drift canaries should find and a retune fixes)
+    drift_error: float = 1.0
+    # every batch meets a control link that times out until this unix time (an outage)
+    link_down_until: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +126,12 @@ class Executor:
         link: LinkConfig,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        chaos: ChaosConfig | None = None,
     ) -> None:
         self.name = name
         self.link = link
         self.faults = FaultPlan()
+        self._chaos = chaos  # built-in faults (drills): a poison job's seed
         # called after each simulator call of a batch (the actor tells the scheduler)
         self.on_progress: Callable[[], None] | None = None
         self.batches_run = 0
@@ -176,6 +187,7 @@ class Executor:
         compiled for another calibration is refused (the scheduler recompiles it).
         """
         cal = calibration
+        self._poison(batch)
         if self.faults.hang_s > 0:
             stall, self.faults.hang_s = self.faults.hang_s, 0.0
             time.sleep(stall)
@@ -218,6 +230,16 @@ class Executor:
         self.batches_run += 1
         return runs
 
+    def _poison(self, batch: Sequence[WorkItem]) -> None:
+        """A drill's poison job crashes the simulator (the device's config says which)."""
+        chaos = self._chaos
+        if chaos is None or not any(i.seed == chaos.poison_seed for i in batch):
+            return
+        if chaos.effect == "crash":
+            logger.error("%s: poison job in the batch; the simulator crashes", self.name)
+            os._exit(70)  # what a segfault in the simulator does to the device process
+        raise RuntimeError(f"the simulator crashed on {self.name} (a drill's poison job)")
+
     def no_run(
         self,
         item: WorkItem,
@@ -252,6 +274,10 @@ class Executor:
 
     def _open_link(self) -> ControlLinkError | None:
         """Talk to the control electronics; returns the error that stopped it, if any."""
+        if self._clock() < self.faults.link_down_until:
+            return ControlLinkError(
+                f"control link of {self.name}: no answer (the device is down)", transient=True
+            )
         for retry in range(self.link.retries + 1):
             if not self.faults.link_errors:
                 return None

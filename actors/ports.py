@@ -91,7 +91,7 @@ async def run_ready_batches(scheduler: DeviceCallbacks, devices: Iterable[Device
         if not batch:
             continue
         keep = set(await scheduler.batch_started(dev.name, *dev.claim(batch)))
-        runs = dev.execute([i for i in batch if i.job_id in keep])
+        runs = dev.execute_reporting([i for i in batch if i.job_id in keep])
         await scheduler.batch_finished(dev.name, runs)
         progressed = True
     return progressed

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from qrt_ray.aer import method_options, sim_method_for, simulate
 from qrt_ray.errors import MitigationError, ValidationError
-from qrt_ray.mitigation.readout import ReadoutCalibration, mitigate_counts
+from qrt_ray.mitigation import pipelines
+from qrt_ray.mitigation.readout import ReadoutCalibration
 from qrt_ray.mitigation.readout_cache import ReadoutCache
 from qrt_ray.models import CalibrationSnapshot
 from qrt_ray.noise import NoiseModelCache
@@ -69,9 +70,18 @@ class Probes:
         self._predicted = {k: v for k, v in self._predicted.items() if k[0] == calibration_id}
 
     def run_canaries(
-        self, specs: Sequence[CanarySpec], shots: int, seed: int | None = None
+        self,
+        specs: Sequence[CanarySpec],
+        shots: int,
+        seed: int | None = None,
+        versions: Mapping[str, Sequence[str]] | None = None,
     ) -> list[CanaryResult]:
         """Run canary circuits on the true noise; predict them from the calibration.
+
+        ``versions``: per post-processing method, the versions to apply to each
+        canary's counts, the served one first (None: each method's default). The
+        served one's value is recorded under the method's name, the others under
+        :func:`~qrt_ray.mitigation.pipelines.shadow_key`.
 
         Each canary is compiled onto its own qubits. The prediction samples the
         current calibration's noise model (``_PREDICTION_SHOTS_FACTOR`` times the
@@ -84,8 +94,9 @@ class Probes:
         circuits = [self._canary_circuit(spec) for spec in specs]
         counts: list[dict[str, int]] = []
         measured = self._sample(self._true(), specs, circuits, shots, seed, counts)
+        wanted = versions or {m: [v] for m, v in pipelines.DEFAULT_VERSIONS.items()}
         mitigated = [
-            self._mitigated(cal, spec, c, shots, seed)
+            self._mitigated(cal, spec, c, shots, seed, wanted)
             for spec, c in zip(specs, counts, strict=True)
         ]
         todo = [
@@ -121,26 +132,45 @@ class Probes:
         counts: dict[str, int],
         shots: int,
         seed: int | None,
+        versions: Mapping[str, Sequence[str]],
     ) -> dict[str, float | None]:
-        """The canary's success probability after each mitigation method (None where
-        the method failed): how much mitigation helps on circuits with known answers.
+        """The canary's success probability after each mitigation version (None where
+        it failed): how much mitigation helps on circuits with known answers, and
+        whether a candidate version agrees with the served one.
 
         Readout mitigation uses the device's measured readout errors of the canary's
         qubits (clbit k reads ``spec.qubits[k]``), reused for an hour per calibration.
         """
+        readout_versions = list(versions.get("readout", ()))
+        if not readout_versions:
+            return {}
+        keys = ["readout", *(pipelines.shadow_key("readout", v) for v in readout_versions[1:])]
         try:
             readout, _ = self._readout.get(
                 self.name, cal.calibration_id, spec.qubits, shots=shots, max_age_s=3600.0, seed=seed
             )
             p01, p10 = readout.errors_for(spec.qubits)
-            quasi = mitigate_counts({k.replace(" ", ""): v for k, v in counts.items()}, p01, p10)
         except (MitigationError, ValueError) as exc:
-            logger.warning(
-                "%s: readout mitigation of canary %s failed: %s", self.name, spec.name, exc
-            )
-            return {"readout": None}
-        # not clipped: a quasi-probability above 1 is over-correction, an error too
-        return {"readout": sum(p for k, p in quasi.probabilities.items() if k in spec.ideal)}
+            logger.warning("%s: readout errors of canary %s failed: %s", self.name, spec.name, exc)
+            return dict.fromkeys(keys)
+        joined = {k.replace(" ", ""): v for k, v in counts.items()}
+        out: dict[str, float | None] = {}
+        for key, version in zip(keys, readout_versions, strict=True):
+            try:
+                quasi = pipelines.pipeline("readout", version).apply(joined, p01, p10, None, False)
+            except (MitigationError, ValueError, ValidationError) as exc:
+                logger.warning(
+                    "%s: readout mitigation %s of canary %s failed: %s",
+                    self.name,
+                    version,
+                    spec.name,
+                    exc,
+                )
+                out[key] = None
+                continue
+            # not clipped: a quasi-probability above 1 is over-correction, an error too
+            out[key] = sum(p for k, p in quasi.probabilities.items() if k in spec.ideal)
+        return out
 
     def readout_calibration(
         self, qubits: Sequence[int], shots: int, max_age_s: float, seed: int | None = None

@@ -78,6 +78,7 @@ from qrt_ray.policies.jobflow import (
     JobMachine,
     Placed,
     PlacementRefused,
+    Poisoned,
     Recovered,
     Requeue,
     ResultFailed,
@@ -93,6 +94,7 @@ from qrt_ray.policies.jobflow import (
 from qrt_ray.policies.jobs import Expected, LiveJob
 from qrt_ray.policies.placement import describe
 from qrt_ray.policies.placer import DeviceLoad, JobShape, Placer
+from qrt_ray.policies.quarantine import Quarantine, poison_error
 from qrt_ray.policies.simtime import SimCost
 from qrt_ray.reports import new_dispatch, verify_run, verify_start
 from qrt_ray.results import RawRun, RunError, decode_run, encode_result, encode_run, shots_executed
@@ -201,6 +203,9 @@ class Scheduler:
         )
         self.machine = JobMachine(MAX_ATTEMPTS)
         self._jobs = self.machine.jobs
+        # jobs whose simulator failed under them run alone; repeat offenders are
+        # dead-lettered (policies/quarantine.py)
+        self.quarantine = Quarantine(policies.faults.poison_after)
         # when a recalibration was last asked for each device (max_calibration_age_s)
         self._fresh_asked: dict[str, float] = {}
         self._pending: list[tuple[int, float, str]] = []
@@ -385,6 +390,7 @@ class Scheduler:
 
     def _retired(self, rec: JobRecord) -> None:
         self._finished_at.append(self._clock())
+        self.quarantine.forget(rec.job_id)
         self.metrics.job_latency.labels(final_state=rec.state.value).observe(
             max(0.0, rec.updated_at - rec.created_at)
         )
@@ -588,13 +594,28 @@ class Scheduler:
         """Send every job waiting or running on a lost device back to placement (it
         restarted, so its queue and running batch are gone, or was given up as hung)."""
         self.view.watch.forget(device)
-        lost = [
-            DeviceLost(job.job_id, reason)
+        running = self._jobs.on_device(device, S.RUNNING)
+        # whatever ran when the device went may have crashed it
+        poisoned = self._crashed([j.job_id for j in running], f"{device}: {reason}")
+        lost: list[Event] = [
+            poisoned.get(job.job_id) or DeviceLost(job.job_id, reason)
             for job in self._jobs.on_device(device, S.PLACED, S.RUNNING)
         ]
         await self._handle(lost)
         if lost:
             logger.info("took %d jobs back from %s: %s", len(lost), device, reason)
+
+    def _crashed(self, job_ids: Sequence[str], reason: str) -> dict[str, Poisoned]:
+        """Note that the simulator failed under a batch of these jobs; the dead-letter
+        event of each that is now poison."""
+        alone = len(job_ids) == 1
+        out = {}
+        for job_id in job_ids:
+            if self.quarantine.crashed(job_id, alone):
+                failures = self.quarantine.failures_alone(job_id)
+                out[job_id] = Poisoned(job_id, poison_error(job_id, failures, reason))
+                logger.warning("job %s dead-lettered after %d failures alone", job_id, failures)
+        return out
 
     async def _expire(self) -> None:
         now = self._clock()
@@ -815,6 +836,8 @@ class Scheduler:
             if job is not None:
                 cal_id = job.record.calibration_id or ""
                 item = work_item(job.record, job.runs, compiled[i.job_id], cal_id)
+                if self.quarantine.is_suspect(job.job_id):
+                    item = replace(item, solo=True)
                 prior = None
                 if snap is not None:
                     prior = self._expect_compiled(job, snap, compiled[i.job_id], item.shots)
@@ -906,7 +929,19 @@ class Scheduler:
         self.view.link_outcome(device, runs, now)
         events: list[Event] = []
         accepted: list[tuple[RawRun, collector.Verdict]] = []
+        crashed = [
+            r.job_id
+            for r in runs
+            if r.error_kind is RunError.SIMULATOR
+            and (j := self._jobs.get(r.job_id)) is not None
+            and j.state is S.RUNNING
+            and j.record.attempts == r.attempt
+        ]
+        poisoned = self._crashed(crashed, f"{device}: {runs[0].error}") if crashed else {}
         for run in runs:
+            if run.job_id in poisoned:
+                events.append(poisoned[run.job_id])
+                continue
             job = self._jobs.get(run.job_id)
             if not self._authentic(device, run, job):
                 continue

@@ -18,6 +18,7 @@ from qrt_ray.actors.access import OPERATOR, Access
 from qrt_ray.actors.admin import Admin
 from qrt_ray.actors.device import WorkItem
 from qrt_ray.actors.requests import decode_specs, device_arg, job_id_arg, job_ids_arg
+from qrt_ray.actors.rollouts import Rollouts
 from qrt_ray.actors.scheduler import Scheduler
 from qrt_ray.actors.tenant_api import TenantAPI
 from qrt_ray.actors.views import event_views, record_view
@@ -58,6 +59,7 @@ CALIBRATION_STORE_OPERATIONS = frozenset(
         "maintenance_windows",
         "add_maintenance",
         "remove_maintenance",
+        "canary_versions",  # the rollouts', not the store's: see calibration_store
     }
 )
 
@@ -315,14 +317,17 @@ class SchedulerActor:
         )
         self.scheduler.audit_key = self.access.audit_key
         self.scheduler.on_billed = self.access.billed
+        # post-processing versions: served to clients, rolled out on canaries (F10)
+        self.rollouts = Rollouts(self.store, policies.rollout, self.metrics, self.access.audit)
         self.tenant_api = TenantAPI(
             self.scheduler,
             self.access,
             policies.intake,
             wait_cap_s=policies.tenancy.wait_cap_s,
             readout=self._readout,
+            served=self.rollouts.served,
         )
-        self.admin = Admin(self.tenant_api)
+        self.admin = Admin(self.tenant_api, self.rollouts, self._store_label)
         self.scheduler.telemetry.known_devices(device_names)
 
         # Ray runs an async actor's constructor on its event loop: the actor starts
@@ -330,6 +335,7 @@ class SchedulerActor:
         self._starting = asyncio.get_running_loop().create_task(self._start())
 
     async def _start(self) -> int:
+        await asyncio.to_thread(self.rollouts.load)
         history = {
             d: await asyncio.to_thread(self.store.canaries, d, _CANARY_LOOKBACK)
             for d in self._device_handles
@@ -362,16 +368,20 @@ class SchedulerActor:
 
     async def calibration_store(self, operation: str, *args: Any) -> Any:
         """The calibration manager's way to the store, which only this actor opens:
-        calibration history, canary rounds and maintenance windows."""
+        calibration history, canary rounds and maintenance windows; and the
+        post-processing versions each canary round runs (``canary_versions``)."""
         if operation not in CALIBRATION_STORE_OPERATIONS:
             raise ValidationError(
                 f"operation={brief(operation)}: use one of "
                 f"{', '.join(sorted(CALIBRATION_STORE_OPERATIONS))}"
             )
         await self._started()
+        if operation == "canary_versions":
+            return self.rollouts.canary_versions()
         got = await asyncio.to_thread(getattr(self.store, operation), *args)
         if operation == "record_canary":
             canary_metrics.observe_round(self.metrics, args[0])
+            await self.rollouts.observe(args[0])
         elif operation == "add_maintenance":
             (w,) = args
             detail = {"start": w.start, "end": w.end, "reason": w.reason[:200]}
@@ -385,6 +395,11 @@ class SchedulerActor:
         elif operation == "remove_maintenance" and got:
             await self.access.audit([AuditEntry(OPERATOR, "maintenance.remove", "", str(args[0]))])
         return got
+
+    async def mitigation_versions(self) -> dict[str, str]:
+        """The post-processing version of each method user jobs get."""
+        await self._started()
+        return self.rollouts.served()
 
     async def submit(self, spec_jsons: list[str]) -> list[dict[str, Any]]:
         """Admit jobs given as JobSpec JSON (data only; never pickled circuits).

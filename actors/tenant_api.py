@@ -64,6 +64,7 @@ class TenantAPI:
         *,
         wait_cap_s: float,
         readout: Callable[[str, list[int], int, float], Awaitable[Any]] | None = None,
+        served: Callable[[], dict[str, str]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.scheduler = scheduler
@@ -73,6 +74,7 @@ class TenantAPI:
         self.wait_cap_s = wait_cap_s
         self._clock = clock
         self._readout = readout
+        self._served = served
         self._waits: dict[str, int] = {}  # open wait calls by tenant
         self._ops: dict[str, tuple[Scope, Handler]] = {
             "whoami": (Scope.READ, self._whoami),
@@ -87,6 +89,7 @@ class TenantAPI:
             "devices": (Scope.READ, self._devices),
             "usage": (Scope.READ, self._usage),
             "readout": (Scope.SUBMIT, self._readout_call),
+            "mitigation": (Scope.READ, self._mitigation),
         }
 
     @property
@@ -278,6 +281,11 @@ class TenantAPI:
 
     async def _devices(self, p: Principal, _: dict[str, Any]) -> list[dict[str, Any]]:
         return [device_view(s) for s in await self.scheduler.devices()]
+
+    async def _mitigation(self, p: Principal, payload: dict[str, Any]) -> dict[str, Any]:
+        """The post-processing version of each method the farm serves now (a client
+        applies these: ``{"versions": {"readout": "1"}}``)."""
+        return {"versions": self._served() if self._served is not None else {}}
 
     async def _readout_call(self, p: Principal, payload: dict[str, Any]) -> dict[str, Any]:
         """A device's readout errors for mitigation; shots measured for it are billed

@@ -234,6 +234,16 @@ class Unrecoverable:
 
 
 @dataclass(frozen=True, slots=True)
+class Poisoned:
+    """The job's circuits crashed its simulator again and again while it ran alone
+    (:mod:`qrt_ray.policies.quarantine`): it is dead-lettered, never run again."""
+
+    name: ClassVar[str] = "poisoned"
+    job_id: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
 class ResultStored:
     """The job's result was built from its runs and stored under ``sha256``."""
 
@@ -268,6 +278,7 @@ Event = (
     | CancelRequested
     | Recovered
     | Unrecoverable
+    | Poisoned
     | ResultStored
     | ResultFailed
 )
@@ -402,6 +413,7 @@ ROWS: tuple[Row, ...] = (
     Row(Recovered.name, S.RUNNING, S.POSTPROCESSING, (E.FINISH,), "all shots in"),
     Row(Recovered.name, S.POSTPROCESSING, None, (E.FINISH,)),
     *(Row(Unrecoverable.name, s, S.FAILED) for s in LIVE_STATES),
+    *(Row(Poisoned.name, s, S.FAILED, (E.DROP,)) for s in (S.QUEUED, S.PLACED, S.RUNNING)),
     Row(ResultStored.name, S.POSTPROCESSING, S.DONE),
     Row(ResultFailed.name, S.POSTPROCESSING, S.FAILED),
 )
@@ -803,6 +815,12 @@ def _on_unrecoverable(m: JobMachine, job: LiveJob, e: Unrecoverable, now: float)
     return _Choice(S.FAILED, "unrecoverable", fields={"error": error}, error_class=EC.UNRECOVERABLE)
 
 
+def _on_poisoned(m: JobMachine, job: LiveJob, e: Poisoned, now: float) -> _Choice | None:
+    if job.state not in (S.QUEUED, S.PLACED, S.RUNNING):
+        return None
+    return _Choice(S.FAILED, "dead-lettered", fields={"error": e.error}, error_class=EC.POISON)
+
+
 def _on_result_stored(m: JobMachine, job: LiveJob, e: ResultStored, now: float) -> _Choice | None:
     if job.state is not S.POSTPROCESSING:
         return None
@@ -834,6 +852,7 @@ _HANDLERS: dict[type, Handler] = {
     CancelRequested: _on_cancel,
     Recovered: _on_recovered,
     Unrecoverable: _on_unrecoverable,
+    Poisoned: _on_poisoned,
     ResultStored: _on_result_stored,
     ResultFailed: _on_result_failed,
 }

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qrt_ray import cli_access, cli_ops, logs
+from qrt_ray import cli_access, cli_changes, cli_ops, logs
 from qrt_ray.errors import (
     JobNotFoundError,
     JobTimeoutError,
@@ -1219,6 +1219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_access.register(add)
     cli_ops.register(add, _reader)
+    cli_changes.register(add)
 
     s = add("submit", cmd_submit, "submit one job of OpenQASM files")
     s.add_argument("files", nargs="+", metavar="FILE.qasm")

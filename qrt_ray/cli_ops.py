@@ -76,21 +76,51 @@ def _slo_report(args: argparse.Namespace, config: Any) -> SloReport:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     """Remove finished jobs past the store's retention window (see
-    :mod:`qrt_ray.store.retention`); the store may be in use by a running farm."""
+    :mod:`qrt_ray.store.retention`): the running farm's store, through the farm, or
+    with ``--store`` (or no farm running) that store directly; a farm may be using it."""
     from qrt_ray.cli_access import duration_s
     from qrt_ray.config import load_policy_config
+
+    cfg = load_policy_config(args.policies).retention
+    keep_fetched = duration_s(args.keep_fetched) if args.keep_fetched else None
+    keep_unfetched = duration_s(args.keep_unfetched) if args.keep_unfetched else None
+    if args.policies is not None:  # that file's windows, where no flag names one
+        keep_fetched = keep_fetched if keep_fetched is not None else cfg.keep_fetched_s
+        keep_unfetched = keep_unfetched if keep_unfetched is not None else cfg.keep_unfetched_s
+    for flag, value in (("--keep-fetched", keep_fetched), ("--keep-unfetched", keep_unfetched)):
+        if value is not None and value <= 0:
+            raise ValidationError(f"{flag} {value:g} s: must be above 0")
+    rt = None if args.store else _farm_or_none(args)
+    if rt is not None:
+        data = rt.administer(
+            "gc", keep_fetched_s=keep_fetched, keep_unfetched_s=keep_unfetched, dry_run=args.dry_run
+        )
+    else:
+        data = _gc_locally(args, cfg, keep_fetched, keep_unfetched)
+    args.print(args, data, _gc_text(data))
+    return 0
+
+
+def _farm_or_none(args: argparse.Namespace) -> Any:
+    """The running farm, or None when none runs here (the store is read directly)."""
+    try:
+        return args.connect(args)
+    except (RuntimeNotRunningError, ConnectionError):
+        return None
+
+
+def _gc_locally(
+    args: argparse.Namespace, cfg: Any, keep_fetched: float | None, keep_unfetched: float | None
+) -> dict[str, Any]:
     from qrt_ray.history import StoredHistory
     from qrt_ray.store.retention import collect_garbage
 
-    cfg = load_policy_config(args.policies).retention
-    keep_fetched = duration_s(args.keep_fetched) if args.keep_fetched else cfg.keep_fetched_s
-    keep_unfetched = (
-        duration_s(args.keep_unfetched) if args.keep_unfetched else cfg.keep_unfetched_s
-    )
-    if keep_fetched <= 0 or keep_unfetched < keep_fetched:
+    fetched = cfg.keep_fetched_s if keep_fetched is None else keep_fetched
+    unfetched = cfg.keep_unfetched_s if keep_unfetched is None else keep_unfetched
+    if unfetched < fetched:
         raise ValidationError(
-            f"--keep-fetched {keep_fetched:g} s and --keep-unfetched {keep_unfetched:g} s: "
-            "both must be above 0, and the unfetched window at least the fetched one"
+            f"--keep-fetched {fetched:g} s and --keep-unfetched {unfetched:g} s: the "
+            "unfetched window must be at least the fetched one"
         )
     history = StoredHistory(args.store)
     try:
@@ -102,40 +132,45 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
         report = collect_garbage(
             history.store,
-            keep_fetched_s=keep_fetched,
-            keep_unfetched_s=keep_unfetched,
+            keep_fetched_s=fetched,
+            keep_unfetched_s=unfetched,
             batch=cfg.batch,
-            keep_tombstones_s=max(cfg.keep_tombstones_s, keep_unfetched),
+            keep_tombstones_s=max(cfg.keep_tombstones_s, unfetched),
             dry_run=args.dry_run,
             progress=progress,
         )
         size_after = history.store.data_bytes()
     finally:
         history.close()
-    data = {
+    return {
         **report.as_dict(),
         "store": history.label,
-        "keep_fetched_s": keep_fetched,
-        "keep_unfetched_s": keep_unfetched,
+        "keep_fetched_s": fetched,
+        "keep_unfetched_s": unfetched,
         "store_bytes_before": size_before,
         "store_bytes_after": size_after,
     }
-    verb = "would remove" if args.dry_run else "removed"
-    states = ", ".join(f"{n} {s}" for s, n in sorted(report.by_state.items())) or "none"
+
+
+def _gc_text(data: dict[str, Any]) -> str:
+    dry = data["dry_run"]
+    verb = "would remove" if dry else "removed"
+    states = ", ".join(f"{n} {s}" for s, n in sorted(data["by_state"].items())) or "none"
     text = (
-        f"{verb} {report.jobs} finished jobs ({states}), {report.transitions} transitions, "
-        f"{report.shot_rows} shot-ledger rows, {report.blobs} blobs "
-        f"({report.blob_bytes / 1e6:.1f} MB) and {report.canaries} canary rounds "
-        f"in {report.seconds:.1f} s\n"
-        f"windows: {_span(keep_fetched)} once fetched, {_span(keep_unfetched)} otherwise; "
-        "the billing ledger and audit chain are kept"
+        f"{verb} {data['jobs']} finished jobs ({states}), {data['transitions']} transitions, "
+        f"{data['shot_rows']} shot-ledger rows, {data['blobs']} blobs "
+        f"({data['blob_bytes'] / 1e6:.1f} MB) and {data['canaries']} canary rounds "
+        f"in {data['seconds']:.1f} s from {data['store']}\n"
+        f"windows: {_span(data['keep_fetched_s'])} once fetched, "
+        f"{_span(data['keep_unfetched_s'])} otherwise; the billing ledger and audit chain "
+        "are kept"
     )
-    if size_before is not None and size_after is not None:
-        text += f"\nstore: {size_before / 1e6:.1f} MB before, {size_after / 1e6:.1f} MB after"
-        if not args.dry_run and report.jobs:
+    before, after = data["store_bytes_before"], data["store_bytes_after"]
+    if before is not None and after is not None:
+        text += f"\nstore: {before / 1e6:.1f} MB before, {after / 1e6:.1f} MB after"
+        if not dry and data["jobs"]:
             text += " (freed pages are reused; the file shrinks with VACUUM)"
-    args.print(args, data, text)
-    return 0
+    return text
 
 
 def _span(seconds: float) -> str:
@@ -151,23 +186,30 @@ def _span(seconds: float) -> str:
 
 
 def cmd_integrity(args: argparse.Namespace) -> int:
-    """Check the store's invariants (see :mod:`qrt_ray.store.integrity`); exit 1 when
-    any is broken."""
-    from qrt_ray.history import StoredHistory
-    from qrt_ray.store.integrity import check_integrity
+    """Check the store's invariants (see :mod:`qrt_ray.store.integrity`): the running
+    farm's store, or with ``--store`` (or no farm running) that one; exit 1 when any is
+    broken."""
+    rt = None if args.store else _farm_or_none(args)
+    if rt is not None:
+        data = rt.administer("integrity", deep=args.deep)
+        text = data.pop("text")
+    else:
+        from qrt_ray.history import StoredHistory
+        from qrt_ray.store.integrity import check_integrity
 
-    history = StoredHistory(args.store)
-    try:
+        history = StoredHistory(args.store)
+        try:
 
-        def progress(name: str) -> None:
-            if not args.json and sys.stderr.isatty():
-                print(f"  checking {name} ...", file=sys.stderr, flush=True)
+            def progress(name: str) -> None:
+                if not args.json and sys.stderr.isatty():
+                    print(f"  checking {name} ...", file=sys.stderr, flush=True)
 
-        report = check_integrity(history.store, deep=args.deep, progress=progress)
-    finally:
-        history.close()
-    args.print(args, {"store": history.label, **report.as_dict()}, report.render())
-    return 0 if report.ok else 1
+            report = check_integrity(history.store, deep=args.deep, progress=progress)
+        finally:
+            history.close()
+        data, text = {"store": history.label, **report.as_dict()}, report.render()
+    args.print(args, data, text)
+    return 0 if data["ok"] else 1
 
 
 # == qrt trace ====================================================================
@@ -359,8 +401,16 @@ def register(add: Callable[..., argparse.ArgumentParser], reader: Any) -> None:
     s.add_argument("--farm", help="farm YAML naming the devices (with --store)")
 
     g = add("gc", cmd_gc, "remove finished jobs past the store's retention window")
-    g.add_argument("--store", help="the job store (default: the farm's)")
-    g.add_argument("--policies", type=Path, help="policy file whose retention: applies")
+    g.add_argument(
+        "--store",
+        help="collect in this store directly (default: the running farm's, through it; "
+        "with no farm running, the default store)",
+    )
+    g.add_argument(
+        "--policies",
+        type=Path,
+        help="policy file whose retention: windows apply (default: the farm's own)",
+    )
     g.add_argument(
         "--keep-fetched",
         metavar="AGE",
@@ -374,7 +424,11 @@ def register(add: Callable[..., argparse.ArgumentParser], reader: Any) -> None:
     g.add_argument("--dry-run", action="store_true", help="count what would go; remove nothing")
 
     i = add("integrity", cmd_integrity, "check the job store's invariants (exit 1 if broken)")
-    i.add_argument("--store", help="the job store (default: the farm's)")
+    i.add_argument(
+        "--store",
+        help="check this store directly (default: the running farm's, through it; with "
+        "no farm running, the default store)",
+    )
     i.add_argument(
         "--deep",
         action="store_true",

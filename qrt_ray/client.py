@@ -759,6 +759,11 @@ class QuantumRuntime:
         handle = farm_mod.device_handle(device, self.namespace)
         return _unwrap(handle.readout_calibration, list(qubits), shots, max_age_s)
 
+    def mitigation_versions(self) -> dict[str, str]:
+        """The post-processing version of each method the farm serves now (what
+        ``qrt rollout`` moves): ``{"readout": "1"}``."""
+        return dict(self._call("mitigation_versions"))
+
     def drain(self, device: str) -> None:
         """Stop giving a device new work; what it already holds still runs (sealed
         into the audit chain as the operator's)."""

@@ -55,6 +55,23 @@ class DriftConfig(BaseModel):
     event_mean_h: float = Field(default=6.0, gt=0, allow_inf_nan=False)
 
 
+class ChaosConfig(BaseModel):
+    """Faults built into a device for chaos drills and game days; never set on a farm
+    that serves users.
+
+    Attributes:
+        poison_seed: a job submitted with this seed crashes the device's simulator
+            every time it runs, on this device after any restart (a poison job).
+        effect: ``crash`` kills the device's process (as a segfault in the simulator
+            would); ``raise`` makes the simulator raise under the batch.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    poison_seed: int = Field(ge=0, le=2**31 - 1)
+    effect: Literal["crash", "raise"] = "crash"
+
+
 class DeviceConfig(BaseModel):
     """One device of the farm: a fake IBM backend simulated by Aer, with its prices."""
 
@@ -72,6 +89,7 @@ class DeviceConfig(BaseModel):
     max_batch_circuits: int = Field(default=1000, ge=1)
     description: str | None = None
     drift: DriftConfig | None = None
+    chaos: ChaosConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -317,6 +335,9 @@ class FaultConfig(BaseModel):
     # a device that answers no status poll this long, with no batch in flight, is
     # restarted (a frozen process: nothing else would ever free its pinned work)
     silent_restart_s: float = Field(default=120.0, gt=0, allow_inf_nan=False)
+    # a job whose simulator failed this many times while it ran alone is dead-lettered
+    # (FAILED, class poison); see qrt_ray.policies.quarantine
+    poison_after: int = Field(default=3, ge=1, le=100)
 
 
 class LinkConfig(BaseModel):
@@ -420,6 +441,25 @@ class RetentionConfig(BaseModel):
         return self
 
 
+class RolloutConfig(BaseModel):
+    """When a post-processing version in shadow is promoted or rolled back
+    (:mod:`qrt_ray.policies.rollout`).
+
+    Attributes:
+        max_divergence: the largest gap allowed between the candidate's and the served
+            version's value on one canary (a success probability) before it is
+            rolled back.
+        promote_after_rounds: agreeing canary rounds before it is promoted...
+        min_canaries: ...which compared at least this many canaries in all.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_divergence: float = Field(default=0.05, gt=0, lt=1, allow_inf_nan=False)
+    promote_after_rounds: int = Field(default=6, ge=1, le=10_000)
+    min_canaries: int = Field(default=12, ge=1, le=1_000_000)
+
+
 class PolicyConfig(BaseModel):
     """``configs/policies.yaml``: default policy, weights, scheduling, time priors, faults,
     calibration, the intake gate's limits and the tenants' default limits."""
@@ -436,6 +476,7 @@ class PolicyConfig(BaseModel):
     intake: IntakeLimits = IntakeLimits()
     tenancy: TenancyConfig = TenancyConfig()
     retention: RetentionConfig = RetentionConfig()
+    rollout: RolloutConfig = RolloutConfig()
 
 
 def load_policy_config(path: str | Path | None = None) -> PolicyConfig:
@@ -510,6 +551,8 @@ def _describe_error(err: Any, root: yaml.Node | None) -> str:
         return f"{where}: required field is missing"
     if "at" in err.get("ctx", {}):
         return f"{where}: {message}"  # the input is the whole list; the message names the item
+    if not loc and err["type"] == "value_error":
+        return f"{where}: {message}"  # a check across fields; the document is not shown
     if not loc:
         # the whole document: not a mapping (another kind of file?); its text is not shown
         return (

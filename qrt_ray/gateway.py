@@ -289,6 +289,10 @@ class Gateway:
     async def readout(self, request: Request) -> JSONResponse:
         return await self._forward(request, "readout")
 
+    @app.get("/v1/mitigation", summary="The post-processing version of each method served")
+    async def mitigation(self, request: Request) -> JSONResponse:
+        return await self._answer(request, "mitigation", {})
+
     @app.get("/v1/devices", summary="The farm's devices and their calibrations")
     async def devices(self, request: Request) -> JSONResponse:
         return await self._answer(request, "devices", {})

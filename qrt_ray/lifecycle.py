@@ -45,6 +45,7 @@ class ErrorClass(StrEnum):
     DEADLINE = "deadline"  # max_execution_time_s ran out
     POSTPROCESS = "postprocess"  # the result could not be built or stored
     UNRECOVERABLE = "unrecoverable"  # the stored job could not be resumed after a restart
+    POISON = "poison"  # its circuits crashed the simulator again and again: dead-lettered
 
 
 _S = JobState

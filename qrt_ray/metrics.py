@@ -277,6 +277,20 @@ class RuntimeMetrics:
             ["device", "method", "level", "outcome"],
             registry=r,
         )
+        # F10: which post-processing version serves user jobs, which runs in shadow
+        self.pipeline_version = Gauge(
+            "qrt_postprocess_version",
+            "1 for each post-processing method's served version (role=served) and the "
+            "candidate of its rollout (role=shadow, promoted or rolled_back)",
+            ["method", "version", "role"],
+            registry=r,
+        )
+        self.rollout_changes = Counter(
+            "qrt_postprocess_rollout_changes_total",
+            "Rollout moves of post-processing versions: to=shadow|promoted|rolled_back",
+            ["method", "to"],
+            registry=r,
+        )
         # device state, for panels and alert suppression (1 for the current status)
         self.device_status = Gauge(
             "qrt_device_status",

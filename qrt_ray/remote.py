@@ -254,6 +254,10 @@ class RemoteRuntime(QuantumRuntime):
         """The tenant, user, token id and scopes of this runtime's token."""
         return self._http("GET", "/v1/whoami")
 
+    def mitigation_versions(self) -> dict[str, str]:
+        """The post-processing version of each method the farm serves now."""
+        return dict(self._http("GET", "/v1/mitigation")["versions"])
+
     def readout_calibration(
         self, device: str, qubits: Sequence[int], shots: int, max_age_s: float
     ) -> tuple[Any, int]:

@@ -26,6 +26,8 @@ class RunError(StrEnum):
     PERMANENT = "permanent"  # the device rejected the program: the job fails at once
     CALIBRATION = "calibration"  # compiled for a calibration the device has left: recompile,
     # costing no attempt
+    SIMULATOR = "simulator"  # the simulator raised under the batch: every job of it is
+    # a suspect (qrt_ray.policies.quarantine)
 
 
 @dataclass(frozen=True, slots=True)

@@ -210,6 +210,16 @@ class _ReducedMatrix:
         return self.xp.exp(log_d.astype(self.xp.float64)) / self.col_norm
 
 
+def assignment_matrix(
+    bits: np.ndarray, p01: Sequence[float], p10: Sequence[float], distance: int | None = None
+) -> np.ndarray:
+    """The column-normalized assignment matrix on the observed strings (N x N, float64,
+    NumPy), Hamming-truncated at ``distance`` (None: exact)."""
+    dist = bits.shape[1] if distance is None else max(0, min(distance, bits.shape[1]))
+    matrix = _ReducedMatrix(bits, np.asarray(p01, float), np.asarray(p10, float), dist, np)
+    return matrix.dense().astype(np.float64)
+
+
 def array_module(use_gpu: bool | None = None) -> Any:
     """CuPy when asked for (or, with None, when a GPU is usable), else NumPy."""
     if use_gpu is False:
@@ -321,6 +331,28 @@ def _gmres(
         x = x + update * inv_diag
 
 
+def observed(
+    counts: Mapping[str, int], p01: Sequence[float], p10: Sequence[float]
+) -> tuple[int, list[str], np.ndarray, np.ndarray]:
+    """(shots, the observed bitstrings, their bit matrix, their frequencies) of one
+    circuit's counts, checked against its readout errors.
+
+    Raises:
+        MitigationError: the counts are empty, or their width and the errors' differ.
+    """
+    shots = int(sum(counts.values()))
+    if shots <= 0:
+        raise MitigationError("counts are empty; nothing to mitigate")
+    strings = list(counts)
+    bits = bit_matrix(strings)
+    if bits.shape[1] != len(p01) or len(p01) != len(p10):
+        raise MitigationError(
+            f"counts have {bits.shape[1]} bits but readout errors were given for "
+            f"{len(p01)} qubits; give one (p01, p10) per clbit"
+        )
+    return shots, strings, bits, np.array([counts[s] for s in strings], dtype=float) / shots
+
+
 def mitigate_counts(
     counts: Mapping[str, int],
     p01: Sequence[float],
@@ -341,17 +373,7 @@ def mitigate_counts(
         MitigationError: the counts or errors do not fit each other, or the solve did
             not give finite numbers.
     """
-    shots = int(sum(counts.values()))
-    if shots <= 0:
-        raise MitigationError("counts are empty; nothing to mitigate")
-    strings = list(counts)
-    bits = bit_matrix(strings)
-    if bits.shape[1] != len(p01) or len(p01) != len(p10):
-        raise MitigationError(
-            f"counts have {bits.shape[1]} bits but readout errors were given for "
-            f"{len(p01)} qubits; give one (p01, p10) per clbit"
-        )
-    freqs = np.array([counts[s] for s in strings], dtype=float) / shots
+    shots, strings, bits, freqs = observed(counts, p01, p10)
     x, solver, iterations = solve_quasi(
         bits,
         freqs,

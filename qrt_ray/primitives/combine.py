@@ -22,10 +22,10 @@ from qrt_ray.mitigation.observables import (
     counts_to_distribution,
     group_estimate,
 )
+from qrt_ray.mitigation.pipelines import DEFAULT_VERSIONS, pipeline
 from qrt_ray.mitigation.readout import (
     MitigationError,
     ReadoutCalibration,
-    mitigate_counts,
     nearest_probability_distribution,
 )
 from qrt_ray.mitigation.zne import extrapolate
@@ -260,8 +260,11 @@ def combine_sampler_quasi(
     symmetric: bool,
     distance: int | None,
     project: bool,
+    version: str = DEFAULT_VERSIONS["readout"],
 ) -> list[dict[str, Any]]:
-    """Readout-mitigated quasi-distributions of a sampler PUB's circuits.
+    """Readout-mitigated quasi-distributions of a sampler PUB's circuits, by the
+    farm's served ``version`` of readout mitigation
+    (:mod:`qrt_ray.mitigation.pipelines`).
 
     Returns:
         Per circuit: ``quasi_dist`` (bitstring -> quasi-probability, registers joined
@@ -270,6 +273,7 @@ def combine_sampler_quasi(
     Raises:
         MitigationError: a circuit's measured qubits are unknown, or the solve failed.
     """
+    apply = pipeline("readout", version).apply
     out = []
     for c, m in zip(counts, measured, strict=True):
         joined: dict[str, int] = {}
@@ -277,7 +281,7 @@ def combine_sampler_quasi(
             k = key.replace(" ", "")
             joined[k] = joined.get(k, 0) + n
         p01, p10 = _measured_errors(m, readout, symmetric)
-        quasi = mitigate_counts(joined, p01, p10, distance=distance, use_gpu=None)
+        quasi = apply(joined, p01, p10, distance, None)
         dist = quasi.probabilities
         entry: dict[str, Any] = {"quasi_dist": dist, "overhead": quasi.mitigation_overhead}
         if project:

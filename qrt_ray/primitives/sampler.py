@@ -24,6 +24,7 @@ from qiskit.primitives.containers.sampler_pub import SamplerPub, SamplerPubLike
 from qrt_ray.circuits import to_qasm
 from qrt_ray.dynamic import dynamic_reason, walk
 from qrt_ray.errors import ValidationError, brief
+from qrt_ray.mitigation.pipelines import DEFAULT_VERSIONS
 from qrt_ray.mitigation.twirling import copies_for
 from qrt_ray.primitives.combine import combine_sampler_quasi
 from qrt_ray.primitives.construct import SWEEP_CHUNK, bind, make_template, sampler_circuits
@@ -238,7 +239,10 @@ def _on_farm(
     res = options.resilience
     quasi: list[Any] = [None] * len(pubs)
     readout = {}
+    version = None
     if res.measure_mitigation:
+        # the farm's served version, the same for every PUB of this run
+        version = mode.runtime.mitigation_versions().get("readout", DEFAULT_VERSIONS["readout"])
         readout = fetch_readout(mode, results, res.readout_shots, res.readout_max_age_s)
         calls = [
             (
@@ -250,6 +254,7 @@ def _on_farm(
                 and copies_for(req.twirl, req.shots) >= 2,
                 res.readout_distance,
                 True,
+                version,
             )
             for r, req in zip(results, requests, strict=True)
         ]
@@ -258,6 +263,8 @@ def _on_farm(
     out = []
     for k, (pub, result) in enumerate(zip(pubs, results, strict=True)):
         out.append(_pub_result(pub, carried[k], result, rng, quasi[k], readout, notes[k], options))
+        if version is not None:
+            out[-1].qrt["mitigation"]["readout"]["version"] = version
         # the PUB's circuits within its farm job (a job may hold several PUBs)
         out[-1].qrt["farm_circuits"] = list(submitted.slices[k][1:])
     return out
@@ -270,9 +277,16 @@ def _quasi(
     symmetric: bool,
     distance: int | None,
     project: bool,
+    version: str,
 ) -> list[dict[str, Any]]:
     return combine_sampler_quasi(
-        counts, measured, cal, symmetric=symmetric, distance=distance, project=project
+        counts,
+        measured,
+        cal,
+        symmetric=symmetric,
+        distance=distance,
+        project=project,
+        version=version,
     )
 
 

@@ -23,6 +23,8 @@ ERROR_CLASS_RUNBOOKS: dict[ErrorClass, RunbookPage] = {
     ErrorClass.UNRECOVERABLE: "storage-corruption",
     ErrorClass.DEVICE: "network-partition",
     ErrorClass.DEVICE_LOST: "network-partition",
+    # a job whose circuits crash its device: device restarts that follow one job
+    ErrorClass.POISON: "network-partition",
     ErrorClass.DEADLINE: "high-queue-latency",
     ErrorClass.PLACEMENT: "high-queue-latency",
 }

@@ -269,6 +269,14 @@ class JobStore(abc.ABC):
         """A device's canary rounds, newest first."""
 
     @abc.abstractmethod
+    def save_rollout(self, method: str, state_json: str, at: float) -> None:
+        """Keep a post-processing method's rollout state (one row per method)."""
+
+    @abc.abstractmethod
+    def rollouts(self) -> dict[str, str]:
+        """Every method's stored rollout state (JSON), by method."""
+
+    @abc.abstractmethod
     def add_maintenance(self, window: MaintenanceWindow) -> None:
         """Schedule a maintenance window."""
 

@@ -18,6 +18,15 @@ _ERROR_CLASS = """
 
 # 9: retention. When a client first fetched a job's result, and a tombstone for each
 # job removed by retention (so its id and idempotency key still answer clearly).
+# 10: the served and candidate version of each post-processing method (rollouts).
+_ROLLOUTS = """
+    CREATE TABLE rollouts (
+        method TEXT PRIMARY KEY,
+        state_json TEXT NOT NULL,
+        updated_at {real} NOT NULL
+    );
+"""
+
 _RETENTION = """
     ALTER TABLE jobs ADD COLUMN fetched_at {real};
     CREATE TABLE purged_jobs (
@@ -216,6 +225,7 @@ MIGRATIONS: tuple[str, ...] = (
     "",
     _ERROR_CLASS,
     _RETENTION.format(real="REAL"),
+    _ROLLOUTS.format(real="REAL"),
 )
 
 POSTGRES_MIGRATIONS: tuple[str, ...] = (
@@ -385,6 +395,7 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     """,
     _ERROR_CLASS,
     _RETENTION.format(real="DOUBLE PRECISION"),
+    _ROLLOUTS.format(real="DOUBLE PRECISION"),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

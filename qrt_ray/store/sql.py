@@ -534,6 +534,19 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
             CanaryRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), json.loads(r[6])) for r in rows
         ]
 
+    def save_rollout(self, method: str, state_json: str, at: float) -> None:
+        self._write(
+            lambda conn: conn.execute(
+                "INSERT INTO rollouts (method, state_json, updated_at) VALUES (?,?,?) "
+                "ON CONFLICT (method) DO UPDATE SET state_json=?, updated_at=?",
+                (method, state_json, at, state_json, at),
+            )
+        )
+
+    def rollouts(self) -> dict[str, str]:
+        rows = self._rows("SELECT method, state_json FROM rollouts ORDER BY method", ())
+        return {r[0]: r[1] for r in rows}
+
     def add_maintenance(self, window: MaintenanceWindow) -> None:
         w = window
 

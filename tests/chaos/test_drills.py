@@ -16,15 +16,31 @@ from pathlib import Path
 
 import pytest
 
-from qrt_ray import QuantumRuntime
-from qrt_ray.config import FaultConfig, PolicyConfig, SchedulingConfig, load_farm_config_text
+from qrt_ray import JobState, QuantumRuntime
+from qrt_ray.config import (
+    ChaosConfig,
+    FaultConfig,
+    PolicyConfig,
+    SchedulingConfig,
+    load_farm_config_text,
+)
 from tests.chaos.drill import crash_drill, run_drill, schedule
-from tests.circuits import SMALL_FARM
+from tests.circuits import SMALL_FARM, ghz
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
+# every device crashes its process on a job with this seed (no drill job uses it)
+POISON_SEED = 2**31 - 7
 FARM = load_farm_config_text(SMALL_FARM)
+FARM = FARM.model_copy(
+    update={
+        "devices": [
+            d.model_copy(update={"chaos": ChaosConfig(poison_seed=POISON_SEED)})
+            for d in FARM.devices
+        ]
+    }
+)
 DEVICES = [d.name for d in FARM.devices]
 # a killed device is noticed within seconds: a batch unanswered for 20 s is hung, a
 # device that answers no poll for 15 s is restarted
@@ -59,6 +75,24 @@ def test_actor_kills_lose_nothing_and_count_nothing_twice(farm: tuple) -> None:
         farm, {"device": 2, "scheduler": 1, "calibration": 1}, jobs=40, span_s=15.0, seed=11
     )
     assert report.states.get("DONE", 0) == report.jobs  # kills fail no job here
+
+
+def test_a_poison_job_that_crashes_its_device_is_dead_lettered(farm: tuple) -> None:
+    """A job whose circuit kills the device process each time it runs: its batch-mates
+    finish, it is dead-lettered with the reason, and the device serves others."""
+    rt, _ = farm
+    before = {d.name: d.incarnation for d in rt.devices()}
+    poison = rt.submit(ghz(3), shots=500, seed=POISON_SEED, device="manila")
+    mates = [rt.submit(ghz(3), shots=500, seed=k, device="manila") for k in range(5)]
+    states = rt.wait([poison, *mates], timeout_s=240)
+    info = poison.info()
+    assert states[poison.job_id] is JobState.FAILED, info
+    assert info["error_class"] == "poison" and "dead-lettered" in info["error"], info
+    assert all(states[m.job_id] is JobState.DONE for m in mates), [m.info() for m in mates]
+    manila = next(d for d in rt.devices() if d.name == "manila")
+    assert manila.incarnation != before["manila"]  # it really crashed, and came back
+    after = rt.submit(ghz(3), shots=500, seed=99, device="manila")
+    assert after.result(timeout_s=120).counts()  # and serves others
 
 
 @pytest.mark.chaos_full

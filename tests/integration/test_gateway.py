@@ -314,6 +314,11 @@ def test_the_primitives_over_http_bill_their_mitigation(gw: Gateway) -> None:
     measured.measure_all()
     sampled = Sampler(mode=rt, options={"seed_simulator": 4}).run([measured], shots=300).result()
     assert sum(sampled[0].data.meas.get_counts().values()) == 300
+    # the served post-processing version reaches HTTP clients, and names itself
+    assert rt.mitigation_versions() == {"readout": "1"}
+    options = {"seed_simulator": 4, "resilience": {"measure_mitigation": True}}
+    mitigated = Sampler(mode=rt, options=options).run([measured], shots=300).result()
+    assert mitigated[0].qrt["mitigation"]["readout"]["version"] == "1"
     before = rt.usage()["billed_usd"]
     est = Estimator(mode=rt, options={"resilience_level": 1, "seed_estimator": 2})
     value = est.run([(qc, SparsePauliOp("ZZ"))], precision=0.05).result()[0].data.evs

@@ -1,5 +1,6 @@
 """A real local farm whose device drifts fast: canaries find it, the device pauses,
-recalibrates and comes back, and no job mixes calibrations or loses a shot."""
+recalibrates and comes back, and no job mixes calibrations or loses a shot. The same
+farm, with canaries every few seconds, takes post-processing rollouts and a game day."""
 
 from __future__ import annotations
 
@@ -13,10 +14,15 @@ import pytest
 from qrt_ray import JobState, QuantumRuntime, StaleCalibrationWarning
 from qrt_ray.config import (
     CalibrationConfig,
+    LinkConfig,
     PolicyConfig,
+    RolloutConfig,
     SchedulingConfig,
     load_farm_config_text,
 )
+from qrt_ray.gameday import render
+from qrt_ray.gameday.runner import GameDay
+from qrt_ray.gameday.scenario import Scenario
 from tests.circuits import DRIFTING_FARM, ghz
 from tests.integration.ledger import check_ledger, wait_for
 from tests.metrics_text import sample
@@ -27,6 +33,9 @@ FARM = load_farm_config_text(DRIFTING_FARM)  # manila drifts; canaries catch it
 POLICIES = PolicyConfig(
     scheduling=SchedulingConfig(slice_shots=1000),
     calibration=CalibrationConfig(canary_period_s=3, canary_shots=2000, max_chains=2),
+    rollout=RolloutConfig(promote_after_rounds=2, min_canaries=4),
+    # a device whose link failed is tried again after 5 s (the game day's outage)
+    link=LinkConfig(breaker_cooldown_s=5),
 )
 
 
@@ -83,3 +92,68 @@ def test_drift_is_caught_and_no_result_mixes_calibrations(
     )
     seen = sample(rt.metrics_text(), "qrt_device_recalibrations_total", device="manila")
     assert seen >= 1
+
+
+def _rollout(rt: QuantumRuntime) -> dict[str, object]:
+    return next(r for r in rt.administer("rollouts") if r["method"] == "readout")
+
+
+def test_post_processing_releases_go_through_canaries_first(rt: QuantumRuntime) -> None:
+    """F10: a broken mitigation release is caught on canaries and rolled back before
+    any user job gets it; a sound one is promoted; an operator can undo that."""
+    assert rt.mitigation_versions() == {"readout": "1"}
+    started = rt.administer("rollout_start", method="readout", version="drill-overcorrect")
+    assert started["phase"] == "shadow"
+    wait_for(lambda: _rollout(rt)["phase"] == "rolled_back", 90, what="the drill rolled back")
+    caught = _rollout(rt)
+    assert caught["served"] == "1" and "gap" in str(caught["reason"]), caught
+    assert rt.mitigation_versions() == {"readout": "1"}  # users never got it
+    audit = rt.administer("audit_tail", limit=50)
+    assert any(a["action"] == "rollout.rolled_back" and a["outcome"] == "alert" for a in audit), (
+        audit
+    )
+    text = rt.metrics_text()
+    assert sample(text, "qrt_postprocess_rollout_changes_total", to="rolled_back") >= 1
+
+    rt.administer("rollout_start", method="readout", version="2")
+    wait_for(lambda: _rollout(rt)["phase"] != "shadow", 120, what="version 2 judged")
+    judged = _rollout(rt)
+    assert judged["phase"] == "promoted", judged
+    assert rt.mitigation_versions() == {"readout": "2"}
+    back = rt.administer("rollout_rollback", method="readout", reason="integration test")
+    assert back["served"] == "1" and rt.mitigation_versions() == {"readout": "1"}
+
+
+SHORT_DAY = {
+    "name": "short-day",
+    "description": "every fault kind once, in half a minute",
+    "seed": 3,
+    "duration_s": 20,
+    "drain_s": 180,
+    "workload": {"rate_per_s": 2, "qubits": 3, "shots": 500},
+    "steps": [
+        {"at_s": 1, "fault": "drift", "devices": ["nairobi"], "factor": 8},
+        {"at_s": 6, "fault": "outage", "devices": ["nairobi"], "for_s": 3},
+        {"at_s": 10, "fault": "kill", "actor": "device", "devices": ["manila"]},
+        {"at_s": 13, "fault": "burst", "jobs": 30},
+        {"at_s": 16, "fault": "kill", "actor": "scheduler"},
+    ],
+    "expect": {"max_failed_share": 0.0, "max_recovery_s": 120},
+}
+
+
+def test_a_game_day_of_every_fault_loses_nothing_and_reports_recovery(
+    rt: QuantumRuntime,
+) -> None:
+    report = GameDay(rt, Scenario.model_validate(SHORT_DAY)).run()
+    text = render(report)
+    assert report.jobs["lost"] == 0, text
+    assert report.jobs["submitted"] >= 60  # the steady load and the burst
+    assert [f.fault for f in report.faults] == ["drift", "outage", "kill", "burst", "kill"]
+    drift = report.faults[0]
+    assert drift.detected_s is not None and drift.recovered_s is not None, text
+    assert all(f.recovered_s is not None for f in report.faults), text
+    kinds = {e.kind for e in report.timeline}
+    assert {"fault", "reaction", "recovered"} <= kinds
+    assert any(s["name"] == "job_success" for s in report.slos)
+    assert report.passed, text

@@ -149,6 +149,7 @@ def test_sampler_readout_mitigation_gives_quasi_distributions(rt: QuantumRuntime
     nearest = meta["nearest_probability"][0]
     assert all(v >= 0 for v in nearest.values()) and sum(nearest.values()) == pytest.approx(1)
     assert meta["mitigation"]["readout"]["calibration_id"] == meta["calibration_id"]
+    assert meta["mitigation"]["readout"]["version"] == rt.mitigation_versions()["readout"]
 
 
 def test_sampler_refuses_bad_pubs_with_the_index(rt: QuantumRuntime) -> None:

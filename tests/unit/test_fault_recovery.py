@@ -18,7 +18,7 @@ from qrt_ray.actors.ports import LocalPorts
 from qrt_ray.actors.scheduler import MAX_ATTEMPTS, Scheduler
 from qrt_ray.config import FaultConfig, PolicyConfig, SchedulingConfig
 from qrt_ray.errors import DeviceUnavailableError
-from qrt_ray.lifecycle import JobState
+from qrt_ray.lifecycle import ErrorClass, JobState
 from qrt_ray.models import DeviceStatus
 from qrt_ray.results import decode_result
 from qrt_ray.store import SQLiteJobStore
@@ -143,23 +143,28 @@ def test_a_hung_device_is_restarted_and_its_jobs_finish(tmp_path: Path) -> None:
 
 
 def test_a_job_that_keeps_losing_its_device_fails_with_the_reason(tmp_path: Path) -> None:
+    """The device restarts each time the job runs (alone): after ``poison_after``
+    such losses the job is dead-lettered as poison, with the device's reason."""
     store, devices, sched = _farm(tmp_path)
     manila = devices[0]
+    limit = sched.quarantine.poison_after
 
     async def main() -> None:
         await sched.start()
         ((rec, _),) = await sched.submit([spec(shots=100, seed=1, device="manila")])
-        for _ in range(MAX_ATTEMPTS):
+        for _ in range(limit):
             await _until(lambda: manila.queue_depth == 1)
             batch = manila.take_batch()
+            assert [i.solo for i in batch] == [bool(_)]  # a suspect after the first loss
             await sched.batch_started("manila", *manila.claim(batch))
             manila.restart()
             await sched._refresh_snapshots(force=True)
         await sched.stop()
         failed = store.get(rec.job_id)
-        assert failed.state is S.FAILED
-        assert f"gave up after {MAX_ATTEMPTS} attempts" in failed.error
+        assert failed.state is S.FAILED and failed.error_class is ErrorClass.POISON
+        assert f"failed {limit} times while it ran alone" in failed.error
         assert "manila restarted" in failed.error
+        assert failed.attempts == limit < MAX_ATTEMPTS
         store.close()
 
     asyncio.run(main())

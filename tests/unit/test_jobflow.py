@@ -38,6 +38,7 @@ from qrt_ray.policies.jobflow import (
     JobMachine,
     Placed,
     PlacementRefused,
+    Poisoned,
     Recovered,
     Requeue,
     ResultFailed,
@@ -136,6 +137,7 @@ def case_for(row: Row) -> Case:
         ("recovered", S.QUEUED, ""): ({}, Recovered(J)),
         ("recovered", S.POSTPROCESSING, when): ({"runs": full}, Recovered(J)),
         ("unrecoverable", S.FAILED, ""): ({}, Unrecoverable(J, "stored run fails its checksum")),
+        ("poisoned", S.FAILED, ""): ({}, Poisoned(J, "crashed its simulator twice alone")),
         ("result stored", S.DONE, ""): ({}, ResultStored(J, "ab" * 32)),
         ("result failed", S.FAILED, ""): ({}, ResultFailed(J, "counts do not add up")),
     }
