@@ -374,13 +374,15 @@ def start_farm(
         .remote(dev.model_dump_json(), SCHEDULER_NAME, ns, policies_json, started_at, report_key)
         for dev in farm.devices
     ]
+    # the calibration manager starts beside them (its process takes seconds to
+    # start): its first look at the store waits until the scheduler has recovered
+    calibration = _control_plane(CalibrationActor, CALIBRATION_NAME, ns, lifetime, 100).remote(
+        [d.name for d in farm.devices], ns, policies_json
+    )
     _wait_for_devices(farm, devices, devices_ready_s)
     recovered = ray.get(scheduler.start.remote())
     if recovered:
         logger.info("recovered %d unfinished jobs", recovered)
-    calibration = _control_plane(CalibrationActor, CALIBRATION_NAME, ns, lifetime, 100).remote(
-        [d.name for d in farm.devices], ns, policies_json
-    )
     ray.get(calibration.ready.remote())
     return ns, scheduler, [*devices, calibration]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_session import CliSession, session_env
 from tests.integration.ledger import wait_for
 
 pytestmark = pytest.mark.integration
@@ -20,14 +21,32 @@ ROOT = Path(__file__).resolve().parents[2]
 GHZ = ROOT / "examples" / "ghz.qasm"
 
 
+# `qrt up` and `qrt down` run as processes of their own, as users run them; the other
+# commands go through the real CLI in one long-lived process (tests/cli_session.py)
+_OWN_PROCESS = ("up", "down")
+_session: list[CliSession] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cli_session() -> Iterator[None]:
+    yield
+    while _session:
+        _session.pop().close()
+
+
 def qrt(*args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess:
-    out = subprocess.run(
-        [sys.executable, "-m", "qrt_ray.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ},
-    )
+    if args and args[0] in _OWN_PROCESS:
+        out = subprocess.run(
+            [sys.executable, "-m", "qrt_ray.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ},
+        )
+    else:
+        if not _session:
+            _session.append(CliSession(session_env({**os.environ}), ROOT))
+        out = _session[0].run(list(args))
     if check and out.returncode != 0:
         raise AssertionError(f"qrt {' '.join(args)} failed ({out.returncode}):\n{out.stderr}")
     return out

@@ -25,6 +25,7 @@ import pytest
 
 from qrt_ray.cli import build_parser
 from tests.circuits import SMALL_FARM
+from tests.cli_session import CliSession, session_env
 
 pytestmark = pytest.mark.integration
 
@@ -192,26 +193,35 @@ def test_the_docs_qrt_commands_run_on_the_running_farm(docs_farm: dict) -> None:
     env, common, cwd = docs_farm["env"], docs_farm["common"], docs_farm["cwd"]
     submitted = run(["submit", "examples/ghz.qasm", "--shots", "200", *common], env, cwd=cwd)
     job = submitted.stdout.strip()
+    # every command through the real CLI, in one process (tests/cli_session.py)
+    session = CliSession(session_env(env), cwd)
+
+    def qrt(argv: list[str], where: str) -> None:
+        done = session.run(argv)
+        assert done.returncode == 0, (
+            f"{where} qrt {' '.join(argv)} failed ({done.returncode}):\n{done.stderr}"
+        )
+
     ran = 0
-    for where, argv in qrt_commands():
-        command = next((a for a in argv if not a.startswith("-") and a not in ("json",)), "")
-        if command in _NOT_RUN:
-            continue
-        if command == "top":
-            argv = [*argv, "--once"]  # the live view runs until Ctrl-C
-        argv = [job if a == "JOB" else a for a in argv]
-        argv = [docs_farm["spare"] if a == "TOKEN_ID" else a for a in argv]
-        if DOCS_URL in argv:  # a tenant's command: through the gateway, not Ray
-            argv = [docs_farm["url"] if a == DOCS_URL else a for a in argv]
-            run(argv, env, where, cwd=cwd)
+    try:
+        for where, argv in qrt_commands():
+            command = next((a for a in argv if not a.startswith("-") and a not in ("json",)), "")
+            if command in _NOT_RUN:
+                continue
+            if command == "top":
+                argv = [*argv, "--once"]  # the live view runs until Ctrl-C
+            argv = [job if a == "JOB" else a for a in argv]
+            argv = [docs_farm["spare"] if a == "TOKEN_ID" else a for a in argv]
+            if DOCS_URL in argv:  # a tenant's command: through the gateway, not Ray
+                argv = [docs_farm["url"] if a == DOCS_URL else a for a in argv]
+                qrt(argv, where)
+                ran += 1
+                continue
+            # the docs name the default farm's devices; this farm has manila and nairobi
+            argv = ["manila" if a in ("kolkata", "torino", "sherbrooke") else a for a in argv]
+            qrt(argv if argv[0] == "completion" else [*argv, *common], where)
             ran += 1
-            continue
-        # the docs name the default farm's devices; this farm has manila and nairobi
-        argv = ["manila" if a in ("kolkata", "torino", "sherbrooke") else a for a in argv]
-        if argv[0] == "completion":
-            run(argv, env, where, cwd=cwd)
-        else:
-            run([*argv, *common], env, where, cwd=cwd)
-        ran += 1
+    finally:
+        session.close()
     assert ran >= 12, f"only {ran} commands ran"
     assert (cwd / "result.png").stat().st_size > 0  # `qrt plot result JOB --out result.png`

@@ -34,7 +34,7 @@ FARM = load_farm_config_text(
 POLICIES = PolicyConfig(
     scheduling=SchedulingConfig(slice_shots=1000),
     faults=FaultConfig(
-        hung_batch_min_s=25, hung_batch_factor=2, snapshot_timeout_s=5, silent_restart_s=20
+        hung_batch_min_s=12, hung_batch_factor=2, snapshot_timeout_s=5, silent_restart_s=10
     ),
 )
 
