@@ -305,7 +305,9 @@ def stop_head_processes(temp_dir: str, address: str) -> None:
     for proc in doomed.values():
         with contextlib.suppress(psutil.Error):
             proc.terminate()
-    _, alive = psutil.wait_procs(list(doomed.values()), timeout=15)
+    # the head keeps its state in memory: a process still up 5 s after SIGTERM is
+    # stuck, not saving anything, and is killed
+    _, alive = psutil.wait_procs(list(doomed.values()), timeout=5)
     for proc in alive:
         with contextlib.suppress(psutil.Error):
             proc.kill()
