@@ -217,9 +217,12 @@ class GameDay:
             )
             if online and fixed:
                 f.recovered_s = t - f.at_s
-                if f.detected_s is None:  # paused and back between two looks
+                if f.detected_s is None and f.fault == "drift":
+                    # recalibrated, so found: paused and back between two looks
                     f.detected_s = f.recovered_s
                     f.detail += f"; paused and back within one {_POLL_S:g} s poll"
+                elif f.detected_s is None:
+                    f.detail += "; never noticed: no work of the farm reached it"
                 self._event("recovered", name, f"{f.fault} over after {f.recovered_s:.1f} s")
 
     # == faults ========================================================================

@@ -172,3 +172,30 @@ def test_the_report_renders_every_section() -> None:
     for heading in ("Expectations", "Faults and recovery", "Jobs", "SLI impact", "Timeline"):
         assert f"## {heading}" in text
     assert "**PASSED**" in text and report.to_json()["passed"] is True
+
+
+class _Snap:
+    """What the watcher reads of a device snapshot."""
+
+    def __init__(self, status: str, taken_at: float) -> None:
+        from types import SimpleNamespace
+
+        self.status = SimpleNamespace(value=status)
+        self.calibration = SimpleNamespace(taken_at=taken_at)
+
+
+def test_an_outage_no_work_met_is_reported_as_never_noticed() -> None:
+    import time
+
+    from qrt_ray.gameday.runner import GameDay
+
+    day = GameDay(None, _scenario())
+    day._t0 = time.time() - 100.0  # 100 s into the game day
+    outage = FaultOutcome(0, "outage", "manila", 10.0, detail="60 s down")
+    drift = FaultOutcome(1, "drift", "nairobi", 20.0, detail="errors x4 until recalibrated")
+    day._open += [(outage, 70.0), (drift, 0.0)]
+    day._track("manila", _Snap("ONLINE", day._t0))  # up all along, outage over
+    day._track("nairobi", _Snap("ONLINE", day._t0 + 50.0))  # retuned after the drift
+    assert outage.recovered_s is not None and outage.detected_s is None
+    assert "never noticed" in outage.detail
+    assert drift.detected_s == drift.recovered_s and "paused and back" in drift.detail
