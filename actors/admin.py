@@ -20,7 +20,7 @@ from qrt_ray.actors.tenant_api import TenantAPI, usage
 from qrt_ray.errors import ValidationError, brief
 from qrt_ray.slo import SloConfig, SloReport, evaluate_slos, load_slo_config
 from qrt_ray.store.integrity import check_integrity
-from qrt_ray.store.retention import collect_garbage
+from qrt_ray.store.retention import collect_by_policy
 
 
 class Admin:
@@ -124,39 +124,23 @@ class Admin:
     ) -> dict[str, Any]:
         """Remove finished jobs past their retention window from the farm's store
         (``qrt gc``); None windows: the farm's own ``retention`` policy."""
-        cfg = self.api.scheduler.retention
-        fetched = cfg.keep_fetched_s if keep_fetched_s is None else keep_fetched_s
-        unfetched = cfg.keep_unfetched_s if keep_unfetched_s is None else keep_unfetched_s
-        for name, value in (("keep_fetched_s", fetched), ("keep_unfetched_s", unfetched)):
-            if not _seconds(value):
+        for name, value in (
+            ("keep_fetched_s", keep_fetched_s),
+            ("keep_unfetched_s", keep_unfetched_s),
+        ):
+            if value is not None and not _seconds(value):
                 raise ValidationError(f"{name}={brief(value, 40)}: expected seconds above 0")
-        if unfetched < fetched:
-            raise ValidationError(
-                f"keep_unfetched_s={unfetched:g} is shorter than keep_fetched_s={fetched:g}; "
-                "make the unfetched window at least the fetched one"
-            )
         if not isinstance(dry_run, bool):
             raise ValidationError(f"dry_run: expected true or false, got {brief(dry_run, 20)}")
-        store = self.api.store
-        before = await asyncio.to_thread(store.data_bytes)
-        report = await asyncio.to_thread(
-            collect_garbage,
-            store,
-            keep_fetched_s=fetched,
-            keep_unfetched_s=unfetched,
-            batch=cfg.batch,
-            keep_tombstones_s=max(cfg.keep_tombstones_s, unfetched),
+        data = await asyncio.to_thread(
+            collect_by_policy,
+            self.api.store,
+            self.api.scheduler.retention,
+            keep_fetched_s=keep_fetched_s,
+            keep_unfetched_s=keep_unfetched_s,
             dry_run=dry_run,
         )
-        after = await asyncio.to_thread(store.data_bytes)
-        return {
-            **report.as_dict(),
-            "store": self.store_label,
-            "keep_fetched_s": fetched,
-            "keep_unfetched_s": unfetched,
-            "store_bytes_before": before,
-            "store_bytes_after": after,
-        }
+        return {**data, "store": self.store_label}
 
     async def _integrity(self, deep: bool = False) -> dict[str, Any]:
         """Check the farm's store's invariants (``qrt integrity``)."""

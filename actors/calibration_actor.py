@@ -147,9 +147,12 @@ class CalibrationActor:
         self.store = SchedulerStore(SCHEDULER_NAME, namespace)
         self.config = policies.calibration
         ports = RayCalibrationPorts(devices, timeout_s=policies.faults.snapshot_timeout_s)
-        store = self.store
         self.manager = CalibrationManager(
-            store, ports, self.config, devices=list(device_names), versions=store.canary_versions
+            self.store,
+            ports,
+            self.config,
+            devices=list(device_names),
+            versions=self.store.canary_versions,
         )
         # Ray runs an async actor's constructor inside its event loop: starting here
         # also restarts the loop when Ray brings the actor back after a crash.

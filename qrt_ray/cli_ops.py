@@ -113,43 +113,26 @@ def _gc_locally(
     args: argparse.Namespace, cfg: Any, keep_fetched: float | None, keep_unfetched: float | None
 ) -> dict[str, Any]:
     from qrt_ray.history import StoredHistory
-    from qrt_ray.store.retention import collect_garbage
+    from qrt_ray.store.retention import collect_by_policy
 
-    fetched = cfg.keep_fetched_s if keep_fetched is None else keep_fetched
-    unfetched = cfg.keep_unfetched_s if keep_unfetched is None else keep_unfetched
-    if unfetched < fetched:
-        raise ValidationError(
-            f"--keep-fetched {fetched:g} s and --keep-unfetched {unfetched:g} s: the "
-            "unfetched window must be at least the fetched one"
-        )
     history = StoredHistory(args.store)
     try:
-        size_before = history.store.data_bytes()
 
         def progress(so_far: Any) -> None:
             if not args.json and sys.stderr.isatty():
                 print(f"\r  {so_far.jobs} jobs ...", end="", file=sys.stderr, flush=True)
 
-        report = collect_garbage(
+        data = collect_by_policy(
             history.store,
-            keep_fetched_s=fetched,
-            keep_unfetched_s=unfetched,
-            batch=cfg.batch,
-            keep_tombstones_s=max(cfg.keep_tombstones_s, unfetched),
+            cfg,
+            keep_fetched_s=keep_fetched,
+            keep_unfetched_s=keep_unfetched,
             dry_run=args.dry_run,
             progress=progress,
         )
-        size_after = history.store.data_bytes()
     finally:
         history.close()
-    return {
-        **report.as_dict(),
-        "store": history.label,
-        "keep_fetched_s": fetched,
-        "keep_unfetched_s": unfetched,
-        "store_bytes_before": size_before,
-        "store_bytes_after": size_after,
-    }
+    return {**data, "store": history.label}
 
 
 def _gc_text(data: dict[str, Any]) -> str:

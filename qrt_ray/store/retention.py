@@ -25,9 +25,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from qrt_ray.errors import ValidationError
 from qrt_ray.lifecycle import JobState
 
 if TYPE_CHECKING:
+    from qrt_ray.config import RetentionConfig
     from qrt_ray.store.base import JobStore
 
 FINAL_STATES = tuple(s.value for s in JobState if s.is_final)
@@ -302,3 +304,45 @@ def collect_garbage(
         total.tombstones = store.prune_tombstones(now - keep_tombstones_s, dry_run=dry_run)
     total.seconds = time.perf_counter() - started
     return total
+
+
+def collect_by_policy(
+    store: JobStore,
+    retention: RetentionConfig,
+    *,
+    keep_fetched_s: float | None = None,
+    keep_unfetched_s: float | None = None,
+    dry_run: bool = False,
+    progress: Callable[[GcReport], None] | None = None,
+) -> dict[str, Any]:
+    """:func:`collect_garbage` with ``retention``'s windows where none is given, as
+    ``qrt gc`` runs it: the report as plain data, with the windows used and the
+    store's size before and after.
+
+    Raises:
+        ValidationError: the unfetched window is shorter than the fetched one.
+    """
+    fetched = retention.keep_fetched_s if keep_fetched_s is None else keep_fetched_s
+    unfetched = retention.keep_unfetched_s if keep_unfetched_s is None else keep_unfetched_s
+    if unfetched < fetched:
+        raise ValidationError(
+            f"keep_unfetched_s={unfetched:g} is shorter than keep_fetched_s={fetched:g}; "
+            "make the unfetched window at least the fetched one"
+        )
+    before = store.data_bytes()
+    report = collect_garbage(
+        store,
+        keep_fetched_s=fetched,
+        keep_unfetched_s=unfetched,
+        batch=retention.batch,
+        keep_tombstones_s=max(retention.keep_tombstones_s, unfetched),
+        dry_run=dry_run,
+        progress=progress,
+    )
+    return {
+        **report.as_dict(),
+        "keep_fetched_s": fetched,
+        "keep_unfetched_s": unfetched,
+        "store_bytes_before": before,
+        "store_bytes_after": store.data_bytes(),
+    }
