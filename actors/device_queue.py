@@ -77,7 +77,14 @@ class DeviceQueue:
         return len(self._waiting)
 
     def add(self, items: Iterable[WorkItem], now: float) -> None:
-        """Queue work that arrived at ``now``."""
+        """Queue work that arrived at ``now``.
+
+        A job's new hand-off replaces what is still queued of an older one (a
+        scheduler that restarted, or moved the job back, hands it off again): the
+        older one would only run shots the scheduler no longer counts.
+        """
+        items = list(items)
+        self.drop(item.job_id for item in items)
         for item in items:
             waiting = Waiting(
                 item.job_id, item.tenant, item.priority, now, next(self._seq), item.deadline

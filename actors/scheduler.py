@@ -897,7 +897,8 @@ class Scheduler:
         key, the list must carry the device's signature and answer hand-offs this
         scheduler made (see :meth:`Device.claim`), or nothing starts.
         """
-        if not self._start_authentic(device, attempts, signature):
+        attempts = self._start_authentic(device, attempts, signature)
+        if not attempts:
             return []
         snap = self.view.get(device)
         taken_at = snap.calibration.taken_at if snap is not None else None
@@ -987,21 +988,27 @@ class Scheduler:
 
     def _start_authentic(
         self, device: str, attempts: Sequence[Sequence[Any]], signature: str
-    ) -> bool:
-        """Whether a batch start comes from ``device`` for work dispatched to it (see
-        :meth:`_authentic`); a refused one is counted and logged and starts nothing."""
+    ) -> list[Sequence[Any]]:
+        """The entries of a batch start that come from ``device`` for work dispatched
+        to it (see :meth:`_authentic`). A start not signed by the device is refused
+        whole. One entry answering a hand-off this scheduler no longer holds (made by
+        a scheduler before a restart, or before the job was handed off again) is
+        refused alone: the rest of the batch, and the job's current hand-off still in
+        the device's queue, run on. Each refusal is counted and logged."""
         if self._report_key is None:
-            return True
+            return list(attempts)
         entries = [(str(e[0]), int(e[1]), str(e[2]) if len(e) > 2 else "") for e in attempts]
-        reason = None
         if not verify_start(self._report_key, device, entries, signature):
-            reason = "signature"
-        else:
-            for job_id, _, token in entries:
-                job = self._jobs.get(job_id)
-                if job is not None and job.dispatches and token not in job.dispatches:
-                    reason = "dispatch"
-        return reason is None or self._refused(device, reason, "a batch start")
+            self._refused(device, "signature", "a batch start")
+            return []
+        kept: list[Sequence[Any]] = []
+        for entry, (job_id, _, token) in zip(attempts, entries, strict=True):
+            job = self._jobs.get(job_id)
+            if job is not None and job.dispatches and token not in job.dispatches:
+                self._refused(device, "dispatch", f"a batch start of job {job_id}")
+            else:
+                kept.append(entry)
+        return kept
 
     def _authentic(self, device: str, run: RawRun, job: LiveJob | None) -> bool:
         """Whether ``run`` comes from a device the work was dispatched to: signed with

@@ -155,7 +155,15 @@ class RayPorts:
         # runs (it refuses work compiled for another calibration).
         if expected is not None and (device, expected) in self._targets:
             return expected, self._targets[(device, expected)]
-        cal_id, target = await self._devices[device].compile_target.remote()
+        try:
+            cal_id, target = await self._devices[device].compile_target.remote()
+        except ray.exceptions.RayActorError as exc:
+            # restarting (killed, or its node lost) or gone: not the job's fault, so
+            # the job is placed again rather than failed
+            raise DeviceUnavailableError(
+                f"device {device} is unavailable for a compile ({type(exc).__name__}); "
+                "placing the job again"
+            ) from None
         key = (device, cal_id)
         if key not in self._targets:
             self._targets = {k: v for k, v in self._targets.items() if k[0] != device}

@@ -2,8 +2,8 @@
 
 The head is started with ``ray start`` (as ``qrt up`` does) on free ports, bound to
 127.0.0.1, with its own temp dir so teardown stops exactly this cluster and nothing
-else running on the machine. Registered once, in ``tests/conftest.py``, so the
-integration and security tiers share one head.
+else running on the machine (the other pytest worker's head included). Registered
+once, in ``tests/conftest.py``, so the tiers of one worker share one head.
 """
 
 from __future__ import annotations

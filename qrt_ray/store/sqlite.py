@@ -16,6 +16,7 @@ import platformdirs
 from qrt_ray.private import private_dir, private_file
 from qrt_ray.store.migrations import migrate
 from qrt_ray.store.sql import SQLJobStore
+from qrt_ray.store.urls import check_sqlite_path
 
 
 def _data_dir() -> Path:
@@ -68,6 +69,7 @@ class SQLiteJobStore(SQLJobStore):
     begin_sql = "BEGIN IMMEDIATE"
 
     def __init__(self, path: str | Path) -> None:
+        check_sqlite_path(path)
         self.path = Path(path)
         # jobs, circuits and results are the tenants' data: owner-only, and the WAL
         # and shared-memory files SQLite makes beside it copy the database's mode

@@ -89,7 +89,24 @@ def _checked_text(url: str | Path) -> str:
             f"store: unsupported database URL scheme {scheme!r}; use a file path, "
             "sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
         )
+    check_sqlite_path(text.removeprefix("sqlite:///"))
     return text
+
+
+def check_sqlite_path(path: str | Path) -> None:
+    """Refuse SQLite names that are not a file: the jobs would live in one
+    process's memory and be lost with it (and each actor would see its own store).
+
+    Raises:
+        ValidationError: ``path`` is empty, ``:memory:`` or a ``file:`` URI.
+    """
+    text = str(path)
+    if text.strip() in ("", ".", ":memory:") or text.startswith("file:"):
+        shown = text[:40]
+        raise ValidationError(
+            f"store: {shown!r} is not a database file; the job store must be a file "
+            "every farm process can open (a path, sqlite:///PATH) or a PostgreSQL URL"
+        )
 
 
 def open_store(url: str | Path | None = None) -> JobStore:

@@ -78,6 +78,7 @@ class DrillReport:
     integrity: IntegrityReport
     recovery_s: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    failures: dict[str, str] = field(default_factory=dict)  # FAILED job: class and error
 
     @property
     def duplicated(self) -> int:
@@ -117,6 +118,7 @@ class DrillReport:
             "duplicated": self.duplicated,
             "recovery_p95_s": round(self.recovery_p95_s(), 2),
             "seconds": round(self.seconds, 1),
+            "failures": dict(self.failures),
         }
 
 
@@ -209,6 +211,11 @@ def run_drill(
             states[rec.state.value] = states.get(rec.state.value, 0) + 1
         lost = [j for j, r in records.items() if not r.state.is_final]
         no_reason = [j for j, r in records.items() if r.state is JobState.FAILED and not r.error]
+        failures = {
+            j: f"{r.error_class.value if r.error_class else '?'}: {(r.error or '')[:300]}"
+            for j, r in records.items()
+            if r.state is JobState.FAILED
+        }
         done = [j for j, r in records.items() if r.state is JobState.DONE]
         wrong = []
         for h in (h for h in handles if h.job_id in set(done)):
@@ -230,6 +237,7 @@ def run_drill(
         integrity,
         recovery,
         time.monotonic() - started,
+        failures,
     )
 
 

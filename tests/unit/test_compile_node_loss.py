@@ -55,3 +55,18 @@ def test_any_other_compile_crash_still_fails_the_job(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(scheduler_actor, "compile_task", _Lost(ray.exceptions.WorkerCrashedError()))
     with pytest.raises(ray.exceptions.WorkerCrashedError):
         asyncio.run(ports.compile("manila", ["x"], optimization_level=1, seed=1))
+
+
+class _Restarting:
+    """A device actor handle whose process is restarting (killed, or its node lost)."""
+
+    def __init__(self) -> None:
+        self.compile_target = _Lost(ray.exceptions.ActorUnavailableError("restarting", None))
+
+
+def test_a_device_restarting_while_its_target_is_fetched_places_the_job_again() -> None:
+    # found by the actor-kill drill: a kill landing while a compile fetched the device's
+    # target failed the job as a compile error
+    ports = RayPorts({"manila": _Restarting()}, namespace="qrt-test")
+    with pytest.raises(DeviceUnavailableError, match="unavailable for a compile"):
+        asyncio.run(ports.compile("manila", ["x"], optimization_level=1, seed=1))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from qrt_ray.actors.device_queue import DeviceQueue, WorkItem
@@ -101,6 +103,17 @@ def test_drop_takes_only_the_attempt_named() -> None:
     assert [(w.job_id, w.attempt) for w in q.take(now=0.0, max_circuits=4)] == [("a", 2), ("b", 1)]
     q.add([item("c", shots=50)], now=1.0)
     assert q.drop(["c"]) == ["c"] and q.queued_shots == 0
+
+
+def test_a_new_hand_off_of_a_job_replaces_the_one_still_queued() -> None:
+    # a scheduler that restarted hands the job off again: the old hand-off would run
+    # shots it no longer counts (and its start would be refused)
+    q = queue()
+    q.add([item("a", shots=100), item("b")], now=0.0)
+    q.add([replace(item("a", shots=300), dispatch="new")], now=5.0)
+    batch = q.take(now=5.0, max_circuits=4)
+    assert [(w.job_id, w.dispatch) for w in batch] == [("b", ""), ("a", "new")]
+    assert len(q) == 0 and q.queued_shots == 0
 
 
 @pytest.mark.parametrize("shots", [1, 399, 400])

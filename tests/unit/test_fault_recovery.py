@@ -193,3 +193,47 @@ def test_a_draining_device_finishes_what_it_holds_and_takes_nothing_new(tmp_path
         store.close()
 
     asyncio.run(main())
+
+
+def test_hand_offs_made_before_a_scheduler_restart_lose_no_job(tmp_path: Path) -> None:
+    # found by tests/unit/test_stateful_farm.py: a job queued on a device when its
+    # scheduler restarted is handed off again by the new one. The device keeps only the
+    # new hand-off, and a batch start carrying a stale one (taken before the restart)
+    # refuses that entry alone, so the batch's other jobs start and none is left PLACED
+    store, devices, sched = _farm(tmp_path)
+    manila = devices[0]
+
+    async def main() -> None:
+        nonlocal sched
+        await sched.start()
+        first = await sched.submit([spec(shots=100, seed=s, device="manila") for s in (1, 2)])
+        old_a, old_b = [r.job_id for r, _ in first]
+        await _until(lambda: manila.queue_depth == 2)
+        stale = manila.take_batch()  # taken by the device, not started yet
+        await sched.stop()
+        sched = _farm_scheduler(store, devices)
+        await sched.start()  # recovers both PLACED jobs and hands them off again
+        await _until(lambda: manila.queue_depth == 2)
+        fresh = manila.take_batch()
+        assert {i.job_id for i in fresh} == {old_a, old_b}
+        assert {i.dispatch for i in fresh}.isdisjoint({i.dispatch for i in stale})
+        mixed = [stale[0], *[i for i in fresh if i.job_id != stale[0].job_id]]
+        started = await sched.batch_started("manila", *manila.claim(mixed))
+        assert started == [mixed[1].job_id]  # the stale entry alone is refused
+        refused = sched.metrics.forged_reports.labels(device="manila", reason="dispatch")
+        assert refused._value.get() == 1
+        await sched.batch_finished("manila", manila.execute_reporting(mixed[1:]))
+        manila.queue.add([i for i in fresh if i.job_id == stale[0].job_id], 0.0)
+        await drive(sched, devices, until_s=60)
+        await sched.stop()
+        for job_id in (old_a, old_b):
+            _check_exact(store, job_id, 100)
+        store.close()
+
+    asyncio.run(main())
+
+
+def _farm_scheduler(store: SQLiteJobStore, devices: list[Device]) -> Scheduler:
+    """A new scheduler over the same store and devices (one restarted)."""
+    policies = PolicyConfig(scheduling=SchedulingConfig(slice_shots=200))
+    return Scheduler(store, LocalPorts(devices), policy_config=policies, report_key=REPORT_KEY)

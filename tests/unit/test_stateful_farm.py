@@ -37,7 +37,7 @@ S = JobState
 SCHEDULING = SchedulingConfig(slice_shots=300)  # big jobs run in slices: preemption points
 NAMES = [d.name for d in FARM.devices]
 EXAMPLES = int(os.environ.get("QRT_STATEFUL_EXAMPLES", "8"))
-DRAIN_S = float(os.environ.get("QRT_STATEFUL_DRAIN_S", "60"))
+DRAIN_S = float(os.environ.get("QRT_STATEFUL_DRAIN_S", "20"))
 
 
 class FarmSequences(RuleBasedStateMachine):

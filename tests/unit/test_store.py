@@ -223,6 +223,12 @@ def test_open_store_names_the_backend(tmp_path: Path, monkeypatch: pytest.Monkey
     s = open_store(f"sqlite:///{tmp_path}/x.db")
     assert isinstance(s, SQLiteJobStore)
     s.close()
+    for name in (":memory:", "sqlite:///:memory:", "file:jobs?mode=memory"):
+        with pytest.raises(ValidationError, match="is not a database file"):
+            open_store(name)
+    with pytest.raises(ValidationError, match="is not a database file"):
+        SQLiteJobStore(":memory:")
+    assert not Path(":memory:").exists()
     monkeypatch.setenv("QRT_STORE", str(tmp_path / "env.db"))
     s = open_store()
     assert isinstance(s, SQLiteJobStore) and s.path == tmp_path / "env.db"
