@@ -81,6 +81,28 @@ def judge_run(run: RawRun, requested: int, earlier: Sequence[RawRun]) -> Verdict
     return Verdict(Outcome.COMPLETE, f"{shots_executed(run)} shots in", accepted=True)
 
 
+def tiling(spans: Sequence[tuple[int, int, int]]) -> list[int]:
+    """Which of a job's counted runs its result uses: given each run's (first shot,
+    shots, attempt), the indices of those that cover the shots from 0 once, the
+    earliest attempt first where two cover the same shots.
+
+    Two runs can cover the same shots when a device's report was written to the
+    ledger and its job placed again before the scheduler took that report in (a
+    store write that failed after its commit): both ran, and both stay in the
+    ledger as executions, but a result and a bill count those shots once.
+    """
+    order = sorted(range(len(spans)), key=lambda i: (spans[i][0], spans[i][2]))
+    kept: list[int] = []
+    edge = 0
+    for i in order:
+        first, shots, _ = spans[i]
+        if first < edge:
+            continue  # shots already covered by an earlier run
+        kept.append(i)
+        edge = first + shots
+    return sorted(kept)
+
+
 def finish(
     job_id: str,
     runs: Sequence[RawRun],

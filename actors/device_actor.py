@@ -28,7 +28,7 @@ from qrt_ray import logs, tracing
 from qrt_ray.actors.device import Device, FaultPlan, WorkItem
 from qrt_ray.calibration import calibration_from_json
 from qrt_ray.config import DeviceConfig, PolicyConfig, load_policy_config
-from qrt_ray.errors import ValidationError, brief
+from qrt_ray.errors import StoreUnavailableError, ValidationError, brief
 from qrt_ray.mitigation.readout import ReadoutCalibration
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.policies.canary import CanaryResult, CanarySpec
@@ -42,6 +42,11 @@ _REPORT_BACKLOG = 2
 _BEAT_S = 0.5
 # How long a restarting device waits for the scheduler to hand back its calibration.
 _RESTORE_WAIT_S = 10.0
+# A job store refusing writes (a full disk, its database restarting) is waited out this
+# long, pausing at most _STORE_PAUSE_S between tries. Meanwhile the device takes no new
+# batch once its report backlog is full: the farm's backpressure.
+_STORE_WAIT_S = 600.0
+_STORE_PAUSE_S = 5.0
 
 
 class DeviceActor:
@@ -247,18 +252,38 @@ class DeviceActor:
         return self._scheduler
 
     def _call(self, method: str, *args: Any) -> Any:
-        # The scheduler persists before answering; if it is briefly unreachable the
-        # device retries with backoff rather than dropping results.
-        for delay in (*_RETRY_S, None):
+        # The scheduler persists before answering; if it is briefly unreachable, or its
+        # store refuses writes, the device retries with backoff rather than dropping
+        # results (batch starts and reports are idempotent: the shot ledger counts a
+        # run once, and a start of a job already RUNNING there runs on).
+        actor_pauses = iter(_RETRY_S)
+        store_until: float | None = None
+        pause = 0.1
+        while True:
             try:
                 return ray.get(getattr(self._sched(), method).remote(*args))
-            except (ray.exceptions.RayActorError, ValueError) as exc:
+            except Exception as exc:
+                if store_refused(exc):
+                    now = time.monotonic()
+                    store_until = store_until if store_until is not None else now + _STORE_WAIT_S
+                    if now >= store_until:
+                        raise
+                    logger.warning(
+                        "scheduler %s: the job store refused a write; retrying in %.1fs",
+                        method,
+                        pause,
+                    )
+                    time.sleep(pause)
+                    pause = min(pause * 2, _STORE_PAUSE_S)
+                    continue
+                if not isinstance(exc, ray.exceptions.RayActorError | ValueError):
+                    raise
+                delay = next(actor_pauses, None)
                 if delay is None:
                     raise
                 logger.warning("scheduler %s failed (%s); retrying in %.1fs", method, exc, delay)
                 self._scheduler = None
                 time.sleep(delay)
-        return None
 
     def _drain_forever(self) -> None:
         while not self._stopped:
@@ -339,3 +364,11 @@ class DeviceActor:
                 logger.exception("device %s: could not report %d runs", self.device.name, len(runs))
             finally:
                 self._batch_reported()
+
+
+def store_refused(exc: BaseException) -> bool:
+    """Whether a call to the scheduler failed because its job store refused a write
+    (raised there as :class:`StoreUnavailableError`; Ray hands it back wrapped)."""
+    return isinstance(exc, StoreUnavailableError) or isinstance(
+        getattr(exc, "cause", None), StoreUnavailableError
+    )

@@ -23,7 +23,7 @@ import math
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -48,8 +48,10 @@ from qrt_ray.errors import (
     DeviceUnavailableError,
     FarmBusyError,
     IntegrityError,
+    JobNotFoundError,
     PlacementError,
     QrtError,
+    StoreUnavailableError,
     ValidationError,
     brief,
 )
@@ -228,6 +230,15 @@ class Scheduler:
         self._gc_task: asyncio.Task[GcReport] | None = None
         # results fetched lately: their first fetch is stored, the rest are not
         self._fetched: OrderedDict[str, None] = OrderedDict()
+        # live jobs a store write failed for: read back and set going again once the
+        # store answers (see _resync_step)
+        self._resync: set[str] = set()
+        # jobs an admission failed for: looked for in the store, and run if it has them
+        self._unacked: set[str] = set()
+        # a store write failed since the last sweep of the store's unfinished jobs
+        self._store_trouble = False
+        # jobs being admitted just now (in the store before they are tracked here)
+        self._admitting: set[str] = set()
 
     # == lifecycle of the scheduler itself ============================================
 
@@ -270,6 +281,7 @@ class Scheduler:
                 ("place", self._place_pending),
                 ("gauges", self._gauges),
                 ("retention", self._retention_step),
+                ("resync", self._resync_step),
             ):
                 try:
                     await step()
@@ -294,7 +306,13 @@ class Scheduler:
             return Outcome()
         decisions = self.machine.decide(events, self._clock(), stored)
         updates = [d.update for d in decisions if d.update is not None]
-        applied = await self._store(updates)
+        try:
+            applied = await self._store(updates)
+        except StoreUnavailableError:
+            # none of these moves is mirrored nor carried out (a requeue without a
+            # write included): each job is read back and set going again
+            self._resync.update(e.job_id for e in events)
+            raise
         instructions = self.machine.commit(decisions, applied)
         moved = [u for u, ok in zip(updates, applied, strict=True) if ok]
         return Outcome(moved, await self._perform(instructions))
@@ -306,7 +324,10 @@ class Scheduler:
         updates = [self._billed(u) for u in updates]
         # each job as it was before its move (a job can move twice in one batch)
         before = {u.job_id: r for u in updates if (r := self._record(u.job_id)) is not None}
-        applied = await asyncio.to_thread(self.store.apply, updates)
+        try:
+            applied = await asyncio.to_thread(self.store.apply, updates)
+        except Exception as exc:
+            raise self._store_failed([u.job_id for u in updates], exc) from exc
         charges: list[Charge] = []
         for u, ok in zip(updates, applied, strict=True):
             if ok:
@@ -323,6 +344,92 @@ class Scheduler:
             except Exception:
                 logger.exception("counting %d ledger lines failed", len(charges))
         return list(applied)
+
+    def _store_failed(self, job_ids: Iterable[str], exc: Exception) -> StoreUnavailableError:
+        """A write for these jobs failed (a full disk, an I/O error, a lost database
+        connection): nothing of it is mirrored here, and what the store now holds is
+        read back by :meth:`_resync_step`. Returns the error for the caller to raise
+        (a device retries its report on it; a client sees it)."""
+        if isinstance(exc, StoreUnavailableError):
+            return exc
+        self._resync.update(job_ids)
+        self._store_trouble = True
+        self.metrics.loop_errors.labels(step="store").inc()
+        logger.warning("job store write failed (%s); will read the jobs back", brief(str(exc), 200))
+        self._wake.set()
+        return StoreUnavailableError(
+            f"the job store refused a write ({type(exc).__name__}: {brief(str(exc), 200)}); "
+            "nothing was acknowledged, retry shortly"
+        )
+
+    async def _resync_step(self) -> None:
+        """Set going again the live jobs a store write failed for, once the store
+        answers. Each goes the way a job recovered after a restart does (placed
+        again for the shots it misses, or finished when every shot is in): the moves
+        it missed (a requeue, a drop from a device) may have been what it waited on.
+        Each is rebuilt from the store first: a failed write may have landed after
+        all (a connection lost after its commit), and a ledger write may have landed
+        when the move after it did not. A device's retried report of a job placed
+        again meanwhile is refused as stale; its shots in the ledger count."""
+        if not self._resync and not self._unacked and not self._store_trouble:
+            return
+        sweep = self._store_trouble
+        self._store_trouble = False
+        ids = [j for j in self._resync if j in self._jobs]
+        # each live job as it was when read: one that moves while it is rebuilt (its
+        # own path took it on) is left as it is, and looked at again next pass
+        seen = {j: (self._jobs[j], self._jobs[j].state) for j in ids}
+        unacked = [j for j in self._unacked if j not in self._jobs]
+        self._resync.clear()
+        self._unacked.clear()
+        try:
+            stored = await asyncio.to_thread(lambda: {j: self.store.get(j) for j in ids})
+            found = await asyncio.to_thread(self._stored_of, unacked)
+            if sweep:
+                # and every unfinished job the store holds that this scheduler does
+                # not: whatever path a failed write cut short, no job is left behind
+                found += [
+                    r
+                    for r in await asyncio.to_thread(self.store.unfinished)
+                    if r.job_id not in self._jobs
+                    and r.job_id not in unacked
+                    and r.job_id not in self._admitting
+                ]
+        except Exception:
+            self._resync.update(ids)
+            self._unacked.update(unacked)
+            self._store_trouble = self._store_trouble or sweep
+            raise
+        events: list[Event] = []
+        for rec in found:
+            if (event := await self._rebuild(rec)) is not None:
+                events.append(event)
+        for job_id, rec in stored.items():
+            job = self._jobs.get(job_id)
+            if job is None:
+                continue
+            # rebuilt from the store (its state, and its runs from the ledger: a ledger
+            # write may have landed when the move after it did not)
+            try:
+                event = await self._rebuild(rec, replace=seen[job_id])
+            except Exception:
+                self._resync.add(job_id)  # the store is still not answering
+                raise
+            if event is not None:
+                events.append(event)
+        if events:
+            logger.info("set %d jobs going again after a failed store write", len(events))
+        await self._handle(events)
+
+    def _stored_of(self, job_ids: Sequence[str]) -> list[JobRecord]:
+        """The records the store holds of these jobs (those it has not are left out)."""
+        out = []
+        for job_id in job_ids:
+            try:
+                out.append(self.store.get(job_id))
+            except JobNotFoundError:
+                continue
+        return out
 
     def prices(self) -> Prices:
         """(price per shot, price per job) of each device, as last seen (a device that
@@ -471,7 +578,17 @@ class Scheduler:
             records.append(JobRecord(job_id, S.QUEUED, spec, at, at))
         self._check_room(len(records) - known)
         audit = (actor, self.audit_key, now) if self.audit_key is not None else None
-        admitted = await asyncio.to_thread(self.store.admit, records, audit)
+        admitting = {r.job_id for r in records}
+        self._admitting |= admitting
+        try:
+            admitted = await asyncio.to_thread(self.store.admit, records, audit)
+        except Exception as exc:
+            # nothing is acknowledged; should the write have landed after all, the
+            # jobs are found and run all the same (see _resync_step)
+            self._unacked |= admitting
+            raise self._store_failed((), exc) from exc
+        finally:
+            self._admitting -= admitting
         stored_at = self._clock()
         for (rec, created), shape in zip(admitted, shapes, strict=True):
             if not created:
@@ -923,7 +1040,6 @@ class Scheduler:
         """A device finished runs: judge each, count good shots once in the ledger,
         then let the state machine complete, requeue or fail each job."""
         now = self._clock()
-        self.view.watch.finished(device, [run.job_id for run in runs])
         known = self.view.get(device)
         if known and any(r.calibration_id != known.calibration.calibration_id for r in runs):
             self.view.look_again()  # the device recalibrated: look again first
@@ -985,6 +1101,9 @@ class Scheduler:
                 self.metrics.partial_runs.labels(device=device).inc()
             events.append(RunCounted(run.job_id, run, not partial, waits, verdict.reason))
         await self._settle(events)
+        # only now: a report the store refused keeps its batch in the hung-batch
+        # watchdog's view until the device's retry lands (or the device is restarted)
+        self.view.watch.finished(device, [run.job_id for run in runs])
 
     def _start_authentic(
         self, device: str, attempts: Sequence[Sequence[Any]], signature: str
@@ -1052,7 +1171,10 @@ class Scheduler:
         if not accepted:
             return []
         blobs = [encode_run(run) for run, _ in accepted]
-        digests = await asyncio.to_thread(self.store.put_blobs, blobs)
+        try:
+            digests = await asyncio.to_thread(self.store.put_blobs, blobs)
+        except Exception as exc:
+            raise self._store_failed((), exc) from exc  # the device reports again
         ledger = [
             ShotRecord(
                 run.job_id,
@@ -1065,8 +1187,24 @@ class Scheduler:
             )
             for (run, _), d in zip(accepted, digests, strict=True)
         ]
-        fresh = await asyncio.to_thread(self.store.record_shots, ledger)
-        return [pair for pair, new in zip(accepted, fresh, strict=True) if new]
+        try:
+            fresh = await asyncio.to_thread(self.store.record_shots, ledger)
+        except Exception as exc:
+            raise self._store_failed((), exc) from exc  # the device reports again
+        # A run already in the ledger is counted once there; it still moves its job
+        # when this scheduler has not taken it in yet (the device's report is a retry
+        # of one whose ledger write landed and whose move did not).
+        return [
+            pair
+            for pair, new in zip(accepted, fresh, strict=True)
+            if new or not self._has_run(pair[0])
+        ]
+
+    def _has_run(self, run: RawRun) -> bool:
+        job = self._jobs.get(run.job_id)
+        return job is not None and any(
+            r.attempt == run.attempt and r.first_shot == run.first_shot for r in job.runs
+        )
 
     async def _finish(self, job_ids: Sequence[str]) -> None:
         """Build and store the results of POSTPROCESSING jobs from their counted runs."""
@@ -1091,7 +1229,10 @@ class Scheduler:
                 continue
             results.append(encode_result(result))
             ok_ids.append(job_id)
-        digests = await asyncio.to_thread(self.store.put_blobs, results)
+        try:
+            digests = await asyncio.to_thread(self.store.put_blobs, results)
+        except Exception as exc:
+            raise self._store_failed(ok_ids, exc) from exc  # finished once it answers
         events += [ResultStored(j, d) for j, d in zip(ok_ids, digests, strict=True)]
         await self._handle(events)
 
@@ -1119,26 +1260,22 @@ class Scheduler:
         for rec in records:
             if rec.job_id in self._jobs:
                 continue  # admitted by this scheduler already: nothing to rebuild
-            try:
-                runs, runs_from, discarded = await self._recover_runs(rec)
-                devices = self.view.snapshots
-                shape = (await self.admission.shapes([rec.spec], ["job"], [rec.job_id], devices))[0]
-            except (QrtError, ValueError, KeyError, TypeError) as exc:
-                logger.error("job %s cannot be recovered: %s", rec.job_id, exc)
-                failed.append(Unrecoverable(rec.job_id, str(exc)))
-                stored[rec.job_id] = rec
+            event = await self._rebuild(rec)
+            if event is None:
                 continue
-            self._track(
-                rec,
-                shape,
-                runs=runs,
-                runs_from=runs_from,
-                discarded_shots=discarded,
-            )
-            recovered.append(Recovered(rec.job_id))
+            if isinstance(event, Unrecoverable):
+                failed.append(event)
+                stored[rec.job_id] = rec
+            else:
+                recovered.append(event)
         self.machine.commit(broken, await self._store([d.update for d in broken if d.update]))
-        await self._handle(failed, stored=stored)
-        await self._handle(recovered)
+        try:
+            await self._handle(failed, stored=stored)
+            await self._handle(recovered)
+        except StoreUnavailableError:
+            # the store refuses writes just now: the scheduler starts all the same, and
+            # its loop sets these jobs going once the store answers (_resync_step)
+            logger.warning("recovered jobs wait for the job store to take writes again")
         if records or unreadable:
             lost = len(broken) + len(failed)
             logger.info(
@@ -1147,6 +1284,46 @@ class Scheduler:
                 lost,
             )
         return len(records) + len(unreadable)
+
+    async def _rebuild(
+        self, rec: JobRecord, replace: tuple[LiveJob, JobState] | None = None
+    ) -> Event | None:
+        """Track a job again as the store holds it, with the runs that still count;
+        returns the event that sets it going (or fails it, when it cannot be read).
+        A final one is only retired (None).
+
+        ``replace``: the live job of that id and its state when ``rec`` was read; it
+        is replaced once the runs are read, unless it moved meanwhile (then it is
+        looked at again on the next pass, and None is returned)."""
+        if replace is not None and not self._unmoved(rec.job_id, replace):
+            return None
+        if rec.state.is_final:
+            if replace is not None:
+                self._jobs.remove(rec.job_id)
+            self._retired(rec)
+            return None
+        try:
+            runs, runs_from, discarded = await self._recover_runs(rec)
+            devices = self.view.snapshots
+            shape = (await self.admission.shapes([rec.spec], ["job"], [rec.job_id], devices))[0]
+        except (QrtError, ValueError, KeyError, TypeError) as exc:
+            logger.error("job %s cannot be recovered: %s", rec.job_id, exc)
+            return Unrecoverable(rec.job_id, str(exc))
+        if replace is not None:
+            if not self._unmoved(rec.job_id, replace):
+                return None
+            self._jobs.remove(rec.job_id)
+        self._track(rec, shape, runs=runs, runs_from=runs_from, discarded_shots=discarded)
+        return Recovered(rec.job_id)
+
+    def _unmoved(self, job_id: str, was: tuple[LiveJob, JobState]) -> bool:
+        """Whether the live job is still the one seen, in the state seen; if not, it
+        is looked at again on the next pass."""
+        job, state = was
+        if self._jobs.get(job_id) is job and job.state is state:
+            return True
+        self._resync.add(job_id)
+        return False
 
     async def _recover_runs(self, rec: JobRecord) -> tuple[list[RawRun], int | None, int]:
         """The runs of a recovered job that still count, each verified and decoded, with
@@ -1164,7 +1341,11 @@ class Scheduler:
             discarded = int(note.get("discarded_shots", 0))
         # runs dropped when the job was rerun whole never count again
         first = runs_from or 0
-        kept = [r for r in ledger if r.attempt >= first and r.run_sha256]
+        counted = [r for r in ledger if r.attempt >= first and r.run_sha256]
+        kept = [
+            counted[i]
+            for i in collector.tiling([(r.first_shot, r.shots, r.attempt) for r in counted])
+        ]
 
         def read() -> list[RawRun]:
             runs = []

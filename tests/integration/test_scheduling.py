@@ -151,12 +151,13 @@ def test_a_cancel_frees_the_device_within_a_piece(rt: QuantumRuntime) -> None:
     started = next(e["at"] for e in queued.events() if e["to"] == "RUNNING")
     freed_s = started - cancelled_at
     # a piece is about 0.5 s of predicted work; the rest is a hand-off through the
-    # scheduler (the cancel, the batch's report, the next batch's start): about 1-2 s
-    # here, up to twice that on a machine busy with other work. The batch itself was
-    # predicted to run far longer, so a device freed only at its end fails this.
+    # scheduler (the cancel, the batch's report, the next batch's start): 1-2 s on an
+    # idle machine, 5-6 s seen with the other test worker busy on both cores. The
+    # batch itself was predicted to run 23 s, so a device freed only at its end (about
+    # 22 s after the cancel, longer on a busy machine) fails a third of that.
     batch_s = long.info()["placement"]["chosen"]["run_s"]
-    assert batch_s > 12.0, batch_s
-    assert freed_s < 5.0, f"the next job started {freed_s:.2f} s after the cancel"
+    assert batch_s > 15.0, batch_s
+    assert freed_s < batch_s / 3, f"the next job started {freed_s:.2f} s after the cancel"
     assert long.status() is JobState.CANCELLED
     stats = ray.get(device(rt, "manila").stats.remote())  # type: ignore[attr-defined]
     assert stats["in_flight"] == 0 and stats["queued"] == 0

@@ -17,12 +17,13 @@ from qrt_ray.actors.device import Device
 from qrt_ray.actors.ports import LocalPorts
 from qrt_ray.actors.scheduler import MAX_ATTEMPTS, Scheduler
 from qrt_ray.config import FaultConfig, PolicyConfig, SchedulingConfig
-from qrt_ray.errors import DeviceUnavailableError
+from qrt_ray.errors import DeviceUnavailableError, StoreUnavailableError
 from qrt_ray.lifecycle import ErrorClass, JobState
 from qrt_ray.models import DeviceStatus
 from qrt_ray.results import decode_result
 from qrt_ray.store import SQLiteJobStore
 from tests.local_farm import FARM, REPORT_KEY, drive, spec
+from tests.store_faults import StoreFaults
 
 S = JobState
 
@@ -237,3 +238,73 @@ def _farm_scheduler(store: SQLiteJobStore, devices: list[Device]) -> Scheduler:
     """A new scheduler over the same store and devices (one restarted)."""
     policies = PolicyConfig(scheduling=SchedulingConfig(slice_shots=200))
     return Scheduler(store, LocalPorts(devices), policy_config=policies, report_key=REPORT_KEY)
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before-commit", "after-commit"])
+def test_jobs_whose_store_writes_fail_are_read_back_and_finish(tmp_path: Path, after: bool) -> None:
+    # a placement pass, a compile's move and a device's report each meet a failing
+    # write: nothing is lost, the device's retried report counts once
+    store, devices, sched = _farm(tmp_path)
+    faults = StoreFaults()
+    faults.wrap(store)
+
+    async def main() -> None:
+        await sched.start()
+        admitted = await sched.submit([spec(shots=100, seed=s) for s in range(4)])
+        faults.after, faults.left = after, 2  # the placement pass and what follows
+        await asyncio.sleep(0.3)
+        await _until(lambda: any(d.queue_depth for d in devices), timeout_s=30)
+        retried = 0
+        for dev in devices:
+            batch = dev.take_batch()
+            if not batch:
+                continue
+            retried += 1
+            claim = dev.claim(batch)
+            keep = await sched.batch_started(dev.name, *claim)
+            runs = dev.execute_reporting([i for i in batch if i.job_id in keep])
+            faults.left = 1  # the report's first try fails; the device tries again
+            with pytest.raises(StoreUnavailableError, match="refused a write"):
+                await sched.batch_finished(dev.name, runs)
+            await sched.batch_finished(dev.name, runs)
+        assert retried >= 1
+        await drive(sched, devices, until_s=60)
+        assert not store.unfinished()
+        for rec, _ in admitted:
+            _check_exact(store, rec.job_id, 100)
+        assert sched.metrics.loop_errors.labels(step="store")._value.get() >= 2
+        await sched.stop()
+        store.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before-commit", "after-commit"])
+def test_a_submit_the_store_failed_is_not_acknowledged_and_runs_if_stored(
+    tmp_path: Path, after: bool
+) -> None:
+    store, devices, sched = _farm(tmp_path)
+    faults = StoreFaults()
+    faults.wrap(store)
+
+    async def main() -> None:
+        await sched.start()
+        faults.after, faults.left = after, 1
+        with pytest.raises(StoreUnavailableError, match="nothing was acknowledged"):
+            await sched.submit([spec(shots=100, seed=7)])
+        await drive(sched, devices, until_s=5)
+        for _ in range(100):  # the loop reads the failed write back
+            await asyncio.sleep(0.02)
+            if not store.unfinished() and not sched.live_count():
+                break
+        await drive(sched, devices, until_s=60)
+        rows = store.read_sql("SELECT job_id, state FROM jobs")
+        if after:  # the write landed: the job is found and run
+            assert [r[1] for r in rows] == ["DONE"]
+            _check_exact(store, rows[0][0], 100)
+        else:
+            assert rows == []
+        await sched.stop()
+        store.close()
+
+    asyncio.run(main())
