@@ -1197,14 +1197,8 @@ class Scheduler:
         return [
             pair
             for pair, new in zip(accepted, fresh, strict=True)
-            if new or not self._has_run(pair[0])
+            if new or not ((job := self._jobs.get(pair[0].job_id)) and job.holds_run(pair[0]))
         ]
-
-    def _has_run(self, run: RawRun) -> bool:
-        job = self._jobs.get(run.job_id)
-        return job is not None and any(
-            r.attempt == run.attempt and r.first_shot == run.first_shot for r in job.runs
-        )
 
     async def _finish(self, job_ids: Sequence[str]) -> None:
         """Build and store the results of POSTPROCESSING jobs from their counted runs."""

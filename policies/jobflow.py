@@ -741,7 +741,7 @@ def _on_batch_started(m: JobMachine, job: LiveJob, e: BatchStarted, now: float) 
 def _on_run_counted(m: JobMachine, job: LiveJob, e: RunCounted, now: float) -> _Choice | None:
     if job.state is not S.RUNNING or job.record.attempts != e.run.attempt:
         return None
-    if any(r.attempt == e.run.attempt and r.first_shot == e.run.first_shot for r in job.runs):
+    if job.holds_run(e.run):
         return None  # in already: a report delivered again after a failed store write
     if e.complete:
         return _Choice(S.POSTPROCESSING, when="all shots in")

@@ -69,6 +69,11 @@ class LiveJob:
     def job_id(self) -> str:
         return self.record.job_id
 
+    def holds_run(self, run: RawRun) -> bool:
+        """Whether a run of the same attempt and first shot is counted here already
+        (a report delivered again)."""
+        return any(r.attempt == run.attempt and r.first_shot == run.first_shot for r in self.runs)
+
     @property
     def state(self) -> JobState:
         return self.record.state
