@@ -232,10 +232,22 @@ class Access:
             yield
 
     async def admit(
-        self, principal: Principal, specs: Sequence[JobSpec], live: Sequence[JobSpec]
+        self,
+        principal: Principal,
+        specs: Sequence[JobSpec],
+        live: Sequence[JobSpec],
+        count_refusal: bool = True,
     ) -> int:
         """Check the tenant's limits and budget for ``specs``, beside the tenant's
         ``live`` jobs (not yet final). Call inside :meth:`admitting`.
+
+        Args:
+            principal: Who submits.
+            specs: The jobs asked for.
+            live: The tenant's jobs not yet final.
+            count_refusal: Count and audit a refusal here. A caller that may still
+                admit the call another way (a replay) passes False and calls
+                :meth:`refused` should the refusal stand.
 
         Returns:
             The submit-rate tokens taken (:meth:`refund` gives back those of replays).
@@ -264,11 +276,16 @@ class Access:
             await self._check_shots(tenant, limits, specs, now)
             await self._check_month(tenant, limits, specs, live, now)
         except QuotaExceededError as exc:
-            self.metrics.quota_refused.labels(tenant=tenant, limit=exc.limit).inc()
-            await self._seal_refusal(principal, exc, len(specs), now)
             self.refund(tenant, taken)
+            if count_refusal:
+                await self.refused(principal, exc, len(specs))
             raise
         return taken
+
+    async def refused(self, principal: Principal, exc: QuotaExceededError, jobs: int) -> None:
+        """Count and audit a refusal of ``jobs`` jobs (see :meth:`admit`)."""
+        self.metrics.quota_refused.labels(tenant=principal.tenant, limit=exc.limit).inc()
+        await self._seal_refusal(principal, exc, jobs, self._clock())
 
     async def _seal_refusal(
         self, principal: Principal, exc: QuotaExceededError, jobs: int, now: float

@@ -169,13 +169,15 @@ class TenantAPI:
             live = self.scheduler.live_specs(tenant)
             charged = specs
             try:
-                taken = await self.access.admit(who, specs, live)
-            except QuotaExceededError:
+                taken = await self.access.admit(who, specs, live, count_refusal=False)
+            except QuotaExceededError as exc:
                 # a replay is answered, never counted twice: refused as a whole, the
                 # call is checked again without the jobs it already made (looked up
-                # only now, so the usual call pays no lookup)
+                # only now, so the usual call pays no lookup); a refusal counts once,
+                # and only if it stands
                 charged = [s for s in specs if not await self._replay(tenant, s)]
                 if len(charged) == len(specs):
+                    await self.access.refused(who, exc, len(specs))
                     raise
                 taken = await self.access.admit(who, charged, live)
             admitted = await self.scheduler.submit(specs, actor=p.actor)

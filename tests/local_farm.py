@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,10 +56,13 @@ async def step(sched: Scheduler, devices: list[Device]) -> bool:
 
 
 def make(
-    tmp_path: Path, scheduling: SchedulingConfig | None = None, store_url: str | None = None
+    tmp_path: Path,
+    scheduling: SchedulingConfig | None = None,
+    store_url: str | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> tuple[JobStore, list[Device], Scheduler]:
     """A store (``store_url``, else a SQLite file in ``tmp_path``), the two small devices
-    and a scheduler over them (not started)."""
+    and a scheduler over them (not started), on ``clock``."""
     store = open_store(store_url or tmp_path / "jobs.sqlite3")
     scheduling = scheduling or SchedulingConfig()
     key = REPORT_KEY  # as a farm has one: every run is signed and checked
@@ -68,7 +72,11 @@ def make(
     ]
     policies = PolicyConfig(scheduling=scheduling)
     ports = LocalPorts(devices)
-    return store, devices, Scheduler(store, ports, policy_config=policies, report_key=key)
+    return (
+        store,
+        devices,
+        Scheduler(store, ports, policy_config=policies, report_key=key, clock=clock),
+    )
 
 
 async def drive_until_crash(sched: Scheduler, devices: list[Device], step_name: str) -> None:

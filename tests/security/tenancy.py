@@ -66,8 +66,8 @@ async def farm(
 ) -> AsyncIterator[Farm]:
     """Started: tenants acme and zenith (submit+read tokens 'a' and 'b'), a read-only
     token 'a_read' of acme, and an operator's admin token 'admin' (tenant ops)."""
-    store, devices, sched = make(tmp_path, store_url=store_url)
-    clock = Clock()
+    clock = Clock()  # one clock for all: quotas count jobs by when they were stored
+    store, devices, sched = make(tmp_path, store_url=store_url, clock=clock)
     tenancy = TenancyConfig(default_limits=limits or TenantLimits(), **config)
     access = Access(store, KEY, tenancy, sched.metrics, sched.prices, clock=clock)
     sched.audit_key = access.audit_key
