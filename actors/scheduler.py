@@ -1039,6 +1039,9 @@ class Scheduler:
     async def batch_finished(self, device: str, runs: Sequence[RawRun]) -> None:
         """A device finished runs: judge each, count good shots once in the ledger,
         then let the state machine complete, requeue or fail each job."""
+        # a job whose max_execution_time_s ran out while the loop was busy elsewhere
+        # fails now, before a late run could complete it
+        await self._expire()
         now = self._clock()
         known = self.view.get(device)
         if known and any(r.calibration_id != known.calibration.calibration_id for r in runs):

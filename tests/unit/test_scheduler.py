@@ -971,3 +971,31 @@ def test_devices_say_what_runs_there_even_when_the_device_cannot_answer(
         store.close()
 
     asyncio.run(main())
+
+
+def test_a_run_reported_after_the_jobs_deadline_fails_it_and_counts_nothing(
+    tmp_path: Path,
+) -> None:
+    now = [1_000_000.0]
+
+    async def main() -> None:
+        store, devices, sched = make(tmp_path, clock=lambda: now[0])
+        await sched.start()
+        job = spec(shots=300, device="manila", max_execution_time_s=5)
+        ((rec, _),) = await sched.submit([job])
+        manila = next(d for d in devices if d.name == "manila")
+        for _ in range(600):  # placed, compiled and handed off by the loop
+            if len(manila.queue):
+                break
+            await asyncio.sleep(0.05)
+        assert len(manila.queue), store.get(rec.job_id).state
+        # the loop is held up (a long pass) while the run outlives the deadline
+        await sched.stop()
+        now[0] += 60
+        await drive(sched, devices, until_s=5)
+        done = store.get(rec.job_id)
+        assert done.state is S.FAILED, done.state
+        assert "max_execution_time_s=5 exceeded" in (done.error or "")
+        assert store.shot_ledger(rec.job_id) == []
+
+    asyncio.run(main())
