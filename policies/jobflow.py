@@ -410,7 +410,10 @@ ROWS: tuple[Row, ...] = (
     *(Row(CancelRequested.name, s, S.CANCELLED, (E.DROP,)) for s in LIVE_STATES),
     Row(Recovered.name, S.QUEUED, None, (E.REQUEUE,)),
     *(Row(Recovered.name, s, S.QUEUED, (E.REQUEUE,)) for s in (S.COMPILING, S.PLACED, S.RUNNING)),
-    Row(Recovered.name, S.RUNNING, S.POSTPROCESSING, (E.FINISH,), "all shots in"),
+    *(
+        Row(Recovered.name, s, S.POSTPROCESSING, (E.FINISH,), "all shots in")
+        for s in (S.QUEUED, S.COMPILING, S.PLACED, S.RUNNING)
+    ),
     Row(Recovered.name, S.POSTPROCESSING, None, (E.FINISH,)),
     *(Row(Unrecoverable.name, s, S.FAILED) for s in LIVE_STATES),
     *(Row(Poisoned.name, s, S.FAILED, (E.DROP,)) for s in (S.QUEUED, S.PLACED, S.RUNNING)),
@@ -635,7 +638,10 @@ class JobMachine:
         if d.rerun_from is not None:
             job.runs = []
             job.runs_from, job.discarded_shots = d.rerun_from
-        if d.run is not None:
+        # a run this job holds already is not taken in twice: the job may have been
+        # rebuilt from the store's ledger (a failed write read back) while this
+        # decision's write was on its way
+        if d.run is not None and not job.holds_run(d.run):
             job.runs.append(d.run)
         u = d.update
         if u is None:
@@ -797,14 +803,15 @@ def _on_cancel(m: JobMachine, job: LiveJob, e: CancelRequested, now: float) -> _
 
 def _on_recovered(m: JobMachine, job: LiveJob, e: Recovered, now: float) -> _Choice | None:
     rec = job.record
-    if rec.state is S.QUEUED:
-        return _Choice(None)
     if rec.state is S.POSTPROCESSING:
         return _Choice(None, "finished from the ledger")
-    if rec.state is S.RUNNING and job.runs and not missing_shots(rec.spec.shots, job.runs):
-        # every shot was counted but the move to POSTPROCESSING was not stored (a crash
-        # between the two): finish it from the ledger, run nothing
+    if job.runs and not missing_shots(rec.spec.shots, job.runs):
+        # every shot is in the ledger: the move to POSTPROCESSING was not stored (a
+        # crash between the two), or the job was placed again while its last run was
+        # being counted (a failed store write read back). Finish it, run nothing.
         return _Choice(S.POSTPROCESSING, when="all shots in")
+    if rec.state is S.QUEUED:
+        return _Choice(None)
     if rec.state in (S.COMPILING, S.PLACED, S.RUNNING):
         return _Choice(S.QUEUED, f"recovered after restart (was {rec.state.value})")
     return None
@@ -925,7 +932,7 @@ def _projected(job: LiveJob, d: Decision) -> LiveJob:
     if d.update is not None:
         rec = replace(rec, state=d.update.to_state, updated_at=d.update.at, **d.update.fields)
     runs = [] if d.rerun_from is not None else list(job.runs)
-    if d.run is not None:
+    if d.run is not None and not job.holds_run(d.run):
         runs.append(d.run)
     out = LiveJob(rec, job.seq, job.shape, job.expected, runs, job.discarded_shots, job.runs_from)
     if d.rerun_from is not None:

@@ -51,13 +51,14 @@ class ErrorClass(StrEnum):
 _S = JobState
 # Forward path, plus the ways back to QUEUED (a device lost, stopped or recalibrated
 # under the job, a hand-off that failed, a recovery after restart: only its missing
-# shots run again), and FAILED / CANCELLED from any live state. Which event makes
+# shots run again), straight to POSTPROCESSING for a job recovered with every shot
+# already in the ledger, and FAILED / CANCELLED from any live state. Which event makes
 # which move, and what the move does, is the state machine's table
 # (qrt_ray.policies.jobflow.ROWS); a test keeps the two equal.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    _S.QUEUED: frozenset({_S.COMPILING, _S.FAILED, _S.CANCELLED}),
-    _S.COMPILING: frozenset({_S.PLACED, _S.QUEUED, _S.FAILED, _S.CANCELLED}),
-    _S.PLACED: frozenset({_S.RUNNING, _S.QUEUED, _S.FAILED, _S.CANCELLED}),
+    _S.QUEUED: frozenset({_S.COMPILING, _S.POSTPROCESSING, _S.FAILED, _S.CANCELLED}),
+    _S.COMPILING: frozenset({_S.PLACED, _S.QUEUED, _S.POSTPROCESSING, _S.FAILED, _S.CANCELLED}),
+    _S.PLACED: frozenset({_S.RUNNING, _S.QUEUED, _S.POSTPROCESSING, _S.FAILED, _S.CANCELLED}),
     _S.RUNNING: frozenset({_S.POSTPROCESSING, _S.QUEUED, _S.FAILED, _S.CANCELLED}),
     _S.POSTPROCESSING: frozenset({_S.DONE, _S.FAILED, _S.CANCELLED}),
     _S.DONE: frozenset(),

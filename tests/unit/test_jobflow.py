@@ -487,3 +487,33 @@ def test_the_architecture_page_shows_the_table_the_code_has() -> None:
 
     page = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
     assert rows_markdown() in page
+
+
+def test_a_run_is_taken_in_once_when_the_job_was_rebuilt_meanwhile() -> None:
+    """A report's decision is made; while its move is being stored, the job is rebuilt
+    from the store's ledger (a failed write read back) with that same run. Committing
+    the decision moves the job but does not count the run again (it would be billed
+    twice)."""
+    m = machine_with(S.RUNNING)
+    decisions = m.decide([RunCounted(J, run(), True, False)], NOW)
+    assert decisions and decisions[0].run is not None
+    rebuilt = m.jobs.get(J).record
+    m.jobs.remove(J)
+    m.track(rebuilt, runs=(run(),))  # read back: the run is in the ledger already
+    assert m.commit(decisions, [True]) == [Finish(J)]
+    job = m.jobs.get(J)
+    assert job.state is S.POSTPROCESSING and len(job.runs) == 1
+
+
+@pytest.mark.parametrize("state", [S.QUEUED, S.COMPILING, S.PLACED, S.RUNNING])
+def test_a_job_recovered_with_every_shot_in_the_ledger_is_finished_not_run(
+    state: JobState,
+) -> None:
+    """Whatever state it was caught in, a recovered job whose ledger holds all its shots
+    goes to POSTPROCESSING: placed again it would ask a device for zero shots."""
+    m = machine_with(state, attempts=3, runs=(run(100, attempt=1),))
+    assert step(m, Recovered(J)) == [Finish(J)]
+    assert m.jobs.get(J).state is S.POSTPROCESSING
+    partial = machine_with(state, attempts=3, runs=(run(40, attempt=1),))
+    step(partial, Recovered(J))
+    assert partial.jobs.get(J).state is S.QUEUED  # 60 shots still to run

@@ -45,7 +45,8 @@ def test_illegal_transition_names_job_and_states(a: JobState, b: JobState) -> No
 
 # The design, written out by hand (docs/architecture.md, "Job state machine"), not read
 # from the table under test: the forward path; back to QUEUED when a device is lost,
-# recalibrated under the job or preempted, or the farm restarts; and FAILED /
+# recalibrated under the job or preempted, or the farm restarts; straight to
+# POSTPROCESSING when a recovered job's ledger already holds every shot; and FAILED /
 # CANCELLED from any state that is not final.
 _LIVE = (S.QUEUED, S.COMPILING, S.PLACED, S.RUNNING, S.POSTPROCESSING)
 EXPECTED = {
@@ -57,6 +58,9 @@ EXPECTED = {
     (S.COMPILING, S.QUEUED),
     (S.PLACED, S.QUEUED),
     (S.RUNNING, S.QUEUED),
+    (S.QUEUED, S.POSTPROCESSING),
+    (S.COMPILING, S.POSTPROCESSING),
+    (S.PLACED, S.POSTPROCESSING),
     *((live, S.FAILED) for live in _LIVE),
     *((live, S.CANCELLED) for live in _LIVE),
 }
