@@ -28,7 +28,7 @@ from qrt_ray import logs, tracing
 from qrt_ray.actors.device import Device, FaultPlan, WorkItem
 from qrt_ray.calibration import calibration_from_json
 from qrt_ray.config import DeviceConfig, PolicyConfig, load_policy_config
-from qrt_ray.errors import StoreUnavailableError, ValidationError, brief
+from qrt_ray.errors import DeviceUnavailableError, StoreUnavailableError, ValidationError, brief
 from qrt_ray.mitigation.readout import ReadoutCalibration
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.policies.canary import CanaryResult, CanarySpec
@@ -47,6 +47,17 @@ _RESTORE_WAIT_S = 10.0
 # batch once its report backlog is full: the farm's backpressure.
 _STORE_WAIT_S = 600.0
 _STORE_PAUSE_S = 5.0
+# Inside an injected network partition a call hangs this long at most, then fails
+# (unless the partition healed meanwhile), as a call over a cut link does.
+_PARTITION_HANG_S = 10.0
+
+
+class PartitionedError(DeviceUnavailableError):
+    """The device is cut off from the farm by an injected network partition."""
+
+
+# what a call to the scheduler meets when it cannot reach it: retried with backoff
+_UNREACHABLE = (ray.exceptions.RayActorError, ValueError, PartitionedError)
 
 
 class DeviceActor:
@@ -86,6 +97,7 @@ class DeviceActor:
         self._in_flight = 0  # batches taken from the queue whose runs are not reported yet
         self._reports: queue.Queue[list[RawRun]] = queue.Queue(maxsize=_REPORT_BACKLOG)
         self._last_beat = -math.inf
+        self._cut_until = 0.0  # an injected network partition lasts until then (unix s)
         self.device.on_progress = self._progress
         self._process = (
             ray.get_runtime_context().get_node_id(),
@@ -124,14 +136,17 @@ class DeviceActor:
 
     def snapshot(self) -> DeviceSnapshot:
         """Placement snapshot of the device, with the process it runs in."""
+        self._reach()
         return dataclasses.replace(self.device.snapshot(), process=self._process)
 
     def compile_target(self) -> tuple[str, Any]:
         """(calibration id, transpiler target) of the current calibration."""
+        self._reach()
         return self.device.compile_target()
 
     def enqueue(self, items: Sequence[WorkItem]) -> int:
         """Queue work and wake the worker; returns the queue depth."""
+        self._reach()
         depth = self.device.enqueue(items)
         with self._cv:
             self._cv.notify()
@@ -140,6 +155,7 @@ class DeviceActor:
     def drop(self, job_ids: Sequence[str], attempts: dict[str, int] | None = None) -> list[str]:
         """Remove these jobs' work (only these attempts, if given): queued work at once,
         running work from the batch's next piece."""
+        self._reach()
         return self.device.drop(job_ids, attempts)
 
     def set_status(self, status: str, reason: str = "") -> None:
@@ -147,6 +163,7 @@ class DeviceActor:
 
         The scheduler notices on its next look and moves waiting work elsewhere.
         """
+        self._reach()
         self.device.set_status(DeviceStatus(status), reason)
         with self._cv:
             self._cv.notify()
@@ -156,6 +173,7 @@ class DeviceActor:
 
         Waiting work compiled for the old one goes back to placement.
         """
+        self._reach()
         self.device.set_calibration(calibration)
         return calibration.calibration_id
 
@@ -164,14 +182,17 @@ class DeviceActor:
 
         Waiting work compiled for the old calibration goes back to placement.
         """
+        self._reach()
         return self.device.recalibrate().calibration_id
 
     def recalibrate_snapshot(self) -> CalibrationSnapshot:
         """Retune and measure the device now; returns the new calibration."""
+        self._reach()
         return self.device.recalibrate()
 
     def restore_calibration(self, calibration: CalibrationSnapshot) -> None:
         """Take back the calibration the device had before it restarted."""
+        self._reach()
         self.device.restore_calibration(calibration)
 
     def run_canaries(
@@ -182,16 +203,19 @@ class DeviceActor:
         versions: dict[str, list[str]] | None = None,
     ) -> list[CanaryResult]:
         """Run canary circuits; see :meth:`qrt_ray.actors.device.Device.run_canaries`."""
+        self._reach()
         return self.device.run_canaries(specs, shots, seed, versions)
 
     def readout_calibration(
         self, qubits: Sequence[int], shots: int, max_age_s: float, seed: int | None = None
     ) -> tuple[ReadoutCalibration, int]:
         """Measured readout errors; see :meth:`qrt_ray.actors.device.Device.readout_calibration`."""
+        self._reach()
         return self.device.readout_calibration(qubits, shots, max_age_s, seed)
 
     def set_health(self, predicted: float, measured: float, at: float, degraded: str) -> None:
         """What the last canary round found; a non-empty ``degraded`` marks results."""
+        self._reach()
         self.device.set_health(predicted, measured, at, degraded)
 
     def inject_faults(
@@ -210,9 +234,12 @@ class DeviceActor:
         )
 
     def inject_fault(self, kind: str, value: float) -> None:
-        """One fault of a game day, leaving the others as they are: ``drift`` (errors
-        ``value`` times the calibration's until the next recalibration) or ``outage``
-        (the control link answers nothing for ``value`` seconds from now).
+        """One fault of a game day or drill, leaving the others as they are: ``drift``
+        (errors ``value`` times the calibration's until the next recalibration),
+        ``outage`` (the control link answers nothing for ``value`` seconds from now) or
+        ``partition`` (the device is cut off from the farm for ``value`` seconds: each
+        call into it and each report it sends hangs, then fails; its queued work runs
+        on, and its reports are retried).
 
         Raises:
             ValidationError: an unknown kind or a value out of range.
@@ -223,10 +250,13 @@ class DeviceActor:
             plan.drift_error = float(value)
         elif kind == "outage" and number and 0.0 <= value <= 86_400.0:
             plan.link_down_until = time.time() + float(value)
+        elif kind == "partition" and number and 0.0 <= value <= 86_400.0:
+            self._cut_until = time.time() + float(value)
+            logger.warning("device %s: cut off from the farm for %.1f s", self.device.name, value)
         else:
             raise ValidationError(
                 f"fault {brief(kind, 20)!r}={brief(value, 20)}: use drift (1 to 100 times "
-                "the errors) or outage (0 to 86400 s)"
+                "the errors), outage or partition (0 to 86400 s)"
             )
 
     def stats(self) -> dict[str, int]:
@@ -243,6 +273,21 @@ class DeviceActor:
         self._stopped = True
         with self._cv:
             self._cv.notify()
+
+    def _reach(self) -> None:
+        """Let a call through, unless an injected partition cuts the device off: then
+        it hangs (until the partition heals, at most ``_PARTITION_HANG_S``) and fails
+        if it has not healed.
+
+        Raises:
+            PartitionedError: the partition still holds.
+        """
+        left = self._cut_until - time.time()
+        if left <= 0:
+            return
+        time.sleep(min(left, _PARTITION_HANG_S))
+        if self._cut_until > time.time():
+            raise PartitionedError(f"device {self.device.name}: unreachable (network partition)")
 
     # -- worker -----------------------------------------------------------------------
 
@@ -261,6 +306,7 @@ class DeviceActor:
         pause = 0.1
         while True:
             try:
+                self._reach()
                 return ray.get(getattr(self._sched(), method).remote(*args))
             except Exception as exc:
                 if store_refused(exc):
@@ -276,7 +322,9 @@ class DeviceActor:
                     time.sleep(pause)
                     pause = min(pause * 2, _STORE_PAUSE_S)
                     continue
-                if not isinstance(exc, ray.exceptions.RayActorError | ValueError):
+                if not isinstance(
+                    exc, ray.exceptions.RayActorError | ValueError | PartitionedError
+                ):
                     raise
                 delay = next(actor_pauses, None)
                 if delay is None:
@@ -306,7 +354,7 @@ class DeviceActor:
         # fire and forget: a heartbeat lost is only a heartbeat late; at most one per
         # _BEAT_S (a batch of small circuits finishes pieces faster than that)
         now = time.monotonic()
-        if now - self._last_beat < _BEAT_S:
+        if now - self._last_beat < _BEAT_S or self._cut_until > time.time():
             return
         self._last_beat = now
         try:

@@ -22,8 +22,8 @@ import logging
 import math
 import time
 import uuid
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -239,6 +239,9 @@ class Scheduler:
         self._store_trouble = False
         # jobs being admitted just now (in the store before they are tracked here)
         self._admitting: set[str] = set()
+        # jobs a call is deciding on across awaits (a report being counted, moves
+        # being stored): not rebuilt from the store meanwhile (see _deciding)
+        self._deciding_on: Counter[str] = Counter()
 
     # == lifecycle of the scheduler itself ============================================
 
@@ -304,16 +307,17 @@ class Scheduler:
         """
         if not events:
             return Outcome()
-        decisions = self.machine.decide(events, self._clock(), stored)
-        updates = [d.update for d in decisions if d.update is not None]
-        try:
-            applied = await self._store(updates)
-        except StoreUnavailableError:
-            # none of these moves is mirrored nor carried out (a requeue without a
-            # write included): each job is read back and set going again
-            self._resync.update(e.job_id for e in events)
-            raise
-        instructions = self.machine.commit(decisions, applied)
+        with self._deciding(e.job_id for e in events):
+            decisions = self.machine.decide(events, self._clock(), stored)
+            updates = [d.update for d in decisions if d.update is not None]
+            try:
+                applied = await self._store(updates)
+            except StoreUnavailableError:
+                # none of these moves is mirrored nor carried out (a requeue without a
+                # write included): each job is read back and set going again
+                self._resync.update(e.job_id for e in events)
+                raise
+            instructions = self.machine.commit(decisions, applied)
         moved = [u for u, ok in zip(updates, applied, strict=True) if ok]
         return Outcome(moved, await self._perform(instructions))
 
@@ -1039,6 +1043,11 @@ class Scheduler:
     async def batch_finished(self, device: str, runs: Sequence[RawRun]) -> None:
         """A device finished runs: judge each, count good shots once in the ledger,
         then let the state machine complete, requeue or fail each job."""
+        with self._deciding(r.job_id for r in runs):
+            await self._take_in(device, runs)
+
+    async def _take_in(self, device: str, runs: Sequence[RawRun]) -> None:
+        """:meth:`batch_finished`'s work, with its jobs marked as decided on."""
         # a job whose max_execution_time_s ran out while the loop was busy elsewhere
         # fails now, before a late run could complete it
         await self._expire()
@@ -1313,11 +1322,27 @@ class Scheduler:
         self._track(rec, shape, runs=runs, runs_from=runs_from, discarded_shots=discarded)
         return Recovered(rec.job_id)
 
+    @contextlib.contextmanager
+    def _deciding(self, job_ids: Iterable[str]) -> Iterator[None]:
+        """Mark jobs a call decides on across awaits. A job read back after a failed
+        write is not rebuilt meanwhile: the call's decision, made on the job as it
+        was, would land on the rebuilt one (and take in a run the rebuilt job already
+        holds from the ledger, billing its shots twice)."""
+        ids = list(job_ids)
+        self._deciding_on.update(ids)
+        try:
+            yield
+        finally:
+            self._deciding_on.subtract(ids)
+            for job_id in ids:
+                if self._deciding_on[job_id] <= 0:
+                    del self._deciding_on[job_id]
+
     def _unmoved(self, job_id: str, was: tuple[LiveJob, JobState]) -> bool:
-        """Whether the live job is still the one seen, in the state seen; if not, it
-        is looked at again on the next pass."""
+        """Whether the live job is still the one seen, in the state seen, and no call
+        is deciding on it; if not, it is looked at again on the next pass."""
         job, state = was
-        if self._jobs.get(job_id) is job and job.state is state:
+        if self._jobs.get(job_id) is job and job.state is state and job_id not in self._deciding_on:
             return True
         self._resync.add(job_id)
         return False
@@ -1484,6 +1509,23 @@ class Scheduler:
             done = await self._handle([CancelRequested(job_id)], stored=stored)
             if done.moved:
                 return (await self.get(job_id)).state, True
+            await self._read_back(job_id)
+
+    async def _read_back(self, job_id: str) -> None:
+        """A move of a live job was refused: if the store holds another state than
+        this scheduler (a write that failed after its commit), rebuild the job from
+        the store now rather than on a later loop pass. A caller that tries again at
+        once (a cancel) would otherwise keep deciding on the stale job."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return
+        was = (job, job.state)
+        rec = await asyncio.to_thread(self.store.get, job_id)
+        if rec.state is job.state:
+            return  # it moved along its own path meanwhile: try again on it
+        event = await self._rebuild(rec, replace=was)
+        if event is not None:
+            await self._handle([event])
 
     async def estimate(self, spec: JobSpec) -> list[dict[str, Any]]:
         """Per fitting device: estimated fidelity, cost, wait and run time; runs nothing.

@@ -34,6 +34,7 @@ from qrt_ray.names import CALIBRATION_NAME, device_actor_name
 from qrt_ray.reports import new_key
 from qrt_ray.results import RawRun
 from qrt_ray.store import open_store
+from qrt_ray.store.faults import StoreFaults
 from qrt_ray.store.urls import store_label
 from qrt_ray.versions import software_versions
 
@@ -251,6 +252,12 @@ class RayPorts:
         return await asyncio.wait_for(ref, timeout=self._snapshot_timeout_s)
 
 
+def _seconds(value: Any, most: float) -> bool:
+    """Whether ``value`` is a number of seconds in (0, most]."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return number and 0 < value <= most
+
+
 def kill_process(process: tuple[str, int, float] | None) -> bool:
     """SIGKILL a device's process if it runs on this node and is still that process
     (its start time matches: a pid may have been reused). Returns whether it did."""
@@ -291,7 +298,9 @@ class SchedulerActor:
         self.metrics = RuntimeMetrics()
         self.metrics.build_info.labels(version=software_versions().get("qrt-ray", "?")).set(1)
         self._metrics_port = serve_farm_metrics(self.metrics, metrics_port)
-        self.store = open_store(store_url)
+        # chaos drills inject store faults here (inject_store_fault); none by default
+        self._store_faults = StoreFaults()
+        self.store = self._store_faults.wrap(open_store(store_url))
         self._store_label = store_label(store_url)
         policies = (
             PolicyConfig.model_validate_json(policies_json)
@@ -496,6 +505,34 @@ class SchedulerActor:
         await self._device_handles[name].set_status.remote(status)
         action = "device.drain" if status == "DRAINING" else "device.resume"
         await self.access.audit([AuditEntry(OPERATOR, action, "", name)])
+
+    async def inject_store_fault(
+        self, kind: str, value: float, after: bool = False, for_s: float = 0.0
+    ) -> None:
+        """Chaos drills: ``fail`` makes the job store's next ``value`` writes fail
+        (after their commit with ``after``, else before it); ``slow`` makes each write
+        wait ``value`` seconds first, for the next ``for_s`` seconds.
+
+        Raises:
+            ValidationError: an unknown kind or a value out of range.
+        """
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if kind == "fail" and number and value == int(value) and 1 <= value <= 1000:
+            self._store_faults.fail(int(value), bool(after))
+        elif kind == "slow" and number and 0 < value <= 30 and _seconds(for_s, 3600):
+            self._store_faults.slow(float(value), float(for_s))
+        else:
+            raise ValidationError(
+                f"store fault {brief(kind, 20)!r}={brief(value, 20)}: use fail (1 to 1000 "
+                "writes) or slow (0 to 30 s a write, for 0 to 3600 s)"
+            )
+        logger.warning(
+            "job store fault injected: %s %g%s", kind, value, f" for {for_s:g} s" if for_s else ""
+        )
+
+    async def node(self) -> str:
+        """The id of the Ray node this actor runs on (the farm's control plane)."""
+        return ray.get_runtime_context().get_node_id()
 
     async def store_label(self) -> str:
         """The store this farm keeps its jobs in (passwords hidden)."""

@@ -22,6 +22,7 @@ import ray
 
 from qrt_ray import farm as farm_mod
 from qrt_ray.errors import FarmBusyError, QrtError
+from qrt_ray.gameday.nodes import lose_node
 from qrt_ray.gameday.report import (
     Event,
     FaultOutcome,
@@ -71,8 +72,8 @@ class GameDay:
         self._lock = threading.Lock()
         self._stop = threading.Event()  # the workload stops
         self._watch_done = threading.Event()  # the watcher stops (after the drain)
-        # open drift and outage faults: (outcome, the elapsed time the fault itself
-        # ends: an outage's end, 0 for drift)
+        # open drift, outage and partition faults: (outcome, the elapsed time the
+        # fault itself ends: an outage's or partition's end, 0 for drift)
         self._open: list[tuple[FaultOutcome, float]] = []
         self._t0 = 0.0
         self._devices: dict[str, Any] = {}  # device -> its last snapshot seen
@@ -198,10 +199,10 @@ class GameDay:
         thread.join(timeout=10)
 
     def _track(self, name: str, snap: Any) -> None:
-        """Mark detection and recovery of open drift and outage faults on ``name``:
-        detected when the farm stops treating it as ONLINE; a drift recovered when it
-        is ONLINE on a calibration taken after the fault, an outage when it is ONLINE
-        after the outage."""
+        """Mark detection and recovery of open drift, outage and partition faults on
+        ``name``: detected when the farm stops treating it as ONLINE; a drift recovered
+        when it is ONLINE on a calibration taken after the fault, an outage or a
+        partition when it is ONLINE after it ended."""
         t = self._elapsed()
         online = snap.status.value == "ONLINE"
         for f, ends_at in self._open:
@@ -250,6 +251,8 @@ class GameDay:
             waiter = threading.Thread(target=self._burst_done, args=(outcome, ids), daemon=True)
             waiter.start()
             return [waiter]
+        if step.fault == "node-loss":
+            return self._lose_nodes(index, step, at)
         if step.fault == "kill" and step.actor != "device":
             target = step.actor
             handle = (
@@ -271,7 +274,8 @@ class GameDay:
                     0.0,
                 )
             else:
-                detail, value, ends = f"{step.for_s:g} s down", step.for_s, at + step.for_s
+                what = "down" if step.fault == "outage" else "cut off from the farm"
+                detail, value, ends = f"{step.for_s:g} s {what}", step.for_s, at + step.for_s
             ray.get(handle.inject_fault.remote(step.fault, value), timeout=30)
             outcome = FaultOutcome(index, step.fault, name, at, detail=detail)
             with self._lock:
@@ -308,6 +312,67 @@ class GameDay:
         waiter = threading.Thread(target=back, daemon=True)
         waiter.start()
         return waiter
+
+    def _lose_nodes(self, index: int, step: Step, at: float) -> list[threading.Thread]:
+        """Lose the worker nodes the step's devices run on; each is recovered when all
+        its devices answer again from another node."""
+        ns = self.rt.namespace
+        control = ray.get(farm_mod.find_scheduler(ns).node.remote(), timeout=30)
+        snaps = {d.name: d for d in self.rt.devices()}
+        by_node: dict[str, list[str]] = {}
+        for name in self._targets(step):
+            process = snaps[name].process
+            if process is None:
+                raise QrtError(f"node-loss: device {name} does not say which node it runs on")
+            if process[0] == control:
+                raise QrtError(
+                    f"node-loss: device {name} runs on the scheduler's node, which a game "
+                    "day never loses; run the farm on a cluster with devices on worker "
+                    "nodes (their resources), or name a device that runs on one"
+                )
+            by_node.setdefault(process[0], []).append(name)
+        waiters = []
+        for node, names in by_node.items():
+            outcome = FaultOutcome(
+                index, "node-loss", f"node {node[:12]}", at, detail=f"with {', '.join(names)}"
+            )
+            with self._lock:
+                self.faults.append(outcome)
+            self._event("fault", outcome.target, f"lost with {', '.join(names)}")
+            killed = lose_node(node)
+            if killed is not None:
+                outcome.detail += f"; {killed} processes killed"
+            waiter = threading.Thread(
+                target=self._back_elsewhere, args=(outcome, node, names), daemon=True
+            )
+            waiter.start()
+            waiters.append(waiter)
+        return waiters
+
+    def _back_elsewhere(self, outcome: FaultOutcome, node: str, names: Sequence[str]) -> None:
+        """Wait until every one of ``names`` answers from a node other than ``node``."""
+        ns = self.rt.namespace
+        left = set(names)
+        deadline = time.monotonic() + self.scenario.drain_s + self.scenario.duration_s
+        while left and time.monotonic() < deadline:
+            for name in sorted(left):
+                try:
+                    snap = ray.get(farm_mod.device_handle(name, ns).snapshot.remote(), timeout=5)
+                except Exception:  # still being restarted
+                    if outcome.detected_s is None:
+                        outcome.detected_s = self._elapsed() - outcome.at_s
+                    continue
+                if snap.process is not None and snap.process[0] != node:
+                    left.discard(name)
+                    self._event("reaction", name, f"back on node {snap.process[0][:12]}")
+            if left:
+                time.sleep(0.2)
+        if not left:
+            outcome.recovered_s = self._elapsed() - outcome.at_s
+            self._event(
+                "recovered", outcome.target, f"its devices answer again after "
+                f"{outcome.recovered_s:.1f} s"
+            )  # fmt: skip
 
     def _burst_done(self, outcome: FaultOutcome, ids: Sequence[str]) -> None:
         if not ids:

@@ -15,8 +15,15 @@ Faults (``fault:``):
 - ``drift``: the devices' gate and readout errors become ``factor`` times what their
   calibration says, until each is recalibrated (canaries should find it).
 - ``outage``: the devices' control link answers nothing for ``for_s`` seconds.
+- ``partition``: the devices are cut off from the rest of the farm for ``for_s``
+  seconds: every call into them and every report they send hangs, then fails (Ray's
+  own control plane still reaches them, so the farm may restart one it takes for
+  gone).
 - ``kill``: Ray kills the ``actor`` (``device``, ``scheduler`` or ``calibration``);
   Ray restarts it.
+- ``node-loss``: the Ray worker nodes the devices run on die (a task there kills the
+  node's raylet and every process under it); Ray restarts their devices on the nodes
+  left. Never the scheduler's node; a farm on one node cannot run it.
 - ``burst``: ``jobs`` extra jobs submitted at once, beside the workload.
 
 ``devices``: names, a count picked at random from ``seed``, ``half`` or ``all``.
@@ -34,12 +41,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from qrt_ray.config import ConfigError, config_text, validated_yaml
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
-FAULTS = ("drift", "outage", "kill", "burst")
+FAULTS = ("drift", "outage", "partition", "kill", "node-loss", "burst")
 # what each fault kind reads beyond at_s and fault
 _FIELDS = {
     "drift": {"devices", "factor"},
     "outage": {"devices", "for_s"},
+    "partition": {"devices", "for_s"},
     "kill": {"devices", "actor"},
+    "node-loss": {"devices"},
     "burst": {"jobs"},
 }
 
@@ -61,7 +70,7 @@ class Step(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     at_s: float = Field(ge=0, allow_inf_nan=False)
-    fault: Literal["drift", "outage", "kill", "burst"]
+    fault: Literal["drift", "outage", "partition", "kill", "node-loss", "burst"]
     devices: list[str] | int | Literal["half", "all"] = 1
     factor: float = Field(default=4.0, ge=1.0, le=100.0, allow_inf_nan=False)
     for_s: float = Field(default=30.0, gt=0, le=86_400, allow_inf_nan=False)

@@ -11,8 +11,13 @@ The invariants (what no fault may break):
 * the store's deep integrity check is clean (transitions chained, no job billed twice,
   blobs intact).
 
-Faults are Ray kills of the farm's actors (Ray restarts each: ``max_restarts=-1``);
-recovery is the time from the kill until the actor answers again.
+Faults are Ray kills of the farm's actors (Ray restarts each: ``max_restarts=-1``),
+network partitions between a device and the rest of the farm (each call into the
+device and each report it sends hangs, then fails, until the partition heals; Ray's
+own control plane still reaches it), and job-store faults in the scheduler: a few
+writes that fail (before their commit, or after it) or writes slowed for a while.
+Recovery is the time from a kill, or from a partition's or a slow store's end, until
+the actor answers again.
 """
 
 from __future__ import annotations
@@ -38,29 +43,43 @@ from qrt_ray.store import open_store
 from qrt_ray.store.integrity import IntegrityReport, check_integrity
 from tests.circuits import ghz
 
-KINDS = ("device", "scheduler", "calibration")
+KINDS = ("device", "scheduler", "calibration", "partition", "store_fail", "store_slow")
+# a partition lasts this long (seconds, drawn from the seed): from shorter than the
+# scheduler's snapshot timeout to long enough that the device is taken for gone
+PARTITION_S = (2.0, 20.0)
+# a slow store: each write waits this long, for a time drawn from PARTITION_S
+SLOW_WRITE_S = 0.2
 
 
 @dataclass(frozen=True, slots=True, order=True)
 class Fault:
-    """One injection: when (seconds into the drill), what, and which device."""
+    """One injection: when (seconds into the drill), what, which device (for a store
+    fault: ``before`` or ``after`` the commit), and how long it lasts (a partition, a
+    slow store) or how many writes fail."""
 
     at_s: float
     kind: str
     target: str = ""
+    for_s: float = 0.0
 
 
 def schedule(
     seed: int, counts: dict[str, int], span_s: float, devices: Sequence[str]
 ) -> list[Fault]:
     """``counts[kind]`` faults of each kind at random times in ``[0, span_s)``,
-    reproducible from ``seed``; device kills pick a device at random."""
+    reproducible from ``seed``; device kills and partitions pick a device at random."""
     rng = random.Random(seed)
     out = []
     for kind in KINDS:
         for _ in range(counts.get(kind, 0)):
-            target = rng.choice(list(devices)) if kind == "device" else ""
-            out.append(Fault(round(rng.uniform(0, span_s), 3), kind, target))
+            target = rng.choice(list(devices)) if kind in ("device", "partition") else ""
+            at = round(rng.uniform(0, span_s), 3)
+            for_s = 0.0
+            if kind in ("partition", "store_slow"):
+                for_s = round(rng.uniform(*PARTITION_S), 1)
+            elif kind == "store_fail":
+                target, for_s = rng.choice(("before", "after")), float(rng.randint(1, 3))
+            out.append(Fault(at, kind, target, for_s))
     return sorted(out)
 
 
@@ -133,8 +152,9 @@ def _answers(fn: Callable[[], Any], deadline: float) -> bool:
 
 
 def inject(rt: QuantumRuntime, fault: Fault, timeout_s: float = 120.0) -> float:
-    """Kill one actor (Ray restarts it) and wait until it answers again; returns the
-    seconds that took (``timeout_s`` if it never did)."""
+    """Kill one actor (Ray restarts it), or cut a device off for ``fault.for_s``, and
+    wait until it answers again; returns the seconds from the kill, or the healing,
+    until it did (``timeout_s`` if it never did)."""
     ns = rt.namespace
     started = time.monotonic()
     deadline = started + timeout_s
@@ -145,6 +165,26 @@ def inject(rt: QuantumRuntime, fault: Fault, timeout_s: float = 120.0) -> float:
     elif fault.kind == "scheduler":
         ray.kill(farm_mod.find_scheduler(ns), no_restart=False)
         back = _answers(lambda: rt.jobs(limit=1), deadline)
+    elif fault.kind == "partition":
+        handle = farm_mod.device_handle(fault.target, ns)
+        ray.get(handle.inject_fault.remote("partition", fault.for_s), timeout=30)
+        healed = started + fault.for_s
+        time.sleep(max(0.0, healed - time.monotonic()))
+        # the scheduler may have restarted the device meanwhile (it went silent): its
+        # new actor answers at once
+        back = _answers(lambda: ray.get(handle.snapshot.remote(), timeout=5), healed + timeout_s)
+        return time.monotonic() - healed if back else timeout_s
+    elif fault.kind in ("store_fail", "store_slow"):
+        sched = farm_mod.find_scheduler(ns)
+        if fault.kind == "store_fail":
+            call = sched.inject_store_fault.remote("fail", fault.for_s, fault.target == "after")
+        else:
+            call = sched.inject_store_fault.remote("slow", SLOW_WRITE_S, for_s=fault.for_s)
+        ray.get(call, timeout=30)
+        over = started + (fault.for_s if fault.kind == "store_slow" else 0.0)
+        time.sleep(max(0.0, over - time.monotonic()))
+        back = _answers(lambda: rt.jobs(limit=1), over + timeout_s)
+        return time.monotonic() - over if back else timeout_s
     elif fault.kind == "calibration":
         handle = farm_mod.calibration_handle(ns)
         ray.kill(handle, no_restart=False)

@@ -1,8 +1,9 @@
 """Chaos drills on a real local farm (see ``tests/chaos/drill.py``).
 
-The fast subset runs with every test run: a few kills of each actor over one
-workload. The full drills (100 device kills, 50 scheduler kills, calibration manager
-kills) run by command::
+The fast subset runs with every test run: a few kills of each actor, a network
+partition and job-store faults over one workload. The full drills (100 device kills,
+50 scheduler kills, calibration manager kills, 30 partitions, 60 store faults) run by
+command::
 
     python -m pytest tests/chaos -m chaos_full -p no:randomly
 """
@@ -24,7 +25,7 @@ from qrt_ray.config import (
     SchedulingConfig,
     load_farm_config_text,
 )
-from tests.chaos.drill import crash_drill, run_drill, schedule
+from tests.chaos.drill import PARTITION_S, crash_drill, run_drill, schedule
 from tests.circuits import SMALL_FARM, ghz
 
 pytestmark = pytest.mark.integration
@@ -70,11 +71,15 @@ def _drill(farm: tuple, counts: dict[str, int], *, jobs: int, span_s: float, see
     return report
 
 
-def test_actor_kills_lose_nothing_and_count_nothing_twice(farm: tuple) -> None:
-    report = _drill(
-        farm, {"device": 2, "scheduler": 1, "calibration": 1}, jobs=40, span_s=15.0, seed=11
-    )
-    # kills fail no job here
+def test_kills_a_partition_and_store_faults_lose_nothing_and_count_nothing_twice(
+    farm: tuple,
+) -> None:
+    counts = {
+        "device": 2, "scheduler": 1, "calibration": 1, "partition": 1,
+        "store_fail": 2, "store_slow": 1,
+    }  # fmt: skip
+    report = _drill(farm, counts, jobs=40, span_s=15.0, seed=11)
+    # none of these faults fails a job here
     assert report.states.get("DONE", 0) == report.jobs, report.failures
 
 
@@ -104,19 +109,35 @@ def test_a_poison_job_that_crashes_its_device_is_dead_lettered(farm: tuple) -> N
         ({"device": 100}, 600, 1500.0),
         ({"scheduler": 50}, 400, 900.0),
         ({"calibration": 20}, 200, 400.0),
+        ({"partition": 30}, 300, 900.0),
+        ({"store_fail": 40, "store_slow": 20}, 300, 600.0),
     ],
-    ids=["device-kills-100", "scheduler-kills-50", "calibration-kills-20"],
+    ids=[
+        "device-kills-100",
+        "scheduler-kills-50",
+        "calibration-kills-20",
+        "partitions-30",
+        "store-faults-60",
+    ],
 )
 def test_full_drill(farm: tuple, counts: dict[str, int], jobs: int, span_s: float) -> None:
     _drill(farm, counts, jobs=jobs, span_s=span_s, seed=sum(counts.values()))
 
 
 def test_the_schedule_is_reproducible_from_its_seed() -> None:
-    a = schedule(3, {"device": 5, "scheduler": 2}, 60.0, DEVICES)
-    assert a == schedule(3, {"device": 5, "scheduler": 2}, 60.0, DEVICES)
-    assert a != schedule(4, {"device": 5, "scheduler": 2}, 60.0, DEVICES)
-    assert [f.at_s for f in a] == sorted(f.at_s for f in a) and len(a) == 7
-    assert {f.target for f in a if f.kind == "device"} <= set(DEVICES)
+    counts = {"device": 5, "scheduler": 2, "partition": 3}
+    a = schedule(3, counts, 60.0, DEVICES)
+    assert a == schedule(3, counts, 60.0, DEVICES)
+    assert a != schedule(4, counts, 60.0, DEVICES)
+    assert [f.at_s for f in a] == sorted(f.at_s for f in a) and len(a) == 10
+    assert {f.target for f in a if f.kind in ("device", "partition")} <= set(DEVICES)
+    cuts = [f.for_s for f in a if f.kind == "partition"]
+    assert len(cuts) == 3 and all(PARTITION_S[0] <= s <= PARTITION_S[1] for s in cuts)
+    assert all(f.for_s == 0.0 for f in a if f.kind != "partition")
+    store = schedule(5, {"store_fail": 6, "store_slow": 2}, 60.0, DEVICES)
+    fails = [f for f in store if f.kind == "store_fail"]
+    assert {f.target for f in fails} <= {"before", "after"}
+    assert all(1 <= f.for_s <= 3 for f in fails)
 
 
 def _crash(store_url: str, runs: int) -> None:

@@ -114,19 +114,9 @@ class AutoscalingHead:
 def kill_node(node_id: str) -> int:
     """SIGKILL a fake node's raylet and everything under it, as a lost machine would
     go; returns how many processes were killed."""
-    import psutil
+    from qrt_ray.gameday.nodes import kill_raylet
 
-    doomed = []
-    for proc in psutil.process_iter(["cmdline"]):
-        line = " ".join(proc.info["cmdline"] or [])
-        if "raylet" in line and f"--node_id={node_id}" in line:
-            doomed += [proc, *proc.children(recursive=True)]
-    for proc in doomed:
-        try:
-            proc.kill()
-        except psutil.Error:
-            continue
-    return len(doomed)
+    return kill_raylet(node_id)
 
 
 class NodeCounter:

@@ -115,3 +115,18 @@ def test_a_farm_moved_to_a_new_head_recovers_every_job_from_postgres(
         f"head lost with jobs {lost}; new head up in {second['farm_up_s']} s, all done in "
         f"{second['all_done_s']} s"
     )
+
+
+@pytest.mark.chaos_full
+def test_the_node_loss_game_day_loses_a_worker_and_no_job(tmp_path: Path) -> None:
+    """By command (``-m chaos_full``): about three minutes on two cores."""
+    seen = run_scenario("gameday_node_loss", tmp_path)
+    print(seen["text"])
+    (fault,) = seen["faults"]
+    assert fault["fault"] == "node-loss" and "manila" in fault["detail"], fault
+    assert fault["recovered_s"] is not None, seen["text"]
+    assert seen["manila_now_on"] in seen["workers"]
+    assert seen["manila_now_on"] != seen["manila_node"]
+    assert seen["alive_nodes"] == 2  # the head and the worker left
+    assert seen["jobs"]["lost"] == 0 and seen["passed"], seen["text"]
+    assert seen["integrity_ok"], seen["integrity"]

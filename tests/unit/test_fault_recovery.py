@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -21,9 +23,9 @@ from qrt_ray.errors import DeviceUnavailableError, StoreUnavailableError
 from qrt_ray.lifecycle import ErrorClass, JobState
 from qrt_ray.models import DeviceStatus
 from qrt_ray.results import decode_result
-from qrt_ray.store import SQLiteJobStore
+from qrt_ray.store import SQLiteJobStore, StateUpdate
+from qrt_ray.store.faults import StoreFaults
 from tests.local_farm import FARM, REPORT_KEY, drive, spec
-from tests.store_faults import StoreFaults
 
 S = JobState
 
@@ -305,6 +307,73 @@ def test_a_submit_the_store_failed_is_not_acknowledged_and_runs_if_stored(
         else:
             assert rows == []
         await sched.stop()
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_injected_store_faults_slow_or_fail_writes_as_asked(tmp_path: Path) -> None:
+    """The drills' store faults: slowed writes still land; a failure before the commit
+    writes nothing, one after it writes and still raises; then writes go through."""
+    faults = StoreFaults()
+    store = faults.wrap(SQLiteJobStore(tmp_path / "jobs.sqlite3"))
+    try:
+        faults.slow(0.2, for_s=5.0)
+        started = time.monotonic()
+        assert store.put_blobs([b"slow"])
+        assert time.monotonic() - started >= 0.2
+        faults.slow(0.2, for_s=-1.0)  # over
+        faults.fail(1)
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            store.put_blobs([b"before"])
+        faults.fail(1, after=True)
+        with pytest.raises(sqlite3.OperationalError, match="after the commit"):
+            store.put_blobs([b"after"])
+        (digest,) = store.put_blobs([b"fine"])
+        assert store.get_blob(digest) == b"fine"
+        stored = {bytes(r[0]) for r in store.read_sql("SELECT data FROM blobs")}
+        assert b"after" in stored and b"before" not in stored and b"slow" in stored
+    finally:
+        store.close()
+
+
+def test_a_job_being_decided_on_is_not_rebuilt_until_the_call_is_done(tmp_path: Path) -> None:
+    """A failed write's read-back leaves alone a job a call is deciding on (a report
+    being counted): the call's decision would land on the rebuilt job, which may hold
+    that run already from the ledger. It is looked at on the next pass instead."""
+
+    async def main() -> None:
+        store, devices, sched = _farm(tmp_path)
+        await sched.start()
+        ((rec, _),) = await sched.submit([spec(shots=100, device="manila")])
+        job = sched._jobs.get(rec.job_id)
+        with sched._deciding([rec.job_id]):
+            assert not sched._unmoved(rec.job_id, (job, job.state))
+            assert rec.job_id in sched._resync  # looked at again next pass
+        sched._resync.clear()
+        assert sched._unmoved(rec.job_id, (job, job.state))
+        await drive(sched, devices)
+        assert store.get(rec.job_id).state is JobState.DONE
+        await sched.stop()
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_a_cancel_of_a_job_whose_move_landed_unseen_ends(tmp_path: Path) -> None:
+    """A write that failed after its commit left the store a move ahead of the
+    scheduler. A cancel's compare-and-set then fails on the stale state; it reads the
+    job back and cancels it, rather than trying the stale state again for ever (seen
+    in the stateful test as a cancel that never returned)."""
+
+    async def main() -> None:
+        store, _, sched = _farm(tmp_path)  # the loop is not started: nothing else moves
+        ((rec, _),) = await sched.submit([spec(shots=100, device="manila")])
+        landed = StateUpdate(rec.job_id, JobState.QUEUED, JobState.COMPILING, time.time())
+        assert store.apply([landed]) == [True]  # in the store, not in the scheduler
+        state, changed = await asyncio.wait_for(sched.cancel(rec.job_id), timeout=30)
+        assert (state, changed) == (JobState.CANCELLED, True)
+        assert store.get(rec.job_id).state is JobState.CANCELLED
         store.close()
 
     asyncio.run(main())

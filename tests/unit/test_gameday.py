@@ -25,7 +25,7 @@ from qrt_ray.gameday.scenario import Scenario
 
 def test_every_packaged_scenario_loads_and_is_listed() -> None:
     names = packaged()
-    assert {"drift-storm", "device-outage", "actor-kills", "burst"} <= set(names)
+    assert {"drift-storm", "device-outage", "partition", "actor-kills", "burst"} <= set(names)
     for name in names:
         scenario = load_scenario(name)
         assert scenario.name == name and scenario.steps

@@ -1,0 +1,61 @@
+"""Injected job-store faults, for chaos drills and tests: the store's next writes fail,
+before their commit (nothing written: a full disk) or after it (written, but reported
+failed: a connection lost before the answer), or every write waits a while first (a
+slow disk or database).
+
+The farm's scheduler wraps its store with one (``SchedulerActor.inject_store_fault``);
+with no fault set, a write pays one comparison.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class StoreFaults:
+    """Makes a store's next ``left`` writes fail (after their commit with ``after``),
+    and each write until ``slow_until`` (unix seconds) wait ``delay_s`` first."""
+
+    def __init__(self) -> None:
+        self.left = 0
+        self.after = False
+        self.delay_s = 0.0
+        self.slow_until = 0.0
+        self._lock = threading.Lock()
+
+    def fail(self, writes: int, after: bool = False) -> None:
+        """Fail the next ``writes`` writes (after their commit with ``after``)."""
+        with self._lock:
+            self.left, self.after = writes, after
+
+    def slow(self, delay_s: float, for_s: float) -> None:
+        """Delay every write by ``delay_s`` for the next ``for_s`` seconds."""
+        self.delay_s, self.slow_until = delay_s, time.time() + for_s
+
+    def wrap(self, store: Any) -> Any:
+        """Route ``store``'s writes through these faults; returns the store."""
+        write = store._write
+
+        def faulty(fn: Callable[[Any], T]) -> T:
+            if self.slow_until and time.time() < self.slow_until:
+                time.sleep(self.delay_s)
+            if self.left <= 0:
+                return write(fn)
+            with self._lock:
+                failing, after = self.left > 0, self.after
+                self.left -= failing
+            if not failing:
+                return write(fn)
+            if after:
+                write(fn)
+                raise sqlite3.OperationalError("disk I/O error (injected after the commit)")
+            raise sqlite3.OperationalError("database or disk is full (injected)")
+
+        store._write = faulty
+        return store
