@@ -20,6 +20,7 @@ from qrt_ray.actors.device import WorkItem
 from qrt_ray.actors.requests import decode_specs, device_arg, job_id_arg, job_ids_arg
 from qrt_ray.actors.rollouts import Rollouts
 from qrt_ray.actors.scheduler import Scheduler
+from qrt_ray.actors.snapshot_poll import SnapshotPoller
 from qrt_ray.actors.tenant_api import TenantAPI
 from qrt_ray.actors.views import event_views, record_view
 from qrt_ray.arguments import check_limit
@@ -108,27 +109,24 @@ class RayPorts:
         self._snapshot_timeout_s = snapshot_timeout_s
         # each device's process as it last reported it (node, pid, start time)
         self._processes: dict[str, tuple[str, int, float]] = {}
+        self._poll: SnapshotPoller[DeviceSnapshot] = SnapshotPoller(
+            self._ask_snapshot, snapshot_timeout_s
+        )
+
+    async def _ask_snapshot(self, name: str) -> DeviceSnapshot:
+        return await self._devices[name].snapshot.remote()
 
     async def snapshots(self) -> list[DeviceSnapshot]:
-        """Snapshots of the devices that answer within the timeout (the others are
-        left out; the scheduler treats a device it knew and no longer hears from as
-        taking no work)."""
-        names = list(self._devices)
-
-        async def one(name: str) -> DeviceSnapshot:
-            ref = self._devices[name].snapshot.remote()
-            return await asyncio.wait_for(ref, timeout=self._snapshot_timeout_s)
-
-        got = await asyncio.gather(*(one(n) for n in names), return_exceptions=True)
-        out = []
-        for name, snap in zip(names, got, strict=True):
-            if isinstance(snap, BaseException):
-                logger.warning("device %s did not answer: %r", name, snap)
-                continue
+        """Snapshots of the devices, without waiting on one that hangs: a device still
+        answering an earlier question is as it last was, until that question is
+        ``snapshot_timeout_s`` old; then it is left out (the scheduler treats a device
+        it knew and no longer hears from as taking no work). See
+        :mod:`~qrt_ray.actors.snapshot_poll`."""
+        got = await self._poll.round(list(self._devices))
+        for name, snap in got.items():
             if snap.process is not None:
                 self._processes[name] = snap.process
-            out.append(snap)
-        return out
+        return list(got.values())
 
     async def restart(self, device: str) -> None:
         """Kill the device actor and let Ray start it again (its ``max_restarts``).
@@ -137,6 +135,7 @@ class RayPorts:
         none, so when that process runs on this node it is also killed by the OS.
         """
         self._targets = {k: v for k, v in self._targets.items() if k[0] != device}
+        self._poll.lost(device)
         ray.kill(self._devices[device], no_restart=False)
         kill_process(self._processes.pop(device, None))
 

@@ -98,6 +98,7 @@ class DrillReport:
     recovery_s: list[float] = field(default_factory=list)
     seconds: float = 0.0
     failures: dict[str, str] = field(default_factory=dict)  # FAILED job: class and error
+    not_injected: list[str] = field(default_factory=list)  # faults the drill could not make
 
     @property
     def duplicated(self) -> int:
@@ -125,6 +126,8 @@ class DrillReport:
             out.append(f"ledger: {self.ledger_problems[:5]}")
         if not self.integrity.ok:
             out.append(self.integrity.render())
+        if self.not_injected:
+            out.append(f"faults not injected: {self.not_injected[:5]}")
         return out
 
     def row(self) -> dict[str, Any]:
@@ -167,7 +170,13 @@ def inject(rt: QuantumRuntime, fault: Fault, timeout_s: float = 120.0) -> float:
         back = _answers(lambda: rt.jobs(limit=1), deadline)
     elif fault.kind == "partition":
         handle = farm_mod.device_handle(fault.target, ns)
-        ray.get(handle.inject_fault.remote("partition", fault.for_s), timeout=30)
+
+        def cut() -> None:  # the device may be restarting from a kill just before
+            ray.get(handle.inject_fault.remote("partition", fault.for_s), timeout=5)
+
+        if not _answers(cut, deadline):
+            raise RuntimeError(f"could not cut {fault.target} off within {timeout_s:g} s")
+        started = time.monotonic()
         healed = started + fault.for_s
         time.sleep(max(0.0, healed - time.monotonic()))
         # the scheduler may have restarted the device meanwhile (it went silent): its
@@ -175,12 +184,18 @@ def inject(rt: QuantumRuntime, fault: Fault, timeout_s: float = 120.0) -> float:
         back = _answers(lambda: ray.get(handle.snapshot.remote(), timeout=5), healed + timeout_s)
         return time.monotonic() - healed if back else timeout_s
     elif fault.kind in ("store_fail", "store_slow"):
-        sched = farm_mod.find_scheduler(ns)
-        if fault.kind == "store_fail":
-            call = sched.inject_store_fault.remote("fail", fault.for_s, fault.target == "after")
-        else:
-            call = sched.inject_store_fault.remote("slow", SLOW_WRITE_S, for_s=fault.for_s)
-        ray.get(call, timeout=30)
+
+        def hurt() -> None:  # the scheduler may be restarting from a kill just before
+            sched = farm_mod.find_scheduler(ns)
+            if fault.kind == "store_fail":
+                call = sched.inject_store_fault.remote("fail", fault.for_s, fault.target == "after")
+            else:
+                call = sched.inject_store_fault.remote("slow", SLOW_WRITE_S, for_s=fault.for_s)
+            ray.get(call, timeout=5)
+
+        if not _answers(hurt, deadline):
+            raise RuntimeError(f"could not break the store within {timeout_s:g} s")
+        started = time.monotonic()
         over = started + (fault.for_s if fault.kind == "store_slow" else 0.0)
         time.sleep(max(0.0, over - time.monotonic()))
         back = _answers(lambda: rt.jobs(limit=1), over + timeout_s)
@@ -228,11 +243,15 @@ def run_drill(
     rng = random.Random(seed)
     started = time.monotonic()
     recovery: list[float] = []
+    not_injected: list[str] = []
 
     def chaos() -> None:
         for fault in faults:
             time.sleep(max(0.0, started + fault.at_s - time.monotonic()))
-            recovery.append(inject(rt, fault))
+            try:
+                recovery.append(inject(rt, fault))
+            except Exception as exc:  # the drill goes on; the report says so
+                not_injected.append(f"{fault}: {type(exc).__name__}: {str(exc)[:200]}")
 
     injector = threading.Thread(target=chaos, name="chaos", daemon=True)
     injector.start()
@@ -278,6 +297,7 @@ def run_drill(
         recovery,
         time.monotonic() - started,
         failures,
+        not_injected,
     )
 
 

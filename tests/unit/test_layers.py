@@ -49,6 +49,7 @@ PURE = [
     "qrt_ray.actors.rollouts",
     "qrt_ray.actors.ports",
     "qrt_ray.actors.scheduler",
+    "qrt_ray.actors.snapshot_poll",
     "qrt_ray.actors.job_telemetry",
     "qrt_ray.actors.canary_metrics",
     "qrt_ray.logs",
