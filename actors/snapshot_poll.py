@@ -5,8 +5,10 @@ A round asks every device that has no question outstanding and waits a short whi
 snapshot; one still answering
 an earlier question is taken as it last was, until that question is
 ``timeout_s`` old: then it is left out (the scheduler counts it as not answering)
-until it answers again. Only a device never heard from is waited on for the whole
-timeout, once, so that a farm that starts sees every device. Before, every round
+until it answers again. A device this poller has never heard from is waited on for
+the whole timeout, round after round until it first answers, so that a farm that
+starts (or a scheduler that restarts) sees every device before it admits work for
+one. Before, every round
 waited for the slowest device: one device hanging (a network partition) held up the
 scheduler's loop and every submit for the whole timeout.
 """
@@ -70,10 +72,9 @@ class SnapshotPoller(Generic[T]):
             for n in names
             if (entry := self._asking.get(n)) is not None
             and n not in self._last
-            and n not in self._silent
             and not entry[0].done()
         ]
-        if first:  # never heard from: wait for the whole timeout, once
+        if first:  # never heard from (starting, or restarting with this scheduler)
             left = self._timeout_s - (self._clock() - started)
             await asyncio.wait(first, timeout=max(0.0, left))
         now = self._clock()

@@ -47,7 +47,7 @@ def test_a_hanging_device_holds_up_no_round_and_is_left_out_after_the_timeout() 
     asyncio.run(main())
 
 
-def test_a_device_never_heard_from_is_waited_on_once() -> None:
+def test_a_device_never_heard_from_is_waited_on_until_it_answers() -> None:
     async def main() -> None:
         devices = Devices()
         gate = devices.hung["b"] = asyncio.Event()
@@ -94,5 +94,27 @@ def test_overlapping_rounds_each_get_every_answer() -> None:
         one, two = await asyncio.gather(poll.round(["a", "b"]), poll.round(["a", "b"]))
         assert set(one) == set(two) == {"a", "b"}
         assert devices.answers == {"a": 1, "b": 1}  # one question each, shared
+
+    asyncio.run(main())
+
+
+def test_a_starting_device_whose_first_question_failed_is_still_waited_on() -> None:
+    """Its actor was not there yet (the question failed at once); the next round waits
+    the whole timeout for it again, as the scheduler admits no work for a device it
+    has never seen (a pinned job would be refused as naming no such device)."""
+
+    async def main() -> None:
+        tries = {"n": 0}
+
+        async def ask(name: str) -> str:
+            tries["n"] += 1
+            if tries["n"] == 1:
+                raise KeyError("device b has no actor yet")
+            await asyncio.sleep(0.2)  # constructing: slower than a round's wait
+            return "b-up"
+
+        poll = SnapshotPoller(ask, timeout_s=2.0, round_wait_s=0.01)
+        assert await poll.round(["b"]) == {}
+        assert await poll.round(["b"]) == {"b": "b-up"}
 
     asyncio.run(main())
