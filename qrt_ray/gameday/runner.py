@@ -85,6 +85,9 @@ class GameDay:
         sc = self.scenario
         slos_before = self._slo()
         self._devices = {d.name: d for d in self.rt.devices()}
+        for step in sc.steps:  # refused before any load, not at the step's time
+            if step.fault == "node-loss":
+                self._node_targets(step, pick=False)
         self._t0 = time.time()
         self._event(
             "note", sc.name, f"game day {self.run_id} starts ({len(self._devices)} devices)"
@@ -228,8 +231,8 @@ class GameDay:
 
     # == faults ========================================================================
 
-    def _targets(self, step: Step) -> list[str]:
-        names = sorted(self._devices)
+    def _targets(self, step: Step, among: Sequence[str] | None = None) -> list[str]:
+        names = sorted(self._devices if among is None else among)
         if isinstance(step.devices, list):
             unknown = [d for d in step.devices if d not in self._devices]
             if unknown:
@@ -313,24 +316,43 @@ class GameDay:
         waiter.start()
         return waiter
 
+    def _node_targets(self, step: Step, pick: bool = True) -> dict[str, list[str]]:
+        """The worker nodes a node-loss step loses, each with its devices: the named
+        devices, or as many picked among those that run on a worker node (with
+        ``pick`` False, only checked: nothing is drawn from the seed).
+
+        Raises:
+            QrtError: a named device runs on the scheduler's node (never lost), or no
+                device runs on a worker node (a farm on one machine).
+        """
+        control = ray.get(farm_mod.find_scheduler(self.rt.namespace).node.remote(), timeout=30)
+        where = {
+            d.name: d.process[0] for d in self.rt.devices() if d.process is not None
+        }  # fmt: skip
+        workers = sorted(n for n, node in where.items() if node != control)
+        if not workers:
+            raise QrtError(
+                "node-loss: every device runs on the scheduler's node, which a game day "
+                "never loses; run the farm on a cluster with devices on worker nodes "
+                "(their resources)"
+            )
+        named = step.devices if isinstance(step.devices, list) else []
+        on_control = [n for n in named if where.get(n, control) == control]
+        if on_control:
+            raise QrtError(
+                f"node-loss: devices {on_control} run on the scheduler's node (or do not "
+                f"say where), which a game day never loses; name devices on worker nodes "
+                f"({', '.join(workers)})"
+            )
+        by_node: dict[str, list[str]] = {}
+        for name in self._targets(step, among=workers) if pick else []:
+            by_node.setdefault(where[name], []).append(name)
+        return by_node
+
     def _lose_nodes(self, index: int, step: Step, at: float) -> list[threading.Thread]:
         """Lose the worker nodes the step's devices run on; each is recovered when all
         its devices answer again from another node."""
-        ns = self.rt.namespace
-        control = ray.get(farm_mod.find_scheduler(ns).node.remote(), timeout=30)
-        snaps = {d.name: d for d in self.rt.devices()}
-        by_node: dict[str, list[str]] = {}
-        for name in self._targets(step):
-            process = snaps[name].process
-            if process is None:
-                raise QrtError(f"node-loss: device {name} does not say which node it runs on")
-            if process[0] == control:
-                raise QrtError(
-                    f"node-loss: device {name} runs on the scheduler's node, which a game "
-                    "day never loses; run the farm on a cluster with devices on worker "
-                    "nodes (their resources), or name a device that runs on one"
-                )
-            by_node.setdefault(process[0], []).append(name)
+        by_node = self._node_targets(step)
         waiters = []
         for node, names in by_node.items():
             outcome = FaultOutcome(
