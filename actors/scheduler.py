@@ -1473,7 +1473,7 @@ class Scheduler:
         """
         live = {j: self._jobs[j].record for j in job_ids if j in self._jobs}
 
-        def read() -> list[tuple[str, bytes]]:
+        def read() -> tuple[list[tuple[str, bytes]], bool]:
             out = []
             for job_id in job_ids:
                 rec = live.get(job_id) or self.store.get(job_id)
@@ -1482,14 +1482,21 @@ class Scheduler:
                         f"job {job_id} is {rec.state.value}, not DONE; no result yet"
                     )
                 out.append((rec.result_sha256, self.store.get_blob(rec.result_sha256)))
-            if first:  # the retention window of a fetched result starts to count
+            if not first:
+                return out, True
+            try:  # the retention window of a fetched result starts to count
                 self.store.mark_fetched(first, self._clock())
-            return out
+            except Exception as exc:
+                # the results are served all the same; unmarked, they are kept longer
+                # (retention counts from a first fetch), and the next fetch marks them
+                logger.warning("could not mark %d results fetched: %s", len(first), exc)
+                return out, False
+            return out, True
 
         # which fetches are first ones is decided here, on the loop, not in the thread
         first = [j for j in dict.fromkeys(job_ids) if j not in self._fetched]
-        out = await asyncio.to_thread(read)
-        for j in first:
+        out, marked = await asyncio.to_thread(read)
+        for j in first if marked else ():
             self._fetched[j] = None
         while len(self._fetched) > _FETCHED_KEPT:
             self._fetched.popitem(last=False)

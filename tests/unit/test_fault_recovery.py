@@ -377,3 +377,29 @@ def test_a_cancel_of_a_job_whose_move_landed_unseen_ends(tmp_path: Path) -> None
         store.close()
 
     asyncio.run(main())
+
+
+def test_a_result_is_served_when_its_fetch_mark_cannot_be_written(tmp_path: Path) -> None:
+    """Fetching a result marks it fetched (retention counts from then). A store that
+    refuses that write does not fail the fetch (a chaos drill saw the raw sqlite error
+    reach the client); the next fetch marks it."""
+
+    async def main() -> None:
+        faults = StoreFaults()
+        store = faults.wrap(SQLiteJobStore(tmp_path / "jobs.sqlite3"))
+        devices = [Device(d, max_parallel_threads=1, report_key=REPORT_KEY) for d in FARM.devices]
+        sched = Scheduler(store, LocalPorts(devices), report_key=REPORT_KEY)
+        await sched.start()
+        ((rec, _),) = await sched.submit([spec(shots=100, device="manila")])
+        await drive(sched, devices)
+        faults.fail(1)
+        ((sha, blob),) = await sched.result_blobs([rec.job_id])
+        assert sum(decode_result(blob).counts().values()) == 100
+        assert store.get(rec.job_id).result_sha256 == sha
+        assert rec.job_id not in sched._fetched  # not marked: tried again next time
+        await sched.result_blobs([rec.job_id])
+        assert rec.job_id in sched._fetched
+        await sched.stop()
+        store.close()
+
+    asyncio.run(main())
