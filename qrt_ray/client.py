@@ -33,6 +33,7 @@ from qrt_ray.errors import (
     QrtError,
     RuntimeNotRunningError,
     StaleCalibrationWarning,
+    StoreUnavailableError,
     ValidationError,
     brief,
 )
@@ -62,6 +63,13 @@ _MAX_TAGS = 32
 
 # How long a client keeps trying a scheduler that is restarting.
 DEFAULT_RETRY_S = 60.0
+# Calls asked again, with the same arguments, when the job store refused a write: each
+# gives the same answer however often it lands (a submit carries its jobs' idempotency
+# keys; setting a status twice sets it once; the rest only read). A cancel is not: its
+# answer says whether this call cancelled the job.
+_SAFE_AGAIN = frozenset(
+    {"submit", "job", "events", "results", "jobs", "devices", "set_device_status"}
+)
 
 
 def _retry_s(value: Any) -> float:
@@ -250,6 +258,8 @@ class QuantumRuntime:
 
         Raises:
             RuntimeNotRunningError: the scheduler did not come back in time.
+            StoreUnavailableError: the job store kept refusing writes for ``retry_s``
+                (only calls that are safe to ask again wait it out).
         """
 
         def find() -> Any:
@@ -291,6 +301,12 @@ class QuantumRuntime:
                     ) from None
                 with contextlib.suppress(RuntimeNotRunningError):
                     handle = find()
+            except StoreUnavailableError as exc:
+                # the farm acknowledged nothing; a brief store outage (a database
+                # restarting, a full disk being freed) is ridden out like a restart
+                if method not in _SAFE_AGAIN or not backoff.wait():
+                    raise
+                logger.info("job store unavailable (%s); retrying %s", exc, method)
 
     # -- construction -----------------------------------------------------------------
 
@@ -330,7 +346,8 @@ class QuantumRuntime:
             metrics_port: serve Prometheus metrics on 127.0.0.1 at this port (default:
                 9464, or a free port when another farm has it; 0: no endpoint).
                 :attr:`metrics_url` says where they are.
-            retry_s: how long a call keeps trying while the scheduler restarts.
+            retry_s: how long a call keeps trying while the scheduler restarts (or
+                the job store refuses writes).
             attach: True: use the ``qrt up`` farm whenever one runs (the other
                 arguments then only describe the farm to start when none does);
                 False: always start one; None (default): as above.
@@ -833,7 +850,8 @@ def connect(
             address (``auto`` finds the local cluster; ``ray://host:10001``).
         token: the API token for a gateway (default: ``$QRT_TOKEN``).
         namespace: the farm's Ray namespace (Ray only).
-        retry_s: how long a call keeps trying while the farm restarts.
+        retry_s: how long a call keeps trying while the farm restarts (or its job
+            store refuses writes).
         ca_file: CA certificates to trust for an ``https`` gateway (default:
             ``$QRT_CA_FILE``, else the system's).
 

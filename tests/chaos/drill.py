@@ -245,9 +245,12 @@ def run_drill(
     recovery: list[float] = []
     not_injected: list[str] = []
 
+    stop = threading.Event()
+
     def chaos() -> None:
         for fault in faults:
-            time.sleep(max(0.0, started + fault.at_s - time.monotonic()))
+            if stop.wait(max(0.0, started + fault.at_s - time.monotonic())):
+                return
             try:
                 recovery.append(inject(rt, fault))
             except Exception as exc:  # the drill goes on; the report says so
@@ -256,11 +259,18 @@ def run_drill(
     injector = threading.Thread(target=chaos, name="chaos", daemon=True)
     injector.start()
     handles: list[JobHandle] = []
-    for i in range(0, jobs, 20):  # submitted over the first seconds, while faults land
-        batch = [ghz(rng.choice((2, 3))) for _ in range(min(20, jobs - i))]
-        handles.extend(rt.submit_many(batch, shots=shots, seed=seed + i))
-        time.sleep(0.05)
-    rt.wait(handles, timeout_s=max(1.0, deadline_s - (time.monotonic() - started)))
+    try:
+        for i in range(0, jobs, 20):  # submitted over the first seconds, while faults land
+            batch = [ghz(rng.choice((2, 3))) for _ in range(min(20, jobs - i))]
+            handles.extend(rt.submit_many(batch, shots=shots, seed=seed + i))
+            time.sleep(0.05)
+        rt.wait(handles, timeout_s=max(1.0, deadline_s - (time.monotonic() - started)))
+    except BaseException:
+        # no fault outlives the drill: the farm goes on to other tests (the one being
+        # injected heals on its own schedule)
+        stop.set()
+        injector.join(timeout=180)
+        raise
     injector.join(timeout=max(1.0, deadline_s - (time.monotonic() - started)))
     store = open_store(store_url)
     try:

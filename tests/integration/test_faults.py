@@ -56,14 +56,38 @@ def _counted(store_path: Path, job_id: str) -> int:
         store.close()
 
 
+def _stored_calibration(store_path: Path, device: str) -> tuple[str, float] | None:
+    """(id, taken_at) of the device's newest calibration on record."""
+    from qrt_ray.store import SQLiteJobStore
+
+    store = SQLiteJobStore(store_path)
+    try:
+        history = store.calibrations(device, 1)
+    finally:
+        store.close()
+    return (history[0].calibration_id, history[0].taken_at) if history else None
+
+
 def test_a_device_actor_killed_mid_job_is_restarted_and_the_job_loses_nothing(
     rt: QuantumRuntime, store_path: Path
 ) -> None:
-    job = rt.submit(ghz(3), shots=20_000, seed=7, device="manila")
-    wait_for(lambda: _counted(store_path, job.job_id) >= 2, what="two slices counted")
     handle = farm_mod.device_handle("manila", rt.namespace)
     snap = ray.get(handle.snapshot.remote())
     before, calibration = snap.incarnation, snap.calibration
+    # the calibration manager records each device's calibration on its first pass; a
+    # device killed before that (a farm seconds old on a busy machine) starts afresh,
+    # as it should: there was nothing on record to restore
+    wait_for(
+        lambda: (
+            _stored_calibration(store_path, "manila")
+            == (calibration.calibration_id, calibration.taken_at)
+        ),
+        60,
+        what=f"manila's calibration {calibration.calibration_id} on record",
+    )
+    job = rt.submit(ghz(3), shots=20_000, seed=7, device="manila")
+    wait_for(lambda: _counted(store_path, job.job_id) >= 2, what="two slices counted")
+    assert ray.get(handle.snapshot.remote()).calibration == calibration
     ray.kill(handle, no_restart=False)  # Ray starts it again (max_restarts)
     result = job.result(timeout_s=240)
     assert sum(result.counts().values()) == 20_000
@@ -82,11 +106,19 @@ def test_a_device_actor_killed_mid_job_is_restarted_and_the_job_loses_nothing(
     # it restored its calibration from the store (a fresh one would be timed now): the
     # actor asks the scheduler as it starts, else the calibration manager restores it
     # on a pass (both slow on a machine this busy)
-    wait_for(
-        lambda: ray.get(handle.snapshot.remote()).calibration == calibration,
-        90,
-        what=f"manila to restore calibration {calibration.calibration_id}",
-    )
+    try:
+        wait_for(
+            lambda: ray.get(handle.snapshot.remote()).calibration == calibration,
+            90,
+            what=f"manila to restore calibration {calibration.calibration_id}",
+        )
+    except AssertionError as exc:
+        now = ray.get(handle.snapshot.remote()).calibration
+        raise AssertionError(
+            f"{exc} (taken at {calibration.taken_at}); it has {now.calibration_id} taken "
+            f"at {now.taken_at}; the newest on record: "
+            f"{_stored_calibration(store_path, 'manila')}"
+        ) from None
 
 
 def test_a_hung_device_is_restarted_and_its_job_finishes_there(

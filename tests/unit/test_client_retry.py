@@ -1,7 +1,8 @@
 """The client rides out a scheduler restart: it finds the scheduler again and retries
 with backoff for ``retry_s``, a wait keeps its own deadline, and every submission
-carries an idempotency key so a retried submit makes no second job. No Ray here: the
-actor calls are replaced by a scripted scheduler."""
+carries an idempotency key so a retried submit makes no second job. A job store that
+refuses writes for a moment is ridden out the same way by calls safe to ask again. No
+Ray here: the actor calls are replaced by a scripted scheduler."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import ray.exceptions
 
 from qrt_ray import client as client_mod
 from qrt_ray.client import QuantumRuntime
-from qrt_ray.errors import RuntimeNotRunningError, ValidationError
+from qrt_ray.errors import RuntimeNotRunningError, StoreUnavailableError, ValidationError
 
 GHZ = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\nh q[0];\nmeasure q -> c;\n'
 
@@ -26,8 +27,8 @@ class Method:
 class Scripted:
     """A scheduler handle whose calls fail ``failures`` times (the actor restarting)."""
 
-    def __init__(self, failures: int, answer: Any) -> None:
-        self.failures, self.answer = failures, answer
+    def __init__(self, failures: int, answer: Any, store_down: bool = False) -> None:
+        self.failures, self.answer, self.store_down = failures, answer, store_down
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
 
     def __getattr__(self, name: str) -> Method:
@@ -38,6 +39,8 @@ def _unwrap(fn: Method, *args: Any) -> Any:
     fn.owner.calls.append((fn.name, args))
     if fn.owner.failures > 0:
         fn.owner.failures -= 1
+        if fn.owner.store_down:
+            raise StoreUnavailableError("the job store refused a write; retry shortly")
         raise ray.exceptions.ActorUnavailableError("the actor is restarting", None)
     return fn.owner.answer(fn.name, args) if callable(fn.owner.answer) else fn.owner.answer
 
@@ -155,3 +158,37 @@ def test_reads_from_the_calibration_manager_ride_out_its_restart(found, monkeypa
     assert rt.calibration_report() == {"manila": {"phase": "monitor"}}
     assert [name for name, _ in manager.calls] == ["report"] * 3
     assert looked == ["ns"] * 3  # found at first, and again after each failure
+
+
+def test_a_submit_rides_out_a_store_that_refuses_writes_with_the_same_keys(
+    found, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    def answer(name: str, args: tuple[Any, ...]) -> Any:
+        return [{"job_id": f"j{i}"} for i, _ in enumerate(args[0])]
+
+    sched = Scripted(failures=3, answer=answer, store_down=True)
+    rt = _runtime(sched, 60, monkeypatch, found)
+    handles = rt.submit_many([GHZ, GHZ], shots=10)
+    assert [h.job_id for h in handles] == ["j0", "j1"]
+    sent = [[json.loads(spec)["idempotency_key"] for spec in args[0]] for _, args in sched.calls]
+    assert len(sent) == 4 and all(keys == sent[0] for keys in sent)  # the same jobs, 4 tries
+    assert found == []  # the scheduler answered: nothing to look up again
+
+
+def test_a_cancel_is_not_asked_twice_when_the_store_refuses_it(found, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    sched = Scripted(failures=1, answer=("CANCELLED", True), store_down=True)
+    rt = _runtime(sched, 60, monkeypatch, found)
+    # its answer says whether this call cancelled the job; a second try could not know
+    with pytest.raises(StoreUnavailableError, match="retry shortly"):
+        client_mod.JobHandle(rt, "j1").cancel()
+    assert len(sched.calls) == 1
+
+
+def test_a_store_down_longer_than_retry_s_is_reported_as_the_store(found, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    clock = iter(range(0, 10_000))
+    monkeypatch.setattr(client_mod.time, "monotonic", lambda: float(next(clock)))
+    sched = Scripted(failures=10_000, answer=None, store_down=True)
+    rt = _runtime(sched, 5, monkeypatch, found)
+    with pytest.raises(StoreUnavailableError, match="refused a write"):
+        rt.jobs()
+    assert 2 <= len(sched.calls) <= 6  # retried, and bounded by retry_s
