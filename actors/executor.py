@@ -44,11 +44,13 @@ from qrt_ray.results import RawRun, RunError, counts_checksum, slice_seed, trim_
 logger = logging.getLogger("qrt.device")
 
 # A device runs a batch in simulator calls of about PIECE_TARGET_S each (see
-# qrt_ray.policies.simtime.plan_pieces), at most this many circuits a call: batching
-# gains little beyond a few dozen, and each call pays for the noise model's hand-over
-# (a one-circuit call on guadalupe took 9 ms with the model restricted to the touched
-# qubits, see `simulate`, and 54 ms with the whole device's).
-CALL_CIRCUITS = 64
+# qrt_ray.policies.simtime.plan_pieces), at most this many circuits a call. Each call
+# pays a fixed cost for the noise model's hand-over (a one-circuit call on guadalupe
+# took 9 ms with the model restricted to the touched qubits, see `simulate`, and 54 ms
+# with the whole device's; about 30 ms a call for 5-qubit GHZ circuits on manila), so
+# small circuits gain from large calls: 200 of them at 1,000 shots on 2 cores took
+# 535 ms in calls of 16, 273 ms in calls of 64 and 191 ms in one call.
+CALL_CIRCUITS = 256
 # Abandoned work remembered (job id -> attempt) until the batch running it reports.
 _ABANDONED_KEPT = 10_000
 
