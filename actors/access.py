@@ -47,7 +47,9 @@ from qrt_ray.errors import (
     BudgetExceededError,
     DeviceUnavailableError,
     PermissionDeniedError,
+    QrtError,
     QuotaExceededError,
+    StoreUnavailableError,
     ValidationError,
     brief,
 )
@@ -61,6 +63,7 @@ logger = logging.getLogger("qrt.access")
 
 OPERATOR = "operator"
 _CACHE_S = 5.0  # how long a token or tenant read from the store is trusted
+_OUTAGE_LOG_S = 10.0  # an outage of authentication is logged at most this often
 _MAX_SOURCES = 10_000  # sources whose failures are remembered (oldest dropped)
 _MESSAGES = {
     AuthFailure.MISSING: "no API token: send 'Authorization: Bearer <token>' "
@@ -115,6 +118,7 @@ class Access:
         self._buckets: dict[str, TokenBucket] = {}
         self._failures: dict[str, tuple[int, int]] = {}  # source -> (minute, count)
         self._tokens: dict[str, tuple[float, TokenRecord | None]] = {}
+        self._outage_logged_at = -_OUTAGE_LOG_S
         self._tenants: dict[str, tuple[float, Any]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         # spend admitted outside jobs and not billed yet (readouts running), by tenant
@@ -202,7 +206,7 @@ class Access:
         cached = self._tokens.get(token_id)
         if cached is not None and now - cached[0] < _CACHE_S:
             return cached[1]
-        record = await asyncio.to_thread(self.store.token, token_id)
+        record = await self._lookup(self.store.token, token_id)
         if record is not None:  # unknown ids are not cached: they would fill memory
             self._tokens[token_id] = (now, record)
         return record
@@ -211,9 +215,37 @@ class Access:
         cached = self._tenants.get(name)
         if cached is not None and now - cached[0] < _CACHE_S:
             return cached[1]
-        row = await asyncio.to_thread(self.store.tenant, name)
+        row = await self._lookup(self.store.tenant, name)
         self._tenants[name] = (now, row)
         return row
+
+    async def _lookup(self, read: Callable[[str], Any], key: str) -> Any:
+        """A token or tenant record read from the store for a tenant's call.
+
+        A store that cannot be read is an outage of authentication, not a verdict on
+        the caller: the call is answered "unavailable, retry" (HTTP 503), never
+        refused, and the caller's source is not counted towards a lock-out.
+
+        Raises:
+            StoreUnavailableError: the record could not be read.
+        """
+        try:
+            return await asyncio.to_thread(read, key)
+        except QrtError as exc:
+            if not isinstance(exc, StoreUnavailableError):
+                raise
+            cause = exc
+        except Exception as exc:
+            cause = exc
+        self.metrics.auth_requests.labels(outcome="unavailable").inc()
+        now = time.monotonic()
+        if now - self._outage_logged_at >= _OUTAGE_LOG_S:  # one line, not one a call
+            self._outage_logged_at = now
+            logger.error("authentication unavailable: %s: %s", type(cause).__name__, cause)
+        raise StoreUnavailableError(
+            "authentication is unavailable: the farm cannot read its token records "
+            f"({type(cause).__name__}); nothing was done, retry in a few seconds"
+        ) from None
 
     async def limits(self, tenant: str) -> TenantLimits:
         """The tenant's limits: its own over the farm's defaults."""

@@ -510,7 +510,9 @@ class SchedulerActor:
     ) -> None:
         """Chaos drills: ``fail`` makes the job store's next ``value`` writes fail
         (after their commit with ``after``, else before it); ``slow`` makes each write
-        wait ``value`` seconds first, for the next ``for_s`` seconds.
+        wait ``value`` seconds first, for the next ``for_s`` seconds; ``auth`` makes
+        every read of a token or tenant record fail for ``value`` seconds (an outage
+        of authentication).
 
         Raises:
             ValidationError: an unknown kind or a value out of range.
@@ -520,10 +522,12 @@ class SchedulerActor:
             self._store_faults.fail(int(value), bool(after))
         elif kind == "slow" and number and 0 < value <= 30 and _seconds(for_s, 3600):
             self._store_faults.slow(float(value), float(for_s))
+        elif kind == "auth" and number and 0 < value <= 3600:
+            self._store_faults.cut_auth(float(value))
         else:
             raise ValidationError(
                 f"store fault {brief(kind, 20)!r}={brief(value, 20)}: use fail (1 to 1000 "
-                "writes) or slow (0 to 30 s a write, for 0 to 3600 s)"
+                "writes), slow (0 to 30 s a write, for 0 to 3600 s) or auth (0 to 3600 s)"
             )
         logger.warning(
             "job store fault injected: %s %g%s", kind, value, f" for {for_s:g} s" if for_s else ""

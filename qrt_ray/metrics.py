@@ -167,7 +167,8 @@ class RuntimeMetrics:
         # the trust boundary: M10 is auth_refused / auth_requests
         self.auth_requests = Counter(
             "qrt_auth_requests_total",
-            "Calls through the gateway, by whether their token was accepted",
+            "Calls through the gateway, by whether their token was accepted: "
+            "outcome=accepted|refused|unavailable (the token records could not be read)",
             ["outcome"],
             registry=r,
         )

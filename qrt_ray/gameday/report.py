@@ -69,6 +69,8 @@ class Report:
     checks: list[dict[str, Any]]
     refused: int = 0
     notes: list[str] = field(default_factory=list)
+    # the tenant's calls by outcome (see qrt_ray.gameday.tenant; empty: none ran)
+    tenant: dict[str, int] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -182,8 +184,10 @@ def judge(
     jobs: dict[str, Any],
     faults: Sequence[FaultOutcome],
     latency: Mapping[str, Any],
+    tenant: Mapping[str, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """The expectations, each with what was seen."""
+    """The expectations, each with what was seen; with the tenant's calls, also that
+    it was never refused nor met an error (an outage must say "retry")."""
     exp = scenario.expect
     checks = [
         {"check": "nothing lost", "want": 0, "seen": jobs["lost"], "ok": jobs["lost"] == 0},
@@ -207,6 +211,17 @@ def judge(
             "ok": not unrecovered and slowest <= exp.max_recovery_s,
         }
     )
+    if tenant:
+        bad = tenant.get("refused", 0) + tenant.get("error", 0)
+        checks.append(
+            {
+                "check": "tenant told to retry, never refused",
+                "want": "0 refused, 0 errors",
+                "seen": f"{tenant.get('refused', 0)} refused, {tenant.get('error', 0)} errors "
+                f"of {sum(tenant.values())} calls",
+                "ok": bad == 0,
+            }
+        )
     if exp.max_p95_latency_s is not None:
         p95 = max((p["p95_s"] or 0.0) for p in latency.values())
         checks.append(
@@ -257,6 +272,9 @@ def render(report: Report) -> str:
     ]
     for name, p in report.latency.items():
         lines.append(f"| {name} | {p['jobs']} | {_s(p['p50_s'])} | {_s(p['p95_s'])} |")
+    if report.tenant:
+        said = ", ".join(f"{k} {v}" for k, v in report.tenant.items())
+        lines += ["", f"The tenant's submits through the gateway door: {said}."]
     lines += [
         "",
         "## SLI impact and error budget",

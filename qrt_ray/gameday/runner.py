@@ -3,7 +3,9 @@ their times, the farm's reactions watched, then a report (:mod:`.report`).
 
 The runner is the operator's tool: it holds Ray (it kills actors and breaks devices).
 Its workload runs as the tenant ``gameday``, each job tagged with the run's id, so a
-game day's jobs are told apart in bills and job lists. Nothing is cleaned up by
+game day's jobs are told apart in bills and job lists. A scenario with an
+``auth-outage`` also runs that tenant's own client beside it, with a token made for
+the run and revoked after (:mod:`.tenant`). Nothing is cleaned up by
 force: a drifted device is fixed by the farm's own recalibration, an outage ends by
 itself, a killed actor is restarted by Ray. That is the point of the exercise.
 """
@@ -34,6 +36,7 @@ from qrt_ray.gameday.report import (
     slo_impact,
 )
 from qrt_ray.gameday.scenario import Scenario, Step
+from qrt_ray.gameday.tenant import OUTCOMES, TenantClient, close_tenant, open_tenant
 from qrt_ray.slo import load_slo_config, report_dict
 
 logger = logging.getLogger("qrt.gameday")
@@ -77,6 +80,12 @@ class GameDay:
         self._open: list[tuple[FaultOutcome, float]] = []
         self._t0 = 0.0
         self._devices: dict[str, Any] = {}  # device -> its last snapshot seen
+        # the tenant's side (scenarios with an auth-outage): its answers by outcome,
+        # and open auth outages (outcome, the elapsed time the outage ends)
+        self._tenant: TenantClient | None = None
+        self.tenant_calls: dict[str, int] = {}
+        self._auth_open: list[tuple[FaultOutcome, float]] = []
+        self._notes: list[str] = []
 
     # == the run =======================================================================
 
@@ -88,6 +97,19 @@ class GameDay:
         for step in sc.steps:  # refused before any load, not at the step's time
             if step.fault == "node-loss":
                 self._node_targets(step, pick=False)
+        token_id = None
+        if any(step.fault == "auth-outage" for step in sc.steps):
+            token, token_id = open_tenant(self.rt, TENANT, sc.duration_s + sc.drain_s + 600)
+            w = sc.workload
+            job = {
+                "circuits": [_ghz(w.qubits)],
+                "shots": w.shots,
+                "priority": w.priority,
+                "tenant": TENANT,
+                "tags": [self.tag, "tenant"],
+            }
+            self._tenant = TenantClient(self.rt.namespace, token, job)
+            self.tenant_calls = dict.fromkeys(OUTCOMES, 0)
         self._t0 = time.time()
         self._event(
             "note", sc.name, f"game day {self.run_id} starts ({len(self._devices)} devices)"
@@ -96,6 +118,10 @@ class GameDay:
             threading.Thread(target=self._workload, name="gameday-load", daemon=True),
             threading.Thread(target=self._watch, name="gameday-watch", daemon=True),
         ]
+        if self._tenant is not None:
+            threads.append(
+                threading.Thread(target=self._tenant_load, name="gameday-tenant", daemon=True)
+            )
         for t in threads:
             t.start()
         waiters: list[threading.Thread] = []
@@ -107,6 +133,10 @@ class GameDay:
         finally:
             self._stop.set()
             threads[0].join()
+            for t in threads[2:]:
+                t.join()
+            if token_id is not None:
+                close_tenant(self.rt, token_id, self._notes.append)
         self._event("note", sc.name, "workload stopped; draining")
         deadline = time.monotonic() + sc.drain_s
         self._drain(sc.drain_s)
@@ -165,6 +195,46 @@ class GameDay:
                 self._event("reaction", "farm", f"submit failed: {str(exc)[:160]}")
             due += period
             self._stop.wait(max(0.0, due - time.monotonic()))
+
+    def _tenant_load(self) -> None:
+        """The tenant's client: a job a call (at most two a second), the same job
+        again after a "retry" until it is accepted."""
+        assert self._tenant is not None
+        period = 1.0 / min(self.scenario.workload.rate_per_s, 2.0)
+        due = time.monotonic()
+        last = None
+        while not self._stop.is_set():
+            outcome, job_id, message = self._tenant.submit()
+            with self._lock:
+                self.tenant_calls[outcome] += 1
+                if job_id is not None:
+                    self.submitted.append(job_id)
+            if outcome != last:
+                said = f": {message}" if message else ""
+                self._event("reaction", "tenant", f"submit answered {outcome}{said}")
+                last = outcome
+            self._track_auth(outcome, self._elapsed())
+            due += period
+            self._stop.wait(max(0.0, due - time.monotonic()))
+
+    def _track_auth(self, outcome: str, t: float) -> None:
+        """Mark open auth outages: noticed at the tenant's first answer that is not an
+        acceptance, recovered at its first acceptance after the outage ended."""
+        with self._lock:
+            open_now = [(f, end) for f, end in self._auth_open if f.recovered_s is None]
+        for f, ends_at in open_now:
+            if t < f.at_s:
+                continue
+            if f.detected_s is None and outcome != "accepted":
+                f.detected_s = t - f.at_s
+                what = f"auth-outage noticed after {f.detected_s:.1f} s"
+                self._event("reaction", "tenants", what)
+            if outcome == "accepted" and t >= ends_at:
+                f.recovered_s = t - f.at_s
+                if f.detected_s is None:
+                    f.detail += "; no tenant call met it (each token is trusted 5 s)"
+                what = f"auth-outage over after {f.recovered_s:.1f} s"
+                self._event("recovered", "tenants", what)
 
     # == watching ======================================================================
 
@@ -256,6 +326,17 @@ class GameDay:
             return [waiter]
         if step.fault == "node-loss":
             return self._lose_nodes(index, step, at)
+        if step.fault == "auth-outage":
+            sched = farm_mod.find_scheduler(ns)
+            ray.get(sched.inject_store_fault.remote("auth", step.for_s), timeout=30)
+            outcome = FaultOutcome(
+                index, "auth-outage", "tenants", at, detail=f"{step.for_s:g} s token records unread"
+            )
+            with self._lock:
+                self.faults.append(outcome)
+                self._auth_open.append((outcome, at + step.for_s))
+            self._event("fault", "tenants", f"auth-outage: {outcome.detail}")
+            return []
         if step.fault == "kill" and step.actor != "device":
             target = step.actor
             handle = (
@@ -459,7 +540,7 @@ class GameDay:
         )
         latency = latency_by_phase(facts, self._t0, first, last)
         slos = slo_impact(slos_before, self._slo(), facts)
-        notes = []
+        notes = list(self._notes)
         if len(facts) < len(self.submitted):
             notes.append(
                 f"{len(self.submitted) - len(facts)} jobs were not in the farm's list of "
@@ -475,7 +556,8 @@ class GameDay:
             jobs=jobs,
             latency=latency,
             slos=slos,
-            checks=judge(self.scenario, jobs, self.faults, latency),
+            checks=judge(self.scenario, jobs, self.faults, latency, self.tenant_calls),
             refused=self.refused,
             notes=notes,
+            tenant=dict(self.tenant_calls),
         )

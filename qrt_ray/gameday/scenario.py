@@ -25,6 +25,10 @@ Faults (``fault:``):
   node's raylet and every process under it); Ray restarts their devices on the nodes
   left. Never the scheduler's node; a farm on one node cannot run it.
 - ``burst``: ``jobs`` extra jobs submitted at once, beside the workload.
+- ``auth-outage``: the farm cannot read its token and tenant records for ``for_s``
+  seconds (the identity source unreachable). A game day with one runs a tenant beside
+  the workload, submitting with a token through the gateway's door: during the outage
+  it must be told to retry (503), never that its token is bad, and lose no job.
 
 ``devices``: names, a count picked at random from ``seed``, ``half`` or ``all``.
 """
@@ -41,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from qrt_ray.config import ConfigError, config_text, validated_yaml
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
-FAULTS = ("drift", "outage", "partition", "kill", "node-loss", "burst")
+FAULTS = ("drift", "outage", "partition", "kill", "node-loss", "burst", "auth-outage")
 # what each fault kind reads beyond at_s and fault
 _FIELDS = {
     "drift": {"devices", "factor"},
@@ -50,6 +54,7 @@ _FIELDS = {
     "kill": {"devices", "actor"},
     "node-loss": {"devices"},
     "burst": {"jobs"},
+    "auth-outage": {"for_s"},
 }
 
 
@@ -70,7 +75,7 @@ class Step(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     at_s: float = Field(ge=0, allow_inf_nan=False)
-    fault: Literal["drift", "outage", "partition", "kill", "node-loss", "burst"]
+    fault: Literal["drift", "outage", "partition", "kill", "node-loss", "burst", "auth-outage"]
     devices: list[str] | int | Literal["half", "all"] = 1
     factor: float = Field(default=4.0, ge=1.0, le=100.0, allow_inf_nan=False)
     for_s: float = Field(default=30.0, gt=0, le=86_400, allow_inf_nan=False)
@@ -126,6 +131,17 @@ class Scenario(BaseModel):
             raise ValueError(
                 f"steps[{late[0]}] at_s={self.steps[late[0]].at_s:g} is not before "
                 f"duration_s={self.duration_s:g}; faults happen while the workload runs"
+            )
+        long = [
+            k
+            for k, s in enumerate(self.steps)
+            if s.fault == "auth-outage" and s.at_s + s.for_s >= self.duration_s
+        ]
+        if long:
+            s = self.steps[long[0]]
+            raise ValueError(
+                f"steps[{long[0]}] auth-outage ends at {s.at_s + s.for_s:g} s, not before "
+                f"duration_s={self.duration_s:g}; the tenant must be seen accepted again"
             )
         return self
 

@@ -1,7 +1,8 @@
 """Injected job-store faults, for chaos drills and tests: the store's next writes fail,
 before their commit (nothing written: a full disk) or after it (written, but reported
-failed: a connection lost before the answer), or every write waits a while first (a
-slow disk or database).
+failed: a connection lost before the answer), every write waits a while first (a
+slow disk or database), or the token and tenant records cannot be read for a while
+(an outage of authentication: the identity source unreachable).
 
 The farm's scheduler wraps its store with one (``SchedulerActor.inject_store_fault``);
 with no fault set, a write pays one comparison.
@@ -27,6 +28,7 @@ class StoreFaults:
         self.after = False
         self.delay_s = 0.0
         self.slow_until = 0.0
+        self.auth_cut_until = 0.0
         self._lock = threading.Lock()
 
     def fail(self, writes: int, after: bool = False) -> None:
@@ -38,9 +40,16 @@ class StoreFaults:
         """Delay every write by ``delay_s`` for the next ``for_s`` seconds."""
         self.delay_s, self.slow_until = delay_s, time.time() + for_s
 
+    def cut_auth(self, for_s: float) -> None:
+        """Fail every read of a token or tenant record for the next ``for_s`` seconds."""
+        self.auth_cut_until = time.time() + for_s
+
     def wrap(self, store: Any) -> Any:
-        """Route ``store``'s writes through these faults; returns the store."""
+        """Route ``store``'s writes, and its token and tenant reads, through these
+        faults; returns the store."""
         write = store._write
+        for name in ("token", "tenant"):
+            setattr(store, name, self._auth_read(getattr(store, name)))
 
         def faulty(fn: Callable[[Any], T]) -> T:
             if self.slow_until and time.time() < self.slow_until:
@@ -59,3 +68,11 @@ class StoreFaults:
 
         store._write = faulty
         return store
+
+    def _auth_read(self, read: Callable[[str], T]) -> Callable[[str], T]:
+        def faulty(key: str) -> T:
+            if self.auth_cut_until and time.time() < self.auth_cut_until:
+                raise sqlite3.OperationalError("unable to open database file (injected)")
+            return read(key)
+
+        return faulty

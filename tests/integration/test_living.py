@@ -133,6 +133,7 @@ SHORT_DAY = {
     "workload": {"rate_per_s": 2, "qubits": 3, "shots": 500},
     "steps": [
         {"at_s": 1, "fault": "drift", "devices": ["nairobi"], "factor": 8},
+        {"at_s": 2, "fault": "auth-outage", "for_s": 8},
         {"at_s": 6, "fault": "outage", "devices": ["nairobi"], "for_s": 3},
         {"at_s": 10, "fault": "kill", "actor": "device", "devices": ["manila"]},
         {"at_s": 13, "fault": "burst", "jobs": 30},
@@ -151,9 +152,17 @@ def test_a_game_day_of_every_fault_loses_nothing_and_reports_recovery(
     # the burst's 30 and a steady stream beside it (2 a second for 20 s; fewer on a
     # busy machine, as submits wait out the scheduler's restart)
     assert report.jobs["submitted"] >= 30 + 10, text
-    assert [f.fault for f in report.faults] == ["drift", "outage", "kill", "burst", "kill"]
-    drift = report.faults[0]
+    assert [f.fault for f in report.faults] == [
+        "drift", "auth-outage", "outage", "kill", "burst", "kill"
+    ]  # fmt: skip
+    drift, auth = report.faults[:2]
     assert drift.detected_s is not None and drift.recovered_s is not None, text
+    # the tenant beside the workload was told to retry while its token could not be
+    # checked, never refused, and was accepted again once it could
+    assert report.tenant["retry"] >= 1 and report.tenant["accepted"] >= 5, text
+    assert report.tenant["refused"] == 0 and report.tenant["error"] == 0, text
+    assert auth.detected_s is not None and auth.recovered_s is not None, text
+    assert 8 <= auth.recovered_s <= 60, text
     assert all(f.recovered_s is not None for f in report.faults), text
     kinds = {e.kind for e in report.timeline}
     assert {"fault", "reaction", "recovered"} <= kinds

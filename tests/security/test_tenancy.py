@@ -448,3 +448,38 @@ def test_a_budget_is_never_checked_against_unknown_prices(tmp_path: Path) -> Non
             await f.submit("b")  # a tenant with no budget is not held up
 
     run(go)
+
+
+def test_an_auth_outage_says_retry_never_refuses_and_heals(tmp_path: Path) -> None:
+    """Token and tenant records that cannot be read are an outage of authentication,
+    not a verdict on the caller: 503 and retry, no lock-out; a token checked within the
+    cache's 5 s still passes, none older (fail closed)."""
+    from qrt_ray.errors import StoreUnavailableError
+    from qrt_ray.gateway import error_response
+    from qrt_ray.store.faults import StoreFaults
+
+    async def go() -> None:
+        async with farm(tmp_path) as f:
+            faults = StoreFaults()
+            faults.wrap(f.store)
+            await f.call("a", "whoami")  # a's token is checked now
+            faults.cut_auth(3600)
+            assert (await f.call("a", "whoami"))["tenant"] == "acme"  # checked < 5 s ago
+            f.clock.now += 6  # past the cache: nothing checked recently passes
+            for who in ("a", "b"):
+                for _ in range(15):  # 30 from one source: past the 20 refusals a minute
+                    with pytest.raises(StoreUnavailableError, match="retry in a few") as err:
+                        await f.call(who, "submit", jobs=[ghz_spec(3, 100).model_dump_json()])
+            answer = error_response(err.value)
+            assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
+            assert _metric(f, "qrt_auth_requests_total", outcome="unavailable") == 30
+            assert _metric(f, "qrt_auth_refused_total", reason="locked_out") == 0
+            faults.auth_cut_until = 0.0  # healed
+            assert await f.call("admin", "jobs") == []  # nothing was stored meanwhile
+            (job,) = await f.submit("b")  # the same source, not locked out
+            assert job["tenant"] == "zenith"
+            # a bad token is still refused as bad once the records can be read
+            with pytest.raises(AuthenticationError):
+                await f.call("qrt_0000000000000000_" + "x" * 43, "whoami")
+
+    run(go)

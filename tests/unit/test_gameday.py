@@ -25,7 +25,9 @@ from qrt_ray.gameday.scenario import Scenario
 
 def test_every_packaged_scenario_loads_and_is_listed() -> None:
     names = packaged()
-    assert {"drift-storm", "device-outage", "partition", "actor-kills", "burst"} <= set(names)
+    assert {
+        "drift-storm", "device-outage", "partition", "actor-kills", "burst", "auth-outage"
+    } <= set(names)  # fmt: skip
     for name in names:
         scenario = load_scenario(name)
         assert scenario.name == name and scenario.steps
@@ -48,6 +50,8 @@ BASE = "name: mine\ndescription: d\nduration_s: 60\n"
         ("steps: [{at_s: 1, fault: flood}]", "fault"),
         ("steps: [{at_s: 1, fault: kill, actor: scheduler, devices: 2}]", "takes no devices"),
         ("steps: [{at_s: 1, fault: drift, factor: 1000}]", "factor"),
+        ("steps: [{at_s: 1, fault: auth-outage, devices: 2}]", "auth-outage does not read"),
+        ("steps: [{at_s: 30, fault: auth-outage, for_s: 30}]", "ends at 60 s, not before"),
         ("steps: []", "steps"),
     ],
 )
@@ -199,3 +203,60 @@ def test_an_outage_no_work_met_is_reported_as_never_noticed() -> None:
     assert outage.recovered_s is not None and outage.detected_s is None
     assert "never noticed" in outage.detail
     assert drift.detected_s == drift.recovered_s and "paused and back" in drift.detail
+
+
+def test_a_tenant_refused_or_erring_fails_the_judgement() -> None:
+    jobs = job_summary([_job(0, "DONE", 0, 1)], 1)
+    latency = latency_by_phase([], 0, 1, 2)
+    fault = [FaultOutcome(0, "auth-outage", "tenants", 1, 2, 20)]
+    told_to_retry = {"accepted": 50, "retry": 12, "refused": 0, "throttled": 0, "error": 0}
+    ok = judge(_scenario(), jobs, fault, latency, told_to_retry)
+    assert all(c["ok"] for c in ok) and "tenant told to retry" in str(ok)
+    for bad in ("refused", "error"):
+        checks = judge(_scenario(), jobs, fault, latency, {**told_to_retry, bad: 1})
+        (tenant,) = [c for c in checks if c["check"].startswith("tenant")]
+        assert not tenant["ok"] and f"1 {bad}" in tenant["seen"]
+    # no tenant ran: no such check
+    assert not any(c["check"].startswith("tenant") for c in judge(_scenario(), jobs, [], latency))
+
+
+def test_a_tenant_reads_an_outage_as_retry_and_a_bad_token_as_refused() -> None:
+    from qrt_ray.errors import (
+        AuthenticationError,
+        FarmBusyError,
+        PermissionDeniedError,
+        QuotaExceededError,
+        StoreUnavailableError,
+        ValidationError,
+    )
+    from qrt_ray.gameday.tenant import outcome_of
+
+    assert outcome_of(StoreUnavailableError("authentication is unavailable")) == "retry"
+    assert outcome_of(FarmBusyError("busy", limit="max_live_jobs", retry_after_s=3)) == "retry"
+    assert outcome_of(AuthenticationError("unknown token")) == "refused"
+    assert outcome_of(PermissionDeniedError("scope")) == "refused"
+    locked = QuotaExceededError("too many refused tokens", limit="auth_failures", retry_after_s=9)
+    assert outcome_of(locked) == "refused"
+    assert outcome_of(QuotaExceededError("jobs", limit="jobs_per_s", retry_after_s=1)) == (
+        "throttled"
+    )
+    assert outcome_of(ValidationError("bad spec")) == "error"
+
+
+def test_an_auth_outage_is_noticed_by_a_retry_and_over_at_the_next_acceptance() -> None:
+    import time
+
+    from qrt_ray.gameday.runner import GameDay
+
+    day = GameDay(None, _scenario())
+    day._t0 = time.time() - 100.0
+    outage = FaultOutcome(0, "auth-outage", "tenants", 10.0, detail="40 s token records unread")
+    day._auth_open.append((outage, 50.0))
+    day._track_auth("accepted", 12.0)  # a token still trusted from before
+    assert outage.detected_s is None and outage.recovered_s is None
+    day._track_auth("retry", 16.0)
+    assert outage.detected_s == pytest.approx(6.0)
+    day._track_auth("accepted", 49.0)  # not over yet: it ends at 50 s
+    assert outage.recovered_s is None
+    day._track_auth("accepted", 51.0)
+    assert outage.recovered_s == pytest.approx(41.0)
