@@ -470,14 +470,34 @@ class SchedulerActor:
     async def wait(self, job_ids: list[str], timeout_s: float | None) -> dict[str, str]:
         """Block until the jobs are final or the timeout passes; returns their states."""
         await self._started()
-        if timeout_s is not None and (
-            isinstance(timeout_s, bool)
-            or not isinstance(timeout_s, (int, float))
-            or not timeout_s >= 0
-        ):
-            raise ValidationError(f"timeout_s={brief(timeout_s)}: expected seconds >= 0 or None")
-        got = await self.scheduler.wait(job_ids_arg(job_ids), timeout_s)
+        got = await self.scheduler.wait(job_ids_arg(job_ids), _timeout_arg(timeout_s))
         return {k: v.value for k, v in got.items()}
+
+    async def collect(
+        self, job_ids: list[str], timeout_s: float | None
+    ) -> list[tuple[str, tuple[str, bytes] | None, str | None]]:
+        """Wait as :meth:`wait` does, then each job's outcome, in order: its state, its
+        result as (sha256, bytes) if DONE, its error if FAILED. What a client's
+        ``result()`` needs, in one round trip instead of two (at most
+        ``_COLLECT_JOBS`` jobs a call)."""
+        await self._started()
+        ids = job_ids_arg(job_ids)
+        if len(ids) > _COLLECT_JOBS:
+            raise ValidationError(
+                f"job_ids: {len(ids)} jobs; collect at most {_COLLECT_JOBS} a call"
+            )
+        states = await self.scheduler.wait(ids, _timeout_arg(timeout_s))
+        done = [j for j in ids if states[j] is JobState.DONE]
+        blobs = (
+            dict(zip(done, await self.scheduler.result_blobs(done), strict=True)) if done else {}
+        )
+        out = []
+        for j in ids:
+            error = None
+            if states[j] is JobState.FAILED:
+                error = (await self.scheduler.get(j)).error
+            out.append((states[j].value, blobs.get(j), error))
+        return out
 
     async def results(self, job_ids: list[str]) -> list[tuple[str, bytes]]:
         """(sha256, JSON bytes) of DONE jobs' results, in order."""
@@ -600,6 +620,18 @@ class SchedulerActor:
         await self.scheduler.stop()
         await asyncio.to_thread(self.intake.close)
         await asyncio.to_thread(self.store.close)
+
+
+# the most jobs one collect() answers (their results travel in one reply)
+_COLLECT_JOBS = 256
+
+
+def _timeout_arg(timeout_s: Any) -> float | None:
+    if timeout_s is not None and (
+        isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s >= 0
+    ):
+        raise ValidationError(f"timeout_s={brief(timeout_s)}: expected seconds >= 0 or None")
+    return timeout_s
 
 
 # a request of fewer characters is decoded on the event loop: about 30 us a kB, where a

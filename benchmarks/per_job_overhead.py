@@ -9,7 +9,10 @@ One process, one run, the same circuits and the same noise model on every side:
 - a plain loop of ``rt.submit()``, then ``h.result()`` for each handle (what most
   scripts do); each ``submit()`` is timed, on a farm busy with the jobs before it;
 - each of those pinned to one device (``device=``) and unpinned (placement on);
-- distinct random circuits (the compile cache cold) against transpile + run.
+- distinct random circuits (the compile cache cold) against transpile + run;
+- the floor of any synchronous loop: two empty scheduler calls a job, one after
+  another, while the farm runs the same jobs beside them (what a loop of submit() and
+  result() pays in round trips alone, however little each call does).
 
 Every job is its own durable job (SQLite, WAL, every transition persisted). Prints
 circuits/s and the ratio to the limit per path, and submit() latency percentiles.
@@ -103,6 +106,18 @@ def loop(rt: QuantumRuntime, circuits: Sequence[QuantumCircuit], device: str | N
     return waits
 
 
+def sync_floor(rt: QuantumRuntime, circuits: Sequence[QuantumCircuit], device: str) -> float:
+    """Seconds for two empty scheduler round trips a job, one after another, while the
+    farm runs the same jobs (submitted at once beside them)."""
+    handles = rt.submit_many(list(circuits), shots=SHOTS, device=device)
+    start = time.perf_counter()
+    for _ in range(2 * len(circuits)):
+        rt.store_label()
+    seconds = time.perf_counter() - start
+    rt.results(handles, timeout_s=3600)
+    return seconds
+
+
 def pct(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -144,6 +159,8 @@ def main() -> None:
             rows.append(
                 [f"loop of submit() + result(), {where}", n / t, run_only / t, f"{p99:.1f}"]
             )
+        t = sync_floor(rt, work, DEVICE)
+        rows.append(["floor: 2 empty round trips a job, farm busy", n / t, run_only / t, "-"])
         if args.distinct:
             fresh = distinct(args.distinct, 10_000)
             cold_limit = timed(lambda: limit.run(limit.compile(fresh)))

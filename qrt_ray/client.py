@@ -68,7 +68,8 @@ DEFAULT_RETRY_S = 60.0
 # keys; setting a status twice sets it once; the rest only read). A cancel is not: its
 # answer says whether this call cancelled the job.
 _SAFE_AGAIN = frozenset(
-    {"submit", "job", "events", "results", "jobs", "devices", "set_device_status"}
+    {"submit", "job", "events", "wait", "collect", "results", "jobs", "devices"}
+    | {"set_device_status"}
 )
 
 
@@ -99,6 +100,32 @@ class Backoff:
         time.sleep(self._pause)
         self._pause = min(2 * self._pause, 2.0)
         return True
+
+
+def _check_done(job_id: str, state: JobState, error: str | None, timeout_s: float | None) -> None:
+    """Raise why a job that was waited for has no result (nothing when it is DONE)."""
+    if state is JobState.FAILED:
+        raise JobFailedError(job_id, error or "unknown")
+    if state is JobState.CANCELLED:
+        raise JobCancelledError(job_id)
+    if state is not JobState.DONE:
+        within = "" if timeout_s is None else f" within {timeout_s:g}s"
+        raise JobTimeoutError(f"job {job_id} is still {state.value}; not done{within}")
+
+
+def _verified(job_id: str, sha: str, data: bytes) -> JobResult:
+    """A result whose bytes match the checksum the farm sent; its warnings raised as
+    :class:`StaleCalibrationWarning`."""
+    if sha256_hex(data) != sha:
+        raise IntegrityError(f"job {job_id}: result failed its checksum in transit")
+    result = decode_result(data)
+    for note in result.metadata.warnings:
+        warnings.warn(
+            f"job {job_id} on {result.metadata.device} ({result.metadata.calibration_id}): {note}",
+            StaleCalibrationWarning,
+            stacklevel=3,
+        )
+    return result
 
 
 def _auto_key() -> str:
@@ -592,32 +619,25 @@ class QuantumRuntime:
             JobFailedError, JobCancelledError, JobTimeoutError, IntegrityError: as for
             :meth:`JobHandle.result`, for the first job that has no result.
         """
+        ids = [h.job_id for h in handles]
+        if len(ids) <= _RESULTS_PER_CALL:  # waited for and fetched in one round trip
+            end = None if timeout_s is None else time.monotonic() + timeout_s
+            got = self._call(
+                "collect", ids, lambda: None if end is None else max(0.0, end - time.monotonic())
+            )
+            for job_id, (state, _, error) in zip(ids, got, strict=True):
+                _check_done(job_id, JobState(state), error, timeout_s)
+            return [_verified(j, *blob) for j, (_, blob, _) in zip(ids, got, strict=True)]
         states = self.wait(handles, timeout_s)
         for h in handles:
             state = states[h.job_id]
-            if state is JobState.FAILED:
-                raise JobFailedError(h.job_id, h.info().get("error") or "unknown")
-            if state is JobState.CANCELLED:
-                raise JobCancelledError(h.job_id)
-            if state is not JobState.DONE:
-                within = "" if timeout_s is None else f" within {timeout_s:g}s"
-                raise JobTimeoutError(f"job {h.job_id} is still {state.value}; not done{within}")
+            error = (h.info().get("error") or "unknown") if state is JobState.FAILED else None
+            _check_done(h.job_id, state, error, timeout_s)
         out = []
-        ids = [h.job_id for h in handles]
         for start in range(0, len(ids), _RESULTS_PER_CALL):
             chunk = ids[start : start + _RESULTS_PER_CALL]
-            for job_id, (sha, data) in zip(chunk, self._call("results", chunk), strict=True):
-                if sha256_hex(data) != sha:
-                    raise IntegrityError(f"job {job_id}: result failed its checksum in transit")
-                result = decode_result(data)
-                for note in result.metadata.warnings:
-                    warnings.warn(
-                        f"job {job_id} on {result.metadata.device} "
-                        f"({result.metadata.calibration_id}): {note}",
-                        StaleCalibrationWarning,
-                        stacklevel=2,
-                    )
-                out.append(result)
+            got = self._call("results", chunk)
+            out += [_verified(j, sha, data) for j, (sha, data) in zip(chunk, got, strict=True)]
         return out
 
     # -- queries ----------------------------------------------------------------------

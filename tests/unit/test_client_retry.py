@@ -14,7 +14,12 @@ import ray.exceptions
 
 from qrt_ray import client as client_mod
 from qrt_ray.client import QuantumRuntime
-from qrt_ray.errors import RuntimeNotRunningError, StoreUnavailableError, ValidationError
+from qrt_ray.errors import (
+    IntegrityError,
+    RuntimeNotRunningError,
+    StoreUnavailableError,
+    ValidationError,
+)
 
 GHZ = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\nh q[0];\nmeasure q -> c;\n'
 
@@ -192,3 +197,54 @@ def test_a_store_down_longer_than_retry_s_is_reported_as_the_store(found, monkey
     with pytest.raises(StoreUnavailableError, match="refused a write"):
         rt.jobs()
     assert 2 <= len(sched.calls) <= 6  # retried, and bounded by retry_s
+
+
+def test_result_waits_and_fetches_in_one_round_trip_and_says_why_not(found, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from qrt_ray.errors import IntegrityError, JobCancelledError, JobFailedError, JobTimeoutError
+
+    outcomes = {
+        "j-failed": ("FAILED", None, "device_lost: manila went away 6 times"),
+        "j-cancelled": ("CANCELLED", None, None),
+        "j-running": ("RUNNING", None, None),
+        "j-torn": ("DONE", ("0" * 64, b"{}"), None),  # bytes that do not match the checksum
+    }
+
+    def answer(name: str, args: tuple[Any, ...]) -> Any:
+        assert name == "collect"
+        return [outcomes[j] for j in args[0]]
+
+    sched = Scripted(failures=0, answer=answer)
+    rt = _runtime(sched, 60, monkeypatch, found)
+    handle = client_mod.JobHandle
+    with pytest.raises(JobFailedError, match="manila went away 6 times"):
+        handle(rt, "j-failed").result(timeout_s=5)
+    with pytest.raises(JobCancelledError):
+        handle(rt, "j-cancelled").result()
+    with pytest.raises(JobTimeoutError, match="still RUNNING; not done within 5s"):
+        handle(rt, "j-running").result(timeout_s=5)
+    with pytest.raises(IntegrityError, match="failed its checksum in transit"):
+        handle(rt, "j-torn").result()
+    # one call each, with what is left of the caller's timeout
+    assert [(name, args[0]) for name, args in sched.calls] == [
+        ("collect", [j]) for j in ("j-failed", "j-cancelled", "j-running", "j-torn")
+    ]
+    timeouts = [args[1] for _, args in sched.calls]
+    assert timeouts[1] is None and timeouts[3] is None
+    assert 4.9 < timeouts[0] <= 5.0 and 4.9 < timeouts[2] <= 5.0
+
+
+def test_many_results_wait_once_then_fetch_in_chunks(found, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    ids = [f"j{i}" for i in range(client_mod._RESULTS_PER_CALL + 1)]
+
+    def answer(name: str, args: tuple[Any, ...]) -> Any:
+        if name == "wait":
+            return dict.fromkeys(args[0], "DONE")
+        assert name == "results"
+        return [("0" * 64, b"{}") for _ in args[0]]
+
+    sched = Scripted(failures=0, answer=answer)
+    rt = _runtime(sched, 60, monkeypatch, found)
+    with pytest.raises(IntegrityError):
+        rt.results([client_mod.JobHandle(rt, j) for j in ids])
+    assert [name for name, _ in sched.calls] == ["wait", "results"]
+    assert len(sched.calls[1][1][0]) == client_mod._RESULTS_PER_CALL
