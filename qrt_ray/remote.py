@@ -207,6 +207,8 @@ class RemoteRuntime(QuantumRuntime):
                 return self._http("GET", "/v1/jobs", state=state, tenant=tenant, limit=limit)
             case "wait":
                 return self._wait(list(args[0]), args[1])
+            case "collect":
+                return self._collect(list(args[0]), args[1])
             case "results":
                 got = self._http("POST", "/v1/results", {"job_ids": list(args[0])})
                 return [(r["sha256"], r["data"].encode()) for r in got]
@@ -233,6 +235,23 @@ class RemoteRuntime(QuantumRuntime):
             final = all(s in ("DONE", "FAILED", "CANCELLED") for s in states.values())
             if final or (end is not None and time.monotonic() >= end):
                 return states
+
+    def _collect(
+        self, job_ids: list[str], timeout_s: float | None
+    ) -> list[tuple[str, tuple[str, bytes] | None, str | None]]:
+        """What the farm's ``collect`` answers (state, result if DONE, error if FAILED),
+        from the gateway's wait, results and job calls."""
+        states = self._wait(job_ids, timeout_s)
+        done = [j for j in job_ids if states[j] == "DONE"]
+        blobs = dict(zip(done, self._call("results", done), strict=True)) if done else {}
+        return [
+            (
+                states[j],
+                blobs.get(j),
+                self._call("job", j).get("error") if states[j] == "FAILED" else None,
+            )
+            for j in job_ids
+        ]
 
     def _manager_call(self, method: str, *args: Any) -> Any:
         return self._call(method, *args)
