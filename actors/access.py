@@ -47,7 +47,6 @@ from qrt_ray.errors import (
     BudgetExceededError,
     DeviceUnavailableError,
     PermissionDeniedError,
-    QrtError,
     QuotaExceededError,
     StoreUnavailableError,
     ValidationError,
@@ -57,13 +56,14 @@ from qrt_ray.metrics import RuntimeMetrics
 from qrt_ray.models import JobSpec
 from qrt_ray.policies.billing import Prices, upper_bound_usd
 from qrt_ray.store.base import Charge
-from qrt_ray.store.sql import SQLJobStore
+from qrt_ray.store.sql import SQLJobStore, is_database_error
 
 logger = logging.getLogger("qrt.access")
 
 OPERATOR = "operator"
 _CACHE_S = 5.0  # how long a token or tenant read from the store is trusted
 _OUTAGE_LOG_S = 10.0  # an outage of authentication is logged at most this often
+_UNREADABLE_S = 1.0  # after a failed read, records are not asked for this long
 _MAX_SOURCES = 10_000  # sources whose failures are remembered (oldest dropped)
 _MESSAGES = {
     AuthFailure.MISSING: "no API token: send 'Authorization: Bearer <token>' "
@@ -119,6 +119,7 @@ class Access:
         self._failures: dict[str, tuple[int, int]] = {}  # source -> (minute, count)
         self._tokens: dict[str, tuple[float, TokenRecord | None]] = {}
         self._outage_logged_at = -_OUTAGE_LOG_S
+        self._unreadable_until = -math.inf
         self._tenants: dict[str, tuple[float, Any]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         # spend admitted outside jobs and not billed yet (readouts running), by tenant
@@ -158,7 +159,7 @@ class Access:
         status = record.status(now)
         if status != "active":
             await self._refuse(AuthFailure(status), source, token_id, now)
-        tenant = await self._tenant(record.tenant, now)
+        tenant = await self._tenant(record.tenant, now, counted=True)
         if tenant is not None and tenant.disabled:
             await self._refuse(AuthFailure.TENANT_DISABLED, source, token_id, now)
         if not record.allows(scope):
@@ -206,45 +207,51 @@ class Access:
         cached = self._tokens.get(token_id)
         if cached is not None and now - cached[0] < _CACHE_S:
             return cached[1]
-        record = await self._lookup(self.store.token, token_id)
+        record = await self._lookup(self.store.token, token_id, now, counted=True)
         if record is not None:  # unknown ids are not cached: they would fill memory
             self._tokens[token_id] = (now, record)
         return record
 
-    async def _tenant(self, name: str, now: float) -> Any:
+    async def _tenant(self, name: str, now: float, counted: bool = False) -> Any:
         cached = self._tenants.get(name)
         if cached is not None and now - cached[0] < _CACHE_S:
             return cached[1]
-        row = await self._lookup(self.store.tenant, name)
+        row = await self._lookup(self.store.tenant, name, now, counted)
         self._tenants[name] = (now, row)
         return row
 
-    async def _lookup(self, read: Callable[[str], Any], key: str) -> Any:
+    async def _lookup(self, read: Callable[[str], Any], key: str, now: float, counted: bool) -> Any:
         """A token or tenant record read from the store for a tenant's call.
 
-        A store that cannot be read is an outage of authentication, not a verdict on
-        the caller: the call is answered "unavailable, retry" (HTTP 503), never
-        refused, and the caller's source is not counted towards a lock-out.
+        A database that cannot be read is an outage of authentication, not a verdict
+        on the caller: the call is answered "unavailable, retry" (HTTP 503), never
+        refused, and the caller's source is not counted towards a lock-out. For
+        ``_UNREADABLE_S`` after a failed read, calls are answered so without asking
+        the database again (a crowd retrying does not queue reads on a database that
+        is down). ``counted``: the call is authenticating (it counts in
+        ``qrt_auth_requests_total``; a later read of the same call does not).
 
         Raises:
             StoreUnavailableError: the record could not be read.
         """
-        try:
-            return await asyncio.to_thread(read, key)
-        except QrtError as exc:
-            if not isinstance(exc, StoreUnavailableError):
-                raise
-            cause = exc
-        except Exception as exc:
-            cause = exc
-        self.metrics.auth_requests.labels(outcome="unavailable").inc()
-        now = time.monotonic()
-        if now - self._outage_logged_at >= _OUTAGE_LOG_S:  # one line, not one a call
-            self._outage_logged_at = now
-            logger.error("authentication unavailable: %s: %s", type(cause).__name__, cause)
+        cause: BaseException | None = None
+        if now >= self._unreadable_until:
+            try:
+                return await asyncio.to_thread(read, key)
+            except Exception as exc:
+                if not is_database_error(exc):
+                    raise  # a fault of this code or of a stored row: not an outage
+                cause = exc
+            self._unreadable_until = now + _UNREADABLE_S
+            if time.monotonic() - self._outage_logged_at >= _OUTAGE_LOG_S:  # not each call
+                self._outage_logged_at = time.monotonic()
+                logger.error("authentication unavailable: %s: %s", type(cause).__name__, cause)
+        if counted:
+            self.metrics.auth_requests.labels(outcome="unavailable").inc()
+        what = f" ({type(cause).__name__})" if cause is not None else ""
         raise StoreUnavailableError(
-            "authentication is unavailable: the farm cannot read its token records "
-            f"({type(cause).__name__}); nothing was done, retry in a few seconds"
+            f"authentication is unavailable: the farm cannot read its token records{what}; "
+            "nothing was done, retry in a few seconds"
         ) from None
 
     async def limits(self, tenant: str) -> TenantLimits:

@@ -30,7 +30,7 @@ from qrt_ray.errors import DeviceUnavailableError, ValidationError, brief
 from qrt_ray.intake.pool import IntakePool
 from qrt_ray.lifecycle import JobState
 from qrt_ray.metrics import RuntimeMetrics, serve_farm_metrics
-from qrt_ray.models import DeviceSnapshot
+from qrt_ray.models import RESULTS_PER_CALL, DeviceSnapshot
 from qrt_ray.names import CALIBRATION_NAME, device_actor_name
 from qrt_ray.reports import new_key
 from qrt_ray.results import RawRun
@@ -476,8 +476,10 @@ class SchedulerActor:
     async def collect(
         self, job_ids: list[str], timeout_s: float | None
     ) -> list[tuple[str, tuple[str, bytes] | None, str | None]]:
-        """Wait as :meth:`wait` does, then each job's outcome, in order: its state, its
-        result as (sha256, bytes) if DONE, its error if FAILED. What a client's
+        """Wait as :meth:`wait` does, then each job's outcome, in order: its state, and
+        either every result as (sha256, bytes) when all are DONE, or else the error of
+        the first job that is not DONE if it FAILED (what the client raises; nothing
+        is fetched, nor marked fetched, for a call that will raise). What a client's
         ``result()`` needs, in one round trip instead of two (at most
         ``_COLLECT_JOBS`` jobs a call)."""
         await self._started()
@@ -487,17 +489,13 @@ class SchedulerActor:
                 f"job_ids: {len(ids)} jobs; collect at most {_COLLECT_JOBS} a call"
             )
         states = await self.scheduler.wait(ids, _timeout_arg(timeout_s))
-        done = [j for j in ids if states[j] is JobState.DONE]
-        blobs = (
-            dict(zip(done, await self.scheduler.result_blobs(done), strict=True)) if done else {}
-        )
-        out = []
-        for j in ids:
-            error = None
-            if states[j] is JobState.FAILED:
-                error = (await self.scheduler.get(j)).error
-            out.append((states[j].value, blobs.get(j), error))
-        return out
+        first = next((j for j in ids if states[j] is not JobState.DONE), None)
+        if first is None:
+            blobs = await self.scheduler.result_blobs(ids) if ids else []
+            return [("DONE", blob, None) for blob in blobs]
+        failed = states[first] is JobState.FAILED
+        error = (await self.scheduler.get(first)).error if failed else None
+        return [(states[j].value, None, error if j == first else None) for j in ids]
 
     async def results(self, job_ids: list[str]) -> list[tuple[str, bytes]]:
         """(sha256, JSON bytes) of DONE jobs' results, in order."""
@@ -623,7 +621,7 @@ class SchedulerActor:
 
 
 # the most jobs one collect() answers (their results travel in one reply)
-_COLLECT_JOBS = 256
+_COLLECT_JOBS = RESULTS_PER_CALL
 
 
 def _timeout_arg(timeout_s: Any) -> float | None:

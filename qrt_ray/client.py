@@ -41,6 +41,7 @@ from qrt_ray.lifecycle import JobState
 from qrt_ray.models import (
     MAX_PRIORITY,
     MAX_SHOTS,
+    RESULTS_PER_CALL,
     DeviceSnapshot,
     JobResult,
     JobSpec,
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("qrt.client")
 
 # Results fetched per scheduler call: few calls, yet each message stays a few MB.
-_RESULTS_PER_CALL = 256
+_RESULTS_PER_CALL = RESULTS_PER_CALL
 _MAX_TAGS = 32
 
 
@@ -65,12 +66,9 @@ _MAX_TAGS = 32
 DEFAULT_RETRY_S = 60.0
 # Calls asked again, with the same arguments, when the job store refused a write: each
 # gives the same answer however often it lands (a submit carries its jobs' idempotency
-# keys; setting a status twice sets it once; the rest only read). A cancel is not: its
-# answer says whether this call cancelled the job.
-_SAFE_AGAIN = frozenset(
-    {"submit", "job", "events", "wait", "collect", "results", "jobs", "devices"}
-    | {"set_device_status"}
-)
+# keys; the rest only read). A cancel is not: its answer says whether this call
+# cancelled the job; nor a drain: a second try would audit it twice.
+_SAFE_AGAIN = frozenset({"submit", "job", "events", "wait", "collect", "results", "jobs"})
 
 
 def _retry_s(value: Any) -> float:
@@ -620,24 +618,33 @@ class QuantumRuntime:
             :meth:`JobHandle.result`, for the first job that has no result.
         """
         ids = [h.job_id for h in handles]
+        out: list[JobResult] = []  # plain loops: a warning's stacklevel reaches the caller
         if len(ids) <= _RESULTS_PER_CALL:  # waited for and fetched in one round trip
             end = None if timeout_s is None else time.monotonic() + timeout_s
-            got = self._call(
-                "collect", ids, lambda: None if end is None else max(0.0, end - time.monotonic())
-            )
-            for job_id, (state, _, error) in zip(ids, got, strict=True):
-                _check_done(job_id, JobState(state), error, timeout_s)
-            return [_verified(j, *blob) for j, (_, blob, _) in zip(ids, got, strict=True)]
+            try:
+                got = self._call(
+                    "collect",
+                    ids,
+                    lambda: None if end is None else max(0.0, end - time.monotonic()),
+                )
+            except AttributeError:  # a farm started before collect: two round trips
+                got = None
+            if got is not None:
+                for job_id, (state, _, error) in zip(ids, got, strict=True):
+                    _check_done(job_id, JobState(state), error, timeout_s)
+                for job_id, (_, blob, _) in zip(ids, got, strict=True):
+                    out.append(_verified(job_id, *blob))
+                return out
+            timeout_s = None if end is None else max(0.0, end - time.monotonic())
         states = self.wait(handles, timeout_s)
         for h in handles:
             state = states[h.job_id]
             error = (h.info().get("error") or "unknown") if state is JobState.FAILED else None
             _check_done(h.job_id, state, error, timeout_s)
-        out = []
         for start in range(0, len(ids), _RESULTS_PER_CALL):
             chunk = ids[start : start + _RESULTS_PER_CALL]
-            got = self._call("results", chunk)
-            out += [_verified(j, sha, data) for j, (sha, data) in zip(chunk, got, strict=True)]
+            for job_id, (sha, data) in zip(chunk, self._call("results", chunk), strict=True):
+                out.append(_verified(job_id, sha, data))
         return out
 
     # -- queries ----------------------------------------------------------------------

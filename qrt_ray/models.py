@@ -29,6 +29,8 @@ from qrt_ray.errors import brief
 MAX_SHOTS = 1_000_000
 MAX_CIRCUITS_PER_JOB = 10_000
 MAX_PRIORITY = 10
+# The most jobs one call to the farm fetches results of (a reply holds them all).
+RESULTS_PER_CALL = 256
 # Priority classes, for latency objectives and queue metrics: the class of priority p
 # is the first whose floor p reaches.
 PRIORITY_CLASSES: tuple[tuple[str, int], ...] = (("high", 7), ("normal", 3), ("low", 0))

@@ -239,19 +239,16 @@ class RemoteRuntime(QuantumRuntime):
     def _collect(
         self, job_ids: list[str], timeout_s: float | None
     ) -> list[tuple[str, tuple[str, bytes] | None, str | None]]:
-        """What the farm's ``collect`` answers (state, result if DONE, error if FAILED),
-        from the gateway's wait, results and job calls."""
+        """What the farm's ``collect`` answers (each state; every result when all are
+        DONE, else the first job's error if it FAILED), from the gateway's wait,
+        results and job calls."""
         states = self._wait(job_ids, timeout_s)
-        done = [j for j in job_ids if states[j] == "DONE"]
-        blobs = dict(zip(done, self._call("results", done), strict=True)) if done else {}
-        return [
-            (
-                states[j],
-                blobs.get(j),
-                self._call("job", j).get("error") if states[j] == "FAILED" else None,
-            )
-            for j in job_ids
-        ]
+        first = next((j for j in job_ids if states[j] != "DONE"), None)
+        if first is None:
+            blobs = self._call("results", job_ids) if job_ids else []
+            return [("DONE", blob, None) for blob in blobs]
+        error = self._call("job", first).get("error") if states[first] == "FAILED" else None
+        return [(states[j], None, error if j == first else None) for j in job_ids]
 
     def _manager_call(self, method: str, *args: Any) -> Any:
         return self._call(method, *args)

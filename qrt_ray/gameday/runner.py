@@ -97,9 +97,10 @@ class GameDay:
         for step in sc.steps:  # refused before any load, not at the step's time
             if step.fault == "node-loss":
                 self._node_targets(step, pick=False)
-        token_id = None
-        if any(step.fault == "auth-outage" for step in sc.steps):
-            token, token_id = open_tenant(self.rt, TENANT, sc.duration_s + sc.drain_s + 600)
+        if not any(step.fault == "auth-outage" for step in sc.steps):
+            return self._run(slos_before)
+        token, token_id = open_tenant(self.rt, TENANT, sc.duration_s + sc.drain_s + 600)
+        try:
             w = sc.workload
             job = {
                 "circuits": [_ghz(w.qubits)],
@@ -110,6 +111,12 @@ class GameDay:
             }
             self._tenant = TenantClient(self.rt.namespace, token, job)
             self.tenant_calls = dict.fromkeys(OUTCOMES, 0)
+            return self._run(slos_before)
+        finally:
+            close_tenant(self.rt, token_id, self._notes.append)
+
+    def _run(self, slos_before: list[dict[str, Any]]) -> Report:
+        sc = self.scenario
         self._t0 = time.time()
         self._event(
             "note", sc.name, f"game day {self.run_id} starts ({len(self._devices)} devices)"
@@ -135,8 +142,6 @@ class GameDay:
             threads[0].join()
             for t in threads[2:]:
                 t.join()
-            if token_id is not None:
-                close_tenant(self.rt, token_id, self._notes.append)
         self._event("note", sc.name, "workload stopped; draining")
         deadline = time.monotonic() + sc.drain_s
         self._drain(sc.drain_s)
@@ -214,7 +219,7 @@ class GameDay:
                 self._event("reaction", "tenant", f"submit answered {outcome}{said}")
                 last = outcome
             self._track_auth(outcome, self._elapsed())
-            due += period
+            due = max(due + period, time.monotonic())  # a slow answer is not made up for
             self._stop.wait(max(0.0, due - time.monotonic()))
 
     def _track_auth(self, outcome: str, t: float) -> None:
@@ -329,6 +334,7 @@ class GameDay:
         if step.fault == "auth-outage":
             sched = farm_mod.find_scheduler(ns)
             ray.get(sched.inject_store_fault.remote("auth", step.for_s), timeout=30)
+            at = self._elapsed()  # from when it took hold
             outcome = FaultOutcome(
                 index, "auth-outage", "tenants", at, detail=f"{step.for_s:g} s token records unread"
             )

@@ -11,6 +11,7 @@ twice.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,8 @@ from qrt_ray.errors import (
     RuntimeNotRunningError,
     StoreUnavailableError,
 )
+
+logger = logging.getLogger("qrt.gameday")
 
 # how a tenant reads an answer: accepted (201), retry (503), refused (401, 403, or 429
 # for a source locked out after refused tokens), throttled (429 of a quota), error
@@ -110,4 +113,6 @@ def close_tenant(rt: Any, token_id: str, note: Callable[[str], None]) -> None:
     try:
         rt.administer("token_revoke", token_id=token_id)
     except Exception as exc:  # the run's report matters more than the clean-up
-        note(f"could not revoke the game day's token {token_id}: {type(exc).__name__}")
+        said = f"could not revoke the game day's token {token_id}: {type(exc).__name__}"
+        logger.warning("%s (it expires by itself)", said)
+        note(said)

@@ -19,6 +19,8 @@ import json
 import logging
 import math
 import queue
+import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -26,7 +28,13 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from qrt_ray.access.audit import AuditEntry
-from qrt_ray.errors import IntegrityError, JobNotFoundError, ValidationError, brief
+from qrt_ray.errors import (
+    IntegrityError,
+    JobNotFoundError,
+    StoreUnavailableError,
+    ValidationError,
+    brief,
+)
 from qrt_ray.lifecycle import ErrorClass, JobState
 from qrt_ray.models import STORED, JobSpec
 from qrt_ray.store.access import AccessTables, append_audit, insert_charges
@@ -95,6 +103,15 @@ class Connection(Protocol):
 
 
 Write = Callable[[Connection], Any]
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """Whether ``exc`` came from the database or the file under it (unreachable, locked,
+    full), not from the code reading its rows."""
+    if isinstance(exc, sqlite3.Error | OSError | StoreUnavailableError):
+        return True
+    psycopg = sys.modules.get("psycopg")  # not imported: no PostgreSQL store was opened
+    return psycopg is not None and isinstance(exc, psycopg.Error)
 
 
 class _GroupCommitWriter:

@@ -345,6 +345,25 @@ class _Tampering:
         return [("DONE", blob, None) for blob in self.results(job_ids)]
 
 
+def test_collect_answers_each_outcome_in_one_call_and_bounds_its_size(
+    rt: QuantumRuntime,
+) -> None:
+    from qrt_ray import ValidationError
+    from qrt_ray.client import _unwrap
+
+    done = rt.submit(ghz(2), shots=100)
+    done.result(timeout_s=120)
+    late = rt.submit(heavy_job(), shots=2000, device="manila", max_execution_time_s=0.2)
+    got = _unwrap(rt._scheduler.collect, [done.job_id, late.job_id], 120)
+    # a call that will raise fetches nothing: only the failed job's error comes back
+    assert got == [("DONE", None, None), ("FAILED", None, got[1][2])]
+    assert "max_execution_time_s" in got[1][2]
+    ((state, (sha, data), error),) = _unwrap(rt._scheduler.collect, [done.job_id], 0)
+    assert state == "DONE" and error is None and data and len(sha) == 64
+    with pytest.raises(ValidationError, match="collect at most 256"):
+        _unwrap(rt._scheduler.collect, [done.job_id] * 257, 0)
+
+
 def test_the_client_checks_each_result_after_transport(rt: QuantumRuntime) -> None:
     from qrt_ray import IntegrityError
     from qrt_ray.client import JobHandle

@@ -474,7 +474,10 @@ def test_an_auth_outage_says_retry_never_refuses_and_heals(tmp_path: Path) -> No
             assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
             assert _metric(f, "qrt_auth_requests_total", outcome="unavailable") == 30
             assert _metric(f, "qrt_auth_refused_total", reason="locked_out") == 0
-            faults.auth_cut_until = 0.0  # healed
+            faults.auth_cut_until = 0.0  # healed, but for a second after a failed read
+            with pytest.raises(StoreUnavailableError):  # the records are not asked for
+                await f.call("b", "whoami")
+            f.clock.now += 2
             assert await f.call("admin", "jobs") == []  # nothing was stored meanwhile
             (job,) = await f.submit("b")  # the same source, not locked out
             assert job["tenant"] == "zenith"

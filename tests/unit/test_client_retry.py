@@ -248,3 +248,18 @@ def test_many_results_wait_once_then_fetch_in_chunks(found, monkeypatch) -> None
         rt.results([client_mod.JobHandle(rt, j) for j in ids])
     assert [name for name, _ in sched.calls] == ["wait", "results"]
     assert len(sched.calls[1][1][0]) == client_mod._RESULTS_PER_CALL
+
+
+def test_results_from_a_farm_without_collect_wait_then_fetch(found, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def answer(name: str, args: tuple[Any, ...]) -> Any:
+        if name == "collect":  # what a Ray actor handle raises for a method it lacks
+            raise AttributeError("'ActorHandle' object has no attribute 'collect'")
+        if name == "wait":
+            return dict.fromkeys(args[0], "FAILED")
+        return {"error": "device_lost: gone"}  # job
+
+    sched = Scripted(failures=0, answer=answer)
+    rt = _runtime(sched, 60, monkeypatch, found)
+    with pytest.raises(client_mod.JobFailedError, match="device_lost: gone"):
+        client_mod.JobHandle(rt, "j1").result(timeout_s=5)
+    assert [name for name, _ in sched.calls] == ["collect", "wait", "job"]
