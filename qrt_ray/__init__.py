@@ -30,6 +30,42 @@ from qrt_ray.errors import (
 from qrt_ray.lifecycle import JobState
 from qrt_ray.models import JobResult
 
+
+def _checkout_folders() -> None:
+    """Map a source checkout's top-level ``actors/`` and ``policies/`` folders to
+    ``qrt_ray.actors`` and ``qrt_ray.policies``, as the wheel installs them (the
+    package-dir of pyproject.toml).
+
+    Needed where ``qrt_ray`` is imported from the checkout itself with no editable
+    install's finder: a Ray worker of a driver started in the checkout after ``pip
+    install .``, because Ray puts the driver's current directory first on its workers'
+    path. An installed package holds both folders, and this does nothing.
+    """
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    if not (here.parent / "pyproject.toml").is_file():
+        return
+    for name in ("actors", "policies"):
+        full = f"{__name__}.{name}"
+        init = here.parent / name / "__init__.py"
+        if full in sys.modules or (here / name).is_dir() or not init.is_file():
+            continue
+        spec = importlib.util.spec_from_file_location(
+            full, init, submodule_search_locations=[str(init.parent)]
+        )
+        if spec is None or spec.loader is None:
+            continue
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[full] = module
+        spec.loader.exec_module(module)
+        globals()[name] = module  # as the import system sets a loaded submodule
+
+
+_checkout_folders()
+
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:

@@ -289,3 +289,27 @@ def test_the_wheel_installs_everything_under_qrt_ray(tmp_path: Path) -> None:
             rel = init.relative_to(ROOT).as_posix()
             assert (rel if base == "qrt_ray" else f"qrt_ray/{rel}") in names, rel
     assert "qrt_ray/configs/farm.yaml" in names and "qrt_ray/actors/device.py" in names
+
+
+def test_qrt_ray_imported_from_the_checkout_finds_its_mapped_folders() -> None:
+    """What a Ray worker does when its driver started in the checkout after a plain
+    ``pip install .``: Ray puts the driver's directory first on the worker's path, so
+    ``qrt_ray`` comes from the checkout, with no editable install's finder (``-S``: no
+    ``.pth`` file runs). ``qrt_ray.actors`` and ``qrt_ray.policies`` must still be the
+    checkout's top-level folders."""
+    import sysconfig
+
+    purelib = sysconfig.get_paths()["purelib"]
+    code = (
+        f"import sys; sys.path[:0] = [{str(ROOT)!r}, {purelib!r}]; "
+        "import qrt_ray.actors.requests, qrt_ray.policies.placement; "
+        "print(qrt_ray.actors.requests.__file__); print(qrt_ray.policies.placement.__file__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == [
+        str(ROOT / "actors" / "requests.py"),
+        str(ROOT / "policies" / "placement.py"),
+    ]
