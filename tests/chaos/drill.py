@@ -23,6 +23,7 @@ the actor answers again.
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import signal
 import subprocess
@@ -238,10 +239,18 @@ def run_drill(
     seed: int,
     deadline_s: float = 600.0,
 ) -> DrillReport:
-    """Submit ``jobs`` GHZ jobs (placed by the farm), inject ``faults`` on their
-    schedule from a thread, wait for every job, and check the invariants."""
+    """Submit ``jobs`` GHZ jobs (placed by the farm) in batches spread over the faults'
+    schedule, inject ``faults`` on it from a thread, wait for every job and every
+    fault's recovery, and check the invariants.
+
+    ``deadline_s`` bounds the whole drill; it is stretched to the last fault's end
+    plus 300 s, so a long schedule is injected whole.
+    """
     rng = random.Random(seed)
     started = time.monotonic()
+    last_at = max((f.at_s for f in faults), default=0.0)
+    deadline_s = max(deadline_s, max((f.at_s + f.for_s for f in faults), default=0.0) + 300)
+    batches = max(1, math.ceil(jobs / 20))
     recovery: list[float] = []
     not_injected: list[str] = []
 
@@ -260,10 +269,10 @@ def run_drill(
     injector.start()
     handles: list[JobHandle] = []
     try:
-        for i in range(0, jobs, 20):  # submitted over the first seconds, while faults land
+        for k, i in enumerate(range(0, jobs, 20)):  # spread so faults meet work
+            time.sleep(max(0.0, started + k * last_at / batches - time.monotonic()))
             batch = [ghz(rng.choice((2, 3))) for _ in range(min(20, jobs - i))]
             handles.extend(rt.submit_many(batch, shots=shots, seed=seed + i))
-            time.sleep(0.05)
         rt.wait(handles, timeout_s=max(1.0, deadline_s - (time.monotonic() - started)))
     except BaseException:
         # no fault outlives the drill: the farm goes on to other tests (the one being
