@@ -619,6 +619,7 @@ class QuantumRuntime:
         """
         ids = [h.job_id for h in handles]
         out: list[JobResult] = []  # plain loops: a warning's stacklevel reaches the caller
+        left = timeout_s  # of the caller's timeout, for the wait below
         if len(ids) <= _RESULTS_PER_CALL:  # waited for and fetched in one round trip
             end = None if timeout_s is None else time.monotonic() + timeout_s
             try:
@@ -635,8 +636,8 @@ class QuantumRuntime:
                 for job_id, (_, blob, _) in zip(ids, got, strict=True):
                     out.append(_verified(job_id, *blob))
                 return out
-            timeout_s = None if end is None else max(0.0, end - time.monotonic())
-        states = self.wait(handles, timeout_s)
+            left = None if end is None else max(0.0, end - time.monotonic())
+        states = self.wait(handles, left)
         for h in handles:
             state = states[h.job_id]
             error = (h.info().get("error") or "unknown") if state is JobState.FAILED else None
