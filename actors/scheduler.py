@@ -562,14 +562,14 @@ class Scheduler:
         now = self._clock()
         records: list[JobRecord] = []
         known = 0  # specs whose idempotency key names a stored job: they add nothing
+        keys = [(s.tenant, s.idempotency_key) for s in specs if s.idempotency_key]
+        priors = await asyncio.to_thread(self.store.find_by_keys, keys) if keys else {}
         for i, (spec, where, job_id, shape) in enumerate(
             zip(specs, wheres, job_ids, shapes, strict=True)
         ):
             self.admission.check_feasible(spec, shape, where, devices)
             if spec.idempotency_key:
-                prior = await asyncio.to_thread(
-                    self.store.find_by_key, spec.tenant, spec.idempotency_key
-                )
+                prior = priors.get((spec.tenant, spec.idempotency_key))
                 if prior is not None and prior.spec != spec:
                     raise ValidationError(
                         f"{where}.idempotency_key={brief(spec.idempotency_key)!r} was already "
@@ -1460,6 +1460,15 @@ class Scheduler:
         task.add_done_callback(self._inflight.discard)
         task.add_done_callback(_log_failure)
 
+    async def done_now(self, job_ids: Sequence[str]) -> list[str]:
+        """Those of ``job_ids`` that are DONE now, in order (unknown ids are left out);
+        one store read for those not in memory."""
+        live = {j: self._jobs[j].record.state for j in job_ids if j in self._jobs}
+        rest = [j for j in job_ids if j not in live]
+        stored = await asyncio.to_thread(self.store.result_refs, rest) if rest else {}
+        states = {**{j: state for j, (state, _) in stored.items()}, **live}
+        return [j for j in job_ids if states.get(j) is S.DONE]
+
     async def result_blobs(self, job_ids: Sequence[str]) -> list[tuple[str, bytes]]:
         """(sha256, bytes) of DONE jobs' results, in order, verified against their checksums.
 
@@ -1474,14 +1483,22 @@ class Scheduler:
         live = {j: self._jobs[j].record for j in job_ids if j in self._jobs}
 
         def read() -> tuple[list[tuple[str, bytes]], bool]:
-            out = []
+            # two reads for the lot (states, then blobs), not two a job
+            stored = self.store.result_refs([j for j in job_ids if j not in live])
+            shas = []
             for job_id in job_ids:
-                rec = live.get(job_id) or self.store.get(job_id)
-                if rec.state is not S.DONE or rec.result_sha256 is None:
-                    raise ValidationError(
-                        f"job {job_id} is {rec.state.value}, not DONE; no result yet"
-                    )
-                out.append((rec.result_sha256, self.store.get_blob(rec.result_sha256)))
+                rec = live.get(job_id)
+                if rec is not None:
+                    state, sha = rec.state, rec.result_sha256
+                elif job_id in stored:
+                    state, sha = stored[job_id]
+                else:
+                    self.store.get(job_id)  # raises JobNotFoundError, saying if purged
+                    raise JobNotFoundError(f"job_id={brief(job_id)!r}: no such job")
+                if state is not S.DONE or sha is None:
+                    raise ValidationError(f"job {job_id} is {state.value}, not DONE; no result yet")
+                shas.append(sha)
+            out = list(zip(shas, self.store.get_blobs(shas), strict=True))
             if not first:
                 return out, True
             try:  # the retention window of a fetched result starts to count

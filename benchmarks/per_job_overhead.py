@@ -8,6 +8,8 @@ One process, one run, the same circuits and the same noise model on every side:
 - ``rt.submit_many`` then ``rt.results`` (one round trip each way);
 - a plain loop of ``rt.submit()``, then ``h.result()`` for each handle (what most
   scripts do); each ``submit()`` is timed, on a farm busy with the jobs before it;
+  the same loop on a pipelined runtime (``pipeline=True``: ``submit()`` returns before
+  the farm acknowledges; the acknowledgement follows on the handle);
 - each of those pinned to one device (``device=``) and unpinned (placement on);
 - distinct random circuits (the compile cache cold) against transpile + run;
 - the floor of any synchronous loop: two empty scheduler calls a job, one after
@@ -39,7 +41,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")
 from qiskit import QuantumCircuit, transpile
 from qiskit.circuit.random import random_circuit
 
-from qrt_ray import QuantumRuntime
+from qrt_ray import QuantumRuntime, connect
 from qrt_ray.calibration import load_backend, snapshot_from_backend
 from qrt_ray.config import load_farm_config_text
 from qrt_ray.farm import init_ray_loopback
@@ -149,16 +151,24 @@ def main() -> None:
         rows.append(
             ["direct Aer, transpile + run", n / with_transpile, run_only / with_transpile, "-"]
         )
+        piped = connect(namespace=rt.namespace, pipeline=True)  # the same farm
         for device, where in ((DEVICE, "pinned"), (None, "placed")):
             t = timed(lambda d=device: many(rt, work, d))
             rows.append([f"submit_many + results, {where}", n / t, run_only / t, "-"])
-            waits: list[float] = []
-            t = timed(lambda d=device, w=waits: w.extend(loop(rt, work, d)))
-            latencies[where] = waits
-            p99 = pct(waits, 0.99) * 1000
-            rows.append(
-                [f"loop of submit() + result(), {where}", n / t, run_only / t, f"{p99:.1f}"]
-            )
+            for client, how in ((rt, ""), (piped, " pipelined")):
+                waits: list[float] = []
+                t = timed(lambda c=client, d=device, w=waits: w.extend(loop(c, work, d)))
+                latencies[f"{where}{how}"] = waits
+                p99 = pct(waits, 0.99) * 1000
+                rows.append(
+                    [
+                        f"loop of submit() + result(), {where}{how}",
+                        n / t,
+                        run_only / t,
+                        f"{p99:.1f}",
+                    ]
+                )
+        piped.shutdown()
         t = sync_floor(rt, work, DEVICE)
         rows.append(["floor: 2 empty round trips a job, farm busy", n / t, run_only / t, "-"])
         if args.distinct:

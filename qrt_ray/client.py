@@ -13,6 +13,8 @@ import os
 import time
 import uuid
 import warnings
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +49,7 @@ from qrt_ray.models import (
     JobSpec,
     describe_errors,
 )
+from qrt_ray.pipeline import Ack, SubmitPipeline
 from qrt_ray.results import decode_result
 from qrt_ray.store.base import sha256_hex
 from qrt_ray.store.urls import resolve_store_url
@@ -59,6 +62,8 @@ logger = logging.getLogger("qrt.client")
 
 # Results fetched per scheduler call: few calls, yet each message stays a few MB.
 _RESULTS_PER_CALL = RESULTS_PER_CALL
+# handles remembered for reading ahead, and results read ahead, at most
+_UNREAD_KEPT = 4096
 _MAX_TAGS = 32
 
 
@@ -68,7 +73,9 @@ DEFAULT_RETRY_S = 60.0
 # gives the same answer however often it lands (a submit carries its jobs' idempotency
 # keys; the rest only read). A cancel is not: its answer says whether this call
 # cancelled the job; nor a drain: a second try would audit it twice.
-_SAFE_AGAIN = frozenset({"submit", "job", "events", "wait", "collect", "results", "jobs"})
+_SAFE_AGAIN = frozenset(
+    {"submit", "job", "events", "wait", "collect", "collect_ahead", "results", "jobs"}
+)
 
 
 def _retry_s(value: Any) -> float:
@@ -128,6 +135,13 @@ def _verified(job_id: str, sha: str, data: bytes) -> JobResult:
 
 def _auto_key() -> str:
     return f"auto-{uuid.uuid4().hex}"
+
+
+def _keyed(spec: JobSpec) -> JobSpec:
+    """The spec with an idempotency key: a retried submit finds the job it stored."""
+    return (
+        spec if spec.idempotency_key else spec.model_copy(update={"idempotency_key": _auto_key()})
+    )
 
 
 def _unwrap(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -210,14 +224,57 @@ def _weights(weights: Any) -> dict[str, float]:
 
 
 class JobHandle:
-    """A submitted job: poll it, wait for its result, cancel it, read its history."""
+    """A submitted job: poll it, wait for its result, cancel it, read its history.
 
-    def __init__(self, runtime: QuantumRuntime, job_id: str) -> None:
+    A handle from a pipelined runtime (``pipeline=True``) may not be acknowledged yet:
+    :meth:`accepted` waits for that, and every other call waits for it first and
+    raises the farm's refusal (or its store's failure) if the job was not accepted.
+    """
+
+    def __init__(
+        self, runtime: QuantumRuntime, job_id: str | None = None, *, ack: Ack | None = None
+    ) -> None:
+        if (job_id is None) == (ack is None):
+            raise ValueError("JobHandle: give a job_id or an ack, not both")
         self._rt = runtime
-        self.job_id = job_id
+        self._job_id = job_id
+        self._ack = ack
+
+    @property
+    def job_id(self) -> str:
+        """The job's id; for a pipelined submit, once the farm has stored the job.
+
+        Raises:
+            QrtError: the farm refused the job or could not store it.
+        """
+        if self._job_id is None:
+            assert self._ack is not None
+            self._job_id = self._ack.wait()
+        return self._job_id
 
     def __repr__(self) -> str:
-        return f"JobHandle({self.job_id!r})"
+        if self._job_id is None:
+            assert self._ack is not None
+            now = self._ack.job_id_now
+            return f"JobHandle({now!r})" if now else "JobHandle(<not yet acknowledged>)"
+        return f"JobHandle({self._job_id!r})"
+
+    def accepted(self, timeout_s: float | None = None) -> str:
+        """Wait until the farm has durably stored the job; returns its id.
+
+        From that moment the job is never lost. A synchronous submit returns only
+        then, so for its handles this returns at once.
+
+        Raises:
+            JobTimeoutError: not acknowledged within ``timeout_s`` (ask again).
+            QrtError: the farm refused the job (the error a synchronous ``submit()``
+                would have raised: ``PlacementError``, ``QuotaExceededError`` ...) or
+                could not store it (``StoreUnavailableError``).
+        """
+        if self._job_id is None:
+            assert self._ack is not None
+            self._job_id = self._ack.wait(timeout_s)
+        return self._job_id
 
     def info(self) -> dict[str, Any]:
         """The job's record: state, device, calibration, placement, error, and for a
@@ -256,6 +313,8 @@ class JobHandle:
 class QuantumRuntime:
     """A client of a qrt farm: embedded (``local()``) or attached (``connect()``)."""
 
+    _READS_AHEAD = True  # result() takes later jobs' finished results along
+
     def __init__(
         self,
         scheduler: Any,
@@ -265,6 +324,7 @@ class QuantumRuntime:
         owns_farm: bool,
         devices: list[str],
         retry_s: float = DEFAULT_RETRY_S,
+        pipeline: bool = False,
     ) -> None:
         self._scheduler = scheduler
         self.retry_s = _retry_s(retry_s)
@@ -275,6 +335,18 @@ class QuantumRuntime:
         self._closed = False
         self._actor_handles: list[Any] = []
         self._private_store: Path | None = None  # a store of its own, removed at shutdown
+        if not isinstance(pipeline, bool):
+            raise ValidationError(f"pipeline={brief(pipeline)}: expected True or False")
+        self._pipeline = SubmitPipeline(self._store_specs) if pipeline else None
+        # handles from submit() whose result was not read yet, in submit order (weakly:
+        # a dropped handle is not read ahead), and results read ahead for them
+        self._unread: OrderedDict[int, weakref.ref[JobHandle]] = OrderedDict()
+        self._ahead: dict[str, tuple[str, bytes]] = {}
+
+    @property
+    def pipelined(self) -> bool:
+        """Whether :meth:`submit` returns before the farm acknowledges the job."""
+        return self._pipeline is not None
 
     def _call(self, method: str, *args: Any) -> Any:
         """Call the scheduler; while it restarts, find it again and retry with backoff
@@ -347,6 +419,7 @@ class QuantumRuntime:
         policies: PolicyConfig | str | Path | None = None,
         retry_s: float = DEFAULT_RETRY_S,
         attach: bool | None = None,
+        pipeline: bool = False,
     ) -> QuantumRuntime:
         """The farm ``qrt up`` runs on this machine, or an embedded one on a
         loopback-only local Ray.
@@ -376,6 +449,9 @@ class QuantumRuntime:
             attach: True: use the ``qrt up`` farm whenever one runs (the other
                 arguments then only describe the farm to start when none does);
                 False: always start one; None (default): as above.
+            pipeline: :meth:`submit` returns before the farm acknowledges the job
+                (a loop pays a round trip per batch, not per job); see
+                :meth:`JobHandle.accepted` and :meth:`flush`.
         """
         retry = _retry_s(retry_s)
         own = farm is not None or policies is not None or store is not None
@@ -391,6 +467,7 @@ class QuantumRuntime:
                     owns_farm=False,
                     devices=[],
                     retry_s=retry,
+                    pipeline=pipeline,
                 )
                 logger.warning(
                     "attached to the qrt farm running at %s (its store keeps these jobs); "
@@ -430,6 +507,7 @@ class QuantumRuntime:
             owns_farm=True,
             devices=[d.name for d in config.devices],
             retry_s=retry,
+            pipeline=pipeline,
         )
         rt._private_store = private
         # the farm's actors live as long as these handles (the scheduler's too: the one
@@ -462,6 +540,11 @@ class QuantumRuntime:
     ) -> JobHandle:
         """Submit one job of one or more circuits; returns once it is durably QUEUED.
 
+        On a pipelined runtime (``pipeline=True``) it returns as soon as the job is
+        validated here and queued for the farm; the farm's refusals then surface on
+        the handle (:meth:`JobHandle.accepted`, :meth:`JobHandle.result`), and the
+        job is never lost from the moment ``accepted()`` returns.
+
         Args:
             circuits: a QuantumCircuit, OpenQASM 2/3 text, or a list of them.
             shots: shots per circuit (1 to 1,000,000).
@@ -492,6 +575,7 @@ class QuantumRuntime:
             ValidationError: an argument is invalid; the message names it.
             PlacementError: no device in the farm could ever run it, or none meets
                 ``min_fidelity`` / ``max_cost_usd`` (the message says what would).
+                Pipelined: raised by the handle, not here.
         """
         spec = make_spec(
             circuits,
@@ -512,7 +596,9 @@ class QuantumRuntime:
             parameters=parameters,
             noise=noise,
         )
-        return self.submit_specs([spec])[0]
+        if self._pipeline is None:
+            return self.submit_specs([spec])[0]
+        return self._unread_handle(JobHandle(self, ack=self._pipeline.put(_keyed(spec))))
 
     def estimate(
         self,
@@ -583,12 +669,32 @@ class QuantumRuntime:
         Raises:
             ValidationError: the farm refuses a spec (nothing is stored then).
         """
-        keyed = [
-            s if s.idempotency_key else s.model_copy(update={"idempotency_key": _auto_key()})
-            for s in specs
-        ]
-        views = self._call("submit", [s.model_dump_json() for s in keyed])
-        return [JobHandle(self, v["job_id"]) for v in views]
+        job_ids = self._store_specs([_keyed(s) for s in specs])
+        return [self._unread_handle(JobHandle(self, job_id)) for job_id in job_ids]
+
+    def _unread_handle(self, handle: JobHandle) -> JobHandle:
+        self._unread[id(handle)] = weakref.ref(handle)
+        while len(self._unread) > _UNREAD_KEPT:
+            self._unread.popitem(last=False)
+        return handle
+
+    def _store_specs(self, specs: Sequence[JobSpec]) -> list[str]:
+        """Store keyed specs in one scheduler call; their job ids, in order."""
+        return [v["job_id"] for v in self._call("submit", [s.model_dump_json() for s in specs])]
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until the farm has answered every pipelined submit so far (accepted or
+        refused: each handle's :meth:`JobHandle.accepted` says which). Returns at once
+        for a runtime without a pipeline.
+
+        Raises:
+            JobTimeoutError: submits still unanswered after ``timeout_s``.
+        """
+        if self._pipeline is not None and not self._pipeline.flush(timeout_s):
+            raise JobTimeoutError(
+                f"{self._pipeline.pending()} pipelined submits still unanswered after "
+                f"{timeout_s:g}s; the farm is slow or restarting: flush again"
+            )
 
     # -- waiting and results ----------------------------------------------------------
 
@@ -618,6 +724,17 @@ class QuantumRuntime:
             :meth:`JobHandle.result`, for the first job that has no result.
         """
         ids = [h.job_id for h in handles]
+        for h in handles:
+            self._unread.pop(id(h), None)
+        if len(ids) == 1 and self._READS_AHEAD:
+            early = self._ahead.pop(ids[0], None)
+            if early is not None:
+                return [_verified(ids[0], *early)]
+            got = self._collect_ahead(ids[0], timeout_s)
+            if got is not None:
+                ((state, blob, error),) = got
+                _check_done(ids[0], JobState(state), error, timeout_s)
+                return [_verified(ids[0], *blob)]
         out: list[JobResult] = []  # plain loops: a warning's stacklevel reaches the caller
         left = timeout_s  # of the caller's timeout, for the wait below
         if len(ids) <= _RESULTS_PER_CALL:  # waited for and fetched in one round trip
@@ -647,6 +764,44 @@ class QuantumRuntime:
             for job_id, (sha, data) in zip(chunk, self._call("results", chunk), strict=True):
                 out.append(_verified(job_id, sha, data))
         return out
+
+    def _collect_ahead(
+        self, job_id: str, timeout_s: float | None
+    ) -> list[tuple[str, tuple[str, bytes] | None, str | None]] | None:
+        """``collect`` one job, and take the results of later handles of this runtime
+        that are DONE by then (kept until their ``result()`` asks): a loop of
+        ``result()`` calls pays a round trip per batch of finished jobs. None when
+        there is nothing to read ahead, or the farm predates it."""
+        ahead: list[str] = []
+        dropped = []
+        for key, ref in self._unread.items():
+            h = ref()
+            if h is None:
+                dropped.append(key)
+                continue
+            known = h._job_id if h._ack is None else h._ack.job_id_now
+            if known is not None and known != job_id and known not in self._ahead:
+                ahead.append(known)
+                if len(ahead) >= _RESULTS_PER_CALL:
+                    break
+        for key in dropped:
+            del self._unread[key]
+        if not ahead:
+            return None
+        end = None if timeout_s is None else time.monotonic() + timeout_s
+        try:
+            got, extra = self._call(
+                "collect_ahead",
+                [job_id],
+                lambda: None if end is None else max(0.0, end - time.monotonic()),
+                ahead,
+            )
+        except AttributeError:  # a farm started before collect_ahead
+            return None
+        self._ahead.update(extra)
+        while len(self._ahead) > _UNREAD_KEPT:  # results no handle asked for, oldest first
+            self._ahead.pop(next(iter(self._ahead)))
+        return got
 
     # -- queries ----------------------------------------------------------------------
 
@@ -848,6 +1003,8 @@ class QuantumRuntime:
         if self._closed:
             return
         self._closed = True
+        if self._pipeline is not None:
+            self._pipeline.close()  # what was submitted is sent before the farm stops
         if self._owns_farm:
             farm_mod.stop_farm(self.namespace, self._device_names)
         if self._owns_ray:
@@ -869,6 +1026,7 @@ def connect(
     namespace: str = farm_mod.DEFAULT_NAMESPACE,
     retry_s: float = DEFAULT_RETRY_S,
     ca_file: str | None = None,
+    pipeline: bool = False,
 ) -> QuantumRuntime:
     """Attach to a farm: through its HTTP gateway with an API token (tenants), or
     through Ray to the actors ``qrt up`` started (operators).
@@ -882,6 +1040,8 @@ def connect(
             store refuses writes).
         ca_file: CA certificates to trust for an ``https`` gateway (default:
             ``$QRT_CA_FILE``, else the system's).
+        pipeline: :meth:`QuantumRuntime.submit` returns before the farm acknowledges
+            the job; see :meth:`JobHandle.accepted`.
 
     Raises:
         RuntimeNotRunningError: no farm runs there.
@@ -896,6 +1056,7 @@ def connect(
             token if token is not None else os.environ.get(ENV_TOKEN, ""),
             retry_s=retry,
             ca_file=ca_file or os.environ.get(ENV_CA_FILE) or None,
+            pipeline=pipeline,
         )
     if token is not None:
         raise ValidationError(
@@ -905,5 +1066,11 @@ def connect(
     farm_mod.init_ray_loopback(address=address)
     scheduler = farm_mod.find_scheduler(namespace)
     return QuantumRuntime(
-        scheduler, namespace, owns_ray=False, owns_farm=False, devices=[], retry_s=retry
+        scheduler,
+        namespace,
+        owns_ray=False,
+        owns_farm=False,
+        devices=[],
+        retry_s=retry,
+        pipeline=pipeline,
     )

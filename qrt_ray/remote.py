@@ -154,10 +154,22 @@ def _raise_for(status: int, headers: dict[str, str], body: Any) -> None:
 class RemoteRuntime(QuantumRuntime):
     """A farm reached through its gateway with an API token (see :func:`connect`)."""
 
-    def __init__(self, transport: HttpTransport, *, retry_s: float = DEFAULT_RETRY_S) -> None:
-        super().__init__(None, "", owns_ray=False, owns_farm=False, devices=[], retry_s=retry_s)
+    _READS_AHEAD = False  # the gateway serves results by job, not ahead
+
+    def __init__(
+        self, transport: HttpTransport, *, retry_s: float = DEFAULT_RETRY_S, pipeline: bool = False
+    ) -> None:
         self.transport = transport
         self.url = transport.url
+        super().__init__(
+            None,
+            "",
+            owns_ray=False,
+            owns_farm=False,
+            devices=[],
+            retry_s=retry_s,
+            pipeline=pipeline,
+        )
 
     def __repr__(self) -> str:
         return f"RemoteRuntime({self.url!r})"
@@ -296,7 +308,9 @@ class RemoteRuntime(QuantumRuntime):
         ), int(got["spent"])
 
     def shutdown(self) -> None:
-        """Close the connection (the farm goes on)."""
+        """Close the connection (the farm goes on), once pipelined submits are sent."""
+        if self._pipeline is not None:
+            self._pipeline.close()
         self._closed = True
 
 
@@ -309,7 +323,12 @@ def _snapshot(d: dict[str, Any]) -> DeviceSnapshot:
 
 
 def connect_http(
-    url: str, token: str, *, retry_s: float = DEFAULT_RETRY_S, ca_file: str | None = None
+    url: str,
+    token: str,
+    *,
+    retry_s: float = DEFAULT_RETRY_S,
+    ca_file: str | None = None,
+    pipeline: bool = False,
 ) -> RemoteRuntime:
     """A runtime over the gateway at ``url``; checks the token at once.
 
@@ -317,6 +336,12 @@ def connect_http(
         AuthenticationError: the token is refused (the message says why).
         RuntimeNotRunningError: no gateway answers at ``url``.
     """
-    rt = RemoteRuntime(HttpTransport(url, token, ca_file=ca_file), retry_s=_retry_s(retry_s))
-    rt.whoami()
+    rt = RemoteRuntime(
+        HttpTransport(url, token, ca_file=ca_file), retry_s=_retry_s(retry_s), pipeline=pipeline
+    )
+    try:
+        rt.whoami()
+    except BaseException:
+        rt.shutdown()
+        raise
     return rt

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from qrt_ray.errors import JobNotFoundError
 from qrt_ray.lifecycle import ErrorClass, JobState
 from qrt_ray.models import JobSpec
 from qrt_ray.store.retention import GcReport, PurgedJob
@@ -241,6 +242,29 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def get_blob(self, sha256: str) -> bytes:
         """The bytes stored under ``sha256``, verified. Raises IntegrityError on mismatch."""
+
+    def find_by_keys(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], JobRecord]:
+        """The jobs stored under each (tenant, idempotency key), where there is one (one
+        read per tenant where the store can)."""
+        found = {key: self.find_by_key(*key) for key in dict.fromkeys(keys)}
+        return {key: rec for key, rec in found.items() if rec is not None}
+
+    def get_blobs(self, sha256s: Sequence[str]) -> list[bytes]:
+        """The bytes stored under each of ``sha256s``, verified, in order (one read
+        where the store can). Raises IntegrityError as :meth:`get_blob` does."""
+        return [self.get_blob(sha) for sha in sha256s]
+
+    def result_refs(self, job_ids: Sequence[str]) -> dict[str, tuple[JobState, str | None]]:
+        """Each known job's state and result checksum, without decoding its spec (one
+        read where the store can); ids not stored are left out."""
+        out: dict[str, tuple[JobState, str | None]] = {}
+        for job_id in job_ids:
+            try:
+                rec = self.get(job_id)
+            except JobNotFoundError:
+                continue
+            out[job_id] = (rec.state, rec.result_sha256)
+        return out
 
     @abc.abstractmethod
     def record_shots(self, records: Sequence[ShotRecord]) -> list[bool]:

@@ -55,6 +55,8 @@ from qrt_ray.store.retention import PurgedJob, RetentionTables
 logger = logging.getLogger("qrt.store")
 T = TypeVar("T")
 _MAX_GROUP = 512
+# ids in one IN (...) list: under SQLite's oldest limit of 999 bound variables
+_IN_MAX = 500
 _SETTABLE = (
     "device",
     "calibration_id",
@@ -317,6 +319,21 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
         )
         return _record(row) if row else None
 
+    def find_by_keys(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], JobRecord]:
+        by_tenant: dict[str, list[str]] = {}
+        for tenant, key in dict.fromkeys(keys):
+            by_tenant.setdefault(tenant, []).append(key)
+        out: dict[tuple[str, str], JobRecord] = {}
+        for tenant, wanted in by_tenant.items():
+            for start in range(0, len(wanted), _IN_MAX):
+                part = wanted[start : start + _IN_MAX]
+                marks = ",".join("?" * len(part))
+                sql = f"SELECT {_COLUMNS} FROM jobs WHERE tenant=? AND idempotency_key IN ({marks})"
+                for row in self._rows(sql, [tenant, *part]):
+                    rec = _record(row)
+                    out[(tenant, rec.spec.idempotency_key or "")] = rec
+        return out
+
     def list_jobs(
         self,
         *,
@@ -460,6 +477,41 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
                 "the stored result is corrupt and will not be returned"
             )
         return data
+
+    def get_blobs(self, sha256s: Sequence[str]) -> list[bytes]:
+        found: dict[str, bytes] = {}
+        wanted = list(dict.fromkeys(sha256s))
+        for start in range(0, len(wanted), _IN_MAX):
+            part = wanted[start : start + _IN_MAX]
+            marks = ",".join("?" * len(part))
+            for sha, data in self._rows(
+                f"SELECT sha256, data FROM blobs WHERE sha256 IN ({marks})", part
+            ):
+                found[sha] = bytes(data)
+        out = []
+        for sha in sha256s:
+            data = found.get(sha)
+            if data is None:
+                raise IntegrityError(f"result blob {sha} is missing from the job store")
+            actual = sha256_hex(data)
+            if actual != sha:
+                raise IntegrityError(
+                    f"result blob {sha} failed its checksum (content hashes to {actual}); "
+                    "the stored result is corrupt and will not be returned"
+                )
+            out.append(data)
+        return out
+
+    def result_refs(self, job_ids: Sequence[str]) -> dict[str, tuple[JobState, str | None]]:
+        out: dict[str, tuple[JobState, str | None]] = {}
+        wanted = list(dict.fromkeys(job_ids))
+        for start in range(0, len(wanted), _IN_MAX):
+            part = wanted[start : start + _IN_MAX]
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT job_id, state, result_sha256 FROM jobs WHERE job_id IN ({marks})"
+            for job_id, state, sha in self._rows(sql, part):
+                out[job_id] = (JobState(state), sha)
+        return out
 
     # -- shot ledger ------------------------------------------------------------------
 

@@ -161,17 +161,21 @@ def test_control_link_errors_rerun_the_batch_or_fail_the_job(
 # -- the same faults caused from outside the product: an OS signal, a lost client -----
 
 
-def _device_pid(rt: QuantumRuntime, name: str) -> int:
+def _actor_pid(rt: QuantumRuntime, name: str) -> int:
     from ray.util.state import list_actors
 
     (actor,) = list_actors(
         filters=[
-            ("name", "=", f"device:{name}"),
+            ("name", "=", name),
             ("ray_namespace", "=", rt.namespace),
             ("state", "=", "ALIVE"),
         ]
     )
     return int(actor.pid)
+
+
+def _device_pid(rt: QuantumRuntime, name: str) -> int:
+    return _actor_pid(rt, f"device:{name}")
 
 
 def test_a_device_process_killed_by_the_os_loses_nothing(
@@ -241,3 +245,45 @@ def test_a_client_killed_while_waiting_loses_no_job(rt: QuantumRuntime, tmp_path
     again = rt.submit(qasm.read_text(), shots=3000, idempotency_key="lost-client")
     assert again.job_id == job_id  # the same job, not a second one
     assert sum(again.result(timeout_s=240).counts().values()) == 3000
+
+
+def test_pipelined_submits_survive_a_scheduler_killed_mid_stream(
+    rt: QuantumRuntime, store_path: Path
+) -> None:
+    """kill -9 of the scheduler while a pipelined loop sends: submit() keeps returning
+    at once, every job is acknowledged once the scheduler is back, and each runs once
+    (a batch lost in the kill is sent again under the same keys)."""
+    import os
+    import signal
+    import sqlite3
+    import time
+
+    from qrt_ray import connect
+    from qrt_ray.names import SCHEDULER_NAME
+
+    piped = connect(os.environ["RAY_ADDRESS"], namespace=rt.namespace, pipeline=True)
+    try:
+        handles, slowest = [], 0.0
+        for i in range(40):
+            started = time.perf_counter()
+            handles.append(piped.submit(ghz(2), shots=200, seed=i, idempotency_key=f"piped-{i}"))
+            slowest = max(slowest, time.perf_counter() - started)
+            if i == 10:
+                handles[0].accepted(timeout_s=60)  # the first jobs are stored
+                killed = _actor_pid(rt, SCHEDULER_NAME)
+                os.kill(killed, signal.SIGKILL)
+        assert slowest < 2.0  # the loop did not wait out the restart
+        job_ids = [h.accepted(timeout_s=180) for h in handles]
+        assert len(set(job_ids)) == 40
+        results = piped.results(handles, timeout_s=300)
+        assert all(sum(r.counts().values()) == 200 for r in results)
+        assert _actor_pid(rt, SCHEDULER_NAME) != killed  # a new scheduler served them
+    finally:
+        piped.shutdown()
+    with sqlite3.connect(store_path) as conn:
+        (stored,) = conn.execute(
+            "SELECT COUNT(*) FROM jobs WHERE idempotency_key LIKE 'piped-%'"
+        ).fetchone()
+    assert stored == 40  # one job per key: nothing lost, nothing made twice
+    for job_id in job_ids:
+        check_ledger(store_path, job_id, 200)

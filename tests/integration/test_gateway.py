@@ -209,6 +209,15 @@ def test_the_sdk_over_http_is_the_same_api(gw: Gateway) -> None:
     assert handle.job_id in [j["job_id"] for j in rt.jobs()]
     many = rt.submit_many([ghz(2), ghz(3)], shots=100)
     assert len(rt.results(many, timeout_s=120)) == 2
+    # pipelined over HTTP: the same keys give the same jobs, acknowledged on the handle
+    piped = qrt_ray.connect(gw.url, token=gw.tokens["a"], ca_file=gw.ca, pipeline=True)
+    again = piped.submit(ghz(3), shots=400, seed=3, idempotency_key="sdk-1")
+    fresh = [piped.submit(ghz(2), shots=60 + i) for i in range(5)]
+    piped.shutdown()  # sends what is queued first
+    assert again.accepted(timeout_s=0) == handle.job_id
+    assert [sum(rt.job(h.job_id).result(timeout_s=120).counts().values()) for h in fresh] == [
+        60 + i for i in range(5)
+    ]
     assert {e["device"] for e in rt.estimate(ghz(3), shots=100)} == {"manila", "nairobi"}
     assert {d.name for d in rt.devices()} == {"manila", "nairobi"}
     usage = rt.usage()

@@ -21,6 +21,7 @@ from qrt_ray import (
 )
 from qrt_ray import farm as farm_mod
 from qrt_ray.config import FarmConfig
+from qrt_ray.errors import RuntimeNotRunningError
 from qrt_ray.store import SQLiteJobStore
 from tests.circuits import ghz
 from tests.metrics_text import sample
@@ -174,6 +175,56 @@ def test_cancel_queued_job(rt: QuantumRuntime, store_path: Path) -> None:
     assert target.cancel() is False  # final already
     blocker.result(timeout_s=300)
     assert ledger(store_path, target.job_id) == []
+
+
+def test_a_loop_of_result_reads_ahead_and_each_handle_gets_its_own(rt: QuantumRuntime) -> None:
+    blocker = rt.submit(heavy_job(), shots=2000, device="nairobi", priority=10)
+    handles = [rt.submit(ghz(2), shots=100 + i, device="manila", seed=i) for i in range(8)]
+    cancelled = rt.submit(ghz(2), shots=100, device="nairobi", priority=0)
+    assert cancelled.cancel() is True  # queued behind the blocker
+    rt.wait(handles, timeout_s=300)
+    first = handles[0].result(timeout_s=60)
+    # the other seven came with the first call; each is served to its own handle
+    assert {h.job_id for h in handles[1:]} <= set(rt._ahead)
+    assert cancelled.job_id not in rt._ahead
+    results = [first] + [h.result(timeout_s=60) for h in handles[1:]]
+    assert [sum(r.counts().values()) for r in results] == [100 + i for i in range(8)]
+    assert [r.metadata.seeds for r in results] == [h.result().metadata.seeds for h in handles]
+    assert not {h.job_id for h in handles} & set(rt._ahead)  # nothing kept once read
+    with pytest.raises(JobCancelledError):
+        cancelled.result(timeout_s=5)
+    blocker.result(timeout_s=300)
+
+
+def test_pipelined_submits_return_at_once_and_refusals_land_on_their_handle(
+    rt: QuantumRuntime,
+) -> None:
+    piped = QuantumRuntime(
+        farm_mod.find_scheduler(rt.namespace),
+        rt.namespace,
+        owns_ray=False,
+        owns_farm=False,
+        devices=[],
+        pipeline=True,
+    )
+    try:
+        good = [piped.submit(ghz(2), shots=200, seed=i) for i in range(12)]
+        too_wide = piped.submit(ghz(12), shots=200)  # no device of the farm has 12 qubits
+        late = piped.submit(ghz(3), shots=300)
+        with pytest.raises(PlacementError, match="12"):
+            too_wide.accepted(timeout_s=60)
+        with pytest.raises(PlacementError):
+            too_wide.result(timeout_s=60)
+        piped.flush(timeout_s=60)
+        assert all(h.accepted(timeout_s=0).startswith("job-") for h in [*good, late])
+        results = [h.result(timeout_s=300) for h in [*good, late]]
+        assert [sum(r.counts().values()) for r in results] == [200] * 12 + [300]
+        # a synchronous runtime's handle is acknowledged when submit() returns
+        assert rt.submit(ghz(2), shots=10).accepted(timeout_s=0).startswith("job-")
+    finally:
+        piped.shutdown()
+    with pytest.raises(RuntimeNotRunningError, match="shut down"):
+        piped.submit(ghz(2), shots=10)
 
 
 def test_max_execution_time_fails_with_reason(rt: QuantumRuntime) -> None:

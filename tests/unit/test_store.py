@@ -177,6 +177,31 @@ def test_blob_round_trip_and_corruption_detected(store_url: str, store: JobStore
         store.get_blob("0" * 64)
 
 
+def test_batch_reads_answer_as_one_at_a_time_reads_do(store_url: str, store: JobStore) -> None:
+    # more ids than one IN (...) list holds, some unknown, a tenant's key under another
+    store.admit([rec(f"j{i}", key=f"k{i}") for i in range(0, 1200, 2)])
+    store.admit([rec("other", key="k0", tenant="t2")])
+    asked = [("default", f"k{i}") for i in range(1200)] + [("t2", "k0"), ("t3", "k0")]
+    found = store.find_by_keys(asked)
+    assert set(found) == {("default", f"k{i}") for i in range(0, 1200, 2)} | {("t2", "k0")}
+    assert all(found[key] == store.find_by_key(*key) for key in found)
+    assert found[("t2", "k0")].job_id == "other"
+
+    refs = store.result_refs([f"j{i}" for i in range(1200)] + ["nope"])
+    assert set(refs) == {f"j{i}" for i in range(0, 1200, 2)}
+    assert refs["j0"] == (S.QUEUED, None)
+
+    blobs = [bytes([i]) * (i + 1) for i in range(3)]
+    digests = [store.put_blob(b) for b in blobs]
+    asked_blobs = [digests[2], digests[0], digests[2]]  # order and repeats kept
+    assert store.get_blobs(asked_blobs) == [blobs[2], blobs[0], blobs[2]]
+    with pytest.raises(IntegrityError, match="missing"):
+        store.get_blobs([digests[0], "0" * 64])
+    raw(store_url, "UPDATE blobs SET data=? WHERE sha256=?", (b"tampered", digests[1]))
+    with pytest.raises(IntegrityError, match="failed its checksum"):
+        store.get_blobs(digests)
+
+
 def test_shot_ledger_counts_each_run_once(store: JobStore) -> None:
     r = ShotRecord("a", 1, "cal-1", 400, 1.0)
     assert store.record_shots([r]) == [True]

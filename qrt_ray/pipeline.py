@@ -1,0 +1,210 @@
+"""Pipelined submission: ``submit()`` returns at once, acknowledgements follow.
+
+A loop of synchronous ``submit()`` calls pays one round trip to the scheduler per job,
+and on a busy farm that round trip, not the work, sets the pace. A pipeline takes each
+validated job into a bounded queue and returns; one thread sends whatever has queued
+in a single scheduler call (one durable commit for the lot), so the loop pays a round
+trip per batch.
+
+The durability promise moves with the acknowledgement, it is not weakened: a job is
+the farm's (stored, never lost) once its :class:`Ack` says so. Until then it may still
+be refused (a quota, a device that could never run it) or fail to persist; the
+handle's ``accepted()``, ``result()`` and every other call raise that error, and
+:meth:`SubmitPipeline.flush` waits for all of them. A process that dies before a job
+was acknowledged never had it accepted, as with a synchronous submit that did not
+return.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from qrt_ray.errors import (
+    JobTimeoutError,
+    QrtError,
+    RuntimeNotRunningError,
+    StoreUnavailableError,
+)
+from qrt_ray.models import JobSpec
+
+logger = logging.getLogger(__name__)
+
+SEND_MAX = 256  # jobs in one scheduler call (its request limit is far above)
+QUEUE_MAX = 4096  # jobs queued or in flight before submit() waits for the farm
+
+# Whole-batch errors: the farm or its store was out of reach, so no job of the batch
+# was judged; sending them one by one would only repeat the wait.
+_NOT_JUDGED = (RuntimeNotRunningError, StoreUnavailableError)
+
+
+class Ack:
+    """One job's acknowledgement: its id once it is stored, or why it is not."""
+
+    __slots__ = ("_done", "_error", "_job_id", "spec")
+
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec = spec
+        self._done = threading.Event()
+        self._job_id: str | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Whether the farm has answered (accepted or refused)."""
+        return self._done.is_set()
+
+    @property
+    def job_id_now(self) -> str | None:
+        """The job's id if it was accepted already; never waits."""
+        return self._job_id
+
+    def wait(self, timeout_s: float | None = None) -> str:
+        """Wait for the farm's answer; returns the job id.
+
+        Raises:
+            JobTimeoutError: no answer within ``timeout_s``.
+            QrtError: the farm refused the job or could not store it (the error its
+                synchronous submit would have raised).
+        """
+        if not self._done.wait(timeout_s):
+            raise JobTimeoutError(
+                f"a pipelined submit was not acknowledged within {timeout_s:g}s; "
+                "the farm is slow or restarting: wait longer (accepted(timeout_s=None))"
+            )
+        if self._error is not None:
+            raise self._error
+        assert self._job_id is not None
+        return self._job_id
+
+    def accept(self, job_id: str) -> None:
+        self._job_id = job_id
+        self._done.set()
+
+    def refuse(self, error: BaseException) -> None:
+        self._error = error
+        self._done.set()
+
+
+class SubmitPipeline:
+    """A bounded queue of jobs and the thread that sends them in batches.
+
+    Args:
+        send: stores a batch of specs in one call and returns their job ids in order
+            (the runtime's scheduler ``submit``, riding out restarts); it raises the
+            farm's error when it refuses the batch.
+        send_max: jobs in one call.
+        queue_max: jobs queued or in flight before :meth:`put` waits (backpressure:
+            a loop faster than the farm slows to its pace instead of growing memory).
+    """
+
+    def __init__(
+        self,
+        send: Callable[[Sequence[JobSpec]], list[str]],
+        *,
+        send_max: int = SEND_MAX,
+        queue_max: int = QUEUE_MAX,
+    ) -> None:
+        self._send = send
+        self._send_max = send_max
+        self._queue_max = queue_max
+        self._cond = threading.Condition()
+        self._queue: deque[Ack] = deque()
+        self._in_flight = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="qrt-submit", daemon=True)
+        self._thread.start()
+        # an interpreter exiting without shutdown() still sends what it queued
+        atexit.register(self.close)
+
+    def put(self, spec: JobSpec) -> Ack:
+        """Queue one job (it must carry its idempotency key); waits while the queue is
+        full.
+
+        Raises:
+            RuntimeNotRunningError: the pipeline was closed (the runtime shut down).
+        """
+        ack = Ack(spec)
+        with self._cond:
+            while not self._closed and len(self._queue) + self._in_flight >= self._queue_max:
+                self._cond.wait()
+            if self._closed:
+                raise RuntimeNotRunningError(
+                    "this runtime was shut down; nothing more can be submitted through it"
+                )
+            self._queue.append(ack)
+            self._cond.notify_all()
+        return ack
+
+    def pending(self) -> int:
+        """Jobs queued or in flight, not yet answered."""
+        with self._cond:
+            return len(self._queue) + self._in_flight
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every job put so far has its answer; returns False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._queue and not self._in_flight, timeout_s)
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Send what is queued, then stop the thread; later puts raise."""
+        atexit.unregister(self.close)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout_s)
+
+    # -- the sending thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return  # closed and drained
+                take = min(len(self._queue), self._send_max)
+                batch = [self._queue.popleft() for _ in range(take)]
+                self._in_flight = take
+            try:
+                self._deliver(batch)
+            finally:
+                with self._cond:
+                    self._in_flight = 0
+                    self._cond.notify_all()
+
+    def _deliver(self, batch: list[Ack]) -> None:
+        """Send one batch and settle every Ack in it, whatever happens."""
+        started = time.monotonic()
+        try:
+            job_ids = self._send([a.spec for a in batch])
+        except QrtError as exc:
+            if len(batch) > 1 and not isinstance(exc, _NOT_JUDGED):
+                # a refusal names one job of the batch and stores none: send them one
+                # at a time so the others go through and each error lands on its job
+                # (the idempotency keys make a job stored twice impossible)
+                for ack in batch:
+                    self._deliver([ack])
+                return
+            for ack in batch:
+                ack.refuse(exc)
+            return
+        except Exception as exc:  # a bug or a transport fault: each handle raises it
+            logger.exception("pipelined submit of %d jobs failed", len(batch))
+            for ack in batch:
+                ack.refuse(exc)
+            return
+        if len(job_ids) != len(batch):  # never expected: refuse rather than misattribute
+            error = RuntimeError(f"the farm answered {len(job_ids)} ids for {len(batch)} jobs")
+            for ack in batch:
+                ack.refuse(error)
+            return
+        for ack, job_id in zip(batch, job_ids, strict=True):
+            ack.accept(job_id)
+        logger.debug(
+            "%d jobs acknowledged in %.1f ms", len(batch), (time.monotonic() - started) * 1e3
+        )

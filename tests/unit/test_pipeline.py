@@ -1,0 +1,172 @@
+"""Pipelined submission, without Ray: batching, refusals landing on their own job,
+backpressure, and every queued job answered before the pipeline closes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from qrt_ray.client import JobHandle
+from qrt_ray.errors import (
+    JobTimeoutError,
+    PlacementError,
+    RuntimeNotRunningError,
+    StoreUnavailableError,
+)
+from qrt_ray.models import JobSpec
+from qrt_ray.pipeline import SubmitPipeline
+
+
+def spec(i: int, qubits: int = 2) -> JobSpec:
+    return JobSpec(circuits=("OPENQASM 2.0;",), shots=100 + qubits, idempotency_key=f"k{i}")
+
+
+class Farm:
+    """A scheduler's submit: stores each key once (as the store does), refuses a spec
+    with 9 'qubits' as placement does (the whole call stores nothing), and can be held
+    or made to fail."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.stored: dict[str, str] = {}
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_next: Exception | None = None
+
+    def send(self, specs: Sequence[JobSpec]) -> list[str]:
+        assert self.gate.wait(30)
+        keys = [s.idempotency_key or "" for s in specs]
+        self.calls.append(keys)
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+        for s in specs:
+            if s.shots == 109:
+                raise PlacementError(f"{s.idempotency_key}: no device has 9 qubits")
+        return [self.stored.setdefault(k, f"job-{k}") for k in keys]
+
+
+@pytest.fixture
+def farm() -> Farm:
+    return Farm()
+
+
+def test_submits_queued_while_a_call_is_out_go_in_the_next_call(farm: Farm) -> None:
+    pipe = SubmitPipeline(farm.send)
+    farm.gate.clear()  # the first call waits on the farm
+    acks = [pipe.put(spec(0))]
+    deadline = time.monotonic() + 10
+    while pipe._queue and time.monotonic() < deadline:  # until the thread sends it
+        time.sleep(0.001)
+    acks += [pipe.put(spec(i)) for i in range(1, 50)]
+    farm.gate.set()
+    assert pipe.flush(30)
+    assert [a.wait(1) for a in acks] == [f"job-k{i}" for i in range(50)]
+    assert farm.calls[0] == ["k0"]
+    assert len(farm.calls) == 2 and farm.calls[1] == [f"k{i}" for i in range(1, 50)]
+    pipe.close()
+
+
+def test_a_refused_job_fails_alone_and_its_batchmates_are_stored(farm: Farm) -> None:
+    pipe = SubmitPipeline(farm.send)
+    farm.gate.clear()
+    acks = [pipe.put(spec(i, qubits=9 if i == 3 else 2)) for i in range(6)]
+    farm.gate.set()
+    assert pipe.flush(30)
+    with pytest.raises(PlacementError, match="k3: no device has 9 qubits"):
+        acks[3].wait(1)
+    assert [a.wait(1) for i, a in enumerate(acks) if i != 3] == [
+        f"job-k{i}" for i in range(6) if i != 3
+    ]
+    assert set(farm.stored) == {f"k{i}" for i in range(6) if i != 3}
+    pipe.close()
+
+
+def test_a_store_outage_fails_the_batch_without_sending_each_job(farm: Farm) -> None:
+    pipe = SubmitPipeline(farm.send)
+    farm.gate.clear()
+    acks = [pipe.put(spec(i)) for i in range(5)]
+    farm.fail_next = StoreUnavailableError("the job store refused the write; retry shortly")
+    farm.gate.set()
+    assert pipe.flush(30)
+    sent = sum(len(c) for c in farm.calls)
+    for ack in acks:
+        with pytest.raises(StoreUnavailableError):
+            ack.wait(1)
+    assert sent <= 5 + 1  # one failed call (the first job may have gone alone first)
+    assert not farm.stored
+    # the pipeline goes on: the next job is stored
+    assert pipe.put(spec(7)).wait(30) == "job-k7"
+    pipe.close()
+
+
+def test_an_unexpected_error_lands_on_the_handles_and_the_thread_survives(farm: Farm) -> None:
+    pipe = SubmitPipeline(farm.send)
+    farm.fail_next = RuntimeError("transport broke")
+    with pytest.raises(RuntimeError, match="transport broke"):
+        pipe.put(spec(0)).wait(30)
+    assert pipe.put(spec(1)).wait(30) == "job-k1"
+    pipe.close()
+
+
+def test_a_full_queue_makes_put_wait_for_the_farm(farm: Farm) -> None:
+    pipe = SubmitPipeline(farm.send, send_max=2, queue_max=4)
+    farm.gate.clear()
+    for i in range(4):
+        pipe.put(spec(i))
+    fifth = threading.Thread(target=pipe.put, args=(spec(4),), daemon=True)
+    fifth.start()
+    fifth.join(0.3)
+    assert fifth.is_alive()  # waits: four jobs are queued or in flight
+    assert pipe.pending() == 4
+    farm.gate.set()
+    fifth.join(30)
+    assert not fifth.is_alive()
+    assert pipe.flush(30)
+    assert set(farm.stored) == {f"k{i}" for i in range(5)}
+    assert max(len(c) for c in farm.calls) <= 2
+    pipe.close()
+
+
+def test_close_sends_what_is_queued_and_refuses_more(farm: Farm) -> None:
+    pipe = SubmitPipeline(farm.send)
+    farm.gate.clear()
+    acks = [pipe.put(spec(i)) for i in range(20)]
+    threading.Timer(0.2, farm.gate.set).start()
+    pipe.close(30)
+    assert [a.wait(0) for a in acks] == [f"job-k{i}" for i in range(20)]
+    with pytest.raises(RuntimeNotRunningError, match="shut down"):
+        pipe.put(spec(99))
+
+
+def test_flush_times_out_while_the_farm_does_not_answer(farm: Farm) -> None:
+    pipe = SubmitPipeline(farm.send)
+    farm.gate.clear()
+    ack = pipe.put(spec(0))
+    assert not pipe.flush(0.2)
+    with pytest.raises(JobTimeoutError, match=r"not acknowledged within 0\.1s"):
+        ack.wait(0.1)
+    farm.gate.set()
+    assert pipe.flush(30)
+    pipe.close()
+
+
+def test_a_pending_handle_waits_for_its_id_and_raises_its_refusal(farm: Farm) -> None:
+    pipe = SubmitPipeline(farm.send)
+    farm.gate.clear()
+    good, bad = pipe.put(spec(1)), pipe.put(spec(2, qubits=9))
+    h_good, h_bad = JobHandle(None, ack=good), JobHandle(None, ack=bad)  # type: ignore[arg-type]
+    assert repr(h_good) == "JobHandle(<not yet acknowledged>)"
+    with pytest.raises(JobTimeoutError):
+        h_good.accepted(timeout_s=0.05)
+    farm.gate.set()
+    assert h_good.accepted(timeout_s=30) == "job-k1" == h_good.job_id
+    assert repr(h_good) == "JobHandle('job-k1')"
+    with pytest.raises(PlacementError):
+        h_bad.job_id  # noqa: B018  (the property raises the refusal)
+    with pytest.raises(PlacementError):
+        h_bad.accepted()
+    pipe.close()
