@@ -1419,7 +1419,24 @@ class Scheduler:
             waiter = asyncio.gather(*(e.wait() for e in events))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter, timeout=timeout_s)
-        return {j: (await self.get(j)).state for j in job_ids}
+        return await self._states(job_ids)
+
+    async def _states(self, job_ids: Sequence[str]) -> dict[str, JobState]:
+        """Each job's state: live ones from memory, the rest in one store read.
+
+        Raises:
+            JobNotFoundError: a job id is unknown (or purged: the message says so).
+        """
+        states = {j: rec.state for j in job_ids if (rec := self._record(j)) is not None}
+        rest = [j for j in job_ids if j not in states]
+        if rest:
+            stored = await asyncio.to_thread(self.store.result_refs, rest)
+            for j in rest:
+                if j not in stored:
+                    await self.get(j)  # raises JobNotFoundError, saying if it was purged
+                    raise JobNotFoundError(f"job_id={brief(j)!r}: no such job")
+                states[j] = stored[j][0]
+        return {j: states[j] for j in job_ids}
 
     async def list_jobs(
         self, states: Sequence[JobState] | None = None, tenant: str | None = None, limit: int = 100
@@ -1463,7 +1480,7 @@ class Scheduler:
     async def done_now(self, job_ids: Sequence[str]) -> list[str]:
         """Those of ``job_ids`` that are DONE now, in order (unknown ids are left out);
         one store read for those not in memory."""
-        live = {j: self._jobs[j].record.state for j in job_ids if j in self._jobs}
+        live = {j: rec.state for j in job_ids if (rec := self._record(j)) is not None}
         rest = [j for j in job_ids if j not in live]
         stored = await asyncio.to_thread(self.store.result_refs, rest) if rest else {}
         states = {**{j: state for j, (state, _) in stored.items()}, **live}

@@ -107,6 +107,18 @@ class Backoff:
         return True
 
 
+def _timeout(value: Any) -> float | None:
+    """A caller's ``timeout_s``: None (no limit) or a finite number of seconds >= 0."""
+    if value is None:
+        return None
+    seconds = finite_number("timeout_s", value)
+    if seconds < 0:
+        raise ValidationError(
+            f"timeout_s={seconds:g}: expected 0 or more seconds (None waits without limit)"
+        )
+    return seconds
+
+
 def _check_done(job_id: str, state: JobState, error: str | None, timeout_s: float | None) -> None:
     """Raise why a job that was waited for has no result (nothing when it is DONE)."""
     if state is JobState.FAILED:
@@ -271,6 +283,7 @@ class JobHandle:
                 would have raised: ``PlacementError``, ``QuotaExceededError`` ...) or
                 could not store it (``StoreUnavailableError``).
         """
+        timeout_s = _timeout(timeout_s)
         if self._job_id is None:
             assert self._ack is not None
             self._job_id = self._ack.wait(timeout_s)
@@ -690,6 +703,7 @@ class QuantumRuntime:
         Raises:
             JobTimeoutError: submits still unanswered after ``timeout_s``.
         """
+        timeout_s = _timeout(timeout_s)
         if self._pipeline is not None and not self._pipeline.flush(timeout_s):
             raise JobTimeoutError(
                 f"{self._pipeline.pending()} pipelined submits still unanswered after "
@@ -702,7 +716,7 @@ class QuantumRuntime:
         self, handles: Sequence[JobHandle], timeout_s: float | None = None
     ) -> dict[str, JobState]:
         """Wait until every job is final (or the timeout passes); returns their states."""
-        got = self._wait_ids([h.job_id for h in handles], timeout_s)
+        got = self._wait_ids([h.job_id for h in handles], _timeout(timeout_s))
         return {k: JobState(v) for k, v in got.items()}
 
     def _wait_ids(self, job_ids: Sequence[str], timeout_s: float | None) -> dict[str, str]:
@@ -723,6 +737,7 @@ class QuantumRuntime:
             JobFailedError, JobCancelledError, JobTimeoutError, IntegrityError: as for
             :meth:`JobHandle.result`, for the first job that has no result.
         """
+        timeout_s = _timeout(timeout_s)
         ids = [h.job_id for h in handles]
         for h in handles:
             self._unread.pop(id(h), None)

@@ -15,6 +15,7 @@ from qrt_ray.errors import (
     PlacementError,
     RuntimeNotRunningError,
     StoreUnavailableError,
+    ValidationError,
 )
 from qrt_ray.models import JobSpec
 from qrt_ray.pipeline import SubmitPipeline
@@ -169,4 +170,14 @@ def test_a_pending_handle_waits_for_its_id_and_raises_its_refusal(farm: Farm) ->
         h_bad.job_id  # noqa: B018  (the property raises the refusal)
     with pytest.raises(PlacementError):
         h_bad.accepted()
+    pipe.close()
+
+
+@pytest.mark.parametrize("bad", ["10", -1, float("nan"), True])
+def test_a_bad_timeout_is_refused_by_name(farm: Farm, bad: object) -> None:
+    pipe = SubmitPipeline(farm.send)
+    handle = JobHandle(None, ack=pipe.put(spec(0)))  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="timeout_s"):
+        handle.accepted(timeout_s=bad)  # type: ignore[arg-type]
+    assert handle.accepted(timeout_s=30) == "job-k0"
     pipe.close()

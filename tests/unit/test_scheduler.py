@@ -15,7 +15,7 @@ from qrt_ray.actors.scheduler import FIRST_CHUNK, Scheduler, chunk_cap
 from qrt_ray.circuits import to_qasm
 from qrt_ray.compiler import compile_circuits
 from qrt_ray.config import SchedulingConfig
-from qrt_ray.errors import PlacementError, ValidationError
+from qrt_ray.errors import JobNotFoundError, PlacementError, ValidationError
 from qrt_ray.lifecycle import JobState
 from qrt_ray.models import JobSpec
 from qrt_ray.results import decode_result
@@ -47,6 +47,39 @@ def test_job_walks_the_whole_lifecycle(tmp_path: Path, store_url: str) -> None:
             S.POSTPROCESSING,
             S.DONE,
         ]
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_reading_finished_jobs_costs_a_store_read_per_call_not_per_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> None:
+        store, devices, sched = make(tmp_path)
+        await sched.start()
+        done = [
+            rec.job_id for rec, _ in await sched.submit([spec(shots=50, seed=i) for i in range(6)])
+        ]
+        await drive(sched, devices)
+        await sched.stop()  # the loop is stopped: the next job stays QUEUED, live
+        ((queued, _),) = await sched.submit([spec(shots=60)])
+        reads: list[str] = []
+        real_get = store.get
+
+        def counted_get(job_id: str) -> JobRecord:
+            reads.append(job_id)
+            return real_get(job_id)
+
+        monkeypatch.setattr(store, "get", counted_get)
+        states = await sched.wait([*done, queued.job_id], 0)
+        assert states == {**dict.fromkeys(done, S.DONE), queued.job_id: S.QUEUED}
+        blobs = await sched.result_blobs(done)
+        assert [sum(decode_result(b).counts().values()) for _, b in blobs] == [50] * 6
+        assert await sched.done_now([queued.job_id, *done, "job-unknown"]) == done
+        assert reads == []  # states and results came from batch reads
+        with pytest.raises(JobNotFoundError, match="no such job"):
+            await sched.wait([done[0], "job-0000000000000000"], 0)
         store.close()
 
     asyncio.run(main())
