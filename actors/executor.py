@@ -35,6 +35,7 @@ from qrt_ray.policies.health import backoff_delay
 from qrt_ray.policies.simtime import (
     GPU,
     PIECE_TARGET_S,
+    CallPace,
     CircuitWork,
     plan_pieces,
     prior_cost,
@@ -138,6 +139,7 @@ class Executor:
         self.on_progress: Callable[[], None] | None = None
         self.batches_run = 0
         self.circuits_run = 0
+        self.pace = CallPace()  # how fast full simulator calls run against the prior
         self._target = target
         self._noise = noise
         self._gpu = gpu
@@ -528,11 +530,16 @@ class _Calls:
         if owners is not None:  # the group's own circuits (twirled copies share equally)
             self.weights = [c.seconds(shots) for c in costs]
         merged = _Merged(len(circuits))
+        pace_key = method or (costs[0].method if costs else "")
+        # seeded work splits as the prior plans it, so it reproduces; the rest in pieces
+        # of about PIECE_TARGET_S of this device's real time
+        seeded = self._group.seed is not None
+        target_s = PIECE_TARGET_S / (1.0 if seeded else executor.pace.ratio(pace_key))
         for k, piece in enumerate(
             plan_pieces(
                 costs,
                 shots,
-                target_s=PIECE_TARGET_S,
+                target_s=target_s,
                 max_circuits=CALL_CIRCUITS,
                 min_circuits=executor._threads,
             )
@@ -542,6 +549,7 @@ class _Calls:
             wanted = [i for i in piece.circuits if owners is None or owners[i] not in self.gone]
             if not wanted:
                 continue
+            started = time.perf_counter()
             result = simulate(
                 setting.sim,
                 [circuits[i] for i in wanted],
@@ -549,6 +557,9 @@ class _Calls:
                 seed_simulator=seed_simulator + k,
                 **options,
             )
+            prior_s = sum(costs[i].seconds(piece.shots) for i in wanted)
+            if prior_s >= PIECE_TARGET_S / 2:  # a call of about a piece's size
+                executor.pace.observe(pace_key, prior_s, time.perf_counter() - started)
             for j, i in enumerate(wanted):
                 r = result.results[j]
                 counts = counts_of(result, j, label=i)

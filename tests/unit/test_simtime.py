@@ -18,6 +18,7 @@ from qrt_ray.policies.simtime import (
     DENSITY_MATRIX,
     MPS,
     STATEVECTOR,
+    CallPace,
     CircuitWork,
     Correction,
     Piece,
@@ -29,6 +30,7 @@ from qrt_ray.policies.simtime import (
     split_evenly,
 )
 from qrt_ray.workloads import brickwork
+from qrt_ray.workloads import ghz_circuit as ghz
 from tests.local_farm import FARM
 
 
@@ -199,3 +201,64 @@ def test_a_twirled_group_shares_its_whole_time_between_its_jobs() -> None:
     assert [sum(c.values()) for r in runs for c in r.counts] == [500] * 3
     total = sum(r.run_s for r in runs)
     assert 0.5 * wall <= total <= wall  # every job's share of the group's one time
+
+
+def test_call_pace_learns_faster_calls_only_and_smooths() -> None:
+    pace = CallPace(weight=0.5)
+    assert pace.ratio("density_matrix") == 1.0
+    pace.observe("density_matrix", 1.0, 0.2)
+    assert pace.ratio("density_matrix") == pytest.approx(0.2)
+    pace.observe("density_matrix", 1.0, 0.8)  # halfway in logs: sqrt(0.2 * 0.8)
+    assert pace.ratio("density_matrix") == pytest.approx(0.4)
+    pace.observe("statevector", 0.5, 2.0)  # slower than the prior: never below its plan
+    assert pace.ratio("statevector") == 1.0
+    pace.observe("statevector", 1.0, 1e-9)  # absurdly fast: held at the floor
+    assert pace.ratio("statevector") == pytest.approx(math.sqrt(pace.floor))
+    for bad in (0.0, -1.0, math.nan, math.inf):
+        pace.observe("matrix_product_state", 1.0, bad)
+    assert pace.ratio("matrix_product_state") == 1.0
+
+
+def _ghz_items(device: Device, jobs: int, seed: int | None) -> list[WorkItem]:
+    cal_id, target = device.compile_target()
+    (compiled,) = compile_circuits(
+        [to_qasm(ghz(5))], target, device=device.name, calibration_id=cal_id
+    )
+    assert compiled.payload is not None
+    return [
+        WorkItem(f"j{i}", 1, cal_id, (compiled.payload,), 1000, 5, seed=seed) for i in range(jobs)
+    ]
+
+
+def test_unseeded_work_runs_in_pieces_of_the_device_s_real_pace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import qrt_ray.actors.executor as executor_mod
+
+    calls: list[int] = []
+    real = executor_mod.simulate
+
+    def counted(sim: object, circuits: list, **kw: object) -> object:
+        calls.append(len(circuits))
+        return real(sim, circuits, **kw)
+
+    monkeypatch.setattr(executor_mod, "simulate", counted)
+    device = Device(FARM.devices[0], max_parallel_threads=1)
+    # the prior over-prices small circuits in a shared call: several pieces at first
+    device.execute(_ghz_items(device, 200, None))
+    first = list(calls)
+    assert len(first) >= 2 and sum(first) == 200
+    ratio = device.executor.pace.ratio(DENSITY_MATRIX)
+    assert ratio < 1.0  # the calls ran faster than the prior said
+    calls.clear()
+    runs = device.execute(_ghz_items(device, 200, None))
+    assert [sum(r.counts[0].values()) for r in runs] == [1000] * 200
+    assert len(calls) < len(first) and sum(calls) == 200
+    # seeded work keeps the prior's plan, so the same seed gives the same counts
+    calls.clear()
+    seeded = device.execute(_ghz_items(device, 200, 7))
+    assert calls == first
+    calls.clear()
+    assert [r.counts for r in device.execute(_ghz_items(device, 200, 7))] == [
+        r.counts for r in seeded
+    ]
