@@ -82,6 +82,13 @@ class CompileStage:
         self.chunk = chunk
         self.cache = CompileCache()
 
+    def cold_circuits(self, job: ToCompile, device: str, calibration_id: str) -> int:
+        """How many of ``job``'s circuits would compile now for that calibration (not
+        in the cache); a job whose circuits share a layout group counts them all."""
+        if job.spec.layout_groups:
+            return len(job.spec.circuits)
+        return sum((h, device, calibration_id) not in self.cache for h in job.shape.hashes)
+
     async def compile(
         self, snap: DeviceSnapshot, jobs: Sequence[ToCompile]
     ) -> tuple[dict[str, list[CompiledCircuit]], str]:

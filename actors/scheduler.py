@@ -118,6 +118,8 @@ _FRESH_CHECK_S = 5.0
 # once: the first jobs of a large submission start compiling while the later ones are
 # still being placed (each placement runs a layout search per new circuit).
 PASS_BUDGET_S = 0.02
+# circuits in one hand-off to a device at most (a device call runs up to 256)
+_DISPATCH_CIRCUITS = 256
 # how often an idle farm's devices are polled for their gauges (seconds)
 _IDLE_POLL_S = 5.0
 # how often the queue gauges are worked out from the live jobs (seconds)
@@ -800,22 +802,29 @@ class Scheduler:
             heapq.heappush(self._pending, entry)
         self.metrics.pending.set(len(self._pending))
         done = await self._handle(events)
-        # Chunks of about `compile_chunk` circuits each compile and dispatch on their
-        # own, so a device starts on the first chunk while later ones still compile;
-        # a pass's first chunk per device is smaller (see `chunk_cap`), so that start
-        # comes soon.
+        # Chunks of about `compile_chunk` circuits to compile each compile and dispatch
+        # on their own, so a device starts on the first chunk while later ones still
+        # compile; a pass's first chunk per device is smaller (see `chunk_cap`), so
+        # that start comes soon. Circuits already in the compile cache count for
+        # nothing: warm jobs go out together, and the device runs them in one batch
+        # instead of a small first one that pays a simulator call of its own.
         chunks: dict[str, list[list[str]]] = {}
-        sizes: dict[str, int] = {}
+        sizes: dict[str, int] = {}  # per device: circuits to compile in its last chunk
+        widths: dict[str, int] = {}  # ... and all its circuits
+        calibrations = {s.name: s.calibration.calibration_id for s in self.view.snapshots}
         for i in done.todo:
             if not isinstance(i, Compile):
                 continue
             per_device = chunks.setdefault(i.device, [[]])
-            if sizes.get(i.device, 0) >= chunk_cap(len(per_device) - 1, self.compiler.chunk):
+            full = sizes.get(i.device, 0) >= chunk_cap(len(per_device) - 1, self.compiler.chunk)
+            if full or widths.get(i.device, 0) >= _DISPATCH_CIRCUITS:
                 per_device.append([])
-                sizes[i.device] = 0
+                sizes[i.device] = widths[i.device] = 0
             per_device[-1].append(i.job_id)
-            circuits = len(self._jobs[i.job_id].record.spec.circuits)
-            sizes[i.device] = sizes.get(i.device, 0) + circuits
+            job = ToCompile(i.job_id, self._jobs[i.job_id].record.spec, self._shape(i.job_id))
+            cold = self.compiler.cold_circuits(job, i.device, calibrations.get(i.device, ""))
+            sizes[i.device] = sizes.get(i.device, 0) + cold
+            widths[i.device] = widths.get(i.device, 0) + len(job.spec.circuits)
         for device, groups in chunks.items():
             for job_ids in groups:
                 task = asyncio.create_task(self._compile_and_dispatch(device, job_ids))

@@ -430,6 +430,10 @@ class CompileCache:
             found.info.model_copy(update={"cache_hit": True}),
         )
 
+    def __contains__(self, key: tuple[str, str, str]) -> bool:
+        """Whether ``key`` is cached (not counted as a hit or a miss)."""
+        return key in self._entries
+
     def put(self, compiled: CompiledCircuit, circuit_key: str | None = None) -> None:
         """Remember a successful compile under (``circuit_key``, device, calibration id);
         the key defaults to the circuit's hash (see :func:`pinned_key` for others)."""

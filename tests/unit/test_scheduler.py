@@ -702,6 +702,43 @@ def test_device_queue_follows_the_scheduling_config() -> None:
     assert device.take_batch()[0].job_id == "flood1"
 
 
+def test_warm_jobs_go_to_the_device_together_cold_ones_in_growing_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import qrt_ray.actors.scheduler as scheduler_mod
+
+    monkeypatch.setattr(scheduler_mod, "PASS_BUDGET_S", 10.0)  # each submit: one pass
+
+    async def main() -> None:
+        store, devices, sched = make(tmp_path)
+        hand_offs: list[int] = []
+        enqueue = sched.ports.enqueue
+
+        async def counted(device: str, items: list) -> None:
+            hand_offs.append(len(items))
+            await enqueue(device, items)
+
+        sched.ports.enqueue = counted  # type: ignore[method-assign]
+        await sched.start()
+        # 40 distinct circuits: cold, in chunks of 16, 32, ... (the first starts soon)
+        texts = [ghz(2).replace("h q[0];", f"rz({i + 1}) q[0];\nh q[0];") for i in range(40)]
+        cold = [
+            JobSpec(circuits=(t,), shots=20, seed=i, device="manila") for i, t in enumerate(texts)
+        ]
+        await sched.submit(cold)
+        await drive(sched, devices)
+        assert len(hand_offs) >= 2 and min(hand_offs) <= FIRST_CHUNK and sum(hand_offs) == 40
+        # the same circuits again: every one is compiled already, one hand-off
+        hand_offs.clear()
+        await sched.submit([s.model_copy(update={"seed": 100 + i}) for i, s in enumerate(cold)])
+        await drive(sched, devices)
+        await sched.stop()
+        assert hand_offs == [40]
+        store.close()
+
+    asyncio.run(main())
+
+
 def test_compile_chunks_start_small_and_double_up_to_the_configured_size() -> None:
     caps = [chunk_cap(i, 64) for i in range(5)]
     assert caps[0] == FIRST_CHUNK < 64
