@@ -14,7 +14,12 @@ One process, one run, the same circuits and the same noise model on every side:
 - distinct random circuits (the compile cache cold) against transpile + run;
 - the floor of any synchronous loop: two empty scheduler calls a job, one after
   another, while the farm runs the same jobs beside them (what a loop of submit() and
-  result() pays in round trips alone, however little each call does).
+  result() pays in round trips alone, however little each call does);
+- the CPU a job costs each process (user + system time of this process and every
+  process it started, grouped: client, scheduler, device, compile tasks, intake
+  parsers, Ray's daemons) over rounds of submit_many, beside the CPU direct Aer
+  spends a circuit: on a machine whose cores are all busy, their ratio bounds what
+  any path can reach.
 
 Every job is its own durable job (SQLite, WAL, every transition persisted). Prints
 circuits/s and the ratio to the limit per path, and submit() latency percentiles.
@@ -38,6 +43,7 @@ from pathlib import Path
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
+import psutil
 from qiskit import QuantumCircuit, transpile
 from qiskit.circuit.random import random_circuit
 
@@ -120,6 +126,69 @@ def sync_floor(rt: QuantumRuntime, circuits: Sequence[QuantumCircuit], device: s
     return seconds
 
 
+def _group(proc: psutil.Process) -> str:
+    """Which part of the farm a process of this run is."""
+    try:
+        cmd = proc.cmdline()
+    except psutil.Error:
+        return "gone"
+    head = cmd[0] if cmd else proc.name()
+    if head.startswith("ray::"):
+        name = head[5:].split(".")[0].split(":")[0].strip()
+        return {"SchedulerActor": "scheduler", "DeviceActor": "device"}.get(
+            name, "compile and other tasks" if name != "IDLE" else "idle Ray workers"
+        )
+    text = " ".join(cmd)
+    if "qrt_ray.intake" in text or "intake" in proc.name():
+        return "intake parsers"
+    return "Ray daemons (gcs, raylet, monitors)"
+
+
+def _cpu_by_group() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process and everything it started."""
+    me = psutil.Process()
+    out = {"client": sum(me.cpu_times()[:2])}
+    for proc in me.children(recursive=True):
+        try:
+            spent = sum(proc.cpu_times()[:2])
+        except psutil.Error:
+            continue
+        group = _group(proc)
+        out[group] = out.get(group, 0.0) + spent
+    return out
+
+
+def cpu_budget(rt: QuantumRuntime, work: Sequence[QuantumCircuit], rounds: int) -> None:
+    """CPU milliseconds a job costs each process group over ``rounds`` of submit_many +
+    results pinned to the device (the farm warm), beside the limit's own CPU."""
+    before = _cpu_by_group()
+    start = time.perf_counter()
+    for _ in range(rounds):
+        many(rt, work, DEVICE)
+    wall = time.perf_counter() - start
+    after = _cpu_by_group()
+    jobs = rounds * len(work)
+    rows = []
+    for group in sorted(after, key=lambda g: -(after[g] - before.get(g, 0.0))):
+        spent = after[group] - before.get(group, 0.0)
+        if spent > 0:
+            rows.append([group, f"{1000 * spent / jobs:.2f}"])
+    total = sum(after[g] - before.get(g, 0.0) for g in after)
+    rows.append(["all processes", f"{1000 * total / jobs:.2f}"])
+    rows.append(["(wall time a job)", f"{1000 * wall / jobs:.2f}"])
+    print(f"\nCPU a job by process, {rounds} rounds of submit_many + results, pinned:")
+    print(table(["process", "CPU ms a job"], rows))
+
+
+def limit_cpu(limit: Limit, compiled: Sequence[QuantumCircuit], rounds: int) -> float:
+    """CPU milliseconds a circuit costs direct batched Aer (this process)."""
+    me = psutil.Process()
+    before = sum(me.cpu_times()[:2])
+    for _ in range(rounds):
+        limit.run(compiled)
+    return 1000 * (sum(me.cpu_times()[:2]) - before) / (rounds * len(compiled))
+
+
 def pct(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -130,6 +199,12 @@ def main() -> None:
     p.add_argument("--circuits", type=int, default=200, help="GHZ jobs per path (default 200)")
     p.add_argument(
         "--distinct", type=int, default=2000, help="random circuits, cache cold (default 2000)"
+    )
+    p.add_argument(
+        "--cpu-rounds",
+        type=int,
+        default=5,
+        help="rounds of submit_many for the CPU budget by process (0: skip; default 5)",
     )
     args = p.parse_args()
 
@@ -182,6 +257,10 @@ def main() -> None:
             rows.append(
                 [f"submit_many + results, {m} distinct (cache cold)", m / t, cold_limit / t, "-"]
             )
+        if args.cpu_rounds:
+            cpu_budget(rt, work, args.cpu_rounds)
+            per = limit_cpu(limit, compiled, args.cpu_rounds)
+            print(f"direct Aer, run only: {per:.2f} CPU ms a circuit (this process)")
     header = ["path", "circuits/s", "vs limit", "submit p99 ms"]
     print(table(header, [[r[0], f"{r[1]:.0f}", f"{r[2]:.2f}", r[3]] for r in rows]))
     for where, waits in latencies.items():
