@@ -553,7 +553,7 @@ class SchedulerActor:
         (after their commit with ``after``, else before it); ``slow`` makes each write
         wait ``value`` seconds first, for the next ``for_s`` seconds; ``auth`` makes
         every read of a token or tenant record fail for ``value`` seconds (an outage
-        of authentication).
+        of authentication); ``clear`` heals them all at once (a drill's end).
 
         Raises:
             ValidationError: an unknown kind or a value out of range.
@@ -565,10 +565,15 @@ class SchedulerActor:
             self._store_faults.slow(float(value), float(for_s))
         elif kind == "auth" and number and 0 < value <= 3600:
             self._store_faults.cut_auth(float(value))
+        elif kind == "clear":
+            self._store_faults.clear()
+            logger.warning("job store faults cleared")
+            return
         else:
             raise ValidationError(
                 f"store fault {brief(kind, 20)!r}={brief(value, 20)}: use fail (1 to 1000 "
-                "writes), slow (0 to 30 s a write, for 0 to 3600 s) or auth (0 to 3600 s)"
+                "writes), slow (0 to 30 s a write, for 0 to 3600 s), auth (0 to 3600 s) "
+                "or clear"
             )
         logger.warning(
             "job store fault injected: %s %g%s", kind, value, f" for {for_s:g} s" if for_s else ""

@@ -44,6 +44,12 @@ class StoreFaults:
         """Fail every read of a token or tenant record for the next ``for_s`` seconds."""
         self.auth_cut_until = time.time() + for_s
 
+    def clear(self) -> None:
+        """Heal every fault now: writes left to fail, slow writes, the auth outage."""
+        with self._lock:
+            self.left, self.after = 0, False
+        self.delay_s = self.slow_until = self.auth_cut_until = 0.0
+
     def wrap(self, store: Any) -> Any:
         """Route ``store``'s writes, and its token and tenant reads, through these
         faults; returns the store."""

@@ -22,6 +22,7 @@ the actor answers again.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import random
@@ -229,6 +230,15 @@ def _ledger_problem(store: Any, job_id: str, shots: int) -> str | None:
     return None
 
 
+def _heal_store(rt: QuantumRuntime) -> None:
+    """Clear the job store's injected faults (a scheduler restarting meanwhile starts
+    with none)."""
+    with contextlib.suppress(Exception):
+        ray.get(
+            farm_mod.find_scheduler(rt.namespace).inject_store_fault.remote("clear", 0), timeout=30
+        )
+
+
 def run_drill(
     rt: QuantumRuntime,
     store_url: str | Path,
@@ -275,12 +285,13 @@ def run_drill(
             handles.extend(rt.submit_many(batch, shots=shots, seed=seed + i))
         rt.wait(handles, timeout_s=max(1.0, deadline_s - (time.monotonic() - started)))
     except BaseException:
-        # no fault outlives the drill: the farm goes on to other tests (the one being
-        # injected heals on its own schedule)
+        # no fault outlives the drill: the farm goes on to other tests
         stop.set()
         injector.join(timeout=180)
+        _heal_store(rt)
         raise
     injector.join(timeout=max(1.0, deadline_s - (time.monotonic() - started)))
+    _heal_store(rt)  # failing writes injected late, and not met yet, go too
     store = open_store(store_url)
     try:
         records = {h.job_id: store.get(h.job_id) for h in handles}

@@ -403,3 +403,20 @@ def test_a_result_is_served_when_its_fetch_mark_cannot_be_written(tmp_path: Path
         store.close()
 
     asyncio.run(main())
+
+
+def test_clearing_store_faults_heals_writes_slowness_and_auth_reads(tmp_path: Path) -> None:
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    faults = StoreFaults()
+    faults.wrap(store)
+    faults.fail(5)
+    faults.slow(2.0, for_s=600)
+    faults.cut_auth(600)
+    with pytest.raises(sqlite3.OperationalError):
+        store.token("tok_1")  # the identity source is down
+    faults.clear()
+    started = time.monotonic()
+    store.put_blob(b"after the drill")  # neither failed nor slowed
+    assert time.monotonic() - started < 1.0
+    assert store.token("tok_1") is None  # read again: no such token
+    store.close()
