@@ -65,6 +65,7 @@ _CACHE_S = 5.0  # how long a token or tenant read from the store is trusted
 _OUTAGE_LOG_S = 10.0  # an outage of authentication is logged at most this often
 _UNREADABLE_S = 1.0  # after a failed read, records are not asked for this long
 _MAX_SOURCES = 10_000  # sources whose failures are remembered (oldest dropped)
+_UNSEALED_KEPT = 10_000  # refusal records kept while the store refuses writes
 _MESSAGES = {
     AuthFailure.MISSING: "no API token: send 'Authorization: Bearer <token>' "
     "(`qrt tokens create` makes one)",
@@ -126,6 +127,10 @@ class Access:
         self._held: dict[str, float] = {}
         # refusals sealed once a minute a kind (qrt_ray.access.refusals)
         self._refusals = RefusalLog()
+        # refusal records the store could not take yet (sealed with the next ones)
+        self._unsealed: list[AuditEntry] = []
+        self._unsealed_logged_at = -_OUTAGE_LOG_S
+        self._seal_again_at = 0.0  # no new try to seal them before this (the clock's time)
 
     # == authentication ================================================================
 
@@ -337,18 +342,50 @@ class Access:
     async def _seal_once_a_minute(self, key: Any, entry: AuditEntry, now: float) -> None:
         entries = self._refusals.add(key, entry, int(now // 60))
         if entries:
-            await self._audit(entries, now)
+            await self._seal_refusals(entries, now)
+
+    async def _seal_refusals(self, entries: Sequence[AuditEntry], now: float) -> None:
+        """Seal refusal records, after any the store could not take before.
+
+        A refusal is answered as a refusal even while the store refuses writes: its
+        records wait here (at most ``_UNSEALED_KEPT``, the oldest dropped and said so)
+        and are sealed with the next ones, or by :meth:`flush_refusals`.
+        """
+        waiting = [*self._unsealed, *entries]
+        try:
+            await self._audit(waiting, now)
+        except Exception as exc:
+            if not (is_database_error(exc) or isinstance(exc, StoreUnavailableError)):
+                raise
+            dropped = max(0, len(waiting) - _UNSEALED_KEPT)
+            self._unsealed = waiting[dropped:]
+            self._seal_again_at = now + _UNREADABLE_S
+            if dropped or time.monotonic() - self._unsealed_logged_at >= _OUTAGE_LOG_S:
+                self._unsealed_logged_at = time.monotonic()
+                logger.error(
+                    "%d refusal records wait to be sealed (%d dropped): the store refuses "
+                    "writes: %s",
+                    len(self._unsealed),
+                    dropped,
+                    exc,
+                )
+            return
+        self._unsealed = []
 
     def refusals_waiting(self) -> bool:
-        """Whether counts of refusals of a minute that is over wait to be sealed."""
+        """Whether refusal records wait to be sealed: counts of a minute that is over,
+        or records the store could not take."""
+        if self._unsealed and self._clock() >= self._seal_again_at:
+            return True
         return self._refusals.waiting(int(self._clock() // 60))
 
     async def flush_refusals(self, force: bool = False) -> None:
-        """Seal the counts of refusals of minutes that are over (all, with ``force``)."""
+        """Seal the counts of refusals of minutes that are over (all, with ``force``),
+        and the records that wait for the store."""
         now = self._clock()
         entries = self._refusals.drain(int(now // 60), force)
-        if entries:
-            await self._audit(entries, now)
+        if entries or self._unsealed:
+            await self._seal_refusals(entries, now)
 
     def refund(self, tenant: str, n: int) -> None:
         """Give back ``n`` submit-rate tokens (jobs that were replays, or a refused call)."""

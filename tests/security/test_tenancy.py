@@ -450,6 +450,35 @@ def test_a_budget_is_never_checked_against_unknown_prices(tmp_path: Path) -> Non
     run(go)
 
 
+def test_a_refusal_while_the_store_refuses_writes_is_answered_and_sealed_later(
+    tmp_path: Path,
+) -> None:
+    """A bad token is refused as bad (401) even when the audit chain cannot be written;
+    its record waits and is sealed once the store writes again."""
+    from qrt_ray.store.faults import StoreFaults
+
+    async def go() -> None:
+        async with farm(tmp_path) as f:
+            faults = StoreFaults()
+            faults.wrap(f.store)
+            forged = "qrt_" + f.tokens["a_id"] + "_" + "B" * 43
+            faults.fail(1000)  # every write fails: a full disk
+            for source in ("10.1.1.1", "10.1.1.2"):
+                with pytest.raises(AuthenticationError):
+                    await f.api.call(forged, source, "jobs", {})
+            assert f.access.refusals_waiting() is False  # no new try within the second
+            faults.left = 0  # the disk is freed
+            f.clock.now += 2
+            assert f.access.refusals_waiting() is True
+            await f.call("b", "whoami")  # the next call seals what waited
+            sealed = [r for r in f.store.audit_records() if r.entry.action == "auth.refused"]
+            assert sorted(r.entry.detail["source"] for r in sealed) == ["10.1.1.1", "10.1.1.2"]
+            assert f.access.refusals_waiting() is False
+            assert (await f.access.verify_audit())["ok"]
+
+    run(go)
+
+
 def test_an_auth_outage_says_retry_never_refuses_and_heals(tmp_path: Path) -> None:
     """Token and tenant records that cannot be read are an outage of authentication,
     not a verdict on the caller: 503 and retry, no lock-out; a token checked within the
