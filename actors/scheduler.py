@@ -1486,14 +1486,20 @@ class Scheduler:
         task.add_done_callback(self._inflight.discard)
         task.add_done_callback(_log_failure)
 
-    async def done_now(self, job_ids: Sequence[str]) -> list[str]:
-        """Those of ``job_ids`` that are DONE now, in order (unknown ids are left out);
-        one store read for those not in memory."""
-        live = {j: rec.state for j in job_ids if (rec := self._record(j)) is not None}
-        rest = [j for j in job_ids if j not in live]
-        stored = await asyncio.to_thread(self.store.result_refs, rest) if rest else {}
-        states = {**{j: state for j, (state, _) in stored.items()}, **live}
-        return [j for j in job_ids if states.get(j) is S.DONE]
+    async def done_now(self, job_ids: Sequence[str], max_bytes: int) -> list[str]:
+        """Those of ``job_ids`` that are DONE now, in order, while their results add up
+        to at most ``max_bytes`` (unknown ids are left out); one store read."""
+        sizes = await asyncio.to_thread(self.store.result_sizes, job_ids) if job_ids else {}
+        out, total = [], 0
+        for j in job_ids:
+            size = sizes.get(j)
+            if size is None:
+                continue
+            if total + size > max_bytes:
+                break
+            out.append(j)
+            total += size
+        return out
 
     async def result_blobs(self, job_ids: Sequence[str]) -> list[tuple[str, bytes]]:
         """(sha256, bytes) of DONE jobs' results, in order, verified against their checksums.

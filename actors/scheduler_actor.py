@@ -503,8 +503,9 @@ class SchedulerActor:
         list[tuple[str, tuple[str, bytes] | None, str | None]], dict[str, tuple[str, bytes]]
     ]:
         """:meth:`collect`, and the results of those of ``ahead`` that are DONE now (not
-        waited for), by job id: a loop of ``result()`` calls reads ahead, so it pays a
-        round trip per batch of finished jobs instead of one per job."""
+        waited for), by job id, while they add up to at most 8 MiB: a loop of
+        ``result()`` calls reads ahead, so it pays a round trip per batch of finished
+        jobs instead of one per job."""
         got = await self.collect(job_ids, timeout_s)
         ahead_ids = job_ids_arg(ahead)
         if len(ahead_ids) > _COLLECT_JOBS:
@@ -513,7 +514,9 @@ class SchedulerActor:
             )
         asked = set(job_ids)
         try:
-            ready = await self.scheduler.done_now([j for j in ahead_ids if j not in asked])
+            ready = await self.scheduler.done_now(
+                [j for j in ahead_ids if j not in asked], _AHEAD_BYTES
+            )
             blobs = await self.scheduler.result_blobs(ready) if ready else []
         except Exception as exc:  # reading ahead is a favour: it never fails the call
             logger.info("read-ahead of %d results skipped: %s", len(ahead_ids), exc)
@@ -650,6 +653,8 @@ class SchedulerActor:
 
 # the most jobs one collect() answers (their results travel in one reply)
 _COLLECT_JOBS = RESULTS_PER_CALL
+# results read ahead in one call at most (bytes): wide results are not fetched unasked
+_AHEAD_BYTES = 8 << 20
 
 
 def _timeout_arg(timeout_s: Any) -> float | None:

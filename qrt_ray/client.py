@@ -64,6 +64,7 @@ logger = logging.getLogger("qrt.client")
 _RESULTS_PER_CALL = RESULTS_PER_CALL
 # handles remembered for reading ahead, and results read ahead, at most
 _UNREAD_KEPT = 4096
+_AHEAD_BYTES = 64 << 20  # results read ahead and not asked for yet, at most (bytes)
 _MAX_TAGS = 32
 
 
@@ -814,8 +815,10 @@ class QuantumRuntime:
         except AttributeError:  # a farm started before collect_ahead
             return None
         self._ahead.update(extra)
-        while len(self._ahead) > _UNREAD_KEPT:  # results no handle asked for, oldest first
-            self._ahead.pop(next(iter(self._ahead)))
+        held = sum(len(data) for _, data in self._ahead.values())
+        while self._ahead and (len(self._ahead) > _UNREAD_KEPT or held > _AHEAD_BYTES):
+            _, data = self._ahead.pop(next(iter(self._ahead)))  # no handle asked: oldest
+            held -= len(data)
         return got
 
     # -- queries ----------------------------------------------------------------------

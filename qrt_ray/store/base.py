@@ -254,6 +254,14 @@ class JobStore(abc.ABC):
         where the store can). Raises IntegrityError as :meth:`get_blob` does."""
         return [self.get_blob(sha) for sha in sha256s]
 
+    def result_sizes(self, job_ids: Sequence[str]) -> dict[str, int]:
+        """The size in bytes of each DONE job's stored result (others are left out)."""
+        out: dict[str, int] = {}
+        for job_id, (state, sha) in self.result_refs(job_ids).items():
+            if state is JobState.DONE and sha is not None:
+                out[job_id] = len(self.get_blob(sha))
+        return out
+
     def result_refs(self, job_ids: Sequence[str]) -> dict[str, tuple[JobState, str | None]]:
         """Each known job's state and result checksum, without decoding its spec (one
         read where the store can); ids not stored are left out."""

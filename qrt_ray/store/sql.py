@@ -502,6 +502,20 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
             out.append(data)
         return out
 
+    def result_sizes(self, job_ids: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        wanted = list(dict.fromkeys(job_ids))
+        for start in range(0, len(wanted), _IN_MAX):
+            part = wanted[start : start + _IN_MAX]
+            marks = ",".join("?" * len(part))
+            sql = (
+                "SELECT j.job_id, length(b.data) FROM jobs j JOIN blobs b "
+                f"ON b.sha256 = j.result_sha256 WHERE j.state='DONE' AND j.job_id IN ({marks})"
+            )
+            for job_id, size in self._rows(sql, part):
+                out[job_id] = int(size)
+        return out
+
     def result_refs(self, job_ids: Sequence[str]) -> dict[str, tuple[JobState, str | None]]:
         out: dict[str, tuple[JobState, str | None]] = {}
         wanted = list(dict.fromkeys(job_ids))

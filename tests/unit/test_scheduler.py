@@ -76,7 +76,10 @@ def test_reading_finished_jobs_costs_a_store_read_per_call_not_per_job(
         assert states == {**dict.fromkeys(done, S.DONE), queued.job_id: S.QUEUED}
         blobs = await sched.result_blobs(done)
         assert [sum(decode_result(b).counts().values()) for _, b in blobs] == [50] * 6
-        assert await sched.done_now([queued.job_id, *done, "job-unknown"]) == done
+        assert await sched.done_now([queued.job_id, *done, "job-unknown"], 1 << 30) == done
+        # read-ahead takes results in order while they fit its byte budget
+        two = sum(len(b) for _, b in blobs[:2])
+        assert await sched.done_now(done, two) == done[:2]
         assert reads == []  # states and results came from batch reads
         with pytest.raises(JobNotFoundError, match="no such job"):
             await sched.wait([done[0], "job-0000000000000000"], 0)

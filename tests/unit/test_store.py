@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -193,6 +194,12 @@ def test_batch_reads_answer_as_one_at_a_time_reads_do(store_url: str, store: Job
 
     blobs = [bytes([i]) * (i + 1) for i in range(3)]
     digests = [store.put_blob(b) for b in blobs]
+    for k, job_id in enumerate(("j0", "j2")):  # two jobs DONE with results of 1 and 3 bytes
+        path = (S.QUEUED, S.COMPILING, S.PLACED, S.RUNNING, S.POSTPROCESSING, S.DONE)
+        for a, b in itertools.pairwise(path):
+            fields = {"result_sha256": digests[2 * k]} if b is S.DONE else {}
+            assert store.apply([StateUpdate(job_id, a, b, 2.0, fields=fields)]) == [True]
+    assert store.result_sizes(["j0", "j2", "j4", "nope"]) == {"j0": 1, "j2": 3}
     asked_blobs = [digests[2], digests[0], digests[2]]  # order and repeats kept
     assert store.get_blobs(asked_blobs) == [blobs[2], blobs[0], blobs[2]]
     with pytest.raises(IntegrityError, match="missing"):
