@@ -34,8 +34,10 @@ from qrt_ray.models import JobSpec
 
 logger = logging.getLogger(__name__)
 
-SEND_MAX = 256  # jobs in one scheduler call (its request limit is far above)
+SEND_MAX = 256  # jobs in one scheduler call
+SEND_MAX_BYTES = 16 << 20  # circuit text in one call (the farm takes 128 MiB a request)
 QUEUE_MAX = 4096  # jobs queued or in flight before submit() waits for the farm
+QUEUE_MAX_BYTES = 256 << 20  # ... and circuit text queued or in flight
 
 # Whole-batch errors: the farm or its store was out of reach, so no job of the batch
 # was judged; sending them one by one would only repeat the wait.
@@ -45,10 +47,11 @@ _NOT_JUDGED = (RuntimeNotRunningError, StoreUnavailableError)
 class Ack:
     """One job's acknowledgement: its id once it is stored, or why it is not."""
 
-    __slots__ = ("_done", "_error", "_job_id", "spec")
+    __slots__ = ("_done", "_error", "_job_id", "size", "spec")
 
     def __init__(self, spec: JobSpec) -> None:
-        self.spec = spec
+        self.spec: JobSpec | None = spec
+        self.size = 512 + sum(len(c) for c in spec.circuits)  # about its JSON's bytes
         self._done = threading.Event()
         self._job_id: str | None = None
         self._error: BaseException | None = None
@@ -83,10 +86,12 @@ class Ack:
 
     def accept(self, job_id: str) -> None:
         self._job_id = job_id
+        self.spec = None  # answered: the handle need not keep the circuits
         self._done.set()
 
     def refuse(self, error: BaseException) -> None:
         self._error = error
+        self.spec = None
         self._done.set()
 
 
@@ -97,9 +102,11 @@ class SubmitPipeline:
         send: stores a batch of specs in one call and returns their job ids in order
             (the runtime's scheduler ``submit``, riding out restarts); it raises the
             farm's error when it refuses the batch.
-        send_max: jobs in one call.
+        send_max: jobs in one call (and ``SEND_MAX_BYTES`` of circuits; one job
+            however large).
         queue_max: jobs queued or in flight before :meth:`put` waits (backpressure:
-            a loop faster than the farm slows to its pace instead of growing memory).
+            a loop faster than the farm slows to its pace instead of growing memory);
+            ``queue_max_bytes`` bounds their circuits the same way.
     """
 
     def __init__(
@@ -108,13 +115,16 @@ class SubmitPipeline:
         *,
         send_max: int = SEND_MAX,
         queue_max: int = QUEUE_MAX,
+        queue_max_bytes: int = QUEUE_MAX_BYTES,
     ) -> None:
         self._send = send
         self._send_max = send_max
         self._queue_max = queue_max
+        self._queue_max_bytes = queue_max_bytes
         self._cond = threading.Condition()
         self._queue: deque[Ack] = deque()
         self._in_flight = 0
+        self._bytes = 0  # circuits queued or in flight
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="qrt-submit", daemon=True)
         self._thread.start()
@@ -130,15 +140,22 @@ class SubmitPipeline:
         """
         ack = Ack(spec)
         with self._cond:
-            while not self._closed and len(self._queue) + self._in_flight >= self._queue_max:
+            while not self._closed and self._full(ack.size):
                 self._cond.wait()
             if self._closed:
                 raise RuntimeNotRunningError(
                     "this runtime was shut down; nothing more can be submitted through it"
                 )
             self._queue.append(ack)
+            self._bytes += ack.size
             self._cond.notify_all()
         return ack
+
+    def _full(self, size: int) -> bool:
+        jobs = len(self._queue) + self._in_flight
+        if jobs == 0:
+            return False  # a job larger than the byte bound still goes, alone
+        return jobs >= self._queue_max or self._bytes + size > self._queue_max_bytes
 
     def pending(self) -> int:
         """Jobs queued or in flight, not yet answered."""
@@ -167,21 +184,29 @@ class SubmitPipeline:
                     self._cond.wait()
                 if not self._queue:
                     return  # closed and drained
-                take = min(len(self._queue), self._send_max)
-                batch = [self._queue.popleft() for _ in range(take)]
-                self._in_flight = take
+                batch = [self._queue.popleft()]
+                size = batch[0].size
+                while (
+                    self._queue
+                    and len(batch) < self._send_max
+                    and size + self._queue[0].size <= SEND_MAX_BYTES
+                ):
+                    size += self._queue[0].size
+                    batch.append(self._queue.popleft())
+                self._in_flight = len(batch)
             try:
                 self._deliver(batch)
             finally:
                 with self._cond:
                     self._in_flight = 0
+                    self._bytes -= size
                     self._cond.notify_all()
 
     def _deliver(self, batch: list[Ack]) -> None:
         """Send one batch and settle every Ack in it, whatever happens."""
         started = time.monotonic()
         try:
-            job_ids = self._send([a.spec for a in batch])
+            job_ids = self._send([a.spec for a in batch if a.spec is not None])
         except QrtError as exc:
             if len(batch) > 1 and not isinstance(exc, _NOT_JUDGED):
                 # a refusal names one job of the batch and stores none: send them one

@@ -181,3 +181,20 @@ def test_a_bad_timeout_is_refused_by_name(farm: Farm, bad: object) -> None:
         handle.accepted(timeout_s=bad)  # type: ignore[arg-type]
     assert handle.accepted(timeout_s=30) == "job-k0"
     pipe.close()
+
+
+def test_circuit_bytes_bound_the_queue_and_a_large_job_still_goes_alone(farm: Farm) -> None:
+    big = JobSpec(circuits=("OPENQASM 2.0;" + " " * 5000,), shots=100, idempotency_key="big")
+    pipe = SubmitPipeline(farm.send, queue_max_bytes=4000)
+    farm.gate.clear()
+    first = pipe.put(big)  # larger than the bound, alone: taken
+    second = threading.Thread(target=pipe.put, args=(spec(1),), daemon=True)
+    second.start()
+    second.join(0.3)
+    assert second.is_alive()  # waits until the large one is answered
+    farm.gate.set()
+    second.join(30)
+    assert not second.is_alive() and pipe.flush(30)
+    assert first.wait(0) == "job-big" and set(farm.stored) == {"big", "k1"}
+    assert first.spec is None  # answered: the circuits are not kept
+    pipe.close()
