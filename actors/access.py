@@ -349,14 +349,19 @@ class Access:
 
         A refusal is answered as a refusal even while the store refuses writes: its
         records wait here (at most ``_UNSEALED_KEPT``, the oldest dropped and said so)
-        and are sealed with the next ones, or by :meth:`flush_refusals`.
+        and are sealed with the next ones, or by :meth:`flush_refusals`. A write that
+        landed though the store reported it failed is sealed again: the chain then
+        holds the record twice, never not at all.
         """
-        waiting = [*self._unsealed, *entries]
+        # taken before the write: calls running meanwhile neither seal these again nor
+        # lose what they add
+        waiting, self._unsealed = [*self._unsealed, *entries], []
         try:
             await self._audit(waiting, now)
         except Exception as exc:
             if not (is_database_error(exc) or isinstance(exc, StoreUnavailableError)):
-                raise
+                raise  # a fault of this code: kept, they would fail every call after
+            waiting += self._unsealed  # oldest first
             dropped = max(0, len(waiting) - _UNSEALED_KEPT)
             self._unsealed = waiting[dropped:]
             self._seal_again_at = now + _UNREADABLE_S
@@ -370,7 +375,6 @@ class Access:
                     exc,
                 )
             return
-        self._unsealed = []
 
     def refusals_waiting(self) -> bool:
         """Whether refusal records wait to be sealed: counts of a minute that is over,

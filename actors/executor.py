@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import random
 import secrets
@@ -530,7 +531,12 @@ class _Calls:
         if owners is not None:  # the group's own circuits (twirled copies share equally)
             self.weights = [c.seconds(shots) for c in costs]
         merged = _Merged(len(circuits))
-        pace_key = method or (costs[0].method if costs else "")
+        # the prior's error depends on how large the circuits are (a call's fixed
+        # cost weighs on small ones): learned per method and power of two of a
+        # circuit's predicted seconds
+        alone = sum(c.seconds(shots) for c in costs) / max(1, len(costs))
+        size = math.floor(math.log2(max(alone, 1e-6)))
+        pace_key = f"{method or (costs[0].method if costs else '')}:{size}"
         # seeded work splits as the prior plans it, so it reproduces; the rest in pieces
         # of about PIECE_TARGET_S of this device's real time
         seeded = self._group.seed is not None

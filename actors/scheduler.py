@@ -566,18 +566,26 @@ class Scheduler:
         known = 0  # specs whose idempotency key names a stored job: they add nothing
         keys = [(s.tenant, s.idempotency_key) for s in specs if s.idempotency_key]
         priors = await asyncio.to_thread(self.store.find_by_keys, keys) if keys else {}
+        in_call: dict[tuple[str, str], tuple[str, JobSpec]] = {}  # a key's first use here
         for i, (spec, where, job_id, shape) in enumerate(
             zip(specs, wheres, job_ids, shapes, strict=True)
         ):
             self.admission.check_feasible(spec, shape, where, devices)
             if spec.idempotency_key:
-                prior = priors.get((spec.tenant, spec.idempotency_key))
+                key = (spec.tenant, spec.idempotency_key)
+                prior = priors.get(key)
                 if prior is not None and prior.spec != spec:
                     raise ValidationError(
                         f"{where}.idempotency_key={brief(spec.idempotency_key)!r} was already "
                         f"used for job {prior.job_id} with a different request; use a new key"
                     )
-                known += prior is not None
+                earlier = in_call.setdefault(key, (where, spec))
+                if earlier[1] != spec:  # twice in this call, for different requests
+                    raise ValidationError(
+                        f"{where}.idempotency_key={brief(spec.idempotency_key)!r} is also "
+                        f"{earlier[0]}'s, a different request; use a new key"
+                    )
+                known += prior is not None or earlier[0] != where
             # a microsecond apart: listings (newest first) and the queue (oldest first
             # within a priority) keep the order of the call
             at = now + i * 1e-6
@@ -1501,7 +1509,9 @@ class Scheduler:
             total += size
         return out
 
-    async def result_blobs(self, job_ids: Sequence[str]) -> list[tuple[str, bytes]]:
+    async def result_blobs(
+        self, job_ids: Sequence[str], *, mark: bool = True
+    ) -> list[tuple[str, bytes]]:
         """(sha256, bytes) of DONE jobs' results, in order, verified against their checksums.
 
         One call for many jobs: fetching 500 results one call at a time cost the client
@@ -1542,8 +1552,10 @@ class Scheduler:
                 return out, False
             return out, True
 
-        # which fetches are first ones is decided here, on the loop, not in the thread
-        first = [j for j in dict.fromkeys(job_ids) if j not in self._fetched]
+        # which fetches are first ones is decided here, on the loop, not in the thread;
+        # a read-ahead (``mark=False``) is no fetch: nobody asked for these yet, so
+        # their results keep the longer window of unfetched ones
+        first = [j for j in dict.fromkeys(job_ids) if j not in self._fetched] if mark else []
         out, marked = await asyncio.to_thread(read)
         for j in first if marked else ():
             self._fetched[j] = None

@@ -506,18 +506,19 @@ class SchedulerActor:
         waited for), by job id, while they add up to at most 8 MiB: a loop of
         ``result()`` calls reads ahead, so it pays a round trip per batch of finished
         jobs instead of one per job."""
-        got = await self.collect(job_ids, timeout_s)
-        ahead_ids = job_ids_arg(ahead)
-        if len(ahead_ids) > _COLLECT_JOBS:
+        if not isinstance(ahead, list) or len(ahead) > _COLLECT_JOBS:
             raise ValidationError(
-                f"ahead: {len(ahead_ids)} jobs; read ahead at most {_COLLECT_JOBS} a call"
+                f"ahead: expected a list of at most {_COLLECT_JOBS} job ids, got "
+                f"{len(ahead) if isinstance(ahead, list) else type(ahead).__name__}"
             )
+        ahead_ids = job_ids_arg(ahead)
+        got = await self.collect(job_ids, timeout_s)
         asked = set(job_ids)
         try:
             ready = await self.scheduler.done_now(
                 [j for j in ahead_ids if j not in asked], _AHEAD_BYTES
             )
-            blobs = await self.scheduler.result_blobs(ready) if ready else []
+            blobs = await self.scheduler.result_blobs(ready, mark=False) if ready else []
         except Exception as exc:  # reading ahead is a favour: it never fails the call
             logger.info("read-ahead of %d results skipped: %s", len(ahead_ids), exc)
             return got, {}

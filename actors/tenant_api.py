@@ -180,7 +180,11 @@ class TenantAPI:
                     await self.access.refused(who, exc, len(specs))
                     raise
                 taken = await self.access.admit(who, charged, live)
-            admitted = await self.scheduler.submit(specs, actor=p.actor)
+            try:
+                admitted = await self.scheduler.submit(specs, actor=p.actor)
+            except BaseException:
+                self.access.refund(tenant, taken)  # refused or not stored: tokens go back
+                raise
             # the rate tokens of charged jobs that turned out to be replays go back
             ids = {id(s) for s in charged}
             replays = sum(

@@ -313,7 +313,8 @@ MIN_PIECE_SHOTS = 16
 
 class CallPace:
     """How fast a device's simulator calls of about a piece's size run against the
-    prior, per method: measured over predicted seconds, smoothed, at most 1.
+    prior, per kind of work (the executor's key: method and circuit size): measured
+    over predicted seconds, smoothed, at most 1.
 
     The prior gives each circuit a share of a call's fixed cost, so it over-prices a
     call of many small circuits (200 five-qubit GHZ circuits at 1,000 shots: 1.28 s

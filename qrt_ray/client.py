@@ -10,6 +10,7 @@ import contextlib
 import itertools
 import logging
 import os
+import threading
 import time
 import uuid
 import warnings
@@ -248,7 +249,7 @@ class JobHandle:
         self, runtime: QuantumRuntime, job_id: str | None = None, *, ack: Ack | None = None
     ) -> None:
         if (job_id is None) == (ack is None):
-            raise ValueError("JobHandle: give a job_id or an ack, not both")
+            raise ValueError("JobHandle: give exactly one of job_id and ack")
         self._rt = runtime
         self._job_id = job_id
         self._ack = ack
@@ -271,6 +272,13 @@ class JobHandle:
             now = self._ack.job_id_now
             return f"JobHandle({now!r})" if now else "JobHandle(<not yet acknowledged>)"
         return f"JobHandle({self._job_id!r})"
+
+    @property
+    def idempotency_key(self) -> str | None:
+        """A pipelined job's idempotency key (None for a synchronous handle): after a
+        refusal that may have been stored all the same (``StoreUnavailableError``),
+        submitting again with it finds the job instead of making a second one."""
+        return None if self._ack is None else self._ack.key
 
     def accepted(self, timeout_s: float | None = None) -> str:
         """Wait until the farm has durably stored the job; returns its id.
@@ -351,11 +359,14 @@ class QuantumRuntime:
         self._private_store: Path | None = None  # a store of its own, removed at shutdown
         if not isinstance(pipeline, bool):
             raise ValidationError(f"pipeline={brief(pipeline)}: expected True or False")
-        self._pipeline = SubmitPipeline(self._store_specs) if pipeline else None
+        self._pipeline = (
+            SubmitPipeline(self._store_specs, wait_s=self.retry_s) if pipeline else None
+        )
         # handles from submit() whose result was not read yet, in submit order (weakly:
         # a dropped handle is not read ahead), and results read ahead for them
         self._unread: OrderedDict[int, weakref.ref[JobHandle]] = OrderedDict()
         self._ahead: dict[str, tuple[str, bytes]] = {}
+        self._ahead_lock = threading.Lock()  # results() may run in several threads
 
     @property
     def pipelined(self) -> bool:
@@ -687,9 +698,10 @@ class QuantumRuntime:
         return [self._unread_handle(JobHandle(self, job_id)) for job_id in job_ids]
 
     def _unread_handle(self, handle: JobHandle) -> JobHandle:
-        self._unread[id(handle)] = weakref.ref(handle)
-        while len(self._unread) > _UNREAD_KEPT:
-            self._unread.popitem(last=False)
+        with self._ahead_lock:
+            self._unread[id(handle)] = weakref.ref(handle)
+            while len(self._unread) > _UNREAD_KEPT:
+                self._unread.popitem(last=False)
         return handle
 
     def _store_specs(self, specs: Sequence[JobSpec]) -> list[str]:
@@ -717,7 +729,10 @@ class QuantumRuntime:
         self, handles: Sequence[JobHandle], timeout_s: float | None = None
     ) -> dict[str, JobState]:
         """Wait until every job is final (or the timeout passes); returns their states."""
-        got = self._wait_ids([h.job_id for h in handles], _timeout(timeout_s))
+        timeout_s = _timeout(timeout_s)
+        end = None if timeout_s is None else time.monotonic() + timeout_s
+        ids = self._job_ids(handles, end)
+        got = self._wait_ids(ids, None if end is None else max(0.0, end - time.monotonic()))
         return {k: JobState(v) for k, v in got.items()}
 
     def _wait_ids(self, job_ids: Sequence[str], timeout_s: float | None) -> dict[str, str]:
@@ -739,22 +754,26 @@ class QuantumRuntime:
             :meth:`JobHandle.result`, for the first job that has no result.
         """
         timeout_s = _timeout(timeout_s)
-        ids = [h.job_id for h in handles]
-        for h in handles:
-            self._unread.pop(id(h), None)
+        end = None if timeout_s is None else time.monotonic() + timeout_s
+        ids = self._job_ids(handles, end)
+        with self._ahead_lock:
+            for h in handles:
+                self._unread.pop(id(h), None)
+            early = [self._ahead.pop(job_id, None) for job_id in ids]
+        out: list[JobResult] = []  # plain loops: a warning's stacklevel reaches the caller
+        if all(e is not None for e in early):  # read ahead by an earlier result()
+            for job_id, blob in zip(ids, early, strict=True):
+                assert blob is not None
+                out.append(_verified(job_id, *blob))
+            return out
         if len(ids) == 1 and self._READS_AHEAD:
-            early = self._ahead.pop(ids[0], None)
-            if early is not None:
-                return [_verified(ids[0], *early)]
-            got = self._collect_ahead(ids[0], timeout_s)
+            got = self._collect_ahead(ids[0], end)
             if got is not None:
                 ((state, blob, error),) = got
                 _check_done(ids[0], JobState(state), error, timeout_s)
                 return [_verified(ids[0], *blob)]
-        out: list[JobResult] = []  # plain loops: a warning's stacklevel reaches the caller
-        left = timeout_s  # of the caller's timeout, for the wait below
+        left = None if end is None else max(0.0, end - time.monotonic())
         if len(ids) <= _RESULTS_PER_CALL:  # waited for and fetched in one round trip
-            end = None if timeout_s is None else time.monotonic() + timeout_s
             try:
                 got = self._call(
                     "collect",
@@ -781,44 +800,52 @@ class QuantumRuntime:
                 out.append(_verified(job_id, sha, data))
         return out
 
+    def _job_ids(self, handles: Sequence[JobHandle], end: float | None) -> list[str]:
+        """Each handle's job id; a pipelined one's acknowledgement is waited for until
+        ``end`` (monotonic; None: no limit), and its refusal raised."""
+        return [
+            h.accepted(None if end is None else max(0.0, end - time.monotonic())) for h in handles
+        ]
+
     def _collect_ahead(
-        self, job_id: str, timeout_s: float | None
+        self, job_id: str, end: float | None
     ) -> list[tuple[str, tuple[str, bytes] | None, str | None]] | None:
-        """``collect`` one job, and take the results of later handles of this runtime
-        that are DONE by then (kept until their ``result()`` asks): a loop of
-        ``result()`` calls pays a round trip per batch of finished jobs. None when
-        there is nothing to read ahead, or the farm predates it."""
-        ahead: list[str] = []
-        dropped = []
-        for key, ref in self._unread.items():
-            h = ref()
-            if h is None:
-                dropped.append(key)
-                continue
-            known = h._job_id if h._ack is None else h._ack.job_id_now
-            if known is not None and known != job_id and known not in self._ahead:
-                ahead.append(known)
-                if len(ahead) >= _RESULTS_PER_CALL:
-                    break
-        for key in dropped:
-            del self._unread[key]
+        """``collect`` one job until ``end`` (monotonic), and take the results of later
+        handles of this runtime that are DONE by then (kept until their ``result()``
+        asks): a loop of ``result()`` calls pays a round trip per batch of finished
+        jobs. None when there is nothing to read ahead, or the farm predates it."""
+        ahead: dict[str, None] = {}
+        with self._ahead_lock:
+            dropped = []
+            for key, ref in self._unread.items():
+                h = ref()
+                if h is None:
+                    dropped.append(key)
+                    continue
+                known = h._job_id if h._ack is None else h._ack.job_id_now
+                if known is not None and known != job_id and known not in self._ahead:
+                    ahead[known] = None
+                    if len(ahead) >= _RESULTS_PER_CALL:
+                        break
+            for key in dropped:
+                del self._unread[key]
         if not ahead:
             return None
-        end = None if timeout_s is None else time.monotonic() + timeout_s
         try:
             got, extra = self._call(
                 "collect_ahead",
                 [job_id],
                 lambda: None if end is None else max(0.0, end - time.monotonic()),
-                ahead,
+                list(ahead),
             )
         except AttributeError:  # a farm started before collect_ahead
             return None
-        self._ahead.update(extra)
-        held = sum(len(data) for _, data in self._ahead.values())
-        while self._ahead and (len(self._ahead) > _UNREAD_KEPT or held > _AHEAD_BYTES):
-            _, data = self._ahead.pop(next(iter(self._ahead)))  # no handle asked: oldest
-            held -= len(data)
+        with self._ahead_lock:
+            self._ahead.update(extra)
+            held = sum(len(data) for _, data in self._ahead.values())
+            while self._ahead and (len(self._ahead) > _UNREAD_KEPT or held > _AHEAD_BYTES):
+                _, data = self._ahead.pop(next(iter(self._ahead)))  # none asked: oldest
+                held -= len(data)
         return got
 
     # -- queries ----------------------------------------------------------------------

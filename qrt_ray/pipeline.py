@@ -10,9 +10,10 @@ The durability promise moves with the acknowledgement, it is not weakened: a job
 the farm's (stored, never lost) once its :class:`Ack` says so. Until then it may still
 be refused (a quota, a device that could never run it) or fail to persist; the
 handle's ``accepted()``, ``result()`` and every other call raise that error, and
-:meth:`SubmitPipeline.flush` waits for all of them. A process that dies before a job
-was acknowledged never had it accepted, as with a synchronous submit that did not
-return.
+:meth:`SubmitPipeline.flush` waits for all of them. A job whose answer never came (the
+process died, or the store failed after its commit) may or may not be stored, as with
+a synchronous submit that did not return: submitting it again with the same
+idempotency key (``JobHandle.idempotency_key``) finds it if it was.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from qrt_ray.errors import (
+    AuthenticationError,
     JobTimeoutError,
+    PermissionDeniedError,
     QrtError,
+    QuotaExceededError,
     RuntimeNotRunningError,
     StoreUnavailableError,
 )
@@ -39,18 +43,21 @@ SEND_MAX_BYTES = 16 << 20  # circuit text in one call (the farm takes 128 MiB a 
 QUEUE_MAX = 4096  # jobs queued or in flight before submit() waits for the farm
 QUEUE_MAX_BYTES = 256 << 20  # ... and circuit text queued or in flight
 
-# Whole-batch errors: the farm or its store was out of reach, so no job of the batch
-# was judged; sending them one by one would only repeat the wait.
-_NOT_JUDGED = (RuntimeNotRunningError, StoreUnavailableError)
+# The farm or its store was out of reach (after the runtime's own retries), or the
+# caller may not submit at all: no job was judged on its own, and every job queued
+# behind would meet the same, so they get the same answer without another wait.
+_UNREACHABLE = (RuntimeNotRunningError, StoreUnavailableError)
+_NOT_JUDGED = (*_UNREACHABLE, AuthenticationError, PermissionDeniedError)
 
 
 class Ack:
     """One job's acknowledgement: its id once it is stored, or why it is not."""
 
-    __slots__ = ("_done", "_error", "_job_id", "size", "spec")
+    __slots__ = ("_done", "_error", "_job_id", "key", "size", "spec")
 
     def __init__(self, spec: JobSpec) -> None:
         self.spec: JobSpec | None = spec
+        self.key = spec.idempotency_key  # kept after the answer: a safe resubmit
         self.size = 512 + sum(len(c) for c in spec.circuits)  # about its JSON's bytes
         self._done = threading.Event()
         self._job_id: str | None = None
@@ -80,7 +87,8 @@ class Ack:
                 "the farm is slow or restarting: wait longer (accepted(timeout_s=None))"
             )
         if self._error is not None:
-            raise self._error
+            # one error object answers a whole batch: each raise starts its own trace
+            raise self._error.with_traceback(None)
         assert self._job_id is not None
         return self._job_id
 
@@ -107,6 +115,8 @@ class SubmitPipeline:
         queue_max: jobs queued or in flight before :meth:`put` waits (backpressure:
             a loop faster than the farm slows to its pace instead of growing memory);
             ``queue_max_bytes`` bounds their circuits the same way.
+        wait_s: how long one job waits out rate limits in all (each refusal's
+            ``retry_after_s``) before its handle raises the refusal.
     """
 
     def __init__(
@@ -116,15 +126,21 @@ class SubmitPipeline:
         send_max: int = SEND_MAX,
         queue_max: int = QUEUE_MAX,
         queue_max_bytes: int = QUEUE_MAX_BYTES,
+        wait_s: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._send = send
         self._send_max = send_max
         self._queue_max = queue_max
         self._queue_max_bytes = queue_max_bytes
+        self._wait_s = wait_s
+        self._sleep = sleep
         self._cond = threading.Condition()
         self._queue: deque[Ack] = deque()
         self._in_flight = 0
         self._bytes = 0  # circuits queued or in flight
+        self._put = 0  # jobs put so far
+        self._answered = 0  # ... and answered (always in put order: a FIFO, one sender)
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="qrt-submit", daemon=True)
         self._thread.start()
@@ -148,6 +164,7 @@ class SubmitPipeline:
                 )
             self._queue.append(ack)
             self._bytes += ack.size
+            self._put += 1
             self._cond.notify_all()
         return ack
 
@@ -160,12 +177,14 @@ class SubmitPipeline:
     def pending(self) -> int:
         """Jobs queued or in flight, not yet answered."""
         with self._cond:
-            return len(self._queue) + self._in_flight
+            return self._put - self._answered
 
     def flush(self, timeout_s: float | None = None) -> bool:
-        """Wait until every job put so far has its answer; returns False on timeout."""
+        """Wait until every job put before this call has its answer (jobs other
+        threads put meanwhile are not waited for); returns False on timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._queue and not self._in_flight, timeout_s)
+            target = self._put
+            return self._cond.wait_for(lambda: self._answered >= target, timeout_s)
 
     def close(self, timeout_s: float | None = None) -> None:
         """Send what is queued, then stop the thread; later puts raise."""
@@ -194,42 +213,83 @@ class SubmitPipeline:
                     size += self._queue[0].size
                     batch.append(self._queue.popleft())
                 self._in_flight = len(batch)
+            unreachable: BaseException | None = None
             try:
-                self._deliver(batch)
+                unreachable = self._deliver(batch, 0.0)
+            except BaseException as exc:  # never leave a handle waiting forever
+                logger.exception("pipelined submit of %d jobs failed", len(batch))
+                for ack in batch:
+                    if not ack.settled:
+                        ack.refuse(exc)
             finally:
                 with self._cond:
                     self._in_flight = 0
                     self._bytes -= size
+                    self._answered += len(batch)
+                    if unreachable is not None:
+                        self._refuse_queued(unreachable)
                     self._cond.notify_all()
 
-    def _deliver(self, batch: list[Ack]) -> None:
-        """Send one batch and settle every Ack in it, whatever happens."""
-        started = time.monotonic()
+    def _refuse_queued(self, error: BaseException) -> None:
+        """Answer every queued job with ``error`` (the farm stayed out of reach for the
+        runtime's whole retry budget); call holding the condition."""
+        for ack in self._queue:
+            ack.refuse(error)
+            self._bytes -= ack.size
+        self._answered += len(self._queue)
+        self._queue.clear()
+
+    def _deliver(self, batch: list[Ack], waited_s: float) -> BaseException | None:
+        """Send one batch and settle every Ack in it, whatever happens; returns the
+        error when the farm was out of reach (jobs queued behind get it too)."""
         try:
             job_ids = self._send([a.spec for a in batch if a.spec is not None])
+        except _NOT_JUDGED as exc:
+            for ack in batch:
+                ack.refuse(exc)
+            return exc if isinstance(exc, _UNREACHABLE) else None
+        except QuotaExceededError as exc:
+            if len(batch) > 1:
+                # a smaller call may fit (a burst smaller than the batch); each half
+                # waits out its own limit
+                half = len(batch) // 2
+                for part in (batch[:half], batch[half:]):
+                    out = self._deliver(part, waited_s)
+                    if out is not None:
+                        self._refuse_all(batch, out)
+                        return out
+                return None
+            pause = max(0.0, float(exc.retry_after_s or 0.0))
+            if waited_s + pause > self._wait_s:
+                batch[0].refuse(exc)
+                return None
+            self._sleep(pause)  # a rate limit: the same job again after the wait
+            return self._deliver(batch, waited_s + pause)
         except QrtError as exc:
-            if len(batch) > 1 and not isinstance(exc, _NOT_JUDGED):
-                # a refusal names one job of the batch and stores none: send them one
-                # at a time so the others go through and each error lands on its job
-                # (the idempotency keys make a job stored twice impossible)
-                for ack in batch:
-                    self._deliver([ack])
-                return
-            for ack in batch:
-                ack.refuse(exc)
-            return
-        except Exception as exc:  # a bug or a transport fault: each handle raises it
-            logger.exception("pipelined submit of %d jobs failed", len(batch))
-            for ack in batch:
-                ack.refuse(exc)
-            return
+            if len(batch) > 1:
+                # a refusal of one job (a device that could never run it, an invalid
+                # circuit) stores nothing: send them one at a time so the others go
+                # through and each error lands on its job (the idempotency keys make
+                # a job stored twice impossible)
+                for k, ack in enumerate(batch):
+                    out = self._deliver([ack], waited_s)
+                    if out is not None:
+                        self._refuse_all(batch[k + 1 :], out)
+                        return out
+                return None
+            batch[0].refuse(exc)
+            return None
         if len(job_ids) != len(batch):  # never expected: refuse rather than misattribute
-            error = RuntimeError(f"the farm answered {len(job_ids)} ids for {len(batch)} jobs")
-            for ack in batch:
-                ack.refuse(error)
-            return
+            self._refuse_all(
+                batch, RuntimeError(f"the farm answered {len(job_ids)} ids for {len(batch)} jobs")
+            )
+            return None
         for ack, job_id in zip(batch, job_ids, strict=True):
             ack.accept(job_id)
-        logger.debug(
-            "%d jobs acknowledged in %.1f ms", len(batch), (time.monotonic() - started) * 1e3
-        )
+        return None
+
+    @staticmethod
+    def _refuse_all(batch: Sequence[Ack], error: BaseException) -> None:
+        for ack in batch:
+            if not ack.settled:
+                ack.refuse(error)

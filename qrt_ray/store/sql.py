@@ -509,7 +509,7 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
             part = wanted[start : start + _IN_MAX]
             marks = ",".join("?" * len(part))
             sql = (
-                "SELECT j.job_id, length(b.data) FROM jobs j JOIN blobs b "
+                "SELECT j.job_id, b.size FROM jobs j JOIN blobs b "
                 f"ON b.sha256 = j.result_sha256 WHERE j.state='DONE' AND j.job_id IN ({marks})"
             )
             for job_id, size in self._rows(sql, part):

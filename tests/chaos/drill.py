@@ -291,6 +291,7 @@ def run_drill(
         _heal_store(rt)
         raise
     injector.join(timeout=max(1.0, deadline_s - (time.monotonic() - started)))
+    stop.set()  # an injector still running past the deadline injects nothing more
     _heal_store(rt)  # failing writes injected late, and not met yet, go too
     store = open_store(store_url)
     try:

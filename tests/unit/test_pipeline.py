@@ -11,8 +11,10 @@ import pytest
 
 from qrt_ray.client import JobHandle
 from qrt_ray.errors import (
+    AuthenticationError,
     JobTimeoutError,
     PlacementError,
+    QuotaExceededError,
     RuntimeNotRunningError,
     StoreUnavailableError,
     ValidationError,
@@ -197,4 +199,89 @@ def test_circuit_bytes_bound_the_queue_and_a_large_job_still_goes_alone(farm: Fa
     assert not second.is_alive() and pipe.flush(30)
     assert first.wait(0) == "job-big" and set(farm.stored) == {"big", "k1"}
     assert first.spec is None  # answered: the circuits are not kept
+    pipe.close()
+
+
+class RateLimited(Farm):
+    """At most two jobs a call; the first lone call of ``k3`` asks for a 0.5 s wait."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited = False
+
+    def send(self, specs: Sequence[JobSpec]) -> list[str]:
+        keys = [s.idempotency_key for s in specs]
+        if len(specs) > 2 or (keys == ["k3"] and not self.waited):
+            self.waited = self.waited or keys == ["k3"]
+            self.calls.append([str(k) for k in keys])
+            raise QuotaExceededError(
+                "submit_rate: too fast", limit="submit_rate", retry_after_s=0.5
+            )
+        return super().send(specs)
+
+
+def test_a_rate_limit_is_waited_out_in_smaller_calls() -> None:
+    farm = RateLimited()
+    slept: list[float] = []
+    pipe = SubmitPipeline(farm.send, wait_s=5, sleep=slept.append)
+    farm.gate.clear()
+    acks = [pipe.put(spec(i)) for i in range(6)]
+    farm.gate.set()
+    assert pipe.flush(30)
+    assert [a.wait(0) for a in acks] == [f"job-k{i}" for i in range(6)]
+    assert slept == [0.5]  # k3 waited once, then went through
+    pipe.close()
+
+
+def test_a_rate_limit_longer_than_the_wait_budget_is_raised_on_the_handle() -> None:
+    farm = RateLimited()
+    pipe = SubmitPipeline(farm.send, wait_s=0.1, sleep=lambda s: None)
+    acks = [pipe.put(spec(3))]
+    assert pipe.flush(30)
+    with pytest.raises(QuotaExceededError, match="submit_rate"):
+        acks[0].wait(0)
+    pipe.close()
+
+
+def test_an_auth_refusal_answers_the_batch_without_a_call_a_job(farm: Farm) -> None:
+    pipe = SubmitPipeline(farm.send)
+    farm.gate.clear()
+    acks = [pipe.put(spec(i)) for i in range(1, 6)]
+    farm.fail_next = AuthenticationError("token revoked")
+    farm.gate.set()
+    assert pipe.flush(30)
+    for ack in acks:
+        with pytest.raises(AuthenticationError, match="revoked"):
+            ack.wait(0)
+    assert sum(len(c) for c in farm.calls) <= 5  # no job sent again on its own
+    pipe.close()
+
+
+def test_a_farm_out_of_reach_answers_what_is_queued_behind_at_once(farm: Farm) -> None:
+    pipe = SubmitPipeline(farm.send, send_max=2)
+    farm.gate.clear()
+    acks = [pipe.put(spec(i)) for i in range(8)]
+    farm.fail_next = RuntimeNotRunningError("the farm did not come back within 60 s")
+    farm.gate.set()
+    assert pipe.flush(30)
+    for ack in acks:
+        with pytest.raises(RuntimeNotRunningError):
+            ack.wait(0)
+    assert len(farm.calls) == 1  # one call waited out the outage; the rest were not sent
+    assert acks[5].key == "k5"  # the key stays: a resubmit finds a job stored after all
+    pipe.close()
+
+
+def test_flush_waits_for_what_was_put_before_it_only(farm: Farm) -> None:
+    pipe = SubmitPipeline(farm.send)
+    first = pipe.put(spec(0))
+    assert pipe.flush(30) and first.settled
+    farm.gate.clear()  # later jobs hang; a flush of nothing new returns at once
+    pipe.put(spec(1))
+    started = time.monotonic()
+    with pipe._cond:  # what flush() sees: one put, not yet answered
+        assert pipe._put - pipe._answered == 1
+    assert not pipe.flush(0.2) and time.monotonic() - started < 5
+    farm.gate.set()
+    assert pipe.flush(30) and pipe.pending() == 0
     pipe.close()

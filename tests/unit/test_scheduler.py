@@ -88,6 +88,21 @@ def test_reading_finished_jobs_costs_a_store_read_per_call_not_per_job(
     asyncio.run(main())
 
 
+def test_one_key_twice_in_one_call_is_one_job_or_a_clear_error(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, _, sched = make(tmp_path)
+        a = spec(shots=100, idempotency_key="twice")
+        ((first, made), (second, again)) = await sched.submit([a, a])
+        assert made and not again and first.job_id == second.job_id
+        other = spec(shots=200, idempotency_key="again")
+        with pytest.raises(ValidationError, match=r"jobs\[1\].idempotency_key.*jobs\[0\]"):
+            await sched.submit([other, other.model_copy(update={"shots": 300})])
+        assert store.find_by_key("default", "again") is None  # nothing stored
+        store.close()
+
+    asyncio.run(main())
+
+
 def test_jobs_placed_in_one_pass_see_each_others_work(tmp_path: Path) -> None:
     """No herd: each placement of a pass adds its expected run to the device's wait, so
     the next job of the same pass sees it, and a job that prices waiting spreads."""
