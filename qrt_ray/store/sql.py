@@ -55,8 +55,8 @@ from qrt_ray.store.retention import PurgedJob, RetentionTables
 logger = logging.getLogger("qrt.store")
 T = TypeVar("T")
 _MAX_GROUP = 512
-# ids in one IN (...) list: under SQLite's oldest limit of 999 bound variables
-_IN_MAX = 500
+# values in one IN (...) list: under SQLite's oldest limit of 999 bound variables
+_IN_MAX = 512
 _SETTABLE = (
     "device",
     "calibration_id",
@@ -319,19 +319,32 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
         )
         return _record(row) if row else None
 
+    def _rows_in(self, sql: str, values: Sequence[Any], before: Sequence[Any] = ()) -> list[Any]:
+        """Rows of ``sql``, whose ``IN ({in})`` takes ``values`` (after the arguments
+        ``before``), in lists of at most ``_IN_MAX``. A list is padded to a power of two
+        by repeating its last value, so a database that prepares each statement sees a
+        few shapes, not one per length."""
+        rows: list[Any] = []
+        wanted = list(dict.fromkeys(values))
+        for start in range(0, len(wanted), _IN_MAX):
+            part = wanted[start : start + _IN_MAX]
+            size = min(_IN_MAX, 1 << (len(part) - 1).bit_length())
+            part += [part[-1]] * (size - len(part))
+            rows += self._rows(sql.replace("{in}", ",".join("?" * size)), [*before, *part])
+        return rows
+
     def find_by_keys(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], JobRecord]:
         by_tenant: dict[str, list[str]] = {}
         for tenant, key in dict.fromkeys(keys):
             by_tenant.setdefault(tenant, []).append(key)
         out: dict[tuple[str, str], JobRecord] = {}
+        sql = (
+            f"SELECT idempotency_key, {_COLUMNS} FROM jobs "
+            "WHERE tenant=? AND idempotency_key IN ({in})"
+        )
         for tenant, wanted in by_tenant.items():
-            for start in range(0, len(wanted), _IN_MAX):
-                part = wanted[start : start + _IN_MAX]
-                marks = ",".join("?" * len(part))
-                sql = f"SELECT {_COLUMNS} FROM jobs WHERE tenant=? AND idempotency_key IN ({marks})"
-                for row in self._rows(sql, [tenant, *part]):
-                    rec = _record(row)
-                    out[(tenant, rec.spec.idempotency_key or "")] = rec
+            for key, *row in self._rows_in(sql, wanted, (tenant,)):
+                out[(tenant, key)] = _record(row)
         return out
 
     def list_jobs(
@@ -479,15 +492,12 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
         return data
 
     def get_blobs(self, sha256s: Sequence[str]) -> list[bytes]:
-        found: dict[str, bytes] = {}
-        wanted = list(dict.fromkeys(sha256s))
-        for start in range(0, len(wanted), _IN_MAX):
-            part = wanted[start : start + _IN_MAX]
-            marks = ",".join("?" * len(part))
-            for sha, data in self._rows(
-                f"SELECT sha256, data FROM blobs WHERE sha256 IN ({marks})", part
-            ):
-                found[sha] = bytes(data)
+        found = {
+            sha: bytes(data)
+            for sha, data in self._rows_in(
+                "SELECT sha256, data FROM blobs WHERE sha256 IN ({in})", sha256s
+            )
+        }
         out = []
         for sha in sha256s:
             data = found.get(sha)
@@ -503,29 +513,20 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
         return out
 
     def result_sizes(self, job_ids: Sequence[str]) -> dict[str, int]:
-        out: dict[str, int] = {}
-        wanted = list(dict.fromkeys(job_ids))
-        for start in range(0, len(wanted), _IN_MAX):
-            part = wanted[start : start + _IN_MAX]
-            marks = ",".join("?" * len(part))
-            sql = (
-                "SELECT j.job_id, b.size FROM jobs j JOIN blobs b "
-                f"ON b.sha256 = j.result_sha256 WHERE j.state='DONE' AND j.job_id IN ({marks})"
-            )
-            for job_id, size in self._rows(sql, part):
-                out[job_id] = int(size)
-        return out
+        sql = (
+            "SELECT j.job_id, b.size FROM jobs j JOIN blobs b "
+            "ON b.sha256 = j.result_sha256 WHERE j.state='DONE' AND j.job_id IN ({in})"
+        )
+        return {job_id: int(size) for job_id, size in self._rows_in(sql, job_ids)}
 
     def result_refs(self, job_ids: Sequence[str]) -> dict[str, tuple[JobState, str | None]]:
-        out: dict[str, tuple[JobState, str | None]] = {}
-        wanted = list(dict.fromkeys(job_ids))
-        for start in range(0, len(wanted), _IN_MAX):
-            part = wanted[start : start + _IN_MAX]
-            marks = ",".join("?" * len(part))
-            sql = f"SELECT job_id, state, result_sha256 FROM jobs WHERE job_id IN ({marks})"
-            for job_id, state, sha in self._rows(sql, part):
-                out[job_id] = (JobState(state), sha)
-        return out
+        sql = "SELECT job_id, state, result_sha256 FROM jobs WHERE job_id IN ({in})"
+        try:
+            return {
+                job_id: (JobState(state), sha) for job_id, state, sha in self._rows_in(sql, job_ids)
+            }
+        except ValueError:  # a state this code does not know: the row is not readable
+            raise IntegrityError("a stored job has an unknown state; it cannot be read") from None
 
     # -- shot ledger ------------------------------------------------------------------
 
