@@ -1494,6 +1494,23 @@ class Scheduler:
         task.add_done_callback(self._inflight.discard)
         task.add_done_callback(_log_failure)
 
+    async def mark_fetched(self, job_ids: Sequence[str]) -> None:
+        """Record the first fetch of results a client read ahead and has now handed to
+        its caller (their retention window starts); a failed write is logged, not
+        raised (they are kept longer, and marked at a later fetch)."""
+        first = [j for j in dict.fromkeys(job_ids) if j not in self._fetched]
+        if not first:
+            return
+        try:
+            await asyncio.to_thread(self.store.mark_fetched, first, self._clock())
+        except Exception as exc:
+            logger.warning("could not mark %d results fetched: %s", len(first), exc)
+            return
+        for j in first:
+            self._fetched[j] = None
+        while len(self._fetched) > _FETCHED_KEPT:
+            self._fetched.popitem(last=False)
+
     async def done_now(self, job_ids: Sequence[str], max_bytes: int) -> list[str]:
         """Those of ``job_ids`` that are DONE now, in order, while their results add up
         to at most ``max_bytes`` (unknown ids are left out); one store read."""

@@ -498,20 +498,29 @@ class SchedulerActor:
         return [(states[j].value, None, error if j == first else None) for j in ids]
 
     async def collect_ahead(
-        self, job_ids: list[str], timeout_s: float | None, ahead: list[str]
+        self,
+        job_ids: list[str],
+        timeout_s: float | None,
+        ahead: list[str],
+        served: list[str] | None = None,
     ) -> tuple[
         list[tuple[str, tuple[str, bytes] | None, str | None]], dict[str, tuple[str, bytes]]
     ]:
         """:meth:`collect`, and the results of those of ``ahead`` that are DONE now (not
         waited for), by job id, while they add up to at most 8 MiB: a loop of
         ``result()`` calls reads ahead, so it pays a round trip per batch of finished
-        jobs instead of one per job."""
+        jobs instead of one per job. Results read ahead are not marked fetched until
+        the client says it ``served`` them (with its next call)."""
         if not isinstance(ahead, list) or len(ahead) > _COLLECT_JOBS:
             raise ValidationError(
                 f"ahead: expected a list of at most {_COLLECT_JOBS} job ids, got "
                 f"{len(ahead) if isinstance(ahead, list) else type(ahead).__name__}"
             )
         ahead_ids = job_ids_arg(ahead)
+        if served:  # results read ahead earlier, handed to the caller since
+            if not isinstance(served, list) or len(served) > _COLLECT_JOBS:
+                raise ValidationError(f"served: expected at most {_COLLECT_JOBS} job ids")
+            await self.scheduler.mark_fetched(job_ids_arg(served))
         got = await self.collect(job_ids, timeout_s)
         asked = set(job_ids)
         try:

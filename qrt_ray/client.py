@@ -367,6 +367,7 @@ class QuantumRuntime:
         self._unread: OrderedDict[int, weakref.ref[JobHandle]] = OrderedDict()
         self._ahead: dict[str, tuple[str, bytes]] = {}
         self._ahead_lock = threading.Lock()  # results() may run in several threads
+        self._served: list[str] = []  # read ahead, since handed out: to mark fetched
 
     @property
     def pipelined(self) -> bool:
@@ -760,6 +761,9 @@ class QuantumRuntime:
             for h in handles:
                 self._unread.pop(id(h), None)
             early = [self._ahead.pop(job_id, None) for job_id in ids]
+            if all(e is not None for e in early):
+                self._served.extend(ids)  # marked fetched with the next read-ahead
+                del self._served[:-_RESULTS_PER_CALL]
         out: list[JobResult] = []  # plain loops: a warning's stacklevel reaches the caller
         if all(e is not None for e in early):  # read ahead by an earlier result()
             for job_id, blob in zip(ids, early, strict=True):
@@ -829,7 +833,8 @@ class QuantumRuntime:
                         break
             for key in dropped:
                 del self._unread[key]
-        if not ahead:
+            served, self._served = self._served, []
+        if not ahead and not served:
             return None
         try:
             got, extra = self._call(
@@ -837,6 +842,7 @@ class QuantumRuntime:
                 [job_id],
                 lambda: None if end is None else max(0.0, end - time.monotonic()),
                 list(ahead),
+                served,
             )
         except AttributeError:  # a farm started before collect_ahead
             return None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -42,6 +43,7 @@ SEND_MAX = 256  # jobs in one scheduler call
 SEND_MAX_BYTES = 16 << 20  # circuit text in one call (the farm takes 128 MiB a request)
 QUEUE_MAX = 4096  # jobs queued or in flight before submit() waits for the farm
 QUEUE_MAX_BYTES = 256 << 20  # ... and circuit text queued or in flight
+_MIN_PAUSE_S = 0.05  # a rate limit is waited out at least this long before a retry
 
 # The farm or its store was out of reach (after the runtime's own retries), or the
 # caller may not submit at all: no job was judged on its own, and every job queued
@@ -115,8 +117,8 @@ class SubmitPipeline:
         queue_max: jobs queued or in flight before :meth:`put` waits (backpressure:
             a loop faster than the farm slows to its pace instead of growing memory);
             ``queue_max_bytes`` bounds their circuits the same way.
-        wait_s: how long one job waits out rate limits in all (each refusal's
-            ``retry_after_s``) before its handle raises the refusal.
+        wait_s: how long a batch waits out rate limits in all (each refusal's
+            ``retry_after_s``, at least 0.05 s) before its handles raise the refusal.
     """
 
     def __init__(
@@ -215,7 +217,7 @@ class SubmitPipeline:
                 self._in_flight = len(batch)
             unreachable: BaseException | None = None
             try:
-                unreachable = self._deliver(batch, 0.0)
+                unreachable = self._deliver(batch, [self._wait_s])
             except BaseException as exc:  # never leave a handle waiting forever
                 logger.exception("pipelined submit of %d jobs failed", len(batch))
                 for ack in batch:
@@ -239,54 +241,59 @@ class SubmitPipeline:
         self._answered += len(self._queue)
         self._queue.clear()
 
-    def _deliver(self, batch: list[Ack], waited_s: float) -> BaseException | None:
+    def _deliver(self, batch: list[Ack], budget: list[float]) -> BaseException | None:
         """Send one batch and settle every Ack in it, whatever happens; returns the
-        error when the farm was out of reach (jobs queued behind get it too)."""
-        try:
-            job_ids = self._send([a.spec for a in batch if a.spec is not None])
-        except _NOT_JUDGED as exc:
-            for ack in batch:
-                ack.refuse(exc)
-            return exc if isinstance(exc, _UNREACHABLE) else None
-        except QuotaExceededError as exc:
-            if len(batch) > 1:
-                # a smaller call may fit (a burst smaller than the batch); each half
-                # waits out its own limit
-                half = len(batch) // 2
-                for part in (batch[:half], batch[half:]):
-                    out = self._deliver(part, waited_s)
-                    if out is not None:
-                        self._refuse_all(batch, out)
-                        return out
-                return None
-            pause = max(0.0, float(exc.retry_after_s or 0.0))
-            if waited_s + pause > self._wait_s:
+        error when the farm was out of reach (jobs queued behind get it too).
+
+        ``budget`` holds the seconds the batch may still wait out rate limits, shared
+        by its halves and its jobs: a farm that stays busy costs the batch at most
+        ``wait_s``, not that a job.
+        """
+        while True:
+            try:
+                job_ids = self._send([a.spec for a in batch if a.spec is not None])
+            except _NOT_JUDGED as exc:
+                self._refuse_all(batch, exc)
+                return exc if isinstance(exc, _UNREACHABLE) else None
+            except QuotaExceededError as exc:
+                pause = exc.retry_after_s
+                pause = max(_MIN_PAUSE_S, pause if math.isfinite(pause) else _MIN_PAUSE_S)
+                if budget[0] < pause:  # waited long enough for this batch: it stands
+                    self._refuse_all(batch, exc)
+                    return None
+                if len(batch) > 1:
+                    # a smaller call may fit at once (a burst smaller than the batch)
+                    half = len(batch) // 2
+                    for part in (batch[:half], batch[half:]):
+                        out = self._deliver(part, budget)
+                        if out is not None:
+                            self._refuse_all(batch, out)
+                            return out
+                    return None
+                budget[0] -= pause
+                self._sleep(pause)  # a rate limit: the same job again after the wait
+                continue
+            except QrtError as exc:
+                if len(batch) > 1:
+                    # a refusal of one job (a device that could never run it, an
+                    # invalid circuit) stores nothing: send them one at a time so the
+                    # others go through and each error lands on its job (the
+                    # idempotency keys make a job stored twice impossible)
+                    for k, ack in enumerate(batch):
+                        out = self._deliver([ack], budget)
+                        if out is not None:
+                            self._refuse_all(batch[k + 1 :], out)
+                            return out
+                    return None
                 batch[0].refuse(exc)
                 return None
-            self._sleep(pause)  # a rate limit: the same job again after the wait
-            return self._deliver(batch, waited_s + pause)
-        except QrtError as exc:
-            if len(batch) > 1:
-                # a refusal of one job (a device that could never run it, an invalid
-                # circuit) stores nothing: send them one at a time so the others go
-                # through and each error lands on its job (the idempotency keys make
-                # a job stored twice impossible)
-                for k, ack in enumerate(batch):
-                    out = self._deliver([ack], waited_s)
-                    if out is not None:
-                        self._refuse_all(batch[k + 1 :], out)
-                        return out
+            if len(job_ids) != len(batch):  # never expected: refuse, not misattribute
+                error = RuntimeError(f"the farm answered {len(job_ids)} ids for {len(batch)} jobs")
+                self._refuse_all(batch, error)
                 return None
-            batch[0].refuse(exc)
+            for ack, job_id in zip(batch, job_ids, strict=True):
+                ack.accept(job_id)
             return None
-        if len(job_ids) != len(batch):  # never expected: refuse rather than misattribute
-            self._refuse_all(
-                batch, RuntimeError(f"the farm answered {len(job_ids)} ids for {len(batch)} jobs")
-            )
-            return None
-        for ack, job_id in zip(batch, job_ids, strict=True):
-            ack.accept(job_id)
-        return None
 
     @staticmethod
     def _refuse_all(batch: Sequence[Ack], error: BaseException) -> None:

@@ -177,7 +177,11 @@ def test_cancel_queued_job(rt: QuantumRuntime, store_path: Path) -> None:
     assert ledger(store_path, target.job_id) == []
 
 
-def test_a_loop_of_result_reads_ahead_and_each_handle_gets_its_own(rt: QuantumRuntime) -> None:
+def test_a_loop_of_result_reads_ahead_and_each_handle_gets_its_own(
+    rt: QuantumRuntime, store_path: Path
+) -> None:
+    import sqlite3
+
     blocker = rt.submit(heavy_job(), shots=2000, device="nairobi", priority=10)
     handles = [rt.submit(ghz(2), shots=100 + i, device="manila", seed=i) for i in range(8)]
     cancelled = rt.submit(ghz(2), shots=100, device="nairobi", priority=0)
@@ -189,10 +193,23 @@ def test_a_loop_of_result_reads_ahead_and_each_handle_gets_its_own(rt: QuantumRu
     assert cancelled.job_id not in rt._ahead
     results = [first] + [h.result(timeout_s=60) for h in handles[1:]]
     assert [sum(r.counts().values()) for r in results] == [100 + i for i in range(8)]
-    assert [r.metadata.seeds for r in results] == [h.result().metadata.seeds for h in handles]
     assert not {h.job_id for h in handles} & set(rt._ahead)  # nothing kept once read
+
+    def fetched() -> int:
+        ids = [h.job_id for h in handles]
+        with sqlite3.connect(store_path) as conn:
+            (n,) = conn.execute(
+                f"SELECT COUNT(*) FROM jobs WHERE fetched_at IS NOT NULL "
+                f"AND job_id IN ({','.join('?' * len(ids))})",
+                ids,
+            ).fetchone()
+        return n
+
+    assert fetched() == 1  # the seven read ahead are not fetched until handed out...
     with pytest.raises(JobCancelledError):
         cancelled.result(timeout_s=5)
+    assert fetched() == 8  # ... and the next call says they were
+    assert [r.metadata.seeds for r in results] == [h.result().metadata.seeds for h in handles]
     blocker.result(timeout_s=300)
 
 

@@ -285,3 +285,22 @@ def test_flush_waits_for_what_was_put_before_it_only(farm: Farm) -> None:
     farm.gate.set()
     assert pipe.flush(30) and pipe.pending() == 0
     pipe.close()
+
+
+def test_a_farm_that_stays_busy_costs_a_batch_its_budget_not_a_job() -> None:
+    calls = []
+
+    def busy(specs: Sequence[JobSpec]) -> list[str]:
+        calls.append(len(specs))
+        raise QuotaExceededError("busy", limit="max_live_jobs", retry_after_s=0.0)
+
+    slept: list[float] = []
+    pipe = SubmitPipeline(busy, wait_s=1.0, sleep=slept.append)
+    acks = [pipe.put(spec(i)) for i in range(4)]
+    assert pipe.flush(30)
+    for ack in acks:
+        with pytest.raises(QuotaExceededError, match="busy"):
+            ack.wait(0)
+    assert sum(slept) <= 1.0 and min(slept) >= 0.05  # no spin on a zero wait
+    assert len(calls) <= 1.0 / 0.05 + 8  # bounded: a loop, not a call a frame
+    pipe.close()
