@@ -1506,7 +1506,11 @@ class Scheduler:
         except Exception as exc:
             logger.warning("could not mark %d results fetched: %s", len(first), exc)
             return
-        for j in first:
+        self._remember_fetched(first)
+
+    def _remember_fetched(self, job_ids: Sequence[str]) -> None:
+        """Note results whose first fetch is stored (the oldest forgotten past a bound)."""
+        for j in job_ids:
             self._fetched[j] = None
         while len(self._fetched) > _FETCHED_KEPT:
             self._fetched.popitem(last=False)
@@ -1574,10 +1578,8 @@ class Scheduler:
         # their results keep the longer window of unfetched ones
         first = [j for j in dict.fromkeys(job_ids) if j not in self._fetched] if mark else []
         out, marked = await asyncio.to_thread(read)
-        for j in first if marked else ():
-            self._fetched[j] = None
-        while len(self._fetched) > _FETCHED_KEPT:
-            self._fetched.popitem(last=False)
+        if marked:
+            self._remember_fetched(first)
         return out
 
     async def cancel(self, job_id: str) -> tuple[JobState, bool]:

@@ -517,11 +517,11 @@ class SchedulerActor:
                 f"{len(ahead) if isinstance(ahead, list) else type(ahead).__name__}"
             )
         ahead_ids = job_ids_arg(ahead)
+        if served and (not isinstance(served, list) or len(served) > _COLLECT_JOBS):
+            raise ValidationError(f"served: expected at most {_COLLECT_JOBS} job ids")
+        got = await self.collect(job_ids, timeout_s)  # waits for the farm to start, too
         if served:  # results read ahead earlier, handed to the caller since
-            if not isinstance(served, list) or len(served) > _COLLECT_JOBS:
-                raise ValidationError(f"served: expected at most {_COLLECT_JOBS} job ids")
             await self.scheduler.mark_fetched(job_ids_arg(served))
-        got = await self.collect(job_ids, timeout_s)
         asked = set(job_ids)
         try:
             ready = await self.scheduler.done_now(

@@ -261,10 +261,7 @@ class JobHandle:
         Raises:
             QrtError: the farm refused the job or could not store it.
         """
-        if self._job_id is None:
-            assert self._ack is not None
-            self._job_id = self._ack.wait()
-        return self._job_id
+        return self.accepted()
 
     def __repr__(self) -> str:
         if self._job_id is None:
