@@ -33,6 +33,7 @@ from qrt_ray.mitigation.readout import ReadoutCalibration
 from qrt_ray.models import CalibrationSnapshot, DeviceSnapshot, DeviceStatus
 from qrt_ray.policies.canary import CanaryResult, CanarySpec
 from qrt_ray.results import RawRun
+from qrt_ray.tuning import lower_priority, settle_heap
 
 logger = logging.getLogger("qrt.device")
 _RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)
@@ -57,6 +58,9 @@ class PartitionedError(DeviceUnavailableError):
 
 
 # what a call to the scheduler meets when it cannot reach it: retried with backoff
+# how much less CPU priority the thread running the simulator (and the threads it
+# starts) has than the farm's control plane (see qrt_ray.tuning)
+_SIMULATOR_NICE = 10
 _UNREACHABLE = (ray.exceptions.RayActorError, ValueError, PartitionedError)
 
 
@@ -104,6 +108,7 @@ class DeviceActor:
             os.getpid(),
             psutil.Process().create_time(),
         )
+        settle_heap()  # Qiskit and the device stay for the process's life (qrt_ray.tuning)
         threading.Thread(target=self._drain_forever, name="qrt-device", daemon=True).start()
         threading.Thread(target=self._report_forever, name="qrt-report", daemon=True).start()
 
@@ -334,6 +339,7 @@ class DeviceActor:
                 time.sleep(delay)
 
     def _drain_forever(self) -> None:
+        lower_priority(_SIMULATOR_NICE)  # the simulator's threads start from this one
         while not self._stopped:
             with self._cv:
                 if not self.device.has_runnable_work():  # empty, or paused with a queue

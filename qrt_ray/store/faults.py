@@ -57,18 +57,18 @@ class StoreFaults:
         for name in ("token", "tenant"):
             setattr(store, name, self._auth_read(getattr(store, name)))
 
-        def faulty(fn: Callable[[Any], T]) -> T:
+        def faulty(fn: Callable[[Any], T], *args: Any, **kwargs: Any) -> T:
             if self.slow_until and time.time() < self.slow_until:
                 time.sleep(self.delay_s)
             if self.left <= 0:
-                return write(fn)
+                return write(fn, *args, **kwargs)
             with self._lock:
                 failing, after = self.left > 0, self.after
                 self.left -= failing
             if not failing:
-                return write(fn)
+                return write(fn, *args, **kwargs)
             if after:
-                write(fn)
+                write(fn, *args, **kwargs)
                 raise sqlite3.OperationalError("disk I/O error (injected after the commit)")
             raise sqlite3.OperationalError("database or disk is full (injected)")
 

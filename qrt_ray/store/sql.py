@@ -5,11 +5,17 @@ transaction; everything else lives here. Statements use ``?`` placeholders and o
 syntax both databases share (``ON CONFLICT DO NOTHING``, quoted ``"end"``).
 
 One writer thread owns the write connection. Callers hand it small write functions
-and block until the transaction holding theirs has committed; the writer takes every
-function waiting at that moment into one transaction, so one durable commit (one
+and block until the transaction holding theirs has committed; the writer takes the
+functions waiting at that moment into one transaction, so one durable commit (one
 fsync) makes many callers' changes durable at once: group commit. Each function runs
 inside its own SAVEPOINT, so one failing write does not undo its neighbours. Reads
 use one connection per thread.
+
+A caller who waits on its write (a submit) must not wait behind the farm's bulk
+bookkeeping (a batch of 200 finished jobs is 200 moves): urgent writes go first, in a
+transaction of their own when bulk writes wait too, and many moves are written in
+chunks of ``_APPLY_CHUNK``, each its own transaction. So an urgent write waits for at
+most one bounded transaction before its own.
 """
 
 from __future__ import annotations
@@ -22,10 +28,11 @@ import queue
 import sqlite3
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from qrt_ray.access.audit import AuditEntry
 from qrt_ray.errors import (
@@ -55,6 +62,11 @@ from qrt_ray.store.retention import PurgedJob, RetentionTables
 logger = logging.getLogger("qrt.store")
 T = TypeVar("T")
 _MAX_GROUP = 512
+# rows of bulk writes in one transaction (at least one write): what an urgent write
+# waits behind at most
+_BULK_ROWS = 64
+# moves written in one transaction by apply(): bounds what an urgent write waits behind
+_APPLY_CHUNK = 32
 # values in one IN (...) list: under SQLite's oldest limit of 999 bound variables
 _IN_MAX = 512
 _SETTABLE = (
@@ -107,6 +119,15 @@ class Connection(Protocol):
 Write = Callable[[Connection], Any]
 
 
+class _Pending(NamedTuple):
+    """A write waiting for the writer."""
+
+    fn: Write
+    future: Future
+    urgent: bool
+    rows: int
+
+
 def is_database_error(exc: BaseException) -> bool:
     """Whether ``exc`` came from the database or the file under it (unreachable, locked,
     full), not from the code reading its rows."""
@@ -130,15 +151,19 @@ class _GroupCommitWriter:
         self._begin = begin
         self._broken = broken
         self._conn: Connection | None = connect()
-        self._queue: queue.SimpleQueue[tuple[Write, Future] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self.commits = 0
         self.writes = 0
         self._thread = threading.Thread(target=self._run, name="qrt-store-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[[Connection], T]) -> Future[T]:
+    def submit(
+        self, fn: Callable[[Connection], T], urgent: bool = False, rows: int = 1
+    ) -> Future[T]:
+        """Queue a write of about ``rows`` rows; ``urgent`` ones (a caller waiting to
+        be answered) go first."""
         fut: Future[T] = Future()
-        self._queue.put((fn, fut))
+        self._queue.put(_Pending(fn, fut, urgent, rows))
         return fut
 
     def close(self) -> None:
@@ -148,33 +173,44 @@ class _GroupCommitWriter:
             self._conn.close()
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            group = [first]
-            stop = False
-            while len(group) < _MAX_GROUP:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                group.append(item)
-            self._commit(group)
-            if stop:
-                return
+        urgent: deque[_Pending] = deque()
+        bulk: deque[_Pending] = deque()
+        alone = False  # whether the last transaction held urgent writes only
+        stop = False
+        while not stop or urgent or bulk:
+            if not stop:
+                stop = self._take(urgent, bulk, block=not urgent and not bulk)
+            group = [urgent.popleft() for _ in range(min(len(urgent), _MAX_GROUP))]
+            # with urgent writes waiting, bulk ones join every other transaction
+            alone = bool(group) and bool(bulk) and not alone
+            rows = 0
+            while bulk and not alone and rows < _BULK_ROWS and len(group) < _MAX_GROUP:
+                rows += bulk[0].rows
+                group.append(bulk.popleft())
+            if group:
+                self._commit(group)
 
-    def _commit(self, group: list[tuple[Write, Future]]) -> None:
+    def _take(self, urgent: deque[_Pending], bulk: deque[_Pending], block: bool) -> bool:
+        """Move the writes waiting in the queue into ``urgent`` and ``bulk`` (waiting for
+        the first when ``block``); returns whether the writer was asked to stop."""
+        while True:
+            try:
+                item = self._queue.get() if block else self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if item is None:
+                return True
+            block = False
+            (urgent if item.urgent else bulk).append(item)
+
+    def _commit(self, group: list[_Pending]) -> None:
         outcomes: list[tuple[Future, bool, Any]] = []
         try:
             if self._conn is None:
                 self._conn = self._connect()
             conn = self._conn
             conn.execute(self._begin)
-            for fn, fut in group:
+            for fn, fut, _, _ in group:
                 conn.execute("SAVEPOINT w")
                 try:
                     value = fn(conn)
@@ -189,8 +225,8 @@ class _GroupCommitWriter:
             conn.execute("COMMIT")
         except Exception as exc:
             self._abandon(exc)
-            for _, fut in group:
-                fut.set_exception(exc)
+            for pending in group:
+                pending.future.set_exception(exc)
             return
         self.commits += 1
         self.writes += len(group)
@@ -240,10 +276,13 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
 
     # -- plumbing ---------------------------------------------------------------------
 
-    def _write(self, fn: Callable[[Connection], T]) -> T:
+    def _write(self, fn: Callable[[Connection], T], urgent: bool = False, rows: int = 1) -> T:
+        """Run ``fn`` in the writer's next transaction that takes it; returns once that
+        transaction has committed. ``urgent``: a caller waits to be answered (it goes
+        before bulk bookkeeping); ``rows``: about how many rows it writes."""
         if self._closed:
             raise RuntimeError("job store is closed")
-        return self._writer.submit(fn).result()
+        return self._writer.submit(fn, urgent, rows).result()
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         """Run a read on this thread's connection; a broken one is reopened once."""
@@ -291,12 +330,18 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
                 append_audit(conn, key, at, [_ownership(actor, r) for r, new in out if new])
             return out
 
-        return self._write(write)
+        return self._write(write, urgent=True)
 
     def apply(self, updates: Sequence[StateUpdate]) -> list[bool]:
-        if not updates:
-            return []
-        return self._write(lambda conn: [_apply_one(conn, u) for u in updates])
+        """See :meth:`JobStore.apply`; many moves are written in chunks, each its own
+        transaction, in order (a failure leaves the chunks before it written)."""
+        applied: list[bool] = []
+        for start in range(0, len(updates), _APPLY_CHUNK):
+            chunk = updates[start : start + _APPLY_CHUNK]
+            applied += self._write(
+                lambda conn, c=chunk: [_apply_one(conn, u) for u in c], rows=len(chunk)
+            )
+        return applied
 
     def get(self, job_id: str) -> JobRecord:
         found = self._row(f"SELECT {_COLUMNS} FROM jobs WHERE job_id=?", (job_id,))
@@ -476,7 +521,7 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
             )
             return digests
 
-        return self._write(write) if blobs else []
+        return self._write(write, rows=len(blobs)) if blobs else []
 
     def get_blob(self, sha256: str) -> bytes:
         row = self._row("SELECT data FROM blobs WHERE sha256=?", (sha256,))
@@ -550,7 +595,7 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
                 for r in records
             ]
 
-        return self._write(write) if records else []
+        return self._write(write, rows=len(records)) if records else []
 
     def shot_ledger(self, job_id: str) -> list[ShotRecord]:
         rows = self._rows(
@@ -749,14 +794,13 @@ def _apply_one(conn: Connection, u: StateUpdate) -> bool:
     )
     if cur.rowcount != 1:
         return False
-    # the UPDATE holds the job's row until commit, so no other writer numbers this job
-    (seq,) = conn.execute(
-        "SELECT COALESCE(MAX(seq), -1) + 1 FROM transitions WHERE job_id=?", (u.job_id,)
-    ).fetchone()
+    # numbered after the job's last event; the UPDATE holds the job's row until
+    # commit, so no other writer numbers this job meanwhile
     conn.execute(
         "INSERT INTO transitions (job_id, seq, from_state, to_state, at, reason, event) "
-        "VALUES (?,?,?,?,?,?,?)",
-        (u.job_id, seq, u.from_state.value, u.to_state.value, u.at, u.reason, u.event),
+        "VALUES (?, (SELECT COALESCE(MAX(seq), -1) + 1 FROM transitions WHERE job_id=?), "
+        "?,?,?,?,?)",
+        (u.job_id, u.job_id, u.from_state.value, u.to_state.value, u.at, u.reason, u.event),
     )
     # the bill lands with the completion or not at all
     insert_charges(conn, u.charges)

@@ -54,6 +54,7 @@ PURE = [
     "qrt_ray.actors.canary_metrics",
     "qrt_ray.logs",
     "qrt_ray.tracing",
+    "qrt_ray.tuning",
 ]
 
 
@@ -110,6 +111,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "qrt_ray.plots",
             "qrt_ray.logs",
             "qrt_ray.tracing",
+            "qrt_ray.tuning",
         ),
     ),
     (

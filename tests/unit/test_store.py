@@ -335,3 +335,45 @@ def test_many_openers_at_once_migrate_once(store_url: str, request: pytest.Fixtu
         for s in stores:
             s.close()
         assert raw(url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+
+
+def test_an_urgent_write_goes_before_the_bulk_moves_waiting(store: JobStore) -> None:
+    writer = store._writer  # type: ignore[attr-defined]
+    order: list[str] = []
+    release = threading.Event()
+
+    def noted(name: str) -> Callable[[object], None]:
+        return lambda conn: order.append(name)
+
+    first = writer.submit(lambda conn: (release.wait(10), order.append("first")))
+    while writer._queue.qsize():  # the writer took it and waits inside its transaction
+        pass
+    bulk = [writer.submit(noted(f"bulk{i}"), rows=32) for i in range(10)]
+    urgent = writer.submit(noted("urgent"), urgent=True)
+    commits = store.commit_count
+    release.set()
+    for f in [first, *bulk, urgent]:
+        f.result(timeout=10)
+    assert order[:2] == ["first", "urgent"]  # in the next transaction, alone
+    assert order[2:] == [f"bulk{i}" for i in range(10)]  # in order
+    # the first's, the urgent one's, then two bulk writes of 32 rows a transaction
+    assert store.commit_count - commits == 1 + 1 + 5
+
+
+def test_many_moves_are_written_in_order_in_bounded_transactions(store: JobStore) -> None:
+    store.admit([rec(f"j{i}", t=float(i)) for i in range(40)])
+    moves = [StateUpdate(f"j{i}", S.QUEUED, S.COMPILING, 50.0) for i in range(39)]
+    # j39 moves twice, across the first chunk's end
+    moves[31:31] = [StateUpdate("j39", S.QUEUED, S.COMPILING, 50.0)]
+    moves.append(StateUpdate("j39", S.COMPILING, S.PLACED, 51.0, fields={"device": "d"}))
+    moves.append(StateUpdate("j0", S.QUEUED, S.CANCELLED, 52.0))  # j0 has moved on
+    commits = store.commit_count
+    applied = store.apply(moves)
+    assert applied == [True] * 40 + [True, False]
+    assert store.commit_count - commits == 2  # 32 moves, then 10
+    assert store.get("j39").state is S.PLACED and store.get("j39").device == "d"
+    assert [(e.seq, e.to_state) for e in store.events("j39")] == [
+        (0, S.QUEUED),
+        (1, S.COMPILING),
+        (2, S.PLACED),
+    ]
