@@ -5,6 +5,7 @@ checks) goes through here.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -114,9 +115,36 @@ def method_options(method: str | None, active_qubits: int = 0) -> dict[str, Any]
 def counts_of(result: Any, index: int, label: int | None = None) -> dict[str, int]:
     """Counts of circuit ``index`` of a simulator result, or a RuntimeError that says
     why it did not run (not "no counts for experiment 0"); ``label`` names the circuit
-    in the message (default ``index``)."""
+    in the message (default ``index``).
+
+    The keys are Qiskit's (``Result.get_counts``): bits zero-padded to the circuit's
+    classical bits, registers apart by spaces, the last register first. They are
+    written here from Aer's hexadecimal keys, each distinct key once: Qiskit's own
+    conversion took about a quarter of a device's Python time a job.
+    """
     r = result.results[index]
     if not r.success:
         name = index if label is None else label
         raise RuntimeError(f"circuit {name} of the call did not run: {r.status}")
-    return dict(result.get_counts(index))
+    raw = getattr(r.data, "counts", None)
+    header = r.header
+    if not isinstance(raw, dict) or not isinstance(header, dict):
+        return dict(result.get_counts(index))
+    slots = int(header.get("memory_slots") or 0)
+    sizes = tuple(int(size) for _, size in header.get("creg_sizes") or ())
+    return {_bitstring(key, slots, sizes): int(n) for key, n in raw.items()}
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _bitstring(key: str, slots: int, sizes: tuple[int, ...]) -> str:
+    """A count key as Qiskit writes it (see :func:`counts_of`)."""
+    bits = bin(int(key, 16))[2:] if key.startswith("0x") else key
+    bits = bits.rjust(slots, "0")
+    if not sizes:
+        return bits
+    parts = []
+    start = 0
+    for size in reversed(sizes):
+        parts.append(bits[start : start + size])
+        start += size
+    return " ".join(parts)

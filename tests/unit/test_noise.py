@@ -383,6 +383,33 @@ def test_a_circuit_the_simulator_could_not_run_says_why() -> None:
         counts_of(failed, 0, label=7)
 
 
+def test_counts_keys_are_written_as_qiskit_writes_them() -> None:
+    from qiskit import ClassicalRegister, QuantumRegister
+    from qiskit.circuit.random import random_circuit
+
+    from qrt_ray.aer import counts_of
+
+    layouts = [
+        QuantumCircuit(QuantumRegister(3), ClassicalRegister(2, "a"), ClassicalRegister(1, "b")),
+        QuantumCircuit(QuantumRegister(4), ClassicalRegister(1, "a"), ClassicalRegister(3, "b")),
+        # bits never written stay zero-padded
+        QuantumCircuit(QuantumRegister(2), ClassicalRegister(5, "c")),
+    ]
+    for qc in layouts:
+        for q in range(qc.num_qubits):
+            qc.h(q)
+            qc.measure(q, q % qc.num_clbits)
+    circuits = [*layouts, *(random_circuit(5, 4, measure=True, seed=s) for s in range(6))]
+    sim = AerSimulator(method="statevector")
+    result = sim.run(transpile(circuits, sim), shots=300, seed_simulator=3).result()
+    outcomes = 0
+    for i in range(len(circuits)):
+        want = dict(result.get_counts(i))
+        assert counts_of(result, i) == want
+        outcomes += len(want)
+    assert outcomes > 3 * len(circuits)  # many keys were really written
+
+
 def test_the_aer_fast_paths_run_only_on_releases_they_were_tested_on(
     backend, snapshot, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
