@@ -174,8 +174,9 @@ def part_two(rt: QuantumRuntime, url: str, args: argparse.Namespace) -> None:
     rt.administer("tenant_set", name="bench-a", limits=limits)
     b_token = rt.administer("token_create", tenant="bench-b", user="b")["token"]
     a_token = rt.administer("token_create", tenant="bench-a", user="a")["token"]
-    b = qrt_ray.connect(url, token=b_token)
-    a = qrt_ray.connect(url, token=a_token)
+    # synchronous submits: each call's own cost and answer (429s included) are measured
+    b = qrt_ray.connect(url, token=b_token, pipeline=False)
+    a = qrt_ray.connect(url, token=a_token, pipeline=False)
     alone = b_run(b, args.b_jobs)
     with Neighbour(a, args.a_rate) as polite:
         beside_polite = b_run(b, args.b_jobs)
@@ -216,11 +217,11 @@ def main() -> None:
     args = p.parse_args()
     from qrt_ray.gateway import start_gateway
 
-    with QuantumRuntime.local(attach=False) as rt:
+    with QuantumRuntime.local(attach=False, pipeline=False) as rt:
         url = start_gateway(rt.namespace, port=_port())
         rt.administer("tenant_set", name="bench", limits=UNLIMITED)
         token = rt.administer("token_create", tenant="bench", user="bench")["token"]
-        remote = qrt_ray.connect(url, token=token)
+        remote = qrt_ray.connect(url, token=token, pipeline=False)
         print(f"farm up; gateway at {url}")
         if "latency" in args.parts:
             part_one(rt, remote, args)

@@ -7,9 +7,10 @@ One process, one run, the same circuits and the same noise model on every side:
   best of three calls;
 - ``rt.submit_many`` then ``rt.results`` (one round trip each way);
 - a plain loop of ``rt.submit()``, then ``h.result()`` for each handle (what most
-  scripts do); each ``submit()`` is timed, on a farm busy with the jobs before it;
-  the same loop on a pipelined runtime (``pipeline=True``: ``submit()`` returns before
-  the farm acknowledges; the acknowledgement follows on the handle);
+  scripts do); each ``submit()`` is timed, on a farm busy with the jobs before it. On
+  the default runtime (pipelined: ``submit()`` returns before the farm acknowledges;
+  the acknowledgement follows on the handle), and on a synchronous one
+  (``pipeline=False``: each ``submit()`` waits for the durable commit);
 - each of those pinned to one device (``device=``) and unpinned (placement on);
 - distinct random circuits (the compile cache cold) against transpile + run;
 - the floor of any synchronous loop: two empty scheduler calls a job, one after
@@ -226,11 +227,11 @@ def main() -> None:
         rows.append(
             ["direct Aer, transpile + run", n / with_transpile, run_only / with_transpile, "-"]
         )
-        piped = connect(namespace=rt.namespace, pipeline=True)  # the same farm
+        synced = connect(namespace=rt.namespace, pipeline=False)  # the same farm
         for device, where in ((DEVICE, "pinned"), (None, "placed")):
             t = timed(lambda d=device: many(rt, work, d))
             rows.append([f"submit_many + results, {where}", n / t, run_only / t, "-"])
-            for client, how in ((rt, ""), (piped, " pipelined")):
+            for client, how in ((rt, " (pipelined: default)"), (synced, " synchronous")):
                 waits: list[float] = []
                 t = timed(lambda c=client, d=device, w=waits: w.extend(loop(c, work, d)))
                 latencies[f"{where}{how}"] = waits
@@ -243,7 +244,7 @@ def main() -> None:
                         f"{p99:.1f}",
                     ]
                 )
-        piped.shutdown()
+        synced.shutdown()
         t = sync_floor(rt, work, DEVICE)
         rows.append(["floor: 2 empty round trips a job, farm busy", n / t, run_only / t, "-"])
         if args.distinct:

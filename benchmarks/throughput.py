@@ -184,7 +184,8 @@ def main() -> None:
     small, large = small_circuits(args.small), large_circuits(args.large)
     init_ray_loopback()
     store = Path(tempfile.mkdtemp(prefix="qrt-bench-")) / "jobs.sqlite3"
-    rt = QuantumRuntime.local(load_farm_config_text(FARM), store=store)
+    # synchronous: submit() latency is the durable commit's (a pipelined submit only queues)
+    rt = QuantumRuntime.local(load_farm_config_text(FARM), store=store, pipeline=False)
     rows = []
     try:
         if small:

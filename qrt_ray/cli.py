@@ -69,10 +69,12 @@ _RAY_HEAD = [
 def _connect(args: argparse.Namespace) -> Any:
     from qrt_ray.client import connect
 
+    # one command, a few calls: each answered before the command prints it
     url = getattr(args, "url", None)
     if url:
-        return connect(url, token=args.token or os.environ.get("QRT_TOKEN", ""))
-    return connect(args.address, namespace=args.namespace)
+        token = args.token or os.environ.get("QRT_TOKEN", "")
+        return connect(url, token=token, pipeline=False)
+    return connect(args.address, namespace=args.namespace, pipeline=False)
 
 
 def _reader(args: argparse.Namespace) -> Any:

@@ -27,6 +27,7 @@ from qrt_ray import farm as farm_mod
 from qrt_ray.arguments import check_limit, finite_number, whole_number
 from qrt_ray.circuits import coerce_circuits
 from qrt_ray.config import FarmConfig, PolicyConfig, load_farm_config, load_policy_config
+from qrt_ray.early import AUTO_KEY, EarlyRefusals
 from qrt_ray.errors import (
     DeviceUnavailableError,
     IntegrityError,
@@ -148,7 +149,7 @@ def _verified(job_id: str, sha: str, data: bytes) -> JobResult:
 
 
 def _auto_key() -> str:
-    return f"auto-{uuid.uuid4().hex}"
+    return f"{AUTO_KEY}{uuid.uuid4().hex}"
 
 
 def _keyed(spec: JobSpec) -> JobSpec:
@@ -240,7 +241,7 @@ def _weights(weights: Any) -> dict[str, float]:
 class JobHandle:
     """A submitted job: poll it, wait for its result, cancel it, read its history.
 
-    A handle from a pipelined runtime (``pipeline=True``) may not be acknowledged yet:
+    A handle from a pipelined runtime (the default) may not be acknowledged yet:
     :meth:`accepted` waits for that, and every other call waits for it first and
     raises the farm's refusal (or its store's failure) if the job was not accepted.
     """
@@ -343,7 +344,7 @@ class QuantumRuntime:
         owns_farm: bool,
         devices: list[str],
         retry_s: float = DEFAULT_RETRY_S,
-        pipeline: bool = False,
+        pipeline: bool = True,
     ) -> None:
         self._scheduler = scheduler
         self.retry_s = _retry_s(retry_s)
@@ -359,6 +360,8 @@ class QuantumRuntime:
         self._pipeline = (
             SubmitPipeline(self._store_specs, wait_s=self.retry_s) if pipeline else None
         )
+        # a pipelined submit refuses at once what the farm would refuse on sight
+        self._early = EarlyRefusals(lambda: self._call("devices")) if pipeline else None
         # handles from submit() whose result was not read yet, in submit order (weakly:
         # a dropped handle is not read ahead), and results read ahead for them
         self._unread: OrderedDict[int, weakref.ref[JobHandle]] = OrderedDict()
@@ -442,7 +445,7 @@ class QuantumRuntime:
         policies: PolicyConfig | str | Path | None = None,
         retry_s: float = DEFAULT_RETRY_S,
         attach: bool | None = None,
-        pipeline: bool = False,
+        pipeline: bool = True,
     ) -> QuantumRuntime:
         """The farm ``qrt up`` runs on this machine, or an embedded one on a
         loopback-only local Ray.
@@ -472,9 +475,10 @@ class QuantumRuntime:
             attach: True: use the ``qrt up`` farm whenever one runs (the other
                 arguments then only describe the farm to start when none does);
                 False: always start one; None (default): as above.
-            pipeline: :meth:`submit` returns before the farm acknowledges the job
-                (a loop pays a round trip per batch, not per job); see
-                :meth:`JobHandle.accepted` and :meth:`flush`.
+            pipeline: :meth:`submit` returns before the farm acknowledges the job (a
+                loop pays a round trip per batch, not per job; the farm's refusals
+                come from the handle: see :meth:`JobHandle.accepted` and
+                :meth:`flush`). False: each submit waits for the farm's answer.
         """
         retry = _retry_s(retry_s)
         own = farm is not None or policies is not None or store is not None
@@ -561,12 +565,18 @@ class QuantumRuntime:
         parameters: Mapping[str, float] | None = None,
         noise: str = "device",
     ) -> JobHandle:
-        """Submit one job of one or more circuits; returns once it is durably QUEUED.
+        """Submit one job of one or more circuits.
 
-        On a pipelined runtime (``pipeline=True``) it returns as soon as the job is
-        validated here and queued for the farm; the farm's refusals then surface on
-        the handle (:meth:`JobHandle.accepted`, :meth:`JobHandle.result`), and the
-        job is never lost from the moment ``accepted()`` returns.
+        It returns as soon as the job is checked here and queued for the farm (the
+        runtime is pipelined by default): one thread sends what has queued in one
+        call, so a loop of submits pays a round trip per batch, not per job. The job
+        is the farm's, never lost, once :meth:`JobHandle.accepted` returns; the
+        handle's ``result()``, ``job_id`` and every other call wait for that first
+        and raise the farm's refusal (a quota, a store that failed) there. Bad
+        arguments, a job no device could ever run, and an idempotency key this
+        runtime used for another request are refused here at once
+        (:mod:`qrt_ray.early`). A runtime made with ``pipeline=False`` returns only
+        once the job is durably QUEUED, and raises every refusal itself.
 
         Args:
             circuits: a QuantumCircuit, OpenQASM 2/3 text, or a list of them.
@@ -595,10 +605,12 @@ class QuantumRuntime:
                 before it spends noisy shots; placed, recorded and billed as any job).
 
         Raises:
-            ValidationError: an argument is invalid; the message names it.
-            PlacementError: no device in the farm could ever run it, or none meets
-                ``min_fidelity`` / ``max_cost_usd`` (the message says what would).
-                Pipelined: raised by the handle, not here.
+            ValidationError: an argument is invalid (the message names it), or the
+                idempotency key went with a different request.
+            PlacementError: no device in the farm could ever run it (too wide, or an
+                unknown or too small ``device``); or none meets ``min_fidelity`` /
+                ``max_cost_usd`` (the message says what would: from the handle when
+                pipelined).
         """
         spec = make_spec(
             circuits,
@@ -619,9 +631,13 @@ class QuantumRuntime:
             parameters=parameters,
             noise=noise,
         )
-        if self._pipeline is None:
+        if self._pipeline is None or self._early is None:
             return self.submit_specs([spec])[0]
-        return self._unread_handle(JobHandle(self, ack=self._pipeline.put(_keyed(spec))))
+        self._early.check(spec)
+        keyed = _keyed(spec)
+        ack = self._pipeline.put(keyed)
+        self._early.sent(keyed, ack)
+        return self._unread_handle(JobHandle(self, ack=ack))
 
     def estimate(
         self,
@@ -1074,7 +1090,7 @@ def connect(
     namespace: str = farm_mod.DEFAULT_NAMESPACE,
     retry_s: float = DEFAULT_RETRY_S,
     ca_file: str | None = None,
-    pipeline: bool = False,
+    pipeline: bool = True,
 ) -> QuantumRuntime:
     """Attach to a farm: through its HTTP gateway with an API token (tenants), or
     through Ray to the actors ``qrt up`` started (operators).
@@ -1089,7 +1105,8 @@ def connect(
         ca_file: CA certificates to trust for an ``https`` gateway (default:
             ``$QRT_CA_FILE``, else the system's).
         pipeline: :meth:`QuantumRuntime.submit` returns before the farm acknowledges
-            the job; see :meth:`JobHandle.accepted`.
+            the job (default); see :meth:`JobHandle.accepted`. False: each submit
+            waits for the farm's answer.
 
     Raises:
         RuntimeNotRunningError: no farm runs there.

@@ -157,7 +157,7 @@ class RemoteRuntime(QuantumRuntime):
     _READS_AHEAD = False  # the gateway serves results by job, not ahead
 
     def __init__(
-        self, transport: HttpTransport, *, retry_s: float = DEFAULT_RETRY_S, pipeline: bool = False
+        self, transport: HttpTransport, *, retry_s: float = DEFAULT_RETRY_S, pipeline: bool = True
     ) -> None:
         self.transport = transport
         self.url = transport.url
@@ -328,7 +328,7 @@ def connect_http(
     *,
     retry_s: float = DEFAULT_RETRY_S,
     ca_file: str | None = None,
-    pipeline: bool = False,
+    pipeline: bool = True,
 ) -> RemoteRuntime:
     """A runtime over the gateway at ``url``; checks the token at once.
 

@@ -51,8 +51,10 @@ class Gateway:
         self.tokens = tokens
         self.ca = str(ca)
 
-    def connect(self, who: str) -> QuantumRuntime:
-        return qrt_ray.connect(self.url, token=self.tokens.get(who, who), ca_file=self.ca)
+    def connect(self, who: str, pipeline: bool = True) -> QuantumRuntime:
+        return qrt_ray.connect(
+            self.url, token=self.tokens.get(who, who), ca_file=self.ca, pipeline=pipeline
+        )
 
     def http(
         self, method: str, path: str, token: str | None = "", body: Any = None
@@ -236,7 +238,7 @@ def test_the_sdk_over_http_is_the_same_api(gw: Gateway) -> None:
 
 
 def test_a_rate_limited_tenant_gets_429_with_retry_after(gw: Gateway) -> None:
-    rt = gw.connect("slow")
+    rt = gw.connect("slow", pipeline=False)  # a pipelined client waits a rate limit out
     rt.submit(ghz(2), shots=50)
     status, headers, body = gw.http("POST", "/v1/jobs", token="slow", body={"job": _job(50)})
     assert status == 429 and int(headers["retry-after"]) >= 1

@@ -216,30 +216,42 @@ def test_a_loop_of_result_reads_ahead_and_each_handle_gets_its_own(
 def test_pipelined_submits_return_at_once_and_refusals_land_on_their_handle(
     rt: QuantumRuntime,
 ) -> None:
-    piped = QuantumRuntime(
-        farm_mod.find_scheduler(rt.namespace),
-        rt.namespace,
-        owns_ray=False,
-        owns_farm=False,
-        devices=[],
-        pipeline=True,
-    )
+    assert rt.pipelined  # the default
+    good = [rt.submit(ghz(2), shots=200, seed=i) for i in range(12)]
+    with pytest.raises(PlacementError, match="12"):  # no device has 12 qubits: said at once
+        rt.submit(ghz(12), shots=200)
+    picky = rt.submit(ghz(2), shots=200, min_fidelity=0.9999)  # only the farm can judge it
+    late = rt.submit(ghz(3), shots=300)
+    with pytest.raises(PlacementError, match=r"min_fidelity=0\.9999"):
+        picky.accepted(timeout_s=60)
+    with pytest.raises(PlacementError):
+        picky.result(timeout_s=60)
+    rt.flush(timeout_s=60)
+    assert all(h.accepted(timeout_s=0).startswith("job-") for h in [*good, late])
+    results = [h.result(timeout_s=300) for h in [*good, late]]
+    assert [sum(r.counts().values()) for r in results] == [200] * 12 + [300]
+
+    def runtime(pipeline: bool) -> QuantumRuntime:
+        return QuantumRuntime(
+            farm_mod.find_scheduler(rt.namespace),
+            rt.namespace,
+            owns_ray=False,
+            owns_farm=False,
+            devices=[],
+            pipeline=pipeline,
+        )
+
+    synced = runtime(False)
     try:
-        good = [piped.submit(ghz(2), shots=200, seed=i) for i in range(12)]
-        too_wide = piped.submit(ghz(12), shots=200)  # no device of the farm has 12 qubits
-        late = piped.submit(ghz(3), shots=300)
-        with pytest.raises(PlacementError, match="12"):
-            too_wide.accepted(timeout_s=60)
-        with pytest.raises(PlacementError):
-            too_wide.result(timeout_s=60)
-        piped.flush(timeout_s=60)
-        assert all(h.accepted(timeout_s=0).startswith("job-") for h in [*good, late])
-        results = [h.result(timeout_s=300) for h in [*good, late]]
-        assert [sum(r.counts().values()) for r in results] == [200] * 12 + [300]
-        # a synchronous runtime's handle is acknowledged when submit() returns
-        assert rt.submit(ghz(2), shots=10).accepted(timeout_s=0).startswith("job-")
+        # a synchronous runtime's handle is acknowledged when submit() returns, and
+        # submit() raises every refusal itself
+        assert synced.submit(ghz(2), shots=10).accepted(timeout_s=0).startswith("job-")
+        with pytest.raises(PlacementError, match=r"min_fidelity=0\.9999"):
+            synced.submit(ghz(2), shots=10, min_fidelity=0.9999)
     finally:
-        piped.shutdown()
+        synced.shutdown()
+    piped = runtime(True)
+    piped.shutdown()
     with pytest.raises(RuntimeNotRunningError, match="shut down"):
         piped.submit(ghz(2), shots=10)
 
@@ -354,8 +366,8 @@ def test_estimate_runs_nothing_and_placement_follows_the_jobs_goal(rt: QuantumRu
     handle = rt.submit(ghz(4), shots=1000, optimize="cost")
     assert handle.result(timeout_s=120).metadata.device == cheapest
     assert handle.placement()["chosen"]["device"] == cheapest
-    with pytest.raises(PlacementError, match=r"min_fidelity=0\.9999"):
-        rt.submit(ghz(4), shots=1000, min_fidelity=0.9999)
+    with pytest.raises(PlacementError, match=r"min_fidelity=0\.9999"):  # from the handle
+        rt.submit(ghz(4), shots=1000, min_fidelity=0.9999).accepted(timeout_s=60)
 
 
 def test_a_result_from_a_drifted_device_warns_and_says_so(rt: QuantumRuntime) -> None:

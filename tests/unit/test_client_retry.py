@@ -62,8 +62,16 @@ def found(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def _runtime(
     scheduler: Scripted, retry_s: float, monkeypatch: pytest.MonkeyPatch, found: list[str]
 ) -> Any:
+    # synchronous: each submit is one call, retried as a call (the pipeline's own
+    # retries are tests/unit/test_pipeline.py's)
     rt = QuantumRuntime(
-        scheduler, "ns", owns_ray=False, owns_farm=False, devices=[], retry_s=retry_s
+        scheduler,
+        "ns",
+        owns_ray=False,
+        owns_farm=False,
+        devices=[],
+        retry_s=retry_s,
+        pipeline=False,
     )
 
     def find(namespace: str) -> Scripted:
