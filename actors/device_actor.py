@@ -58,10 +58,11 @@ class PartitionedError(DeviceUnavailableError):
 
 
 # what a call to the scheduler meets when it cannot reach it: retried with backoff
-# how much less CPU priority the thread running the simulator (and the threads it
-# starts) has than the farm's control plane (see qrt_ray.tuning)
-_SIMULATOR_NICE = 10
 _UNREACHABLE = (ray.exceptions.RayActorError, ValueError, PartitionedError)
+# how much less CPU priority the device's batch thread (the simulator's calls and the
+# OpenMP threads they start, and the batch's own bookkeeping) has than the farm's
+# control plane (see qrt_ray.tuning)
+_SIMULATOR_NICE = 10
 
 
 class DeviceActor:

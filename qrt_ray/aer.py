@@ -128,18 +128,22 @@ def counts_of(result: Any, index: int, label: int | None = None) -> dict[str, in
         raise RuntimeError(f"circuit {name} of the call did not run: {r.status}")
     raw = getattr(r.data, "counts", None)
     header = r.header
-    if not isinstance(raw, dict) or not isinstance(header, dict):
+    if (
+        not isinstance(raw, dict)
+        or not isinstance(header, dict)
+        or not all(isinstance(k, str) and k.startswith("0x") for k in raw)
+    ):
         return dict(result.get_counts(index))
     slots = int(header.get("memory_slots") or 0)
-    sizes = tuple(int(size) for _, size in header.get("creg_sizes") or ())
+    # registers are told apart only when the circuit's bits are known, as in Qiskit
+    sizes = tuple(int(size) for _, size in header.get("creg_sizes") or ()) if slots else ()
     return {_bitstring(key, slots, sizes): int(n) for key, n in raw.items()}
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=8192)
 def _bitstring(key: str, slots: int, sizes: tuple[int, ...]) -> str:
-    """A count key as Qiskit writes it (see :func:`counts_of`)."""
-    bits = bin(int(key, 16))[2:] if key.startswith("0x") else key
-    bits = bits.rjust(slots, "0")
+    """A count key as Qiskit writes it (see :func:`counts_of`), from Aer's ``0x`` key."""
+    bits = bin(int(key, 16))[2:].rjust(slots, "0")
     if not sizes:
         return bits
     parts = []

@@ -361,7 +361,7 @@ class QuantumRuntime:
             SubmitPipeline(self._store_specs, wait_s=self.retry_s) if pipeline else None
         )
         # a pipelined submit refuses at once what the farm would refuse on sight
-        self._early = EarlyRefusals(lambda: self._call("devices")) if pipeline else None
+        self._early = EarlyRefusals(self._devices_once) if pipeline else None
         # handles from submit() whose result was not read yet, in submit order (weakly:
         # a dropped handle is not read ahead), and results read ahead for them
         self._unread: OrderedDict[int, weakref.ref[JobHandle]] = OrderedDict()
@@ -908,6 +908,13 @@ class QuantumRuntime:
     def devices(self) -> list[DeviceSnapshot]:
         """Every device: status, size, queue, calibration, price, simulator."""
         return self._call("devices")
+
+    def _devices_once(self, timeout_s: float) -> list[DeviceSnapshot]:
+        """The devices in one try, without riding out a restart (raises when the
+        scheduler does not answer within ``timeout_s``)."""
+        if self._closed or self._scheduler is None:
+            raise RuntimeNotRunningError("no scheduler to ask")
+        return list(ray.get(self._scheduler.devices.remote(), timeout=timeout_s))
 
     def _device(self, name: str) -> Any:
         known = [d.name for d in self.devices()]

@@ -197,6 +197,14 @@ class RemoteRuntime(QuantumRuntime):
                     f"({reason}); try again later"
                 )
 
+    def _devices_once(self, timeout_s: float) -> list[DeviceSnapshot]:
+        """The devices in one request, without riding out a restart (raises when the
+        gateway does not answer, or answers an error)."""
+        status, headers, decoded = self.transport.request("GET", "/v1/devices")
+        if status >= 400:
+            _raise_for(status, headers, decoded)
+        return [_snapshot(d) for d in decoded]
+
     def _call(self, method: str, *args: Any) -> Any:
         args = tuple(a() if callable(a) else a for a in args)
         quoted = urllib.parse.quote(str(args[0]), safe="") if args else ""

@@ -8,13 +8,16 @@ collector tracks. A full collection walks all of them; it came about once every
 call to it waited that long), about 0.1 ms of CPU a job. What a process holds once
 it has started stays for its life, so it is taken out of every later collection:
 collected once, then frozen. Later objects (jobs, results) are collected as before;
-frozen ones are still freed when nothing refers to them.
+frozen ones are still freed when nothing refers to them, except those in a reference
+cycle dropped later (the start-up calibration a recalibration replaces, say): they stay,
+a fixed amount once, never a growing one.
 
 **The simulator's priority.** On one machine the simulator's threads and the control
 plane (scheduler, gateway, clients) share the cores, and the simulator keeps them all
-busy. The thread that runs it, and the threads it starts, get a lower CPU priority, so
-a submit or a status call is answered first and the simulator takes what is left (on a
-node of its own it loses nothing).
+busy. The device's batch thread, which calls the simulator, and the OpenMP threads the
+simulator starts from it get a lower CPU priority, so a submit or a status call is
+answered first and the simulator takes what is left (on a node of its own it loses
+nothing). Threads a library started elsewhere (at import) keep theirs.
 """
 
 from __future__ import annotations

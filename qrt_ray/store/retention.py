@@ -100,7 +100,7 @@ class RetentionTables:
             )
             return max(0, cur.rowcount)
 
-        return self._write(write)
+        return self._write(write, urgent=True, rows=len(ids))  # a fetch waits on it
 
     def expired_jobs(
         self, now: float, keep_fetched_s: float, keep_unfetched_s: float, limit: int
@@ -181,7 +181,7 @@ class RetentionTables:
             return report
 
         try:
-            return self._write(write)
+            return self._write(write, rows=max(1, len(job_ids)))
         except _DryRun as done:
             return done.report
 

@@ -11,16 +11,18 @@ fsync) makes many callers' changes durable at once: group commit. Each function 
 inside its own SAVEPOINT, so one failing write does not undo its neighbours. Reads
 use one connection per thread.
 
-A caller who waits on its write (a submit) must not wait behind the farm's bulk
-bookkeeping (a batch of 200 finished jobs is 200 moves): urgent writes go first, in a
-transaction of their own when bulk writes wait too, and many moves are written in
-chunks of ``_APPLY_CHUNK``, each its own transaction. So an urgent write waits for at
-most one bounded transaction before its own.
+A caller who waits on its write to be answered (a submit, a fetch) should not wait
+behind the farm's bulk bookkeeping (a batch of 200 finished jobs is 200 moves): urgent
+writes go first, in a transaction of their own when bulk writes wait too, and bulk
+writes join a transaction only up to about ``_BULK_ROWS`` rows (at least one write,
+whatever its size). An urgent write waits for the transaction in progress, then goes
+next.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 import logging
 import math
@@ -62,11 +64,8 @@ from qrt_ray.store.retention import PurgedJob, RetentionTables
 logger = logging.getLogger("qrt.store")
 T = TypeVar("T")
 _MAX_GROUP = 512
-# rows of bulk writes in one transaction (at least one write): what an urgent write
-# waits behind at most
-_BULK_ROWS = 64
-# moves written in one transaction by apply(): bounds what an urgent write waits behind
-_APPLY_CHUNK = 32
+# rows of bulk writes a transaction takes (at least one write, whatever its size)
+_BULK_ROWS = 256
 # values in one IN (...) list: under SQLite's oldest limit of 999 bound variables
 _IN_MAX = 512
 _SETTABLE = (
@@ -154,6 +153,8 @@ class _GroupCommitWriter:
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self.commits = 0
         self.writes = 0
+        self._closing = threading.Lock()
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="qrt-store-writer", daemon=True)
         self._thread.start()
 
@@ -163,11 +164,17 @@ class _GroupCommitWriter:
         """Queue a write of about ``rows`` rows; ``urgent`` ones (a caller waiting to
         be answered) go first."""
         fut: Future[T] = Future()
-        self._queue.put(_Pending(fn, fut, urgent, rows))
+        with self._closing:
+            if self._closed:
+                fut.set_exception(RuntimeError("job store is closed"))
+            else:
+                self._queue.put(_Pending(fn, fut, urgent, rows))
         return fut
 
     def close(self) -> None:
-        self._queue.put(None)
+        with self._closing:  # no write is queued behind the stop
+            self._closed = True
+            self._queue.put(None)
         self._thread.join()
         if self._conn is not None:
             self._conn.close()
@@ -175,6 +182,23 @@ class _GroupCommitWriter:
     def _run(self) -> None:
         urgent: deque[_Pending] = deque()
         bulk: deque[_Pending] = deque()
+        try:
+            self._serve(urgent, bulk)
+        finally:
+            # stopped (or failed): no caller is left waiting on a write never run
+            gone = RuntimeError("job store is closed")
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    bulk.append(item)
+            for pending in (*urgent, *bulk):
+                if not pending.future.done():
+                    pending.future.set_exception(gone)
+
+    def _serve(self, urgent: deque[_Pending], bulk: deque[_Pending]) -> None:
         alone = False  # whether the last transaction held urgent writes only
         stop = False
         while not stop or urgent or bulk:
@@ -224,7 +248,14 @@ class _GroupCommitWriter:
                 conn.execute("RELEASE w")
             conn.execute("COMMIT")
         except Exception as exc:
-            self._abandon(exc)
+            try:
+                self._abandon(exc)
+            except Exception:
+                logger.exception("job store: rolling back a failed write failed; reconnecting")
+                conn, self._conn = self._conn, None
+                with contextlib.suppress(Exception):
+                    if conn is not None:
+                        conn.close()
             for pending in group:
                 pending.future.set_exception(exc)
             return
@@ -333,15 +364,10 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
         return self._write(write, urgent=True)
 
     def apply(self, updates: Sequence[StateUpdate]) -> list[bool]:
-        """See :meth:`JobStore.apply`; many moves are written in chunks, each its own
-        transaction, in order (a failure leaves the chunks before it written)."""
-        applied: list[bool] = []
-        for start in range(0, len(updates), _APPLY_CHUNK):
-            chunk = updates[start : start + _APPLY_CHUNK]
-            applied += self._write(
-                lambda conn, c=chunk: [_apply_one(conn, u) for u in c], rows=len(chunk)
-            )
-        return applied
+        if not updates:
+            return []
+        # one transaction: a failure writes none of them (the caller mirrors all or none)
+        return self._write(lambda conn: [_apply_one(conn, u) for u in updates], rows=len(updates))
 
     def get(self, job_id: str) -> JobRecord:
         found = self._row(f"SELECT {_COLUMNS} FROM jobs WHERE job_id=?", (job_id,))

@@ -288,6 +288,7 @@ def head_lost(jobs: int = 30, shots: int = 20000) -> dict[str, Any]:
     finished = [rt.submit(GHZ3, shots=shots, seed=i) for i in range(5)]
     rt.results(finished, timeout_s=120)
     handles = finished + [rt.submit(GHZ3, shots=shots, seed=i) for i in range(5, jobs)]
+    rt.flush(timeout_s=120)  # every job acknowledged (stored) before the loss
     deadline = time.monotonic() + 120
     while True:
         states = Counter(j["state"] for j in rt.jobs(limit=1000))

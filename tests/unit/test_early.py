@@ -23,7 +23,8 @@ class Farm:
         self.now = 0.0
         self.down = False
 
-    def read(self) -> list[DeviceSnapshot]:
+    def read(self, timeout_s: float) -> list[DeviceSnapshot]:
+        assert 0 < timeout_s <= 5  # one short try
         if self.down:
             raise ConnectionError("the farm restarts")
         self.reads += 1
@@ -81,8 +82,22 @@ def test_nothing_is_refused_while_the_farm_cannot_be_asked() -> None:
     early = farm.refusals()
     early.check(spec(20, device="nope"))  # unknown here: the scheduler will judge it
     farm.down = False
+    early.check(spec(20, device="nope"))  # asked at most once a second: not yet
+    assert farm.reads == 0
+    farm.now += FRESH_S
     with pytest.raises(PlacementError):
         early.check(spec(20, device="nope"))
+    assert farm.reads == 1
+
+
+def test_a_placement_refusal_comes_before_a_key_refusal_as_at_the_scheduler() -> None:
+    early = Farm("manila").refusals()
+    first = spec(3, idempotency_key="k0")
+    ack = Ack(first)
+    early.sent(first, ack)
+    ack.accept("job-0")
+    with pytest.raises(PlacementError):
+        early.check(spec(9, idempotency_key="k0"))
 
 
 def test_a_key_used_here_for_another_request_is_refused_once_its_job_is_known() -> None:
@@ -104,3 +119,33 @@ def test_a_key_whose_first_job_was_refused_names_no_job() -> None:
     early.sent(first, ack)
     ack.refuse(PlacementError("no"))
     early.check(spec(4, idempotency_key="k2"))  # free again: nothing was stored with it
+
+
+def test_equal_requests_are_equal_however_their_numbers_are_written() -> None:
+    early = Farm("manila").refusals()
+    first = spec(3, idempotency_key="k3", max_cost_usd=0.0)
+    ack = Ack(first)
+    early.sent(first, ack)
+    ack.accept("job-3")
+    early.check(spec(3, idempotency_key="k3", max_cost_usd=-0.0))  # the scheduler: equal
+    with pytest.raises(ValidationError, match="already used for job job-3"):
+        early.check(spec(3, idempotency_key="k3", max_cost_usd=0.5))
+
+
+def test_answered_keys_are_kept_as_job_ids_and_refused_ones_forgotten() -> None:
+    from qrt_ray import early as early_mod
+
+    early = Farm("manila").refusals()
+    acks = []
+    for i in range(early_mod._COMPACT_EVERY):
+        s = spec(3, idempotency_key=f"key-{i}")
+        acks.append(Ack(s))
+        early.sent(s, acks[-1])
+        if i % 2:
+            acks[-1].accept(f"job-{i}")
+        elif i < 10:
+            acks[-1].refuse(PlacementError("no"))
+    kept = early._keys  # compacted when the 1,024th key came in
+    assert kept[("default", "key-1")][1] == "job-1"
+    assert ("default", "key-0") not in kept  # refused: names no job
+    assert isinstance(kept[("default", "key-10")][1], Ack)  # not answered yet

@@ -340,40 +340,51 @@ def test_many_openers_at_once_migrate_once(store_url: str, request: pytest.Fixtu
 def test_an_urgent_write_goes_before_the_bulk_moves_waiting(store: JobStore) -> None:
     writer = store._writer  # type: ignore[attr-defined]
     order: list[str] = []
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
 
     def noted(name: str) -> Callable[[object], None]:
         return lambda conn: order.append(name)
 
-    first = writer.submit(lambda conn: (release.wait(10), order.append("first")))
-    while writer._queue.qsize():  # the writer took it and waits inside its transaction
-        pass
-    bulk = [writer.submit(noted(f"bulk{i}"), rows=32) for i in range(10)]
+    def first_write(conn: object) -> None:
+        entered.set()
+        release.wait(10)
+        order.append("first")
+
+    first = writer.submit(first_write)
+    assert entered.wait(10)  # the writer is inside its transaction now
+    bulk = [writer.submit(noted(f"bulk{i}"), rows=100) for i in range(5)]
     urgent = writer.submit(noted("urgent"), urgent=True)
     commits = store.commit_count
     release.set()
     for f in [first, *bulk, urgent]:
         f.result(timeout=10)
     assert order[:2] == ["first", "urgent"]  # in the next transaction, alone
-    assert order[2:] == [f"bulk{i}" for i in range(10)]  # in order
-    # the first's, the urgent one's, then two bulk writes of 32 rows a transaction
-    assert store.commit_count - commits == 1 + 1 + 5
+    assert order[2:] == [f"bulk{i}" for i in range(5)]  # in order
+    # the first's, the urgent one's, then bulk writes of 100 rows three a transaction
+    # (taken until 256 rows are reached)
+    assert store.commit_count - commits == 1 + 1 + 2
 
 
-def test_many_moves_are_written_in_order_in_bounded_transactions(store: JobStore) -> None:
+def test_moves_of_one_call_are_one_transaction_in_order(store: JobStore) -> None:
     store.admit([rec(f"j{i}", t=float(i)) for i in range(40)])
-    moves = [StateUpdate(f"j{i}", S.QUEUED, S.COMPILING, 50.0) for i in range(39)]
-    # j39 moves twice, across the first chunk's end
-    moves[31:31] = [StateUpdate("j39", S.QUEUED, S.COMPILING, 50.0)]
+    moves = [StateUpdate(f"j{i}", S.QUEUED, S.COMPILING, 50.0) for i in range(40)]
     moves.append(StateUpdate("j39", S.COMPILING, S.PLACED, 51.0, fields={"device": "d"}))
     moves.append(StateUpdate("j0", S.QUEUED, S.CANCELLED, 52.0))  # j0 has moved on
     commits = store.commit_count
-    applied = store.apply(moves)
-    assert applied == [True] * 40 + [True, False]
-    assert store.commit_count - commits == 2  # 32 moves, then 10
+    assert store.apply(moves) == [True] * 41 + [False]
+    assert store.commit_count - commits == 1
     assert store.get("j39").state is S.PLACED and store.get("j39").device == "d"
     assert [(e.seq, e.to_state) for e in store.events("j39")] == [
         (0, S.QUEUED),
         (1, S.COMPILING),
         (2, S.PLACED),
     ]
+
+
+def test_a_closed_store_answers_every_write_at_once(store_url: str) -> None:
+    s = open_store(store_url)
+    writer = s._writer  # type: ignore[attr-defined]
+    s.close()
+    late = writer.submit(lambda conn: None)  # after the stop: never left waiting
+    with pytest.raises(RuntimeError, match="closed"):
+        late.result(timeout=5)
