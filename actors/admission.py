@@ -17,6 +17,7 @@ from qrt_ray.errors import ValidationError
 from qrt_ray.intake import IntakeLimits, QubitLimit
 from qrt_ray.intake.admit import Intake, circuit_hash
 from qrt_ray.intake.pool import Described
+from qrt_ray.intake.scan import farm_qubit_limit
 from qrt_ray.models import DeviceSnapshot, JobSpec
 from qrt_ray.policies.fidelity import CircuitProfile
 from qrt_ray.policies.placement import PlacementOptions, Weights
@@ -124,16 +125,7 @@ class Admission:
     def qubit_limit(self, devices: Sequence[DeviceSnapshot]) -> QubitLimit:
         """The most qubits a circuit may declare: the widest device, within the intake's
         own limit."""
-        if not devices:
-            return QubitLimit(self.limits.max_qubits, "intake.max_qubits")
-        widest = max(devices, key=lambda s: s.num_qubits)
-        if widest.num_qubits > self.limits.max_qubits:
-            return QubitLimit(self.limits.max_qubits, "intake.max_qubits")
-        return QubitLimit(
-            widest.num_qubits,
-            f"the widest device of this farm, {widest.name!r}, has {widest.num_qubits}",
-            device_bound=True,
-        )
+        return farm_qubit_limit(devices, self.limits.max_qubits)
 
 
 def job_deadline(rec: JobRecord) -> float:

@@ -774,11 +774,12 @@ class QuantumRuntime:
             for h in handles:
                 self._unread.pop(id(h), None)
             early = [self._ahead.pop(job_id, None) for job_id in ids]
-            if all(e is not None for e in early):
+            read_ahead = all(e is not None for e in early)  # by an earlier result()
+            if read_ahead:
                 self._served.extend(ids)  # marked fetched with the next read-ahead
                 del self._served[:-_RESULTS_PER_CALL]
         out: list[JobResult] = []  # plain loops: a warning's stacklevel reaches the caller
-        if all(e is not None for e in early):  # read ahead by an earlier result()
+        if read_ahead:
             for job_id, blob in zip(ids, early, strict=True):
                 assert blob is not None
                 out.append(_verified(job_id, *blob))

@@ -20,6 +20,7 @@ quota, a budget, ``min_fidelity``) is raised by the handle.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -32,7 +33,7 @@ from typing import Any
 
 from qrt_ray.errors import JobTimeoutError, PlacementError, QrtError, ValidationError, brief
 from qrt_ray.intake.admit import DEFAULT_LIMITS
-from qrt_ray.intake.scan import QubitLimit, scan
+from qrt_ray.intake.scan import farm_qubit_limit, scan
 from qrt_ray.models import DeviceSnapshot, JobSpec
 from qrt_ray.pipeline import Ack
 from qrt_ray.policies.placement import check_fits
@@ -65,16 +66,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def widest_limit(devices: Sequence[DeviceSnapshot]) -> QubitLimit | None:
-    """The farm's qubit limit as its scheduler states it (None: no devices)."""
-    if not devices:
+@functools.lru_cache(maxsize=4096)
+def _width(text: str) -> int | None:
+    """Qubits a circuit text declares, scanned once per text (None: the scan refuses
+    it for another limit, which the farm's own may not share: the farm decides)."""
+    try:
+        return scan(text, DEFAULT_LIMITS).qubits
+    except QrtError:
         return None
-    widest = max(devices, key=lambda s: s.num_qubits)
-    return QubitLimit(
-        widest.num_qubits,
-        f"the widest device of this farm, {widest.name!r}, has {widest.num_qubits}",
-        device_bound=True,
-    )
+
+
+def _user_key(spec: JobSpec) -> tuple[str, str] | None:
+    """(tenant, key) of an idempotency key the caller gave (None: none, or the
+    client's own)."""
+    key = spec.idempotency_key
+    if key is None or key.startswith(AUTO_KEY):
+        return None
+    return spec.tenant, key
 
 
 class EarlyRefusals:
@@ -124,11 +132,11 @@ class EarlyRefusals:
 
     def sent(self, spec: JobSpec, ack: Ack) -> None:
         """Remember the idempotency key a caller gave a queued job (its first use here)."""
-        key = spec.idempotency_key
-        if key is None or key.startswith(AUTO_KEY):
+        name = _user_key(spec)
+        if name is None:
             return
         with self._lock:
-            self._keys.setdefault((spec.tenant, key), (_request(spec), ack))
+            self._keys.setdefault(name, (_request(spec), ack))
             if len(self._keys) % _COMPACT_EVERY == 0:
                 self._compact()
             while len(self._keys) > KEYS_KEPT:
@@ -146,10 +154,9 @@ class EarlyRefusals:
                     self._keys[name] = (digest, job_id)
 
     def _check_key(self, spec: JobSpec) -> None:
-        key = spec.idempotency_key
-        if key is None or key.startswith(AUTO_KEY):
+        name = _user_key(spec)
+        if name is None:
             return
-        name = (spec.tenant, key)
         with self._lock:
             first = self._keys.get(name)
         if first is None or first[0] == _request(spec):
@@ -166,22 +173,26 @@ class EarlyRefusals:
                         del self._keys[name]
                 return
         raise ValidationError(
-            f"job.idempotency_key={brief(key)!r} was already used for job {job} with a "
+            f"job.idempotency_key={brief(name[1])!r} was already used for job {job} with a "
             "different request; use a new key"
         )
 
     def _check_fits(self, spec: JobSpec, devices: Sequence[DeviceSnapshot]) -> None:
         """The scheduler's two checks, in its order: each circuit against the widest
         device (the intake scan), then a pinned device."""
-        limit = widest_limit(devices)
-        width = 0
-        for k, text in enumerate(spec.circuits):
-            try:
-                width = max(width, scan(text, DEFAULT_LIMITS, limit).qubits)
-            except PlacementError as exc:
-                raise PlacementError(f"job.circuits[{k}]: {exc}") from None
-            except QrtError:  # another limit: the farm's own may differ; it decides
-                return
+        widths = [_width(text) for text in spec.circuits]
+        if any(w is None for w in widths):
+            return
+        limit = farm_qubit_limit(devices, DEFAULT_LIMITS.max_qubits)
+        for k, (text, width) in enumerate(zip(spec.circuits, widths, strict=True)):
+            if width is not None and width > limit.count:
+                try:  # scanned again only to refuse it in the scheduler's words
+                    scan(text, DEFAULT_LIMITS, limit)
+                except PlacementError as exc:
+                    raise PlacementError(f"job.circuits[{k}]: {exc}") from None
+                except QrtError:
+                    return
+        width = max(w for w in widths if w is not None)
         if width:
             check_fits(width, devices, spec.device)
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from qrt_ray.dynamic import MAX_WHILE_ITERATIONS
 from qrt_ray.errors import PlacementError, QrtError, ValidationError, brief
 from qrt_ray.intake.limits import IntakeLimits
+from qrt_ray.models import DeviceSnapshot
 
 # The only files an include may name: the standard libraries, which the parsers carry
 # built in. Nothing else is ever looked up, on any path.
@@ -91,6 +92,22 @@ class QubitLimit:
     def error(self, message: str) -> QrtError:
         """The error for a circuit that passes this limit."""
         return PlacementError(message) if self.device_bound else ValidationError(message)
+
+
+def farm_qubit_limit(devices: Sequence[DeviceSnapshot], max_qubits: int) -> QubitLimit:
+    """The most qubits a circuit may declare on a farm of ``devices``: its widest
+    device, within the intake's own ``max_qubits`` (the scheduler's words, which a
+    pipelined client repeats)."""
+    if not devices:
+        return QubitLimit(max_qubits, "intake.max_qubits")
+    widest = max(devices, key=lambda s: s.num_qubits)
+    if widest.num_qubits > max_qubits:
+        return QubitLimit(max_qubits, "intake.max_qubits")
+    return QubitLimit(
+        widest.num_qubits,
+        f"the widest device of this farm, {widest.name!r}, has {widest.num_qubits}",
+        device_bound=True,
+    )
 
 
 @dataclass(slots=True)
