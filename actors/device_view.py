@@ -100,6 +100,11 @@ class DeviceView:
         snap = self.get(device)
         return snap is None or snap.status.runs_work
 
+    def paused_why(self, device: str) -> str:
+        """Why ``device``, as last seen, does not run the work it holds."""
+        snap = self.get(device)
+        return f"{device} is {snap.status.value}" if snap is not None else f"{device} is gone"
+
     def stranded(self, device: str) -> str | None:
         """Why the missing shots of a partial run cannot wait for ``device``, if so.
 

@@ -1124,11 +1124,14 @@ class Scheduler:
             self.metrics.shots.labels(device=device).inc(shots_executed(run) * len(run.counts))
             partial = verdict.outcome is collector.Outcome.PARTIAL
             waits = partial and run.remaining > 0 and self.view.runs_work(device)
+            reason = verdict.reason
             if waits:
                 self.metrics.slices.labels(device=device).inc()
             elif partial:
                 self.metrics.partial_runs.labels(device=device).inc()
-            events.append(RunCounted(run.job_id, run, not partial, waits, verdict.reason))
+                if run.remaining > 0:
+                    reason = f"{reason}: {self.view.paused_why(device)} before the rest ran"
+            events.append(RunCounted(run.job_id, run, not partial, waits, reason))
         await self._settle(events)
         # only now: a report the store refused keeps its batch in the hung-batch
         # watchdog's view until the device's retry lands (or the device is restarted)

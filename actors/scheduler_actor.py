@@ -26,7 +26,7 @@ from qrt_ray.actors.views import event_views, record_view
 from qrt_ray.arguments import check_limit
 from qrt_ray.compiler import CompiledCircuit, compile_circuits
 from qrt_ray.config import PolicyConfig, load_policy_config
-from qrt_ray.errors import DeviceUnavailableError, ValidationError, brief
+from qrt_ray.errors import DeviceUnavailableError, QrtError, ValidationError, brief
 from qrt_ray.intake.pool import IntakePool
 from qrt_ray.lifecycle import JobState
 from qrt_ray.metrics import RuntimeMetrics, serve_farm_metrics
@@ -242,6 +242,13 @@ class RayPorts:
             raise DeviceUnavailableError(
                 f"device {device} is unavailable ({type(exc).__name__})"
             ) from None
+        except ray.exceptions.RayTaskError as exc:
+            # the device's own refusal (``device manila is CALIBRATING``): its words
+            # go into the job's history, never the remote traceback around them
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, QrtError):
+                raise cause from None
+            raise
 
     async def drop(
         self, device: str, job_ids: Sequence[str], attempts: Mapping[str, int] | None = None

@@ -753,7 +753,11 @@ def _on_run_counted(m: JobMachine, job: LiveJob, e: RunCounted, now: float) -> _
         return _Choice(S.POSTPROCESSING, when="all shots in")
     if e.slice_waits:
         return _Choice(None, when="a slice; the rest waits in the queue")
-    return _retry(m, job, e.reason, EC.PARTIAL_RUN, free=False, when="shots missing")
+    # A slice whose rest was still queued when its device stopped running work (paused
+    # for calibration, maintenance, or out of reach) lost nothing: the farm paused it,
+    # so the attempt is not spent. Each such move counts shots first, so it is progress.
+    free = e.slices_left
+    return _retry(m, job, e.reason, EC.PARTIAL_RUN, free=free, when="shots missing")
 
 
 def _on_run_rejected(m: JobMachine, job: LiveJob, e: RunRejected, now: float) -> _Choice | None:

@@ -18,7 +18,9 @@ from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
-PERIOD_S = 16.0
+# long enough that a round slowed by a busy machine (8.8 s seen in CI) still tells a
+# quarter period from a whole one
+PERIOD_S = 24.0
 FARM = load_farm_config_text(SMALL_FARM.split("  - {name: nairobi")[0])  # manila alone
 # drifted needs a gap of 0.99, which no canary can show: a worse device is suspicious
 POLICIES = PolicyConfig(
@@ -54,8 +56,9 @@ def test_a_suspicious_round_brings_the_next_one_forward(
     first, second = _rounds(store_path)[:2]
     # the first round was suspicious: its worst canary fell at least half the threshold
     assert first.predicted - first.measured >= 0.99 / 2 and not first.drifted, first
-    # so the next came a quarter period after it, not a whole one (a round takes ~1 s)
+    # so the next came a quarter period after its start, or as soon as it ended if it
+    # took longer (about 1 s on an idle machine), never a whole period after
     gap = second.at - first.at
-    assert PERIOD_S / 4 - 0.5 <= gap < PERIOD_S / 2, gap
+    assert PERIOD_S / 4 - 0.5 <= gap < PERIOD_S * 3 / 4, gap
     report = rt.calibration_report()["manila"]
     assert report["detections"] == 0 and report["recalibrations"] == 0  # never drifted

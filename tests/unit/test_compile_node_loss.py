@@ -70,3 +70,24 @@ def test_a_device_restarting_while_its_target_is_fetched_places_the_job_again() 
     ports = RayPorts({"manila": _Restarting()}, namespace="qrt-test")
     with pytest.raises(DeviceUnavailableError, match="unavailable for a compile"):
         asyncio.run(ports.compile("manila", ["x"], optimization_level=1, seed=1))
+
+
+class _Refusing:
+    """A device actor handle whose ``enqueue`` refuses, as Ray delivers it: the
+    device's error inside a remote traceback."""
+
+    def __init__(self) -> None:
+        cause = DeviceUnavailableError("device manila is CALIBRATING")
+        trace = "Traceback (most recent call last):\n  File device.py\n" + str(cause)
+        error = ray.exceptions.RayTaskError("DeviceActor.enqueue", trace, cause)
+        self.enqueue = _Lost(error.as_instanceof_cause())
+
+
+def test_a_refused_hand_off_gives_the_devices_words_not_its_traceback() -> None:
+    # found in a drift test's job history: the refusal's reason carried the remote
+    # traceback, colour codes and all
+    ports = RayPorts({"manila": _Refusing()}, namespace="qrt-test")
+    with pytest.raises(DeviceUnavailableError) as caught:
+        asyncio.run(ports.enqueue("manila", []))
+    assert str(caught.value) == "device manila is CALIBRATING"
+    assert not isinstance(caught.value, ray.exceptions.RayTaskError)

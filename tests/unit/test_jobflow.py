@@ -325,6 +325,21 @@ def test_a_sliced_attempt_that_ends_early_takes_its_queued_slices_out() -> None:
     assert out == [Requeue(J), Drop(J, "manila", 1)]
 
 
+def test_a_slice_cut_short_by_its_device_pausing_costs_no_attempt() -> None:
+    """The rest of the attempt was queued when the device paused (a calibration): the
+    job lost nothing, so even its last attempt is re-queued, never failed; shots the
+    device lost (nothing left queued) still spend the attempt."""
+    m = machine_with(S.RUNNING, attempts=MAX_ATTEMPTS)
+    cut = run(30, attempt=MAX_ATTEMPTS, remaining=70)
+    out = step(m, RunCounted(J, cut, False, False, "manila is CALIBRATING"))
+    assert out == [Requeue(J), Drop(J, "manila", MAX_ATTEMPTS)]
+    assert m.jobs[J].state is S.QUEUED and len(m.jobs[J].runs) == 1
+    m = machine_with(S.RUNNING, attempts=MAX_ATTEMPTS)
+    (lost,) = m.decide([RunCounted(J, run(30, attempt=MAX_ATTEMPTS), False, False, "x")], NOW)
+    assert lost.update is not None and lost.update.to_state is S.FAILED
+    assert "gave up after" in str(lost.update.fields["error"])
+
+
 def test_a_job_rerun_whole_drops_its_shots_and_remembers_it() -> None:
     m = machine_with(S.QUEUED, attempts=2, runs=(run(40),))
     (d,) = m.decide([Placed(J, "nairobi", {}, EXPECTED, rerun_whole="manila is OFFLINE")], NOW)
