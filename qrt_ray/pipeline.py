@@ -4,7 +4,10 @@ A loop of synchronous ``submit()`` calls pays one round trip to the scheduler pe
 and on a busy farm that round trip, not the work, sets the pace. A pipeline takes each
 validated job into a bounded queue and returns; one thread sends whatever has queued
 in a single scheduler call (one durable commit for the lot), so the loop pays a round
-trip per batch.
+trip per batch. While its caller is still putting jobs in, the thread gathers them
+first (until no job has come for ``GATHER_IDLE_S``, at most ``GATHER_MAX_S``, or at
+once when someone waits for an answer), so a loop's jobs reach the farm together and
+run in one simulator batch rather than a first job alone and the rest behind it.
 
 The durability promise moves with the acknowledgement, it is not weakened: a job is
 the farm's (stored, never lost) once its :class:`Ack` says so. Until then it may still
@@ -44,6 +47,11 @@ SEND_MAX_BYTES = 16 << 20  # circuit text in one call (the farm takes 128 MiB a 
 QUEUE_MAX = 4096  # jobs queued or in flight before submit() waits for the farm
 QUEUE_MAX_BYTES = 256 << 20  # ... and circuit text queued or in flight
 _MIN_PAUSE_S = 0.05  # a rate limit is waited out at least this long before a retry
+# The sender gathers jobs until none has been put for GATHER_IDLE_S (the caller paused),
+# for at most GATHER_MAX_S after it started gathering; a caller waiting for an answer
+# (accepted(), result(), flush()) ends the gathering at once.
+GATHER_IDLE_S = 0.001
+GATHER_MAX_S = 0.05
 
 # The farm or its store was out of reach (after the runtime's own retries), or the
 # caller may not submit at all: no job was judged on its own, and every job queued
@@ -55,10 +63,11 @@ _NOT_JUDGED = (*_UNREACHABLE, AuthenticationError, PermissionDeniedError)
 class Ack:
     """One job's acknowledgement: its id once it is stored, or why it is not."""
 
-    __slots__ = ("_done", "_error", "_job_id", "key", "size", "spec")
+    __slots__ = ("_done", "_error", "_hurry", "_job_id", "key", "size", "spec")
 
-    def __init__(self, spec: JobSpec) -> None:
+    def __init__(self, spec: JobSpec, hurry: Callable[[], None] | None = None) -> None:
         self.spec: JobSpec | None = spec
+        self._hurry = hurry  # tells the sender someone waits: send now
         self.key = spec.idempotency_key  # kept after the answer: a safe resubmit
         self.size = 512 + sum(len(c) for c in spec.circuits)  # about its JSON's bytes
         self._done = threading.Event()
@@ -83,6 +92,8 @@ class Ack:
             QrtError: the farm refused the job or could not store it (the error its
                 synchronous submit would have raised).
         """
+        if not self._done.is_set() and self._hurry is not None:
+            self._hurry()
         if not self._done.wait(timeout_s):
             raise JobTimeoutError(
                 f"a pipelined submit was not acknowledged within {timeout_s:g}s; "
@@ -142,6 +153,9 @@ class SubmitPipeline:
         self._in_flight = 0
         self._bytes = 0  # circuits queued or in flight
         self._put = 0  # jobs put so far
+        self._last_put = 0.0  # monotonic time of the last put
+        self._gathering = False  # the sender is gathering: a put need not wake it
+        self._hurry = False  # someone waits for an answer: stop gathering
         self._answered = 0  # ... and answered (always in put order: a FIFO, one sender)
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="qrt-submit", daemon=True)
@@ -156,7 +170,7 @@ class SubmitPipeline:
         Raises:
             RuntimeNotRunningError: the pipeline was closed (the runtime shut down).
         """
-        ack = Ack(spec)
+        ack = Ack(spec, self.hurry)
         with self._cond:
             while not self._closed and self._full(ack.size):
                 self._cond.wait()
@@ -167,8 +181,16 @@ class SubmitPipeline:
             self._queue.append(ack)
             self._bytes += ack.size
             self._put += 1
-            self._cond.notify_all()
+            self._last_put = time.monotonic()
+            if not self._gathering:  # a gathering sender looks again when it wakes
+                self._cond.notify_all()
         return ack
+
+    def hurry(self) -> None:
+        """Send what is queued now, without gathering more (a caller waits for it)."""
+        with self._cond:
+            self._hurry = True
+            self._cond.notify_all()
 
     def _full(self, size: int) -> bool:
         jobs = len(self._queue) + self._in_flight
@@ -186,6 +208,8 @@ class SubmitPipeline:
         threads put meanwhile are not waited for); returns False on timeout."""
         with self._cond:
             target = self._put
+            self._hurry = True
+            self._cond.notify_all()
             return self._cond.wait_for(lambda: self._answered >= target, timeout_s)
 
     def close(self, timeout_s: float | None = None) -> None:
@@ -205,6 +229,7 @@ class SubmitPipeline:
                     self._cond.wait()
                 if not self._queue:
                     return  # closed and drained
+                self._gather()
                 batch = [self._queue.popleft()]
                 size = batch[0].size
                 while (
@@ -231,6 +256,23 @@ class SubmitPipeline:
                     if unreachable is not None:
                         self._refuse_queued(unreachable)
                     self._cond.notify_all()
+
+    def _gather(self) -> None:
+        """Wait (holding the condition) while the caller is still putting jobs in:
+        until none has come for ``GATHER_IDLE_S``, a call's worth has queued, the
+        pipeline closes, someone waits for an answer, or ``GATHER_MAX_S`` passed."""
+        end = time.monotonic() + GATHER_MAX_S
+        self._gathering = True
+        try:
+            while not self._hurry and not self._closed and len(self._queue) < self._send_max:
+                now = time.monotonic()
+                left = min(self._last_put + GATHER_IDLE_S, end) - now
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+        finally:
+            self._gathering = False
+            self._hurry = False
 
     def _refuse_queued(self, error: BaseException) -> None:
         """Answer every queued job with ``error`` (the farm stayed out of reach for the

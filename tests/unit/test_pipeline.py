@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from qrt_ray import pipeline
 from qrt_ray.client import JobHandle
 from qrt_ray.errors import (
     AuthenticationError,
@@ -70,6 +71,55 @@ def test_submits_queued_while_a_call_is_out_go_in_the_next_call(farm: Farm) -> N
     assert [a.wait(1) for a in acks] == [f"job-k{i}" for i in range(50)]
     assert farm.calls[0] == ["k0"]
     assert len(farm.calls) == 2 and farm.calls[1] == [f"k{i}" for i in range(1, 50)]
+    pipe.close()
+
+
+def _first_call(farm: Farm, within_s: float = 20.0) -> float:
+    """Seconds until the farm sees its first call (fails after ``within_s``)."""
+    start = time.monotonic()
+    while not farm.calls:
+        assert time.monotonic() - start < within_s, "nothing was sent"
+        time.sleep(0.002)
+    return time.monotonic() - start
+
+
+def test_a_quick_loops_jobs_are_gathered_into_one_call(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the loop pauses for far less than a second between puts, even on a busy machine
+    monkeypatch.setattr(pipeline, "GATHER_IDLE_S", 1.0)
+    monkeypatch.setattr(pipeline, "GATHER_MAX_S", 60.0)
+    pipe = SubmitPipeline(farm.send)
+    acks = [pipe.put(spec(i)) for i in range(100)]
+    _first_call(farm)  # sent once the loop paused, without anyone waiting
+    assert farm.calls == [[f"k{i}" for i in range(100)]]
+    assert [a.wait(1) for a in acks] == [f"job-k{i}" for i in range(100)]
+    pipe.close()
+
+
+def test_a_caller_waiting_for_an_answer_ends_the_gathering_at_once(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "GATHER_IDLE_S", 60.0)
+    monkeypatch.setattr(pipeline, "GATHER_MAX_S", 60.0)
+    pipe = SubmitPipeline(farm.send)
+    start = time.monotonic()
+    assert pipe.put(spec(0)).wait(30) == "job-k0"  # accepted(), result() wait this way
+    pipe.put(spec(1))
+    assert pipe.flush(30)
+    assert time.monotonic() - start < 20 and farm.calls == [["k0"], ["k1"]]
+    pipe.close()
+
+
+def test_gathering_ends_after_its_bound_while_jobs_keep_coming(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "GATHER_IDLE_S", 60.0)  # the caller never pauses
+    monkeypatch.setattr(pipeline, "GATHER_MAX_S", 0.2)
+    pipe = SubmitPipeline(farm.send)
+    pipe.put(spec(0))
+    waited = _first_call(farm)
+    assert 0.15 <= waited < 20, waited
     pipe.close()
 
 
