@@ -83,13 +83,20 @@ def _first_call(farm: Farm, within_s: float = 20.0) -> float:
     return time.monotonic() - start
 
 
+def gathering(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch, idle_s: float, most_s: float
+) -> SubmitPipeline:
+    """A pipeline whose sender gathers until ``idle_s`` without a put, at most ``most_s``."""
+    monkeypatch.setattr(pipeline, "GATHER_IDLE_S", idle_s)
+    monkeypatch.setattr(pipeline, "GATHER_MAX_S", most_s)
+    return SubmitPipeline(farm.send)
+
+
 def test_a_quick_loops_jobs_are_gathered_into_one_call(
     farm: Farm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the loop pauses for far less than a second between puts, even on a busy machine
-    monkeypatch.setattr(pipeline, "GATHER_IDLE_S", 1.0)
-    monkeypatch.setattr(pipeline, "GATHER_MAX_S", 60.0)
-    pipe = SubmitPipeline(farm.send)
+    pipe = gathering(farm, monkeypatch, idle_s=1.0, most_s=60.0)
     acks = [pipe.put(spec(i)) for i in range(100)]
     _first_call(farm)  # sent once the loop paused, without anyone waiting
     assert farm.calls == [[f"k{i}" for i in range(100)]]
@@ -100,9 +107,7 @@ def test_a_quick_loops_jobs_are_gathered_into_one_call(
 def test_a_caller_waiting_for_an_answer_ends_the_gathering_at_once(
     farm: Farm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pipeline, "GATHER_IDLE_S", 60.0)
-    monkeypatch.setattr(pipeline, "GATHER_MAX_S", 60.0)
-    pipe = SubmitPipeline(farm.send)
+    pipe = gathering(farm, monkeypatch, idle_s=60.0, most_s=60.0)
     start = time.monotonic()
     assert pipe.put(spec(0)).wait(30) == "job-k0"  # accepted(), result() wait this way
     pipe.put(spec(1))
@@ -114,9 +119,7 @@ def test_a_caller_waiting_for_an_answer_ends_the_gathering_at_once(
 def test_gathering_ends_after_its_bound_while_jobs_keep_coming(
     farm: Farm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pipeline, "GATHER_IDLE_S", 60.0)  # the caller never pauses
-    monkeypatch.setattr(pipeline, "GATHER_MAX_S", 0.2)
-    pipe = SubmitPipeline(farm.send)
+    pipe = gathering(farm, monkeypatch, idle_s=60.0, most_s=0.2)  # the caller never pauses
     pipe.put(spec(0))
     waited = _first_call(farm)
     assert 0.15 <= waited < 20, waited
