@@ -43,6 +43,11 @@ EC = ErrorClass
 # before it fails with the last reason: retries must end, or a broken circuit would
 # loop forever.
 MAX_ATTEMPTS = 5
+# Faults that cost no attempt (the scheduler's own lag, a slice cut short by its device
+# pausing) must end too: a device recalibrating every minute could otherwise cut a long
+# job's every attempt and drop its shots forever. Past this many times MAX_ATTEMPTS
+# attempts of any kind, the job fails.
+FREE_ATTEMPTS_FACTOR = 3
 LIVE_STATES = tuple(s for s in JobState if s not in FINAL_STATES)
 
 
@@ -502,6 +507,7 @@ class JobMachine:
     def __init__(self, max_attempts: int = MAX_ATTEMPTS) -> None:
         self.jobs = JobTable()
         self.max_attempts = max_attempts
+        self.attempt_ceiling = max_attempts * FREE_ATTEMPTS_FACTOR
 
     # -- tracking ----------------------------------------------------------------------
 
@@ -665,9 +671,10 @@ class JobMachine:
         """Whether the job has used all its attempts."""
         return job.record.attempts >= self.max_attempts
 
-    def gave_up(self, reason: str) -> dict[str, str]:
+    def gave_up(self, reason: str, attempts: int | None = None) -> dict[str, str]:
         """The error of a job out of attempts, naming the last reason."""
-        return {"error": f"gave up after {self.max_attempts} attempts; last: {reason}"}
+        n = self.max_attempts if attempts is None else attempts
+        return {"error": f"gave up after {n} attempts; last: {reason}"}
 
 
 # == handlers: pick the row, name the reason, fill the fields ========================
@@ -755,7 +762,8 @@ def _on_run_counted(m: JobMachine, job: LiveJob, e: RunCounted, now: float) -> _
         return _Choice(None, when="a slice; the rest waits in the queue")
     # A slice whose rest was still queued when its device stopped running work (paused
     # for calibration, maintenance, or out of reach) lost nothing: the farm paused it,
-    # so the attempt is not spent. Each such move counts shots first, so it is progress.
+    # so the attempt is not spent (up to the machine's ceiling: a recalibration drops
+    # the shots counted so far, so such moves are not always progress).
     free = e.slices_left
     return _retry(m, job, e.reason, EC.PARTIAL_RUN, free=free, when="shots missing")
 
@@ -886,7 +894,11 @@ def _retry(
     m: JobMachine, job: LiveJob, reason: str, error_class: ErrorClass, *, free: bool, when: str = ""
 ) -> _Choice:
     """A run that did not finish the job: rerun the missing shots, or fail the job out
-    of attempts (unless the fault costs no attempt)."""
+    of attempts (a fault that costs no attempt only past ``attempt_ceiling``)."""
+    attempts = job.record.attempts
+    if free and attempts >= m.attempt_ceiling:
+        error = m.gave_up(f"{reason} (most of them cut short by the farm)", attempts)
+        return _Choice(S.FAILED, _EXHAUSTED, _EXHAUSTED, error, None, error_class)
     if m.exhausted(job) and not free:
         return _Choice(S.FAILED, _EXHAUSTED, _EXHAUSTED, m.gave_up(reason), None, error_class)
     return _Choice(S.QUEUED, reason, when)

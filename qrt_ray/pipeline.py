@@ -189,8 +189,9 @@ class SubmitPipeline:
     def hurry(self) -> None:
         """Send what is queued now, without gathering more (a caller waits for it)."""
         with self._cond:
-            self._hurry = True
-            self._cond.notify_all()
+            if self._queue:  # else the job waited for is in flight already
+                self._hurry = True
+                self._cond.notify_all()
 
     def _full(self, size: int) -> bool:
         jobs = len(self._queue) + self._in_flight
@@ -208,8 +209,9 @@ class SubmitPipeline:
         threads put meanwhile are not waited for); returns False on timeout."""
         with self._cond:
             target = self._put
-            self._hurry = True
-            self._cond.notify_all()
+            if self._queue:
+                self._hurry = True
+                self._cond.notify_all()
             return self._cond.wait_for(lambda: self._answered >= target, timeout_s)
 
     def close(self, timeout_s: float | None = None) -> None:
@@ -240,6 +242,9 @@ class SubmitPipeline:
                     size += self._queue[0].size
                     batch.append(self._queue.popleft())
                 self._in_flight = len(batch)
+                if not self._queue:
+                    # whoever hurried waits on this batch: the next loop gathers again
+                    self._hurry = False
             unreachable: BaseException | None = None
             try:
                 unreachable = self._deliver(batch, [self._wait_s])
@@ -259,12 +264,18 @@ class SubmitPipeline:
 
     def _gather(self) -> None:
         """Wait (holding the condition) while the caller is still putting jobs in:
-        until none has come for ``GATHER_IDLE_S``, a call's worth has queued, the
-        pipeline closes, someone waits for an answer, or ``GATHER_MAX_S`` passed."""
+        until none has come for ``GATHER_IDLE_S``, a call's worth has queued (jobs or
+        bytes; nothing is in flight while it gathers), the pipeline closes, someone
+        waits for an answer, or ``GATHER_MAX_S`` passed."""
         end = time.monotonic() + GATHER_MAX_S
         self._gathering = True
         try:
-            while not self._hurry and not self._closed and len(self._queue) < self._send_max:
+            while (
+                not self._hurry
+                and not self._closed
+                and len(self._queue) < self._send_max
+                and self._bytes < SEND_MAX_BYTES
+            ):
                 now = time.monotonic()
                 left = min(self._last_put + GATHER_IDLE_S, end) - now
                 if left <= 0:

@@ -327,8 +327,9 @@ def test_a_sliced_attempt_that_ends_early_takes_its_queued_slices_out() -> None:
 
 def test_a_slice_cut_short_by_its_device_pausing_costs_no_attempt() -> None:
     """The rest of the attempt was queued when the device paused (a calibration): the
-    job lost nothing, so even its last attempt is re-queued, never failed; shots the
-    device lost (nothing left queued) still spend the attempt."""
+    job lost nothing, so even its last attempt is re-queued, up to the machine's
+    ceiling of attempts of any kind; shots the device lost (nothing left queued) still
+    spend the attempt."""
     m = machine_with(S.RUNNING, attempts=MAX_ATTEMPTS)
     cut = run(30, attempt=MAX_ATTEMPTS, remaining=70)
     out = step(m, RunCounted(J, cut, False, False, "manila is CALIBRATING"))
@@ -338,6 +339,19 @@ def test_a_slice_cut_short_by_its_device_pausing_costs_no_attempt() -> None:
     (lost,) = m.decide([RunCounted(J, run(30, attempt=MAX_ATTEMPTS), False, False, "x")], NOW)
     assert lost.update is not None and lost.update.to_state is S.FAILED
     assert "gave up after" in str(lost.update.fields["error"])
+    # free, but not forever: a device that pauses every time fails the job at the ceiling
+    top = m.attempt_ceiling
+    m = machine_with(S.RUNNING, attempts=top)
+    cut = run(30, attempt=top, remaining=70)
+    (ended,) = m.decide([RunCounted(J, cut, False, False, "manila is CALIBRATING")], NOW)
+    assert ended.update is not None and ended.update.to_state is S.FAILED
+    assert f"gave up after {top} attempts" in str(ended.update.fields["error"])
+    m = machine_with(S.RUNNING, attempts=top - 1)
+    cut = run(30, attempt=top - 1, remaining=70)
+    assert step(m, RunCounted(J, cut, False, False, "paused")) == [
+        Requeue(J),
+        Drop(J, "manila", top - 1),
+    ]
 
 
 def test_a_job_rerun_whole_drops_its_shots_and_remembers_it() -> None:

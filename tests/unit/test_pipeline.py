@@ -74,9 +74,9 @@ def test_submits_queued_while_a_call_is_out_go_in_the_next_call(farm: Farm) -> N
     pipe.close()
 
 
-def _first_call(farm: Farm, within_s: float = 20.0) -> float:
-    """Seconds until the farm sees its first call (fails after ``within_s``)."""
-    start = time.monotonic()
+def _first_call(farm: Farm, start: float, within_s: float = 20.0) -> float:
+    """Seconds from ``start`` until the farm sees its first call (fails after
+    ``within_s``)."""
     while not farm.calls:
         assert time.monotonic() - start < within_s, "nothing was sent"
         time.sleep(0.002)
@@ -97,8 +97,12 @@ def test_a_quick_loops_jobs_are_gathered_into_one_call(
 ) -> None:
     # the loop pauses for far less than a second between puts, even on a busy machine
     pipe = gathering(farm, monkeypatch, idle_s=1.0, most_s=60.0)
-    acks = [pipe.put(spec(i)) for i in range(100)]
-    _first_call(farm)  # sent once the loop paused, without anyone waiting
+    acks = []
+    for i in range(100):
+        acks.append(pipe.put(spec(i)))
+        if i % 10 == 0:
+            time.sleep(0.005)  # the sender runs meanwhile: it must wait for the rest
+    _first_call(farm, time.monotonic())  # sent once the loop paused, no one waiting
     assert farm.calls == [[f"k{i}" for i in range(100)]]
     assert [a.wait(1) for a in acks] == [f"job-k{i}" for i in range(100)]
     pipe.close()
@@ -116,12 +120,28 @@ def test_a_caller_waiting_for_an_answer_ends_the_gathering_at_once(
     pipe.close()
 
 
+def test_a_hurry_spent_on_a_sent_batch_does_not_cut_the_next_loops_gathering(
+    farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipe = gathering(farm, monkeypatch, idle_s=1.0, most_s=60.0)
+    assert pipe.put(spec(0)).wait(30) == "job-k0"  # hurried: sent at once
+    assert pipe.flush(30)  # nothing pending: a hurry with nothing to hurry
+    for i in range(1, 31):
+        pipe.put(spec(i))
+        if i % 10 == 0:
+            time.sleep(0.005)
+    assert pipe.flush(30)
+    assert farm.calls == [["k0"], [f"k{i}" for i in range(1, 31)]]
+    pipe.close()
+
+
 def test_gathering_ends_after_its_bound_while_jobs_keep_coming(
     farm: Farm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pipe = gathering(farm, monkeypatch, idle_s=60.0, most_s=0.2)  # the caller never pauses
+    start = time.monotonic()
     pipe.put(spec(0))
-    waited = _first_call(farm)
+    waited = _first_call(farm, start)
     assert 0.15 <= waited < 20, waited
     pipe.close()
 
