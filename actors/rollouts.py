@@ -151,7 +151,14 @@ class Rollouts:
         return state
 
     async def observe(self, record: CanaryRecord) -> None:
-        """Move each rollout in shadow by one recorded canary round."""
+        """Move each rollout in shadow by one recorded canary round.
+
+        A round that found its device drifted judges no release: its calibration,
+        which every mitigation version corrects with, is known to be wrong there, and
+        no user job runs on it (the device is paused to be recalibrated).
+        """
+        if record.drifted:
+            return
         async with self._lock:
             for method, state in list(self._states.items()):
                 if state.phase is not Phase.SHADOW or not state.candidate:

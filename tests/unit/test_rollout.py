@@ -4,6 +4,7 @@ themselves, the stored book, and a real device's canaries catching a broken rele
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -167,6 +168,24 @@ def _round(
 ) -> CanaryRecord:
     canaries = [{"name": "c0", "measured": 0.9, "mitigated": {"readout": served, key: candidate}}]
     return CanaryRecord(device, at, "cal", 0.95, 0.9, False, {"canaries": canaries})
+
+
+def test_a_round_that_found_drift_judges_no_release(store: JobStore) -> None:
+    config = RolloutConfig(max_divergence=0.05, promote_after_rounds=2, min_canaries=1)
+    book = Rollouts(store, config, clock=lambda: 100.0)
+    book.load()
+
+    async def run() -> None:
+        await book.start("readout", "2")
+        # far apart, but on a device whose canaries found drift: not counted either way
+        drifted = dataclasses.replace(_round("manila", 10.0, 0.95, 0.5, "readout@2"), drifted=True)
+        await book.observe(drifted)
+        assert book.view()[0]["phase"] == "shadow"  # it would have been rolled back
+        for k in range(2):  # rounds on a healthy device still judge it
+            await book.observe(_round("nairobi", 11.0 + k, 0.95, 0.951, "readout@2"))
+
+    asyncio.run(run())
+    assert book.served() == {"readout": "2"}
 
 
 def test_the_book_stores_every_move_before_serving_it(store: JobStore) -> None:
