@@ -35,16 +35,6 @@ try:
 except ImportError:  # run as a script: benchmarks/ itself is on sys.path
     import per_job_overhead as overhead  # type: ignore[no-redef]
 
-DEVICE, FARM, Limit, loop, many, pct, timed = (
-    overhead.DEVICE,
-    overhead.FARM,
-    overhead.Limit,
-    overhead.loop,
-    overhead.many,
-    overhead.pct,
-    overhead.timed,
-)
-
 warnings.filterwarnings("ignore", module="qrt_ray")
 
 GATHERING = (pipeline.GATHER_IDLE_S, pipeline.GATHER_MAX_S)
@@ -56,9 +46,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=10, help="paired rounds (default 10)")
     p.add_argument("--circuits", type=int, default=200, help="GHZ jobs a round (default 200)")
     args = p.parse_args()
+    many, loop, timed, device = overhead.many, overhead.loop, overhead.timed, overhead.DEVICE
 
     work = [ghz_circuit(5) for _ in range(args.circuits)]
-    limit = Limit()
+    limit = overhead.Limit()
     compiled = limit.compile(work)
     limit.run(compiled[:5])  # warm Aer and the noise model
     init_ray_loopback()
@@ -66,17 +57,17 @@ def main() -> None:
     paths = ("limit", "submit_many", "gathering", "at once")
     seconds: dict[str, list[float]] = {name: [] for name in paths}
     waits: dict[str, list[float]] = {"gathering": [], "at once": []}
-    with QuantumRuntime.local(load_farm_config_text(FARM), store=store) as rt:
-        many(rt, work, DEVICE)  # warm the farm: workers, compile cache, noise model
-        loop(rt, work, DEVICE)
+    with QuantumRuntime.local(load_farm_config_text(overhead.FARM), store=store) as rt:
+        many(rt, work, device)  # warm the farm: workers, compile cache, noise model
+        loop(rt, work, device)
         for r in range(args.rounds):
             seconds["limit"].append(timed(lambda: limit.run(compiled)))
-            seconds["submit_many"].append(timed(lambda: many(rt, work, DEVICE)))
+            seconds["submit_many"].append(timed(lambda: many(rt, work, device)))
             ways = [("gathering", GATHERING), ("at once", AT_ONCE)]
             for name, (idle, most) in ways if r % 2 else ways[::-1]:
                 pipeline.GATHER_IDLE_S, pipeline.GATHER_MAX_S = idle, most
                 took: list[float] = []
-                seconds[name].append(timed(lambda w=took: w.extend(loop(rt, work, DEVICE))))
+                seconds[name].append(timed(lambda w=took: w.extend(loop(rt, work, device))))
                 waits[name].extend(took)
         pipeline.GATHER_IDLE_S, pipeline.GATHER_MAX_S = GATHERING
     base = statistics.median(seconds["limit"])
@@ -96,7 +87,8 @@ def main() -> None:
     print(table(["path", "median ms", "vs limit", "rounds won"], rows))
     for name, ws in waits.items():
         ms = [w * 1000 for w in ws]
-        print(f"submit() {name}: p50 {statistics.median(ms):.2f} ms, p99 {pct(ms, 0.99):.2f} ms")
+        p50, p99 = statistics.median(ms), overhead.pct(ms, 0.99)
+        print(f"submit() {name}: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
 
 
 if __name__ == "__main__":

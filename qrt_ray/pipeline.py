@@ -209,9 +209,7 @@ class SubmitPipeline:
         threads put meanwhile are not waited for); returns False on timeout."""
         with self._cond:
             target = self._put
-            if self._queue:
-                self._hurry = True
-                self._cond.notify_all()
+            self.hurry()  # the condition's lock is reentrant
             return self._cond.wait_for(lambda: self._answered >= target, timeout_s)
 
     def close(self, timeout_s: float | None = None) -> None:
@@ -242,9 +240,6 @@ class SubmitPipeline:
                     size += self._queue[0].size
                     batch.append(self._queue.popleft())
                 self._in_flight = len(batch)
-                if not self._queue:
-                    # whoever hurried waits on this batch: the next loop gathers again
-                    self._hurry = False
             unreachable: BaseException | None = None
             try:
                 unreachable = self._deliver(batch, [self._wait_s])
