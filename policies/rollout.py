@@ -8,7 +8,11 @@ compares the two on each canary:
 * the candidate failed where the served version gave a value: **rolled back**;
 * a canary's two values differ by more than ``max_divergence``: **rolled back**
   (the candidate's outputs diverge, whichever is nearer the known answer: a change
-  this large needs a person to look before it reaches users);
+  this large needs a person to look before it reaches users). A value is a success
+  probability, so where the served version's lies outside [0, 1] (an inverse that
+  over-corrects on readout figures a little off) the candidate is measured from the
+  nearest bound: that excess is the served version's known error, not a divergence.
+  The candidate's own value is taken as it is, so its excess counts against it;
 * otherwise the round agrees. After ``promote_after_rounds`` agreeing rounds that
   compared at least ``min_canaries`` canaries in all, the candidate is **promoted**:
   it serves user jobs, and the version it replaced is kept as ``previous``.
@@ -112,10 +116,17 @@ def start(state: Rollout, candidate: str, now: float) -> Rollout:
     )
 
 
+def gap(served: float, candidate: float) -> float:
+    """How far a candidate's value lies from the served one's, the served value
+    brought into [0, 1] first (a success probability; see the module)."""
+    return abs(candidate - min(max(served, 0.0), 1.0))
+
+
 def judge(
     pairs: Iterable[tuple[float | None, float | None]], max_divergence: float
 ) -> tuple[Verdict, int, float, str]:
-    """Compare (served, candidate) values of one round's canaries.
+    """Compare (served, candidate) values of one round's canaries: success
+    probabilities, the served one brought into [0, 1] first (see the module).
 
     Returns:
         (verdict, canaries compared, largest gap, why).
@@ -123,21 +134,21 @@ def judge(
     compared = 0
     worst = 0.0
     for k, (served, candidate) in enumerate(pairs):
-        if served is None:
+        if served is None or not math.isfinite(served):
             continue  # the served version failed too: nothing to compare against
         if candidate is None or not math.isfinite(candidate):
             return Verdict.FAIL, compared + 1, worst, f"the candidate failed on canary {k}"
         compared += 1
-        gap = abs(candidate - served)
-        if gap > worst:
-            worst = gap
-        if gap > max_divergence:
+        apart = gap(served, candidate)
+        worst = max(worst, apart)
+        if apart > max_divergence:
+            taken = f", taken as {min(max(served, 0.0), 1.0):g}" if not 0 <= served <= 1 else ""
             return (
                 Verdict.DIVERGE,
                 compared,
                 worst,
-                f"canary {k}: candidate {candidate:.4f} vs served {served:.4f} "
-                f"(gap {gap:.4f} > {max_divergence:g})",
+                f"canary {k}: candidate {candidate:.4f} vs served {served:.4f}{taken} "
+                f"(gap {apart:.4f} > {max_divergence:g})",
             )
     if compared == 0:
         return Verdict.NONE, 0, 0.0, ""

@@ -118,7 +118,7 @@ def test_post_processing_releases_go_through_canaries_first(rt: QuantumRuntime) 
     rt.administer("rollout_start", method="readout", version="2")
     wait_for(lambda: _rollout(rt)["phase"] != "shadow", 120, what="version 2 judged")
     judged = _rollout(rt)
-    assert judged["phase"] == "promoted", judged
+    assert judged["phase"] == "promoted", judged["reason"]
     assert rt.mitigation_versions() == {"readout": "2"}
     back = rt.administer("rollout_rollback", method="readout", reason="integration test")
     assert back["served"] == "1" and rt.mitigation_versions() == {"readout": "1"}

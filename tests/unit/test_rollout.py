@@ -63,10 +63,24 @@ def test_promotion_waits_for_enough_canaries_as_well_as_rounds() -> None:
         ([(None, 0.5)], Verdict.NONE),  # the served version failed: nothing to judge by
         ([], Verdict.NONE),
         ([(0.9, 0.949)], Verdict.AGREE),
+        # the served version over-corrected past 1: the candidate is measured from 1
+        ([(1.059, 0.998)], Verdict.AGREE),
+        ([(-0.04, 0.01)], Verdict.AGREE),
+        # ...but its own excess counts against it, and a bound is no free pass
+        ([(1.059, 1.06)], Verdict.DIVERGE),
+        ([(1.2, 0.94)], Verdict.DIVERGE),
+        ([(math.inf, 0.5)], Verdict.NONE),  # a served value that is no number: as failed
     ],
 )
 def test_judge(pairs: list[tuple[float | None, float | None]], verdict: Verdict) -> None:
     assert rollout.judge(pairs, 0.05)[0] is verdict
+
+
+def test_a_gap_from_a_bound_says_what_the_served_value_was_taken_as() -> None:
+    verdict, compared, worst, why = rollout.judge([(1.0, 1.0), (1.12, 1.09)], 0.05)
+    assert (verdict, compared) == (Verdict.DIVERGE, 2)
+    assert worst == pytest.approx(0.09)
+    assert "canary 1: candidate 1.0900 vs served 1.1200, taken as 1 (gap 0.0900" in why
 
 
 def test_a_divergent_round_rolls_back_at_once_and_names_the_canary() -> None:
