@@ -3,7 +3,7 @@
 Runs canary rounds on real in-process devices (Aer with each backend's noise, no Ray)
 with a rollout of each candidate in shadow, and prints per device and candidate the
 canaries compared, the largest and mean gap to version 1 as the rollout judges it
-(the served value brought into [0, 1] first), the largest plain difference, and where
+(``qrt_ray.policies.rollout.gap``), the largest plain difference, and where
 the rollout ended (``rollout.max_divergence`` is 0.05 by default). Promotion is held
 off here, so the gaps of every round are seen. ``manila-drifting`` drifts as the
 integration tests' farm does (an hour a second, errors up 30 % an hour), with a
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import tempfile
 from pathlib import Path
 
@@ -57,6 +58,10 @@ class Clock:
         return self.t
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
 def gaps_of(name: str, candidate: str, rounds: int, folder: Path) -> list[object]:
     """One device's canary rounds with ``candidate`` in shadow: a table row."""
     backend, drift, period_s = DEVICES[name]
@@ -92,7 +97,7 @@ def gaps_of(name: str, candidate: str, rounds: int, folder: Path) -> list[object
                 for canary in [] if record.drifted else record.detail["canaries"]:
                     values = canary["mitigated"]
                     served, shadow = values.get("readout"), values.get(key)
-                    if served is not None and shadow is not None:
+                    if _number(served) and _number(shadow):
                         gaps.append(gap(served, shadow))
                         plain.append(abs(served - shadow))
                 await book.observe(record)

@@ -11,8 +11,9 @@ compares the two on each canary:
   this large needs a person to look before it reaches users). A value is a success
   probability, so where the served version's lies outside [0, 1] (an inverse that
   over-corrects on readout figures a little off) the candidate is measured from the
-  nearest bound: that excess is the served version's known error, not a divergence.
-  The candidate's own value is taken as it is, so its excess counts against it;
+  nearer of that value and the bound it passed: a candidate that stays a probability
+  is not blamed for the served version's excess, and one that matches the served
+  version is not blamed for agreeing. Nothing farther from both passes;
 * otherwise the round agrees. After ``promote_after_rounds`` agreeing rounds that
   compared at least ``min_canaries`` canaries in all, the candidate is **promoted**:
   it serves user jobs, and the version it replaced is kept as ``previous``.
@@ -61,7 +62,8 @@ class Rollout:
         previous: the version ``served`` replaced at the last promotion.
         agreed_rounds: agreeing rounds of the candidate so far.
         compared: canaries compared so far.
-        worst_gap: the largest gap between the two versions on one canary so far.
+        worst_gap: the largest gap (:func:`gap`) between the two versions on one
+            canary so far.
         reason: why the phase is what it is.
     """
 
@@ -116,17 +118,24 @@ def start(state: Rollout, candidate: str, now: float) -> Rollout:
     )
 
 
+def _bound(value: float) -> float:
+    """The nearest value in [0, 1]."""
+    return min(max(value, 0.0), 1.0)
+
+
 def gap(served: float, candidate: float) -> float:
-    """How far a candidate's value lies from the served one's, the served value
-    brought into [0, 1] first (a success probability; see the module)."""
-    return abs(candidate - min(max(served, 0.0), 1.0))
+    """How far a candidate's value lies from the served one's, where a served value
+    outside [0, 1] stands for every value between it and the bound it passed (success
+    probabilities; see the module): the distance from the candidate to that span."""
+    low, high = sorted((served, _bound(served)))
+    return max(low - candidate, candidate - high, 0.0)
 
 
 def judge(
     pairs: Iterable[tuple[float | None, float | None]], max_divergence: float
 ) -> tuple[Verdict, int, float, str]:
     """Compare (served, candidate) values of one round's canaries: success
-    probabilities, the served one brought into [0, 1] first (see the module).
+    probabilities, the gap as :func:`gap` measures it (see the module).
 
     Returns:
         (verdict, canaries compared, largest gap, why).
@@ -142,12 +151,12 @@ def judge(
         apart = gap(served, candidate)
         worst = max(worst, apart)
         if apart > max_divergence:
-            taken = f", taken as {min(max(served, 0.0), 1.0):g}" if not 0 <= served <= 1 else ""
+            bound = f" (or {_bound(served):g})" if not 0 <= served <= 1 else ""
             return (
                 Verdict.DIVERGE,
                 compared,
                 worst,
-                f"canary {k}: candidate {candidate:.4f} vs served {served:.4f}{taken} "
+                f"canary {k}: candidate {candidate:.4f} vs served {served:.4f}{bound} "
                 f"(gap {apart:.4f} > {max_divergence:g})",
             )
     if compared == 0:

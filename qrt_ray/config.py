@@ -448,7 +448,8 @@ class RolloutConfig(BaseModel):
     Attributes:
         max_divergence: the largest gap allowed between the candidate's and the served
             version's value on one canary (a success probability) before it is
-            rolled back.
+            rolled back; a served value past 0 or 1 counts as far as that bound
+            (:func:`qrt_ray.policies.rollout.gap`).
         promote_after_rounds: agreeing canary rounds before it is promoted...
         min_canaries: ...which compared at least this many canaries in all.
     """

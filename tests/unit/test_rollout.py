@@ -63,24 +63,46 @@ def test_promotion_waits_for_enough_canaries_as_well_as_rounds() -> None:
         ([(None, 0.5)], Verdict.NONE),  # the served version failed: nothing to judge by
         ([], Verdict.NONE),
         ([(0.9, 0.949)], Verdict.AGREE),
-        # the served version over-corrected past 1: the candidate is measured from 1
+        # the served version over-corrected past a bound: the candidate is measured
+        # from the nearer of its value and that bound
         ([(1.059, 0.998)], Verdict.AGREE),
-        ([(-0.04, 0.01)], Verdict.AGREE),
-        # ...but its own excess counts against it, and a bound is no free pass
-        ([(1.059, 1.06)], Verdict.DIVERGE),
+        ([(1.059, 1.059)], Verdict.AGREE),
+        ([(-0.08, 0.01)], Verdict.AGREE),
+        # ...and is no freer than that on either side
+        ([(1.059, 1.12)], Verdict.DIVERGE),
         ([(1.2, 0.94)], Verdict.DIVERGE),
-        ([(math.inf, 0.5)], Verdict.NONE),  # a served value that is no number: as failed
+        ([(-0.08, 0.06)], Verdict.DIVERGE),
+        # a served value that is no number: as if the served version failed
+        ([(math.inf, 0.5)], Verdict.NONE),
+        ([(math.nan, 0.5)], Verdict.NONE),
     ],
 )
 def test_judge(pairs: list[tuple[float | None, float | None]], verdict: Verdict) -> None:
     assert rollout.judge(pairs, 0.05)[0] is verdict
 
 
-def test_a_gap_from_a_bound_says_what_the_served_value_was_taken_as() -> None:
-    verdict, compared, worst, why = rollout.judge([(1.0, 1.0), (1.12, 1.09)], 0.05)
+@pytest.mark.parametrize(
+    ("served", "candidate", "expected"),
+    [
+        (0.9, 0.95, 0.05),  # inside [0, 1]: the plain difference
+        (1.06, 1.0, 0.0),  # between the served value and its bound
+        (1.06, 1.03, 0.0),
+        (1.06, 0.98, 0.02),  # below the bound
+        (1.06, 1.10, 0.04),  # beyond the served value
+        (-0.05, 0.03, 0.03),
+    ],
+)
+def test_gap_is_the_distance_to_the_served_value_and_the_bound_it_passed(
+    served: float, candidate: float, expected: float
+) -> None:
+    assert rollout.gap(served, candidate) == pytest.approx(expected)
+
+
+def test_a_gap_past_a_bound_names_the_bound_in_the_reason() -> None:
+    verdict, compared, worst, why = rollout.judge([(1.0, 1.0), (1.12, 0.91)], 0.05)
     assert (verdict, compared) == (Verdict.DIVERGE, 2)
     assert worst == pytest.approx(0.09)
-    assert "canary 1: candidate 1.0900 vs served 1.1200, taken as 1 (gap 0.0900" in why
+    assert "canary 1: candidate 0.9100 vs served 1.1200 (or 1) (gap 0.0900 > 0.05)" in why
 
 
 def test_a_divergent_round_rolls_back_at_once_and_names_the_canary() -> None:
