@@ -13,7 +13,8 @@ compares the two on each canary:
   over-corrects on readout figures a little off) the candidate is measured from the
   nearer of that value and the bound it passed: a candidate that stays a probability
   is not blamed for the served version's excess, and one that matches the served
-  version is not blamed for agreeing. Nothing farther from both passes;
+  version is not blamed for agreeing. A value far from both, even between them,
+  still diverges;
 * otherwise the round agrees. After ``promote_after_rounds`` agreeing rounds that
   compared at least ``min_canaries`` canaries in all, the candidate is **promoted**:
   it serves user jobs, and the version it replaced is kept as ``previous``.
@@ -124,11 +125,11 @@ def _bound(value: float) -> float:
 
 
 def gap(served: float, candidate: float) -> float:
-    """How far a candidate's value lies from the served one's, where a served value
-    outside [0, 1] stands for every value between it and the bound it passed (success
-    probabilities; see the module): the distance from the candidate to that span."""
-    low, high = sorted((served, _bound(served)))
-    return max(low - candidate, candidate - high, 0.0)
+    """How far a candidate's value lies from the served one's: success probabilities,
+    so from a served value past 0 or 1 the candidate is measured to the nearer of that
+    value and the bound it passed (see the module). Inside [0, 1]: the plain
+    difference."""
+    return min(abs(candidate - served), abs(candidate - _bound(served)))
 
 
 def judge(

@@ -85,14 +85,16 @@ def test_judge(pairs: list[tuple[float | None, float | None]], verdict: Verdict)
     ("served", "candidate", "expected"),
     [
         (0.9, 0.95, 0.05),  # inside [0, 1]: the plain difference
-        (1.06, 1.0, 0.0),  # between the served value and its bound
-        (1.06, 1.03, 0.0),
+        (1.06, 1.0, 0.0),  # at the bound the served value passed
+        (1.06, 1.06, 0.0),  # or at the served value
+        (1.06, 1.03, 0.03),  # halfway: as far from either
+        (1.2, 1.1, 0.1),  # a large change between them still counts
         (1.06, 0.98, 0.02),  # below the bound
         (1.06, 1.10, 0.04),  # beyond the served value
         (-0.05, 0.03, 0.03),
     ],
 )
-def test_gap_is_the_distance_to_the_served_value_and_the_bound_it_passed(
+def test_gap_is_measured_to_the_nearer_of_the_served_value_and_its_bound(
     served: float, candidate: float, expected: float
 ) -> None:
     assert rollout.gap(served, candidate) == pytest.approx(expected)
