@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from qrt_ray.aer import method_options, sim_method_for, simulate
 from qrt_ray.errors import MitigationError, ValidationError
 from qrt_ray.mitigation import pipelines
@@ -89,15 +91,26 @@ class Probes:
         really is now. Canaries do not go through the queue: a device actor runs them
         on another thread, beside any batch in progress (they are a few small
         circuits).
+
+        The counts and any readout figures measured for the round come from one
+        moment of the device (one true calibration). On a device drifting fast,
+        figures measured a moment after the counts assume more error than the
+        counts carry and push the matrix solve past 1 (on the test farm that drifts
+        an hour a second: 1.03-1.39 on every round after a recalibration); measured
+        before them, they delay the counts, and a freshly recalibrated device looks
+        drifted again. Figures reused from an earlier round are older than the
+        counts, as a job's are.
         """
         cal = self._calibration()
         circuits = [self._canary_circuit(spec) for spec in specs]
-        counts: list[dict[str, int]] = []
-        measured = self._sample(self._true(), specs, circuits, shots, seed, counts)
         wanted = versions or {m: [v] for m, v in pipelines.DEFAULT_VERSIONS.items()}
+        true = self._true()  # one moment of the device for the whole round
+        counts: list[dict[str, int]] = []
+        measured = self._sample(true, specs, circuits, shots, seed, counts)
+        figures = [self._readout_figures(cal, true, spec, shots, seed, wanted) for spec in specs]
         mitigated = [
-            self._mitigated(cal, spec, c, shots, seed, wanted)
-            for spec, c in zip(specs, counts, strict=True)
+            self._mitigated(spec, c, f, wanted)
+            for spec, c, f in zip(specs, counts, figures, strict=True)
         ]
         todo = [
             i
@@ -125,34 +138,54 @@ class Probes:
             for spec, m, mit in zip(specs, measured, mitigated, strict=True)
         ]
 
-    def _mitigated(
+    def _readout_figures(
         self,
         cal: CalibrationSnapshot,
+        true: CalibrationSnapshot,
         spec: CanarySpec,
-        counts: dict[str, int],
         shots: int,
         seed: int | None,
+        versions: Mapping[str, Sequence[str]],
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """P(1|0) and P(0|1) of the canary's qubits (clbit k reads ``spec.qubits[k]``)
+        on this calibration, reused for an hour, measured on ``true`` where stale; None
+        where no readout version is wanted or measuring failed (logged)."""
+        if not versions.get("readout"):
+            return None
+        try:
+            readout, _ = self._readout.get(
+                self.name,
+                cal.calibration_id,
+                spec.qubits,
+                shots=shots,
+                max_age_s=3600.0,
+                seed=seed,
+                measure=lambda q, n, s: self._measure_readout(q, n, s, true),
+            )
+            return readout.errors_for(spec.qubits)
+        except (MitigationError, ValueError) as exc:
+            logger.warning("%s: readout errors of canary %s failed: %s", self.name, spec.name, exc)
+            return None
+
+    def _mitigated(
+        self,
+        spec: CanarySpec,
+        counts: dict[str, int],
+        figures: tuple[np.ndarray, np.ndarray] | None,
         versions: Mapping[str, Sequence[str]],
     ) -> dict[str, float | None]:
         """The canary's success probability after each mitigation version (None where
         it failed): how much mitigation helps on circuits with known answers, and
-        whether a candidate version agrees with the served one.
-
-        Readout mitigation uses the device's measured readout errors of the canary's
-        qubits (clbit k reads ``spec.qubits[k]``), reused for an hour per calibration.
+        whether a candidate version agrees with the served one. ``figures``: the
+        readout errors of the canary's qubits (None: they could not be measured).
         """
         readout_versions = list(versions.get("readout", ()))
         if not readout_versions:
             return {}
         keys = ["readout", *(pipelines.shadow_key("readout", v) for v in readout_versions[1:])]
-        try:
-            readout, _ = self._readout.get(
-                self.name, cal.calibration_id, spec.qubits, shots=shots, max_age_s=3600.0, seed=seed
-            )
-            p01, p10 = readout.errors_for(spec.qubits)
-        except (MitigationError, ValueError) as exc:
-            logger.warning("%s: readout errors of canary %s failed: %s", self.name, spec.name, exc)
+        if figures is None:
             return dict.fromkeys(keys)
+        p01, p10 = figures
         joined = {k.replace(" ", ""): v for k, v in counts.items()}
         out: dict[str, float | None] = {}
         for key, version in zip(keys, readout_versions, strict=True):
@@ -198,9 +231,14 @@ class Probes:
         )
 
     def _measure_readout(
-        self, qubits: Sequence[int], shots: int, seed: int | None
+        self,
+        qubits: Sequence[int],
+        shots: int,
+        seed: int | None,
+        true: CalibrationSnapshot | None = None,
     ) -> tuple[list[float], list[float]]:
-        """P(1|0) and P(0|1) of each qubit, measured on the true noise now."""
+        """P(1|0) and P(0|1) of each qubit, measured on ``true`` (None: the true
+        noise now)."""
         from qiskit import ClassicalRegister, QuantumCircuit
 
         circuits = []
@@ -215,7 +253,7 @@ class Probes:
         # independent qubits in product states: a matrix product state is exact and
         # cheap for any number of them, where a (GPU) statevector would need 2^n
         sim, _, _ = self._noise.get(
-            self._true(),
+            true or self._true(),
             self._target,
             gpu="never",
             max_parallel_threads=self._threads,

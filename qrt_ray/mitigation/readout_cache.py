@@ -46,8 +46,11 @@ class ReadoutCache:
         shots: int,
         max_age_s: float,
         seed: int | None = None,
+        measure: MeasureFn | None = None,
     ) -> tuple[ReadoutCalibration, int]:
-        """Readout errors of ``qubits``, measuring those missing or older than ``max_age_s``.
+        """Readout errors of ``qubits``, measuring those missing or older than ``max_age_s``
+        (with ``measure`` where given, else the cache's own: e.g. on one moment of the
+        device that a caller's other circuits ran on).
 
         Returns:
             (the calibration of exactly ``qubits``, device shots spent now: 0 if reused).
@@ -65,7 +68,7 @@ class ReadoutCache:
             ]
             spent = 0
             if stale:
-                p01, p10 = self._measure(stale, shots, seed)
+                p01, p10 = (measure or self._measure)(stale, shots, seed)
                 for q, a, b in zip(stale, p01, p10, strict=True):
                     self._qubits[q] = _QubitReadout(a, b, shots, now)
                 spent = 2 * shots

@@ -16,15 +16,23 @@ import pytest
 from qrt_ray.actors.calibration import CalibrationManager, LocalCalibrationPorts
 from qrt_ray.actors.device import Device
 from qrt_ray.actors.rollouts import Rollouts
-from qrt_ray.config import CalibrationConfig, DeviceConfig, RolloutConfig
+from qrt_ray.config import (
+    CalibrationConfig,
+    DeviceConfig,
+    RolloutConfig,
+    load_farm_config_text,
+)
 from qrt_ray.errors import ValidationError
 from qrt_ray.metrics import RuntimeMetrics
 from qrt_ray.mitigation import pipelines
 from qrt_ray.mitigation.pipelines import Pipeline, unfold_counts
 from qrt_ray.mitigation.readout import QuasiDistribution, mitigate_counts
+from qrt_ray.models import CalibrationSnapshot
 from qrt_ray.policies import rollout
+from qrt_ray.policies.canary import canary_round
 from qrt_ray.policies.rollout import Phase, Rollout, Verdict
 from qrt_ray.store import CanaryRecord, JobStore, open_store
+from tests.circuits import DRIFTING_FARM
 from tests.metrics_text import sample
 
 CONFIG = RolloutConfig(max_divergence=0.05, promote_after_rounds=3, min_canaries=4)
@@ -369,3 +377,55 @@ def test_a_sound_release_is_promoted_on_a_real_device(tmp_path: Path) -> None:
     view = book.view()[0]
     assert view["phase"] == "promoted", view
     assert book.served() == {"readout": "2"} and view["worst_gap"] < 0.05
+
+
+class Ticking:
+    """A clock that moves on a quarter second each time it is read: a device that
+    drifts while a canary round works on it."""
+
+    def __init__(self) -> None:
+        self.t = 1_000_000.0
+
+    def __call__(self) -> float:
+        self.t += 0.25
+        return self.t
+
+
+def test_a_round_measures_its_counts_and_readout_figures_on_one_moment() -> None:
+    """On a device drifting while a round works, figures measured a moment after the
+    counts assume more error than the counts carry and push the matrix solve past 1
+    (1.036 on this round before); measured before them, they delay the counts (0.95,
+    and a freshly recalibrated device looks drifted). One moment for both: near 1."""
+    drifting = load_farm_config_text(DRIFTING_FARM).devices[0].drift  # the test farm's
+    assert drifting is not None
+    drift = drifting.model_copy(update={"error_sd_per_hour": 0.0})  # the trend alone
+    clock = Ticking()
+    device = Device(
+        DeviceConfig(
+            name="manila",
+            backend="FakeManilaV2",
+            price_per_shot_usd=0.0,
+            price_per_job_usd=0.0,
+            drift=drift,
+        ),
+        clock=clock,
+    )
+    cal = device.calibration
+    specs = canary_round(cal.coupling_map, cal.num_qubits, 0, chain_length=4, max_chains=1)
+    probes = device.probes
+    moments: list[float] = []
+
+    def true_now() -> CalibrationSnapshot:
+        moments.append(clock.t)
+        return device.true_calibration()
+
+    probes._true = true_now
+    results = device.run_canaries(specs, 4000, seed=3, versions={"readout": ["1", "2"]})
+    assert len(moments) == 1, moments  # counts and new figures: one moment
+    readout = next(r for r in results if r.name.startswith("readout["))
+    served, candidate = readout.mitigated["readout"], readout.mitigated["readout@2"]
+    assert served is not None and candidate is not None
+    assert abs(served - 1.0) < 0.02 and abs(candidate - served) < 0.02, readout
+    # a later round reuses those figures: older than its counts, as a job's are
+    later = device.run_canaries(specs, 4000, seed=4, versions={"readout": ["1", "2"]})
+    assert next(r for r in later if r.name.startswith("readout[")).mitigated["readout"] < served
