@@ -253,7 +253,7 @@ class Probes:
         # independent qubits in product states: a matrix product state is exact and
         # cheap for any number of them, where a (GPU) statevector would need 2^n
         sim, _, _ = self._noise.get(
-            true or self._true(),
+            true if true is not None else self._true(),
             self._target,
             gpu="never",
             max_parallel_threads=self._threads,
