@@ -18,33 +18,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' drifting farm
 
 from qrt_ray.actors.calibration import CalibrationManager, LocalCalibrationPorts
 from qrt_ray.actors.device import Device
 from qrt_ray.actors.rollouts import Rollouts
-from qrt_ray.config import CalibrationConfig, DeviceConfig, DriftConfig, RolloutConfig
+from qrt_ray.config import (
+    CalibrationConfig,
+    DeviceConfig,
+    DriftConfig,
+    RolloutConfig,
+    load_farm_config_text,
+)
 from qrt_ray.mitigation.pipelines import shadow_key
 from qrt_ray.policies.rollout import gap
 from qrt_ray.render import table
 from qrt_ray.store import open_store
+from tests.circuits import DRIFTING_FARM
 
 # name -> (backend, drift, seconds between canary rounds)
 DEVICES: dict[str, tuple[str, DriftConfig | None, float]] = {
     "nairobi": ("FakeNairobiV2", None, 61.0),
     "manila": ("FakeManilaV2", None, 61.0),
-    "manila-drifting": (
-        "FakeManilaV2",
-        DriftConfig(
-            seed=4,
-            time_scale=3600,
-            error_trend_per_hour=0.3,
-            tls_per_qubit_hour=0,
-            coupler_per_edge_hour=0,
-        ),
-        3.1,
-    ),
+    # the integration tests' drifting manila, its drift taken from that farm
+    "manila-drifting": ("FakeManilaV2", load_farm_config_text(DRIFTING_FARM).devices[0].drift, 3.1),
 }
 
 
