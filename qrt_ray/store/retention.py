@@ -127,12 +127,14 @@ class RetentionTables:
 
         def write(conn: Any) -> GcReport:
             marks = placeholders(len(job_ids))
+            # finished ones only, checked here: with the state in SQL, SQLite reads
+            # through the state index, every finished job in the store, for each batch
             rows = conn.execute(
                 "SELECT job_id, tenant, idempotency_key, state, created_at, updated_at, "
-                f"result_sha256 FROM jobs WHERE job_id IN ({marks}) "
-                f"AND state IN ({placeholders(len(FINAL_STATES))})",
-                (*job_ids, *FINAL_STATES),
+                f"result_sha256 FROM jobs WHERE job_id IN ({marks})",
+                tuple(job_ids),
             ).fetchall()
+            rows = [r for r in rows if r[3] in FINAL_STATES]
             if not rows:
                 return report
             ids = [r[0] for r in rows]

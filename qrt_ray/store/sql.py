@@ -584,11 +584,17 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
         return out
 
     def result_sizes(self, job_ids: Sequence[str]) -> dict[str, int]:
+        # the state is checked here, not in SQL: given both, SQLite reads through the
+        # state index, every DONE job in the store, instead of the ids asked for
         sql = (
-            "SELECT j.job_id, b.size FROM jobs j JOIN blobs b "
-            "ON b.sha256 = j.result_sha256 WHERE j.state='DONE' AND j.job_id IN ({in})"
+            "SELECT j.job_id, j.state, b.size FROM jobs j JOIN blobs b "
+            "ON b.sha256 = j.result_sha256 WHERE j.job_id IN ({in})"
         )
-        return {job_id: int(size) for job_id, size in self._rows_in(sql, job_ids)}
+        return {
+            job_id: int(size)
+            for job_id, state, size in self._rows_in(sql, job_ids)
+            if state == JobState.DONE.value
+        }
 
     def result_refs(self, job_ids: Sequence[str]) -> dict[str, tuple[JobState, str | None]]:
         sql = "SELECT job_id, state, result_sha256 FROM jobs WHERE job_id IN ({in})"
