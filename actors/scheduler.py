@@ -101,7 +101,7 @@ from qrt_ray.policies.simtime import SimCost
 from qrt_ray.reports import new_dispatch, verify_run, verify_start
 from qrt_ray.results import RawRun, RunError, decode_run, encode_result, encode_run, shots_executed
 from qrt_ray.store import JobRecord, JobStore, ShotRecord, StateUpdate
-from qrt_ray.store.base import Charge
+from qrt_ray.store.base import Charge, sha256_hex
 from qrt_ray.store.retention import GcReport, collect_garbage
 from qrt_ray.versions import software_versions
 
@@ -149,6 +149,23 @@ def _with_held(snap: DeviceSnapshot, held: dict[str, int]) -> DeviceSnapshot:
     refused, and the refused jobs would come straight back)."""
     depth = held.get(snap.name, 0)
     return snap if depth <= snap.queue_depth else replace(snap, queue_depth=depth)
+
+
+def _compile_outcomes(
+    device: str, compiled: Mapping[str, Sequence[CompiledCircuit]], cal_id: str
+) -> list[Event]:
+    """Each job's compile outcome: Compiled, or CompileFailed naming its first circuit
+    that does not compile for ``device``."""
+    events: list[Event] = []
+    for job_id, circuits in compiled.items():
+        broken = next((i for i, c in enumerate(circuits) if c.error), None)
+        if broken is not None:
+            error = f"circuits[{broken}] does not compile for {device}: {circuits[broken].error}"
+            events.append(CompileFailed(job_id, error))
+        else:
+            info = [c.info.model_dump() for c in circuits if c.info]
+            events.append(Compiled(job_id, cal_id, info))
+    return events
 
 
 @dataclass(slots=True)
@@ -299,10 +316,15 @@ class Scheduler:
     # == events in, moves stored, instructions carried out ============================
 
     async def _handle(
-        self, events: Sequence[Event], *, stored: Mapping[str, JobRecord] | None = None
+        self,
+        events: Sequence[Event],
+        *,
+        stored: Mapping[str, JobRecord] | None = None,
+        blobs: Sequence[bytes] = (),
     ) -> Outcome:
-        """Ask the state machine about ``events``, store the moves it decides, mirror
-        those the store applied, then carry out their instructions.
+        """Ask the state machine about ``events``, store the moves it decides (with
+        ``blobs``, in the same transaction), mirror those the store applied, then
+        carry out their instructions.
 
         Requeues, drops, results and retirements are carried out here; compiles,
         dispatches and starts are returned for the caller, which holds what they need.
@@ -312,8 +334,15 @@ class Scheduler:
         with self._deciding(e.job_id for e in events):
             decisions = self.machine.decide(events, self._clock(), stored)
             updates = [d.update for d in decisions if d.update is not None]
+            # a job that ends in this call is billed for the runs it will then hold
+            ending = {u.job_id for u in updates if u.to_state.is_final}
+            after = (
+                self.machine.projected([d for d in decisions if d.event.job_id in ending])
+                if ending
+                else {}
+            )
             try:
-                applied = await self._store(updates)
+                applied = await self._store(updates, blobs, after)
             except StoreUnavailableError:
                 # none of these moves is mirrored nor carried out (a requeue without a
                 # write included): each job is read back and set going again
@@ -323,15 +352,22 @@ class Scheduler:
         moved = [u for u, ok in zip(updates, applied, strict=True) if ok]
         return Outcome(moved, await self._perform(instructions))
 
-    async def _store(self, updates: Sequence[StateUpdate]) -> list[bool]:
-        """Write moves durably (each a compare-and-set on its job's state)."""
+    async def _store(
+        self,
+        updates: Sequence[StateUpdate],
+        blobs: Sequence[bytes] = (),
+        after: Mapping[str, LiveJob] | None = None,
+    ) -> list[bool]:
+        """Write moves durably (each a compare-and-set on its job's state), with
+        ``blobs`` in the same transaction. ``after``: jobs as these moves leave them,
+        for the bills of those that end."""
         if not updates:
             return []
-        updates = [self._billed(u) for u in updates]
+        updates = [self._billed(u, after) for u in updates]
         # each job as it was before its move (a job can move twice in one batch)
         before = {u.job_id: r for u in updates if (r := self._record(u.job_id)) is not None}
         try:
-            applied = await asyncio.to_thread(self.store.apply, updates)
+            applied = await asyncio.to_thread(self.store.apply, updates, blobs)
         except Exception as exc:
             raise self._store_failed([u.job_id for u in updates], exc) from exc
         charges: list[Charge] = []
@@ -444,9 +480,10 @@ class Scheduler:
             self._prices[s.name] = (s.price_per_shot_usd, s.price_per_job_usd)
         return dict(self._prices)
 
-    def _billed(self, u: StateUpdate) -> StateUpdate:
-        """A move to a final state with the job's ledger lines, to land with it."""
-        job = self._jobs.get(u.job_id)
+    def _billed(self, u: StateUpdate, after: Mapping[str, LiveJob] | None = None) -> StateUpdate:
+        """A move to a final state with the job's ledger lines, to land with it: for
+        the runs the job holds once the call's moves land (``after``, where given)."""
+        job = (after or {}).get(u.job_id) or self._jobs.get(u.job_id)
         if not u.to_state.is_final or job is None:
             return u
         spec = job.record.spec
@@ -497,6 +534,8 @@ class Scheduler:
             if r.replaced_from:
                 self.metrics.replacements.labels(device=r.replaced_from).inc()
             self._enqueue_pending(job.record)
+        # a job finished in the call that moved it to POSTPROCESSING is not finished again
+        finish = [j for j in finish if (job := self._jobs.get(j)) and job.state is S.POSTPROCESSING]
         if finish:
             await self._finish(finish)
         return rest
@@ -809,19 +848,32 @@ class Scheduler:
         for entry in waiting:
             heapq.heappush(self._pending, entry)
         self.metrics.pending.set(len(self._pending))
-        done = await self._handle(events)
-        # Chunks of about `compile_chunk` circuits to compile each compile and dispatch
-        # on their own, so a device starts on the first chunk while later ones still
-        # compile; a pass's first chunk per device is smaller (see `chunk_cap`), so
-        # that start comes soon. Circuits already in the compile cache count for
-        # nothing: warm jobs go out together, and the device runs them in one batch
-        # instead of a small first one that pays a simulator call of its own.
+        try:
+            compiled_now, warm = await self._compile_warm(events)
+        except Exception:  # a shortcut only: these jobs compile as any other
+            logger.exception("compiling %d placed jobs from the cache failed", len(events))
+            compiled_now, warm = [], {}
+        done = await self._handle(events + compiled_now)
+        # jobs whose every circuit was in the compile cache are PLACED already (their
+        # placement and compile stored in one transaction): they go out together, and
+        # the device runs them in one batch
+        for device, groups in self._dispatch_groups(done.todo).items():
+            for group in groups if device in warm else ():
+                task = asyncio.create_task(self._dispatch(device, group, warm[device]))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+        compiling = {e.job_id for e in compiled_now}
+        # The rest compile in chunks of about `compile_chunk` circuits, each compiled
+        # and dispatched on its own, so a device starts on the first chunk while later
+        # ones still compile; a pass's first chunk per device is smaller (see
+        # `chunk_cap`), so that start comes soon. Circuits already in the compile cache
+        # count for nothing, so a chunk's warm jobs do not split it.
         chunks: dict[str, list[list[str]]] = {}
         sizes: dict[str, int] = {}  # per device: circuits to compile in its last chunk
         widths: dict[str, int] = {}  # ... and all its circuits
         calibrations = {s.name: s.calibration.calibration_id for s in self.view.snapshots}
         for i in done.todo:
-            if not isinstance(i, Compile):
+            if not isinstance(i, Compile) or i.job_id in compiling:
                 continue
             per_device = chunks.setdefault(i.device, [[]])
             full = sizes.get(i.device, 0) >= chunk_cap(len(per_device) - 1, self.compiler.chunk)
@@ -927,6 +979,56 @@ class Scheduler:
 
     # == compile and dispatch =========================================================
 
+    async def _compile_warm(
+        self, events: Sequence[Event]
+    ) -> tuple[list[Event], dict[str, dict[str, list[CompiledCircuit]]]]:
+        """Compile now the jobs of ``events`` placed with every circuit in the compile
+        cache for their device's calibration: a lookup each, no compile task. Their
+        compile outcomes follow their placements in one :meth:`_handle`, so the
+        COMPILING and PLACED moves of a warm job are stored in one transaction, and
+        it goes to its device without a store round of its own. Returns those
+        outcome events and, per device, what its warm jobs compiled to; a job left
+        out (a cold circuit, or a lookup that failed) compiles as usual."""
+        warm: dict[str, list[ToCompile]] = {}
+        for e in events:
+            snap = self.view.get(e.device) if isinstance(e, Placed) else None
+            live = self._jobs.get(e.job_id)
+            # a job cancelled while the pass awaited (a calibration asked for) is gone
+            if snap is None or live is None or live.state is not S.QUEUED or live.shape is None:
+                continue
+            job = ToCompile(e.job_id, live.record.spec, live.shape)
+            if not self.compiler.cold_circuits(job, snap.name, snap.calibration.calibration_id):
+                warm.setdefault(snap.name, []).append(job)
+        outcomes: list[Event] = []
+        compiled: dict[str, dict[str, list[CompiledCircuit]]] = {}
+        for device, jobs in warm.items():
+            snap = self.view.get(device)
+            assert snap is not None
+            try:
+                compiled[device], cal_id = await self.compiler.compile(snap, jobs)
+            except Exception as exc:  # the compile tasks try them again
+                logger.info("compile-cache lookup for %s failed: %s", device, exc)
+                continue
+            outcomes += _compile_outcomes(device, compiled[device], cal_id)
+        return outcomes, compiled
+
+    def _dispatch_groups(self, todo: Sequence[Instruction]) -> dict[str, list[list[Dispatch]]]:
+        """``todo``'s dispatches by device, in hand-offs of at most
+        ``_DISPATCH_CIRCUITS`` circuits."""
+        groups: dict[str, list[list[Dispatch]]] = {}
+        widths: dict[str, int] = {}
+        for i in todo:
+            if not isinstance(i, Dispatch):
+                continue
+            per_device = groups.setdefault(i.device, [[]])
+            width = len(self._jobs[i.job_id].record.spec.circuits) if i.job_id in self._jobs else 0
+            if per_device[-1] and widths.get(i.device, 0) + width > _DISPATCH_CIRCUITS:
+                per_device.append([])
+                widths[i.device] = 0
+            per_device[-1].append(i)
+            widths[i.device] = widths.get(i.device, 0) + width
+        return groups
+
     async def _compile_and_dispatch(self, device: str, job_ids: list[str]) -> None:
         job_ids = [j for j in dict.fromkeys(job_ids) if j in self._jobs]  # once, if live
         snap = self.view.get(device)
@@ -945,19 +1047,7 @@ class Scheduler:
             error = f"compile for {device} failed: {exc}"
             await self._handle([CompileFailed(j, error) for j in job_ids])
             return
-        events: list[Event] = []
-        for job_id in job_ids:
-            circuits = compiled[job_id]
-            broken = next((i for i, c in enumerate(circuits) if c.error), None)
-            if broken is not None:
-                error = (
-                    f"circuits[{broken}] does not compile for {device}: {circuits[broken].error}"
-                )
-                events.append(CompileFailed(job_id, error))
-            else:
-                info = [c.info.model_dump() for c in circuits if c.info]
-                events.append(Compiled(job_id, cal_id, info))
-        done = await self._handle(events)
+        done = await self._handle(_compile_outcomes(device, compiled, cal_id))
         await self._dispatch(device, [i for i in done.todo if isinstance(i, Dispatch)], compiled)
 
     async def _dispatch(
@@ -1194,8 +1284,25 @@ class Scheduler:
 
     async def _settle(self, events: Sequence[Event]) -> None:
         """The moves a delivery causes, once its good shots are in the ledger (a crash
-        before this leaves jobs RUNNING with shots counted; recovery finishes them)."""
-        await self._handle(events)
+        before this leaves jobs RUNNING with shots counted; recovery finishes them).
+
+        A run that completes its job finishes it here: the result is built from the
+        job as its moves will leave it, and lands with the moves to POSTPROCESSING
+        and DONE in one transaction (one store round where there were three). The
+        decisions are looked at first, and made again in :meth:`_handle` with no
+        await between: nothing can move these jobs in between."""
+        preview = self.machine.decide(events, self._clock())
+        ending = {
+            d.event.job_id
+            for d in preview
+            if d.update is not None and d.update.to_state is S.POSTPROCESSING
+        }
+        if not ending:
+            await self._handle(events)
+            return
+        after = self.machine.projected([d for d in preview if d.event.job_id in ending])
+        blobs, outcomes = self._results(list(after.values()))
+        await self._handle([*events, *outcomes], blobs=blobs)
 
     async def _count_shots(
         self, accepted: list[tuple[RawRun, collector.Verdict]], now: float
@@ -1203,10 +1310,7 @@ class Scheduler:
         if not accepted:
             return []
         blobs = [encode_run(run) for run, _ in accepted]
-        try:
-            digests = await asyncio.to_thread(self.store.put_blobs, blobs)
-        except Exception as exc:
-            raise self._store_failed((), exc) from exc  # the device reports again
+        digests = [sha256_hex(b) for b in blobs]
         ledger = [
             ShotRecord(
                 run.job_id,
@@ -1220,7 +1324,8 @@ class Scheduler:
             for (run, _), d in zip(accepted, digests, strict=True)
         ]
         try:
-            fresh = await asyncio.to_thread(self.store.record_shots, ledger)
+            # each run's counts land with its ledger line, in one transaction
+            fresh = await asyncio.to_thread(self.store.record_shots, ledger, blobs)
         except Exception as exc:
             raise self._store_failed((), exc) from exc  # the device reports again
         # A run already in the ledger is counted once there; it still moves its job
@@ -1233,34 +1338,39 @@ class Scheduler:
         ]
 
     async def _finish(self, job_ids: Sequence[str]) -> None:
-        """Build and store the results of POSTPROCESSING jobs from their counted runs."""
-        results: list[bytes] = []
-        ok_ids: list[str] = []
+        """Build and store the results of POSTPROCESSING jobs from their counted runs
+        (a job recovered, or read back, in POSTPROCESSING): each result lands with its
+        job's move to DONE, in one transaction."""
+        blobs, events = self._results([j for j in map(self._jobs.get, job_ids) if j is not None])
+        await self._handle(events, blobs=blobs)
+
+    def _results(self, jobs: Sequence[LiveJob]) -> tuple[list[bytes], list[Event]]:
+        """Each job's result, built from its counted runs and encoded: the results to
+        store, and for each job ResultStored (naming its result) or ResultFailed."""
+        blobs: list[bytes] = []
         events: list[Event] = []
-        for job_id in job_ids:
-            job = self._jobs.get(job_id)
-            if job is None:
-                continue
+        for job in jobs:
             try:
                 result = collector.finish(
-                    job_id,
+                    job.job_id,
                     job.runs,
                     _compile_info(job.record),
                     self._versions,
                     job.record.spec.shots,
                     job.discarded_shots,
                 )
+                blob = encode_result(result)
             except QrtError as exc:
-                events.append(ResultFailed(job_id, str(exc)))
+                events.append(ResultFailed(job.job_id, str(exc)))
                 continue
-            results.append(encode_result(result))
-            ok_ids.append(job_id)
-        try:
-            digests = await asyncio.to_thread(self.store.put_blobs, results)
-        except Exception as exc:
-            raise self._store_failed(ok_ids, exc) from exc  # finished once it answers
-        events += [ResultStored(j, d) for j, d in zip(ok_ids, digests, strict=True)]
-        await self._handle(events)
+            except Exception as exc:  # a defect fails its job, not the whole delivery
+                logger.exception("building the result of job %s failed", job.job_id)
+                error = f"building the result failed ({type(exc).__name__}): {brief(str(exc), 200)}"
+                events.append(ResultFailed(job.job_id, error))
+                continue
+            blobs.append(blob)
+            events.append(ResultStored(job.job_id, sha256_hex(blob)))
+        return blobs, events
 
     # == recovery =====================================================================
 
@@ -1534,12 +1644,13 @@ class Scheduler:
         return out
 
     async def result_blobs(
-        self, job_ids: Sequence[str], *, mark: bool = True
+        self, job_ids: Sequence[str], *, mark: bool = True, also_fetched: Sequence[str] = ()
     ) -> list[tuple[str, bytes]]:
         """(sha256, bytes) of DONE jobs' results, in order, verified against their checksums.
 
         One call for many jobs: fetching 500 results one call at a time cost the client
-        about half a second.
+        about half a second. ``also_fetched``: results read ahead earlier and handed
+        out since, marked fetched in the same write as these (``mark``: these too).
 
         Raises:
             IntegrityError: a stored result is corrupt.
@@ -1579,7 +1690,8 @@ class Scheduler:
         # which fetches are first ones is decided here, on the loop, not in the thread;
         # a read-ahead (``mark=False``) is no fetch: nobody asked for these yet, so
         # their results keep the longer window of unfetched ones
-        first = [j for j in dict.fromkeys(job_ids) if j not in self._fetched] if mark else []
+        asked = [*job_ids, *also_fetched] if mark else list(also_fetched)
+        first = [j for j in dict.fromkeys(asked) if j not in self._fetched]
         out, marked = await asyncio.to_thread(read)
         if marked:
             self._remember_fetched(first)

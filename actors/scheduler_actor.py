@@ -491,6 +491,14 @@ class SchedulerActor:
         is fetched, nor marked fetched, for a call that will raise). What a client's
         ``result()`` needs, in one round trip instead of two (at most
         ``_COLLECT_JOBS`` jobs a call)."""
+        got, _ = await self._collect(job_ids, timeout_s, [])
+        return got
+
+    async def _collect(
+        self, job_ids: list[str], timeout_s: float | None, served: list[str]
+    ) -> tuple[list[tuple[str, tuple[str, bytes] | None, str | None]], bool]:
+        """:meth:`collect`, marking ``served`` fetched with the results it fetches (one
+        write); returns its answer and whether ``served`` was marked."""
         await self._started()
         ids = job_ids_arg(job_ids)
         if len(ids) > _COLLECT_JOBS:
@@ -500,11 +508,11 @@ class SchedulerActor:
         states = await self.scheduler.wait(ids, _timeout_arg(timeout_s))
         first = next((j for j in ids if states[j] is not JobState.DONE), None)
         if first is None:
-            blobs = await self.scheduler.result_blobs(ids) if ids else []
-            return [("DONE", blob, None) for blob in blobs]
+            blobs = await self.scheduler.result_blobs(ids, also_fetched=served) if ids else []
+            return [("DONE", blob, None) for blob in blobs], bool(ids)
         failed = states[first] is JobState.FAILED
         error = (await self.scheduler.get(first)).error if failed else None
-        return [(states[j].value, None, error if j == first else None) for j in ids]
+        return [(states[j].value, None, error if j == first else None) for j in ids], False
 
     async def collect_ahead(
         self,
@@ -528,9 +536,12 @@ class SchedulerActor:
         ahead_ids = job_ids_arg(ahead)
         if served and (not isinstance(served, list) or len(served) > _COLLECT_JOBS):
             raise ValidationError(f"served: expected at most {_COLLECT_JOBS} job ids")
-        got = await self.collect(job_ids, timeout_s)  # waits for the farm to start, too
-        if served:  # results read ahead earlier, handed to the caller since
-            await self.scheduler.mark_fetched(job_ids_arg(served))
+        # results read ahead earlier, handed to the caller since, are marked fetched
+        # with this call's own (or alone, when this call fetches none)
+        handed = job_ids_arg(served) if served else []
+        got, marked = await self._collect(job_ids, timeout_s, handed)  # waits for the farm
+        if handed and not marked:
+            await self.scheduler.mark_fetched(handed)
         asked = set(job_ids)
         try:
             ready = await self.scheduler.done_now(

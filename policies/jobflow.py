@@ -557,6 +557,17 @@ class JobMachine:
             seen[event.job_id] = _projected(job, decision)
         return out
 
+    def projected(self, decisions: Sequence[Decision]) -> dict[str, LiveJob]:
+        """Each live job of ``decisions`` as it will be once they are all stored (its
+        state, record and counted runs): what a bill or a result built before the
+        store write must see. Changes nothing; jobs not in the table are left out."""
+        out: dict[str, LiveJob] = {}
+        for d in decisions:
+            job = out.get(d.event.job_id) or self.jobs.get(d.event.job_id)
+            if job is not None:
+                out[d.event.job_id] = _projected(job, d)
+        return out
+
     def _decide_one(self, job: LiveJob, event: Event, now: float) -> Decision | None:
         handler = _HANDLERS[type(event)]
         choice = handler(self, job, event, now)

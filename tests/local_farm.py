@@ -12,8 +12,9 @@ from qrt_ray.actors.ports import LocalPorts, run_ready_batches
 from qrt_ray.actors.scheduler import Scheduler
 from qrt_ray.circuits import to_qasm
 from qrt_ray.config import PolicyConfig, SchedulingConfig, load_farm_config_text
+from qrt_ray.lifecycle import JobState
 from qrt_ray.models import JobSpec
-from qrt_ray.store import JobStore, open_store
+from qrt_ray.store import JobStore, StateUpdate, open_store
 from tests.circuits import SMALL_FARM
 from tests.circuits import ghz as ghz_circuit
 
@@ -80,9 +81,8 @@ def make(
 
 
 async def drive_until_crash(sched: Scheduler, devices: list[Device], step_name: str) -> None:
-    """Drive the farm until the scheduler reaches ``step_name`` (``_finish``: shots
-    counted, POSTPROCESSING stored; ``_settle``: shots counted, still RUNNING) and
-    dies there, as a process killed at that moment would."""
+    """Drive the farm until the scheduler reaches ``step_name`` (``_settle``: shots
+    counted, still RUNNING) and dies there, as a process killed at that moment would."""
 
     async def crash(arg: object) -> None:
         raise asyncio.CancelledError
@@ -96,6 +96,21 @@ async def drive_until_crash(sched: Scheduler, devices: list[Device], step_name: 
     finally:
         setattr(sched, step_name, original)
     raise AssertionError(f"the scheduler never reached {step_name}")
+
+
+async def drive_until_postprocessing(sched: Scheduler, devices: list[Device]) -> None:
+    """Drive the farm until the scheduler has counted a job's last shots, and die there,
+    the job left POSTPROCESSING. The scheduler stores a finished run's moves to
+    POSTPROCESSING and DONE in one transaction, so this stores the first by hand: a
+    store holds such a job when a runtime that stored them apart died between them."""
+    await drive_until_crash(sched, devices, "_settle")
+    S = JobState
+    for rec in sched.store.unfinished():
+        counted = sum(r.shots for r in sched.store.shot_ledger(rec.job_id))
+        if rec.state is S.RUNNING and counted >= rec.spec.shots:
+            at = rec.updated_at + 0.001
+            update = StateUpdate(rec.job_id, S.RUNNING, S.POSTPROCESSING, at, "all shots in")
+            assert sched.store.apply([update]) == [True]
 
 
 def run_and_record(

@@ -185,8 +185,13 @@ class JobStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    def apply(self, updates: Sequence[StateUpdate]) -> list[bool]:
+    def apply(self, updates: Sequence[StateUpdate], blobs: Sequence[bytes] = ()) -> list[bool]:
         """Apply state changes durably, each only if the job is still in ``from_state``.
+
+        Args:
+            updates: the moves, in order (a job may move more than once).
+            blobs: stored in the same transaction, before the moves (a result its
+                job's move to DONE names); stored whether or not a move applies.
 
         Returns:
             For each update, whether it was applied (False: the job had moved on).
@@ -275,8 +280,11 @@ class JobStore(abc.ABC):
         return out
 
     @abc.abstractmethod
-    def record_shots(self, records: Sequence[ShotRecord]) -> list[bool]:
-        """Count shots in the ledger; a (job, attempt, first shot) already counted returns False."""
+    def record_shots(
+        self, records: Sequence[ShotRecord], blobs: Sequence[bytes] = ()
+    ) -> list[bool]:
+        """Count shots in the ledger; a (job, attempt, first shot) already counted returns
+        False. ``blobs`` (the runs the records name) are stored in the same transaction."""
 
     @abc.abstractmethod
     def shot_ledger(self, job_id: str) -> list[ShotRecord]:

@@ -363,11 +363,18 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
 
         return self._write(write, urgent=True)
 
-    def apply(self, updates: Sequence[StateUpdate]) -> list[bool]:
+    def apply(self, updates: Sequence[StateUpdate], blobs: Sequence[bytes] = ()) -> list[bool]:
         if not updates:
+            self.put_blobs(blobs)
             return []
+        digests = [sha256_hex(b) for b in blobs]
+
         # one transaction: a failure writes none of them (the caller mirrors all or none)
-        return self._write(lambda conn: [_apply_one(conn, u) for u in updates], rows=len(updates))
+        def write(conn: Connection) -> list[bool]:
+            _insert_blobs(conn, blobs, digests)
+            return [_apply_one(conn, u) for u in updates]
+
+        return self._write(write, rows=len(updates) + len(blobs))
 
     def get(self, job_id: str) -> JobRecord:
         found = self._row(f"SELECT {_COLUMNS} FROM jobs WHERE job_id=?", (job_id,))
@@ -541,10 +548,7 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
         digests = [sha256_hex(b) for b in blobs]
 
         def write(conn: Connection) -> list[str]:
-            conn.executemany(
-                "INSERT INTO blobs (sha256, size, data) VALUES (?,?,?) ON CONFLICT DO NOTHING",
-                [(d, len(b), bytes(b)) for d, b in zip(digests, blobs, strict=True)],
-            )
+            _insert_blobs(conn, blobs, digests)
             return digests
 
         return self._write(write, rows=len(blobs)) if blobs else []
@@ -607,8 +611,13 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
 
     # -- shot ledger ------------------------------------------------------------------
 
-    def record_shots(self, records: Sequence[ShotRecord]) -> list[bool]:
+    def record_shots(
+        self, records: Sequence[ShotRecord], blobs: Sequence[bytes] = ()
+    ) -> list[bool]:
+        digests = [sha256_hex(b) for b in blobs]
+
         def write(conn: Connection) -> list[bool]:
+            _insert_blobs(conn, blobs, digests)
             return [
                 conn.execute(
                     "INSERT INTO shot_ledger (job_id, attempt, first_shot, calibration_id, "
@@ -627,7 +636,9 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
                 for r in records
             ]
 
-        return self._write(write, rows=len(records)) if records else []
+        if not records:
+            return []
+        return self._write(write, rows=len(records) + len(blobs))
 
     def shot_ledger(self, job_id: str) -> list[ShotRecord]:
         rows = self._rows(
@@ -806,6 +817,15 @@ def _admit_one(conn: Connection, rec: JobRecord) -> tuple[JobRecord, bool]:
         if row is not None:
             return _record(row), False
     raise IntegrityError(f"job {brief(rec.job_id)}: a job with this id is already stored")
+
+
+def _insert_blobs(conn: Connection, blobs: Sequence[bytes], digests: Sequence[str]) -> None:
+    """Store ``blobs`` under their sha256 ``digests`` (one already there is kept)."""
+    if blobs:
+        conn.executemany(
+            "INSERT INTO blobs (sha256, size, data) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+            [(d, len(b), bytes(b)) for d, b in zip(digests, blobs, strict=True)],
+        )
 
 
 def _apply_one(conn: Connection, u: StateUpdate) -> bool:

@@ -12,7 +12,7 @@ from qrt_ray.actors.ports import LocalPorts
 from qrt_ray.actors.scheduler import Scheduler
 from qrt_ray.lifecycle import JobState as S
 from qrt_ray.store import JobRecord, open_store
-from tests.local_farm import FARM, drive, drive_until_crash, make, spec
+from tests.local_farm import FARM, drive, drive_until_postprocessing, make, spec
 from tests.postgres import raw_sql
 
 
@@ -23,7 +23,7 @@ def _crash_after_counting(tmp_path: Path, store_url: str) -> str:
         store, devices, sched = make(tmp_path, store_url=store_url)
         await sched.start()
         ((rec, _),) = await sched.submit([spec(shots=200)])
-        await drive_until_crash(sched, devices, "_finish")
+        await drive_until_postprocessing(sched, devices)
         await sched.stop()
         store.close()
         return rec.job_id

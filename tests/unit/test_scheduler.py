@@ -20,7 +20,15 @@ from qrt_ray.lifecycle import JobState
 from qrt_ray.models import JobSpec
 from qrt_ray.results import decode_result
 from qrt_ray.store import JobRecord, SQLiteJobStore, StateUpdate
-from tests.local_farm import FARM, drive, drive_until_crash, ghz, make, spec
+from tests.local_farm import (
+    FARM,
+    drive,
+    drive_until_crash,
+    drive_until_postprocessing,
+    ghz,
+    make,
+    spec,
+)
 
 S = JobState
 
@@ -358,7 +366,7 @@ def test_recovery_from_every_state_loses_nothing_and_counts_once(
         await drive(sched, devices)
         ids["done"] = done.job_id
         ((post, _),) = await sched.submit([spec(shots=400)])
-        await drive_until_crash(sched, devices, "_finish")
+        await drive_until_postprocessing(sched, devices)
         ids["post"] = post.job_id
         await sched.stop()
         # the rest admitted by a scheduler whose loop never runs, then moved by hand
@@ -427,8 +435,8 @@ def test_recovery_finishes_postprocessing_from_the_ledger(tmp_path: Path) -> Non
         store, devices, sched = make(tmp_path)
         await sched.start()
         ((rec, _),) = await sched.submit([spec(shots=300)])
-        # run it, but stop right after its shots are counted and POSTPROCESSING is stored
-        await drive_until_crash(sched, devices, "_finish")
+        # run it, but stop right after its shots are counted, the job POSTPROCESSING
+        await drive_until_postprocessing(sched, devices)
         await sched.stop()
         assert store.get(rec.job_id).state is S.POSTPROCESSING
         runs_before = devices[0].circuits_run + devices[1].circuits_run
