@@ -422,6 +422,10 @@ class Scheduler:
         # own path took it on) is left as it is, and looked at again next pass
         seen = {j: (self._jobs[j], self._jobs[j].state) for j in ids}
         unacked = [j for j in self._unacked if j not in self._jobs]
+        # the jobs tracked before the sweep reads the store: one that finishes and
+        # leaves while the read runs is still unfinished in what it returns, and
+        # must not be taken up again from that stale row (it would wait forever)
+        tracked = {job.job_id for job in self._jobs} if sweep else set()
         self._resync.clear()
         self._unacked.clear()
         try:
@@ -434,6 +438,7 @@ class Scheduler:
                     r
                     for r in await asyncio.to_thread(self.store.unfinished)
                     if r.job_id not in self._jobs
+                    and r.job_id not in tracked
                     and r.job_id not in unacked
                     and r.job_id not in self._admitting
                 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -420,3 +421,53 @@ def test_clearing_store_faults_heals_writes_slowness_and_auth_reads(tmp_path: Pa
     assert time.monotonic() - started < 1.0
     assert store.token("tok_1") is None  # read again: no such token
     store.close()
+
+
+def test_a_job_that_finishes_while_the_store_is_swept_is_not_taken_up_again(
+    tmp_path: Path,
+) -> None:
+    """After a failed write the scheduler sweeps the store for unfinished jobs it does
+    not track. A job that finishes and leaves while that read runs is unfinished in
+    what the read returns; taken up again from it, it waited RUNNING forever (its
+    move was refused: the store holds it DONE). Found by `store-faults-60`."""
+    store, devices, sched = _farm(tmp_path)
+
+    async def main() -> None:
+        await sched.start()
+        ((rec, _),) = await sched.submit([spec(shots=100, seed=9)])
+        await _until(lambda: any(d.queue_depth for d in devices), timeout_s=30)
+        dev = next(d for d in devices if d.queue_depth)
+        batch = dev.take_batch()
+        keep = await sched.batch_started(dev.name, *dev.claim(batch))
+        runs = dev.execute_reporting([i for i in batch if i.job_id in keep])
+        stale = store.unfinished()  # the job still RUNNING in the store
+        assert [r.job_id for r in stale] == [rec.job_id]
+        reading, answer = threading.Event(), threading.Event()
+
+        def slow_read() -> list:
+            reading.set()
+            answer.wait(10)
+            return stale
+
+        store.unfinished = slow_read  # type: ignore[method-assign]
+        swept: list[bool] = []
+        step = sched._resync_step
+
+        async def counted() -> None:  # the loop's read-back step, noting each sweep
+            sweeping = sched._store_trouble
+            await step()
+            swept.append(sweeping)
+
+        sched._resync_step = counted  # type: ignore[method-assign]
+        sched._store_trouble = True  # as a failed write leaves it: the loop sweeps
+        await _until(reading.is_set, timeout_s=10)
+        await sched.batch_finished(dev.name, runs)  # finishes while the read runs
+        assert sched._record(rec.job_id) is None
+        answer.set()
+        await _until(lambda: any(swept), timeout_s=10)
+        assert sched._record(rec.job_id) is None, "taken up again from a stale read"
+        assert (await sched.wait([rec.job_id], 5))[rec.job_id] is S.DONE
+        await sched.stop()
+        store.close()
+
+    asyncio.run(main())
