@@ -18,9 +18,9 @@ One process, one run, the same circuits and the same noise model on every side:
   result() pays in round trips alone, however little each call does);
 - the CPU a job costs each process (user + system time of this process and every
   process it started, grouped: client, scheduler, device, compile tasks, intake
-  parsers, Ray's daemons) over rounds of submit_many, beside the CPU direct Aer
-  spends a circuit: on a machine whose cores are all busy, their ratio bounds what
-  any path can reach.
+  parsers, Ray's daemons) over rounds of submit_many (or of the loop: ``--cpu-path``),
+  beside the CPU direct Aer spends a circuit: on a machine whose cores are all busy,
+  their ratio bounds what any path can reach.
 
 Every job is its own durable job (SQLite, WAL, every transition persisted). Prints
 circuits/s and the ratio to the limit per path, and submit() latency percentiles.
@@ -28,6 +28,7 @@ Asserts nothing: read the ratios (the machine is shared and noisy).
 
     python benchmarks/per_job_overhead.py                     # about 2 minutes
     python benchmarks/per_job_overhead.py --circuits 50 --distinct 200   # a quick look
+    python benchmarks/per_job_overhead.py --distinct 0 --cpu-path loop  # a loop's CPU
 """
 
 from __future__ import annotations
@@ -159,13 +160,19 @@ def _cpu_by_group() -> dict[str, float]:
     return out
 
 
-def cpu_budget(rt: QuantumRuntime, work: Sequence[QuantumCircuit], rounds: int) -> None:
-    """CPU milliseconds a job costs each process group over ``rounds`` of submit_many +
-    results pinned to the device (the farm warm), beside the limit's own CPU."""
+def cpu_budget(
+    rt: QuantumRuntime, work: Sequence[QuantumCircuit], rounds: int, path: str = "submit_many"
+) -> None:
+    """CPU milliseconds a job costs each process group over ``rounds`` of ``path``
+    (``submit_many`` + results, or the plain ``loop``) pinned to the device (the farm
+    warm), beside the limit's own CPU."""
     before = _cpu_by_group()
     start = time.perf_counter()
     for _ in range(rounds):
-        many(rt, work, DEVICE)
+        if path == "loop":
+            loop(rt, work, DEVICE)
+        else:
+            many(rt, work, DEVICE)
     wall = time.perf_counter() - start
     after = _cpu_by_group()
     jobs = rounds * len(work)
@@ -177,7 +184,8 @@ def cpu_budget(rt: QuantumRuntime, work: Sequence[QuantumCircuit], rounds: int) 
     total = sum(after[g] - before.get(g, 0.0) for g in after)
     rows.append(["all processes", f"{1000 * total / jobs:.2f}"])
     rows.append(["(wall time a job)", f"{1000 * wall / jobs:.2f}"])
-    print(f"\nCPU a job by process, {rounds} rounds of submit_many + results, pinned:")
+    what = "a plain loop of submit() + result()" if path == "loop" else "submit_many + results"
+    print(f"\nCPU a job by process, {rounds} rounds of {what}, pinned:")
     print(table(["process", "CPU ms a job"], rows))
 
 
@@ -205,7 +213,13 @@ def main() -> None:
         "--cpu-rounds",
         type=int,
         default=5,
-        help="rounds of submit_many for the CPU budget by process (0: skip; default 5)",
+        help="rounds for the CPU budget by process (0: skip; default 5)",
+    )
+    p.add_argument(
+        "--cpu-path",
+        choices=("submit_many", "loop"),
+        default="submit_many",
+        help="the path the CPU rounds take (default submit_many)",
     )
     args = p.parse_args()
 
@@ -259,7 +273,7 @@ def main() -> None:
                 [f"submit_many + results, {m} distinct (cache cold)", m / t, cold_limit / t, "-"]
             )
         if args.cpu_rounds:
-            cpu_budget(rt, work, args.cpu_rounds)
+            cpu_budget(rt, work, args.cpu_rounds, args.cpu_path)
             per = limit_cpu(limit, compiled, args.cpu_rounds)
             print(f"direct Aer, run only: {per:.2f} CPU ms a circuit (this process)")
     header = ["path", "circuits/s", "vs limit", "submit p99 ms"]
