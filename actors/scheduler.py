@@ -994,7 +994,7 @@ class Scheduler:
         it goes to its device without a store round of its own. Returns those
         outcome events and, per device, what its warm jobs compiled to; a job left
         out (a cold circuit, or a lookup that failed) compiles as usual."""
-        warm: dict[str, list[ToCompile]] = {}
+        warm: dict[str, tuple[DeviceSnapshot, list[ToCompile]]] = {}
         for e in events:
             snap = self.view.get(e.device) if isinstance(e, Placed) else None
             live = self._jobs.get(e.job_id)
@@ -1003,12 +1003,10 @@ class Scheduler:
                 continue
             job = ToCompile(e.job_id, live.record.spec, live.shape)
             if not self.compiler.cold_circuits(job, snap.name, snap.calibration.calibration_id):
-                warm.setdefault(snap.name, []).append(job)
+                warm.setdefault(snap.name, (snap, []))[1].append(job)
         outcomes: list[Event] = []
         compiled: dict[str, dict[str, list[CompiledCircuit]]] = {}
-        for device, jobs in warm.items():
-            snap = self.view.get(device)
-            assert snap is not None
+        for device, (snap, jobs) in warm.items():
             try:
                 compiled[device], cal_id = await self.compiler.compile(snap, jobs)
             except Exception as exc:  # the compile tasks try them again

@@ -191,7 +191,8 @@ class JobStore(abc.ABC):
         Args:
             updates: the moves, in order (a job may move more than once).
             blobs: stored in the same transaction, before the moves (a result its
-                job's move to DONE names); stored whether or not a move applies.
+                job's move to DONE names), whether or not a move applies; with no
+                moves, nothing is written.
 
         Returns:
             For each update, whether it was applied (False: the job had moved on).

@@ -365,7 +365,6 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
 
     def apply(self, updates: Sequence[StateUpdate], blobs: Sequence[bytes] = ()) -> list[bool]:
         if not updates:
-            self.put_blobs(blobs)
             return []
         digests = [sha256_hex(b) for b in blobs]
 
