@@ -37,7 +37,7 @@ from qrt_ray.results import RawRun
 from qrt_ray.store import open_store
 from qrt_ray.store.faults import StoreFaults
 from qrt_ray.store.urls import store_label
-from qrt_ray.tuning import settle_heap
+from qrt_ray.tuning import quick_handoffs, settle_heap
 from qrt_ray.versions import software_versions
 
 logger = logging.getLogger("qrt.scheduler")
@@ -354,6 +354,7 @@ class SchedulerActor:
         self.admin = Admin(self.tenant_api, self.rollouts, self._store_label)
         self.scheduler.telemetry.known_devices(device_names)
         settle_heap()  # before any job: see qrt_ray.tuning
+        quick_handoffs()  # the store writer waits less for the GIL (qrt_ray.tuning)
 
         # Ray runs an async actor's constructor on its event loop: the actor starts
         # itself, so one Ray restarts after a crash recovers with nobody asking.

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from qrt_ray.access.audit import AuditEntry, AuditRecord, chain
 from qrt_ray.access.tokens import Scope, TokenRecord
 from qrt_ray.store.base import Charge
+from qrt_ray.store.batched import insert_rows
 
 T = TypeVar("T")
 
@@ -45,34 +46,40 @@ def append_audit(conn: Any, key: bytes, at: float, entries: Sequence[AuditEntry]
         return
     row = conn.execute("SELECT seq, seal FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
     last = (row[0], row[1]) if row else None
-    for r in chain(key, last, at, entries):
-        e = r.entry
-        conn.execute(
-            "INSERT INTO audit_log (seq, at, actor, action, tenant, subject, outcome, "
-            "detail_json, prev, seal) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (
-                r.seq,
-                r.at,
-                e.actor,
-                e.action,
-                e.tenant,
-                e.subject,
-                e.outcome,
-                json.dumps(dict(e.detail), sort_keys=True, default=str),
-                r.prev,
-                r.seal,
-            ),
+    rows = [
+        (
+            r.seq,
+            r.at,
+            r.entry.actor,
+            r.entry.action,
+            r.entry.tenant,
+            r.entry.subject,
+            r.entry.outcome,
+            json.dumps(dict(r.entry.detail), sort_keys=True, default=str),
+            r.prev,
+            r.seal,
         )
+        for r in chain(key, last, at, entries)
+    ]
+    insert_rows(
+        conn,
+        "INSERT INTO audit_log (seq, at, actor, action, tenant, subject, outcome, "
+        "detail_json, prev, seal)",
+        rows,
+    )
 
 
 def insert_charges(conn: Any, charges: Sequence[Charge]) -> None:
     """Write ledger lines; a line already there (same job and line) is kept as it is."""
-    for c in charges:
-        conn.execute(
-            f"INSERT INTO ledger ({_LEDGER_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT DO NOTHING",
-            (c.job_id, c.line, c.tenant, c.device, c.kind, c.shots, c.device_s, c.usd, c.at),
-        )
+    insert_rows(
+        conn,
+        f"INSERT INTO ledger ({_LEDGER_COLUMNS})",
+        [
+            (c.job_id, c.line, c.tenant, c.device, c.kind, c.shots, c.device_s, c.usd, c.at)
+            for c in charges
+        ],
+        "ON CONFLICT DO NOTHING",
+    )
 
 
 class AccessTables:

@@ -59,7 +59,14 @@ from qrt_ray.store.base import (
     TransitionEvent,
     sha256_hex,
 )
-from qrt_ray.store.retention import PurgedJob, RetentionTables
+from qrt_ray.store.batched import (
+    TRANSITION_COLUMNS,
+    apply_moves,
+    chunks,
+    column_value,
+    insert_rows,
+)
+from qrt_ray.store.retention import PurgedJob, RetentionTables, placeholders
 
 logger = logging.getLogger("qrt.store")
 T = TypeVar("T")
@@ -68,23 +75,6 @@ _MAX_GROUP = 512
 _BULK_ROWS = 256
 # values in one IN (...) list: under SQLite's oldest limit of 999 bound variables
 _IN_MAX = 512
-_SETTABLE = (
-    "device",
-    "calibration_id",
-    "error",
-    "result_sha256",
-    "placement",
-    "attempts",
-    "compile_info",
-    "recovery",
-    "error_class",
-)
-# fields stored as JSON text, and their columns
-_JSON_COLUMNS = {
-    "placement": "placement_json",
-    "compile_info": "compile_json",
-    "recovery": "recovery_json",
-}
 _COLUMNS = (
     "job_id, state, spec_json, created_at, updated_at, device, calibration_id, error, "
     "result_sha256, placement_json, attempts, compile_json, recovery_json, error_class"
@@ -289,6 +279,12 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
 
     #: the statement that opens a write transaction
     begin_sql = "BEGIN"
+    #: whether that transaction holds the whole database's write lock, so that what it
+    #: reads cannot change before it writes: a batch's moves and ledger lines are then
+    #: decided from one read and written in a few statements of many rows (see
+    #: :mod:`qrt_ray.store.batched`); otherwise each is its own statement, decided by
+    #: the database row by row
+    locked_writes = False
 
     def __init__(self) -> None:
         self._writer = _GroupCommitWriter(self._connect, self.begin_sql, self._broken)
@@ -355,7 +351,7 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
         self, records: Sequence[JobRecord], audit: tuple[str, bytes, float] | None = None
     ) -> list[tuple[JobRecord, bool]]:
         def write(conn: Connection) -> list[tuple[JobRecord, bool]]:
-            out = [_admit_one(conn, rec) for rec in records]
+            out = _admit_all(conn, records)
             if audit is not None:
                 actor, key, at = audit
                 append_audit(conn, key, at, [_ownership(actor, r) for r, new in out if new])
@@ -371,7 +367,13 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
         # one transaction: a failure writes none of them (the caller mirrors all or none)
         def write(conn: Connection) -> list[bool]:
             _insert_blobs(conn, blobs, digests)
-            return [_apply_one(conn, u) for u in updates]
+            if not self.locked_writes:
+                return [_apply_one(conn, u) for u in updates]
+            applied = apply_moves(conn, updates)
+            # the bills land with their moves or not at all
+            moved = zip(updates, applied, strict=True)
+            insert_charges(conn, [c for u, ok in moved if ok for c in u.charges])
+            return applied
 
         return self._write(write, rows=len(updates) + len(blobs))
 
@@ -617,23 +619,33 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
 
         def write(conn: Connection) -> list[bool]:
             _insert_blobs(conn, blobs, digests)
-            return [
-                conn.execute(
-                    "INSERT INTO shot_ledger (job_id, attempt, first_shot, calibration_id, "
-                    "shots, at, run_sha256) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                    (
-                        r.job_id,
-                        r.attempt,
-                        r.first_shot,
-                        r.calibration_id,
-                        r.shots,
-                        r.at,
-                        r.run_sha256,
-                    ),
-                ).rowcount
-                == 1
-                for r in records
-            ]
+            if not self.locked_writes:
+                return [_count_one(conn, r) for r in records]
+            # a run already counted (same job, attempt and first shot) is not counted
+            # again: the lines held now, read with one statement, say which are new
+            ids = list(dict.fromkeys(r.job_id for r in records))
+            held: set[tuple[str, int, int]] = set()
+            for part in chunks(ids, _IN_MAX):
+                held.update(
+                    (row[0], row[1], row[2])
+                    for row in conn.execute(
+                        "SELECT job_id, attempt, first_shot FROM shot_ledger "
+                        f"WHERE job_id IN ({placeholders(len(part))})",
+                        list(part),
+                    ).fetchall()
+                )
+            fresh = []
+            for r in records:
+                key = (r.job_id, r.attempt, r.first_shot)
+                fresh.append(key not in held)
+                held.add(key)
+            insert_rows(
+                conn,
+                "INSERT INTO shot_ledger (job_id, attempt, first_shot, calibration_id, "
+                "shots, at, run_sha256)",
+                [_ledger_row(r) for r, new in zip(records, fresh, strict=True) if new],
+            )
+            return fresh
 
         if not records:
             return []
@@ -767,6 +779,63 @@ def _ownership(actor: str, rec: JobRecord) -> AuditEntry:
     return AuditEntry(actor, "job.create", rec.tenant, rec.job_id, "ok", detail)
 
 
+def _admit_all(conn: Connection, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
+    """Insert QUEUED jobs; for each, it and whether it is new (a job holding its
+    idempotency key already is returned instead).
+
+    Jobs with a key go in one at a time (the insert decides between two admitting
+    the same key); the rest, whose ids are new, in a few statements of many rows.
+    """
+    out: list[tuple[JobRecord, bool] | None] = [None] * len(records)
+    fresh: list[JobRecord] = []
+    for k, rec in enumerate(records):
+        if rec.spec.idempotency_key is None:
+            out[k] = (rec, True)
+            fresh.append(rec)
+        else:
+            out[k] = _admit_one(conn, rec)
+    ids = [rec.job_id for rec in fresh]
+    for part in chunks(ids, _IN_MAX):
+        taken = conn.execute(
+            f"SELECT job_id FROM jobs WHERE job_id IN ({placeholders(len(part))}) LIMIT 1",
+            list(part),
+        ).fetchone()
+        if taken is not None:
+            raise IntegrityError(f"job {brief(taken[0])}: a job with this id is already stored")
+    insert_rows(
+        conn,
+        "INSERT INTO jobs (job_id, tenant, idempotency_key, state, priority, spec_json, "
+        "created_at, updated_at, shots_total)",
+        [_job_row(rec) for rec in fresh],
+    )
+    insert_rows(
+        conn,
+        f"INSERT INTO transitions ({TRANSITION_COLUMNS})",
+        [_first_transition(rec) for rec in fresh],
+    )
+    return [pair for pair in out if pair is not None]
+
+
+def _job_row(rec: JobRecord) -> tuple[Any, ...]:
+    """A new job's row, QUEUED."""
+    return (
+        rec.job_id,
+        rec.tenant,
+        rec.spec.idempotency_key,
+        JobState.QUEUED.value,
+        rec.spec.priority,
+        rec.spec.model_dump_json(),
+        rec.created_at,
+        rec.created_at,
+        rec.spec.shots * len(rec.spec.circuits),
+    )
+
+
+def _first_transition(rec: JobRecord) -> tuple[Any, ...]:
+    """A new job's first transition: submitted, QUEUED."""
+    return (rec.job_id, 0, None, JobState.QUEUED.value, rec.created_at, "submitted", "submitted")
+
+
 def _admit_one(conn: Connection, rec: JobRecord) -> tuple[JobRecord, bool]:
     """Insert one QUEUED job, or return the job already holding its idempotency key.
 
@@ -789,23 +858,12 @@ def _admit_one(conn: Connection, rec: JobRecord) -> tuple[JobRecord, bool]:
     cur = conn.execute(
         "INSERT INTO jobs (job_id, tenant, idempotency_key, state, priority, spec_json, "
         "created_at, updated_at, shots_total) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-        (
-            rec.job_id,
-            rec.tenant,
-            key,
-            JobState.QUEUED.value,
-            rec.spec.priority,
-            rec.spec.model_dump_json(),
-            rec.created_at,
-            rec.created_at,
-            rec.spec.shots * len(rec.spec.circuits),
-        ),
+        _job_row(rec),
     )
     if cur.rowcount == 1:
         conn.execute(
-            "INSERT INTO transitions (job_id, seq, from_state, to_state, at, reason, event) "
-            "VALUES (?,?,?,?,?,?,?)",
-            (rec.job_id, 0, None, JobState.QUEUED.value, rec.created_at, "submitted", "submitted"),
+            f"INSERT INTO transitions ({TRANSITION_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
+            _first_transition(rec),
         )
         return rec, True
     if key is not None:
@@ -820,25 +878,35 @@ def _admit_one(conn: Connection, rec: JobRecord) -> tuple[JobRecord, bool]:
 
 def _insert_blobs(conn: Connection, blobs: Sequence[bytes], digests: Sequence[str]) -> None:
     """Store ``blobs`` under their sha256 ``digests`` (one already there is kept)."""
-    if blobs:
-        conn.executemany(
-            "INSERT INTO blobs (sha256, size, data) VALUES (?,?,?) ON CONFLICT DO NOTHING",
-            [(d, len(b), bytes(b)) for d, b in zip(digests, blobs, strict=True)],
-        )
+    insert_rows(
+        conn,
+        "INSERT INTO blobs (sha256, size, data)",
+        [(d, len(b), bytes(b)) for d, b in zip(digests, blobs, strict=True)],
+        "ON CONFLICT DO NOTHING",
+    )
+
+
+def _ledger_row(r: ShotRecord) -> tuple[Any, ...]:
+    return (r.job_id, r.attempt, r.first_shot, r.calibration_id, r.shots, r.at, r.run_sha256)
+
+
+def _count_one(conn: Connection, r: ShotRecord) -> bool:
+    """Write one ledger line; returns whether it is new (not counted before)."""
+    cur = conn.execute(
+        "INSERT INTO shot_ledger (job_id, attempt, first_shot, calibration_id, shots, at, "
+        "run_sha256) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+        _ledger_row(r),
+    )
+    return cur.rowcount == 1
 
 
 def _apply_one(conn: Connection, u: StateUpdate) -> bool:
     sets = ["state=?", "updated_at=?"]
     args: list[Any] = [u.to_state.value, u.at]
     for name, value in u.fields.items():
-        if name not in _SETTABLE:
-            raise ValueError(f"StateUpdate.fields: {name!r} is not settable")
-        if name in _JSON_COLUMNS:
-            sets.append(f"{_JSON_COLUMNS[name]}=?")
-            args.append(None if value is None else json.dumps(value, sort_keys=True))
-        else:
-            sets.append(f"{name}=?")
-            args.append(value)
+        column, stored = column_value(name, value)
+        sets.append(f"{column}=?")
+        args.append(stored)
     cur = conn.execute(
         f"UPDATE jobs SET {', '.join(sets)} WHERE job_id=? AND state=?",
         (*args, u.job_id, u.from_state.value),
@@ -848,7 +916,7 @@ def _apply_one(conn: Connection, u: StateUpdate) -> bool:
     # numbered after the job's last event; the UPDATE holds the job's row until
     # commit, so no other writer numbers this job meanwhile
     conn.execute(
-        "INSERT INTO transitions (job_id, seq, from_state, to_state, at, reason, event) "
+        f"INSERT INTO transitions ({TRANSITION_COLUMNS}) "
         "VALUES (?, (SELECT COALESCE(MAX(seq), -1) + 1 FROM transitions WHERE job_id=?), "
         "?,?,?,?,?)",
         (u.job_id, u.job_id, u.from_state.value, u.to_state.value, u.at, u.reason, u.event),

@@ -67,6 +67,7 @@ class SQLiteJobStore(SQLJobStore):
     """The default job store: one SQLite file in WAL mode with ``synchronous=FULL``."""
 
     begin_sql = "BEGIN IMMEDIATE"
+    locked_writes = True
 
     def __init__(self, path: str | Path) -> None:
         check_sqlite_path(path)

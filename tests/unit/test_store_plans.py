@@ -21,6 +21,7 @@ from qrt_ray.store import JobRecord, SQLiteJobStore, StateUpdate
 from qrt_ray.store.retention import collect_garbage
 
 S = JobState
+SPEC = JobSpec(circuits=("OPENQASM 2.0;",), shots=100)
 
 
 class TracedStore(SQLiteJobStore):
@@ -46,9 +47,8 @@ def _plan(path: Path, statement: str) -> list[str]:
 
 def _fill(store: SQLiteJobStore, n: int) -> list[str]:
     """``n`` DONE jobs with results, and one QUEUED; returns the DONE ones' ids."""
-    spec = JobSpec(circuits=("OPENQASM 2.0;",), shots=100)
     ids = [f"job-{i:04d}" for i in range(n)]
-    store.admit([JobRecord(j, S.QUEUED, spec, 1.0, 1.0) for j in [*ids, "waiting"]])
+    store.admit([JobRecord(j, S.QUEUED, SPEC, 1.0, 1.0) for j in [*ids, "waiting"]])
     shas = store.put_blobs([f"result {j}".encode() for j in ids])
     store.apply(
         [
@@ -66,6 +66,12 @@ CALLS: dict[str, Callable[[SQLiteJobStore, list[str]], object]] = {
     "get": lambda s, ids: s.get(ids[0]),
     "mark_fetched": lambda s, ids: s.mark_fetched(ids[:40], 3.0),
     "apply": lambda s, ids: s.apply([StateUpdate("waiting", S.QUEUED, S.CANCELLED, 3.0)]),
+    "apply_many": lambda s, ids: s.apply(
+        [StateUpdate(j, S.DONE, S.CANCELLED, 3.0, fields={"error": "x"}) for j in ids[:200]]
+    ),
+    "admit": lambda s, ids: s.admit(
+        [JobRecord(f"new-{i}", S.QUEUED, SPEC, 3.0, 3.0) for i in range(200)]
+    ),
     "purge_jobs": lambda s, ids: s.purge_jobs(ids[:40], 4.0),
 }
 

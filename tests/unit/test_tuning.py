@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from qrt_ray.tuning import lower_priority, settle_heap
+from qrt_ray.tuning import SWITCH_INTERVAL_S, lower_priority, quick_handoffs, settle_heap
 
 
 def test_a_settled_heap_is_left_out_of_later_collections() -> None:
@@ -48,3 +48,14 @@ def test_lower_priority_is_the_calling_threads_and_its_childrens() -> None:
     assert seen["after"] == min(19, seen["before"] + 5)
     assert seen["child"] == seen["after"]  # a thread it starts inherits it
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == me  # not ours
+
+
+def test_quick_handoffs_sets_the_switch_interval_and_returns_the_old_one() -> None:
+    old = sys.getswitchinterval()
+    try:
+        assert quick_handoffs() == old
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
+        assert old > SWITCH_INTERVAL_S  # shorter than the interpreter's 5 ms default
+        assert quick_handoffs(0.002) == pytest.approx(SWITCH_INTERVAL_S)
+    finally:
+        sys.setswitchinterval(old)
