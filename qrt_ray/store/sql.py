@@ -351,7 +351,7 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
         self, records: Sequence[JobRecord], audit: tuple[str, bytes, float] | None = None
     ) -> list[tuple[JobRecord, bool]]:
         def write(conn: Connection) -> list[tuple[JobRecord, bool]]:
-            out = _admit_all(conn, records)
+            out = _admit_all(conn, records, self.locked_writes)
             if audit is not None:
                 actor, key, at = audit
                 append_audit(conn, key, at, [_ownership(actor, r) for r, new in out if new])
@@ -779,21 +779,36 @@ def _ownership(actor: str, rec: JobRecord) -> AuditEntry:
     return AuditEntry(actor, "job.create", rec.tenant, rec.job_id, "ok", detail)
 
 
-def _admit_all(conn: Connection, records: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
+def _admit_all(
+    conn: Connection, records: Sequence[JobRecord], locked: bool
+) -> list[tuple[JobRecord, bool]]:
     """Insert QUEUED jobs; for each, it and whether it is new (a job holding its
     idempotency key already is returned instead).
 
-    Jobs with a key go in one at a time (the insert decides between two admitting
-    the same key); the rest, whose ids are new, in a few statements of many rows.
+    New jobs go in with a few statements of many rows. Where the transaction does not
+    hold the database's write lock (``locked``), each job with a key goes in alone
+    (the insert decides between two processes admitting the same key); under the
+    lock, the keys held now are read for all of them at once, and only a key named
+    twice in ``records`` goes in alone.
     """
+    keys = [(r.tenant, r.spec.idempotency_key) for r in records]
+    counts: dict[tuple[str, str | None], int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    alone = {key for key, n in counts.items() if key[1] is not None and (n > 1 or not locked)}
+    held, gone = _held_keys(conn, [k for k in counts if k[1] is not None and k not in alone])
     out: list[tuple[JobRecord, bool] | None] = [None] * len(records)
     fresh: list[JobRecord] = []
-    for k, rec in enumerate(records):
-        if rec.spec.idempotency_key is None:
+    for k, (rec, key) in enumerate(zip(records, keys, strict=True)):
+        if key in alone:
+            out[k] = _admit_one(conn, rec)
+        elif key in gone:
+            raise _purged_key(key[1] or "", gone[key])
+        elif key in held:
+            out[k] = (held[key], False)
+        else:
             out[k] = (rec, True)
             fresh.append(rec)
-        else:
-            out[k] = _admit_one(conn, rec)
     ids = [rec.job_id for rec in fresh]
     for part in chunks(ids, _IN_MAX):
         taken = conn.execute(
@@ -814,6 +829,45 @@ def _admit_all(conn: Connection, records: Sequence[JobRecord]) -> list[tuple[Job
         [_first_transition(rec) for rec in fresh],
     )
     return [pair for pair in out if pair is not None]
+
+
+def _held_keys(
+    conn: Connection, keys: Sequence[tuple[str, str | None]]
+) -> tuple[dict[tuple[str, str | None], JobRecord], dict[tuple[str, str | None], Sequence[Any]]]:
+    """The jobs holding these (tenant, idempotency key)s now, and the purged jobs that
+    held them; a statement per table and tenant (rows only for keys in use)."""
+    by_tenant: dict[str, list[str]] = {}
+    for tenant, key in keys:
+        by_tenant.setdefault(tenant, []).append(key or "")
+    held: dict[tuple[str, str | None], JobRecord] = {}
+    gone: dict[tuple[str, str | None], Sequence[Any]] = {}
+    for tenant, names in by_tenant.items():
+        for part in chunks(names, _IN_MAX - 1):
+            marks = placeholders(len(part))
+            for row in conn.execute(
+                "SELECT idempotency_key, job_id, tenant, state, created_at, ended_at, purged_at "
+                "FROM purged_jobs WHERE tenant=? AND idempotency_key IS NOT NULL "
+                f"AND idempotency_key IN ({marks})",
+                [tenant, *part],
+            ).fetchall():
+                gone[(tenant, row[0])] = row[1:]
+            for row in conn.execute(
+                f"SELECT {_COLUMNS}, idempotency_key FROM jobs WHERE tenant=? "
+                f"AND idempotency_key IS NOT NULL AND idempotency_key IN ({marks})",
+                [tenant, *part],
+            ).fetchall():
+                held[(tenant, row[-1])] = _record(row[:-1])
+    return held, gone
+
+
+def _purged_key(key: str, gone: Sequence[Any]) -> ValidationError:
+    """The error for reusing ``key``, last held by ``gone`` (a purged_jobs row:
+    job_id, tenant, state, created_at, ended_at, purged_at)."""
+    return ValidationError(
+        f"idempotency_key={brief(key)!r} was used by job {gone[0]}, which ended "
+        f"{gone[2]} and was removed by retention at {_utc(gone[5])}; a key names "
+        "one job for good: submit with a new key"
+    )
 
 
 def _job_row(rec: JobRecord) -> tuple[Any, ...]:
@@ -850,11 +904,7 @@ def _admit_one(conn: Connection, rec: JobRecord) -> tuple[JobRecord, bool]:
             (rec.tenant, key),
         ).fetchone()
         if gone is not None:
-            raise ValidationError(
-                f"idempotency_key={brief(key)!r} was used by job {gone[0]}, which ended "
-                f"{gone[2]} and was removed by retention at {_utc(gone[5])}; a key names "
-                "one job for good: submit with a new key"
-            )
+            raise _purged_key(key, gone)
     cur = conn.execute(
         "INSERT INTO jobs (job_id, tenant, idempotency_key, state, priority, spec_json, "
         "created_at, updated_at, shots_total) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",

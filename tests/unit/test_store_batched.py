@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qrt_ray.errors import IntegrityError
+from qrt_ray.errors import IntegrityError, ValidationError
 from qrt_ray.lifecycle import ErrorClass, JobState
 from qrt_ray.models import JobSpec
 from qrt_ray.store import JobRecord, ShotRecord, SQLiteJobStore, StateUpdate
@@ -73,11 +73,32 @@ ledger_lines = st.builds(
 )
 
 
+@st.composite
+def new_jobs(draw: st.DrawFn) -> JobRecord:
+    key = draw(st.sampled_from(["a", "b", "gone", None]))
+    tenant = draw(st.sampled_from(["default", "other"]))
+    spec = SPEC.model_copy(update={"idempotency_key": key, "tenant": tenant})
+    return JobRecord(f"new-{draw(st.integers(0, 10**9))}", S.QUEUED, spec, 2.0, 2.0)
+
+
 def _store(path: Path, batched: bool) -> SQLiteJobStore:
     store = SQLiteJobStore(path)
     store.locked_writes = batched  # False: each row its own statement, as PostgreSQL
     store.admit([JobRecord(j, S.QUEUED, SPEC, 1.0, 1.0) for j in JOBS])
+    # a key whose job retention removed: using it again is refused
+    spent = SPEC.model_copy(update={"idempotency_key": "gone"})
+    store.admit([JobRecord("spent", S.QUEUED, spent, 1.0, 1.0)])
+    store.apply([StateUpdate("spent", S.QUEUED, S.CANCELLED, 1.5)])
+    assert store.purge_jobs(["spent"], 1.7).jobs == 1
     return store
+
+
+def _admitted(store: SQLiteJobStore, records: list[JobRecord]) -> object:
+    """What admitting ``records`` answers: each job and whether it is new, or the error."""
+    try:
+        return [(rec.job_id, rec.tenant, new) for rec, new in store.admit(records)]
+    except (ValidationError, IntegrityError) as exc:
+        return type(exc).__name__, str(exc)
 
 
 def _contents(store: SQLiteJobStore) -> dict[str, list[Any]]:
@@ -95,11 +116,15 @@ def _contents(store: SQLiteJobStore) -> dict[str, list[Any]]:
 @given(
     batches=st.lists(st.lists(moves(), min_size=1, max_size=12), min_size=1, max_size=4),
     lines=st.lists(st.lists(ledger_lines, min_size=1, max_size=6), max_size=3),
+    admits=st.lists(
+        st.lists(new_jobs(), min_size=1, max_size=6, unique_by=lambda r: r.job_id), max_size=3
+    ),
 )
 def test_batched_writes_decide_every_row_as_one_statement_a_row_would(
     tmp_path_factory: pytest.TempPathFactory,
     batches: list[list[StateUpdate]],
     lines: list[list[ShotRecord]],
+    admits: list[list[JobRecord]],
 ) -> None:
     base = tmp_path_factory.mktemp("batched")
     one, many = _store(base / "rows.sqlite3", False), _store(base / "batched.sqlite3", True)
@@ -108,6 +133,8 @@ def test_batched_writes_decide_every_row_as_one_statement_a_row_would(
             assert many.apply(batch) == one.apply(batch)
         for records in lines:
             assert many.record_shots(records) == one.record_shots(records)
+        for records in admits:
+            assert _admitted(many, records) == _admitted(one, records)
         assert _contents(many) == _contents(one)
     finally:
         one.close()
@@ -119,7 +146,10 @@ def test_two_hundred_moves_take_a_few_statements(tmp_path: Path) -> None:
     try:
         ids = [f"job-{i:03d}" for i in range(200)]
         store.statements.clear()
-        store.admit([JobRecord(j, S.QUEUED, SPEC, 1.0, 1.0) for j in ids])
+        keyed = [SPEC.model_copy(update={"idempotency_key": j}) for j in ids]
+        store.admit(
+            [JobRecord(j, S.QUEUED, spec, 1.0, 1.0) for j, spec in zip(ids, keyed, strict=True)]
+        )
         admitted = len(store.statements)
         store.statements.clear()
         moves = [

@@ -72,6 +72,14 @@ CALLS: dict[str, Callable[[SQLiteJobStore, list[str]], object]] = {
     "admit": lambda s, ids: s.admit(
         [JobRecord(f"new-{i}", S.QUEUED, SPEC, 3.0, 3.0) for i in range(200)]
     ),
+    "admit_keyed": lambda s, ids: s.admit(
+        [
+            JobRecord(
+                f"new-{i}", S.QUEUED, SPEC.model_copy(update={"idempotency_key": f"k{i}"}), 3, 3
+            )
+            for i in range(200)
+        ]
+    ),
     "purge_jobs": lambda s, ids: s.purge_jobs(ids[:40], 4.0),
 }
 
