@@ -75,6 +75,9 @@ _MAX_GROUP = 512
 _BULK_ROWS = 256
 # values in one IN (...) list: under SQLite's oldest limit of 999 bound variables
 _IN_MAX = 512
+# blob bytes in one statement at most (each statement copies its values once more)
+_BLOB_BYTES = 8 << 20
+_BLOB_INSERT = "INSERT INTO blobs (sha256, size, data)"
 _COLUMNS = (
     "job_id, state, spec_json, created_at, updated_at, device, calibration_id, error, "
     "result_sha256, placement_json, attempts, compile_json, recovery_json, error_class"
@@ -644,6 +647,7 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
                 "INSERT INTO shot_ledger (job_id, attempt, first_shot, calibration_id, "
                 "shots, at, run_sha256)",
                 [_ledger_row(r) for r, new in zip(records, fresh, strict=True) if new],
+                "ON CONFLICT DO NOTHING",  # the read decided; the key still guards
             )
             return fresh
 
@@ -797,26 +801,27 @@ def _admit_all(
         counts[key] = counts.get(key, 0) + 1
     alone = {key for key, n in counts.items() if key[1] is not None and (n > 1 or not locked)}
     held, gone = _held_keys(conn, [k for k in counts if k[1] is not None and k not in alone])
-    out: list[tuple[JobRecord, bool] | None] = [None] * len(records)
+    # ids already stored (rows only for those): a job is refused where a row at a
+    # time would refuse it, so the first failing job in order names the error
+    batched = [r.job_id for r, key in zip(records, keys, strict=True) if key not in alone]
+    taken = _stored_ids(conn, batched)
+    out: list[tuple[JobRecord, bool]] = []
     fresh: list[JobRecord] = []
-    for k, (rec, key) in enumerate(zip(records, keys, strict=True)):
-        if key in alone:
-            out[k] = _admit_one(conn, rec)
+    for rec, key in zip(records, keys, strict=True):
+        if key in alone and rec.job_id not in taken:
+            pair = _admit_one(conn, rec)
         elif key in gone:
             raise _purged_key(key[1] or "", gone[key])
         elif key in held:
-            out[k] = (held[key], False)
+            pair = (held[key], False)
+        elif rec.job_id in taken:
+            raise IntegrityError(f"job {brief(rec.job_id)}: a job with this id is already stored")
         else:
-            out[k] = (rec, True)
+            pair = (rec, True)
             fresh.append(rec)
-    ids = [rec.job_id for rec in fresh]
-    for part in chunks(ids, _IN_MAX):
-        taken = conn.execute(
-            f"SELECT job_id FROM jobs WHERE job_id IN ({placeholders(len(part))}) LIMIT 1",
-            list(part),
-        ).fetchone()
-        if taken is not None:
-            raise IntegrityError(f"job {brief(taken[0])}: a job with this id is already stored")
+        if pair[1]:
+            taken.add(rec.job_id)
+        out.append(pair)
     insert_rows(
         conn,
         "INSERT INTO jobs (job_id, tenant, idempotency_key, state, priority, spec_json, "
@@ -828,7 +833,19 @@ def _admit_all(
         f"INSERT INTO transitions ({TRANSITION_COLUMNS})",
         [_first_transition(rec) for rec in fresh],
     )
-    return [pair for pair in out if pair is not None]
+    return out
+
+
+def _stored_ids(conn: Connection, job_ids: Sequence[str]) -> set[str]:
+    """Which of ``job_ids`` are stored now (a statement per slice; a row for each found)."""
+    found: set[str] = set()
+    wanted = list(dict.fromkeys(job_ids))
+    for part in chunks(wanted, _IN_MAX):
+        rows = conn.execute(
+            f"SELECT job_id FROM jobs WHERE job_id IN ({placeholders(len(part))})", list(part)
+        ).fetchall()
+        found.update(row[0] for row in rows)
+    return found
 
 
 def _held_keys(
@@ -927,13 +944,17 @@ def _admit_one(conn: Connection, rec: JobRecord) -> tuple[JobRecord, bool]:
 
 
 def _insert_blobs(conn: Connection, blobs: Sequence[bytes], digests: Sequence[str]) -> None:
-    """Store ``blobs`` under their sha256 ``digests`` (one already there is kept)."""
-    insert_rows(
-        conn,
-        "INSERT INTO blobs (sha256, size, data)",
-        [(d, len(b), bytes(b)) for d, b in zip(digests, blobs, strict=True)],
-        "ON CONFLICT DO NOTHING",
-    )
+    """Store ``blobs`` under their sha256 ``digests`` (one already there is kept), in
+    statements of at most ``_BLOB_BYTES`` of data (one blob larger than that alone)."""
+    group: list[tuple[str, int, bytes]] = []
+    size = 0
+    for d, b in zip(digests, blobs, strict=True):
+        if group and size + len(b) > _BLOB_BYTES:
+            insert_rows(conn, _BLOB_INSERT, group, "ON CONFLICT DO NOTHING")
+            group, size = [], 0
+        group.append((d, len(b), bytes(b)))
+        size += len(b)
+    insert_rows(conn, _BLOB_INSERT, group, "ON CONFLICT DO NOTHING")
 
 
 def _ledger_row(r: ShotRecord) -> tuple[Any, ...]:

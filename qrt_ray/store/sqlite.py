@@ -63,11 +63,30 @@ def _enter_wal(conn: sqlite3.Connection) -> None:
         pause = min(pause * 2, 0.2)
 
 
+def batches_work() -> bool:
+    """Whether this process's SQLite runs the batched writes' SQL: ``UPDATE ... FROM``
+    (SQLite 3.33) and the JSON functions (built in since 3.38, often before). Where it
+    does not, a batch is written a row a statement, as on PostgreSQL."""
+    try:
+        conn = sqlite3.connect(":memory:")
+        try:
+            conn.execute("CREATE TABLE t (a TEXT PRIMARY KEY, b TEXT)")
+            conn.execute(
+                "UPDATE t SET b = v.column2 FROM (VALUES ('x', 'y')) AS v WHERE t.a = v.column1"
+            )
+            conn.execute("SELECT json_group_array(json_array(1, 'a'))").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+    return True
+
+
 class SQLiteJobStore(SQLJobStore):
     """The default job store: one SQLite file in WAL mode with ``synchronous=FULL``."""
 
     begin_sql = "BEGIN IMMEDIATE"
-    locked_writes = True
+    locked_writes = batches_work()
 
     def __init__(self, path: str | Path) -> None:
         check_sqlite_path(path)

@@ -171,9 +171,11 @@ def test_two_hundred_moves_take_a_few_statements(tmp_path: Path) -> None:
         assert admitted <= 12, store.statements
         assert applied <= 14, [s[:80] for s in store.statements]
         assert counted <= 20, [s[:80] for s in store.statements]
-        placed = store.get(ids[-1])
-        assert (placed.state, placed.device, placed.calibration_id) == (S.PLACED, "manila", "c")
-        assert [e.to_state for e in store.events(ids[-1])] == [S.QUEUED, S.COMPILING, S.PLACED]
+        for j in ids:  # every slice of every statement landed
+            placed = store.get(j)
+            assert (placed.state, placed.device, placed.calibration_id) == (S.PLACED, "manila", "c")
+            assert [e.to_state for e in store.events(j)] == [S.QUEUED, S.COMPILING, S.PLACED]
+        assert len(store.read_sql("SELECT * FROM shot_ledger")) == 200
     finally:
         store.close()
 
@@ -231,5 +233,93 @@ def test_a_row_changed_under_the_lock_fails_the_write(tmp_path: Path) -> None:
             assert conn.execute("SELECT state FROM jobs WHERE job_id=?", (JOBS[0],)).fetchone() == (
                 "QUEUED",
             )
+    finally:
+        store.close()
+
+
+def _both(tmp_path: Path) -> tuple[SQLiteJobStore, SQLiteJobStore]:
+    return _store(tmp_path / "rows.sqlite3", False), _store(tmp_path / "batched.sqlite3", True)
+
+
+def test_a_later_move_applies_where_an_earlier_one_of_its_job_did_not(tmp_path: Path) -> None:
+    one, many = _both(tmp_path)
+    try:
+        moves = [
+            StateUpdate(JOBS[0], S.RUNNING, S.DONE, 2.0),  # not RUNNING: refused
+            StateUpdate(JOBS[0], S.QUEUED, S.COMPILING, 2.1, fields={"device": "lima"}),
+            StateUpdate(JOBS[0], S.QUEUED, S.FAILED, 2.2),  # COMPILING now: refused
+            StateUpdate(JOBS[0], S.COMPILING, S.PLACED, 2.3, fields={"attempts": 1}),
+        ]
+        assert many.apply(moves) == one.apply(moves) == [False, True, False, True]
+        assert _contents(many) == _contents(one)
+        job = many.get(JOBS[0])
+        assert (job.state, job.device, job.attempts, job.updated_at) == (S.PLACED, "lima", 1, 2.3)
+    finally:
+        one.close()
+        many.close()
+
+
+def test_six_hundred_jobs_in_one_batch_cross_every_slice(tmp_path: Path) -> None:
+    """More jobs than one IN list or one statement's variables hold."""
+    one, many = _both(tmp_path)
+    try:
+        ids = [f"big-{i:03d}" for i in range(600)]
+        for store in (one, many):
+            store.admit([JobRecord(j, S.QUEUED, SPEC, 1.0, 1.0) for j in ids])
+        moves = [
+            u
+            for j in ids
+            for u in (
+                StateUpdate(j, S.QUEUED, S.COMPILING, 2.0, fields={"placement": {"device": j}}),
+                StateUpdate(j, S.COMPILING, S.PLACED, 2.5, fields={"calibration_id": j}),
+            )
+        ]
+        assert many.apply(moves) == one.apply(moves) == [True] * 1200
+        lines = [ShotRecord(j, 1, "c", 10, 3.0) for j in ids]
+        assert many.record_shots(lines) == one.record_shots(lines) == [True] * 600
+        assert _contents(many) == _contents(one)
+        assert all((many.get(j).state, many.get(j).calibration_id) == (S.PLACED, j) for j in ids)
+    finally:
+        one.close()
+        many.close()
+
+
+def test_the_first_job_refused_in_order_names_the_error(tmp_path: Path) -> None:
+    """A stored id, a purged key and an id named twice are refused as a row at a time
+    refuses them: the same error, from the same job, and nothing written."""
+
+    def keyed(job_id: str, key: str | None) -> JobRecord:
+        spec = SPEC.model_copy(update={"idempotency_key": key})
+        return JobRecord(job_id, S.QUEUED, spec, 2.0, 2.0)
+
+    one, many = _both(tmp_path)
+    try:
+        for batch in (
+            [keyed(JOBS[0], "b"), keyed("fresh", "gone")],  # a stored id comes first
+            [keyed("fresh", "gone"), keyed(JOBS[0], None)],  # the purged key comes first
+            [keyed("twice", "b"), keyed("twice", None)],  # one id named twice
+        ):
+            answers = _admitted(many, batch), _admitted(one, batch)
+            assert answers[0] == answers[1], answers
+            assert answers[0][0] in ("IntegrityError", "ValidationError")
+        assert _contents(many) == _contents(one)
+    finally:
+        one.close()
+        many.close()
+
+
+def test_this_sqlite_runs_the_batched_writes() -> None:
+    from qrt_ray.store.sqlite import batches_work
+
+    assert batches_work() is True  # SQLite 3.33 or later with its JSON functions
+    assert SQLiteJobStore.locked_writes is True
+
+
+def test_blobs_larger_than_a_statement_holds_are_all_stored(tmp_path: Path) -> None:
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    try:
+        blobs = [bytes([k]) * (5 << 20) for k in range(3)]  # 15 MiB: two statements or more
+        digests = store.put_blobs(blobs)
+        assert store.get_blobs(digests) == blobs
     finally:
         store.close()
