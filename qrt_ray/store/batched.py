@@ -25,8 +25,8 @@ from qrt_ray.store.base import StateUpdate
 # bound variables in one statement at most: SQLite's oldest limit (newer builds allow
 # 32,766; PostgreSQL, 65,535)
 MAX_VARIABLES = 999
-# ids in one IN (...) list
-_IN_MAX = 512
+# values in one IN (...) list: under SQLite's oldest limit of 999 bound variables
+IN_MAX = 512
 
 # fields a move may set (a StateUpdate's ``fields``), and the columns of those held as
 # JSON text
@@ -141,7 +141,7 @@ def _states(conn: _Conn, job_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
     """Each stored job's state and the number of its last transition (-1: none), read
     as one row per slice of ids (a row per job would hand the GIL over for each)."""
     out: dict[str, tuple[str, int]] = {}
-    for part in chunks(job_ids, _IN_MAX):
+    for part in chunks(job_ids, IN_MAX):
         row = conn.execute(
             "SELECT json_group_array(json_array(job_id, state, (SELECT COALESCE(MAX(seq), -1) "
             "FROM transitions t WHERE t.job_id = jobs.job_id))) "

@@ -60,6 +60,7 @@ from qrt_ray.store.base import (
     sha256_hex,
 )
 from qrt_ray.store.batched import (
+    IN_MAX,
     TRANSITION_COLUMNS,
     apply_moves,
     chunks,
@@ -73,8 +74,6 @@ T = TypeVar("T")
 _MAX_GROUP = 512
 # rows of bulk writes a transaction takes (at least one write, whatever its size)
 _BULK_ROWS = 256
-# values in one IN (...) list: under SQLite's oldest limit of 999 bound variables
-_IN_MAX = 512
 # blob bytes in one statement at most (each statement copies its values once more)
 _BLOB_BYTES = 8 << 20
 _BLOB_INSERT = "INSERT INTO blobs (sha256, size, data)"
@@ -403,14 +402,14 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
 
     def _rows_in(self, sql: str, values: Sequence[Any], before: Sequence[Any] = ()) -> list[Any]:
         """Rows of ``sql``, whose ``IN ({in})`` takes ``values`` (after the arguments
-        ``before``), in lists of at most ``_IN_MAX``. A list is padded to a power of two
+        ``before``), in lists of at most ``IN_MAX``. A list is padded to a power of two
         by repeating its last value, so a database that prepares each statement sees a
         few shapes, not one per length."""
         rows: list[Any] = []
         wanted = list(dict.fromkeys(values))
-        for start in range(0, len(wanted), _IN_MAX):
-            part = wanted[start : start + _IN_MAX]
-            size = min(_IN_MAX, 1 << (len(part) - 1).bit_length())
+        for start in range(0, len(wanted), IN_MAX):
+            part = wanted[start : start + IN_MAX]
+            size = min(IN_MAX, 1 << (len(part) - 1).bit_length())
             part += [part[-1]] * (size - len(part))
             rows += self._rows(sql.replace("{in}", ",".join("?" * size)), [*before, *part])
         return rows
@@ -628,7 +627,7 @@ class SQLJobStore(AccessTables, RetentionTables, JobStore):
             # again: the lines held now, read with one statement, say which are new
             ids = list(dict.fromkeys(r.job_id for r in records))
             held: set[tuple[str, int, int]] = set()
-            for part in chunks(ids, _IN_MAX):
+            for part in chunks(ids, IN_MAX):
                 held.update(
                     (row[0], row[1], row[2])
                     for row in conn.execute(
@@ -840,7 +839,7 @@ def _stored_ids(conn: Connection, job_ids: Sequence[str]) -> set[str]:
     """Which of ``job_ids`` are stored now (a statement per slice; a row for each found)."""
     found: set[str] = set()
     wanted = list(dict.fromkeys(job_ids))
-    for part in chunks(wanted, _IN_MAX):
+    for part in chunks(wanted, IN_MAX):
         rows = conn.execute(
             f"SELECT job_id FROM jobs WHERE job_id IN ({placeholders(len(part))})", list(part)
         ).fetchall()
@@ -859,7 +858,7 @@ def _held_keys(
     held: dict[tuple[str, str | None], JobRecord] = {}
     gone: dict[tuple[str, str | None], Sequence[Any]] = {}
     for tenant, names in by_tenant.items():
-        for part in chunks(names, _IN_MAX - 1):
+        for part in chunks(names, IN_MAX - 1):
             marks = placeholders(len(part))
             for row in conn.execute(
                 "SELECT idempotency_key, job_id, tenant, state, created_at, ended_at, purged_at "
