@@ -186,10 +186,16 @@ class CompileStage:
 
 
 def work_item(
-    rec: JobRecord, runs: Sequence[RawRun], circuits: Sequence[CompiledCircuit], cal_id: str
+    rec: JobRecord,
+    runs: Sequence[RawRun],
+    circuits: Sequence[CompiledCircuit],
+    cal_id: str,
+    *,
+    whole: bool = False,
 ) -> WorkItem:
     """The device's work for a job's current attempt: only the shots still missing,
-    numbered on from those already counted."""
+    numbered on from those already counted; ``whole``: never sliced (see
+    :class:`~qrt_ray.actors.device_queue.WorkItem`)."""
     spec = rec.spec
     return WorkItem(
         rec.job_id,
@@ -207,6 +213,7 @@ def work_item(
         dd=spec.dynamical_decoupling,
         traceparent=job_traceparent(rec.job_id),
         noise=spec.noise,
+        whole=whole,
     )
 
 

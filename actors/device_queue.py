@@ -57,6 +57,9 @@ class WorkItem:
     # a suspect of crashing its simulator: runs in a batch of its own
     # (qrt_ray.policies.quarantine)
     solo: bool = False
+    # the farm already dropped shots of this job (rerun whole on a new calibration):
+    # it runs unsliced, so no pause between slices can cut it short again
+    whole: bool = False
 
 
 class DeviceQueue:
@@ -122,7 +125,8 @@ class DeviceQueue:
         ``max_device_share`` of the batch. A job asking for more than ``slice_shots``
         shots runs one slice now and leaves the rest queued with its original arrival
         time, so work that ranks higher and arrives meanwhile goes first at the next
-        batch boundary (preemption); a running batch is never cut. A ``solo`` item
+        batch boundary (preemption); a running batch is never cut. A ``whole`` item
+        (one the farm already cut short and rerun) is never sliced. A ``solo`` item
         (a suspect of crashing its simulator) runs in a batch of its own.
         """
         batch: list[WorkItem] = []
@@ -186,7 +190,7 @@ class DeviceQueue:
     def _slice(self, item: WorkItem) -> tuple[WorkItem, WorkItem | None]:
         """(what runs now, what stays queued or None) under :meth:`slice_size`."""
         size = self.slice_size(item)
-        if not size or item.shots <= size:
+        if not size or item.shots <= size or item.whole:
             return item, None
         rest_shots = item.shots - size
         piece = replace(item, shots=size, remaining=rest_shots)

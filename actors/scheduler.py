@@ -1066,7 +1066,12 @@ class Scheduler:
             job = self._jobs.get(i.job_id)
             if job is not None:
                 cal_id = job.record.calibration_id or ""
-                item = work_item(job.record, job.runs, compiled[i.job_id], cal_id)
+                # a job the farm already cut short and rerun whole runs unsliced now:
+                # on a device recalibrating faster than a sliced job finishes, it
+                # would otherwise be cut at every recalibration until out of attempts
+                item = work_item(
+                    job.record, job.runs, compiled[i.job_id], cal_id, whole=job.discarded_shots > 0
+                )
                 if self.quarantine.is_suspect(job.job_id):
                     item = replace(item, solo=True)
                 prior = None

@@ -122,3 +122,16 @@ def test_a_job_at_or_under_the_slice_runs_whole(shots: int) -> None:
     q.add([item("j", shots=shots)], now=0.0)
     (w,) = q.take(now=0.0, max_circuits=4)
     assert (w.shots, w.remaining) == (shots, 0) and len(q) == 0
+
+
+def test_a_job_the_farm_already_cut_short_runs_unsliced() -> None:
+    # its earlier shots were dropped (rerun whole on a new calibration): sliced again,
+    # a device recalibrating between its slices would cut it at every recalibration
+    q = queue(slice_shots=400)
+    q.add([replace(item("rerun", shots=1000), whole=True), item("big", shots=1000)], now=0.0)
+    batch = q.take(now=0.0, max_circuits=4)
+    assert [(w.job_id, w.shots, w.remaining) for w in batch] == [
+        ("rerun", 1000, 0),
+        ("big", 400, 600),
+    ]
+    assert ids(q.take(now=1.0, max_circuits=4)) == ["big"]  # the other one still slices
