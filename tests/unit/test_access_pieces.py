@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import statistics
 import time
 
 import pytest
@@ -122,8 +121,10 @@ def test_checking_a_secret_takes_as_long_whatever_is_wrong_with_it() -> None:
             for _ in range(200):
                 secret_matches(KEY, secret, r)
             times[name].append(time.perf_counter() - start)
-    medians = {k: statistics.median(v) for k, v in times.items()}
-    assert max(medians.values()) < 1.5 * min(medians.values()), medians
+    # the fastest of each: what a check costs when nothing else on the machine gets in
+    # the way (a median still moves with the load of a busy machine)
+    fastest = {k: min(v) for k, v in times.items()}
+    assert max(fastest.values()) < 1.5 * min(fastest.values()), fastest
 
 
 def test_the_access_key_file_is_made_private_and_checked(tmp_path) -> None:

@@ -259,7 +259,9 @@ def test_unseeded_work_runs_in_pieces_of_the_device_s_real_pace(
     calls.clear()
     runs = device.execute(_ghz_items(device, 200, None))
     assert [sum(r.counts[0].values()) for r in runs] == [1000] * 200
-    assert len(calls) < len(first) and sum(calls) == 200
+    # bigger pieces at the learned pace (how many fewer depends on how fast this
+    # machine is right now: a loaded one learns a pace nearer the prior's)
+    assert max(calls) > max(first) and len(calls) <= len(first) and sum(calls) == 200
     # seeded work keeps the prior's plan, so the same seed gives the same counts
     calls.clear()
     seeded = device.execute(_ghz_items(device, 200, 7))
