@@ -1095,3 +1095,39 @@ def test_a_run_reported_after_the_jobs_deadline_fails_it_and_counts_nothing(
         assert store.shot_ledger(rec.job_id) == []
 
     asyncio.run(main())
+
+
+def test_a_job_whose_shots_the_farm_dropped_is_handed_off_unsliced(tmp_path: Path) -> None:
+    """A job rerun whole (its earlier shots dropped) goes to its device as ``whole``, so
+    a recalibration between slices cannot cut it again; the others still slice."""
+
+    async def main() -> None:
+        store, devices, sched = make(tmp_path, scheduling=SchedulingConfig(slice_shots=400))
+        handed: list[WorkItem] = []
+        for d in devices:
+            real = d.enqueue
+
+            def enqueue(items: object, real: object = real) -> int:
+                items = list(items)  # type: ignore[call-overload]
+                handed.extend(items)
+                return real(items)  # type: ignore[operator]
+
+            d.enqueue = enqueue  # type: ignore[method-assign]
+        await sched.start()
+        (dropped, _), (fresh, _) = await sched.submit([spec(shots=1000), spec(shots=1000)])
+        # as a placement to rerun it whole leaves it (policies.jobflow: Placed)
+        sched._jobs[dropped.job_id].discarded_shots = 300
+        await drive(sched, devices)
+        mine = {
+            rec.job_id: [w for w in handed if w.job_id == rec.job_id] for rec in (dropped, fresh)
+        }
+        assert [(w.shots, w.whole) for w in mine[dropped.job_id]] == [(1000, True)]
+        assert [(w.shots, w.whole) for w in mine[fresh.job_id]] == [(1000, False)]
+        assert store.get(dropped.job_id).state is S.DONE
+        ledger = store.shot_ledger(dropped.job_id)
+        assert [r.shots for r in ledger] == [1000]  # one run, not three slices
+        assert len(store.shot_ledger(fresh.job_id)) == 3  # 400 + 400 + 200
+        await sched.stop()
+        store.close()
+
+    asyncio.run(main())
