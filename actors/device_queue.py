@@ -178,7 +178,10 @@ class DeviceQueue:
     def slice_size(self, item: WorkItem) -> int:
         """The most shots of ``item`` one batch runs (0: all of them): ``slice_shots``,
         and for trajectories (shots costing more than the fixed part) about ``slice_s``
-        seconds' worth by the item's prior, at least :data:`MIN_SLICE_SHOTS`."""
+        seconds' worth by the item's prior, at least :data:`MIN_SLICE_SHOTS`; a ``whole``
+        item, 0."""
+        if item.whole:
+            return 0
         rules = self.scheduling
         size = rules.slice_shots
         if rules.slice_s > 0 and item.shot_s > 0 and item.shot_s * item.shots > item.fixed_s:
@@ -190,7 +193,7 @@ class DeviceQueue:
     def _slice(self, item: WorkItem) -> tuple[WorkItem, WorkItem | None]:
         """(what runs now, what stays queued or None) under :meth:`slice_size`."""
         size = self.slice_size(item)
-        if not size or item.shots <= size or item.whole:
+        if not size or item.shots <= size:
             return item, None
         rest_shots = item.shots - size
         piece = replace(item, shots=size, remaining=rest_shots)
