@@ -742,10 +742,19 @@ class QuantumRuntime:
     def wait(
         self, handles: Sequence[JobHandle], timeout_s: float | None = None
     ) -> dict[str, JobState]:
-        """Wait until every job is final (or the timeout passes); returns their states."""
+        """Wait until every job is final (or the timeout passes); returns their states.
+
+        ``timeout_s`` bounds the wait for the jobs to finish, so ``timeout_s=0`` polls.
+        It does not cut short a pipelined submit: a handle not yet acknowledged is
+        waited for as :attr:`JobHandle.job_id` waits (as long as its synchronous
+        ``submit()`` would have taken), since a state needs the job's id.
+
+        Raises:
+            QrtError: the farm refused one of the pipelined submits (its error).
+        """
         timeout_s = _timeout(timeout_s)
         end = None if timeout_s is None else time.monotonic() + timeout_s
-        ids = self._job_ids(handles, end)
+        ids = self._job_ids(handles, None)
         got = self._wait_ids(ids, None if end is None else max(0.0, end - time.monotonic()))
         return {k: JobState(v) for k, v in got.items()}
 

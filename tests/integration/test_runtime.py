@@ -222,6 +222,9 @@ def test_pipelined_submits_return_at_once_and_refusals_land_on_their_handle(
         rt.submit(ghz(12), shots=200)
     picky = rt.submit(ghz(2), shots=200, min_fidelity=0.9999)  # only the farm can judge it
     late = rt.submit(ghz(3), shots=300)
+    # a poll right after the submits gets every job's state, acknowledged or not yet
+    polled = rt.wait([*good, late], timeout_s=0)
+    assert sorted(polled) == sorted(h.job_id for h in [*good, late])
     with pytest.raises(PlacementError, match=r"min_fidelity=0\.9999"):
         picky.accepted(timeout_s=60)
     with pytest.raises(PlacementError):
