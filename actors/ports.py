@@ -24,6 +24,10 @@ class SchedulerPorts(Protocol):
         """Current snapshot of every device."""
         ...
 
+    def device_names(self) -> list[str]:
+        """The name of every device of the farm, answering or not."""
+        ...
+
     async def compile(
         self,
         device: str,
@@ -105,6 +109,9 @@ class LocalPorts:
 
     async def snapshots(self) -> list[DeviceSnapshot]:
         return [d.snapshot() for d in self.devices.values()]
+
+    def device_names(self) -> list[str]:
+        return list(self.devices)
 
     async def compile(
         self,

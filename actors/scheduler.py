@@ -128,6 +128,7 @@ _GAUGES_S = 1.0
 _FETCHED_KEPT = 100_000
 # a busy farm asks for a retry after this many seconds, at least and at most
 _BUSY_MIN_S, _BUSY_MAX_S = 1.0, 300.0
+_UNHEARD_RETRY_S = 1.0  # a call judged before every device answered: ask again then
 
 
 def _too_old(snap: DeviceSnapshot, now: float, limit: float | None) -> DeviceSnapshot:
@@ -604,7 +605,10 @@ class Scheduler:
         wheres = self.admission.check_count(specs)
         job_ids = [f"job-{uuid.uuid4().hex[:16]}" for _ in specs]
         devices = self.view.snapshots
-        shapes = await self.admission.shapes(specs, wheres, job_ids, devices)
+        try:
+            shapes = await self.admission.shapes(specs, wheres, job_ids, devices)
+        except PlacementError as exc:
+            raise self._judged_refusal(exc) from None
         now = self._clock()
         records: list[JobRecord] = []
         known = 0  # specs whose idempotency key names a stored job: they add nothing
@@ -614,7 +618,10 @@ class Scheduler:
         for i, (spec, where, job_id, shape) in enumerate(
             zip(specs, wheres, job_ids, shapes, strict=True)
         ):
-            self.admission.check_feasible(spec, shape, where, devices)
+            try:
+                self.admission.check_feasible(spec, shape, where, devices)
+            except PlacementError as exc:
+                raise self._judged_refusal(exc) from None
             if spec.idempotency_key:
                 key = (spec.tenant, spec.idempotency_key)
                 prior = priors.get(key)
@@ -660,6 +667,35 @@ class Scheduler:
             self._track(rec, shape)
             self._enqueue_pending(rec)
         return admitted
+
+    def unheard(self) -> list[str]:
+        """The farm's devices that have not answered a poll since this scheduler
+        started (their actor is starting, or busy in a simulator call)."""
+        known = {s.name for s in self.view.snapshots}
+        return [name for name in self.ports.device_names() if name not in known]
+
+    def _judged_refusal(self, exc: PlacementError) -> QrtError:
+        """``exc``, a refusal judged on the devices that answered; while some of the
+        farm's devices have not answered yet, a busy answer instead: the job may fit a
+        device the scheduler has not heard from.
+
+        A scheduler that has just started (or restarted) polls devices that may be
+        building their noise model or running a batch; refusing then would tell a
+        caller "no such device" or "the farm has no devices" about a farm that has them.
+        """
+        unheard = self.unheard()
+        if not unheard:
+            return exc
+        more = len(unheard) - 5
+        shown = ", ".join(unheard[:5]) + (f" and {more} more" if more > 0 else "")
+        return FarmBusyError(
+            f"the job cannot be judged yet: {len(unheard)} of the farm's "
+            f"{len(self.ports.device_names())} devices have not answered since the "
+            f"scheduler started ({shown}: starting, or busy running). Nothing was stored: "
+            f"retry after {_UNHEARD_RETRY_S:g} s",
+            limit="devices_unheard",
+            retry_after_s=_UNHEARD_RETRY_S,
+        )
 
     def _check_room(self, new: int) -> None:
         """Refuse a call that would take the farm past ``max_live_jobs`` unfinished jobs,
@@ -829,6 +865,10 @@ class Scheduler:
                 waiting.append(entry)
                 continue
             except PlacementError as exc:
+                if self.unheard():  # the job may fit a device not heard from yet
+                    self._jobs[rec.job_id].waiting = str(self._judged_refusal(exc))
+                    waiting.append(entry)
+                    continue
                 events.append(PlacementRefused(rec.job_id, str(exc)))
                 continue
             if tracing.enabled():
@@ -1749,13 +1789,16 @@ class Scheduler:
         """
         await self._refresh_snapshots(force=True)
         devices = self.view.snapshots
-        shape = (await self.admission.shapes([spec], ["job"], ["estimate"], devices))[0]
         backlog = self._loads()
-        loads = [DeviceLoad(s, backlog.get(s.name, 0.0)) for s in self.view.snapshots]
+        loads = [DeviceLoad(s, backlog.get(s.name, 0.0)) for s in devices]
         try:
-            cands = self.placer.estimate(shape, loads, placement_options(spec))
-        except ValueError as exc:
-            raise ValidationError(f"job: {exc}") from None
+            shape = (await self.admission.shapes([spec], ["job"], ["estimate"], devices))[0]
+            try:
+                cands = self.placer.estimate(shape, loads, placement_options(spec))
+            except ValueError as exc:
+                raise ValidationError(f"job: {exc}") from None
+        except PlacementError as exc:
+            raise self._judged_refusal(exc) from None
         return [{**describe(c), "accepting": c.accepting, "status": c.status} for c in cands]
 
     async def devices(self) -> list[DeviceSnapshot]:

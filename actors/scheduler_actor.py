@@ -129,6 +129,10 @@ class RayPorts:
                 self._processes[name] = snap.process
         return list(got.values())
 
+    def device_names(self) -> list[str]:
+        """The farm's devices by name, including those whose actor is not up yet."""
+        return list(self._devices)
+
     async def restart(self, device: str) -> None:
         """Kill the device actor and let Ray start it again (its ``max_restarts``).
 
@@ -625,6 +629,13 @@ class SchedulerActor:
         """Snapshots of all devices."""
         await self._started()
         return await self.scheduler.devices()
+
+    async def devices_judged(self) -> tuple[list[DeviceSnapshot], list[str]]:
+        """Snapshots of the devices that answered, and the names of the farm's devices
+        that have not answered since the scheduler started: while there are any, a job
+        none of the answering devices could run may fit one of them."""
+        await self._started()
+        return await self.scheduler.devices(), self.scheduler.unheard()
 
     async def batch_started(
         self, device: str, attempts: list[tuple[str, int, str]], signature: str = ""

@@ -920,11 +920,25 @@ class QuantumRuntime:
         return self._call("devices")
 
     def _devices_once(self, timeout_s: float) -> list[DeviceSnapshot]:
-        """The devices in one try, without riding out a restart (raises when the
-        scheduler does not answer within ``timeout_s``)."""
+        """Every device of the farm in one try, without riding out a restart.
+
+        Raises:
+            RuntimeNotRunningError: no scheduler to ask, or some of the farm's devices
+                have not answered it since it started (a refusal judged on the others
+                could be wrong).
+            ray.exceptions.GetTimeoutError: the scheduler did not answer within
+                ``timeout_s``.
+        """
         if self._closed or self._scheduler is None:
             raise RuntimeNotRunningError("no scheduler to ask")
-        return list(ray.get(self._scheduler.devices.remote(), timeout=timeout_s))
+        try:
+            ask = self._scheduler.devices_judged
+        except AttributeError:  # a farm older than the client: its devices as they are
+            return list(ray.get(self._scheduler.devices.remote(), timeout=timeout_s))
+        devices, unheard = ray.get(ask.remote(), timeout=timeout_s)
+        if unheard:
+            raise RuntimeNotRunningError(f"{len(unheard)} devices have not answered yet")
+        return list(devices)
 
     def _device(self, name: str) -> Any:
         known = [d.name for d in self.devices()]

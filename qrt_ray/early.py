@@ -9,7 +9,8 @@ client refuses at once, with the scheduler's words, the refusals it can judge al
   the farm's devices (names, sizes, which are offline) as it last read them, and reads
   them again (one try, a short timeout) before a refusal when they are older than a
   second: it refuses only on a view at most a second old. While the farm cannot be
-  asked it refuses nothing, and asks again at most once a second.
+  asked, or has not heard from all its devices (its scheduler just started), it
+  refuses nothing, and asks again at most once a second.
 - an idempotency key this runtime's pipelined submits already used for a different
   request (a key names one job for good). Keys used otherwise (another process,
   ``submit_many``) are the scheduler's to judge.
@@ -31,7 +32,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from qrt_ray.errors import JobTimeoutError, PlacementError, QrtError, ValidationError, brief
+from qrt_ray.errors import (
+    JobTimeoutError,
+    PlacementError,
+    QrtError,
+    RuntimeNotRunningError,
+    ValidationError,
+    brief,
+)
 from qrt_ray.intake.admit import DEFAULT_LIMITS
 from qrt_ray.intake.scan import farm_qubit_limit, scan
 from qrt_ray.models import DeviceSnapshot, JobSpec
@@ -207,6 +215,8 @@ class EarlyRefusals:
                 return None
         try:
             devices = list(self._read(READ_TIMEOUT_S))
+            if not devices:  # none answered yet (a farm starting): nothing to judge on
+                raise RuntimeNotRunningError("no device has answered the farm yet")
         except Exception as exc:  # the farm restarts: the scheduler judges the job
             logger.debug("the farm's devices could not be read: %s", type(exc).__name__)
             with self._lock:

@@ -171,9 +171,14 @@ def _rebuild_quota(
 
 
 class FarmBusyError(QuotaExceededError):
-    """The farm holds as many unfinished jobs as it is configured to (HTTP 503 with
-    ``Retry-After``): nothing of the call was stored; submit again after
-    ``retry_after_s``, when jobs will have finished."""
+    """The farm cannot take the call now (HTTP 503 with ``Retry-After``): nothing of
+    it was stored; submit again after ``retry_after_s``.
+
+    ``limit`` says why: ``max_live_jobs`` (the farm holds as many unfinished jobs as
+    it is configured to; they will have finished by then) or ``devices_unheard`` (its
+    scheduler has just started and some devices have not answered it yet, so it
+    cannot tell whether one of them could run the job).
+    """
 
 
 class InsecureConnectionError(QrtError):

@@ -90,6 +90,18 @@ def test_nothing_is_refused_while_the_farm_cannot_be_asked() -> None:
     assert farm.reads == 1
 
 
+def test_nothing_is_refused_before_any_device_has_answered_the_farm() -> None:
+    farm = Farm()  # a farm whose scheduler has heard from no device yet
+    early = farm.refusals()
+    early.check(spec(3))  # not "the farm has no devices": the scheduler judges it
+    early.check(spec(3, device="manila"))
+    farm.devices.append(snap("manila"))
+    farm.now += FRESH_S
+    early.check(spec(3, device="manila"))
+    with pytest.raises(PlacementError, match="no such device"):
+        early.check(spec(3, device="nope"))
+
+
 def test_a_placement_refusal_comes_before_a_key_refusal_as_at_the_scheduler() -> None:
     early = Farm("manila").refusals()
     first = spec(3, idempotency_key="k0")

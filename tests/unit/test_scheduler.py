@@ -15,13 +15,14 @@ from qrt_ray.actors.scheduler import FIRST_CHUNK, Scheduler, chunk_cap
 from qrt_ray.circuits import to_qasm
 from qrt_ray.compiler import compile_circuits
 from qrt_ray.config import SchedulingConfig
-from qrt_ray.errors import JobNotFoundError, PlacementError, ValidationError
+from qrt_ray.errors import FarmBusyError, JobNotFoundError, PlacementError, ValidationError
 from qrt_ray.lifecycle import JobState
 from qrt_ray.models import JobSpec
 from qrt_ray.results import decode_result
 from qrt_ray.store import JobRecord, SQLiteJobStore, StateUpdate
 from tests.local_farm import (
     FARM,
+    REPORT_KEY,
     drive,
     drive_until_crash,
     drive_until_postprocessing,
@@ -1128,6 +1129,54 @@ def test_a_job_whose_shots_the_farm_dropped_is_handed_off_unsliced(tmp_path: Pat
         assert [r.shots for r in ledger] == [1000]  # one run, not three slices
         assert len(store.shot_ledger(fresh.job_id)) == 3  # 400 + 400 + 200
         await sched.stop()
+        store.close()
+
+    asyncio.run(main())
+
+
+class _SilentPorts(LocalPorts):
+    """Devices that do not answer the scheduler's polls while they are ``silent``
+    (building their noise model, or running a batch that holds the interpreter)."""
+
+    def __init__(self, devices: list[Device]) -> None:
+        super().__init__(devices)
+        self.silent = set(self.devices)
+
+    async def snapshots(self):  # type: ignore[no-untyped-def]
+        return [s for s in await super().snapshots() if s.name not in self.silent]
+
+
+def test_devices_not_heard_from_yet_make_a_job_wait_not_fail(tmp_path: Path) -> None:
+    """A scheduler that (re)starts while its devices do not answer neither refuses a
+    submit as if the farm had no devices nor fails a job it recovers: the submit is
+    told to retry soon, the recovered job waits; once they answer, both are judged."""
+
+    async def main() -> None:
+        store, devices, first = make(tmp_path)
+        ((kept, _),) = await first.submit([spec(shots=100, device="manila")])  # stored
+        ports = _SilentPorts(devices)
+        sched = Scheduler(store, ports, report_key=REPORT_KEY)
+        await sched.start()  # recovers the QUEUED job
+        with pytest.raises(FarmBusyError, match="2 of the farm's 2 devices have not answered"):
+            await sched.submit([spec(shots=100)])
+        with pytest.raises(FarmBusyError) as busy:
+            await sched.estimate(spec(shots=100))
+        assert busy.value.limit == "devices_unheard" and busy.value.retry_after_s > 0
+        assert [r.job_id for r in store.list_jobs()] == [kept.job_id]  # nothing stored
+        await sched._refresh_snapshots(force=True)
+        await sched._place_pending()
+        assert (await sched.get(kept.job_id)).state is S.QUEUED  # not failed
+        assert "have not answered" in str(sched.waiting(kept.job_id))
+        ports.silent = {"nairobi"}  # manila answers: a job it cannot take may fit nairobi
+        with pytest.raises(FarmBusyError, match=r"\(nairobi: starting"):
+            await sched.submit([spec(shots=100, device="nope")])
+        ports.silent = set()
+        await sched._refresh_snapshots(force=True)
+        with pytest.raises(PlacementError, match="device='nope': no such device"):
+            await sched.submit([spec(shots=100, device="nope")])
+        await drive(sched, devices, until_s=60, done=lambda: store.get(kept.job_id).state.is_final)
+        await sched.stop()
+        assert store.get(kept.job_id).state is S.DONE
         store.close()
 
     asyncio.run(main())
