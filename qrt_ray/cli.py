@@ -15,16 +15,20 @@ too). Exit codes, the same for every command (:data:`EXIT_CODES`):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -438,20 +442,54 @@ def _wait_with_progress(handle: Any, timeout_s: float) -> Any:
             )
             last[0] = state
 
-    while True:
-        state = handle.status()
-        show(state)
-        left = timeout_s - (time.monotonic() - start)
-        try:
-            result = handle.result(timeout_s=0 if state.is_final else max(0.0, min(_POLL_S, left)))
-        except JobTimeoutError:
-            if left > _POLL_S:
-                continue
-            raise JobTimeoutError(
-                f"job {handle.job_id} is {handle.status().value} after {timeout_s:g} s (--timeout)"
-            ) from None
-        show(JobState.DONE)
-        return result
+    with _ctrl_c_flag() as interrupted:
+        while True:
+            state = handle.status()
+            show(state)
+            left = timeout_s - (time.monotonic() - start)
+            try:
+                result = handle.result(
+                    timeout_s=0 if state.is_final else max(0.0, min(_POLL_S, left))
+                )
+            except JobTimeoutError:
+                if interrupted():
+                    raise KeyboardInterrupt from None
+                if left > _POLL_S:
+                    continue
+                raise JobTimeoutError(
+                    f"job {handle.job_id} is {handle.status().value} after {timeout_s:g} s "
+                    "(--timeout)"
+                ) from None
+            show(JobState.DONE)
+            return result
+
+
+@contextlib.contextmanager
+def _ctrl_c_flag() -> Iterator[Callable[[], bool]]:
+    """Within the block, Ctrl-C sets a flag that a wait loop reads between its polls
+    (at most ``_POLL_S`` apart); the previous handler comes back after it.
+
+    The default handler raises ``KeyboardInterrupt`` wherever the main thread is, and
+    a library's blocking call it lands in may swallow it (a wait on a busy machine once
+    ran to the job's end through a Ctrl-C); a flag cannot be lost. A second Ctrl-C
+    raises at once (a call riding out a farm restart would otherwise finish first).
+    Outside the main thread no handler can be set, and the flag never goes up.
+    """
+    hit = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield hit.is_set
+        return
+
+    def on_ctrl_c(_sig: int, _frame: object) -> None:
+        if hit.is_set():  # a second Ctrl-C: the first was not heard in time
+            raise KeyboardInterrupt
+        hit.set()
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield hit.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _show_result(args: argparse.Namespace, job_id: str, result: Any) -> int:

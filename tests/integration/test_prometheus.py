@@ -132,18 +132,33 @@ def _auth_calls(rt: QuantumRuntime) -> tuple[int, int]:
 # == the alert =======================================================================
 
 
+def _inject(rt: QuantumRuntime, device: str, **faults: Any) -> None:
+    """Set a device's injected faults, riding out a restart of its actor (the
+    scheduler restarts a device that looks hung, which a loaded machine can make one
+    look: the call then meets "the actor is restarting")."""
+    deadline = time.monotonic() + 120
+    while True:
+        handle = farm_mod.device_handle(device, rt.namespace)
+        try:
+            ray.get(handle.inject_faults.remote(**faults), timeout=60)
+            return
+        except ray.exceptions.ActorUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def _burn_alert(rt: QuantumRuntime, prom: Prometheus) -> list[tuple[float, str]]:
     """Fail jobs on nairobi until the fast burn page fires, then run clean work until
     it resolves. Returns the timeline: (seconds since the failures began, event)."""
-    nairobi = farm_mod.device_handle("nairobi", rt.namespace)
-    ray.get(nairobi.inject_faults.remote(link_errors=["permanent"] * 100))
+    _inject(rt, "nairobi", link_errors=["permanent"] * 100)
     t0 = time.time()
     timeline: list[tuple[float, str]] = [(0.0, "failures injected on nairobi")]
     failing = [rt.submit(ghz(2), shots=300, device="nairobi", seed=k) for k in range(6)]
     states = rt.wait(failing, timeout_s=120)
     assert all(s is JobState.FAILED for s in states.values()), states
     timeline.append((time.time() - t0, f"{len(failing)} jobs FAILED (error class device)"))
-    ray.get(nairobi.inject_faults.remote())  # the device heals
+    _inject(rt, "nairobi")  # the device heals
     seen: dict[str, float] = {}
     deadline = time.monotonic() + 90
     clean = 0

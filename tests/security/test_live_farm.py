@@ -100,10 +100,9 @@ def scheduler_process(rt: QuantumRuntime) -> psutil.Process:
     return psutil.Process(actor.pid)
 
 
-def test_other_clients_answer_while_hostile_input_is_handled(farm: Farm) -> None:
-    rt = farm.rt
-    proc = scheduler_process(rt)
-    rss_before = proc.memory_info().rss
+def _hostile_round(rt: QuantumRuntime) -> tuple[list[str], Prober]:
+    """Send each hostile input straight to the scheduler while another client probes
+    it; returns each input's outcome and the prober."""
     prober = Prober(lambda: rt.jobs(limit=1))
     hostile = [
         [json.dumps({"circuits": [slow_to_parse()], "shots": 10})],  # meets the deadline
@@ -123,14 +122,31 @@ def test_other_clients_answer_while_hostile_input_is_handled(farm: Farm) -> None
         time.sleep(0.3)
     finally:
         prober.stop()
-    worst = prober.worst()
-    print(
-        f"\nworst latency of another client's call: {worst * 1000:.0f} ms over {prober.calls} calls"
-    )
-    assert "took longer than 5 s" in outcomes[0], outcomes[0]
-    assert all(o != "accepted" for o in outcomes), outcomes
-    assert prober.calls > 20
-    assert worst < STALL_BOUND_S, f"another client waited {worst:.2f} s"
+    return outcomes, prober
+
+
+def test_other_clients_answer_while_hostile_input_is_handled(farm: Farm) -> None:
+    """No hostile input stalls another client's call for a second. A stall the input
+    causes happens every time it is sent; a machine busy with other work can stall a
+    call once: a round past the bound is run once more, and both must be past it to
+    fail."""
+    rt = farm.rt
+    proc = scheduler_process(rt)
+    rss_before = proc.memory_info().rss
+    worsts: list[float] = []
+    for _ in range(2):
+        outcomes, prober = _hostile_round(rt)
+        worsts.append(prober.worst())
+        print(
+            f"\nworst latency of another client's call: {worsts[-1] * 1000:.0f} ms over "
+            f"{prober.calls} calls"
+        )
+        assert "took longer than 5 s" in outcomes[0], outcomes[0]
+        assert all(o != "accepted" for o in outcomes), outcomes
+        assert prober.calls > 20
+        if worsts[-1] < STALL_BOUND_S:
+            break
+    assert min(worsts) < STALL_BOUND_S, f"another client waited {worsts} s (each round)"
     grown_mb = (proc.memory_info().rss - rss_before) / 2**20
     assert grown_mb < 300, f"the scheduler grew by {grown_mb:.0f} MB"
 
