@@ -131,6 +131,16 @@ _BUSY_MIN_S, _BUSY_MAX_S = 1.0, 300.0
 _UNHEARD_RETRY_S = 1.0  # a call judged before every device answered: ask again then
 
 
+def _unheard_text(unheard: Sequence[str], names: Sequence[str]) -> str:
+    """Which of the farm's devices have not answered its scheduler, briefly."""
+    more = len(unheard) - 5
+    shown = ", ".join(unheard[:5]) + (f" and {more} more" if more > 0 else "")
+    return (
+        f"{len(unheard)} of the farm's {len(names)} devices have not answered since the "
+        f"scheduler started ({shown}: starting, or busy running)"
+    )
+
+
 def _too_old(snap: DeviceSnapshot, now: float, limit: float | None) -> DeviceSnapshot:
     """``snap`` as a job that accepts calibrations up to ``limit`` seconds old sees it:
     a device with an older calibration takes none of its work until recalibrated."""
@@ -213,6 +223,7 @@ class Scheduler:
             policies.intake, self.placer, intake or InlineIntake(policies.intake)
         )
         self.view = DeviceView(policies.faults, policies.link, clock, self.metrics)
+        self._started_at = clock()  # devices not heard from since count for a while
         self.telemetry = JobTelemetry(self.metrics)
         self._gauges_at = 0.0
         self.compiler = CompileStage(
@@ -271,6 +282,7 @@ class Scheduler:
         Returns:
             How many unfinished jobs were recovered.
         """
+        self._started_at = self._clock()
         recovered = await self._recover()
         self._stopping = False
         self._loop_task = asyncio.create_task(self._run_forever(), name="qrt-scheduler-loop")
@@ -608,7 +620,7 @@ class Scheduler:
         try:
             shapes = await self.admission.shapes(specs, wheres, job_ids, devices)
         except PlacementError as exc:
-            raise self._judged_refusal(exc) from None
+            raise self._judged_refusal(exc, [s.device for s in specs]) from None
         now = self._clock()
         records: list[JobRecord] = []
         known = 0  # specs whose idempotency key names a stored job: they add nothing
@@ -621,7 +633,7 @@ class Scheduler:
             try:
                 self.admission.check_feasible(spec, shape, where, devices)
             except PlacementError as exc:
-                raise self._judged_refusal(exc) from None
+                raise self._judged_refusal(exc, [spec.device]) from None
             if spec.idempotency_key:
                 key = (spec.tenant, spec.idempotency_key)
                 prior = priors.get(key)
@@ -670,32 +682,38 @@ class Scheduler:
 
     def unheard(self) -> list[str]:
         """The farm's devices that have not answered a poll since this scheduler
-        started (their actor is starting, or busy in a simulator call)."""
+        started (their actor is starting, or busy in a simulator call), for at most
+        ``faults.silent_restart_s`` after the start: a device silent that long (say, one
+        that needs a GPU no node has) is judged absent, as the watchdog would give up on
+        one it knew."""
+        if self._clock() - self._started_at >= self.view.faults.silent_restart_s:
+            return []
         known = {s.name for s in self.view.snapshots}
         return [name for name in self.ports.device_names() if name not in known]
 
-    def _judged_refusal(self, exc: PlacementError) -> QrtError:
+    def _judged_refusal(self, exc: PlacementError, pinned: Sequence[str | None]) -> QrtError:
         """``exc``, a refusal judged on the devices that answered; while some of the
         farm's devices have not answered yet, a busy answer instead: the job may fit a
-        device the scheduler has not heard from.
+        device the scheduler has not heard from. Jobs each pinned to a device that
+        answered (``pinned``: each refused job's device) are judged on those alone:
+        their refusal stands.
 
         A scheduler that has just started (or restarted) polls devices that may be
         building their noise model or running a batch; refusing then would tell a
         caller "no such device" or "the farm has no devices" about a farm that has them.
         """
         unheard = self.unheard()
-        if not unheard:
+        if not unheard or all(p is not None and self._heard(p) for p in pinned):
             return exc
-        more = len(unheard) - 5
-        shown = ", ".join(unheard[:5]) + (f" and {more} more" if more > 0 else "")
         return FarmBusyError(
-            f"the job cannot be judged yet: {len(unheard)} of the farm's "
-            f"{len(self.ports.device_names())} devices have not answered since the "
-            f"scheduler started ({shown}: starting, or busy running). Nothing was stored: "
-            f"retry after {_UNHEARD_RETRY_S:g} s",
+            f"the job cannot be judged yet: {_unheard_text(unheard, self.ports.device_names())}"
+            f". Nothing was stored: retry after {_UNHEARD_RETRY_S:g} s",
             limit="devices_unheard",
             retry_after_s=_UNHEARD_RETRY_S,
         )
+
+    def _heard(self, name: str) -> bool:
+        return any(s.name == name for s in self.view.snapshots)
 
     def _check_room(self, new: int) -> None:
         """Refuse a call that would take the farm past ``max_live_jobs`` unfinished jobs,
@@ -865,8 +883,11 @@ class Scheduler:
                 waiting.append(entry)
                 continue
             except PlacementError as exc:
-                if self.unheard():  # the job may fit a device not heard from yet
-                    self._jobs[rec.job_id].waiting = str(self._judged_refusal(exc))
+                unheard = self.unheard()
+                if unheard and not (rec.spec.device and self._heard(rec.spec.device)):
+                    # the job may fit a device not heard from yet: it waits for them
+                    names = self.ports.device_names()
+                    self._jobs[rec.job_id].waiting = f"waiting: {_unheard_text(unheard, names)}"
                     waiting.append(entry)
                     continue
                 events.append(PlacementRefused(rec.job_id, str(exc)))
@@ -1490,6 +1511,12 @@ class Scheduler:
             runs, runs_from, discarded = await self._recover_runs(rec)
             devices = self.view.snapshots
             shape = (await self.admission.shapes([rec.spec], ["job"], [rec.job_id], devices))[0]
+        except PlacementError as exc:
+            if replace is not None and self.unheard():  # wider than those heard so far
+                logger.info("job %s waits for every device to answer: %s", rec.job_id, exc)
+                return None  # its current picture stays; the next pass looks again
+            logger.error("job %s cannot be recovered: %s", rec.job_id, exc)
+            return Unrecoverable(rec.job_id, str(exc))
         except (QrtError, ValueError, KeyError, TypeError) as exc:
             logger.error("job %s cannot be recovered: %s", rec.job_id, exc)
             return Unrecoverable(rec.job_id, str(exc))
@@ -1798,7 +1825,7 @@ class Scheduler:
             except ValueError as exc:
                 raise ValidationError(f"job: {exc}") from None
         except PlacementError as exc:
-            raise self._judged_refusal(exc) from None
+            raise self._judged_refusal(exc, [spec.device]) from None
         return [{**describe(c), "accepting": c.accepting, "status": c.status} for c in cands]
 
     async def devices(self) -> list[DeviceSnapshot]:

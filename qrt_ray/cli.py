@@ -444,6 +444,8 @@ def _wait_with_progress(handle: Any, timeout_s: float) -> Any:
 
     with _ctrl_c_flag() as interrupted:
         while True:
+            if interrupted():
+                raise KeyboardInterrupt
             state = handle.status()
             show(state)
             left = timeout_s - (time.monotonic() - start)

@@ -30,6 +30,7 @@ from qrt_ray.config import FarmConfig, PolicyConfig, load_farm_config, load_poli
 from qrt_ray.early import AUTO_KEY, EarlyRefusals
 from qrt_ray.errors import (
     DeviceUnavailableError,
+    FarmBusyError,
     IntegrityError,
     JobCancelledError,
     JobFailedError,
@@ -430,6 +431,12 @@ class QuantumRuntime:
                 if method not in _SAFE_AGAIN or not backoff.wait():
                     raise
                 logger.info("job store unavailable (%s); retrying %s", exc, method)
+            except FarmBusyError as exc:
+                # a scheduler just (re)started that has not heard from every device:
+                # the end of a restart, ridden out like one (nothing was stored)
+                if exc.limit != "devices_unheard" or not backoff.wait():
+                    raise
+                logger.info("the farm's devices are not all answering yet; retrying %s", method)
 
     # -- construction -----------------------------------------------------------------
 
@@ -745,16 +752,16 @@ class QuantumRuntime:
         """Wait until every job is final (or the timeout passes); returns their states.
 
         ``timeout_s`` bounds the wait for the jobs to finish, so ``timeout_s=0`` polls.
-        It does not cut short a pipelined submit: a handle not yet acknowledged is
-        waited for as :attr:`JobHandle.job_id` waits (as long as its synchronous
-        ``submit()`` would have taken), since a state needs the job's id.
+        A pipelined submit not yet acknowledged (a state needs the job's id) is waited
+        for up to ``retry_s`` past it: an answer normally comes within milliseconds.
 
         Raises:
+            JobTimeoutError: a pipelined submit still unanswered then.
             QrtError: the farm refused one of the pipelined submits (its error).
         """
         timeout_s = _timeout(timeout_s)
         end = None if timeout_s is None else time.monotonic() + timeout_s
-        ids = self._job_ids(handles, None)
+        ids = self._job_ids(handles, end)
         got = self._wait_ids(ids, None if end is None else max(0.0, end - time.monotonic()))
         return {k: JobState(v) for k, v in got.items()}
 
@@ -828,8 +835,12 @@ class QuantumRuntime:
         return out
 
     def _job_ids(self, handles: Sequence[JobHandle], end: float | None) -> list[str]:
-        """Each handle's job id; a pipelined one's acknowledgement is waited for until
-        ``end`` (monotonic; None: no limit), and its refusal raised."""
+        """Each handle's job id, its refusal raised. A pipelined one's acknowledgement
+        is waited for up to ``retry_s`` past the caller's ``end`` (monotonic; None: no
+        limit): a caller's timeout bounds the wait for its jobs, not their submit, so a
+        poll right after ``submit()`` gets an answer rather than a timeout."""
+        if end is not None:
+            end = max(end, time.monotonic() + self.retry_s)
         return [
             h.accepted(None if end is None else max(0.0, end - time.monotonic())) for h in handles
         ]

@@ -177,7 +177,8 @@ class FarmBusyError(QuotaExceededError):
     ``limit`` says why: ``max_live_jobs`` (the farm holds as many unfinished jobs as
     it is configured to; they will have finished by then) or ``devices_unheard`` (its
     scheduler has just started and some devices have not answered it yet, so it
-    cannot tell whether one of them could run the job).
+    cannot tell whether one of them could run the job; a client rides this one out
+    for its ``retry_s``, like a restart).
     """
 
 

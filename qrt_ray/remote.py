@@ -135,6 +135,12 @@ class HttpTransport:
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, decoded
 
 
+def _error_type(body: Any) -> str | None:
+    """The name of the error a gateway's answer carries (None: none)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    return str(error.get("type")) if isinstance(error, dict) else None
+
+
 def _raise_for(status: int, headers: dict[str, str], body: Any) -> None:
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
@@ -178,7 +184,9 @@ class RemoteRuntime(QuantumRuntime):
 
     def _http(self, method: str, path: str, body: Any = None, **query: Any) -> Any:
         """A call to the gateway, riding out its restarts (503, refused connections)
-        for up to ``retry_s``; other errors raise as the farm's own QrtError."""
+        for up to ``retry_s``; other errors raise as the farm's own QrtError. A 503
+        that says the farm is busy is the farm's answer, raised at once as
+        :class:`FarmBusyError` (with when to retry), as a local runtime raises it."""
         backoff = Backoff(self.retry_s)
         while True:
             try:
@@ -189,7 +197,7 @@ class RemoteRuntime(QuantumRuntime):
                 reason = f"HTTP {status}"
                 if status < 400:
                     return decoded
-                if status != 503:
+                if status != 503 or _error_type(decoded) == "FarmBusyError":
                     _raise_for(status, headers, decoded)
             if not backoff.wait():
                 raise RuntimeNotRunningError(

@@ -55,3 +55,41 @@ def test_busy_is_http_503_with_retry_after_and_comes_back_as_itself() -> None:
         _raise_for(503, {"retry-after": "13"}, body)
     assert isinstance(back.value, QuotaExceededError)
     assert back.value.retry_after_s == pytest.approx(12.2)
+
+
+class _Gateway:
+    """A gateway's answers in turn: (status, body) pairs."""
+
+    url = "http://127.0.0.1:1"
+
+    def __init__(self, *answers: tuple[int, object]) -> None:
+        self.answers = list(answers)
+        self.asked = 0
+
+    def request(self, method: str, path: str, body: object = None, query: object = None):  # type: ignore[no-untyped-def]
+        self.asked += 1
+        status, decoded = self.answers.pop(0)
+        return status, {"retry-after": "1"}, decoded
+
+
+def test_a_remote_client_hears_busy_at_once_and_rides_out_a_gateway_restart() -> None:
+    from qrt_ray.remote import RemoteRuntime
+
+    busy = {
+        "error": {
+            "type": "FarmBusyError",
+            "message": "the job cannot be judged yet",
+            "limit": "devices_unheard",
+            "retry_after_s": 1.0,
+        }
+    }
+    gateway = _Gateway((503, busy))
+    rt = RemoteRuntime(gateway, retry_s=30, pipeline=False)  # type: ignore[arg-type]
+    started = time.perf_counter()
+    with pytest.raises(FarmBusyError, match="cannot be judged yet") as info:
+        rt._http("GET", "/v1/devices")
+    assert time.perf_counter() - started < 1.0 and gateway.asked == 1  # not ridden out
+    assert info.value.limit == "devices_unheard"
+    restarting = _Gateway((503, None), (200, []))  # a gateway restarting says nothing
+    assert RemoteRuntime(restarting, retry_s=30, pipeline=False)._http("GET", "/v1/x") == []  # type: ignore[arg-type]
+    assert restarting.asked == 2

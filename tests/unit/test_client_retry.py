@@ -15,6 +15,7 @@ import ray.exceptions
 from qrt_ray import client as client_mod
 from qrt_ray.client import QuantumRuntime
 from qrt_ray.errors import (
+    FarmBusyError,
     IntegrityError,
     RuntimeNotRunningError,
     StoreUnavailableError,
@@ -32,8 +33,11 @@ class Method:
 class Scripted:
     """A scheduler handle whose calls fail ``failures`` times (the actor restarting)."""
 
-    def __init__(self, failures: int, answer: Any, store_down: bool = False) -> None:
+    def __init__(
+        self, failures: int, answer: Any, store_down: bool = False, busy: str | None = None
+    ) -> None:
         self.failures, self.answer, self.store_down = failures, answer, store_down
+        self.busy = busy  # the FarmBusyError limit each failure raises (None: a restart)
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
 
     def __getattr__(self, name: str) -> Method:
@@ -46,6 +50,8 @@ def _unwrap(fn: Method, *args: Any) -> Any:
         fn.owner.failures -= 1
         if fn.owner.store_down:
             raise StoreUnavailableError("the job store refused a write; retry shortly")
+        if fn.owner.busy is not None:
+            raise FarmBusyError("the farm is busy", limit=fn.owner.busy, retry_after_s=1.0)
         raise ray.exceptions.ActorUnavailableError("the actor is restarting", None)
     return fn.owner.answer(fn.name, args) if callable(fn.owner.answer) else fn.owner.answer
 
@@ -186,6 +192,23 @@ def test_a_submit_rides_out_a_store_that_refuses_writes_with_the_same_keys(
     sent = [[json.loads(spec)["idempotency_key"] for spec in args[0]] for _, args in sched.calls]
     assert len(sent) == 4 and all(keys == sent[0] for keys in sent)  # the same jobs, 4 tries
     assert found == []  # the scheduler answered: nothing to look up again
+
+
+def test_a_farm_that_has_not_heard_from_its_devices_is_ridden_out_not_a_full_one(
+    found, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    def answer(name: str, args: tuple[Any, ...]) -> Any:
+        return [{"job_id": f"j{i}"} for i, _ in enumerate(args[0])]
+
+    # a scheduler just restarted, devices not all answering: the end of a restart
+    sched = Scripted(failures=3, answer=answer, busy="devices_unheard")
+    handles = _runtime(sched, 60, monkeypatch, found).submit_many([GHZ], shots=10)
+    assert [h.job_id for h in handles] == ["j0"] and len(sched.calls) == 4
+    # a farm full of unfinished jobs is the caller's to wait out: said at once
+    full = Scripted(failures=3, answer=answer, busy="max_live_jobs")
+    with pytest.raises(FarmBusyError):
+        _runtime(full, 60, monkeypatch, found).submit_many([GHZ], shots=10)
+    assert len(full.calls) == 1
 
 
 def test_a_cancel_is_not_asked_twice_when_the_store_refuses_it(found, monkeypatch) -> None:  # type: ignore[no-untyped-def]
