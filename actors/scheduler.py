@@ -702,8 +702,8 @@ class Scheduler:
         building their noise model or running a batch; refusing then would tell a
         caller "no such device" or "the farm has no devices" about a farm that has them.
         """
-        unheard = self.unheard()
-        if not unheard or all(p is not None and self._heard(p) for p in pinned):
+        unheard = self._unjudged(pinned)
+        if not unheard:
             return exc
         return FarmBusyError(
             f"the job cannot be judged yet: {_unheard_text(unheard, self.ports.device_names())}"
@@ -712,8 +712,13 @@ class Scheduler:
             retry_after_s=_UNHEARD_RETRY_S,
         )
 
-    def _heard(self, name: str) -> bool:
-        return any(s.name == name for s in self.view.snapshots)
+    def _unjudged(self, pinned: Sequence[str | None]) -> list[str]:
+        """The devices not heard from yet that could change a refusal of jobs pinned
+        to ``pinned`` (None: not pinned); empty when the refusal stands."""
+        heard = {s.name for s in self.view.snapshots}
+        if all(p is not None and p in heard for p in pinned):
+            return []
+        return self.unheard()
 
     def _check_room(self, new: int) -> None:
         """Refuse a call that would take the farm past ``max_live_jobs`` unfinished jobs,
@@ -883,9 +888,8 @@ class Scheduler:
                 waiting.append(entry)
                 continue
             except PlacementError as exc:
-                unheard = self.unheard()
-                if unheard and not (rec.spec.device and self._heard(rec.spec.device)):
-                    # the job may fit a device not heard from yet: it waits for them
+                unheard = self._unjudged([rec.spec.device])
+                if unheard:  # the job may fit a device not heard from yet: it waits
                     names = self.ports.device_names()
                     self._jobs[rec.job_id].waiting = f"waiting: {_unheard_text(unheard, names)}"
                     waiting.append(entry)

@@ -135,16 +135,14 @@ class HttpTransport:
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, decoded
 
 
-def _error_type(body: Any) -> str | None:
-    """The name of the error a gateway's answer carries (None: none)."""
+def _error(body: Any) -> dict[str, Any] | None:
+    """The error a gateway's answer carries (None: none)."""
     error = body.get("error") if isinstance(body, dict) else None
-    return str(error.get("type")) if isinstance(error, dict) else None
+    return error if isinstance(error, dict) else None
 
 
 def _raise_for(status: int, headers: dict[str, str], body: Any) -> None:
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict):
-        error = {"type": "QrtError", "message": f"HTTP {status}"}
+    error = _error(body) or {"type": "QrtError", "message": f"HTTP {status}"}
     name, message = str(error.get("type")), str(error.get("message", ""))[:2000]
     if status == 413:
         raise ValidationError(message)
@@ -197,7 +195,7 @@ class RemoteRuntime(QuantumRuntime):
                 reason = f"HTTP {status}"
                 if status < 400:
                     return decoded
-                if status != 503 or _error_type(decoded) == "FarmBusyError":
+                if status != 503 or (_error(decoded) or {}).get("type") == "FarmBusyError":
                     _raise_for(status, headers, decoded)
             if not backoff.wait():
                 raise RuntimeNotRunningError(
